@@ -1,0 +1,34 @@
+"""filmless storage: the only package that talks to Orthanc.
+
+Public API: :class:`OrthancStore` (the facade), :class:`OrthancProcess`
+(the managed Orthanc), :func:`open_store`, the settings dataclass and the
+exception tree.
+"""
+
+from .client import METADATA_KEYS, OrthancStore
+from .exceptions import LauncherError, NotFound, StorageError, StorageRejected, StorageTimeout, StorageUnavailable
+from .launcher import Credentials, OrthancProcess, build_config, load_or_create_credentials, open_store
+from .models import Change, ChangesPage, StudySummary, SystemInfo, UploadResult
+from .settings import StorageSettings
+
+__all__ = [
+    "METADATA_KEYS",
+    "Change",
+    "ChangesPage",
+    "Credentials",
+    "LauncherError",
+    "NotFound",
+    "OrthancProcess",
+    "OrthancStore",
+    "StorageError",
+    "StorageRejected",
+    "StorageSettings",
+    "StorageTimeout",
+    "StorageUnavailable",
+    "StudySummary",
+    "SystemInfo",
+    "UploadResult",
+    "build_config",
+    "load_or_create_credentials",
+    "open_store",
+]

@@ -1,0 +1,330 @@
+"""The facade over ``orthanc-api-client``: the only code that talks to Orthanc.
+
+Why a facade: callers need a small, typed vocabulary (upload, find, read
+metadata, follow changes), and one place where Orthanc's HTTP failures are
+sorted into *retry later* (:class:`StorageUnavailable`) and *this input is
+bad* (:class:`StorageRejected`). No hard-delete path is exposed on purpose:
+signed medical content is never deleted through filmless.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager
+from typing import Any, BinaryIO, TypeVar
+
+import requests
+from orthanc_api_client import OrthancApiClient
+from orthanc_api_client import exceptions as oexc
+
+from .exceptions import NotFound, StorageError, StorageRejected, StorageTimeout, StorageUnavailable
+from .models import Change, ChangesPage, StudySummary, SystemInfo, UploadResult
+
+__all__ = ["OrthancStore", "METADATA_KEYS"]
+
+T = TypeVar("T")
+
+# User-defined metadata filmless attaches to studies (declared in the
+# generated Orthanc config under "UserMetadata"; an external Orthanc must
+# declare the same names and numbers).
+METADATA_KEYS: dict[str, int] = {
+    "FilmlessOrderId": 4001,
+    "FilmlessPatientRef": 4002,
+    "FilmlessLinkState": 4003,
+}
+
+
+def _translate(exc: Exception, url: str | None) -> StorageError:
+    """Map an orthanc-api-client or requests failure to our exception tree."""
+    if isinstance(exc, oexc.ResourceNotFound):
+        return NotFound("Orthanc has no such resource", url)
+    if isinstance(exc, (oexc.ConnectionError, oexc.TimeoutError)):
+        return StorageUnavailable(f"Orthanc is not reachable: {exc.msg}", url)
+    if isinstance(exc, oexc.NotAuthorized):
+        # Wrong credentials do not fix themselves, but retrying loses nothing
+        # and lets an operator repair the configuration without data loss.
+        return StorageUnavailable("Orthanc refused the credentials", url)
+    if isinstance(exc, oexc.HttpError):
+        code = exc.http_status_code or 0
+        detail = exc.msg or "no details"
+        if code >= 500 or code == 0:
+            return StorageUnavailable(f"Orthanc answered HTTP {code}: {detail}", url)
+        return StorageRejected(f"Orthanc refused the request (HTTP {code}): {detail}", url)
+    if isinstance(exc, oexc.OrthancApiException):
+        return StorageUnavailable(f"Orthanc error: {exc.msg}", url)
+    return StorageUnavailable(f"Orthanc request failed: {exc}", url)
+
+
+def _first(value: Any) -> str:
+    if isinstance(value, list):
+        return str(value[0]) if value else ""
+    return "" if value is None else str(value)
+
+
+class OrthancStore:
+    """A thread-safe handle on one Orthanc server.
+
+    One HTTP session per thread (``requests`` sessions are not thread-safe
+    for concurrent use), all built from the same URL and credentials.
+    """
+
+    def __init__(
+        self,
+        url: str,
+        username: str | None = None,
+        password: str | None = None,
+        timeout: float = 60.0,
+    ) -> None:
+        self.url = url.rstrip("/")
+        self._username = username
+        self._password = password
+        self._timeout = timeout
+        self._local = threading.local()
+
+    # -- plumbing -----------------------------------------------------------
+    @property
+    def _api(self) -> OrthancApiClient:
+        api = getattr(self._local, "api", None)
+        if api is None:
+            api = OrthancApiClient(self.url, user=self._username, pwd=self._password)
+            self._local.api = api
+        return api
+
+    @contextmanager
+    def _errors(self, endpoint: str) -> Iterator[None]:
+        try:
+            yield
+        except StorageError:
+            raise
+        except Exception as exc:  # noqa: BLE001 - every failure is translated
+            raise _translate(exc, f"{self.url}{endpoint}") from exc
+
+    def _get_json(self, endpoint: str, **params: Any) -> Any:
+        with self._errors(endpoint):
+            return self._api.get_json(endpoint, params=params or None, timeout=self._timeout)
+
+    def _post_json(self, endpoint: str, body: Any) -> Any:
+        with self._errors(endpoint):
+            return self._api.post(endpoint, json=body, timeout=self._timeout).json()
+
+    def _call(self, endpoint: str, fn: Callable[[], T]) -> T:
+        with self._errors(endpoint):
+            return fn()
+
+    @property
+    def _raw(self) -> requests.Session:
+        session = getattr(self._local, "raw", None)
+        if session is None:
+            session = requests.Session()
+            if self._username and self._password:
+                session.auth = (self._username, self._password)
+            self._local.raw = session
+        return session
+
+    def open_stream(
+        self, path: str, *, headers: Mapping[str, str] | None = None, timeout: float | None = None
+    ) -> requests.Response:
+        """GET ``path`` (from Orthanc's root, query string included) without reading the body.
+
+        For relaying large answers (the DICOMweb proxy) chunk by chunk: the
+        response comes back whatever its HTTP status, for the caller to map,
+        and the caller must close it. Read-only on purpose.
+        """
+        if not path.startswith("/") or ".." in path.split("?", 1)[0]:
+            raise ValueError(f"path must be absolute and plain: {path!r}")
+        url = self.url + path
+        try:
+            return self._raw.get(url, headers=dict(headers or {}), stream=True,
+                                 timeout=self._timeout if timeout is None else timeout)
+        except requests.Timeout as exc:
+            raise StorageTimeout("Orthanc did not answer in time", url) from exc
+        except requests.RequestException as exc:
+            raise StorageUnavailable(f"Orthanc is not reachable: {exc}", url) from exc
+
+    # -- health -------------------------------------------------------------
+    def ping(self) -> bool:
+        """True when Orthanc answers its REST API with our credentials."""
+        try:
+            self._get_json("/system")
+        except StorageError:
+            return False
+        return True
+
+    def system(self) -> SystemInfo:
+        system = self._get_json("/system")
+        stats = self._get_json("/statistics")
+        plugins = self._get_json("/plugins")
+        return SystemInfo(
+            version=str(system.get("Version", "")),
+            name=str(system.get("Name", "")),
+            dicom_aet=str(system.get("DicomAet", "")),
+            plugins=tuple(sorted(plugins)),
+            instances=int(stats.get("CountInstances", 0)),
+            studies=int(stats.get("CountStudies", 0)),
+        )
+
+    # -- writing ------------------------------------------------------------
+    def upload(self, data: bytes | BinaryIO) -> UploadResult:
+        """Store one DICOM instance (Part 10 bytes, or a binary file opened at
+        its start, which is streamed rather than read into memory). Idempotent.
+
+        Raises :class:`StorageRejected` when Orthanc says the bytes are not a
+        DICOM instance it can store, :class:`StorageUnavailable` otherwise.
+        """
+        endpoint = "/instances"
+
+        def post() -> Any:
+            response = self._api.post(
+                endpoint,
+                data=data,
+                headers={"Content-Type": "application/dicom"},
+                timeout=self._timeout,
+            )
+            return response.json()
+
+        try:
+            body = self._call(endpoint, post)
+        except NotFound as exc:
+            # Orthanc answers some unparsable files with 404 ("inexistent
+            # tag"): for an upload that is a refusal of the content.
+            raise StorageRejected(f"Orthanc refused the file: {exc.message}", exc.url) from exc
+        if not isinstance(body, dict) or "ID" not in body:
+            raise StorageRejected(f"unexpected answer to upload: {body!r}", f"{self.url}{endpoint}")
+        return UploadResult(
+            instance_id=body["ID"],
+            study_id=body.get("ParentStudy", ""),
+            series_id=body.get("ParentSeries", ""),
+            patient_id=body.get("ParentPatient", ""),
+            already_stored=body.get("Status") == "AlreadyStored",
+        )
+
+    def set_study_metadata(self, study_id: str, key: str, value: str) -> None:
+        """Attach filmless metadata (e.g. the linked order) to a study."""
+        if key not in METADATA_KEYS:
+            raise ValueError(f"unknown metadata key {key!r}; declare it in METADATA_KEYS")
+        endpoint = f"/studies/{study_id}/metadata/{key}"
+        self._call(
+            endpoint,
+            lambda: self._api.put(endpoint, data=value.encode("utf-8"), timeout=self._timeout),
+        )
+
+    # -- reading ------------------------------------------------------------
+    def get_study_metadata(self, study_id: str, key: str) -> str | None:
+        endpoint = f"/studies/{study_id}/metadata/{key}"
+        try:
+            return self._call(
+                endpoint,
+                lambda: self._api.get(endpoint, timeout=self._timeout).content.decode("utf-8"),
+            )
+        except NotFound:
+            return None
+
+    def find_studies(
+        self,
+        *,
+        patient_id: str | None = None,
+        accession_number: str | None = None,
+        study_instance_uid: str | None = None,
+        date_from: str | None = None,
+        date_to: str | None = None,
+        modality: str | None = None,
+        limit: int = 100,
+    ) -> list[StudySummary]:
+        """Find studies; dates are ``YYYYMMDD``, all filters optional (AND).
+
+        Values are matched exactly (DICOM wildcards ``*``/``?`` are escaped
+        away by refusing them), so a user-typed ID cannot widen a query.
+        """
+        query: dict[str, str] = {}
+        for tag, value in (
+            ("PatientID", patient_id),
+            ("AccessionNumber", accession_number),
+            ("StudyInstanceUID", study_instance_uid),
+        ):
+            if value is not None:
+                if any(c in value for c in "*?\\"):
+                    raise ValueError(f"{tag} may not contain wildcards: {value!r}")
+                query[tag] = value
+        if date_from or date_to:
+            query["StudyDate"] = f"{date_from or ''}-{date_to or ''}"
+        if modality:
+            query["ModalitiesInStudy"] = modality
+        body = {"Level": "Study", "Query": query, "Expand": True, "Limit": limit}
+        found = self._post_json("/tools/find", body)
+        return [self._summary(item) for item in found]
+
+    def get_study(self, study_id: str) -> StudySummary:
+        return self._summary(self._get_json(f"/studies/{study_id}"))
+
+    def study_series(self, study_id: str) -> list[dict[str, Any]]:
+        """Each series of a study with its main tags and instance IDs."""
+        return list(self._get_json(f"/studies/{study_id}/series"))
+
+    def series_instances(self, series_id: str) -> list[dict[str, Any]]:
+        return list(self._get_json(f"/series/{series_id}/instances"))
+
+    def instance_tags(self, instance_id: str) -> dict[str, Any]:
+        """Tags of one instance, by keyword (Orthanc's ``simplify``)."""
+        return dict(self._get_json(f"/instances/{instance_id}/tags", simplify=""))
+
+    def instance_file(self, instance_id: str) -> bytes:
+        endpoint = f"/instances/{instance_id}/file"
+        return self._call(endpoint, lambda: self._api.get_binary(endpoint, timeout=self._timeout))
+
+    def find_instance(self, sop_instance_uid: str) -> str | None:
+        """Orthanc ID of the instance with this SOP Instance UID, if stored."""
+        found = self._post_json(
+            "/tools/find",
+            {"Level": "Instance", "Query": {"SOPInstanceUID": sop_instance_uid}},
+        )
+        return str(found[0]) if found else None
+
+    def count_instances(self) -> int:
+        return int(self._get_json("/statistics").get("CountInstances", 0))
+
+    def changes(self, since: int = 0, limit: int = 100) -> ChangesPage:
+        """One page of Orthanc's changes feed after sequence number ``since``."""
+        body = self._get_json("/changes", since=since, limit=limit)
+        changes = tuple(
+            Change(
+                seq=int(c["Seq"]),
+                change_type=str(c["ChangeType"]),
+                resource_type=str(c["ResourceType"]),
+                resource_id=str(c["ID"]),
+                date=str(c.get("Date", "")),
+            )
+            for c in body.get("Changes", [])
+        )
+        return ChangesPage(changes=changes, last=int(body.get("Last", since)), done=bool(body.get("Done")))
+
+    def _modalities(self, study_id: str) -> tuple[str, ...]:
+        """Modalities of a study's series, in series order without repeats.
+
+        Orthanc 1.10 does not keep ModalitiesInStudy among a study's main tags
+        (it only matches on it in /tools/find), so it is read from the series.
+        """
+        seen: dict[str, None] = {}
+        for series in self._get_json(f"/studies/{study_id}/series"):
+            modality = _first(series.get("MainDicomTags", {}).get("Modality"))
+            if modality:
+                seen.setdefault(modality, None)
+        return tuple(seen)
+
+    def _summary(self, item: dict[str, Any]) -> StudySummary:
+        main = item.get("MainDicomTags", {})
+        patient = item.get("PatientMainDicomTags", {})
+        stored = _first(main.get("ModalitiesInStudy", ""))
+        modalities = tuple(m for m in stored.split("\\") if m) or self._modalities(str(item["ID"]))
+        return StudySummary(
+            orthanc_id=str(item["ID"]),
+            study_instance_uid=_first(main.get("StudyInstanceUID")),
+            patient_id=_first(patient.get("PatientID")),
+            patient_name=_first(patient.get("PatientName")),
+            accession_number=_first(main.get("AccessionNumber")),
+            study_date=_first(main.get("StudyDate")),
+            study_description=_first(main.get("StudyDescription")),
+            modalities=modalities,
+            series_count=len(item.get("Series", [])),
+            tags={**patient, **main},
+        )

@@ -1,0 +1,60 @@
+"""Typed references to what Orthanc stores, as the rest of filmless sees it."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+__all__ = ["UploadResult", "StudySummary", "Change", "ChangesPage", "SystemInfo"]
+
+
+@dataclass(frozen=True)
+class UploadResult:
+    instance_id: str
+    study_id: str
+    series_id: str
+    patient_id: str
+    already_stored: bool
+
+
+@dataclass(frozen=True)
+class StudySummary:
+    """A study with its main tags; ``orthanc_id`` is Orthanc's own hash."""
+
+    orthanc_id: str
+    study_instance_uid: str
+    patient_id: str
+    patient_name: str
+    accession_number: str
+    study_date: str
+    study_description: str
+    modalities: tuple[str, ...]
+    series_count: int
+    instance_count: int | None = None
+    tags: dict[str, Any] = field(default_factory=dict, compare=False, repr=False)
+
+
+@dataclass(frozen=True)
+class Change:
+    seq: int
+    change_type: str  # e.g. "NewInstance", "StableStudy"
+    resource_type: str  # "Instance", "Series", "Study", "Patient"
+    resource_id: str
+    date: str
+
+
+@dataclass(frozen=True)
+class ChangesPage:
+    changes: tuple[Change, ...]
+    last: int
+    done: bool
+
+
+@dataclass(frozen=True)
+class SystemInfo:
+    version: str
+    name: str
+    dicom_aet: str
+    plugins: tuple[str, ...]
+    instances: int
+    studies: int
