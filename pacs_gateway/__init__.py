@@ -1,0 +1,35 @@
+"""filmless DICOM gateway: modalities → durable spool → Orthanc.
+
+Public API: :class:`Gateway` (``start``/``stop``/``serve_forever``/``stats``),
+its :class:`GatewaySettings`, :class:`GatewayStats`, the provider types
+(:data:`WorklistProvider`, :data:`IdentityProvider`, :data:`MppsProvider`), :func:`spool_status` for
+health checks from another process, and the exception tree.
+"""
+
+from .exceptions import GatewayError, InvalidInstance, MppsError, NotUnderstood, OutOfResources, SopClassMismatch
+from .mpps import MppsProvider
+from .normalise import IDENTITY_KEYS, IdentityProvider, normalise
+from .server import TRANSFER_SYNTAXES, Gateway, GatewayStats
+from .settings import GatewaySettings
+from .spool import SpoolStatus, spool_status
+from .worklist import WorklistProvider
+
+__all__ = [
+    "IDENTITY_KEYS",
+    "TRANSFER_SYNTAXES",
+    "Gateway",
+    "GatewayError",
+    "GatewaySettings",
+    "GatewayStats",
+    "IdentityProvider",
+    "InvalidInstance",
+    "MppsError",
+    "MppsProvider",
+    "NotUnderstood",
+    "OutOfResources",
+    "SopClassMismatch",
+    "SpoolStatus",
+    "WorklistProvider",
+    "normalise",
+    "spool_status",
+]

@@ -1,0 +1,278 @@
+"""Threads that move the spool into Orthanc, forever patient.
+
+Each spooled file is uploaded and only then unlinked. Orthanc unreachable or
+failing (:class:`storage.StorageUnavailable`) → the same file is retried with
+exponential backoff capped at ``retry_max``; it is never dropped. Orthanc
+refusing the content (:class:`storage.StorageRejected`) → quarantine with the
+reason. A crash at any point leaves the file in ``ready/``; the next start
+uploads it again and Orthanc answers "AlreadyStored" if it got there before.
+
+The EMR's identity lookup may fail too (database down, not yet migrated).
+That holds an instance back only for ``identity_timeout`` seconds, counted
+from its study's first failed lookup (or from when the provider started
+failing for everyone, if earlier): then it is uploaded with the identity the
+modality sent, and a warning says so. The EMR's study linker puts such
+studies into its reconciliation queue; a PACS must not sit on images.
+
+Memory stays bounded by the instance header: files are streamed to Orthanc
+from disk and rewritten (charset, identity) into ``scratch/`` piecewise.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import queue
+import threading
+import time
+from collections.abc import Callable, Mapping
+from pathlib import Path
+from typing import BinaryIO, Protocol
+
+from storage import StorageRejected, StorageUnavailable, UploadResult
+
+from .normalise import IdentityProvider, normalise_file
+from .spool import Spool
+
+__all__ = ["Forwarder", "Store"]
+
+log = logging.getLogger(__name__)
+
+
+class Store(Protocol):
+    def upload(self, data: bytes | BinaryIO) -> UploadResult: ...
+
+
+class IdentityUnavailable(Exception):
+    """The identity provider failed; ``since`` is when lookups for this study began failing."""
+
+    def __init__(self, message: str, since: float) -> None:
+        super().__init__(message)
+        self.since = since
+
+
+class _CachedIdentity:
+    """Ask the EMR once per study for a short while, not once per slice.
+
+    Also remembers since when lookups fail, per study and for the provider
+    as a whole, so the forwarder can bound how long it waits.
+    """
+
+    def __init__(self, provider: IdentityProvider, ttl: float = 30.0) -> None:
+        self.provider = provider
+        self.ttl = ttl
+        self._cache: dict[tuple[str, str], tuple[float, Mapping[str, str] | None]] = {}
+        self._failing: dict[tuple[str, str], float] = {}
+        self._failing_since: float | None = None  # provider-wide, reset by any success
+        self._lock = threading.Lock()
+
+    def __call__(self, accession: str, study_uid: str) -> Mapping[str, str] | None:
+        key = (accession, study_uid)
+        now = time.monotonic()
+        with self._lock:
+            hit = self._cache.get(key)
+            if hit and now - hit[0] < self.ttl:
+                return hit[1]
+        try:
+            value = self.provider(accession, study_uid)
+        except Exception as exc:  # noqa: BLE001 - any provider failure means "try later"
+            with self._lock:
+                if len(self._failing) > 4096:
+                    self._failing.clear()
+                first = self._failing.setdefault(key, now)
+                if self._failing_since is None:
+                    self._failing_since = now
+                since = min(first, self._failing_since)
+            raise IdentityUnavailable(f"identity lookup failed: {exc!r}", since) from exc
+        with self._lock:
+            if len(self._cache) > 4096:
+                self._cache.clear()
+            self._cache[key] = (now, value)
+            self._failing.pop(key, None)
+            self._failing_since = None
+        return value
+
+
+# Files up to this size are read and uploaded from memory (fastest for
+# slices); larger ones are streamed from disk.
+_STREAM_ABOVE = 16 * 1024 * 1024
+
+_STOP = Path("/nonexistent/stop-sentinel")
+
+
+class Forwarder:
+    def __init__(
+        self,
+        spool: Spool,
+        store: Store,
+        *,
+        workers: int = 4,
+        retry_initial: float = 0.5,
+        retry_max: float = 30.0,
+        identity: IdentityProvider | None = None,
+        identity_timeout: float = 120.0,
+        busy_uploads: int = 1,
+        on_event: Callable[[str], None] | None = None,
+    ) -> None:
+        self.spool = spool
+        self.store = store
+        self.workers = max(1, workers)
+        self.retry_initial = retry_initial
+        self.retry_max = retry_max
+        self.identity = _CachedIdentity(identity) if identity is not None else None
+        self.identity_timeout = identity_timeout
+        self._on_event = on_event or (lambda name: None)
+        self._queue: queue.Queue[Path] = queue.Queue()
+        self._stopping = threading.Event()
+        self._threads: list[threading.Thread] = []
+        self._inflight = 0
+        self._lock = threading.Lock()
+        # Uploads compete with receiving for the same cores (and the GIL):
+        # while modalities are sending, only ``busy_uploads`` run at once.
+        self.busy_uploads = max(1, min(busy_uploads, self.workers))
+        self._receiving = 0
+        self._uploading = 0
+        self._gate = threading.Condition()
+
+    # -- lifecycle ----------------------------------------------------------
+    def start(self, backlog: list[Path]) -> None:
+        self._stopping.clear()
+        for path in backlog:
+            self._queue.put(path)
+        if backlog:
+            log.info("forwarder: resuming %d spooled instance(s)", len(backlog))
+        for i in range(self.workers):
+            t = threading.Thread(target=self._run, name=f"pacs-forwarder-{i}", daemon=True)
+            t.start()
+            self._threads.append(t)
+
+    def stop(self, timeout: float = 10.0) -> None:
+        """Stop after the current uploads; unsent files stay spooled for the next start."""
+        self._stopping.set()
+        for _ in self._threads:
+            self._queue.put(_STOP)
+        deadline = time.monotonic() + timeout
+        for t in self._threads:
+            t.join(max(0.0, deadline - time.monotonic()))
+        self._threads.clear()
+
+    def submit(self, path: Path) -> None:
+        self._queue.put(path)
+
+    def receiving(self, delta: int) -> None:
+        """An association started (+1) or stopped (-1) sending instances."""
+        with self._gate:
+            self._receiving = max(0, self._receiving + delta)
+            self._gate.notify_all()
+
+    def _limit(self) -> int:
+        return self.busy_uploads if self._receiving else self.workers
+
+    @property
+    def pending(self) -> int:
+        """Instances queued or being uploaded."""
+        with self._lock:
+            return self._queue.qsize() + self._inflight
+
+    # -- work ---------------------------------------------------------------
+    def _run(self) -> None:
+        while True:
+            path = self._queue.get()
+            if path is _STOP or self._stopping.is_set():
+                return
+            with self._lock:
+                self._inflight += 1
+            try:
+                self._forward(path)
+            except Exception:  # noqa: BLE001 - a bug must not kill the worker; the file stays spooled
+                log.exception("forwarder: unexpected error on %s; it stays in the spool", path.name)
+            finally:
+                with self._lock:
+                    self._inflight -= 1
+
+    def _prepare(self, path: Path, identity: IdentityProvider | None) -> Path:
+        """The file to upload: ``path`` itself, or a rewritten copy in scratch/."""
+        target = self.spool.scratch_file()
+        try:
+            result = normalise_file(path, target, identity)
+        except IdentityUnavailable:
+            raise
+        except Exception as exc:  # noqa: BLE001 - upload as received rather than hold it back
+            target.unlink(missing_ok=True)
+            log.warning("forwarder: cannot normalise %s (%s); uploading it as received", path.name, exc)
+            return path
+        if result.changed:
+            log.info("forwarder: %s normalised: %s", path.name, "; ".join(result.changes))
+        return result.path
+
+    def _upload(self, path: Path) -> UploadResult:
+        with self._gate:
+            while self._uploading >= self._limit() and not self._stopping.is_set():
+                self._gate.wait(0.5)
+            self._uploading += 1
+        try:
+            with open(path, "rb") as f:
+                if os.fstat(f.fileno()).st_size <= _STREAM_ABOVE:
+                    return self.store.upload(f.read())
+                # OrthancStore hands any file object to requests, which streams
+                # it with a Content-Length (and rewinds it if urllib3 retries).
+                return self.store.upload(f)
+        finally:
+            with self._gate:
+                self._uploading -= 1
+                self._gate.notify()
+
+    def _forward(self, path: Path) -> None:
+        delay = self.retry_initial
+        attempt = 0
+        identity: IdentityProvider | None = self.identity
+        while not self._stopping.is_set():
+            attempt += 1
+            if not path.exists():
+                return  # already forwarded (e.g. queued twice at start-up)
+            upload = path
+            try:
+                upload = self._prepare(path, identity)
+                result = self._upload(upload)
+            except FileNotFoundError:
+                if not path.exists():
+                    return
+                raise
+            except IdentityUnavailable as exc:
+                waited = time.monotonic() - exc.since
+                if waited >= self.identity_timeout:
+                    log.warning(
+                        "forwarder: %s: EMR identity lookups failing for %.0f s (%s); forwarding it "
+                        "with the identity the modality sent, for reconciliation in the EMR",
+                        path.name, waited, exc,
+                    )
+                    identity = None
+                    delay = self.retry_initial
+                    continue
+                self._log_retry(path, attempt, delay, exc)
+                self._stopping.wait(min(delay, max(0.0, self.identity_timeout - waited)))
+                delay = min(delay * 2, self.retry_max)
+                continue
+            except StorageUnavailable as exc:
+                self._log_retry(path, attempt, delay, exc)
+                self._stopping.wait(delay)
+                delay = min(delay * 2, self.retry_max)
+                continue
+            except StorageRejected as exc:
+                self.spool.quarantine(path, f"Orthanc rejected the instance: {exc}", stage="forward")
+                self._on_event("quarantined")
+                return
+            finally:
+                if upload != path:
+                    upload.unlink(missing_ok=True)
+            self.spool.remove(path)
+            self._on_event("forwarded")
+            if result.already_stored:
+                log.debug("forwarder: %s was already stored (duplicate)", path.name)
+            return
+
+    @staticmethod
+    def _log_retry(path: Path, attempt: int, delay: float, exc: Exception) -> None:
+        level = logging.WARNING if attempt in (1, 2, 4, 8) or attempt % 32 == 0 else logging.DEBUG
+        log.log(level, "forwarder: %s not forwarded (attempt %d, retry in %.1f s): %s",
+                path.name, attempt, delay, exc)

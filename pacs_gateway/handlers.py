@@ -1,0 +1,345 @@
+"""pynetdicom event handlers: the edge where gateway errors become DICOM statuses.
+
+Status codes (PS3.4 Annex B.2.3, Storage Service Class):
+
+* ``0x0000`` success — only after the instance is fsynced into ``ready/``.
+* ``0xA700`` *Refused: Out of Resources* — the spool disk is (nearly) full or
+  cannot be written; the modality keeps the instance and may retry later.
+* ``0xA900`` *Error: Data Set does not match SOP Class* — the SOP Class UID is
+  missing, invalid, or differs from the one in the C-STORE command.
+* ``0xC000`` *Error: Cannot understand* — truncated or non-DICOM bytes, a
+  missing or invalid SOP Instance UID, or one that differs from the command.
+
+Refused bytes go to quarantine with the reason; an Error Comment (0000,0902)
+carries a short form of it back to the modality's log.
+
+MPPS N-CREATE / N-SET statuses (PS3.4 Annex F.7, PS3.7 Annex C):
+``0x0111`` duplicate SOP instance, ``0x0112`` no such object instance,
+``0x0110`` processing failure (step already COMPLETED/DISCONTINUED),
+``0x0106`` invalid attribute value, ``0x0120`` missing attribute,
+``0x0213`` resource limitation (the state could not be kept on disk).
+"""
+
+from __future__ import annotations
+
+import errno
+import json
+import logging
+import socket
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, cast
+
+from pydicom.dataset import Dataset
+from pynetdicom import evt
+from pynetdicom.dimse_primitives import C_STORE
+from pynetdicom.dsutils import encode_file_meta
+
+from .exceptions import (
+    DuplicateMpps,
+    MppsError,
+    MppsFinal,
+    MppsInvalidValue,
+    MppsMissingAttribute,
+    NoSuchMpps,
+    NotUnderstood,
+    OutOfResources,
+    SopClassMismatch,
+)
+from .validate import inspect_file
+from .worklist import build_responses
+
+if TYPE_CHECKING:
+    from .server import Gateway
+
+__all__ = ["GatewayHandlers", "STATUS_SUCCESS", "STATUS_OUT_OF_RESOURCES", "STATUS_SOP_CLASS_MISMATCH",
+           "STATUS_CANNOT_UNDERSTAND"]
+
+log = logging.getLogger("pacs_gateway.association")
+
+STATUS_SUCCESS = 0x0000
+STATUS_OUT_OF_RESOURCES = 0xA700
+STATUS_SOP_CLASS_MISMATCH = 0xA900
+STATUS_CANNOT_UNDERSTAND = 0xC000
+
+_MPPS_STATUS: dict[type[MppsError], int] = {
+    DuplicateMpps: 0x0111,
+    NoSuchMpps: 0x0112,
+    MppsFinal: 0x0110,
+    MppsInvalidValue: 0x0106,
+    MppsMissingAttribute: 0x0120,
+}
+
+
+def _status(code: int, comment: str) -> Dataset:
+    ds = Dataset()
+    ds.Status = code
+    # Error Comment is LO: at most 64 characters, no backslash.
+    ds.ErrorComment = comment.replace("\\", "/")[:64]
+    return ds
+
+
+@dataclass
+class AssociationStats:
+    calling_aet: str = ""
+    peer: str = ""
+    started: float = field(default_factory=time.monotonic)
+    instances: int = 0
+    bytes: int = 0
+    failures: int = 0
+    refused: int = 0
+    echoes: int = 0
+    finds: int = 0
+    outcome: str = "open"
+    receiving: bool = False
+    reasons: list[str] = field(default_factory=list)
+
+
+class GatewayHandlers:
+    """Handlers bound to one :class:`~pacs_gateway.server.Gateway`."""
+
+    def __init__(self, gateway: Gateway) -> None:
+        self.gw = gateway
+        self._assocs: dict[Any, AssociationStats] = {}
+        self._lock = threading.Lock()
+
+    def bindings(self) -> list[Any]:
+        handlers: list[Any] = [
+            (evt.EVT_CONN_OPEN, self.on_conn_open),
+            (evt.EVT_REQUESTED, self.on_requested),
+            (evt.EVT_ACCEPTED, self.on_accepted),
+            (evt.EVT_RELEASED, self.on_released),
+            (evt.EVT_ABORTED, self.on_aborted),
+            (evt.EVT_CONN_CLOSE, self.on_conn_close),
+            (evt.EVT_C_ECHO, self.on_echo),
+            (evt.EVT_C_STORE, self.on_store),
+            (evt.EVT_N_CREATE, self.on_n_create),
+            (evt.EVT_N_SET, self.on_n_set),
+        ]
+        if self.gw.worklist is not None:
+            handlers.append((evt.EVT_C_FIND, self.on_find))
+        return handlers
+
+    # -- association lifecycle ---------------------------------------------
+    def _stats(self, assoc: Any) -> AssociationStats:
+        with self._lock:
+            stats = self._assocs.get(assoc)
+            if stats is None:
+                stats = self._assocs[assoc] = AssociationStats()
+            return stats
+
+    def on_conn_open(self, event: evt.Event) -> None:
+        sock = getattr(event.assoc.dul.socket, "socket", None)
+        if sock is not None:
+            try:
+                # Without this every C-STORE response waits for a delayed ACK.
+                sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            except OSError:
+                pass
+        stats = self._stats(event.assoc)
+        address = getattr(event, "address", None)
+        stats.peer = f"{address[0]}:{address[1]}" if isinstance(address, tuple) else str(address)
+
+    def on_requested(self, event: evt.Event) -> None:
+        assoc = event.assoc
+        primitive = assoc.requestor.primitive
+        calling = str(getattr(primitive, "calling_ae_title", "") or "").strip()
+        address = assoc.requestor.address
+        stats = self._stats(assoc)
+        stats.calling_aet = calling
+        reason = self.gw.peers.check(calling, address)
+        if reason is not None:
+            stats.outcome = "rejected"
+            stats.reasons.append(reason)
+            log.warning("association rejected: %s (peer %s)", reason, stats.peer or address)
+            # A-ASSOCIATE-RJ: rejected-permanent, service-user, calling-AE-title-not-recognized.
+            assoc.acse.send_reject(0x01, 0x01, 0x03)
+            # As pynetdicom does for its own rejections: let the DUL deliver
+            # the A-ASSOCIATE-RJ before the socket is shut down.
+            assoc.kill()
+
+    def on_accepted(self, event: evt.Event) -> None:
+        self._stats(event.assoc).outcome = "accepted"
+
+    def on_released(self, event: evt.Event) -> None:
+        self._stats(event.assoc).outcome = "released"
+
+    def on_aborted(self, event: evt.Event) -> None:
+        self._stats(event.assoc).outcome = "aborted"
+
+    def on_conn_close(self, event: evt.Event) -> None:
+        self._drop_partial(event.assoc)
+        with self._lock:
+            stats = self._assocs.pop(event.assoc, None)
+        if stats is None:
+            return
+        if stats.receiving:
+            self.gw.forwarder.receiving(-1)
+        line = {
+            "event": "association",
+            "calling_aet": stats.calling_aet,
+            "called_aet": self.gw.settings.ae_title,
+            "peer": stats.peer,
+            "outcome": stats.outcome if stats.outcome != "accepted" else "closed",
+            "instances": stats.instances,
+            "bytes": stats.bytes,
+            "duration_s": round(time.monotonic() - stats.started, 3),
+            "failures": stats.failures,
+            "refused": stats.refused,
+            "echoes": stats.echoes,
+            "finds": stats.finds,
+        }
+        if stats.reasons:
+            line["reasons"] = stats.reasons[:10]
+        log.info(json.dumps(line, ensure_ascii=False))
+
+    def _drop_partial(self, assoc: Any) -> None:
+        """Remove the half-received file of an association that ended mid-instance.
+
+        pynetdicom leaves it open when the association breaks off (peer
+        abort, network timeout, disk full while streaming). It was never
+        acknowledged; without this it would hold disk space until the next
+        start. Best effort: older leftovers are swept from incoming/ too.
+        """
+        message = getattr(getattr(assoc, "dimse", None), "message", None)
+        partial = getattr(message, "_data_set_file", None)
+        if partial is not None:
+            try:
+                partial.close()
+            except OSError:
+                pass
+            Path(partial.name).unlink(missing_ok=True)
+        self.gw.spool.sweep_incoming(older_than=2 * self.gw.settings.network_timeout)
+
+    # -- services -----------------------------------------------------------
+    def on_echo(self, event: evt.Event) -> int:
+        self._stats(event.assoc).echoes += 1
+        return STATUS_SUCCESS
+
+    def on_store(self, event: evt.Event) -> int | Dataset:
+        stats = self._stats(event.assoc)
+        if not stats.receiving:
+            # From its first C-STORE until it closes, an association counts
+            # as sending: uploads then yield the cores to it (forwarder.py).
+            stats.receiving = True
+            self.gw.forwarder.receiving(+1)
+        request = cast(C_STORE, event.request)
+        transfer_syntax = str(event.context.transfer_syntax)
+        # pynetdicom has streamed the data set, PDU by PDU, into a Part-10
+        # file in the spool's incoming/ (see server.py): memory stays flat
+        # whatever the instance size, and committing is a rename, not a copy.
+        streamed = event.dataset_path
+        size = 0
+        try:
+            if streamed is None:
+                # Chunked receiving switched off by someone else in this process.
+                received = self.gw.spool.receive(encode_file_meta(event.file_meta), request.DataSet)
+            elif Path(streamed).parent != self.gw.spool.incoming:
+                # Another gateway in this process owns the temp dir: move into ours.
+                received = self.gw.spool.adopt(Path(streamed))
+            else:
+                received = Path(streamed)
+            size = received.stat().st_size
+        except OSError as exc:
+            stats.refused += 1
+            stats.reasons.append(f"spool write failed: {exc}")
+            log.error("refusing instance from %s: spool write failed: %s", stats.calling_aet, exc)
+            self.gw._count("refused")
+            why = "disk full" if exc.errno in (errno.ENOSPC, errno.EDQUOT) else exc.strerror
+            return _status(STATUS_OUT_OF_RESOURCES, f"spool write failed: {why}")
+        try:
+            header = inspect_file(
+                received, transfer_syntax, request.AffectedSOPClassUID, request.AffectedSOPInstanceUID
+            )
+            path = self.gw.spool.commit(received)
+        except (NotUnderstood, SopClassMismatch) as exc:
+            code = STATUS_SOP_CLASS_MISMATCH if isinstance(exc, SopClassMismatch) else STATUS_CANNOT_UNDERSTAND
+            stats.failures += 1
+            stats.reasons.append(exc.reason)
+            self.gw.spool.quarantine(
+                received,
+                exc.reason,
+                stage="receive",
+                status=f"0x{code:04X}",
+                calling_aet=stats.calling_aet,
+                peer=stats.peer,
+                affected_sop_instance_uid=str(request.AffectedSOPInstanceUID or ""),
+                transfer_syntax=transfer_syntax,
+                size=size,
+            )
+            self.gw._count("quarantined")
+            return _status(code, exc.reason)
+        except OutOfResources as exc:
+            received.unlink(missing_ok=True)
+            stats.refused += 1
+            stats.reasons.append(str(exc))
+            log.error("refusing instance from %s: %s", stats.calling_aet, exc)
+            self.gw._count("refused")
+            return _status(STATUS_OUT_OF_RESOURCES, "out of resources: spool disk full")
+        except OSError as exc:
+            # Any other write failure: the instance is not safe, so it is not acknowledged.
+            received.unlink(missing_ok=True)
+            stats.refused += 1
+            stats.reasons.append(f"spool write failed: {exc}")
+            log.error("refusing instance from %s: spool write failed: %s", stats.calling_aet, exc)
+            self.gw._count("refused")
+            return _status(STATUS_OUT_OF_RESOURCES, f"spool write failed: {exc.strerror}")
+        stats.instances += 1
+        stats.bytes += size
+        self.gw._count("received")
+        self.gw.forwarder.submit(path)
+        log.debug("stored %s as %s", header.sop_instance_uid, path.name)
+        return STATUS_SUCCESS
+
+    def on_find(self, event: evt.Event) -> Any:
+        stats = self._stats(event.assoc)
+        stats.finds += 1
+        provider = self.gw.worklist
+        if provider is None:  # pragma: no cover - the context is not offered then
+            yield 0x0000, None
+            return
+        try:
+            identifier = event.identifier
+            responses = list(build_responses(identifier, provider, stats.calling_aet))
+        except Exception as exc:  # noqa: BLE001 - the provider failing must not break the AE
+            log.error("worklist query from %s failed: %s", stats.calling_aet, exc)
+            stats.failures += 1
+            # 0xC001: Unable to process (PS3.4 K.4.1.1.4, C-FIND failure).
+            yield _status(0xC001, "worklist unavailable"), None
+            return
+        for ds in responses:
+            if event.is_cancelled:
+                yield 0xFE00, None
+                return
+            yield 0xFF00, ds
+        yield 0x0000, None
+
+    # -- MPPS -----------------------------------------------------------------
+    def _mpps(self, event: evt.Event, apply: Any) -> tuple[int | Dataset, Dataset | None]:
+        stats = self._stats(event.assoc)
+        try:
+            result = apply(stats)
+        except MppsError as exc:
+            stats.failures += 1
+            stats.reasons.append(exc.reason)
+            log.warning("mpps from %s refused: %s", stats.calling_aet or "?", exc.reason)
+            return _status(_MPPS_STATUS.get(type(exc), 0x0110), exc.reason), None
+        except OutOfResources as exc:
+            stats.refused += 1
+            log.error("mpps from %s refused: %s", stats.calling_aet or "?", exc)
+            return _status(0x0213, "resource limitation: cannot keep MPPS state"), None
+        log.info("mpps: %s %s from %s (accession %s)", result["sop_instance_uid"], result["status"],
+                 stats.calling_aet or "?", ",".join(result["accession_numbers"]) or "-")
+        return STATUS_SUCCESS, None
+
+    def on_n_create(self, event: evt.Event) -> tuple[int | Dataset, Dataset | None]:
+        request = event.request
+        return self._mpps(event, lambda stats: self.gw.mpps_store.create(
+            str(request.AffectedSOPInstanceUID or ""), event.attribute_list, stats.calling_aet))
+
+    def on_n_set(self, event: evt.Event) -> tuple[int | Dataset, Dataset | None]:
+        request = event.request
+        return self._mpps(event, lambda stats: self.gw.mpps_store.update(
+            str(request.RequestedSOPInstanceUID or ""), event.modification_list))

@@ -1,0 +1,62 @@
+"""Which modalities may associate: ``AET`` or ``AET@IP-or-CIDR`` entries.
+
+Why not pynetdicom's ``require_calling_aet``: it is one global list of AE
+titles and knows nothing about addresses, while a hospital wants "CT01, but
+only from the CT's own IP". The check runs in ``EVT_REQUESTED``, before any
+presentation context is negotiated, and answers A-ASSOCIATE-RJ
+(calling AE title not recognised).
+"""
+
+from __future__ import annotations
+
+import ipaddress
+from dataclasses import dataclass
+
+__all__ = ["PeerRule", "PeerPolicy"]
+
+IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
+
+
+@dataclass(frozen=True)
+class PeerRule:
+    ae_title: str  # "*" matches any AE title
+    network: IPNetwork | None  # None matches any address
+
+    @classmethod
+    def parse(cls, entry: str) -> PeerRule:
+        aet, sep, addr = entry.strip().partition("@")
+        aet = aet.strip()
+        if not aet:
+            raise ValueError(f"empty AE title in allowed peer {entry!r}")
+        network = ipaddress.ip_network(addr.strip(), strict=False) if sep else None
+        return cls(aet, network)
+
+    def matches(self, ae_title: str, address: ipaddress.IPv4Address | ipaddress.IPv6Address | None) -> bool:
+        if self.ae_title != "*" and self.ae_title != ae_title:
+            return False
+        if self.network is None:
+            return True
+        return address is not None and address.version == self.network.version and address in self.network
+
+
+class PeerPolicy:
+    """The allow-list built from ``GatewaySettings.allowed_peers``."""
+
+    def __init__(self, entries: tuple[str, ...] | list[str]) -> None:
+        self.rules = tuple(PeerRule.parse(e) for e in entries)
+
+    def check(self, ae_title: str, address: str) -> str | None:
+        """``None`` when allowed, otherwise the reason for the log line."""
+        ae_title = ae_title.strip()
+        try:
+            ip = ipaddress.ip_address(address.split("%", 1)[0])
+        except ValueError:
+            ip = None
+        if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
+            ip = ip.ipv4_mapped
+        if any(rule.matches(ae_title, ip) for rule in self.rules):
+            return None
+        known = [r for r in self.rules if r.ae_title in (ae_title, "*")]
+        if not known:
+            return f"calling AE title {ae_title!r} is not in the allowed peers"
+        return f"calling AE title {ae_title!r} is not allowed from address {address}"

@@ -1,0 +1,287 @@
+"""The gateway AE: binding, contexts, TLS, forwarders, start/stop."""
+
+from __future__ import annotations
+
+import logging
+import signal
+import ssl
+import tempfile
+import threading
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from pydicom.uid import (
+    JPEG2000,
+    UID,
+    DeflatedExplicitVRLittleEndian,
+    ExplicitVRBigEndian,
+    ExplicitVRLittleEndian,
+    ImplicitVRLittleEndian,
+    JPEG2000Lossless,
+    JPEGBaseline8Bit,
+    JPEGExtended12Bit,
+    JPEGLossless,
+    JPEGLosslessSV1,
+    JPEGLSLossless,
+    JPEGLSNearLossless,
+    RLELossless,
+)
+from pynetdicom import AE, AllStoragePresentationContexts, _config
+from pynetdicom.sop_class import (  # type: ignore[attr-defined]  # generated module
+    ModalityPerformedProcedureStep,
+    ModalityWorklistInformationFind,
+    Verification,
+)
+from pynetdicom.transport import ThreadedAssociationServer
+
+from .forwarder import Forwarder, Store
+from .handlers import GatewayHandlers
+from .mpps import MppsProvider, MppsStore
+from .normalise import IdentityProvider
+from .peers import PeerPolicy
+from .settings import GatewaySettings
+from .spool import Spool
+from .worklist import WorklistProvider
+
+__all__ = ["Gateway", "GatewayStats", "TRANSFER_SYNTAXES"]
+
+log = logging.getLogger("pacs_gateway")
+
+# Accepted for every storage SOP class. pynetdicom picks, within a proposed
+# context, the first syntax of THIS list the modality offers: lossless
+# compression first (keeps what the modality has, never loses information),
+# then uncompressed, then lossy (only if that is all the modality offers).
+TRANSFER_SYNTAXES: list[UID] = [
+    JPEGLSLossless,
+    JPEGLosslessSV1,
+    JPEGLossless,
+    JPEG2000Lossless,
+    RLELossless,
+    ExplicitVRLittleEndian,
+    ImplicitVRLittleEndian,
+    DeflatedExplicitVRLittleEndian,
+    ExplicitVRBigEndian,
+    JPEGBaseline8Bit,
+    JPEGExtended12Bit,
+    JPEGLSNearLossless,
+    JPEG2000,
+]
+
+
+@dataclass(frozen=True)
+class GatewayStats:
+    received: int
+    forwarded: int
+    quarantined: int
+    refused: int
+    backlog: int
+
+
+# Stream every received data set to a file instead of memory: a 1 GB
+# multi-frame instance then costs a few PDUs of RAM. pynetdicom creates that
+# file with NamedTemporaryFile() in the default temp dir, which we point at
+# the spool's incoming/ so that acknowledging is a rename on the same file
+# system. Both switches are process-wide: in production the gateway has its
+# own process. Several gateways in one process (tests) still work: the temp
+# dir follows the newest running one and the others' handlers move files
+# over; the original values come back when the last one stops.
+_receivers: list[Path] = []
+_receivers_lock = threading.Lock()
+_original = {"chunked": _config.STORE_RECV_CHUNKED_DATASET, "tempdir": tempfile.tempdir}
+
+
+def _receive_to(incoming: Path) -> None:
+    with _receivers_lock:
+        if not _receivers:
+            _original.update(chunked=_config.STORE_RECV_CHUNKED_DATASET, tempdir=tempfile.tempdir)
+        _receivers.append(incoming)
+        _config.STORE_RECV_CHUNKED_DATASET = True
+        tempfile.tempdir = str(incoming)
+
+
+def _stop_receiving_to(incoming: Path) -> None:
+    with _receivers_lock:
+        if incoming in _receivers:
+            _receivers.remove(incoming)
+        if _receivers:
+            tempfile.tempdir = str(_receivers[-1])
+        else:
+            _config.STORE_RECV_CHUNKED_DATASET = bool(_original["chunked"])
+            tempfile.tempdir = _original["tempdir"]  # type: ignore[assignment]
+
+
+class _LazyHandshakeContext(ssl.SSLContext):
+    """Do the TLS handshake in the association's thread, not in accept().
+
+    pynetdicom wraps accepted sockets in its single accept loop; with the
+    default ``do_handshake_on_connect=True`` one client that connects and
+    stays silent would stall every other modality. Deferred, OpenSSL runs the
+    handshake on the first read, in that association's own thread, bounded by
+    the socket timeout set here.
+    """
+
+    handshake_timeout: float = 60.0
+
+    def wrap_socket(self, sock: Any, *args: Any, **kwargs: Any) -> Any:  # type: ignore[override]
+        kwargs["do_handshake_on_connect"] = False
+        sock.settimeout(self.handshake_timeout)
+        return super().wrap_socket(sock, *args, **kwargs)
+
+
+def _tls_context(settings: GatewaySettings) -> ssl.SSLContext | None:
+    if settings.tls_cert is None or settings.tls_key is None:
+        return None
+    ctx = _LazyHandshakeContext(ssl.PROTOCOL_TLS_SERVER)
+    ctx.handshake_timeout = settings.network_timeout
+    ctx.minimum_version = ssl.TLSVersion.TLSv1_2
+    ctx.load_cert_chain(str(settings.tls_cert), str(settings.tls_key))
+    if settings.tls_ca is not None:
+        ctx.verify_mode = ssl.CERT_REQUIRED
+        ctx.load_verify_locations(cafile=str(settings.tls_ca))
+    else:
+        ctx.verify_mode = ssl.CERT_NONE
+    return ctx
+
+
+class Gateway:
+    """DICOM gateway: C-ECHO, C-STORE into a durable spool, MWL C-FIND.
+
+    ``store`` is any object with ``upload(bytes) -> storage.UploadResult``
+    (in production :class:`storage.OrthancStore`). ``worklist(query)``
+    answers Modality Worklist queries; ``identity(accession, study_uid)``
+    returns the EMR's patient identity to coerce into instances.
+    ``mpps(event)`` is told every Modality Performed Procedure Step status
+    change (see :mod:`pacs_gateway.mpps`); retried in the background until
+    it returns without raising.
+    """
+
+    def __init__(
+        self,
+        settings: GatewaySettings,
+        store: Store,
+        *,
+        worklist: WorklistProvider | None = None,
+        identity: IdentityProvider | None = None,
+        mpps: MppsProvider | None = None,
+    ) -> None:
+        self.settings = settings
+        self.store = store
+        self.worklist = worklist
+        self.identity = identity
+        self.mpps = mpps
+        self.peers = PeerPolicy(settings.allowed_peers)
+        self.spool = Spool(settings.spool_dir, settings.min_free_bytes)
+        self.forwarder = Forwarder(
+            self.spool,
+            store,
+            workers=settings.forwarders,
+            retry_initial=settings.retry_initial,
+            retry_max=settings.retry_max,
+            identity=identity,
+            identity_timeout=settings.identity_timeout,
+            busy_uploads=settings.forwarders_while_receiving,
+            on_event=self._count,
+        )
+        self.mpps_store = MppsStore(
+            settings.spool_dir / "mpps", mpps, retry_initial=settings.retry_initial, retry_max=settings.retry_max
+        )
+        self._handlers = GatewayHandlers(self)
+        self._server: ThreadedAssociationServer | None = None
+        self._counts = {"received": 0, "forwarded": 0, "quarantined": 0, "refused": 0}
+        self._counts_lock = threading.Lock()
+        self._stopped = threading.Event()
+
+    # -- stats --------------------------------------------------------------
+    def _count(self, name: str) -> None:
+        with self._counts_lock:
+            self._counts[name] += 1
+
+    @property
+    def stats(self) -> GatewayStats:
+        with self._counts_lock:
+            counts = dict(self._counts)
+        return GatewayStats(backlog=self.forwarder.pending, **counts)
+
+    @property
+    def port(self) -> int:
+        """The bound port (useful with ``port=0``)."""
+        if self._server is None:
+            raise RuntimeError("gateway is not started")
+        return int(self._server.server_address[1])
+
+    # -- lifecycle ----------------------------------------------------------
+    def _build_ae(self) -> AE:
+        s = self.settings
+        ae = AE(ae_title=s.ae_title)
+        # Unlimited PDU size: far fewer PDUs (and Python calls) per instance.
+        ae.maximum_pdu_size = 0
+        ae.maximum_associations = s.max_associations
+        ae.network_timeout = s.network_timeout
+        ae.acse_timeout = s.network_timeout
+        ae.dimse_timeout = s.network_timeout
+        ae.add_supported_context(Verification)
+        for cx in AllStoragePresentationContexts:
+            if cx.abstract_syntax:
+                ae.add_supported_context(cx.abstract_syntax, TRANSFER_SYNTAXES)
+        if self.worklist is not None:
+            ae.add_supported_context(ModalityWorklistInformationFind)
+        # Always offered: without an EMR the steps are still kept (and logged).
+        ae.add_supported_context(ModalityPerformedProcedureStep)
+        return ae
+
+    def start(self) -> None:
+        """Resume the spool, start the forwarders and listen (returns at once)."""
+        if self._server is not None:
+            return
+        self._stopped.clear()
+        backlog = self.spool.open()
+        self.mpps_store.open()
+        _receive_to(self.spool.incoming)
+        self.forwarder.start(backlog)
+        ae = self._build_ae()
+        try:
+            self._server = ae.start_server(
+                (self.settings.host, self.settings.port),
+                block=False,
+                ssl_context=_tls_context(self.settings),
+                evt_handlers=self._handlers.bindings(),
+            )
+        except BaseException:
+            _stop_receiving_to(self.spool.incoming)
+            self.forwarder.stop()
+            self.mpps_store.close()
+            raise
+        log.info(
+            "gateway %s listening on %s:%d (tls=%s, worklist=%s, backlog=%d)",
+            self.settings.ae_title, self.settings.host, self.port,
+            self.settings.tls_cert is not None, self.worklist is not None, len(backlog),
+        )
+
+    def stop(self) -> None:
+        """Stop listening and forwarding; spooled instances stay for the next start."""
+        server, self._server = self._server, None
+        if server is not None:
+            server.shutdown()
+            server.server_close()
+            _stop_receiving_to(self.spool.incoming)
+        self.forwarder.stop()
+        self.mpps_store.close()
+        self._stopped.set()
+        log.info("gateway stopped: %s", self.stats)
+
+    def serve_forever(self) -> None:
+        """Start and block until :meth:`stop` is called or SIGTERM/SIGINT arrives."""
+        if threading.current_thread() is threading.main_thread():
+            for sig in (signal.SIGTERM, signal.SIGINT):
+                signal.signal(sig, lambda *_: threading.Thread(target=self.stop, daemon=True).start())
+        self.start()
+        while not self._stopped.wait(1.0):
+            pass
+
+    def __enter__(self) -> Gateway:
+        self.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()

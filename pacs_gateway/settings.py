@@ -1,0 +1,44 @@
+"""Settings for the DICOM gateway, built by ``filmless.settings``."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+__all__ = ["GatewaySettings"]
+
+
+@dataclass(frozen=True)
+class GatewaySettings:
+    """How the gateway listens, where it spools, and whom it accepts.
+
+    ``allowed_peers`` entries are ``AET`` or ``AET@address`` where address
+    is an IP or CIDR network and ``*`` matches any AE title. The default only
+    accepts peers on this machine; a hospital adds its modalities, e.g.
+    ``CT01@10.1.2.3,MR_SIEMENS@10.1.2.0/24``.
+    """
+
+    ae_title: str = "FILMLESS"
+    host: str = "127.0.0.1"
+    port: int = 11112
+    spool_dir: Path = Path("var/spool")
+    allowed_peers: tuple[str, ...] = ("*@127.0.0.0/8", "*@::1")
+    forwarders: int = 4
+    # Uploads allowed at once while modalities are sending (receiving first:
+    # the acknowledge rate is what a modality waits on).
+    forwarders_while_receiving: int = 1
+    # Refuse new instances (out of resources) when the spool's file system
+    # has less than this many bytes free after the instance is written.
+    min_free_bytes: int = 512 * 1024 * 1024
+    max_associations: int = 32
+    retry_initial: float = 0.5
+    retry_max: float = 30.0
+    network_timeout: float = 60.0
+    # How long an instance may wait for a failing EMR identity lookup before
+    # it is forwarded with the identity the modality sent (and a warning).
+    identity_timeout: float = 120.0
+    tls_cert: Path | None = None
+    tls_key: Path | None = None
+    # CA bundle used to verify modality client certificates; when set with
+    # TLS, a client without a valid certificate is refused.
+    tls_ca: Path | None = None

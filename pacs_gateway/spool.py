@@ -1,0 +1,229 @@
+"""The durable spool: nothing is acknowledged before it is on disk.
+
+Layout under ``spool_dir``::
+
+    incoming/    being received (pynetdicom streams each data set into a file
+                 here); never acknowledged; emptied at start-up
+    ready/       fsynced and acknowledged; the forwarders drain it in name order
+    quarantine/  refused or rejected instances, each with a ``.json`` reason
+    scratch/     rewritten copies the forwarders upload; emptied at start-up
+
+An instance is acknowledged only after :meth:`Spool.commit`: fsync of the
+file, rename into ``ready/`` (same file system, so no copy) and fsync of
+``ready/`` so the new name survives a crash too.
+
+File names are unique and time-ordered (not the SOP Instance UID), so a
+duplicate that arrives while the forwarder uploads the first copy can never
+overwrite or unlink it; Orthanc makes duplicates idempotent.
+"""
+
+from __future__ import annotations
+
+import errno
+import itertools
+import json
+import logging
+import os
+import secrets
+import shutil
+import threading
+import time
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from .exceptions import OutOfResources
+from .settings import GatewaySettings
+
+__all__ = ["Spool", "SpoolStatus", "spool_status"]
+
+log = logging.getLogger(__name__)
+
+_PREAMBLE = b"\x00" * 128 + b"DICM"
+_DISK_FULL = {errno.ENOSPC, errno.EDQUOT, errno.EFBIG}
+
+
+def _fsync_dir(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+class Spool:
+    """One spool directory; safe to use from many threads."""
+
+    def __init__(self, root: Path, min_free_bytes: int = 0) -> None:
+        self.root = Path(root)
+        self.incoming = self.root / "incoming"
+        self.ready = self.root / "ready"
+        self.quarantine_dir = self.root / "quarantine"
+        self.scratch = self.root / "scratch"
+        self.min_free_bytes = min_free_bytes
+        self._counter = itertools.count()
+        self._token = secrets.token_hex(3)
+        self._lock = threading.Lock()
+
+    def open(self) -> list[Path]:
+        """Create the folders, drop unacknowledged partial files, list the backlog."""
+        for d in (self.incoming, self.ready, self.quarantine_dir, self.scratch):
+            d.mkdir(parents=True, exist_ok=True, mode=0o700)
+        dropped = 0
+        for leftover in self.incoming.iterdir():
+            # Anything here was never acknowledged (the rename into ready/
+            # comes before the success status), so the sender still has it.
+            leftover.unlink(missing_ok=True)
+            dropped += 1
+        for leftover in self.scratch.iterdir():
+            leftover.unlink(missing_ok=True)  # derived copies; the original is still in ready/
+        if dropped:
+            log.info("spool: removed %d unacknowledged partial file(s) from %s", dropped, self.incoming)
+        return self.backlog()
+
+    def backlog(self) -> list[Path]:
+        return sorted(p for p in self.ready.iterdir() if p.suffix == ".dcm")
+
+    def _name(self) -> str:
+        with self._lock:
+            n = next(self._counter)
+        return f"{time.time_ns():020d}-{os.getpid()}-{self._token}-{n:08d}"
+
+    def free_bytes(self) -> int:
+        st = os.statvfs(self.root)
+        return st.f_bavail * st.f_frsize
+
+    def check_space(self, size: int) -> None:
+        """Raise :class:`OutOfResources` unless ``size`` more bytes leave the free-space floor intact."""
+        free = self.free_bytes()
+        if free < self.min_free_bytes + size:
+            raise OutOfResources(f"spool {self.root} has {free} bytes free, needs {self.min_free_bytes} + {size}")
+
+    def commit(self, received: Path) -> Path:
+        """Make a file received into ``incoming/`` durable in ``ready/``; return its new path.
+
+        Raises :class:`OutOfResources` when the disk is (nearly) full. On any
+        failure the received file is removed: it was never acknowledged.
+        """
+        name = self._name()
+        final = self.ready / f"{name}.dcm"
+        try:
+            # The instance is already on disk: refuse it if keeping it would
+            # eat into the floor (space other modalities and Orthanc need).
+            self.check_space(0)
+            fd = os.open(received, os.O_RDONLY)
+            try:
+                os.fsync(fd)
+            finally:
+                os.close(fd)
+            os.rename(received, final)
+            _fsync_dir(self.ready)
+        except OSError as exc:
+            received.unlink(missing_ok=True)
+            if exc.errno in _DISK_FULL:
+                raise OutOfResources(f"spool {self.root} is full: {exc.strerror}") from None
+            raise
+        except OutOfResources:
+            received.unlink(missing_ok=True)
+            raise
+        return final
+
+    def sweep_incoming(self, older_than: float) -> int:
+        """Delete files in ``incoming/`` untouched for ``older_than`` seconds (abandoned receives)."""
+        limit = time.time() - older_than
+        removed = 0
+        for leftover in self.incoming.iterdir():
+            try:
+                if leftover.stat().st_mtime < limit:
+                    leftover.unlink()
+                    removed += 1
+            except FileNotFoundError:
+                continue
+        if removed:
+            log.info("spool: removed %d abandoned partial file(s) from %s", removed, self.incoming)
+        return removed
+
+    def receive(self, meta: bytes, dataset: Any) -> Path:
+        """Write an in-memory data set into ``incoming/`` (not yet durable; see :meth:`commit`)."""
+        target = self.incoming / f"{self._name()}.tmp"
+        try:
+            with open(target, "xb") as f, dataset.getbuffer() as view:
+                f.write(_PREAMBLE)
+                f.write(meta)
+                f.write(view)
+        except OSError:
+            target.unlink(missing_ok=True)
+            raise
+        return target
+
+    def adopt(self, received: Path) -> Path:
+        """Move a file received outside ``incoming/`` into it (a copy across file systems)."""
+        target = self.incoming / f"{self._name()}.tmp"
+        try:
+            shutil.move(received, target)
+        except OSError:
+            target.unlink(missing_ok=True)
+            received.unlink(missing_ok=True)
+            raise
+        return target
+
+    def scratch_file(self) -> Path:
+        """A fresh path under ``scratch/`` for a rewritten copy (removed by the caller)."""
+        return self.scratch / f"{self._name()}.dcm"
+
+    def quarantine(self, data: Path, reason: str, **details: Any) -> Path:
+        """Move a refused received file (or a spooled one) aside with a JSON note of why.
+
+        Best effort on a full disk: the note is small and the reason is also
+        logged, so the operator learns what happened either way.
+        """
+        name = self._name()
+        target = self.quarantine_dir / f"{name}.dcm"
+        note = {
+            "reason": reason,
+            "time": datetime.now(UTC).isoformat(timespec="seconds"),
+            **details,
+        }
+        try:
+            if data.parent == self.incoming and self.free_bytes() < self.min_free_bytes:
+                # Hostile or broken senders must not fill the disk the spool needs.
+                data.unlink(missing_ok=True)
+                note["kept"] = False
+                target = target.with_suffix(".refused")
+            else:
+                os.replace(data, target)
+            note_path = target.with_suffix(".json")
+            note_path.write_text(json.dumps(note, ensure_ascii=False, indent=1), "utf-8")
+        except OSError as exc:
+            log.error("quarantine: cannot keep %s (%s); reason was: %s", target.name, exc, reason)
+        log.warning("quarantined %s: %s %s", target.name, reason, json.dumps(details, ensure_ascii=False))
+        return target
+
+    @staticmethod
+    def remove(path: Path) -> None:
+        path.unlink(missing_ok=True)
+
+    def usage(self) -> dict[str, int]:
+        return {
+            "ready": sum(1 for _ in self.ready.glob("*.dcm")),
+            "quarantined": sum(1 for _ in self.quarantine_dir.glob("*.json")),
+        }
+
+
+
+@dataclass(frozen=True)
+class SpoolStatus:
+    backlog: int  # acknowledged, not yet in Orthanc
+    quarantined: int
+
+
+def spool_status(settings: GatewaySettings) -> SpoolStatus:
+    """Counts read from the spool folders, usable from another process (health checks)."""
+    root = Path(settings.spool_dir)
+    ready = root / "ready"
+    quarantine = root / "quarantine"
+    return SpoolStatus(
+        backlog=sum(1 for _ in ready.glob("*.dcm")) if ready.is_dir() else 0,
+        quarantined=sum(1 for _ in quarantine.glob("*.json")) if quarantine.is_dir() else 0,
+    )
