@@ -1,0 +1,121 @@
+"""The Flask app factory."""
+
+from __future__ import annotations
+
+import os
+import secrets
+from datetime import timedelta
+from pathlib import Path
+from typing import Any
+
+from flask import Flask, g, jsonify, render_template, request
+from flask_wtf.csrf import CSRFError, CSRFProtect
+from werkzeug.exceptions import HTTPException
+
+from . import db
+from .auth import load_session_user
+from .exceptions import EmrError
+from .i18n import t
+from .settings import EmrSettings
+
+__all__ = ["create_app", "load_or_create_secret"]
+
+
+def load_or_create_secret(path: Path) -> str:
+    """The session-signing key, generated on first start and kept 0600."""
+    if path.exists():
+        return path.read_text().strip()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    key = secrets.token_hex(32)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "w") as fh:
+        fh.write(key)
+    return key
+
+
+def _ict(value: Any, fmt: str = "%d/%m/%Y %H:%M") -> str:
+    """Stored times are naive UTC; show them in Vietnam time (UTC+7)."""
+    if value is None:
+        return ""
+    if hasattr(value, "hour"):
+        return (value + timedelta(hours=7)).strftime(fmt)
+    return value.strftime("%d/%m/%Y")
+
+
+def create_app(settings: EmrSettings, *, store: Any = None, test_config: dict[str, Any] | None = None) -> Flask:
+    app = Flask(__name__)
+    app.config.update(
+        SECRET_KEY=load_or_create_secret(settings.secret_key_file),
+        SESSION_COOKIE_HTTPONLY=True,
+        SESSION_COOKIE_SAMESITE="Lax",
+        SESSION_COOKIE_SECURE=settings.public_url.startswith("https://"),
+        SESSION_COOKIE_NAME="filmless_session",
+        PERMANENT_SESSION_LIFETIME=timedelta(hours=8),
+        MAX_CONTENT_LENGTH=2 * 1024 * 1024,
+        WTF_CSRF_TIME_LIMIT=None,
+        JSON_SORT_KEYS=False,
+    )
+    if test_config:
+        app.config.update(test_config)
+    app.extensions["emr.settings"] = settings
+    app.extensions["emr.store"] = store
+    engine = app.config.get("EMR_ENGINE") or db.make_engine(settings.database_url)
+    app.extensions["emr.engine"] = engine
+    db.init_app(app, db.make_session_factory(engine))
+
+    csrf = CSRFProtect(app)
+    from .api import bp as api_bp
+    from .api import error_response
+    from .exports.web import register as register_exports
+    from .views import register as register_views
+
+    csrf.exempt(api_bp)  # token-authenticated, no cookies
+    app.register_blueprint(api_bp)
+    register_views(app)
+    register_exports(app, csrf)  # /export downloads and the /fhir API
+    from .reading_web import register_reading
+
+    register_reading(app, csrf, settings, store)  # /viewer, /reading, /s share links, /dicomweb proxy (with a store)
+
+    app.jinja_env.globals.update(t=t, hospital_name=settings.hospital_name)
+    app.jinja_env.filters["ict"] = _ict
+    app.jinja_env.filters["zip"] = lambda a, b: zip(a, b, strict=False)
+    app.before_request(load_session_user)
+
+    @app.after_request
+    def _headers(response: Any) -> Any:
+        response.headers.setdefault("X-Content-Type-Options", "nosniff")
+        response.headers.setdefault("X-Frame-Options", "SAMEORIGIN")
+        response.headers.setdefault("Referrer-Policy", "same-origin")
+        if request.path.startswith("/api/") or g.get("user") is not None:
+            response.headers.setdefault("Cache-Control", "no-store")
+        return response
+
+    @app.errorhandler(CSRFError)
+    def _csrf(exc: CSRFError) -> Any:
+        return render_template("error.html", message=t("errors.csrf")), 400
+
+    @app.errorhandler(EmrError)
+    def _emr(exc: EmrError) -> Any:
+        db.session().rollback()
+        if request.path.startswith("/api/"):
+            return error_response(exc)
+        return render_template("error.html", message=t(exc.key)), exc.http_status
+
+    @app.errorhandler(HTTPException)
+    def _http(exc: HTTPException) -> Any:
+        code = exc.code or 500
+        if request.path.startswith("/api/"):
+            name = {
+                400: "bad_request",
+                401: "unauthorized",
+                403: "forbidden",
+                404: "not_found",
+                405: "method_not_allowed",
+                413: "too_large",
+            }.get(code, "error")
+            return jsonify({"error": name, "message": exc.description or name, "fields": {}}), code
+        key = {403: "errors.forbidden", 404: "errors.not_found", 413: "errors.too_large"}.get(code, "errors.generic")
+        return render_template("error.html", message=t(key)), code
+
+    return app

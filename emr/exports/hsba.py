@@ -1,0 +1,248 @@
+"""The ``HoSoBenhAn`` export (Circular 13/2025, guideline CV 365/TTYQG 2025) as JSON and XML.
+
+The groups written are those the EMR holds: ThongTinBenhNhan,
+ThongTinVaoVien, ThongTinDieuTri, PhieuChiDinh, KetQuaChanDoanHinhAnh (with
+a link to the viewer and the DICOMweb endpoint), and ChuKy — the status of
+every signature. Groups the EMR does not keep (medication orders, lab
+results, referral, emergency, procedure and surgery forms) are left out
+rather than sent empty. Field names are lower-case as in the guideline's
+appendix (LOW confidence for some names; see shared/vn-exchange-formats.md).
+
+Offline verification: the JSON carries the RFC 8785 canonical form's
+SHA-256 and a detached CMS signature over exactly those bytes made with the
+facility key, plus each signed version's own CMS when the signing workflow
+provides one. ``openssl cms -verify -binary -inform DER -content
+canonical.json`` checks it without this software.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+from datetime import datetime
+from typing import Any
+
+import rfc8785
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric.rsa import RSAPrivateKey
+from cryptography.hazmat.primitives.serialization import pkcs7
+from lxml import etree
+
+from .artifacts import ArtifactSource, NoArtifacts
+from .config import ExportConfig
+from .envelope import sign_enveloped
+from .facility_key import FacilityKey
+from .records import SignedDocument, VisitRecord, local
+
+__all__ = ["build_hsba", "canonical_bytes", "hsba_json", "hsba_xml", "detached_cms", "FORMAT_VERSION"]
+
+FORMAT_VERSION = "TT13-2025/CV365-2025"
+_SEX = {"M": "1", "F": "2", "O": "3"}
+_KIND = {"outpatient": "ngoai_tru", "inpatient": "noi_tru", "emergency": "cap_cuu"}
+# XML: the element for one item of each list.
+_ITEM = {
+    "PhieuChiDinh": "ChiDinh",
+    "KetQuaChanDoanHinhAnh": "KetQua",
+    "ChuKy": "ChuKySo",
+    "dienbien": "DienBien",
+    "maicd_kemtheo": "maicd",
+    "tailieu": "TaiLieu",
+}
+
+
+def _iso(value: datetime | None) -> str | None:
+    v = local(value)
+    return None if v is None else v.strftime("%Y-%m-%dT%H:%M:%S+07:00")
+
+
+def _signature(item: SignedDocument, artifacts: ArtifactSource) -> dict[str, Any]:
+    d, v = item.document, item.version
+    cms = artifacts.version_cms(d, v)
+    return {
+        "sophieu": str(d.id),
+        "loaiphieu": d.form_type,
+        "phienban": v.number,
+        "trangthai": "da_ky" if v.status == "signed" else ("da_thay_the" if v.status == "superseded" else v.status),
+        "trangthai_tailieu": d.status,
+        "chuky_hoten": item.signer.full_name if item.signer else None,
+        "chuky_cchn": item.signer.practising_cert_no if item.signer else None,
+        "chuky_thoigian": _iso(v.signed_at),
+        "noidung_sha256": v.content_sha256,
+        "cms_base64": base64.b64encode(cms).decode("ascii") if cms else None,
+    }
+
+
+def build_hsba(record: VisitRecord, config: ExportConfig, artifacts: ArtifactSource | None = None) -> dict[str, Any]:
+    """The ``HoSoBenhAn`` object (plain JSON types; None where unknown)."""
+    artifacts = artifacts or NoArtifacts()
+    e, p = record.encounter, record.patient
+    codes = [c for c, _ in record.diagnoses]
+    titles = dict(record.diagnoses)
+    public = config.public_url.rstrip("/")
+    orders = []
+    results = []
+    for o in record.orders:
+        orderer = record.user(o.ordered_by)
+        orders.append(
+            {
+                "machidinh": o.accession_number,
+                "madichvu": o.procedure_code,
+                "tendichvu": o.procedure_name,
+                "loaimay": o.modality,
+                "vungchup": o.body_part,
+                "mucdo": o.urgency,
+                "thongtinlamsang": o.clinical_info,
+                "ngaychidinh": _iso(o.ordered_at),
+                "bacsichidinh": orderer.full_name if orderer else None,
+                "mabacsichidinh": orderer.practising_cert_no if orderer else None,
+                "trangthai": o.status,
+            }
+        )
+        report = record.reports.get(o.id)
+        if report is None:
+            continue
+        c = report.content
+        studies = record.studies.get(o.id, [])
+        results.append(
+            {
+                "sophieu": str(report.document.id),
+                "machidinh": o.accession_number,
+                "madichvu": o.procedure_code,
+                "tendichvu": o.procedure_name,
+                "mabacsithuchien": report.signer.practising_cert_no if report.signer else None,
+                "bacsithuchien": report.signer.full_name if report.signer else None,
+                "ngayketqua": _iso(report.version.signed_at),
+                "kqcls_kythuat": c.get("technique") or None,
+                "kqcls_mota": c.get("findings"),
+                "kqcls_ketluan": c.get("conclusion"),
+                "kqcls_denghi": c.get("recommendation") or None,
+                "studyinstanceuid": o.study_instance_uid,
+                "link_hinhanh": f"{public}/viewer/?study={o.study_instance_uid}",
+                "dicomweb": f"{config.dicomweb_url}/studies/{o.study_instance_uid}",
+                "soluong_ca_chup": len(studies),
+            }
+        )
+    attending = record.attending
+    signatures = [
+        _signature(s, artifacts)
+        for s in sorted(
+            [*record.reports.values(), *record.progress_notes, *record.other_documents], key=lambda s: s.document.id
+        )
+    ]
+    return {
+        "phienban_dinhdang": FORMAT_VERSION,
+        "macskcb": config.facility_code,
+        "ThongTinBenhNhan": {
+            "mabn": p.code,
+            "hoten": p.full_name,
+            "ngaysinh": p.birth_date.isoformat() if not p.birth_year_only else str(p.birth_date.year),
+            "gioitinh": _SEX.get(p.sex),
+            "cccd_so": p.cccd,
+            "sothebhyt": p.bhyt_number,
+            "bhyt_tungay": p.bhyt_valid_from.isoformat() if p.bhyt_valid_from else None,
+            "bhyt_denngay": p.bhyt_valid_to.isoformat() if p.bhyt_valid_to else None,
+            "noidangky_kcbbd": p.bhyt_registered_facility,
+            "quoctich": p.nationality_code,
+            "dantoc": p.ethnicity_code,
+            "nghenghiep": p.occupation_code,
+            "diachi": p.address,
+            "matinh": p.province_code,
+            "maxa": p.ward_code,
+            "dienthoai": p.phone,
+            "nhommau": p.blood_type,
+        },
+        "ThongTinVaoVien": {
+            "sovaovien": e.visit_code,
+            "sobenhan": e.record_no,
+            "loaikcb": _KIND.get(e.kind, e.kind),
+            "ngayvaovien": _iso(e.admitted_at),
+            "ngayvaonoitru": _iso(e.inpatient_at),
+            "lydovaovien": e.reason,
+            "chandoanvaovien": e.admission_diagnosis,
+            "makhoa": record.department.code if record.department else None,
+            "tenkhoa": record.department.name if record.department else None,
+            "bacsidieutri": attending.full_name if attending else None,
+            "mabacsidieutri": attending.practising_cert_no if attending else None,
+            "doituong": e.insurance_object,
+        },
+        "ThongTinDieuTri": {
+            "maicd": codes[0] if codes else None,
+            "tenicd": titles.get(codes[0]) if codes else None,
+            "maicd_kemtheo": codes[1:],
+            "chandoanravien": e.discharge_diagnosis,
+            "ketquadieutri": e.treatment_result,
+            "loairavien": e.discharge_type,
+            "ngayravien": _iso(e.discharged_at),
+            "trangthai": e.status,
+            "dienbien": [
+                {
+                    "thoidiem": _iso(n.version.created_at),
+                    "noidung": n.content.get("note"),
+                    "giaidoanbenh": n.content.get("stage") or None,
+                    "hoichan": n.content.get("consultation") or None,
+                    "phauthuat": n.content.get("surgery") or None,
+                    "nguoithuchien": n.signer.full_name if n.signer else None,
+                }
+                for n in record.progress_notes
+            ],
+        },
+        "PhieuChiDinh": orders,
+        "KetQuaChanDoanHinhAnh": results,
+        "ChuKy": signatures,
+    }
+
+
+def canonical_bytes(hsba: dict[str, Any]) -> bytes:
+    """RFC 8785 (JCS) canonical JSON of the ``HoSoBenhAn`` object: what the CMS signs."""
+    return bytes(rfc8785.dumps(hsba))
+
+
+def detached_cms(data: bytes, key: FacilityKey) -> bytes | None:
+    """A detached CMS SignedData (DER, SHA-256) over ``data``; None for a key that stays on a token."""
+    if not isinstance(key.key, RSAPrivateKey):
+        return None
+    builder = pkcs7.PKCS7SignatureBuilder().set_data(data).add_signer(key.certificate, key.key, hashes.SHA256())
+    for cert in key.chain:
+        builder = builder.add_certificate(cert)
+    return builder.sign(serialization.Encoding.DER, [pkcs7.PKCS7Options.DetachedSignature, pkcs7.PKCS7Options.Binary])
+
+
+def hsba_json(hsba: dict[str, Any], key: FacilityKey | None, exported_at: datetime) -> dict[str, Any]:
+    """The JSON export: the record, its canonical hash and the detached signature for offline checks."""
+    canonical = canonical_bytes(hsba)
+    cms = detached_cms(canonical, key) if key is not None else None
+    return {
+        "HoSoBenhAn": hsba,
+        "xuat_luc": _iso(exported_at),
+        "chuky_xuat": {
+            "dinhdang": "CMS SignedData tách rời (DER, SHA-256) trên JSON chuẩn hóa RFC 8785 của HoSoBenhAn",
+            "canonical_sha256": hashlib.sha256(canonical).hexdigest(),
+            "cms_base64": base64.b64encode(cms).decode("ascii") if cms else None,
+            "nguoiky": key.certificate.subject.rfc4514_string() if key is not None else None,
+        },
+    }
+
+
+def _to_xml(parent: etree._Element, name: str, value: Any) -> None:
+    el = etree.SubElement(parent, name)
+    if isinstance(value, dict):
+        for k, v in value.items():
+            _to_xml(el, k, v)
+    elif isinstance(value, list):
+        for item in value:
+            _to_xml(el, _ITEM.get(name, "item"), item)
+    elif value is not None:
+        el.text = str(value)
+
+
+def hsba_xml(hsba: dict[str, Any], key: FacilityKey | None, exported_at: datetime) -> bytes:
+    """The XML export (root ``HoSoBenhAn``), enveloped-signed by the facility when a key is given."""
+    root = etree.Element("HoSoBenhAn", xuat_luc=_iso(exported_at) or "")
+    for k, v in hsba.items():
+        if isinstance(v, dict | list):
+            _to_xml(root, k, v)
+        else:
+            root.set(k, "" if v is None else str(v))
+    if key is None:
+        return etree.tostring(root, xml_declaration=True, encoding="UTF-8", pretty_print=True)
+    return sign_enveloped(root, key)

@@ -1,0 +1,152 @@
+"""Reading what a visit holds, for every export: signed reports, progress notes, the people involved.
+
+A document counts when it is not cancelled and has a signed version; the
+newest signed version is the one exported (an amendment awaiting signature
+does not replace what was signed).
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from datetime import date, datetime
+from typing import Any
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from ..models import (
+    LOCAL_OFFSET,
+    Department,
+    Document,
+    DocumentVersion,
+    Encounter,
+    EncounterDiagnosis,
+    Icd10Code,
+    ImagingOrder,
+    Patient,
+    Study,
+    User,
+)
+
+__all__ = [
+    "SignedDocument",
+    "VisitRecord",
+    "load_visit",
+    "latest_signed",
+    "local",
+    "fmt_datetime",
+    "fmt_date",
+]
+
+
+def local(value: datetime | None) -> datetime | None:
+    """Stored times are naive UTC; exports use Vietnam time (UTC+7, no daylight saving)."""
+    return None if value is None else value + LOCAL_OFFSET
+
+
+def fmt_datetime(value: datetime | None) -> str:
+    """``yyyyMMddHHmm`` in Vietnam time, or '' (QĐ 130 date-time format)."""
+    v = local(value)
+    return "" if v is None else v.strftime("%Y%m%d%H%M")
+
+
+def fmt_date(value: date | None) -> str:
+    return "" if value is None else value.strftime("%Y%m%d")
+
+
+@dataclass
+class SignedDocument:
+    document: Document
+    version: DocumentVersion
+    content: dict[str, Any]
+    signer: User | None
+    author: User | None
+
+
+@dataclass
+class VisitRecord:
+    encounter: Encounter
+    patient: Patient
+    department: Department | None
+    attending: User | None
+    diagnoses: list[tuple[str, str]]  # (code, title), main first
+    orders: list[ImagingOrder]
+    studies: dict[int, list[Study]]  # order id → linked studies
+    reports: dict[int, SignedDocument]  # order id → signed radiology report
+    progress_notes: list[SignedDocument]
+    other_documents: list[SignedDocument]
+    users: dict[int, User]
+
+    def user(self, user_id: int | None) -> User | None:
+        return None if user_id is None else self.users.get(user_id)
+
+
+def latest_signed(doc: Document) -> DocumentVersion | None:
+    signed = [v for v in doc.versions if v.locked and v.signed_at is not None]
+    return max(signed, key=lambda v: v.number) if signed else None
+
+
+def load_visit(session: Session, encounter: Encounter) -> VisitRecord:
+    """Everything the exports need about one encounter, in a few queries."""
+    patient = session.get(Patient, encounter.patient_id)
+    assert patient is not None
+    rows = session.execute(
+        select(EncounterDiagnosis.icd10_code, Icd10Code.title)
+        .join(Icd10Code, Icd10Code.code == EncounterDiagnosis.icd10_code)
+        .where(EncounterDiagnosis.encounter_id == encounter.id)
+        .order_by(EncounterDiagnosis.position)
+    ).all()
+    orders = list(
+        session.scalars(
+            select(ImagingOrder)
+            .where(ImagingOrder.encounter_id == encounter.id, ImagingOrder.status != "cancelled")
+            .order_by(ImagingOrder.ordered_at, ImagingOrder.id)
+        )
+    )
+    studies: dict[int, list[Study]] = {o.id: [] for o in orders}
+    if orders:
+        for st in session.scalars(select(Study).where(Study.order_id.in_([o.id for o in orders])).order_by(Study.id)):
+            studies[st.order_id or 0].append(st)
+    docs = list(
+        session.scalars(
+            select(Document)
+            .where(Document.encounter_id == encounter.id, Document.status != "cancelled")
+            .order_by(Document.created_at, Document.id)
+        )
+    )
+    user_ids = {encounter.attending_id, *(o.ordered_by for o in orders), *(o.performed_by for o in orders)}
+    signed_docs: list[tuple[Document, DocumentVersion]] = []
+    for d in docs:
+        v = latest_signed(d)
+        if v is not None:
+            signed_docs.append((d, v))
+            user_ids.update({v.signed_by, v.created_by})
+    users = {u.id: u for u in session.scalars(select(User).where(User.id.in_([i for i in user_ids if i])))}
+    reports: dict[int, SignedDocument] = {}
+    notes: list[SignedDocument] = []
+    others: list[SignedDocument] = []
+    for d, v in signed_docs:
+        item = SignedDocument(d, v, json.loads(v.content_json), users.get(v.signed_by or 0), users.get(v.created_by))
+        if d.form_type == "radiology_report" and d.order_id is not None:
+            previous = reports.get(d.order_id)
+            if previous is None or (v.signed_at or datetime.min) > (previous.version.signed_at or datetime.min):
+                reports[d.order_id] = item
+        elif d.form_type == "progress_note":
+            notes.append(item)
+        else:
+            others.append(item)
+    notes.sort(key=lambda n: (n.version.signed_at or n.version.created_at, n.document.id))
+    return VisitRecord(
+        encounter=encounter,
+        patient=patient,
+        department=session.get(Department, encounter.department_id),
+        attending=users.get(encounter.attending_id),
+        diagnoses=[(r[0], r[1]) for r in rows],
+        orders=orders,
+        studies=studies,
+        reports=reports,
+        progress_notes=notes,
+        other_documents=others,
+        users=users,
+    )

@@ -1,0 +1,40 @@
+"""SQLAlchemy models, one module per aggregate."""
+
+from .audit import AuditEntry, AuditHead
+from .base import LOCAL_OFFSET, Base, utcnow
+from .documents import FORM_TYPES, RETENTION_YEARS, Document, DocumentVersion
+from .encounters import ENCOUNTER_KINDS, Encounter, EncounterDiagnosis, Icd10Code
+from .imaging import ShareLink, StudyMeasurements
+from .orders import MODALITIES, ORDER_STATUSES, URGENCIES, ImagingOrder, LinkerState, Study
+from .patients import Counter, Patient
+from .users import ROLES, ApiToken, Department, User
+
+__all__ = [
+    "ApiToken",
+    "LOCAL_OFFSET",
+    "AuditEntry",
+    "AuditHead",
+    "Base",
+    "Counter",
+    "Department",
+    "Document",
+    "DocumentVersion",
+    "ENCOUNTER_KINDS",
+    "Encounter",
+    "EncounterDiagnosis",
+    "FORM_TYPES",
+    "Icd10Code",
+    "ImagingOrder",
+    "LinkerState",
+    "MODALITIES",
+    "ORDER_STATUSES",
+    "Patient",
+    "RETENTION_YEARS",
+    "ROLES",
+    "ShareLink",
+    "Study",
+    "StudyMeasurements",
+    "URGENCIES",
+    "User",
+    "utcnow",
+]

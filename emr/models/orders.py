@@ -1,0 +1,81 @@
+"""Imaging orders and the studies that arrive for them."""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+from sqlalchemy import ForeignKey, Index, String, Text
+from sqlalchemy.orm import Mapped, mapped_column
+
+from .base import Base, utcnow
+
+__all__ = ["MODALITIES", "URGENCIES", "ORDER_STATUSES", "ImagingOrder", "Study", "LinkerState"]
+
+MODALITIES = ("CT", "MR", "CR", "DX", "US", "MG", "XA", "NM", "PT", "RF")
+URGENCIES = ("routine", "urgent", "stat")
+# "completed"/"discontinued": the modality reported the exam ended (MPPS) and
+# no images have been linked yet; arriving images still move it on.
+ORDER_STATUSES = (
+    "scheduled", "in_progress", "completed", "discontinued", "images_available", "reported", "cancelled",
+)
+
+
+class ImagingOrder(Base):
+    __tablename__ = "imaging_orders"
+    id: Mapped[int] = mapped_column(primary_key=True)
+    patient_id: Mapped[int] = mapped_column(ForeignKey("patients.id"), index=True)
+    encounter_id: Mapped[int | None] = mapped_column(ForeignKey("encounters.id"), index=True)
+    accession_number: Mapped[str] = mapped_column(String(16), unique=True)
+    study_instance_uid: Mapped[str] = mapped_column(String(64), unique=True)
+    modality: Mapped[str] = mapped_column(String(4))
+    procedure_code: Mapped[str | None] = mapped_column(String(30))  # MA_DICH_VU
+    procedure_name: Mapped[str] = mapped_column(String(200))  # TEN_DICH_VU
+    body_part: Mapped[str | None] = mapped_column(String(64))
+    urgency: Mapped[str] = mapped_column(String(8), default="routine")
+    clinical_info: Mapped[str | None] = mapped_column(Text)
+    status: Mapped[str] = mapped_column(String(20), default="scheduled")
+    station_ae_title: Mapped[str | None] = mapped_column(String(16))
+    device_code: Mapped[str | None] = mapped_column(String(50))  # MA_MAY
+    department_id: Mapped[int | None] = mapped_column(ForeignKey("departments.id"))  # MA_KHOA
+    ordered_by: Mapped[int] = mapped_column(ForeignKey("users.id"))  # MA_BAC_SI via certificate
+    performed_by: Mapped[int | None] = mapped_column(ForeignKey("users.id"))  # NGUOI_THUC_HIEN
+    ordered_at: Mapped[datetime] = mapped_column(default=utcnow)  # NGAY_YL
+    scheduled_at: Mapped[datetime] = mapped_column(default=utcnow)
+    performed_at: Mapped[datetime | None]  # NGAY_TH_YL
+    result_at: Mapped[datetime | None]  # NGAY_KQ
+    cancel_reason: Mapped[str | None] = mapped_column(Text)
+
+    __table_args__ = (Index("ix_imaging_orders_worklist", "status", "scheduled_at"),)
+
+
+class Study(Base):
+    """A study seen in Orthanc: linked to an order, or waiting in the reconciliation queue."""
+
+    __tablename__ = "studies"
+    id: Mapped[int] = mapped_column(primary_key=True)
+    orthanc_id: Mapped[str] = mapped_column(String(64), unique=True)
+    study_instance_uid: Mapped[str] = mapped_column(String(64), index=True)
+    accession_number: Mapped[str | None] = mapped_column(String(16))
+    dicom_patient_id: Mapped[str | None] = mapped_column(String(64))
+    dicom_patient_name: Mapped[str | None] = mapped_column(String(200))
+    study_date: Mapped[str | None] = mapped_column(String(8))
+    modalities: Mapped[str | None] = mapped_column(String(64))
+    description: Mapped[str | None] = mapped_column(String(200))
+    order_id: Mapped[int | None] = mapped_column(ForeignKey("imaging_orders.id"), index=True)
+    patient_id: Mapped[int | None] = mapped_column(ForeignKey("patients.id"), index=True)
+    state: Mapped[str] = mapped_column(String(12), default="unmatched")  # linked | unmatched
+    link_method: Mapped[str | None] = mapped_column(String(20))  # accession | study_uid | manual
+    linked_by: Mapped[int | None] = mapped_column(ForeignKey("users.id"))
+    linked_at: Mapped[datetime | None]
+    first_seen_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+    __table_args__ = (Index("ix_studies_state", "state"),)
+
+
+class LinkerState(Base):
+    """Where the study linker stopped in Orthanc's changes feed (one row)."""
+
+    __tablename__ = "linker_state"
+    id: Mapped[int] = mapped_column(primary_key=True)
+    last_seq: Mapped[int] = mapped_column(default=0)
+    updated_at: Mapped[datetime] = mapped_column(default=utcnow)

@@ -1,0 +1,59 @@
+"""Users, roles, API tokens and departments."""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+from sqlalchemy import ForeignKey, Integer, String, false
+from sqlalchemy.orm import Mapped, mapped_column
+
+from .base import Base, utcnow
+
+__all__ = ["ROLES", "User", "ApiToken", "Department"]
+
+ROLES: tuple[str, ...] = ("admin", "physician", "radiologist", "technician", "nurse", "records_clerk")
+
+
+class Department(Base):
+    """A clinical department; ``code`` is MA_KHOA in insurance exports."""
+
+    __tablename__ = "departments"
+    id: Mapped[int] = mapped_column(primary_key=True)
+    code: Mapped[str] = mapped_column(String(20), unique=True)
+    name: Mapped[str] = mapped_column(String(200))
+
+
+class User(Base):
+    __tablename__ = "users"
+    id: Mapped[int] = mapped_column(primary_key=True)
+    username: Mapped[str] = mapped_column(String(64), unique=True)
+    full_name: Mapped[str] = mapped_column(String(200))
+    role: Mapped[str] = mapped_column(String(20))
+    password_hash: Mapped[str] = mapped_column(String(255))
+    active: Mapped[bool] = mapped_column(default=True)
+    # Practising-certificate number (CCHN): MA_BAC_SI / NGUOI_THUC_HIEN / MA_BS_DOC_KQ.
+    practising_cert_no: Mapped[str | None] = mapped_column(String(50))
+    department_id: Mapped[int | None] = mapped_column(ForeignKey("departments.id"))
+    title: Mapped[str | None] = mapped_column(String(100))
+    # Head of department: signs discharge summaries after the treating physician.
+    is_department_head: Mapped[bool] = mapped_column(default=False, server_default=false())
+    failed_logins: Mapped[int] = mapped_column(Integer, default=0)
+    locked_until: Mapped[datetime | None]
+    # Bumped on password change / deactivation: invalidates existing sessions.
+    session_version: Mapped[int] = mapped_column(Integer, default=1)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    last_login_at: Mapped[datetime | None]
+
+
+class ApiToken(Base):
+    """A machine client's token; only its SHA-256 is stored (the token is 256 random bits)."""
+
+    __tablename__ = "api_tokens"
+    id: Mapped[int] = mapped_column(primary_key=True)
+    user_id: Mapped[int] = mapped_column(ForeignKey("users.id"))
+    name: Mapped[str] = mapped_column(String(100))
+    token_hash: Mapped[str] = mapped_column(String(64), unique=True)
+    prefix: Mapped[str] = mapped_column(String(12))
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    last_used_at: Mapped[datetime | None]
+    revoked_at: Mapped[datetime | None]

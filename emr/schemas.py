@@ -1,0 +1,300 @@
+"""Input and output schemas (pydantic v2), shared by the API, the web forms and OpenAPI.
+
+The same classes validate requests and generate ``/api/openapi.json``, so the
+documented contract cannot drift from what the server accepts.
+"""
+
+from __future__ import annotations
+
+from datetime import date, datetime
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints
+
+__all__ = [
+    "PatientIn",
+    "PatientOut",
+    "PatientSearchQuery",
+    "MergeIn",
+    "EncounterIn",
+    "EncounterOut",
+    "DocumentIn",
+    "DocumentVersionIn",
+    "DocumentOut",
+    "DocumentVersionOut",
+    "ReasonIn",
+    "OrderIn",
+    "OrderOut",
+    "StudyOut",
+    "LinkIn",
+    "ErrorOut",
+    "FORM_CONTENT",
+    "Page",
+    "PatientPage",
+    "OrderPage",
+    "StudyPage",
+    "EncounterPage",
+]
+
+Text = Annotated[str, StringConstraints(strip_whitespace=True, max_length=4000)]
+ShortText = Annotated[str, StringConstraints(strip_whitespace=True, max_length=200)]
+Required = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=4000)]
+Code = Annotated[str, StringConstraints(strip_whitespace=True, pattern=r"^[A-Za-z0-9.\-_]{1,20}$")]
+
+
+class _In(BaseModel):
+    model_config = ConfigDict(extra="forbid", str_strip_whitespace=True)
+
+
+class _Out(BaseModel):
+    model_config = ConfigDict(from_attributes=True)
+
+
+class PatientIn(_In):
+    full_name: Annotated[str, StringConstraints(strip_whitespace=True, min_length=2, max_length=200)]
+    birth_date: date
+    birth_year_only: bool = False
+    sex: Literal["M", "F", "O"]
+    cccd: Annotated[str, StringConstraints(strip_whitespace=True, max_length=20)] | None = None
+    bhyt_number: Annotated[str, StringConstraints(strip_whitespace=True, to_upper=True, max_length=20)] | None = None
+    bhyt_valid_from: date | None = None
+    bhyt_valid_to: date | None = None
+    bhyt_registered_facility: Annotated[str, StringConstraints(pattern=r"^\d{5}$")] | None = None
+    address: Annotated[str, StringConstraints(max_length=500)] | None = None
+    province_code: Annotated[str, StringConstraints(pattern=r"^\d{2,3}$")] | None = None
+    district_code: Annotated[str, StringConstraints(pattern=r"^\d{3}$")] | None = None
+    ward_code: Annotated[str, StringConstraints(pattern=r"^\d{5}$")] | None = None
+    phone: Annotated[str, StringConstraints(pattern=r"^\+?\d{8,14}$")] | None = None
+    ethnicity_code: Annotated[str, StringConstraints(pattern=r"^\d{2}$")] = "01"
+    nationality_code: Annotated[str, StringConstraints(pattern=r"^\d{3}$")] = "000"
+    occupation_code: Annotated[str, StringConstraints(pattern=r"^\d{1,5}$")] | None = None
+    blood_type: Annotated[str, StringConstraints(max_length=10)] | None = None
+
+
+class PatientOut(_Out):
+    id: int
+    code: str
+    full_name: str
+    birth_date: date
+    birth_year_only: bool
+    sex: str
+    cccd: str | None
+    bhyt_number: str | None
+    bhyt_valid_from: date | None
+    bhyt_valid_to: date | None
+    bhyt_registered_facility: str | None
+    address: str | None
+    province_code: str | None
+    phone: str | None
+    status: str
+    merged_into_id: int | None
+
+
+class PatientSearchQuery(_In):
+    q: Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=100)]
+    limit: int = Field(20, ge=1, le=100)
+
+
+class MergeIn(_In):
+    source_id: int = Field(ge=1, le=2**31)
+    target_id: int = Field(ge=1, le=2**31)
+    reason: Required
+
+
+class EncounterIn(_In):
+    patient_id: int = Field(ge=1, le=2**31)
+    kind: Literal["outpatient", "inpatient", "emergency"]
+    department_code: Code
+    attending_username: Annotated[str, StringConstraints(min_length=1, max_length=64)] | None = None
+    reason: Text | None = None
+    admission_diagnosis: Text | None = None
+    diagnoses: list[Code] = Field(default_factory=list, max_length=20)
+    record_type: Literal["ordinary", "psychiatric", "occupational", "traffic_accident", "death", "incident"] = (
+        "ordinary"
+    )
+    insurance_object: Annotated[str, StringConstraints(pattern=r"^\d{1,4}$")] | None = None
+
+
+class EncounterOut(_Out):
+    id: int
+    patient_id: int
+    visit_code: str
+    kind: str
+    department_code: str
+    attending: str
+    status: str
+    admitted_at: datetime
+    discharged_at: datetime | None
+    reason: str | None
+    admission_diagnosis: str | None
+    diagnoses: list[str]
+    record_type: str
+
+
+# -- document content, one model per form type ------------------------------
+class OutpatientRecordContent(_In):
+    chief_complaint: Required
+    history: Text = ""
+    examination: Required
+    conclusion: Required
+    treatment_plan: Text = ""
+
+
+class AdmissionNoteContent(_In):
+    reason: Required
+    history: Text = ""
+    examination: Required
+    initial_diagnosis: Required
+    plan: Text = ""
+
+
+class ProgressNoteContent(_In):
+    note: Required
+    stage: Text = ""  # GIAI_DOAN_BENH
+    consultation: Text = ""  # HOI_CHAN
+    surgery: Text = ""  # PHAU_THUAT
+
+
+class DischargeSummaryContent(_In):
+    summary: Required
+    discharge_diagnosis: Required
+    treatment: Required
+    result: Literal["1", "2", "3", "4", "5", "6", "7"]  # KET_QUA_DTRI
+    follow_up: Text = ""
+
+
+class RadiologyReportContent(_In):
+    technique: Text = ""
+    findings: Required  # MO_TA
+    conclusion: Required  # KET_LUAN
+    recommendation: Text = ""
+
+
+FORM_CONTENT: dict[str, type[_In]] = {
+    "outpatient_record": OutpatientRecordContent,
+    "admission_note": AdmissionNoteContent,
+    "progress_note": ProgressNoteContent,
+    "discharge_summary": DischargeSummaryContent,
+    "radiology_report": RadiologyReportContent,
+}
+
+
+class DocumentIn(_In):
+    encounter_id: int = Field(ge=1, le=2**31)
+    form_type: Literal["outpatient_record", "admission_note", "progress_note", "discharge_summary", "radiology_report"]
+    order_id: int | None = Field(None, ge=1, le=2**31)
+    content: dict[str, Any]
+
+
+class DocumentVersionIn(_In):
+    content: dict[str, Any]
+    reason: Annotated[str, StringConstraints(strip_whitespace=True, max_length=1000)] | None = None
+
+
+class ReasonIn(_In):
+    reason: Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=1000)]
+
+
+class DocumentVersionOut(_Out):
+    number: int
+    status: str
+    content: dict[str, Any]
+    content_sha256: str
+    amends_version: int | None
+    amendment_reason: str | None
+    created_at: datetime
+    signed_at: datetime | None
+
+
+class DocumentOut(_Out):
+    id: int
+    patient_id: int
+    encounter_id: int
+    order_id: int | None
+    form_type: str
+    status: str
+    current_version: int
+    retention_class: str
+    cancel_reason: str | None
+    versions: list[DocumentVersionOut]
+
+
+class OrderIn(_In):
+    patient_id: int = Field(ge=1, le=2**31)
+    encounter_id: int | None = Field(None, ge=1, le=2**31)
+    modality: Literal["CT", "MR", "CR", "DX", "US", "MG", "XA", "NM", "PT", "RF"]
+    procedure_name: Annotated[str, StringConstraints(strip_whitespace=True, min_length=2, max_length=200)]
+    procedure_code: Code | None = None
+    body_part: Annotated[str, StringConstraints(strip_whitespace=True, max_length=64)] | None = None
+    urgency: Literal["routine", "urgent", "stat"] = "routine"
+    clinical_info: Text | None = None
+    scheduled_at: datetime | None = None
+    station_ae_title: Annotated[str, StringConstraints(pattern=r"^[ -\[\]-~]{1,16}$")] | None = None
+
+
+class StudyOut(_Out):
+    id: int
+    orthanc_id: str
+    study_instance_uid: str
+    accession_number: str | None
+    dicom_patient_id: str | None
+    dicom_patient_name: str | None
+    study_date: str | None
+    modalities: str | None
+    description: str | None
+    order_id: int | None
+    patient_id: int | None
+    state: str
+    link_method: str | None
+    viewer_url: str
+
+
+class OrderOut(_Out):
+    id: int
+    patient_id: int
+    encounter_id: int | None
+    accession_number: str
+    study_instance_uid: str
+    modality: str
+    procedure_name: str
+    procedure_code: str | None
+    body_part: str | None
+    urgency: str
+    clinical_info: str | None
+    status: str
+    station_ae_title: str | None
+    ordered_at: datetime
+    scheduled_at: datetime
+    ordered_by: str
+    studies: list[StudyOut]
+
+
+class LinkIn(_In):
+    order_id: int = Field(ge=1, le=2**31)
+    reason: Annotated[str, StringConstraints(strip_whitespace=True, max_length=1000)] = ""
+
+
+class ErrorOut(BaseModel):
+    error: str = Field(description="machine-readable code: validation_failed, not_found, conflict, ...")
+    message: str
+    fields: dict[str, str] = Field(default_factory=dict, description="field → catalogue key")
+
+
+class Page(BaseModel):
+    total: int | None = None
+
+
+class PatientPage(Page):
+    items: list[PatientOut]
+
+
+class EncounterPage(Page):
+    items: list[EncounterOut]
+
+
+class OrderPage(Page):
+    items: list[OrderOut]
+
+
+class StudyPage(Page):
+    items: list[StudyOut]

@@ -1,0 +1,32 @@
+"""Settings for the EMR web service, built by ``filmless.settings``."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+__all__ = ["EmrSettings"]
+
+
+@dataclass(frozen=True)
+class EmrSettings:
+    data_dir: Path = Path("var")
+    database_url: str = "sqlite:///var/emr.sqlite3"
+    host: str = "127.0.0.1"
+    port: int = 8080
+    # Where the generated Flask secret key is kept (0600).
+    secret_key_file: Path = Path("var/secret_key")
+    public_url: str = "http://127.0.0.1:8080"
+    hospital_name: str = "Bệnh viện filmless"
+    facility_code: str = "00000"
+    # Failed logins before an account is locked, and for how long.
+    lockout_failures: int = 5
+    lockout_minutes: int = 15
+    # Signatures (issue 5): RFC 3161 TSA, PKCS#11 module of the tokens, the
+    # SoftHSM2 configuration of the demo token, trusted CA certificates
+    # (None: <data_dir>/pki/trust-anchors). CRLs are read from
+    # <data_dir>/pki/crls/*.crl and the development CA's <data_dir>/pki/dev/ca.crl.
+    tsa_url: str | None = None
+    pkcs11_library: str = "/usr/lib/softhsm/libsofthsm2.so"
+    softhsm2_conf: Path | None = None
+    trust_anchors_dir: Path | None = None
