@@ -1,0 +1,78 @@
+"""The ``filmless`` command.
+
+Each area registers its sub-commands from its own module under
+``filmless/commands/`` (``register(subparsers)``); a sub-command's handler is
+``func(args, settings) -> int``. Settings are read once here, so a bad
+``FILMLESS_*`` value stops every command with one clear line.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import logging
+import sys
+from collections.abc import Sequence
+
+from . import __version__
+from .settings import SettingsError, load
+
+# Modules that add sub-commands; a missing one is skipped so the areas can
+# land independently.
+COMMAND_MODULES = (
+    "filmless.commands.stack",  # up, storage, gateway, check, import
+    "filmless.commands.emr",  # emr ..., demo, audit ...
+    "filmless.commands.signing",  # pki ..., verify, retention ...
+    "filmless.commands.exports",  # export ...
+)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="filmless",
+        description="filmless: PACS and electronic medical records. Settings come from FILMLESS_* variables.",
+    )
+    parser.add_argument("--version", action="version", version=f"filmless {__version__}")
+    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    for name in COMMAND_MODULES:
+        try:
+            module = importlib.import_module(name)
+        except ModuleNotFoundError as exc:
+            if exc.name == name:
+                continue
+            raise
+        module.register(sub)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    logging.basicConfig(
+        level=logging.DEBUG if args.verbose else logging.INFO,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+    if not args.verbose:
+        # pynetdicom logs every association at INFO and urllib3 every retry;
+        # filmless writes its own one-line summaries instead.
+        logging.getLogger("pynetdicom").setLevel(logging.WARNING)
+        logging.getLogger("urllib3").setLevel(logging.ERROR)
+        logging.getLogger("alembic").setLevel(logging.WARNING)
+        logging.getLogger("fontTools").setLevel(logging.WARNING)  # a line per glyph table for every signed PDF
+    if not getattr(args, "func", None):
+        parser.print_help()
+        return 2
+    try:
+        settings = load()
+    except SettingsError as exc:
+        print(f"filmless: configuration error: {exc}", file=sys.stderr)
+        return 2
+    try:
+        return int(args.func(args, settings) or 0)
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

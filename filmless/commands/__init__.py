@@ -1,0 +1,1 @@
+"""Sub-commands of the filmless command, one module per area."""

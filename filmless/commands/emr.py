@@ -1,0 +1,186 @@
+"""Sub-commands of the EMR: emr ..., audit verify, demo."""
+
+from __future__ import annotations
+
+import argparse
+import getpass
+import secrets
+import sys
+from pathlib import Path
+from typing import Any
+
+from ..settings import Settings
+
+
+def register(sub: Any) -> None:
+    emr = sub.add_parser("emr", help="EMR administration (users, tokens, catalogues, database, server)")
+    esub = emr.add_subparsers(dest="emr_command", metavar="ACTION")
+
+    p = esub.add_parser("serve", help="run the EMR web service (waitress) with the study linker")
+    p.set_defaults(func=cmd_serve)
+    p = esub.add_parser("migrate", help="upgrade the EMR database to the newest schema")
+    p.set_defaults(func=cmd_migrate)
+
+    p = esub.add_parser("create-admin", help="create an administrator account")
+    p.add_argument("username")
+    p.add_argument("--full-name", default="Quản trị hệ thống")
+    p.add_argument("--password", help="default: ask, or generate and print one with --generate")
+    p.add_argument("--generate", action="store_true", help="generate a random password and print it")
+    p.set_defaults(func=cmd_create_user, role="admin")
+
+    p = esub.add_parser("create-user", help="create an account with a role")
+    p.add_argument("username")
+    p.add_argument("role", choices=["admin", "physician", "radiologist", "technician", "nurse", "records_clerk"])
+    p.add_argument("--full-name", required=True)
+    p.add_argument("--cert", help="practising-certificate number (CCHN), used in insurance exports")
+    p.add_argument("--password")
+    p.add_argument("--generate", action="store_true")
+    p.set_defaults(func=cmd_create_user)
+
+    p = esub.add_parser("create-token", help="create an API token for a user (printed once)")
+    p.add_argument("username")
+    p.add_argument("--name", default="api")
+    p.set_defaults(func=cmd_create_token)
+
+    p = esub.add_parser("load-icd10", help="load the ICD-10 catalogue from a CSV/TSV file (code,title)")
+    p.add_argument("file", type=Path)
+    p.set_defaults(func=cmd_load_icd10)
+
+    p = esub.add_parser("add-department", help="add a department (code = MA_KHOA)")
+    p.add_argument("code")
+    p.add_argument("name")
+    p.set_defaults(func=cmd_add_department)
+
+    audit = sub.add_parser("audit", help="audit log tools")
+    asub = audit.add_subparsers(dest="audit_command", metavar="ACTION")
+    p = asub.add_parser("verify", help="check the audit hash chain; exit 1 if any row was edited, inserted or deleted")
+    p.set_defaults(func=cmd_audit_verify)
+
+    p = sub.add_parser("demo", help="seed demo accounts, Vietnamese demo patients, orders and a sent study")
+    p.add_argument("--no-study", action="store_true", help="do not upload the demo CT study to Orthanc")
+    p.set_defaults(func=cmd_demo)
+
+
+def _session(settings: Settings) -> Any:
+    from emr import open_session, upgrade_database
+
+    upgrade_database(settings.emr)
+    return open_session(settings.emr)
+
+
+def _cli_actor() -> Any:
+    from emr import Actor
+
+    return Actor(None, f"cli:{getpass.getuser()}", "admin", None)
+
+
+def cmd_serve(args: argparse.Namespace, settings: Settings) -> int:
+    from emr import serve
+    from storage import open_store
+
+    serve(settings.emr, open_store(settings.storage))
+    return 0
+
+
+def cmd_migrate(args: argparse.Namespace, settings: Settings) -> int:
+    from emr import upgrade_database
+
+    upgrade_database(settings.emr)
+    print("EMR database is at the newest schema.")
+    return 0
+
+
+def cmd_create_user(args: argparse.Namespace, settings: Settings) -> int:
+    from emr import EmrError
+    from emr.services.users import create_user
+
+    password = args.password
+    if args.generate or (password is None and not sys.stdin.isatty()):
+        password = secrets.token_urlsafe(12)
+        print(f"password: {password}")
+    elif password is None:
+        password = getpass.getpass("password: ")
+        if getpass.getpass("again: ") != password:
+            print("passwords differ", file=sys.stderr)
+            return 2
+    with _session(settings) as session:
+        try:
+            user = create_user(
+                session,
+                _cli_actor(),
+                args.username,
+                password,
+                args.role,
+                args.full_name,
+                practising_cert_no=getattr(args, "cert", None),
+            )
+        except EmrError as exc:
+            print(f"filmless emr: {exc.message}", file=sys.stderr)
+            return 1
+    print(f"created {user.role} {user.username}")
+    return 0
+
+
+def cmd_create_token(args: argparse.Namespace, settings: Settings) -> int:
+    from sqlalchemy import select
+
+    from emr.models import User
+    from emr.services.users import create_token
+
+    with _session(settings) as session:
+        user = session.scalar(select(User).where(User.username == args.username))
+        if user is None:
+            print(f"no user {args.username}", file=sys.stderr)
+            return 1
+        print(create_token(session, _cli_actor(), user.id, args.name))
+    return 0
+
+
+def cmd_load_icd10(args: argparse.Namespace, settings: Settings) -> int:
+    from emr.services.encounters import load_icd10
+
+    if not args.file.is_file():
+        print(f"no such file: {args.file}", file=sys.stderr)
+        return 2
+    with _session(settings) as session:
+        print(f"loaded {load_icd10(session, _cli_actor(), args.file)} ICD-10 codes")
+    return 0
+
+
+def cmd_add_department(args: argparse.Namespace, settings: Settings) -> int:
+    from emr.services.encounters import ensure_department
+
+    with _session(settings) as session:
+        ensure_department(session, args.code, args.name)
+        session.commit()
+    print(f"department {args.code} {args.name}")
+    return 0
+
+
+def cmd_audit_verify(args: argparse.Namespace, settings: Settings) -> int:
+    from emr import verify_audit_chain
+
+    with _session(settings) as session:
+        result = verify_audit_chain(session)
+    if result.ok:
+        print(f"audit log intact: {result.rows} rows, head {result.head_hash}")
+        return 0
+    print(f"audit log TAMPERED: {len(result.problems)} problem(s) in {result.rows} rows")
+    for problem in result.problems[:200]:
+        print(f"  {problem}")
+    return 1
+
+
+def cmd_demo(args: argparse.Namespace, settings: Settings) -> int:
+    from emr.demo import seed
+    from storage import open_store
+
+    store = None if args.no_study else open_store(settings.storage)
+    accounts = seed(settings.emr, store)
+    print("Demo accounts (for trying filmless only; change or remove them before real use):")
+    for username, password, role in accounts:
+        print(f"  {username:<12} {password:<16} {role}")
+    from emr.demo_signing import demo_token_lines
+
+    print("\n".join(demo_token_lines(settings.emr)))
+    return 0

@@ -1,0 +1,185 @@
+"""Sub-commands that run and inspect the stack: up, storage, gateway, check, import."""
+
+from __future__ import annotations
+
+import argparse
+import signal
+import sys
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+from ..settings import Settings
+
+
+def register(sub: Any) -> None:
+    p = sub.add_parser("up", help="run everything (Orthanc, gateway, EMR) in the foreground; Ctrl-C stops all")
+    p.add_argument("--demo", action="store_true", help="seed demo accounts and patients first (printed)")
+    p.set_defaults(func=cmd_up)
+
+    p = sub.add_parser("storage", help="run the managed Orthanc in the foreground")
+    p.set_defaults(func=cmd_storage)
+
+    p = sub.add_parser("gateway", help="run the DICOM gateway in the foreground")
+    p.set_defaults(func=cmd_gateway)
+
+    p = sub.add_parser("check", help="health of each part; exit code 1 if any is unhealthy")
+    p.set_defaults(func=cmd_check)
+
+    p = sub.add_parser("import", help="bulk import folders or files of DICOM into storage")
+    p.add_argument("paths", nargs="+", type=Path, metavar="PATH")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.add_argument("--retries", type=int, default=5, metavar="N",
+                   help="retries per file while Orthanc does not answer, with back-off (default 5)")
+    p.set_defaults(func=cmd_import)
+
+
+def cmd_storage(args: argparse.Namespace, settings: Settings) -> int:
+    from storage import LauncherError, OrthancProcess
+
+    if not settings.storage.managed:
+        print(f"FILMLESS_ORTHANC_URL is set ({settings.storage.url}): the external Orthanc is used, "
+              "nothing to run here.", file=sys.stderr)
+        return 2
+    proc = OrthancProcess(settings.storage, settings.gateway.ae_title, settings.gateway.port)
+    try:
+        proc.start()
+    except LauncherError as exc:
+        print(f"filmless storage: {exc}", file=sys.stderr)
+        return 1
+    print(f"Orthanc {settings.storage.url} (DICOM {settings.storage.dicom_port}), pid {proc.pid}", flush=True)
+    stop = threading.Event()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, lambda *_: stop.set())
+    while not stop.wait(1.0):
+        if not proc.running():
+            print(f"filmless storage: Orthanc exited; see {proc.log_path}", file=sys.stderr)
+            return 1
+    proc.stop()
+    return 0
+
+
+def _emr_providers(settings: Settings) -> tuple[Any, Any, Any]:
+    """Worklist, identity and MPPS callables on the EMR database, if the EMR is installed."""
+    try:
+        import emr
+    except ImportError:
+        return None, None, None
+    if not hasattr(emr, "worklist_provider"):
+        return None, None, None
+    return emr.worklist_provider(settings.emr), emr.identity_provider(settings.emr), emr.mpps_provider(settings.emr)
+
+
+def cmd_gateway(args: argparse.Namespace, settings: Settings) -> int:
+    from pacs_gateway import Gateway
+    from storage import open_store
+
+    worklist, identity, mpps = _emr_providers(settings)
+    gateway = Gateway(settings.gateway, open_store(settings.storage), worklist=worklist, identity=identity, mpps=mpps)
+    print(f"DICOM gateway {settings.gateway.ae_title} listening on {settings.gateway.host}:{settings.gateway.port}",
+          flush=True)
+    gateway.serve_forever()
+    return 0
+
+
+def _banner(settings: Settings, accounts: list[tuple[str, str, str]]) -> str:
+    from storage import load_or_create_credentials
+
+    s, g, e = settings.storage, settings.gateway, settings.emr
+    lines = [
+        "",
+        "filmless is running. Ctrl-C stops everything.",
+        f"  EMR (web)        {e.public_url}   listening on {e.host}:{e.port}",
+        f"  DICOM gateway    AE title {g.ae_title}, port {g.port} on {g.host}"
+        f"   allowed: {', '.join(g.allowed_peers)}",
+    ]
+    if s.managed:
+        creds = load_or_create_credentials(s.data_dir)
+        lines += [
+            f"  Orthanc          {s.url} (localhost only), DICOM {s.dicom_port}",
+            f"  Orthanc login    {creds.username} / {creds.password}",
+            f"                   (kept in {s.data_dir / 'credentials.json'}, mode 0600)",
+        ]
+    else:
+        lines.append(f"  Orthanc          external: {s.url}")
+    lines.append(f"  Data directory   {settings.data_dir}")
+    if accounts:
+        lines.append("  Demo accounts (change them before real use):")
+        lines += [f"    {role:<14} {user:<14} {password}" for user, password, role in accounts]
+        from emr.demo_signing import demo_token_lines
+
+        lines += demo_token_lines(settings.emr)
+    return "\n".join(lines) + "\n"
+
+
+def cmd_up(args: argparse.Namespace, settings: Settings) -> int:
+    from storage import open_store
+
+    from ..supervisor import Child, Supervisor
+
+    settings.data_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+    children = []
+    if settings.storage.managed:
+        children.append(Child("storage", ["storage"]))
+    children.append(Child("gateway", ["gateway"]))
+    emr_available = _has_emr()
+    if emr_available:
+        from .signing import demo_tsa
+
+        tsa = demo_tsa(settings, args.demo)  # dev TSA child when the development PKI exists and no TSA is set
+        if tsa is not None:
+            children.append(tsa[0])
+        children.append(Child("emr", ["emr", "serve"], env=tsa[1] if tsa else None))
+    supervisor = Supervisor(children)
+
+    store = open_store(settings.storage)
+    accounts: list[tuple[str, str, str]] = []
+
+    def after_start() -> None:
+        deadline = time.monotonic() + settings.storage.startup_timeout
+        while time.monotonic() < deadline and not store.ping():
+            time.sleep(0.2)
+        if args.demo and emr_available:
+            import emr
+
+            emr.upgrade_database(settings.emr)
+            accounts.extend(emr.demo.seed(settings.emr, store))
+        print(_banner(settings, accounts), flush=True)
+
+    threading.Thread(target=after_start, name="banner", daemon=True).start()
+    return supervisor.run()
+
+
+def _has_emr() -> bool:
+    """True when the EMR and its `filmless emr serve` command are installed."""
+    import importlib.util
+
+    return importlib.util.find_spec("emr") is not None and \
+        importlib.util.find_spec("filmless.commands.emr") is not None
+
+
+def cmd_check(args: argparse.Namespace, settings: Settings) -> int:
+    from ..health import run_checks
+
+    ok = True
+    for name, healthy, detail in run_checks(settings):
+        mark = "ok  " if healthy else "FAIL"
+        print(f"[{mark}] {name:<10} {detail}")
+        ok = ok and healthy
+    return 0 if ok else 1
+
+
+def cmd_import(args: argparse.Namespace, settings: Settings) -> int:
+    from storage import open_store
+
+    from ..bulk_import import import_paths
+
+    missing = [p for p in args.paths if not p.exists()]
+    if missing:
+        print("filmless import: not found: " + ", ".join(map(str, missing)), file=sys.stderr)
+        return 2
+    summary = import_paths(args.paths, open_store(settings.storage), progress=not args.no_progress,
+                           retries=max(0, args.retries))
+    print(summary.render())
+    return 0 if summary.ok else 1

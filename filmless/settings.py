@@ -1,0 +1,196 @@
+"""Environment → each package's own settings dataclass.
+
+This is the only module in filmless that reads ``os.environ``. Every
+variable is ``FILMLESS_*``; the table in README.md lists them. Values that
+do not parse raise :class:`SettingsError` naming the variable, so a typo in a
+port fails at start-up rather than later.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+
+from emr.settings import EmrSettings
+from pacs_gateway.settings import GatewaySettings
+from storage.settings import StorageSettings
+
+__all__ = ["Settings", "SettingsError", "load", "VARIABLES"]
+
+
+class SettingsError(ValueError):
+    """A FILMLESS_* variable has a value that cannot be used."""
+
+
+# name → (default shown in the docs, description). The README table is
+# generated from this, so documentation and code cannot drift apart.
+VARIABLES: dict[str, tuple[str, str]] = {
+    "FILMLESS_DATA_DIR": ("./var", "Data directory: Orthanc storage, spool, EMR database, secrets"),
+    "FILMLESS_GATEWAY_AET": ("FILMLESS", "AE title of the DICOM gateway"),
+    "FILMLESS_GATEWAY_HOST": ("127.0.0.1", "Address the gateway listens on (0.0.0.0: modalities on the network)"),
+    "FILMLESS_GATEWAY_PORT": ("11112", "DICOM port of the gateway"),
+    "FILMLESS_GATEWAY_ALLOWED": (
+        "*@127.0.0.0/8,*@::1",
+        "Modalities allowed to connect: AET or AET@IP/CIDR, comma-separated, * = any AE title",
+    ),
+    "FILMLESS_GATEWAY_FORWARDERS": ("4", "Threads moving the spool into Orthanc"),
+    "FILMLESS_GATEWAY_MIN_FREE_MB": ("512", "Refuse instances when the spool disk has less free"),
+    "FILMLESS_GATEWAY_MAX_ASSOCIATIONS": ("32", "Concurrent associations accepted"),
+    "FILMLESS_GATEWAY_IDENTITY_TIMEOUT": (
+        "120",
+        "Seconds an image waits for a failing EMR identity lookup before it is forwarded as the modality sent it",
+    ),
+    "FILMLESS_GATEWAY_TLS_CERT": ("", "PEM certificate: enables DICOM TLS"),
+    "FILMLESS_GATEWAY_TLS_KEY": ("", "PEM private key for the TLS certificate"),
+    "FILMLESS_GATEWAY_TLS_CA": ("", "CA bundle: when set, modalities must present a client certificate"),
+    "FILMLESS_ORTHANC_URL": ("", "Use this external Orthanc instead of starting one"),
+    "FILMLESS_ORTHANC_USER": ("", "User name for the external Orthanc"),
+    "FILMLESS_ORTHANC_PASSWORD": ("", "Password for the external Orthanc"),
+    "FILMLESS_ORTHANC_HTTP_PORT": ("8042", "HTTP port of the managed Orthanc (localhost only)"),
+    "FILMLESS_ORTHANC_DICOM_PORT": ("4242", "DICOM port of the managed Orthanc (localhost only)"),
+    "FILMLESS_ORTHANC_AET": ("ORTHANC", "AE title of the managed Orthanc"),
+    "FILMLESS_ORTHANC_PG_DSN": ("", "PostgreSQL index for Orthanc, e.g. postgresql://user@host:5432/orthanc"),
+    "FILMLESS_ORTHANC_BINARY": ("/usr/sbin/Orthanc", "Orthanc executable"),
+    "FILMLESS_ORTHANC_PLUGINS": ("/usr/share/orthanc/plugins", "Folder of Orthanc plugins"),
+    "FILMLESS_DATABASE_URL": ("sqlite:///<data>/emr.sqlite3", "EMR database (SQLAlchemy URL)"),
+    "FILMLESS_EMR_HOST": ("127.0.0.1", "Address the EMR web service listens on"),
+    "FILMLESS_EMR_PORT": ("8080", "Port of the EMR web service"),
+    "FILMLESS_PUBLIC_URL": ("http://127.0.0.1:<port>", "URL patients and QR codes use"),
+    "FILMLESS_HOSPITAL_NAME": ("Bệnh viện filmless", "Hospital name on printouts"),
+    "FILMLESS_FACILITY_CODE": ("00000", "Facility code (MA_CSKCB) for insurance exports"),
+    "FILMLESS_EMR_LOCKOUT_FAILURES": ("5", "Failed logins before an EMR account is locked"),
+    "FILMLESS_EMR_LOCKOUT_MINUTES": ("15", "How long a locked EMR account stays locked"),
+    "FILMLESS_TSA_URL": ("", "RFC 3161 time-stamping service for signatures (unset: the demo dev TSA)"),
+    "FILMLESS_PKCS11_LIBRARY": ("/usr/lib/softhsm/libsofthsm2.so", "PKCS#11 library of the signing tokens"),
+    "FILMLESS_SOFTHSM2_CONF": ("", "SoftHSM2 configuration for the demo token (sets SOFTHSM2_CONF for the EMR)"),
+    "FILMLESS_TRUST_ANCHORS": ("<data>/pki/trust-anchors", "CA certificates signatures are checked against"),
+}
+
+
+@dataclass(frozen=True)
+class Settings:
+    data_dir: Path
+    storage: StorageSettings
+    gateway: GatewaySettings
+    emr: EmrSettings
+
+
+def _int(env: Mapping[str, str], name: str, default: int, lo: int = 0, hi: int = 2**31) -> int:
+    raw = env.get(name, "").strip()
+    if not raw:
+        return default
+    try:
+        value = int(raw)
+    except ValueError:
+        raise SettingsError(f"{name}={raw!r} is not a whole number") from None
+    if not lo <= value <= hi:
+        raise SettingsError(f"{name}={value} is outside {lo}..{hi}")
+    return value
+
+
+def _port(env: Mapping[str, str], name: str, default: int) -> int:
+    return _int(env, name, default, 1, 65535)
+
+
+def _str(env: Mapping[str, str], name: str, default: str | None = None) -> str | None:
+    raw = env.get(name, "").strip()
+    return raw or default
+
+
+def _path(env: Mapping[str, str], name: str) -> Path | None:
+    raw = _str(env, name)
+    if raw is None:
+        return None
+    path = Path(raw).expanduser()
+    if not path.is_file():
+        raise SettingsError(f"{name}={raw!r}: no such file")
+    return path
+
+
+def _ae_title(value: str, name: str) -> str:
+    if not 0 < len(value) <= 16 or not value.isascii() or "\\" in value or value != value.strip():
+        raise SettingsError(f"{name}={value!r} is not a valid AE title (1-16 ASCII characters)")
+    return value
+
+
+def _allowed(env: Mapping[str, str], name: str, default: tuple[str, ...]) -> tuple[str, ...]:
+    raw = env.get(name)
+    if raw is None or not raw.strip():
+        return default
+    entries = tuple(e.strip() for e in raw.split(",") if e.strip())
+    for entry in entries:
+        aet, _, addr = entry.partition("@")
+        if aet != "*":
+            _ae_title(aet, name)
+        if addr:
+            try:
+                ipaddress.ip_network(addr, strict=False)
+            except ValueError:
+                raise SettingsError(f"{name}: {addr!r} is not an IP address or network") from None
+    return entries
+
+
+def load(env: Mapping[str, str] | None = None) -> Settings:
+    """Read ``FILMLESS_*`` variables (default: the process environment)."""
+    env = os.environ if env is None else env
+    data_dir = Path(_str(env, "FILMLESS_DATA_DIR", "var") or "var").expanduser().absolute()
+
+    external = _str(env, "FILMLESS_ORTHANC_URL")
+    if external and not external.startswith(("http://", "https://")):
+        raise SettingsError(f"FILMLESS_ORTHANC_URL={external!r} must start with http:// or https://")
+    storage = StorageSettings(
+        data_dir=data_dir / "orthanc",
+        http_port=_port(env, "FILMLESS_ORTHANC_HTTP_PORT", 8042),
+        dicom_port=_port(env, "FILMLESS_ORTHANC_DICOM_PORT", 4242),
+        dicom_aet=_ae_title(_str(env, "FILMLESS_ORTHANC_AET", "ORTHANC") or "", "FILMLESS_ORTHANC_AET"),
+        external_url=external,
+        external_username=_str(env, "FILMLESS_ORTHANC_USER"),
+        external_password=_str(env, "FILMLESS_ORTHANC_PASSWORD"),
+        pg_dsn=_str(env, "FILMLESS_ORTHANC_PG_DSN"),
+        binary=Path(_str(env, "FILMLESS_ORTHANC_BINARY", "/usr/sbin/Orthanc") or ""),
+        plugins_dir=Path(_str(env, "FILMLESS_ORTHANC_PLUGINS", "/usr/share/orthanc/plugins") or ""),
+    )
+
+    cert = _path(env, "FILMLESS_GATEWAY_TLS_CERT")
+    key = _path(env, "FILMLESS_GATEWAY_TLS_KEY")
+    if (cert is None) != (key is None):
+        raise SettingsError("FILMLESS_GATEWAY_TLS_CERT and FILMLESS_GATEWAY_TLS_KEY go together")
+    ca = _path(env, "FILMLESS_GATEWAY_TLS_CA")
+    if ca is not None and cert is None:
+        raise SettingsError("FILMLESS_GATEWAY_TLS_CA needs FILMLESS_GATEWAY_TLS_CERT and _KEY")
+    gateway = GatewaySettings(
+        ae_title=_ae_title(_str(env, "FILMLESS_GATEWAY_AET", "FILMLESS") or "", "FILMLESS_GATEWAY_AET"),
+        host=_str(env, "FILMLESS_GATEWAY_HOST", "127.0.0.1") or "127.0.0.1",
+        port=_port(env, "FILMLESS_GATEWAY_PORT", 11112),
+        spool_dir=data_dir / "spool",
+        allowed_peers=_allowed(env, "FILMLESS_GATEWAY_ALLOWED", GatewaySettings.allowed_peers),
+        forwarders=_int(env, "FILMLESS_GATEWAY_FORWARDERS", 4, 1, 64),
+        min_free_bytes=_int(env, "FILMLESS_GATEWAY_MIN_FREE_MB", 512, 0, 10**7) * 1024 * 1024,
+        max_associations=_int(env, "FILMLESS_GATEWAY_MAX_ASSOCIATIONS", 32, 1, 1000),
+        identity_timeout=float(_int(env, "FILMLESS_GATEWAY_IDENTITY_TIMEOUT", 120, 0, 7 * 86400)),
+        tls_cert=cert,
+        tls_key=key,
+        tls_ca=ca,
+    )
+
+    emr_port = _port(env, "FILMLESS_EMR_PORT", 8080)
+    emr = EmrSettings(
+        data_dir=data_dir,
+        database_url=_str(env, "FILMLESS_DATABASE_URL") or f"sqlite:///{data_dir / 'emr.sqlite3'}",
+        host=_str(env, "FILMLESS_EMR_HOST", "127.0.0.1") or "127.0.0.1",
+        port=emr_port,
+        secret_key_file=data_dir / "secret_key",
+        public_url=(_str(env, "FILMLESS_PUBLIC_URL") or f"http://127.0.0.1:{emr_port}").rstrip("/"),
+        hospital_name=_str(env, "FILMLESS_HOSPITAL_NAME", "Bệnh viện filmless") or "",
+        facility_code=_str(env, "FILMLESS_FACILITY_CODE", "00000") or "",
+        lockout_failures=_int(env, "FILMLESS_EMR_LOCKOUT_FAILURES", 5, 1, 1000),
+        lockout_minutes=_int(env, "FILMLESS_EMR_LOCKOUT_MINUTES", 15, 1, 10080),
+        tsa_url=_str(env, "FILMLESS_TSA_URL"),
+        pkcs11_library=_str(env, "FILMLESS_PKCS11_LIBRARY", EmrSettings.pkcs11_library) or EmrSettings.pkcs11_library,
+        softhsm2_conf=Path(conf).expanduser() if (conf := _str(env, "FILMLESS_SOFTHSM2_CONF")) else None,
+        trust_anchors_dir=Path(_str(env, "FILMLESS_TRUST_ANCHORS") or data_dir / "pki" / "trust-anchors"),
+    )
+    return Settings(data_dir=data_dir, storage=storage, gateway=gateway, emr=emr)
