@@ -1,0 +1,154 @@
+"""Every route × every role, from one table of expectations.
+
+A new route without a row here fails the test, so authorisation can never be
+forgotten. ``None`` = public. Roles: admin, physician, radiologist,
+technician, nurse, records_clerk.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+import pytest
+from flask import Flask
+from flask.testing import FlaskClient
+
+from emr.models import ROLES
+
+from .conftest import login
+
+CLIN = {"physician", "radiologist", "technician", "nurse", "records_clerk"}
+EXPECTED: dict[tuple[str, str], set[str] | None] = {
+    ("GET", "/login"): None,
+    ("POST", "/login"): None,
+    ("POST", "/logout"): None,
+    ("GET", "/static/<path:filename>"): None,
+    ("GET", "/api/openapi.json"): None,
+    ("GET", "/"): set(ROLES),
+    ("GET", "/patients/"): CLIN,
+    ("GET", "/patients/new"): {"physician", "nurse", "records_clerk"},
+    ("POST", "/patients/new"): {"physician", "nurse", "records_clerk"},
+    ("GET", "/patients/<int:patient_id>"): CLIN,
+    ("GET", "/patients/<int:patient_id>/encounters/new"): {"physician", "nurse", "records_clerk"},
+    ("POST", "/patients/<int:patient_id>/encounters/new"): {"physician", "nurse", "records_clerk"},
+    ("GET", "/orders/new/<int:patient_id>"): {"physician"},
+    ("POST", "/orders/new/<int:patient_id>"): {"physician"},
+    ("POST", "/orders/<int:order_id>/cancel"): {"physician"},
+    ("GET", "/reconcile/"): CLIN,
+    ("POST", "/reconcile/<int:study_id>"): {"records_clerk"},
+    ("GET", "/admin/audit"): {"admin"},
+    ("GET", "/patients/merge"): {"records_clerk"},
+    ("POST", "/patients/merge"): {"records_clerk"},
+    ("GET", "/patients/<int:patient_id>/documents/new"): {"physician", "radiologist"},
+    ("POST", "/patients/<int:patient_id>/documents/new"): {"physician", "radiologist"},
+    ("GET", "/documents/<int:document_id>"): {"physician", "radiologist", "nurse", "records_clerk"},
+    ("GET", "/documents/<int:document_id>/edit"): {"physician", "radiologist"},
+    ("POST", "/documents/<int:document_id>/edit"): {"physician", "radiologist"},
+    ("POST", "/documents/<int:document_id>/cancel"): {"physician", "radiologist"},
+    ("POST", "/documents/<int:document_id>/restore"): {"physician", "radiologist"},
+    ("GET", "/reconcile/<int:study_id>"): {"records_clerk"},
+    ("GET", "/admin/users/"): {"admin"},
+    ("POST", "/admin/users/"): {"admin"},
+    ("GET", "/admin/users/<int:user_id>"): {"admin"},
+    ("POST", "/admin/users/<int:user_id>/active"): {"admin"},
+    ("POST", "/admin/users/<int:user_id>/password"): {"admin"},
+    ("POST", "/admin/users/<int:user_id>/tokens"): {"admin"},
+    ("POST", "/admin/users/<int:user_id>/tokens/<int:token_id>/revoke"): {"admin"},
+    ("GET", "/api/patients"): CLIN,
+    ("POST", "/api/patients"): {"physician", "nurse", "records_clerk"},
+    ("GET", "/api/patients/<int:patient_id>"): CLIN,
+    ("PUT", "/api/patients/<int:patient_id>"): {"physician", "nurse", "records_clerk"},
+    ("POST", "/api/patients/merge"): {"records_clerk"},
+    ("GET", "/api/patients/<int:patient_id>/encounters"): {"physician", "radiologist", "nurse", "records_clerk"},
+    ("GET", "/api/patients/<int:patient_id>/orders"): CLIN,
+    ("POST", "/api/encounters"): {"physician", "nurse", "records_clerk"},
+    ("GET", "/api/encounters/<int:encounter_id>"): {"physician", "radiologist", "nurse", "records_clerk"},
+    ("POST", "/api/documents"): {"physician", "radiologist"},
+    ("GET", "/api/documents/<int:document_id>"): {"physician", "radiologist", "nurse", "records_clerk"},
+    ("PUT", "/api/documents/<int:document_id>/draft"): {"physician", "radiologist"},
+    ("POST", "/api/documents/<int:document_id>/amendments"): {"physician", "radiologist"},
+    ("POST", "/api/documents/<int:document_id>/cancel"): {"physician", "radiologist"},
+    ("POST", "/api/documents/<int:document_id>/restore"): {"physician", "radiologist"},
+    ("POST", "/api/orders"): {"physician"},
+    ("GET", "/api/orders/<int:order_id>"): CLIN,
+    ("POST", "/api/orders/<int:order_id>/cancel"): {"physician"},
+    ("GET", "/api/studies/unmatched"): CLIN,
+    ("POST", "/api/studies/<int:study_id>/link"): {"records_clerk"},
+    # Reading room and film-less access (issue 6). The /dicomweb proxy is
+    # mounted only with an image store; its checks are tested in tests/viewer/test_emr_reading.py.
+    ("GET", "/reading/"): {"physician", "radiologist"},
+    ("GET", "/reading/studies/<int:study_id>"): {"physician", "radiologist", "technician"},
+    ("POST", "/reading/studies/<int:study_id>/report"): {"physician", "radiologist"},
+    ("GET", "/reading/studies/<int:study_id>/share"): {"physician", "radiologist", "technician", "records_clerk"},
+    ("POST", "/reading/studies/<int:study_id>/share"): {"physician", "radiologist", "technician", "records_clerk"},
+    ("POST", "/reading/shares/<int:link_id>/revoke"): {"physician", "radiologist", "technician", "records_clerk"},
+    ("GET", "/reading/measurements/<study_uid>"): {"physician", "radiologist", "technician"},
+    ("PUT", "/reading/measurements/<study_uid>"): {"physician", "radiologist", "technician"},
+    ("GET", "/s/<code>"): None,
+    ("POST", "/s/<code>"): None,
+    ("GET", "/s/<code>/study.zip"): None,
+    # Signature verification (issue 5): public, no patient data unless logged in with document.read.
+    # The /signing/* and /verify/* pages are checked in tests/signing/test_workflow.py.
+    ("GET", "/api/verify/<code>"): None,
+    ("POST", "/api/verify"): None,
+}
+_OTHER_ROUTES_OWNED_ELSEWHERE = re.compile(r"^/(viewer|verify|fhir|signing|export)")
+
+
+def _routes(app: Flask) -> list[tuple[str, str]]:
+    out = []
+    for rule in app.url_map.iter_rules():
+        if _OTHER_ROUTES_OWNED_ELSEWHERE.match(rule.rule):
+            continue
+        for method in sorted(rule.methods - {"HEAD", "OPTIONS"}):
+            out.append((method, rule.rule))
+    return out
+
+
+def test_every_route_is_in_the_table(app: Flask) -> None:
+    missing = [r for r in _routes(app) if r not in EXPECTED]
+    assert not missing, f"add these routes to EXPECTED: {missing}"
+
+
+def _fill(rule: str) -> str:
+    return re.sub(r"<(?:int:)?(\w+)>", lambda m: "1" if m.group(1) != "filename" else "emr.css", rule)
+
+
+def test_matrix(app: Flask, client: FlaskClient, tokens: dict[str, str], world: Any) -> None:
+    for method, rule in _routes(app):
+        allowed_roles = EXPECTED[(method, rule)]
+        if allowed_roles is None:
+            continue
+        url = _fill(rule)
+        for role in ROLES:
+            if rule.startswith("/api/"):
+                r = client.open(url, method=method, json={}, headers={"Authorization": f"Bearer {tokens[role]}"})
+                anonymous = client.open(url, method=method, json={})
+                assert anonymous.status_code == 401, (method, url)
+            else:
+                c = app.test_client()
+                assert login(c, f"{role}1").status_code == 302
+                app.config["WTF_CSRF_ENABLED"] = False
+                try:
+                    r = c.open(url, method=method, data={})
+                finally:
+                    app.config["WTF_CSRF_ENABLED"] = True
+                anonymous = app.test_client().open(url, method=method)
+                assert anonymous.status_code in (302, 400), (method, url, anonymous.status_code)
+            if role in allowed_roles:
+                assert r.status_code not in (401, 403), (method, url, role, r.status_code)
+            else:
+                assert r.status_code == 403, (method, url, role, r.status_code)
+            assert r.status_code < 500, (method, url, role, r.status_code)
+
+
+@pytest.mark.parametrize("role", ["nurse"])
+def test_denials_are_audited(client: FlaskClient, tokens: dict[str, str], session: Any, role: str) -> None:
+    from sqlalchemy import select
+
+    from emr.models import AuditEntry
+
+    assert client.post("/api/orders", json={}, headers={"Authorization": f"Bearer {tokens[role]}"}).status_code == 403
+    row = session.scalars(select(AuditEntry).where(AuditEntry.outcome == "denied")).one()
+    assert (row.username, row.action, row.object_id) == ("nurse1", "order.create", "/api/orders")

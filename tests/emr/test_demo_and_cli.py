@@ -1,0 +1,65 @@
+"""`filmless demo` and the EMR admin commands."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from sqlalchemy import select
+
+from emr import EmrSettings, create_app, open_session
+from emr.demo import DEMO_ACCOUNTS, seed
+from emr.models import ImagingOrder, Patient, Study, User
+from filmless.cli import main
+from storage import OrthancStore
+
+from .conftest import login
+
+
+def test_demo_seeds_the_whole_flow(tmp_path: Path, orthanc: OrthancStore) -> None:
+    settings = EmrSettings(
+        data_dir=tmp_path, database_url=f"sqlite:///{tmp_path}/emr.sqlite3", secret_key_file=tmp_path / "key"
+    )
+    accounts = seed(settings, orthanc)
+    assert {role for _u, _p, role in accounts} == {
+        "admin",
+        "physician",
+        "radiologist",
+        "technician",
+        "nurse",
+        "records_clerk",
+    }
+    assert seed(settings, orthanc) == accounts  # idempotent
+    with open_session(settings) as s:
+        assert s.scalar(select(Patient).where(Patient.cccd == "079190001234")) is not None
+        assert len(s.scalars(select(ImagingOrder)).all()) == 4
+        linked = s.scalars(select(Study).where(Study.state == "linked").order_by(Study.id)).all()
+        assert len(linked) == 2  # the chest CT (reported and signed) and the head CT left unread
+        pid = linked[0].patient_id
+    client = create_app(settings, store=orthanc).test_client()
+    username, password = DEMO_ACCOUNTS[1][0], DEMO_ACCOUNTS[1][1]
+    assert login(client, username, password).status_code == 302
+    chart = client.get(f"/patients/{pid}").get_data(as_text=True)
+    assert f"/viewer/?study={linked[0].study_instance_uid}" in chart and "Nguyễn Thị Hồng Nhung" in chart
+
+
+def test_create_admin_and_audit_verify_commands(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setenv("FILMLESS_DATA_DIR", str(tmp_path))
+    assert main(["emr", "create-admin", "boss", "--generate"]) == 0
+    out = capsys.readouterr().out
+    assert "password: " in out and "created admin boss" in out
+    assert main(["emr", "create-admin", "boss", "--password", "another-long-pass"]) == 1
+    with open_session(EmrSettings(database_url=f"sqlite:///{tmp_path}/emr.sqlite3")) as s:
+        assert s.scalar(select(User.role).where(User.username == "boss")) == "admin"
+    assert main(["audit", "verify"]) == 0
+    assert "audit log intact" in capsys.readouterr().out
+    assert (tmp_path / "secret_key").exists() is False  # no app was started; the CLI does not need the key
+
+
+def test_sqlite_database_is_private(tmp_path: Path) -> None:
+    from emr import upgrade_database
+
+    upgrade_database(EmrSettings(database_url=f"sqlite:///{tmp_path}/emr.sqlite3"))
+    assert (tmp_path / "emr.sqlite3").stat().st_mode & 0o077 == 0

@@ -1,0 +1,147 @@
+"""HoSoBenhAn export: groups, signature status, offline verification of the detached CMS."""
+
+from __future__ import annotations
+
+import base64
+import json
+import subprocess
+from pathlib import Path
+
+from lxml import etree
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from emr.exports.artifacts import InMemoryArtifacts
+from emr.exports.config import ExportConfig
+from emr.exports.envelope import verify_envelope
+from emr.exports.facility_key import FacilityKey
+from emr.exports.hsba import canonical_bytes
+from emr.exports.service import export_hsba
+from emr.models import AuditEntry, DocumentVersion
+
+from .conftest import Visit
+
+
+def _openssl_verify(tmp: Path, canonical: bytes, cms: bytes, ca: Path) -> subprocess.CompletedProcess[str]:
+    (tmp / "c.json").write_bytes(canonical)
+    (tmp / "s.p7s").write_bytes(cms)
+    return subprocess.run(
+        [
+            "openssl",
+            "cms",
+            "-verify",
+            "-binary",
+            "-inform",
+            "DER",
+            "-in",
+            str(tmp / "s.p7s"),
+            "-content",
+            str(tmp / "c.json"),
+            "-CAfile",
+            str(ca),
+            "-purpose",
+            "any",
+            "-out",
+            "/dev/null",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+
+
+def test_json_export_groups_and_offline_signature(
+    session: Session, world, visit: Visit, export_config: ExportConfig, facility_key: FacilityKey, pki, tmp_path: Path
+) -> None:
+    v1 = session.scalars(select(DocumentVersion).where(DocumentVersion.document_id == visit.report.id)).one()
+    artifacts = InMemoryArtifacts(cms={v1.id: b"\x30\x03\x02\x01\x01"})
+    exp = export_hsba(
+        session,
+        world.actor("records_clerk"),
+        visit.encounter.id,
+        export_config,
+        facility_key,
+        "json",
+        artifacts=artifacts,
+    )
+    doc = json.loads(exp.data)
+    hsba = doc["HoSoBenhAn"]
+    assert {
+        "ThongTinBenhNhan",
+        "ThongTinVaoVien",
+        "ThongTinDieuTri",
+        "PhieuChiDinh",
+        "KetQuaChanDoanHinhAnh",
+        "ChuKy",
+    } <= set(hsba)
+    assert hsba["ThongTinBenhNhan"]["cccd_so"] == "079190001234"
+    assert hsba["ThongTinVaoVien"]["sovaovien"] == visit.encounter.visit_code
+    assert hsba["ThongTinVaoVien"]["ngayvaovien"] == "2026-11-23T08:30:00+07:00"
+    assert hsba["ThongTinDieuTri"]["maicd"] == "J18.9" and hsba["ThongTinDieuTri"]["maicd_kemtheo"] == ["I10"]
+    kq = hsba["KetQuaChanDoanHinhAnh"][0]
+    assert kq["kqcls_ketluan"] == "Viêm phổi thùy dưới phải."
+    assert kq["link_hinhanh"] == f"http://127.0.0.1:8080/viewer/?study={visit.order.study_instance_uid}"
+    assert kq["mabacsithuchien"] == world.users["radiologist"].practising_cert_no
+    sigs = {s["loaiphieu"]: s for s in hsba["ChuKy"]}
+    assert sigs["radiology_report"]["trangthai"] == "da_ky"
+    assert sigs["radiology_report"]["cms_base64"] == base64.b64encode(b"\x30\x03\x02\x01\x01").decode()
+    assert sigs["progress_note"]["cms_base64"] is None
+
+    # offline: canonical bytes rebuilt from the JSON alone, checked by openssl
+    canonical = canonical_bytes(hsba)
+    cms = base64.b64decode(doc["chuky_xuat"]["cms_base64"])
+    assert doc["chuky_xuat"]["canonical_sha256"] == __import__("hashlib").sha256(canonical).hexdigest()
+    r = _openssl_verify(tmp_path, canonical, cms, pki.ca_cert_path)
+    assert r.returncode == 0, r.stderr
+    # one changed character in the record → refused
+    hsba["KetQuaChanDoanHinhAnh"][0]["kqcls_ketluan"] = "Viêm phổi thùy dưới trái."
+    assert _openssl_verify(tmp_path, canonical_bytes(hsba), cms, pki.ca_cert_path).returncode != 0
+
+    row = session.scalars(select(AuditEntry).where(AuditEntry.action == "export.hsba")).one()
+    assert '"format": "json"' in row.details
+
+
+def test_xml_export_is_signed_and_mirrors_json(
+    session: Session, world, visit: Visit, export_config: ExportConfig, facility_key: FacilityKey, pki, tmp_path: Path
+) -> None:
+    exp = export_hsba(session, world.actor("physician"), visit.encounter.id, export_config, facility_key, "xml")
+    root = etree.fromstring(exp.data)
+    assert root.tag == "HoSoBenhAn"
+    assert root.findtext("ThongTinBenhNhan/hoten") == "Nguyễn Thị Hồng Nhung"
+    assert root.findtext("KetQuaChanDoanHinhAnh/KetQua/machidinh") == visit.order.accession_number
+    assert [e.findtext("loaiphieu") for e in root.findall("ChuKy/ChuKySo")] == ["radiology_report", "progress_note"]
+    path = tmp_path / "hsba.xml"
+    path.write_bytes(exp.data)
+    r = subprocess.run(
+        ["xmlsec1", "--verify", "--trusted-pem", str(pki.ca_cert_path), str(path)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert r.returncode == 0, r.stderr
+    verify_envelope(exp.data, ca_pem_file=pki.ca_cert_path)
+
+
+def test_open_encounter_exports_without_key(session: Session, world, export_config: ExportConfig) -> None:
+    from .conftest import make_visit
+
+    v = make_visit(session, world, close=False)
+    exp = export_hsba(session, world.actor("records_clerk"), v.encounter.id, export_config, None, "json")
+    doc = json.loads(exp.data)
+    assert doc["HoSoBenhAn"]["ThongTinDieuTri"]["trangthai"] == "open"
+    assert doc["chuky_xuat"]["cms_base64"] is None
+
+
+def test_signing_library_checks_the_export_signature(
+    session: Session, world, visit: Visit, export_config: ExportConfig, facility_key: FacilityKey, pki
+) -> None:
+    """The record-signing library (issue 5) verifies the export's CMS: intact, valid, trusted (no timestamp)."""
+    from emr.signing import verify_json_signature
+
+    exp = export_hsba(session, world.actor("records_clerk"), visit.encounter.id, export_config, facility_key, "json")
+    doc = json.loads(exp.data)
+    cms = base64.b64decode(doc["chuky_xuat"]["cms_base64"])
+    report = verify_json_signature(doc["HoSoBenhAn"], cms, [pki.ca_certificate()], crls=[pki.crl()])
+    assert report.intact and report.signature_valid and report.trusted
+    doc["HoSoBenhAn"]["ThongTinBenhNhan"]["hoten"] = "Nguyễn Thị Hồng Nhung "
+    assert not verify_json_signature(doc["HoSoBenhAn"], cms, [pki.ca_certificate()], crls=[pki.crl()]).intact

@@ -1,0 +1,462 @@
+"""The signing workflow through the real EMR app (SQLite): token and PKCS#12 signing from the
+form, /verify for the QR code, amendments, signing order, revoked certificates, tampered rows."""
+
+from __future__ import annotations
+
+import hashlib
+import re
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from flask import Flask
+from flask.testing import FlaskClient
+from sqlalchemy import select, update
+from sqlalchemy.orm import Session
+
+from emr import Actor, EmrSettings, create_app, upgrade_database
+from emr.db import make_engine, make_session_factory
+from emr.models import AuditEntry, Document, DocumentVersion, User
+from emr.models.signing import DocumentSignature, SignedArtifact
+from emr.services import documents, encounters, patients
+from emr.services import signatures as svc
+from emr.services.users import create_user
+from emr.signing import (
+    DevPki,
+    DevPkiServer,
+    enroll_dev_token_key,
+    import_trust_anchor,
+    issue_user_certificate,
+    revoke_certificate,
+    verify_pdf,
+)
+
+from .conftest import TOKEN_LABEL, TOKEN_PIN
+
+SETUP = Actor(None, "test-setup", "admin", "127.0.0.1")
+PASSWORD = "correct horse battery"
+PATIENT = {
+    "full_name": "Nguyễn Thị Hồng Nhung",
+    "birth_date": "1990-05-17",
+    "sex": "F",
+    "cccd": "079190001234",
+    "address": "12 Lê Lợi, Quận 1, TP. Hồ Chí Minh",
+    "province_code": "79",
+    "phone": "0901234567",
+}
+
+
+class Env:
+    def __init__(
+        self,
+        app: Flask,
+        session: Session,
+        users: dict[str, User],
+        pki: DevPki,
+        encounter_id: int,
+        patient_id: int,
+        labels: dict[str, str],
+    ) -> None:
+        self.app, self.session, self.users, self.pki = app, session, users, pki
+        self.encounter_id, self.patient_id, self.labels = encounter_id, patient_id, labels
+
+    def actor(self, name: str) -> Actor:
+        u = self.users[name]
+        return Actor(u.id, u.username, u.role, "127.0.0.1")
+
+    def client(self, name: str) -> FlaskClient:
+        c = self.app.test_client()
+        c.get("/login")
+        r = c.post(
+            "/login",
+            data={"username": self.users[name].username, "password": PASSWORD, "csrf_token": _csrf(c, "/login")},
+        )
+        assert r.status_code == 302
+        return c
+
+    def document(self, form_type: str, content: dict[str, Any], author: str = "physician") -> Document:
+        return documents.create_document(
+            self.session,
+            self.actor(author),
+            {"encounter_id": self.encounter_id, "form_type": form_type, "content": content},
+        )
+
+
+def _csrf(client: FlaskClient, path: str) -> str:
+    m = re.search(r'name="csrf_token" value="([^"]+)"', client.get(path).get_data(as_text=True))
+    assert m, path
+    return m.group(1)
+
+
+@pytest.fixture(scope="module")
+def token_keys(pki: DevPki, softhsm_token: dict[str, str]) -> dict[str, str]:
+    """Keys on the session's SoftHSM token for the physician and the radiologist (unique labels)."""
+    suffix = uuid.uuid4().hex[:6]
+    labels = {"physician": f"bacsi-{suffix}", "radiologist": f"bschan-{suffix}"}
+    enroll_dev_token_key(pki, TOKEN_LABEL, TOKEN_PIN, labels["physician"], "BS. Nguyễn Văn An")
+    enroll_dev_token_key(pki, TOKEN_LABEL, TOKEN_PIN, labels["radiologist"], "BS. Trần Thị Bích Ngọc")
+    return labels
+
+
+@pytest.fixture(autouse=True)
+def _cheap_argon2(monkeypatch: pytest.MonkeyPatch) -> None:
+    from argon2 import PasswordHasher
+
+    import emr.services.users as users
+
+    monkeypatch.setattr(users, "_HASHER", PasswordHasher(time_cost=1, memory_cost=1024, parallelism=1))
+
+
+@pytest.fixture
+def env(tmp_path: Path, pki: DevPki, pki_server: DevPkiServer, token_keys: dict[str, str]) -> Iterator[Env]:
+    data = tmp_path / "data"
+    anchors = data / "pki" / "trust-anchors"
+    import_trust_anchor(pki.ca_cert_path.read_bytes(), anchors)
+    (data / "pki" / "crls").mkdir(parents=True)
+    (data / "pki" / "crls" / "dev.crl").symlink_to(pki.crl_path)
+    settings = EmrSettings(
+        data_dir=data,
+        database_url=f"sqlite:///{tmp_path / 'emr.sqlite3'}",
+        secret_key_file=tmp_path / "key",
+        public_url="https://emr.benhvien.example",
+        hospital_name="Bệnh viện Đa khoa filmless",
+        tsa_url=pki_server.tsa_url,
+    )
+    upgrade_database(settings)
+    engine = make_engine(settings.database_url)
+    app = create_app(settings, test_config={"TESTING": True, "EMR_ENGINE": engine})
+    with make_session_factory(engine)() as session:
+        # SQLite: the test's own session must not hold its write lock while the app answers.
+        app.before_request_funcs.setdefault(None, []).insert(0, lambda: session.commit())
+        dep = encounters.ensure_department(session, "K19", "Khoa Nội tổng hợp")
+        users = {}
+        for name, role in (
+            ("physician", "physician"),
+            ("radiologist", "radiologist"),
+            ("head", "physician"),
+            ("other", "physician"),
+            ("nurse", "nurse"),
+        ):
+            users[name] = create_user(
+                session,
+                SETUP,
+                f"{name}1",
+                PASSWORD,
+                role,
+                f"BS. {name.title()}",
+                department_id=dep.id,
+                practising_cert_no=f"{len(users)}/HCM-CCHN",
+            )
+        users["head"].is_department_head = True
+        session.commit()
+        p = patients.create_patient(session, SETUP, PATIENT)
+        enc = encounters.create_encounter(
+            session,
+            Actor(users["physician"].id, "physician1", "physician", None),
+            {"patient_id": p.id, "kind": "outpatient", "department_code": "K19", "reason": "Ho, sốt"},
+        )
+        for name in ("physician", "radiologist", "head"):
+            svc.register_token_key(
+                session, SETUP, users[name].id, TOKEN_LABEL, token_keys.get(name, token_keys["physician"])
+            )
+        yield Env(app, session, users, pki, enc.id, p.id, token_keys)
+    engine.dispose()
+
+
+def _sign(client: FlaskClient, doc_id: int, secret: str, method: str = "pkcs11") -> Any:
+    path = f"/signing/documents/{doc_id}/sign"
+    return client.post(path, data={"csrf_token": _csrf(client, path), "method": method, "secret": secret})
+
+
+OUTPATIENT = {
+    "chief_complaint": "Ho, sốt 3 ngày",
+    "examination": "Ran nổ đáy phổi phải",
+    "conclusion": "Viêm phổi",
+    "treatment_plan": "Kháng sinh 7 ngày",
+}
+
+
+def test_physician_signs_with_token_and_qr_verifies(env: Env) -> None:
+    doc = env.document("outpatient_record", OUTPATIENT)
+    c = env.client("physician")
+    page = c.get(f"/documents/{doc.id}").get_data(as_text=True)
+    assert f"/signing/documents/{doc.id}/sign" in page  # the "Ký số" button
+    r = _sign(c, doc.id, TOKEN_PIN)
+    assert r.status_code == 302, r.get_data(as_text=True)
+
+    env.session.expire_all()
+    version = env.session.scalars(select(DocumentVersion).where(DocumentVersion.document_id == doc.id)).one()
+    assert version.locked and version.status == "signed"
+    artifact = svc.artifact_for(env.session, version.id)
+    assert artifact is not None and artifact.complete
+    assert len(artifact.verification_code) >= 32
+    pdf = c.get(f"/signing/documents/{doc.id}/versions/1/pdf")
+    assert pdf.status_code == 200 and pdf.data == bytes(artifact.pdf)
+    report = verify_pdf(pdf.data, [env.pki.ca_certificate()])
+    assert report.valid, report
+    assert report.signatures[0].signer_name == "BS. Nguyễn Văn An"
+    assert report.signatures[0].timestamp_time is not None
+
+    anonymous = env.app.test_client()
+    page = anonymous.get(f"/verify/{artifact.verification_code}")
+    text = page.get_data(as_text=True)
+    assert page.status_code == 200
+    assert "HỢP LỆ" in text and "KHÔNG HỢP LỆ" not in text
+    assert PATIENT["full_name"] not in text and "BN0" not in text  # no patient data for the public
+    assert "BS. Nguyễn Văn An" in text
+    api = anonymous.get(f"/api/verify/{artifact.verification_code}").get_json()
+    assert api["valid"] is True and "patient" not in api
+    assert api["signatures"][0]["timestamp_time"] and api["signatures"][0]["chain_status"] == "trusted"
+    assert api["stored_sha256"] == api["actual_sha256"] == hashlib.sha256(pdf.data).hexdigest()
+    # Logged in with rights: the patient is shown.
+    assert PATIENT["full_name"] in c.get(f"/verify/{artifact.verification_code}").get_data(as_text=True)
+    # Anyone holding the file can check it.
+    up = anonymous.post("/api/verify", data=pdf.data, content_type="application/pdf").get_json()
+    assert up["valid"] is True and up["issued_here"] is True
+    assert anonymous.get("/verify/not-a-code-at-all").status_code == 404
+    actions = env.session.scalars(select(AuditEntry.action).where(AuditEntry.object_id == str(doc.id))).all()
+    assert "document.sign_step" in actions and "document.sign" in actions
+
+
+def test_wrong_pin_shows_vietnamese_error_and_signs_nothing(env: Env) -> None:
+    doc = env.document("outpatient_record", OUTPATIENT)
+    c = env.client("physician")
+    r = _sign(c, doc.id, "000000")
+    assert r.status_code == 422
+    text = r.get_data(as_text=True)
+    assert 'id="err-secret"' in text and "PIN" in text
+    env.session.expire_all()
+    assert env.session.scalar(select(SignedArtifact).where(SignedArtifact.document_id == doc.id)) is None
+    v = env.session.scalars(select(DocumentVersion).where(DocumentVersion.document_id == doc.id)).one()
+    assert not v.locked and v.status == "draft"
+    # PKCS#12 with a wrong password: same.
+    user = env.pki.users["bs.an"]
+    svc.register_pkcs12(env.session, SETUP, env.users["physician"].id, user.p12_bytes(), user.password())
+    r = _sign(c, doc.id, "wrong password", method="pkcs12")
+    assert r.status_code == 422 and 'id="err-secret"' in r.get_data(as_text=True)
+    assert env.session.scalar(select(SignedArtifact).where(SignedArtifact.document_id == doc.id)) is None
+    r = _sign(c, doc.id, user.password(), method="pkcs12")
+    assert r.status_code == 302
+
+
+def test_amendment_after_signing_keeps_the_original(env: Env) -> None:
+    doc = env.document("outpatient_record", OUTPATIENT)
+    c = env.client("physician")
+    assert _sign(c, doc.id, TOKEN_PIN).status_code == 302
+    env.session.expire_all()
+    v1 = env.session.scalars(select(DocumentVersion).where(DocumentVersion.document_id == doc.id)).one()
+    a1 = svc.artifact_for(env.session, v1.id)
+    assert a1 is not None
+    original_pdf, original_json = bytes(a1.pdf), v1.content_json
+
+    # Editing the signed document in the UI writes an amendment with a reason.
+    form = {
+        "csrf_token": _csrf(c, f"/documents/{doc.id}/edit"),
+        "reason": "Bổ sung kết luận",
+        **{f"c_{k}": v for k, v in OUTPATIENT.items()},
+        "c_conclusion": "Viêm phổi thùy dưới phải",
+    }
+    assert c.post(f"/documents/{doc.id}/edit", data=form).status_code == 302
+    env.session.expire_all()
+    d = env.session.get(Document, doc.id)
+    assert d.current_version == 2 and d.status == "amended"
+    page = c.get(f"/documents/{doc.id}").get_data(as_text=True)
+    assert f"/signing/documents/{doc.id}/sign" in page
+    assert _sign(c, doc.id, TOKEN_PIN).status_code == 302
+
+    env.session.expire_all()
+    v1 = env.session.get(DocumentVersion, v1.id)
+    assert v1.content_json == original_json and v1.status == "superseded" and v1.locked
+    p1 = c.get(f"/signing/documents/{doc.id}/versions/1/pdf").data
+    p2 = c.get(f"/signing/documents/{doc.id}/versions/2/pdf").data
+    assert p1 == original_pdf
+    assert verify_pdf(p1, [env.pki.ca_certificate()]).valid
+    assert verify_pdf(p2, [env.pki.ca_certificate()]).valid
+    assert "Viêm phổi thùy dưới phải" in env.session.get(Document, doc.id).versions[1].content_json
+    a2 = svc.artifact_for(env.session, env.session.get(Document, doc.id).versions[1].id)
+    assert a2 is not None and a2.verification_code != a1.verification_code
+    assert env.app.test_client().get(f"/api/verify/{a1.verification_code}").get_json()["valid"] is True
+    # The locked version cannot be changed behind the workflow's back.
+    from emr.exceptions import InvalidState
+
+    v1.content_json = "{}"
+    with pytest.raises(InvalidState):
+        env.session.commit()
+    env.session.rollback()
+
+
+def test_signing_order_discharge_summary(env: Env) -> None:
+    doc = env.document(
+        "discharge_summary",
+        {"summary": "Ổn định", "discharge_diagnosis": "Viêm phổi", "treatment": "Kháng sinh", "result": "1"},
+    )
+    head = env.client("head")
+    r = _sign(head, doc.id, TOKEN_PIN)
+    assert r.status_code == 403
+    assert "Bác sĩ điều trị" in r.get_data(as_text=True)
+    other = env.client("other")
+    assert _sign(other, doc.id, TOKEN_PIN).status_code == 403
+    assert _sign(env.client("physician"), doc.id, TOKEN_PIN).status_code == 302
+    assert _sign(env.client("physician"), doc.id, TOKEN_PIN).status_code == 403  # head's turn now
+    assert _sign(head, doc.id, TOKEN_PIN).status_code == 302
+    env.session.expire_all()
+    artifact = env.session.scalar(select(SignedArtifact).where(SignedArtifact.document_id == doc.id))
+    assert artifact.complete and artifact.signatures_done == 2
+    report = verify_pdf(bytes(artifact.pdf), [env.pki.ca_certificate()])
+    assert report.valid and [s.field_name for s in report.signatures] == ["physician", "head"]
+    rows = env.session.scalars(
+        select(DocumentSignature)
+        .where(DocumentSignature.artifact_id == artifact.id)
+        .order_by(DocumentSignature.order_index)
+    ).all()
+    # Incremental: the first signer's file is a prefix of the final one.
+    assert bytes(artifact.pdf)[: rows[0].pdf_length].endswith(b"%%EOF\n") or rows[0].pdf_length < len(artifact.pdf)
+    assert hashlib.sha256(bytes(artifact.pdf)[: rows[0].pdf_length]).hexdigest() == rows[0].pdf_sha256
+    denied = env.session.scalars(
+        select(AuditEntry).where(AuditEntry.action == "document.sign", AuditEntry.outcome == "denied")
+    ).all()
+    assert len(denied) >= 2
+
+
+def test_revoked_certificate_refused(env: Env) -> None:
+    user = issue_user_certificate(env.pki, f"rev-{uuid.uuid4().hex[:6]}", "BS. Bị Thu Hồi")
+    svc.register_pkcs12(env.session, SETUP, env.users["physician"].id, user.p12_bytes(), user.password())
+    revoke_certificate(env.pki, user.certificate().serial_number)
+    doc = env.document("outpatient_record", OUTPATIENT)
+    r = _sign(env.client("physician"), doc.id, user.password(), method="pkcs12")
+    assert r.status_code == 422
+    assert "thu hồi" in r.get_data(as_text=True)
+    env.session.expire_all()
+    assert env.session.scalar(select(SignedArtifact).where(SignedArtifact.document_id == doc.id)) is None
+
+
+def test_tampered_rows_detected_by_verify(env: Env) -> None:
+    doc = env.document("outpatient_record", OUTPATIENT)
+    assert _sign(env.client("physician"), doc.id, TOKEN_PIN).status_code == 302
+    env.session.expire_all()
+    artifact = env.session.scalar(select(SignedArtifact).where(SignedArtifact.document_id == doc.id))
+    code, pdf = artifact.verification_code, bytes(artifact.pdf)
+    anon = env.app.test_client()
+    assert anon.get(f"/api/verify/{code}").get_json()["valid"] is True
+    # A changed byte in the stored PDF (bypassing the ORM, as a DB editor would).
+    i = pdf.index(b"/Contents") - 40
+    changed = pdf[:i] + bytes([pdf[i] ^ 1]) + pdf[i + 1 :]
+    env.session.commit()
+    with env.session.bind.begin() as conn:  # type: ignore[union-attr]
+        conn.execute(
+            update(SignedArtifact.__table__).where(SignedArtifact.__table__.c.id == artifact.id).values(pdf=changed)
+        )
+    res = anon.get(f"/api/verify/{code}").get_json()
+    assert res["valid"] is False and "signing.verify.stored_hash" in res["problems"]
+    assert "KHÔNG HỢP LỆ" in anon.get(f"/verify/{code}").get_data(as_text=True)
+    # Hash column "fixed" to match: the signature still fails.
+    env.session.commit()
+    with env.session.bind.begin() as conn:  # type: ignore[union-attr]
+        conn.execute(
+            update(SignedArtifact.__table__)
+            .where(SignedArtifact.__table__.c.id == artifact.id)
+            .values(pdf_sha256=hashlib.sha256(changed).hexdigest())
+        )
+    assert anon.get(f"/api/verify/{code}").get_json()["valid"] is False
+    # Original PDF back, but the version's content edited in the DB.
+    env.session.commit()
+    with env.session.bind.begin() as conn:  # type: ignore[union-attr]
+        conn.execute(
+            update(SignedArtifact.__table__)
+            .where(SignedArtifact.__table__.c.id == artifact.id)
+            .values(pdf=pdf, pdf_sha256=hashlib.sha256(pdf).hexdigest())
+        )
+    assert anon.get(f"/api/verify/{code}").get_json()["valid"] is True
+    edited = env.session.get(DocumentVersion, artifact.version_id).content_json.replace("Viêm phổi", "Bình thường")
+    env.session.commit()
+    with env.session.bind.begin() as conn:  # type: ignore[union-attr]
+        conn.execute(
+            update(DocumentVersion.__table__)
+            .where(DocumentVersion.__table__.c.id == artifact.version_id)
+            .values(content_json=edited)
+        )
+    res = anon.get(f"/api/verify/{code}").get_json()
+    assert res["valid"] is False and "signing.verify.content_changed" in res["problems"]
+    assert "signing.verify.cms_invalid" in res["problems"]
+
+
+def test_signing_routes_authorisation(env: Env) -> None:
+    doc = env.document("outpatient_record", OUTPATIENT)
+    routes = [
+        ("GET", f"/signing/documents/{doc.id}/sign", {"physician", "radiologist"}),
+        ("POST", f"/signing/documents/{doc.id}/sign", {"physician", "radiologist"}),
+        ("GET", "/signing/keys", {"physician", "radiologist"}),
+        ("POST", "/signing/keys", {"physician", "radiologist"}),
+        ("GET", f"/signing/users/{env.users['physician'].id}", {"admin"}),
+        ("POST", f"/signing/users/{env.users['physician'].id}", {"admin"}),
+        ("GET", f"/signing/documents/{doc.id}/versions/1/pdf", {"physician", "radiologist", "nurse"}),
+    ]
+    admin = create_user(env.session, SETUP, "admin1", PASSWORD, "admin", "Quản trị")
+    env.users["admin"] = admin
+    env.app.config["WTF_CSRF_ENABLED"] = False
+    try:
+        for name in ("physician", "radiologist", "nurse", "admin"):
+            c = env.client(name)
+            for method, url, allowed_roles in routes:
+                r = c.open(url, method=method, data={})
+                if env.users[name].role in allowed_roles:
+                    assert r.status_code not in (401, 403) or "sign" in url and method == "POST", (name, url)
+                else:
+                    assert r.status_code == 403, (name, method, url, r.status_code)
+                assert r.status_code < 500
+        for method, url, _ in routes:
+            assert env.app.test_client().open(url, method=method).status_code in (302, 400)
+    finally:
+        env.app.config["WTF_CSRF_ENABLED"] = True
+
+
+def test_exports_read_the_stored_artifacts_and_retention_report(env: Env, capsys: pytest.CaptureFixture[str]) -> None:
+    import argparse
+    import base64
+    import datetime as dt
+    import json
+
+    from emr.exports import ExportConfig, export_hsba
+    from emr.models import Encounter
+    from emr.signing import verify_json_signature
+    from filmless.commands.signing import cmd_retention_report
+    from filmless.settings import load
+
+    doc = env.document("outpatient_record", OUTPATIENT)
+    assert _sign(env.client("physician"), doc.id, TOKEN_PIN).status_code == 302
+    artifacts = env.app.extensions["emr.signed_artifacts"]
+    assert isinstance(artifacts, svc.DbArtifacts)
+    config = ExportConfig(facility_code="79001", public_url="https://emr.benhvien.example")
+    exp = export_hsba(env.session, env.actor("physician"), env.encounter_id, config, None, "json", artifacts=artifacts)
+    signatures = [s for s in json.dumps(exp.record, ensure_ascii=False, default=str).split('"cms_base64": ')[1:]]
+    assert signatures and not signatures[0].startswith("null")
+    env.session.expire_all()
+    version = env.session.get(Document, doc.id).versions[0]
+    cms = artifacts.version_cms(env.session.get(Document, doc.id), version)
+    assert base64.b64encode(cms).decode() in exp.data.decode()
+    assert verify_json_signature(json.loads(version.content_json), cms, [env.pki.ca_certificate()]).valid
+    pdf = artifacts.signed_pdf(env.session.get(Document, doc.id), version)
+    assert pdf is not None and verify_pdf(pdf, [env.pki.ca_certificate()]).valid
+
+    # Retention: an ordinary record closed in 2010 is kept through 2020-12-31.
+    encounters.close_encounter(env.session, env.actor("physician"), env.encounter_id, "Viêm phổi")
+    env.session.execute(
+        update(Encounter).where(Encounter.id == env.encounter_id).values(closed_at=dt.datetime(2010, 3, 10, 2, 0))
+    )
+    env.session.commit()
+    rows = svc.past_retention(env.session, dt.date(2026, 11, 23))
+    assert [r.document_id for r in rows] == [doc.id] and rows[0].keep_until == dt.date(2020, 12, 31)
+    assert svc.past_retention(env.session, dt.date(2020, 12, 31)) == []
+    env.session.commit()  # the command opens its own connection
+    settings = load(
+        {
+            "FILMLESS_DATA_DIR": str(env.app.extensions["emr.settings"].data_dir),
+            "FILMLESS_DATABASE_URL": env.app.extensions["emr.settings"].database_url,
+        }
+    )
+    assert cmd_retention_report(argparse.Namespace(date="2026-11-23", json=True), settings) == 0
+    listed = json.loads(capsys.readouterr().out)
+    assert [r["document_id"] for r in listed] == [doc.id]
+    assert env.session.get(Document, doc.id) is not None  # nothing deleted

@@ -1,0 +1,75 @@
+"""Session-wide signing fixtures: the development PKI with its TSA/CRL server and a SoftHSM2 token.
+
+Registered once from tests/conftest.py so that tests/signing and the viewer's
+reading-to-slip test share ONE PKI and ONE token per session: SoftHSM reads
+SOFTHSM2_CONF only when python-pkcs11 first loads it, so a second token in
+another folder would be invisible to the already-loaded library. emr.signing
+is imported lazily: sessions without signing tests do not pay for it.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+from collections.abc import Iterator
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import pytest
+
+if TYPE_CHECKING:
+    from emr.signing import DevPki, DevPkiServer
+
+__all__ = ["TOKEN_LABEL", "TOKEN_PIN", "pki", "pki_server", "softhsm_token"]
+
+TOKEN_LABEL = "filmless-test"
+TOKEN_PIN = "246810"
+
+
+@pytest.fixture(scope="session")
+def pki_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[DevPkiServer]:
+    from emr.signing import DevPkiServer
+
+    server = DevPkiServer(tmp_path_factory.mktemp("pki"))
+    server.start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture(scope="session")
+def pki(pki_server: DevPkiServer) -> DevPki:
+    from emr.signing import init_dev_pki
+
+    return init_dev_pki(pki_server.directory, crl_url=pki_server.crl_url)
+
+
+@pytest.fixture(scope="session")
+def softhsm_token(tmp_path_factory: pytest.TempPathFactory, pki: DevPki) -> Iterator[dict[str, str]]:
+    """A SoftHSM2 token in a temp folder with a key pair + dev-CA certificate on it.
+
+    SOFTHSM2_CONF must be set before python-pkcs11 first loads the library
+    (SoftHSM reads it once); it is restored afterwards.
+    """
+    from emr.signing import SOFTHSM_LIBRARY, enroll_dev_token_key
+
+    if not Path(SOFTHSM_LIBRARY).exists():
+        pytest.fail("SoftHSM2 is not installed (Debian package softhsm2, see scripts/apt-packages.txt)")
+    base = tmp_path_factory.mktemp("softhsm")
+    (base / "tokens").mkdir()
+    conf = base / "softhsm2.conf"
+    conf.write_text(f"directories.tokendir = {base / 'tokens'}\nobjectstore.backend = file\nlog.level = ERROR\n")
+    previous = os.environ.get("SOFTHSM2_CONF")
+    os.environ["SOFTHSM2_CONF"] = str(conf)
+    try:
+        subprocess.run(
+            ["softhsm2-util", "--init-token", "--free", "--label", TOKEN_LABEL,
+             "--pin", TOKEN_PIN, "--so-pin", "13579246"],
+            check=True, capture_output=True,
+        )
+        enroll_dev_token_key(pki, TOKEN_LABEL, TOKEN_PIN, "bs.token", "BS. Phạm Minh Đức")
+        yield {"token_label": TOKEN_LABEL, "pin": TOKEN_PIN, "key_label": "bs.token"}
+    finally:
+        if previous is None:
+            os.environ.pop("SOFTHSM2_CONF", None)
+        else:
+            os.environ["SOFTHSM2_CONF"] = previous

@@ -1,0 +1,128 @@
+"""The storage facade against a real Orthanc."""
+
+from __future__ import annotations
+
+import pytest
+from pydicom.uid import generate_uid
+
+from storage import NotFound, OrthancStore, StorageRejected, StorageUnavailable
+from tests.dicom_factory import ct_instance
+
+
+def test_upload_is_idempotent_and_reports_ids(orthanc: OrthancStore) -> None:
+    data = ct_instance(patient_id="IDEMP-1")
+    first = orthanc.upload(data)
+    second = orthanc.upload(data)
+    assert not first.already_stored
+    assert second.already_stored
+    assert first.instance_id == second.instance_id
+    assert first.study_id and first.series_id and first.patient_id
+
+
+@pytest.mark.parametrize("junk", [b"", b"not dicom at all", b"\0" * 200])
+def test_upload_of_junk_is_rejected_not_unavailable(orthanc: OrthancStore, junk: bytes) -> None:
+    with pytest.raises(StorageRejected) as info:
+        orthanc.upload(junk)
+    assert info.value.url and info.value.url.endswith("/instances")
+
+
+def test_vietnamese_names_round_trip_as_utf8(orthanc: OrthancStore) -> None:
+    name = "Trần^Văn Đức Hưởng"
+    result = orthanc.upload(ct_instance(patient_id="VN-UTF8", patient_name=name))
+    tags = orthanc.instance_tags(result.instance_id)
+    assert tags["PatientName"] == name
+    study = orthanc.get_study(result.study_id)
+    assert study.patient_name == name
+    assert study.study_description == "CT sọ não"
+
+
+def test_find_studies_by_each_filter(orthanc: OrthancStore) -> None:
+    study_uid = generate_uid()
+    orthanc.upload(ct_instance(patient_id="FIND-1", accession="ACC-FIND-1", study_uid=study_uid,
+                               study_date="20250315"))
+    orthanc.upload(ct_instance(patient_id="FIND-2", accession="ACC-FIND-2", study_date="20250320"))
+
+    assert [s.study_instance_uid for s in orthanc.find_studies(patient_id="FIND-1")] == [study_uid]
+    assert [s.patient_id for s in orthanc.find_studies(accession_number="ACC-FIND-2")] == ["FIND-2"]
+    assert [s.accession_number for s in orthanc.find_studies(study_instance_uid=study_uid)] == ["ACC-FIND-1"]
+    in_range = {s.patient_id for s in orthanc.find_studies(date_from="20250314", date_to="20250316")}
+    assert "FIND-1" in in_range and "FIND-2" not in in_range
+    assert orthanc.find_studies(patient_id="FIND-1", modality="MR") == []
+    assert [s.modalities for s in orthanc.find_studies(patient_id="FIND-1", modality="CT")] == [("CT",)]
+    assert orthanc.find_studies(patient_id="NO-SUCH-PATIENT") == []
+
+
+def test_find_refuses_wildcards_from_callers(orthanc: OrthancStore) -> None:
+    with pytest.raises(ValueError):
+        orthanc.find_studies(patient_id="*")
+
+
+def test_study_metadata_links(orthanc: OrthancStore) -> None:
+    result = orthanc.upload(ct_instance(patient_id="META-1"))
+    assert orthanc.get_study_metadata(result.study_id, "FilmlessOrderId") is None
+    orthanc.set_study_metadata(result.study_id, "FilmlessOrderId", "ORD-42")
+    assert orthanc.get_study_metadata(result.study_id, "FilmlessOrderId") == "ORD-42"
+    with pytest.raises(ValueError):
+        orthanc.set_study_metadata(result.study_id, "Unknown", "x")
+
+
+def test_changes_feed_pages_forward(orthanc: OrthancStore) -> None:
+    before = orthanc.changes(since=0, limit=10_000).last
+    result = orthanc.upload(ct_instance(patient_id="CHG-1"))
+    page = orthanc.changes(since=before, limit=100)
+    assert any(c.change_type == "NewStudy" and c.resource_id == result.study_id for c in page.changes)
+    assert all(c.seq > before for c in page.changes)
+    assert page.last >= max(c.seq for c in page.changes)
+
+
+def test_missing_resources_raise_not_found(orthanc: OrthancStore) -> None:
+    with pytest.raises(NotFound):
+        orthanc.get_study("00000000-00000000-00000000-00000000-00000000")
+    assert orthanc.find_instance(generate_uid()) is None
+
+
+def test_instance_file_returns_the_uploaded_bytes(orthanc: OrthancStore) -> None:
+    data = ct_instance(patient_id="FILE-1")
+    result = orthanc.upload(data)
+    assert orthanc.instance_file(result.instance_id) == data
+    sop = orthanc.instance_tags(result.instance_id)["SOPInstanceUID"]
+    assert orthanc.find_instance(sop) == result.instance_id
+
+
+def test_wrong_credentials_and_stopped_orthanc_are_unavailable(fresh_orthanc) -> None:
+    proc = fresh_orthanc()
+    good = proc.store()
+    bad = OrthancStore(good.url, "filmless", "wrong-password")
+    assert good.ping()
+    assert not bad.ping()
+    with pytest.raises(StorageUnavailable):
+        bad.upload(ct_instance())
+    proc.stop()
+    with pytest.raises(StorageUnavailable):
+        good.upload(ct_instance())
+
+
+def test_no_delete_path_is_exposed() -> None:
+    assert not [name for name in dir(OrthancStore) if "delete" in name.lower() or "remove" in name.lower()]
+
+
+def test_open_stream_relays_dicomweb_without_reading_it(orthanc: OrthancStore) -> None:
+    result = orthanc.upload(ct_instance(patient_id="STREAM-1"))
+    uid = orthanc.get_study(result.study_id).study_instance_uid
+    response = orthanc.open_stream(f"/dicom-web/studies/{uid}/series", headers={"Accept": "application/dicom+json"})
+    try:
+        assert response.status_code == 200
+        assert response.headers["Content-Type"].startswith("application/dicom+json")
+        body = b"".join(response.iter_content(4096))
+        assert b'"0020000D"' in body and uid.encode() in body
+    finally:
+        response.close()
+    missing = orthanc.open_stream("/studies/00000000-00000000-00000000-00000000-00000000")
+    assert missing.status_code == 404  # the caller maps statuses itself
+    missing.close()
+    with pytest.raises(ValueError):
+        orthanc.open_stream("dicom-web/studies")
+    with pytest.raises(ValueError):
+        orthanc.open_stream("/dicom-web/../instances")
+    with pytest.raises(StorageUnavailable):
+        OrthancStore("http://127.0.0.1:9").open_stream("/system")

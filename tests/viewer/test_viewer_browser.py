@@ -1,0 +1,300 @@
+"""The viewer in Debian chromium against a real Orthanc through the proxy.
+
+Pixels on the canvas are compared with a numpy rendering of the same DICOM
+at the window the viewer reports, so these tests fail if the viewer shows
+the wrong slice, the wrong window, or mangles the pixel data.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+from pydicom import dcmread
+from pydicom.uid import generate_uid
+
+from tests.viewer.browser import open_study, viewer_state, wait_until
+from tests.viewer.phantom import CtSeries, make_ct_series
+from tests.viewer.pixels import canvas_grey, compare, reference_view
+
+CATALOGUE = json.loads((Path(__file__).resolve().parents[2] / "emr" / "i18n" / "vi.json").read_text("utf-8"))
+
+
+def shows_slice(page: Any, study: CtSeries, index: int) -> bool:
+    pixels, rect = canvas_grey(page)
+    state = viewer_state(page)
+    voi = state["voi"]
+    ref, inside = reference_view(
+        study.datasets[index], voi["center"], voi["width"], rect, pixels.shape, window_first=state["renderer"] == "cpu"
+    )
+    return compare(pixels, ref, inside).matches()
+
+
+def canvas_centre(page: Any) -> tuple[float, float]:
+    box = page.locator(".cell.active .viewport canvas").bounding_box()
+    return box["x"] + box["width"] / 2, box["y"] + box["height"] / 2
+
+
+@pytest.mark.parametrize("render", ["cpu", "gpu"])
+def test_first_slice_matches_reference_rendering(
+    page: Any, viewer_url: str, ct_study: CtSeries, rules: Any, render: str
+) -> None:
+    """Both rendering paths: WebGL (GPU PCs) and Cornerstone's CPU path (no usable GPU)."""
+    state = open_study(page, viewer_url, ct_study.study_uid, render=render)
+    assert state["ready"] and state["error"] is None
+    assert state["renderer"] == render
+    # The GPU interpolates HU then windows; the CPU path windows, then the
+    # 2D canvas interpolates the 8-bit image.
+    window_first = render == "cpu"
+    assert state["count"] == 20 and state["index"] == 0
+    # The header's VOI (40/400) is where the viewer starts (DICOM's -0.5/-1 offsets).
+    assert state["voi"] == {"center": 39.5, "width": 399}
+    pixels, rect = canvas_grey(page)
+    ref, inside = reference_view(ct_study.datasets[0], 39.5, 399, rect, pixels.shape, window_first=window_first)
+    assert inside.mean() > 0.4, "the image should fill most of the viewport"
+    result = compare(pixels, ref, inside)
+    assert result.matches(), result
+    # The comparison can tell slices apart: the next slice does not match.
+    wrong, _ = reference_view(ct_study.datasets[1], 39.5, 399, rect, pixels.shape, window_first=window_first)
+    assert not compare(pixels, wrong, inside).matches()
+    # Patient overlay and orientation markers are on screen, in Vietnamese.
+    overlay = page.locator(".cell.active .ov-tl").inner_text()
+    assert "Nguyễn Thị Hồng Nhung" in overlay and "BN0001" in overlay
+    assert "Ảnh 1/20" in page.locator(".cell.active .ov-bl").inner_text()
+    markers = [page.locator(f".cell.active .mk-{side}").inner_text() for side in ("left", "right", "top", "bottom")]
+    assert markers == ["R", "L", "A", "P"]
+    assert page.page_errors == []
+
+
+def test_wheel_and_keys_scroll_the_stack(page: Any, viewer_url: str, ct_study: CtSeries, rules: Any) -> None:
+    open_study(page, viewer_url, ct_study.study_uid)
+    x, y = canvas_centre(page)
+    page.mouse.move(x, y)
+    page.mouse.wheel(0, 120)
+    state = wait_until(page, lambda s: s["index"] != 0, what="wheel scroll")
+    index = state["index"]
+    assert 0 < index < 20
+    wait_until(page, lambda s: shows_slice(page, ct_study, index), what=f"slice {index} on the canvas")
+    page.keyboard.press("ArrowDown")
+    wait_until(page, lambda s: s["index"] == index + 1, what="key scroll")
+    wait_until(page, lambda s: shows_slice(page, ct_study, index + 1), what=f"slice {index + 1} on the canvas")
+    page.keyboard.press("End")
+    wait_until(page, lambda s: s["index"] == 19 and shows_slice(page, ct_study, 19), what="last slice")
+    assert "Ảnh 20/20" in page.locator(".cell.active .ov-bl").inner_text()
+
+
+def test_drag_scroll_tool(page: Any, viewer_url: str, ct_study: CtSeries, rules: Any) -> None:
+    open_study(page, viewer_url, ct_study.study_uid)
+    page.locator("[data-key=tool-scroll]").click()
+    x, y = canvas_centre(page)
+    page.mouse.move(x, y)
+    page.mouse.down()
+    page.mouse.move(x, y + 150, steps=10)
+    page.mouse.up()
+    state = wait_until(page, lambda s: s["index"] > 0, what="drag scroll")
+    wait_until(page, lambda s: shows_slice(page, ct_study, state["index"]), what="dragged-to slice on the canvas")
+
+
+def test_window_level_drag_and_presets_change_pixels(
+    page: Any, viewer_url: str, ct_study: CtSeries, rules: Any
+) -> None:
+    open_study(page, viewer_url, ct_study.study_uid)
+    before, _ = canvas_grey(page)
+    x, y = canvas_centre(page)
+    page.mouse.move(x, y)
+    page.mouse.down()
+    page.mouse.move(x + 80, y + 60, steps=8)
+    page.mouse.up()
+    state = wait_until(page, lambda s: s["voi"] != {"center": 39.5, "width": 399}, what="window change")
+    voi = state["voi"]
+    wait_until(page, lambda s: shows_slice(page, ct_study, 0), what="slice at the dragged window")
+    after, _ = canvas_grey(page)
+    assert (before != after).mean() > 0.05, "a window/level drag must change the pixels"
+    assert "W: " in page.locator(".cell.active .ov-bl").inner_text()
+    # Lung preset: the window radiologists use (1500/-600), and the pixels follow.
+    page.locator("select[data-key=preset]").select_option("lung")
+    state = wait_until(page, lambda s: s["voi"] == {"center": -600, "width": 1500}, what="lung preset")
+    assert state["voi"] != voi
+    wait_until(page, lambda s: shows_slice(page, ct_study, 0), what="slice at the lung window")
+    # Back to the header's window.
+    page.locator("select[data-key=preset]").select_option("default")
+    wait_until(page, lambda s: s["voi"] == {"center": 39.5, "width": 399}, what="header window again")
+
+
+def test_view_manipulations_and_reset(page: Any, viewer_url: str, ct_study: CtSeries, rules: Any) -> None:
+    open_study(page, viewer_url, ct_study.study_uid)
+    original, _ = canvas_grey(page)
+    page.locator("[data-key=flipH]").click()
+    wait_until(page, lambda s: page.locator(".cell.active .mk-right").inner_text() == "R", what="flip markers")
+    page.locator("[data-key=invert]").click()
+    flipped, _ = canvas_grey(page)
+    assert (flipped != original).mean() > 0.05
+    page.locator("[data-key=rotate]").click()
+    wait_until(page, lambda s: page.locator(".cell.active .mk-top").inner_text() in {"R", "L"}, what="rotated markers")
+    page.locator("[data-key=reset]").click()
+    wait_until(page, lambda s: shows_slice(page, ct_study, 0), what="reset view")
+    assert [page.locator(f".cell.active .mk-{s}").inner_text() for s in ("left", "right", "top", "bottom")] == [
+        "R",
+        "L",
+        "A",
+        "P",
+    ]
+
+
+def test_elliptical_roi_reports_mean_hu_and_area(page: Any, viewer_url: str, ct_study: CtSeries, rules: Any) -> None:
+    open_study(page, viewer_url, ct_study.study_uid)
+    page.locator("[data-key=tool-ellipse]").click()
+    rect = page.evaluate("filmlessViewer.imageRect()")
+    box = page.locator(".cell.active .viewport canvas").bounding_box()
+    (x0, y0), (x1, y1) = rect["first"], rect["last"]
+
+    def at(i: float, j: float) -> tuple[float, float]:
+        return box["x"] + x0 + (x1 - x0) * i / 511, box["y"] + y0 + (y1 - y0) * j / 511
+
+    # The tool draws from the centre: an ellipse of radius 10 image pixels in
+    # soft tissue (40 HU) between the lungs, above the ramp.
+    sx, sy = at(256, 306)
+    ex, ey = at(266, 316)
+    page.mouse.move(sx, sy)
+    page.mouse.down()
+    page.mouse.move(ex, ey, steps=6)
+    page.mouse.up()
+    # Statistics are recomputed with a throttle: wait until they settle.
+    last: list[Any] = []
+
+    def settled(_: Any) -> bool:
+        last.append(page.evaluate("filmlessViewer.measurements()"))
+        return len(last) > 3 and last[-1] == last[-4]
+
+    wait_until(page, settled, what="ROI statistics")
+    measurements = last[-1]
+    assert len(measurements) == 1
+    stats = next(iter(measurements[0]["stats"].values()))
+    assert abs(stats["mean"] - 40) < 3, stats
+    assert stats["modalityUnit"] == "HU"
+    # Radius 10 pixels of 0.7 mm: π·7·7 ≈ 154 mm².
+    assert 120 < stats["area"] < 190, stats
+
+
+def test_layouts_fill_cells(page: Any, viewer_url: str, ct_study: CtSeries, rules: Any) -> None:
+    open_study(page, viewer_url, ct_study.study_uid)
+    page.locator("[data-key=layout-2x2]").click()
+    wait_until(page, lambda s: s["cells"] == 4, what="2x2 layout")
+    assert page.locator(".cell").count() == 4
+    page.locator("[data-key=layout-1x2]").click()
+    wait_until(page, lambda s: s["cells"] == 2, what="1x2 layout")
+    page.locator("[data-key=layout-1x1]").click()
+    wait_until(page, lambda s: s["cells"] == 1 and s["ready"], what="1x1 layout")
+    assert shows_slice(page, ct_study, viewer_state(page)["index"])
+
+
+def test_missing_study_shows_vietnamese_message(page: Any, viewer_url: str, rules: Any) -> None:
+    state = open_study(page, viewer_url, generate_uid())
+    assert state["error"] == "viewer.error.missing_study"
+    message = page.locator("#message")
+    assert message.is_visible()
+    assert CATALOGUE["viewer.error.missing_study"] in message.inner_text()
+
+
+def test_study_without_rights_shows_message(page: Any, viewer_url: str, ct_study: CtSeries, rules: Any) -> None:
+    rules.refused.add(ct_study.study_uid)
+    state = open_study(page, viewer_url, ct_study.study_uid)
+    assert state["error"] == "viewer.error.forbidden" and not state["ready"]
+    assert CATALOGUE["viewer.error.forbidden"] in page.locator("#message").inner_text()
+    assert rules.audit_log == []
+
+
+def test_expired_link_shows_message(page: Any, viewer_url: str, ct_study: CtSeries, rules: Any) -> None:
+    rules.expired_tokens.add("old-link")
+    state = open_study(page, viewer_url, ct_study.study_uid, token="old-link")
+    assert state["error"] == "viewer.error.expired"
+    assert CATALOGUE["viewer.error.expired"] in page.locator("#message").inner_text()
+
+
+def test_arriving_study_shows_notice(page: Any, viewer_url: str, ct_study: CtSeries, rules: Any) -> None:
+    rules.arriving.add(ct_study.study_uid)
+    state = open_study(page, viewer_url, ct_study.study_uid)
+    assert state["ready"] and state["notice"] == "viewer.notice.arriving"
+    notice = page.locator("#notice")
+    assert notice.is_visible() and "20 ảnh" in notice.inner_text()
+
+
+def test_no_study_parameter(page: Any, viewer_url: str, rules: Any) -> None:
+    page.goto(f"{viewer_url}/viewer/")
+    state = wait_until(page, lambda s: s["error"], what="error")
+    assert state["error"] == "viewer.error.no_study"
+    assert CATALOGUE["viewer.error.no_study"] in page.locator("#message").inner_text()
+
+
+def test_one_audit_entry_per_study_opened(page: Any, viewer_url: str, ct_study: CtSeries, rules: Any) -> None:
+    # A share token of its own makes this test's principal new to the proxy.
+    open_study(page, viewer_url, ct_study.study_uid, token="audit-once")
+    # Let the whole stack prefetch: 20 frames and the metadata, all through the proxy.
+    wait_until(page, lambda s: s["loaded"] == 20, what="stack prefetched")
+    assert rules.audit_log == [(ct_study.study_uid, "audit-once")]
+    page.reload()
+    wait_until(page, lambda s: s["ready"] and s["loaded"] == 20, what="study opened again")
+    assert rules.audit_log == [(ct_study.study_uid, "audit-once")]
+
+
+def test_first_stage_preview_is_the_same_slice(page: Any, viewer_url: str, ct_study: CtSeries, rules: Any) -> None:
+    """The preview drawn before Cornerstone loads (early.js) is the first slice at the header window."""
+    page.route("**/viewer/assets/main-*.js", lambda route: route.abort())
+    page.goto(f"{viewer_url}/viewer/?study={ct_study.study_uid}")
+    canvas = page.locator(".preview canvas")
+    canvas.wait_for(state="attached", timeout=20_000)
+    pixels, _ = canvas_grey(page, ".preview canvas")
+    height, width = pixels.shape
+    # Same fit as Cornerstone: the 512×512 image scaled to the canvas height, centred.
+    size = min(width, height)
+    x0, y0 = (width - size) / 2, (height - size) / 2
+    step = size / 512
+    rect = {"first": [x0 + step / 2, y0 + step / 2], "last": [x0 + size - step / 2, y0 + size - step / 2]}
+    ref, inside = reference_view(ct_study.datasets[0], 40, 400, rect, pixels.shape, window_first=True)
+    result = compare(pixels, ref, inside)
+    assert result.matches(), result
+    wrong, _ = reference_view(ct_study.datasets[1], 40, 400, rect, pixels.shape, window_first=True)
+    assert not compare(pixels, wrong, inside).matches()
+
+
+def test_signed_report_pdf_is_a_labelled_entry_not_an_image(
+    page: Any, viewer_url: str, orthanc: Any, rules: Any
+) -> None:
+    """The signed report lives in the study as an Encapsulated PDF (series 9901, DOC): no thumbnail, no stack."""
+    from emr.signing import encapsulate_pdf
+
+    series = make_ct_series(count=4)
+    for blob in series.encoded():
+        orthanc.upload(blob)
+    first = series.datasets[0]
+    tags = {k: str(first.get(k, "")) for k in ("StudyInstanceUID", "PatientID", "PatientName", "StudyDate")}
+    pdf_blob = encapsulate_pdf(b"%PDF-1.4\n%%EOF\n", tags, title="Kết quả CT")
+    orthanc.upload(pdf_blob)
+    pdf_series = str(dcmread(io.BytesIO(pdf_blob)).SeriesInstanceUID)
+    requested: list[str] = []
+    page.on("request", lambda r: requested.append(r.url))
+
+    state = open_study(page, viewer_url, series.study_uid)
+    assert state["ready"] and state["error"] is None, state
+    assert state["count"] == 4
+    page.locator(f".thumb[data-series='{pdf_series}']").wait_for()
+    doc = page.locator(f".thumb[data-series='{pdf_series}']")
+    assert doc.inner_text() == CATALOGUE["viewer.series.document"]
+    assert doc.locator("img, canvas").count() == 0 and doc.is_disabled()
+    # The image series' thumbnail is a real picture, not a black box.
+    image_thumb = page.locator(f".thumb[data-series='{series.series_uid}'] img")
+    page.wait_for_function(
+        "(sel) => { const i = document.querySelector(sel); return i && i.complete && i.naturalWidth > 0; }",
+        arg=f".thumb[data-series='{series.series_uid}'] img",
+    )
+    assert image_thumb.count() == 1
+    assert page.locator("#thumbnails img").count() == 1
+    # A 2×2 layout fills cells with image series only; the PDF is never fetched as pixels.
+    page.locator("[data-key=layout-2x2]").click()
+    wait_until(page, lambda s: s["cells"] == 4, what="2x2 layout")
+    assert viewer_state(page)["count"] == 4
+    assert not [u for u in requested if f"/series/{pdf_series}/" in u], requested
+    assert page.page_errors == []
