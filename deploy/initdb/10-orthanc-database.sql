@@ -1,0 +1,2 @@
+-- The Orthanc index lives in its own database beside the EMR's.
+CREATE DATABASE orthanc OWNER filmless;
