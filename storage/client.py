@@ -15,8 +15,10 @@ from contextlib import contextmanager
 from typing import Any, BinaryIO, TypeVar
 
 import requests
+import requests.adapters
 from orthanc_api_client import OrthancApiClient
 from orthanc_api_client import exceptions as oexc
+from urllib3.util.retry import Retry
 
 from .exceptions import NotFound, StorageError, StorageRejected, StorageTimeout, StorageUnavailable
 from .models import Change, ChangesPage, StudySummary, SystemInfo, UploadResult
@@ -54,6 +56,25 @@ def _translate(exc: Exception, url: str | None) -> StorageError:
     if isinstance(exc, oexc.OrthancApiException):
         return StorageUnavailable(f"Orthanc error: {exc.msg}", url)
     return StorageUnavailable(f"Orthanc request failed: {exc}", url)
+
+
+# Orthanc closes idle keep-alive connections after about a second; a request
+# sent on a pooled connection at that moment gets no answer at all
+# ("Remote end closed connection without response"). For reads that is safe
+# to retry at once on a new connection: GET and HEAD change nothing. Only the
+# wait for the status line is retried (a body already being relayed is not).
+_READ_RETRY = Retry(
+    total=2,
+    connect=2,
+    read=2,
+    status=0,
+    other=0,
+    redirect=0,
+    allowed_methods=frozenset({"GET", "HEAD"}),
+    backoff_factor=0,
+    raise_on_status=False,
+    respect_retry_after_header=False,
+)
 
 
 def _first(value: Any) -> str:
@@ -119,6 +140,9 @@ class OrthancStore:
             session = requests.Session()
             if self._username and self._password:
                 session.auth = (self._username, self._password)
+            adapter = requests.adapters.HTTPAdapter(max_retries=_READ_RETRY)
+            session.mount("http://", adapter)
+            session.mount("https://", adapter)
             self._local.raw = session
         return session
 

@@ -1,0 +1,104 @@
+"""Reads survive a keep-alive connection the server dropped between requests.
+
+Orthanc closes idle keep-alive connections after about a second. A GET sent
+on a pooled connection just as it is closed gets no answer at all; the
+facade must then retry on a fresh connection instead of failing a viewer's
+frame request. A plain socket server plays that server here, because the
+race cannot be timed reliably against a real Orthanc.
+"""
+
+from __future__ import annotations
+
+import socket
+import threading
+from collections.abc import Iterator
+
+import pytest
+
+from storage import OrthancStore, StorageUnavailable
+
+
+def _read_request(conn: socket.socket) -> bytes:
+    data = b""
+    while b"\r\n\r\n" not in data:
+        chunk = conn.recv(4096)
+        if not chunk:
+            return b""
+        data += chunk
+    return data
+
+
+def _answer(conn: socket.socket, body: bytes) -> None:
+    conn.sendall(
+        b"HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nConnection: keep-alive\r\n"
+        b"Content-Length: " + str(len(body)).encode() + b"\r\n\r\n" + body
+    )
+
+
+class DroppingServer:
+    """Answers the first request of each connection, then closes it silently
+    when a second request arrives on it; counts the connections it saw."""
+
+    def __init__(self, drop_every_retry: bool = False) -> None:
+        self.sock = socket.create_server(("127.0.0.1", 0))
+        self.port = self.sock.getsockname()[1]
+        self.connections = 0
+        self.drop_every_retry = drop_every_retry
+        self._thread = threading.Thread(target=self._serve, daemon=True)
+        self._thread.start()
+
+    def _serve(self) -> None:
+        while True:
+            try:
+                conn, _ = self.sock.accept()
+            except OSError:
+                return
+            self.connections += 1
+            with conn:
+                request = _read_request(conn)
+                if not request:
+                    continue
+                if self.drop_every_retry and self.connections > 1:
+                    continue  # close without an answer, every time
+                path = request.split(b" ", 2)[1]
+                _answer(conn, b"answer to " + path)
+                # The keep-alive connection is now idle in the client's pool:
+                # take the next request on it and hang up without answering.
+                _read_request(conn)
+
+    def close(self) -> None:
+        self.sock.close()
+
+
+@pytest.fixture
+def server() -> Iterator[DroppingServer]:
+    s = DroppingServer()
+    yield s
+    s.close()
+
+
+def test_get_on_a_dropped_keepalive_connection_is_retried(server: DroppingServer) -> None:
+    store = OrthancStore(f"http://127.0.0.1:{server.port}", timeout=5)
+    first = store.open_stream("/dicom-web/first")
+    assert first.content == b"answer to /dicom-web/first"
+    first.close()
+    second = store.open_stream("/dicom-web/second")
+    assert second.status_code == 200
+    assert second.content == b"answer to /dicom-web/second"
+    second.close()
+    assert server.connections == 2  # the dropped connection, then a fresh one
+
+
+def test_a_server_that_never_answers_still_fails_clearly() -> None:
+    server = DroppingServer(drop_every_retry=True)
+    try:
+        store = OrthancStore(f"http://127.0.0.1:{server.port}", timeout=5)
+        first = store.open_stream("/system")
+        assert first.content == b"answer to /system"  # read whole: the connection stays pooled
+        first.close()
+        with pytest.raises(StorageUnavailable):
+            store.open_stream("/system")
+        # One try on the pooled connection, two retries on new ones, then give up.
+        assert server.connections == 3
+    finally:
+        server.close()
