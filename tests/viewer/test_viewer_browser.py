@@ -240,6 +240,29 @@ def test_one_audit_entry_per_study_opened(page: Any, viewer_url: str, ct_study: 
     assert rules.audit_log == [(ct_study.study_uid, "audit-once")]
 
 
+def test_a_frame_that_failed_to_arrive_is_fetched_again(
+    page: Any, viewer_url: str, ct_study: CtSeries, rules: Any
+) -> None:
+    """A dropped connection while prefetching must not leave a hole in the stack
+    until the reader happens to scroll: the viewer asks for the frame again."""
+    victim = str(ct_study.datasets[11].SOPInstanceUID)
+    dropped: list[str] = []
+
+    def drop_once(route: Any) -> None:
+        if victim in route.request.url and not dropped:
+            dropped.append(route.request.url)
+            route.abort("connectionreset")
+        else:
+            route.continue_()
+
+    page.route("**/frames/**", drop_once)
+    open_study(page, viewer_url, ct_study.study_uid)
+    wait_until(page, lambda s: s["loaded"] == 20, what="every frame, the dropped one again")
+    assert dropped, "the frame request was never made"
+    state = viewer_state(page)
+    assert state["index"] == 0 and not state["failed"]
+
+
 def test_first_stage_preview_is_the_same_slice(page: Any, viewer_url: str, ct_study: CtSeries, rules: Any) -> None:
     """The preview drawn before Cornerstone loads (early.js) is the first slice at the header window."""
     page.route("**/viewer/assets/main-*.js", lambda route: route.abort())

@@ -3,7 +3,7 @@
 // default series metadata are already on their way (public/early.js) while
 // this bundle is parsed; the first slice is shown before anything else
 // (thumbnails, prefetch of the rest of the stack) is requested.
-import { cache, Enums as CoreEnums } from '@cornerstonejs/core';
+import { cache, eventTarget, Enums as CoreEnums } from '@cornerstonejs/core';
 
 const CsEvents = CoreEnums.Events;
 import { annotation, utilities as toolUtils } from '@cornerstonejs/tools';
@@ -19,6 +19,10 @@ import { t } from './i18n.js';
 import { createMeasurementStore } from './measurements.js';
 
 const POLL_MS = 5000;
+// A frame that failed to arrive (a dropped connection, a proxy restart) is
+// asked for again after these delays; Cornerstone's prefetch by itself only
+// tries again when the reader scrolls.
+const PREFETCH_RETRY_MS = [1000, 3000, 9000];
 const POLL_LIMIT_MS = 10 * 60 * 1000;
 
 const config = readConfig();
@@ -176,12 +180,30 @@ async function openSeries(client, grid, cell, series, ui) {
   const shown = await grid.showStack(cell, series, stack, state.context);
   if (shown) {
     measurementsLoaded.then(() => savedMeasurements.restore(cell.element, stack.imageIds));
+    cell.prefetchRetries = 0;
     toolUtils.stackPrefetch.enable(cell.element);
     if (stack.multiframe && stack.imageIds.length > 1) startCine(cell, ui);
   }
   ui.thumbs?.setActive(grid.active?.series?.uid);
   return shown;
 }
+
+function retryPrefetchAfterFailure(evt) {
+  const imageId = evt.detail?.imageId;
+  for (const cell of state.grid?.cells ?? []) {
+    const stack = cell.stack;
+    if (!imageId || !stack?.imageIds.includes(imageId) || cell.prefetchRetryTimer) continue;
+    const tries = cell.prefetchRetries ?? 0;
+    if (tries >= PREFETCH_RETRY_MS.length) continue;
+    cell.prefetchRetries = tries + 1;
+    cell.prefetchRetryTimer = setTimeout(() => {
+      cell.prefetchRetryTimer = null;
+      // Failed loads leave the cache, so prefetching again asks only for them.
+      if (cell.stack === stack) toolUtils.stackPrefetch.enable(cell.element);
+    }, PREFETCH_RETRY_MS[tries]);
+  }
+}
+eventTarget.addEventListener(CsEvents.IMAGE_LOAD_FAILED, retryPrefetchAfterFailure);
 
 function startCine(cell, ui) {
   const fps = cell.stack.cineRate || (cell.stack.frameTime ? 1000 / cell.stack.frameTime : 15);
