@@ -195,7 +195,8 @@ def _main() -> int:
 
     job = json.loads(sys.stdin.read())
     raw = job["settings"]
-    settings = EmrSettings(**{k: Path(v) if k in job["paths"] and v is not None else v for k, v in raw.items()})
+    values: dict[str, Any] = {k: Path(v) if k in job["paths"] and v is not None else v for k, v in raw.items()}
+    settings = EmrSettings(**values)
     demo = prepare_signing(settings)
     if job["document_id"] is not None:
         engine = make_engine(settings.database_url)

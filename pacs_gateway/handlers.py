@@ -335,11 +335,9 @@ class GatewayHandlers:
         return STATUS_SUCCESS, None
 
     def on_n_create(self, event: evt.Event) -> tuple[int | Dataset, Dataset | None]:
-        request = event.request
-        return self._mpps(event, lambda stats: self.gw.mpps_store.create(
-            str(request.AffectedSOPInstanceUID or ""), event.attribute_list, stats.calling_aet))
+        uid = str(getattr(event.request, "AffectedSOPInstanceUID", None) or "")
+        return self._mpps(event, lambda stats: self.gw.mpps_store.create(uid, event.attribute_list, stats.calling_aet))
 
     def on_n_set(self, event: evt.Event) -> tuple[int | Dataset, Dataset | None]:
-        request = event.request
-        return self._mpps(event, lambda stats: self.gw.mpps_store.update(
-            str(request.RequestedSOPInstanceUID or ""), event.modification_list))
+        uid = str(getattr(event.request, "RequestedSOPInstanceUID", None) or "")
+        return self._mpps(event, lambda stats: self.gw.mpps_store.update(uid, event.modification_list))

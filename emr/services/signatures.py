@@ -664,8 +664,8 @@ def verify_code(
         problems.append("signing.verify.content_changed")
     rows = list(artifact.signatures)
     cms_ok = bool(rows)
-    for row in rows:
-        r = verify_json_signature(json.loads(version.content_json), bytes(row.cms), anchors, crls=crls)
+    for signed_row in rows:
+        r = verify_json_signature(json.loads(version.content_json), bytes(signed_row.cms), anchors, crls=crls)
         cms_ok = cms_ok and r.valid
     if not cms_ok:
         problems.append("signing.verify.cms_invalid")
@@ -771,6 +771,7 @@ def past_retention(session: Session, today: dt.date | None = None) -> list[Reten
         .order_by(Encounter.closed_at, Document.id)
     )
     for doc, enc in session.execute(query):
+        assert enc.closed_at is not None  # the query keeps closed encounters only
         closed = (enc.closed_at + dt.timedelta(hours=7)).date()
         until = retention_until(doc.record_type or enc.record_type, closed)
         if until is not None and until < today:
