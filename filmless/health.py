@@ -58,7 +58,9 @@ def _spool_detail(settings: Settings) -> str:
     except ImportError:
         return "spool status unknown"
     status = spool_status(settings.gateway)
-    return f"spool backlog {status.backlog}, quarantined {status.quarantined}"
+    return (f"spool backlog {status.backlog}, quarantined {status.quarantined}, "
+            f"MPPS changes waiting for the EMR {status.mpps_pending}, "
+            f"storage commitment reports waiting {status.commitments_pending}")
 
 
 def check_emr(settings: Settings) -> Check:

@@ -43,6 +43,15 @@ VARIABLES: dict[str, tuple[str, str]] = {
         "120",
         "Seconds an image waits for a failing EMR identity lookup before it is forwarded as the modality sent it",
     ),
+    "FILMLESS_GATEWAY_COMMITMENT_PEERS": (
+        "",
+        "Where modalities take storage commitment reports when their association has closed: "
+        "AET@host:port, comma-separated",
+    ),
+    "FILMLESS_GATEWAY_COMMITMENT_WAIT": (
+        "3600",
+        "Seconds an instance may take to reach Orthanc before storage commitment reports it failed",
+    ),
     "FILMLESS_GATEWAY_TLS_CERT": ("", "PEM certificate: enables DICOM TLS"),
     "FILMLESS_GATEWAY_TLS_KEY": ("", "PEM private key for the TLS certificate"),
     "FILMLESS_GATEWAY_TLS_CA": ("", "CA bundle: when set, modalities must present a client certificate"),
@@ -133,6 +142,19 @@ def _allowed(env: Mapping[str, str], name: str, default: tuple[str, ...]) -> tup
     return entries
 
 
+def _return_addresses(env: Mapping[str, str], name: str) -> tuple[str, ...]:
+    from pacs_gateway import ReturnAddress
+
+    entries = tuple(e.strip() for e in (env.get(name) or "").split(",") if e.strip())
+    for entry in entries:
+        try:
+            address = ReturnAddress.parse(entry)
+        except ValueError as exc:
+            raise SettingsError(f"{name}: {exc}") from None
+        _ae_title(address.ae_title, name)
+    return entries
+
+
 def load(env: Mapping[str, str] | None = None) -> Settings:
     """Read ``FILMLESS_*`` variables (default: the process environment)."""
     env = os.environ if env is None else env
@@ -171,6 +193,8 @@ def load(env: Mapping[str, str] | None = None) -> Settings:
         min_free_bytes=_int(env, "FILMLESS_GATEWAY_MIN_FREE_MB", 512, 0, 10**7) * 1024 * 1024,
         max_associations=_int(env, "FILMLESS_GATEWAY_MAX_ASSOCIATIONS", 32, 1, 1000),
         identity_timeout=float(_int(env, "FILMLESS_GATEWAY_IDENTITY_TIMEOUT", 120, 0, 7 * 86400)),
+        commitment_peers=_return_addresses(env, "FILMLESS_GATEWAY_COMMITMENT_PEERS"),
+        commitment_wait=float(_int(env, "FILMLESS_GATEWAY_COMMITMENT_WAIT", 3600, 1, 7 * 86400)),
         tls_cert=cert,
         tls_key=key,
         tls_ca=ca,

@@ -3,9 +3,11 @@
 Public API: :class:`Gateway` (``start``/``stop``/``serve_forever``/``stats``),
 its :class:`GatewaySettings`, :class:`GatewayStats`, the provider types
 (:data:`WorklistProvider`, :data:`IdentityProvider`, :data:`MppsProvider`), :func:`spool_status` for
-health checks from another process, and the exception tree.
+health checks from another process, :class:`ReturnAddress` (storage
+commitment return addresses), and the exception tree.
 """
 
+from .commitment import ReturnAddress
 from .exceptions import GatewayError, InvalidInstance, MppsError, NotUnderstood, OutOfResources, SopClassMismatch
 from .mpps import MppsProvider
 from .normalise import IDENTITY_KEYS, IdentityProvider, normalise
@@ -27,6 +29,7 @@ __all__ = [
     "MppsProvider",
     "NotUnderstood",
     "OutOfResources",
+    "ReturnAddress",
     "SopClassMismatch",
     "SpoolStatus",
     "WorklistProvider",

@@ -9,6 +9,7 @@ from __future__ import annotations
 __all__ = [
     "GatewayError", "InvalidInstance", "OutOfResources", "NotUnderstood", "SopClassMismatch",
     "MppsError", "NoSuchMpps", "DuplicateMpps", "MppsMissingAttribute", "MppsInvalidValue", "MppsFinal",
+    "CommitmentInvalid",
 ]
 
 
@@ -68,3 +69,16 @@ class MppsInvalidValue(MppsError):
 
 class MppsFinal(MppsError):
     """N-SET on a step already COMPLETED or DISCONTINUED (0x0110, PS3.4 F.7.2.2.2)."""
+
+
+class CommitmentInvalid(GatewayError):
+    """A storage commitment N-ACTION the gateway cannot take; ``reason`` says why.
+
+    ``missing`` selects the N-ACTION status: missing attribute (0x0120)
+    rather than invalid value (0x0106).
+    """
+
+    def __init__(self, reason: str, *, missing: bool = False) -> None:
+        super().__init__(reason)
+        self.reason = reason
+        self.missing = missing

@@ -25,6 +25,7 @@ import os
 import queue
 import threading
 import time
+from collections import OrderedDict
 from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import BinaryIO, Protocol
@@ -99,6 +100,9 @@ _STREAM_ABOVE = 16 * 1024 * 1024
 
 _STOP = Path("/nonexistent/stop-sentinel")
 
+# Quarantined SOP Instance UIDs remembered for storage commitment answers.
+_LOST_KEPT = 10_000
+
 
 class Forwarder:
     def __init__(
@@ -133,10 +137,27 @@ class Forwarder:
         self._receiving = 0
         self._uploading = 0
         self._gate = threading.Condition()
+        # Where acknowledged instances are, for storage commitment: SOP
+        # Instance UIDs still on their way to Orthanc, spooled files of the
+        # previous run not yet forwarded (their UIDs are not read back), and
+        # recently quarantined UIDs with the reason.
+        self._uids: dict[Path, str] = {}
+        self._in_flight: dict[str, int] = {}
+        self._resumed = 0
+        self._lost: OrderedDict[str, str] = OrderedDict()
 
     # -- lifecycle ----------------------------------------------------------
     def start(self, backlog: list[Path]) -> None:
         self._stopping.clear()
+        while True:  # a previous run's queue: every file in it is in ``backlog`` again
+            try:
+                self._queue.get_nowait()
+            except queue.Empty:
+                break
+        with self._lock:
+            self._uids.clear()
+            self._in_flight.clear()
+            self._resumed = len(backlog)
         for path in backlog:
             self._queue.put(path)
         if backlog:
@@ -156,8 +177,41 @@ class Forwarder:
             t.join(max(0.0, deadline - time.monotonic()))
         self._threads.clear()
 
-    def submit(self, path: Path) -> None:
+    def submit(self, path: Path, sop_instance_uid: str | None = None) -> None:
+        """Queue an acknowledged spool file; its UID makes it visible to :meth:`whereabouts`."""
+        if sop_instance_uid:
+            with self._lock:
+                self._uids[path] = sop_instance_uid
+                self._in_flight[sop_instance_uid] = self._in_flight.get(sop_instance_uid, 0) + 1
         self._queue.put(path)
+
+    def whereabouts(self, sop_instance_uid: str) -> tuple[str, str]:
+        """Where an instance that is not (yet) in Orthanc is: ``("in_flight", "")``
+        when acknowledged and still to be forwarded (or possibly so: a resumed
+        backlog is not read back), ``("quarantined", reason)``, or ``("unknown", "")``."""
+        with self._lock:
+            if self._in_flight.get(sop_instance_uid) or self._resumed:
+                return "in_flight", ""
+            if sop_instance_uid in self._lost:
+                return "quarantined", self._lost[sop_instance_uid]
+        return "unknown", ""
+
+    def _settle(self, path: Path, outcome: str, reason: str = "") -> None:
+        """A queued file left the spool (forwarded or quarantined)."""
+        with self._lock:
+            uid = self._uids.pop(path, None)
+            if uid is None:
+                self._resumed = max(0, self._resumed - 1)
+                return
+            left = self._in_flight.get(uid, 0) - 1
+            if left > 0:
+                self._in_flight[uid] = left
+            else:
+                self._in_flight.pop(uid, None)
+            if outcome == "quarantined":
+                self._lost[uid] = reason
+                while len(self._lost) > _LOST_KEPT:
+                    self._lost.popitem(last=False)
 
     def receiving(self, delta: int) -> None:
         """An association started (+1) or stopped (-1) sending instances."""
@@ -183,7 +237,9 @@ class Forwarder:
             with self._lock:
                 self._inflight += 1
             try:
-                self._forward(path)
+                outcome, reason = self._forward(path)
+                if outcome != "stopped":
+                    self._settle(path, outcome, reason)
             except Exception:  # noqa: BLE001 - a bug must not kill the worker; the file stays spooled
                 log.exception("forwarder: unexpected error on %s; it stays in the spool", path.name)
             finally:
@@ -222,21 +278,26 @@ class Forwarder:
                 self._uploading -= 1
                 self._gate.notify()
 
-    def _forward(self, path: Path) -> None:
+    def _forward(self, path: Path) -> tuple[str, str]:
+        """Upload one spool file until Orthanc has it or rejects it.
+
+        Returns ``(outcome, reason)``: ``forwarded``, ``quarantined`` (with the
+        reason), ``gone`` (another worker already did it) or ``stopped``.
+        """
         delay = self.retry_initial
         attempt = 0
         identity: IdentityProvider | None = self.identity
         while not self._stopping.is_set():
             attempt += 1
             if not path.exists():
-                return  # already forwarded (e.g. queued twice at start-up)
+                return "gone", ""  # already forwarded (e.g. queued twice at start-up)
             upload = path
             try:
                 upload = self._prepare(path, identity)
                 result = self._upload(upload)
             except FileNotFoundError:
                 if not path.exists():
-                    return
+                    return "gone", ""
                 raise
             except IdentityUnavailable as exc:
                 waited = time.monotonic() - exc.since
@@ -259,9 +320,10 @@ class Forwarder:
                 delay = min(delay * 2, self.retry_max)
                 continue
             except StorageRejected as exc:
-                self.spool.quarantine(path, f"Orthanc rejected the instance: {exc}", stage="forward")
+                reason = f"Orthanc rejected the instance: {exc}"
+                self.spool.quarantine(path, reason, stage="forward")
                 self._on_event("quarantined")
-                return
+                return "quarantined", reason
             finally:
                 if upload != path:
                     upload.unlink(missing_ok=True)
@@ -269,7 +331,8 @@ class Forwarder:
             self._on_event("forwarded")
             if result.already_stored:
                 log.debug("forwarder: %s was already stored (duplicate)", path.name)
-            return
+            return "forwarded", ""
+        return "stopped", ""
 
     @staticmethod
     def _log_retry(path: Path, attempt: int, delay: float, exc: Exception) -> None:

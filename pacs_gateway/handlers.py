@@ -37,7 +37,9 @@ from pynetdicom import evt
 from pynetdicom.dimse_primitives import C_STORE
 from pynetdicom.dsutils import encode_file_meta
 
+from .commitment import COMMITMENT_INSTANCE, parse_request
 from .exceptions import (
+    CommitmentInvalid,
     DuplicateMpps,
     MppsError,
     MppsFinal,
@@ -120,6 +122,8 @@ class GatewayHandlers:
         ]
         if self.gw.worklist is not None:
             handlers.append((evt.EVT_C_FIND, self.on_find))
+        if self.gw.commitments is not None:
+            handlers.append((evt.EVT_N_ACTION, self.on_n_action))
         return handlers
 
     # -- association lifecycle ---------------------------------------------
@@ -289,7 +293,7 @@ class GatewayHandlers:
         stats.instances += 1
         stats.bytes += size
         self.gw._count("received")
-        self.gw.forwarder.submit(path)
+        self.gw.forwarder.submit(path, header.sop_instance_uid)
         log.debug("stored %s as %s", header.sop_instance_uid, path.name)
         return STATUS_SUCCESS
 
@@ -341,3 +345,27 @@ class GatewayHandlers:
     def on_n_set(self, event: evt.Event) -> tuple[int | Dataset, Dataset | None]:
         uid = str(getattr(event.request, "RequestedSOPInstanceUID", None) or "")
         return self._mpps(event, lambda stats: self.gw.mpps_store.update(uid, event.modification_list))
+
+    def on_n_action(self, event: evt.Event) -> tuple[int | Dataset, Dataset | None]:
+        """Storage commitment request: kept durably, answered later by N-EVENT-REPORT."""
+        stats = self._stats(event.assoc)
+        commitments = self.gw.commitments
+        assert commitments is not None  # bound only then
+        instance = str(getattr(event.request, "RequestedSOPInstanceUID", None) or "")
+        if instance != COMMITMENT_INSTANCE:
+            return _status(0x0117, "not the Storage Commitment Push Model SOP Instance"), None
+        if event.action_type != 1:
+            return _status(0x0123, f"no such action type {event.action_type}"), None
+        try:
+            transaction, references = parse_request(event.action_information)
+            commitments.request(transaction, references, stats.calling_aet, assoc=event.assoc)
+        except CommitmentInvalid as exc:
+            stats.failures += 1
+            stats.reasons.append(exc.reason)
+            log.warning("storage commitment from %s refused: %s", stats.calling_aet or "?", exc.reason)
+            return _status(0x0120 if exc.missing else 0x0106, exc.reason), None
+        except OutOfResources as exc:
+            stats.refused += 1
+            log.error("storage commitment from %s refused: %s", stats.calling_aet or "?", exc)
+            return _status(0x0213, "resource limitation: cannot keep the request"), None
+        return STATUS_SUCCESS, None

@@ -23,7 +23,6 @@ from __future__ import annotations
 import itertools
 import json
 import logging
-import os
 import re
 import threading
 import time
@@ -33,13 +32,13 @@ from typing import Any
 
 from pydicom.dataset import Dataset
 
+from .durable import write_json
 from .exceptions import (
     DuplicateMpps,
     MppsFinal,
     MppsInvalidValue,
     MppsMissingAttribute,
     NoSuchMpps,
-    OutOfResources,
 )
 
 __all__ = ["MppsProvider", "MppsStore", "EVENT_KEYS", "IN_PROGRESS", "COMPLETED", "DISCONTINUED"]
@@ -93,24 +92,6 @@ def _fields(ds: Dataset, into: dict[str, Any]) -> None:
     physician = next((p for p in physicians if p), "")
     if physician:
         into["performing_physician"] = physician
-
-
-def _write_durably(path: Path, data: dict[str, Any]) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    try:
-        with open(tmp, "w", encoding="utf-8") as fh:
-            json.dump(data, fh, ensure_ascii=False, sort_keys=True)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.rename(tmp, path)
-        fd = os.open(path.parent, os.O_RDONLY | os.O_DIRECTORY)
-        try:
-            os.fsync(fd)
-        finally:
-            os.close(fd)
-    except OSError as exc:
-        tmp.unlink(missing_ok=True)
-        raise OutOfResources(f"cannot keep MPPS state in {path.parent}: {exc.strerror}") from exc
 
 
 class MppsStore:
@@ -244,12 +225,12 @@ class MppsStore:
         event = self._event(data)
         if announce and self.provider is not None:
             name = f"{time.time_ns():020d}-{next(self._counter):08d}.json"
-            _write_durably(self.outbox / name, event)
+            write_json(self.outbox / name, event, "MPPS state")
             self._wake.set()
         elif announce:
             log.info("mpps: %s %s (accession %s); no EMR to tell", event["sop_instance_uid"], event["status"],
                      ",".join(event["accession_numbers"]) or "-")
-        _write_durably(self.instances_dir / f"{data['sop_instance_uid']}.json", data)
+        write_json(self.instances_dir / f"{data['sop_instance_uid']}.json", data, "MPPS state")
         self._instances[data["sop_instance_uid"]] = data
 
     def _run(self) -> None:

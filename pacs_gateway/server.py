@@ -31,10 +31,12 @@ from pynetdicom import AE, AllStoragePresentationContexts, _config
 from pynetdicom.sop_class import (  # type: ignore[attr-defined]  # generated module
     ModalityPerformedProcedureStep,
     ModalityWorklistInformationFind,
+    StorageCommitmentPushModel,
     Verification,
 )
 from pynetdicom.transport import ThreadedAssociationServer
 
+from .commitment import Commitments
 from .forwarder import Forwarder, Store
 from .handlers import GatewayHandlers
 from .mpps import MppsProvider, MppsStore
@@ -76,6 +78,8 @@ class GatewayStats:
     quarantined: int
     refused: int
     backlog: int
+    # Storage commitment requests whose report is not delivered yet.
+    commitments: int = 0
 
 
 # Stream every received data set to a file instead of memory: a 1 GB
@@ -186,6 +190,23 @@ class Gateway:
         self.mpps_store = MppsStore(
             settings.spool_dir / "mpps", mpps, retry_initial=settings.retry_initial, retry_max=settings.retry_max
         )
+        # Storage commitment needs to ask Orthanc what it keeps.
+        lookup = getattr(store, "instance_sop_class", None)
+        self.commitments = (
+            Commitments(
+                settings.spool_dir / "commitment",
+                lookup,
+                self.forwarder.whereabouts,
+                ae_title=settings.ae_title,
+                return_addresses=settings.commitment_peers,
+                wait_limit=settings.commitment_wait,
+                retry_initial=settings.retry_initial,
+                retry_max=settings.retry_max,
+                network_timeout=settings.network_timeout,
+            )
+            if callable(lookup)
+            else None
+        )
         self._handlers = GatewayHandlers(self)
         self._server: ThreadedAssociationServer | None = None
         self._counts = {"received": 0, "forwarded": 0, "quarantined": 0, "refused": 0}
@@ -201,7 +222,8 @@ class Gateway:
     def stats(self) -> GatewayStats:
         with self._counts_lock:
             counts = dict(self._counts)
-        return GatewayStats(backlog=self.forwarder.pending, **counts)
+        pending = self.commitments.pending if self.commitments is not None else 0
+        return GatewayStats(backlog=self.forwarder.pending, commitments=pending, **counts)
 
     @property
     def port(self) -> int:
@@ -228,6 +250,8 @@ class Gateway:
             ae.add_supported_context(ModalityWorklistInformationFind)
         # Always offered: without an EMR the steps are still kept (and logged).
         ae.add_supported_context(ModalityPerformedProcedureStep)
+        if self.commitments is not None:
+            ae.add_supported_context(StorageCommitmentPushModel)
         return ae
 
     def start(self) -> None:
@@ -237,6 +261,8 @@ class Gateway:
         self._stopped.clear()
         backlog = self.spool.open()
         self.mpps_store.open()
+        if self.commitments is not None:
+            self.commitments.open()
         _receive_to(self.spool.incoming)
         self.forwarder.start(backlog)
         ae = self._build_ae()
@@ -251,6 +277,8 @@ class Gateway:
             _stop_receiving_to(self.spool.incoming)
             self.forwarder.stop()
             self.mpps_store.close()
+            if self.commitments is not None:
+                self.commitments.close()
             raise
         log.info(
             "gateway %s listening on %s:%d (tls=%s, worklist=%s, backlog=%d)",
@@ -267,6 +295,8 @@ class Gateway:
             _stop_receiving_to(self.spool.incoming)
         self.forwarder.stop()
         self.mpps_store.close()
+        if self.commitments is not None:
+            self.commitments.close()
         self._stopped.set()
         log.info("gateway stopped: %s", self.stats)
 

@@ -37,6 +37,12 @@ class GatewaySettings:
     # How long an instance may wait for a failing EMR identity lookup before
     # it is forwarded with the identity the modality sent (and a warning).
     identity_timeout: float = 120.0
+    # Where modalities listen for storage commitment reports when their
+    # requesting association has closed: ``AET@host:port`` entries.
+    commitment_peers: tuple[str, ...] = ()
+    # Seconds an instance in a commitment request may take to reach Orthanc
+    # before it is reported as failed (the modality then keeps its copy).
+    commitment_wait: float = 3600.0
     tls_cert: Path | None = None
     tls_key: Path | None = None
     # CA bundle used to verify modality client certificates; when set with

@@ -216,14 +216,20 @@ class Spool:
 class SpoolStatus:
     backlog: int  # acknowledged, not yet in Orthanc
     quarantined: int
+    mpps_pending: int = 0  # MPPS status changes the EMR has not taken yet
+    commitments_pending: int = 0  # storage commitment reports not delivered yet
+
+
+def _count(folder: Path, pattern: str) -> int:
+    return sum(1 for _ in folder.glob(pattern)) if folder.is_dir() else 0
 
 
 def spool_status(settings: GatewaySettings) -> SpoolStatus:
     """Counts read from the spool folders, usable from another process (health checks)."""
     root = Path(settings.spool_dir)
-    ready = root / "ready"
-    quarantine = root / "quarantine"
     return SpoolStatus(
-        backlog=sum(1 for _ in ready.glob("*.dcm")) if ready.is_dir() else 0,
-        quarantined=sum(1 for _ in quarantine.glob("*.json")) if quarantine.is_dir() else 0,
+        backlog=_count(root / "ready", "*.dcm"),
+        quarantined=_count(root / "quarantine", "*.json"),
+        mpps_pending=_count(root / "mpps" / "outbox", "*.json"),
+        commitments_pending=_count(root / "commitment", "*.json"),
     )

@@ -304,6 +304,22 @@ class OrthancStore:
         )
         return str(found[0]) if found else None
 
+    def instance_sop_class(self, sop_instance_uid: str) -> str | None:
+        """SOP Class UID of the stored instance with this SOP Instance UID;
+        ``None`` when Orthanc does not have it. For storage commitment: the
+        answer to "do you keep this instance now?"."""
+        instance_id = self.find_instance(sop_instance_uid)
+        if instance_id is None:
+            return None
+        endpoint = f"/instances/{instance_id}/metadata/SopClassUid"
+        try:
+            return self._call(
+                endpoint, lambda: self._api.get(endpoint, timeout=self._timeout).content.decode("ascii").strip()
+            )
+        except NotFound:
+            # Stored before Orthanc recorded the class: read it from the tags.
+            return str(self.instance_tags(instance_id).get("SOPClassUID", "")) or None
+
     def count_instances(self) -> int:
         return int(self._get_json("/statistics").get("CountInstances", 0))
 

@@ -1,0 +1,339 @@
+"""Storage Commitment Push Model (PS3.4 Annex J): "do you keep these now?"
+
+A modality that receives a success report deletes its own copies, so the
+answer has to be true: an instance counts as committed only once Orthanc
+has it (with the SOP class the modality named), never when it is merely in
+the spool. So:
+
+* each N-ACTION request is kept as a JSON file under ``<spool>/commitment/``
+  (fsynced before the modality hears success) and survives a restart;
+* a background thread decides each referenced instance: in Orthanc (success,
+  or failure 0x0119 when the class differs); acknowledged but not forwarded
+  yet (wait); quarantined (0x0110); never received (0x0112); still not in
+  Orthanc after ``wait_limit`` seconds (0x0110);
+* the N-EVENT-REPORT goes back on the requesting association when it is
+  still open, otherwise on a new association to the modality's configured
+  return address (``AET@host:port``), as SCP by role selection. A report
+  that cannot be delivered is retried with capped back-off.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import re
+import threading
+import time
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from pydicom.dataset import Dataset
+from pynetdicom import AE, build_role
+from pynetdicom.sop_class import StorageCommitmentPushModel  # type: ignore[attr-defined]  # generated module
+
+from .durable import write_json
+from .exceptions import CommitmentInvalid
+
+__all__ = [
+    "COMMITMENT_INSTANCE",
+    "CLASS_INSTANCE_CONFLICT",
+    "NO_SUCH_OBJECT",
+    "PROCESSING_FAILURE",
+    "Commitments",
+    "ReturnAddress",
+    "parse_request",
+]
+
+log = logging.getLogger(__name__)
+
+# The well-known SOP Instance of the Storage Commitment Push Model class.
+COMMITMENT_INSTANCE = "1.2.840.10008.1.20.1.1"
+# Failure Reason values (PS3.3 C.14.1.1).
+PROCESSING_FAILURE = 0x0110
+NO_SUCH_OBJECT = 0x0112
+CLASS_INSTANCE_CONFLICT = 0x0119
+
+MAX_REFERENCES = 100_000
+_UID = re.compile(r"[0-9]+(\.[0-9]+)*")
+
+# SOP Instance UID → SOP Class UID as stored in Orthanc, None when not there.
+# May raise (Orthanc down): the instance is then decided later.
+Lookup = Callable[[str], str | None]
+# SOP Instance UID → ("in_flight" | "quarantined" | "unknown", reason).
+Whereabouts = Callable[[str], tuple[str, str]]
+
+
+def _uid(value: Any) -> str:
+    text = "" if value is None else str(value).strip()
+    return text if text and len(text) <= 64 and _UID.fullmatch(text) else ""
+
+
+def parse_request(ds: Dataset | None) -> tuple[str, list[tuple[str, str]]]:
+    """Transaction UID and (SOP Class UID, SOP Instance UID) pairs of an
+    N-ACTION request (PS3.4 J.3.2.1.1); :class:`CommitmentInvalid` says what is wrong."""
+    if ds is None:
+        raise CommitmentInvalid("no Action Information", missing=True)
+    if "TransactionUID" not in ds or not str(ds.TransactionUID or "").strip():
+        raise CommitmentInvalid("Transaction UID missing", missing=True)
+    transaction = _uid(ds.TransactionUID)
+    if not transaction:
+        raise CommitmentInvalid("Transaction UID is not a valid UID")
+    items = ds.get("ReferencedSOPSequence") or []
+    if not items:
+        raise CommitmentInvalid("Referenced SOP Sequence missing or empty", missing=True)
+    if len(items) > MAX_REFERENCES:
+        raise CommitmentInvalid(f"more than {MAX_REFERENCES} instances in one request")
+    references: list[tuple[str, str]] = []
+    for n, item in enumerate(items, 1):
+        sop_class, sop_instance = _uid(item.get("ReferencedSOPClassUID")), _uid(item.get("ReferencedSOPInstanceUID"))
+        if not sop_class or not sop_instance:
+            raise CommitmentInvalid(f"item {n} of Referenced SOP Sequence lacks a valid SOP Class or Instance UID")
+        references.append((sop_class, sop_instance))
+    return transaction, references
+
+
+@dataclass(frozen=True)
+class ReturnAddress:
+    """Where a modality listens for reports: ``AET@host:port`` (``[v6]:port`` for IPv6)."""
+
+    ae_title: str
+    host: str
+    port: int
+
+    @classmethod
+    def parse(cls, entry: str) -> ReturnAddress:
+        aet, sep, rest = entry.strip().partition("@")
+        host, colon, port = rest.rpartition(":")
+        host = host.strip().removeprefix("[").removesuffix("]")
+        if not sep or not aet.strip() or not colon or not host or not port.strip().isdigit():
+            raise ValueError(f"{entry!r} is not AET@host:port")
+        number = int(port)
+        if not 0 < number < 65536:
+            raise ValueError(f"{entry!r}: port out of range")
+        return cls(aet.strip(), host, number)
+
+
+def report_dataset(transaction: str, results: Iterable[tuple[str, str, int]], retrieve_aet: str) -> Dataset:
+    """The Event Information of the N-EVENT-REPORT (PS3.4 J.3.3.1.1)."""
+    ds = Dataset()
+    ds.TransactionUID = transaction
+    ok, failed = [], []
+    for sop_class, sop_instance, reason in results:
+        item = Dataset()
+        item.ReferencedSOPClassUID = sop_class
+        item.ReferencedSOPInstanceUID = sop_instance
+        if reason:
+            item.FailureReason = reason
+            failed.append(item)
+        else:
+            item.RetrieveAETitle = retrieve_aet
+            ok.append(item)
+    if ok:
+        ds.ReferencedSOPSequence = ok
+    if failed:
+        ds.FailedSOPSequence = failed
+    return ds
+
+
+class Commitments:
+    """The gateway's storage commitment requests and their reports."""
+
+    def __init__(
+        self,
+        root: Path,
+        lookup: Lookup,
+        whereabouts: Whereabouts,
+        *,
+        ae_title: str,
+        return_addresses: Iterable[str] = (),
+        wait_limit: float = 3600.0,
+        retry_initial: float = 0.5,
+        retry_max: float = 30.0,
+        network_timeout: float = 30.0,
+    ) -> None:
+        self.root = Path(root)
+        self.lookup = lookup
+        self.whereabouts = whereabouts
+        self.ae_title = ae_title
+        self.addresses = {a.ae_title: a for a in (ReturnAddress.parse(e) for e in return_addresses)}
+        self.wait_limit = wait_limit
+        self.retry_initial = retry_initial
+        self.retry_max = retry_max
+        self.network_timeout = network_timeout
+        self._assocs: dict[str, Any] = {}  # transaction → requesting association (this run only)
+        self._decided: dict[str, dict[str, int]] = {}  # transaction → {instance UID: reason (0 = ok)}
+        self._retry: dict[str, tuple[float, float]] = {}  # transaction → (next attempt, next delay)
+        self._lock = threading.Lock()
+        self._wake = threading.Event()
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    # -- lifecycle ------------------------------------------------------------
+    def open(self) -> None:
+        self.root.mkdir(parents=True, exist_ok=True, mode=0o700)
+        pending = self.pending
+        if pending:
+            log.info("commitment: %d request(s) to answer from the previous run", pending)
+        self._stop.clear()
+        self._thread = threading.Thread(target=self._run, name="storage-commitment", daemon=True)
+        self._thread.start()
+
+    def close(self, timeout: float = 10.0) -> None:
+        self._stop.set()
+        self._wake.set()
+        thread, self._thread = self._thread, None
+        if thread is not None:
+            thread.join(timeout)
+
+    @property
+    def pending(self) -> int:
+        """Requests whose report has not been delivered yet."""
+        try:
+            return sum(1 for _ in self.root.glob("*.json"))
+        except OSError:
+            return 0
+
+    # -- N-ACTION -------------------------------------------------------------
+    def request(self, transaction: str, references: list[tuple[str, str]], calling_aet: str,
+                assoc: Any = None) -> None:
+        """Keep a request durably (raises ``OutOfResources`` if it cannot be kept).
+
+        The same Transaction UID sent again replaces the first request: the
+        modality asks again because it did not hear back.
+        """
+        data = {"transaction_uid": transaction, "calling_aet": calling_aet, "references": references,
+                "received": time.time()}
+        write_json(self.root / f"{transaction}.json", data, "the storage commitment request")
+        with self._lock:
+            self._decided.pop(transaction, None)
+            self._retry.pop(transaction, None)
+            if assoc is not None:
+                self._assocs[transaction] = assoc
+        log.info("commitment: %s asks for %d instance(s) (transaction %s)", calling_aet or "?", len(references),
+                 transaction)
+        self._wake.set()
+
+    # -- the worker -------------------------------------------------------------
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            self._wake.clear()
+            wait = self._pass()
+            self._wake.wait(wait)
+
+    def _pass(self) -> float:
+        """Decide and report what can be; returns seconds until the next look."""
+        next_look = 1.0
+        for path in sorted(self.root.glob("*.json")):
+            if self._stop.is_set():
+                break
+            try:
+                data = json.loads(path.read_text(encoding="utf-8"))
+                transaction = str(data["transaction_uid"])
+                references = [(str(c), str(i)) for c, i in data["references"]]
+            except (OSError, ValueError, KeyError, TypeError) as exc:
+                log.error("commitment: unreadable request %s (%s); set aside", path.name, exc)
+                path.rename(path.with_suffix(".bad"))
+                continue
+            now = time.monotonic()
+            due, delay = self._retry.get(transaction, (0.0, self.retry_initial))
+            if due > now:
+                next_look = min(next_look, due - now)
+                continue
+            results = self._decide(transaction, references, float(data.get("received", 0)))
+            if results is None:
+                continue
+            if self._report(transaction, str(data.get("calling_aet", "")), results):
+                path.unlink(missing_ok=True)
+                with self._lock:
+                    self._decided.pop(transaction, None)
+                    self._retry.pop(transaction, None)
+                    self._assocs.pop(transaction, None)
+            else:
+                self._retry[transaction] = (now + delay, min(delay * 2, self.retry_max))
+                next_look = min(next_look, delay)
+        return next_look
+
+    def _decide(self, transaction: str, references: list[tuple[str, str]],
+                received: float) -> list[tuple[str, str, int]] | None:
+        """Each instance's Failure Reason (0 = committed), or None while any is undecided."""
+        with self._lock:
+            decided = self._decided.setdefault(transaction, {})
+        overdue = time.time() - received > self.wait_limit
+        undecided = 0
+        for sop_class, sop_instance in references:
+            if sop_instance in decided:
+                continue
+            try:
+                stored_class = self.lookup(sop_instance)
+            except Exception as exc:  # noqa: BLE001 - Orthanc unreachable: decide later
+                log.debug("commitment: cannot look up %s yet: %s", sop_instance, exc)
+                stored_class = None
+                where, reason = "in_flight", ""
+            else:
+                where, reason = ("stored", "") if stored_class else self.whereabouts(sop_instance)
+            if stored_class:
+                decided[sop_instance] = 0 if stored_class == sop_class else CLASS_INSTANCE_CONFLICT
+            elif where == "quarantined":
+                log.warning("commitment: %s was quarantined: %s", sop_instance, reason)
+                decided[sop_instance] = PROCESSING_FAILURE
+            elif where == "in_flight" and not overdue:
+                undecided += 1
+            elif where == "in_flight":
+                log.warning("commitment: %s still not in Orthanc after %.0f s", sop_instance, self.wait_limit)
+                decided[sop_instance] = PROCESSING_FAILURE
+            else:
+                decided[sop_instance] = NO_SUCH_OBJECT
+        if undecided:
+            return None
+        return [(c, i, decided[i]) for c, i in references]
+
+    def _report(self, transaction: str, calling_aet: str, results: list[tuple[str, str, int]]) -> bool:
+        """Deliver the N-EVENT-REPORT; True once the modality answered success."""
+        ds = report_dataset(transaction, results, self.ae_title)
+        failed = sum(1 for *_, reason in results if reason)
+        event_type = 2 if failed else 1  # 1: all committed; 2: failures exist
+        summary = f"transaction {transaction}: {len(results) - failed} committed, {failed} failed"
+        with self._lock:
+            assoc = self._assocs.get(transaction)
+        if assoc is not None and assoc.is_established:
+            try:
+                status = _send(assoc, ds, event_type)
+            except Exception as exc:  # noqa: BLE001 - released meanwhile: use the return address
+                log.info("commitment: requesting association of %s unusable (%s)", calling_aet, exc)
+            else:
+                if status == 0:
+                    log.info("commitment: reported to %s on its association: %s", calling_aet, summary)
+                    return True
+                log.warning("commitment: %s did not accept the report on its association (status %s)",
+                            calling_aet, status)
+        address = self.addresses.get(calling_aet)
+        if address is None:
+            log.warning("commitment: no return address for %r (FILMLESS_GATEWAY_COMMITMENT_PEERS); %s waits",
+                        calling_aet, summary)
+            return False
+        ae = AE(ae_title=self.ae_title)
+        ae.acse_timeout = ae.dimse_timeout = ae.network_timeout = self.network_timeout
+        ae.add_requested_context(StorageCommitmentPushModel)
+        role = build_role(StorageCommitmentPushModel, scp_role=True)
+        assoc = ae.associate(address.host, address.port, ae_title=address.ae_title, ext_neg=[role])
+        if not assoc.is_established:
+            log.warning("commitment: cannot associate with %s at %s:%d; %s waits", address.ae_title, address.host,
+                        address.port, summary)
+            return False
+        try:
+            status = _send(assoc, ds, event_type)
+        finally:
+            assoc.release()
+        if status == 0:
+            log.info("commitment: reported to %s at %s:%d: %s", address.ae_title, address.host, address.port, summary)
+            return True
+        log.warning("commitment: %s refused the report (status %s); %s waits", address.ae_title, status, summary)
+        return False
+
+
+def _send(assoc: Any, ds: Dataset, event_type: int) -> int | None:
+    """Send the report; the peer's status, or None without an answer."""
+    status, _ = assoc.send_n_event_report(ds, event_type, StorageCommitmentPushModel, COMMITMENT_INSTANCE)
+    return int(status.Status) if "Status" in status else None
