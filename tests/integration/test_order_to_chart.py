@@ -1,7 +1,10 @@
-"""End to end: order → findscu sees it in the worklist → storescu sends the study → chart shows it.
+"""End to end: order → findscu sees it in the worklist → MPPS "in progress" →
+storescu sends the study → MPPS "completed" → storage commitment → chart shows it.
 
-Real parts only: the EMR (SQLite), the DICOM gateway with the EMR's worklist
-and identity providers, a real Orthanc, DCMTK findscu/storescu, the linker.
+Real parts only: the EMR (SQLite), the DICOM gateway with the EMR's worklist,
+identity and MPPS providers, a real Orthanc, DCMTK findscu/storescu, the
+linker. MPPS and storage commitment come from pynetdicom (DCMTK has no SCU
+for either), as a modality would send them.
 """
 
 from __future__ import annotations
@@ -14,13 +17,28 @@ from pathlib import Path
 
 import pydicom
 import pytest
+from pydicom.dataset import Dataset
 from pydicom.uid import generate_uid
+from pynetdicom import AE, evt
+from pynetdicom.sop_class import (  # type: ignore[attr-defined]
+    CTImageStorage,
+    ModalityPerformedProcedureStep,
+    StorageCommitmentPushModel,
+)
 
-from emr import EmrSettings, create_app, identity_provider, link_new_studies, upgrade_database, worklist_provider
+from emr import (
+    EmrSettings,
+    create_app,
+    identity_provider,
+    link_new_studies,
+    mpps_provider,
+    upgrade_database,
+    worklist_provider,
+)
 from emr.audit import Actor
 from emr.db import make_engine, make_session_factory
 from emr.demo import make_ct_series
-from emr.models import Counter, LinkerState
+from emr.models import Counter, ImagingOrder, LinkerState
 from emr.services import encounters, orders, patients
 from emr.services.users import create_user
 from pacs_gateway import Gateway, GatewaySettings
@@ -46,10 +64,38 @@ def gateway(emr_settings: EmrSettings, orthanc: OrthancStore, tmp_path: Path) ->
         orthanc,
         worklist=worklist_provider(emr_settings),
         identity=identity_provider(emr_settings),
+        mpps=mpps_provider(emr_settings),
     )
     gw.start()
     yield gw
     gw.stop()
+
+
+def _mpps_create(accession: str, study_uid: str) -> Dataset:
+    ds = Dataset()
+    ds.PerformedProcedureStepStatus = "IN PROGRESS"
+    step = Dataset()
+    step.AccessionNumber = accession
+    step.StudyInstanceUID = study_uid
+    ds.ScheduledStepAttributesSequence = [step]
+    ds.Modality = "CT"
+    ds.PerformedStationAETitle = "CT01"
+    ds.PerformedProcedureStepStartDate = "20261123"
+    ds.PerformedProcedureStepStartTime = "093000"
+    return ds
+
+
+def _commitment_request(transaction: str, sop_uids: list[str]) -> Dataset:
+    ds = Dataset()
+    ds.TransactionUID = transaction
+    refs = []
+    for uid in sop_uids:
+        item = Dataset()
+        item.ReferencedSOPClassUID = CTImageStorage
+        item.ReferencedSOPInstanceUID = uid
+        refs.append(item)
+    ds.ReferencedSOPSequence = refs
+    return ds
 
 
 @pytest.mark.slow
@@ -80,6 +126,7 @@ def test_order_to_chart(emr_settings: EmrSettings, gateway: Gateway, orthanc: Or
         s.merge(LinkerState(id=1, last_seq=page.last))
         s.commit()
         accession, study_uid, patient_code = order.accession_number, order.study_instance_uid, p.code
+        order_id = order.id
 
     # 1. The modality asks the worklist.
     out = tmp_path / "mwl"
@@ -123,6 +170,31 @@ def test_order_to_chart(emr_settings: EmrSettings, gateway: Gateway, orthanc: Or
     assert len(mine) == 1
     assert str(mine[0].PatientName) == "Trần^Thị Ánh Tuyết" and mine[0].StudyInstanceUID == study_uid
 
+    def order_status() -> str:
+        with factory() as s:
+            found_order = s.get(ImagingOrder, order_id)
+            assert found_order is not None
+            return found_order.status
+
+    # 1b. The exam starts: MPPS "IN PROGRESS" moves the order along.
+    console = AE(ae_title="CT01")
+    console.add_requested_context(ModalityPerformedProcedureStep)
+    console.add_requested_context(StorageCommitmentPushModel)
+    console.acse_timeout = console.dimse_timeout = console.network_timeout = 15
+    reports: list[tuple[int, Dataset]] = []
+
+    def on_report(event: evt.Event) -> tuple[int, None]:
+        reports.append((int(event.event_type), event.event_information))
+        return 0x0000, None
+
+    assoc = console.associate("127.0.0.1", gateway.port, ae_title=gateway.settings.ae_title,
+                              evt_handlers=[(evt.EVT_N_EVENT_REPORT, on_report)])
+    assert assoc.is_established
+    mpps_uid = generate_uid()
+    status, _ = assoc.send_n_create(_mpps_create(accession, study_uid), ModalityPerformedProcedureStep, mpps_uid)
+    assert int(status.Status) == 0
+    wait_for(lambda: order_status() == "in_progress", timeout=30, what="order in progress")
+
     # 2. The modality sends the study with that accession number (but its own patient ID typing).
     files = tmp_path / "study"
     files.mkdir()
@@ -154,6 +226,26 @@ def test_order_to_chart(emr_settings: EmrSettings, gateway: Gateway, orthanc: Or
         capture_output=True,
         timeout=60,
     )
+
+    # 2b. The exam ends (MPPS "COMPLETED"); the console asks for storage
+    # commitment and hears back, on its association, that all four are kept.
+    done = Dataset()
+    done.PerformedProcedureStepStatus = "COMPLETED"
+    done.PerformedProcedureStepEndDate = "20261123"
+    done.PerformedProcedureStepEndTime = "094500"
+    status, _ = assoc.send_n_set(done, ModalityPerformedProcedureStep, mpps_uid)
+    assert int(status.Status) == 0
+    wait_for(lambda: order_status() == "completed", timeout=30, what="order completed")
+    sent = [str(pydicom.dcmread(f, stop_before_pixels=True).SOPInstanceUID) for f in sorted(files.iterdir())]
+    transaction = generate_uid()
+    status, _ = assoc.send_n_action(_commitment_request(transaction, sent), 1, StorageCommitmentPushModel,
+                                    "1.2.840.10008.1.20.1.1")
+    assert int(status.Status) == 0
+    wait_for(lambda: reports, timeout=60, what="the storage commitment report")
+    assoc.release()
+    event_type, info = reports[0]
+    assert event_type == 1 and str(info.TransactionUID) == transaction
+    assert sorted(str(i.ReferencedSOPInstanceUID) for i in info.ReferencedSOPSequence) == sorted(sent)
 
     # 3. The linker links it.
     def linked() -> bool:
