@@ -104,8 +104,11 @@ class MppsStore:
         *,
         retry_initial: float = 0.5,
         retry_max: float = 30.0,
+        keep_final: float = 30 * 86400.0,
     ) -> None:
         self.root = Path(root)
+        self.keep_final = keep_final
+        self._pruned_at = 0.0
         self.instances_dir = self.root / "instances"
         self.outbox = self.root / "outbox"
         self.provider = provider
@@ -133,6 +136,7 @@ class MppsStore:
                 log.error("mpps: cannot read kept instance %s: %s", path, exc)
         with self._lock:
             self._instances = loaded
+        self.prune()
         pending = self.pending
         log.info("mpps: %d instance(s) kept, %d status change(s) queued", len(loaded), pending)
         if self.provider is None:
@@ -156,6 +160,24 @@ class MppsStore:
         except OSError:
             return 0
 
+    def prune(self, now: float | None = None) -> int:
+        """Forget steps that ended more than ``keep_final`` seconds ago; returns how many.
+
+        A finished step can no longer change (N-SET is refused either way),
+        and without pruning the folder would grow by every exam ever done.
+        """
+        cutoff = (time.time() if now is None else now) - self.keep_final
+        with self._lock:
+            old = [uid for uid, data in self._instances.items()
+                   if data.get("status") in _FINAL and float(data.get("updated", 0)) < cutoff]
+            for uid in old:
+                (self.instances_dir / f"{uid}.json").unlink(missing_ok=True)
+                del self._instances[uid]
+        if old:
+            log.info("mpps: forgot %d step(s) finished before the last %.0f days", len(old), self.keep_final / 86400)
+        self._pruned_at = time.monotonic()
+        return len(old)
+
     def get(self, uid: str) -> dict[str, Any] | None:
         with self._lock:
             data = self._instances.get(uid)
@@ -164,6 +186,8 @@ class MppsStore:
     # -- N-CREATE / N-SET -----------------------------------------------------
     def create(self, uid: str, attributes: Dataset, calling_aet: str = "") -> dict[str, Any]:
         """Validate and keep a new step (PS3.4 F.7.2.1); returns its event."""
+        if time.monotonic() - self._pruned_at > 86400:
+            self.prune()  # once a day, for a gateway that runs for months
         uid = _text(uid)
         if not uid or len(uid) > 64 or not _UID.fullmatch(uid):
             raise MppsMissingAttribute("Affected SOP Instance UID missing or invalid")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import threading
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -225,3 +226,27 @@ def test_failing_callable_is_retried_in_order_and_survives_restart(gateways: Any
     wait_for(lambda: len(mpps.statuses()) == 2, timeout=15, what="delivery after retries")
     assert mpps.statuses() == [(uid, "IN PROGRESS"), (uid, "COMPLETED")]
     assert mpps.attempts == 4
+
+
+def test_finished_steps_are_forgotten_after_the_keep_period(tmp_path: Path) -> None:
+    from pacs_gateway.mpps import MppsStore
+
+    store = MppsStore(tmp_path / "mpps", keep_final=30 * 86400)
+    store.open()
+    try:
+        done, running = generate_uid(), generate_uid()
+        store.create(done, _in_progress(accession="A1"), "CT01")
+        store.update(done, _final())
+        store.create(running, _in_progress(accession="A2"), "CT01")
+        assert store.prune() == 0  # finished just now: kept
+        assert store.prune(now=time.time() + 31 * 86400) == 1
+        assert store.get(done) is None and not (tmp_path / "mpps" / "instances" / f"{done}.json").exists()
+        assert store.get(running) is not None  # still in progress: never forgotten
+    finally:
+        store.close()
+    reopened = MppsStore(tmp_path / "mpps")
+    reopened.open()
+    try:
+        assert reopened.get(done) is None and reopened.get(running) is not None
+    finally:
+        reopened.close()
