@@ -33,7 +33,7 @@ from pydicom.dataset import Dataset
 from pynetdicom import AE, build_role
 from pynetdicom.sop_class import StorageCommitmentPushModel  # type: ignore[attr-defined]  # generated module
 
-from .durable import write_json
+from .durable import DurableQueue, write_json
 from .exceptions import CommitmentInvalid
 
 __all__ = [
@@ -137,8 +137,10 @@ def report_dataset(transaction: str, results: Iterable[tuple[str, str, int]], re
     return ds
 
 
-class Commitments:
-    """The gateway's storage commitment requests and their reports."""
+class Commitments(DurableQueue):
+    """The gateway's storage commitment requests (``pending``: reports not delivered yet)."""
+
+    thread_name = "storage-commitment"
 
     def __init__(
         self,
@@ -153,6 +155,7 @@ class Commitments:
         retry_max: float = 30.0,
         network_timeout: float = 30.0,
     ) -> None:
+        super().__init__(root)
         self.root = Path(root)
         self.lookup = lookup
         self.whereabouts = whereabouts
@@ -166,9 +169,6 @@ class Commitments:
         self._decided: dict[str, dict[str, int]] = {}  # transaction → {instance UID: reason (0 = ok)}
         self._retry: dict[str, tuple[float, float]] = {}  # transaction → (next attempt, next delay)
         self._lock = threading.Lock()
-        self._wake = threading.Event()
-        self._stop = threading.Event()
-        self._thread: threading.Thread | None = None
 
     # -- lifecycle ------------------------------------------------------------
     def open(self) -> None:
@@ -176,24 +176,7 @@ class Commitments:
         pending = self.pending
         if pending:
             log.info("commitment: %d request(s) to answer from the previous run", pending)
-        self._stop.clear()
-        self._thread = threading.Thread(target=self._run, name="storage-commitment", daemon=True)
-        self._thread.start()
-
-    def close(self, timeout: float = 10.0) -> None:
-        self._stop.set()
-        self._wake.set()
-        thread, self._thread = self._thread, None
-        if thread is not None:
-            thread.join(timeout)
-
-    @property
-    def pending(self) -> int:
-        """Requests whose report has not been delivered yet."""
-        try:
-            return sum(1 for _ in self.root.glob("*.json"))
-        except OSError:
-            return 0
+        self._start_worker()
 
     # -- N-ACTION -------------------------------------------------------------
     def request(self, transaction: str, references: list[tuple[str, str]], calling_aet: str,
@@ -216,13 +199,7 @@ class Commitments:
         self._wake.set()
 
     # -- the worker -------------------------------------------------------------
-    def _run(self) -> None:
-        while not self._stop.is_set():
-            self._wake.clear()
-            wait = self._pass()
-            self._wake.wait(wait)
-
-    def _pass(self) -> float:
+    def _work_due(self) -> float:
         """Decide and report what can be; returns seconds until the next look."""
         next_look = 1.0
         for path in sorted(self.root.glob("*.json")):

@@ -32,7 +32,7 @@ from typing import Any
 
 from pydicom.dataset import Dataset
 
-from .durable import write_json
+from .durable import DurableQueue, write_json
 from .exceptions import (
     DuplicateMpps,
     MppsFinal,
@@ -94,8 +94,11 @@ def _fields(ds: Dataset, into: dict[str, Any]) -> None:
         into["performing_physician"] = physician
 
 
-class MppsStore:
-    """The gateway's MPPS instances and the queue of status changes for the EMR."""
+class MppsStore(DurableQueue):
+    """The gateway's MPPS instances and the queue of status changes for the EMR
+    (``pending``: changes the EMR has not accepted yet)."""
+
+    thread_name = "mpps-delivery"
 
     def __init__(
         self,
@@ -106,6 +109,7 @@ class MppsStore:
         retry_max: float = 30.0,
         keep_final: float = 30 * 86400.0,
     ) -> None:
+        super().__init__(Path(root) / "outbox")
         self.root = Path(root)
         self.keep_final = keep_final
         self._pruned_at = 0.0
@@ -117,9 +121,6 @@ class MppsStore:
         self._instances: dict[str, dict[str, Any]] = {}
         self._lock = threading.Lock()
         self._counter = itertools.count()
-        self._wake = threading.Event()
-        self._stop = threading.Event()
-        self._thread: threading.Thread | None = None
         self._retry: dict[str, tuple[float, float]] = {}  # uid -> (next attempt, next delay)
 
     # -- lifecycle ------------------------------------------------------------
@@ -141,24 +142,7 @@ class MppsStore:
         log.info("mpps: %d instance(s) kept, %d status change(s) queued", len(loaded), pending)
         if self.provider is None:
             return
-        self._stop.clear()
-        self._thread = threading.Thread(target=self._run, name="mpps-delivery", daemon=True)
-        self._thread.start()
-
-    def close(self, timeout: float = 10.0) -> None:
-        self._stop.set()
-        self._wake.set()
-        thread, self._thread = self._thread, None
-        if thread is not None:
-            thread.join(timeout)
-
-    @property
-    def pending(self) -> int:
-        """Status changes not yet accepted by the EMR."""
-        try:
-            return sum(1 for _ in self.outbox.glob("*.json"))
-        except OSError:
-            return 0
+        self._start_worker()
 
     def prune(self, now: float | None = None) -> int:
         """Forget steps that ended more than ``keep_final`` seconds ago; returns how many.
@@ -257,13 +241,7 @@ class MppsStore:
         write_json(self.instances_dir / f"{data['sop_instance_uid']}.json", data, "MPPS state")
         self._instances[data["sop_instance_uid"]] = data
 
-    def _run(self) -> None:
-        while not self._stop.is_set():
-            self._wake.clear()
-            wait = self._deliver_due()
-            self._wake.wait(wait)
-
-    def _deliver_due(self) -> float | None:
+    def _work_due(self) -> float | None:
         """One pass over the outbox in order; returns how long to sleep (None: until woken)."""
         provider = self.provider
         assert provider is not None
