@@ -8,7 +8,7 @@ import numpy as np
 from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.uid import CTImageStorage, ExplicitVRLittleEndian, generate_uid
 
-__all__ = ["ct_instance"]
+__all__ = ["ct_instance", "commitment_request"]
 
 
 def ct_instance(
@@ -61,3 +61,17 @@ def ct_instance(
     buf = io.BytesIO()
     ds.save_as(buf, enforce_file_format=True)
     return buf.getvalue()
+
+
+def commitment_request(transaction: str, references: list[tuple[str, str]]) -> Dataset:
+    """Action Information of a storage commitment N-ACTION: (SOP Class UID, SOP Instance UID) pairs."""
+    ds = Dataset()
+    ds.TransactionUID = transaction
+    items = []
+    for sop_class, sop_instance in references:
+        item = Dataset()
+        item.ReferencedSOPClassUID = sop_class
+        item.ReferencedSOPInstanceUID = sop_instance
+        items.append(item)
+    ds.ReferencedSOPSequence = items
+    return ds

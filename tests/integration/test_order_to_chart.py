@@ -43,6 +43,7 @@ from emr.services import encounters, orders, patients
 from emr.services.users import create_user
 from pacs_gateway import Gateway, GatewaySettings
 from storage import OrthancStore
+from tests.dicom_factory import commitment_request
 from tests.helpers import free_port, wait_for
 
 PASSWORD = "integration-pass-123"
@@ -82,19 +83,6 @@ def _mpps_create(accession: str, study_uid: str) -> Dataset:
     ds.PerformedStationAETitle = "CT01"
     ds.PerformedProcedureStepStartDate = "20261123"
     ds.PerformedProcedureStepStartTime = "093000"
-    return ds
-
-
-def _commitment_request(transaction: str, sop_uids: list[str]) -> Dataset:
-    ds = Dataset()
-    ds.TransactionUID = transaction
-    refs = []
-    for uid in sop_uids:
-        item = Dataset()
-        item.ReferencedSOPClassUID = CTImageStorage
-        item.ReferencedSOPInstanceUID = uid
-        refs.append(item)
-    ds.ReferencedSOPSequence = refs
     return ds
 
 
@@ -238,7 +226,8 @@ def test_order_to_chart(emr_settings: EmrSettings, gateway: Gateway, orthanc: Or
     wait_for(lambda: order_status() == "completed", timeout=30, what="order completed")
     sent = [str(pydicom.dcmread(f, stop_before_pixels=True).SOPInstanceUID) for f in sorted(files.iterdir())]
     transaction = generate_uid()
-    status, _ = assoc.send_n_action(_commitment_request(transaction, sent), 1, StorageCommitmentPushModel,
+    request = commitment_request(transaction, [(CTImageStorage, uid) for uid in sent])
+    status, _ = assoc.send_n_action(request, 1, StorageCommitmentPushModel,
                                     "1.2.840.10008.1.20.1.1")
     assert int(status.Status) == 0
     wait_for(lambda: reports, timeout=60, what="the storage commitment report")

@@ -27,6 +27,7 @@ from pacs_gateway import Gateway, ReturnAddress, spool_status
 from pacs_gateway.commitment import CLASS_INSTANCE_CONFLICT, COMMITMENT_INSTANCE, NO_SUCH_OBJECT
 from storage import OrthancProcess, OrthancStore
 from tests.corpus import make_ct_series
+from tests.dicom_factory import commitment_request
 from tests.helpers import free_port, wait_for
 
 
@@ -62,19 +63,6 @@ def listener() -> Iterator[ReportListener]:
     lst = ReportListener()
     yield lst
     lst.stop()
-
-
-def _request(transaction: str, refs: list[tuple[str, str]]) -> Dataset:
-    ds = Dataset()
-    ds.TransactionUID = transaction
-    items = []
-    for sop_class, sop_instance in refs:
-        item = Dataset()
-        item.ReferencedSOPClassUID = sop_class
-        item.ReferencedSOPInstanceUID = sop_instance
-        items.append(item)
-    ds.ReferencedSOPSequence = items
-    return ds
 
 
 def _modality(port: int, handlers: list[Any] | None = None) -> Any:
@@ -127,7 +115,7 @@ def test_report_on_the_open_association_tells_stored_from_missing(
         refs = [(CTImageStorage, sent[0]), (CTImageStorage, sent[1]),
                 (MRImageStorage, sent[2]),  # stored, but as CT: class/instance conflict
                 (CTImageStorage, never_sent)]
-        assert _action(assoc, _request(transaction, refs)) == 0
+        assert _action(assoc, commitment_request(transaction, refs)) == 0
         assert got.wait(30), "no N-EVENT-REPORT on the requesting association"
     finally:
         assoc.release()
@@ -162,7 +150,7 @@ def test_no_success_before_orthanc_has_them_even_across_a_restart(
     assoc = _modality(gw.settings.port)
     sent = _send_all(assoc, paths)
     transaction = generate_uid()
-    assert _action(assoc, _request(transaction, [(CTImageStorage, uid) for uid in sent])) == 0
+    assert _action(assoc, commitment_request(transaction, [(CTImageStorage, uid) for uid in sent])) == 0
     assoc.release()  # the report must now come on a new association
     time.sleep(1.5)
     assert listener.reports == [], "reported before the instances were in Orthanc"
@@ -192,7 +180,7 @@ def test_an_unreachable_modality_gets_its_report_when_it_listens_again(
     gw = make_gateway(orthanc, commitment_peers=peers)
     assoc = _modality(gw.settings.port)
     sent = _send_all(assoc, make_ct_series(tmp_path / "ct", 2, rows=32, cols=32))
-    assert _action(assoc, _request(generate_uid(), [(CTImageStorage, uid) for uid in sent])) == 0
+    assert _action(assoc, commitment_request(generate_uid(), [(CTImageStorage, uid) for uid in sent])) == 0
     assoc.release()
     time.sleep(2.0)  # decided, but nobody listens yet: retried with back-off
     assert gw.stats.commitments == 1
@@ -208,15 +196,15 @@ def test_malformed_requests_get_a_clear_status_and_nothing_is_kept(
     gw = make_gateway(orthanc)
     assoc = _modality(gw.settings.port)
     try:
-        no_transaction = _request(generate_uid(), [(CTImageStorage, generate_uid())])
+        no_transaction = commitment_request(generate_uid(), [(CTImageStorage, generate_uid())])
         del no_transaction.TransactionUID
         assert _action(assoc, no_transaction) == 0x0120  # missing attribute
-        assert _action(assoc, _request(generate_uid(), [])) == 0x0120
-        assert _action(assoc, _request("not-a-uid", [(CTImageStorage, generate_uid())])) == 0x0106
-        assert _action(assoc, _request(generate_uid(), [(CTImageStorage, "1..2")])) == 0x0106
-        assert _action(assoc, _request(generate_uid(), [(CTImageStorage, generate_uid())]), action_type=2) == 0x0123
-        assert _action(assoc, _request(generate_uid(), [(CTImageStorage, generate_uid())]),
-                       instance=generate_uid()) == 0x0117
+        assert _action(assoc, commitment_request(generate_uid(), [])) == 0x0120
+        assert _action(assoc, commitment_request("not-a-uid", [(CTImageStorage, generate_uid())])) == 0x0106
+        assert _action(assoc, commitment_request(generate_uid(), [(CTImageStorage, "1..2")])) == 0x0106
+        one = commitment_request(generate_uid(), [(CTImageStorage, generate_uid())])
+        assert _action(assoc, one, action_type=2) == 0x0123  # no such action
+        assert _action(assoc, one, instance=generate_uid()) == 0x0117  # not the well-known instance
     finally:
         assoc.release()
     assert gw.stats.commitments == 0
