@@ -14,6 +14,7 @@ __all__ = [
     "PermissionDenied",
     "AuthenticationFailed",
     "InvalidState",
+    "FileRejected",
 ]
 
 
@@ -81,3 +82,24 @@ class PermissionDenied(EmrError):
 class AuthenticationFailed(EmrError):
     code = "unauthorized"
     http_status = 401
+
+
+class FileRejected(EmrError):
+    """An input file (e.g. a catalogue) has bad lines: nothing of it was loaded.
+
+    ``problems`` lists (line number, catalogue key, parameters), every bad
+    line of the file, in file order; :meth:`messages` gives them in Vietnamese.
+    """
+
+    code = "file_rejected"
+    http_status = 422
+
+    def __init__(self, filename: str, problems: list[tuple[int, str, dict[str, object]]]) -> None:
+        super().__init__(f"{filename}: {len(problems)} bad line(s), nothing loaded", key="catalog.error.rejected")
+        self.filename = filename
+        self.problems = problems
+
+    def messages(self) -> list[str]:
+        from .i18n import t
+
+        return [t(key, line=line, **params) for line, key, params in self.problems]

@@ -7,6 +7,7 @@ documented contract cannot drift from what the server accepts.
 from __future__ import annotations
 
 from datetime import date, datetime
+from decimal import Decimal
 from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints
@@ -17,6 +18,7 @@ __all__ = [
     "PatientSearchQuery",
     "MergeIn",
     "EncounterIn",
+    "BenefitLevelIn",
     "EncounterOut",
     "DocumentIn",
     "DocumentVersionIn",
@@ -113,6 +115,14 @@ class EncounterIn(_In):
         "ordinary"
     )
     insurance_object: Annotated[str, StringConstraints(pattern=r"^\d{1,4}$")] | None = None
+    # MUC_HUONG (%) after checking the card: 100, 95 or 80; another value needs benefit_level_note.
+    benefit_level: int | None = Field(None, ge=1, le=100)
+    benefit_level_note: Annotated[str, StringConstraints(strip_whitespace=True, max_length=200)] | None = None
+
+
+class BenefitLevelIn(_In):
+    benefit_level: int | None = Field(None, ge=1, le=100)
+    benefit_level_note: Annotated[str, StringConstraints(strip_whitespace=True, max_length=200)] | None = None
 
 
 class EncounterOut(_Out):
@@ -129,6 +139,8 @@ class EncounterOut(_Out):
     admission_diagnosis: str | None
     diagnoses: list[str]
     record_type: str
+    benefit_level: int | None = None
+    benefit_level_note: str | None = None
 
 
 # -- document content, one model per form type ------------------------------
@@ -266,6 +278,9 @@ class OrderOut(_Out):
     ordered_at: datetime
     scheduled_at: datetime
     ordered_by: str
+    price_hospital: Decimal | None = None  # the catalogue price copied when the order was placed (VND)
+    price_insurance: Decimal | None = None  # None: not covered by BHYT (or no catalogue entry)
+    price_unit: str | None = None
     studies: list[StudyOut]
 
 

@@ -5,14 +5,18 @@ values strings, '' when unknown); :func:`check_rows` is the pre-submission
 check; :func:`render_table` writes a table document in annex element order
 (UTF-8); :func:`validate_table` checks it against the project's XSD.
 
-What the EMR does not hold is written as the annex's neutral value: money
-fields are 0 (prices and payments live in the hospital's billing system),
-service quantity 1, payment rates 100.
+Money comes from the price each order snapshotted from the service price
+catalogue when it was placed and from the visit's benefit level (MUC_HUONG);
+the arithmetic is in :mod:`.money`. What the EMR does not hold is written as
+the annex's neutral value: drugs and supplies 0, service quantity 1, payment
+rates 100. A service without a price or an insured visit without a benefit
+level leaves its money fields empty and fails the pre-submission check.
 """
 
 from __future__ import annotations
 
 import re
+from dataclasses import dataclass
 from datetime import datetime
 from functools import lru_cache
 from pathlib import Path
@@ -20,8 +24,10 @@ from pathlib import Path
 from lxml import etree
 
 from ..i18n import catalogue, t
+from ..models import ImagingOrder
 from .config import ExportConfig
 from .exceptions import FieldProblem
+from .money import ZERO, ServiceAmounts, fmt_money, service_amounts, visit_totals
 from .records import VisitRecord, fmt_date, fmt_datetime, local
 from .tables import TABLES, XML1, XML3, XML4, XML5, Table
 
@@ -46,10 +52,21 @@ _VISIT_TYPE = {"outpatient": "01", "emergency": "01", "inpatient": "03"}
 _IMAGING_COST_GROUP = "2"
 # Benefit level (3rd character of a legacy 15-character card) → MUC_HUONG (%).
 _BENEFIT = {"1": "100", "2": "100", "3": "95", "4": "80", "5": "100"}
+# PHAM_VI: 1 = within the insurance's scope, 2 = outside it (the service has no BHYT price).
+_IN_SCOPE, _OUT_OF_SCOPE = "1", "2"
+_SERVICE_MONEY = ("DON_GIA_BV", "DON_GIA_BH", "THANH_TIEN_BV", "THANH_TIEN_BH", "T_BNTT", "T_BNCCT", "T_BHTT")
+_FUND_MONEY = ("MUC_HUONG", "T_BNCCT", "T_BHTT")
+_VISIT_MONEY = ("T_TONGCHI_BV", "T_TONGCHI_BH", "T_BNTT", "T_BNCCT", "T_BHTT", "T_BHTT_GDV")
+_VISIT_FUND = ("T_BNCCT", "T_BHTT", "T_BHTT_GDV")
 
 
-def benefit_level(card: str | None) -> str:
-    """MUC_HUONG from the card's benefit digit; '' when the card does not say (10-digit number)."""
+def benefit_level(card: str | None, entered: int | None = None) -> str:
+    """MUC_HUONG (%): the level entered at registration, else the legacy card's benefit digit, else ''.
+
+    A 10-digit card number (the new format) does not carry the level: it must be entered.
+    """
+    if entered is not None:
+        return str(entered)
     if card and len(card) == 15 and card[2] in _BENEFIT:
         return _BENEFIT[card[2]]
     return ""
@@ -66,7 +83,85 @@ def _birth(record: VisitRecord) -> str:
     return p.birth_date.strftime("%Y%m%d") + "0000"
 
 
-def _xml1(record: VisitRecord, config: ExportConfig) -> dict[str, str]:
+def _insured(record: VisitRecord) -> bool:
+    return bool(record.patient.bhyt_number)
+
+
+def _level(record: VisitRecord) -> int | None:
+    """The visit's benefit level as a number; None when unknown (or the patient has no card)."""
+    if not _insured(record):
+        return None
+    level = benefit_level(record.patient.bhyt_number, record.encounter.benefit_level)
+    return int(level) if level else None
+
+
+@dataclass(frozen=True)
+class _Money:
+    """One service's money: its XML3 fields and amounts (None: no price)."""
+
+    fields: dict[str, str]
+    amounts: ServiceAmounts | None
+    fund_known: bool  # False: insured and covered, but the benefit level is unknown
+
+
+def _service_money(record: VisitRecord, order: ImagingOrder) -> _Money:
+    insured = _insured(record)
+    level = _level(record)
+    fields = {name: "" for name in _SERVICE_MONEY}
+    fields["MUC_HUONG"] = (str(level) if level is not None else "") if insured else "0"
+    fields["PHAM_VI"] = _IN_SCOPE
+    if order.price_hospital is None:
+        return _Money(fields, None, True)
+    covered = order.price_insurance is not None
+    if not covered:
+        fields["PHAM_VI"] = _OUT_OF_SCOPE
+    fund_known = not (insured and covered and level is None)
+    amounts = service_amounts(
+        quantity=1,
+        price_hospital=order.price_hospital,
+        price_insurance=order.price_insurance,
+        benefit_level=level if fund_known else 0,
+        insured=insured,
+    )
+    fields.update(
+        {
+            "DON_GIA_BV": fmt_money(amounts.price_hospital),
+            "DON_GIA_BH": fmt_money(amounts.price_insurance),
+            "THANH_TIEN_BV": fmt_money(amounts.total_hospital),
+            "THANH_TIEN_BH": fmt_money(amounts.total_insurance),
+            "T_BNTT": fmt_money(amounts.patient_pays),
+            "T_BNCCT": fmt_money(amounts.copayment) if fund_known else "",
+            "T_BHTT": fmt_money(amounts.fund_pays) if fund_known else "",
+        }
+    )
+    return _Money(fields, amounts, fund_known)
+
+
+def _visit_money(services: list[_Money]) -> dict[str, str]:
+    """XML1's money: the sums of the service rows; '' where a row's amount is unknown."""
+    out = {"T_THUOC": fmt_money(ZERO), "T_VTYT": fmt_money(ZERO), "T_NGUONKHAC": fmt_money(ZERO)}
+    if any(m.amounts is None for m in services):
+        return {**out, **{name: "" for name in _VISIT_MONEY}}
+    totals = visit_totals(m.amounts for m in services if m.amounts is not None)
+    fund_known = all(m.fund_known for m in services)
+    return {
+        **out,
+        "T_TONGCHI_BV": fmt_money(totals.total_hospital),
+        "T_TONGCHI_BH": fmt_money(totals.total_insurance),
+        "T_BNTT": fmt_money(totals.patient_pays),
+        **(
+            {
+                "T_BNCCT": fmt_money(totals.copayment),
+                "T_BHTT": fmt_money(totals.fund_pays),
+                "T_BHTT_GDV": fmt_money(totals.fund_pays),
+            }
+            if fund_known
+            else {name: "" for name in _VISIT_FUND}
+        ),
+    }
+
+
+def _xml1(record: VisitRecord, config: ExportConfig, money: list[_Money]) -> dict[str, str]:
     e, p = record.encounter, record.patient
     codes = [c for c, _ in record.diagnoses]
     settled = e.discharged_at or e.closed_at
@@ -125,9 +220,7 @@ def _xml1(record: VisitRecord, config: ExportConfig) -> dict[str, str]:
         "MA_LOAI_RV": e.discharge_type or "",
         "GHI_CHU": "",
         "NGAY_TTOAN": fmt_datetime(settled),
-        **{k: "0" for k in ("T_THUOC", "T_VTYT", "T_TONGCHI_BV", "T_TONGCHI_BH", "T_BNTT", "T_BNCCT", "T_BHTT")},
-        "T_NGUONKHAC": "0",
-        "T_BHTT_GDV": "0",
+        **_visit_money(money),
         "NAM_QT": f"{settled_local:%Y}" if settled_local else "",
         "THANG_QT": f"{settled_local:%m}" if settled_local else "",
         "MA_LOAI_KCB": _VISIT_TYPE.get(e.kind, ""),
@@ -144,13 +237,14 @@ def _xml1(record: VisitRecord, config: ExportConfig) -> dict[str, str]:
     }
 
 
-def _xml3_and_4(record: VisitRecord, config: ExportConfig) -> tuple[list[dict[str, str]], list[dict[str, str]]]:
+def _xml3_and_4(
+    record: VisitRecord, config: ExportConfig, money: list[_Money]
+) -> tuple[list[dict[str, str]], list[dict[str, str]]]:
     e = record.encounter
     main = record.diagnoses[0][0] if record.diagnoses else ""
-    level = benefit_level(record.patient.bhyt_number)
     services: list[dict[str, str]] = []
     results: list[dict[str, str]] = []
-    for order in record.orders:
+    for order, paid in zip(record.orders, money, strict=True):
         report = record.reports.get(order.id)
         reader = report.signer if report else None
         performer = record.user(order.performed_by) or reader
@@ -164,19 +258,11 @@ def _xml3_and_4(record: VisitRecord, config: ExportConfig) -> tuple[list[dict[st
                 "MA_DICH_VU": order.procedure_code or "",
                 "MA_NHOM": _IMAGING_COST_GROUP,
                 "TEN_DICH_VU": order.procedure_name,
-                "DON_VI_TINH": "Lần",
-                "PHAM_VI": "1",
+                "DON_VI_TINH": order.price_unit or "Lần",
                 "SO_LUONG": "1",
-                "DON_GIA_BV": "0",
-                "DON_GIA_BH": "0",
                 "TYLE_TT_DV": "100",
                 "TYLE_TT_BH": "100",
-                "THANH_TIEN_BV": "0",
-                "THANH_TIEN_BH": "0",
-                "MUC_HUONG": level,
-                "T_BNTT": "0",
-                "T_BNCCT": "0",
-                "T_BHTT": "0",
+                **paid.fields,
                 "MA_KHOA": dep,
                 "MA_BAC_SI": _cert(record.user(order.ordered_by)),
                 "NGUOI_THUC_HIEN": _cert(performer),
@@ -230,8 +316,9 @@ def _xml5(record: VisitRecord) -> list[dict[str, str]]:
 
 def build_rows(record: VisitRecord, config: ExportConfig) -> Rows:
     """The visit's rows per table; XML3/XML4/XML5 may be empty lists (then the table is not sent)."""
-    services, results = _xml3_and_4(record, config)
-    return {"XML1": [_xml1(record, config)], "XML3": services, "XML4": results, "XML5": _xml5(record)}
+    money = [_service_money(record, o) for o in record.orders]
+    services, results = _xml3_and_4(record, config, money)
+    return {"XML1": [_xml1(record, config, money)], "XML3": services, "XML4": results, "XML5": _xml5(record)}
 
 
 _DATETIME = re.compile(r"\d{12}")
@@ -253,22 +340,63 @@ def _valid_datetime(value: str) -> bool:
         return value.endswith("00000000")  # birth year only: yyyy00000000
 
 
+def _money_problems(rows: Rows, record: VisitRecord | None) -> list[FieldProblem]:
+    """A service without a price; an insured visit whose benefit level is unknown."""
+    problems: list[FieldProblem] = []
+    if record is not None and _insured(record) and _level(record) is None:
+        problems.append(_problem("XML1", 1, "MUC_HUONG", "exports.check.benefit_unknown"))
+    for i, row in enumerate(rows.get("XML3", []), start=1):
+        if row.get("DON_GIA_BV", "") == "":
+            problems.append(
+                _problem(
+                    "XML3",
+                    i,
+                    "DON_GIA_BV",
+                    "exports.check.no_price",
+                    service=row.get("TEN_DICH_VU", ""),
+                    code=row.get("MA_DICH_VU", "") or "—",
+                )
+            )
+    return problems
+
+
+def _explained_blanks(rows: Rows, problems: list[FieldProblem]) -> set[tuple[str, int, str]]:
+    """Empty money fields that a 'no price' or 'benefit level unknown' problem already explains."""
+    keys = {(p.table, p.row, p.key) for p in problems}
+    out: set[tuple[str, int, str]] = set()
+    priceless = [r for (table, r, key) in keys if table == "XML3" and key == "exports.check.no_price"]
+    for r in priceless:
+        out.update(("XML3", r, name) for name in _SERVICE_MONEY)
+    if priceless:
+        out.update(("XML1", 1, name) for name in _VISIT_MONEY)
+    if ("XML1", 1, "exports.check.benefit_unknown") in keys:
+        for r in range(1, len(rows.get("XML3", [])) + 1):
+            out.update(("XML3", r, name) for name in _FUND_MONEY)
+        out.update(("XML1", 1, name) for name in _VISIT_FUND)
+    return out
+
+
 def check_rows(rows: Rows, *, record: VisitRecord | None = None) -> list[FieldProblem]:
     """Every mandatory field, maximum length and format, per table, row and field.
 
-    Plus the visit-level rules: it must be closed, and an imaging visit must
-    have a signed report for each service (XML4).
+    Plus the visit-level rules: it must be closed, every service must have a
+    price, an insured visit must have a benefit level (MUC_HUONG), and an
+    imaging visit must have a signed report for each service (XML4). The
+    empty money fields a missing price or benefit level leaves are reported
+    once, as that cause, not field by field.
     """
     problems: list[FieldProblem] = []
     if record is not None and record.encounter.status != "closed":
         problems.append(_problem("XML1", 1, "NGAY_RA", "exports.check.not_closed"))
+    problems += _money_problems(rows, record)
+    explained = _explained_blanks(rows, problems)
     for name, table_rows in rows.items():
         table = TABLES[name]
         for i, row in enumerate(table_rows, start=1):
             for f in table.fields:
                 value = row.get(f.name, "")
                 if value == "":
-                    if f.required:
+                    if f.required and (name, i, f.name) not in explained:
                         problems.append(_problem(name, i, f.name, "exports.check.missing"))
                     continue
                 if f.max_len is not None and len(value) > f.max_len:

@@ -3,14 +3,16 @@
 from .audit import AuditEntry, AuditHead
 from .base import LOCAL_OFFSET, Base, utcnow
 from .documents import FORM_TYPES, RETENTION_YEARS, Document, DocumentVersion
-from .encounters import ENCOUNTER_KINDS, Encounter, EncounterDiagnosis, Icd10Code
+from .encounters import BENEFIT_LEVELS, ENCOUNTER_KINDS, Encounter, EncounterDiagnosis, Icd10Code
 from .imaging import ShareLink, StudyMeasurements
 from .orders import MODALITIES, ORDER_STATUSES, URGENCIES, ImagingOrder, LinkerState, Study
 from .patients import Counter, Patient
+from .prices import ServicePrice
 from .users import ROLES, ApiToken, Department, User
 
 __all__ = [
     "ApiToken",
+    "BENEFIT_LEVELS",
     "LOCAL_OFFSET",
     "AuditEntry",
     "AuditHead",
@@ -31,6 +33,7 @@ __all__ = [
     "Patient",
     "RETENTION_YEARS",
     "ROLES",
+    "ServicePrice",
     "ShareLink",
     "Study",
     "StudyMeasurements",

@@ -9,9 +9,11 @@ from sqlalchemy.orm import Mapped, mapped_column, relationship
 
 from .base import Base, utcnow
 
-__all__ = ["ENCOUNTER_KINDS", "Encounter", "EncounterDiagnosis", "Icd10Code"]
+__all__ = ["BENEFIT_LEVELS", "ENCOUNTER_KINDS", "Encounter", "EncounterDiagnosis", "Icd10Code"]
 
 ENCOUNTER_KINDS = ("outpatient", "inpatient", "emergency")
+# The benefit levels of a BHYT card (Law on Health Insurance, art. 22): MUC_HUONG in %.
+BENEFIT_LEVELS = (100, 95, 80)
 
 
 class Icd10Code(Base):
@@ -45,6 +47,10 @@ class Encounter(Base):
     referral_to: Mapped[str | None] = mapped_column(String(10))  # MA_NOI_DEN
     accident_code: Mapped[str | None] = mapped_column(String(2))  # MA_TAI_NAN
     weight_kg: Mapped[str | None] = mapped_column(String(10))  # CAN_NANG (decimal string)
+    # MUC_HUONG (%) checked on the card at registration: 100, 95 or 80; another value
+    # (an out-of-route visit pays a share of the card's level) only with a note saying why.
+    benefit_level: Mapped[int | None]
+    benefit_level_note: Mapped[str | None] = mapped_column(String(200))
     # Record type decides the retention class (Circular 33/2025): ordinary,
     # psychiatric, occupational, traffic_accident, death, incident.
     record_type: Mapped[str] = mapped_column(String(20), default="ordinary")

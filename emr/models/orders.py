@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 from datetime import datetime
+from decimal import Decimal
 
 from sqlalchemy import ForeignKey, Index, String, Text
 from sqlalchemy.orm import Mapped, mapped_column
 
 from .base import Base, utcnow
+from .prices import Money
 
 __all__ = ["MODALITIES", "URGENCIES", "ORDER_STATUSES", "ImagingOrder", "Study", "LinkerState"]
 
@@ -44,6 +46,12 @@ class ImagingOrder(Base):
     performed_at: Mapped[datetime | None]  # NGAY_TH_YL
     result_at: Mapped[datetime | None]  # NGAY_KQ
     cancel_reason: Mapped[str | None] = mapped_column(Text)
+    # The catalogue price valid when the order was placed (snapshot: a later price
+    # change does not alter what this order is billed at). All None: no catalogue entry.
+    price_id: Mapped[int | None] = mapped_column(ForeignKey("service_prices.id"))
+    price_hospital: Mapped[Decimal | None] = mapped_column(Money)  # DON_GIA_BV
+    price_insurance: Mapped[Decimal | None] = mapped_column(Money)  # DON_GIA_BH; None = not covered by BHYT
+    price_unit: Mapped[str | None] = mapped_column(String(50))  # DON_VI_TINH
 
     __table_args__ = (Index("ix_imaging_orders_worklist", "status", "scheduled_at"),)
 

@@ -13,8 +13,8 @@ from sqlalchemy.orm import Session
 from .. import audit
 from ..audit import Actor
 from ..exceptions import InvalidState, ValidationFailed
-from ..models import Department, Encounter, EncounterDiagnosis, Icd10Code, Patient, User, utcnow
-from ..schemas import EncounterIn
+from ..models import BENEFIT_LEVELS, Department, Encounter, EncounterDiagnosis, Icd10Code, Patient, User, utcnow
+from ..schemas import BenefitLevelIn, EncounterIn
 from .common import get_or_404, next_number, parse
 
 __all__ = [
@@ -22,6 +22,7 @@ __all__ = [
     "get_encounter",
     "list_encounters",
     "close_encounter",
+    "set_benefit_level",
     "load_icd10",
     "ensure_department",
     "encounter_dict",
@@ -57,6 +58,14 @@ def load_icd10(session: Session, actor: Actor, path: Path) -> int:
     return count
 
 
+def _benefit_problems(level: int | None, note: str | None) -> dict[str, str]:
+    """100/95/80 as on the card; another level (an out-of-route visit is paid a share of the
+    card's level, e.g. 80 % × 40 % = 32) only with a note saying why."""
+    if level is None or level in BENEFIT_LEVELS or note:
+        return {}
+    return {"benefit_level": "encounters.error.benefit_level"}
+
+
 def create_encounter(session: Session, actor: Actor, data: EncounterIn | dict[str, Any]) -> Encounter:
     data = parse(EncounterIn, data)
     patient = get_or_404(session, Patient, data.patient_id, "patient")
@@ -76,6 +85,7 @@ def create_encounter(session: Session, actor: Actor, data: EncounterIn | dict[st
             problems[f"diagnoses.{i}"] = "encounters.error.icd10"
     if len(set(codes)) != len(codes):
         problems["diagnoses"] = "encounters.error.icd10_duplicate"
+    problems.update(_benefit_problems(data.benefit_level, data.benefit_level_note))
     if problems:
         raise ValidationFailed(problems)
     assert dep is not None and attending is not None
@@ -90,6 +100,8 @@ def create_encounter(session: Session, actor: Actor, data: EncounterIn | dict[st
         admission_diagnosis=data.admission_diagnosis,
         record_type=data.record_type,
         insurance_object=data.insurance_object,
+        benefit_level=data.benefit_level,
+        benefit_level_note=data.benefit_level_note if data.benefit_level is not None else None,
         admitted_at=now,
         inpatient_at=now if data.kind == "inpatient" else None,
         created_by=actor.user_id or attending.id,
@@ -106,7 +118,38 @@ def create_encounter(session: Session, actor: Actor, data: EncounterIn | dict[st
         patient_id=patient.id,
         object_type="encounter",
         object_id=enc.id,
-        details={"kind": data.kind, "diagnoses": codes},
+        details={"kind": data.kind, "diagnoses": codes, "benefit_level": data.benefit_level},
+    )
+    session.commit()
+    return enc
+
+
+def set_benefit_level(
+    session: Session, actor: Actor, encounter_id: int, data: BenefitLevelIn | dict[str, Any]
+) -> Encounter:
+    """Enter or correct the benefit level (MUC_HUONG) after checking the card, also on a closed
+    visit not yet sent (an insured visit cannot be exported without it); audited with the old value."""
+    data = parse(BenefitLevelIn, data)
+    enc = get_or_404(session, Encounter, encounter_id, "encounter")
+    if enc.status == "cancelled":
+        raise InvalidState("encounter is cancelled", key="encounters.error.cancelled")
+    problems = _benefit_problems(data.benefit_level, data.benefit_level_note)
+    if problems:
+        raise ValidationFailed(problems)
+    before = {"benefit_level": enc.benefit_level, "benefit_level_note": enc.benefit_level_note}
+    enc.benefit_level = data.benefit_level
+    enc.benefit_level_note = data.benefit_level_note if data.benefit_level is not None else None
+    audit.record(
+        session,
+        actor,
+        "encounter.benefit_level",
+        patient_id=enc.patient_id,
+        object_type="encounter",
+        object_id=enc.id,
+        details={
+            "before": before,
+            "after": {"benefit_level": enc.benefit_level, "benefit_level_note": enc.benefit_level_note},
+        },
     )
     session.commit()
     return enc
@@ -168,6 +211,8 @@ def encounter_dict(session: Session, enc: Encounter) -> dict[str, Any]:
         "admission_diagnosis": enc.admission_diagnosis,
         "diagnoses": [d.icd10_code for d in enc.diagnoses],
         "record_type": enc.record_type,
+        "benefit_level": enc.benefit_level,
+        "benefit_level_note": enc.benefit_level_note,
     }
 
 

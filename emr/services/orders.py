@@ -15,6 +15,7 @@ from ..exceptions import InvalidState, ValidationFailed
 from ..models import LOCAL_OFFSET, Encounter, ImagingOrder, Patient, Study, User, utcnow
 from ..schemas import OrderIn
 from .common import get_or_404, next_number, parse
+from .prices import local_today, price_on
 
 __all__ = ["create_order", "get_order", "list_orders", "cancel_order", "order_dict", "study_dict"]
 
@@ -40,6 +41,8 @@ def create_order(session: Session, actor: Actor, data: OrderIn | dict[str, Any])
             scheduled = scheduled.astimezone(UTC).replace(tzinfo=None)
         else:  # a local time typed in the form: Vietnam time (UTC+7)
             scheduled = scheduled - LOCAL_OFFSET
+    # The price valid today (Vietnam date) is copied onto the order: later price changes do not touch it.
+    price = price_on(session, data.procedure_code.upper(), local_today(now)) if data.procedure_code else None
     order = ImagingOrder(
         patient_id=patient.id,
         encounter_id=data.encounter_id,
@@ -56,9 +59,20 @@ def create_order(session: Session, actor: Actor, data: OrderIn | dict[str, Any])
         ordered_by=actor.user_id or 0,
         ordered_at=now,
         scheduled_at=scheduled,
+        price_id=price.id if price else None,
+        price_hospital=price.price_hospital if price else None,
+        price_insurance=price.price_insurance if price else None,
+        price_unit=price.unit if price else None,
     )
     session.add(order)
     session.flush()
+    details: dict[str, Any] = {"accession": order.accession_number, "modality": order.modality}
+    if price is not None:
+        details["price"] = {
+            "id": price.id,
+            "hospital": str(price.price_hospital),
+            "insurance": None if price.price_insurance is None else str(price.price_insurance),
+        }
     audit.record(
         session,
         actor,
@@ -66,7 +80,7 @@ def create_order(session: Session, actor: Actor, data: OrderIn | dict[str, Any])
         patient_id=patient.id,
         object_type="order",
         object_id=order.id,
-        details={"accession": order.accession_number, "modality": order.modality},
+        details=details,
     )
     session.commit()
     return order
@@ -149,5 +163,8 @@ def order_dict(session: Session, order: ImagingOrder) -> dict[str, Any]:
         "ordered_at": order.ordered_at,
         "scheduled_at": order.scheduled_at,
         "ordered_by": by.full_name if by else "",
+        "price_hospital": order.price_hospital,
+        "price_insurance": order.price_insurance,
+        "price_unit": order.price_unit,
         "studies": [study_dict(s) for s in studies],
     }

@@ -46,6 +46,14 @@ def register(sub: Any) -> None:
     p.add_argument("file", type=Path)
     p.set_defaults(func=cmd_load_icd10)
 
+    p = esub.add_parser(
+        "load-prices",
+        help="load service prices from a CSV/TSV file "
+        "(code,name,unit,price_hospital,price_insurance,valid_from); all lines or none",
+    )
+    p.add_argument("file", type=Path)
+    p.set_defaults(func=cmd_load_prices)
+
     p = esub.add_parser("add-department", help="add a department (code = MA_KHOA)")
     p.add_argument("code")
     p.add_argument("name")
@@ -144,6 +152,26 @@ def cmd_load_icd10(args: argparse.Namespace, settings: Settings) -> int:
         return 2
     with _session(settings) as session:
         print(f"loaded {load_icd10(session, _cli_actor(), args.file)} ICD-10 codes")
+    return 0
+
+
+def cmd_load_prices(args: argparse.Namespace, settings: Settings) -> int:
+    from emr.exceptions import FileRejected
+    from emr.i18n import t
+    from emr.services.prices import load_prices
+
+    if not args.file.is_file():
+        print(t("prices.cli.no_file", file=args.file), file=sys.stderr)
+        return 2
+    with _session(settings) as session:
+        try:
+            result = load_prices(session, _cli_actor(), args.file)
+        except FileRejected as exc:
+            print(t("prices.cli.rejected", file=args.file.name, count=len(exc.problems)), file=sys.stderr)
+            for message in exc.messages():
+                print(f"  {message}", file=sys.stderr)
+            return 1
+    print(t("prices.cli.loaded", added=result.added, unchanged=result.unchanged))
     return 0
 
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
+from tempfile import TemporaryDirectory
 from typing import Any
 
 import pytest
@@ -22,6 +23,7 @@ from emr.services import documents as docs
 from emr.services import encounters as encs
 from emr.services import orders as ords
 from emr.services import patients as pats
+from emr.services.prices import load_prices
 from emr.signing.pki import DevPki, init_dev_pki, issue_user_certificate
 from tests.emr.conftest import (  # noqa: F401  (fixtures re-exported for this folder)
     ADMIN_ACTOR,
@@ -41,6 +43,13 @@ from tests.emr.conftest import (  # noqa: F401  (fixtures re-exported for this f
 )
 
 GOLDEN = Path(__file__).with_name("golden")
+# The price list of the fixture visit (VND): the chest CT is covered by BHYT, the 4D ultrasound is not.
+PRICE_LIST = (
+    "code,name,unit,price_hospital,price_insurance,valid_from\n"
+    "18.0043.0002,Chụp CT ngực không tiêm thuốc cản quang,Lần,600000,522000,2024-01-01\n"
+    "18.0043.0002,Chụp CT ngực không tiêm thuốc cản quang,Lần,650000,536000,2025-07-01\n"
+    "18.0001.0004,Siêu âm 4D thai,Lần,350000,,2025-07-01\n"
+)
 FACILITY = "79001"
 HEAD_CODE = "000999/HCM-CCHN"
 DEVICE_CT = "CL.1.79001.00012"
@@ -83,14 +92,24 @@ def utc(y: int, mo: int, d: int, h: int, mi: int) -> datetime:
     return datetime(y, mo, d, h, mi)
 
 
+def load_price_list(session: Session, text: str = PRICE_LIST) -> None:  # noqa: F811
+    """Through the real loader (a second load of the same list changes nothing)."""
+    with TemporaryDirectory() as tmp:
+        path = Path(tmp) / "prices.csv"
+        path.write_text(text, encoding="utf-8")
+        load_prices(session, ADMIN_ACTOR, path)
+
+
 def make_visit(
     session: Session,  # noqa: F811
     world: World,  # noqa: F811
     *,
     close: bool = True,
     cccd: str = "079190001234",
+    benefit_level: int | None = None,
     **patient: Any,
 ) -> Visit:
+    load_price_list(session)
     clerk = world.actor("records_clerk")
     doctor = world.actor("physician")
     reader = world.actor("radiologist")
@@ -108,6 +127,7 @@ def make_visit(
             "admission_diagnosis": "Theo dõi viêm phổi",
             "diagnoses": ["J18.9", "I10"],
             "insurance_object": "1",
+            "benefit_level": benefit_level,
         },
     )
     order = ords.create_order(

@@ -152,9 +152,10 @@ def test_missing_fields_give_per_field_list_and_no_file(
         ("XML1", "MA_TTDV"),
         ("XML3", "MA_DICH_VU"),
         ("XML3", "MA_MAY"),
-        ("XML3", "MUC_HUONG"),
         ("XML4", "MA_DICH_VU"),
     } <= fields
+    # no card: nothing is claimed, so no benefit level is needed (MUC_HUONG 0) and the price is known
+    assert not {("XML1", "MUC_HUONG"), ("XML3", "MUC_HUONG"), ("XML3", "DON_GIA_BV")} & fields
     by_field = {p.field: p.message for p in problems}
     assert by_field["MA_THE_BHYT"] == "XML1 dòng 1: thiếu mã thẻ BHYT (MA_THE_BHYT) – trường bắt buộc"
     assert "mã máy thực hiện" in by_field["MA_MAY"]

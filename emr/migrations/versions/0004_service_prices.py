@@ -1,0 +1,58 @@
+"""service prices: the price catalogue, the price snapshot on imaging orders, the encounter's benefit level
+
+Revision ID: 0004
+Revises: 0003
+Create Date: 2026-11-24 09:00:00
+"""
+
+from __future__ import annotations
+
+import sqlalchemy as sa
+from alembic import op
+
+revision = "0004"
+down_revision = "0003"
+branch_labels = None
+depends_on = None
+
+
+def upgrade() -> None:
+    op.create_table(
+        "service_prices",
+        sa.Column("id", sa.Integer(), nullable=False),
+        sa.Column("code", sa.String(length=20), nullable=False),
+        sa.Column("name", sa.String(length=500), nullable=False),
+        sa.Column("unit", sa.String(length=50), nullable=False),
+        sa.Column("price_hospital", sa.Numeric(precision=15, scale=2), nullable=False),
+        sa.Column("price_insurance", sa.Numeric(precision=15, scale=2), nullable=True),
+        sa.Column("valid_from", sa.Date(), nullable=False),
+        sa.Column("source", sa.String(length=255), nullable=True),
+        sa.Column("loaded_by", sa.String(length=64), nullable=True),
+        sa.Column("created_at", sa.DateTime(), nullable=False),
+        sa.PrimaryKeyConstraint("id", name="pk_service_prices"),
+        sa.UniqueConstraint("code", "valid_from", name="uq_service_prices_code_valid_from"),
+    )
+    op.create_index("ix_service_prices_code", "service_prices", ["code"])
+    with op.batch_alter_table("imaging_orders") as batch:
+        batch.add_column(sa.Column("price_id", sa.Integer(), nullable=True))
+        batch.add_column(sa.Column("price_hospital", sa.Numeric(precision=15, scale=2), nullable=True))
+        batch.add_column(sa.Column("price_insurance", sa.Numeric(precision=15, scale=2), nullable=True))
+        batch.add_column(sa.Column("price_unit", sa.String(length=50), nullable=True))
+        batch.create_foreign_key("fk_imaging_orders_price_id_service_prices", "service_prices", ["price_id"], ["id"])
+    with op.batch_alter_table("encounters") as batch:
+        batch.add_column(sa.Column("benefit_level", sa.Integer(), nullable=True))
+        batch.add_column(sa.Column("benefit_level_note", sa.String(length=200), nullable=True))
+
+
+def downgrade() -> None:
+    with op.batch_alter_table("encounters") as batch:
+        batch.drop_column("benefit_level_note")
+        batch.drop_column("benefit_level")
+    with op.batch_alter_table("imaging_orders") as batch:
+        batch.drop_constraint("fk_imaging_orders_price_id_service_prices", type_="foreignkey")
+        batch.drop_column("price_unit")
+        batch.drop_column("price_insurance")
+        batch.drop_column("price_hospital")
+        batch.drop_column("price_id")
+    op.drop_index("ix_service_prices_code", table_name="service_prices")
+    op.drop_table("service_prices")
