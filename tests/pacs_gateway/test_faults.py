@@ -27,8 +27,10 @@ ROOT = Path(__file__).resolve().parents[2]
 
 
 def _send(port: int, paths: list[Path], acked: list[str], statuses: list[int] | None = None,
-          pause: float = 0.0, stop_after: Callable[[], bool] = lambda: False) -> None:
-    """Send one by one; record the UIDs the gateway acknowledged (status 0x0000)."""
+          pause: float = 0.0, stop_after: Callable[[], bool] = lambda: False,
+          before: Callable[[int], None] = lambda index: None) -> None:
+    """Send one by one on one association; record the UIDs the gateway acknowledged
+    (status 0x0000). ``before(i)`` runs before the i-th instance (to hold the sender)."""
     ae = AE(ae_title="CT01")
     ae.add_requested_context(CTImageStorage)
     ae.acse_timeout = ae.dimse_timeout = ae.network_timeout = 10
@@ -36,7 +38,8 @@ def _send(port: int, paths: list[Path], acked: list[str], statuses: list[int] | 
     if not assoc.is_established:
         return
     try:
-        for path in paths:
+        for index, path in enumerate(paths):
+            before(index)
             ds = pydicom.dcmread(path)
             try:
                 rsp = assoc.send_c_store(ds)
@@ -68,10 +71,21 @@ def test_orthanc_down_during_send_then_everything_acked_arrives(
     gw = make_gateway(store)
     paths = make_ct_series(tmp_path / "ct", 60, rows=64, cols=64)
     acked: list[str] = []
-    sender = threading.Thread(target=_send, args=(gw.settings.port, paths, acked), kwargs={"pause": 0.03})
+    orthanc_down = threading.Event()
+
+    def hold_at_ten(index: int) -> None:
+        # Mid-association: the rest goes out only once Orthanc is really down
+        # (a stopping Orthanc may still take uploads for a moment).
+        if index == 10:
+            assert orthanc_down.wait(60)
+
+    sender = threading.Thread(target=_send, args=(gw.settings.port, paths, acked),
+                              kwargs={"pause": 0.03, "before": hold_at_ten})
     sender.start()
     wait_for(lambda: gw.stats.forwarded >= 5, timeout=30, what="first uploads")
     proc.stop()
+    assert not store.ping()
+    orthanc_down.set()
     sender.join(60)
     assert len(acked) == 60  # the spool acknowledges while Orthanc is down
     assert gw.stats.backlog > 0
