@@ -132,7 +132,7 @@ def test_report_on_the_open_association_tells_stored_from_missing(
     }
     # What was reported committed is really in Orthanc.
     assert all(orthanc.find_instance(uid) is not None for uid in ok)
-    wait_for(lambda: gw.stats.commitments == 0, timeout=5, what="request settled")
+    wait_for(lambda: gw.stats.commitments == 0, timeout=15, what="request settled")
 
 
 def test_no_success_before_orthanc_has_them_even_across_a_restart(
@@ -187,7 +187,7 @@ def test_an_unreachable_modality_gets_its_report_when_it_listens_again(
     listener.start()
     wait_for(lambda: listener.reports, timeout=30, what="the retried report")
     assert listener.reports[0][0] == 1
-    wait_for(lambda: gw.stats.commitments == 0, timeout=5, what="request settled")
+    wait_for(lambda: gw.stats.commitments == 0, timeout=15, what="request settled")
 
 
 def test_malformed_requests_get_a_clear_status_and_nothing_is_kept(
