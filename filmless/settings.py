@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import ipaddress
 import os
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -42,6 +43,10 @@ VARIABLES: dict[str, tuple[str, str]] = {
     "FILMLESS_GATEWAY_IDENTITY_TIMEOUT": (
         "120",
         "Seconds an image waits for a failing EMR identity lookup before it is forwarded as the modality sent it",
+    ),
+    "FILMLESS_GATEWAY_EXTRA_SOP_CLASSES": (
+        "",
+        "Private storage SOP class UIDs to accept besides the standard and well-known vendor ones, comma-separated",
     ),
     "FILMLESS_GATEWAY_COMMITMENT_PEERS": (
         "",
@@ -142,6 +147,14 @@ def _allowed(env: Mapping[str, str], name: str, default: tuple[str, ...]) -> tup
     return entries
 
 
+def _uids(env: Mapping[str, str], name: str) -> tuple[str, ...]:
+    entries = tuple(e.strip() for e in (env.get(name) or "").split(",") if e.strip())
+    for entry in entries:
+        if len(entry) > 64 or not re.fullmatch(r"[0-9]+(\.[0-9]+)*", entry):
+            raise SettingsError(f"{name}: {entry!r} is not a UID")
+    return entries
+
+
 def _return_addresses(env: Mapping[str, str], name: str) -> tuple[str, ...]:
     from pacs_gateway import ReturnAddress
 
@@ -193,6 +206,7 @@ def load(env: Mapping[str, str] | None = None) -> Settings:
         min_free_bytes=_int(env, "FILMLESS_GATEWAY_MIN_FREE_MB", 512, 0, 10**7) * 1024 * 1024,
         max_associations=_int(env, "FILMLESS_GATEWAY_MAX_ASSOCIATIONS", 32, 1, 1000),
         identity_timeout=float(_int(env, "FILMLESS_GATEWAY_IDENTITY_TIMEOUT", 120, 0, 7 * 86400)),
+        extra_sop_classes=_uids(env, "FILMLESS_GATEWAY_EXTRA_SOP_CLASSES"),
         commitment_peers=_return_addresses(env, "FILMLESS_GATEWAY_COMMITMENT_PEERS"),
         commitment_wait=float(_int(env, "FILMLESS_GATEWAY_COMMITMENT_WAIT", 3600, 1, 7 * 86400)),
         tls_cert=cert,

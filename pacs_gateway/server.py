@@ -42,6 +42,7 @@ from .handlers import GatewayHandlers
 from .mpps import MppsProvider, MppsStore
 from .normalise import IdentityProvider
 from .peers import PeerPolicy
+from .private_classes import PRIVATE_STORAGE_CLASSES, register_storage_classes
 from .settings import GatewaySettings
 from .spool import Spool
 from .worklist import WorklistProvider
@@ -246,6 +247,8 @@ class Gateway:
         for cx in AllStoragePresentationContexts:
             if cx.abstract_syntax:
                 ae.add_supported_context(cx.abstract_syntax, TRANSFER_SYNTAXES)
+        for uid in register_storage_classes([*PRIVATE_STORAGE_CLASSES, *s.extra_sop_classes]):
+            ae.add_supported_context(uid, TRANSFER_SYNTAXES)
         if self.worklist is not None:
             ae.add_supported_context(ModalityWorklistInformationFind)
         # Always offered: without an EMR the steps are still kept (and logged).

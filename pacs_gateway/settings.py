@@ -37,6 +37,9 @@ class GatewaySettings:
     # How long an instance may wait for a failing EMR identity lookup before
     # it is forwarded with the identity the modality sent (and a warning).
     identity_timeout: float = 120.0
+    # Storage SOP classes accepted besides the standard and the well-known
+    # private ones (pacs_gateway.private_classes), e.g. a vendor's raw data.
+    extra_sop_classes: tuple[str, ...] = ()
     # Where modalities listen for storage commitment reports when their
     # requesting association has closed: ``AET@host:port`` entries.
     commitment_peers: tuple[str, ...] = ()
