@@ -23,12 +23,13 @@ from .db import make_engine, make_session_factory
 from .models import ImagingOrder, Patient, User
 from .normalize import split_name
 from .server import upgrade_database
-from .services import documents, encounters, orders, patients
+from .services import documents, encounters, orders, patients, prices
 from .services.linking import link_new_studies
+from .services.prices import PRICE_COLUMNS
 from .services.users import create_user
 from .settings import EmrSettings
 
-__all__ = ["seed", "make_ct_series", "DEMO_ACCOUNTS"]
+__all__ = ["seed", "make_ct_series", "DEMO_ACCOUNTS", "DEMO_PRICES"]
 
 log = logging.getLogger(__name__)
 
@@ -51,6 +52,17 @@ DEMO_ICD10 = [
     ("E11.9", "Bệnh đái tháo đường không phụ thuộc insulin, không có biến chứng"),
     ("C34.9", "U ác của phế quản hoặc phổi, không đặc hiệu"),
     ("M54.5", "Đau vùng thắt lưng"),
+]
+
+# A small imaging price list (VND; codes in the style of the national DVKT catalogue, for the demo only).
+# code, name, unit, hospital price, BHYT price ('' = not covered), valid from
+DEMO_PRICES: list[tuple[str, str, str, str, str, str]] = [
+    ("18.0043.0002", "Chụp CT ngực không tiêm thuốc cản quang", "Lần", "600000", "522000", "2024-01-01"),
+    ("18.0043.0002", "Chụp CT ngực không tiêm thuốc cản quang", "Lần", "650000", "536000", "2025-07-01"),
+    ("18.0020.0002", "Chụp CT sọ não không tiêm thuốc cản quang", "Lần", "620000", "536000", "2025-07-01"),
+    ("18.0067.0001", "Chụp X-quang ngực thẳng", "Lần", "80000", "65400", "2025-07-01"),
+    ("18.0015.0001", "Siêu âm ổ bụng (gan mật, tụy, lách, thận, bàng quang)", "Lần", "150000", "43900", "2025-07-01"),
+    ("18.0001.0004", "Siêu âm 4D thai", "Lần", "350000", "", "2025-07-01"),
 ]
 
 DEMO_PATIENTS: list[dict[str, Any]] = [
@@ -271,6 +283,12 @@ def seed(settings: EmrSettings, store: Any = None, *, signing: bool = True) -> l
             path = Path(tmp) / "icd10.csv"
             path.write_text("\n".join(f"{c}\t{t}" for c, t in DEMO_ICD10), encoding="utf-8")
             encounters.load_icd10(session, system, path)
+            path = Path(tmp) / "prices.csv"
+            path.write_text(
+                ",".join(PRICE_COLUMNS) + "\n" + "".join(",".join(row) + "\n" for row in DEMO_PRICES),
+                encoding="utf-8",
+            )
+            prices.load_prices(session, system, path)
         doctor = Actor(users["physician"].id, users["physician"].username, "physician", None)
         clerk = Actor(users["records_clerk"].id, users["records_clerk"].username, "records_clerk", None)
         created: list[Patient] = []
@@ -291,6 +309,7 @@ def seed(settings: EmrSettings, store: Any = None, *, signing: bool = True) -> l
                     "admission_diagnosis": "Theo dõi viêm phổi",
                     "diagnoses": ["J18.9"],
                     "insurance_object": "1",
+                    "benefit_level": 80,  # checked on the card (DN4…: 80 %)
                 },
             )
             sent = orders.create_order(
@@ -317,6 +336,7 @@ def seed(settings: EmrSettings, store: Any = None, *, signing: bool = True) -> l
                     "department_code": "K19",
                     "reason": "Đau đầu sau ngã",
                     "diagnoses": ["S06.0", "I10"],
+                    "benefit_level": 95,  # HT3…: 95 %
                 },
             )
             head_ct = orders.create_order(
@@ -327,6 +347,7 @@ def seed(settings: EmrSettings, store: Any = None, *, signing: bool = True) -> l
                     "encounter_id": e2.id,
                     "modality": "CT",
                     "procedure_name": "CT sọ não không tiêm",
+                    "procedure_code": "18.0020.0002",
                     "body_part": "HEAD",
                     "urgency": "stat",
                     "clinical_info": "Chấn thương đầu, tăng huyết áp",
@@ -350,6 +371,7 @@ def seed(settings: EmrSettings, store: Any = None, *, signing: bool = True) -> l
                     "patient_id": created[3].id,
                     "modality": "US",
                     "procedure_name": "Siêu âm ổ bụng tổng quát",
+                    "procedure_code": "18.0015.0001",
                     "body_part": "ABDOMEN",
                 },
             )

@@ -28,6 +28,7 @@ __all__ = [
     "service_amounts",
     "visit_totals",
     "fmt_money",
+    "fmt_vnd",
     "round_money",
 ]
 
@@ -47,6 +48,18 @@ def fmt_money(value: Decimal) -> str:
     if v == 0:
         v = ZERO
     return f"{v:.2f}"
+
+
+def fmt_vnd(value: Decimal | None) -> str:
+    """For people: '650.000 đ', '650.000,50 đ' (Vietnamese grouping); '' for None."""
+    if value is None:
+        return ""
+    v = round_money(Decimal(value))
+    whole, cents = divmod(abs(v), 1)
+    text = f"{int(whole):,}".replace(",", ".")
+    if cents:
+        text += "," + f"{cents:.2f}"[2:]
+    return f"{'-' if v < 0 else ''}{text} đ"
 
 
 @dataclass(frozen=True)

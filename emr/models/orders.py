@@ -48,7 +48,10 @@ class ImagingOrder(Base):
     cancel_reason: Mapped[str | None] = mapped_column(Text)
     # The catalogue price valid when the order was placed (snapshot: a later price
     # change does not alter what this order is billed at). All None: no catalogue entry.
-    price_id: Mapped[int | None] = mapped_column(ForeignKey("service_prices.id"))
+    # price_id names the service_prices row it was copied from; no foreign key, so that
+    # adding and removing the column never rebuilds this much-referenced table on SQLite
+    # (catalogue rows are never deleted).
+    price_id: Mapped[int | None]
     price_hospital: Mapped[Decimal | None] = mapped_column(Money)  # DON_GIA_BV
     price_insurance: Mapped[Decimal | None] = mapped_column(Money)  # DON_GIA_BH; None = not covered by BHYT
     price_unit: Mapped[str | None] = mapped_column(String(50))  # DON_VI_TINH

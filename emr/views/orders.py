@@ -10,7 +10,7 @@ from .. import db
 from ..auth import current_actor, requires
 from ..exceptions import EmrError
 from ..models import MODALITIES
-from ..services import encounters, orders, patients
+from ..services import encounters, orders, patients, prices
 from .forms import field_errors, form_dict
 
 bp = Blueprint("orders", __name__, url_prefix="/orders")
@@ -41,6 +41,7 @@ def new(patient_id: int) -> Any:
         errors=errors,
         values=values,
         encounters=open_encounters,
+        services=prices.current_prices(s, prices.local_today()),
     ), (422 if errors else 200)
 
 

@@ -9,7 +9,7 @@ from sqlalchemy import select
 
 from .. import db
 from ..auth import current_actor, requires
-from ..exceptions import EmrError, ValidationFailed
+from ..exceptions import EmrError, NotFoundError, ValidationFailed
 from ..models import Department, Patient
 from ..services import documents, encounters, orders, patients
 from .forms import field_errors, form_dict
@@ -75,6 +75,34 @@ def new_encounter(patient_id: int) -> Any:
     departments = list(s.scalars(select(Department).order_by(Department.name)))
     return render_template(
         "patients/encounter_new.html", patient=patient, departments=departments, errors=errors, values=values
+    ), (422 if errors else 200)
+
+
+@bp.route("/<int:patient_id>/encounters/<int:encounter_id>/benefit-level", methods=["GET", "POST"])
+@requires("encounter.write")
+def benefit_level(patient_id: int, encounter_id: int) -> Any:
+    """Enter or correct the visit's benefit level (MUC_HUONG) after checking the card."""
+    s = db.session()
+    patient = patients.get_patient(s, current_actor(), patient_id, audit_view=False)
+    enc = encounters.get_encounter(s, current_actor(), encounter_id)
+    if enc.patient_id != patient.id:
+        raise NotFoundError("encounter", encounter_id)
+    errors: dict[str, str] = {}
+    values: dict[str, Any] = {
+        "benefit_level": "" if enc.benefit_level is None else str(enc.benefit_level),
+        "benefit_level_note": enc.benefit_level_note or "",
+    }
+    if request.method == "POST":
+        values = form_dict(request.form)
+        try:
+            encounters.set_benefit_level(s, current_actor(), encounter_id, values)
+        except EmrError as exc:
+            s.rollback()
+            errors = field_errors(exc)
+        else:
+            return redirect(url_for("patients.chart", patient_id=patient_id))
+    return render_template(
+        "patients/benefit_level.html", patient=patient, encounter=enc, errors=errors, values=values
     ), (422 if errors else 200)
 
 

@@ -33,26 +33,20 @@ def upgrade() -> None:
         sa.UniqueConstraint("code", "valid_from", name="uq_service_prices_code_valid_from"),
     )
     op.create_index("ix_service_prices_code", "service_prices", ["code"])
-    with op.batch_alter_table("imaging_orders") as batch:
-        batch.add_column(sa.Column("price_id", sa.Integer(), nullable=True))
-        batch.add_column(sa.Column("price_hospital", sa.Numeric(precision=15, scale=2), nullable=True))
-        batch.add_column(sa.Column("price_insurance", sa.Numeric(precision=15, scale=2), nullable=True))
-        batch.add_column(sa.Column("price_unit", sa.String(length=50), nullable=True))
-        batch.create_foreign_key("fk_imaging_orders_price_id_service_prices", "service_prices", ["price_id"], ["id"])
-    with op.batch_alter_table("encounters") as batch:
-        batch.add_column(sa.Column("benefit_level", sa.Integer(), nullable=True))
-        batch.add_column(sa.Column("benefit_level_note", sa.String(length=200), nullable=True))
+    # Plain ALTER TABLE ADD/DROP COLUMN on both databases: a batch "move and copy" of these
+    # tables would fail on SQLite as soon as documents or studies reference their rows.
+    op.add_column("imaging_orders", sa.Column("price_id", sa.Integer(), nullable=True))
+    op.add_column("imaging_orders", sa.Column("price_hospital", sa.Numeric(precision=15, scale=2), nullable=True))
+    op.add_column("imaging_orders", sa.Column("price_insurance", sa.Numeric(precision=15, scale=2), nullable=True))
+    op.add_column("imaging_orders", sa.Column("price_unit", sa.String(length=50), nullable=True))
+    op.add_column("encounters", sa.Column("benefit_level", sa.Integer(), nullable=True))
+    op.add_column("encounters", sa.Column("benefit_level_note", sa.String(length=200), nullable=True))
 
 
 def downgrade() -> None:
-    with op.batch_alter_table("encounters") as batch:
-        batch.drop_column("benefit_level_note")
-        batch.drop_column("benefit_level")
-    with op.batch_alter_table("imaging_orders") as batch:
-        batch.drop_constraint("fk_imaging_orders_price_id_service_prices", type_="foreignkey")
-        batch.drop_column("price_unit")
-        batch.drop_column("price_insurance")
-        batch.drop_column("price_hospital")
-        batch.drop_column("price_id")
+    for column in ("benefit_level_note", "benefit_level"):
+        op.drop_column("encounters", column)
+    for column in ("price_unit", "price_insurance", "price_hospital", "price_id"):
+        op.drop_column("imaging_orders", column)
     op.drop_index("ix_service_prices_code", table_name="service_prices")
     op.drop_table("service_prices")
