@@ -13,7 +13,7 @@ from collections.abc import Callable
 
 from .settings import Settings
 
-__all__ = ["run_checks"]
+__all__ = ["run_checks", "spool_health", "STUCK_AFTER_S"]
 
 Check = tuple[str, bool, str]
 
@@ -49,18 +49,37 @@ def check_gateway(settings: Settings) -> Check:
     assoc.release()
     if not status or status.Status != 0:
         return "gateway", False, f"C-ECHO to {g.ae_title}@{host}:{g.port} failed"
-    return "gateway", True, f"C-ECHO {g.ae_title}@{host}:{g.port} ok; " + _spool_detail(settings)
+    healthy, detail = spool_health(settings)
+    return "gateway", healthy, f"C-ECHO {g.ae_title}@{host}:{g.port} ok; " + detail
 
 
-def _spool_detail(settings: Settings) -> str:
+# A queue whose oldest item waits longer than this is reported unhealthy.
+STUCK_AFTER_S = 3600.0
+
+
+def spool_health(settings: Settings) -> tuple[bool, str]:
+    """The gateway's queues: counts, and whether any of them has stopped draining."""
     try:
         from pacs_gateway import spool_status
     except ImportError:
-        return "spool status unknown"
+        return True, "spool status unknown"
     status = spool_status(settings.gateway)
-    return (f"spool backlog {status.backlog}, quarantined {status.quarantined}, "
-            f"MPPS changes waiting for the EMR {status.mpps_pending}, "
-            f"storage commitment reports waiting {status.commitments_pending}")
+    detail = (f"spool backlog {status.backlog}, quarantined {status.quarantined}, "
+              f"MPPS changes waiting for the EMR {status.mpps_pending}, "
+              f"storage commitment reports waiting {status.commitments_pending}")
+    stuck = [
+        f"{what} waiting for {age / 3600:.1f} h ({hint})"
+        for what, age, hint in (
+            ("images not yet in Orthanc", status.oldest_backlog_s, "is Orthanc up?"),
+            ("MPPS changes", status.oldest_mpps_s, "is the EMR database reachable?"),
+            ("storage commitment reports", status.oldest_commitment_s,
+             "is the modality listening at its FILMLESS_GATEWAY_COMMITMENT_PEERS address?"),
+        )
+        if age > STUCK_AFTER_S
+    ]
+    if stuck:
+        return False, detail + "; STUCK: " + "; ".join(stuck)
+    return True, detail
 
 
 def check_emr(settings: Settings) -> Check:

@@ -218,18 +218,40 @@ class SpoolStatus:
     quarantined: int
     mpps_pending: int = 0  # MPPS status changes the EMR has not taken yet
     commitments_pending: int = 0  # storage commitment reports not delivered yet
+    # Seconds the oldest item of each queue has waited (0 when empty): a
+    # queue that does not drain means Orthanc, the EMR or a modality is gone.
+    oldest_backlog_s: float = 0.0
+    oldest_mpps_s: float = 0.0
+    oldest_commitment_s: float = 0.0
 
 
-def _count(folder: Path, pattern: str) -> int:
-    return sum(1 for _ in folder.glob(pattern)) if folder.is_dir() else 0
+def _queue(folder: Path, pattern: str, now: float) -> tuple[int, float]:
+    """How many files match, and the age in seconds of the oldest."""
+    count, oldest = 0, now
+    if folder.is_dir():
+        for path in folder.glob(pattern):
+            try:
+                oldest = min(oldest, path.stat().st_mtime)
+            except OSError:
+                continue  # forwarded meanwhile
+            count += 1
+    return count, max(0.0, now - oldest)
 
 
 def spool_status(settings: GatewaySettings) -> SpoolStatus:
-    """Counts read from the spool folders, usable from another process (health checks)."""
+    """Counts and ages read from the spool folders, usable from another process (health checks)."""
     root = Path(settings.spool_dir)
+    now = time.time()
+    backlog, backlog_age = _queue(root / "ready", "*.dcm", now)
+    mpps, mpps_age = _queue(root / "mpps" / "outbox", "*.json", now)
+    commitments, commitment_age = _queue(root / "commitment", "*.json", now)
+    quarantined, _ = _queue(root / "quarantine", "*.json", now)
     return SpoolStatus(
-        backlog=_count(root / "ready", "*.dcm"),
-        quarantined=_count(root / "quarantine", "*.json"),
-        mpps_pending=_count(root / "mpps" / "outbox", "*.json"),
-        commitments_pending=_count(root / "commitment", "*.json"),
+        backlog=backlog,
+        quarantined=quarantined,
+        mpps_pending=mpps,
+        commitments_pending=commitments,
+        oldest_backlog_s=backlog_age,
+        oldest_mpps_s=mpps_age,
+        oldest_commitment_s=commitment_age,
     )
