@@ -6,6 +6,7 @@ for a first look, not for real use.
 
 from __future__ import annotations
 
+import csv
 import logging
 from datetime import datetime, timedelta
 from io import BytesIO
@@ -284,10 +285,8 @@ def seed(settings: EmrSettings, store: Any = None, *, signing: bool = True) -> l
             path.write_text("\n".join(f"{c}\t{t}" for c, t in DEMO_ICD10), encoding="utf-8")
             encounters.load_icd10(session, system, path)
             path = Path(tmp) / "prices.csv"
-            path.write_text(
-                ",".join(PRICE_COLUMNS) + "\n" + "".join(",".join(row) + "\n" for row in DEMO_PRICES),
-                encoding="utf-8",
-            )
+            with path.open("w", encoding="utf-8", newline="") as fh:
+                csv.writer(fh).writerows([PRICE_COLUMNS, *DEMO_PRICES])  # quoted: names hold commas
             prices.load_prices(session, system, path)
         doctor = Actor(users["physician"].id, users["physician"].username, "physician", None)
         clerk = Actor(users["records_clerk"].id, users["records_clerk"].username, "records_clerk", None)

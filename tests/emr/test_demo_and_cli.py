@@ -36,6 +36,27 @@ def test_demo_seeds_the_whole_flow(tmp_path: Path, orthanc: OrthancStore) -> Non
         linked = s.scalars(select(Study).where(Study.state == "linked").order_by(Study.id)).all()
         assert len(linked) == 2  # the chest CT (reported and signed) and the head CT left unread
         pid = linked[0].patient_id
+        # the demo price list priced the orders, and the closed chest-CT visit exports real money
+        from emr.exports import load_config
+        from emr.exports.service import check_visit
+        from emr.models import Encounter
+
+        chest = s.scalars(select(ImagingOrder).where(ImagingOrder.procedure_code == "18.0043.0002")).one()
+        assert (chest.price_hospital, chest.price_insurance) == (650000, 536000)
+        unpriced = s.scalars(select(ImagingOrder).where(ImagingOrder.procedure_code.is_(None))).all()
+        assert [o.modality for o in unpriced] == ["MR"] and unpriced[0].price_hospital is None
+        visit = s.get(Encounter, chest.encounter_id)
+        assert visit is not None and visit.status == "closed" and visit.benefit_level == 80
+        rows, problems = check_visit(s, visit.id, load_config(settings))
+        assert problems == []
+        xml1 = rows["XML1"][0]
+        # 650 000 đ, BHYT 536 000 đ at 80 %: the fund 428 800, co-payment 107 200, outside insurance 114 000
+        assert (xml1["T_TONGCHI_BV"], xml1["T_BHTT"], xml1["T_BNCCT"], xml1["T_BNTT"]) == (
+            "650000.00",
+            "428800.00",
+            "107200.00",
+            "114000.00",
+        )
     client = create_app(settings, store=orthanc).test_client()
     username, password = DEMO_ACCOUNTS[1][0], DEMO_ACCOUNTS[1][1]
     assert login(client, username, password).status_code == 302
