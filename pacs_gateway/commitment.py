@@ -242,21 +242,23 @@ class Commitments(DurableQueue):
         for sop_class, sop_instance in references:
             if sop_instance in decided:
                 continue
+            # The gateway's own books first: an instance still on its way needs
+            # no question to Orthanc (which may be down; a request may name
+            # 100,000 instances).
+            where, reason = self.whereabouts(sop_instance)
+            if where == "in_flight" and not overdue:
+                undecided += 1
+                continue
             try:
                 stored_class = self.lookup(sop_instance)
-            except Exception as exc:  # noqa: BLE001 - Orthanc unreachable: decide later
+            except Exception as exc:  # noqa: BLE001 - Orthanc unreachable: nothing more to decide now
                 log.debug("commitment: cannot look up %s yet: %s", sop_instance, exc)
-                stored_class = None
-                where, reason = "in_flight", ""
-            else:
-                where, reason = ("stored", "") if stored_class else self.whereabouts(sop_instance)
+                return None
             if stored_class:
                 decided[sop_instance] = 0 if stored_class == sop_class else CLASS_INSTANCE_CONFLICT
             elif where == "quarantined":
                 log.warning("commitment: %s was quarantined: %s", sop_instance, reason)
                 decided[sop_instance] = PROCESSING_FAILURE
-            elif where == "in_flight" and not overdue:
-                undecided += 1
             elif where == "in_flight":
                 log.warning("commitment: %s still not in Orthanc after %.0f s", sop_instance, self.wait_limit)
                 decided[sop_instance] = PROCESSING_FAILURE

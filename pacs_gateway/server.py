@@ -264,10 +264,12 @@ class Gateway:
         self._stopped.clear()
         backlog = self.spool.open()
         self.mpps_store.open()
-        if self.commitments is not None:
-            self.commitments.open()
         _receive_to(self.spool.incoming)
         self.forwarder.start(backlog)
+        if self.commitments is not None:
+            # After the forwarder: commitment decisions read its books, which
+            # must already count the resumed backlog as on its way.
+            self.commitments.open()
         ae = self._build_ae()
         try:
             self._server = ae.start_server(

@@ -164,7 +164,7 @@ def test_no_success_before_orthanc_has_them_even_across_a_restart(
     proc.start()
     wait_for(lambda: listener.reports, timeout=60, what="the report after Orthanc came back")
     event_type, info = listener.reports[0]
-    assert event_type == 1  # all committed
+    assert event_type == 1, info.get("FailedSOPSequence")  # all committed
     assert str(info.TransactionUID) == transaction
     assert set(_items(info, "ReferencedSOPSequence")) == set(sent)
     assert "FailedSOPSequence" not in info
