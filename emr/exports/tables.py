@@ -7,10 +7,10 @@ XSD files in ``xsd/`` (a test regenerates them from here and compares).
 Element order and names: the 4750 annex (HIGH confidence, see
 ``shared/vn-exchange-formats.md``). Maximum lengths and the "mandatory"
 flags follow the annex tables as read by working implementations (MED/LOW
-confidence for some XML1 fields): where the EMR cannot know a value (money,
-which lives in the hospital's billing system) the field is written as 0 and
-not flagged. Every element is always written, empty when unknown, as the
-portal expects.
+confidence for some XML1 fields): where the EMR cannot know a value (drugs
+and supplies, which it does not hold) the field is written as 0 and not
+flagged; service money comes from the price catalogue (see ``money.py``).
+Every element is always written, empty when unknown, as the portal expects.
 """
 
 from __future__ import annotations

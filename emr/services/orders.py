@@ -17,7 +17,15 @@ from ..schemas import OrderIn
 from .common import get_or_404, next_number, parse
 from .prices import local_today, price_on
 
-__all__ = ["create_order", "get_order", "list_orders", "cancel_order", "order_dict", "study_dict"]
+__all__ = [
+    "create_order",
+    "get_order",
+    "list_orders",
+    "cancel_order",
+    "apply_catalogue_price",
+    "order_dict",
+    "study_dict",
+]
 
 
 def create_order(session: Session, actor: Actor, data: OrderIn | dict[str, Any]) -> ImagingOrder:
@@ -119,6 +127,44 @@ def cancel_order(session: Session, actor: Actor, order_id: int, reason: str) -> 
         object_type="order",
         object_id=order.id,
         details={"reason": reason},
+    )
+    session.commit()
+    return order
+
+
+def apply_catalogue_price(session: Session, actor: Actor, order_id: int) -> ImagingOrder:
+    """Give an order placed while its code was not in the price list the price valid on the day
+    it was ordered (Vietnam date); audited. A price already on an order is never changed."""
+    order = get_or_404(session, ImagingOrder, order_id, "order")
+    if order.status == "cancelled":
+        raise InvalidState("cancelled orders are not billed", key="orders.error.cancelled")
+    if order.price_hospital is not None:
+        raise InvalidState(f"order {order.id} already has its price", key="orders.error.already_priced")
+    price = (
+        price_on(session, order.procedure_code.upper(), local_today(order.ordered_at))
+        if order.procedure_code
+        else None
+    )
+    if price is None:
+        raise InvalidState(f"no price for order {order.id} on its date", key="orders.error.no_catalogue_price")
+    order.price_id = price.id
+    order.price_hospital = price.price_hospital
+    order.price_insurance = price.price_insurance
+    order.price_unit = price.unit
+    audit.record(
+        session,
+        actor,
+        "order.price",
+        patient_id=order.patient_id,
+        object_type="order",
+        object_id=order.id,
+        details={
+            "price": {
+                "id": price.id,
+                "hospital": str(price.price_hospital),
+                "insurance": None if price.price_insurance is None else str(price.price_insurance),
+            }
+        },
     )
     session.commit()
     return order

@@ -51,3 +51,11 @@ def cancel(order_id: int) -> Any:
     s = db.session()
     order = orders.cancel_order(s, current_actor(), order_id, request.form.get("reason", "")[:1000])
     return redirect(url_for("patients.chart", patient_id=order.patient_id))
+
+
+@bp.post("/<int:order_id>/price")
+@requires("export.insurance")
+def price(order_id: int) -> Any:
+    """The price valid on the order's date, for an order placed before its code was in the price list."""
+    order = orders.apply_catalogue_price(db.session(), current_actor(), order_id)
+    return redirect(url_for("patients.chart", patient_id=order.patient_id))

@@ -35,6 +35,17 @@ EXPECTED: dict[tuple[str, str], set[str] | None] = {
     ("GET", "/orders/new/<int:patient_id>"): {"physician"},
     ("POST", "/orders/new/<int:patient_id>"): {"physician"},
     ("POST", "/orders/<int:order_id>/cancel"): {"physician"},
+    ("POST", "/orders/<int:order_id>/price"): {"records_clerk"},
+    ("GET", "/patients/<int:patient_id>/encounters/<int:encounter_id>/benefit-level"): {
+        "physician",
+        "nurse",
+        "records_clerk",
+    },
+    ("POST", "/patients/<int:patient_id>/encounters/<int:encounter_id>/benefit-level"): {
+        "physician",
+        "nurse",
+        "records_clerk",
+    },
     ("GET", "/reconcile/"): CLIN,
     ("POST", "/reconcile/<int:study_id>"): {"records_clerk"},
     ("GET", "/admin/audit"): {"admin"},

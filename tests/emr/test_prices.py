@@ -383,3 +383,37 @@ def _touches(diff: Any, tables: set[str]) -> bool:
             if name in tables or part in tables:
                 return True
     return False
+
+
+def test_order_placed_before_its_price_gets_the_price_of_its_date(
+    session: Session, world: World, tmp_path: Path
+) -> None:
+    from datetime import datetime
+
+    doctor = world.actor("physician")
+    clerk = world.actor("records_clerk")
+    p = patients.create_patient(session, clerk, patient_data())
+    base = {"patient_id": p.id, "modality": "CT", "procedure_name": "CT ngực không tiêm"}
+    early = orders.create_order(session, doctor, {**base, "procedure_code": "18.0043.0002"})
+    uncoded = orders.create_order(session, doctor, base)
+    assert early.price_hospital is None  # the price list was not loaded yet
+    with pytest.raises(InvalidState) as none_yet:
+        orders.apply_catalogue_price(session, clerk, early.id)
+    assert none_yet.value.key == "orders.error.no_catalogue_price"
+    prices.load_prices(session, ADMIN_ACTOR, write(tmp_path, GOOD))
+    early.ordered_at = datetime(2025, 3, 1, 2, 0)  # ordered in March 2025 (UTC; same date in Vietnam)
+    session.commit()
+    priced = orders.apply_catalogue_price(session, clerk, early.id)
+    # the price of the order's date (from 2024-01-01), not today's
+    assert (priced.price_hospital, priced.price_insurance) == (Decimal("600000"), Decimal("522000"))
+    row = session.scalars(select(AuditEntry).where(AuditEntry.action == "order.price")).one()
+    assert row.username == "records_clerk1" and json.loads(row.details)["price"]["hospital"] == "600000.00"
+    with pytest.raises(InvalidState) as again:  # a price on an order is never replaced
+        orders.apply_catalogue_price(session, clerk, early.id)
+    assert again.value.key == "orders.error.already_priced"
+    with pytest.raises(InvalidState):
+        orders.apply_catalogue_price(session, clerk, uncoded.id)
+    orders.cancel_order(session, doctor, uncoded.id, "nhầm")
+    with pytest.raises(InvalidState) as cancelled:
+        orders.apply_catalogue_price(session, clerk, uncoded.id)
+    assert cancelled.value.key == "orders.error.cancelled"

@@ -46,6 +46,30 @@ def test_order_form_offers_the_catalogue_and_the_chart_shows_the_snapshot_price(
     chart = client.get(f"/patients/{p.id}").get_data(as_text=True)
     assert "650.000 đ" in chart and f"{t('orders.price.insurance')} 536.000 đ" in chart
     assert t("orders.price.none") in chart  # the order without a code
+    assert t("orders.price.apply") not in chart  # only the records clerk prepares claims, and only for coded orders
+
+
+def test_clerk_prices_an_order_placed_before_the_price_list(
+    client: FlaskClient, world: World, session: Session, tmp_path: Path
+) -> None:
+    from emr.services import orders
+
+    p = patients.create_patient(session, world.actor("records_clerk"), patient_data())
+    o = orders.create_order(
+        session,
+        world.actor("physician"),
+        {"patient_id": p.id, "modality": "CT", "procedure_name": "CT ngực", "procedure_code": "18.0043.0002"},
+    )
+    pid, oid = p.id, o.id
+    prices.load_prices(session, ADMIN_ACTOR, write(tmp_path, GOOD))
+    login(client, "records_clerk1")
+    chart = client.get(f"/patients/{pid}").get_data(as_text=True)
+    assert t("orders.price.apply") in chart and f"/orders/{oid}/price" in chart
+    token = csrf_token(client, f"/patients/{pid}")
+    assert client.post(f"/orders/{oid}/price", data={"csrf_token": token}).status_code == 302
+    assert "650.000 đ" in client.get(f"/patients/{pid}").get_data(as_text=True)
+    again = client.post(f"/orders/{oid}/price", data={"csrf_token": token})
+    assert again.status_code == 409 and t("orders.error.already_priced") in again.get_data(as_text=True)
 
 
 def test_benefit_level_on_the_encounter_forms(client: FlaskClient, world: World, session: Session) -> None:
