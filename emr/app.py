@@ -101,8 +101,13 @@ def create_app(settings: EmrSettings, *, store: Any = None, test_config: dict[st
     def _emr(exc: EmrError) -> Any:
         db.session().rollback()
         if request.path.startswith("/api/"):
-            return error_response(exc)
-        return render_template("error.html", message=t(exc.key)), exc.http_status
+            response = app.make_response(error_response(exc))
+        else:
+            response = app.make_response((render_template("error.html", message=t(exc.key)), exc.http_status))
+        retry_after = getattr(exc, "retry_after", None)
+        if retry_after:
+            response.headers["Retry-After"] = str(retry_after)
+        return response
 
     @app.errorhandler(HTTPException)
     def _http(exc: HTTPException) -> Any:

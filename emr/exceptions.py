@@ -79,6 +79,14 @@ class PermissionDenied(EmrError):
         self.action = action
 
 
+class Busy(EmrError):
+    """A bounded resource is in use by others; the client should try again shortly."""
+
+    code = "busy"
+    http_status = 503
+    retry_after = 30
+
+
 class AuthenticationFailed(EmrError):
     code = "unauthorized"
     http_status = 401

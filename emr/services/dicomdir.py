@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import os
 import tempfile
+import threading
 import zipfile
 from io import BytesIO
 from pathlib import Path
@@ -19,9 +20,18 @@ from typing import IO, Any
 from pydicom import dcmread
 from pydicom.fileset import FileSet
 
+from ..exceptions import Busy
+
 __all__ = ["study_zip", "write_study_fileset"]
 
 _SPOOL_IN_MEMORY = 8 * 1024 * 1024
+
+# A ZIP of a large study takes a web worker thread (and disk, and Orthanc's
+# attention) for a while. At most this many are built at once, so patients
+# downloading (or a client repeating the request) never take every worker
+# from the clinicians; the others are told to come back shortly.
+MAX_CONCURRENT_BUILDS = 2
+_builds = threading.BoundedSemaphore(MAX_CONCURRENT_BUILDS)
 
 
 # Keys the DICOMDIR records need (PS3.3 F.5). Modalities often leave them
@@ -65,7 +75,19 @@ def write_study_fileset(store: Any, orthanc_study_id: str, folder: Path) -> int:
 
 
 def study_zip(store: Any, orthanc_study_id: str) -> IO[bytes]:
-    """The ZIP as a temporary file positioned at 0 (deleted when closed)."""
+    """The ZIP as a temporary file positioned at 0 (deleted when closed).
+
+    Raises :class:`~emr.exceptions.Busy` when ``MAX_CONCURRENT_BUILDS`` are already running.
+    """
+    if not _builds.acquire(blocking=False):
+        raise Busy("too many study downloads being prepared", key="share.error.busy")
+    try:
+        return _build_zip(store, orthanc_study_id)
+    finally:
+        _builds.release()
+
+
+def _build_zip(store: Any, orthanc_study_id: str) -> IO[bytes]:
     out: IO[bytes] = tempfile.SpooledTemporaryFile(max_size=_SPOOL_IN_MEMORY)  # noqa: SIM115 - closed by the caller
     with tempfile.TemporaryDirectory(prefix="filmless-dicomdir-") as tmp:
         folder = Path(tmp) / "study"
