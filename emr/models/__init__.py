@@ -1,6 +1,6 @@
 """SQLAlchemy models, one module per aggregate."""
 
-from .audit import AuditEntry, AuditHead
+from .audit import AuditAnchor, AuditEntry, AuditHead
 from .base import LOCAL_OFFSET, Base, utcnow
 from .documents import FORM_TYPES, RETENTION_YEARS, Document, DocumentVersion
 from .encounters import BENEFIT_LEVELS, ENCOUNTER_KINDS, Encounter, EncounterDiagnosis, Icd10Code
@@ -14,6 +14,7 @@ __all__ = [
     "ApiToken",
     "BENEFIT_LEVELS",
     "LOCAL_OFFSET",
+    "AuditAnchor",
     "AuditEntry",
     "AuditHead",
     "Base",

@@ -4,16 +4,22 @@ Each row stores SHA-256(previous hash + canonical JSON of its own fields);
 ``audit_head`` holds the id and hash of the newest row so that deleting rows
 at the end of the chain is detected too. Timestamps are ISO strings so the
 hashed bytes are identical on every database.
+
+``audit_anchors`` holds the external anchors of the chain: an RFC 3161
+timestamp token from a trusted time-stamping authority over the SHA-256 of a
+canonical statement of (last row id, its hash). Someone able to rewrite the
+whole chain and its head cannot get a token for the rewritten hash dated in
+the past, so verification catches a rewrite of every anchored row.
 """
 
 from __future__ import annotations
 
-from sqlalchemy import Index, Integer, String, Text
+from sqlalchemy import Index, Integer, LargeBinary, String, Text
 from sqlalchemy.orm import Mapped, mapped_column
 
 from .base import Base
 
-__all__ = ["AuditEntry", "AuditHead"]
+__all__ = ["AuditAnchor", "AuditEntry", "AuditHead"]
 
 
 class AuditEntry(Base):
@@ -46,3 +52,16 @@ class AuditHead(Base):
     last_id: Mapped[int] = mapped_column(Integer, default=0)
     last_hash: Mapped[str] = mapped_column(String(64))
     count: Mapped[int] = mapped_column(Integer, default=0)
+
+
+class AuditAnchor(Base):
+    """One trusted timestamp over the chain's head at that moment (append-only)."""
+
+    __tablename__ = "audit_anchors"
+    id: Mapped[int] = mapped_column(primary_key=True)
+    # The token's own time (genTime, UTC), same format as AuditEntry.at.
+    created_at: Mapped[str] = mapped_column(String(32))
+    last_id: Mapped[int] = mapped_column(Integer)
+    last_hash: Mapped[str] = mapped_column(String(64))
+    token: Mapped[bytes] = mapped_column(LargeBinary)  # DER ContentInfo (RFC 3161 TimeStampToken)
+    tsa_url: Mapped[str] = mapped_column(String(500))
