@@ -1,4 +1,4 @@
-"""Sub-commands of the EMR: emr ..., audit verify, demo."""
+"""Sub-commands of the EMR: emr ..., audit verify|anchor, demo."""
 
 from __future__ import annotations
 
@@ -61,8 +61,14 @@ def register(sub: Any) -> None:
 
     audit = sub.add_parser("audit", help="audit log tools")
     asub = audit.add_subparsers(dest="audit_command", metavar="ACTION")
-    p = asub.add_parser("verify", help="check the audit hash chain; exit 1 if any row was edited, inserted or deleted")
+    p = asub.add_parser(
+        "verify",
+        help="check the audit hash chain and its timestamp anchors; exit 1 if any row was edited, inserted or deleted",
+    )
+    p.add_argument("--anchors", type=Path, help="also check this copy of audit-anchors.jsonl (e.g. kept off-site)")
     p.set_defaults(func=cmd_audit_verify)
+    p = asub.add_parser("anchor", help="timestamp the audit chain's head now at the TSA (FILMLESS_TSA_URL)")
+    p.set_defaults(func=cmd_audit_anchor)
 
     p = sub.add_parser("demo", help="seed demo accounts, Vietnamese demo patients, orders and a sent study")
     p.add_argument("--no-study", action="store_true", help="do not upload the demo CT study to Orthanc")
@@ -187,16 +193,39 @@ def cmd_add_department(args: argparse.Namespace, settings: Settings) -> int:
 
 def cmd_audit_verify(args: argparse.Namespace, settings: Settings) -> int:
     from emr import verify_audit_chain
+    from emr.audit import anchor_trust
+    from emr.i18n import t
 
+    if args.anchors is not None and not args.anchors.is_file():
+        print(t("audit.anchor.file_missing", file=args.anchors), file=sys.stderr)
+        return 2
     with _session(settings) as session:
-        result = verify_audit_chain(session)
+        result = verify_audit_chain(session, trust=anchor_trust(settings.emr), anchors_path=args.anchors)
+    anchors = f"{result.anchors} anchor(s)" + (f", newest {result.newest_anchor}" if result.newest_anchor else "")
     if result.ok:
-        print(f"audit log intact: {result.rows} rows, head {result.head_hash}")
+        print(f"audit log intact: {result.rows} rows, head {result.head_hash}; {anchors}")
         return 0
     print(f"audit log TAMPERED: {len(result.problems)} problem(s) in {result.rows} rows")
     for problem in result.problems[:200]:
         print(f"  {problem}")
     return 1
+
+
+def cmd_audit_anchor(args: argparse.Namespace, settings: Settings) -> int:
+    from emr.audit import AnchorError, anchors_file, create_anchor
+    from emr.i18n import t
+
+    with _session(settings) as session:
+        try:
+            anchor = create_anchor(session, _cli_actor(), settings.emr.tsa_url, anchors_file(settings.emr))
+        except AnchorError as exc:
+            print(t(exc.key, **exc.params), file=sys.stderr)
+            return 1
+    if anchor is None:
+        print(t("audit.anchor.empty"))
+        return 0
+    print(t("audit.anchor.created", id=anchor.id, row=anchor.last_id, time=anchor.created_at, url=anchor.tsa_url))
+    return 0
 
 
 def cmd_demo(args: argparse.Namespace, settings: Settings) -> int:
