@@ -29,26 +29,33 @@ class AnchorScheduler:
 
     The check reads the newest anchor from the database, so an anchor made
     with ``filmless audit anchor`` counts for its day and a restart does not
-    anchor twice. The TSA is asked outside any transaction, in this thread:
-    requests are never blocked. When the TSA fails the attempt is logged
-    (and audited) and retried ``retry_interval`` later; nothing escapes the
-    thread.
+    anchor twice. The first check waits ``initial_delay`` (a TSA started
+    next to the EMR, as in ``filmless up --demo``, is up by then). The TSA is
+    asked outside any transaction, in this thread: requests are never
+    blocked. When the TSA fails the attempt is logged (and audited) and
+    retried after ``retry_interval``, doubling up to ``max_retry_interval``;
+    nothing escapes the thread.
     """
 
     def __init__(
         self,
         settings: EmrSettings,
         *,
+        initial_delay: float = 30.0,
         check_interval: float = 600.0,
-        retry_interval: float = 3600.0,
+        retry_interval: float = 300.0,
+        max_retry_interval: float = 3600.0,
         timeout: float = 30.0,
         clock: Callable[[], datetime] = lambda: datetime.now(UTC),
     ) -> None:
         self._settings = settings
         self._engine = make_engine(settings.database_url)
         self._factory = make_session_factory(self._engine)
+        self._initial_delay = initial_delay
         self._check_interval = check_interval
-        self._retry_interval = timedelta(seconds=retry_interval)
+        self._retry_interval = retry_interval
+        self._max_retry_interval = max_retry_interval
+        self._failures = 0
         self._timeout = timeout
         self._clock = clock
         self._next_try: datetime | None = None
@@ -97,10 +104,17 @@ class AnchorScheduler:
         return outcome
 
     def _run(self) -> None:
+        self._stop.wait(self._initial_delay)
         while not self._stop.is_set():
             now = self._clock()
             if self._next_try is None or now >= self._next_try:
-                self._next_try = now + self._retry_interval if self.run_once() == "failed" else None
+                if self.run_once() == "failed":
+                    self._failures += 1
+                    delay = min(self._retry_interval * 2 ** (self._failures - 1), self._max_retry_interval)
+                    self._next_try = now + timedelta(seconds=delay)
+                else:
+                    self._failures = 0
+                    self._next_try = None
             self._stop.wait(self._check_interval)
 
     def stop(self, timeout: float = 10.0) -> None:
