@@ -252,6 +252,8 @@ def main() -> int:
                 times = measure(base, token, qs)
                 p95 = statistics.quantiles(times, n=20)[18]
                 print(f"{label:<28} {statistics.median(times):8.1f} {p95:8.1f}")
+            # Let the worker threads finish before the trigger socket goes away.
+            server.task_dispatcher.shutdown(cancel_pending=True, timeout=5)
             server.close()
     finally:
         with admin.connect() as c:
