@@ -10,6 +10,7 @@ from typing import Any
 
 from flask import Flask, g, jsonify, render_template, request
 from flask_wtf.csrf import CSRFError, CSRFProtect
+from sqlalchemy import text as sql_text
 from werkzeug.exceptions import HTTPException
 
 from . import db
@@ -83,6 +84,17 @@ def create_app(settings: EmrSettings, *, store: Any = None, test_config: dict[st
     app.jinja_env.filters["zip"] = lambda a, b: zip(a, b, strict=False)
     app.jinja_env.filters["vnd"] = fmt_vnd
     app.before_request(load_session_user)
+
+    @app.get("/healthz")
+    def _healthz() -> Any:
+        """For `filmless check` and load balancers: the database answers and is migrated. No data shown."""
+        plain = {"Content-Type": "text/plain; charset=utf-8", "Cache-Control": "no-store"}
+        try:
+            db.session().execute(sql_text("SELECT version_num FROM alembic_version"))  # reachable and migrated
+        except Exception:  # noqa: BLE001 - any failure means "not healthy"
+            db.session().rollback()
+            return "database unavailable\n", 503, plain
+        return "ok\n", 200, plain
 
     @app.after_request
     def _headers(response: Any) -> Any:

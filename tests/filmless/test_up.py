@@ -87,6 +87,7 @@ def test_up_runs_the_stack_and_ctrl_c_stops_every_child(tmp_path: Path) -> None:
         check = subprocess.run([sys.executable, "-m", "filmless", "check"], env=env, capture_output=True,
                                text=True, timeout=60)
         assert "[ok  ] storage" in check.stdout and "[ok  ] gateway" in check.stdout, check.stdout
+        assert "[ok  ] emr" in check.stdout, check.stdout
 
         children = _children(proc.pid)
         assert len(children) >= 3  # storage (with Orthanc under it), gateway, ...
