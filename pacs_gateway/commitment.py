@@ -156,7 +156,6 @@ class Commitments(DurableQueue):
         network_timeout: float = 30.0,
     ) -> None:
         super().__init__(root)
-        self.root = Path(root)
         self.lookup = lookup
         self.whereabouts = whereabouts
         self.ae_title = ae_title
@@ -172,7 +171,7 @@ class Commitments(DurableQueue):
 
     # -- lifecycle ------------------------------------------------------------
     def open(self) -> None:
-        self.root.mkdir(parents=True, exist_ok=True, mode=0o700)
+        self.queue_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
         pending = self.pending
         if pending:
             log.info("commitment: %d request(s) to answer from the previous run", pending)
@@ -188,7 +187,7 @@ class Commitments(DurableQueue):
         """
         data = {"transaction_uid": transaction, "calling_aet": calling_aet, "references": references,
                 "received": time.time()}
-        write_json(self.root / f"{transaction}.json", data, "the storage commitment request")
+        write_json(self.queue_dir / f"{transaction}.json", data, "the storage commitment request")
         with self._lock:
             self._decided.pop(transaction, None)
             self._retry.pop(transaction, None)
@@ -202,7 +201,7 @@ class Commitments(DurableQueue):
     def _work_due(self) -> float:
         """Decide and report what can be; returns seconds until the next look."""
         next_look = 1.0
-        for path in sorted(self.root.glob("*.json")):
+        for path in sorted(self.queue_dir.glob("*.json")):
             if self._stop.is_set():
                 break
             try:

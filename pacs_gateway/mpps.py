@@ -109,12 +109,11 @@ class MppsStore(DurableQueue):
         retry_max: float = 30.0,
         keep_final: float = 30 * 86400.0,
     ) -> None:
-        super().__init__(Path(root) / "outbox")
+        super().__init__(Path(root) / "outbox")  # the status changes for the EMR
         self.root = Path(root)
         self.keep_final = keep_final
         self._pruned_at = 0.0
         self.instances_dir = self.root / "instances"
-        self.outbox = self.root / "outbox"
         self.provider = provider
         self.retry_initial = retry_initial
         self.retry_max = retry_max
@@ -126,7 +125,7 @@ class MppsStore(DurableQueue):
     # -- lifecycle ------------------------------------------------------------
     def open(self) -> None:
         """Load the kept instances and start delivering the queued status changes."""
-        for d in (self.instances_dir, self.outbox):
+        for d in (self.instances_dir, self.queue_dir):
             d.mkdir(parents=True, exist_ok=True, mode=0o700)
         loaded: dict[str, dict[str, Any]] = {}
         for path in self.instances_dir.glob("*.json"):
@@ -233,7 +232,7 @@ class MppsStore(DurableQueue):
         event = self._event(data)
         if announce and self.provider is not None:
             name = f"{time.time_ns():020d}-{next(self._counter):08d}.json"
-            write_json(self.outbox / name, event, "MPPS state")
+            write_json(self.queue_dir / name, event, "MPPS state")
             self._wake.set()
         elif announce:
             log.info("mpps: %s %s (accession %s); no EMR to tell", event["sop_instance_uid"], event["status"],
@@ -247,7 +246,7 @@ class MppsStore(DurableQueue):
         assert provider is not None
         blocked: set[str] = set()
         next_due: float | None = None
-        for path in sorted(self.outbox.glob("*.json")):
+        for path in sorted(self.queue_dir.glob("*.json")):
             if self._stop.is_set():
                 return 0
             try:

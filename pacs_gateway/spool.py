@@ -245,7 +245,8 @@ def spool_status(settings: GatewaySettings) -> SpoolStatus:
     backlog, backlog_age = _queue(root / "ready", "*.dcm", now)
     mpps, mpps_age = _queue(root / "mpps" / "outbox", "*.json", now)
     commitments, commitment_age = _queue(root / "commitment", "*.json", now)
-    quarantined, _ = _queue(root / "quarantine", "*.json", now)
+    quarantine = root / "quarantine"  # counted only: it is kept, not drained
+    quarantined = sum(1 for _ in quarantine.glob("*.json")) if quarantine.is_dir() else 0
     return SpoolStatus(
         backlog=backlog,
         quarantined=quarantined,
