@@ -1,5 +1,5 @@
 # The two commands of README.md. Each installs what is missing first.
-.PHONY: run test bootstrap bench lint
+.PHONY: run test bootstrap bench lint lock
 
 bootstrap:
 	@scripts/bootstrap.sh
@@ -15,3 +15,11 @@ bench: bootstrap
 
 lint: bootstrap
 	.venv/bin/ruff check .
+
+# Refresh requirements.lock from pyproject.toml (newest versions that fit),
+# then `make test` to see that they work before committing the lock.
+lock: bootstrap
+	.venv/bin/python -m pip install -q --disable-pip-version-check pip-tools
+	.venv/bin/pip-compile -q --upgrade --generate-hashes --allow-unsafe --strip-extras \
+	  --extra dev --extra codecs --no-header --no-emit-index-url --no-emit-find-links \
+	  --output-file requirements.lock pyproject.toml scripts/build-requirements.in
