@@ -338,6 +338,25 @@ class OrthancStore:
         )
         return ChangesPage(changes=changes, last=int(body.get("Last", since)), done=bool(body.get("Done")))
 
+    def instance_ids(self, since: int = 0, limit: int = 1000) -> list[str]:
+        """One page of every stored instance's Orthanc ID (``since`` is an offset),
+        for walking the whole archive without one huge answer."""
+        return [str(i) for i in self._get_json("/instances", since=since, limit=limit)]
+
+    def study_ids(self) -> list[str]:
+        return [str(i) for i in self._get_json("/studies")]
+
+    def study_metadata(self, study_id: str) -> dict[str, str]:
+        """filmless's own metadata of one study (see :data:`METADATA_KEYS`)."""
+        found: dict[str, str] = {}
+        names = set(self._get_json(f"/studies/{study_id}/metadata"))
+        for key in METADATA_KEYS:
+            if key in names:
+                value = self.get_study_metadata(study_id, key)
+                if value is not None:
+                    found[key] = value
+        return found
+
     def _modalities(self, study_id: str) -> tuple[str, ...]:
         """Modalities of a study's series, in series order without repeats.
 

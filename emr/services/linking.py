@@ -47,6 +47,13 @@ def _state(session: Session) -> LinkerState:
     return state
 
 
+def reset_position(session: Session) -> None:
+    """Read Orthanc's changes feed from the start again (after a restore)."""
+    state = _state(session)
+    state.last_seq = 0
+    state.updated_at = utcnow()
+
+
 def _find_order(session: Session, summary: StudySummary) -> tuple[ImagingOrder | None, str | None]:
     if summary.accession_number:
         order = session.scalar(select(ImagingOrder).where(ImagingOrder.accession_number == summary.accession_number))
