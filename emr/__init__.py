@@ -23,6 +23,7 @@ if TYPE_CHECKING:
     from emr.access.audit import Actor, AuditVerification, verify_audit_chain
     from emr.access.studies import StudyAccess, StudyAccessDenied
     from emr.app import create_app
+    from emr.backup import BackupError, backup_database, database_kind, relink_all_studies, restore_database
     from emr.core.exceptions import EmrError
     from emr.core.settings import EmrSettings
     from emr.imaging.identity import identity_provider
@@ -40,6 +41,11 @@ _HOMES = {
     "StudyAccess": "emr.access.studies",
     "StudyAccessDenied": "emr.access.studies",
     "create_app": "emr.app",
+    "BackupError": "emr.backup",
+    "backup_database": "emr.backup",
+    "database_kind": "emr.backup",
+    "relink_all_studies": "emr.backup",
+    "restore_database": "emr.backup",
     "EmrError": "emr.core.exceptions",
     "EmrSettings": "emr.core.settings",
     "identity_provider": "emr.imaging.identity",
@@ -56,17 +62,22 @@ _HOMES = {
 __all__ = [
     "Actor",
     "AuditVerification",
+    "BackupError",
     "EmrError",
     "EmrSettings",
     "LinkResult",
     "Linker",
     "StudyAccess",
     "StudyAccessDenied",
+    "backup_database",
     "create_app",
+    "database_kind",
     "identity_provider",
     "link_new_studies",
     "mpps_provider",
     "open_session",
+    "relink_all_studies",
+    "restore_database",
     "serve",
     "start_linker",
     "upgrade_database",

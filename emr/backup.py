@@ -19,8 +19,8 @@ from sqlalchemy import inspect
 from sqlalchemy.engine import make_url
 
 from .db import make_engine, make_session_factory
-from .exceptions import EmrError
-from .settings import EmrSettings
+from .core.exceptions import EmrError
+from .core.settings import EmrSettings
 
 __all__ = ["BackupError", "backup_database", "restore_database", "relink_all_studies", "database_kind"]
 
@@ -118,7 +118,7 @@ def relink_all_studies(settings: EmrSettings) -> None:
     means nothing there; studies the EMR already linked are skipped, and a
     study stored after the database was copied gets linked like a new one.
     """
-    from .services.linking import reset_position
+    from .imaging.linking import reset_position
 
     engine = make_engine(settings.database_url)
     try:

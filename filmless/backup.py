@@ -38,7 +38,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from emr.backup import BackupError, backup_database, database_kind, relink_all_studies, restore_database
+from emr import BackupError, backup_database, database_kind, relink_all_studies, restore_database
 from storage import OrthancProcess, open_store
 from storage.backup import PoolEntry, export_instances, export_study_metadata, import_instances, import_study_metadata
 
