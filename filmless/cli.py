@@ -12,6 +12,7 @@ import argparse
 import importlib
 import logging
 import sys
+import warnings
 from collections.abc import Sequence
 
 from . import __version__
@@ -26,6 +27,11 @@ COMMAND_MODULES = (
     "filmless.commands.exports",  # export ...
     "filmless.commands.backup",  # backup, restore
 )
+
+
+# pyHanko imports cryptography's DSA key type (deprecated in cryptography 51)
+# only to recognise such keys; the warning is noise on every command's screen.
+warnings.filterwarnings("ignore", message="DSA is deprecated", module="pyhanko")
 
 
 def build_parser() -> argparse.ArgumentParser:

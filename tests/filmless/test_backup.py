@@ -12,6 +12,7 @@ import json
 import os
 import re
 import signal
+import socket
 import subprocess
 import sys
 import threading
@@ -64,6 +65,7 @@ def _running(env: dict[str, str]) -> Iterator[list[str]]:
         except AssertionError:
             raise AssertionError("".join(output)[-3000:]) from None
         assert proc.poll() is None, "".join(output)[-3000:]
+        wait_for(lambda: _port_open(int(env["FILMLESS_EMR_PORT"])), timeout=120, what="the EMR to listen")
         yield output
     finally:
         proc.send_signal(signal.SIGINT)
@@ -103,6 +105,11 @@ def _signed_pdf(store: object, out: Path) -> Path:
     raise AssertionError("the demo's signed report is not in the archive")
 
 
+def _port_open(port: int) -> bool:
+    with socket.socket() as sock:
+        return sock.connect_ex(("127.0.0.1", port)) == 0
+
+
 def _login(env: dict[str, str], username: str, password: str) -> int:
     base = f"http://127.0.0.1:{env['FILMLESS_EMR_PORT']}"
     http = requests.Session()
@@ -129,7 +136,17 @@ def test_backup_of_a_running_demo_restores_into_a_fresh_data_directory(tmp_path:
         store = _store(source)
         wait_for(lambda: bool(store.find_studies(patient_id="BK-1")), timeout=60,  # type: ignore[attr-defined]
                  what="the study in Orthanc")
-        assert _filmless(source, "audit", "anchor").returncode == 0
+        # Anchor the audit chain at a time-stamping service (the development TSA of the demo PKI).
+        tsa_port = free_port()
+        tsa = subprocess.Popen([sys.executable, "-m", "filmless", "pki", "tsa", "--port", str(tsa_port)], env=source,
+                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        try:
+            wait_for(lambda: _port_open(tsa_port), timeout=60, what="the development TSA")
+            anchored = _filmless(dict(source, FILMLESS_TSA_URL=f"http://127.0.0.1:{tsa_port}/tsa"), "audit", "anchor")
+            assert anchored.returncode == 0, anchored.stdout + anchored.stderr
+        finally:
+            tsa.terminate()
+            tsa.wait(30)
 
         first = _filmless(source, "backup", str(dest))  # while everything runs
         assert first.returncode == 0, first.stdout + first.stderr
@@ -166,7 +183,11 @@ def test_backup_of_a_running_demo_restores_into_a_fresh_data_directory(tmp_path:
         assert _login(target, "bacsi", demo_user.group(2)) == 302
         verified = _filmless(target, "audit", "verify")
         assert verified.returncode == 0, verified.stdout + verified.stderr
-        assert rows_before.stdout.split(":", 1)[1].split(",")[0] in verified.stdout  # same number of rows
+        # The restored chain holds every row the backup had (and the restored EMR's own since), and the anchor.
+        count = re.compile(r"intact: (\d+) rows.*; (\d+) anchor")
+        rows, anchors = map(int, count.search(rows_before.stdout).groups())  # type: ignore[union-attr]
+        rows_after, anchors_after = map(int, count.search(verified.stdout).groups())  # type: ignore[union-attr]
+        assert rows_after >= rows and anchors_after == anchors == 1
         pdf = _signed_pdf(store, tmp_path / "report.pdf")
         signature = _filmless(target, "verify", str(pdf))
         assert signature.returncode == 0, signature.stdout + signature.stderr
