@@ -7,9 +7,6 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from emr.i18n import t
-
-from ..backup import BackupError, backup, latest_snapshot, restore, verify
 from ..settings import Settings
 
 
@@ -24,10 +21,16 @@ def register(sub: Any) -> None:
 
 
 def _step(name: str) -> None:
+    from emr.i18n import t
+
     print(t(f"backup.step.{name}"), flush=True)
 
 
 def cmd_backup(args: argparse.Namespace, settings: Settings) -> int:
+    from emr.i18n import t
+
+    from ..backup import BackupError, backup
+
     try:
         result = backup(settings, args.dest, progress=_step)
     except (BackupError, OSError) as exc:
@@ -39,6 +42,10 @@ def cmd_backup(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def cmd_restore(args: argparse.Namespace, settings: Settings) -> int:
+    from emr.i18n import t
+
+    from ..backup import BackupError, latest_snapshot, restore, verify
+
     try:
         if args.check:
             snapshot = args.src if (args.src / "manifest.json").exists() else latest_snapshot(args.src)
