@@ -18,9 +18,9 @@ from pathlib import Path
 from sqlalchemy import inspect
 from sqlalchemy.engine import make_url
 
-from .db import make_engine, make_session_factory
 from .core.exceptions import EmrError
 from .core.settings import EmrSettings
+from .db import make_engine, make_session_factory
 
 __all__ = ["BackupError", "backup_database", "restore_database", "relink_all_studies", "database_kind"]
 
