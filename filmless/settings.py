@@ -64,7 +64,7 @@ VARIABLES: dict[str, tuple[str, str]] = {
     "FILMLESS_ORTHANC_USER": ("", "User name for the external Orthanc"),
     "FILMLESS_ORTHANC_PASSWORD": ("", "Password for the external Orthanc"),
     "FILMLESS_ORTHANC_HTTP_PORT": ("8042", "HTTP port of the managed Orthanc (localhost only)"),
-    "FILMLESS_ORTHANC_DICOM_PORT": ("4242", "DICOM port of the managed Orthanc (localhost only)"),
+    "FILMLESS_ORTHANC_DICOM_PORT": ("4242", "DICOM port of the managed Orthanc, only if its DICOM server is on (off)"),
     "FILMLESS_ORTHANC_AET": ("ORTHANC", "AE title of the managed Orthanc"),
     "FILMLESS_ORTHANC_PG_DSN": ("", "PostgreSQL index for Orthanc, e.g. postgresql://user@host:5432/orthanc"),
     "FILMLESS_ORTHANC_BINARY": ("/usr/sbin/Orthanc", "Orthanc executable"),
