@@ -25,6 +25,7 @@ from pydicom.uid import (
     JPEGLosslessSV1,
     JPEGLSLossless,
     JPEGLSNearLossless,
+    MPEGTransferSyntaxes,
     RLELossless,
 )
 from pynetdicom import AE, AllStoragePresentationContexts, _config
@@ -46,6 +47,7 @@ from .private_classes import PRIVATE_STORAGE_CLASSES, register_storage_classes
 from .receive_file import install as install_receive_file
 from .settings import GatewaySettings
 from .spool import Spool
+from .storage_classes import extra_standard_storage_classes, unrouted
 from .worklist import WorklistProvider
 
 __all__ = ["Gateway", "GatewayStats", "TRANSFER_SYNTAXES"]
@@ -70,6 +72,8 @@ TRANSFER_SYNTAXES: list[UID] = [
     JPEGExtended12Bit,
     JPEGLSNearLossless,
     JPEG2000,
+    # Video (endoscopy, ultrasound clips): stored as sent, like Orthanc does.
+    *MPEGTransferSyntaxes,
 ]
 
 
@@ -264,6 +268,11 @@ class Gateway:
             if cx.abstract_syntax:
                 ae.add_supported_context(cx.abstract_syntax, TRANSFER_SYNTAXES)
         for uid in register_storage_classes([*PRIVATE_STORAGE_CLASSES, *s.extra_sop_classes]):
+            ae.add_supported_context(uid, TRANSFER_SYNTAXES)
+        # Retired and recent standard storage classes (storage_classes.py).
+        extra = extra_standard_storage_classes()
+        register_storage_classes(unrouted(extra))
+        for uid in extra:
             ae.add_supported_context(uid, TRANSFER_SYNTAXES)
         if self.worklist is not None:
             ae.add_supported_context(ModalityWorklistInformationFind)
