@@ -40,6 +40,7 @@ VARIABLES: dict[str, tuple[str, str]] = {
     "FILMLESS_GATEWAY_FORWARDERS": ("4", "Threads moving the spool into Orthanc"),
     "FILMLESS_GATEWAY_MIN_FREE_MB": ("512", "Refuse instances when the spool disk has less free"),
     "FILMLESS_GATEWAY_MAX_ASSOCIATIONS": ("32", "Concurrent associations accepted"),
+    "FILMLESS_GATEWAY_MAX_CONNECTIONS_PER_IP": ("16", "Open connections one address may hold at once"),
     "FILMLESS_GATEWAY_IDENTITY_TIMEOUT": (
         "120",
         "Seconds an image waits for a failing EMR identity lookup before it is forwarded as the modality sent it",
@@ -205,6 +206,7 @@ def load(env: Mapping[str, str] | None = None) -> Settings:
         forwarders=_int(env, "FILMLESS_GATEWAY_FORWARDERS", 4, 1, 64),
         min_free_bytes=_int(env, "FILMLESS_GATEWAY_MIN_FREE_MB", 512, 0, 10**7) * 1024 * 1024,
         max_associations=_int(env, "FILMLESS_GATEWAY_MAX_ASSOCIATIONS", 32, 1, 1000),
+        max_connections_per_ip=_int(env, "FILMLESS_GATEWAY_MAX_CONNECTIONS_PER_IP", 16, 1, 1000),
         identity_timeout=float(_int(env, "FILMLESS_GATEWAY_IDENTITY_TIMEOUT", 120, 0, 7 * 86400)),
         extra_sop_classes=_uids(env, "FILMLESS_GATEWAY_EXTRA_SOP_CLASSES"),
         commitment_peers=_return_addresses(env, "FILMLESS_GATEWAY_COMMITMENT_PEERS"),
