@@ -55,6 +55,7 @@ log = logging.getLogger("pacs_gateway.admission")
 # shortest request that can be real.
 _MIN_REQUEST = 68
 _SO_RCVLOWAT = getattr(socket, "SO_RCVLOWAT", None)
+_SWEEP_ABOVE = 1024
 
 
 def _ip(address: Any) -> str:
@@ -106,6 +107,14 @@ class Admission:
             self.refused["address"] += 1
             return f"address {ip} is not in the allowed peers"
         with self._lock:
+            if len(self._connections) > _SWEEP_ABOVE:
+                # Many addresses came and went (a scan): forget those with nothing open.
+                for key in list(self._connections):
+                    still = [s for s in self._connections[key] if s.fileno() != -1]
+                    if still:
+                        self._connections[key] = still
+                    else:
+                        del self._connections[key]
             live = [s for s in self._connections.get(ip, ()) if s.fileno() != -1]
             if len(live) >= self.per_ip:
                 self._connections[ip] = live

@@ -18,6 +18,8 @@ from pynetdicom import AE
 from pynetdicom.sop_class import Verification  # type: ignore[attr-defined]  # generated module
 
 from pacs_gateway import Gateway
+from pacs_gateway.admission import Admission
+from pacs_gateway.peers import PeerPolicy
 from storage import OrthancStore
 from tests.pacs_gateway.conftest import dcmtk, gateway_settings
 
@@ -209,3 +211,21 @@ def test_association_slots_still_limit_real_associations(start_gateway: Callable
     fourth = ae.associate("127.0.0.1", gw.port, ae_title="FILMLESS")
     assert fourth.is_established
     fourth.release()
+
+
+def test_address_book_forgets_closed_connections_of_many_addresses() -> None:
+    """A scan from thousands of addresses must not grow the per-address book for ever."""
+    admission = Admission(PeerPolicy(["*"]), max_associations=4, per_ip=2, max_pending=10_000,
+                          request_timeout=1.0, max_pdu_size=1 << 20)
+    for i in range(1500):
+        sock = socket.socket()
+        assert admission.accept(sock, (f"10.{i // 250}.{i % 250}.1", 104)) is None
+        admission.request_done()
+        sock.close()
+    assert len(admission._connections) <= 1025
+    held = socket.socket()
+    try:
+        assert admission.accept(held, ("10.9.9.9", 104)) is None
+        assert admission.open_connections("10.9.9.9") == 1
+    finally:
+        held.close()
