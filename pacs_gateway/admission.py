@@ -98,6 +98,20 @@ class Admission:
         self._pending = 0
         self._admitted: weakref.WeakSet[Any] = weakref.WeakSet()
         self.refused = {"address": 0, "per_ip": 0, "pending": 0, "no_request": 0, "slots": 0}
+        self._last_logged: dict[str, tuple[float, int]] = {}
+
+    def log_refusal(self, level: int, kind: str, message: str, *args: Any) -> None:
+        """Log a refused connection, at most once a second per kind (a flood must not flood the log)."""
+        now = time.monotonic()
+        with self._lock:
+            last, skipped = self._last_logged.get(kind, (0.0, 0))
+            if now - last < 1.0:
+                self._last_logged[kind] = (last, skipped + 1)
+                return
+            self._last_logged[kind] = (now, 0)
+        if skipped:
+            message += f" (and {skipped} more like it in the last second)"
+        log.log(level, message, *args)
 
     # -- step 1: at accept ----------------------------------------------------
     def accept(self, sock: Any, address: Any) -> str | None:
@@ -242,7 +256,8 @@ class GatedRequestHandler(RequestHandler):
             admission.request_done()
         if why is not None:
             admission.refused["no_request"] += 1
-            log.info("closing connection from %s: %s", _ip(self.client_address), why)
+            admission.log_refusal(logging.INFO, "no_request", "closing connection from %s: %s",
+                                  _ip(self.client_address), why)
             self.server.shutdown_request(self.request)
             return
         super().handle()
@@ -268,7 +283,8 @@ class GuardedServer(ThreadedAssociationServer):
     def verify_request(self, request: Any, client_address: Any) -> bool:
         why = self.admission.accept(request, client_address)
         if why is not None:
-            log.warning("refusing connection from %s: %s", _ip(client_address), why)
+            self.admission.log_refusal(logging.WARNING, "accept", "refusing connection from %s: %s",
+                                       _ip(client_address), why)
             return False
         return True
 
