@@ -247,9 +247,9 @@ class GatewayHandlers:
             stats.refused += 1
             stats.reasons.append(f"spool write failed: {failed}")
             log.error("refusing instance from %s: spool write failed while receiving: %s", stats.calling_aet, failed)
-            self.gw._count("refused")
+            self.gw.count_event("refused")
             full = failed.errno in (errno.ENOSPC, errno.EDQUOT)
-            return _status(STATUS_OUT_OF_RESOURCES, f"spool write failed: {'disk full' if full else failed.strerror}")
+            return _status(Status.OUT_OF_RESOURCES, f"spool write failed: {'disk full' if full else failed.strerror}")
         try:
             if streamed is None:
                 # Chunked receiving switched off by someone else in this process.
