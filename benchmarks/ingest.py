@@ -60,7 +60,9 @@ def storescu(folder: Path, port: int, called: str) -> float:
 def start_orthanc(root: Path, gateway_port: int) -> OrthancProcess:
     settings = replace(
         StorageSettings(), data_dir=root, http_port=free_port(), dicom_port=free_port(),
-        # Let storescu in directly for the baseline (by AE title and host, like the gateway).
+        # Orthanc's DICOM server is off in filmless; the baseline turns it on
+        # and lets storescu in directly (by AE title and host, like the gateway).
+        dicom_server=True,
         config_overrides={"DicomModalities": {"bench": [BENCH_AET, "127.0.0.1", 104],
                                               "filmless-gateway": ["FILMLESS", "127.0.0.1", gateway_port]}},
     )

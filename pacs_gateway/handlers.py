@@ -51,6 +51,7 @@ from .exceptions import (
     OutOfResources,
     SopClassMismatch,
 )
+from .receive_file import receive_error
 from .validate import inspect_file
 from .worklist import build_responses
 
@@ -238,6 +239,17 @@ class GatewayHandlers:
         # whatever the instance size, and committing is a rename, not a copy.
         streamed = event.dataset_path
         size = 0
+        failed = receive_error(request)
+        if failed is not None:
+            # The disk filled up while the data set was streaming in (receive_file.py).
+            if streamed is not None:
+                Path(streamed).unlink(missing_ok=True)
+            stats.refused += 1
+            stats.reasons.append(f"spool write failed: {failed}")
+            log.error("refusing instance from %s: spool write failed while receiving: %s", stats.calling_aet, failed)
+            self.gw.count_event("refused")
+            full = failed.errno in (errno.ENOSPC, errno.EDQUOT)
+            return _status(Status.OUT_OF_RESOURCES, f"spool write failed: {'disk full' if full else failed.strerror}")
         try:
             if streamed is None:
                 # Chunked receiving switched off by someone else in this process.

@@ -39,21 +39,31 @@ class PeerRule:
         return address is not None and address.version == self.network.version and address in self.network
 
 
+def _parse_ip(address: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address | None:
+    try:
+        ip = ipaddress.ip_address(address.split("%", 1)[0])
+    except ValueError:
+        return None
+    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
+        return ip.ipv4_mapped
+    return ip
+
+
 class PeerPolicy:
     """The allow-list built from ``GatewaySettings.allowed_peers``."""
 
     def __init__(self, entries: tuple[str, ...] | list[str]) -> None:
         self.rules = tuple(PeerRule.parse(e) for e in entries)
 
+    def address_allowed(self, address: str) -> bool:
+        """Whether any rule could accept a peer at ``address`` (checked at TCP accept, before any PDU)."""
+        ip = _parse_ip(address)
+        return any(rule.network is None or rule.matches(rule.ae_title, ip) for rule in self.rules)
+
     def check(self, ae_title: str, address: str) -> str | None:
         """``None`` when allowed, otherwise the reason for the log line."""
         ae_title = ae_title.strip()
-        try:
-            ip = ipaddress.ip_address(address.split("%", 1)[0])
-        except ValueError:
-            ip = None
-        if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
-            ip = ip.ipv4_mapped
+        ip = _parse_ip(address)
         if any(rule.matches(ae_title, ip) for rule in self.rules):
             return None
         known = [r for r in self.rules if r.ae_title in (ae_title, "*")]

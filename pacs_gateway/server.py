@@ -25,6 +25,7 @@ from pydicom.uid import (
     JPEGLosslessSV1,
     JPEGLSLossless,
     JPEGLSNearLossless,
+    MPEGTransferSyntaxes,
     RLELossless,
 )
 from pynetdicom import AE, AllStoragePresentationContexts, _config
@@ -34,8 +35,8 @@ from pynetdicom.sop_class import (  # type: ignore[attr-defined]  # generated mo
     StorageCommitmentPushModel,
     Verification,
 )
-from pynetdicom.transport import ThreadedAssociationServer
 
+from .admission import Admission, GuardedServer, make_server
 from .commitment import Commitments
 from .forwarder import Forwarder, Store
 from .handlers import GatewayHandlers
@@ -43,8 +44,10 @@ from .mpps import MppsProvider, MppsStore
 from .normalise import IdentityProvider
 from .peers import PeerPolicy
 from .private_classes import PRIVATE_STORAGE_CLASSES, register_storage_classes
+from .receive_file import install as install_receive_file
 from .settings import GatewaySettings
 from .spool import Spool
+from .storage_classes import extra_standard_storage_classes, unrouted
 from .worklist import WorklistProvider
 
 __all__ = ["Gateway", "GatewayStats", "TRANSFER_SYNTAXES"]
@@ -69,6 +72,8 @@ TRANSFER_SYNTAXES: list[UID] = [
     JPEGExtended12Bit,
     JPEGLSNearLossless,
     JPEG2000,
+    # Video (endoscopy, ultrasound clips): stored as sent, like Orthanc does.
+    *MPEGTransferSyntaxes,
 ]
 
 
@@ -103,6 +108,8 @@ def _receive_to(incoming: Path) -> None:
         _receivers.append(incoming)
         _config.STORE_RECV_CHUNKED_DATASET = True
         tempfile.tempdir = str(incoming)
+        # A full disk mid-instance then answers 0xA700 instead of dropping the association.
+        install_receive_file()
 
 
 def _stop_receiving_to(incoming: Path) -> None:
@@ -209,7 +216,15 @@ class Gateway:
             else None
         )
         self._handlers = GatewayHandlers(self)
-        self._server: ThreadedAssociationServer | None = None
+        self.admission = Admission(
+            self.peers,
+            max_associations=settings.max_associations,
+            per_ip=settings.max_connections_per_ip,
+            max_pending=settings.max_pending_connections,
+            request_timeout=settings.request_timeout,
+            max_pdu_size=settings.max_pdu_size,
+        )
+        self._server: GuardedServer | None = None
         self._counts = {"received": 0, "forwarded": 0, "quarantined": 0, "refused": 0}
         self._counts_lock = threading.Lock()
         self._stopped = threading.Event()
@@ -238,17 +253,27 @@ class Gateway:
     def _build_ae(self) -> AE:
         s = self.settings
         ae = AE(ae_title=s.ae_title)
-        # Unlimited PDU size: far fewer PDUs (and Python calls) per instance.
-        ae.maximum_pdu_size = 0
-        ae.maximum_associations = s.max_associations
+        # Large PDUs: few PDUs (and Python calls) per instance; bounded, so a
+        # peer cannot make us buffer gigabytes (pdu_limits.py).
+        ae.maximum_pdu_size = s.max_pdu_size
+        # Association slots are counted by self.admission, only for requests
+        # that were read and passed the AE check; pynetdicom's own count
+        # includes connections still waiting for theirs.
+        ae.maximum_associations = s.max_associations + s.max_pending_connections
         ae.network_timeout = s.network_timeout
-        ae.acse_timeout = s.network_timeout
+        # Also the time a connection has to complete its A-ASSOCIATE-RQ.
+        ae.acse_timeout = s.request_timeout
         ae.dimse_timeout = s.network_timeout
         ae.add_supported_context(Verification)
         for cx in AllStoragePresentationContexts:
             if cx.abstract_syntax:
                 ae.add_supported_context(cx.abstract_syntax, TRANSFER_SYNTAXES)
         for uid in register_storage_classes([*PRIVATE_STORAGE_CLASSES, *s.extra_sop_classes]):
+            ae.add_supported_context(uid, TRANSFER_SYNTAXES)
+        # Retired and recent standard storage classes (storage_classes.py).
+        extra = extra_standard_storage_classes()
+        register_storage_classes(unrouted(extra))
+        for uid in extra:
             ae.add_supported_context(uid, TRANSFER_SYNTAXES)
         if self.worklist is not None:
             ae.add_supported_context(ModalityWorklistInformationFind)
@@ -273,11 +298,12 @@ class Gateway:
             self.commitments.open()
         ae = self._build_ae()
         try:
-            self._server = ae.start_server(
+            self._server = make_server(
+                ae,
                 (self.settings.host, self.settings.port),
-                block=False,
+                self.admission,
                 ssl_context=_tls_context(self.settings),
-                evt_handlers=self._handlers.bindings(),
+                evt_handlers=self._handlers.bindings() + self.admission.bindings(),
             )
         except BaseException:
             _stop_receiving_to(self.spool.incoming)

@@ -31,6 +31,16 @@ class GatewaySettings:
     # has less than this many bytes free after the instance is written.
     min_free_bytes: int = 512 * 1024 * 1024
     max_associations: int = 32
+    # Connection guard (pacs_gateway.admission): a connection must deliver
+    # its A-ASSOCIATE-RQ within ``request_timeout`` seconds; one address may
+    # hold at most ``max_connections_per_ip`` connections at once, and at most
+    # ``max_pending_connections`` may wait for their request altogether.
+    request_timeout: float = 5.0
+    max_connections_per_ip: int = 16
+    max_pending_connections: int = 256
+    # Largest P-DATA-TF PDU a peer may send us (announced in the association
+    # acceptance); longer PDUs abort the association (pacs_gateway.pdu_limits).
+    max_pdu_size: int = 4 * 1024 * 1024
     retry_initial: float = 0.5
     retry_max: float = 30.0
     network_timeout: float = 60.0

@@ -11,6 +11,7 @@ acknowledgement, and pixel data is never touched.
 
 from __future__ import annotations
 
+import logging
 import mmap
 import os
 import struct
@@ -19,11 +20,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO
 
+from pydicom.datadict import dictionary_VR
 from pydicom.uid import UID, DeflatedExplicitVRLittleEndian, ExplicitVRBigEndian, ImplicitVRLittleEndian
 
 from .exceptions import NotUnderstood, SopClassMismatch
 
 __all__ = ["InstanceHeader", "inspect_dataset", "inspect_file", "check_structure"]
+
+log = logging.getLogger("pacs_gateway.validate")
 
 _LONG_VRS = frozenset({b"OB", b"OD", b"OF", b"OL", b"OV", b"OW", b"SQ", b"SV", b"UC", b"UN", b"UR", b"UT", b"UV"})
 _ITEM = 0xFFFEE000
@@ -51,18 +55,39 @@ class _Walker:
         self.u32 = struct.Struct(e + "L").unpack_from
         self.tag = struct.Struct(e + "HH").unpack_from
         self.uids: dict[int, bytes] = {}
+        self._implicit_sq: dict[int, bool] = {}
 
-    def need(self, pos: int, n: int) -> None:
-        if pos + n > self.end:
-            raise NotUnderstood(f"data set truncated at byte {pos} (needs {n} more bytes, has {self.end - pos})")
+    def need(self, pos: int, n: int, end: int | None = None) -> None:
+        limit = self.end if end is None else end
+        if pos + n > limit:
+            where = "data set" if limit == self.end else "sequence item"
+            raise NotUnderstood(
+                f"{where} truncated at byte {pos} (needs {n} more bytes, has {limit - pos})"
+            )
 
-    def dataset(self, pos: int, depth: int, implicit: bool, in_item: bool) -> int:
-        """Walk elements from ``pos``; return the position after the data set."""
+    def is_sequence(self, tag: int, vr: bytes, implicit: bool) -> bool:
+        """Whether a defined-length value holds sequence items that must be walked too."""
+        if not implicit:
+            return vr == b"SQ"
+        if tag >> 16 & 1:  # private: the VR is unknown in implicit VR
+            return False
+        known = self._implicit_sq.get(tag)
+        if known is None:
+            try:
+                known = dictionary_VR(tag) == "SQ"
+            except KeyError:
+                known = False
+            self._implicit_sq[tag] = known
+        return known
+
+    def dataset(self, pos: int, depth: int, implicit: bool, in_item: bool, end: int | None = None) -> int:
+        """Walk elements from ``pos`` up to ``end``; return the position after the data set."""
         if depth > _MAX_DEPTH:
             raise NotUnderstood("sequences nested too deeply")
         buf = self.buf
-        while pos < self.end:
-            self.need(pos, 8)
+        end = self.end if end is None else end
+        while pos < end:
+            self.need(pos, 8, end)
             group, elem = self.tag(buf, pos)
             tag = group << 16 | elem
             if tag == _ITEM_DELIM:
@@ -78,29 +103,56 @@ class _Walker:
                 if not (65 <= vr[0] <= 90 and 65 <= vr[1] <= 90):
                     raise NotUnderstood(f"invalid value representation {vr!r} at byte {pos + 4}: not DICOM")
                 if vr in _LONG_VRS:
-                    self.need(pos, 12)
+                    self.need(pos, 12, end)
                     (length,) = self.u32(buf, pos + 8)
                     pos += 12
                 else:
                     (length,) = self.u16(buf, pos + 6)
                     pos += 8
             if length == _UNDEFINED:
-                # UN of undefined length holds implicit VR little endian items (PS3.5 6.2.2).
-                pos = self.items(pos, depth + 1, implicit or vr == b"UN")
+                # UN of undefined length holds implicit VR little endian items (PS3.5 6.2.2);
+                # OB/OW of undefined length is encapsulated pixel data (fragments, not data sets).
+                walk = implicit or vr in (b"SQ", b"UN")
+                pos = self.items(pos, depth + 1, implicit or vr == b"UN", walk, end)
             else:
-                self.need(pos, length)
+                self.need(pos, length, end)
                 if depth == 0 and tag in _UID_TAGS and length <= 64:
                     self.uids[tag] = bytes(buf[pos : pos + length])
+                if length and self.is_sequence(tag, vr, implicit):
+                    # A defined-length sequence: every item and element in it must fit in it
+                    # (a truncated RT Plan claimed more than its sequence held).
+                    self.defined_items(pos, pos + length, depth + 1, implicit)
                 pos += length
         if in_item:
             raise NotUnderstood("data set truncated inside an item of undefined length")
+        if pos != end:
+            raise NotUnderstood(f"element overruns its sequence item at byte {pos}")
         return pos
 
-    def items(self, pos: int, depth: int, implicit: bool) -> int:
-        """Items of an undefined-length sequence or encapsulated pixel data."""
+    def defined_items(self, pos: int, end: int, depth: int, implicit: bool) -> None:
+        """Items of a defined-length sequence, each bounded by the sequence."""
         buf = self.buf
+        while pos < end:
+            self.need(pos, 8, end)
+            group, elem = self.tag(buf, pos)
+            tag = group << 16 | elem
+            (length,) = self.u32(buf, pos + 4)
+            pos += 8
+            if tag != _ITEM:
+                raise NotUnderstood(f"expected a sequence item at byte {pos - 8}, found ({group:04X},{elem:04X})")
+            if length == _UNDEFINED:
+                pos = self.dataset(pos, depth, implicit, in_item=True, end=end)
+            else:
+                self.need(pos, length, end)
+                self.dataset(pos, depth, implicit, in_item=False, end=pos + length)
+                pos += length
+
+    def items(self, pos: int, depth: int, implicit: bool, walk: bool = True, end: int | None = None) -> int:
+        """Items of an undefined-length sequence (``walk``) or encapsulated pixel data."""
+        buf = self.buf
+        end = self.end if end is None else end
         while True:
-            self.need(pos, 8)
+            self.need(pos, 8, end)
             group, elem = self.tag(buf, pos)
             tag = group << 16 | elem
             (length,) = self.u32(buf, pos + 4)
@@ -110,9 +162,11 @@ class _Walker:
             if tag != _ITEM:
                 raise NotUnderstood(f"expected a sequence item at byte {pos - 8}, found ({group:04X},{elem:04X})")
             if length == _UNDEFINED:
-                pos = self.dataset(pos, depth, implicit, in_item=True)
+                pos = self.dataset(pos, depth, implicit, in_item=True, end=end)
             else:
-                self.need(pos, length)
+                self.need(pos, length, end)
+                if walk and length:
+                    self.dataset(pos, depth, implicit, in_item=False, end=pos + length)
                 pos += length
 
 
@@ -150,11 +204,12 @@ def inspect_dataset(
 ) -> InstanceHeader:
     """Validate a received data set and return its identifying UIDs.
 
-    Raises :class:`NotUnderstood` (truncated, not DICOM, missing or invalid
-    SOP Instance UID, or one that differs from the command's
-    AffectedSOPInstanceUID) or :class:`SopClassMismatch` (SOP Class UID
-    missing or contradicting the command, Study or Series Instance UID
-    missing or invalid).
+    Raises :class:`NotUnderstood` (truncated anywhere, nested sequences
+    included; not DICOM; SOP Instance UID missing, unstorable, or differing
+    from the command's AffectedSOPInstanceUID) or :class:`SopClassMismatch`
+    (SOP Class UID missing or contradicting the command, Study or Series
+    Instance UID missing or unstorable). UIDs that merely break the UID
+    syntax are accepted with a warning, as Orthanc stores them.
     """
     uids = check_structure(stream, transfer_syntax)
     return _identify(uids, affected_sop_class, affected_sop_instance)
@@ -213,6 +268,22 @@ def _text(value: bytes | None) -> str:
     return value.decode("ascii", "replace").rstrip("\x00 ").strip()
 
 
+def _storable(keyword: str, value: str) -> str | None:
+    """Why a UID value cannot be stored as one identifier, or ``None``.
+
+    Orthanc stores UIDs that break the UID syntax (real archives hold
+    64-character hex strings); what it cannot index is an empty, overlong
+    or multi-valued one.
+    """
+    if not value:
+        return f"{keyword} is missing"
+    if len(value) > 64:
+        return f"{keyword} {value[:70]!r} is longer than 64 characters"
+    if "\\" in value or not value.isprintable():
+        return f"{keyword} {value!r} is not a single printable identifier"
+    return None
+
+
 def _identify(
     uids: dict[int, bytes], affected_sop_class: str | None, affected_sop_instance: str | None
 ) -> InstanceHeader:
@@ -220,10 +291,9 @@ def _identify(
     sop_instance = _text(uids.get(_SOP_INSTANCE))
     study = _text(uids.get(_STUDY))
     series = _text(uids.get(_SERIES))
-    if not sop_instance:
-        raise NotUnderstood("SOP Instance UID (0008,0018) is missing")
-    if not UID(sop_instance).is_valid:
-        raise NotUnderstood(f"SOP Instance UID {sop_instance!r} is not a valid UID")
+    why = _storable("SOP Instance UID (0008,0018)", sop_instance)
+    if why is not None:
+        raise NotUnderstood(why)
     if affected_sop_instance and sop_instance != str(affected_sop_instance).strip():
         raise NotUnderstood(
             f"SOP Instance UID {sop_instance!r} differs from the command's {str(affected_sop_instance)!r}"
@@ -237,8 +307,12 @@ def _identify(
     # Type 1 in every storage IOD, and Orthanc refuses instances without them:
     # better the modality hears it now than the instance vanish into quarantine.
     for keyword, value in (("StudyInstanceUID", study), ("SeriesInstanceUID", series)):
-        if not value:
-            raise SopClassMismatch(f"{keyword} is missing")
+        why = _storable(keyword, value)
+        if why is not None:
+            raise SopClassMismatch(why)
+    for keyword, value in (("SOPInstanceUID", sop_instance), ("StudyInstanceUID", study),
+                           ("SeriesInstanceUID", series)):
         if not UID(value).is_valid:
-            raise SopClassMismatch(f"{keyword} {value!r} is not a valid UID")
+            log.warning("%s %r breaks the UID syntax; stored as it is (unique values still identify)",
+                        keyword, value)
     return InstanceHeader(sop_class, sop_instance)

@@ -8,7 +8,11 @@ of overrides is merged last so an admin can still change anything.
 
 Orthanc 1.10 cannot bind to one address, so "localhost only" is enforced by
 Orthanc itself: ``RemoteAccessAllowed: false`` refuses HTTP from other
-hosts, and its DICOM port accepts only the modalities declared in the config
+hosts, and its DICOM server is off (``DicomServerEnabled: false``): nothing
+in filmless speaks DICOM to Orthanc, and an open port let any local process
+calling itself FILMLESS find, get and store around the gateway. When an
+admin turns it on (``StorageSettings.dicom_server``, e.g. to compare with a
+stock Orthanc), it accepts only the modalities declared in the config
 (checked by AE title *and* host, by default just the filmless gateway on
 127.0.0.1).
 """
@@ -123,6 +127,7 @@ def build_config(
         "StorageCompression": False,
         "DefaultEncoding": "Utf8",
         "HttpPort": settings.http_port,
+        "DicomServerEnabled": settings.dicom_server,
         "DicomPort": settings.dicom_port,
         "DicomAet": settings.dicom_aet,
         "RemoteAccessAllowed": False,
@@ -222,7 +227,10 @@ class OrthancProcess:
             return self.store()
         if not self.settings.binary.exists():
             raise LauncherError(f"Orthanc is not installed at {self.settings.binary} (Debian package 'orthanc')")
-        for port, name in ((self.settings.http_port, "HTTP"), (self.settings.dicom_port, "DICOM")):
+        ports = [(self.settings.http_port, "HTTP")]
+        if self.settings.dicom_server:
+            ports.append((self.settings.dicom_port, "DICOM"))
+        for port, name in ports:
             if not _port_free(port):
                 raise LauncherError(
                     f"port {port} for Orthanc's {name} server is already in use "
@@ -256,7 +264,7 @@ class OrthancProcess:
                 )
             if store.ping():
                 log.info("orthanc started pid=%s http=%s dicom=%s", self._proc.pid, self.settings.http_port,
-                         self.settings.dicom_port)
+                         self.settings.dicom_port if self.settings.dicom_server else "off")
                 return store
             time.sleep(0.1)
         self.stop()

@@ -27,6 +27,12 @@ class StorageSettings:
     dicom_host: str = "127.0.0.1"
     dicom_port: int = 4242
     dicom_aet: str = "ORTHANC"
+    # Orthanc's own DICOM server (C-ECHO/C-FIND/C-GET/C-STORE SCP). Off:
+    # filmless reaches Orthanc only over its authenticated localhost REST API
+    # (the gateway forwards with HTTP, storage commitment asks over HTTP), so
+    # an open DICOM port would only let local processes around the gateway's
+    # access rules and audit. ``dicom_port`` is used only when this is on.
+    dicom_server: bool = False
     external_url: str | None = None
     external_username: str | None = None
     external_password: str | None = None

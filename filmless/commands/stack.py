@@ -48,7 +48,8 @@ def cmd_storage(args: argparse.Namespace, settings: Settings) -> int:
     except LauncherError as exc:
         print(f"filmless storage: {exc}", file=sys.stderr)
         return 1
-    print(f"Orthanc {settings.storage.url} (DICOM {settings.storage.dicom_port}), pid {proc.pid}", flush=True)
+    dicom = f"DICOM {settings.storage.dicom_port}" if settings.storage.dicom_server else "DICOM server off"
+    print(f"Orthanc {settings.storage.url} ({dicom}), pid {proc.pid}", flush=True)
     stop = threading.Event()
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, lambda *_: stop.set())
@@ -93,7 +94,8 @@ def _banner(settings: Settings, accounts: list[tuple[str, str, str]]) -> str:
     if s.managed:
         creds = load_or_create_credentials(s.data_dir)
         lines += [
-            f"  Orthanc          {s.url} (localhost only), DICOM {s.dicom_port}",
+            f"  Orthanc          {s.url} (localhost only), "
+            + (f"DICOM {s.dicom_port}" if s.dicom_server else "DICOM server off (REST only)"),
             f"  Orthanc login    {creds.username} / {creds.password}",
             f"                   (kept in {s.data_dir / 'credentials.json'}, mode 0600)",
         ]

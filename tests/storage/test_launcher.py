@@ -6,6 +6,7 @@ import json
 import socket
 import stat
 import subprocess
+from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
 
@@ -69,8 +70,19 @@ def test_started_orthanc_requires_auth_and_loads_plugins(orthanc_process: Orthan
     assert stat.S_IMODE(orthanc_process.config_path.stat().st_mode) == 0o600
 
 
-def test_orthanc_dicom_port_refuses_peers_other_than_the_gateway(orthanc_process: OrthancProcess) -> None:
+def test_orthanc_dicom_server_is_off_unless_turned_on(tmp_path: Path) -> None:
+    """filmless talks to Orthanc over REST only; the DICOM server is for benchmarks that turn it on."""
+    settings = replace(StorageSettings(), data_dir=tmp_path)
+    assert build_config(settings, load_or_create_credentials(tmp_path))["DicomServerEnabled"] is False
+    on = build_config(replace(settings, dicom_server=True), load_or_create_credentials(tmp_path))
+    assert on["DicomServerEnabled"] is True
+
+
+def test_orthanc_dicom_port_when_turned_on_refuses_peers_other_than_the_gateway(
+    fresh_orthanc: Callable[..., OrthancProcess],
+) -> None:
     """Modalities must go through the gateway, not straight into Orthanc."""
+    orthanc_process = fresh_orthanc(dicom_server=True)
     port = str(orthanc_process.settings.dicom_port)
     stranger = subprocess.run(["echoscu", "-aet", "STRANGER", "-aec", "ORTHANC", "127.0.0.1", port],
                               capture_output=True, text=True, timeout=30)
