@@ -5,6 +5,7 @@ Public API (other packages import only these):
 - :func:`create_app` – the Flask app factory.
 - :func:`serve` / :func:`upgrade_database` – production server with migrations.
 - :func:`worklist_provider` / :func:`identity_provider` / :func:`mpps_provider` – data for the DICOM gateway.
+- :func:`dicom_audit_provider` – audit rows for the gateway's query/retrieve.
 - :func:`start_linker` / :func:`link_new_studies` – linking arriving studies to orders.
 - :func:`verify_audit_chain` – tamper check of the audit log.
 """
@@ -16,6 +17,7 @@ from typing import Any
 from . import demo
 from .app import create_app
 from .audit import Actor, AuditVerification, verify_audit_chain
+from .dicom_audit import dicom_audit_provider
 from .exceptions import EmrError
 from .linker import Linker, start_linker
 from .server import serve, upgrade_database
@@ -32,6 +34,7 @@ __all__ = [
     "Linker",
     "create_app",
     "demo",
+    "dicom_audit_provider",
     "identity_provider",
     "link_new_studies",
     "mpps_provider",

@@ -43,6 +43,8 @@ from .mpps import MppsProvider, MppsStore
 from .normalise import IdentityProvider
 from .peers import PeerPolicy
 from .private_classes import PRIVATE_STORAGE_CLASSES, register_storage_classes
+from .query import AuditProvider
+from .retrieve import QueryRetrieve, add_query_retrieve_contexts
 from .settings import GatewaySettings
 from .spool import Spool
 from .worklist import WorklistProvider
@@ -158,7 +160,9 @@ class Gateway:
     returns the EMR's patient identity to coerce into instances.
     ``mpps(event)`` is told every Modality Performed Procedure Step status
     change (see :mod:`pacs_gateway.mpps`); retried in the background until
-    it returns without raising.
+    it returns without raising. ``audit(event)`` records each query and
+    retrieve in the EMR's audit log (see :mod:`pacs_gateway.query`); a store
+    with an index (``find_resources``) enables Query/Retrieve.
     """
 
     def __init__(
@@ -169,6 +173,7 @@ class Gateway:
         worklist: WorklistProvider | None = None,
         identity: IdentityProvider | None = None,
         mpps: MppsProvider | None = None,
+        audit: AuditProvider | None = None,
     ) -> None:
         self.settings = settings
         self.store = store
@@ -206,6 +211,12 @@ class Gateway:
                 network_timeout=settings.network_timeout,
             )
             if callable(lookup)
+            else None
+        )
+        self.query_retrieve = (
+            QueryRetrieve(store, ae_title=settings.ae_title, destinations=settings.destinations, audit=audit,  # type: ignore[arg-type]
+                          network_timeout=settings.network_timeout)
+            if callable(getattr(store, "find_resources", None))
             else None
         )
         self._handlers = GatewayHandlers(self)
@@ -255,6 +266,8 @@ class Gateway:
         ae.add_supported_context(ModalityPerformedProcedureStep)
         if self.commitments is not None:
             ae.add_supported_context(StorageCommitmentPushModel)
+        if self.query_retrieve is not None:
+            add_query_retrieve_contexts(ae)
         return ae
 
     def start(self) -> None:
