@@ -193,7 +193,7 @@ def test_getscu_receives_a_series_on_its_own_association(
     assert _pixels(sorted(out.iterdir())) == _pixels(studies["files"][3:])
 
 
-def _get_requestor(on_store: Callable[[evt.Event], int]) -> AE:
+def _get_requestor() -> AE:
     ae = AE(ae_title="WS03")
     ae.add_requested_context(StudyRootQueryRetrieveInformationModelGet)
     ae.add_requested_context(CTImageStorage)
@@ -209,7 +209,7 @@ def test_c_get_reports_each_failed_instance_and_counts(
     def on_store(event: evt.Event) -> int:
         return 0xA700 if event.request.AffectedSOPInstanceUID == refused else 0x0000
 
-    ae = _get_requestor(on_store)
+    ae = _get_requestor()
     assoc = ae.associate("127.0.0.1", gw.settings.port, ae_title="FILMLESS",
                          ext_neg=[build_role(CTImageStorage, scp_role=True)],
                          evt_handlers=[(evt.EVT_C_STORE, on_store)])
@@ -240,7 +240,7 @@ def test_c_cancel_stops_a_retrieve(qr_gateway: tuple[Gateway, int], studies: dic
             time.sleep(0.2)
         return 0x0000
 
-    ae = _get_requestor(on_store)
+    ae = _get_requestor()
     assoc = ae.associate("127.0.0.1", gw.settings.port, ae_title="FILMLESS",
                          ext_neg=[build_role(CTImageStorage, scp_role=True)],
                          evt_handlers=[(evt.EVT_C_STORE, on_store)])
