@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import json
 import logging
+import socket
 from collections import deque
 from collections.abc import Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -90,6 +91,22 @@ def add_query_retrieve_contexts(ae: AE) -> None:
             ae.add_supported_context(cx.abstract_syntax, cx.transfer_syntax, scu_role=True, scp_role=True)
 
 
+def _no_delay(event: evt.Event) -> None:
+    """Nagle off on the sub-association: otherwise each small C-STORE command
+    PDU waits for the workstation's delayed ACK (~40 ms an image)."""
+    sock = getattr(event.assoc.dul.socket, "socket", None)
+    if sock is not None:
+        try:
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        except OSError:
+            pass
+    # pynetdicom's reactor naps 1 ms whenever it finds nothing to do; on a
+    # sub-association that only lives for the transfer, answer sooner.
+    dul = event.assoc.dul
+    if hasattr(dul, "_run_loop_delay"):
+        dul._run_loop_delay = 0.0002
+
+
 def _missing(sop_class: str, sop_instance: str) -> Dataset:
     """What pynetdicom counts as one failed sub-operation for this instance (no transfer syntax)."""
     ds = Dataset()
@@ -111,7 +128,7 @@ class _Prefetch:
         self._fill()
 
     def _read(self, instance: Any) -> Dataset:
-        data = self.store.instance_file(instance.orthanc_id)
+        data = self.store.read_instance(instance.orthanc_id)
         return dcmread(BytesIO(data))
 
     def _fill(self) -> None:
@@ -246,7 +263,8 @@ class QueryRetrieve:
         # answers a failure (0xC514) and nothing is sent.
         instances, _ = self._prepare(event, "dicom.retrieve", calling_aet, peer, destination)
         contexts = _contexts(instances)
-        yield address.host, address.port, {"contexts": contexts, "ae_title": address.ae_title}
+        yield address.host, address.port, {"contexts": contexts, "ae_title": address.ae_title,
+                                           "evt_handlers": [(evt.EVT_CONN_OPEN, _no_delay)]}
         yield len(instances)
         yield from self._send_all(event, instances)
 
