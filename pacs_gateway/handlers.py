@@ -168,16 +168,23 @@ class GatewayHandlers:
             assoc.kill()
 
     def on_accepted(self, event: evt.Event) -> None:
-        self._stats(event.assoc).outcome = "accepted"
+        stats = self._stats(event.assoc)
+        stats.outcome = "accepted"
+        if self.gw.commitments is not None:
+            self.gw.commitments.association_opened(stats.calling_aet, event.assoc)
 
     def on_released(self, event: evt.Event) -> None:
         self._stats(event.assoc).outcome = "released"
+        if self.gw.commitments is not None:
+            self.gw.commitments.association_closed(event.assoc)
 
     def on_aborted(self, event: evt.Event) -> None:
         self._stats(event.assoc).outcome = "aborted"
 
     def on_conn_close(self, event: evt.Event) -> None:
         self._drop_partial(event.assoc)
+        if self.gw.commitments is not None:
+            self.gw.commitments.association_closed(event.assoc)
         with self._lock:
             stats = self._assocs.pop(event.assoc, None)
         if stats is None:
