@@ -1,6 +1,6 @@
 """Diacritic- and case-insensitive person-name matching for C-FIND.
 
-Why a copy of the EMR's rule (``emr/normalize.py``'s ``fold``) and not an
+Why a copy of the EMR's rule (``emr/core/normalize.py``'s ``fold``) and not an
 import: the gateway never imports the EMR's internals, and this is four
 lines of pure text handling. ``tests/pacs_gateway/test_query.py`` checks
 both give the same answer on Vietnamese names, so they cannot drift apart.

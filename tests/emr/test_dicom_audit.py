@@ -10,7 +10,7 @@ from sqlalchemy.orm import Session
 
 from emr import EmrSettings, dicom_audit_provider, verify_audit_chain
 from emr.models import AuditEntry
-from emr.services import patients
+from emr.patients import service as patients
 
 from .conftest import World, patient_data
 

@@ -22,7 +22,7 @@ from pynetdicom.sop_class import (  # type: ignore[attr-defined]
     StudyRootQueryRetrieveInformationModelGet,
 )
 
-import emr.normalize
+import emr.core.normalize
 from pacs_gateway import Gateway, fold
 from pacs_gateway.names import index_pattern, name_matches
 from storage import OrthancStore
@@ -73,7 +73,7 @@ def _responses(folder: Path) -> list[Dataset]:
 
 def test_fold_is_the_emr_rule() -> None:
     for name in (BINH, NHUNG, "Đặng  Thị Ánh Tuyết", "Lê Đức Thọ", "TRẦN QUỐC VIỆT"):
-        assert fold(name) == emr.normalize.fold(name)
+        assert fold(name) == emr.core.normalize.fold(name)
     assert name_matches("pham*", BINH) and name_matches("PHAM^VAN*", BINH) and not name_matches("phan*", BINH)
     assert index_pattern("pham*") == "ph*m*"
 
