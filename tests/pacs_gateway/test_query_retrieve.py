@@ -140,7 +140,7 @@ def test_findscu_patient_root_at_every_level(
     assert {i.SOPInstanceUID for i in images} == expected
     assert {i.SOPClassUID for i in images} == {CTImageStorage}
 
-    assert find("nobody", "QueryRetrieveLevel=PATIENT", "PatientName=tran*", "PatientID") == []
+    assert find("nobody", "QueryRetrieveLevel=PATIENT", "PatientName=khongai*", "PatientID") == []
 
 
 def _storescp(port: int, folder: Path, aet: str = "WS01") -> subprocess.Popen[bytes]:
