@@ -4,8 +4,11 @@ The provider (the EMR's order list) does the matching, including the
 diacritic-insensitive name search it alone knows how to do; this module
 translates the DICOM query into a flat dict, applies the standard's exact
 and range matching again for the keys where that is unambiguous (a safety
-net against a provider returning too much), and builds responses that carry
-only the attributes the modality asked for, in UTF-8.
+net against a provider returning too much: Modality, station, patient ID,
+accession number, Requested Procedure ID, start date and start time), and
+builds responses that carry only the attributes the modality asked for, in
+UTF-8. Scheduled Station AE Title is Type 1: a step without a station is
+answered with the asking station's AE title.
 """
 
 from __future__ import annotations
@@ -27,15 +30,18 @@ WorklistProvider = Callable[[dict[str, str]], Iterable[Mapping[str, object]]]
 _TOP_KEYS = (
     "AccessionNumber", "StudyInstanceUID", "PatientID", "PatientName", "PatientBirthDate", "PatientSex",
     "RequestedProcedureID", "RequestedProcedureDescription", "ReferringPhysicianName", "RequestingPhysician",
+    "RequestedProcedurePriority",
 )
 _SPS_KEYS = (
     "Modality", "ScheduledStationAETitle", "ScheduledProcedureStepStartDate", "ScheduledProcedureStepStartTime",
     "ScheduledProcedureStepID", "ScheduledProcedureStepDescription", "ScheduledPerformingPhysicianName",
+    "ScheduledProcedureStepStatus",
 )
 QUERY_KEYS = ("Modality", "ScheduledStationAETitle", "ScheduledProcedureStepStartDate", "PatientID",
-              "AccessionNumber", "PatientName")
-_SPS_QUERY = ("Modality", "ScheduledStationAETitle", "ScheduledProcedureStepStartDate")
-_EXACT = ("Modality", "ScheduledStationAETitle", "PatientID", "AccessionNumber")
+              "AccessionNumber", "PatientName", "RequestedProcedureID", "ScheduledProcedureStepStartTime")
+_SPS_QUERY = ("Modality", "ScheduledStationAETitle", "ScheduledProcedureStepStartDate",
+              "ScheduledProcedureStepStartTime")
+_EXACT = ("Modality", "ScheduledStationAETitle", "PatientID", "AccessionNumber", "RequestedProcedureID")
 
 
 def _text(value: Any) -> str:
@@ -69,12 +75,27 @@ def _date_matches(query: str, value: str) -> bool:
     return bool(value) and (not lo or value >= lo) and (not hi or value <= hi)
 
 
+def _time_matches(query: str, value: str) -> bool:
+    """TM range matching on HHMMSS prefixes ('0800-1200' holds 08:00:00 to 12:00:59)."""
+    value = value.replace(":", "")
+    if "-" not in query:
+        return value[: len(query)] == query
+    lo, _, hi = query.replace(":", "").partition("-")
+    return bool(value) and (not lo or value.ljust(6, "0") >= lo.ljust(6, "0")) and (
+        not hi or value[: len(hi)] <= hi)
+
+
 def _matches(query: dict[str, str], item: Mapping[str, object]) -> bool:
     for key in _EXACT:
+        if key == "ScheduledStationAETitle" and not _text(item.get(key)):
+            continue  # a step for any station (filled in below)
         if key in query and not _wildcard(query[key], _text(item.get(key)), fold=False):
             return False
     date = query.get("ScheduledProcedureStepStartDate")
-    return not date or _date_matches(date, _text(item.get("ScheduledProcedureStepStartDate")))
+    if date and not _date_matches(date, _text(item.get("ScheduledProcedureStepStartDate"))):
+        return False
+    time = query.get("ScheduledProcedureStepStartTime")
+    return not time or _time_matches(time, _text(item.get("ScheduledProcedureStepStartTime")))
 
 
 def _fill(target: Dataset, requested: Dataset, item: Mapping[str, object], keys: tuple[str, ...]) -> None:
@@ -92,9 +113,15 @@ def build_responses(
     """One response data set per matching scheduled step."""
     query = build_query(identifier)
     count = 0
+    asked_station = query.get("ScheduledStationAETitle", "")
     for item in provider(query):
         if not _matches(query, item):
             continue
+        if not _text(item.get("ScheduledStationAETitle")):
+            # Type 1 (PS3.4 K.6.1.2.2): a step any station may perform is
+            # answered as the asking station's, never empty.
+            station = asked_station if asked_station and not any(c in asked_station for c in "*?") else calling_aet
+            item = {**item, "ScheduledStationAETitle": station}
         ds = Dataset()
         ds.SpecificCharacterSet = "ISO_IR 192"
         _fill(ds, identifier, item, _TOP_KEYS)

@@ -50,6 +50,21 @@ def _date_range(value: str) -> tuple[datetime | None, datetime | None] | None:
     return lo, hi
 
 
+# Order urgency → Requested Procedure Priority (0040,1003).
+_PRIORITY = {"stat": "STAT", "urgent": "HIGH", "routine": "ROUTINE"}
+
+
+def _time_matches(query: str, value: str) -> bool:
+    """DICOM TM matching of the step's local start time: 'HHMM', 'HHMM-HHMM', 'HHMM-', '-HHMM'."""
+    query = query.replace(":", "").strip()
+    if not query or query == "*":
+        return True
+    if "-" not in query:
+        return value.startswith(query)
+    lo, _, hi = query.partition("-")
+    return (not lo or value >= lo.ljust(6, "0")) and (not hi or value[: len(hi)] <= hi)
+
+
 def _wildcard(pattern: str, value: str) -> bool:
     regex = "".join(".*" if c == "*" else "." if c == "?" else re.escape(c) for c in pattern)
     return re.fullmatch(regex, value, flags=re.IGNORECASE) is not None
@@ -77,7 +92,8 @@ def query_worklist(session: Session, query: dict[str, str], limit: int = 500) ->
             stmt = stmt.where(ImagingOrder.scheduled_at >= lo - LOCAL_OFFSET)
         if hi is not None:
             stmt = stmt.where(ImagingOrder.scheduled_at < hi - LOCAL_OFFSET)
-    for key, column in (("AccessionNumber", ImagingOrder.accession_number), ("PatientID", Patient.code)):
+    for key, column in (("AccessionNumber", ImagingOrder.accession_number), ("PatientID", Patient.code),
+                        ("RequestedProcedureID", ImagingOrder.accession_number)):
         value = q.get(key)
         if value and "*" not in value and "?" not in value:
             stmt = stmt.where(column == value)
@@ -89,15 +105,18 @@ def query_worklist(session: Session, query: dict[str, str], limit: int = 500) ->
         if name_pattern and name_pattern != "*":
             if not (_wildcard(name_pattern, name) or _wildcard(fold(name_pattern), fold(name))):
                 continue
-        for key in ("AccessionNumber", "PatientID"):
+        local = order.scheduled_at + LOCAL_OFFSET
+        if not _time_matches(q.get("ScheduledProcedureStepStartTime", ""), local.strftime("%H%M%S")):
+            continue
+        for key in ("AccessionNumber", "PatientID", "RequestedProcedureID"):
             value = q.get(key, "")
             if value and ("*" in value or "?" in value):
-                actual = order.accession_number if key == "AccessionNumber" else patient.code
+                actual = patient.code if key == "PatientID" else order.accession_number
                 if not _wildcard(value, actual):
                     break
         else:
             ordering = session.get(User, order.ordered_by)
-            local = order.scheduled_at + LOCAL_OFFSET
+            performer = session.get(User, order.performed_by) if order.performed_by else None
             physician = dicom_name(*_split(ordering.full_name)) if ordering else ""
             items.append(
                 {
@@ -119,7 +138,9 @@ def query_worklist(session: Session, query: dict[str, str], limit: int = 500) ->
                     "ScheduledProcedureStepDescription": (
                         order.procedure_name + (f" - {order.body_part}" if order.body_part else "")
                     )[:64],
-                    "ScheduledPerformingPhysicianName": "",
+                    "ScheduledPerformingPhysicianName": dicom_name(*_split(performer.full_name)) if performer else "",
+                    "RequestedProcedurePriority": _PRIORITY.get(order.urgency, "ROUTINE"),
+                    "ScheduledProcedureStepStatus": "STARTED" if order.status == "in_progress" else "SCHEDULED",
                 }
             )
     return items
