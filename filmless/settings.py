@@ -61,6 +61,11 @@ VARIABLES: dict[str, tuple[str, str]] = {
         "",
         "Workstations and PACS the gateway may send studies to by C-MOVE: AET@host:port, comma-separated",
     ),
+    "FILMLESS_GATEWAY_IAN_SUBSCRIBERS": (
+        "",
+        "Who gets an Instance Availability Notification when a study is complete in storage: "
+        "AET@host:port, comma-separated",
+    ),
     "FILMLESS_GATEWAY_TLS_CERT": ("", "PEM certificate: enables DICOM TLS"),
     "FILMLESS_GATEWAY_TLS_KEY": ("", "PEM private key for the TLS certificate"),
     "FILMLESS_GATEWAY_TLS_CA": ("", "CA bundle: when set, modalities must present a client certificate"),
@@ -214,6 +219,7 @@ def load(env: Mapping[str, str] | None = None) -> Settings:
         commitment_peers=_return_addresses(env, "FILMLESS_GATEWAY_COMMITMENT_PEERS"),
         commitment_wait=float(_int(env, "FILMLESS_GATEWAY_COMMITMENT_WAIT", 3600, 1, 7 * 86400)),
         destinations=_return_addresses(env, "FILMLESS_GATEWAY_DESTINATIONS"),
+        ian_subscribers=_return_addresses(env, "FILMLESS_GATEWAY_IAN_SUBSCRIBERS"),
         tls_cert=cert,
         tls_key=key,
         tls_ca=ca,

@@ -39,6 +39,7 @@ from pynetdicom.transport import ThreadedAssociationServer
 from .commitment import Commitments
 from .forwarder import Forwarder, Store
 from .handlers import GatewayHandlers
+from .ian import AvailabilityNotifier
 from .mpps import MppsProvider, MppsStore
 from .normalise import IdentityProvider
 from .peers import PeerPolicy
@@ -219,6 +220,13 @@ class Gateway:
             if callable(getattr(store, "find_resources", None))
             else None
         )
+        self.availability = (
+            AvailabilityNotifier(settings.spool_dir / "ian", store, settings.ian_subscribers,  # type: ignore[arg-type]
+                                 ae_title=settings.ae_title, retry_initial=settings.retry_initial,
+                                 retry_max=settings.retry_max, network_timeout=settings.network_timeout)
+            if settings.ian_subscribers and callable(getattr(store, "last_change", None))
+            else None
+        )
         self._handlers = GatewayHandlers(self)
         self._server: ThreadedAssociationServer | None = None
         self._counts = {"received": 0, "forwarded": 0, "quarantined": 0, "refused": 0}
@@ -283,6 +291,8 @@ class Gateway:
             # After the forwarder: commitment decisions read its books, which
             # must already count the resumed backlog as on its way.
             self.commitments.open()
+        if self.availability is not None:
+            self.availability.open()
         ae = self._build_ae()
         try:
             self._server = ae.start_server(
@@ -293,6 +303,8 @@ class Gateway:
             )
         except BaseException:
             _stop_receiving_to(self.spool.incoming)
+            if self.availability is not None:
+                self.availability.close()
             self.forwarder.stop()
             self.mpps_store.close()
             if self.commitments is not None:
@@ -315,6 +327,8 @@ class Gateway:
         self.mpps_store.close()
         if self.commitments is not None:
             self.commitments.close()
+        if self.availability is not None:
+            self.availability.close()
         self._stopped.set()
         log.info("gateway stopped: %s", self.stats)
 

@@ -82,6 +82,10 @@ class IndexQueries:
                     timeout: float | None = None) -> requests.Response:  # pragma: no cover - overridden
         raise NotImplementedError
 
+    def last_change(self) -> int:
+        """Sequence number of Orthanc's newest change (where a new follower of the feed starts)."""
+        return int(self._get_json("/changes", last="").get("Last", 0))
+
     def read_instance(self, instance_id: str) -> bytes:
         """The stored Part-10 file of one instance, as Orthanc keeps it.
 
