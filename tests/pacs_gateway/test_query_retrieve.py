@@ -32,12 +32,15 @@ from tests.helpers import free_port, wait_for
 from .conftest import dcmtk
 
 BINH = "Phạm^Văn Bình"
-NHUNG = "Nguyễn^Thị Hồng Nhung"
+NHUNG = "Hoàng^Thị Thúy Quỳnh"
 
 
 @pytest.fixture(scope="module")
 def studies(orthanc: OrthancStore, tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
-    """Two patients in Orthanc: Phạm Văn Bình (one CT study, 2 series: 3 + 2 slices), Nguyễn Thị Hồng Nhung."""
+    """Two patients in Orthanc: Phạm Văn Bình (one CT study, 2 series: 3 + 2 slices), Hoàng Thị Thúy Quỳnh.
+
+    The session Orthanc also holds other tests' patients (Phạm^Quốc Việt, ...): queries here must
+    single these out by name alone."""
     root = tmp_path_factory.mktemp("qr")
     study_uid = pydicom.uid.generate_uid()
     first = make_ct_series(root / "a", 3, rows=64, cols=64, patient_name=BINH, patient_id="QR-BINH",
@@ -72,7 +75,7 @@ def _responses(folder: Path) -> list[Dataset]:
 
 
 def test_fold_is_the_emr_rule() -> None:
-    for name in (BINH, NHUNG, "Đặng  Thị Ánh Tuyết", "Lê Đức Thọ", "TRẦN QUỐC VIỆT"):
+    for name in (BINH, NHUNG, "Nguyễn^Thị Hồng Nhung", "Đặng  Thị Ánh Tuyết", "Lê Đức Thọ", "TRẦN QUỐC VIỆT"):
         assert fold(name) == emr.core.normalize.fold(name)
     assert name_matches("pham*", BINH) and name_matches("PHAM^VAN*", BINH) and not name_matches("phan*", BINH)
     assert index_pattern("pham*") == "ph*m*"
@@ -84,7 +87,7 @@ def test_findscu_study_root_matches_names_without_diacritics(
     gw, _ = qr_gateway
     result = dcmtk(
         "findscu", "-S", "-aet", "WS01", "-aec", "FILMLESS", "-X", "-od", str(tmp_path),
-        "-k", "QueryRetrieveLevel=STUDY", "-k", "PatientName=pham*", "-k", "PatientID", "-k", "StudyInstanceUID",
+        "-k", "QueryRetrieveLevel=STUDY", "-k", "PatientName=pham^van*", "-k", "PatientID", "-k", "StudyInstanceUID",
         "-k", "StudyDescription", "-k", "AccessionNumber", "-k", "ModalitiesInStudy",
         "-k", "NumberOfStudyRelatedInstances", "-k", "NumberOfStudyRelatedSeries", "-k", "StudyDate",
         "127.0.0.1", str(gw.settings.port),
@@ -120,7 +123,7 @@ def test_findscu_patient_root_at_every_level(
         assert result.returncode == 0, result.stderr
         return _responses(out)
 
-    patients = find("patient", "QueryRetrieveLevel=PATIENT", "PatientName=NGUYEN^THI*", "PatientID",
+    patients = find("patient", "QueryRetrieveLevel=PATIENT", "PatientName=HOANG^THI THUY*", "PatientID",
                      "NumberOfPatientRelatedStudies", "NumberOfPatientRelatedInstances")
     assert [(str(p.PatientName), p.PatientID) for p in patients] == [(NHUNG, "QR-NHUNG")]
     assert int(patients[0].NumberOfPatientRelatedStudies) == 1
