@@ -72,8 +72,9 @@ QR_CONTEXTS = (
 )
 STATUS_PENDING = 0xFF00
 STATUS_CANCELLED = 0xFE00
-# At most this many instances read ahead of the one being sent.
+# At most this many instances, and about this many bytes, read ahead of the one being sent.
 PREFETCH_WINDOW = 8
+PREFETCH_BYTES = 64 * 1024 * 1024
 # pynetdicom's limit on presentation contexts in one association request.
 _MAX_CONTEXTS = 128
 
@@ -116,13 +117,18 @@ def _missing(sop_class: str, sop_instance: str) -> Dataset:
 
 
 class _Prefetch:
-    """Read instances from storage a few at a time, in order, ahead of sending."""
+    """Read instances from storage a few at a time, in order, ahead of sending.
+
+    Bounded by count and by bytes: at most ``window`` instances and about
+    ``max_bytes`` are held at once (one large multi-frame instance at a time).
+    """
 
     def __init__(self, store: IndexStore, instances: list[Any], workers: int = 3,
-                 window: int = PREFETCH_WINDOW) -> None:
+                 window: int = PREFETCH_WINDOW, max_bytes: int = PREFETCH_BYTES) -> None:
         self.store = store
         self.pending = deque(instances)
         self.window = window
+        self.max_bytes = max_bytes
         self.pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="retrieve")
         self.queued: deque[tuple[Any, Future[Dataset]]] = deque()
         self._fill()
@@ -132,19 +138,24 @@ class _Prefetch:
         return dcmread(BytesIO(data))
 
     def _fill(self) -> None:
+        held = sum(int(getattr(i, "size", 0) or 0) for i, _ in self.queued)
         while self.pending and len(self.queued) < self.window:
+            size = int(getattr(self.pending[0], "size", 0) or 0)
+            if self.queued and held + size > self.max_bytes:
+                break
             instance = self.pending.popleft()
+            held += size
             self.queued.append((instance, self.pool.submit(self._read, instance)))
 
     def __iter__(self) -> Iterator[tuple[Any, Dataset]]:
         while self.queued:
             instance, future = self.queued.popleft()
-            self._fill()
             try:
                 ds = future.result()
             except Exception as exc:  # noqa: BLE001 - reported as a failed sub-operation
                 log.warning("retrieve: cannot read %s from storage: %s", instance.sop_instance_uid, exc)
                 ds = _missing(instance.sop_class_uid, instance.sop_instance_uid)
+            self._fill()
             yield instance, ds
 
     def close(self) -> None:

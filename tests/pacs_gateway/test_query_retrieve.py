@@ -278,3 +278,25 @@ def test_patient_level_is_refused_in_study_root(qr_gateway: tuple[Gateway, int],
     assoc.release()
     assert statuses == [0xA900]
     assert ok == [0xFF00, 0x0000]
+
+
+def test_read_ahead_is_bounded_by_bytes_and_keeps_order(tmp_path: Path) -> None:
+    """Large multi-frame instances are read one at a time: memory stays bounded."""
+    from types import SimpleNamespace
+
+    from pacs_gateway.retrieve import PREFETCH_BYTES, _Prefetch
+
+    data = make_ct_series(tmp_path / "ct", 1, rows=16, cols=16)[0].read_bytes()
+
+    class Store:
+        def read_instance(self, instance_id: str) -> bytes:
+            return data
+
+    big = [SimpleNamespace(orthanc_id=str(n), size=PREFETCH_BYTES // 2 + 1, sop_instance_uid=str(n),
+                           sop_class_uid=CTImageStorage) for n in range(5)]
+    prefetch = _Prefetch(Store(), big)  # type: ignore[arg-type]
+    assert len(prefetch.queued) == 1
+    assert [inst.orthanc_id for inst, _ in prefetch] == ["0", "1", "2", "3", "4"]
+    small = [SimpleNamespace(orthanc_id=str(n), size=1000, sop_instance_uid=str(n), sop_class_uid=CTImageStorage)
+             for n in range(20)]
+    assert len(_Prefetch(Store(), small).queued) == 8  # type: ignore[arg-type]
