@@ -7,9 +7,11 @@ on a new association to a destination declared in
 gets 0xA801), C-GET on the requesting association (PS3.4 C.4.3: the
 workstation offered the storage classes with the SCP role).
 
-Speed: a few threads fetch the next instances from Orthanc while the current
-one is on the wire, so the workstation waits on the network, not on HTTP.
-A bounded window keeps memory flat whatever the study size.
+Speed: a few threads copy the next instances from Orthanc into files while
+the current one is on the wire, so the workstation waits on the network, not
+on HTTP; each file is sent as stored, streamed without decoding (see
+:class:`_RawSendingAssociation`). A bounded window keeps memory and disk use
+flat whatever the study size.
 
 pynetdicom sends a Pending response after each C-STORE sub-operation with
 the remaining/completed/failed/warning counts, honours C-CANCEL (checked
@@ -24,16 +26,18 @@ from __future__ import annotations
 import json
 import logging
 import socket
+import tempfile
+import uuid
 from collections import deque
 from collections.abc import Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
-from io import BytesIO
+from pathlib import Path
 from typing import Any
 
 from pydicom import dcmread
 from pydicom.dataset import Dataset
 from pydicom.uid import ExplicitVRLittleEndian, ImplicitVRLittleEndian
-from pynetdicom import AE, build_context, evt
+from pynetdicom import AE, Association, _config, build_context, evt
 from pynetdicom.presentation import PresentationContext
 from pynetdicom.sop_class import (  # type: ignore[attr-defined]  # generated module
     PatientRootQueryRetrieveInformationModelFind,
@@ -93,14 +97,16 @@ def add_query_retrieve_contexts(ae: AE) -> None:
 
 
 def _no_delay(event: evt.Event) -> None:
-    """Nagle off on the sub-association: otherwise each small C-STORE command
-    PDU waits for the workstation's delayed ACK (~40 ms an image)."""
+    """Ready the C-MOVE sub-association: files sent as stored; Nagle off
+    (otherwise each small C-STORE command PDU waits for the workstation's
+    delayed ACK, ~40 ms an image)."""
     sock = getattr(event.assoc.dul.socket, "socket", None)
     if sock is not None:
         try:
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         except OSError:
             pass
+    _send_raw(event.assoc)
     # pynetdicom's reactor naps 1 ms whenever it finds nothing to do; on a
     # sub-association that only lives for the transfer, answer sooner.
     dul = event.assoc.dul
@@ -116,26 +122,78 @@ def _missing(sop_class: str, sop_instance: str) -> Dataset:
     return ds
 
 
-class _Prefetch:
-    """Read instances from storage a few at a time, in order, ahead of sending.
+class _RawInstance(Dataset):
+    """A stored instance to send as the very bytes Orthanc keeps.
 
-    Bounded by count and by bytes: at most ``window`` instances and about
-    ``max_bytes`` are held at once (one large multi-frame instance at a time).
+    pynetdicom's C-MOVE/C-GET loops take only Datasets; this one carries the
+    SOP Class/Instance UIDs (so a failure is listed under its UID) and the
+    path of the Part-10 file, which :class:`_RawSendingAssociation` streams
+    without decoding and re-encoding it (half the cost of a sub-operation).
     """
 
-    def __init__(self, store: IndexStore, instances: list[Any], workers: int = 3,
+    def __init__(self, path: Path, sop_class: str, sop_instance: str) -> None:
+        super().__init__()
+        self.SOPClassUID = sop_class
+        self.SOPInstanceUID = sop_instance
+        self._raw_path = path
+
+
+class _RawSendingAssociation(Association):
+    """An association whose C-STORE streams a :class:`_RawInstance` from its file.
+
+    Other data sets go through pynetdicom unchanged. When no accepted context
+    has the file's own transfer syntax, a decoded copy is sent instead and
+    pynetdicom converts it (e.g. explicit to implicit VR little endian).
+    """
+
+    def send_c_store(self, dataset: Any, *args: Any, **kwargs: Any) -> Dataset:
+        path = dataset.__dict__.get("_raw_path") if isinstance(dataset, _RawInstance) else None
+        if path is None:
+            return super().send_c_store(dataset, *args, **kwargs)
+        try:
+            return super().send_c_store(path, *args, **kwargs)
+        except ValueError:
+            return super().send_c_store(dcmread(path), *args, **kwargs)
+
+
+def _send_raw(assoc: Any) -> None:
+    """Let ``assoc`` stream :class:`_RawInstance` files (see above)."""
+    # Chunked sending of files is how pynetdicom sends a file without
+    # decoding it; it only concerns C-STOREs given a path, which only
+    # _RawSendingAssociation does in the gateway.
+    _config.STORE_SEND_CHUNKED_DATASET = True
+    if isinstance(assoc, Association) and not isinstance(assoc, _RawSendingAssociation):
+        assoc.__class__ = _RawSendingAssociation
+
+
+class _Prefetch:
+    """Copy instances from storage into files a few at a time, in order, ahead of sending.
+
+    Bounded by count and by bytes: at most ``window`` instances and about
+    ``max_bytes`` wait on disk at once; RAM stays flat whatever their size.
+    Each file is deleted once it has been sent (or on :meth:`close`).
+    """
+
+    def __init__(self, store: IndexStore, instances: list[Any], folder: Path, workers: int = 3,
                  window: int = PREFETCH_WINDOW, max_bytes: int = PREFETCH_BYTES) -> None:
         self.store = store
+        self.folder = folder
         self.pending = deque(instances)
         self.window = window
         self.max_bytes = max_bytes
         self.pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="retrieve")
-        self.queued: deque[tuple[Any, Future[Dataset]]] = deque()
+        self.queued: deque[tuple[Any, Future[Path]]] = deque()
+        self._sent: Path | None = None
         self._fill()
 
-    def _read(self, instance: Any) -> Dataset:
-        data = self.store.read_instance(instance.orthanc_id)
-        return dcmread(BytesIO(data))
+    def _read(self, instance: Any) -> Path:
+        target = self.folder / f"{uuid.uuid4().hex}.dcm"
+        try:
+            self.store.save_instance(instance.orthanc_id, target)
+        except BaseException:
+            target.unlink(missing_ok=True)
+            raise
+        return target
 
     def _fill(self) -> None:
         held = sum(int(getattr(i, "size", 0) or 0) for i, _ in self.queued)
@@ -147,27 +205,44 @@ class _Prefetch:
             held += size
             self.queued.append((instance, self.pool.submit(self._read, instance)))
 
+    def _forget_sent(self) -> None:
+        if self._sent is not None:
+            self._sent.unlink(missing_ok=True)
+            self._sent = None
+
     def __iter__(self) -> Iterator[tuple[Any, Dataset]]:
         while self.queued:
             instance, future = self.queued.popleft()
+            self._forget_sent()
+            ds: Dataset
             try:
-                ds = future.result()
+                self._sent = future.result()
+                ds = _RawInstance(self._sent, instance.sop_class_uid, instance.sop_instance_uid)
             except Exception as exc:  # noqa: BLE001 - reported as a failed sub-operation
                 log.warning("retrieve: cannot read %s from storage: %s", instance.sop_instance_uid, exc)
                 ds = _missing(instance.sop_class_uid, instance.sop_instance_uid)
             self._fill()
             yield instance, ds
+        self._forget_sent()
 
     def close(self) -> None:
-        self.pool.shutdown(wait=False, cancel_futures=True)
+        self.pool.shutdown(wait=True, cancel_futures=True)
+        self._forget_sent()
+        for _, future in self.queued:
+            if future.done() and not future.cancelled() and future.exception() is None:
+                future.result().unlink(missing_ok=True)
+        self.queued.clear()
 
 
 class QueryRetrieve:
     """C-FIND/C-MOVE/C-GET against Orthanc's index, audited; one per gateway."""
 
     def __init__(self, store: IndexStore, *, ae_title: str, destinations: tuple[str, ...] = (),
-                 audit: AuditProvider | None = None, network_timeout: float = 60.0) -> None:
+                 audit: AuditProvider | None = None, network_timeout: float = 60.0,
+                 work_dir: Path | None = None) -> None:
         self.store = store
+        # Where instances wait between Orthanc and the wire (the spool's disk).
+        self.work_dir = work_dir or Path(tempfile.gettempdir()) / "filmless-retrieve"
         self.ae_title = ae_title
         self.destinations = {a.ae_title: a for a in (ReturnAddress.parse(d) for d in destinations)}
         self.audit_provider = audit
@@ -242,13 +317,19 @@ class QueryRetrieve:
             self._audit(action, calling_aet, peer, model, "", {}, [], outcome="refused", reason=exc.reason,
                         destination=destination)
             raise
-        instances = self.store.stored_instances(level, [m.orthanc_id for m in matches])  # type: ignore[arg-type]
+        instances = self.store.stored_instances(level, [m.orthanc_id for m in matches], workers=8)  # type: ignore[arg-type]
         self._audit(action, calling_aet, peer, model, level, keys, matches, destination=destination,
                     instances=len(instances))
         return instances, matches
 
+    def open(self) -> None:
+        """Create the work folder and remove what a crash left in it."""
+        self.work_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+        for leftover in self.work_dir.glob("*.dcm"):
+            leftover.unlink(missing_ok=True)
+
     def _send_all(self, event: evt.Event, instances: list[Any]) -> Iterator[tuple[int, Dataset | None]]:
-        prefetch = _Prefetch(self.store, instances)
+        prefetch = _Prefetch(self.store, instances, self.work_dir)
         try:
             for _, ds in prefetch:
                 if event.is_cancelled:
@@ -281,21 +362,20 @@ class QueryRetrieve:
 
     def get(self, event: evt.Event, calling_aet: str, peer: str) -> Iterator[Any]:
         instances, _ = self._prepare(event, "dicom.retrieve", calling_aet, peer, calling_aet)
+        _send_raw(event.assoc)
         yield len(instances)
         yield from self._send_all(event, instances)
 
 
 def _contexts(instances: list[Any]) -> list[PresentationContext]:
-    """Per SOP class: one context for uncompressed (pynetdicom converts between
-    them), and one per other stored transfer syntax, so a study mixing
-    compressed and uncompressed instances of one class goes out whole."""
-    uncompressed = {str(ExplicitVRLittleEndian), str(ImplicitVRLittleEndian)}
+    """Per SOP class: one context per stored transfer syntax (the file goes
+    out as stored), and one offering both uncompressed syntaxes, which
+    pynetdicom converts between when the workstation takes only one."""
     wanted: dict[tuple[str, str], None] = {}
     for inst in instances:
-        ts = inst.transfer_syntax if inst.transfer_syntax not in uncompressed else ""
+        if inst.transfer_syntax:
+            wanted.setdefault((inst.sop_class_uid, inst.transfer_syntax), None)
         wanted.setdefault((inst.sop_class_uid, ""), None)
-        if ts:
-            wanted.setdefault((inst.sop_class_uid, ts), None)
     contexts = []
     for sop_class, ts in list(wanted)[:_MAX_CONTEXTS]:
         contexts.append(build_context(sop_class, [ts] if ts else [ExplicitVRLittleEndian, ImplicitVRLittleEndian]))

@@ -216,7 +216,7 @@ class Gateway:
         )
         self.query_retrieve = (
             QueryRetrieve(store, ae_title=settings.ae_title, destinations=settings.destinations, audit=audit,  # type: ignore[arg-type]
-                          network_timeout=settings.network_timeout)
+                          network_timeout=settings.network_timeout, work_dir=settings.spool_dir / "retrieve")
             if callable(getattr(store, "find_resources", None))
             else None
         )
@@ -293,6 +293,8 @@ class Gateway:
             self.commitments.open()
         if self.availability is not None:
             self.availability.open()
+        if self.query_retrieve is not None:
+            self.query_retrieve.open()
         ae = self._build_ae()
         try:
             self._server = ae.start_server(

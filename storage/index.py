@@ -14,6 +14,7 @@ open every file, or ignore them).
 from __future__ import annotations
 
 from collections.abc import Mapping
+from pathlib import Path
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, Literal
 
@@ -99,6 +100,21 @@ class IndexQueries:
             if response.status_code != 200:
                 raise StorageUnavailable(f"Orthanc answered HTTP {response.status_code}", response.url)
             return response.content
+
+    def save_instance(self, instance_id: str, target: Path, chunk: int = 1 << 20) -> int:
+        """Stream the stored file of one instance into ``target`` (RAM stays flat); returns its size."""
+        endpoint = f"/instances/{instance_id}/file"
+        with self.open_stream(endpoint, headers={"Accept-Encoding": "identity"}) as response:
+            if response.status_code == 404:
+                raise NotFound("Orthanc has no such instance", response.url)
+            if response.status_code != 200:
+                raise StorageUnavailable(f"Orthanc answered HTTP {response.status_code}", response.url)
+            size = 0
+            with open(target, "wb") as fh:
+                for block in response.iter_content(chunk):
+                    fh.write(block)
+                    size += len(block)
+            return size
 
     def find_resources(self, level: Level, query: Mapping[str, str], *, limit: int = 0,
                        case_sensitive: bool = False) -> list[IndexEntry]:

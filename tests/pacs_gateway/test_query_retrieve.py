@@ -280,23 +280,36 @@ def test_patient_level_is_refused_in_study_root(qr_gateway: tuple[Gateway, int],
     assert ok == [0xFF00, 0x0000]
 
 
-def test_read_ahead_is_bounded_by_bytes_and_keeps_order(tmp_path: Path) -> None:
-    """Large multi-frame instances are read one at a time: memory stays bounded."""
+def test_read_ahead_is_bounded_by_bytes_keeps_order_and_cleans_up(tmp_path: Path) -> None:
+    """Large multi-frame instances are copied one at a time; every file is gone afterwards."""
     from types import SimpleNamespace
 
     from pacs_gateway.retrieve import PREFETCH_BYTES, _Prefetch
 
     data = make_ct_series(tmp_path / "ct", 1, rows=16, cols=16)[0].read_bytes()
+    work = tmp_path / "work"
+    work.mkdir()
 
     class Store:
-        def read_instance(self, instance_id: str) -> bytes:
-            return data
+        def save_instance(self, instance_id: str, target: Path) -> int:
+            target.write_bytes(data)
+            return len(data)
 
     big = [SimpleNamespace(orthanc_id=str(n), size=PREFETCH_BYTES // 2 + 1, sop_instance_uid=str(n),
                            sop_class_uid=CTImageStorage) for n in range(5)]
-    prefetch = _Prefetch(Store(), big)  # type: ignore[arg-type]
+    prefetch = _Prefetch(Store(), big, work)  # type: ignore[arg-type]
     assert len(prefetch.queued) == 1
-    assert [inst.orthanc_id for inst, _ in prefetch] == ["0", "1", "2", "3", "4"]
+    seen = []
+    for inst, ds in prefetch:
+        seen.append(inst.orthanc_id)
+        assert ds.__dict__["_raw_path"].read_bytes() == data
+        assert len(list(work.iterdir())) <= 2  # the one being sent and the next
+    assert seen == ["0", "1", "2", "3", "4"]
+    assert list(work.iterdir()) == []
     small = [SimpleNamespace(orthanc_id=str(n), size=1000, sop_instance_uid=str(n), sop_class_uid=CTImageStorage)
              for n in range(20)]
-    assert len(_Prefetch(Store(), small).queued) == 8  # type: ignore[arg-type]
+    cancelled = _Prefetch(Store(), small, work)  # type: ignore[arg-type]
+    assert len(cancelled.queued) == 8
+    next(iter(cancelled))
+    cancelled.close()  # a C-CANCEL: nothing left behind
+    assert list(work.iterdir()) == []
