@@ -14,8 +14,8 @@ open every file, or ignore them).
 from __future__ import annotations
 
 from collections.abc import Mapping
-from pathlib import Path
 from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 from typing import Any, Literal
 
 import requests
