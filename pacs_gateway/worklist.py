@@ -1,20 +1,19 @@
 """Modality Worklist (C-FIND) answered live from an injected provider.
 
-The provider (the EMR's order list) does the matching, including the
-diacritic-insensitive name search it alone knows how to do; this module
-translates the DICOM query into a flat dict, applies the standard's exact
-and range matching again for the keys where that is unambiguous (a safety
-net against a provider returning too much: Modality, station, patient ID,
-accession number, Requested Procedure ID, start date and start time), and
-builds responses that carry only the attributes the modality asked for, in
-UTF-8. Scheduled Station AE Title is Type 1: a step without a station is
-answered with the asking station's AE title.
+The provider (the EMR's order list) is authoritative for what matches: the
+worklist rules (orders without a station are offered to every station, the
+diacritic-insensitive name search, wildcard, date and time range matching of
+PS3.4 C.2.2.2, Requested Procedure ID) live in the EMR alone. This module
+translates the DICOM query into a flat dict and builds one response per item
+the provider returns, carrying only the attributes the modality asked for, in
+UTF-8. It does not filter again: a second copy of the rules drifted once and
+dropped station-less orders. Scheduled Station AE Title is Type 1: a step
+without a station is answered with the asking station's AE title.
 """
 
 from __future__ import annotations
 
 import logging
-import re
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from typing import Any
 
@@ -41,7 +40,6 @@ QUERY_KEYS = ("Modality", "ScheduledStationAETitle", "ScheduledProcedureStepStar
               "AccessionNumber", "PatientName", "RequestedProcedureID", "ScheduledProcedureStepStartTime")
 _SPS_QUERY = ("Modality", "ScheduledStationAETitle", "ScheduledProcedureStepStartDate",
               "ScheduledProcedureStepStartTime")
-_EXACT = ("Modality", "ScheduledStationAETitle", "PatientID", "AccessionNumber", "RequestedProcedureID")
 
 
 def _text(value: Any) -> str:
@@ -63,41 +61,6 @@ def build_query(identifier: Dataset) -> dict[str, str]:
     return query
 
 
-def _wildcard(pattern: str, value: str, fold: bool) -> bool:
-    regex = "".join(".*" if c == "*" else "." if c == "?" else re.escape(c) for c in pattern)
-    return re.fullmatch(regex, value, re.IGNORECASE | re.DOTALL if fold else re.DOTALL) is not None
-
-
-def _date_matches(query: str, value: str) -> bool:
-    if "-" not in query:
-        return value == query
-    lo, _, hi = query.partition("-")
-    return bool(value) and (not lo or value >= lo) and (not hi or value <= hi)
-
-
-def _time_matches(query: str, value: str) -> bool:
-    """TM range matching on HHMMSS prefixes ('0800-1200' holds 08:00:00 to 12:00:59)."""
-    value = value.replace(":", "")
-    if "-" not in query:
-        return value[: len(query)] == query
-    lo, _, hi = query.replace(":", "").partition("-")
-    return bool(value) and (not lo or value.ljust(6, "0") >= lo.ljust(6, "0")) and (
-        not hi or value[: len(hi)] <= hi)
-
-
-def _matches(query: dict[str, str], item: Mapping[str, object]) -> bool:
-    for key in _EXACT:
-        if key == "ScheduledStationAETitle" and not _text(item.get(key)):
-            continue  # a step for any station (filled in below)
-        if key in query and not _wildcard(query[key], _text(item.get(key)), fold=False):
-            return False
-    date = query.get("ScheduledProcedureStepStartDate")
-    if date and not _date_matches(date, _text(item.get("ScheduledProcedureStepStartDate"))):
-        return False
-    time = query.get("ScheduledProcedureStepStartTime")
-    return not time or _time_matches(time, _text(item.get("ScheduledProcedureStepStartTime")))
-
-
 def _fill(target: Dataset, requested: Dataset, item: Mapping[str, object], keys: tuple[str, ...]) -> None:
     for elem in requested:
         keyword = elem.keyword
@@ -110,13 +73,11 @@ def _fill(target: Dataset, requested: Dataset, item: Mapping[str, object], keys:
 def build_responses(
     identifier: Dataset, provider: WorklistProvider, calling_aet: str = ""
 ) -> Iterator[Dataset]:
-    """One response data set per matching scheduled step."""
+    """One response data set per scheduled step the provider returns (it has done the matching)."""
     query = build_query(identifier)
     count = 0
     asked_station = query.get("ScheduledStationAETitle", "")
     for item in provider(query):
-        if not _matches(query, item):
-            continue
         if not _text(item.get("ScheduledStationAETitle")):
             # Type 1 (PS3.4 K.6.1.2.2): a step any station may perform is
             # answered as the asking station's, never empty.

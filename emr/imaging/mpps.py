@@ -11,14 +11,15 @@ from collections.abc import Callable
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from emr.access import audit
 from emr.access.audit import Actor
+from emr.core.clock import to_utc, use_timezone
 from emr.core.settings import EmrSettings
 from emr.db import make_engine, make_session_factory
-from emr.models import LOCAL_OFFSET, ImagingOrder
+from emr.imaging.order_lookup import find_orders
+from emr.models import ImagingOrder
 
 __all__ = ["apply_mpps", "mpps_provider"]
 
@@ -37,7 +38,7 @@ _MPPS_MOVES: dict[str, tuple[tuple[str, ...], str]] = {
 
 def _local_to_utc(value: object) -> datetime | None:
     try:
-        return datetime.fromisoformat(str(value)) - LOCAL_OFFSET if value else None
+        return to_utc(datetime.fromisoformat(str(value))) if value else None
     except ValueError:
         return None
 
@@ -56,22 +57,16 @@ def apply_mpps(session: Session, event: dict[str, Any]) -> list[ImagingOrder]:
         return []
     station = str(event.get("station_ae") or "") or None
     actor = Actor(None, station, "modality", None) if station else audit.SYSTEM
-    orders: dict[int, ImagingOrder] = {}
-    for accession in event.get("accession_numbers") or []:
-        order = session.scalar(select(ImagingOrder).where(ImagingOrder.accession_number == str(accession)))
-        if order is not None:
-            orders[order.id] = order
-    if not orders:
-        for uid in event.get("study_instance_uids") or []:
-            order = session.scalar(select(ImagingOrder).where(ImagingOrder.study_instance_uid == str(uid)))
-            if order is not None:
-                orders[order.id] = order
+    orders, _ = find_orders(
+        session, [str(a) for a in event.get("accession_numbers") or []],
+        [str(u) for u in event.get("study_instance_uids") or []],
+    )
     if not orders:
         log.warning("mpps: %s %s matches no order (accession %s, study %s)", event.get("sop_instance_uid"), status,
                     event.get("accession_numbers"), event.get("study_instance_uids"))
         return []
     sources, target = move
-    for order in orders.values():
+    for order in orders:
         before = order.status
         if before in sources:
             order.status = target
@@ -94,7 +89,7 @@ def apply_mpps(session: Session, event: dict[str, Any]) -> list[ImagingOrder]:
                    if event.get("performing_physician") else {}),
             },
         )
-    return list(orders.values())
+    return orders
 
 
 def mpps_provider(settings: EmrSettings) -> Callable[[dict[str, Any]], None]:
@@ -102,6 +97,7 @@ def mpps_provider(settings: EmrSettings) -> Callable[[dict[str, Any]], None]:
 
     Raises on database failure; the gateway keeps the event and retries.
     """
+    use_timezone(settings.timezone)
     factory = make_session_factory(make_engine(settings.database_url))
 
     def mpps(event: dict[str, Any]) -> None:
