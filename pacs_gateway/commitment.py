@@ -40,6 +40,8 @@ from pynetdicom import AE, build_role
 from pynetdicom.pdu_primitives import A_ABORT, A_P_ABORT, A_RELEASE
 from pynetdicom.sop_class import StorageCommitmentPushModel  # type: ignore[attr-defined]  # generated module
 
+from .backoff import Backoff
+from .dimse_status import Status
 from .durable import DurableQueue, write_json
 from .exceptions import CommitmentInvalid
 
@@ -57,10 +59,10 @@ log = logging.getLogger(__name__)
 
 # The well-known SOP Instance of the Storage Commitment Push Model class.
 COMMITMENT_INSTANCE = "1.2.840.10008.1.20.1.1"
-# Failure Reason values (PS3.3 C.14.1.1).
-PROCESSING_FAILURE = 0x0110
-NO_SUCH_OBJECT = 0x0112
-CLASS_INSTANCE_CONFLICT = 0x0119
+# Failure Reason values (PS3.3 C.14.1.1), from the one status table.
+PROCESSING_FAILURE = Status.PROCESSING_FAILURE
+NO_SUCH_OBJECT = Status.NO_SUCH_OBJECT_INSTANCE
+CLASS_INSTANCE_CONFLICT = Status.CLASS_INSTANCE_CONFLICT
 
 MAX_REFERENCES = 100_000
 _UID = re.compile(r"[0-9]+(\.[0-9]+)*")
@@ -175,7 +177,7 @@ class Commitments(DurableQueue):
         # transaction → {instance UID: the class Orthanc stores it as (str), or a Failure Reason (int)}
         self._decided: dict[str, dict[str, str | int]] = {}
         self._live: dict[str, list[Any]] = {}  # calling AE → its open associations with the commitment context
-        self._retry: dict[str, tuple[float, float]] = {}  # transaction → (next attempt, next delay)
+        self._backoff = Backoff(retry_initial, retry_max)  # per transaction
         self._lock = threading.Lock()
 
     # -- lifecycle ------------------------------------------------------------
@@ -199,7 +201,7 @@ class Commitments(DurableQueue):
         write_json(self.queue_dir / f"{transaction}.json", data, "the storage commitment request")
         with self._lock:
             self._decided.pop(transaction, None)
-            self._retry.pop(transaction, None)
+            self._backoff.forget(transaction)
             if assoc is not None:
                 self._assocs[transaction] = assoc
         log.info("commitment: %s asks for %d instance(s) (transaction %s)", calling_aet or "?", len(references),
@@ -221,10 +223,9 @@ class Commitments(DurableQueue):
                 log.error("commitment: unreadable request %s (%s); set aside", path.name, exc)
                 path.rename(path.with_suffix(".bad"))
                 continue
-            now = time.monotonic()
-            due, delay = self._retry.get(transaction, (0.0, self.retry_initial))
-            if due > now:
-                next_look = min(next_look, due - now)
+            wait = self._backoff.wait_left(transaction)
+            if wait > 0:
+                next_look = min(next_look, wait)
                 continue
             results = self._decide(transaction, references, float(data.get("received", 0)))
             if results is None:
@@ -234,7 +235,7 @@ class Commitments(DurableQueue):
                 path.unlink(missing_ok=True)
                 with self._lock:
                     self._decided.pop(transaction, None)
-                    self._retry.pop(transaction, None)
+                    self._backoff.forget(transaction)
                     self._assocs.pop(transaction, None)
             elif calling_aet not in self.addresses and time.time() - float(data.get("received", 0)) > self.wait_limit:
                 # Nobody to dial and the modality has not come back: give up
@@ -244,11 +245,10 @@ class Commitments(DurableQueue):
                 path.rename(path.with_suffix(".undelivered"))
                 with self._lock:
                     self._decided.pop(transaction, None)
-                    self._retry.pop(transaction, None)
+                    self._backoff.forget(transaction)
                     self._assocs.pop(transaction, None)
             else:
-                self._retry[transaction] = (now + delay, min(delay * 2, self.retry_max))
-                next_look = min(next_look, delay)
+                next_look = min(next_look, self._backoff.failed(transaction))
         return next_look
 
     def _decide(self, transaction: str, references: list[tuple[str, str]],
@@ -309,7 +309,8 @@ class Commitments(DurableQueue):
             return
         with self._lock:
             self._live.setdefault(calling_aet, []).append(assoc)
-            self._retry.clear()  # try owed reports now, not at the end of their back-off
+            # Try owed reports now, not at the end of their back-off.
+            self._backoff = Backoff(self.retry_initial, self.retry_max)
         self._wake.set()
 
     def association_closed(self, assoc: Any) -> None:
@@ -321,7 +322,7 @@ class Commitments(DurableQueue):
             dropped = [t for t, a in self._assocs.items() if a is assoc]
             for transaction in dropped:
                 del self._assocs[transaction]
-                self._retry.pop(transaction, None)
+                self._backoff.forget(transaction)
         if dropped:
             self._wake.set()
 

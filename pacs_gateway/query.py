@@ -36,6 +36,7 @@ from pynetdicom.sop_class import (  # type: ignore[attr-defined]  # generated mo
 
 from storage import INDEXED_TAGS
 
+from .dimse_status import Status
 from .names import index_pattern, name_matches
 
 __all__ = [
@@ -78,11 +79,12 @@ UNIQUE_KEYS: dict[str, str] = {
 # Most matches one C-FIND answers: a "list everything" query cannot tie up
 # the gateway or Orthanc; the workstation is told with a warning in the log.
 MAX_MATCHES = 1000
-STATUS_PENDING = 0xFF00
-STATUS_CANCELLED = 0xFE00
-STATUS_SUCCESS = 0x0000
-STATUS_IDENTIFIER_MISMATCH = 0xA900
-STATUS_UNABLE = 0xC001
+STATUS_PENDING = int(Status.PENDING)
+STATUS_CANCELLED = int(Status.CANCEL)
+STATUS_SUCCESS = int(Status.SUCCESS)
+# C-FIND/C-MOVE/C-GET "Identifier does not match SOP Class" shares 0xA900 with C-STORE's mismatch.
+STATUS_IDENTIFIER_MISMATCH = int(Status.SOP_CLASS_MISMATCH)
+STATUS_UNABLE = int(Status.UNABLE_TO_PROCESS)
 
 
 class IndexStore(Protocol):

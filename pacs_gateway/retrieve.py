@@ -49,6 +49,7 @@ from pynetdicom.sop_class import (  # type: ignore[attr-defined]  # generated mo
 )
 
 from .commitment import ReturnAddress
+from .dimse_status import Status
 from .query import (
     UNIQUE_KEYS,
     AuditProvider,
@@ -74,8 +75,8 @@ QR_CONTEXTS = (
     PatientRootQueryRetrieveInformationModelGet,
     StudyRootQueryRetrieveInformationModelGet,
 )
-STATUS_PENDING = 0xFF00
-STATUS_CANCELLED = 0xFE00
+STATUS_PENDING = int(Status.PENDING)
+STATUS_CANCELLED = int(Status.CANCEL)
 # At most this many instances, and about this many bytes, read ahead of the one being sent.
 PREFETCH_WINDOW = 8
 PREFETCH_BYTES = 64 * 1024 * 1024
@@ -270,7 +271,7 @@ class QueryRetrieve:
         try:
             identifier = event.identifier
         except Exception as exc:  # noqa: BLE001 - undecodable identifier
-            yield _failure(0xC000, f"identifier cannot be decoded: {exc}"), None
+            yield _failure(int(Status.CANNOT_UNDERSTAND), f"identifier cannot be decoded: {exc}"), None
             return
 
         def audit(matches: list[Match], level: str, keys: dict[str, str]) -> None:
@@ -281,7 +282,7 @@ class QueryRetrieve:
                                       cancelled=lambda: bool(event.is_cancelled))
         except Exception as exc:  # noqa: BLE001 - storage or audit failing must not break the AE
             log.error("query from %s failed: %s", calling_aet, exc)
-            yield _failure(0xC001, "query unavailable"), None
+            yield _failure(int(Status.UNABLE_TO_PROCESS), "query unavailable"), None
 
     # -- C-MOVE / C-GET -------------------------------------------------------------
     def _resolve(self, identifier: Dataset, model: str) -> tuple[str, dict[str, str], list[Match]]:
@@ -299,10 +300,10 @@ class QueryRetrieve:
             )
             if value:
                 if any(c in value for c in "*?"):
-                    raise QueryFailed(0xA900, f"{key} may not contain wildcards in a retrieve")
+                    raise QueryFailed(int(Status.SOP_CLASS_MISMATCH), f"{key} may not contain wildcards in a retrieve")
                 keys[key] = value
             elif lvl == level:
-                raise QueryFailed(0xA900, f"{key} is required to retrieve at this level")
+                raise QueryFailed(int(Status.SOP_CLASS_MISMATCH), f"{key} is required to retrieve at this level")
             if lvl == level:
                 break
         return level, keys, find_matches(self.store, level, keys, limit=65535)
