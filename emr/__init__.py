@@ -5,6 +5,7 @@ Public API (other packages import only these):
 - :func:`create_app` – the Flask app factory.
 - :func:`serve` / :func:`upgrade_database` – production server with migrations.
 - :func:`worklist_provider` / :func:`identity_provider` / :func:`mpps_provider` – data for the DICOM gateway.
+- :func:`dicom_audit_provider` – audit rows for the gateway's query/retrieve.
 - :func:`start_linker` / :func:`link_new_studies` – linking arriving studies to orders.
 - :func:`verify_audit_chain` – tamper check of the audit log.
 - :class:`StudyAccess` / :class:`StudyAccessDenied` – per-study access callables handed to app extensions.
@@ -26,6 +27,7 @@ if TYPE_CHECKING:
     from emr.backup import BackupError, backup_database, database_kind, relink_all_studies, restore_database
     from emr.core.exceptions import EmrError
     from emr.core.settings import EmrSettings
+    from emr.imaging.dicom_audit import dicom_audit_provider
     from emr.imaging.identity import identity_provider
     from emr.imaging.linker import Linker, start_linker
     from emr.imaging.linking import LinkResult, link_new_studies
@@ -48,6 +50,7 @@ _HOMES = {
     "restore_database": "emr.backup",
     "EmrError": "emr.core.exceptions",
     "EmrSettings": "emr.core.settings",
+    "dicom_audit_provider": "emr.imaging.dicom_audit",
     "identity_provider": "emr.imaging.identity",
     "Linker": "emr.imaging.linker",
     "start_linker": "emr.imaging.linker",
@@ -72,6 +75,7 @@ __all__ = [
     "backup_database",
     "create_app",
     "database_kind",
+    "dicom_audit_provider",
     "identity_provider",
     "link_new_studies",
     "mpps_provider",

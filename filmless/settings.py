@@ -59,6 +59,15 @@ VARIABLES: dict[str, tuple[str, str]] = {
         "3600",
         "Seconds an instance may take to reach Orthanc before storage commitment reports it failed",
     ),
+    "FILMLESS_GATEWAY_DESTINATIONS": (
+        "",
+        "Workstations and PACS the gateway may send studies to by C-MOVE: AET@host:port, comma-separated",
+    ),
+    "FILMLESS_GATEWAY_IAN_SUBSCRIBERS": (
+        "",
+        "Who gets an Instance Availability Notification when a study is complete in storage: "
+        "AET@host:port, comma-separated",
+    ),
     "FILMLESS_GATEWAY_TLS_CERT": ("", "PEM certificate: enables DICOM TLS"),
     "FILMLESS_GATEWAY_TLS_KEY": ("", "PEM private key for the TLS certificate"),
     "FILMLESS_GATEWAY_TLS_CA": ("", "CA bundle: when set, modalities must present a client certificate"),
@@ -222,6 +231,8 @@ def load(env: Mapping[str, str] | None = None) -> Settings:
         extra_sop_classes=_uids(env, "FILMLESS_GATEWAY_EXTRA_SOP_CLASSES"),
         commitment_peers=_return_addresses(env, "FILMLESS_GATEWAY_COMMITMENT_PEERS"),
         commitment_wait=float(_int(env, "FILMLESS_GATEWAY_COMMITMENT_WAIT", 3600, 1, 7 * 86400)),
+        destinations=_return_addresses(env, "FILMLESS_GATEWAY_DESTINATIONS"),
+        ian_subscribers=_return_addresses(env, "FILMLESS_GATEWAY_IAN_SUBSCRIBERS"),
         tls_cert=cert,
         tls_key=key,
         tls_ca=ca,

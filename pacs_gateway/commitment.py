@@ -8,13 +8,19 @@ the spool. So:
 * each N-ACTION request is kept as a JSON file under ``<spool>/commitment/``
   (fsynced before the modality hears success) and survives a restart;
 * a background thread decides each referenced instance: in Orthanc (success,
-  or failure 0x0119 when the class differs); acknowledged but not forwarded
-  yet (wait); quarantined (0x0110); never received (0x0112); still not in
-  Orthanc after ``wait_limit`` seconds (0x0110);
+  or failure 0x0119 for every reference naming a class other than the one
+  stored, also when one request names the same instance under two classes);
+  acknowledged but not forwarded yet (wait); quarantined (0x0110); never
+  received (0x0112); still not in Orthanc after ``wait_limit`` seconds (0x0110);
 * the N-EVENT-REPORT goes back on the requesting association when it is
-  still open, otherwise on a new association to the modality's configured
-  return address (``AET@host:port``), as SCP by role selection. A report
-  that cannot be delivered is retried with capped back-off.
+  still open (a release or abort arriving meanwhile ends the wait at once),
+  else on another open association of that modality with the commitment
+  context, else on a new association to its configured return address
+  (``AET@host:port``, as SCP by role selection), retried with capped
+  back-off. A modality without a return address gets its report the next
+  time it associates with the commitment context; if it does not within
+  ``wait_limit`` seconds the request is set aside (``.undelivered``), never
+  retried forever.
 """
 
 from __future__ import annotations
@@ -31,6 +37,7 @@ from typing import Any
 
 from pydicom.dataset import Dataset
 from pynetdicom import AE, build_role
+from pynetdicom.pdu_primitives import A_ABORT, A_P_ABORT, A_RELEASE
 from pynetdicom.sop_class import StorageCommitmentPushModel  # type: ignore[attr-defined]  # generated module
 
 from .backoff import Backoff
@@ -167,7 +174,9 @@ class Commitments(DurableQueue):
         self.retry_max = retry_max
         self.network_timeout = network_timeout
         self._assocs: dict[str, Any] = {}  # transaction → requesting association (this run only)
-        self._decided: dict[str, dict[str, int]] = {}  # transaction → {instance UID: reason (0 = ok)}
+        # transaction → {instance UID: the class Orthanc stores it as (str), or a Failure Reason (int)}
+        self._decided: dict[str, dict[str, str | int]] = {}
+        self._live: dict[str, list[Any]] = {}  # calling AE → its open associations with the commitment context
         self._backoff = Backoff(retry_initial, retry_max)  # per transaction
         self._lock = threading.Lock()
 
@@ -221,8 +230,19 @@ class Commitments(DurableQueue):
             results = self._decide(transaction, references, float(data.get("received", 0)))
             if results is None:
                 continue
-            if self._report(transaction, str(data.get("calling_aet", "")), results):
+            calling_aet = str(data.get("calling_aet", ""))
+            if self._report(transaction, calling_aet, results):
                 path.unlink(missing_ok=True)
+                with self._lock:
+                    self._decided.pop(transaction, None)
+                    self._backoff.forget(transaction)
+                    self._assocs.pop(transaction, None)
+            elif calling_aet not in self.addresses and time.time() - float(data.get("received", 0)) > self.wait_limit:
+                # Nobody to dial and the modality has not come back: give up
+                # rather than retry forever; the modality keeps its copies.
+                log.error("commitment: %s never associated again to take its report (%s); set aside as %s",
+                          calling_aet or "?", transaction, path.with_suffix(".undelivered").name)
+                path.rename(path.with_suffix(".undelivered"))
                 with self._lock:
                     self._decided.pop(transaction, None)
                     self._backoff.forget(transaction)
@@ -238,7 +258,7 @@ class Commitments(DurableQueue):
             decided = self._decided.setdefault(transaction, {})
         overdue = time.time() - received > self.wait_limit
         undecided = 0
-        for sop_class, sop_instance in references:
+        for _sop_class, sop_instance in references:
             if sop_instance in decided:
                 continue
             # The gateway's own books first: an instance still on its way needs
@@ -254,7 +274,10 @@ class Commitments(DurableQueue):
                 log.debug("commitment: cannot look up %s yet: %s", sop_instance, exc)
                 return None
             if stored_class:
-                decided[sop_instance] = 0 if stored_class == sop_class else CLASS_INSTANCE_CONFLICT
+                # Kept as the class Orthanc has; each reference is compared with
+                # it below, so the same instance named under two classes fails
+                # (0x0119) under the wrong one wherever it appears in the list.
+                decided[sop_instance] = stored_class
             elif where == "quarantined":
                 log.warning("commitment: %s was quarantined: %s", sop_instance, reason)
                 decided[sop_instance] = PROCESSING_FAILURE
@@ -265,7 +288,50 @@ class Commitments(DurableQueue):
                 decided[sop_instance] = NO_SUCH_OBJECT
         if undecided:
             return None
-        return [(c, i, decided[i]) for c, i in references]
+        results: list[tuple[str, str, int]] = []
+        for c, i in references:
+            verdict = decided[i]
+            if isinstance(verdict, str):
+                results.append((c, i, 0 if verdict == c else CLASS_INSTANCE_CONFLICT))
+            else:
+                results.append((c, i, verdict))
+        return results
+
+    # -- associations -----------------------------------------------------------
+    def association_opened(self, calling_aet: str, assoc: Any) -> None:
+        """A modality associated with the commitment context: reports it is owed may go on it.
+
+        This is how a modality without a return address gets a report after
+        the association it asked on has closed (PS3.4 J.3.3: the report may
+        come on any association with it).
+        """
+        if not any(str(cx.abstract_syntax) == str(StorageCommitmentPushModel) for cx in assoc.accepted_contexts):
+            return
+        with self._lock:
+            self._live.setdefault(calling_aet, []).append(assoc)
+            # Try owed reports now, not at the end of their back-off.
+            self._backoff = Backoff(self.retry_initial, self.retry_max)
+        self._wake.set()
+
+    def association_closed(self, assoc: Any) -> None:
+        """Forget a closed association: its reports go straight to a new one."""
+        with self._lock:
+            for assocs in self._live.values():
+                if assoc in assocs:
+                    assocs.remove(assoc)
+            dropped = [t for t, a in self._assocs.items() if a is assoc]
+            for transaction in dropped:
+                del self._assocs[transaction]
+                self._backoff.forget(transaction)
+        if dropped:
+            self._wake.set()
+
+    def _open_associations(self, transaction: str, calling_aet: str) -> list[Any]:
+        with self._lock:
+            first = self._assocs.get(transaction)
+            others = list(self._live.get(calling_aet, []))
+        found = [first] if first is not None else []
+        return found + [a for a in others if a is not first]
 
     def _report(self, transaction: str, calling_aet: str, results: list[tuple[str, str, int]]) -> bool:
         """Deliver the N-EVENT-REPORT; True once the modality answered success."""
@@ -273,23 +339,23 @@ class Commitments(DurableQueue):
         failed = sum(1 for *_, reason in results if reason)
         event_type = 2 if failed else 1  # 1: all committed; 2: failures exist
         summary = f"transaction {transaction}: {len(results) - failed} committed, {failed} failed"
-        with self._lock:
-            assoc = self._assocs.get(transaction)
-        if assoc is not None and assoc.is_established:
+        for assoc in self._open_associations(transaction, calling_aet):
+            if _closing(assoc):
+                continue
             try:
-                status = _send(assoc, ds, event_type)
-            except Exception as exc:  # noqa: BLE001 - released meanwhile: use the return address
-                log.info("commitment: requesting association of %s unusable (%s)", calling_aet, exc)
-            else:
-                if status == 0:
-                    log.info("commitment: reported to %s on its association: %s", calling_aet, summary)
-                    return True
-                log.warning("commitment: %s did not accept the report on its association (status %s)",
-                            calling_aet, status)
+                status = _send_watching(assoc, ds, event_type)
+            except Exception as exc:  # noqa: BLE001 - released meanwhile: try the next way
+                log.info("commitment: association of %s unusable (%s)", calling_aet, exc)
+                continue
+            if status == 0:
+                log.info("commitment: reported to %s on its association: %s", calling_aet, summary)
+                return True
+            log.warning("commitment: %s did not accept the report on its association (status %s)",
+                        calling_aet, status)
         address = self.addresses.get(calling_aet)
         if address is None:
-            log.warning("commitment: no return address for %r (FILMLESS_GATEWAY_COMMITMENT_PEERS); %s waits",
-                        calling_aet, summary)
+            log.info("commitment: %s has no return address (FILMLESS_GATEWAY_COMMITMENT_PEERS) and no open "
+                     "association; %s waits for its next association", calling_aet, summary)
             return False
         ae = AE(ae_title=self.ae_title)
         ae.acse_timeout = ae.dimse_timeout = ae.network_timeout = self.network_timeout
@@ -309,6 +375,36 @@ class Commitments(DurableQueue):
             return True
         log.warning("commitment: %s refused the report (status %s); %s waits", address.ae_title, status, summary)
         return False
+
+
+def _closing(assoc: Any) -> bool:
+    """True when the association is gone or the peer has asked to release or abort it."""
+    if not assoc.is_established or assoc.is_released or assoc.is_aborted:
+        return True
+    pending = assoc.dul.peek_next_pdu()
+    return isinstance(pending, (A_RELEASE, A_ABORT, A_P_ABORT))
+
+
+def _send_watching(assoc: Any, ds: Dataset, event_type: int) -> int | None:
+    """Send on a modality's own association, without waiting out the DIMSE
+    timeout if it releases meanwhile: pynetdicom would sit on the response
+    for ``dimse_timeout`` seconds (the 30 s a released association used to
+    cost); a watcher ends the wait as soon as a release or abort arrives."""
+    done = threading.Event()
+
+    def watch() -> None:
+        while not done.wait(0.02):
+            if _closing(assoc):
+                assoc.dimse.msg_queue.put((None, None))
+                return
+
+    watcher = threading.Thread(target=watch, name="commitment-watch", daemon=True)
+    watcher.start()
+    try:
+        return _send(assoc, ds, event_type)
+    finally:
+        done.set()
+        watcher.join()
 
 
 def _send(assoc: Any, ds: Dataset, event_type: int) -> int | None:

@@ -36,6 +36,7 @@ from pydicom.dataset import Dataset
 from pynetdicom import evt
 from pynetdicom.dimse_primitives import C_STORE
 from pynetdicom.dsutils import encode_file_meta
+from pynetdicom.sop_class import ModalityWorklistInformationFind  # type: ignore[attr-defined]  # generated module
 
 from .commitment import COMMITMENT_INSTANCE, parse_request
 from .dimse_status import Status
@@ -123,8 +124,10 @@ class GatewayHandlers:
             (evt.EVT_N_CREATE, self.on_n_create),
             (evt.EVT_N_SET, self.on_n_set),
         ]
-        if self.gw.worklist is not None:
+        if self.gw.worklist is not None or self.gw.query_retrieve is not None:
             handlers.append((evt.EVT_C_FIND, self.on_find))
+        if self.gw.query_retrieve is not None:
+            handlers += [(evt.EVT_C_MOVE, self.on_move), (evt.EVT_C_GET, self.on_get)]
         if self.gw.commitments is not None:
             handlers.append((evt.EVT_N_ACTION, self.on_n_action))
         return handlers
@@ -168,16 +171,23 @@ class GatewayHandlers:
             assoc.kill()
 
     def on_accepted(self, event: evt.Event) -> None:
-        self._stats(event.assoc).outcome = "accepted"
+        stats = self._stats(event.assoc)
+        stats.outcome = "accepted"
+        if self.gw.commitments is not None:
+            self.gw.commitments.association_opened(stats.calling_aet, event.assoc)
 
     def on_released(self, event: evt.Event) -> None:
         self._stats(event.assoc).outcome = "released"
+        if self.gw.commitments is not None:
+            self.gw.commitments.association_closed(event.assoc)
 
     def on_aborted(self, event: evt.Event) -> None:
         self._stats(event.assoc).outcome = "aborted"
 
     def on_conn_close(self, event: evt.Event) -> None:
         self._drop_partial(event.assoc)
+        if self.gw.commitments is not None:
+            self.gw.commitments.association_closed(event.assoc)
         with self._lock:
             stats = self._assocs.pop(event.assoc, None)
         if stats is None:
@@ -314,6 +324,10 @@ class GatewayHandlers:
     def on_find(self, event: evt.Event) -> Any:
         stats = self._stats(event.assoc)
         stats.finds += 1
+        if str(event.context.abstract_syntax) != str(ModalityWorklistInformationFind):
+            assert self.gw.query_retrieve is not None  # the Q/R contexts are offered only then
+            yield from self.gw.query_retrieve.find(event, stats.calling_aet, stats.peer)
+            return
         provider = self.gw.worklist
         if provider is None:  # pragma: no cover - the context is not offered then
             yield Status.SUCCESS, None
@@ -332,6 +346,18 @@ class GatewayHandlers:
                 return
             yield Status.PENDING, ds
         yield Status.SUCCESS, None
+
+    def on_move(self, event: evt.Event) -> Any:
+        """C-MOVE: see :mod:`pacs_gateway.retrieve`."""
+        assert self.gw.query_retrieve is not None
+        stats = self._stats(event.assoc)
+        return self.gw.query_retrieve.move(event, stats.calling_aet, stats.peer)
+
+    def on_get(self, event: evt.Event) -> Any:
+        """C-GET: see :mod:`pacs_gateway.retrieve`."""
+        assert self.gw.query_retrieve is not None
+        stats = self._stats(event.assoc)
+        return self.gw.query_retrieve.get(event, stats.calling_aet, stats.peer)
 
     # -- MPPS -----------------------------------------------------------------
     def _mpps(self, event: evt.Event, apply: Any) -> tuple[int | Dataset, Dataset | None]:

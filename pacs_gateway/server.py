@@ -40,11 +40,14 @@ from .admission import Admission, GuardedServer, make_server
 from .commitment import Commitments
 from .forwarder import Forwarder, Store
 from .handlers import GatewayHandlers
+from .ian import AvailabilityNotifier
 from .mpps import MppsProvider, MppsStore
 from .normalise import IdentityProvider
 from .peers import PeerPolicy
 from .private_classes import PRIVATE_STORAGE_CLASSES, register_storage_classes
 from .receive_file import install as install_receive_file
+from .query import AuditProvider
+from .retrieve import QueryRetrieve, add_query_retrieve_contexts
 from .settings import GatewaySettings
 from .spool import Spool
 from .storage_classes import extra_standard_storage_classes, unrouted
@@ -165,7 +168,9 @@ class Gateway:
     returns the EMR's patient identity to coerce into instances.
     ``mpps(event)`` is told every Modality Performed Procedure Step status
     change (see :mod:`pacs_gateway.mpps`); retried in the background until
-    it returns without raising.
+    it returns without raising. ``audit(event)`` records each query and
+    retrieve in the EMR's audit log (see :mod:`pacs_gateway.query`); a store
+    with an index (``find_resources``) enables Query/Retrieve.
     """
 
     def __init__(
@@ -176,6 +181,7 @@ class Gateway:
         worklist: WorklistProvider | None = None,
         identity: IdentityProvider | None = None,
         mpps: MppsProvider | None = None,
+        audit: AuditProvider | None = None,
     ) -> None:
         self.settings = settings
         self.store = store
@@ -213,6 +219,19 @@ class Gateway:
                 network_timeout=settings.network_timeout,
             )
             if callable(lookup)
+            else None
+        )
+        self.query_retrieve = (
+            QueryRetrieve(store, ae_title=settings.ae_title, destinations=settings.destinations, audit=audit,  # type: ignore[arg-type]
+                          network_timeout=settings.network_timeout, work_dir=settings.spool_dir / "retrieve")
+            if callable(getattr(store, "find_resources", None))
+            else None
+        )
+        self.availability = (
+            AvailabilityNotifier(settings.spool_dir / "ian", store, settings.ian_subscribers,  # type: ignore[arg-type]
+                                 ae_title=settings.ae_title, retry_initial=settings.retry_initial,
+                                 retry_max=settings.retry_max, network_timeout=settings.network_timeout)
+            if settings.ian_subscribers and callable(getattr(store, "last_change", None))
             else None
         )
         self._handlers = GatewayHandlers(self)
@@ -281,6 +300,8 @@ class Gateway:
         ae.add_supported_context(ModalityPerformedProcedureStep)
         if self.commitments is not None:
             ae.add_supported_context(StorageCommitmentPushModel)
+        if self.query_retrieve is not None:
+            add_query_retrieve_contexts(ae)
         return ae
 
     def start(self) -> None:
@@ -296,6 +317,10 @@ class Gateway:
             # After the forwarder: commitment decisions read its books, which
             # must already count the resumed backlog as on its way.
             self.commitments.open()
+        if self.availability is not None:
+            self.availability.open()
+        if self.query_retrieve is not None:
+            self.query_retrieve.open()
         ae = self._build_ae()
         try:
             self._server = make_server(
@@ -307,6 +332,8 @@ class Gateway:
             )
         except BaseException:
             _stop_receiving_to(self.spool.incoming)
+            if self.availability is not None:
+                self.availability.close()
             self.forwarder.stop()
             self.mpps_store.close()
             if self.commitments is not None:
@@ -329,6 +356,8 @@ class Gateway:
         self.mpps_store.close()
         if self.commitments is not None:
             self.commitments.close()
+        if self.availability is not None:
+            self.availability.close()
         self._stopped.set()
         log.info("gateway stopped: %s", self.stats)
 

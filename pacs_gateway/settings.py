@@ -56,6 +56,12 @@ class GatewaySettings:
     # Seconds an instance in a commitment request may take to reach Orthanc
     # before it is reported as failed (the modality then keeps its copy).
     commitment_wait: float = 3600.0
+    # Query/Retrieve C-MOVE destinations (workstations, other PACS):
+    # ``AET@host:port`` entries; a move to any other AE title is refused.
+    destinations: tuple[str, ...] = ()
+    # Instance Availability Notification subscribers (RIS, workstations):
+    # ``AET@host:port`` entries told when a study is complete in Orthanc.
+    ian_subscribers: tuple[str, ...] = ()
     tls_cert: Path | None = None
     tls_key: Path | None = None
     # CA bundle used to verify modality client certificates; when set with

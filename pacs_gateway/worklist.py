@@ -2,12 +2,13 @@
 
 The provider (the EMR's order list) is authoritative for what matches: the
 worklist rules (orders without a station are offered to every station, the
-diacritic-insensitive name search, wildcard and date-range matching of
-PS3.4 C.2.2.2) live in the EMR alone. This module translates the DICOM query
-into a flat dict and builds one response per item the provider returns,
-carrying only the attributes the modality asked for, in UTF-8. It does not
-filter again: a second copy of the rules drifted once and dropped
-station-less orders.
+diacritic-insensitive name search, wildcard, date and time range matching of
+PS3.4 C.2.2.2, Requested Procedure ID) live in the EMR alone. This module
+translates the DICOM query into a flat dict and builds one response per item
+the provider returns, carrying only the attributes the modality asked for, in
+UTF-8. It does not filter again: a second copy of the rules drifted once and
+dropped station-less orders. Scheduled Station AE Title is Type 1: a step
+without a station is answered with the asking station's AE title.
 """
 
 from __future__ import annotations
@@ -28,14 +29,17 @@ WorklistProvider = Callable[[dict[str, str]], Iterable[Mapping[str, object]]]
 _TOP_KEYS = (
     "AccessionNumber", "StudyInstanceUID", "PatientID", "PatientName", "PatientBirthDate", "PatientSex",
     "RequestedProcedureID", "RequestedProcedureDescription", "ReferringPhysicianName", "RequestingPhysician",
+    "RequestedProcedurePriority",
 )
 _SPS_KEYS = (
     "Modality", "ScheduledStationAETitle", "ScheduledProcedureStepStartDate", "ScheduledProcedureStepStartTime",
     "ScheduledProcedureStepID", "ScheduledProcedureStepDescription", "ScheduledPerformingPhysicianName",
+    "ScheduledProcedureStepStatus",
 )
 QUERY_KEYS = ("Modality", "ScheduledStationAETitle", "ScheduledProcedureStepStartDate", "PatientID",
-              "AccessionNumber", "PatientName")
-_SPS_QUERY = ("Modality", "ScheduledStationAETitle", "ScheduledProcedureStepStartDate")
+              "AccessionNumber", "PatientName", "RequestedProcedureID", "ScheduledProcedureStepStartTime")
+_SPS_QUERY = ("Modality", "ScheduledStationAETitle", "ScheduledProcedureStepStartDate",
+              "ScheduledProcedureStepStartTime")
 
 
 def _text(value: Any) -> str:
@@ -72,7 +76,13 @@ def build_responses(
     """One response data set per scheduled step the provider returns (it has done the matching)."""
     query = build_query(identifier)
     count = 0
+    asked_station = query.get("ScheduledStationAETitle", "")
     for item in provider(query):
+        if not _text(item.get("ScheduledStationAETitle")):
+            # Type 1 (PS3.4 K.6.1.2.2): a step any station may perform is
+            # answered as the asking station's, never empty.
+            station = asked_station if asked_station and not any(c in asked_station for c in "*?") else calling_aet
+            item = {**item, "ScheduledStationAETitle": station}
         ds = Dataset()
         ds.SpecificCharacterSet = "ISO_IR 192"
         _fill(ds, identifier, item, _TOP_KEYS)

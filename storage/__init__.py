@@ -7,11 +7,16 @@ exception tree.
 
 from .client import METADATA_KEYS, OrthancStore
 from .exceptions import LauncherError, NotFound, StorageError, StorageRejected, StorageTimeout, StorageUnavailable
+from .index import INDEXED_TAGS, Level
 from .launcher import Credentials, OrthancProcess, build_config, load_or_create_credentials, open_store
-from .models import Change, ChangesPage, StudySummary, SystemInfo, UploadResult
+from .models import Change, ChangesPage, IndexEntry, StoredInstance, StudySummary, SystemInfo, UploadResult
 from .settings import StorageSettings
 
 __all__ = [
+    "INDEXED_TAGS",
+    "IndexEntry",
+    "Level",
+    "StoredInstance",
     "METADATA_KEYS",
     "Change",
     "ChangesPage",

@@ -21,6 +21,7 @@ from orthanc_api_client import exceptions as oexc
 from urllib3.util.retry import Retry
 
 from .exceptions import NotFound, StorageError, StorageRejected, StorageTimeout, StorageUnavailable
+from .index import IndexQueries
 from .models import Change, ChangesPage, StudySummary, SystemInfo, UploadResult
 
 __all__ = ["OrthancStore", "METADATA_KEYS"]
@@ -83,11 +84,12 @@ def _first(value: Any) -> str:
     return "" if value is None else str(value)
 
 
-class OrthancStore:
+class OrthancStore(IndexQueries):
     """A thread-safe handle on one Orthanc server.
 
     One HTTP session per thread (``requests`` sessions are not thread-safe
     for concurrent use), all built from the same URL and credentials.
+    Query/retrieve reads of the index come from :class:`~storage.index.IndexQueries`.
     """
 
     def __init__(

@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-__all__ = ["UploadResult", "StudySummary", "Change", "ChangesPage", "SystemInfo"]
+__all__ = ["UploadResult", "StudySummary", "Change", "ChangesPage", "SystemInfo", "IndexEntry", "StoredInstance"]
 
 
 @dataclass(frozen=True)
@@ -58,3 +58,31 @@ class SystemInfo:
     plugins: tuple[str, ...]
     instances: int
     studies: int
+
+
+@dataclass(frozen=True)
+class IndexEntry:
+    """A patient, study, series or instance as Orthanc's index knows it.
+
+    ``tags`` are its main DICOM tags by keyword (a study's include its
+    patient's); ``parent_id`` and ``children`` are Orthanc IDs.
+    """
+
+    level: str
+    orthanc_id: str
+    parent_id: str
+    tags: dict[str, str] = field(compare=False)
+    children: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class StoredInstance:
+    """What a retrieve needs to know about one stored instance before sending it."""
+
+    orthanc_id: str
+    series_id: str
+    sop_instance_uid: str
+    sop_class_uid: str
+    transfer_syntax: str
+    instance_number: int = 0
+    size: int = 0

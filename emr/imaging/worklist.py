@@ -31,6 +31,21 @@ def dicom_name(family: str, given: str) -> str:
     return f"{family}^{given}" if given else family
 
 
+# Order urgency → Requested Procedure Priority (0040,1003).
+_PRIORITY = {"stat": "STAT", "urgent": "HIGH", "routine": "ROUTINE"}
+
+
+def _time_matches(query: str, value: str) -> bool:
+    """DICOM TM matching of the step's local start time: 'HHMM', 'HHMM-HHMM', 'HHMM-', '-HHMM'."""
+    query = query.replace(":", "").strip()
+    if not query or query == "*":
+        return True
+    if "-" not in query:
+        return value.startswith(query)
+    lo, _, hi = query.partition("-")
+    return (not lo or value >= lo.ljust(6, "0")) and (not hi or value[: len(hi)] <= hi)
+
+
 def query_worklist(session: Session, query: dict[str, str], limit: int = 500) -> list[dict[str, object]]:
     stmt = (
         select(ImagingOrder, Patient)
@@ -53,7 +68,8 @@ def query_worklist(session: Session, query: dict[str, str], limit: int = 500) ->
             stmt = stmt.where(ImagingOrder.scheduled_at >= to_utc(lo))
         if hi is not None:
             stmt = stmt.where(ImagingOrder.scheduled_at < to_utc(hi))
-    for key, column in (("AccessionNumber", ImagingOrder.accession_number), ("PatientID", Patient.code)):
+    for key, column in (("AccessionNumber", ImagingOrder.accession_number), ("PatientID", Patient.code),
+                        ("RequestedProcedureID", ImagingOrder.accession_number)):
         value = q.get(key)
         if value and not has_wildcard(value):
             stmt = stmt.where(column == value)
@@ -65,15 +81,18 @@ def query_worklist(session: Session, query: dict[str, str], limit: int = 500) ->
         if name_pattern and name_pattern != "*":
             if not (wildcard_match(name_pattern, name) or wildcard_match(fold(name_pattern), fold(name))):
                 continue
-        for key in ("AccessionNumber", "PatientID"):
+        local = to_local(order.scheduled_at)
+        if not _time_matches(q.get("ScheduledProcedureStepStartTime", ""), local.strftime("%H%M%S")):
+            continue
+        for key in ("AccessionNumber", "PatientID", "RequestedProcedureID"):
             value = q.get(key, "")
             if value and has_wildcard(value):
-                actual = order.accession_number if key == "AccessionNumber" else patient.code
+                actual = patient.code if key == "PatientID" else order.accession_number
                 if not wildcard_match(value, actual):
                     break
         else:
             ordering = session.get(User, order.ordered_by)
-            local = to_local(order.scheduled_at)
+            performer = session.get(User, order.performed_by) if order.performed_by else None
             physician = dicom_name(*_split(ordering.full_name)) if ordering else ""
             items.append(
                 {
@@ -95,7 +114,9 @@ def query_worklist(session: Session, query: dict[str, str], limit: int = 500) ->
                     "ScheduledProcedureStepDescription": (
                         order.procedure_name + (f" - {order.body_part}" if order.body_part else "")
                     )[:64],
-                    "ScheduledPerformingPhysicianName": "",
+                    "ScheduledPerformingPhysicianName": dicom_name(*_split(performer.full_name)) if performer else "",
+                    "RequestedProcedurePriority": _PRIORITY.get(order.urgency, "ROUTINE"),
+                    "ScheduledProcedureStepStatus": "STARTED" if order.status == "in_progress" else "SCHEDULED",
                 }
             )
     return items

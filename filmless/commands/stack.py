@@ -68,12 +68,22 @@ def _emr_providers(settings: Settings) -> tuple[Any, Any, Any]:
     return emr.worklist_provider(settings.emr), emr.identity_provider(settings.emr), emr.mpps_provider(settings.emr)
 
 
+def _emr_audit(settings: Settings) -> Any:
+    """The EMR's audit log for the gateway's query/retrieve, if the EMR is installed."""
+    try:
+        import emr
+    except ImportError:
+        return None
+    return emr.dicom_audit_provider(settings.emr)
+
+
 def cmd_gateway(args: argparse.Namespace, settings: Settings) -> int:
     from pacs_gateway import Gateway
     from storage import open_store
 
     worklist, identity, mpps = _emr_providers(settings)
-    gateway = Gateway(settings.gateway, open_store(settings.storage), worklist=worklist, identity=identity, mpps=mpps)
+    gateway = Gateway(settings.gateway, open_store(settings.storage), worklist=worklist, identity=identity, mpps=mpps,
+                      audit=_emr_audit(settings))
     print(f"DICOM gateway {settings.gateway.ae_title} listening on {settings.gateway.host}:{settings.gateway.port}",
           flush=True)
     gateway.serve_forever()

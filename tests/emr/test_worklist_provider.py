@@ -50,4 +50,5 @@ def test_station_less_order_is_answered_to_every_station(session: Session, world
     assert answered("MR01", "MR") == set()
     responses = list(build_responses(_query("CT01"), provider, "CT01"))
     stationless = next(ds for ds in responses if ds.AccessionNumber == anywhere.accession_number)
-    assert stationless.ScheduledProcedureStepSequence[0].ScheduledStationAETitle == ""
+    # Type 1, never empty (issue 12 §4): answered as the asking station's.
+    assert stationless.ScheduledProcedureStepSequence[0].ScheduledStationAETitle == "CT01"

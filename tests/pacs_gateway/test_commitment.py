@@ -117,6 +117,9 @@ def test_report_on_the_open_association_tells_stored_from_missing(
                 (CTImageStorage, never_sent)]
         assert _action(assoc, commitment_request(transaction, refs)) == 0
         assert got.wait(30), "no N-EVENT-REPORT on the requesting association"
+        # Release only once the gateway has our answer: releasing while the
+        # response is still queued makes pynetdicom drop it (Evt9 in Sta7).
+        wait_for(lambda: gw.stats.commitments == 0, timeout=15, what="request settled")
     finally:
         assoc.release()
     event_type, info = reports[0]

@@ -66,7 +66,8 @@ def test_findscu_worklist_gets_vietnamese_names_and_only_requested_keys(
     assert len(files) == 2  # an order with no station is offered to every station, CT01 included
     by_accession = {pydicom.dcmread(f).AccessionNumber: pydicom.dcmread(f) for f in files}
     assert set(by_accession) == {"A1001", "A1004"}
-    assert by_accession["A1004"].ScheduledProcedureStepSequence[0].get("ScheduledStationAETitle", "") == ""
+    # Type 1, never empty (issue 12 §4): a step for any station is answered as the asking station's.
+    assert by_accession["A1004"].ScheduledProcedureStepSequence[0].ScheduledStationAETitle == "CT01"
     ds = by_accession["A1001"]
     assert ds.SpecificCharacterSet == "ISO_IR 192"
     assert str(ds.PatientName) == "Nguyễn^Thị Hồng Nhung"

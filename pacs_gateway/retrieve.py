@@ -1,0 +1,390 @@
+"""Query/Retrieve C-MOVE and C-GET SCP (PS3.4 Annex C, IHE RAD-16), plus the Q/R glue.
+
+Instances are read from Orthanc through ``storage`` (never with Orthanc's own
+C-MOVE: its DICOM server is off in filmless) and sent by the gateway: C-MOVE
+on a new association to a destination declared in
+``FILMLESS_GATEWAY_DESTINATIONS`` (``AET@host:port``; an unknown destination
+gets 0xA801), C-GET on the requesting association (PS3.4 C.4.3: the
+workstation offered the storage classes with the SCP role).
+
+Speed: a few threads copy the next instances from Orthanc into files while
+the current one is on the wire, so the workstation waits on the network, not
+on HTTP; each file is sent as stored, streamed without decoding (see
+:class:`_RawSendingAssociation`). A bounded window keeps memory and disk use
+flat whatever the study size.
+
+pynetdicom sends a Pending response after each C-STORE sub-operation with
+the remaining/completed/failed/warning counts, honours C-CANCEL (checked
+before every sub-operation) and lists failed SOP Instance UIDs in the final
+response. An instance that cannot be read from Orthanc is such a failure:
+it is handed to pynetdicom without a transfer syntax, which it counts as a
+failed sub-operation under that instance's UID.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import socket
+import tempfile
+import uuid
+from collections import deque
+from collections.abc import Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
+from pathlib import Path
+from typing import Any
+
+from pydicom import dcmread
+from pydicom.dataset import Dataset
+from pydicom.uid import ExplicitVRLittleEndian, ImplicitVRLittleEndian
+from pynetdicom import AE, Association, _config, build_context, evt
+from pynetdicom.presentation import PresentationContext
+from pynetdicom.sop_class import (  # type: ignore[attr-defined]  # generated module
+    PatientRootQueryRetrieveInformationModelFind,
+    PatientRootQueryRetrieveInformationModelGet,
+    PatientRootQueryRetrieveInformationModelMove,
+    StudyRootQueryRetrieveInformationModelFind,
+    StudyRootQueryRetrieveInformationModelGet,
+    StudyRootQueryRetrieveInformationModelMove,
+)
+
+from .commitment import ReturnAddress
+from .dimse_status import Status
+from .query import (
+    UNIQUE_KEYS,
+    AuditProvider,
+    IndexStore,
+    Match,
+    QueryFailed,
+    find_matches,
+    find_responses,
+    model_of,
+    query_level,
+)
+
+__all__ = ["QueryRetrieve", "QR_CONTEXTS", "add_query_retrieve_contexts"]
+
+log = logging.getLogger(__name__)
+audit_log = logging.getLogger("pacs_gateway.audit")
+
+QR_CONTEXTS = (
+    PatientRootQueryRetrieveInformationModelFind,
+    StudyRootQueryRetrieveInformationModelFind,
+    PatientRootQueryRetrieveInformationModelMove,
+    StudyRootQueryRetrieveInformationModelMove,
+    PatientRootQueryRetrieveInformationModelGet,
+    StudyRootQueryRetrieveInformationModelGet,
+)
+STATUS_PENDING = int(Status.PENDING)
+STATUS_CANCELLED = int(Status.CANCEL)
+# At most this many instances, and about this many bytes, read ahead of the one being sent.
+PREFETCH_WINDOW = 8
+PREFETCH_BYTES = 64 * 1024 * 1024
+# pynetdicom's limit on presentation contexts in one association request.
+_MAX_CONTEXTS = 128
+
+
+def add_query_retrieve_contexts(ae: AE) -> None:
+    """Offer Q/R, and let C-GET requestors take the storage SCP role (PS3.7 D.3.3.4).
+
+    Existing storage contexts keep their transfer syntaxes; the SCU role is
+    kept for modalities that propose role selection for plain C-STORE.
+    """
+    for uid in QR_CONTEXTS:
+        ae.add_supported_context(uid)
+    for cx in list(ae.supported_contexts):
+        if cx.abstract_syntax and str(cx.abstract_syntax).startswith("1.2.840.10008.5.1.4.1.1."):
+            ae.add_supported_context(cx.abstract_syntax, cx.transfer_syntax, scu_role=True, scp_role=True)
+
+
+def _no_delay(event: evt.Event) -> None:
+    """Ready the C-MOVE sub-association: files sent as stored; Nagle off
+    (otherwise each small C-STORE command PDU waits for the workstation's
+    delayed ACK, ~40 ms an image)."""
+    sock = getattr(event.assoc.dul.socket, "socket", None)
+    if sock is not None:
+        try:
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        except OSError:
+            pass
+    _send_raw(event.assoc)
+    # pynetdicom's reactor naps 1 ms whenever it finds nothing to do; on a
+    # sub-association that only lives for the transfer, answer sooner.
+    dul = event.assoc.dul
+    if hasattr(dul, "_run_loop_delay"):
+        dul._run_loop_delay = 0.0002
+
+
+def _missing(sop_class: str, sop_instance: str) -> Dataset:
+    """What pynetdicom counts as one failed sub-operation for this instance (no transfer syntax)."""
+    ds = Dataset()
+    ds.SOPClassUID = sop_class
+    ds.SOPInstanceUID = sop_instance
+    return ds
+
+
+class _RawInstance(Dataset):
+    """A stored instance to send as the very bytes Orthanc keeps.
+
+    pynetdicom's C-MOVE/C-GET loops take only Datasets; this one carries the
+    SOP Class/Instance UIDs (so a failure is listed under its UID) and the
+    path of the Part-10 file, which :class:`_RawSendingAssociation` streams
+    without decoding and re-encoding it (half the cost of a sub-operation).
+    """
+
+    def __init__(self, path: Path, sop_class: str, sop_instance: str) -> None:
+        super().__init__()
+        self.SOPClassUID = sop_class
+        self.SOPInstanceUID = sop_instance
+        self._raw_path = path
+
+
+class _RawSendingAssociation(Association):
+    """An association whose C-STORE streams a :class:`_RawInstance` from its file.
+
+    Other data sets go through pynetdicom unchanged. When no accepted context
+    has the file's own transfer syntax, a decoded copy is sent instead and
+    pynetdicom converts it (e.g. explicit to implicit VR little endian).
+    """
+
+    def send_c_store(self, dataset: Any, *args: Any, **kwargs: Any) -> Dataset:
+        path = dataset.__dict__.get("_raw_path") if isinstance(dataset, _RawInstance) else None
+        if path is None:
+            return super().send_c_store(dataset, *args, **kwargs)
+        try:
+            return super().send_c_store(path, *args, **kwargs)
+        except ValueError:
+            return super().send_c_store(dcmread(path), *args, **kwargs)
+
+
+def _send_raw(assoc: Any) -> None:
+    """Let ``assoc`` stream :class:`_RawInstance` files (see above)."""
+    # Chunked sending of files is how pynetdicom sends a file without
+    # decoding it; it only concerns C-STOREs given a path, which only
+    # _RawSendingAssociation does in the gateway.
+    _config.STORE_SEND_CHUNKED_DATASET = True
+    if isinstance(assoc, Association) and not isinstance(assoc, _RawSendingAssociation):
+        assoc.__class__ = _RawSendingAssociation
+
+
+class _Prefetch:
+    """Copy instances from storage into files a few at a time, in order, ahead of sending.
+
+    Bounded by count and by bytes: at most ``window`` instances and about
+    ``max_bytes`` wait on disk at once; RAM stays flat whatever their size.
+    Each file is deleted once it has been sent (or on :meth:`close`).
+    """
+
+    def __init__(self, store: IndexStore, instances: list[Any], folder: Path, workers: int = 3,
+                 window: int = PREFETCH_WINDOW, max_bytes: int = PREFETCH_BYTES) -> None:
+        self.store = store
+        self.folder = folder
+        self.pending = deque(instances)
+        self.window = window
+        self.max_bytes = max_bytes
+        self.pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="retrieve")
+        self.queued: deque[tuple[Any, Future[Path]]] = deque()
+        self._sent: Path | None = None
+        self._fill()
+
+    def _read(self, instance: Any) -> Path:
+        target = self.folder / f"{uuid.uuid4().hex}.dcm"
+        try:
+            self.store.save_instance(instance.orthanc_id, target)
+        except BaseException:
+            target.unlink(missing_ok=True)
+            raise
+        return target
+
+    def _fill(self) -> None:
+        held = sum(int(getattr(i, "size", 0) or 0) for i, _ in self.queued)
+        while self.pending and len(self.queued) < self.window:
+            size = int(getattr(self.pending[0], "size", 0) or 0)
+            if self.queued and held + size > self.max_bytes:
+                break
+            instance = self.pending.popleft()
+            held += size
+            self.queued.append((instance, self.pool.submit(self._read, instance)))
+
+    def _forget_sent(self) -> None:
+        if self._sent is not None:
+            self._sent.unlink(missing_ok=True)
+            self._sent = None
+
+    def __iter__(self) -> Iterator[tuple[Any, Dataset]]:
+        while self.queued:
+            instance, future = self.queued.popleft()
+            self._forget_sent()
+            ds: Dataset
+            try:
+                self._sent = future.result()
+                ds = _RawInstance(self._sent, instance.sop_class_uid, instance.sop_instance_uid)
+            except Exception as exc:  # noqa: BLE001 - reported as a failed sub-operation
+                log.warning("retrieve: cannot read %s from storage: %s", instance.sop_instance_uid, exc)
+                ds = _missing(instance.sop_class_uid, instance.sop_instance_uid)
+            self._fill()
+            yield instance, ds
+        self._forget_sent()
+
+    def close(self) -> None:
+        self.pool.shutdown(wait=True, cancel_futures=True)
+        self._forget_sent()
+        for _, future in self.queued:
+            if future.done() and not future.cancelled() and future.exception() is None:
+                future.result().unlink(missing_ok=True)
+        self.queued.clear()
+
+
+class QueryRetrieve:
+    """C-FIND/C-MOVE/C-GET against Orthanc's index, audited; one per gateway."""
+
+    def __init__(self, store: IndexStore, *, ae_title: str, destinations: tuple[str, ...] = (),
+                 audit: AuditProvider | None = None, network_timeout: float = 60.0,
+                 work_dir: Path | None = None) -> None:
+        self.store = store
+        # Where instances wait between Orthanc and the wire (the spool's disk).
+        self.work_dir = work_dir or Path(tempfile.gettempdir()) / "filmless-retrieve"
+        self.ae_title = ae_title
+        self.destinations = {a.ae_title: a for a in (ReturnAddress.parse(d) for d in destinations)}
+        self.audit_provider = audit
+        self.network_timeout = network_timeout
+
+    # -- audit ------------------------------------------------------------------
+    def _audit(self, action: str, calling_aet: str, peer: str, model: str, level: str, keys: dict[str, str],
+               matches: list[Match], outcome: str = "success", **extra: object) -> None:
+        patients: dict[tuple[str, str], dict[str, str]] = {}
+        for match in matches:
+            p = match.patient
+            patients.setdefault((p["PatientID"], p["PatientName"]), p)
+        event: dict[str, object] = {
+            "action": action, "outcome": outcome, "calling_aet": calling_aet, "peer": peer,
+            "model": model, "level": level, "query": dict(keys), "patients": list(patients.values()),
+            "results": len(matches), **extra,
+        }
+        audit_log.info(json.dumps({"event": action, **event}, ensure_ascii=False))
+        if self.audit_provider is not None:
+            self.audit_provider(event)
+
+    # -- C-FIND -------------------------------------------------------------------
+    def find(self, event: evt.Event, calling_aet: str, peer: str) -> Iterator[tuple[int | Dataset, Dataset | None]]:
+        model = model_of(event.context.abstract_syntax)
+        try:
+            identifier = event.identifier
+        except Exception as exc:  # noqa: BLE001 - undecodable identifier
+            yield _failure(int(Status.CANNOT_UNDERSTAND), f"identifier cannot be decoded: {exc}"), None
+            return
+
+        def audit(matches: list[Match], level: str, keys: dict[str, str]) -> None:
+            self._audit("dicom.query", calling_aet, peer, model, level, keys, matches)
+
+        try:
+            yield from find_responses(self.store, identifier, model, ae_title=self.ae_title, audit=audit,
+                                      cancelled=lambda: bool(event.is_cancelled))
+        except Exception as exc:  # noqa: BLE001 - storage or audit failing must not break the AE
+            log.error("query from %s failed: %s", calling_aet, exc)
+            yield _failure(int(Status.UNABLE_TO_PROCESS), "query unavailable"), None
+
+    # -- C-MOVE / C-GET -------------------------------------------------------------
+    def _resolve(self, identifier: Dataset, model: str) -> tuple[str, dict[str, str], list[Match]]:
+        """The resources a retrieve names by unique keys (no wildcards, PS3.4 C.4.2.2.1)."""
+        level = query_level(identifier, model)
+        keys: dict[str, str] = {}
+        for lvl in ("Patient", "Study", "Series", "Instance"):
+            if model == "STUDY" and lvl == "Patient":
+                continue
+            key = UNIQUE_KEYS[lvl]
+            raw = identifier.get(key)
+            value = "" if raw is None else (
+                "\\".join(str(v) for v in raw) if isinstance(raw, (list, tuple)) or type(raw).__name__ == "MultiValue"
+                else str(raw).strip()
+            )
+            if value:
+                if any(c in value for c in "*?"):
+                    raise QueryFailed(int(Status.SOP_CLASS_MISMATCH), f"{key} may not contain wildcards in a retrieve")
+                keys[key] = value
+            elif lvl == level:
+                raise QueryFailed(int(Status.SOP_CLASS_MISMATCH), f"{key} is required to retrieve at this level")
+            if lvl == level:
+                break
+        return level, keys, find_matches(self.store, level, keys, limit=65535)
+
+    def _prepare(self, event: evt.Event, action: str, calling_aet: str, peer: str,
+                 destination: str) -> tuple[list[Any], list[Match]]:
+        model = model_of(event.context.abstract_syntax)
+        identifier = event.identifier
+        try:
+            level, keys, matches = self._resolve(identifier, model)
+        except QueryFailed as exc:
+            self._audit(action, calling_aet, peer, model, "", {}, [], outcome="refused", reason=exc.reason,
+                        destination=destination)
+            raise
+        instances = self.store.stored_instances(level, [m.orthanc_id for m in matches], workers=8)  # type: ignore[arg-type]
+        self._audit(action, calling_aet, peer, model, level, keys, matches, destination=destination,
+                    instances=len(instances))
+        return instances, matches
+
+    def open(self) -> None:
+        """Create the work folder and remove what a crash left in it."""
+        self.work_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+        for leftover in self.work_dir.glob("*.dcm"):
+            leftover.unlink(missing_ok=True)
+
+    def _send_all(self, event: evt.Event, instances: list[Any]) -> Iterator[tuple[int, Dataset | None]]:
+        prefetch = _Prefetch(self.store, instances, self.work_dir)
+        try:
+            for _, ds in prefetch:
+                if event.is_cancelled:
+                    yield STATUS_CANCELLED, None
+                    return
+                yield STATUS_PENDING, ds
+        finally:
+            prefetch.close()
+
+    def move(self, event: evt.Event, calling_aet: str, peer: str) -> Iterator[Any]:
+        destination = str(event.move_destination or "").strip()
+        address = self.destinations.get(destination)
+        if address is None:
+            log.warning("retrieve: %s asked to move to unknown destination %r", calling_aet, destination)
+            try:
+                self._audit("dicom.retrieve", calling_aet, peer, model_of(event.context.abstract_syntax), "", {}, [],
+                            outcome="refused", reason="unknown move destination", destination=destination)
+            except Exception as exc:  # noqa: BLE001 - refusing anyway
+                log.error("retrieve: audit failed: %s", exc)
+            yield None, None  # pynetdicom answers 0xA801 (move destination unknown)
+            return
+        # Errors here end the generator before its first yield: pynetdicom
+        # answers a failure (0xC514) and nothing is sent.
+        instances, _ = self._prepare(event, "dicom.retrieve", calling_aet, peer, destination)
+        contexts = _contexts(instances)
+        yield address.host, address.port, {"contexts": contexts, "ae_title": address.ae_title,
+                                           "evt_handlers": [(evt.EVT_CONN_OPEN, _no_delay)]}
+        yield len(instances)
+        yield from self._send_all(event, instances)
+
+    def get(self, event: evt.Event, calling_aet: str, peer: str) -> Iterator[Any]:
+        instances, _ = self._prepare(event, "dicom.retrieve", calling_aet, peer, calling_aet)
+        _send_raw(event.assoc)
+        yield len(instances)
+        yield from self._send_all(event, instances)
+
+
+def _contexts(instances: list[Any]) -> list[PresentationContext]:
+    """Per SOP class: one context per stored transfer syntax (the file goes
+    out as stored), and one offering both uncompressed syntaxes, which
+    pynetdicom converts between when the workstation takes only one."""
+    wanted: dict[tuple[str, str], None] = {}
+    for inst in instances:
+        if inst.transfer_syntax:
+            wanted.setdefault((inst.sop_class_uid, inst.transfer_syntax), None)
+        wanted.setdefault((inst.sop_class_uid, ""), None)
+    contexts = []
+    for sop_class, ts in list(wanted)[:_MAX_CONTEXTS]:
+        contexts.append(build_context(sop_class, [ts] if ts else [ExplicitVRLittleEndian, ImplicitVRLittleEndian]))
+    return contexts
+
+
+def _failure(code: int, comment: str) -> Dataset:
+    ds = Dataset()
+    ds.Status = code
+    ds.ErrorComment = comment.replace("\\", "/")[:64]
+    return ds

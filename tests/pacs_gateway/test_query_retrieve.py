@@ -1,0 +1,315 @@
+"""Query/Retrieve SCP (IHE RAD-14/RAD-16) with DCMTK findscu/movescu/getscu and pynetdicom.
+
+Everything real: the session Orthanc holds the studies, the gateway answers
+from its index, DCMTK's storescp is the workstation a C-MOVE sends to.
+"""
+
+from __future__ import annotations
+
+import subprocess
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pydicom
+import pytest
+from pydicom.dataset import Dataset
+from pynetdicom import AE, build_role, evt
+from pynetdicom.sop_class import (  # type: ignore[attr-defined]
+    CTImageStorage,
+    PatientRootQueryRetrieveInformationModelFind,
+    StudyRootQueryRetrieveInformationModelGet,
+)
+
+import emr.core.normalize
+from pacs_gateway import Gateway, fold
+from pacs_gateway.names import index_pattern, name_matches
+from storage import OrthancStore
+from tests.corpus import make_ct_series
+from tests.helpers import free_port, wait_for
+
+from .conftest import dcmtk
+
+BINH = "Phạm^Văn Bình"
+NHUNG = "Hoàng^Thị Thúy Quỳnh"
+
+
+@pytest.fixture(scope="module")
+def studies(orthanc: OrthancStore, tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
+    """Two patients in Orthanc: Phạm Văn Bình (one CT study, 2 series: 3 + 2 slices), Hoàng Thị Thúy Quỳnh.
+
+    The session Orthanc also holds other tests' patients (Phạm^Quốc Việt, ...): queries here must
+    single these out by name alone."""
+    root = tmp_path_factory.mktemp("qr")
+    study_uid = pydicom.uid.generate_uid()
+    first = make_ct_series(root / "a", 3, rows=64, cols=64, patient_name=BINH, patient_id="QR-BINH",
+                           accession="QR-ACC1", study_uid=study_uid)
+    second = make_ct_series(root / "b", 2, rows=64, cols=64, patient_name=BINH, patient_id="QR-BINH",
+                            accession="QR-ACC1", study_uid=study_uid)
+    other = make_ct_series(root / "c", 1, rows=64, cols=64, patient_name=NHUNG, patient_id="QR-NHUNG",
+                           accession="QR-ACC2")
+    for path in [*first, *second, *other]:
+        orthanc.upload(path.read_bytes())
+    return {"study_uid": study_uid, "files": first + second, "other": other,
+            "series": [pydicom.dcmread(first[0]).SeriesInstanceUID, pydicom.dcmread(second[0]).SeriesInstanceUID]}
+
+
+@pytest.fixture
+def audited() -> list[dict[str, object]]:
+    return []
+
+
+@pytest.fixture
+def qr_gateway(orthanc: OrthancStore, make_gateway: Callable[..., Gateway], audited: list[dict[str, object]],
+               tmp_path: Path) -> Iterator[tuple[Gateway, int]]:
+    """A gateway with Q/R whose only move destination is WS01 (a storescp on a free port)."""
+    ws_port = free_port()
+    gw = make_gateway(orthanc, destinations=(f"WS01@127.0.0.1:{ws_port}",))
+    gw.query_retrieve.audit_provider = audited.append  # type: ignore[union-attr]
+    yield gw, ws_port
+
+
+def _responses(folder: Path) -> list[Dataset]:
+    return [pydicom.dcmread(p) for p in sorted(folder.glob("rsp*.dcm"))]
+
+
+def test_fold_is_the_emr_rule() -> None:
+    for name in (BINH, NHUNG, "Nguyễn^Thị Hồng Nhung", "Đặng  Thị Ánh Tuyết", "Lê Đức Thọ", "TRẦN QUỐC VIỆT"):
+        assert fold(name) == emr.core.normalize.fold(name)
+    assert name_matches("pham*", BINH) and name_matches("PHAM^VAN*", BINH) and not name_matches("phan*", BINH)
+    assert index_pattern("pham*") == "ph*m*"
+
+
+def test_findscu_study_root_matches_names_without_diacritics(
+    qr_gateway: tuple[Gateway, int], studies: dict[str, Any], audited: list[dict[str, object]], tmp_path: Path
+) -> None:
+    gw, _ = qr_gateway
+    result = dcmtk(
+        "findscu", "-S", "-aet", "WS01", "-aec", "FILMLESS", "-X", "-od", str(tmp_path),
+        "-k", "QueryRetrieveLevel=STUDY", "-k", "PatientName=pham^van*", "-k", "PatientID", "-k", "StudyInstanceUID",
+        "-k", "StudyDescription", "-k", "AccessionNumber", "-k", "ModalitiesInStudy",
+        "-k", "NumberOfStudyRelatedInstances", "-k", "NumberOfStudyRelatedSeries", "-k", "StudyDate",
+        "127.0.0.1", str(gw.settings.port),
+    )
+    assert result.returncode == 0, result.stderr
+    found = _responses(tmp_path)
+    assert len(found) == 1
+    ds = found[0]
+    assert ds.SpecificCharacterSet == "ISO_IR 192"
+    assert str(ds.PatientName) == BINH and ds.PatientID == "QR-BINH"
+    assert ds.StudyInstanceUID == studies["study_uid"]
+    assert ds.StudyDescription == "CT ngực"
+    assert ds.ModalitiesInStudy == "CT"
+    assert int(ds.NumberOfStudyRelatedInstances) == 5
+    assert int(ds.NumberOfStudyRelatedSeries) == 2
+    assert ds.StudyDate == "20261123"
+    assert audited[-1]["action"] == "dicom.query"
+    assert audited[-1]["patients"] == [{"PatientID": "QR-BINH", "PatientName": BINH}]
+    assert audited[-1]["calling_aet"] == "WS01"
+
+
+def test_findscu_patient_root_at_every_level(
+    qr_gateway: tuple[Gateway, int], studies: dict[str, Any], tmp_path: Path
+) -> None:
+    gw, _ = qr_gateway
+    port = str(gw.settings.port)
+
+    def find(name: str, *keys: str) -> list[Dataset]:
+        out = tmp_path / name
+        out.mkdir()
+        result = dcmtk("findscu", "-P", "-aet", "WS01", "-aec", "FILMLESS", "-X", "-od", str(out),
+                       *[a for k in keys for a in ("-k", k)], "127.0.0.1", port)
+        assert result.returncode == 0, result.stderr
+        return _responses(out)
+
+    patients = find("patient", "QueryRetrieveLevel=PATIENT", "PatientName=HOANG^THI THUY*", "PatientID",
+                     "NumberOfPatientRelatedStudies", "NumberOfPatientRelatedInstances")
+    assert [(str(p.PatientName), p.PatientID) for p in patients] == [(NHUNG, "QR-NHUNG")]
+    assert int(patients[0].NumberOfPatientRelatedStudies) == 1
+    assert int(patients[0].NumberOfPatientRelatedInstances) == 1
+
+    series = find("series", "QueryRetrieveLevel=SERIES", "PatientID=QR-BINH",
+                  f"StudyInstanceUID={studies['study_uid']}", "SeriesInstanceUID", "Modality",
+                  "NumberOfSeriesRelatedInstances")
+    assert sorted(s.SeriesInstanceUID for s in series) == sorted(studies["series"])
+    assert sorted(int(s.NumberOfSeriesRelatedInstances) for s in series) == [2, 3]
+    assert {s.Modality for s in series} == {"CT"}
+
+    images = find("image", "QueryRetrieveLevel=IMAGE", "PatientID=QR-BINH",
+                  f"StudyInstanceUID={studies['study_uid']}", f"SeriesInstanceUID={studies['series'][0]}",
+                  "SOPInstanceUID", "SOPClassUID", "InstanceNumber")
+    expected = {pydicom.dcmread(p).SOPInstanceUID for p in studies["files"][:3]}
+    assert {i.SOPInstanceUID for i in images} == expected
+    assert {i.SOPClassUID for i in images} == {CTImageStorage}
+
+    assert find("nobody", "QueryRetrieveLevel=PATIENT", "PatientName=khongai*", "PatientID") == []
+
+
+def _storescp(port: int, folder: Path, aet: str = "WS01") -> subprocess.Popen[bytes]:
+    folder.mkdir(parents=True, exist_ok=True)
+    proc = subprocess.Popen(["storescp", "-aet", aet, "-od", str(folder), "+B", str(port)],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    wait_for(lambda: subprocess.run(["echoscu", "-aec", aet, "127.0.0.1", str(port)],
+                                    capture_output=True).returncode == 0, timeout=15, what="storescp")
+    return proc
+
+
+def _pixels(paths: list[Path]) -> dict[str, bytes]:
+    out = {}
+    for path in paths:
+        ds = pydicom.dcmread(path)
+        out[ds.SOPInstanceUID] = ds.PixelData
+    return out
+
+
+def test_movescu_sends_the_study_to_the_configured_workstation(
+    qr_gateway: tuple[Gateway, int], studies: dict[str, Any], audited: list[dict[str, object]], tmp_path: Path
+) -> None:
+    gw, ws_port = qr_gateway
+    received = tmp_path / "ws01"
+    scp = _storescp(ws_port, received)
+    try:
+        result = dcmtk("movescu", "-S", "-aet", "WS01", "-aec", "FILMLESS", "-aem", "WS01",
+                       "-k", "QueryRetrieveLevel=STUDY", "-k", f"StudyInstanceUID={studies['study_uid']}",
+                       "127.0.0.1", str(gw.settings.port))
+    finally:
+        scp.terminate()
+        scp.wait(10)
+    assert result.returncode == 0, result.stderr
+    assert _pixels(sorted(received.iterdir())) == _pixels(studies["files"])
+    event = audited[-1]
+    assert event["action"] == "dicom.retrieve" and event["destination"] == "WS01" and event["instances"] == 5
+    assert event["patients"] == [{"PatientID": "QR-BINH", "PatientName": BINH}]
+
+
+def test_getscu_receives_a_series_on_its_own_association(
+    qr_gateway: tuple[Gateway, int], studies: dict[str, Any], tmp_path: Path
+) -> None:
+    gw, _ = qr_gateway
+    out = tmp_path / "got"
+    out.mkdir()
+    result = dcmtk("getscu", "-S", "-aet", "WS02", "-aec", "FILMLESS", "-od", str(out),
+                   "-k", "QueryRetrieveLevel=SERIES", "-k", f"StudyInstanceUID={studies['study_uid']}",
+                   "-k", f"SeriesInstanceUID={studies['series'][1]}", "127.0.0.1", str(gw.settings.port))
+    assert result.returncode == 0, result.stderr
+    assert _pixels(sorted(out.iterdir())) == _pixels(studies["files"][3:])
+
+
+def _get_requestor() -> AE:
+    ae = AE(ae_title="WS03")
+    ae.add_requested_context(StudyRootQueryRetrieveInformationModelGet)
+    ae.add_requested_context(CTImageStorage)
+    return ae
+
+
+def test_c_get_reports_each_failed_instance_and_counts(
+    qr_gateway: tuple[Gateway, int], studies: dict[str, Any]
+) -> None:
+    gw, _ = qr_gateway
+    refused = pydicom.dcmread(studies["files"][1]).SOPInstanceUID
+
+    def on_store(event: evt.Event) -> int:
+        return 0xA700 if event.request.AffectedSOPInstanceUID == refused else 0x0000
+
+    ae = _get_requestor()
+    assoc = ae.associate("127.0.0.1", gw.settings.port, ae_title="FILMLESS",
+                         ext_neg=[build_role(CTImageStorage, scp_role=True)],
+                         evt_handlers=[(evt.EVT_C_STORE, on_store)])
+    assert assoc.is_established
+    query = Dataset()
+    query.QueryRetrieveLevel = "STUDY"
+    query.StudyInstanceUID = studies["study_uid"]
+    answers = list(assoc.send_c_get(query, StudyRootQueryRetrieveInformationModelGet))
+    assoc.release()
+    pending = [s for s, _ in answers if s.Status == 0xFF00]
+    assert [int(s.NumberOfRemainingSuboperations) for s in pending] == [4, 3, 2, 1, 0]
+    final, identifier = answers[-1]
+    assert final.Status == 0xB000
+    assert (final.NumberOfCompletedSuboperations, final.NumberOfFailedSuboperations) == (4, 1)
+    assert identifier.FailedSOPInstanceUIDList == refused
+
+
+def test_c_cancel_stops_a_retrieve(qr_gateway: tuple[Gateway, int], studies: dict[str, Any]) -> None:
+    gw, _ = qr_gateway
+    holder: dict[str, Any] = {}
+    stored: list[str] = []
+
+    def on_store(event: evt.Event) -> int:
+        stored.append(event.request.AffectedSOPInstanceUID)
+        if len(stored) == 2:
+            # The workstation's user pressed "stop" while the second image arrives.
+            holder["assoc"].send_c_cancel(holder["msg_id"], holder["context_id"])
+            time.sleep(0.2)
+        return 0x0000
+
+    ae = _get_requestor()
+    assoc = ae.associate("127.0.0.1", gw.settings.port, ae_title="FILMLESS",
+                         ext_neg=[build_role(CTImageStorage, scp_role=True)],
+                         evt_handlers=[(evt.EVT_C_STORE, on_store)])
+    holder["assoc"] = assoc
+    holder["msg_id"] = 7
+    holder["context_id"] = next(cx.context_id for cx in assoc.accepted_contexts
+                                if cx.abstract_syntax == StudyRootQueryRetrieveInformationModelGet)
+    query = Dataset()
+    query.QueryRetrieveLevel = "STUDY"
+    query.StudyInstanceUID = studies["study_uid"]
+    answers = list(assoc.send_c_get(query, StudyRootQueryRetrieveInformationModelGet, msg_id=7))
+    assoc.release()
+    final = answers[-1][0]
+    assert final.Status == 0xFE00
+    assert int(final.NumberOfRemainingSuboperations) == 3
+    assert len(stored) == 2
+
+
+def test_patient_level_is_refused_in_study_root(qr_gateway: tuple[Gateway, int], studies: dict[str, Any]) -> None:
+    gw, _ = qr_gateway
+    ae = AE(ae_title="WS01")
+    ae.add_requested_context(PatientRootQueryRetrieveInformationModelFind)
+    from pynetdicom.sop_class import StudyRootQueryRetrieveInformationModelFind  # type: ignore[attr-defined]
+
+    ae.add_requested_context(StudyRootQueryRetrieveInformationModelFind)
+    assoc = ae.associate("127.0.0.1", gw.settings.port, ae_title="FILMLESS")
+    query = Dataset()
+    query.QueryRetrieveLevel = "PATIENT"
+    query.PatientID = "QR-BINH"
+    statuses = [int(s.Status) for s, _ in assoc.send_c_find(query, StudyRootQueryRetrieveInformationModelFind)]
+    ok = [int(s.Status) for s, _ in assoc.send_c_find(query, PatientRootQueryRetrieveInformationModelFind)]
+    assoc.release()
+    assert statuses == [0xA900]
+    assert ok == [0xFF00, 0x0000]
+
+
+def test_read_ahead_is_bounded_by_bytes_keeps_order_and_cleans_up(tmp_path: Path) -> None:
+    """Large multi-frame instances are copied one at a time; every file is gone afterwards."""
+    from types import SimpleNamespace
+
+    from pacs_gateway.retrieve import PREFETCH_BYTES, _Prefetch
+
+    data = make_ct_series(tmp_path / "ct", 1, rows=16, cols=16)[0].read_bytes()
+    work = tmp_path / "work"
+    work.mkdir()
+
+    class Store:
+        def save_instance(self, instance_id: str, target: Path) -> int:
+            target.write_bytes(data)
+            return len(data)
+
+    big = [SimpleNamespace(orthanc_id=str(n), size=PREFETCH_BYTES // 2 + 1, sop_instance_uid=str(n),
+                           sop_class_uid=CTImageStorage) for n in range(5)]
+    prefetch = _Prefetch(Store(), big, work)  # type: ignore[arg-type]
+    assert len(prefetch.queued) == 1
+    seen = []
+    for inst, ds in prefetch:
+        seen.append(inst.orthanc_id)
+        assert ds.__dict__["_raw_path"].read_bytes() == data
+        assert len(list(work.iterdir())) <= 2  # the one being sent and the next
+    assert seen == ["0", "1", "2", "3", "4"]
+    assert list(work.iterdir()) == []
+    small = [SimpleNamespace(orthanc_id=str(n), size=1000, sop_instance_uid=str(n), sop_class_uid=CTImageStorage)
+             for n in range(20)]
+    cancelled = _Prefetch(Store(), small, work)  # type: ignore[arg-type]
+    assert len(cancelled.queued) == 8
+    next(iter(cancelled))
+    cancelled.close()  # a C-CANCEL: nothing left behind
+    assert list(work.iterdir()) == []
