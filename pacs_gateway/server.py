@@ -45,8 +45,8 @@ from .mpps import MppsProvider, MppsStore
 from .normalise import IdentityProvider
 from .peers import PeerPolicy
 from .private_classes import PRIVATE_STORAGE_CLASSES, register_storage_classes
-from .receive_file import install as install_receive_file
 from .query import AuditProvider
+from .receive_file import install as install_receive_file
 from .retrieve import QueryRetrieve, add_query_retrieve_contexts
 from .settings import GatewaySettings
 from .spool import Spool
