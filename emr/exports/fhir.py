@@ -7,8 +7,14 @@ resources served here (Patient, Encounter, ServiceRequest, ImagingStudy,
 DiagnosticReport, DocumentReference, Provenance, AuditEvent) have the same
 R4 and R4B structure for every element written.
 
-Identifier systems for Vietnamese identifiers are project-defined URIs
-(:data:`SYSTEMS`) until the Ministry of Health publishes official ones.
+Identifier systems, extensions and the Patient profile follow the HL7 Vietnam
+VN Core FHIR IG (fhir.hl7.org.vn/core, draft 0.3–0.5): NamingSystems
+``http://fhir.hl7.org.vn/core/sid/{cccd,bhyt,bhxh,cchn,ma-lk}``, identifier type
+codes of ``vn-identifier-type-cs`` (CCCD, BHYT, BHXH) and v2-0203 ``MR``,
+VNCorePatient's extensions (vn-ext-ethnicity, vn-ext-occupation, patient-religion)
+and VNCoreAddress (vn-ext-province, vn-ext-ward). The project's earlier URIs stay
+accepted in searches (:data:`SYSTEM_ALIASES`). Search parameter rules are in
+:mod:`.fhir_params`.
 """
 
 from __future__ import annotations
@@ -22,7 +28,7 @@ from dataclasses import dataclass
 from datetime import date, datetime, timedelta
 from typing import Any
 
-from sqlalchemy import Select, and_, or_, select
+from sqlalchemy import Select, false, or_, select
 from sqlalchemy.orm import Session
 
 from ..models import (
@@ -40,11 +46,16 @@ from ..models import (
     User,
 )
 from .artifacts import ArtifactSource, NoArtifacts
+from . import fhir_params as fp
 from .exceptions import ExportError
 from .records import latest_signed
 
 __all__ = [
     "SYSTEMS",
+    "SYSTEM_ALIASES",
+    "VN_PATIENT_PROFILE",
+    "EXT",
+    "known_params",
     "FhirError",
     "RESOURCE_TYPES",
     "validated",
@@ -55,17 +66,36 @@ __all__ = [
 ]
 
 _BASE = "https://filmless.vn/fhir/sid"
+_VN = "http://fhir.hl7.org.vn/core"
 SYSTEMS = {
-    "cccd": f"{_BASE}/cccd",  # căn cước công dân, 12 digits
-    "bhyt": f"{_BASE}/bhyt",  # health-insurance card number (15 characters or 10-digit social-insurance number)
-    "patient": f"{_BASE}/ma-bn",  # MA_BN, the hospital's patient code
-    "visit": f"{_BASE}/ma-lk",  # MA_LK
+    "cccd": f"{_VN}/sid/cccd",  # VN Core NamingSystem vn-cccd-ns: căn cước công dân, 12 digits
+    "bhyt": f"{_VN}/sid/bhyt",  # vn-bhyt-ns: legacy 15 characters, 10-digit BHXH number or 12-digit CCCD
+    "bhxh": f"{_VN}/sid/bhxh",  # social-insurance number (10 digits)
+    "patient": f"{_BASE}/ma-bn",  # MA_BN, the hospital's patient code (the MRN slice, type MR)
+    "visit": f"{_VN}/sid/ma-lk",  # MA_LK (VN Core vn-ma-lk-ns)
     "record": f"{_BASE}/ma-hsba",  # MA_HSBA
     "accession": f"{_BASE}/accession",  # DICOM Accession Number
-    "cchn": f"{_BASE}/cchn",  # practising-certificate number
+    "cchn": f"{_VN}/sid/cchn",  # vn-cchn-ns: practising-certificate number
     "icd10": "http://hl7.org/fhir/sid/icd-10",
     "dicom_uid": "urn:dicom:uid",
     "procedure": f"{_BASE}/ma-dich-vu",  # MA_DICH_VU
+}
+# Earlier project URIs, still accepted in searches.
+SYSTEM_ALIASES = {f"{_BASE}/cccd": SYSTEMS["cccd"], f"{_BASE}/bhyt": SYSTEMS["bhyt"], f"{_BASE}/ma-lk": SYSTEMS["visit"]}
+VN_PATIENT_PROFILE = f"{_VN}/StructureDefinition/vn-core-patient"
+_ID_TYPE = f"{_VN}/CodeSystem/vn-identifier-type-cs"
+_V2_0203 = "http://terminology.hl7.org/CodeSystem/v2-0203"
+EXT = {
+    "ethnicity": f"{_VN}/StructureDefinition/vn-ext-ethnicity",
+    "occupation": f"{_VN}/StructureDefinition/vn-ext-occupation",
+    "religion": "http://hl7.org/fhir/StructureDefinition/patient-religion",
+    "province": f"{_VN}/StructureDefinition/vn-ext-province",
+    "ward": f"{_VN}/StructureDefinition/vn-ext-ward",
+}
+_CS = {
+    "ethnicity": f"{_VN}/CodeSystem/vn-ethnicity-cs",  # 54 ethnic groups, GSO list (QĐ 121-TCTK/PPCĐ)
+    "occupation": f"{_VN}/CodeSystem/vn-occupation-cs",  # QĐ 34/2020/QĐ-TTg
+    "religion": f"{_VN}/CodeSystem/vn-religion-cs",
 }
 _SEX = {"M": "male", "F": "female", "O": "other"}
 _ENC_CLASS = {
@@ -88,6 +118,7 @@ _FORM_LOINC = {
     "outpatient_record": ("34108-1", "Outpatient Note"),
     "admission_note": ("34117-2", "History and physical note"),
     "progress_note": ("11506-3", "Progress note"),
+    "diagnosis": ("29548-5", "Diagnosis Narrative"),
     "discharge_summary": ("18842-5", "Discharge summary"),
     "radiology_report": ("18748-4", "Diagnostic imaging study"),
 }
@@ -169,20 +200,40 @@ class Ctx:
 
 
 # -- builders ---------------------------------------------------------------
+def _id_type(code: str, display: str, system: str = _ID_TYPE) -> dict[str, Any]:
+    return {"coding": [{"system": system, "code": code, "display": display}], "text": display}
+
+
+def _coded(url: str, system: str, code: str | None) -> dict[str, Any] | None:
+    if not code:
+        return None
+    return {"url": url, "valueCodeableConcept": {"coding": [{"system": system, "code": code}]}}
+
+
 def patient_resource(ctx: Ctx, p: Patient) -> dict[str, Any]:
-    ids: list[dict[str, Any]] = [{"use": "usual", "system": SYSTEMS["patient"], "value": p.code}]
+    """VNCorePatient: identifier slices CCCD, BHYT, BHXH and MRN; ethnicity, occupation, religion; VNCoreAddress."""
+    ids: list[dict[str, Any]] = [
+        {
+            "use": "usual",
+            "type": _id_type("MR", "Medical record number", _V2_0203),
+            "system": SYSTEMS["patient"],
+            "value": p.code,
+        }
+    ]
     if p.cccd:
         ids.append(
             {
                 "use": "official",
-                "type": {"text": "Căn cước công dân"},
+                "type": _id_type("CCCD", "Căn cước công dân"),
                 "system": SYSTEMS["cccd"],
                 "value": p.cccd,
             }
         )
+    if p.bhyt_ssn:
+        ids.append({"type": _id_type("BHXH", "Mã số bảo hiểm xã hội"), "system": SYSTEMS["bhxh"], "value": p.bhyt_ssn})
     if p.bhyt_number:
         bhyt: dict[str, Any] = {
-            "type": {"text": "Thẻ bảo hiểm y tế"},
+            "type": _id_type("BHYT", "Thẻ bảo hiểm y tế"),
             "system": SYSTEMS["bhyt"],
             "value": p.bhyt_number,
         }
@@ -193,9 +244,19 @@ def patient_resource(ctx: Ctx, p: Patient) -> dict[str, Any]:
         if p.bhyt_registered_facility:
             bhyt["assigner"] = {"display": f"Nơi đăng ký KCB ban đầu {p.bhyt_registered_facility}"}
         ids.append(bhyt)
+    extensions = [
+        e
+        for e in (
+            _coded(EXT["ethnicity"], _CS["ethnicity"], p.ethnicity_code),
+            _coded(EXT["occupation"], _CS["occupation"], p.occupation_code),
+            _coded(EXT["religion"], _CS["religion"], p.religion_code),
+        )
+        if e is not None
+    ]
     res: dict[str, Any] = {
         "resourceType": "Patient",
         "id": str(p.id),
+        "meta": {"profile": [VN_PATIENT_PROFILE]},
         "identifier": ids,
         "active": p.status == "active",
         "name": [{"use": "official", "text": p.full_name, "family": p.family_name, "given": [p.given_name]}],
@@ -204,11 +265,50 @@ def patient_resource(ctx: Ctx, p: Patient) -> dict[str, Any]:
     }
     if p.phone:
         res["telecom"] = [{"system": "phone", "value": p.phone}]
-    if p.address:
-        res["address"] = [{"text": p.address, "state": p.province_code, "country": "VN"}]
+    if extensions:
+        res["extension"] = extensions
+    address = _address(p)
+    if address:
+        res["address"] = [address]
+    contacts = [
+        {
+            "relationship": [
+                {"coding": [{"system": "http://terminology.hl7.org/CodeSystem/v3-RoleCode", "code": code}], "text": text}
+            ],
+            "name": {"text": name},
+        }
+        for code, text, name in (
+            ("FTH", "Cha", p.father_name),
+            ("MTH", "Mẹ", p.mother_name),
+            ("GUARD", "Người giám hộ", p.guardian_name),
+        )
+        if name
+    ]
+    if contacts:
+        res["contact"] = contacts
     if p.merged_into_id:
         res["link"] = [{"other": _ref("Patient", p.merged_into_id), "type": "replaced-by"}]
     return res
+
+
+def _address(p: Patient) -> dict[str, Any] | None:
+    """VNCoreAddress: province and ward as coded extensions (vn-addr-province: a VN address names its province)."""
+    if not (p.address or p.province_code or p.ward_code):
+        return None
+    addr: dict[str, Any] = {"use": "home"}
+    ext = []
+    if p.province_code:
+        ext.append({"url": EXT["province"], "valueCoding": {"code": p.province_code}})
+    if p.ward_code:
+        ext.append({"url": EXT["ward"], "valueCoding": {"code": p.ward_code}})
+    if ext:
+        addr["extension"] = ext
+    if p.address:
+        addr["text"] = p.address
+    if p.province_code:
+        addr["state"] = p.province_code
+        addr["country"] = "VN"
+    return addr
 
 
 def encounter_resource(ctx: Ctx, e: Encounter) -> dict[str, Any]:
@@ -585,52 +685,47 @@ def _id(value: str) -> int:
     return int(value)
 
 
-_PREFIX = re.compile(r"^(eq|ge|le|gt|lt)?(\d{4}-\d{2}-\d{2})(T\d{2}:\d{2}(:\d{2})?)?$")
+def _token(value: str) -> tuple[str | None, str | None]:
+    """(system, code) per R4 token rules; known aliases mapped to the VN Core URIs."""
+    system, code = fp.parse_token(value)
+    return (SYSTEM_ALIASES.get(system, system) if system else system), code
 
 
-def _date_clause(column: Any, values: list[str], *, local_dates: bool = True) -> list[Any]:
-    """FHIR date search (eq/ge/le/gt/lt, day or minute precision) on a naive-UTC column."""
-    clauses = []
-    for raw in values:
-        m = _PREFIX.match(raw)
-        if not m:
-            raise FhirError(f"bad date {raw!r}: use [eq|ge|le|gt|lt]YYYY-MM-DD[THH:MM]")
-        prefix = m.group(1) or "eq"
-        if m.group(3):
-            start = datetime.fromisoformat(m.group(2) + m.group(3))
-            end = start + timedelta(minutes=1)
-        else:
-            start = datetime.combine(date.fromisoformat(m.group(2)), datetime.min.time())
-            end = start + timedelta(days=1)
-        if local_dates:
-            start, end = start - LOCAL_OFFSET, end - LOCAL_OFFSET
-        clauses.append(
-            {
-                "eq": and_(column >= start, column < end),
-                "ge": column >= start,
-                "gt": column >= end,
-                "le": column < end,
-                "lt": column < start,
-            }[prefix]
-        )
-    return clauses
-
-
-def _token(value: str) -> tuple[str | None, str]:
-    system, sep, code = value.partition("|")
-    return (system or None, code) if sep else (None, value)
+def _ids(values: list[str], kind: str) -> list[int]:
+    return [_id(fp.reference_id(x, kind)) for v in values for x in v.split(",")]
 
 
 def _patient_filter(args: dict[str, list[str]], column: Any) -> list[Any]:
+    return [column.in_(_ids([v], "Patient")) for v in args.get("patient", []) + args.get("subject", [])]
+
+
+def _one_of(clauses: list[Any]) -> Any:
+    return or_(*clauses) if len(clauses) != 1 else clauses[0]
+
+
+def _identifier(values: list[str], columns: dict[str | None, list[Any]]) -> list[Any]:
+    """identifier=[system]|[code] on the columns each system maps to (None: identifiers without a system).
+
+    ``|code`` matches only identifiers that have no system; ``system|`` any value in the system;
+    an unknown system matches nothing (it may be a valid system this server does not hold).
+    """
     out = []
-    for v in args.get("patient", []) + args.get("subject", []):
-        out.append(column == _id(v.removeprefix("Patient/")))
+    for raw in values:
+        alternatives = []
+        for part in raw.split(","):
+            system, code = _token(part)
+            if system is None:
+                targets = [c for cols in columns.values() for c in cols]
+            else:
+                targets = columns.get(system or None, [])
+            if not targets:
+                alternatives.append(false())
+            elif code is None:
+                alternatives.append(or_(*[c.is_not(None) for c in targets]))
+            else:
+                alternatives.append(or_(*[c == code for c in targets]))
+        out.append(_one_of(alternatives))
     return out
-
-
-def _single(args: dict[str, list[str]], name: str) -> str | None:
-    vals = args.get(name)
-    return vals[-1] if vals else None
 
 
 _SEARCH_PARAMS: dict[str, set[str]] = {
@@ -643,59 +738,66 @@ _SEARCH_PARAMS: dict[str, set[str]] = {
     "Provenance": {"patient", "target", "recorded", "_id"},
     "AuditEvent": {"patient", "date", "action", "_id"},
 }
+# Result parameters the API itself handles (paging, format); never "unknown".
+CONTROL_PARAMS = frozenset({"_count", "_offset", "_format"})
+
+
+def known_params(kind: str) -> set[str]:
+    return _SEARCH_PARAMS.get(kind, set()) | CONTROL_PARAMS
 
 
 def _order_ids_for_accession(session: Session, value: str) -> Select[Any]:
     return select(ImagingOrder.id).where(ImagingOrder.accession_number == value)
 
 
-def _query(session: Session, kind: str, args: dict[str, list[str]]) -> Select[Any]:  # noqa: C901 - one branch per type
-    unknown = set(args) - _SEARCH_PARAMS[kind] - {"_count", "_format"}
-    if unknown:
+def _query(  # noqa: C901 - one branch per type
+    session: Session, kind: str, args: dict[str, list[str]], *, lenient: bool = False
+) -> Select[Any]:
+    unknown = set(args) - known_params(kind)
+    if unknown and not lenient:
         raise FhirError(f"unsupported search parameter(s) for {kind}: {', '.join(sorted(unknown))}")
-    ids = [_id(x) for v in args.get("_id", []) for x in v.split(",")]
+    args = {k: [v for v in vs if v != ""] for k, vs in args.items() if k not in unknown}
+    ids = _ids(args.get("_id", []), kind)
     q: Select[Any]
     if kind == "Patient":
         q = select(Patient)
         if ids:
             q = q.where(Patient.id.in_(ids))
-        for v in args.get("identifier", []):
-            system, code = _token(v)
-            cols: dict[str, list[Any]] = {
-                SYSTEMS["cccd"]: [Patient.cccd],
-                SYSTEMS["bhyt"]: [Patient.bhyt_number, Patient.bhyt_ssn],
-                SYSTEMS["patient"]: [Patient.code],
-            }
-            if system is not None and system not in cols:
-                raise FhirError(f"unknown identifier system {system!r}")
-            targets = cols[system] if system else [Patient.cccd, Patient.bhyt_number, Patient.bhyt_ssn, Patient.code]
-            q = q.where(or_(*[c == code for c in targets]))
+        q = q.where(
+            *_identifier(
+                args.get("identifier", []),
+                {
+                    SYSTEMS["cccd"]: [Patient.cccd],
+                    SYSTEMS["bhyt"]: [Patient.bhyt_number],
+                    SYSTEMS["bhxh"]: [Patient.bhyt_ssn],
+                    SYSTEMS["patient"]: [Patient.code],
+                },
+            )
+        )
         for v in args.get("name", []):
-            from ..normalize import fold
-
-            q = q.where(Patient.search_name.startswith(fold(v)))
-        for v in args.get("birthdate", []):
-            if not re.fullmatch(r"\d{4}-\d{2}-\d{2}", v):
-                raise FhirError("birthdate must be YYYY-MM-DD")
-            q = q.where(Patient.birth_date == date.fromisoformat(v))
+            q = q.where(_one_of([fp.name_clause(Patient.search_name, part) for part in v.split(",")]))
+        q = q.where(*fp.local_date_clauses(Patient.birth_date, args.get("birthdate", [])))
         return q.order_by(Patient.id)
     if kind == "Encounter":
         q = select(Encounter).where(*_patient_filter(args, Encounter.patient_id))
         if ids:
             q = q.where(Encounter.id.in_(ids))
-        q = q.where(*_date_clause(Encounter.admitted_at, args.get("date", [])))
-        for v in args.get("identifier", []):
-            q = q.where(or_(Encounter.visit_code == _token(v)[1], Encounter.record_no == _token(v)[1]))
+        q = q.where(*fp.date_clauses(Encounter.admitted_at, args.get("date", [])))
+        q = q.where(
+            *_identifier(
+                args.get("identifier", []),
+                {SYSTEMS["visit"]: [Encounter.visit_code], SYSTEMS["record"]: [Encounter.record_no]},
+            )
+        )
         return q.order_by(Encounter.admitted_at, Encounter.id)
     if kind == "ServiceRequest":
         q = select(ImagingOrder).where(*_patient_filter(args, ImagingOrder.patient_id))
         if ids:
             q = q.where(ImagingOrder.id.in_(ids))
-        q = q.where(*_date_clause(ImagingOrder.ordered_at, args.get("authored", [])))
-        for v in args.get("identifier", []):
-            q = q.where(ImagingOrder.accession_number == _token(v)[1])
+        q = q.where(*fp.date_clauses(ImagingOrder.ordered_at, args.get("authored", [])))
+        q = q.where(*_identifier(args.get("identifier", []), {SYSTEMS["accession"]: [ImagingOrder.accession_number]}))
         for v in args.get("encounter", []):
-            q = q.where(ImagingOrder.encounter_id == _id(v.removeprefix("Encounter/")))
+            q = q.where(ImagingOrder.encounter_id.in_(_ids([v], "Encounter")))
         return q.order_by(ImagingOrder.ordered_at, ImagingOrder.id)
     if kind == "ImagingStudy":
         q = select(Study).where(Study.state == "linked", *_patient_filter(args, Study.patient_id))
@@ -703,18 +805,15 @@ def _query(session: Session, kind: str, args: dict[str, list[str]]) -> Select[An
             q = q.where(Study.id.in_(ids))
         for v in args.get("identifier", []):
             system, code = _token(v)
-            if system == SYSTEMS["dicom_uid"] or code.startswith("urn:oid:"):
-                q = q.where(Study.study_instance_uid == code.removeprefix("urn:oid:"))
-            else:
+            if system == SYSTEMS["dicom_uid"] or (code or "").startswith("urn:oid:"):
+                q = q.where(Study.study_instance_uid == (code or "").removeprefix("urn:oid:"))
+            elif system in (None, SYSTEMS["accession"]) and code:
                 q = q.where(Study.accession_number == code)
-        for v in args.get("started", []):
-            m = _PREFIX.match(v)
-            if not m or m.group(3):
-                raise FhirError("started must be [prefix]YYYY-MM-DD")
-            day = m.group(2).replace("-", "")
-            op = m.group(1) or "eq"
-            col = Study.study_date
-            q = q.where({"eq": col == day, "ge": col >= day, "le": col <= day, "gt": col > day, "lt": col < day}[op])
+            elif system == SYSTEMS["accession"]:
+                q = q.where(Study.accession_number.is_not(None))
+            else:
+                q = q.where(false())
+        q = q.where(*fp.day_string_clauses(Study.study_date, args.get("started", [])))
         return q.order_by(Study.id)
     if kind in ("DiagnosticReport", "DocumentReference"):
         q = select(Document).where(*_patient_filter(args, Document.patient_id))
@@ -723,50 +822,34 @@ def _query(session: Session, kind: str, args: dict[str, list[str]]) -> Select[An
         if ids:
             q = q.where(Document.id.in_(ids))
         if args.get("date"):
-            signed = select(DocumentVersion.document_id).where(*_date_clause(DocumentVersion.signed_at, args["date"]))
+            signed = select(DocumentVersion.document_id).where(*fp.date_clauses(DocumentVersion.signed_at, args["date"]))
             q = q.where(Document.id.in_(signed))
         for v in args.get("identifier", []):
             code = _token(v)[1]
-            q = q.where(Document.order_id.in_(_order_ids_for_accession(session, code)))
+            q = q.where(Document.order_id.in_(_order_ids_for_accession(session, code or "")))
         for v in args.get("based-on", []):
-            q = q.where(Document.order_id == _id(v.removeprefix("ServiceRequest/")))
+            q = q.where(Document.order_id.in_(_ids([v], "ServiceRequest")))
         for v in args.get("encounter", []):
-            q = q.where(Document.encounter_id == _id(v.removeprefix("Encounter/")))
+            q = q.where(Document.encounter_id.in_(_ids([v], "Encounter")))
         return q.order_by(Document.id)
     if kind == "Provenance":
         q = select(DocumentVersion).where(DocumentVersion.signed_at.is_not(None))
         if ids:
             q = q.where(DocumentVersion.id.in_(ids))
         if args.get("patient"):
-            pats = [_id(v.removeprefix("Patient/")) for v in args["patient"]]
+            pats = _ids(args["patient"], "Patient")
             q = q.where(DocumentVersion.document_id.in_(select(Document.id).where(Document.patient_id.in_(pats))))
         for v in args.get("target", []):
-            q = q.where(DocumentVersion.document_id == _id(v.split("/")[-1]))
-        q = q.where(*_date_clause(DocumentVersion.signed_at, args.get("recorded", [])))
+            q = q.where(DocumentVersion.document_id == _id(v.rstrip("/").split("/")[-1]))
+        q = q.where(*fp.date_clauses(DocumentVersion.signed_at, args.get("recorded", [])))
         return q.order_by(DocumentVersion.id)
     if kind == "AuditEvent":
         q = select(AuditEntry).where(*_patient_filter(args, AuditEntry.patient_id))
         if ids:
             q = q.where(AuditEntry.id.in_(ids))
         for v in args.get("action", []):
-            q = q.where(AuditEntry.action == v)
-        for raw in args.get("date", []):
-            m = _PREFIX.match(raw)
-            if not m:
-                raise FhirError("bad date")
-            day = m.group(2)  # audit times are UTC ISO strings
-            op = m.group(1) or "eq"
-            col = AuditEntry.at
-            nxt = (date.fromisoformat(day) + timedelta(days=1)).isoformat()
-            q = q.where(
-                {
-                    "eq": and_(col >= day, col < nxt),
-                    "ge": col >= day,
-                    "gt": col >= nxt,
-                    "le": col < nxt,
-                    "lt": col < day,
-                }[op]
-            )
+            q = q.where(AuditEntry.action.in_(v.split(",")))
+        q = q.where(*fp.iso_string_clauses(AuditEntry.at, args.get("date", [])))
         return q.order_by(AuditEntry.id.desc())
     raise FhirError(f"unsupported resource type {kind}", 404, "not-supported")
 
@@ -792,6 +875,40 @@ def _patient_of(kind: str, obj: Any, session: Session) -> int | None:
     return getattr(obj, "patient_id", None)
 
 
+def _max_time(*values: datetime | None) -> datetime | None:
+    present = [v for v in values if v is not None]
+    return max(present) if present else None
+
+
+def _last_updated(kind: str, obj: Any, session: Session) -> datetime | None:
+    """The last time the row behind a resource changed (naive UTC), as far as the EMR records it."""
+    if kind == "Patient":
+        return _max_time(obj.updated_at, obj.created_at)
+    if kind == "Encounter":
+        return _max_time(obj.created_at, obj.inpatient_at, obj.discharged_at, obj.closed_at)
+    if kind == "ServiceRequest":
+        return _max_time(obj.ordered_at, obj.performed_at, obj.result_at)
+    if kind in ("DiagnosticReport", "DocumentReference"):
+        return _max_time(obj.created_at, obj.cancelled_at, *(v.created_at for v in obj.versions),
+                         *(v.signed_at for v in obj.versions))  # fmt: skip
+    if kind == "Provenance":
+        return _max_time(obj.signed_at)
+    if kind == "AuditEvent":
+        return datetime.fromisoformat(obj.at.replace("Z", "+00:00")).replace(tzinfo=None)
+    return _max_time(getattr(obj, "updated_at", None), getattr(obj, "created_at", None))
+
+
+def _with_meta(resource: dict[str, Any], updated: datetime | None) -> dict[str, Any]:
+    """meta.versionId: a digest of the content (changes whenever the resource does); meta.lastUpdated."""
+    body = {k: v for k, v in resource.items() if k != "meta"}
+    digest = hashlib.sha256(json.dumps(body, sort_keys=True, ensure_ascii=False).encode("utf-8")).hexdigest()[:16]
+    meta = dict(resource.get("meta") or {})
+    meta["versionId"] = digest
+    if updated is not None:
+        meta["lastUpdated"] = (updated + LOCAL_OFFSET).strftime("%Y-%m-%dT%H:%M:%S+07:00")
+    return {**resource, "meta": meta}
+
+
 def search_resources(
     session: Session,
     kind: str,
@@ -801,17 +918,22 @@ def search_resources(
     dicomweb_url: str,
     artifacts: ArtifactSource | None = None,
     limit: int = 50,
+    offset: int = 0,
+    lenient: bool = False,
 ) -> SearchResult:
-    """Validated resources of ``kind`` matching ``args`` (FHIR search parameters)."""
+    """Validated resources of ``kind`` matching ``args`` (FHIR search parameters), one page.
+
+    ``lenient``: unknown parameters are ignored (``Prefer: handling=lenient``) instead of refused.
+    """
     if kind not in _BUILDERS:
         raise FhirError(f"unsupported resource type {kind}", 404, "not-supported")
     ctx = Ctx(session, public_url, dicomweb_url, artifacts or NoArtifacts())
-    q = _query(session, kind, args)
+    q = _query(session, kind, args, lenient=lenient)
     from sqlalchemy import func
 
     total = session.scalar(select(func.count()).select_from(q.order_by(None).subquery())) or 0
-    rows = list(session.scalars(q.limit(limit)))
-    resources = [validated(_BUILDERS[kind](ctx, r)) for r in rows]
+    rows = list(session.scalars(q.offset(offset).limit(limit))) if limit > 0 else []
+    resources = [validated(_with_meta(_BUILDERS[kind](ctx, r), _last_updated(kind, r, session))) for r in rows]
     patients = {p for r in rows if (p := _patient_of(kind, r, session)) is not None}
     return SearchResult(resources, int(total), patients)
 
@@ -852,7 +974,9 @@ def capability_statement(base_url: str) -> dict[str, Any]:
                     "resource": [
                         {
                             "type": kind,
+                            **({"supportedProfile": [VN_PATIENT_PROFILE]} if kind == "Patient" else {}),
                             "interaction": [{"code": "read"}, {"code": "search-type"}],
+                            "versioning": "versioned",
                             "searchParam": [
                                 {
                                     "name": p,
@@ -861,7 +985,7 @@ def capability_statement(base_url: str) -> dict[str, Any]:
                                     else (
                                         "reference"
                                         if p in ("patient", "subject", "encounter", "based-on", "target")
-                                        else "token"
+                                        else ("string" if p == "name" else "token")
                                     ),
                                 }
                                 for p in sorted(_SEARCH_PARAMS[kind])

@@ -251,7 +251,7 @@ def make_inpatient_visit(session: Session, world: World, *, cccd: str = "0791900
     data = {
         "father_name": "Nguyễn Văn Hùng",
         "mother_name": "Trần Thị Lan",
-        "religion_code": "1",
+        "religion_code": "01",  # Phật giáo (VN Core vn-religion-cs)
         "health_id": "7912345678",
         **patient,
     }
