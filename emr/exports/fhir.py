@@ -891,6 +891,8 @@ def _last_updated(kind: str, obj: Any, session: Session) -> datetime | None:
     if kind in ("DiagnosticReport", "DocumentReference"):
         return _max_time(obj.created_at, obj.cancelled_at, *(v.created_at for v in obj.versions),
                          *(v.signed_at for v in obj.versions))  # fmt: skip
+    if kind == "ImagingStudy":
+        return _max_time(obj.first_seen_at, obj.linked_at)
     if kind == "Provenance":
         return _max_time(obj.signed_at)
     if kind == "AuditEvent":
