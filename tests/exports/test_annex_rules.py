@@ -22,7 +22,7 @@ from emr.exports.money import ServiceAmounts, fmt_money
 from emr.exports.records import load_visit
 from emr.exports.service import check_visit, export_xml130
 from emr.exports.xml130 import XSD_DIR, _Money, _visit_money, build_rows, treatment_days, validate_table
-from emr.identifiers import bhyt_problem, bhyt_ssn
+from emr.core.identifiers import bhyt_problem, bhyt_ssn
 from emr.models import Encounter
 
 from .conftest import InpatientVisit, Visit, make_inpatient_visit, make_visit, utc

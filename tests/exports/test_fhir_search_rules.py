@@ -10,7 +10,7 @@ from fhir.resources.R4B import get_fhir_model_class
 from flask.testing import FlaskClient
 from sqlalchemy.orm import Session
 
-from emr.exports import fhir_params as fp
+from emr.fhir import params as fp
 from emr.exports.fhir import SYSTEMS
 
 from .conftest import Visit, make_visit
@@ -255,7 +255,7 @@ def test_reads_have_version_last_updated_and_etag(
         assert again.status_code == 304
     # the version changes when the resource does
     before = _ok(_get(client, f"/fhir/Patient/{visit.patient.id}", tok))["meta"]["versionId"]
-    from emr.services import patients as pats
+    from emr.patients import service as pats
 
     from .conftest import ADMIN_ACTOR, patient_data
 
