@@ -37,8 +37,14 @@ def _actor(user: User) -> Actor:
     return Actor(user.id, user.username, user.role, None)
 
 
-def _signed(session: Session, actor: Actor, encounter_id: int, form_type: str, content: dict[str, Any],
-            order_id: int | None = None) -> Document:  # fmt: skip
+def _signed(
+    session: Session,
+    actor: Actor,
+    encounter_id: int,
+    form_type: str,
+    content: dict[str, Any],
+    order_id: int | None = None,
+) -> Document:
     """A document confirmed by its author (the demo's OTP-style confirmation; the token signs the CT report)."""
     data: dict[str, Any] = {"encounter_id": encounter_id, "form_type": form_type, "content": content}
     if order_id is not None:
@@ -60,12 +66,21 @@ def seed_record_demo(session: Session, users: dict[str, User], outpatient: Patie
             if order.performed_at is None:
                 order.performed_at = order.ordered_at + timedelta(minutes=30)
         session.commit()
-    if visit is not None and session.scalar(
-        select(Document.id).where(Document.encounter_id == visit.id, Document.form_type == "progress_note")
-    ) is None:
+    if (
+        visit is not None
+        and session.scalar(
+            select(Document.id).where(Document.encounter_id == visit.id, Document.form_type == "progress_note")
+        )
+        is None
+    ):
         if visit.status == "open":
-            _signed(session, doctor, visit.id, "progress_note",
-                    {"note": "Sốt 38,5 °C, ho đờm, ran nổ đáy phổi phải; chỉ định CT ngực.", "stage": "Khởi phát"})  # fmt: skip
+            _signed(
+                session,
+                doctor,
+                visit.id,
+                "progress_note",
+                {"note": "Sốt 38,5 °C, ho đờm, ran nổ đáy phổi phải; chỉ định CT ngực.", "stage": "Khởi phát"},
+            )
     if session.scalar(select(Encounter.id).where(Encounter.patient_id == inpatient.id, Encounter.kind == "inpatient")):
         return
     enc = encounters.create_encounter(
@@ -84,13 +99,19 @@ def seed_record_demo(session: Session, users: dict[str, User], outpatient: Patie
     )
     enc.weight_kg = "58.5"
     session.commit()
-    _signed(session, doctor, enc.id, "admission_note", {
-        "reason": _INPATIENT_REASON,
-        "history": "Ho đờm 5 ngày, sốt 39 °C, tăng huyết áp đang điều trị",
-        "examination": "Ran nổ đáy phổi phải, SpO2 93 %, mạch 98 lần/phút",
-        "initial_diagnosis": "Viêm phổi; tăng huyết áp",
-        "plan": "Nhập khoa Nội tổng hợp, kháng sinh tĩnh mạch, chụp CT ngực",
-    })  # fmt: skip
+    _signed(
+        session,
+        doctor,
+        enc.id,
+        "admission_note",
+        {
+            "reason": _INPATIENT_REASON,
+            "history": "Ho đờm 5 ngày, sốt 39 °C, tăng huyết áp đang điều trị",
+            "examination": "Ran nổ đáy phổi phải, SpO2 93 %, mạch 98 lần/phút",
+            "initial_diagnosis": "Viêm phổi; tăng huyết áp",
+            "plan": "Nhập khoa Nội tổng hợp, kháng sinh tĩnh mạch, chụp CT ngực",
+        },
+    )
     order = orders.create_order(
         session,
         doctor,
@@ -105,11 +126,18 @@ def seed_record_demo(session: Session, users: dict[str, User], outpatient: Patie
             "clinical_info": "Sốt, ran nổ đáy phổi phải",
         },
     )
-    _signed(session, reader, enc.id, "radiology_report", {
-        "technique": "X-quang kỹ thuật số, tư thế thẳng sau-trước",
-        "findings": "Đám mờ thùy dưới phổi phải, xóa bờ hoành phải. Không tràn dịch màng phổi.",
-        "conclusion": "Viêm phổi thùy dưới phải.",
-    }, order_id=order.id)  # fmt: skip
+    _signed(
+        session,
+        reader,
+        enc.id,
+        "radiology_report",
+        {
+            "technique": "X-quang kỹ thuật số, tư thế thẳng sau-trước",
+            "findings": "Đám mờ thùy dưới phổi phải, xóa bờ hoành phải. Không tràn dịch màng phổi.",
+            "conclusion": "Viêm phổi thùy dưới phải.",
+        },
+        order_id=order.id,
+    )
     row = session.get(ImagingOrder, order.id)
     assert row is not None
     row.status = "reported"
@@ -118,22 +146,34 @@ def seed_record_demo(session: Session, users: dict[str, User], outpatient: Patie
     session.commit()
     for note in ("Còn sốt 38 °C, ho giảm; tiếp tục kháng sinh.", "Hết sốt 48 giờ, phổi thông khí tốt; cho ra viện."):
         _signed(session, doctor, enc.id, "progress_note", {"note": note, "stage": "Ổn định"})
-    _signed(session, doctor, enc.id, "diagnosis", {
-        "main_code": "J18.9",
-        "main_text": "Viêm phổi thùy dưới phải",
-        "secondary_codes": "I10",
-        "secondary_text": "Tăng huyết áp vô căn",
-    })  # fmt: skip
-    _signed(session, doctor, enc.id, "discharge_summary", {
-        "summary": "Sốt, ho đờm 5 ngày; CT ngực: viêm phổi thùy dưới phải; điều trị kháng sinh, hết sốt ngày thứ 3.",
-        "discharge_diagnosis": "Viêm phổi thùy dưới phải; tăng huyết áp",
-        "treatment": "Nội khoa: kháng sinh tĩnh mạch 5 ngày, hạ sốt, long đờm",
-        "result": "1",
-        "follow_up": "Tái khám sau 1 tuần tại Khoa Khám bệnh",
-        "test_results": "CT ngực: đông đặc thùy dưới phổi phải; bạch cầu 14 G/L giảm còn 8 G/L khi ra viện",
-        "doctor_advice": "Uống đủ nước, dùng thuốc theo đơn, tái khám ngay nếu sốt lại hoặc khó thở",
-        "storage_number": "LT-2026-00001",
-    })  # fmt: skip
+    _signed(
+        session,
+        doctor,
+        enc.id,
+        "diagnosis",
+        {
+            "main_code": "J18.9",
+            "main_text": "Viêm phổi thùy dưới phải",
+            "secondary_codes": "I10",
+            "secondary_text": "Tăng huyết áp vô căn",
+        },
+    )
+    _signed(
+        session,
+        doctor,
+        enc.id,
+        "discharge_summary",
+        {
+            "summary": "Sốt, ho đờm 5 ngày; X-quang: viêm phổi thùy dưới phải; kháng sinh, hết sốt ngày thứ 3.",
+            "discharge_diagnosis": "Viêm phổi thùy dưới phải; tăng huyết áp",
+            "treatment": "Nội khoa: kháng sinh tĩnh mạch 5 ngày, hạ sốt, long đờm",
+            "result": "1",
+            "follow_up": "Tái khám sau 1 tuần tại Khoa Khám bệnh",
+            "test_results": "X-quang ngực: đám mờ thùy dưới phổi phải; bạch cầu 14 G/L giảm còn 8 G/L khi ra viện",
+            "doctor_advice": "Uống đủ nước, dùng thuốc theo đơn, tái khám ngay nếu sốt lại hoặc khó thở",
+            "storage_number": "LT-2026-00001",
+        },
+    )
     encounters.close_encounter(session, doctor, enc.id, "Viêm phổi thùy dưới phải; tăng huyết áp")
     log.info("demo: inpatient stay %s with signed papers", enc.visit_code)
 

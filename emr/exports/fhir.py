@@ -74,7 +74,11 @@ SYSTEMS = {
     "procedure": f"{_BASE}/ma-dich-vu",  # MA_DICH_VU
 }
 # Earlier project URIs, still accepted in searches.
-SYSTEM_ALIASES = {f"{_BASE}/cccd": SYSTEMS["cccd"], f"{_BASE}/bhyt": SYSTEMS["bhyt"], f"{_BASE}/ma-lk": SYSTEMS["visit"]}
+SYSTEM_ALIASES = {
+    f"{_BASE}/cccd": SYSTEMS["cccd"],
+    f"{_BASE}/bhyt": SYSTEMS["bhyt"],
+    f"{_BASE}/ma-lk": SYSTEMS["visit"],
+}
 VN_PATIENT_PROFILE = f"{_VN}/StructureDefinition/vn-core-patient"
 _ID_TYPE = f"{_VN}/CodeSystem/vn-identifier-type-cs"
 _V2_0203 = "http://terminology.hl7.org/CodeSystem/v2-0203"
@@ -266,7 +270,10 @@ def patient_resource(ctx: Ctx, p: Patient) -> dict[str, Any]:
     contacts = [
         {
             "relationship": [
-                {"coding": [{"system": "http://terminology.hl7.org/CodeSystem/v3-RoleCode", "code": code}], "text": text}
+                {
+                    "coding": [{"system": "http://terminology.hl7.org/CodeSystem/v3-RoleCode", "code": code}],
+                    "text": text,
+                }
             ],
             "name": {"text": name},
         }

@@ -21,9 +21,9 @@ from typing import Any
 
 from sqlalchemy import and_, not_, or_
 
-from emr.models import LOCAL_OFFSET, utcnow
 from emr.core.normalize import fold
 from emr.exports.exceptions import ExportError
+from emr.models import LOCAL_OFFSET, utcnow
 
 __all__ = [
     "SearchParamError",
@@ -74,9 +74,7 @@ def _add_months(d: datetime, months: int) -> datetime:
 def parse_date(raw: str) -> DateRange:
     m = _DATE.match(raw.strip())
     if not m:
-        raise SearchParamError(
-            f"bad date {raw!r}: use [eq|ne|gt|lt|ge|le|sa|eb|ap]YYYY[-MM[-DD[Thh:mm[:ss][zone]]]]"
-        )
+        raise SearchParamError(f"bad date {raw!r}: use [eq|ne|gt|lt|ge|le|sa|eb|ap]YYYY[-MM[-DD[Thh:mm[:ss][zone]]]]")
     g = m.groupdict()
     try:
         start = datetime(
@@ -183,7 +181,8 @@ def iso_string_clauses(column: Any, values: list[str]) -> list[Any]:
     """On an ISO-8601 UTC string column (``2026-11-23T01:30:00…Z``, the audit trail)."""
     fmt = "%Y-%m-%dT%H:%M:%S"
     return _each(
-        values, lambda p, lo, hi: _clause(column, p, (lo - LOCAL_OFFSET).strftime(fmt), (hi - LOCAL_OFFSET).strftime(fmt))
+        values,
+        lambda p, lo, hi: _clause(column, p, (lo - LOCAL_OFFSET).strftime(fmt), (hi - LOCAL_OFFSET).strftime(fmt)),
     )
 
 

@@ -90,7 +90,7 @@ def _identifier(values: list[str], columns: dict[str | None, list[Any]]) -> list
     """
     out = []
     for raw in values:
-        alternatives = []
+        alternatives: list[Any] = []
         for part in raw.split(","):
             system, code = _token(part)
             if system is None:
@@ -201,7 +201,9 @@ def _query(  # noqa: C901 - one branch per type
         if ids:
             q = q.where(Document.id.in_(ids))
         if args.get("date"):
-            signed = select(DocumentVersion.document_id).where(*fp.date_clauses(DocumentVersion.signed_at, args["date"]))
+            signed = select(DocumentVersion.document_id).where(
+                *fp.date_clauses(DocumentVersion.signed_at, args["date"])
+            )
             q = q.where(Document.id.in_(signed))
         for v in args.get("identifier", []):
             code = _token(v)[1]
@@ -268,8 +270,12 @@ def _last_updated(kind: str, obj: Any, session: Session) -> datetime | None:
     if kind == "ServiceRequest":
         return _max_time(obj.ordered_at, obj.performed_at, obj.result_at)
     if kind in ("DiagnosticReport", "DocumentReference"):
-        return _max_time(obj.created_at, obj.cancelled_at, *(v.created_at for v in obj.versions),
-                         *(v.signed_at for v in obj.versions))  # fmt: skip
+        return _max_time(
+            obj.created_at,
+            obj.cancelled_at,
+            *(v.created_at for v in obj.versions),
+            *(v.signed_at for v in obj.versions),
+        )
     if kind == "ImagingStudy":
         return _max_time(obj.first_seen_at, obj.linked_at)
     if kind == "Provenance":

@@ -242,7 +242,13 @@ def _sign_at(session: Session, doc: Document, created: datetime, signed: datetim
     )
 
 
-def make_inpatient_visit(session: Session, world: World, *, cccd: str = "079190007777", **patient: Any) -> InpatientVisit:  # noqa: F811
+def make_inpatient_visit(
+    session: Session,  # noqa: F811
+    world: World,  # noqa: F811
+    *,
+    cccd: str = "079190007777",
+    **patient: Any,
+) -> InpatientVisit:
     """An inpatient stay: admitted 00:30 on 21 Nov (local; 17:30 UTC the day before), discharged 23 Nov.
 
     It has a signed admission note, two signed progress notes (XML5), a signed diagnosis and a

@@ -15,6 +15,7 @@ import pytest
 from lxml import etree
 from sqlalchemy.orm import Session
 
+from emr.core.identifiers import bhyt_problem, bhyt_ssn
 from emr.exports import tables as tbl
 from emr.exports.config import ExportConfig
 from emr.exports.facility_key import FacilityKey
@@ -22,7 +23,6 @@ from emr.exports.money import ServiceAmounts, fmt_money
 from emr.exports.records import load_visit
 from emr.exports.service import check_visit, export_xml130
 from emr.exports.xml130 import XSD_DIR, _Money, _visit_money, build_rows, treatment_days, validate_table
-from emr.core.identifiers import bhyt_problem, bhyt_ssn
 from emr.models import Encounter
 
 from .conftest import InpatientVisit, Visit, make_inpatient_visit, make_visit, utc
@@ -64,8 +64,12 @@ def inpatient(session: Session, world) -> InpatientVisit:
 
 
 @pytest.fixture
-def exported(session: Session, world, inpatient: InpatientVisit, export_config: ExportConfig, facility_key: FacilityKey):
-    return export_xml130(session, world.actor("records_clerk"), inpatient.visit.encounter.id, export_config, facility_key)
+def exported(
+    session: Session, world, inpatient: InpatientVisit, export_config: ExportConfig, facility_key: FacilityKey
+):
+    return export_xml130(
+        session, world.actor("records_clerk"), inpatient.visit.encounter.id, export_config, facility_key
+    )
 
 
 def test_annex_sizes_and_types() -> None:
@@ -147,10 +151,13 @@ def test_ma_pttt_and_t_bhtt_gdv_on_exported_files(
     assert [r.findtext("MA_PTTT") for r in rows] == ["1"]
     fee = sum(Decimal(r.findtext("T_BHTT")) for r in rows if r.findtext("MA_PTTT") == "1")
     assert Decimal(xml1.findtext("T_BHTT_GDV")) == fee == Decimal("428800")
+
     # a capitation row (MA_PTTT 2) counts in T_BHTT but not in T_BHTT_GDV
     def amounts(price: int, fund: int) -> ServiceAmounts:
         d = Decimal(price)
-        return ServiceAmounts(Decimal(1), d, d, d, d, fund_pays=Decimal(fund), copayment=d - fund, patient_pays=Decimal(0))
+        return ServiceAmounts(
+            Decimal(1), d, d, d, d, fund_pays=Decimal(fund), copayment=d - fund, patient_pays=Decimal(0)
+        )
 
     money = _visit_money(
         [_Money({"MA_PTTT": "1"}, amounts(100, 80), True), _Money({"MA_PTTT": "2"}, amounts(50, 40), True)]
@@ -209,7 +216,9 @@ def test_every_timestamp_is_vietnam_local_time(exported, inpatient: InpatientVis
     assert enc.admitted_at.hour == 17 and order.ordered_at.hour == 2
 
 
-def test_cccd_as_insurance_card(session: Session, world, export_config: ExportConfig, facility_key: FacilityKey, tmp_path: Path) -> None:
+def test_cccd_as_insurance_card(
+    session: Session, world, export_config: ExportConfig, facility_key: FacilityKey, tmp_path: Path
+) -> None:
     """NĐ 188/2025 (VN Core BHYT NamingSystem): the 12-digit CCCD may be the card number."""
     assert bhyt_problem("079190004444") is None
     assert bhyt_problem("999190004444") == "patients.error.cccd_province"

@@ -41,8 +41,10 @@ def test_demo_exports_both_visits_and_the_record(tmp_path: Path) -> None:
                 path.write_bytes(doc)
                 r = subprocess.run(
                     ["xmllint", "--noout", "--schema", str(XSD_DIR / f"{name.lower()}.xsd"), str(path)],
-                    capture_output=True, text=True, timeout=60,
-                )  # fmt: skip
+                    capture_output=True,
+                    text=True,
+                    timeout=60,
+                )
                 assert r.returncode == 0, r.stderr
             xml1 = etree.fromstring(tables["XML1"])
             # Vietnam local time: the stored UTC instants + 7 h

@@ -10,8 +10,8 @@ from fhir.resources.R4B import get_fhir_model_class
 from flask.testing import FlaskClient
 from sqlalchemy.orm import Session
 
-from emr.fhir import params as fp
 from emr.exports.fhir import SYSTEMS
+from emr.fhir import params as fp
 
 from .conftest import Visit, make_visit
 
@@ -54,12 +54,23 @@ def patients(session: Session, world: Any, visit: Visit) -> list[Visit]:
         ("079094007777", "Ngô Văn Nhu", "1994-01-01", "DN4790333333333"),
     ]
     for cccd, name, born, card in people:
-        out.append(make_visit(session, world, cccd=cccd, full_name=name, birth_date=born, bhyt_number=card,
-                              sex="M" if cccd[3] == "0" else "F"))  # fmt: skip
+        out.append(
+            make_visit(
+                session,
+                world,
+                cccd=cccd,
+                full_name=name,
+                birth_date=born,
+                bhyt_number=card,
+                sex="M" if cccd[3] == "0" else "F",
+            )
+        )
     return out
 
 
-def test_paging_with_next_and_previous_links(client: FlaskClient, tokens: dict[str, str], patients: list[Visit]) -> None:
+def test_paging_with_next_and_previous_links(
+    client: FlaskClient, tokens: dict[str, str], patients: list[Visit]
+) -> None:
     tok = tokens["physician"]
     first = _ok(_get(client, "/fhir/Patient?_count=2", tok))
     assert first["total"] == 5 and len(first["entry"]) == 2
@@ -89,7 +100,9 @@ def test_paging_with_next_and_previous_links(client: FlaskClient, tokens: dict[s
     _outcome(_get(client, "/fhir/Patient?_offset=-1", tok), 400)
 
 
-def test_birthdate_partial_dates_and_prefixes(client: FlaskClient, tokens: dict[str, str], patients: list[Visit]) -> None:
+def test_birthdate_partial_dates_and_prefixes(
+    client: FlaskClient, tokens: dict[str, str], patients: list[Visit]
+) -> None:
     tok = tokens["physician"]
     ids = {p.patient.full_name: str(p.patient.id) for p in patients}
 
@@ -259,8 +272,12 @@ def test_reads_have_version_last_updated_and_etag(
 
     from .conftest import ADMIN_ACTOR, patient_data
 
-    pats.update_patient(session, ADMIN_ACTOR, visit.patient.id, patient_data(phone="0909999999", ward_code="26734",
-                                                                               occupation_code="00001"))  # fmt: skip
+    pats.update_patient(
+        session,
+        ADMIN_ACTOR,
+        visit.patient.id,
+        patient_data(phone="0909999999", ward_code="26734", occupation_code="00001"),
+    )
     after = _get(client, f"/fhir/Patient/{visit.patient.id}", tok)
     assert _ok(after)["meta"]["versionId"] != before
     assert _ok(after)["telecom"][0]["value"] == "0909999999"

@@ -155,8 +155,9 @@ def test_full_record_of_an_inpatient_stay(
 
     stay = make_inpatient_visit(session, world)
     doctor = world.users["physician"]
-    exp = export_hsba(session, world.actor("records_clerk"), stay.visit.encounter.id, export_config, facility_key,
-                      "json")  # fmt: skip
+    exp = export_hsba(
+        session, world.actor("records_clerk"), stay.visit.encounter.id, export_config, facility_key, "json"
+    )
     doc = json.loads(exp.data)
     hsba = doc["HoSoBenhAn"]
     patient = hsba["ThongTinBenhNhan"]
@@ -190,10 +191,17 @@ def test_full_record_of_an_inpatient_stay(
     assert all(s["chuky_hoten"] for s in hsba["ChuKy"])
     # the whole record still verifies offline
     canonical = canonical_bytes(hsba)
-    assert _openssl_verify(tmp_path, canonical, base64.b64decode(doc["chuky_xuat"]["cms_base64"]),
-                           pki.ca_cert_path).returncode == 0  # fmt: skip
-    xml = etree.fromstring(export_hsba(session, world.actor("records_clerk"), stay.visit.encounter.id, export_config,
-                                       facility_key, "xml").data)  # fmt: skip
+    assert (
+        _openssl_verify(
+            tmp_path, canonical, base64.b64decode(doc["chuky_xuat"]["cms_base64"]), pki.ca_cert_path
+        ).returncode
+        == 0
+    )
+    xml = etree.fromstring(
+        export_hsba(
+            session, world.actor("records_clerk"), stay.visit.encounter.id, export_config, facility_key, "xml"
+        ).data
+    )
     assert xml.findtext("GiayRaVien/soluutru") == "LT-2026-00123"
     assert xml.findtext("ThongTinDieuTri/PhieuChanDoan/nguoiky_hoten") == doctor.full_name
 
@@ -211,20 +219,40 @@ def test_admission_diagnosis_and_discharge_papers_have_their_own_signers(session
 
     v = make_visit(session, world, close=False, cccd="079190002222")
     doctor, reader = world.actor("physician"), world.actor("radiologist")
-    diagnosis = docs.create_document(session, doctor, {"encounter_id": v.encounter.id, "form_type": "diagnosis",
-                                                       "content": {"main_code": "J18.9", "main_text": "Viêm phổi"}})  # fmt: skip
+    diagnosis = docs.create_document(
+        session,
+        doctor,
+        {
+            "encounter_id": v.encounter.id,
+            "form_type": "diagnosis",
+            "content": {"main_code": "J18.9", "main_text": "Viêm phổi"},
+        },
+    )
     users = world.users
     assert v.encounter.attending_id == users["physician"].id
     assert can_sign_now(session, diagnosis, users["physician"])  # the treating physician
     assert not can_sign_now(session, diagnosis, users["radiologist"])
-    note = docs.create_document(session, doctor, {"encounter_id": v.encounter.id, "form_type": "admission_note",
-                                                  "content": {"reason": "Sốt", "examination": "Ran nổ",
-                                                              "initial_diagnosis": "Viêm phổi"}})  # fmt: skip
+    note = docs.create_document(
+        session,
+        doctor,
+        {
+            "encounter_id": v.encounter.id,
+            "form_type": "admission_note",
+            "content": {"reason": "Sốt", "examination": "Ran nổ", "initial_diagnosis": "Viêm phổi"},
+        },
+    )
     assert can_sign_now(session, note, users["physician"]) and not can_sign_now(session, note, users["radiologist"])
     import pytest as _pytest
 
     from emr.core.exceptions import EmrError
 
     with _pytest.raises(EmrError):  # a diagnosis needs a valid ICD-10 code
-        docs.create_document(session, reader, {"encounter_id": v.encounter.id, "form_type": "diagnosis",
-                                               "content": {"main_code": "pneumonia", "main_text": "x"}})  # fmt: skip
+        docs.create_document(
+            session,
+            reader,
+            {
+                "encounter_id": v.encounter.id,
+                "form_type": "diagnosis",
+                "content": {"main_code": "pneumonia", "main_text": "x"},
+            },
+        )

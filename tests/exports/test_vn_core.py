@@ -71,8 +71,10 @@ def test_vn_core_patient(client: FlaskClient, tokens: dict[str, str], inpatient:
     occ = _ext(p, f"{VN}/StructureDefinition/vn-ext-occupation")
     assert occ is not None and occ["valueCodeableConcept"]["coding"][0]["code"] == "00001"
     rel = _ext(p, "http://hl7.org/fhir/StructureDefinition/patient-religion")
-    assert rel is not None and rel["valueCodeableConcept"]["coding"][0] == {"system": f"{VN}/CodeSystem/vn-religion-cs",
-                                                                            "code": "01"}  # fmt: skip
+    assert rel is not None and rel["valueCodeableConcept"]["coding"][0] == {
+        "system": f"{VN}/CodeSystem/vn-religion-cs",
+        "code": "01",
+    }
     # Patient.address (VNCoreAddress): vn-addr-province — country VN requires extension:province
     for addr in p["address"]:
         if addr.get("country") == "VN":
@@ -102,12 +104,22 @@ def test_vn_core_identifier_systems_across_resources(
     assert dr["resultsInterpreter"][0]["identifier"]["system"] == f"{VN}/sid/cchn"
 
 
-def test_every_served_resource_validates(client: FlaskClient, tokens: dict[str, str], inpatient: InpatientVisit) -> None:
+def test_every_served_resource_validates(
+    client: FlaskClient, tokens: dict[str, str], inpatient: InpatientVisit
+) -> None:
     tok = tokens["physician"]
     pid = inpatient.visit.patient.id
     counts = {}
-    for kind in ("Patient", "Encounter", "ServiceRequest", "ImagingStudy", "DiagnosticReport", "DocumentReference",
-                 "Provenance", "AuditEvent"):  # fmt: skip
+    for kind in (
+        "Patient",
+        "Encounter",
+        "ServiceRequest",
+        "ImagingStudy",
+        "DiagnosticReport",
+        "DocumentReference",
+        "Provenance",
+        "AuditEvent",
+    ):
         query = f"_id={pid}" if kind == "Patient" else f"patient={pid}"
         bundle = _get(client, f"/fhir/{kind}?{query}&_count=200", tokens["admin"] if kind == "AuditEvent" else tok)
         for entry in bundle.get("entry", []):
@@ -123,8 +135,9 @@ def test_every_served_resource_validates(client: FlaskClient, tokens: dict[str, 
     assert types["diagnosis"] == "29548-5" and types["discharge_summary"] == "18842-5"
 
 
-def test_search_with_the_vn_core_cccd_system(client: FlaskClient, tokens: dict[str, str], session: Session,
-                                             world: Any) -> None:  # fmt: skip
+def test_search_with_the_vn_core_cccd_system(
+    client: FlaskClient, tokens: dict[str, str], session: Session, world: Any
+) -> None:
     v = make_visit(session, world, cccd="079190008888", bhyt_number="079190008888", benefit_level=80)
     tok = tokens["physician"]
     found = _get(client, f"/fhir/Patient?identifier={VN}/sid/cccd|079190008888", tok)
