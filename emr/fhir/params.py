@@ -4,7 +4,7 @@ Kept apart from the resource builders so the rules are read in one place:
 
 * dates (R4 §3.1.1.5.1 ``date``): partial values (``1990``, ``1990-05``, ``1990-05-17``,
   ``…T08:30``, ``…T08:30:15``) are ranges; prefixes ``eq ne gt lt ge le sa eb ap``. Times
-  without a zone are the facility's local time; stored times are naive UTC.
+  without a zone are the facility's local time (emr.core.clock); stored times are naive UTC.
 * tokens (§3.1.1.5.5): ``system|code``, ``|code`` (no system), ``system|`` (any code in the
   system), ``code`` (any system).
 * references (§3.1.1.5.6): ``123``, ``Patient/123`` or an absolute URL ending in ``Patient/123``.
@@ -16,14 +16,14 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import datetime, timedelta, timezone
 from typing import Any
 
 from sqlalchemy import and_, not_, or_
 
+from emr.core.clock import to_local, to_utc, utcnow
 from emr.core.normalize import fold
 from emr.exports.exceptions import ExportError
-from emr.models import LOCAL_OFFSET, utcnow
 
 __all__ = [
     "SearchParamError",
@@ -98,9 +98,9 @@ def parse_date(raw: str) -> DateRange:
     else:
         end = start.replace(year=start.year + 1)
     zone = g["zone"]
-    if zone:  # an explicit zone: convert to local time (UTC+7)
-        offset = timedelta(0) if zone == "Z" else _zone(zone)
-        start, end = start - offset + LOCAL_OFFSET, end - offset + LOCAL_OFFSET
+    if zone:  # an explicit zone: convert to the facility's local time
+        tz = timezone(timedelta(0) if zone == "Z" else _zone(zone))
+        start, end = to_local(start.replace(tzinfo=tz)), to_local(end.replace(tzinfo=tz))
     return DateRange(g["prefix"] or "eq", start, end)
 
 
@@ -133,7 +133,7 @@ def _clause(column: Any, prefix: str, lo: Any, hi: Any) -> Any:
 
 def _ranges(values: list[str]) -> list[tuple[str, datetime, datetime]]:
     out = []
-    now_local = utcnow() + LOCAL_OFFSET
+    now_local = to_local(utcnow())
     for raw in values:
         for part in raw.split(","):  # a comma is OR within one parameter
             r = parse_date(part)
@@ -153,7 +153,7 @@ def _each(values: list[str], build: Any) -> list[Any]:
 
 def date_clauses(column: Any, values: list[str]) -> list[Any]:
     """On a naive-UTC timestamp column."""
-    return _each(values, lambda p, lo, hi: _clause(column, p, lo - LOCAL_OFFSET, hi - LOCAL_OFFSET))
+    return _each(values, lambda p, lo, hi: _clause(column, p, to_utc(lo), to_utc(hi)))
 
 
 def local_date_clauses(column: Any, values: list[str]) -> list[Any]:
@@ -182,7 +182,7 @@ def iso_string_clauses(column: Any, values: list[str]) -> list[Any]:
     fmt = "%Y-%m-%dT%H:%M:%S"
     return _each(
         values,
-        lambda p, lo, hi: _clause(column, p, (lo - LOCAL_OFFSET).strftime(fmt), (hi - LOCAL_OFFSET).strftime(fmt)),
+        lambda p, lo, hi: _clause(column, p, to_utc(lo).strftime(fmt), to_utc(hi).strftime(fmt)),
     )
 
 

@@ -17,6 +17,7 @@ from typing import Any
 from sqlalchemy import Select, false, or_, select
 from sqlalchemy.orm import Session
 
+from emr.core.clock import local_isoformat
 from emr.exports.artifacts import ArtifactSource, NoArtifacts
 from emr.exports.fhir import (
     RESOURCE_TYPES,
@@ -37,7 +38,6 @@ from emr.exports.fhir import (
 )
 from emr.fhir import params as fp
 from emr.models import (
-    LOCAL_OFFSET,
     AuditEntry,
     Document,
     DocumentVersion,
@@ -292,7 +292,7 @@ def _with_meta(resource: dict[str, Any], updated: datetime | None) -> dict[str, 
     meta = dict(resource.get("meta") or {})
     meta["versionId"] = digest
     if updated is not None:
-        meta["lastUpdated"] = (updated + LOCAL_OFFSET).strftime("%Y-%m-%dT%H:%M:%S+07:00")
+        meta["lastUpdated"] = local_isoformat(updated)
     return {**resource, "meta": meta}
 
 

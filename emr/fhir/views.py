@@ -23,14 +23,13 @@ from werkzeug.exceptions import HTTPException
 
 from emr import db
 from emr.access import audit
-from emr.access.auth import current_actor
+from emr.access.auth import bearer_user, current_actor, deny
 from emr.access.permissions import allowed
-from emr.access.users import user_for_token
 from emr.core.exceptions import AuthenticationFailed, EmrError
 from emr.exports.fhir import FhirError, validated
 from emr.fhir.search import capability_statement, known_params, read_resource, search_resources
 
-__all__ = ["bp", "FHIR_ACTIONS"]
+__all__ = ["bp", "FHIR_ACTIONS", "emr_error_response", "http_error_response"]
 
 bp = Blueprint("fhir", __name__, url_prefix="/fhir")
 
@@ -50,7 +49,6 @@ _JSON_TYPES = ("application/fhir+json", "application/json", "application/json+fh
 _XML_TYPES = ("application/fhir+xml", "application/xml", "text/xml", "application/xml+fhir")
 _DEFAULT_COUNT, _MAX_COUNT = 50, 200
 _MAX_OFFSET = 10**6
-_METHODS = ["GET", "POST", "PUT", "PATCH", "DELETE", "HEAD", "OPTIONS"]
 
 
 def _json(body: dict[str, Any], status: int = 200) -> Response:
@@ -70,26 +68,14 @@ def _outcome(status: int, code: str, message: str) -> Response:
 
 
 def _authenticate(action: str) -> Response | None:
-    header = request.headers.get("Authorization", "")
-    scheme, _, token = header.partition(" ")
-    user = user_for_token(db.session(), token.strip()) if scheme.lower() == "bearer" and token.strip() else None
+    user = bearer_user()
     if user is None:
         resp = _outcome(401, "login", "bearer token missing, invalid or revoked")
         resp.headers["WWW-Authenticate"] = "Bearer"
         return resp
     g.user = user
     if not allowed(user.role, action):
-        s = db.session()
-        audit.record(
-            s,
-            current_actor(),
-            action,
-            outcome="denied",
-            object_type="route",
-            object_id=request.path[:64],
-            details={"method": "GET"},
-        )
-        s.commit()
+        deny(action)
         return _outcome(403, "forbidden", f"role {user.role} may not {action}")
     return None
 
@@ -230,12 +216,6 @@ for _kind, _action in FHIR_ACTIONS.items():
     _make_views(_kind, _action)
 
 
-def _wrong_method(kind: str) -> Response:
-    resp = _outcome(405, "not-supported", f"{request.method} is not supported on {kind} (read and search only)")
-    resp.headers["Allow"] = "GET"
-    return resp
-
-
 @bp.get("/metadata")
 def metadata() -> Response:
     """The CapabilityStatement (public, as FHIR clients expect)."""
@@ -245,40 +225,17 @@ def metadata() -> Response:
     return _json(capability_statement(request.url_root.rstrip("/") + "/fhir"))
 
 
-@bp.route("/", methods=_METHODS, defaults={"rest": ""})
-@bp.route("/<path:rest>", methods=_METHODS)
-def unknown(rest: str) -> Response:
-    """Anything else under /fhir: an unknown resource type (404) or a wrong method (405), as OperationOutcome.
-
-    The resource routes answer GET only; another method on them falls through to here (Werkzeug
-    matches the static rules first), so it gets a 405 OperationOutcome rather than an HTML page.
-    """
-    first = rest.split("/", 1)[0]
-    if (first in FHIR_ACTIONS or first == "metadata") and request.method != "GET":
-        return _wrong_method(first)
-    if not first:
-        return _outcome(404, "not-supported", "no resource type given; see /fhir/metadata")
-    return _outcome(404, "not-supported", f"unknown or unsupported resource type or path {rest[:80]!r}")
+_HTTP_ISSUE = {400: "invalid", 401: "login", 403: "forbidden", 404: "not-found", 405: "not-supported", 413: "too-long"}
 
 
-@bp.errorhandler(HTTPException)
-def _http_error(exc: HTTPException) -> Response:
-    db.session().rollback()
-    code = exc.code or 500
-    issue = {404: "not-found", 405: "not-supported", 413: "too-costly", 429: "throttled"}.get(code, "processing")
-    return _outcome(code, issue, exc.description or exc.name)
+def http_error_response(exc: HTTPException) -> Response:
+    """Routing and protocol errors under /fhir (unknown path, wrong method, ...) as an OperationOutcome."""
+    status = exc.code or 500
+    return _outcome(status, _HTTP_ISSUE.get(status, "exception"), exc.description or str(status))
 
 
-@bp.errorhandler(Exception)
-def _unexpected(exc: Exception) -> Response:
-    current_app.logger.exception("FHIR request failed")
-    db.session().rollback()
-    return _outcome(500, "exception", "internal error")
-
-
-@bp.errorhandler(EmrError)
-def _emr_error(exc: EmrError) -> Response:
-    db.session().rollback()
+def emr_error_response(exc: EmrError) -> Response:
+    """An EMR error raised under /fhir as an OperationOutcome (the app has rolled the session back)."""
     code = {401: "login", 403: "forbidden", 404: "not-found", 409: "conflict"}.get(exc.http_status, "invalid")
     if isinstance(exc, AuthenticationFailed):
         code = "login"

@@ -10,15 +10,16 @@ the time; the clerk confirms the suggestion instead of typing order numbers.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta
+from datetime import datetime
 
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
+from emr.core.clock import local_day_bounds, to_local
 from emr.core.normalize import fold
 from emr.models.lookup import get_or_404
 
-from ..models import LOCAL_OFFSET, ImagingOrder, Patient, Study
+from ..models import ImagingOrder, Patient, Study
 
 __all__ = [
     "Candidate",
@@ -106,8 +107,8 @@ def candidates_for(session: Session, study: Study, limit: int = 5) -> list[Candi
         for order in session.scalars(stmt_orders):
             add(order, patient_reasons[order.patient_id])
     if day is not None:
-        # The study date is local (Vietnam) time; orders store naive UTC.
-        lo, hi = day - LOCAL_OFFSET, day + timedelta(days=1) - LOCAL_OFFSET
+        # The study date is facility-local time; orders store naive UTC.
+        lo, hi = local_day_bounds(day.date())
         stmt_day = (
             select(ImagingOrder)
             .where(ImagingOrder.scheduled_at >= lo, ImagingOrder.scheduled_at < hi, ImagingOrder.status.in_(_OPEN))
@@ -118,7 +119,7 @@ def candidates_for(session: Session, study: Study, limit: int = 5) -> list[Candi
         for order in session.scalars(stmt_day):
             add(order, [])
     for cand in found.values():
-        local_day = cand.order.scheduled_at + LOCAL_OFFSET
+        local_day = to_local(cand.order.scheduled_at)
         if day is not None and local_day.date() == day.date():
             cand.reasons.append("date")
         if cand.order.modality in modalities:
