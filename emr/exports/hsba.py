@@ -32,6 +32,7 @@ from cryptography.hazmat.primitives.asymmetric.rsa import RSAPrivateKey
 from cryptography.hazmat.primitives.serialization import pkcs7
 from lxml import etree
 
+from ..core.clock import local_isoformat
 from .artifacts import ArtifactSource, NoArtifacts
 from .config import ExportConfig
 from .envelope import sign_enveloped
@@ -55,8 +56,8 @@ _ITEM = {
 
 
 def _iso(value: datetime | None) -> str | None:
-    v = local(value)
-    return None if v is None else v.strftime("%Y-%m-%dT%H:%M:%S+07:00")
+    """ISO 8601 in the facility's zone with its offset (the offset follows the zone, e.g. +07:00)."""
+    return None if value is None else local_isoformat(value)
 
 
 def _signature(item: SignedDocument, artifacts: ArtifactSource) -> dict[str, Any]:

@@ -231,7 +231,11 @@ _HTTP_ISSUE = {400: "invalid", 401: "login", 403: "forbidden", 404: "not-found",
 def http_error_response(exc: HTTPException) -> Response:
     """Routing and protocol errors under /fhir (unknown path, wrong method, ...) as an OperationOutcome."""
     status = exc.code or 500
-    return _outcome(status, _HTTP_ISSUE.get(status, "exception"), exc.description or str(status))
+    resp = _outcome(status, _HTTP_ISSUE.get(status, "exception"), exc.description or str(status))
+    for name, value in exc.get_headers():  # e.g. Allow on 405 (RFC 9110), without the HTML content type
+        if name.lower() != "content-type":
+            resp.headers[name] = value
+    return resp
 
 
 def emr_error_response(exc: EmrError) -> Response:

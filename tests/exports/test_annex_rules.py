@@ -253,3 +253,20 @@ def test_check_reports_annex_violations(session: Session, world, export_config: 
 def test_outpatient_visit_has_zero_treatment_days(visit: Visit, session: Session, export_config: ExportConfig) -> None:
     rows = build_rows(load_visit(session, visit.encounter), export_config)
     assert (rows["XML1"][0]["MA_LOAI_KCB"], rows["XML1"][0]["SO_NGAY_DTRI"]) == ("01", "0")
+
+
+def test_timestamps_follow_the_facility_time_zone(visit: Visit, session: Session, export_config: ExportConfig) -> None:
+    """The facility's zone (emr.core.clock, FILMLESS_TIMEZONE), not the server's, decides every local time."""
+    from emr.core import clock
+    from emr.exports.hsba import build_hsba
+
+    record = load_visit(session, visit.encounter)
+    assert build_rows(record, export_config)["XML1"][0]["NGAY_VAO"] == "202611230830"  # 01:30 UTC at UTC+7
+    clock.use_timezone("Asia/Tokyo")
+    try:
+        assert build_rows(record, export_config)["XML1"][0]["NGAY_VAO"] == "202611231030"
+        hsba = build_hsba(record, export_config)
+        assert hsba["ThongTinVaoVien"]["ngayvaovien"] == "2026-11-23T10:30:00+09:00"
+    finally:
+        clock.use_timezone(clock.DEFAULT_TIMEZONE)
+    assert build_hsba(record, export_config)["ThongTinVaoVien"]["ngayvaovien"] == "2026-11-23T08:30:00+07:00"
