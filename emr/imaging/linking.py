@@ -17,6 +17,7 @@ from sqlalchemy.orm import Session
 from emr.access import audit
 from emr.access.audit import SYSTEM, Actor
 from emr.core.exceptions import InvalidState, ValidationFailed
+from emr.imaging.order_lookup import find_order
 from emr.models.lookup import get_or_404
 from storage import NotFound, StorageError, StudySummary
 
@@ -48,17 +49,7 @@ def _state(session: Session) -> LinkerState:
 
 
 def _find_order(session: Session, summary: StudySummary) -> tuple[ImagingOrder | None, str | None]:
-    if summary.accession_number:
-        order = session.scalar(select(ImagingOrder).where(ImagingOrder.accession_number == summary.accession_number))
-        if order is not None:
-            return order, "accession"
-    if summary.study_instance_uid:
-        order = session.scalar(
-            select(ImagingOrder).where(ImagingOrder.study_instance_uid == summary.study_instance_uid)
-        )
-        if order is not None:
-            return order, "study_uid"
-    return None, None
+    return find_order(session, summary.accession_number, summary.study_instance_uid)
 
 
 def _attach(
