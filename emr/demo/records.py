@@ -19,6 +19,7 @@ from sqlalchemy.orm import Session
 
 from ..access.audit import Actor
 from ..core.settings import EmrSettings
+from ..core.states import OrderStatus
 from ..documents import service as documents
 from ..imaging import orders
 from ..models import Document, Encounter, ImagingOrder, Patient, User
@@ -140,7 +141,7 @@ def seed_record_demo(session: Session, users: dict[str, User], outpatient: Patie
     )
     row = session.get(ImagingOrder, order.id)
     assert row is not None
-    row.status = "reported"
+    row.status = OrderStatus.REPORTED
     row.performed_at = row.ordered_at + timedelta(minutes=20)
     row.device_code = _DEMO_DEVICE_DX  # MA_MAY of the X-ray room
     session.commit()

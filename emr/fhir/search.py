@@ -18,6 +18,7 @@ from sqlalchemy import Select, false, or_, select
 from sqlalchemy.orm import Session
 
 from emr.core.clock import local_isoformat
+from emr.core.states import StudyState
 from emr.exports.artifacts import ArtifactSource, NoArtifacts
 from emr.exports.fhir import (
     RESOURCE_TYPES,
@@ -179,7 +180,7 @@ def _query(  # noqa: C901 - one branch per type
             q = q.where(ImagingOrder.encounter_id.in_(_ids([v], "Encounter")))
         return q.order_by(ImagingOrder.ordered_at, ImagingOrder.id)
     if kind == "ImagingStudy":
-        q = select(Study).where(Study.state == "linked", *_patient_filter(args, Study.patient_id))
+        q = select(Study).where(Study.state == StudyState.LINKED, *_patient_filter(args, Study.patient_id))
         if ids:
             q = q.where(Study.id.in_(ids))
         for v in args.get("identifier", []):

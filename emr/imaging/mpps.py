@@ -17,6 +17,7 @@ from emr.access import audit
 from emr.access.audit import Actor
 from emr.core.clock import to_utc, use_timezone
 from emr.core.settings import EmrSettings
+from emr.core.states import MPPS_STATUSES, after_mpps
 from emr.db import make_engine, make_session_factory
 from emr.imaging.order_lookup import find_orders
 from emr.models import ImagingOrder
@@ -24,16 +25,6 @@ from emr.models import ImagingOrder
 __all__ = ["apply_mpps", "mpps_provider"]
 
 log = logging.getLogger(__name__)
-
-
-# MPPS status → (order statuses it may move from, the status it moves to).
-# Orders already further on (images linked, reported, cancelled) keep their
-# status: images and reports are stronger evidence than the modality's word.
-_MPPS_MOVES: dict[str, tuple[tuple[str, ...], str]] = {
-    "IN PROGRESS": (("scheduled", "discontinued"), "in_progress"),
-    "COMPLETED": (("scheduled", "in_progress", "discontinued"), "completed"),
-    "DISCONTINUED": (("scheduled", "in_progress"), "discontinued"),
-}
 
 
 def _local_to_utc(value: object) -> datetime | None:
@@ -51,8 +42,7 @@ def apply_mpps(session: Session, event: dict[str, Any]) -> list[ImagingOrder]:
     the images will still reach the reconciliation queue.
     """
     status = str(event.get("status") or "")
-    move = _MPPS_MOVES.get(status)
-    if move is None:
+    if status not in MPPS_STATUSES:
         log.warning("mpps: ignoring unknown status %r for %s", status, event.get("sop_instance_uid"))
         return []
     station = str(event.get("station_ae") or "") or None
@@ -65,11 +55,9 @@ def apply_mpps(session: Session, event: dict[str, Any]) -> list[ImagingOrder]:
         log.warning("mpps: %s %s matches no order (accession %s, study %s)", event.get("sop_instance_uid"), status,
                     event.get("accession_numbers"), event.get("study_instance_uids"))
         return []
-    sources, target = move
     for order in orders:
         before = order.status
-        if before in sources:
-            order.status = target
+        order.status = after_mpps(before, status)
         started = _local_to_utc(event.get("start"))
         if started is not None and order.performed_at is None:
             order.performed_at = started

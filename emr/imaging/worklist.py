@@ -17,6 +17,7 @@ from emr.core.clock import to_local, to_utc, use_timezone
 from emr.core.dicom_match import date_range, has_wildcard, wildcard_match
 from emr.core.normalize import fold
 from emr.core.settings import EmrSettings
+from emr.core.states import ON_WORKLIST
 from emr.db import make_engine, make_session_factory
 from emr.models import ImagingOrder, Patient, User
 
@@ -24,7 +25,6 @@ __all__ = ["worklist_provider", "query_worklist", "dicom_name"]
 
 log = logging.getLogger(__name__)
 
-_OPEN = ("scheduled", "in_progress")
 
 
 def dicom_name(family: str, given: str) -> str:
@@ -35,7 +35,7 @@ def query_worklist(session: Session, query: dict[str, str], limit: int = 500) ->
     stmt = (
         select(ImagingOrder, Patient)
         .join(Patient, Patient.id == ImagingOrder.patient_id)
-        .where(ImagingOrder.status.in_(_OPEN))
+        .where(ImagingOrder.status.in_(ON_WORKLIST))
     )
     q = {k: (v or "").strip() for k, v in query.items()}
     if q.get("Modality") and q["Modality"] != "*":
