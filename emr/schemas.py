@@ -71,6 +71,12 @@ class PatientIn(_In):
     nationality_code: Annotated[str, StringConstraints(pattern=r"^\d{3}$")] = "000"
     occupation_code: Annotated[str, StringConstraints(pattern=r"^\d{1,5}$")] | None = None
     blood_type: Annotated[str, StringConstraints(max_length=10)] | None = None
+    # HoSoBenhAn / XML7-XML8 (issue 14)
+    religion_code: Annotated[str, StringConstraints(pattern=r"^\d{2}$")] | None = None  # VN Core vn-religion-cs
+    health_id: Annotated[str, StringConstraints(pattern=r"^\d{10}$")] | None = None
+    father_name: Annotated[str, StringConstraints(strip_whitespace=True, max_length=255)] | None = None
+    mother_name: Annotated[str, StringConstraints(strip_whitespace=True, max_length=255)] | None = None
+    guardian_name: Annotated[str, StringConstraints(strip_whitespace=True, max_length=255)] | None = None
 
 
 class PatientOut(_Out):
@@ -167,12 +173,25 @@ class ProgressNoteContent(_In):
     surgery: Text = ""  # PHAU_THUAT
 
 
+class DiagnosisContent(_In):
+    main_code: Annotated[str, StringConstraints(strip_whitespace=True, pattern=r"^[A-Z]\d{2}(\.\d{1,2})?$")]
+    main_text: Required
+    secondary_codes: Annotated[
+        str, StringConstraints(strip_whitespace=True, pattern=r"^([A-Z]\d{2}(\.\d{1,2})?)?(;[A-Z]\d{2}(\.\d{1,2})?)*$")
+    ] = ""  # MA_BENH_KT: up to 12 codes joined by ';'
+    secondary_text: Text = ""
+
+
 class DischargeSummaryContent(_In):
-    summary: Required
+    summary: Required  # QT_BENHLY (disease course and clinical progress)
     discharge_diagnosis: Required
-    treatment: Required
+    treatment: Required  # PP_DIEU_TRI / PP_DIEUTRI (treatment method)
     result: Literal["1", "2", "3", "4", "5", "6", "7"]  # KET_QUA_DTRI
     follow_up: Text = ""
+    # XML8 (record summary) and XML7 (discharge paper), issue 14
+    test_results: Text = ""  # TOMTAT_KQ
+    doctor_advice: Text = ""  # GHI_CHU (lời dặn của bác sĩ)
+    storage_number: Annotated[str, StringConstraints(strip_whitespace=True, max_length=200)] = ""  # SO_LUU_TRU
 
 
 class RadiologyReportContent(_In):
@@ -186,6 +205,7 @@ FORM_CONTENT: dict[str, type[_In]] = {
     "outpatient_record": OutpatientRecordContent,
     "admission_note": AdmissionNoteContent,
     "progress_note": ProgressNoteContent,
+    "diagnosis": DiagnosisContent,
     "discharge_summary": DischargeSummaryContent,
     "radiology_report": RadiologyReportContent,
 }
@@ -193,7 +213,9 @@ FORM_CONTENT: dict[str, type[_In]] = {
 
 class DocumentIn(_In):
     encounter_id: int = Field(ge=1, le=2**31)
-    form_type: Literal["outpatient_record", "admission_note", "progress_note", "discharge_summary", "radiology_report"]
+    form_type: Literal[
+        "outpatient_record", "admission_note", "progress_note", "diagnosis", "discharge_summary", "radiology_report"
+    ]
     order_id: int | None = Field(None, ge=1, le=2**31)
     content: dict[str, Any]
 

@@ -3,7 +3,10 @@
 Rules from ../shared/domain-notes.md: CCCD = 3-digit province code + 1 digit
 for sex and century + 2 digits of the birth year + 6 digits. BHYT is either
 the legacy 15-character card number (2-letter group, benefit level 1-5,
-2-digit province, 10-digit social-insurance number) or the 10-digit number.
+2-digit province, 10-digit social-insurance number), the 10-digit number, or
+since Decree 188/2025/NĐ-CP (in force 15 Aug 2025) the 12-digit personal ID
+(CCCD) that stands in for the card — the three formats the HL7 Vietnam VN Core
+IG's BHYT NamingSystem and its vn-bhyt SearchParameter accept side by side.
 Each function returns a catalogue key describing the problem, or None.
 """
 
@@ -25,6 +28,7 @@ _CENTURY_BASE = {1900: 0, 2000: 2, 2100: 4, 2200: 6, 1800: 8}
 _CCCD = re.compile(r"\d{12}")
 _BHYT_LEGACY = re.compile(r"[A-Z]{2}[1-5]\d{2}\d{10}")
 _BHYT_NEW = re.compile(r"\d{10}")
+_BHYT_CCCD = _CCCD  # NĐ 188/2025: the personal ID used as the card number
 
 
 def cccd_sex_century_digit(sex: str, birth_year: int) -> int:
@@ -54,9 +58,17 @@ def cccd_problem(cccd: str, sex: str | None, birth_date: date | None) -> str | N
 def bhyt_problem(number: str) -> str | None:
     if _BHYT_LEGACY.fullmatch(number) or _BHYT_NEW.fullmatch(number):
         return None
+    if _BHYT_CCCD.fullmatch(number):
+        return "patients.error.cccd_province" if number[:3] not in PROVINCE_CODES else None
     return "patients.error.bhyt_format"
 
 
-def bhyt_ssn(number: str) -> str:
-    """The 10-digit social-insurance number inside either BHYT form (stable across cards)."""
+def bhyt_ssn(number: str) -> str | None:
+    """The 10-digit social-insurance number inside a legacy or 10-digit card (stable across cards).
+
+    None for a 12-digit CCCD used as the card: it holds no social-insurance number (the
+    person is then identified by the CCCD itself).
+    """
+    if _BHYT_CCCD.fullmatch(number):
+        return None
     return number[-10:]

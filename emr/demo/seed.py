@@ -110,7 +110,13 @@ DEMO_PATIENTS: list[dict[str, Any]] = [
         "bhyt_registered_facility": "48003",
         "address": "8 Bạch Đằng, Hải Châu, Đà Nẵng",
         "province_code": "48",
+        "ward_code": "20194",
         "phone": "0935123456",
+        # the inpatient stay of emr.demo.records (XML7/XML8, VN Core religion)
+        "health_id": "4812345678",
+        "religion_code": "00",
+        "father_name": "Lê Văn Hải",
+        "mother_name": "Nguyễn Thị Thu",
     },
     {
         "full_name": "Phạm Thị Mai Anh",
@@ -399,6 +405,10 @@ def seed(settings: EmrSettings, store: Any = None, *, signing: bool = True) -> l
             result = link_new_studies(session, store)
             log.info("demo: linked %d studies", result.linked)
         if signing:
+            from .records import seed_record_demo, write_demo_exports
+
+            seed_record_demo(session, users, created[0], created[2])
             _seed_signing(settings, session, users, created[0], store)
+            write_demo_exports(settings, session)
     factory.kw["bind"].dispose()
     return [(u, pw, role) for u, pw, role, _n, _c in DEMO_ACCOUNTS]

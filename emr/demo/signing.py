@@ -59,7 +59,7 @@ DEMO_TOKEN_KEYS = {
     "bschan": ("bschan", "BS. Trần Thị Bích Ngọc"),
 }
 DEMO_DEVICE_CT = "CL.1.79001.00012"
-DEMO_HEAD_CODE = "000999/HCM-CCHN"
+DEMO_HEAD_CODE = "7900000999"  # MA_TTDV: health ID (social-insurance number) of the head, 10 characters
 
 
 def demo_token_lines(settings: EmrSettings) -> list[str]:

@@ -79,7 +79,10 @@ def load_config(settings: EmrSettings) -> ExportConfig:
         token = TokenKeyConfig(t["library"], t["token_label"], t["key_label"], _path(base, t["pin_file"]) or Path())
     return ExportConfig(
         facility_code=settings.facility_code,
-        public_url=settings.public_url,
+        # The installation's public URL recorded by `filmless export config --public-url` wins: a
+        # CLI run from a shell that lacks the service's FILMLESS_* variables would otherwise fall
+        # back to the default port in every link it embeds.
+        public_url=str(raw.get("public_url") or settings.public_url).rstrip("/"),
         head_code=raw.get("head_code") or None,
         device_codes={str(k): str(v) for k, v in (raw.get("device_codes") or {}).items()},
         facility_p12=_path(base, raw.get("facility_p12")),

@@ -7,8 +7,14 @@ resources served here (Patient, Encounter, ServiceRequest, ImagingStudy,
 DiagnosticReport, DocumentReference, Provenance, AuditEvent) have the same
 R4 and R4B structure for every element written.
 
-Identifier systems for Vietnamese identifiers are project-defined URIs
-(:data:`SYSTEMS`) until the Ministry of Health publishes official ones.
+Identifier systems, extensions and the Patient profile follow the HL7 Vietnam
+VN Core FHIR IG (fhir.hl7.org.vn/core, draft 0.3–0.5): NamingSystems
+``http://fhir.hl7.org.vn/core/sid/{cccd,bhyt,bhxh,cchn,ma-lk}``, identifier type
+codes of ``vn-identifier-type-cs`` (CCCD, BHYT, BHXH) and v2-0203 ``MR``,
+VNCorePatient's extensions (vn-ext-ethnicity, vn-ext-occupation, patient-religion)
+and VNCoreAddress (vn-ext-province, vn-ext-ward). The project's earlier URIs stay
+accepted in searches (:data:`SYSTEM_ALIASES`). Searches are in
+:mod:`emr.fhir.search`.
 """
 
 from __future__ import annotations
@@ -46,23 +52,49 @@ from .records import latest_signed
 
 __all__ = [
     "SYSTEMS",
+    "SYSTEM_ALIASES",
+    "VN_PATIENT_PROFILE",
+    "EXT",
     "FhirError",
     "RESOURCE_TYPES",
     "validated",
 ]
 
 _BASE = "https://filmless.vn/fhir/sid"
+_VN = "http://fhir.hl7.org.vn/core"
 SYSTEMS = {
-    "cccd": f"{_BASE}/cccd",  # căn cước công dân, 12 digits
-    "bhyt": f"{_BASE}/bhyt",  # health-insurance card number (15 characters or 10-digit social-insurance number)
-    "patient": f"{_BASE}/ma-bn",  # MA_BN, the hospital's patient code
-    "visit": f"{_BASE}/ma-lk",  # MA_LK
+    "cccd": f"{_VN}/sid/cccd",  # VN Core NamingSystem vn-cccd-ns: căn cước công dân, 12 digits
+    "bhyt": f"{_VN}/sid/bhyt",  # vn-bhyt-ns: legacy 15 characters, 10-digit BHXH number or 12-digit CCCD
+    "bhxh": f"{_VN}/sid/bhxh",  # social-insurance number (10 digits)
+    "patient": f"{_BASE}/ma-bn",  # MA_BN, the hospital's patient code (the MRN slice, type MR)
+    "visit": f"{_VN}/sid/ma-lk",  # MA_LK (VN Core vn-ma-lk-ns)
     "record": f"{_BASE}/ma-hsba",  # MA_HSBA
     "accession": f"{_BASE}/accession",  # DICOM Accession Number
-    "cchn": f"{_BASE}/cchn",  # practising-certificate number
+    "cchn": f"{_VN}/sid/cchn",  # vn-cchn-ns: practising-certificate number
     "icd10": "http://hl7.org/fhir/sid/icd-10",
     "dicom_uid": "urn:dicom:uid",
     "procedure": f"{_BASE}/ma-dich-vu",  # MA_DICH_VU
+}
+# Earlier project URIs, still accepted in searches.
+SYSTEM_ALIASES = {
+    f"{_BASE}/cccd": SYSTEMS["cccd"],
+    f"{_BASE}/bhyt": SYSTEMS["bhyt"],
+    f"{_BASE}/ma-lk": SYSTEMS["visit"],
+}
+VN_PATIENT_PROFILE = f"{_VN}/StructureDefinition/vn-core-patient"
+_ID_TYPE = f"{_VN}/CodeSystem/vn-identifier-type-cs"
+_V2_0203 = "http://terminology.hl7.org/CodeSystem/v2-0203"
+EXT = {
+    "ethnicity": f"{_VN}/StructureDefinition/vn-ext-ethnicity",
+    "occupation": f"{_VN}/StructureDefinition/vn-ext-occupation",
+    "religion": "http://hl7.org/fhir/StructureDefinition/patient-religion",
+    "province": f"{_VN}/StructureDefinition/vn-ext-province",
+    "ward": f"{_VN}/StructureDefinition/vn-ext-ward",
+}
+_CS = {
+    "ethnicity": f"{_VN}/CodeSystem/vn-ethnicity-cs",  # 54 ethnic groups, GSO list (QĐ 121-TCTK/PPCĐ)
+    "occupation": f"{_VN}/CodeSystem/vn-occupation-cs",  # QĐ 34/2020/QĐ-TTg
+    "religion": f"{_VN}/CodeSystem/vn-religion-cs",
 }
 _SEX = {"M": "male", "F": "female", "O": "other"}
 _ENC_CLASS = {
@@ -85,6 +117,7 @@ _FORM_LOINC = {
     "outpatient_record": ("34108-1", "Outpatient Note"),
     "admission_note": ("34117-2", "History and physical note"),
     "progress_note": ("11506-3", "Progress note"),
+    "diagnosis": ("29548-5", "Diagnosis Narrative"),
     "discharge_summary": ("18842-5", "Discharge summary"),
     "radiology_report": ("18748-4", "Diagnostic imaging study"),
 }
@@ -166,20 +199,40 @@ class Ctx:
 
 
 # -- builders ---------------------------------------------------------------
+def _id_type(code: str, display: str, system: str = _ID_TYPE) -> dict[str, Any]:
+    return {"coding": [{"system": system, "code": code, "display": display}], "text": display}
+
+
+def _coded(url: str, system: str, code: str | None) -> dict[str, Any] | None:
+    if not code:
+        return None
+    return {"url": url, "valueCodeableConcept": {"coding": [{"system": system, "code": code}]}}
+
+
 def patient_resource(ctx: Ctx, p: Patient) -> dict[str, Any]:
-    ids: list[dict[str, Any]] = [{"use": "usual", "system": SYSTEMS["patient"], "value": p.code}]
+    """VNCorePatient: identifier slices CCCD, BHYT, BHXH and MRN; ethnicity, occupation, religion; VNCoreAddress."""
+    ids: list[dict[str, Any]] = [
+        {
+            "use": "usual",
+            "type": _id_type("MR", "Medical record number", _V2_0203),
+            "system": SYSTEMS["patient"],
+            "value": p.code,
+        }
+    ]
     if p.cccd:
         ids.append(
             {
                 "use": "official",
-                "type": {"text": "Căn cước công dân"},
+                "type": _id_type("CCCD", "Căn cước công dân"),
                 "system": SYSTEMS["cccd"],
                 "value": p.cccd,
             }
         )
+    if p.bhyt_ssn:
+        ids.append({"type": _id_type("BHXH", "Mã số bảo hiểm xã hội"), "system": SYSTEMS["bhxh"], "value": p.bhyt_ssn})
     if p.bhyt_number:
         bhyt: dict[str, Any] = {
-            "type": {"text": "Thẻ bảo hiểm y tế"},
+            "type": _id_type("BHYT", "Thẻ bảo hiểm y tế"),
             "system": SYSTEMS["bhyt"],
             "value": p.bhyt_number,
         }
@@ -190,9 +243,19 @@ def patient_resource(ctx: Ctx, p: Patient) -> dict[str, Any]:
         if p.bhyt_registered_facility:
             bhyt["assigner"] = {"display": f"Nơi đăng ký KCB ban đầu {p.bhyt_registered_facility}"}
         ids.append(bhyt)
+    extensions = [
+        e
+        for e in (
+            _coded(EXT["ethnicity"], _CS["ethnicity"], p.ethnicity_code),
+            _coded(EXT["occupation"], _CS["occupation"], p.occupation_code),
+            _coded(EXT["religion"], _CS["religion"], p.religion_code),
+        )
+        if e is not None
+    ]
     res: dict[str, Any] = {
         "resourceType": "Patient",
         "id": str(p.id),
+        "meta": {"profile": [VN_PATIENT_PROFILE]},
         "identifier": ids,
         "active": p.status == "active",
         "name": [{"use": "official", "text": p.full_name, "family": p.family_name, "given": [p.given_name]}],
@@ -201,11 +264,53 @@ def patient_resource(ctx: Ctx, p: Patient) -> dict[str, Any]:
     }
     if p.phone:
         res["telecom"] = [{"system": "phone", "value": p.phone}]
-    if p.address:
-        res["address"] = [{"text": p.address, "state": p.province_code, "country": "VN"}]
+    if extensions:
+        res["extension"] = extensions
+    address = _address(p)
+    if address:
+        res["address"] = [address]
+    contacts = [
+        {
+            "relationship": [
+                {
+                    "coding": [{"system": "http://terminology.hl7.org/CodeSystem/v3-RoleCode", "code": code}],
+                    "text": text,
+                }
+            ],
+            "name": {"text": name},
+        }
+        for code, text, name in (
+            ("FTH", "Cha", p.father_name),
+            ("MTH", "Mẹ", p.mother_name),
+            ("GUARD", "Người giám hộ", p.guardian_name),
+        )
+        if name
+    ]
+    if contacts:
+        res["contact"] = contacts
     if p.merged_into_id:
         res["link"] = [{"other": _ref("Patient", p.merged_into_id), "type": "replaced-by"}]
     return res
+
+
+def _address(p: Patient) -> dict[str, Any] | None:
+    """VNCoreAddress: province and ward as coded extensions (vn-addr-province: a VN address names its province)."""
+    if not (p.address or p.province_code or p.ward_code):
+        return None
+    addr: dict[str, Any] = {"use": "home"}
+    ext = []
+    if p.province_code:
+        ext.append({"url": EXT["province"], "valueCoding": {"code": p.province_code}})
+    if p.ward_code:
+        ext.append({"url": EXT["ward"], "valueCoding": {"code": p.ward_code}})
+    if ext:
+        addr["extension"] = ext
+    if p.address:
+        addr["text"] = p.address
+    if p.province_code:
+        addr["state"] = p.province_code
+        addr["country"] = "VN"
+    return addr
 
 
 def encounter_resource(ctx: Ctx, e: Encounter) -> dict[str, Any]:

@@ -7,6 +7,10 @@ every signature. Groups the EMR does not keep (medication orders, lab
 results, referral, emergency, procedure and surgery forms) are left out
 rather than sent empty. Field names are lower-case as in the guideline's
 appendix (LOW confidence for some names; see shared/vn-exchange-formats.md).
+The admission note (PhieuKhamVaoVien), the diagnosis (PhieuChanDoan) and the
+discharge paper (GiayRaVien, the QĐ 4750 XML7/XML8 fields: storage number,
+health ID, treatment method, summary of results, doctor's advice, discharging
+doctor, document date, parents) each carry their own signer.
 
 Offline verification: the JSON carries the RFC 8785 canonical form's
 SHA-256 and a detached CMS signature over exactly those bytes made with the
@@ -28,6 +32,7 @@ from cryptography.hazmat.primitives.asymmetric.rsa import RSAPrivateKey
 from cryptography.hazmat.primitives.serialization import pkcs7
 from lxml import etree
 
+from ..core.clock import local_isoformat
 from .artifacts import ArtifactSource, NoArtifacts
 from .config import ExportConfig
 from .envelope import sign_enveloped
@@ -51,8 +56,8 @@ _ITEM = {
 
 
 def _iso(value: datetime | None) -> str | None:
-    v = local(value)
-    return None if v is None else v.strftime("%Y-%m-%dT%H:%M:%S+07:00")
+    """ISO 8601 in the facility's zone with its offset (the offset follows the zone, e.g. +07:00)."""
+    return None if value is None else local_isoformat(value)
 
 
 def _signature(item: SignedDocument, artifacts: ArtifactSource) -> dict[str, Any]:
@@ -70,6 +75,29 @@ def _signature(item: SignedDocument, artifacts: ArtifactSource) -> dict[str, Any
         "noidung_sha256": v.content_sha256,
         "cms_base64": base64.b64encode(cms).decode("ascii") if cms else None,
     }
+
+
+def _latest(record: VisitRecord, form_type: str) -> SignedDocument | None:
+    """The most recently signed document of ``form_type`` in the visit (None: none signed)."""
+    found = [s for s in record.other_documents if s.document.form_type == form_type]
+    return max(found, key=lambda s: (s.version.signed_at or s.version.created_at, s.document.id)) if found else None
+
+
+def _signer(item: SignedDocument | None) -> dict[str, Any]:
+    """Who signed a document and when: each record part names its own responsible person."""
+    if item is None:
+        return {"sophieu": None, "nguoiky_hoten": None, "nguoiky_cchn": None, "ngayky": None}
+    return {
+        "sophieu": str(item.document.id),
+        "nguoiky_hoten": item.signer.full_name if item.signer else None,
+        "nguoiky_cchn": item.signer.practising_cert_no if item.signer else None,
+        "ngayky": _iso(item.version.signed_at),
+    }
+
+
+def _date(value: datetime | None) -> str | None:
+    v = local(value)
+    return None if v is None else v.date().isoformat()
 
 
 def build_hsba(record: VisitRecord, config: ExportConfig, artifacts: ArtifactSource | None = None) -> dict[str, Any]:
@@ -123,6 +151,13 @@ def build_hsba(record: VisitRecord, config: ExportConfig, artifacts: ArtifactSou
             }
         )
     attending = record.attending
+    admission = _latest(record, "admission_note")
+    diagnosis = _latest(record, "diagnosis")
+    discharge = _latest(record, "discharge_summary")
+    adm = admission.content if admission else {}
+    dia = diagnosis.content if diagnosis else {}
+    dis = discharge.content if discharge else {}
+    author = (record.user(discharge.version.created_by) or discharge.author) if discharge else None
     signatures = [
         _signature(s, artifacts)
         for s in sorted(
@@ -150,6 +185,11 @@ def build_hsba(record: VisitRecord, config: ExportConfig, artifacts: ArtifactSou
             "maxa": p.ward_code,
             "dienthoai": p.phone,
             "nhommau": p.blood_type,
+            "tongiao": p.religion_code,
+            "madinhdanhyte": p.health_id,
+            "hoten_cha": p.father_name,
+            "hoten_me": p.mother_name,
+            "nguoigiamho": p.guardian_name,
         },
         "ThongTinVaoVien": {
             "sovaovien": e.visit_code,
@@ -164,6 +204,14 @@ def build_hsba(record: VisitRecord, config: ExportConfig, artifacts: ArtifactSou
             "bacsidieutri": attending.full_name if attending else None,
             "mabacsidieutri": attending.practising_cert_no if attending else None,
             "doituong": e.insurance_object,
+            "PhieuKhamVaoVien": {
+                **_signer(admission),
+                "lydovaovien": adm.get("reason"),
+                "benhsu": adm.get("history") or None,
+                "khamlamsang": adm.get("examination"),
+                "chandoanbandau": adm.get("initial_diagnosis"),
+                "huongxutri": adm.get("plan") or None,
+            },
         },
         "ThongTinDieuTri": {
             "maicd": codes[0] if codes else None,
@@ -174,6 +222,17 @@ def build_hsba(record: VisitRecord, config: ExportConfig, artifacts: ArtifactSou
             "loairavien": e.discharge_type,
             "ngayravien": _iso(e.discharged_at),
             "trangthai": e.status,
+            "PhieuChanDoan": {
+                **_signer(diagnosis),
+                "maicd_chinh": dia.get("main_code"),
+                "chandoan_chinh": dia.get("main_text"),
+                "maicd_kemtheo": dia.get("secondary_codes") or None,
+                "chandoan_kemtheo": dia.get("secondary_text") or None,
+            },
+            "quatrinhbenhly": dis.get("summary"),
+            "tomtat_kqcls": dis.get("test_results") or None,
+            "phuongphapdieutri": dis.get("treatment"),
+            "loidan_bacsi": dis.get("doctor_advice") or None,
             "dienbien": [
                 {
                     "thoidiem": _iso(n.version.created_at),
@@ -185,6 +244,28 @@ def build_hsba(record: VisitRecord, config: ExportConfig, artifacts: ArtifactSou
                 }
                 for n in record.progress_notes
             ],
+        },
+        "GiayRaVien": {
+            **_signer(discharge),
+            "soluutru": dis.get("storage_number") or None,
+            "mayte": p.health_id or p.code,
+            "makhoa_rv": record.department.code if record.department else None,
+            "ngayvao": _iso(e.admitted_at),
+            "ngayra": _iso(e.discharged_at),
+            "chandoan_rv": dis.get("discharge_diagnosis"),
+            "pp_dieutri": dis.get("treatment"),
+            "ketquadieutri": dis.get("result"),
+            "ghichu": dis.get("doctor_advice") or None,
+            "huongdan_sauravien": dis.get("follow_up") or None,
+            "ma_ttdv": config.head_code,
+            "bacsi_dieutri": author.full_name if author else None,
+            "bacsi_dieutri_cchn": author.practising_cert_no if author else None,
+            # MA_BS / TEN_BS: the head (or deputy head) of department who signs the paper last.
+            "bacsi_ravien": discharge.signer.full_name if discharge and discharge.signer else None,
+            "bacsi_ravien_cchn": discharge.signer.practising_cert_no if discharge and discharge.signer else None,
+            "ngaychungtu": _date(discharge.version.signed_at) if discharge else None,  # NGAY_CT
+            "hoten_cha": p.father_name,
+            "hoten_me": p.mother_name,
         },
         "PhieuChiDinh": orders,
         "KetQuaChanDoanHinhAnh": results,

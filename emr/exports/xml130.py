@@ -18,6 +18,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 from datetime import datetime
+from decimal import ROUND_HALF_UP, Decimal, InvalidOperation
 from functools import lru_cache
 from pathlib import Path
 
@@ -39,6 +40,8 @@ __all__ = [
     "validate_table",
     "XSD_DIR",
     "benefit_level",
+    "treatment_days",
+    "weight_kg",
 ]
 
 XSD_DIR = Path(__file__).with_name("xsd")
@@ -54,6 +57,14 @@ _IMAGING_COST_GROUP = "2"
 _BENEFIT = {"1": "100", "2": "100", "3": "95", "4": "80", "5": "100"}
 # PHAM_VI: 1 = within the insurance's scope, 2 = outside it (the service has no BHYT price).
 _IN_SCOPE, _OUT_OF_SCOPE = "1", "2"
+# MA_PTTT (payment method of a row): 1 = fee for service, 2 = capitation, 3 = DRG. Imaging
+# services billed by this EMR are paid per service; T_BHTT_GDV sums T_BHTT over the rows with 1.
+_FEE_FOR_SERVICE = "1"
+# SO_NGAY_DTRI by MA_LOAI_KCB (annex, table 1, field 38): 0 for 01, 07, 09; NGAY_RA − NGAY_VAO + 1
+# (calendar days, admission date counted) for 02, 03, 04, 06. Codes 05 and 08 count days of
+# medication or of services, which this EMR does not hold.
+_ZERO_DAYS = {"01", "07", "09"}
+_SPAN_DAYS = {"02", "03", "04", "06"}
 _SERVICE_MONEY = ("DON_GIA_BV", "DON_GIA_BH", "THANH_TIEN_BV", "THANH_TIEN_BH", "T_BNTT", "T_BNCCT", "T_BHTT")
 _FUND_MONEY = ("MUC_HUONG", "T_BNCCT", "T_BHTT")
 _VISIT_MONEY = ("T_TONGCHI_BV", "T_TONGCHI_BH", "T_BNTT", "T_BNCCT", "T_BHTT", "T_BHTT_GDV")
@@ -108,6 +119,7 @@ def _service_money(record: VisitRecord, order: ImagingOrder) -> _Money:
     insured = _insured(record)
     level = _level(record)
     fields = {name: "" for name in _SERVICE_MONEY}
+    fields["MA_PTTT"] = _FEE_FOR_SERVICE
     fields["MUC_HUONG"] = (str(level) if level is not None else "") if insured else "0"
     fields["PHAM_VI"] = _IN_SCOPE
     if order.price_hospital is None:
@@ -144,6 +156,9 @@ def _visit_money(services: list[_Money]) -> dict[str, str]:
         return {**out, **{name: "" for name in _VISIT_MONEY}}
     totals = visit_totals(m.amounts for m in services if m.amounts is not None)
     fund_known = all(m.fund_known for m in services)
+    fee_for_service = visit_totals(
+        m.amounts for m in services if m.amounts is not None and m.fields.get("MA_PTTT") == _FEE_FOR_SERVICE
+    )
     return {
         **out,
         "T_TONGCHI_BV": fmt_money(totals.total_hospital),
@@ -153,7 +168,7 @@ def _visit_money(services: list[_Money]) -> dict[str, str]:
             {
                 "T_BNCCT": fmt_money(totals.copayment),
                 "T_BHTT": fmt_money(totals.fund_pays),
-                "T_BHTT_GDV": fmt_money(totals.fund_pays),
+                "T_BHTT_GDV": fmt_money(fee_for_service.fund_pays),
             }
             if fund_known
             else {name: "" for name in _VISIT_FUND}
@@ -161,20 +176,44 @@ def _visit_money(services: list[_Money]) -> dict[str, str]:
     }
 
 
+def treatment_days(visit_type: str, admitted: datetime | None, discharged: datetime | None) -> str:
+    """SO_NGAY_DTRI: calendar days in local time from the admission (NGAY_VAO) to NGAY_RA, both counted."""
+    if discharged is None:
+        return ""
+    if visit_type in _ZERO_DAYS:
+        return "0"
+    start, end = local(admitted), local(discharged)
+    if visit_type in _SPAN_DAYS and start is not None and end is not None:
+        return str((end.date() - start.date()).days + 1)
+    return ""
+
+
+def weight_kg(value: str | None) -> str:
+    """CAN_NANG: kilograms with a decimal point and exactly two decimals ('' when unknown or not a number)."""
+    if not value:
+        return ""
+    try:
+        number = Decimal(value.replace(",", ".").strip())
+    except InvalidOperation:
+        return value  # the check reports the format
+    return f"{number.quantize(Decimal('0.01'), rounding=ROUND_HALF_UP)}"
+
+
+def _discharge_content(record: VisitRecord) -> dict[str, str]:
+    """The signed discharge paper's text fields (PP_DIEU_TRI, GHI_CHU come from it), {} without one."""
+    for item in reversed(record.other_documents):
+        if item.document.form_type == "discharge_summary":
+            return {k: str(v) for k, v in item.content.items() if v not in (None, "")}
+    return {}
+
+
 def _xml1(record: VisitRecord, config: ExportConfig, money: list[_Money]) -> dict[str, str]:
     e, p = record.encounter, record.patient
+    discharge = _discharge_content(record)
     codes = [c for c, _ in record.diagnoses]
     settled = e.discharged_at or e.closed_at
     settled_local = local(settled)
-    days = ""
-    if e.discharged_at is not None:
-        if e.kind == "inpatient":
-            start = local(e.inpatient_at or e.admitted_at)
-            end = local(e.discharged_at)
-            assert start is not None and end is not None
-            days = str(max((end.date() - start.date()).days, 1))
-        else:
-            days = "0"
+    visit_type = _VISIT_TYPE.get(e.kind, "")
     return {
         "MA_LK": e.visit_code,
         "STT": "1",
@@ -214,20 +253,20 @@ def _xml1(record: VisitRecord, config: ExportConfig, money: list[_Money]) -> dic
         "NGAY_VAO_NOI_TRU": fmt_datetime(e.inpatient_at),
         "NGAY_RA": fmt_datetime(e.discharged_at),
         "GIAY_CHUYEN_TUYEN": "",
-        "SO_NGAY_DTRI": days,
-        "PP_DIEU_TRI": "",
+        "SO_NGAY_DTRI": treatment_days(visit_type, e.admitted_at, e.discharged_at),
+        "PP_DIEU_TRI": discharge.get("treatment", ""),
         "KET_QUA_DTRI": e.treatment_result or "",
         "MA_LOAI_RV": e.discharge_type or "",
-        "GHI_CHU": "",
+        "GHI_CHU": discharge.get("doctor_advice", ""),
         "NGAY_TTOAN": fmt_datetime(settled),
         **_visit_money(money),
         "NAM_QT": f"{settled_local:%Y}" if settled_local else "",
         "THANG_QT": f"{settled_local:%m}" if settled_local else "",
-        "MA_LOAI_KCB": _VISIT_TYPE.get(e.kind, ""),
+        "MA_LOAI_KCB": visit_type,
         "MA_KHOA": record.department.code if record.department else "",
         "MA_CSKCB": config.facility_code,
         "MA_KHUVUC": "",
-        "CAN_NANG": e.weight_kg or "",
+        "CAN_NANG": weight_kg(e.weight_kg),
         "CAN_NANG_CON": "",
         "NAM_NAM_LIEN_TUC": fmt_date(p.bhyt_five_years_since),
         "NGAY_TAI_KHAM": "",
@@ -409,6 +448,8 @@ def check_rows(rows: Rows, *, record: VisitRecord | None = None) -> list[FieldPr
                     ok = bool(_DATETIME.fullmatch(value)) and _valid_datetime(value)
                 elif f.kind == "date":
                     ok = bool(_DATE.fullmatch(value))
+                elif f.kind == "date_or_datetime":
+                    ok = bool(_DATE.fullmatch(value)) or (bool(_DATETIME.fullmatch(value)) and _valid_datetime(value))
                 elif f.kind == "int":
                     ok = bool(_INT.fullmatch(value))
                 elif f.kind == "dec":

@@ -27,6 +27,7 @@ def _pattern(f: Field) -> str | None:
     return {
         "datetime": r"\d{12}",
         "date": r"\d{8}",
+        "date_or_datetime": r"\d{8}|\d{12}",
         "int": r"-?\d+",
         "dec": r"-?\d+(\.\d+)?",
     }.get(f.kind)

@@ -1,25 +1,30 @@
 """The live FHIR API's reads and searches: FHIR search parameters → SQL → validated resources.
 
-The resources themselves are built in :mod:`emr.exports.fhir` (shared with the exports).
+The resources themselves are built in :mod:`emr.exports.fhir` (shared with the exports); the
+R4 search parameter rules (dates, tokens, references, names) are in :mod:`emr.fhir.params`.
 """
 
 from __future__ import annotations
 
+import hashlib
+import json
 import re
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import date, datetime, timedelta
+from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Select, and_, or_, select
+from sqlalchemy import Select, false, or_, select
 from sqlalchemy.orm import Session
 
-from emr.core.clock import to_utc
+from emr.core.clock import local_isoformat
 from emr.core.states import StudyState
 from emr.exports.artifacts import ArtifactSource, NoArtifacts
 from emr.exports.fhir import (
     RESOURCE_TYPES,
+    SYSTEM_ALIASES,
     SYSTEMS,
+    VN_PATIENT_PROFILE,
     Ctx,
     FhirError,
     audit_event_resource,
@@ -32,6 +37,7 @@ from emr.exports.fhir import (
     service_request_resource,
     validated,
 )
+from emr.fhir import params as fp
 from emr.models import (
     AuditEntry,
     Document,
@@ -42,7 +48,7 @@ from emr.models import (
     Study,
 )
 
-__all__ = ["SearchResult", "capability_statement", "read_resource", "search_resources"]
+__all__ = ["SearchResult", "capability_statement", "known_params", "read_resource", "search_resources"]
 
 
 # -- reads and searches ---------------------------------------------------------
@@ -59,46 +65,46 @@ def _id(value: str) -> int:
     return int(value)
 
 
-_PREFIX = re.compile(r"^(eq|ge|le|gt|lt)?(\d{4}-\d{2}-\d{2})(T\d{2}:\d{2}(:\d{2})?)?$")
+def _token(value: str) -> tuple[str | None, str | None]:
+    """(system, code) per R4 token rules; known aliases mapped to the VN Core URIs."""
+    system, code = fp.parse_token(value)
+    return (SYSTEM_ALIASES.get(system, system) if system else system), code
 
 
-def _date_clause(column: Any, values: list[str], *, local_dates: bool = True) -> list[Any]:
-    """FHIR date search (eq/ge/le/gt/lt, day or minute precision) on a naive-UTC column."""
-    clauses = []
-    for raw in values:
-        m = _PREFIX.match(raw)
-        if not m:
-            raise FhirError(f"bad date {raw!r}: use [eq|ge|le|gt|lt]YYYY-MM-DD[THH:MM]")
-        prefix = m.group(1) or "eq"
-        if m.group(3):
-            start = datetime.fromisoformat(m.group(2) + m.group(3))
-            end = start + timedelta(minutes=1)
-        else:
-            start = datetime.combine(date.fromisoformat(m.group(2)), datetime.min.time())
-            end = start + timedelta(days=1)
-        if local_dates:
-            start, end = to_utc(start), to_utc(end)
-        clauses.append(
-            {
-                "eq": and_(column >= start, column < end),
-                "ge": column >= start,
-                "gt": column >= end,
-                "le": column < end,
-                "lt": column < start,
-            }[prefix]
-        )
-    return clauses
-
-
-def _token(value: str) -> tuple[str | None, str]:
-    system, sep, code = value.partition("|")
-    return (system or None, code) if sep else (None, value)
+def _ids(values: list[str], kind: str) -> list[int]:
+    return [_id(fp.reference_id(x, kind)) for v in values for x in v.split(",")]
 
 
 def _patient_filter(args: dict[str, list[str]], column: Any) -> list[Any]:
+    return [column.in_(_ids([v], "Patient")) for v in args.get("patient", []) + args.get("subject", [])]
+
+
+def _one_of(clauses: list[Any]) -> Any:
+    return or_(*clauses) if len(clauses) != 1 else clauses[0]
+
+
+def _identifier(values: list[str], columns: dict[str | None, list[Any]]) -> list[Any]:
+    """identifier=[system]|[code] on the columns each system maps to (None: identifiers without a system).
+
+    ``|code`` matches only identifiers that have no system; ``system|`` any value in the system;
+    an unknown system matches nothing (it may be a valid system this server does not hold).
+    """
     out = []
-    for v in args.get("patient", []) + args.get("subject", []):
-        out.append(column == _id(v.removeprefix("Patient/")))
+    for raw in values:
+        alternatives: list[Any] = []
+        for part in raw.split(","):
+            system, code = _token(part)
+            if system is None:
+                targets = [c for cols in columns.values() for c in cols]
+            else:
+                targets = columns.get(system or None, [])
+            if not targets:
+                alternatives.append(false())
+            elif code is None:
+                alternatives.append(or_(*[c.is_not(None) for c in targets]))
+            else:
+                alternatives.append(or_(*[c == code for c in targets]))
+        out.append(_one_of(alternatives))
     return out
 
 
@@ -112,59 +118,66 @@ _SEARCH_PARAMS: dict[str, set[str]] = {
     "Provenance": {"patient", "target", "recorded", "_id"},
     "AuditEvent": {"patient", "date", "action", "_id"},
 }
+# Result parameters the API itself handles (paging, format); never "unknown".
+CONTROL_PARAMS = frozenset({"_count", "_offset", "_format"})
+
+
+def known_params(kind: str) -> set[str]:
+    return _SEARCH_PARAMS.get(kind, set()) | CONTROL_PARAMS
 
 
 def _order_ids_for_accession(session: Session, value: str) -> Select[Any]:
     return select(ImagingOrder.id).where(ImagingOrder.accession_number == value)
 
 
-def _query(session: Session, kind: str, args: dict[str, list[str]]) -> Select[Any]:  # noqa: C901 - one branch per type
-    unknown = set(args) - _SEARCH_PARAMS[kind] - {"_count", "_format"}
-    if unknown:
+def _query(  # noqa: C901 - one branch per type
+    session: Session, kind: str, args: dict[str, list[str]], *, lenient: bool = False
+) -> Select[Any]:
+    unknown = set(args) - known_params(kind)
+    if unknown and not lenient:
         raise FhirError(f"unsupported search parameter(s) for {kind}: {', '.join(sorted(unknown))}")
-    ids = [_id(x) for v in args.get("_id", []) for x in v.split(",")]
+    args = {k: [v for v in vs if v != ""] for k, vs in args.items() if k not in unknown}
+    ids = _ids(args.get("_id", []), kind)
     q: Select[Any]
     if kind == "Patient":
         q = select(Patient)
         if ids:
             q = q.where(Patient.id.in_(ids))
-        for v in args.get("identifier", []):
-            system, code = _token(v)
-            cols: dict[str, list[Any]] = {
-                SYSTEMS["cccd"]: [Patient.cccd],
-                SYSTEMS["bhyt"]: [Patient.bhyt_number, Patient.bhyt_ssn],
-                SYSTEMS["patient"]: [Patient.code],
-            }
-            if system is not None and system not in cols:
-                raise FhirError(f"unknown identifier system {system!r}")
-            targets = cols[system] if system else [Patient.cccd, Patient.bhyt_number, Patient.bhyt_ssn, Patient.code]
-            q = q.where(or_(*[c == code for c in targets]))
+        q = q.where(
+            *_identifier(
+                args.get("identifier", []),
+                {
+                    SYSTEMS["cccd"]: [Patient.cccd],
+                    SYSTEMS["bhyt"]: [Patient.bhyt_number],
+                    SYSTEMS["bhxh"]: [Patient.bhyt_ssn],
+                    SYSTEMS["patient"]: [Patient.code],
+                },
+            )
+        )
         for v in args.get("name", []):
-            from emr.core.normalize import fold
-
-            q = q.where(Patient.search_name.startswith(fold(v)))
-        for v in args.get("birthdate", []):
-            if not re.fullmatch(r"\d{4}-\d{2}-\d{2}", v):
-                raise FhirError("birthdate must be YYYY-MM-DD")
-            q = q.where(Patient.birth_date == date.fromisoformat(v))
+            q = q.where(_one_of([fp.name_clause(Patient.search_name, part) for part in v.split(",")]))
+        q = q.where(*fp.local_date_clauses(Patient.birth_date, args.get("birthdate", [])))
         return q.order_by(Patient.id)
     if kind == "Encounter":
         q = select(Encounter).where(*_patient_filter(args, Encounter.patient_id))
         if ids:
             q = q.where(Encounter.id.in_(ids))
-        q = q.where(*_date_clause(Encounter.admitted_at, args.get("date", [])))
-        for v in args.get("identifier", []):
-            q = q.where(or_(Encounter.visit_code == _token(v)[1], Encounter.record_no == _token(v)[1]))
+        q = q.where(*fp.date_clauses(Encounter.admitted_at, args.get("date", [])))
+        q = q.where(
+            *_identifier(
+                args.get("identifier", []),
+                {SYSTEMS["visit"]: [Encounter.visit_code], SYSTEMS["record"]: [Encounter.record_no]},
+            )
+        )
         return q.order_by(Encounter.admitted_at, Encounter.id)
     if kind == "ServiceRequest":
         q = select(ImagingOrder).where(*_patient_filter(args, ImagingOrder.patient_id))
         if ids:
             q = q.where(ImagingOrder.id.in_(ids))
-        q = q.where(*_date_clause(ImagingOrder.ordered_at, args.get("authored", [])))
-        for v in args.get("identifier", []):
-            q = q.where(ImagingOrder.accession_number == _token(v)[1])
+        q = q.where(*fp.date_clauses(ImagingOrder.ordered_at, args.get("authored", [])))
+        q = q.where(*_identifier(args.get("identifier", []), {SYSTEMS["accession"]: [ImagingOrder.accession_number]}))
         for v in args.get("encounter", []):
-            q = q.where(ImagingOrder.encounter_id == _id(v.removeprefix("Encounter/")))
+            q = q.where(ImagingOrder.encounter_id.in_(_ids([v], "Encounter")))
         return q.order_by(ImagingOrder.ordered_at, ImagingOrder.id)
     if kind == "ImagingStudy":
         q = select(Study).where(Study.state == StudyState.LINKED, *_patient_filter(args, Study.patient_id))
@@ -172,18 +185,15 @@ def _query(session: Session, kind: str, args: dict[str, list[str]]) -> Select[An
             q = q.where(Study.id.in_(ids))
         for v in args.get("identifier", []):
             system, code = _token(v)
-            if system == SYSTEMS["dicom_uid"] or code.startswith("urn:oid:"):
-                q = q.where(Study.study_instance_uid == code.removeprefix("urn:oid:"))
-            else:
+            if system == SYSTEMS["dicom_uid"] or (code or "").startswith("urn:oid:"):
+                q = q.where(Study.study_instance_uid == (code or "").removeprefix("urn:oid:"))
+            elif system in (None, SYSTEMS["accession"]) and code:
                 q = q.where(Study.accession_number == code)
-        for v in args.get("started", []):
-            m = _PREFIX.match(v)
-            if not m or m.group(3):
-                raise FhirError("started must be [prefix]YYYY-MM-DD")
-            day = m.group(2).replace("-", "")
-            op = m.group(1) or "eq"
-            col = Study.study_date
-            q = q.where({"eq": col == day, "ge": col >= day, "le": col <= day, "gt": col > day, "lt": col < day}[op])
+            elif system == SYSTEMS["accession"]:
+                q = q.where(Study.accession_number.is_not(None))
+            else:
+                q = q.where(false())
+        q = q.where(*fp.day_string_clauses(Study.study_date, args.get("started", [])))
         return q.order_by(Study.id)
     if kind in ("DiagnosticReport", "DocumentReference"):
         q = select(Document).where(*_patient_filter(args, Document.patient_id))
@@ -192,50 +202,36 @@ def _query(session: Session, kind: str, args: dict[str, list[str]]) -> Select[An
         if ids:
             q = q.where(Document.id.in_(ids))
         if args.get("date"):
-            signed = select(DocumentVersion.document_id).where(*_date_clause(DocumentVersion.signed_at, args["date"]))
+            signed = select(DocumentVersion.document_id).where(
+                *fp.date_clauses(DocumentVersion.signed_at, args["date"])
+            )
             q = q.where(Document.id.in_(signed))
         for v in args.get("identifier", []):
             code = _token(v)[1]
-            q = q.where(Document.order_id.in_(_order_ids_for_accession(session, code)))
+            q = q.where(Document.order_id.in_(_order_ids_for_accession(session, code or "")))
         for v in args.get("based-on", []):
-            q = q.where(Document.order_id == _id(v.removeprefix("ServiceRequest/")))
+            q = q.where(Document.order_id.in_(_ids([v], "ServiceRequest")))
         for v in args.get("encounter", []):
-            q = q.where(Document.encounter_id == _id(v.removeprefix("Encounter/")))
+            q = q.where(Document.encounter_id.in_(_ids([v], "Encounter")))
         return q.order_by(Document.id)
     if kind == "Provenance":
         q = select(DocumentVersion).where(DocumentVersion.signed_at.is_not(None))
         if ids:
             q = q.where(DocumentVersion.id.in_(ids))
         if args.get("patient"):
-            pats = [_id(v.removeprefix("Patient/")) for v in args["patient"]]
+            pats = _ids(args["patient"], "Patient")
             q = q.where(DocumentVersion.document_id.in_(select(Document.id).where(Document.patient_id.in_(pats))))
         for v in args.get("target", []):
-            q = q.where(DocumentVersion.document_id == _id(v.split("/")[-1]))
-        q = q.where(*_date_clause(DocumentVersion.signed_at, args.get("recorded", [])))
+            q = q.where(DocumentVersion.document_id == _id(v.rstrip("/").split("/")[-1]))
+        q = q.where(*fp.date_clauses(DocumentVersion.signed_at, args.get("recorded", [])))
         return q.order_by(DocumentVersion.id)
     if kind == "AuditEvent":
         q = select(AuditEntry).where(*_patient_filter(args, AuditEntry.patient_id))
         if ids:
             q = q.where(AuditEntry.id.in_(ids))
         for v in args.get("action", []):
-            q = q.where(AuditEntry.action == v)
-        for raw in args.get("date", []):
-            m = _PREFIX.match(raw)
-            if not m:
-                raise FhirError("bad date")
-            day = m.group(2)  # audit times are UTC ISO strings
-            op = m.group(1) or "eq"
-            col = AuditEntry.at
-            nxt = (date.fromisoformat(day) + timedelta(days=1)).isoformat()
-            q = q.where(
-                {
-                    "eq": and_(col >= day, col < nxt),
-                    "ge": col >= day,
-                    "gt": col >= nxt,
-                    "le": col < nxt,
-                    "lt": col < day,
-                }[op]
-            )
+            q = q.where(AuditEntry.action.in_(v.split(",")))
+        q = q.where(*fp.iso_string_clauses(AuditEntry.at, args.get("date", [])))
         return q.order_by(AuditEntry.id.desc())
     raise FhirError(f"unsupported resource type {kind}", 404, "not-supported")
 
@@ -261,6 +257,46 @@ def _patient_of(kind: str, obj: Any, session: Session) -> int | None:
     return getattr(obj, "patient_id", None)
 
 
+def _max_time(*values: datetime | None) -> datetime | None:
+    present = [v for v in values if v is not None]
+    return max(present) if present else None
+
+
+def _last_updated(kind: str, obj: Any, session: Session) -> datetime | None:
+    """The last time the row behind a resource changed (naive UTC), as far as the EMR records it."""
+    if kind == "Patient":
+        return _max_time(obj.updated_at, obj.created_at)
+    if kind == "Encounter":
+        return _max_time(obj.created_at, obj.inpatient_at, obj.discharged_at, obj.closed_at)
+    if kind == "ServiceRequest":
+        return _max_time(obj.ordered_at, obj.performed_at, obj.result_at)
+    if kind in ("DiagnosticReport", "DocumentReference"):
+        return _max_time(
+            obj.created_at,
+            obj.cancelled_at,
+            *(v.created_at for v in obj.versions),
+            *(v.signed_at for v in obj.versions),
+        )
+    if kind == "ImagingStudy":
+        return _max_time(obj.first_seen_at, obj.linked_at)
+    if kind == "Provenance":
+        return _max_time(obj.signed_at)
+    if kind == "AuditEvent":
+        return datetime.fromisoformat(obj.at.replace("Z", "+00:00")).replace(tzinfo=None)
+    return _max_time(getattr(obj, "updated_at", None), getattr(obj, "created_at", None))
+
+
+def _with_meta(resource: dict[str, Any], updated: datetime | None) -> dict[str, Any]:
+    """meta.versionId: a digest of the content (changes whenever the resource does); meta.lastUpdated."""
+    body = {k: v for k, v in resource.items() if k != "meta"}
+    digest = hashlib.sha256(json.dumps(body, sort_keys=True, ensure_ascii=False).encode("utf-8")).hexdigest()[:16]
+    meta = dict(resource.get("meta") or {})
+    meta["versionId"] = digest
+    if updated is not None:
+        meta["lastUpdated"] = local_isoformat(updated)
+    return {**resource, "meta": meta}
+
+
 def search_resources(
     session: Session,
     kind: str,
@@ -270,17 +306,22 @@ def search_resources(
     dicomweb_url: str,
     artifacts: ArtifactSource | None = None,
     limit: int = 50,
+    offset: int = 0,
+    lenient: bool = False,
 ) -> SearchResult:
-    """Validated resources of ``kind`` matching ``args`` (FHIR search parameters)."""
+    """Validated resources of ``kind`` matching ``args`` (FHIR search parameters), one page.
+
+    ``lenient``: unknown parameters are ignored (``Prefer: handling=lenient``) instead of refused.
+    """
     if kind not in _BUILDERS:
         raise FhirError(f"unsupported resource type {kind}", 404, "not-supported")
     ctx = Ctx(session, public_url, dicomweb_url, artifacts or NoArtifacts())
-    q = _query(session, kind, args)
+    q = _query(session, kind, args, lenient=lenient)
     from sqlalchemy import func
 
     total = session.scalar(select(func.count()).select_from(q.order_by(None).subquery())) or 0
-    rows = list(session.scalars(q.limit(limit)))
-    resources = [validated(_BUILDERS[kind](ctx, r)) for r in rows]
+    rows = list(session.scalars(q.offset(offset).limit(limit))) if limit > 0 else []
+    resources = [validated(_with_meta(_BUILDERS[kind](ctx, r), _last_updated(kind, r, session))) for r in rows]
     patients = {p for r in rows if (p := _patient_of(kind, r, session)) is not None}
     return SearchResult(resources, int(total), patients)
 
@@ -321,7 +362,9 @@ def capability_statement(base_url: str) -> dict[str, Any]:
                     "resource": [
                         {
                             "type": kind,
+                            **({"supportedProfile": [VN_PATIENT_PROFILE]} if kind == "Patient" else {}),
                             "interaction": [{"code": "read"}, {"code": "search-type"}],
+                            "versioning": "versioned",
                             "searchParam": [
                                 {
                                     "name": p,
@@ -330,7 +373,7 @@ def capability_statement(base_url: str) -> dict[str, Any]:
                                     else (
                                         "reference"
                                         if p in ("patient", "subject", "encounter", "based-on", "target")
-                                        else "token"
+                                        else ("string" if p == "name" else "token")
                                     ),
                                 }
                                 for p in sorted(_SEARCH_PARAMS[kind])

@@ -1,14 +1,22 @@
 """FHIR R4 read and search API under /fhir (JSON), for HIS, the provincial record warehouse, other hospitals.
 
 Same bearer tokens and permission table as /api; every read and search is
-audited with the patients it returned; errors are OperationOutcome
-resources. The resources are built and validated in :mod:`emr.exports.fhir`.
+audited with the patients it returned. Every answer is FHIR JSON: errors,
+unknown types and wrong methods are OperationOutcome resources, a client that
+accepts only XML gets 406. Searches page with ``_count``/``_offset`` and
+``next``/``previous`` links; ``Prefer: handling=lenient`` ignores unknown
+parameters (strict, the default, refuses them). Reads carry ``meta.versionId``,
+``meta.lastUpdated`` and an ``ETag``. The resources are built and validated in
+:mod:`emr.exports.fhir`.
 """
 
 from __future__ import annotations
 
 import json
+from datetime import datetime
+from email.utils import format_datetime
 from typing import Any
+from urllib.parse import urlencode
 
 from flask import Blueprint, Response, current_app, g, request
 from werkzeug.exceptions import HTTPException
@@ -19,7 +27,7 @@ from emr.access.auth import bearer_user, current_actor, deny
 from emr.access.permissions import allowed
 from emr.core.exceptions import AuthenticationFailed, EmrError
 from emr.exports.fhir import FhirError, validated
-from emr.fhir.search import capability_statement, read_resource, search_resources
+from emr.fhir.search import capability_statement, known_params, read_resource, search_resources
 
 __all__ = ["bp", "FHIR_ACTIONS", "emr_error_response", "http_error_response"]
 
@@ -37,6 +45,10 @@ FHIR_ACTIONS: dict[str, str] = {
     "AuditEvent": "audit.read",
 }
 _MEDIA = "application/fhir+json; charset=utf-8"
+_JSON_TYPES = ("application/fhir+json", "application/json", "application/json+fhir")
+_XML_TYPES = ("application/fhir+xml", "application/xml", "text/xml", "application/xml+fhir")
+_DEFAULT_COUNT, _MAX_COUNT = 50, 200
+_MAX_OFFSET = 10**6
 
 
 def _json(body: dict[str, Any], status: int = 200) -> Response:
@@ -78,31 +90,73 @@ def _context() -> dict[str, Any]:
     }
 
 
-def _count() -> int:
-    raw = request.args.get("_count", "50")
-    if not raw.isdigit() or not 1 <= int(raw) <= 200:
-        raise FhirError("_count must be 1..200")
+def _not_acceptable() -> Response | None:
+    """406 unless the client takes FHIR JSON (this server writes no XML); ``_format`` overrides Accept."""
+    fmt = request.args.get("_format", "").strip().lower()
+    if fmt:
+        if fmt in ("json", *_JSON_TYPES):
+            return None
+        return _outcome(406, "not-supported", f"_format {fmt!r}: this server answers in application/fhir+json")
+    if not request.headers.get("Accept", "").strip():
+        return None
+    if request.accept_mimetypes.best_match(_JSON_TYPES) is not None:  # also */* and application/*
+        return None
+    return _outcome(406, "not-supported", "this server answers in application/fhir+json only")
+
+
+def _int_param(name: str, default: int, low: int, high: int) -> int:
+    raw = request.args.get(name, str(default)).strip()
+    if not raw.isdigit() or not low <= int(raw) <= high:
+        raise FhirError(f"{name} must be an integer {low}..{high}")
     return int(raw)
+
+
+def _lenient() -> bool:
+    prefer = request.headers.get("Prefer", "")
+    tokens = {p.strip().lower().replace(" ", "") for p in prefer.split(";")} | {
+        p.strip().lower().replace(" ", "") for p in prefer.split(",")
+    }
+    return "handling=lenient" in tokens
+
+
+def _page_url(args: dict[str, list[str]], offset: int, count: int) -> str:
+    pairs = [(k, v) for k, vs in args.items() for v in vs] + [("_count", str(count)), ("_offset", str(offset))]
+    return f"{request.base_url}?{urlencode(pairs)}"
 
 
 def _make_views(kind: str, action: str) -> None:
     def search() -> Response:
+        refused = _not_acceptable()
+        if refused is not None:
+            return refused
         denied = _authenticate(action)
         if denied is not None:
             return denied
         try:
+            lenient = _lenient()
+            count = _int_param("_count", _DEFAULT_COUNT, 0, _MAX_COUNT)
+            offset = _int_param("_offset", 0, 0, _MAX_OFFSET)
             args = {k: request.args.getlist(k) for k in request.args}
-            args.pop("_count", None)
-            args.pop("_format", None)
             s = db.session()
-            result = search_resources(s, kind, args, limit=_count(), **_context())
+            result = search_resources(s, kind, args, limit=count, offset=offset, lenient=lenient, **_context())
+            # the links repeat only the parameters the search used (lenient: unknown ones dropped)
+            used = {k: v for k, v in args.items() if k in known_params(kind) and k not in ("_count", "_offset")}
+            links = [{"relation": "self", "url": _page_url(used, offset, count)}]
+            if count > 0 and offset + count < result.total:
+                links.append({"relation": "next", "url": _page_url(used, offset + count, count)})
+            if count > 0 and offset > 0:
+                links.append({"relation": "previous", "url": _page_url(used, max(offset - count, 0), count)})
+            if count > 0 and result.total:
+                last = (result.total - 1) // count * count
+                links.append({"relation": "first", "url": _page_url(used, 0, count)})
+                links.append({"relation": "last", "url": _page_url(used, last, count)})
             base = request.base_url
             bundle = validated(
                 {
                     "resourceType": "Bundle",
                     "type": "searchset",
                     "total": result.total,
-                    "link": [{"relation": "self", "url": request.url}],
+                    "link": links,
                     "entry": [
                         {"fullUrl": f"{base}/{r['id']}", "resource": r, "search": {"mode": "match"}}
                         for r in result.resources
@@ -126,6 +180,9 @@ def _make_views(kind: str, action: str) -> None:
             return _outcome(exc.http_status, exc.issue_code, exc.message)
 
     def read(ident: str) -> Response:
+        refused = _not_acceptable()
+        if refused is not None:
+            return refused
         denied = _authenticate(action)
         if denied is not None:
             return denied
@@ -134,7 +191,16 @@ def _make_views(kind: str, action: str) -> None:
             resource, patient_id = read_resource(s, kind, ident, **_context())
             audit.record(s, current_actor(), "fhir.read", patient_id=patient_id, object_type=kind, object_id=ident)
             s.commit()
-            return _json(resource)
+            meta = resource.get("meta", {})
+            etag = f'W/"{meta.get("versionId", "")}"'
+            if etag in [t.strip() for t in request.headers.get("If-None-Match", "").split(",")]:
+                resp = Response(status=304)
+            else:
+                resp = _json(resource)
+            resp.headers["ETag"] = etag
+            if meta.get("lastUpdated"):
+                resp.headers["Last-Modified"] = format_datetime(datetime.fromisoformat(meta["lastUpdated"]))
+            return resp
         except FhirError as exc:
             db.session().rollback()
             return _outcome(exc.http_status, exc.issue_code, exc.message)
@@ -153,17 +219,23 @@ for _kind, _action in FHIR_ACTIONS.items():
 @bp.get("/metadata")
 def metadata() -> Response:
     """The CapabilityStatement (public, as FHIR clients expect)."""
+    refused = _not_acceptable()
+    if refused is not None:
+        return refused
     return _json(capability_statement(request.url_root.rstrip("/") + "/fhir"))
 
 
-_HTTP_ISSUE = {400: "invalid", 401: "login", 403: "forbidden", 404: "not-found", 405: "not-supported",
-               413: "too-long"}
+_HTTP_ISSUE = {400: "invalid", 401: "login", 403: "forbidden", 404: "not-found", 405: "not-supported", 413: "too-long"}
 
 
 def http_error_response(exc: HTTPException) -> Response:
     """Routing and protocol errors under /fhir (unknown path, wrong method, ...) as an OperationOutcome."""
     status = exc.code or 500
-    return _outcome(status, _HTTP_ISSUE.get(status, "exception"), exc.description or str(status))
+    resp = _outcome(status, _HTTP_ISSUE.get(status, "exception"), exc.description or str(status))
+    for name, value in exc.get_headers():  # e.g. Allow on 405 (RFC 9110), without the HTML content type
+        if name.lower() != "content-type":
+            resp.headers[name] = value
+    return resp
 
 
 def emr_error_response(exc: EmrError) -> Response:

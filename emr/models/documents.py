@@ -19,7 +19,16 @@ from .base import Base, utcnow
 
 __all__ = ["FORM_TYPES", "RETENTION_YEARS", "Document", "DocumentVersion"]
 
-FORM_TYPES = ("outpatient_record", "admission_note", "progress_note", "discharge_summary", "radiology_report")
+# "diagnosis": the treating physician's signed diagnosis (main and secondary ICD-10 codes), its own
+# document so that the person responsible for it signs it (TT 13/2025; issue 14).
+FORM_TYPES = (
+    "outpatient_record",
+    "admission_note",
+    "progress_note",
+    "diagnosis",
+    "discharge_summary",
+    "radiology_report",
+)
 
 # Circular 33/2025: years counted from the end of the closing year; None = permanent.
 RETENTION_YEARS: dict[str, int | None] = {

@@ -49,6 +49,12 @@ class Patient(Base):
     district_code: Mapped[str | None] = mapped_column(String(3))  # MAHUYEN_CU_TRU
     ward_code: Mapped[str | None] = mapped_column(String(5))  # MAXA_CU_TRU
     phone: Mapped[str | None] = mapped_column(String(15))  # DIEN_THOAI
+    # HoSoBenhAn / XML7-XML8 (migration 0009)
+    religion_code: Mapped[str | None] = mapped_column(String(3))  # VN Core patient-religion
+    health_id: Mapped[str | None] = mapped_column(String(10))  # mã định danh y tế (XML7 MA_YTE)
+    father_name: Mapped[str | None] = mapped_column(String(255))  # HO_TEN_CHA
+    mother_name: Mapped[str | None] = mapped_column(String(255))  # HO_TEN_ME
+    guardian_name: Mapped[str | None] = mapped_column(String(255))  # NGUOI_GIAM_HO
     status: Mapped[str] = mapped_column(String(10), default="active")  # active | merged
     merged_into_id: Mapped[int | None] = mapped_column(ForeignKey("patients.id"))
     created_at: Mapped[datetime] = mapped_column(default=utcnow)

@@ -62,8 +62,9 @@ def _check_unique(session: Session, data: PatientIn, exclude_id: int | None = No
             raise ConflictError(
                 f"CCCD {data.cccd} belongs to patient {other}", field="cccd", key="patients.error.cccd_duplicate"
             )
-    if data.bhyt_number:
-        other = session.scalar(select(Patient.id).where(Patient.bhyt_ssn == bhyt_ssn(data.bhyt_number)))
+    ssn = bhyt_ssn(data.bhyt_number) if data.bhyt_number else None
+    if ssn is not None:
+        other = session.scalar(select(Patient.id).where(Patient.bhyt_ssn == ssn))
         if other is not None and other != exclude_id:
             raise ConflictError(
                 f"BHYT {data.bhyt_number} belongs to patient {other}",
@@ -97,6 +98,11 @@ def _apply(patient: Patient, data: PatientIn) -> None:
         "nationality_code",
         "occupation_code",
         "blood_type",
+        "religion_code",
+        "health_id",
+        "father_name",
+        "mother_name",
+        "guardian_name",
     ):
         setattr(patient, name, getattr(data, name))
     patient.cccd = data.cccd or None

@@ -99,6 +99,8 @@ def slots_for(form_type: str) -> list[Slot]:
         return [Slot("radiologist", "radiologist")]
     if form_type == "discharge_summary":
         return [Slot("physician", "treating"), Slot("head", "head")]
+    if form_type == "diagnosis":
+        return [Slot("physician", "treating")]  # the treating physician answers for the diagnosis
     return [Slot("author", "author")]
 
 

@@ -38,7 +38,8 @@ def register(sub: Any) -> None:
     p.set_defaults(func=cmd_hsba)
 
     p = esub.add_parser("config", help="set MA_TTDV, machine codes (MA_MAY) and the facility signing key")
-    p.add_argument("--head-code", help="MA_TTDV: code of the head of the facility")
+    p.add_argument("--head-code", help="MA_TTDV: health ID (social-insurance number, 10 characters) of the head")
+    p.add_argument("--public-url", help="public URL of this installation, used in exported links (viewer, DICOMweb)")
     p.add_argument(
         "--device",
         action="append",
@@ -167,7 +168,15 @@ def cmd_config(args: argparse.Namespace, settings: Settings) -> int:
 
     updates: dict[str, Any] = {}
     if args.head_code is not None:
+        if args.head_code and not (len(args.head_code) <= 10 and args.head_code.isalnum()):
+            print("filmless export: --head-code is the head's health ID (up to 10 characters)", file=sys.stderr)
+            return 2
         updates["head_code"] = args.head_code
+    if args.public_url is not None:
+        if not args.public_url.startswith(("http://", "https://")):
+            print("filmless export: --public-url must start with http:// or https://", file=sys.stderr)
+            return 2
+        updates["public_url"] = args.public_url.rstrip("/")
     if args.device:
         codes = {}
         for item in args.device:
@@ -206,6 +215,7 @@ def cmd_config(args: argparse.Namespace, settings: Settings) -> int:
             {
                 "MA_CSKCB": cfg.facility_code,
                 "MA_TTDV": cfg.head_code,
+                "public_url": cfg.public_url,
                 "MA_MAY": dict(cfg.device_codes),
                 "key": "pkcs11" if cfg.token else (str(cfg.facility_p12) if cfg.facility_p12 else None),
             },

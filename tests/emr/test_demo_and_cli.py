@@ -33,7 +33,7 @@ def test_demo_seeds_the_whole_flow(tmp_path: Path, orthanc: OrthancStore) -> Non
     assert seed(settings, orthanc) == accounts  # idempotent
     with open_session(settings) as s:
         assert s.scalar(select(Patient).where(Patient.cccd == "079190001234")) is not None
-        assert len(s.scalars(select(ImagingOrder)).all()) == 4
+        assert len(s.scalars(select(ImagingOrder)).all()) == 5  # with the inpatient stay's chest X-ray (issue 14)
         linked = s.scalars(select(Study).where(Study.state == "linked").order_by(Study.id)).all()
         assert len(linked) == 2  # the chest CT (reported and signed) and the head CT left unread
         pid = linked[0].patient_id

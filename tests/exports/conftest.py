@@ -51,7 +51,7 @@ PRICE_LIST = (
     "18.0001.0004,Siêu âm 4D thai,Lần,350000,,2025-07-01\n"
 )
 FACILITY = "79001"
-HEAD_CODE = "000999/HCM-CCHN"
+HEAD_CODE = "7901234567"  # MA_TTDV: the head's health ID (social-insurance number), String(10)
 DEVICE_CT = "CL.1.79001.00012"
 
 
@@ -222,3 +222,119 @@ def make_visit(
 @pytest.fixture
 def visit(session: Session, world: World) -> Visit:  # noqa: F811
     return make_visit(session, world)
+
+
+@dataclass
+class InpatientVisit:
+    visit: Visit
+    admission: Document
+    diagnosis: Document
+    discharge: Document
+    notes: list[Document]
+
+
+def _sign_at(session: Session, doc: Document, created: datetime, signed: datetime) -> None:  # noqa: F811
+    """Fixed clocks on a signed version (locked against content changes, so through SQL)."""
+    session.execute(
+        DocumentVersion.__table__.update()
+        .where(DocumentVersion.document_id == doc.id, DocumentVersion.number == 1)
+        .values(created_at=created, signed_at=signed)
+    )
+
+
+def make_inpatient_visit(
+    session: Session,  # noqa: F811
+    world: World,  # noqa: F811
+    *,
+    cccd: str = "079190007777",
+    **patient: Any,
+) -> InpatientVisit:
+    """An inpatient stay: admitted 00:30 on 21 Nov (local; 17:30 UTC the day before), discharged 23 Nov.
+
+    It has a signed admission note, two signed progress notes (XML5), a signed diagnosis and a
+    signed discharge paper with the XML7/XML8 fields, and the patient's parents and religion.
+    """
+    data = {
+        "father_name": "Nguyễn Văn Hùng",
+        "mother_name": "Trần Thị Lan",
+        "religion_code": "01",  # Phật giáo (VN Core vn-religion-cs)
+        "health_id": "7912345678",
+        **patient,
+    }
+    v = make_visit(session, world, close=False, cccd=cccd, **data)
+    doctor = world.actor("physician")
+    enc = v.encounter
+    enc.kind = "inpatient"
+    enc.weight_kg = "52.5"
+    session.commit()
+    admission = docs.create_document(
+        session,
+        doctor,
+        {
+            "encounter_id": enc.id,
+            "form_type": "admission_note",
+            "content": {
+                "reason": "Sốt cao, khó thở",
+                "history": "Ho 5 ngày, sốt 39 °C",
+                "examination": "Ran nổ đáy phổi phải, SpO2 93 %",
+                "initial_diagnosis": "Viêm phổi",
+                "plan": "Nhập khoa Nội, kháng sinh tĩnh mạch",
+            },
+        },
+    )
+    docs.mark_signed(session, doctor, admission.id, 1)
+    notes = []
+    for text in ("Còn sốt 38 °C, giảm ho.", "Hết sốt, phổi thông khí tốt."):
+        n = docs.create_document(
+            session, doctor, {"encounter_id": enc.id, "form_type": "progress_note", "content": {"note": text}}
+        )
+        docs.mark_signed(session, doctor, n.id, 1)
+        notes.append(n)
+    diagnosis = docs.create_document(
+        session,
+        doctor,
+        {
+            "encounter_id": enc.id,
+            "form_type": "diagnosis",
+            "content": {
+                "main_code": "J18.9",
+                "main_text": "Viêm phổi, không đặc hiệu",
+                "secondary_codes": "I10",
+                "secondary_text": "Tăng huyết áp vô căn",
+            },
+        },
+    )
+    docs.mark_signed(session, doctor, diagnosis.id, 1)
+    discharge = docs.create_document(
+        session,
+        doctor,
+        {
+            "encounter_id": enc.id,
+            "form_type": "discharge_summary",
+            "content": {
+                "summary": "Sốt, ho đờm 5 ngày; điều trị kháng sinh, hết sốt ngày thứ 3.",
+                "discharge_diagnosis": "Viêm phổi thùy dưới phải",
+                "treatment": "Nội khoa: kháng sinh tĩnh mạch, hạ sốt",
+                "result": "1",
+                "follow_up": "Tái khám sau 1 tuần",
+                "test_results": "CT ngực: đám mờ thùy dưới phổi phải",
+                "doctor_advice": "Uống đủ nước, tái khám nếu sốt lại",
+                "storage_number": "LT-2026-00123",
+            },
+        },
+    )
+    docs.mark_signed(session, doctor, discharge.id, 1)
+    encs.close_encounter(session, doctor, enc.id, "Viêm phổi thùy dưới phải")
+    enc.admitted_at = utc(2026, 11, 20, 17, 30)  # 00:30 on 21 Nov in Vietnam
+    enc.inpatient_at = utc(2026, 11, 21, 2, 0)
+    enc.discharged_at = enc.closed_at = utc(2026, 11, 23, 9, 45)
+    _sign_at(session, admission, utc(2026, 11, 20, 17, 40), utc(2026, 11, 20, 17, 50))
+    _sign_at(session, notes[0], utc(2026, 11, 21, 23, 0), utc(2026, 11, 21, 23, 5))  # 06:00 on 22 Nov local
+    _sign_at(session, notes[1], utc(2026, 11, 22, 23, 0), utc(2026, 11, 22, 23, 5))
+    _sign_at(session, diagnosis, utc(2026, 11, 21, 3, 0), utc(2026, 11, 21, 3, 5))
+    _sign_at(session, discharge, utc(2026, 11, 23, 9, 0), utc(2026, 11, 23, 9, 30))
+    session.commit()
+    for obj in (enc, admission, diagnosis, discharge, *notes):
+        session.refresh(obj)
+    session.commit()
+    return InpatientVisit(v, admission, diagnosis, discharge, notes)

@@ -79,3 +79,26 @@ def test_xml130_range_and_hsba(
     assert main(["export", "hsba", visit.encounter.visit_code, "--format", "json", "--out", str(folder)]) == 0
     assert [p.name for p in folder.iterdir()] == [f"HoSoBenhAn_{visit.encounter.visit_code}.json"]
     assert main(["export", "hsba", "no-such-visit"]) == 1
+
+
+def test_cli_links_use_the_installation_url(
+    cli_env: Path, monkeypatch: pytest.MonkeyPatch, visit: Visit, tmp_path: Path, capsys: Any
+) -> None:
+    """No ':8080' default in exported links: the installation's port, then the URL set with --public-url."""
+    monkeypatch.setenv("FILMLESS_EMR_PORT", "9443")
+    out = tmp_path / "a.json"
+    assert main(["export", "hsba", visit.encounter.visit_code, "--out", str(out)]) == 0
+    link = json.loads(out.read_text(encoding="utf-8"))["HoSoBenhAn"]["KetQuaChanDoanHinhAnh"][0]["link_hinhanh"]
+    assert link.startswith("http://127.0.0.1:9443/viewer/")
+    # the operator's shell lacks the service's variables: the URL recorded in exports.json wins
+    monkeypatch.delenv("FILMLESS_EMR_PORT")
+    assert main(["export", "config", "--public-url", "https://pacs.bv-demo.vn/"]) == 0
+    assert '"public_url": "https://pacs.bv-demo.vn"' in capsys.readouterr().out
+    assert main(["export", "hsba", visit.encounter.visit_code, "--out", str(out)]) == 0
+    text = out.read_text(encoding="utf-8")
+    record = json.loads(text)["HoSoBenhAn"]
+    assert record["KetQuaChanDoanHinhAnh"][0]["link_hinhanh"].startswith("https://pacs.bv-demo.vn/viewer/?study=")
+    assert record["KetQuaChanDoanHinhAnh"][0]["dicomweb"].startswith("https://pacs.bv-demo.vn/dicomweb/studies/")
+    assert ":8080" not in text
+    assert main(["export", "config", "--public-url", "ftp://x"]) == 2
+    assert main(["export", "config", "--head-code", "000999/HCM-CCHN"]) == 2  # MA_TTDV is String(10)

@@ -145,3 +145,114 @@ def test_signing_library_checks_the_export_signature(
     assert report.intact and report.signature_valid and report.trusted
     doc["HoSoBenhAn"]["ThongTinBenhNhan"]["hoten"] = "Nguyễn Thị Hồng Nhung "
     assert not verify_json_signature(doc["HoSoBenhAn"], cms, [pki.ca_certificate()], crls=[pki.crl()]).intact
+
+
+def test_full_record_of_an_inpatient_stay(
+    session: Session, world, export_config: ExportConfig, facility_key: FacilityKey, pki, tmp_path: Path
+) -> None:
+    """XML7/XML8 fields (QĐ 4750 Bảng 7, 8) and one signer per paper: admission note, diagnosis, discharge."""
+    from .conftest import make_inpatient_visit
+
+    stay = make_inpatient_visit(session, world)
+    doctor = world.users["physician"]
+    exp = export_hsba(
+        session, world.actor("records_clerk"), stay.visit.encounter.id, export_config, facility_key, "json"
+    )
+    doc = json.loads(exp.data)
+    hsba = doc["HoSoBenhAn"]
+    patient = hsba["ThongTinBenhNhan"]
+    assert (patient["hoten_cha"], patient["hoten_me"], patient["tongiao"], patient["madinhdanhyte"]) == (
+        "Nguyễn Văn Hùng",
+        "Trần Thị Lan",
+        "01",
+        "7912345678",
+    )
+    admission = hsba["ThongTinVaoVien"]["PhieuKhamVaoVien"]
+    assert admission["sophieu"] == str(stay.admission.id) and admission["nguoiky_hoten"] == doctor.full_name
+    assert admission["ngayky"] == "2026-11-21T00:50:00+07:00" and admission["chandoanbandau"] == "Viêm phổi"
+    treatment = hsba["ThongTinDieuTri"]
+    diagnosis = treatment["PhieuChanDoan"]
+    assert (diagnosis["maicd_chinh"], diagnosis["maicd_kemtheo"]) == ("J18.9", "I10")
+    assert diagnosis["nguoiky_cchn"] == doctor.practising_cert_no and diagnosis["sophieu"] == str(stay.diagnosis.id)
+    assert treatment["quatrinhbenhly"].startswith("Sốt, ho đờm 5 ngày")  # QT_BENHLY
+    assert treatment["tomtat_kqcls"] == "CT ngực: đám mờ thùy dưới phổi phải"  # TOMTAT_KQ
+    assert treatment["phuongphapdieutri"] == "Nội khoa: kháng sinh tĩnh mạch, hạ sốt"  # PP_DIEUTRI
+    assert treatment["loidan_bacsi"] == "Uống đủ nước, tái khám nếu sốt lại"  # GHI_CHU
+    paper = hsba["GiayRaVien"]
+    assert paper["soluutru"] == "LT-2026-00123"  # SO_LUU_TRU
+    assert paper["mayte"] == "7912345678"  # MA_YTE
+    assert paper["bacsi_ravien"] == doctor.full_name and paper["bacsi_ravien_cchn"] == doctor.practising_cert_no
+    assert paper["ngaychungtu"] == "2026-11-23"  # NGAY_CT (signed 16:30 local)
+    assert paper["ma_ttdv"] == export_config.head_code and len(paper["ma_ttdv"]) <= 10
+    assert (paper["hoten_cha"], paper["hoten_me"]) == ("Nguyễn Văn Hùng", "Trần Thị Lan")
+    assert paper["ngayvao"] == "2026-11-21T00:30:00+07:00" and paper["ngayra"] == "2026-11-23T16:45:00+07:00"
+    kinds = [s["loaiphieu"] for s in hsba["ChuKy"]]
+    assert {"admission_note", "diagnosis", "discharge_summary", "progress_note", "radiology_report"} <= set(kinds)
+    assert all(s["chuky_hoten"] for s in hsba["ChuKy"])
+    # the whole record still verifies offline
+    canonical = canonical_bytes(hsba)
+    assert (
+        _openssl_verify(
+            tmp_path, canonical, base64.b64decode(doc["chuky_xuat"]["cms_base64"]), pki.ca_cert_path
+        ).returncode
+        == 0
+    )
+    xml = etree.fromstring(
+        export_hsba(
+            session, world.actor("records_clerk"), stay.visit.encounter.id, export_config, facility_key, "xml"
+        ).data
+    )
+    assert xml.findtext("GiayRaVien/soluutru") == "LT-2026-00123"
+    assert xml.findtext("ThongTinDieuTri/PhieuChanDoan/nguoiky_hoten") == doctor.full_name
+
+
+def test_admission_diagnosis_and_discharge_papers_have_their_own_signers(session: Session, world) -> None:
+    """The signing workflow's slots: the admitting doctor signs the admission note, the treating physician the
+    diagnosis, the treating physician then the head of department the discharge paper."""
+    from emr.documents import service as docs
+    from emr.signing.service import can_sign_now, slots_for
+
+    assert [s.who for s in slots_for("admission_note")] == ["author"]
+    assert [s.who for s in slots_for("diagnosis")] == ["treating"]
+    assert [s.who for s in slots_for("discharge_summary")] == ["treating", "head"]
+    from .conftest import make_visit
+
+    v = make_visit(session, world, close=False, cccd="079190002222")
+    doctor, reader = world.actor("physician"), world.actor("radiologist")
+    diagnosis = docs.create_document(
+        session,
+        doctor,
+        {
+            "encounter_id": v.encounter.id,
+            "form_type": "diagnosis",
+            "content": {"main_code": "J18.9", "main_text": "Viêm phổi"},
+        },
+    )
+    users = world.users
+    assert v.encounter.attending_id == users["physician"].id
+    assert can_sign_now(session, diagnosis, users["physician"])  # the treating physician
+    assert not can_sign_now(session, diagnosis, users["radiologist"])
+    note = docs.create_document(
+        session,
+        doctor,
+        {
+            "encounter_id": v.encounter.id,
+            "form_type": "admission_note",
+            "content": {"reason": "Sốt", "examination": "Ran nổ", "initial_diagnosis": "Viêm phổi"},
+        },
+    )
+    assert can_sign_now(session, note, users["physician"]) and not can_sign_now(session, note, users["radiologist"])
+    import pytest as _pytest
+
+    from emr.core.exceptions import EmrError
+
+    with _pytest.raises(EmrError):  # a diagnosis needs a valid ICD-10 code
+        docs.create_document(
+            session,
+            reader,
+            {
+                "encounter_id": v.encounter.id,
+                "form_type": "diagnosis",
+                "content": {"main_code": "pneumonia", "main_text": "x"},
+            },
+        )

@@ -149,3 +149,39 @@ def test_no_facility_key_is_a_clear_error(app: Flask, visit: Visit) -> None:
     # the record export works unsigned without a key
     r = c.get(f"/export/encounters/{visit.encounter.id}/hsba.json")
     assert r.status_code == 200 and json.loads(r.data)["chuky_xuat"]["cms_base64"] is None
+
+
+def test_patient_form_and_chart_carry_the_record_fields(client: FlaskClient, world: Any, session: Any) -> None:
+    """Religion, health ID, father, mother, guardian (XML7/XML8, VN Core) are entered on the form and shown."""
+    from emr.models import Patient
+    from tests.emr.conftest import csrf_token, login
+
+    session.commit()  # no transaction left open: SQLite would keep its lock from the app
+    login(client, "records_clerk1")
+    form = {
+        "full_name": "Lê Hoàng Phúc",
+        "birth_date": "2008-03-21",
+        "sex": "M",
+        "health_id": "4812345678",
+        "religion_code": "00",
+        "father_name": "Lê Văn Hải",
+        "mother_name": "Nguyễn Thị Thu",
+        "csrf_token": csrf_token(client, "/patients/new"),
+    }
+    page = client.get("/patients/new").get_data(as_text=True)
+    assert all(f'name="{n}"' in page for n in ("health_id", "religion_code", "father_name", "guardian_name"))
+    r = client.post("/patients/new", data=form)
+    assert r.status_code == 302, r.get_data(as_text=True)[:500]
+    p = session.scalars(select(Patient).where(Patient.full_name == "Lê Hoàng Phúc")).one()
+    assert (p.health_id, p.religion_code, p.father_name, p.mother_name) == (
+        "4812345678",
+        "00",
+        "Lê Văn Hải",
+        "Nguyễn Thị Thu",
+    )
+    session.commit()
+    chart = client.get(r.headers["Location"]).get_data(as_text=True)
+    assert "Lê Văn Hải" in chart and "4812345678" in chart
+    bad = dict(form, health_id="48-123", csrf_token=csrf_token(client, "/patients/new"))
+    assert client.post("/patients/new", data=bad).status_code == 422
+    assert re.search("Mã định danh y tế", client.get("/patients/new").get_data(as_text=True))

@@ -174,14 +174,15 @@ def test_open_visit_and_bad_formats_are_refused(
     from .conftest import make_visit
 
     v = make_visit(session, world, close=False, cccd="079190005678")
-    v.encounter.weight_kg = "65,5"
+    v.encounter.weight_kg = "6 5kg"
     session.commit()
     with pytest.raises(ExportCheckFailed) as info:
         export_xml130(session, world.actor("records_clerk"), v.encounter.id, export_config, facility_key)
     keys = {(p.field, p.key) for p in info.value.problems}
     assert ("NGAY_RA", "exports.check.not_closed") in keys
     assert ("NGAY_RA", "exports.check.missing") in keys
-    assert ("CAN_NANG", "exports.check.format_dec") in keys
+    # CAN_NANG: annex "Chuỗi 6", kilograms with a decimal point and two decimals
+    assert ("CAN_NANG", "exports.check.format_str") in keys
 
 
 def test_export_is_audited(

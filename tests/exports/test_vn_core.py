@@ -1,0 +1,148 @@
+"""HL7 Vietnam VN Core IG constraints, written as tests (no IG-aware validator installs here).
+
+Every resource the API serves is first validated by ``fhir.resources``; the VN Core rules are then
+checked element by element. Sources (VN Core FHIR IG, fhir.hl7.org.vn/core, drafts 0.3–0.5):
+StructureDefinition vn-core-patient (identifier slices CCCD/BHYT/MRN, extension:ethnicity,
+extension:occupation, extension:religion, address = VNCoreAddress), vn-core-address (invariant
+vn-addr-province, extension:province, extension:ward), NamingSystems vn-cccd-ns, vn-bhyt-ns,
+vn-cchn-ns, vn-ma-lk-ns, CodeSystem vn-identifier-type-cs, vn-religion-cs.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+import pytest
+from fhir.resources.R4B import get_fhir_model_class
+from flask.testing import FlaskClient
+from sqlalchemy.orm import Session
+
+from .conftest import InpatientVisit, make_inpatient_visit, make_visit
+
+VN = "http://fhir.hl7.org.vn/core"
+PROFILE = f"{VN}/StructureDefinition/vn-core-patient"
+ID_TYPE = f"{VN}/CodeSystem/vn-identifier-type-cs"
+BHYT_FORMATS = re.compile(r"[A-Z]{2}\d{13}|\d{10}|\d{12}")  # vn-bhyt-ns: legacy, BHXH number, CCCD (NĐ 188/2025)
+
+
+def _get(client: FlaskClient, url: str, token: str) -> dict[str, Any]:
+    r = client.get(url, headers={"Authorization": f"Bearer {token}"})
+    assert r.status_code == 200, r.get_data(as_text=True)[:300]
+    body = r.get_json()
+    get_fhir_model_class(body["resourceType"]).model_validate(body)  # R4 structure first
+    return body
+
+
+def _slice(patient: dict[str, Any], system: str) -> dict[str, Any] | None:
+    return next((i for i in patient.get("identifier", []) if i.get("system") == system), None)
+
+
+def _ext(resource: dict[str, Any], url: str) -> dict[str, Any] | None:
+    return next((e for e in resource.get("extension", []) if e["url"] == url), None)
+
+
+@pytest.fixture
+def inpatient(session: Session, world: Any) -> InpatientVisit:
+    return make_inpatient_visit(session, world)
+
+
+def test_vn_core_patient(client: FlaskClient, tokens: dict[str, str], inpatient: InpatientVisit) -> None:
+    p = _get(client, f"/fhir/Patient/{inpatient.visit.patient.id}", tokens["physician"])
+    assert PROFILE in p["meta"]["profile"]  # Patient.meta.profile
+    # Patient.identifier:CCCD — system vn-cccd-ns, 12 digits, type vn-identifier-type-cs#CCCD
+    cccd = _slice(p, f"{VN}/sid/cccd")
+    assert cccd is not None and re.fullmatch(r"\d{12}", cccd["value"])
+    assert {"system": ID_TYPE, "code": "CCCD"}.items() <= cccd["type"]["coding"][0].items()
+    # Patient.identifier:BHYT — system vn-bhyt-ns, one of its three formats, card validity as period
+    bhyt = _slice(p, f"{VN}/sid/bhyt")
+    assert bhyt is not None and BHYT_FORMATS.fullmatch(bhyt["value"])
+    assert bhyt["type"]["coding"][0]["code"] == "BHYT" and bhyt["period"]["end"] == "2026-12-31"
+    # BHXH number (vn-bhxh NamingSystem) — the 10 digits inside the legacy card
+    bhxh = _slice(p, f"{VN}/sid/bhxh")
+    assert bhxh is not None and re.fullmatch(r"\d{10}", bhxh["value"]) and bhyt["value"].endswith(bhxh["value"])
+    # Patient.identifier:MRN — type v2-0203#MR
+    mrn = next(i for i in p["identifier"] if i["type"]["coding"][0]["code"] == "MR")
+    assert mrn["type"]["coding"][0]["system"] == "http://terminology.hl7.org/CodeSystem/v2-0203"
+    assert mrn["value"] == inpatient.visit.patient.code
+    # Patient.extension:ethnicity (vn-ext-ethnicity, CodeableConcept), :occupation, :religion
+    eth = _ext(p, f"{VN}/StructureDefinition/vn-ext-ethnicity")
+    assert eth is not None and eth["valueCodeableConcept"]["coding"][0]["code"] == "01"
+    occ = _ext(p, f"{VN}/StructureDefinition/vn-ext-occupation")
+    assert occ is not None and occ["valueCodeableConcept"]["coding"][0]["code"] == "00001"
+    rel = _ext(p, "http://hl7.org/fhir/StructureDefinition/patient-religion")
+    assert rel is not None and rel["valueCodeableConcept"]["coding"][0] == {
+        "system": f"{VN}/CodeSystem/vn-religion-cs",
+        "code": "01",
+    }
+    # Patient.address (VNCoreAddress): vn-addr-province — country VN requires extension:province
+    for addr in p["address"]:
+        if addr.get("country") == "VN":
+            assert _ext(addr, f"{VN}/StructureDefinition/vn-ext-province") is not None
+        ward = _ext(addr, f"{VN}/StructureDefinition/vn-ext-ward")
+        assert ward is None or re.fullmatch(r"\d{5}", ward["valueCoding"]["code"])
+    assert _ext(p["address"][0], f"{VN}/StructureDefinition/vn-ext-ward")["valueCoding"]["code"] == "26734"
+    # must-support name and gender, birthDate
+    assert p["name"][0]["text"] and p["gender"] == "female" and p["birthDate"] == "1990-05-17"
+    # father, mother (XML7/XML8) as contacts
+    rels = {c["relationship"][0]["coding"][0]["code"]: c["name"]["text"] for c in p["contact"]}
+    assert rels == {"FTH": "Nguyễn Văn Hùng", "MTH": "Trần Thị Lan"}
+
+
+def test_vn_core_identifier_systems_across_resources(
+    client: FlaskClient, tokens: dict[str, str], inpatient: InpatientVisit
+) -> None:
+    tok = tokens["physician"]
+    v = inpatient.visit
+    enc = _get(client, f"/fhir/Encounter/{v.encounter.id}", tok)
+    # MA_LK: vn-ma-lk-ns
+    assert {"system": f"{VN}/sid/ma-lk", "value": v.encounter.visit_code} in enc["identifier"]
+    sr = _get(client, f"/fhir/ServiceRequest/{v.order.id}", tok)
+    # practitioners by their practising certificate: vn-cchn-ns
+    assert sr["requester"]["identifier"]["system"] == f"{VN}/sid/cchn"
+    dr = _get(client, f"/fhir/DiagnosticReport/{v.report.id}", tok)
+    assert dr["resultsInterpreter"][0]["identifier"]["system"] == f"{VN}/sid/cchn"
+
+
+def test_every_served_resource_validates(
+    client: FlaskClient, tokens: dict[str, str], inpatient: InpatientVisit
+) -> None:
+    tok = tokens["physician"]
+    pid = inpatient.visit.patient.id
+    counts = {}
+    for kind in (
+        "Patient",
+        "Encounter",
+        "ServiceRequest",
+        "ImagingStudy",
+        "DiagnosticReport",
+        "DocumentReference",
+        "Provenance",
+        "AuditEvent",
+    ):
+        query = f"_id={pid}" if kind == "Patient" else f"patient={pid}"
+        bundle = _get(client, f"/fhir/{kind}?{query}&_count=200", tokens["admin"] if kind == "AuditEvent" else tok)
+        for entry in bundle.get("entry", []):
+            resource = entry["resource"]
+            get_fhir_model_class(resource["resourceType"]).model_validate(resource)
+            assert resource["meta"]["versionId"]
+        counts[kind] = len(bundle.get("entry", []))
+    # the admission note, the two progress notes, the first visit's note, the diagnosis, the discharge
+    # paper and the radiology report are all documents; the diagnosis has its own LOINC type
+    assert counts["DocumentReference"] == 7 and counts["Provenance"] == 7
+    docs = _get(client, f"/fhir/DocumentReference?patient={pid}&_count=200", tok)
+    types = {e["resource"]["type"]["text"]: e["resource"]["type"]["coding"][0]["code"] for e in docs["entry"]}
+    assert types["diagnosis"] == "29548-5" and types["discharge_summary"] == "18842-5"
+
+
+def test_search_with_the_vn_core_cccd_system(
+    client: FlaskClient, tokens: dict[str, str], session: Session, world: Any
+) -> None:
+    v = make_visit(session, world, cccd="079190008888", bhyt_number="079190008888", benefit_level=80)
+    tok = tokens["physician"]
+    found = _get(client, f"/fhir/Patient?identifier={VN}/sid/cccd|079190008888", tok)
+    assert [e["resource"]["id"] for e in found["entry"]] == [str(v.patient.id)]
+    # the CCCD used as the BHYT card (NĐ 188/2025) is found in the BHYT system too; it has no BHXH number
+    found = _get(client, f"/fhir/Patient?identifier={VN}/sid/bhyt|079190008888", tok)
+    p = found["entry"][0]["resource"]
+    assert _slice(p, f"{VN}/sid/bhyt")["value"] == "079190008888" and _slice(p, f"{VN}/sid/bhxh") is None
