@@ -4,7 +4,7 @@
 import { RenderingEngine, Enums, eventTarget, getRenderingEngine } from '@cornerstonejs/core';
 import { utilities as toolUtils } from '@cornerstonejs/tools';
 import { t } from './i18n.js';
-import { centerWidth } from './presets.js';
+import { centerWidth } from './rules.js';
 import { tagValue, personName } from './dicomweb.js';
 
 const ENGINE_ID = 'filmless';

@@ -1,7 +1,7 @@
 // Toolbar, series thumbnails and page-level messages. Plain DOM: the
 // viewer is one screen and must start fast.
 import { t } from './i18n.js';
-import { PRESETS } from './presets.js';
+import { PRESETS } from './rules.js';
 
 function button(parent, label, onClick, extra = {}) {
   const b = document.createElement('button');
