@@ -20,6 +20,7 @@ from tests.viewer.browser import open_study, viewer_state, wait_until
 from tests.viewer.conftest import ARTIFACTS
 from tests.viewer.phantom import CtSeries, make_ct_series
 from tests.viewer.pixels import canvas_grey, compare, reference_view
+from tests.viewer.test_emr_reading import Emr, browser_login, emr  # noqa: F401  (the EMR fixture, for the reading page)
 
 CATALOGUE = json.loads((Path(__file__).resolve().parents[2] / "emr" / "i18n" / "vi.json").read_text("utf-8"))
 
@@ -425,5 +426,42 @@ def test_toolbar_collapses_into_a_menu_on_touch_screens(
         phone.locator("select[data-key=preset]").select_option("lung")
         wait_until(phone, lambda s: s["voi"] == {"center": -600, "width": 1500}, what="lung preset from the menu")
         assert menu.get_attribute("aria-expanded") == "false"
+    finally:
+        context.close()
+
+
+@pytest.mark.parametrize("size", [(1280, 720), (1366, 768), (390, 844)], ids=lambda s: f"{s[0]}x{s[1]}")
+def test_toolbar_fits_in_the_reading_page(browser: Any, emr: Emr, size: tuple[int, int]) -> None:
+    """Embedded beside the report (emr/templates/reading/read.html): every tool on screen, or the menu on a phone."""
+    width, height = size
+    phone = width < 700
+    context = browser.new_context(
+        viewport={"width": width, "height": height}, device_scale_factor=1, is_mobile=phone, has_touch=phone
+    )
+    page = context.new_page()
+    try:
+        browser_login(page, emr.base, "radiologist1")
+        page.goto(f"{emr.base}/reading/studies/{emr.study_id}")
+        frame = page.frame_locator("iframe.reading-viewer")
+        frame.locator(".cell.active .viewport canvas").wait_for(timeout=30000)
+        frame.locator("[data-key=menu]").wait_for(state="attached", timeout=30000)
+        iframe = page.locator("iframe.reading-viewer").bounding_box()
+        screen = {"x": 0, "y": 0, "width": width, "height": height}
+        assert _inside(iframe, screen) if not phone else iframe["width"] <= width
+        name = f"reading-{width}x{height}.png"
+        if phone:
+            menu = frame.locator("[data-key=menu]")
+            assert menu.is_visible()
+            page.screenshot(path=str(ARTIFACTS / name))
+            menu.tap()
+            assert_controls_usable(frame, [iframe])
+            page.screenshot(path=str(ARTIFACTS / name.replace(".png", "-menu.png")))
+        else:
+            assert not frame.locator("[data-key=menu]").is_visible()
+            assert_controls_usable(frame, [iframe, screen])
+            # The report panel is still beside the viewer, not pushed off screen.
+            panel = page.locator(".reading-panel").bounding_box()
+            assert panel["x"] >= iframe["x"] + iframe["width"] and panel["x"] + panel["width"] <= width
+            page.screenshot(path=str(ARTIFACTS / name))
     finally:
         context.close()
