@@ -300,6 +300,10 @@ def viewer_run(pw: Any, setup: Setup) -> dict[str, float]:
             if time.monotonic() > deadline:
                 raise SystemExit("window/level did not change the window after the interactive image")
             time.sleep(0.02)
+        marks = page.evaluate(
+            "() => Object.fromEntries(performance.getEntriesByType('mark')"
+            ".filter((m) => m.name.startsWith('filmless:')).map((m) => [m.name.slice(9), m.startTime]))"
+        )
         page.keyboard.press("0")  # back to the header's window
         wait(page, f"filmlessViewer.loadedCount >= {len(setup.series.sop_uids)}", timeout=180)
         page.evaluate("filmlessViewer.setIndex(0)")
@@ -312,6 +316,7 @@ def viewer_run(pw: Any, setup: Setup) -> dict[str, float]:
             "done": done,
             "pss": tab_pss_mib(browser),
             "frames": len(frame_requests),
+            **{f"mark:{k}": float(v) for k, v in marks.items()},
         }
     finally:
         browser.close()
@@ -363,6 +368,9 @@ def main() -> int:
         "≥ 27",
         median(viewer, "fps") >= 27,
     )
+    names = [k for k in viewer[0] if k.startswith("mark:")]
+    at = {k: statistics.median(r[k] for r in viewer if k in r) for k in names}
+    print("  start-up milestones (ms from navigation): " + ", ".join(f"{k[5:]} {v:.0f}" for k, v in sorted(at.items(), key=lambda kv: kv[1])))
     print(f"  steps that landed: {', '.join(str(int(r['done'])) for r in viewer)} of {STEPS}")
     line("tab memory (renderer PSS), whole series cached", "pss", lambda x: f"{x:.0f} MiB", "< 350 MiB", median(viewer, "pss") < 350)
     return 0

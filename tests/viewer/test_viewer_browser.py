@@ -191,13 +191,20 @@ def test_elliptical_roi_reports_mean_hu_and_area(page: Any, viewer_url: str, ct_
 def test_layouts_fill_cells(page: Any, viewer_url: str, ct_study: CtSeries, rules: Any) -> None:
     open_study(page, viewer_url, ct_study.study_uid)
     page.locator("[data-key=layout-2x2]").click()
-    wait_until(page, lambda s: s["cells"] == 4, what="2x2 layout")
+    # "ready" waits for the layout to be filled and painted, not just for the cells to exist.
+    wait_until(page, lambda s: s["cells"] == 4 and s["ready"], what="2x2 layout filled")
     assert page.locator(".cell").count() == 4
+    assert page.evaluate("filmlessViewer.filledCount") == 4
+    # Two clicks in quick succession: the second waits for the first, no cell is filled after removal.
     page.locator("[data-key=layout-1x2]").click()
-    wait_until(page, lambda s: s["cells"] == 2, what="1x2 layout")
     page.locator("[data-key=layout-1x1]").click()
     wait_until(page, lambda s: s["cells"] == 1 and s["ready"], what="1x1 layout")
     assert shows_slice(page, ct_study, viewer_state(page)["index"])
+    page.locator("[data-key=layout-1x2]").click()
+    wait_until(page, lambda s: s["cells"] == 2 and s["ready"], what="1x2 layout")
+    assert page.evaluate("filmlessViewer.filledCount") == 2
+    assert shows_slice(page, ct_study, viewer_state(page)["index"])
+    assert page.page_errors == []
 
 
 def test_missing_study_shows_vietnamese_message(page: Any, viewer_url: str, rules: Any) -> None:

@@ -15,6 +15,9 @@ var root = config.root;
 var token = config.token;
 var early = (window.filmlessEarly = { root: root, requests: {}, preview: null, frame: null });
 var done;
+function mark(name) {
+  if (window.performance && performance.mark) performance.mark('filmless:' + name);
+}
 // Resolves once the first slice is drawn or known to be impossible; the
 // bundle is evaluated then (src/boot.js), so it does not hold the main
 // thread while the first image is on its way.
@@ -44,10 +47,12 @@ function start() {
   var base = root + '/studies/' + encodeURIComponent(study);
   getJson(base + '/series')
     .then(function (res) {
+      mark('early-series');
       var pick = res.json && (config.series || pickFirstSeries(res.json));
       if (!pick) return done(false);
       var seriesBase = base + '/series/' + encodeURIComponent(pick);
       return getJson(seriesBase + '/metadata').then(function (meta) {
+        mark('early-metadata');
         if (!meta.json || !meta.json.length) return done(false);
         var first = orderInstances(meta.json)[0];
         return preview(pick, seriesBase, first);
@@ -81,7 +86,9 @@ function start() {
         // The pixel data, kept for the bundle: the same slice is not fetched twice.
         var pixels = bytes.slice(start, start + length);
         early.frame = { study: study, series: seriesUid, sop: sop, frame: 1, transferSyntax: ts, pixels: pixels, meta: meta };
+        mark('early-frame');
         draw(meta, pixels, rows, cols, bits, photometric);
+        mark('preview');
         done(true);
       });
     });

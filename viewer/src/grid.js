@@ -31,7 +31,8 @@ export class Grid {
     this.cells = [];
     this.activeIndex = 0;
     this.onActivate = () => {};
-    this.onChange = () => {};
+    // Cells whose canvas was resized (and so cleared) and not painted since.
+    this.unpainted = new Set();
     this.resizeObserver = new ResizeObserver(() => this.resize());
     this.resizeObserver.observe(container);
     eventTarget.addEventListener(Events.IMAGE_LOAD_ERROR, (evt) => this.loadError(evt));
@@ -53,6 +54,8 @@ export class Grid {
       const cell = this.cells.pop();
       this.toolGroup.removeViewports(this.engine.id, cell.viewportId);
       this.engine.disableElement(cell.viewportId);
+      this.unpainted.delete(cell);
+      cell.removed = true;
       cell.root.remove();
     }
     while (this.cells.length < wanted) {
@@ -92,9 +95,11 @@ export class Grid {
     root.addEventListener('pointerdown', () => this.activate(this.cells.indexOf(cell)), true);
     const refresh = () => {
       this.updateOverlay(cell);
-      this.onChange(cell);
     };
-    element.addEventListener(Events.IMAGE_RENDERED, refresh);
+    element.addEventListener(Events.IMAGE_RENDERED, () => {
+      this.unpainted.delete(cell);
+      refresh();
+    });
     element.addEventListener(Events.STACK_NEW_IMAGE, refresh);
     return cell;
   }
@@ -106,8 +111,17 @@ export class Grid {
     this.onActivate(this.active);
   }
 
+  // Resizing clears the canvases; Cornerstone paints them again on the next
+  // animation frame. Until then a cell's canvas shows nothing (painted()).
   resize() {
+    for (const cell of this.cells) {
+      if (cell.stack && !cell.failed) this.unpainted.add(cell);
+    }
     this.engine.resize(true, false);
+  }
+
+  painted(cell = this.active) {
+    return Boolean(cell) && !this.unpainted.has(cell);
   }
 
   showMessage(cell, text) {
@@ -116,6 +130,7 @@ export class Grid {
   }
 
   async showStack(cell, series, stack, context) {
+    if (cell.removed) return false;
     cell.series = series;
     cell.stack = stack;
     cell.context = context;
@@ -151,10 +166,10 @@ export class Grid {
 
   markUndecodable(cell, err) {
     cell.failed = true;
+    this.unpainted.delete(cell);
     const syntax = String(err?.message || err || '').match(/\d+(?:\.\d+){4,}/)?.[0] || '?';
     this.showMessage(cell, t('viewer.error.undecodable', { syntax }));
     console.warn('filmless viewer: cannot display image', err);
-    this.onChange(cell);
   }
 
   updateOverlay(cell) {

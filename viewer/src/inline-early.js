@@ -44,3 +44,29 @@ export function inlineEarlyScript(srcDir) {
     },
   };
 }
+
+// Vite plugin: a <link rel="modulepreload"> for the bundle's main chunk, so
+// the browser downloads and compiles it while early.js fetches the first
+// slice; src/boot.js evaluates it after the preview (import('./main.js')).
+export function preloadMainChunk() {
+  let base = '/';
+  return {
+    name: 'filmless-preload-main-chunk',
+    apply: 'build',
+    configResolved(config) {
+      base = config.base;
+    },
+    transformIndexHtml: {
+      order: 'post',
+      handler(html, ctx) {
+        const chunk = Object.values(ctx.bundle || {}).find(
+          (c) => c.type === 'chunk' && (c.facadeModuleId || '').endsWith('/src/main.js'),
+        );
+        if (!chunk) throw new Error('no chunk for src/main.js: boot.js must import it dynamically');
+        return [
+          { tag: 'link', attrs: { rel: 'modulepreload', href: base + chunk.fileName, crossorigin: '' }, injectTo: 'head' },
+        ];
+      },
+    },
+  };
+}

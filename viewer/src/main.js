@@ -5,7 +5,7 @@
 // default series metadata are already on their way (public/early.js) while
 // this bundle is parsed; the first slice is shown before anything else
 // (thumbnails, prefetch of the rest of the stack) is requested.
-import { cache, eventTarget, Enums as CoreEnums } from '@cornerstonejs/core';
+import { cache, eventTarget, metaData, Enums as CoreEnums } from '@cornerstonejs/core';
 
 import { annotation, utilities as toolUtils } from '@cornerstonejs/tools';
 import { readConfig, PRESETS, voiRange, centerWidth, presetForKey } from './rules.js';
@@ -30,6 +30,28 @@ const POLL_LIMIT_MS = 10 * 60 * 1000;
 // Start-up milestones, read by benchmarks/viewer.py (performance.getEntriesByType('mark')).
 const mark = (name) => performance.mark(`filmless:${name}`);
 
+// The first slice's bytes, fetched by early.js for its preview, go to the
+// image loader as they are: the slice is fetched once. The loader asks
+// metadata providers for a frame's "compressedFrameData" before going to
+// the network (dicom-image-loader's frame registry); this one answers once
+// for that one image, then lets the bytes go.
+function offerEarlyFrame(absoluteRoot) {
+  const early = window.filmlessEarly;
+  const f = early?.frame;
+  if (!f) return;
+  early.frame = null;
+  const imageId = `wadors:${absoluteRoot}/studies/${f.study}/series/${f.series}/instances/${f.sop}/frames/${f.frame}`;
+  let pixels = f.pixels;
+  const provider = (type, id) => {
+    if (type !== 'compressedFrameData' || id !== imageId || !pixels) return undefined;
+    const data = { pixelData: pixels, transferSyntaxUid: f.transferSyntax };
+    pixels = null;
+    metaData.removeProvider(provider);
+    return data;
+  };
+  metaData.addProvider(provider, 10000);
+}
+
 // One viewer on this page: `config` defaults to the page's query string
 // (rules.readConfig). Returns { probe, start }: start() fetches, builds the
 // grid and toolbar and resolves when the first image is up (or an error is
@@ -45,14 +67,26 @@ export function createViewer({ config = readConfig(window.location.search, windo
     stacks: new Map(),
     grid: null,
     firstImageAt: null,
+    layoutBusy: 0,
   };
 
   // Test and benchmark hook: read-only views of what is on screen
   // (src/boot.js publishes it as window.filmlessViewer).
   const probe = {
     // True once the first image is on screen (and did not fail to decode).
+    // True once the first image is on screen (and did not fail to decode),
+    // and no layout change is still filling or painting its cells.
     get ready() {
-      return state.ready && !state.grid?.active?.failed;
+      const grid = state.grid;
+      return state.ready && !grid?.active?.failed && !state.layoutBusy && Boolean(grid?.painted(grid.active));
+    },
+    // Bytes of decoded images Cornerstone holds (benchmarks/viewer.py).
+    get cacheBytes() {
+      return cache.getCacheSize();
+    },
+    // Cells showing a stack that decoded.
+    get filledCount() {
+      return state.grid?.cells.filter((c) => c.stack && !c.failed).length ?? 0;
     },
     get error() {
       return state.error;
@@ -262,6 +296,7 @@ export function createViewer({ config = readConfig(window.location.search, windo
     const listPromise = loadSeriesList(client, config.study);
     listPromise.catch(() => {});
     state.renderer = initCornerstone({ authHeaders: client.authHeaders, render: config.render });
+    offerEarlyFrame(client.absoluteRoot);
     mark('cornerstone');
     // Know the first series before the viewports exist: its rescale values
     // decide the rendering path (rendererFor).
@@ -464,19 +499,33 @@ export function createViewer({ config = readConfig(window.location.search, windo
         }
         render();
       },
-      async layout(rows, cols) {
-        const empty = grid.setLayout(rows, cols);
-        // Fill new cells with the next series, the way film would be hung.
-        const images = state.seriesList.filter((s) => s.isImage);
-        const used = new Set(grid.cells.map((c) => c.series?.uid).filter(Boolean));
-        let pool = images.filter((s) => !used.has(s.uid));
-        for (const cell of empty) {
-          if (!pool.length) pool = images.slice();
-          const s = pool.shift();
-          if (s) await openSeries(client, grid, cell, s, ui);
-        }
+      // Layout changes run one after the other: a second click while the
+      // first is still filling its cells must not fill (or remove) cells
+      // under it. `ready` is false until the last one is done and painted.
+      layout(rows, cols) {
+        state.layoutBusy += 1;
+        layoutQueue = layoutQueue
+          .then(() => fillLayout(rows, cols))
+          .catch((err) => console.error(err))
+          .finally(() => {
+            state.layoutBusy -= 1;
+          });
+        return layoutQueue;
       },
     };
+    let layoutQueue = Promise.resolve();
+    async function fillLayout(rows, cols) {
+      const empty = grid.setLayout(rows, cols);
+      // Fill new cells with the next series, the way film would be hung.
+      const images = state.seriesList.filter((s) => s.isImage);
+      const used = new Set(grid.cells.map((c) => c.series?.uid).filter(Boolean));
+      let pool = images.filter((s) => !used.has(s.uid));
+      for (const cell of empty) {
+        if (!pool.length) pool = images.slice();
+        const s = pool.shift();
+        if (s) await openSeries(client, grid, cell, s, ui);
+      }
+    }
     ui.toolbar = buildToolbar(document.getElementById('toolbar'), actions);
     ui.toolbar.setActiveTool(primaryToolKey());
     ui.rebuildThumbs = () => {

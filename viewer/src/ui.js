@@ -96,7 +96,7 @@ export function buildToolbar(root, actions) {
     menuButton.setAttribute('aria-expanded', String(open));
   }
   // In the menu, a choice closes it (the image is what the reader wants to see).
-  const inMenu = () => getComputedStyle(menuButton).display !== 'none';
+  const inMenu = () => getComputedStyle(bar).display !== 'none';
   const then = (fn) => (...args) => {
     if (inMenu()) setOpen(false);
     return fn(...args);
