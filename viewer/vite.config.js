@@ -3,7 +3,7 @@
 // and WASM codecs are resolved relative to its own files) and its worker is
 // an ES module.
 import { defineConfig } from 'vite';
-import { inlineEarlyScript } from './src/inline-early.js';
+import { inlineEarlyScript, preloadMainChunk } from './src/inline-early.js';
 
 // src/early.js (the first stage: early requests and the first slice) goes
 // inline into index.html together with src/rules.js, so it runs without
@@ -11,7 +11,7 @@ import { inlineEarlyScript } from './src/inline-early.js';
 // it in the Content-Security-Policy by its hash.
 export default defineConfig({
   base: '/viewer/',
-  plugins: [inlineEarlyScript(new URL('./src/', import.meta.url))],
+  plugins: [inlineEarlyScript(new URL('./src/', import.meta.url)), preloadMainChunk()],
   build: {
     outDir: 'dist',
     emptyOutDir: true,

@@ -438,7 +438,7 @@ def test_toolbar_collapses_into_a_menu_on_touch_screens(
 
 
 @pytest.mark.parametrize("size", [(1280, 720), (1366, 768), (390, 844)], ids=lambda s: f"{s[0]}x{s[1]}")
-def test_toolbar_fits_in_the_reading_page(browser: Any, emr: Emr, size: tuple[int, int]) -> None:
+def test_toolbar_fits_in_the_reading_page(browser: Any, emr: Emr, size: tuple[int, int]) -> None:  # noqa: F811
     """Embedded beside the report (emr/templates/reading/read.html): every tool on screen, or the menu on a phone."""
     width, height = size
     phone = width < 700

@@ -100,7 +100,11 @@ export class Grid {
       this.unpainted.delete(cell);
       refresh();
     });
-    element.addEventListener(Events.STACK_NEW_IMAGE, refresh);
+    // Orientation markers follow the camera (rotation, flips), not the
+    // slice: recomputed only when it changes (they read the layout).
+    element.addEventListener(Events.CAMERA_MODIFIED, () => {
+      cell.markersDirty = true;
+    });
     return cell;
   }
 
@@ -116,6 +120,7 @@ export class Grid {
   resize() {
     for (const cell of this.cells) {
       if (cell.stack && !cell.failed) this.unpainted.add(cell);
+      cell.markersDirty = true;
     }
     this.engine.resize(true, false);
   }
@@ -131,6 +136,7 @@ export class Grid {
 
   async showStack(cell, series, stack, context) {
     if (cell.removed) return false;
+    cell.markersDirty = true;
     cell.series = series;
     cell.stack = stack;
     cell.context = context;
@@ -180,6 +186,12 @@ export class Grid {
       for (const node of Object.values(overlay)) node.textContent = '';
       return;
     }
+    // Read the layout (markers) before writing text, so the browser does not
+    // lay the page out twice per slice.
+    if (cell.markersDirty) {
+      cell.markersDirty = false;
+      this.updateMarkers(cell, vp);
+    }
     const study = ctx.study;
     const meta = cell.stack.firstMeta;
     setText(overlay.tl, [
@@ -207,7 +219,6 @@ export class Grid {
       zoom = '';
     }
     setText(overlay.br, [zoom]);
-    this.updateMarkers(cell, vp);
   }
 
   updateMarkers(cell, vp) {
