@@ -1,6 +1,6 @@
 // filmless viewer, first stage: a small classic script inlined into
 // index.html (with src/rules.js, by src/inline-early.js) that runs before
-// the Cornerstone bundle and:
+// (and alongside) the Cornerstone bundle and:
 //   1. starts the DICOMweb requests the viewer needs first (series list,
 //      first series' metadata, its first slice) and leaves the promises in
 //      window.filmlessEarly.requests for the bundle to reuse;
@@ -14,19 +14,25 @@ var study = config.study;
 var root = config.root;
 var token = config.token;
 var early = (window.filmlessEarly = { root: root, requests: {}, preview: null, frame: null });
-var done;
+var resolvePreview;
+var resolveFrame;
 function mark(name) {
   if (window.performance && performance.mark) performance.mark('filmless:' + name);
 }
-// Resolves once the first slice is drawn or known to be impossible; the
-// bundle is evaluated then (src/boot.js), so it does not hold the main
-// thread while the first image is on its way.
-early.previewSettled = new Promise(function (resolve) { done = resolve; });
+// previewSettled: the first slice is drawn, or known to be impossible (or
+// late). frameSettled: early.frame holds the first slice's bytes, or it
+// never will; the bundle waits for it rather than fetching the slice again.
+early.previewSettled = new Promise(function (resolve) { resolvePreview = resolve; });
+early.frameSettled = new Promise(function (resolve) { resolveFrame = resolve; });
+function done(ok) {
+  resolveFrame(Boolean(early.frame));
+  resolvePreview(ok);
+}
 if (study && window.fetch && window.Promise) start();
 else done(false);
 
 function start() {
-  setTimeout(function () { done(false); }, 1500);
+  setTimeout(function () { resolvePreview(false); }, 1500);
   var headers = { Accept: 'application/dicom+json' };
   if (token) headers['X-Share-Token'] = token;
 
@@ -87,6 +93,7 @@ function start() {
         var pixels = bytes.slice(start, start + length);
         early.frame = { study: study, series: seriesUid, sop: sop, frame: 1, transferSyntax: ts, pixels: pixels, meta: meta };
         mark('early-frame');
+        resolveFrame(true);
         draw(meta, pixels, rows, cols, bits, photometric);
         mark('preview');
         done(true);

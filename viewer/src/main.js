@@ -52,6 +52,13 @@ function offerEarlyFrame(absoluteRoot) {
   metaData.addProvider(provider, 10000);
 }
 
+// Wait (a little) for early.js's first slice, if it is on its way.
+function earlyFrame() {
+  const settled = window.filmlessEarly?.frameSettled;
+  if (!settled) return Promise.resolve(false);
+  return Promise.race([settled, new Promise((resolve) => setTimeout(resolve, 3000, false))]);
+}
+
 // One viewer on this page: `config` defaults to the page's query string
 // (rules.readConfig). Returns { probe, start }: start() fetches, builds the
 // grid and toolbar and resolves when the first image is up (or an error is
@@ -296,7 +303,6 @@ export function createViewer({ config = readConfig(window.location.search, windo
     const listPromise = loadSeriesList(client, config.study);
     listPromise.catch(() => {});
     state.renderer = initCornerstone({ authHeaders: client.authHeaders, render: config.render });
-    offerEarlyFrame(client.absoluteRoot);
     mark('cornerstone');
     // Know the first series before the viewports exist: its rescale values
     // decide the rendering path (rendererFor).
@@ -341,6 +347,8 @@ export function createViewer({ config = readConfig(window.location.search, windo
     state.seriesList = list.series;
     state.context = studyContext(list);
     const first = images.find((s) => s.uid === config.series) || images.find((s) => s.uid === list.defaultUid) || images[0];
+    await earlyFrame();
+    offerEarlyFrame(client.absoluteRoot);
     const shown = await openSeries(client, grid, grid.active, first, ui);
     if (shown) {
       // "ready" means painted: wait for Cornerstone's first render of it.
