@@ -50,11 +50,13 @@ from playwright.sync_api import sync_playwright  # noqa: E402
 from sqlalchemy import select  # noqa: E402
 
 from emr import EmrSettings, create_app, upgrade_database  # noqa: E402
-from emr.audit import Actor  # noqa: E402
+from emr.access.audit import Actor  # noqa: E402
+from emr.access.users import create_user  # noqa: E402
 from emr.db import make_engine, make_session_factory  # noqa: E402
+from emr.imaging import linking, orders  # noqa: E402
 from emr.models import Study  # noqa: E402
-from emr.services import encounters, linking, orders, patients  # noqa: E402
-from emr.services.users import create_user  # noqa: E402
+from emr.patients import encounters  # noqa: E402
+from emr.patients import service as patients  # noqa: E402
 from storage import OrthancProcess, StorageSettings  # noqa: E402
 from tests.browser import launch  # noqa: E402
 from tests.helpers import free_port  # noqa: E402
