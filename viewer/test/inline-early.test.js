@@ -21,7 +21,7 @@ test('without a study it defines only window.filmlessEarly and settles at once',
   const sandbox = { window, URLSearchParams, Promise, setTimeout, document: {} };
   vm.runInNewContext(readEarlyCode(SRC), sandbox);
   assert.deepEqual(Object.keys(window).sort(), ['fetch', 'filmlessEarly', 'location']);
-  assert.equal(await window.filmlessEarly.previewSettled, false);
+  assert.equal(await window.filmlessEarly.frameSettled, false);
   assert.equal(window.filmlessEarly.root, '/dicomweb');
 });
 
