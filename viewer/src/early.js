@@ -14,25 +14,20 @@ var study = config.study;
 var root = config.root;
 var token = config.token;
 var early = (window.filmlessEarly = { root: root, requests: {}, preview: null, frame: null });
-var resolvePreview;
 var resolveFrame;
 function mark(name) {
   if (window.performance && performance.mark) performance.mark('filmless:' + name);
 }
-// previewSettled: the first slice is drawn, or known to be impossible (or
-// late). frameSettled: early.frame holds the first slice's bytes, or it
-// never will; the bundle waits for it rather than fetching the slice again.
-early.previewSettled = new Promise(function (resolve) { resolvePreview = resolve; });
+// frameSettled: early.frame holds the first slice's bytes, or it never
+// will; the bundle waits for it rather than fetching the slice again.
 early.frameSettled = new Promise(function (resolve) { resolveFrame = resolve; });
-function done(ok) {
+function done() {
   resolveFrame(Boolean(early.frame));
-  resolvePreview(ok);
 }
 if (study && window.fetch && window.Promise) start();
-else done(false);
+else done();
 
 function start() {
-  setTimeout(function () { resolvePreview(false); }, 1500);
   var headers = { Accept: 'application/dicom+json' };
   if (token) headers['X-Share-Token'] = token;
 
@@ -55,16 +50,16 @@ function start() {
     .then(function (res) {
       mark('early-series');
       var pick = res.json && (config.series || pickFirstSeries(res.json));
-      if (!pick) return done(false);
+      if (!pick) return done();
       var seriesBase = base + '/series/' + encodeURIComponent(pick);
       return getJson(seriesBase + '/metadata').then(function (meta) {
         mark('early-metadata');
-        if (!meta.json || !meta.json.length) return done(false);
+        if (!meta.json || !meta.json.length) return done();
         var first = orderInstances(meta.json)[0];
         return preview(pick, seriesBase, first);
       });
     })
-    .then(null, function () { done(false); });
+    .then(null, function () { done(); });
 
   function preview(seriesUid, seriesBase, meta) {
     var rows = Number(tagValue(meta, '00280010'));
@@ -74,7 +69,7 @@ function start() {
     var frames = Number(tagValue(meta, '00280008')) || 1;
     var photometric = tagValue(meta, '00280004') || 'MONOCHROME2';
     if (spp !== 1 || frames !== 1 || (bits !== 8 && bits !== 16) || !rows || !cols || !/^MONOCHROME/.test(photometric)) {
-      return done(false);
+      return done();
     }
     var sop = tagValue(meta, '00080018');
     var url = seriesBase + '/instances/' + encodeURIComponent(sop) + '/frames/1';
@@ -83,12 +78,12 @@ function start() {
     return fetch(url, { headers: h, credentials: 'same-origin' }).then(function (r) {
       var type = r.headers.get('Content-Type') || '';
       var ts = (/transfer-syntax=([0-9.]+)/.exec(type) || [])[1] || '1.2.840.10008.1.2';
-      if (r.status !== 200 || UNCOMPRESSED_SYNTAXES.indexOf(ts) < 0) return done(false);
+      if (r.status !== 200 || UNCOMPRESSED_SYNTAXES.indexOf(ts) < 0) return done();
       return r.arrayBuffer().then(function (buf) {
         var bytes = new Uint8Array(buf);
         var start = findHeaderEnd(bytes);
         var length = rows * cols * (bits / 8);
-        if (start < 0 || start + length > bytes.length) return done(false);
+        if (start < 0 || start + length > bytes.length) return done();
         // The pixel data, kept for the bundle: the same slice is not fetched twice.
         var pixels = bytes.slice(start, start + length);
         early.frame = { study: study, series: seriesUid, sop: sop, frame: 1, transferSyntax: ts, pixels: pixels, meta: meta };
@@ -96,7 +91,7 @@ function start() {
         resolveFrame(true);
         draw(meta, pixels, rows, cols, bits, photometric);
         mark('preview');
-        done(true);
+        done();
       });
     });
   }
