@@ -57,6 +57,7 @@ from emr.imaging import linking, orders  # noqa: E402
 from emr.models import Study  # noqa: E402
 from emr.patients import encounters  # noqa: E402
 from emr.patients import service as patients  # noqa: E402
+from filmless.wiring import viewer_extension  # noqa: E402
 from storage import OrthancProcess, StorageSettings  # noqa: E402
 from tests.browser import launch  # noqa: E402
 from tests.helpers import free_port  # noqa: E402
@@ -217,7 +218,8 @@ def emr_with_ct(store: Any, data_dir: Path, slices: int) -> Iterator[Setup]:
         if result.linked != 1:
             raise SystemExit(f"the study was not linked to its order: {result}")
         s.scalars(select(Study).where(Study.study_instance_uid == order.study_instance_uid)).one()
-    app = create_app(settings, store=store, test_config={"EMR_ENGINE": engine})
+    # Mounted the way `filmless up` does it: the viewer and its proxy with the EMR's access rules.
+    app = create_app(settings, store=store, test_config={"EMR_ENGINE": engine}, extensions=[viewer_extension(store)])
     try:
         with serve(app) as base:
             yield Setup(base, series, "docanh")
