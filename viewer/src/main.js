@@ -5,7 +5,7 @@
 // default series metadata are already on their way (public/early.js) while
 // this bundle is parsed; the first slice is shown before anything else
 // (thumbnails, prefetch of the rest of the stack) is requested.
-import { cache, eventTarget, metaData, Enums as CoreEnums } from '@cornerstonejs/core';
+import { cache, eventTarget, metaData, getWebWorkerManager, Enums as CoreEnums } from '@cornerstonejs/core';
 
 import { annotation, utilities as toolUtils } from '@cornerstonejs/tools';
 import { readConfig, PRESETS, voiRange, centerWidth, presetForKey } from './rules.js';
@@ -26,6 +26,11 @@ const POLL_MS = 5000;
 // tries again when the reader scrolls.
 const PREFETCH_RETRY_MS = [1000, 3000, 9000];
 const POLL_LIMIT_MS = 10 * 60 * 1000;
+// Once a series is decoded the decoder worker sits idle, holding on to the
+// frames it copied in and out until its own garbage collection, which an
+// idle worker may not run for a long time: let it go after this long
+// without work; it is started again for the next series.
+const WORKER_IDLE_MS = 2000;
 
 // Start-up milestones, read by benchmarks/viewer.py (performance.getEntriesByType('mark')).
 const mark = (name) => performance.mark(`filmless:${name}`);
@@ -595,6 +600,7 @@ export function createViewer({ config = readConfig(window.location.search, windo
 
   async function start() {
     measurementsLoaded = savedMeasurements.load();
+    setInterval(() => getWebWorkerManager().terminateIdleWorkers('dicomImageLoader', WORKER_IDLE_MS), WORKER_IDLE_MS / 2);
     eventTarget.addEventListener(CsEvents.IMAGE_LOAD_FAILED, retryPrefetchAfterFailure);
     try {
       await boot();
