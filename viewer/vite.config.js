@@ -2,29 +2,16 @@
 // hence `base`. dicom-image-loader must not be pre-bundled (its web worker
 // and WASM codecs are resolved relative to its own files) and its worker is
 // an ES module.
-import { readFileSync } from 'node:fs';
 import { defineConfig } from 'vite';
+import { inlineEarlyScript, preloadMainChunk } from './src/inline-early.js';
 
-// src/early.js (the first stage: early requests and the preview of the
-// first slice) goes inline into index.html, so it runs without waiting for
-// another round trip. viewer/assets.py allows it in the Content-Security-
-// Policy by its hash.
-function inlineEarlyScript() {
-  return {
-    name: 'filmless-inline-early-script',
-    transformIndexHtml: {
-      order: 'pre',
-      handler(html) {
-        const code = readFileSync(new URL('./src/early.js', import.meta.url), 'utf8');
-        return html.replace('<!-- early.js -->', () => `<script>${code}</script>`);
-      },
-    },
-  };
-}
-
+// src/early.js (the first stage: early requests and the first slice) goes
+// inline into index.html together with src/rules.js, so it runs without
+// waiting for another round trip (src/inline-early.js, build-time only). viewer/assets.py allows
+// it in the Content-Security-Policy by its hash.
 export default defineConfig({
   base: '/viewer/',
-  plugins: [inlineEarlyScript()],
+  plugins: [inlineEarlyScript(new URL('./src/', import.meta.url)), preloadMainChunk()],
   build: {
     outDir: 'dist',
     emptyOutDir: true,

@@ -17,8 +17,10 @@ from pydicom import dcmread
 from pydicom.uid import generate_uid
 
 from tests.viewer.browser import open_study, viewer_state, wait_until
+from tests.viewer.conftest import ARTIFACTS
 from tests.viewer.phantom import CtSeries, make_ct_series
 from tests.viewer.pixels import canvas_grey, compare, reference_view
+from tests.viewer.test_emr_reading import Emr, browser_login, emr  # noqa: F401  (the EMR fixture, for the reading page)
 
 CATALOGUE = json.loads((Path(__file__).resolve().parents[2] / "emr" / "i18n" / "vi.json").read_text("utf-8"))
 
@@ -177,18 +179,32 @@ def test_elliptical_roi_reports_mean_hu_and_area(page: Any, viewer_url: str, ct_
     assert stats["modalityUnit"] == "HU"
     # Radius 10 pixels of 0.7 mm: π·7·7 ≈ 154 mm².
     assert 120 < stats["area"] < 190, stats
+    # The text beside it is Vietnamese (decimal comma), not Cornerstone's English.
+    label = page.locator(".cell.active svg text").all_text_contents()
+    text = " ".join(label)
+    for key in ("area", "mean", "max", "min", "stdDev"):
+        assert CATALOGUE[f"viewer.measure.{key}"] + ":" in text, text
+    assert "mm²" in text and "HU" in text, text
+    assert not any(word in text for word in ("Area", "Mean", "Max:", "Min:", "Std Dev")), text
 
 
 def test_layouts_fill_cells(page: Any, viewer_url: str, ct_study: CtSeries, rules: Any) -> None:
     open_study(page, viewer_url, ct_study.study_uid)
     page.locator("[data-key=layout-2x2]").click()
-    wait_until(page, lambda s: s["cells"] == 4, what="2x2 layout")
+    # "ready" waits for the layout to be filled and painted, not just for the cells to exist.
+    wait_until(page, lambda s: s["cells"] == 4 and s["ready"], what="2x2 layout filled")
     assert page.locator(".cell").count() == 4
+    assert page.evaluate("filmlessViewer.filledCount") == 4
+    # Two clicks in quick succession: the second waits for the first, no cell is filled after removal.
     page.locator("[data-key=layout-1x2]").click()
-    wait_until(page, lambda s: s["cells"] == 2, what="1x2 layout")
     page.locator("[data-key=layout-1x1]").click()
     wait_until(page, lambda s: s["cells"] == 1 and s["ready"], what="1x1 layout")
     assert shows_slice(page, ct_study, viewer_state(page)["index"])
+    page.locator("[data-key=layout-1x2]").click()
+    wait_until(page, lambda s: s["cells"] == 2 and s["ready"], what="1x2 layout")
+    assert page.evaluate("filmlessViewer.filledCount") == 2
+    assert shows_slice(page, ct_study, viewer_state(page)["index"])
+    assert page.page_errors == []
 
 
 def test_missing_study_shows_vietnamese_message(page: Any, viewer_url: str, rules: Any) -> None:
@@ -321,3 +337,138 @@ def test_signed_report_pdf_is_a_labelled_entry_not_an_image(
     assert viewer_state(page)["count"] == 4
     assert not [u for u in requested if f"/series/{pdf_series}/" in u], requested
     assert page.page_errors == []
+
+
+# Every control of the toolbar, by its data-key.
+CONTROLS = [
+    *(f"tool-{k}" for k in ("windowLevel", "scroll", "pan", "zoom", "length", "angle", "ellipse")),
+    *("rotate", "flipH", "flipV", "invert", "reset", "clear", "cine", "preset"),
+    *(f"layout-{k}" for k in ("1x1", "1x2", "2x2")),
+]
+DESKTOP_SIZES = [(1280, 720), (1366, 768), (1920, 1080)]
+TOUCH_SIZES = [(390, 844), (768, 1024)]
+
+
+def _inside(box: dict[str, float] | None, area: dict[str, float]) -> bool:
+    return (
+        box is not None
+        and box["width"] > 0
+        and box["height"] > 0
+        and box["x"] >= area["x"] - 0.5
+        and box["y"] >= area["y"] - 0.5
+        and box["x"] + box["width"] <= area["x"] + area["width"] + 0.5
+        and box["y"] + box["height"] <= area["y"] + area["height"] + 0.5
+    )
+
+
+def assert_controls_usable(root: Any, areas: list[dict[str, float]]) -> None:
+    """Each control is visible, inside every given area (viewport, iframe) and would receive a click."""
+    for key in CONTROLS:
+        control = root.locator(f"[data-key={key}]")
+        control.scroll_into_view_if_needed(timeout=5000)
+        assert control.is_visible(), key
+        box = control.bounding_box()
+        for area in areas:
+            assert _inside(box, area), (key, box, area)
+        # Actionability: visible, stable, enabled and not covered by anything else.
+        control.click(trial=True, timeout=5000)
+        name = control.get_attribute("aria-label") or control.get_attribute("title")
+        assert name, f"{key} has no accessible name"
+
+
+@pytest.mark.parametrize("size", DESKTOP_SIZES, ids=lambda s: f"{s[0]}x{s[1]}")
+def test_toolbar_fits_desktop_screens(
+    page: Any, viewer_url: str, ct_study: CtSeries, rules: Any, size: tuple[int, int]
+) -> None:
+    """Issue 13: at 1280×720 and up every tool is on screen and clickable, in one row, no menu."""
+    width, height = size
+    page.set_viewport_size({"width": width, "height": height})
+    open_study(page, viewer_url, ct_study.study_uid)
+    page.locator("[data-key=tool-windowLevel]").wait_for()
+    assert not page.locator("[data-key=menu]").is_visible()
+    assert_controls_usable(page, [{"x": 0, "y": 0, "width": width, "height": height}])
+    tops = {round(page.locator(f"[data-key={k}]").bounding_box()["y"]) for k in CONTROLS}
+    assert max(tops) - min(tops) <= 2, f"the toolbar wraps: {sorted(tops)}"
+    # Names are Vietnamese, from the catalogue.
+    assert page.locator("[data-key=tool-length]").get_attribute("aria-label") == CATALOGUE["viewer.tool.length"]
+    if size == (1366, 768):
+        page.screenshot(path=str(ARTIFACTS / "viewer-1366x768.png"))
+
+
+@pytest.mark.parametrize("size", TOUCH_SIZES, ids=lambda s: f"{s[0]}x{s[1]}")
+def test_toolbar_collapses_into_a_menu_on_touch_screens(
+    browser: Any, viewer_url: str, ct_study: CtSeries, rules: Any, size: tuple[int, int]
+) -> None:
+    width, height = size
+    context = browser.new_context(
+        viewport={"width": width, "height": height}, device_scale_factor=1, is_mobile=True, has_touch=True
+    )
+    phone = context.new_page()
+    try:
+        open_study(phone, viewer_url, ct_study.study_uid)
+        menu = phone.locator("[data-key=menu]")
+        menu.wait_for()
+        assert menu.is_visible() and menu.get_attribute("aria-expanded") == "false"
+        assert CATALOGUE["viewer.menu"] in menu.inner_text()
+        assert not phone.locator("[data-key=tool-length]").is_visible()
+        area = {"x": 0, "y": 0, "width": width, "height": height}
+        assert _inside(menu.bounding_box(), area)
+        if size == (390, 844):
+            phone.screenshot(path=str(ARTIFACTS / "viewer-390x844.png"))
+        menu.tap()
+        assert menu.get_attribute("aria-expanded") == "true"
+        # Labelled entries, every one reachable and clickable.
+        assert phone.locator("[data-key=tool-length]").inner_text() == CATALOGUE["viewer.tool.length"]
+        assert_controls_usable(phone, [area])
+        if size == (390, 844):
+            phone.screenshot(path=str(ARTIFACTS / "viewer-390x844-menu.png"))
+        # Choosing a tool closes the menu and makes it the active tool.
+        phone.locator("[data-key=tool-length]").tap()
+        assert menu.get_attribute("aria-expanded") == "false"
+        assert not phone.locator("[data-key=tool-length]").is_visible()
+        assert CATALOGUE["viewer.tool.length"] in phone.locator(".tb-current").inner_text()
+        menu.tap()
+        assert "on" in (phone.locator("[data-key=tool-length]").get_attribute("class") or "")
+        # A preset from the menu changes the window and closes it too.
+        phone.locator("select[data-key=preset]").select_option("lung")
+        wait_until(phone, lambda s: s["voi"] == {"center": -600, "width": 1500}, what="lung preset from the menu")
+        assert menu.get_attribute("aria-expanded") == "false"
+    finally:
+        context.close()
+
+
+@pytest.mark.parametrize("size", [(1280, 720), (1366, 768), (390, 844)], ids=lambda s: f"{s[0]}x{s[1]}")
+def test_toolbar_fits_in_the_reading_page(browser: Any, emr: Emr, size: tuple[int, int]) -> None:  # noqa: F811
+    """Embedded beside the report (emr/templates/reading/read.html): every tool on screen, or the menu on a phone."""
+    width, height = size
+    phone = width < 700
+    context = browser.new_context(
+        viewport={"width": width, "height": height}, device_scale_factor=1, is_mobile=phone, has_touch=phone
+    )
+    page = context.new_page()
+    try:
+        browser_login(page, emr.base, "radiologist1")
+        page.goto(f"{emr.base}/reading/studies/{emr.study_id}")
+        frame = page.frame_locator("iframe.reading-viewer")
+        frame.locator(".cell.active .viewport canvas").wait_for(timeout=30000)
+        frame.locator("[data-key=menu]").wait_for(state="attached", timeout=30000)
+        iframe = page.locator("iframe.reading-viewer").bounding_box()
+        screen = {"x": 0, "y": 0, "width": width, "height": height}
+        assert _inside(iframe, screen) if not phone else iframe["width"] <= width
+        name = f"reading-{width}x{height}.png"
+        if phone:
+            menu = frame.locator("[data-key=menu]")
+            assert menu.is_visible()
+            page.screenshot(path=str(ARTIFACTS / name))
+            menu.tap()
+            assert_controls_usable(frame, [iframe])
+            page.screenshot(path=str(ARTIFACTS / name.replace(".png", "-menu.png")))
+        else:
+            assert not frame.locator("[data-key=menu]").is_visible()
+            assert_controls_usable(frame, [iframe, screen])
+            # The report panel is still beside the viewer, not pushed off screen.
+            panel = page.locator(".reading-panel").bounding_box()
+            assert panel["x"] >= iframe["x"] + iframe["width"] and panel["x"] + panel["width"] <= width
+            page.screenshot(path=str(ARTIFACTS / name))
+    finally:
+        context.close()

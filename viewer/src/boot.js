@@ -1,8 +1,13 @@
-// Entry point: wait until public/early.js has drawn the first slice (or
-// knows it cannot), then load the interactive viewer. Evaluating the
-// Cornerstone bundle blocks the page for a while; doing it after the first
-// image keeps that wait off the radiologist's time to first image.
+// Entry point: evaluate the interactive viewer at once and start it.
+// index.html preloads the bundle, and early.js (inline, already running)
+// has the first requests in flight: evaluating the bundle (a long task) now
+// fills the time the page would otherwise spend waiting for the series
+// metadata, and the viewer takes the first slice from early.js when it
+// arrives (early.frameSettled) instead of fetching it again.
 import './style.css';
 
-const settled = window.filmlessEarly?.previewSettled ?? Promise.resolve(false);
-settled.then(() => import('./main.js'));
+import('./main.js').then(({ createViewer }) => {
+  const viewer = createViewer();
+  window.filmlessViewer = viewer.probe;
+  return viewer.start();
+});

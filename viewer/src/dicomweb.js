@@ -69,15 +69,8 @@ export function createClient({ root, absoluteRoot, token }) {
   return { root, absoluteRoot, authHeaders, getJson, getBlob };
 }
 
-export function tagValue(item, tag) {
-  const el = item?.[tag];
-  if (!el || !el.Value || !el.Value.length) return undefined;
-  return el.Value[0];
-}
-
-export function tagValues(item, tag) {
-  return item?.[tag]?.Value ?? [];
-}
+export { tagValue, tagValues } from './rules.js';
+import { tagValue } from './rules.js';
 
 export function personName(item, tag) {
   const v = tagValue(item, tag);

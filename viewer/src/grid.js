@@ -4,7 +4,7 @@
 import { RenderingEngine, Enums, eventTarget, getRenderingEngine } from '@cornerstonejs/core';
 import { utilities as toolUtils } from '@cornerstonejs/tools';
 import { t } from './i18n.js';
-import { centerWidth } from './presets.js';
+import { centerWidth } from './rules.js';
 import { tagValue, personName } from './dicomweb.js';
 
 const ENGINE_ID = 'filmless';
@@ -31,6 +31,8 @@ export class Grid {
     this.cells = [];
     this.activeIndex = 0;
     this.onActivate = () => {};
+    // Cells whose canvas was resized (and so cleared) and not painted since.
+    this.unpainted = new Set();
     this.resizeObserver = new ResizeObserver(() => this.resize());
     this.resizeObserver.observe(container);
     eventTarget.addEventListener(Events.IMAGE_LOAD_ERROR, (evt) => this.loadError(evt));
@@ -52,6 +54,8 @@ export class Grid {
       const cell = this.cells.pop();
       this.toolGroup.removeViewports(this.engine.id, cell.viewportId);
       this.engine.disableElement(cell.viewportId);
+      this.unpainted.delete(cell);
+      cell.removed = true;
       cell.root.remove();
     }
     while (this.cells.length < wanted) {
@@ -89,9 +93,18 @@ export class Grid {
     this.toolGroup.addViewport(viewportId, this.engine.id);
     const cell = { index, root, element, overlay, message, viewportId, stack: null, series: null, failed: false };
     root.addEventListener('pointerdown', () => this.activate(this.cells.indexOf(cell)), true);
-    const refresh = () => this.updateOverlay(cell);
-    element.addEventListener(Events.IMAGE_RENDERED, refresh);
-    element.addEventListener(Events.STACK_NEW_IMAGE, refresh);
+    const refresh = () => {
+      this.updateOverlay(cell);
+    };
+    element.addEventListener(Events.IMAGE_RENDERED, () => {
+      this.unpainted.delete(cell);
+      refresh();
+    });
+    // Orientation markers follow the camera (rotation, flips), not the
+    // slice: recomputed only when it changes (they read the layout).
+    element.addEventListener(Events.CAMERA_MODIFIED, () => {
+      cell.markersDirty = true;
+    });
     return cell;
   }
 
@@ -102,8 +115,18 @@ export class Grid {
     this.onActivate(this.active);
   }
 
+  // Resizing clears the canvases; Cornerstone paints them again on the next
+  // animation frame. Until then a cell's canvas shows nothing (painted()).
   resize() {
+    for (const cell of this.cells) {
+      if (cell.stack && !cell.failed) this.unpainted.add(cell);
+      cell.markersDirty = true;
+    }
     this.engine.resize(true, false);
+  }
+
+  painted(cell = this.active) {
+    return Boolean(cell) && !this.unpainted.has(cell);
   }
 
   showMessage(cell, text) {
@@ -112,6 +135,8 @@ export class Grid {
   }
 
   async showStack(cell, series, stack, context) {
+    if (cell.removed) return false;
+    cell.markersDirty = true;
     cell.series = series;
     cell.stack = stack;
     cell.context = context;
@@ -147,6 +172,7 @@ export class Grid {
 
   markUndecodable(cell, err) {
     cell.failed = true;
+    this.unpainted.delete(cell);
     const syntax = String(err?.message || err || '').match(/\d+(?:\.\d+){4,}/)?.[0] || '?';
     this.showMessage(cell, t('viewer.error.undecodable', { syntax }));
     console.warn('filmless viewer: cannot display image', err);
@@ -159,6 +185,12 @@ export class Grid {
     if (!cell.stack || !vp || !ctx) {
       for (const node of Object.values(overlay)) node.textContent = '';
       return;
+    }
+    // Read the layout (markers) before writing text, so the browser does not
+    // lay the page out twice per slice.
+    if (cell.markersDirty) {
+      cell.markersDirty = false;
+      this.updateMarkers(cell, vp);
     }
     const study = ctx.study;
     const meta = cell.stack.firstMeta;
@@ -187,7 +219,6 @@ export class Grid {
       zoom = '';
     }
     setText(overlay.br, [zoom]);
-    this.updateMarkers(cell, vp);
   }
 
   updateMarkers(cell, vp) {

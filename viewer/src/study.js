@@ -1,16 +1,7 @@
 // A study as the viewer sees it: its series (QIDO-RS) and, per series, the
 // ordered wadors imageIds with their metadata registered for the loader.
 import dicomImageLoader from '@cornerstonejs/dicom-image-loader';
-import { tagValue } from './dicomweb.js';
-
-const NON_IMAGE = new Set(['SR', 'PR', 'KO', 'SEG', 'RTSTRUCT', 'RTPLAN', 'DOC', 'REG']);
-
-export function pickDefaultSeries(list) {
-  // One rule for the bundle and public/early.js (which defines it first).
-  if (window.filmlessPickSeries) return window.filmlessPickSeries(list);
-  const images = list.filter((s) => !NON_IMAGE.has(tagValue(s, '00080060')));
-  return images.length ? tagValue(images[0], '0020000E') : null;
-}
+import { tagValue, isImageSeries, pickFirstSeries, orderInstances } from './rules.js';
 
 function describeSeries(item) {
   const number = Number(tagValue(item, '00200011'));
@@ -20,7 +11,7 @@ function describeSeries(item) {
     description: tagValue(item, '0008103E') || '',
     modality: tagValue(item, '00080060') || '',
     count: Number(tagValue(item, '00201209')) || 0,
-    isImage: !NON_IMAGE.has(tagValue(item, '00080060')),
+    isImage: isImageSeries(item),
     raw: item,
   };
 }
@@ -28,7 +19,7 @@ function describeSeries(item) {
 export async function loadSeriesList(client, studyUid) {
   const path = `/studies/${encodeURIComponent(studyUid)}/series`;
   const { body, headers } = await client.getJson(path);
-  const defaultUid = pickDefaultSeries(body);
+  const defaultUid = pickFirstSeries(body);
   const series = body.map(describeSeries).filter((s) => s.uid);
   series.sort((a, b) => (a.number ?? 1e9) - (b.number ?? 1e9) || (a.uid < b.uid ? -1 : 1));
   return {
@@ -36,12 +27,6 @@ export async function loadSeriesList(client, studyUid) {
     defaultUid,
     arriving: headers?.get?.('X-Study-Arriving') === '1',
   };
-}
-
-// Slice order is defined once, in public/early.js (it orders the preview too).
-function orderInstances(metadata) {
-  if (window.filmlessOrderInstances) return window.filmlessOrderInstances(metadata);
-  return metadata.slice().sort((a, b) => (Number(tagValue(a, '00200013')) || 0) - (Number(tagValue(b, '00200013')) || 0));
 }
 
 // Fetch a series' metadata, register it with the wadors loader and return

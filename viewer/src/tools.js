@@ -13,6 +13,8 @@ import {
   AngleTool,
   EllipticalROITool,
 } from '@cornerstonejs/tools';
+import { t } from './i18n.js';
+import { ellipseLines, lengthLines, angleLines } from './labels.js';
 
 const { MouseBindings } = ToolEnums;
 export const SCROLL_DRAG = 'ScrollDrag';
@@ -41,9 +43,10 @@ export function createToolGroup(id) {
   group.addToolInstance(SCROLL_DRAG, StackScrollTool.toolName);
   group.addToolInstance(PAN_DRAG, PanTool.toolName);
   group.addToolInstance(ZOOM_DRAG, ZoomTool.toolName);
-  group.addTool(LengthTool.toolName);
-  group.addTool(AngleTool.toolName);
-  group.addTool(EllipticalROITool.toolName);
+  // Measurement text in Vietnamese (src/labels.js), not Cornerstone's English.
+  group.addTool(LengthTool.toolName, { getTextLines: (data, id) => lengthLines(data.cachedStats[id], t) });
+  group.addTool(AngleTool.toolName, { getTextLines: (data, id) => angleLines(data.cachedStats[id], t) });
+  group.addTool(EllipticalROITool.toolName, { getTextLines: (data, id) => ellipseLines(data.cachedStats[id], t) });
 
   group.setToolActive(PanTool.toolName, {
     bindings: [{ mouseButton: MouseBindings.Auxiliary }, { numTouchPoints: 3 }],

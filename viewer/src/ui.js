@@ -1,13 +1,56 @@
 // Toolbar, series thumbnails and page-level messages. Plain DOM: the
 // viewer is one screen and must start fast.
 import { t } from './i18n.js';
-import { PRESETS } from './presets.js';
+import { PRESETS } from './rules.js';
+
+// Toolbar icons (24×24, stroked with the text colour). Every button also
+// carries its Vietnamese name: as a tooltip and accessible name on desktop,
+// as a visible label in the touch menu.
+const ICONS = {
+  windowLevel: '<circle cx="12" cy="12" r="8.5"/><path d="M12 3.5a8.5 8.5 0 0 1 0 17z" fill="currentColor"/>',
+  scroll: '<rect x="6" y="8" width="12" height="8" rx="1"/><path d="M12 2.5v3M9.5 4 12 1.8 14.5 4M12 18.5v3.5M9.5 20l2.5 2.2 2.5-2.2"/>',
+  pan: '<path d="M12 3v18M3 12h18M12 3 9.5 5.5M12 3l2.5 2.5M12 21l-2.5-2.5M12 21l2.5-2.5M3 12l2.5-2.5M3 12l2.5 2.5M21 12l-2.5-2.5M21 12l-2.5 2.5"/>',
+  zoom: '<circle cx="10.5" cy="10.5" r="6.5"/><path d="m15.5 15.5 5 5M10.5 7.5v6M7.5 10.5h6"/>',
+  length: '<path d="M4.5 19.5 19.5 4.5M3 16.5 7.5 21M16.5 3 21 7.5M9 14l1.5 1.5M12 11l1.5 1.5"/>',
+  angle: '<path d="M20 19H4L15 5"/><path d="M9.5 19a6 6 0 0 0-2-4.2"/>',
+  ellipse: '<ellipse cx="12" cy="12" rx="9" ry="6"/><path d="M9 12h6" stroke-dasharray="2 2"/>',
+  rotate: '<path d="M19.5 12a7.5 7.5 0 1 1-2.2-5.3"/><path d="M20 3.5v5h-5"/>',
+  flipH: '<path d="M12 3v18" stroke-dasharray="2 2"/><path d="M9 6 3 18h6zM15 6l6 12h-6z"/>',
+  flipV: '<path d="M3 12h18" stroke-dasharray="2 2"/><path d="M6 9 18 3v6zM6 15l12 6v-6z"/>',
+  invert: '<rect x="4" y="4" width="16" height="16" rx="1"/><path d="M4 20 20 4v16z" fill="currentColor"/>',
+  reset: '<path d="M4.5 12a7.5 7.5 0 1 0 2.2-5.3"/><path d="M4 3.5v5h5"/>',
+  clear: '<path d="M4 7h16M9.5 7V4h5v3M6.5 7l1 13h9l1-13M10 11v5M14 11v5"/>',
+  cine: '<path d="M8 5v14l11-7z" fill="currentColor"/>',
+  cineStop: '<rect x="6.5" y="6.5" width="11" height="11" fill="currentColor"/>',
+  'layout-1x1': '<rect x="4" y="4" width="16" height="16" rx="1"/>',
+  'layout-1x2': '<rect x="4" y="4" width="16" height="16" rx="1"/><path d="M12 4v16"/>',
+  'layout-2x2': '<rect x="4" y="4" width="16" height="16" rx="1"/><path d="M12 4v16M4 12h16"/>',
+  menu: '<path d="M4 7h16M4 12h16M4 17h16"/>',
+};
+
+function icon(name) {
+  const svg = document.createElementNS('http://www.w3.org/2000/svg', 'svg');
+  svg.setAttribute('viewBox', '0 0 24 24');
+  svg.setAttribute('aria-hidden', 'true');
+  svg.setAttribute('class', 'icon');
+  svg.innerHTML = ICONS[name] || '';
+  return svg;
+}
 
 function button(parent, label, onClick, extra = {}) {
   const b = document.createElement('button');
   b.type = 'button';
-  b.textContent = label;
-  if (extra.title) b.title = extra.title;
+  if (extra.icon) {
+    const text = document.createElement('span');
+    text.className = 'label';
+    text.textContent = label;
+    b.append(icon(extra.icon), text);
+    b.setAttribute('aria-label', label);
+    b.title = extra.title || label;
+  } else {
+    b.textContent = label;
+    if (extra.title) b.title = extra.title;
+  }
   if (extra.key) b.dataset.key = extra.key;
   if (extra.className) b.className = extra.className;
   b.addEventListener('click', onClick);
@@ -15,33 +58,68 @@ function button(parent, label, onClick, extra = {}) {
   return b;
 }
 
-function group(parent, name) {
+function group(parent, name, label) {
   const g = document.createElement('div');
   g.className = 'tb-group';
+  g.setAttribute('role', 'group');
+  if (label) g.setAttribute('aria-label', label);
   if (name) g.dataset.group = name;
   parent.appendChild(g);
   return g;
 }
 
+// The toolbar: one row of icon buttons on desktop screens (it fits 1280 px
+// wide, and the ~800 px of the viewer embedded beside the report); on
+// touch screens and narrow windows (style.css decides) the same buttons,
+// labelled, in a menu opened from one button.
 export function buildToolbar(root, actions) {
   root.textContent = '';
-  const tools = group(root, 'tools');
+  const bar = document.createElement('div');
+  bar.className = 'tb-bar';
+  const current = document.createElement('span');
+  current.className = 'tb-current';
+  const items = document.createElement('div');
+  items.className = 'tb-items';
+  items.id = 'toolbar-items';
+  const menuButton = button(bar, t('viewer.menu'), () => setOpen(!root.classList.contains('open')), {
+    key: 'menu',
+    icon: 'menu',
+    className: 'tb-menu',
+  });
+  menuButton.setAttribute('aria-controls', items.id);
+  menuButton.setAttribute('aria-expanded', 'false');
+  bar.appendChild(current);
+  root.append(bar, items);
+
+  function setOpen(open) {
+    root.classList.toggle('open', open);
+    menuButton.setAttribute('aria-expanded', String(open));
+  }
+  // In the menu, a choice closes it (the image is what the reader wants to see).
+  const inMenu = () => getComputedStyle(bar).display !== 'none';
+  const then = (fn) => (...args) => {
+    if (inMenu()) setOpen(false);
+    return fn(...args);
+  };
+
+  const tools = group(items, 'tools', t('viewer.group.tools'));
   const toolButtons = {};
   for (const key of ['windowLevel', 'scroll', 'pan', 'zoom', 'length', 'angle', 'ellipse']) {
-    toolButtons[key] = button(tools, t(`viewer.tool.${key}`), () => actions.tool(key), { key: `tool-${key}` });
+    toolButtons[key] = button(tools, t(`viewer.tool.${key}`), then(() => actions.tool(key)), {
+      key: `tool-${key}`,
+      icon: key,
+    });
   }
-  const view = group(root, 'view');
-  button(view, t('viewer.tool.rotate'), actions.rotate, { key: 'rotate' });
-  button(view, t('viewer.tool.flipH'), actions.flipH, { key: 'flipH' });
-  button(view, t('viewer.tool.flipV'), actions.flipV, { key: 'flipV' });
-  button(view, t('viewer.tool.invert'), actions.invert, { key: 'invert' });
-  button(view, t('viewer.tool.reset'), actions.reset, { key: 'reset' });
-  button(view, t('viewer.tool.clear'), actions.clear, { key: 'clear' });
-  const cine = button(view, t('viewer.tool.cine'), actions.cine, { key: 'cine' });
+  const view = group(items, 'view', t('viewer.group.view'));
+  for (const key of ['rotate', 'flipH', 'flipV', 'invert', 'reset', 'clear']) {
+    button(view, t(`viewer.tool.${key}`), then(actions[key]), { key, icon: key });
+  }
+  const cine = button(view, t('viewer.tool.cine'), then(actions.cine), { key: 'cine', icon: 'cine' });
 
-  const presets = group(root, 'presets');
+  const presets = group(items, 'presets', t('viewer.preset'));
   const select = document.createElement('select');
   select.title = t('viewer.preset');
+  select.setAttribute('aria-label', t('viewer.preset'));
   select.dataset.key = 'preset';
   const placeholder = new Option(t('viewer.preset'), '');
   placeholder.disabled = true;
@@ -49,25 +127,36 @@ export function buildToolbar(root, actions) {
   select.add(new Option(t('viewer.preset.default'), 'default'));
   for (const p of PRESETS) select.add(new Option(`${t(`viewer.preset.${p.key}`)} (${p.width}/${p.center})`, p.key));
   select.value = '';
-  select.addEventListener('change', () => {
-    actions.preset(select.value);
-    select.value = '';
-  });
+  select.addEventListener(
+    'change',
+    then(() => {
+      actions.preset(select.value);
+      select.value = '';
+    }),
+  );
   presets.appendChild(select);
 
-  const layouts = group(root, 'layout');
+  const layouts = group(items, 'layout', t('viewer.layout'));
   for (const [rows, cols] of [[1, 1], [1, 2], [2, 2]]) {
-    button(layouts, `${rows}×${cols}`, () => actions.layout(rows, cols), {
-      key: `layout-${rows}x${cols}`,
-      title: t('viewer.layout'),
-    });
+    const key = `layout-${rows}x${cols}`;
+    button(layouts, t('viewer.layout.grid', { rows, cols }), then(() => actions.layout(rows, cols)), { key, icon: key });
   }
+  document.addEventListener('keydown', (e) => {
+    if (e.key === 'Escape') setOpen(false);
+  });
   return {
     setActiveTool(key) {
-      for (const [k, b] of Object.entries(toolButtons)) b.classList.toggle('on', k === key);
+      for (const [k, b] of Object.entries(toolButtons)) {
+        b.classList.toggle('on', k === key);
+        b.setAttribute('aria-pressed', String(k === key));
+      }
+      current.textContent = key ? t(`viewer.tool.${key}`) : '';
     },
     setCinePlaying(playing) {
-      cine.textContent = t(playing ? 'viewer.tool.cineStop' : 'viewer.tool.cine');
+      const label = t(playing ? 'viewer.tool.cineStop' : 'viewer.tool.cine');
+      cine.replaceChildren(icon(playing ? 'cineStop' : 'cine'), Object.assign(document.createElement('span'), { className: 'label', textContent: label }));
+      cine.title = label;
+      cine.setAttribute('aria-label', label);
       cine.classList.toggle('on', playing);
     },
   };
