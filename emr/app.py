@@ -8,7 +8,7 @@ from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
-from flask import Flask, g, jsonify, render_template, request
+from flask import Flask, jsonify, render_template, request
 from flask_wtf.csrf import CSRFError, CSRFProtect
 from sqlalchemy import text as sql_text
 from werkzeug.exceptions import HTTPException
@@ -18,6 +18,8 @@ from .auth import load_session_user
 from .exceptions import EmrError
 from .exports.money import fmt_vnd
 from .i18n import t
+from .login_guard import LoginGuard
+from .security_headers import security_headers
 from .settings import EmrSettings
 
 __all__ = ["create_app", "load_or_create_secret"]
@@ -96,14 +98,12 @@ def create_app(settings: EmrSettings, *, store: Any = None, test_config: dict[st
             return "database unavailable\n", 503, plain
         return "ok\n", 200, plain
 
-    @app.after_request
-    def _headers(response: Any) -> Any:
-        response.headers.setdefault("X-Content-Type-Options", "nosniff")
-        response.headers.setdefault("X-Frame-Options", "SAMEORIGIN")
-        response.headers.setdefault("Referrer-Policy", "same-origin")
-        if request.path.startswith("/api/") or g.get("user") is not None:
-            response.headers.setdefault("Cache-Control", "no-store")
-        return response
+    app.extensions["emr.login_guard"] = LoginGuard(
+        rate_per_minute=settings.login_rate_per_minute,
+        failures_before_backoff=settings.lockout_failures,
+        max_backoff=settings.lockout_minutes * 60.0,
+    )
+    app.after_request(security_headers(https=settings.public_url.startswith("https://")))
 
     @app.errorhandler(CSRFError)
     def _csrf(exc: CSRFError) -> Any:

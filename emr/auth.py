@@ -16,6 +16,7 @@ from . import audit, db
 from .audit import Actor
 from .models import User
 from .permissions import PERMISSIONS, allowed
+from .services import sessions
 
 __all__ = ["requires", "load_session_user", "current_actor", "login_user", "logout_user"]
 
@@ -31,12 +32,19 @@ def current_actor() -> Actor:
 
 
 def load_session_user() -> None:
+    """The user of this request's session: the cookie must name a live server-side session."""
     g.user = None
     uid = session.get("uid")
     if uid is None:
         return
-    user = db.session().get(User, uid)
-    if user is None or not user.active or session.get("sv") != user.session_version:
+    s = db.session()
+    user = s.get(User, uid) if isinstance(uid, int) else None
+    if (
+        user is None
+        or not user.active
+        or session.get("sv") != user.session_version
+        or sessions.live_session(s, session.get("sid"), uid) is None
+    ):
         session.clear()
         return
     g.user = user
@@ -47,9 +55,13 @@ def login_user(user: User) -> None:
     session.permanent = True
     session["uid"] = user.id
     session["sv"] = user.session_version
+    session["sid"] = sessions.start_session(db.session(), user.id, request.remote_addr)
 
 
 def logout_user() -> None:
+    """End the session on the server (a copy of the cookie is worthless afterwards), then forget it here."""
+    if session.get("uid") is not None:
+        sessions.end_session(db.session(), session.get("sid"), "logout")
     session.clear()
 
 

@@ -11,6 +11,7 @@ from typing import Any
 from .app import create_app
 from .audit import SYSTEM, AnchorError, anchor_time, anchors_file, create_anchor, latest_anchor
 from .db import make_engine, make_session_factory, upgrade
+from .http_server import make_server
 from .linker import start_linker
 from .models.base import LOCAL_OFFSET
 from .settings import EmrSettings
@@ -139,17 +140,14 @@ def upgrade_database(settings: EmrSettings) -> None:
 
 def serve(settings: EmrSettings, store: Any) -> None:
     """Run the EMR under waitress until interrupted (used by `filmless up` and `filmless emr serve`)."""
-    from waitress import serve as waitress_serve
-
     upgrade_database(settings)
     app = create_app(settings, store=store)
     linker = start_linker(settings, store) if store is not None else None
     anchoring = start_anchor_scheduler(settings) if settings.tsa_url else None
+    server = make_server(app, settings)
     log.info("EMR listening on http://%s:%d", settings.host, settings.port)
     try:
-        waitress_serve(
-            app, host=settings.host, port=settings.port, threads=8, ident="filmless", clear_untrusted_proxy_headers=True
-        )
+        server.run()
     finally:
         if linker is not None:
             linker.stop()

@@ -1,9 +1,10 @@
-"""Accounts: Argon2 passwords, lockout after repeated failures, hashed API tokens."""
+"""Accounts: Argon2 passwords (throttled by :mod:`emr.login_guard`), hashed API tokens with an expiry."""
 
 from __future__ import annotations
 
 import hashlib
 import secrets
+from contextlib import nullcontext
 from datetime import timedelta
 
 from argon2 import PasswordHasher
@@ -13,8 +14,10 @@ from sqlalchemy.orm import Session
 
 from .. import audit
 from ..audit import Actor
+from ..login_guard import LoginGuard
 from ..exceptions import AuthenticationFailed, ConflictError, NotFoundError, ValidationFailed
 from ..models import ROLES, ApiToken, User, utcnow
+from .sessions import end_user_sessions
 
 __all__ = [
     "create_user",
@@ -27,14 +30,12 @@ __all__ = [
     "get_user",
     "set_active",
     "list_tokens",
-    "MAX_FAILURES",
-    "LOCKOUT",
 ]
 
 _HASHER = PasswordHasher()
-MAX_FAILURES = 5
-LOCKOUT = timedelta(minutes=15)
 MIN_PASSWORD = 10
+TOKEN_DAYS = 90  # default lifetime of an API token
+MAX_TOKEN_DAYS = 366
 # Verifying against this keeps the time of "no such user" equal to "wrong password".
 _DUMMY_HASH = _HASHER.hash("filmless-timing-equaliser")
 
@@ -97,8 +98,26 @@ def set_password(session: Session, actor: Actor, user_id: int, password: str) ->
     user.session_version += 1
     user.failed_logins = 0
     user.locked_until = None
-    audit.record(session, actor, "user.password", object_type="user", object_id=user.id)
+    ended = end_user_sessions(session, user.id, "password")
+    revoked = _revoke_all_tokens(session, user.id)
+    audit.record(
+        session,
+        actor,
+        "user.password",
+        object_type="user",
+        object_id=user.id,
+        details={"sessions_ended": ended, "tokens_revoked": revoked},
+    )
     session.commit()
+
+
+def _revoke_all_tokens(session: Session, user_id: int) -> int:
+    """A password reset also ends machine access: every live token of the user is revoked."""
+    now = utcnow()
+    live = list(session.scalars(select(ApiToken).where(ApiToken.user_id == user_id, ApiToken.revoked_at.is_(None))))
+    for tok in live:
+        tok.revoked_at = now
+    return len(live)
 
 
 def authenticate(
@@ -107,53 +126,49 @@ def authenticate(
     password: str,
     client_ip: str | None,
     *,
-    max_failures: int = MAX_FAILURES,
-    lockout: timedelta = LOCKOUT,
+    guard: LoginGuard | None = None,
 ) -> User:
-    """Check a password; count failures and lock the account after MAX_FAILURES. Every attempt is audited."""
+    """Check a password; every attempt is audited and every refusal raises the same generic error.
+
+    There is no account lock that failures alone set (an outsider could lock
+    anyone out with it): ``guard`` makes the failing *source* wait instead,
+    per account and as a whole, and bounds how many Argon2 verifications run
+    at once. Unknown, deactivated, wrong password and backing off all answer
+    with ``auth.error.failed``; the audit row says which it was.
+    """
     user = session.scalar(select(User).where(User.username == username))
     now = utcnow()
     attempt = Actor(user.id if user else None, username[:64], user.role if user else None, client_ip)
-    if user is None or not user.active:
-        try:
-            _HASHER.verify(_DUMMY_HASH, password + "x")
-        except VerificationError:
-            pass
-        audit.record(session, attempt, "login", outcome="failure", details={"reason": "unknown_user"})
+    target: dict[str, object] = {"object_type": "user", "object_id": user.id} if user else {}
+
+    def refuse(reason: str) -> AuthenticationFailed:
+        audit.record(session, attempt, "login", outcome="failure", details={"reason": reason}, **target)  # type: ignore[arg-type]
         session.commit()
-        raise AuthenticationFailed("bad credentials", key="auth.error.bad_credentials")
-    if user.locked_until and user.locked_until > now:
-        audit.record(
-            session,
-            attempt,
-            "login",
-            outcome="failure",
-            object_type="user",
-            object_id=user.id,
-            details={"reason": "locked"},
-        )
-        session.commit()
-        raise AuthenticationFailed("account locked", key="auth.error.locked")
-    try:
-        _HASHER.verify(user.password_hash, password)
-    except (VerificationError, InvalidHashError):
-        user.failed_logins += 1
-        reason = "bad_password"
-        if user.failed_logins >= max_failures:
-            user.locked_until = now + lockout
-            user.failed_logins = 0
-            reason = "locked_now"
-        audit.record(
-            session,
-            attempt,
-            "login",
-            outcome="failure",
-            object_type="user",
-            object_id=user.id,
-            details={"reason": reason},
-        )
-        session.commit()
-        raise AuthenticationFailed("bad credentials", key="auth.error.bad_credentials") from None
+        return AuthenticationFailed(f"login refused ({reason})", key="auth.error.failed")
+
+    wait = guard.backoff(username, client_ip) if guard is not None else 0.0
+    if wait > 0:
+        raise refuse("backoff")  # nothing hashed: the source is waiting out its back-off
+    with guard.hashing() if guard is not None else nullcontext():
+        if user is None or not user.active:
+            try:
+                _HASHER.verify(_DUMMY_HASH, password + "x")
+            except VerificationError:
+                pass
+            ok = False
+        else:
+            try:
+                ok = _HASHER.verify(user.password_hash, password)
+            except (VerificationError, InvalidHashError):
+                ok = False
+    if not ok or user is None:
+        if guard is not None:
+            guard.failed(username, client_ip)
+        if user is not None and user.active:
+            user.failed_logins += 1
+        raise refuse("unknown_user" if user is None else "inactive" if not user.active else "bad_password")
+    if guard is not None:
+        guard.succeeded(username, client_ip)
     if _HASHER.check_needs_rehash(user.password_hash):
         user.password_hash = _HASHER.hash(password)
     user.failed_logins = 0
@@ -168,16 +183,30 @@ def _digest(token: str) -> str:
     return hashlib.sha256(token.encode()).hexdigest()
 
 
-def create_token(session: Session, actor: Actor, user_id: int, name: str) -> str:
-    """Create an API token for a user; the clear token is returned once and never stored."""
+def create_token(
+    session: Session, actor: Actor, user_id: int, name: str, *, days: int = TOKEN_DAYS
+) -> str:
+    """Create an API token for a user, valid ``days`` days; the clear token is returned once and never stored."""
     user = session.get(User, user_id)
     if user is None:
         raise NotFoundError("user", user_id)
     if not name.strip():
         raise ValidationFailed({"name": "errors.field_required"})
+    if not 1 <= days <= MAX_TOKEN_DAYS:
+        raise ValidationFailed({"days": "users.error.token_days"})
     token = "fl_" + secrets.token_urlsafe(32)
-    session.add(ApiToken(user_id=user.id, name=name[:100], token_hash=_digest(token), prefix=token[:10]))
-    audit.record(session, actor, "token.create", object_type="user", object_id=user.id, details={"name": name})
+    expires = utcnow() + timedelta(days=days)
+    session.add(
+        ApiToken(user_id=user.id, name=name[:100], token_hash=_digest(token), prefix=token[:10], expires_at=expires)
+    )
+    audit.record(
+        session,
+        actor,
+        "token.create",
+        object_type="user",
+        object_id=user.id,
+        details={"name": name, "expires_at": expires.isoformat(timespec="seconds")},
+    )
     session.commit()
     return token
 
@@ -198,7 +227,7 @@ def user_for_token(session: Session, token: str) -> User | None:
     if not token.startswith("fl_") or len(token) > 100:
         return None
     tok = session.scalar(select(ApiToken).where(ApiToken.token_hash == _digest(token), ApiToken.revoked_at.is_(None)))
-    if tok is None:
+    if tok is None or tok.expires_at is None or tok.expires_at <= utcnow():
         return None
     user = session.get(User, tok.user_id)
     if user is None or not user.active:
@@ -228,6 +257,7 @@ def set_active(session: Session, actor: Actor, user_id: int, active: bool) -> Us
         user.locked_until = None
     else:
         user.session_version += 1
+        end_user_sessions(session, user.id, "deactivated")
     audit.record(session, actor, "user.unlock" if active else "user.lock", object_type="user", object_id=user.id)
     session.commit()
     return user

@@ -12,7 +12,7 @@ from ..auth import current_actor, requires
 from ..exceptions import EmrError, InvalidState
 from ..i18n import t
 from ..models import FORM_TYPES
-from ..services import documents, encounters, orders, patients
+from ..services import document_rights, documents, encounters, orders, patients
 from .document_forms import content_from_form, content_inputs, document_errors, form_fields
 
 bp = Blueprint("documents", __name__)
@@ -106,6 +106,10 @@ def edit(document_id: int) -> Any:
         raise InvalidState("document cancelled", key="documents.error.cancelled")
     current = next(v for v in doc.versions if v.number == doc.current_version)
     mode = "amend" if current.locked else "edit"
+    if mode == "edit":  # only the author edits a draft; a signed one is amended by a signer or the head
+        document_rights.require_author(s, current_actor(), doc, current, "document.edit")
+    else:
+        document_rights.require_signer_or_head(s, current_actor(), doc, "document.amend")
     patient = patients.get_patient(s, current_actor(), doc.patient_id, audit_view=False)
     errors: dict[str, str] = {}
     if request.method == "POST":
@@ -116,6 +120,8 @@ def edit(document_id: int) -> Any:
                 documents.amend_document(s, current_actor(), doc.id, content, values.get("reason", "")[:1000])
             else:
                 documents.update_draft(s, current_actor(), doc.id, content)
+        except document_rights.NotAllowedOnDocument:
+            raise
         except EmrError as exc:
             s.rollback()
             errors = document_errors(exc)
@@ -145,6 +151,8 @@ def _state_change(document_id: int, restore: bool) -> Any:
             documents.restore_document(s, current_actor(), document_id, reason)
         else:
             documents.cancel_document(s, current_actor(), document_id, reason)
+    except document_rights.NotAllowedOnDocument:
+        raise  # 403 page: not this user's document to cancel or restore
     except EmrError as exc:
         s.rollback()
         doc = documents.get_document(s, current_actor(), document_id)
