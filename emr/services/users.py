@@ -148,6 +148,7 @@ def authenticate(
 
     wait = guard.backoff(username, client_ip) if guard is not None else 0.0
     if wait > 0:
+        guard.failed(username, client_ip)  # type: ignore[union-attr]  # persisting lengthens the wait
         raise refuse("backoff")  # nothing hashed: the source is waiting out its back-off
     with guard.hashing() if guard is not None else nullcontext():
         if user is None or not user.active:
