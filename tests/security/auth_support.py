@@ -20,6 +20,7 @@ from typing import Any
 
 import requests
 from requests.adapters import HTTPAdapter
+from sqlalchemy import select
 
 from emr import Actor, EmrSettings, upgrade_database
 from emr.db import make_engine, make_session_factory
@@ -153,3 +154,53 @@ def make_users(emr: RunningEmr, *specs: tuple[str, str]) -> dict[str, int]:
             ids[username] = user.id
     factory.kw["bind"].dispose()
     return ids
+
+
+@dataclass(frozen=True)
+class Record:
+    patient_id: int
+    encounter_id: int
+    order_id: int
+    study_id: int
+    report_id: int
+
+
+def make_record(emr: RunningEmr, physician: str, radiologist: str, *, signed: bool) -> Record:
+    """A patient with a visit, a CT order, its linked study and a radiology report draft by ``radiologist``
+    (with ``signed``: locked as signed by the service, without cryptography)."""
+    import uuid
+
+    from emr.models import Study, User
+    from emr.services import documents, encounters, orders, patients
+
+    factory = emr.session_factory()
+    with factory() as session:
+        users = {u.username: u for u in session.scalars(select(User))}
+        doctor = Actor(users[physician].id, physician, "physician", "127.0.0.1")
+        reader = Actor(users[radiologist].id, radiologist, "radiologist", "127.0.0.1")
+        patient = patients.create_patient(session, SETUP, {
+            "full_name": "Trần Văn Đức", "birth_date": "1958-11-02", "sex": "M",
+            "cccd": f"0010580{uuid.uuid4().int % 10**5:05d}", "address": "45 Phố Huế, Hà Nội",
+            "province_code": "01", "phone": "0912345678",
+        })
+        enc = encounters.create_encounter(session, doctor, {
+            "patient_id": patient.id, "kind": "outpatient", "department_code": "K19", "reason": "Đau đầu",
+        })
+        order = orders.create_order(session, doctor, {
+            "patient_id": patient.id, "encounter_id": enc.id, "modality": "CT",
+            "procedure_name": "CT sọ não không tiêm", "body_part": "HEAD",
+        })
+        study = Study(orthanc_id=uuid.uuid4().hex, study_instance_uid=order.study_instance_uid,
+                      accession_number=order.accession_number, order_id=order.id, patient_id=patient.id,
+                      state="linked", link_method="accession", modalities="CT", study_date="20261206")
+        session.add(study)
+        session.commit()
+        report = documents.create_document(session, reader, {
+            "encounter_id": enc.id, "form_type": "radiology_report", "order_id": order.id,
+            "content": {"findings": "Không thấy tổn thương khu trú.", "conclusion": "Chưa thấy bất thường."},
+        })
+        if signed:
+            documents.mark_signed(session, reader, report.id, 1)
+        record = Record(patient.id, enc.id, order.id, study.id, report.id)
+    factory.kw["bind"].dispose()
+    return record
