@@ -123,11 +123,12 @@ class LoginGuard:
         source = ip or "-"
         pair = (username.casefold(), source)
         with self._lock:
-            for table, key in ((self._pairs, pair), (self._sources, source)):
-                entry = table.get(key) or _Failures(0, now)
-                entry.count += 1
-                entry.last = now
-                self._put(table, key, entry)
+            entry = self._pairs.get(pair) or _Failures(0, now)
+            entry.count, entry.last = entry.count + 1, now
+            self._put(self._pairs, pair, entry)
+            whole = self._sources.get(source) or _Failures(0, now)
+            whole.count, whole.last = whole.count + 1, now
+            self._put(self._sources, source, whole)
 
     def succeeded(self, username: str, ip: str | None) -> None:
         """A correct password: this source starts afresh for this account (and as a source)."""

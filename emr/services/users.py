@@ -14,8 +14,8 @@ from sqlalchemy.orm import Session
 
 from .. import audit
 from ..audit import Actor
-from ..login_guard import LoginGuard
 from ..exceptions import AuthenticationFailed, ConflictError, NotFoundError, ValidationFailed
+from ..login_guard import LoginGuard
 from ..models import ROLES, ApiToken, User, utcnow
 from .sessions import end_user_sessions
 

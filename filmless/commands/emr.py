@@ -17,6 +17,8 @@ def register(sub: Any) -> None:
     esub = emr.add_subparsers(dest="emr_command", metavar="ACTION")
 
     p = esub.add_parser("serve", help="run the EMR web service (waitress) with the study linker")
+    p.add_argument("--demo", action="store_true",
+                   help="allow a data directory that still holds the demo (published passwords, development CA)")
     p.set_defaults(func=cmd_serve)
     p = esub.add_parser("migrate", help="upgrade the EMR database to the newest schema")
     p.set_defaults(func=cmd_migrate)
@@ -72,6 +74,9 @@ def register(sub: Any) -> None:
 
     p = sub.add_parser("demo", help="seed demo accounts, Vietnamese demo patients, orders and a sent study")
     p.add_argument("--no-study", action="store_true", help="do not upload the demo CT study to Orthanc")
+    p.add_argument("--disable", action="store_true",
+                   help="end the demo in this data directory: demo accounts locked with unknown passwords, "
+                        "development CA no longer trusted, its TSA no longer started")
     p.set_defaults(func=cmd_demo)
 
 
@@ -92,6 +97,10 @@ def cmd_serve(args: argparse.Namespace, settings: Settings) -> int:
     from emr import serve
     from storage import open_store
 
+    from .stack import refuse_demo_leftovers
+
+    if not args.demo and refuse_demo_leftovers(settings):
+        return 2
     serve(settings.emr, open_store(settings.storage))
     return 0
 
@@ -231,6 +240,14 @@ def cmd_audit_anchor(args: argparse.Namespace, settings: Settings) -> int:
 def cmd_demo(args: argparse.Namespace, settings: Settings) -> int:
     from emr.demo import seed
     from storage import open_store
+
+    if args.disable:
+        from emr.demo_guard import disable_demo
+        from emr.i18n import t
+
+        done = disable_demo(settings.emr, _cli_actor())
+        print("\n".join([t("demo.guard.disabled", dir=settings.data_dir), *(f"  {line}" for line in done)]))
+        return 0
 
     store = None if args.no_study else open_store(settings.storage)
     accounts = seed(settings.emr, store)
