@@ -15,9 +15,11 @@ process (a restart forgets them; a hospital runs one EMR process):
   from another source still works, so an outsider cannot lock the admin out.
   Unknown user names are tracked exactly like real ones, so the answers tell
   nothing about which accounts exist;
-* a bounded number of Argon2 verifications at once (``hash_slots``): the
-  rest wait ``hash_wait`` seconds, then get 503, so logins never take every
-  core from the chart pages.
+* a bounded number of password checks at once (``hash_slots``, Argon2 and
+  its database writes): the rest wait at most ``hash_wait`` seconds, then
+  get 503 — they must not sit on the server's worker threads, or a flood
+  of logins from many addresses would queue the chart pages behind them.
+  Argon2 itself runs on low-priority threads (:meth:`LoginGuard.run`).
 """
 
 from __future__ import annotations
@@ -27,12 +29,23 @@ import threading
 import time
 from collections import OrderedDict
 from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass
+from typing import Any, TypeVar
 
 __all__ = ["LoginGuard", "HashingBusy"]
 
+T = TypeVar("T")
 _MAX_ENTRIES = 50_000  # per table; the oldest entries go first (bounded memory under a flood of addresses)
+
+
+def _lower_priority() -> None:
+    """Linux schedules threads individually: nice this hashing thread only (never raised back, never shared)."""
+    try:
+        os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), min(19, os.getpriority(os.PRIO_PROCESS, 0) + 10))
+    except (AttributeError, OSError):  # not Linux, or not allowed: hashing still works, at normal priority
+        pass
 
 
 class HashingBusy(Exception):
@@ -62,7 +75,7 @@ class LoginGuard:
         first_backoff: float = 2.0,
         max_backoff: float = 900.0,
         hash_slots: int | None = None,
-        hash_wait: float = 2.0,
+        hash_wait: float = 0.1,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.rate = max(rate_per_minute, 1) / 60.0
@@ -72,7 +85,9 @@ class LoginGuard:
         self.first_backoff = first_backoff
         self.max_backoff = max_backoff
         self.hash_wait = hash_wait
-        self._slots = threading.BoundedSemaphore(hash_slots or max(1, (os.cpu_count() or 2) // 2))
+        slots = hash_slots or max(1, (os.cpu_count() or 2) // 2)
+        self._slots = threading.BoundedSemaphore(slots)
+        self._pool = ThreadPoolExecutor(max_workers=slots, thread_name_prefix="login-hash", initializer=_lower_priority)
         self._clock = clock
         self._lock = threading.Lock()
         self._buckets: OrderedDict[str, _Bucket] = OrderedDict()
@@ -143,9 +158,21 @@ class LoginGuard:
             for key in [k for k in self._pairs if k[0] == name]:
                 del self._pairs[key]
 
+    def run(self, fn: Callable[..., T], *args: Any) -> T:
+        """Run a password hash function on the guard's low-priority hashing thread(s).
+
+        The calling server thread waits without using the CPU; the hashing
+        threads run at nice +10, so chart pages win the cores whenever both
+        want them. Falls back to the calling thread when the pool is closed.
+        """
+        try:
+            return self._pool.submit(fn, *args).result()
+        except RuntimeError:  # interpreter shutting down: just do it here
+            return fn(*args)
+
     @contextmanager
     def hashing(self) -> Iterator[None]:
-        """One of the bounded Argon2 slots, or :class:`HashingBusy` after ``hash_wait`` seconds."""
+        """One of the bounded login-check slots, or :class:`HashingBusy` after ``hash_wait`` seconds."""
         if not self._slots.acquire(timeout=self.hash_wait):
             raise HashingBusy()
         try:

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import hashlib
 import secrets
-from contextlib import nullcontext
+from collections.abc import Callable
 from datetime import timedelta
+from typing import Any, TypeVar
 
 from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError
@@ -32,7 +33,11 @@ __all__ = [
     "list_tokens",
 ]
 
-_HASHER = PasswordHasher()
+# Argon2id with argon2-cffi's time and memory cost but one lane: a verification then occupies one core
+# (four lanes run on four threads and take every core of a small server from the chart pages while
+# logins are checked). Hashes with other parameters still verify and are re-hashed at the next login.
+_HASHER = PasswordHasher(parallelism=1)
+_T = TypeVar("_T")
 MIN_PASSWORD = 10
 TOKEN_DAYS = 90  # default lifetime of an API token
 MAX_TOKEN_DAYS = 366
@@ -120,6 +125,29 @@ def _revoke_all_tokens(session: Session, user_id: int) -> int:
     return len(live)
 
 
+def _run_here(fn: Callable[..., _T], *args: Any) -> _T:
+    return fn(*args)
+
+
+def _check_password(stored: str | None, password: str) -> tuple[bool, str | None]:
+    """Argon2 work of a login: (password right?, new hash when the stored one has old parameters).
+
+    Without a stored hash (unknown or deactivated account) a dummy hash is
+    verified, so both cost the same time.
+    """
+    if stored is None:
+        try:
+            _HASHER.verify(_DUMMY_HASH, password + "x")
+        except VerificationError:
+            pass
+        return False, None
+    try:
+        ok = _HASHER.verify(stored, password)
+    except (VerificationError, InvalidHashError):
+        return False, None
+    return ok, _HASHER.hash(password) if ok and _HASHER.check_needs_rehash(stored) else None
+
+
 def authenticate(
     session: Session,
     username: str,
@@ -132,9 +160,10 @@ def authenticate(
 
     There is no account lock that failures alone set (an outsider could lock
     anyone out with it): ``guard`` makes the failing *source* wait instead,
-    per account and as a whole, and bounds how many Argon2 verifications run
-    at once. Unknown, deactivated, wrong password and backing off all answer
-    with ``auth.error.failed``; the audit row says which it was.
+    per account and as a whole (the caller also holds one of the guard's
+    login slots, which bound how many checks run at once). Unknown,
+    deactivated, wrong password and backing off all answer with
+    ``auth.error.failed``; the audit row says which it was.
     """
     user = session.scalar(select(User).where(User.username == username))
     now = utcnow()
@@ -150,28 +179,25 @@ def authenticate(
     if wait > 0:
         guard.failed(username, client_ip)  # type: ignore[union-attr]  # persisting lengthens the wait
         raise refuse("backoff")  # nothing hashed: the source is waiting out its back-off
-    with guard.hashing() if guard is not None else nullcontext():
-        if user is None or not user.active:
-            try:
-                _HASHER.verify(_DUMMY_HASH, password + "x")
-            except VerificationError:
-                pass
-            ok = False
-        else:
-            try:
-                ok = _HASHER.verify(user.password_hash, password)
-            except (VerificationError, InvalidHashError):
-                ok = False
-    if not ok or user is None:
+    user_id = user.id if user is not None else None
+    stored = user.password_hash if user is not None and user.active else None
+    session.rollback()  # no transaction (on SQLite: no write lock) while Argon2 runs for a second
+    run = guard.run if guard is not None else _run_here
+    ok, rehashed = run(_check_password, stored, password)
+    # Re-read for the writes below (the row may have changed meanwhile).
+    user = session.get(User, user_id) if user_id is not None else None
+    if not ok or user is None or not user.active:
         if guard is not None:
             guard.failed(username, client_ip)
         if user is not None and user.active:
             user.failed_logins += 1
         raise refuse("unknown_user" if user is None else "inactive" if not user.active else "bad_password")
+    if user.password_hash != stored:  # the password was changed while this attempt was checked
+        raise refuse("password_changed")
     if guard is not None:
         guard.succeeded(username, client_ip)
-    if _HASHER.check_needs_rehash(user.password_hash):
-        user.password_hash = _HASHER.hash(password)
+    if rehashed is not None:
+        user.password_hash = rehashed
     user.failed_logins = 0
     user.locked_until = None
     user.last_login_at = now

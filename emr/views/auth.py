@@ -37,7 +37,8 @@ def login() -> Any:
     username = request.form.get("username", "").strip()[:64]
     password = request.form.get("password", "")[:1024]
     try:
-        user = authenticate(db.session(), username, password, request.remote_addr, guard=guard)
+        with guard.hashing():  # bounded: the rest answer "busy" at once instead of holding a server thread
+            user = authenticate(db.session(), username, password, request.remote_addr, guard=guard)
     except AuthenticationFailed as exc:
         return render_template("login.html", error=t(exc.key)), 401
     except HashingBusy:
