@@ -45,8 +45,9 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from emr import Actor, EmrSettings, open_session, upgrade_database  # noqa: E402
-from emr.services import encounters, patients  # noqa: E402
-from emr.services.users import create_user  # noqa: E402
+from emr.access.users import create_user  # noqa: E402
+from emr.patients import encounters  # noqa: E402
+from emr.patients import service as patients  # noqa: E402
 
 PASSWORD = "correct horse battery"
 SETUP = Actor(None, "bench", "admin", "127.0.0.1")

@@ -28,7 +28,7 @@ from typing import Any
 from waitress.channel import HTTPChannel
 from waitress.server import TcpWSGIServer
 
-from .settings import EmrSettings
+from emr.core.settings import EmrSettings
 
 __all__ = ["make_server", "server_options"]
 

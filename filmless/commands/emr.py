@@ -95,13 +95,15 @@ def _cli_actor() -> Any:
 
 def cmd_serve(args: argparse.Namespace, settings: Settings) -> int:
     from emr import serve
+    from filmless.wiring import viewer_extension
     from storage import open_store
 
     from .stack import refuse_demo_leftovers
 
     if not args.demo and refuse_demo_leftovers(settings):
         return 2
-    serve(settings.emr, open_store(settings.storage))
+    store = open_store(settings.storage)
+    serve(settings.emr, store, extensions=[viewer_extension(store)])
     return 0
 
 
@@ -115,7 +117,7 @@ def cmd_migrate(args: argparse.Namespace, settings: Settings) -> int:
 
 def cmd_create_user(args: argparse.Namespace, settings: Settings) -> int:
     from emr import EmrError
-    from emr.services.users import create_user
+    from emr.access.users import create_user
 
     password = args.password
     if args.generate or (password is None and not sys.stdin.isatty()):
@@ -147,8 +149,8 @@ def cmd_create_user(args: argparse.Namespace, settings: Settings) -> int:
 def cmd_create_token(args: argparse.Namespace, settings: Settings) -> int:
     from sqlalchemy import select
 
+    from emr.access.users import create_token
     from emr.models import User
-    from emr.services.users import create_token
 
     with _session(settings) as session:
         user = session.scalar(select(User).where(User.username == args.username))
@@ -160,7 +162,7 @@ def cmd_create_token(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def cmd_load_icd10(args: argparse.Namespace, settings: Settings) -> int:
-    from emr.services.encounters import load_icd10
+    from emr.patients.encounters import load_icd10
 
     if not args.file.is_file():
         print(f"no such file: {args.file}", file=sys.stderr)
@@ -171,9 +173,9 @@ def cmd_load_icd10(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def cmd_load_prices(args: argparse.Namespace, settings: Settings) -> int:
-    from emr.exceptions import FileRejected
+    from emr.billing.prices import load_prices
+    from emr.core.exceptions import FileRejected
     from emr.i18n import t
-    from emr.services.prices import load_prices
 
     if not args.file.is_file():
         print(t("prices.cli.no_file", file=args.file), file=sys.stderr)
@@ -191,7 +193,7 @@ def cmd_load_prices(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def cmd_add_department(args: argparse.Namespace, settings: Settings) -> int:
-    from emr.services.encounters import ensure_department
+    from emr.patients.encounters import ensure_department
 
     with _session(settings) as session:
         ensure_department(session, args.code, args.name)
@@ -202,7 +204,7 @@ def cmd_add_department(args: argparse.Namespace, settings: Settings) -> int:
 
 def cmd_audit_verify(args: argparse.Namespace, settings: Settings) -> int:
     from emr import verify_audit_chain
-    from emr.audit import anchor_trust
+    from emr.access.audit import anchor_trust
     from emr.i18n import t
 
     if args.anchors is not None and not args.anchors.is_file():
@@ -221,7 +223,7 @@ def cmd_audit_verify(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def cmd_audit_anchor(args: argparse.Namespace, settings: Settings) -> int:
-    from emr.audit import AnchorError, anchors_file, create_anchor
+    from emr.access.audit import AnchorError, anchors_file, create_anchor
     from emr.i18n import t
 
     with _session(settings) as session:
@@ -238,11 +240,11 @@ def cmd_audit_anchor(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def cmd_demo(args: argparse.Namespace, settings: Settings) -> int:
-    from emr.demo import seed
+    from emr.demo.seed import seed
     from storage import open_store
 
     if args.disable:
-        from emr.demo_guard import disable_demo
+        from emr.demo.guard import disable_demo
         from emr.i18n import t
 
         done = disable_demo(settings.emr, _cli_actor())
@@ -254,7 +256,7 @@ def cmd_demo(args: argparse.Namespace, settings: Settings) -> int:
     print("Demo accounts (for trying filmless only; change or remove them before real use):")
     for username, password, role in accounts:
         print(f"  {username:<12} {password:<16} {role}")
-    from emr.demo_signing import demo_token_lines
+    from emr.demo.signing import demo_token_lines
 
     print("\n".join(demo_token_lines(settings.emr)))
     return 0

@@ -35,12 +35,15 @@ from emr import (
     upgrade_database,
     worklist_provider,
 )
-from emr.audit import Actor
+from emr.access.audit import Actor
+from emr.access.users import create_user
 from emr.db import make_engine, make_session_factory
-from emr.demo import make_ct_series
+from emr.demo.seed import make_ct_series
+from emr.imaging import orders
 from emr.models import Counter, ImagingOrder, LinkerState
-from emr.services import encounters, orders, patients
-from emr.services.users import create_user
+from emr.patients import encounters
+from emr.patients import service as patients
+from filmless.wiring import viewer_extension
 from pacs_gateway import Gateway, GatewaySettings
 from storage import OrthancStore
 from tests.dicom_factory import commitment_request
@@ -246,7 +249,7 @@ def test_order_to_chart(emr_settings: EmrSettings, gateway: Gateway, orthanc: Or
     assert len(found) == 1 and found[0].patient_id == patient_code  # identity coerced to the EMR's
 
     # 4. The chart shows it, with the viewer link.
-    app = create_app(emr_settings, store=orthanc)
+    app = create_app(emr_settings, store=orthanc, extensions=[viewer_extension(orthanc)])
     client = app.test_client()
     page = client.get("/login").get_data(as_text=True)
     token = page.split('name="csrf_token" value="', 1)[1].split('"', 1)[0]

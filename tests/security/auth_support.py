@@ -140,8 +140,8 @@ def running_emr(tmp_path: Path, extra_env: dict[str, str] | None = None) -> Iter
 
 def make_users(emr: RunningEmr, *specs: tuple[str, str]) -> dict[str, int]:
     """Accounts (username, role) with PASSWORD; returns their ids."""
-    from emr.services import encounters
-    from emr.services.users import create_user
+    from emr.access.users import create_user
+    from emr.patients import encounters
 
     factory = emr.session_factory()
     ids = {}
@@ -170,8 +170,11 @@ def make_record(emr: RunningEmr, physician: str, radiologist: str, *, signed: bo
     (with ``signed``: locked as signed by the service, without cryptography)."""
     import uuid
 
+    from emr.documents import service as documents
+    from emr.imaging import orders
     from emr.models import Study, User
-    from emr.services import documents, encounters, orders, patients
+    from emr.patients import encounters
+    from emr.patients import service as patients
 
     factory = emr.session_factory()
     with factory() as session:

@@ -23,7 +23,7 @@ from pathlib import Path
 import pytest
 import requests
 
-from emr.demo import DEMO_ACCOUNTS
+from emr.demo.seed import DEMO_ACCOUNTS
 from storage import load_or_create_credentials
 from tests.helpers import free_port, wait_for
 

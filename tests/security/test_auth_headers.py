@@ -14,7 +14,7 @@ from typing import Any
 import pytest
 import requests
 
-from emr.security_headers import CONTENT_SECURITY_POLICY
+from emr.web.security_headers import CONTENT_SECURITY_POLICY
 from tests.security.auth_support import REPO, Record, RunningEmr, client, csrf, make_record, make_users, running_emr
 
 
@@ -62,7 +62,7 @@ def test_share_landing_page_is_not_stored(emr: RunningEmr, record: Record) -> No
 
     from emr import Actor
     from emr.models import User
-    from emr.services import sharing
+    from emr.sharing import service as sharing
 
     factory = emr.session_factory()
     with factory() as session:

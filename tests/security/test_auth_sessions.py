@@ -87,7 +87,7 @@ def test_password_reset_and_deactivation_end_sessions(emr: RunningEmr) -> None:
 
 
 def test_api_tokens_expire_and_die_on_password_reset(emr: RunningEmr) -> None:
-    from emr.services.users import create_token
+    from emr.access.users import create_token
 
     rad_id = _user_id(emr, "bschan")
     factory = emr.session_factory()

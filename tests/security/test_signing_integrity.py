@@ -37,8 +37,8 @@ def emr(tmp_path_factory: pytest.TempPathFactory, pki: Any, pki_server: Any) -> 
     with running_emr(base, {"FILMLESS_TSA_URL": pki_server.tsa_url}) as running:
         make_users(running, ("bacsi", "physician"), ("bacsi2", "physician"), ("truongkhoa", "physician"),
                    ("bschan", "radiologist"), ("bschan2", "radiologist"))
-        from emr.services import signatures
-        from emr.services.users import create_token
+        from emr.access.users import create_token
+        from emr.signing import service as signatures
 
         factory = running.session_factory()
         tokens = {}
@@ -162,7 +162,7 @@ def test_signed_report_changes_only_by_signer_or_head(emr: RunningEmr) -> None:
 
 
 def test_head_of_another_department_is_no_head_here(emr: RunningEmr) -> None:
-    from emr.services import encounters
+    from emr.patients import encounters
 
     rec = make_record(emr, "bacsi", "bschan", signed=True)
     factory = emr.session_factory()

@@ -19,13 +19,16 @@ import pytest
 from sqlalchemy import select
 
 from emr import EmrSettings, create_app, upgrade_database
-from emr.audit import Actor
+from emr.access.audit import Actor
+from emr.access.users import create_user
 from emr.db import make_engine, make_session_factory
+from emr.imaging import linking, orders
 from emr.models import Study
-from emr.services import encounters, linking, orders, patients
-from emr.services import signatures as signing_service
-from emr.services.users import create_user
+from emr.patients import encounters
+from emr.patients import service as patients
 from emr.signing import DevPki, DevPkiServer, import_trust_anchor
+from emr.signing import service as signing_service
+from filmless.wiring import viewer_extension
 from storage import OrthancStore
 from tests.signing.test_workflow import token_keys  # noqa: F401 - fixture
 from tests.signing_fixtures import TOKEN_LABEL, TOKEN_PIN
@@ -113,7 +116,10 @@ def emr(
         assert linking.link_new_studies(s, orthanc).linked == 1
         study = s.scalars(select(Study).where(Study.study_instance_uid == order.study_instance_uid)).one()
         ids = (p.id, order.id, study.id)
-    app = create_app(settings, store=orthanc, test_config={"EMR_ENGINE": engine})
+    app = create_app(
+        settings, store=orthanc, test_config={"EMR_ENGINE": engine},
+        extensions=[viewer_extension(orthanc)],
+    )
     with serve(app) as base:
         app.extensions["emr.settings"] = replace(settings, public_url=base)  # the slip prints this address
         yield Emr(base, app, sessions, *ids, series)
