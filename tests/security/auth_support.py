@@ -89,8 +89,12 @@ class RunningEmr:
 
 
 @contextmanager
-def running_emr(tmp_path: Path, extra_env: dict[str, str] | None = None) -> Iterator[RunningEmr]:
-    """Migrate a fresh data dir, start ``filmless emr serve`` on a free port, wait for /healthz."""
+def running_emr(tmp_path: Path, extra_env: dict[str, str] | None = None, *, dev_pki: bool = False
+                ) -> Iterator[RunningEmr]:
+    """Migrate a fresh data dir, start ``filmless emr serve`` on a free port, wait for /healthz.
+
+    ``dev_pki``: the data dir trusts the tests' development CA, which only ``--demo`` allows.
+    """
     data = tmp_path / "var"
     data.mkdir(parents=True, exist_ok=True)
     port = free_port()
@@ -114,7 +118,8 @@ def running_emr(tmp_path: Path, extra_env: dict[str, str] | None = None) -> Iter
     env.update(extra_env or {})
     log = tmp_path / "emr.log"
     with log.open("wb") as out:
-        proc = subprocess.Popen([sys.executable, "-m", "filmless", "emr", "serve"], env=env, stdout=out,
+        proc = subprocess.Popen([sys.executable, "-m", "filmless", "emr", "serve", *(["--demo"] if dev_pki else [])],
+                                env=env, stdout=out,
                                 stderr=subprocess.STDOUT, cwd=REPO)
     emr = RunningEmr(f"http://127.0.0.1:{port}", settings, proc, log, env)
 

@@ -34,7 +34,7 @@ def emr(tmp_path_factory: pytest.TempPathFactory, pki: Any, pki_server: Any) -> 
     import_trust_anchor(pki.ca_cert_path.read_bytes(), data / "pki" / "trust-anchors")
     (data / "pki" / "crls").mkdir(parents=True)
     (data / "pki" / "crls" / "dev.crl").symlink_to(pki.crl_path)
-    with running_emr(base, {"FILMLESS_TSA_URL": pki_server.tsa_url}) as running:
+    with running_emr(base, {"FILMLESS_TSA_URL": pki_server.tsa_url}, dev_pki=True) as running:
         make_users(running, ("bacsi", "physician"), ("bacsi2", "physician"), ("truongkhoa", "physician"),
                    ("bschan", "radiologist"), ("bschan2", "radiologist"))
         from emr.access.users import create_token
