@@ -16,8 +16,8 @@ process (a restart forgets them; a hospital runs one EMR process):
   Unknown user names are tracked exactly like real ones, so the answers tell
   nothing about which accounts exist;
 * a bounded number of password checks at once (``hash_slots``, Argon2 and
-  its database writes): the rest wait at most ``hash_wait`` seconds, then
-  get 503 — they must not sit on the server's worker threads, or a flood
+  its database writes): the rest get 503 at once (or after ``hash_wait``
+  seconds) — they must not sit on the server's worker threads, or a flood
   of logins from many addresses would queue the chart pages behind them.
   Argon2 itself runs on low-priority threads (:meth:`LoginGuard.run`).
 """
@@ -75,7 +75,7 @@ class LoginGuard:
         first_backoff: float = 2.0,
         max_backoff: float = 900.0,
         hash_slots: int | None = None,
-        hash_wait: float = 0.1,
+        hash_wait: float = 0.0,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.rate = max(rate_per_minute, 1) / 60.0
@@ -173,7 +173,8 @@ class LoginGuard:
     @contextmanager
     def hashing(self) -> Iterator[None]:
         """One of the bounded login-check slots, or :class:`HashingBusy` after ``hash_wait`` seconds."""
-        if not self._slots.acquire(timeout=self.hash_wait):
+        got = self._slots.acquire(timeout=self.hash_wait) if self.hash_wait > 0 else self._slots.acquire(blocking=False)
+        if not got:
             raise HashingBusy()
         try:
             yield
