@@ -25,7 +25,14 @@ from emr.core.exceptions import EmrError
 from emr.models import Document, DocumentVersion, Encounter, User
 from emr.models.signing import DocumentSignature
 
-__all__ = ["NotAllowedOnDocument", "require_author", "require_signer_or_head", "last_signed_version"]
+__all__ = [
+    "NotAllowedOnDocument",
+    "capacity",
+    "last_signed_version",
+    "may_edit_draft",
+    "require_author",
+    "require_signer_or_head",
+]
 
 
 class NotAllowedOnDocument(EmrError):
@@ -82,20 +89,34 @@ def require_author(session: Session, actor: Actor, doc: Document, version: Docum
     raise _deny(session, actor, doc, action, "documents.error.not_author", "not_author")
 
 
+def capacity(session: Session, doc: Document, user_id: int | None) -> str | None:
+    """In which capacity ``user_id`` may cancel, restore or amend ``doc``: ``signer`` (of the newest signed
+    version), ``author`` (of a never-signed draft), ``head`` (of the encounter's department), or None."""
+    signed = last_signed_version(doc)
+    if signed is not None:
+        if user_id is not None and user_id in _signers(session, signed):
+            return "signer"
+    else:
+        current = next((v for v in doc.versions if v.number == doc.current_version), None)
+        if current is not None and user_id is not None and user_id == current.created_by:
+            return "author"
+    return "head" if _is_head(session, doc, user_id) else None
+
+
+def may_edit_draft(doc: Document, user_id: int | None) -> bool:
+    """For screens: is the current version a draft this user wrote?"""
+    current = next((v for v in doc.versions if v.number == doc.current_version), None)
+    return current is not None and not current.locked and user_id is not None and user_id == current.created_by
+
+
 def require_signer_or_head(session: Session, actor: Actor, doc: Document, action: str) -> str:
     """Signer of the newest signed version (author, for a never-signed draft) or head of department.
 
     Returns the capacity in which the actor may act: ``signer``, ``author`` or ``head``.
     """
-    signed = last_signed_version(doc)
-    if signed is not None:
-        if actor.user_id is not None and actor.user_id in _signers(session, signed):
-            return "signer"
-    else:
-        current = next((v for v in doc.versions if v.number == doc.current_version), None)
-        if current is not None and actor.user_id is not None and actor.user_id == current.created_by:
-            return "author"
-    if _is_head(session, doc, actor.user_id):
-        return "head"
-    key = "documents.error.not_signer" if signed is not None else "documents.error.not_author"
-    raise _deny(session, actor, doc, action, key, "not_signer_or_head" if signed is not None else "not_author")
+    found = capacity(session, doc, actor.user_id)
+    if found is not None:
+        return found
+    signed = last_signed_version(doc) is not None
+    key = "documents.error.not_signer" if signed else "documents.error.not_author"
+    raise _deny(session, actor, doc, action, key, "not_signer_or_head" if signed else "not_author")

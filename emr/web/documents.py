@@ -91,9 +91,18 @@ def _render_view(
     status: int = 200,
 ) -> Any:
     data = documents.document_dict(doc)
+    s = db.session()
+    user_id = current_actor().user_id
+    current = next(v for v in doc.versions if v.number == doc.current_version)
     return render_template(
         "documents/view.html",
         doc=data,
+        may_change=(
+            document_rights.may_edit_draft(doc, user_id)
+            if not current.locked
+            else document_rights.capacity(s, doc, user_id) is not None
+        ),
+        may_cancel=document_rights.capacity(s, doc, user_id) is not None,
         patient=patient,
         fields={f.name: f for f in form_fields(doc.form_type)},
         errors=errors or {},

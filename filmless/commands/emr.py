@@ -42,6 +42,7 @@ def register(sub: Any) -> None:
     p = esub.add_parser("create-token", help="create an API token for a user (printed once)")
     p.add_argument("username")
     p.add_argument("--name", default="api")
+    p.add_argument("--days", type=int, default=90, help="days until the token expires (1-366, default 90)")
     p.set_defaults(func=cmd_create_token)
 
     p = esub.add_parser("load-icd10", help="load the ICD-10 catalogue from a CSV/TSV file (code,title)")
@@ -150,6 +151,7 @@ def cmd_create_token(args: argparse.Namespace, settings: Settings) -> int:
     from sqlalchemy import select
 
     from emr.access.users import create_token
+    from emr.core.exceptions import EmrError
     from emr.models import User
 
     with _session(settings) as session:
@@ -157,7 +159,11 @@ def cmd_create_token(args: argparse.Namespace, settings: Settings) -> int:
         if user is None:
             print(f"no user {args.username}", file=sys.stderr)
             return 1
-        print(create_token(session, _cli_actor(), user.id, args.name))
+        try:
+            print(create_token(session, _cli_actor(), user.id, args.name, days=args.days))
+        except EmrError as exc:
+            print(f"filmless emr: {exc.message}", file=sys.stderr)
+            return 1
     return 0
 
 
