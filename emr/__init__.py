@@ -90,6 +90,8 @@ def __dir__() -> list[str]:
 
 def open_session(settings: EmrSettings) -> Any:
     """A new SQLAlchemy session on the EMR database (for CLI commands and scripts)."""
+    from emr.core.clock import use_timezone
     from emr.db import make_engine, make_session_factory
 
+    use_timezone(settings.timezone)
     return make_session_factory(make_engine(settings.database_url))()

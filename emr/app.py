@@ -26,6 +26,7 @@ from emr import api, db
 from emr.access.auth import load_session_user
 from emr.access.login_guard import LoginGuard
 from emr.access.studies import StudyAccess, study_access
+from emr.core.clock import to_local, use_timezone
 from emr.core.exceptions import EmrError
 from emr.core.settings import EmrSettings
 from emr.exports.money import fmt_vnd
@@ -67,11 +68,11 @@ def load_or_create_secret(path: Path) -> str:
 
 
 def _ict(value: Any, fmt: str = "%d/%m/%Y %H:%M") -> str:
-    """Stored times are naive UTC; show them in Vietnam time (UTC+7)."""
+    """Stored times are naive UTC; show them in the facility's time zone (emr.core.clock)."""
     if value is None:
         return ""
     if hasattr(value, "hour"):
-        return (value + timedelta(hours=7)).strftime(fmt)
+        return to_local(value).strftime(fmt)
     return value.strftime("%d/%m/%Y")
 
 
@@ -156,6 +157,7 @@ def create_app(
     extensions: Iterable[AppExtension] = (),
 ) -> Flask:
     """The EMR web app; ``extensions`` mount what the EMR does not own (``filmless.wiring.viewer_extension``)."""
+    use_timezone(settings.timezone)
     app = Flask(__name__)
     app.config.update(
         SECRET_KEY=load_or_create_secret(settings.secret_key_file),

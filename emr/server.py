@@ -8,6 +8,7 @@ from typing import Any
 
 from emr.access.anchor_scheduler import start_anchor_scheduler
 from emr.app import AppExtension, create_app
+from emr.core.clock import use_timezone
 from emr.core.settings import EmrSettings
 from emr.db import make_engine, upgrade
 from emr.http_server import make_server
@@ -20,6 +21,7 @@ log = logging.getLogger(__name__)
 
 def upgrade_database(settings: EmrSettings) -> None:
     """Bring the EMR schema to the newest Alembic revision."""
+    use_timezone(settings.timezone)  # the CLI commands that follow show and take local times
     engine = make_engine(settings.database_url)
     try:
         upgrade(engine)

@@ -19,9 +19,11 @@ class EmrSettings:
     public_url: str = "http://127.0.0.1:8080"
     hospital_name: str = "Bệnh viện filmless"
     facility_code: str = "00000"
-    # Login throttling (emr.login_guard): failures from one source on one account before that
-    # source backs off (2 s, doubling), the longest back-off, and password attempts per minute
-    # per source IP (checked before any hashing).
+    # IANA time zone of the facility: what people and modalities see and type (emr.core.clock).
+    timezone: str = "Asia/Ho_Chi_Minh"
+    # Login throttling (emr.access.login_guard): failures from one source on one account before
+    # that source backs off (2 s, doubling), the longest back-off, and password attempts per
+    # minute per source IP (checked before any hashing).
     lockout_failures: int = 5
     lockout_minutes: int = 15
     login_rate_per_minute: int = 30
