@@ -102,11 +102,6 @@ def _patient_filter(args: dict[str, list[str]], column: Any) -> list[Any]:
     return out
 
 
-def _single(args: dict[str, list[str]], name: str) -> str | None:
-    vals = args.get(name)
-    return vals[-1] if vals else None
-
-
 _SEARCH_PARAMS: dict[str, set[str]] = {
     "Patient": {"identifier", "name", "birthdate", "_id"},
     "Encounter": {"patient", "subject", "date", "identifier", "_id"},
