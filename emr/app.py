@@ -17,13 +17,14 @@ from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
-from flask import Flask, g, render_template, request
+from flask import Flask, render_template, request
 from flask_wtf.csrf import CSRFError, CSRFProtect
 from sqlalchemy import text as sql_text
 from werkzeug.exceptions import HTTPException
 
 from emr import api, db
 from emr.access.auth import load_session_user
+from emr.access.login_guard import LoginGuard
 from emr.access.studies import StudyAccess, study_access
 from emr.core.clock import to_local, use_timezone
 from emr.core.exceptions import EmrError
@@ -46,6 +47,7 @@ from emr.web import (
     signing,
     users,
 )
+from emr.web.security_headers import security_headers
 
 __all__ = ["AppExtension", "create_app", "load_or_create_secret"]
 
@@ -202,13 +204,11 @@ def create_app(
             return "database unavailable\n", 503, plain
         return "ok\n", 200, plain
 
-    @app.after_request
-    def _headers(response: Any) -> Any:
-        response.headers.setdefault("X-Content-Type-Options", "nosniff")
-        response.headers.setdefault("X-Frame-Options", "SAMEORIGIN")
-        response.headers.setdefault("Referrer-Policy", "same-origin")
-        if request.path.startswith("/api/") or g.get("user") is not None:
-            response.headers.setdefault("Cache-Control", "no-store")
-        return response
+    app.extensions["emr.login_guard"] = LoginGuard(
+        rate_per_minute=settings.login_rate_per_minute,
+        failures_before_backoff=settings.lockout_failures,
+        max_backoff=settings.lockout_minutes * 60.0,
+    )
+    app.after_request(security_headers(https=settings.public_url.startswith("https://")))
 
     return app

@@ -11,6 +11,7 @@ from emr.app import AppExtension, create_app
 from emr.core.clock import use_timezone
 from emr.core.settings import EmrSettings
 from emr.db import make_engine, upgrade
+from emr.http_server import make_server
 from emr.imaging.linker import start_linker
 
 __all__ = ["serve", "upgrade_database"]
@@ -33,17 +34,14 @@ def serve(settings: EmrSettings, store: Any, *, extensions: Iterable[AppExtensio
 
     ``extensions`` mount what the EMR does not own (the viewer), see :func:`emr.app.create_app`.
     """
-    from waitress import serve as waitress_serve
-
     upgrade_database(settings)
     app = create_app(settings, store=store, extensions=extensions)
     linker = start_linker(settings, store) if store is not None else None
     anchoring = start_anchor_scheduler(settings) if settings.tsa_url else None
+    server = make_server(app, settings)
     log.info("EMR listening on http://%s:%d", settings.host, settings.port)
     try:
-        waitress_serve(
-            app, host=settings.host, port=settings.port, threads=8, ident="filmless", clear_untrusted_proxy_headers=True
-        )
+        server.run()
     finally:
         if linker is not None:
             linker.stop()

@@ -87,8 +87,19 @@ VARIABLES: dict[str, tuple[str, str]] = {
     "FILMLESS_HOSPITAL_NAME": ("Bệnh viện filmless", "Hospital name on printouts"),
     "FILMLESS_FACILITY_CODE": ("00000", "Facility code (MA_CSKCB) for insurance exports"),
     "FILMLESS_TIMEZONE": ("Asia/Ho_Chi_Minh", "Facility time zone (IANA name): every time people and modalities see"),
-    "FILMLESS_EMR_LOCKOUT_FAILURES": ("5", "Failed logins before an EMR account is locked"),
-    "FILMLESS_EMR_LOCKOUT_MINUTES": ("15", "How long a locked EMR account stays locked"),
+    "FILMLESS_EMR_LOCKOUT_FAILURES": (
+        "5",
+        "Failed logins from one source on one account before that source must wait (2 s, doubling); "
+        "other sources are not affected",
+    ),
+    "FILMLESS_EMR_LOCKOUT_MINUTES": ("15", "Longest wait a failing source gets"),
+    "FILMLESS_EMR_LOGIN_RATE": ("30", "Login attempts per minute per source IP (checked before any password hashing)"),
+    "FILMLESS_EMR_CONNECTIONS_PER_IP": ("32", "Open HTTP connections one client IP may hold on the EMR"),
+    "FILMLESS_EMR_TRUSTED_PROXY": (
+        "",
+        "Address of the reverse proxy whose X-Forwarded-For/-Proto the EMR believes (* = any peer: only when "
+        "nothing else can reach the EMR port)",
+    ),
     "FILMLESS_TSA_URL": ("", "RFC 3161 time-stamping service for signatures (unset: the demo dev TSA)"),
     "FILMLESS_PKCS11_LIBRARY": ("/usr/lib/softhsm/libsofthsm2.so", "PKCS#11 library of the signing tokens"),
     "FILMLESS_SOFTHSM2_CONF": ("", "SoftHSM2 configuration for the demo token (sets SOFTHSM2_CONF for the EMR)"),
@@ -251,6 +262,9 @@ def load(env: Mapping[str, str] | None = None) -> Settings:
         timezone=_timezone(env, "FILMLESS_TIMEZONE"),
         lockout_failures=_int(env, "FILMLESS_EMR_LOCKOUT_FAILURES", 5, 1, 1000),
         lockout_minutes=_int(env, "FILMLESS_EMR_LOCKOUT_MINUTES", 15, 1, 10080),
+        login_rate_per_minute=_int(env, "FILMLESS_EMR_LOGIN_RATE", 30, 1, 100000),
+        connections_per_ip=_int(env, "FILMLESS_EMR_CONNECTIONS_PER_IP", 32, 1, 10000),
+        trusted_proxy=_str(env, "FILMLESS_EMR_TRUSTED_PROXY", "") or "",
         tsa_url=_str(env, "FILMLESS_TSA_URL"),
         pkcs11_library=_str(env, "FILMLESS_PKCS11_LIBRARY", EmrSettings.pkcs11_library) or EmrSettings.pkcs11_library,
         softhsm2_conf=Path(conf).expanduser() if (conf := _str(env, "FILMLESS_SOFTHSM2_CONF")) else None,

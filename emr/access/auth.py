@@ -13,7 +13,7 @@ from typing import Any, TypeVar, cast
 from flask import abort, g, redirect, request, session, url_for
 
 from emr import db
-from emr.access import audit
+from emr.access import audit, sessions
 from emr.access.audit import Actor
 from emr.access.permissions import PERMISSIONS, allowed
 from emr.access.users import user_for_token
@@ -34,12 +34,19 @@ def current_actor() -> Actor:
 
 
 def load_session_user() -> None:
+    """The user of this request's session: the cookie must name a live server-side session."""
     g.user = None
     uid = session.get("uid")
     if uid is None:
         return
-    user = db.session().get(User, uid)
-    if user is None or not user.active or session.get("sv") != user.session_version:
+    s = db.session()
+    user = s.get(User, uid) if isinstance(uid, int) else None
+    if (
+        user is None
+        or not user.active
+        or session.get("sv") != user.session_version
+        or sessions.live_session(s, session.get("sid"), uid) is None
+    ):
         session.clear()
         return
     g.user = user
@@ -50,9 +57,13 @@ def login_user(user: User) -> None:
     session.permanent = True
     session["uid"] = user.id
     session["sv"] = user.session_version
+    session["sid"] = sessions.start_session(db.session(), user.id, request.remote_addr)
 
 
 def logout_user() -> None:
+    """End the session on the server (a copy of the cookie is worthless afterwards), then forget it here."""
+    if session.get("uid") is not None:
+        sessions.end_session(db.session(), session.get("sid"), "logout")
     session.clear()
 
 

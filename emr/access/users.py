@@ -1,10 +1,12 @@
-"""Accounts: Argon2 passwords, lockout after repeated failures, hashed API tokens."""
+"""Accounts: Argon2 passwords (throttled by :mod:`emr.login_guard`), hashed API tokens with an expiry."""
 
 from __future__ import annotations
 
 import hashlib
 import secrets
+from collections.abc import Callable
 from datetime import timedelta
+from typing import Any, TypeVar
 
 from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError
@@ -13,9 +15,10 @@ from sqlalchemy.orm import Session
 
 from emr.access import audit
 from emr.access.audit import Actor
+from emr.access.login_guard import LoginGuard
+from emr.access.sessions import end_user_sessions
 from emr.core.exceptions import AuthenticationFailed, ConflictError, NotFoundError, ValidationFailed
-
-from ..models import ROLES, ApiToken, User, utcnow
+from emr.models import ROLES, ApiToken, User, utcnow
 
 __all__ = [
     "create_user",
@@ -28,14 +31,16 @@ __all__ = [
     "get_user",
     "set_active",
     "list_tokens",
-    "MAX_FAILURES",
-    "LOCKOUT",
 ]
 
-_HASHER = PasswordHasher()
-MAX_FAILURES = 5
-LOCKOUT = timedelta(minutes=15)
+# Argon2id with argon2-cffi's time and memory cost but one lane: a verification then occupies one core
+# (four lanes run on four threads and take every core of a small server from the chart pages while
+# logins are checked). Hashes with other parameters still verify and are re-hashed at the next login.
+_HASHER = PasswordHasher(parallelism=1)
+_T = TypeVar("_T")
 MIN_PASSWORD = 10
+TOKEN_DAYS = 90  # default lifetime of an API token
+MAX_TOKEN_DAYS = 366
 # Verifying against this keeps the time of "no such user" equal to "wrong password".
 _DUMMY_HASH = _HASHER.hash("filmless-timing-equaliser")
 
@@ -98,8 +103,49 @@ def set_password(session: Session, actor: Actor, user_id: int, password: str) ->
     user.session_version += 1
     user.failed_logins = 0
     user.locked_until = None
-    audit.record(session, actor, "user.password", object_type="user", object_id=user.id)
+    ended = end_user_sessions(session, user.id, "password")
+    revoked = _revoke_all_tokens(session, user.id)
+    audit.record(
+        session,
+        actor,
+        "user.password",
+        object_type="user",
+        object_id=user.id,
+        details={"sessions_ended": ended, "tokens_revoked": revoked},
+    )
     session.commit()
+
+
+def _revoke_all_tokens(session: Session, user_id: int) -> int:
+    """A password reset also ends machine access: every live token of the user is revoked."""
+    now = utcnow()
+    live = list(session.scalars(select(ApiToken).where(ApiToken.user_id == user_id, ApiToken.revoked_at.is_(None))))
+    for tok in live:
+        tok.revoked_at = now
+    return len(live)
+
+
+def _run_here(fn: Callable[..., _T], *args: Any) -> _T:
+    return fn(*args)
+
+
+def _check_password(stored: str | None, password: str) -> tuple[bool, str | None]:
+    """Argon2 work of a login: (password right?, new hash when the stored one has old parameters).
+
+    Without a stored hash (unknown or deactivated account) a dummy hash is
+    verified, so both cost the same time.
+    """
+    if stored is None:
+        try:
+            _HASHER.verify(_DUMMY_HASH, password + "x")
+        except VerificationError:
+            pass
+        return False, None
+    try:
+        ok = _HASHER.verify(stored, password)
+    except (VerificationError, InvalidHashError):
+        return False, None
+    return ok, _HASHER.hash(password) if ok and _HASHER.check_needs_rehash(stored) else None
 
 
 def authenticate(
@@ -108,55 +154,50 @@ def authenticate(
     password: str,
     client_ip: str | None,
     *,
-    max_failures: int = MAX_FAILURES,
-    lockout: timedelta = LOCKOUT,
+    guard: LoginGuard | None = None,
 ) -> User:
-    """Check a password; count failures and lock the account after MAX_FAILURES. Every attempt is audited."""
+    """Check a password; every attempt is audited and every refusal raises the same generic error.
+
+    There is no account lock that failures alone set (an outsider could lock
+    anyone out with it): ``guard`` makes the failing *source* wait instead,
+    per account and as a whole (the caller also holds one of the guard's
+    login slots, which bound how many checks run at once). Unknown,
+    deactivated, wrong password and backing off all answer with
+    ``auth.error.failed``; the audit row says which it was.
+    """
     user = session.scalar(select(User).where(User.username == username))
     now = utcnow()
     attempt = Actor(user.id if user else None, username[:64], user.role if user else None, client_ip)
-    if user is None or not user.active:
-        try:
-            _HASHER.verify(_DUMMY_HASH, password + "x")
-        except VerificationError:
-            pass
-        audit.record(session, attempt, "login", outcome="failure", details={"reason": "unknown_user"})
+    target: dict[str, object] = {"object_type": "user", "object_id": user.id} if user else {}
+
+    def refuse(reason: str) -> AuthenticationFailed:
+        audit.record(session, attempt, "login", outcome="failure", details={"reason": reason}, **target)  # type: ignore[arg-type]
         session.commit()
-        raise AuthenticationFailed("bad credentials", key="auth.error.bad_credentials")
-    if user.locked_until and user.locked_until > now:
-        audit.record(
-            session,
-            attempt,
-            "login",
-            outcome="failure",
-            object_type="user",
-            object_id=user.id,
-            details={"reason": "locked"},
-        )
-        session.commit()
-        raise AuthenticationFailed("account locked", key="auth.error.locked")
-    try:
-        _HASHER.verify(user.password_hash, password)
-    except (VerificationError, InvalidHashError):
-        user.failed_logins += 1
-        reason = "bad_password"
-        if user.failed_logins >= max_failures:
-            user.locked_until = now + lockout
-            user.failed_logins = 0
-            reason = "locked_now"
-        audit.record(
-            session,
-            attempt,
-            "login",
-            outcome="failure",
-            object_type="user",
-            object_id=user.id,
-            details={"reason": reason},
-        )
-        session.commit()
-        raise AuthenticationFailed("bad credentials", key="auth.error.bad_credentials") from None
-    if _HASHER.check_needs_rehash(user.password_hash):
-        user.password_hash = _HASHER.hash(password)
+        return AuthenticationFailed(f"login refused ({reason})", key="auth.error.failed")
+
+    wait = guard.backoff(username, client_ip) if guard is not None else 0.0
+    if wait > 0:
+        guard.failed(username, client_ip)  # type: ignore[union-attr]  # persisting lengthens the wait
+        raise refuse("backoff")  # nothing hashed: the source is waiting out its back-off
+    user_id = user.id if user is not None else None
+    stored = user.password_hash if user is not None and user.active else None
+    session.rollback()  # no transaction (on SQLite: no write lock) while Argon2 runs for a second
+    run = guard.run if guard is not None else _run_here
+    ok, rehashed = run(_check_password, stored, password)
+    # Re-read for the writes below (the row may have changed meanwhile).
+    user = session.get(User, user_id) if user_id is not None else None
+    if not ok or user is None or not user.active:
+        if guard is not None:
+            guard.failed(username, client_ip)
+        if user is not None and user.active:
+            user.failed_logins += 1
+        raise refuse("unknown_user" if user is None else "inactive" if not user.active else "bad_password")
+    if user.password_hash != stored:  # the password was changed while this attempt was checked
+        raise refuse("password_changed")
+    if guard is not None:
+        guard.succeeded(username, client_ip)
+    if rehashed is not None:
+        user.password_hash = rehashed
     user.failed_logins = 0
     user.locked_until = None
     user.last_login_at = now
@@ -169,16 +210,30 @@ def _digest(token: str) -> str:
     return hashlib.sha256(token.encode()).hexdigest()
 
 
-def create_token(session: Session, actor: Actor, user_id: int, name: str) -> str:
-    """Create an API token for a user; the clear token is returned once and never stored."""
+def create_token(
+    session: Session, actor: Actor, user_id: int, name: str, *, days: int = TOKEN_DAYS
+) -> str:
+    """Create an API token for a user, valid ``days`` days; the clear token is returned once and never stored."""
     user = session.get(User, user_id)
     if user is None:
         raise NotFoundError("user", user_id)
     if not name.strip():
         raise ValidationFailed({"name": "errors.field_required"})
+    if not 1 <= days <= MAX_TOKEN_DAYS:
+        raise ValidationFailed({"days": "users.error.token_days"})
     token = "fl_" + secrets.token_urlsafe(32)
-    session.add(ApiToken(user_id=user.id, name=name[:100], token_hash=_digest(token), prefix=token[:10]))
-    audit.record(session, actor, "token.create", object_type="user", object_id=user.id, details={"name": name})
+    expires = utcnow() + timedelta(days=days)
+    session.add(
+        ApiToken(user_id=user.id, name=name[:100], token_hash=_digest(token), prefix=token[:10], expires_at=expires)
+    )
+    audit.record(
+        session,
+        actor,
+        "token.create",
+        object_type="user",
+        object_id=user.id,
+        details={"name": name, "expires_at": expires.isoformat(timespec="seconds")},
+    )
     session.commit()
     return token
 
@@ -199,7 +254,7 @@ def user_for_token(session: Session, token: str) -> User | None:
     if not token.startswith("fl_") or len(token) > 100:
         return None
     tok = session.scalar(select(ApiToken).where(ApiToken.token_hash == _digest(token), ApiToken.revoked_at.is_(None)))
-    if tok is None:
+    if tok is None or tok.expires_at is None or tok.expires_at <= utcnow():
         return None
     user = session.get(User, tok.user_id)
     if user is None or not user.active:
@@ -229,6 +284,7 @@ def set_active(session: Session, actor: Actor, user_id: int, active: bool) -> Us
         user.locked_until = None
     else:
         user.session_version += 1
+        end_user_sessions(session, user.id, "deactivated")
     audit.record(session, actor, "user.unlock" if active else "user.lock", object_type="user", object_id=user.id)
     session.commit()
     return user

@@ -21,9 +21,17 @@ class EmrSettings:
     facility_code: str = "00000"
     # IANA time zone of the facility: what people and modalities see and type (emr.core.clock).
     timezone: str = "Asia/Ho_Chi_Minh"
-    # Failed logins before an account is locked, and for how long.
+    # Login throttling (emr.access.login_guard): failures from one source on one account before
+    # that source backs off (2 s, doubling), the longest back-off, and password attempts per
+    # minute per source IP (checked before any hashing).
     lockout_failures: int = 5
     lockout_minutes: int = 15
+    login_rate_per_minute: int = 30
+    # Serving (emr.http_server): open connections per client IP; the reverse proxy's address
+    # whose X-Forwarded-For / -Proto are believed ("" = none, "*" = any peer: only when the
+    # EMR port is reachable from the proxy alone, as in docker-compose.yml).
+    connections_per_ip: int = 32
+    trusted_proxy: str = ""
     # Signatures (issue 5): RFC 3161 TSA, PKCS#11 module of the tokens, the
     # SoftHSM2 configuration of the demo token, trusted CA certificates
     # (None: <data_dir>/pki/trust-anchors). CRLs are read from

@@ -157,11 +157,22 @@ def sign_demo_report(
     """Sign with the demo token; a temporary in-process TSA when none is configured."""
     from dataclasses import replace
 
+    from emr.models import Document
     from emr.signing import service as signatures
 
     def run(tsa_url: str) -> None:
         config = replace(signatures.signing_config(settings, store), tsa_url=tsa_url, softhsm2_conf=demo.softhsm_conf)
-        signatures.sign_document(session, actor, document_id, config, method="pkcs11", secret=DEMO_TOKEN_PIN)
+        shown = session.get(Document, document_id)
+        version = next(v for v in shown.versions if v.number == shown.current_version) if shown else None
+        signatures.sign_document(
+            session,
+            actor,
+            document_id,
+            config,
+            method="pkcs11",
+            secret=DEMO_TOKEN_PIN,
+            expected_sha256=version.content_sha256 if version else "",  # the demo signs the text it wrote
+        )
 
     if settings.tsa_url:
         run(settings.tsa_url)

@@ -16,6 +16,7 @@ from sqlalchemy.orm import Session
 from emr.access import audit
 from emr.access.audit import Actor
 from emr.core.exceptions import InvalidState, ValidationFailed
+from emr.documents.rights import require_author, require_signer_or_head
 from emr.models.lookup import get_or_404, parse
 
 from ..models import RETENTION_YEARS, Document, DocumentVersion, Encounter, ImagingOrder, utcnow
@@ -54,6 +55,13 @@ def _version(doc: Document, number: int) -> DocumentVersion:
         if v.number == number:
             return v
     raise InvalidState(f"document {doc.id} has no version {number}")
+
+
+def _locked_row(session: Session, version: DocumentVersion) -> DocumentVersion:
+    """Re-read the version with a row lock (PostgreSQL): an edit and a signature of the same draft
+    cannot interleave; the second waits and then sees what the first did."""
+    session.refresh(version, with_for_update=True)
+    return version
 
 
 def create_document(session: Session, actor: Actor, data: DocumentIn | dict[str, Any]) -> Document:
@@ -108,10 +116,12 @@ def update_draft(session: Session, actor: Actor, document_id: int, content: Any)
     doc = get_or_404(session, Document, document_id, "document")
     if doc.status == "cancelled":
         raise InvalidState("document cancelled", key="documents.error.cancelled")
-    version = _version(doc, doc.current_version)
+    version = _locked_row(session, _version(doc, doc.current_version))
     if version.locked:
         raise InvalidState("signed versions cannot change; amend instead", key="documents.error.locked")
+    require_author(session, actor, doc, version, "document.edit")
     text = canonical_json(_content(doc.form_type, content))
+    previous = version.content_sha256
     version.content_json = text
     version.content_sha256 = hashlib.sha256(text.encode()).hexdigest()
     audit.record(
@@ -121,7 +131,7 @@ def update_draft(session: Session, actor: Actor, document_id: int, content: Any)
         patient_id=doc.patient_id,
         object_type="document",
         object_id=doc.id,
-        details={"version": version.number},
+        details={"version": version.number, "sha256": version.content_sha256, "previous_sha256": previous},
     )
     session.commit()
     return doc
@@ -137,6 +147,7 @@ def amend_document(session: Session, actor: Actor, document_id: int, content: An
         raise InvalidState("the current version is a draft; edit it instead", key="documents.error.not_signed")
     if not reason or not reason.strip():
         raise ValidationFailed({"reason": "documents.error.reason_required"})
+    capacity = require_signer_or_head(session, actor, doc, "document.amend")
     text = canonical_json(_content(doc.form_type, content))
     new = DocumentVersion(
         document_id=doc.id,
@@ -158,7 +169,7 @@ def amend_document(session: Session, actor: Actor, document_id: int, content: An
         patient_id=doc.patient_id,
         object_type="document",
         object_id=doc.id,
-        details={"version": new.number, "amends": current.number, "reason": reason},
+        details={"version": new.number, "amends": current.number, "reason": reason, "as": capacity},
     )
     session.commit()
     session.refresh(doc)
@@ -197,6 +208,7 @@ def cancel_document(session: Session, actor: Actor, document_id: int, reason: st
         raise ValidationFailed({"reason": "documents.error.reason_required"})
     if doc.status == "cancelled":
         raise InvalidState("already cancelled", key="documents.error.cancelled")
+    capacity = require_signer_or_head(session, actor, doc, "document.cancel")
     doc.status_before_cancel = doc.status
     doc.status = "cancelled"
     doc.cancel_reason = reason.strip()
@@ -209,7 +221,7 @@ def cancel_document(session: Session, actor: Actor, document_id: int, reason: st
         patient_id=doc.patient_id,
         object_type="document",
         object_id=doc.id,
-        details={"reason": reason},
+        details={"reason": reason, "as": capacity},
     )
     session.commit()
     return doc
@@ -221,6 +233,7 @@ def restore_document(session: Session, actor: Actor, document_id: int, reason: s
         raise ValidationFailed({"reason": "documents.error.reason_required"})
     if doc.status != "cancelled":
         raise InvalidState("not cancelled", key="documents.error.not_cancelled")
+    capacity = require_signer_or_head(session, actor, doc, "document.restore")
     doc.status = doc.status_before_cancel or "draft"
     doc.status_before_cancel = None
     audit.record(
@@ -230,7 +243,7 @@ def restore_document(session: Session, actor: Actor, document_id: int, reason: s
         patient_id=doc.patient_id,
         object_type="document",
         object_id=doc.id,
-        details={"reason": reason, "previous_cancel_reason": doc.cancel_reason},
+        details={"reason": reason, "previous_cancel_reason": doc.cancel_reason, "as": capacity},
     )
     session.commit()
     return doc

@@ -8,6 +8,7 @@ from .imaging import ShareLink, StudyMeasurements
 from .orders import MODALITIES, ORDER_STATUSES, URGENCIES, ImagingOrder, LinkerState, Study
 from .patients import Counter, Patient
 from .prices import ServicePrice
+from .sessions import UserSession
 from .users import ROLES, ApiToken, Department, User
 
 __all__ = [
@@ -39,5 +40,6 @@ __all__ = [
     "StudyMeasurements",
     "URGENCIES",
     "User",
+    "UserSession",
     "utcnow",
 ]

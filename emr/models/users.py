@@ -57,3 +57,5 @@ class ApiToken(Base):
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     last_used_at: Mapped[datetime | None]
     revoked_at: Mapped[datetime | None]
+    # A token stops working at this time (set at creation; password resets revoke earlier).
+    expires_at: Mapped[datetime | None]

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import datetime as dt
 import hashlib
+import hmac
 import json
 import logging
 import os
@@ -65,6 +66,7 @@ __all__ = [
     "Slot",
     "SigningConfig",
     "NotYourTurn",
+    "ContentChanged",
     "artifact_for",
     "next_slot",
     "past_retention",
@@ -80,6 +82,13 @@ __all__ = [
 ]
 
 log = logging.getLogger(__name__)
+
+
+class ContentChanged(EmrError):
+    """The version's content is not what the signer was shown (edited since the form was opened)."""
+
+    code = "conflict"
+    http_status = 409
 
 
 class NotYourTurn(EmrError):
@@ -360,8 +369,14 @@ def sign_document(
     *,
     method: str,
     secret: str,
+    expected_sha256: str,
 ) -> SignedArtifact:
     """Fill the next signature of the document's current version as ``actor``.
+
+    ``expected_sha256`` is the content hash of the version the signer was
+    shown (the signing form carries it): when the version's content differs
+    now, :class:`ContentChanged` (409) is raised and nothing is signed. The
+    version row is locked while signing, so a draft edit cannot slip in.
 
     Raises :class:`NotYourTurn` (wrong role or order), :class:`ValidationFailed`
     (no key of that kind registered), :class:`SigningError` (wrong PIN or
@@ -375,6 +390,7 @@ def sign_document(
     version, artifact, slot = next_slot(session, doc)
     if slot is None:
         raise InvalidState("this version is fully signed", key="signing.error.complete")
+    session.refresh(version, with_for_update=True)  # held until the signature is committed
     details: dict[str, Any] = {"version": version.number, "field": slot.field_name, "method": method}
     if not _may_fill(session, doc, version, slot, user):
         audit.record(
@@ -389,6 +405,25 @@ def sign_document(
         )
         session.commit()
         raise NotYourTurn(f"{user.username} may not sign {slot.field_name}", key=f"signing.error.turn.{slot.who}")
+    if not isinstance(expected_sha256, str) or not hmac.compare_digest(
+        expected_sha256.strip().lower().encode(), version.content_sha256.encode()
+    ):
+        session.rollback()
+        audit.record(
+            session,
+            actor,
+            "document.sign",
+            outcome="failure",
+            patient_id=doc.patient_id,
+            object_type="document",
+            object_id=doc.id,
+            details={**details, "error": "content_changed", "shown_sha256": str(expected_sha256)[:64],
+                     "current_sha256": version.content_sha256},
+        )  # fmt: skip
+        session.commit()
+        raise ContentChanged(
+            f"document {doc.id} v{version.number} changed since it was shown", key="signing.error.content_changed"
+        )
     if method not in ("pkcs11", "pkcs12"):
         raise ValidationFailed({"method": "signing.error.method"})
     key = _active_key(session, user.id, method)

@@ -9,6 +9,7 @@ from flask import Blueprint, redirect, render_template, request, url_for
 
 from emr.access.auth import current_actor, requires
 from emr.core.exceptions import EmrError, InvalidState
+from emr.documents import rights as document_rights
 from emr.documents import service as documents
 from emr.imaging import orders
 from emr.patients import encounters
@@ -90,9 +91,18 @@ def _render_view(
     status: int = 200,
 ) -> Any:
     data = documents.document_dict(doc)
+    s = db.session()
+    user_id = current_actor().user_id
+    current = next(v for v in doc.versions if v.number == doc.current_version)
     return render_template(
         "documents/view.html",
         doc=data,
+        may_change=(
+            document_rights.may_edit_draft(doc, user_id)
+            if not current.locked
+            else document_rights.capacity(s, doc, user_id) is not None
+        ),
+        may_cancel=document_rights.capacity(s, doc, user_id) is not None,
         patient=patient,
         fields={f.name: f for f in form_fields(doc.form_type)},
         errors=errors or {},
@@ -110,6 +120,10 @@ def edit(document_id: int) -> Any:
         raise InvalidState("document cancelled", key="documents.error.cancelled")
     current = next(v for v in doc.versions if v.number == doc.current_version)
     mode = "amend" if current.locked else "edit"
+    if mode == "edit":  # only the author edits a draft; a signed one is amended by a signer or the head
+        document_rights.require_author(s, current_actor(), doc, current, "document.edit")
+    else:
+        document_rights.require_signer_or_head(s, current_actor(), doc, "document.amend")
     patient = patients.get_patient(s, current_actor(), doc.patient_id, audit_view=False)
     errors: dict[str, str] = {}
     if request.method == "POST":
@@ -120,6 +134,8 @@ def edit(document_id: int) -> Any:
                 documents.amend_document(s, current_actor(), doc.id, content, values.get("reason", "")[:1000])
             else:
                 documents.update_draft(s, current_actor(), doc.id, content)
+        except document_rights.NotAllowedOnDocument:
+            raise
         except EmrError as exc:
             s.rollback()
             errors = document_errors(exc)
@@ -149,6 +165,8 @@ def _state_change(document_id: int, restore: bool) -> Any:
             documents.restore_document(s, current_actor(), document_id, reason)
         else:
             documents.cancel_document(s, current_actor(), document_id, reason)
+    except document_rights.NotAllowedOnDocument:
+        raise  # 403 page: not this user's document to cancel or restore
     except EmrError as exc:
         s.rollback()
         doc = documents.get_document(s, current_actor(), document_id)

@@ -2,15 +2,17 @@
 
 from __future__ import annotations
 
-from datetime import timedelta
+import math
 from typing import Any
 
 from flask import Blueprint, current_app, g, redirect, render_template, request, url_for
 
 from emr.access.auth import login_user, logout_user, requires
+from emr.access.login_guard import HashingBusy, LoginGuard
 from emr.access.permissions import allowed
 from emr.access.users import authenticate
 from emr.core.exceptions import AuthenticationFailed
+from emr.web.safe_redirect import local_path
 
 from .. import db
 from ..i18n import t
@@ -19,33 +21,32 @@ bp = Blueprint("auth", __name__)
 
 
 def _safe_next(target: str | None) -> str:
-    if target and target.startswith("/") and not target.startswith("//") and "\\" not in target:
-        return target
-    return url_for("auth.home")
+    return local_path(target) or url_for("auth.home")
 
 
 @bp.route("/login", methods=["GET", "POST"])
 def login() -> Any:
-    error = None
-    if request.method == "POST":
-        username = request.form.get("username", "").strip()[:64]
-        password = request.form.get("password", "")[:1024]
-        try:
-            settings = current_app.extensions["emr.settings"]
-            user = authenticate(
-                db.session(),
-                username,
-                password,
-                request.remote_addr,
-                max_failures=settings.lockout_failures,
-                lockout=timedelta(minutes=settings.lockout_minutes),
-            )
-        except AuthenticationFailed as exc:
-            error = t(exc.key)
-        else:
-            login_user(user)
-            return redirect(_safe_next(request.args.get("next")))
-    return render_template("login.html", error=error), (401 if error else 200)
+    """Password login. Throttled per source before anything is hashed (see :mod:`emr.login_guard`)."""
+    if request.method != "POST":
+        return render_template("login.html", error=None)
+    guard: LoginGuard = current_app.extensions["emr.login_guard"]
+    wait = guard.admit(request.remote_addr)
+    if wait > 0:
+        seconds = max(1, math.ceil(wait))
+        page = render_template("login.html", error=t("auth.error.rate_limited", seconds=seconds))
+        return page, 429, {"Retry-After": str(seconds)}
+    username = request.form.get("username", "").strip()[:64]
+    password = request.form.get("password", "")[:1024]
+    try:
+        with guard.hashing():  # bounded: the rest answer "busy" at once instead of holding a server thread
+            user = authenticate(db.session(), username, password, request.remote_addr, guard=guard)
+    except AuthenticationFailed as exc:
+        return render_template("login.html", error=t(exc.key)), 401
+    except HashingBusy:
+        db.session().rollback()
+        return render_template("login.html", error=t("auth.error.busy")), 503, {"Retry-After": "2"}
+    login_user(user)
+    return redirect(_safe_next(request.args.get("next")))
 
 
 @bp.post("/logout")

@@ -3,6 +3,7 @@ verification page the printed QR code opens (plus its JSON API)."""
 
 from __future__ import annotations
 
+import json
 import re
 from typing import Any
 
@@ -31,6 +32,7 @@ from .. import db
 from ..i18n import t
 from ..models import Document, User
 from ..signing import SigningError
+from .document_forms import form_fields
 
 bp = Blueprint("signing", __name__)
 verify_bp = Blueprint("verify", __name__)
@@ -48,6 +50,12 @@ def _field_errors(exc: EmrError) -> dict[str, str]:
     if isinstance(exc, ValidationFailed):
         return {k: t(v) for k, v in exc.fields.items()}
     return {"_form": t(exc.key)}
+
+
+def _shown_value(field: Any, value: Any) -> str:
+    """A content value as the signer reads it (fixed choices by their Vietnamese label)."""
+    labels = dict(field.choices)
+    return labels.get(str(value), str(value))
 
 
 def _back_to(target: str | None) -> str | None:
@@ -71,11 +79,17 @@ def sign(document_id: int) -> Any:
     status = 200
     if request.method == "POST":
         secret = request.form.get("secret", "")[:256]
+        shown = request.form.get("content_sha256", "")[:64]
         try:
-            svc.sign_document(s, current_actor(), doc.id, _config(), method=method, secret=secret)
+            svc.sign_document(
+                s, current_actor(), doc.id, _config(), method=method, secret=secret, expected_sha256=shown
+            )
         except SigningError as exc:
             errors = {"secret": exc.user_message()}
             status = 422
+        except svc.ContentChanged as exc:
+            errors = {"_form": t(exc.key)}  # the form below now shows the current text and its hash
+            status = 409
         except svc.NotYourTurn as exc:
             errors = {"_form": t(exc.key)}
             status = 403
@@ -88,11 +102,14 @@ def sign(document_id: int) -> Any:
         doc = documents.get_document(s, current_actor(), document_id)
         version, _artifact, slot = svc.next_slot(s, doc)
     turn = svc.can_sign_now(s, doc, user)
+    content = json.loads(version.content_json)
     return render_template(
         "signing/sign.html",
         doc=doc,
         patient=patient,
         version=version,
+        shown=[(f.label, _shown_value(f, content.get(f.name))) for f in form_fields(doc.form_type)
+               if content.get(f.name) not in (None, "")],
         slot=slot,
         turn=turn,
         slot_label=t(f"signing.slot.{slot.who}") if slot else "",

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from flask import Blueprint, redirect, render_template, request, url_for
+from flask import Blueprint, current_app, redirect, render_template, request, url_for
 from sqlalchemy import select
 
 from emr.access import users
@@ -89,7 +89,9 @@ def detail(user_id: int) -> Any:
 @requires("user.manage")
 def set_active(user_id: int) -> Any:
     try:
-        users.set_active(db.session(), current_actor(), user_id, request.form.get("active") == "1")
+        user = users.set_active(db.session(), current_actor(), user_id, request.form.get("active") == "1")
+        if user.active:  # unlocking also ends every source's login back-off on the account
+            current_app.extensions["emr.login_guard"].forget_account(user.username)
     except EmrError as exc:
         db.session().rollback()
         if isinstance(exc, NotFoundError):

@@ -17,6 +17,8 @@ def register(sub: Any) -> None:
     esub = emr.add_subparsers(dest="emr_command", metavar="ACTION")
 
     p = esub.add_parser("serve", help="run the EMR web service (waitress) with the study linker")
+    p.add_argument("--demo", action="store_true",
+                   help="allow a data directory that still holds the demo (published passwords, development CA)")
     p.set_defaults(func=cmd_serve)
     p = esub.add_parser("migrate", help="upgrade the EMR database to the newest schema")
     p.set_defaults(func=cmd_migrate)
@@ -40,6 +42,7 @@ def register(sub: Any) -> None:
     p = esub.add_parser("create-token", help="create an API token for a user (printed once)")
     p.add_argument("username")
     p.add_argument("--name", default="api")
+    p.add_argument("--days", type=int, default=90, help="days until the token expires (1-366, default 90)")
     p.set_defaults(func=cmd_create_token)
 
     p = esub.add_parser("load-icd10", help="load the ICD-10 catalogue from a CSV/TSV file (code,title)")
@@ -72,6 +75,9 @@ def register(sub: Any) -> None:
 
     p = sub.add_parser("demo", help="seed demo accounts, Vietnamese demo patients, orders and a sent study")
     p.add_argument("--no-study", action="store_true", help="do not upload the demo CT study to Orthanc")
+    p.add_argument("--disable", action="store_true",
+                   help="end the demo in this data directory: demo accounts locked with unknown passwords, "
+                        "development CA no longer trusted, its TSA no longer started")
     p.set_defaults(func=cmd_demo)
 
 
@@ -93,6 +99,10 @@ def cmd_serve(args: argparse.Namespace, settings: Settings) -> int:
     from filmless.wiring import viewer_extension
     from storage import open_store
 
+    from .stack import refuse_demo_leftovers
+
+    if not args.demo and refuse_demo_leftovers(settings):
+        return 2
     store = open_store(settings.storage)
     serve(settings.emr, store, extensions=[viewer_extension(store)])
     return 0
@@ -141,6 +151,7 @@ def cmd_create_token(args: argparse.Namespace, settings: Settings) -> int:
     from sqlalchemy import select
 
     from emr.access.users import create_token
+    from emr.core.exceptions import EmrError
     from emr.models import User
 
     with _session(settings) as session:
@@ -148,7 +159,11 @@ def cmd_create_token(args: argparse.Namespace, settings: Settings) -> int:
         if user is None:
             print(f"no user {args.username}", file=sys.stderr)
             return 1
-        print(create_token(session, _cli_actor(), user.id, args.name))
+        try:
+            print(create_token(session, _cli_actor(), user.id, args.name, days=args.days))
+        except EmrError as exc:
+            print(f"filmless emr: {exc.message}", file=sys.stderr)
+            return 1
     return 0
 
 
@@ -233,6 +248,14 @@ def cmd_audit_anchor(args: argparse.Namespace, settings: Settings) -> int:
 def cmd_demo(args: argparse.Namespace, settings: Settings) -> int:
     from emr.demo.seed import seed
     from storage import open_store
+
+    if args.disable:
+        from emr.demo.guard import disable_demo
+        from emr.i18n import t
+
+        done = disable_demo(settings.emr, _cli_actor())
+        print("\n".join([t("demo.guard.disabled", dir=settings.data_dir), *(f"  {line}" for line in done)]))
+        return 0
 
     store = None if args.no_study else open_store(settings.storage)
     accounts = seed(settings.emr, store)

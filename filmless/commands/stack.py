@@ -106,8 +106,8 @@ def _banner(settings: Settings, accounts: list[tuple[str, str, str]]) -> str:
         lines += [
             f"  Orthanc          {s.url} (localhost only), "
             + (f"DICOM {s.dicom_port}" if s.dicom_server else "DICOM server off (REST only)"),
-            f"  Orthanc login    {creds.username} / {creds.password}",
-            f"                   (kept in {s.data_dir / 'credentials.json'}, mode 0600)",
+            f"  Orthanc login    user {creds.username}; the password is in {s.data_dir / 'credentials.json'} "
+            "(mode 0600, never printed)",
         ]
     else:
         lines.append(f"  Orthanc          external: {s.url}")
@@ -127,6 +127,8 @@ def cmd_up(args: argparse.Namespace, settings: Settings) -> int:
     from ..supervisor import Child, Supervisor
 
     settings.data_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+    if not args.demo and refuse_demo_leftovers(settings):
+        return 2
     children = []
     if settings.storage.managed:
         children.append(Child("storage", ["storage"]))
@@ -136,7 +138,8 @@ def cmd_up(args: argparse.Namespace, settings: Settings) -> int:
     tsa = demo_tsa(settings, args.demo)  # dev TSA child when the development PKI exists and no TSA is set
     if tsa is not None:
         children.append(tsa[0])
-    children.append(Child("emr", ["emr", "serve"], env=tsa[1] if tsa else None))
+    serve = ["emr", "serve", "--demo"] if args.demo else ["emr", "serve"]
+    children.append(Child("emr", serve, env=tsa[1] if tsa else None))
     supervisor = Supervisor(children)
 
     store = open_store(settings.storage)
@@ -156,6 +159,24 @@ def cmd_up(args: argparse.Namespace, settings: Settings) -> int:
 
     threading.Thread(target=after_start, name="banner", daemon=True).start()
     return supervisor.run()
+
+
+def refuse_demo_leftovers(settings: Settings) -> bool:
+    """True (after saying why and what to do) when the data directory still holds a live demo."""
+    from emr.demo.guard import demo_leftovers
+    from emr.i18n import t
+
+    found = demo_leftovers(settings.emr)
+    if not found:
+        return False
+    lines = [t("demo.guard.refused", dir=settings.data_dir)]
+    if found.accounts:
+        lines.append(t("demo.guard.accounts", accounts=", ".join(found.accounts)))
+    if found.dev_anchors or found.dev_pki:
+        lines.append(t("demo.guard.dev_pki"))
+    lines.append(t("demo.guard.fix"))
+    print("\n".join(lines), file=sys.stderr, flush=True)
+    return True
 
 
 def cmd_check(args: argparse.Namespace, settings: Settings) -> int:

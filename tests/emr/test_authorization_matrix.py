@@ -128,6 +128,10 @@ def _fill(rule: str) -> str:
 
 
 def test_matrix(app: Flask, client: FlaskClient, tokens: dict[str, str], world: Any) -> None:
+    from emr.access.login_guard import LoginGuard
+
+    # Hundreds of logins from one address: this test is about roles, not the login rate limit.
+    app.extensions["emr.login_guard"] = LoginGuard(rate_per_minute=10**6, burst=10**6)
     for method, rule in _routes(app):
         allowed_roles = EXPECTED[(method, rule)]
         if allowed_roles is None:

@@ -66,7 +66,8 @@ def test_up_runs_the_stack_and_ctrl_c_stops_every_child(tmp_path: Path) -> None:
         text = "".join(output)
         creds = load_or_create_credentials(tmp_path / "var" / "orthanc")
         assert f"port {ports['gw']}" in text
-        assert creds.password in text  # the generated Orthanc login is shown once, at start-up
+        assert creds.password not in text  # never printed (issue 10): the banner says where it is kept
+        assert str(tmp_path / "var" / "orthanc" / "credentials.json") in text
         assert (tmp_path / "var" / "orthanc" / "credentials.json").stat().st_mode & 0o077 == 0
 
         wait_for(lambda: subprocess.run(["echoscu", "-aet", "CT01", "-aec", "FILMLESS", "127.0.0.1",

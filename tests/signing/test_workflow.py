@@ -169,8 +169,16 @@ def env(tmp_path: Path, pki: DevPki, pki_server: DevPkiServer, token_keys: dict[
 
 
 def _sign(client: FlaskClient, doc_id: int, secret: str, method: str = "pkcs11") -> Any:
+    """Open the signing form as a browser does and submit it (with the content hash it showed)."""
     path = f"/signing/documents/{doc_id}/sign"
-    return client.post(path, data={"csrf_token": _csrf(client, path), "method": method, "secret": secret})
+    form = client.get(path).get_data(as_text=True)
+    csrf = re.search(r'name="csrf_token" value="([^"]+)"', form)
+    shown = re.search(r'name="content_sha256" value="([0-9a-f]{64})"', form)
+    assert csrf, path
+    data = {"csrf_token": csrf.group(1), "method": method, "secret": secret}
+    if shown:
+        data["content_sha256"] = shown.group(1)
+    return client.post(path, data=data)
 
 
 OUTPATIENT = {
