@@ -1,9 +1,11 @@
 """Wiring the viewer (issue 6) into the EMR: the built viewer, the DICOMweb proxy and its access rules.
 
 The viewer package knows nothing about users or share links; the EMR hands
-the proxy three callables. A logged-in user may open a study when the role
-may view images and the study is linked to a patient in the EMR; a share
-token opens exactly the study of its link while the link is live.
+the proxy its callables. A logged-in user may open a study when the role
+may view images, the study is linked to a patient in the EMR and that
+patient is in the user's care (emr/permissions.py); report objects in the
+study only when the role may read documents. A share token opens exactly
+the study of its link while the link is live.
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ from .auth import current_actor, deny
 from .exceptions import EmrError
 from .permissions import allowed
 from .services import reading, sharing
+from .services.care import OutOfCareScope, ensure_patient_access
 from .settings import EmrSettings
 
 __all__ = ["register_reading"]
@@ -54,9 +57,22 @@ def authorize_study(study_uid: str, token: str | None) -> bool:
     if not allowed(user.role, "image.view"):
         deny("image.view")
         raise AccessDenied("forbidden")
-    if reading.find_linked_study(db.session(), study_uid) is None:
+    study = reading.find_linked_study(db.session(), study_uid)
+    if study is None:
         raise AccessDenied("forbidden")
+    try:
+        ensure_patient_access(db.session(), current_actor(), study.patient_id)  # issue 10: care scope
+    except OutOfCareScope:
+        raise AccessDenied("forbidden") from None
     return True
+
+
+def reports_allowed(study_uid: str, token: str | None) -> bool:
+    """Report objects (the signed PDF in the study) for share links (they carry the report) and document readers."""
+    if token:
+        return True
+    user = g.get("user")
+    return user is not None and allowed(user.role, "document.read")
 
 
 def audit_study(study_uid: str, token: str | None) -> None:
@@ -98,6 +114,7 @@ def register_reading(app: Flask, csrf: CSRFProtect, settings: EmrSettings, store
                 authorize_study,
                 audit_study,
                 principal=principal,
+                reports_allowed=reports_allowed,
                 arriving=lambda uid: reading.study_arriving(db.session(), uid, ARRIVING_SECONDS),
             )
         )

@@ -22,6 +22,8 @@ class EmrSettings:
     # Failed logins before an account is locked, and for how long.
     lockout_failures: int = 5
     lockout_minutes: int = 15
+    # Break the glass (issue 10): how long an emergency access to a patient outside one's care lasts.
+    break_glass_hours: int = 4
     # Signatures (issue 5): RFC 3161 TSA, PKCS#11 module of the tokens, the
     # SoftHSM2 configuration of the demo token, trusted CA certificates
     # (None: <data_dir>/pki/trust-anchors). CRLs are read from

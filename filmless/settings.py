@@ -226,6 +226,7 @@ def load(env: Mapping[str, str] | None = None) -> Settings:
         facility_code=_str(env, "FILMLESS_FACILITY_CODE", "00000") or "",
         lockout_failures=_int(env, "FILMLESS_EMR_LOCKOUT_FAILURES", 5, 1, 1000),
         lockout_minutes=_int(env, "FILMLESS_EMR_LOCKOUT_MINUTES", 15, 1, 10080),
+        break_glass_hours=_int(env, "FILMLESS_BREAK_GLASS_HOURS", 4, 1, 24),
         tsa_url=_str(env, "FILMLESS_TSA_URL"),
         pkcs11_library=_str(env, "FILMLESS_PKCS11_LIBRARY", EmrSettings.pkcs11_library) or EmrSettings.pkcs11_library,
         softhsm2_conf=Path(conf).expanduser() if (conf := _str(env, "FILMLESS_SOFTHSM2_CONF")) else None,

@@ -17,6 +17,7 @@ from ..auth import current_actor
 from ..exceptions import AuthenticationFailed, EmrError
 from ..exports.fhir import FhirError, capability_statement, read_resource, search_resources, validated
 from ..permissions import allowed
+from ..services.care import OutOfCareScope, ensure_patient_access, in_care_filter
 from ..services.users import user_for_token
 
 __all__ = ["bp", "FHIR_ACTIONS"]
@@ -106,6 +107,15 @@ def _make_views(kind: str, action: str) -> None:
             args.pop("_format", None)
             s = db.session()
             result = search_resources(s, kind, args, limit=_count(), **_context())
+            in_care = in_care_filter(s, current_actor())
+            outside = sorted(p for p in result.patient_ids if not in_care(p))
+            if outside:
+                # Issue 10: a clinician's search may not reach patients outside their care.
+                s.rollback()
+                audit.record(s, current_actor(), "care.denied", outcome="denied", object_type=kind,
+                             details={"patients": outside[:100]})
+                s.commit()
+                return _outcome(403, "forbidden", "patients outside your care")
             base = request.base_url
             bundle = validated(
                 {
@@ -142,6 +152,10 @@ def _make_views(kind: str, action: str) -> None:
         try:
             s = db.session()
             resource, patient_id = read_resource(s, kind, ident, **_context())
+            try:
+                ensure_patient_access(s, current_actor(), patient_id)
+            except OutOfCareScope:
+                return _outcome(403, "forbidden", "patient outside your care")
             audit.record(s, current_actor(), "fhir.read", patient_id=patient_id, object_type=kind, object_id=ident)
             s.commit()
             return _json(resource)

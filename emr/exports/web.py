@@ -14,6 +14,8 @@ from flask import Blueprint, Flask, Response, current_app, render_template
 
 from .. import db
 from ..auth import current_actor, requires
+from ..models import Encounter
+from ..services.care import ensure_patient_access
 from .config import load_config
 from .exceptions import ExportCheckFailed, FacilityKeyError
 from .facility_key import open_facility_key
@@ -47,6 +49,9 @@ def xml130(encounter_id: int) -> Any:
 def hsba(encounter_id: int, fmt: str) -> Any:
     if fmt not in ("json", "xml"):
         return render_template("error.html", message="404"), 404
+    enc = db.session().get(Encounter, encounter_id)
+    if enc is not None:
+        ensure_patient_access(db.session(), current_actor(), enc.patient_id)  # issue 10: care scope
     config = load_config(current_app.extensions["emr.settings"])
     artifacts = current_app.extensions.get("emr.signed_artifacts")
     try:

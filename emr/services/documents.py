@@ -18,6 +18,7 @@ from ..audit import Actor
 from ..exceptions import InvalidState, ValidationFailed
 from ..models import RETENTION_YEARS, Document, DocumentVersion, Encounter, ImagingOrder, utcnow
 from ..schemas import FORM_CONTENT, DocumentIn
+from .care import ensure_patient_access
 from .common import get_or_404, parse
 
 __all__ = [
@@ -237,6 +238,7 @@ def restore_document(session: Session, actor: Actor, document_id: int, reason: s
 
 def get_document(session: Session, actor: Actor, document_id: int) -> Document:
     doc = get_or_404(session, Document, document_id, "document")
+    ensure_patient_access(session, actor, doc.patient_id)  # issue 10: only patients in the user's care
     audit.record(session, actor, "document.view", patient_id=doc.patient_id, object_type="document", object_id=doc.id)
     session.commit()
     return doc

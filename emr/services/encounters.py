@@ -15,6 +15,7 @@ from ..audit import Actor
 from ..exceptions import InvalidState, ValidationFailed
 from ..models import BENEFIT_LEVELS, Department, Encounter, EncounterDiagnosis, Icd10Code, Patient, User, utcnow
 from ..schemas import BenefitLevelIn, EncounterIn
+from .care import ensure_patient_access
 from .common import get_or_404, next_number, parse
 
 __all__ = [
@@ -89,6 +90,11 @@ def create_encounter(session: Session, actor: Actor, data: EncounterIn | dict[st
     if problems:
         raise ValidationFailed(problems)
     assert dep is not None and attending is not None
+    opener = session.get(User, actor.user_id) if actor.user_id is not None else None
+    if opener is None or (attending.id != opener.id and dep.id != opener.department_id):
+        # Opening a visit in one's own department, or as its attending, is how care begins
+        # (audited below); anyone else needs the patient in their care already (issue 10).
+        ensure_patient_access(session, actor, patient.id)
     now = utcnow()
     enc = Encounter(
         patient_id=patient.id,
@@ -157,6 +163,7 @@ def set_benefit_level(
 
 def get_encounter(session: Session, actor: Actor, encounter_id: int) -> Encounter:
     enc = get_or_404(session, Encounter, encounter_id, "encounter")
+    ensure_patient_access(session, actor, enc.patient_id)  # issue 10: only patients in the user's care
     audit.record(session, actor, "encounter.view", patient_id=enc.patient_id, object_type="encounter", object_id=enc.id)
     session.commit()
     return enc

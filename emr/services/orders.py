@@ -14,6 +14,7 @@ from ..audit import Actor
 from ..exceptions import InvalidState, ValidationFailed
 from ..models import LOCAL_OFFSET, Encounter, ImagingOrder, Patient, Study, User, utcnow
 from ..schemas import OrderIn
+from .care import ensure_patient_access
 from .common import get_or_404, next_number, parse
 from .prices import local_today, price_on
 
@@ -96,6 +97,7 @@ def create_order(session: Session, actor: Actor, data: OrderIn | dict[str, Any])
 
 def get_order(session: Session, actor: Actor, order_id: int) -> ImagingOrder:
     order = get_or_404(session, ImagingOrder, order_id, "order")
+    ensure_patient_access(session, actor, order.patient_id)  # issue 10: only patients in the user's care
     audit.record(session, actor, "order.view", patient_id=order.patient_id, object_type="order", object_id=order.id)
     session.commit()
     return order

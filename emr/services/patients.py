@@ -15,6 +15,7 @@ from ..identifiers import bhyt_problem, bhyt_ssn, cccd_problem
 from ..models import Document, Encounter, ImagingOrder, Patient, Study
 from ..normalize import fold, split_name
 from ..schemas import PatientIn
+from .care import ensure_patient_access
 from .common import get_or_404, next_number, parse
 
 __all__ = [
@@ -146,6 +147,7 @@ def update_patient(session: Session, actor: Actor, patient_id: int, data: Patien
 
 def get_patient(session: Session, actor: Actor, patient_id: int, *, audit_view: bool = True) -> Patient:
     patient = get_or_404(session, Patient, patient_id, "patient")
+    ensure_patient_access(session, actor, patient.id)  # issue 10: only patients in the user's care
     if audit_view:
         audit.record(session, actor, "patient.view", patient_id=patient.id, object_type="patient", object_id=patient.id)
         session.commit()

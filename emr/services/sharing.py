@@ -22,8 +22,9 @@ from sqlalchemy.orm import Session
 
 from .. import audit
 from ..audit import Actor
-from ..exceptions import EmrError, InvalidState, NotFoundError
+from ..exceptions import EmrError, InvalidState, NotFoundError, PermissionDenied
 from ..models import Document, ShareLink, Study, utcnow
+from ..permissions import allowed
 from .common import get_or_404
 from .reading import latest_report, signed_version
 
@@ -91,7 +92,13 @@ def share_actor(link: ShareLink, client_ip: str | None) -> Actor:
 def create_share_link(
     session: Session, actor: Actor, study_id: int, *, days: int = DEFAULT_DAYS
 ) -> tuple[ShareLink, str, str]:
-    """A new link to a linked study whose report is signed; returns (link, code, PIN) — shown once."""
+    """A new link to a linked study whose report is signed; returns (link, code, PIN) — shown once.
+
+    The link shows images and the signed report, so the actor's role must hold
+    ``share.create`` (which implies both; issue 10: a slip is no way around the role matrix).
+    """
+    if not allowed(actor.role, "share.create"):
+        raise PermissionDenied("share.create")
     study = get_or_404(session, Study, study_id, "study")
     if study.state != "linked" or study.patient_id is None or study.order_id is None:
         raise InvalidState("study not linked to a patient", key="share.error.not_linked")

@@ -24,3 +24,6 @@ def register(app: Flask) -> None:
     from . import signing
 
     signing.register(app)  # signing form, signed PDFs, /verify (QR target) and /api/verify
+    from . import care
+
+    care.register(app)  # issue 10: break-the-glass form and its review, out-of-care answers

@@ -13,7 +13,9 @@ from ..auth import current_actor, requires
 from ..exceptions import EmrError, InvalidState, NotFoundError
 from ..i18n import t
 from ..models import MODALITIES, URGENCIES, Encounter, ImagingOrder, Patient, Study, utcnow
+from ..permissions import allowed
 from ..services import documents, reading, sharing
+from ..services.care import ensure_patient_access, in_care_filter
 from ..services.common import get_or_404
 from .document_forms import content_from_form, content_inputs, document_errors, form_fields
 
@@ -40,7 +42,9 @@ def worklist() -> Any:
         urgency=args.get("urgency", "") if args.get("urgency", "") in URGENCIES else "",
         status=args.get("status", "") if args.get("status", "") in reading.REPORT_STATUSES else "",
     )
-    rows = reading.reading_worklist(db.session(), flt)
+    s = db.session()
+    in_care = in_care_filter(s, current_actor())  # issue 10: only patients in the reader's care
+    rows = [r for r in reading.reading_worklist(s, flt) if in_care(r.patient.id)]
     return render_template(
         "reading/worklist.html",
         rows=rows,
@@ -98,9 +102,11 @@ def _render_read(
     patient = get_or_404(s, Patient, study.patient_id or 0, "patient")
     doc = reading.latest_report(s, order.id)
     current: dict[str, Any] = {}
-    if doc is not None:
+    if doc is not None and allowed(g.user.role, "document.read"):
+        # Report content only for roles that may read documents (issue 10); every showing is audited.
         version = next(v for v in doc.versions if v.number == doc.current_version)
         current = json.loads(version.content_json)
+        reading.record_report_view(s, current_actor(), doc, version.number, study)
     shared = reading.signed_version(doc) is not None if doc is not None else False
     return render_template(
         "reading/read.html",
@@ -123,9 +129,12 @@ def _render_read(
 
 
 def _linked(study_id: int) -> Study:
-    study = get_or_404(db.session(), Study, study_id, "study")
+    """A linked study of a patient in the user's care (issue 10)."""
+    s = db.session()
+    study = get_or_404(s, Study, study_id, "study")
     if study.state != "linked" or study.order_id is None:
         raise NotFoundError("study", study_id)
+    ensure_patient_access(s, current_actor(), study.patient_id)
     return study
 
 
@@ -190,12 +199,17 @@ def share_page(study_id: int) -> Any:
 
 
 @bp.post("/studies/<int:study_id>/share")
-@requires("share.manage")
+@requires("share.create")
 def create_share(study_id: int) -> Any:
-    """A new share link; the answer is the A5 slip (PDF) — the only time the PIN is shown."""
+    """A new share link; the answer is the A5 slip (PDF) — the only time the PIN is shown.
+
+    The slip opens the images and the signed report: only roles that may see both
+    create one, for a patient in their care (issue 10).
+    """
     from ..services.slip import render_slip
 
     s = db.session()
+    _linked(study_id)
     days_text = request.form.get("days", "")
     days = int(days_text) if days_text.isdigit() and len(days_text) < 4 else sharing.DEFAULT_DAYS
     link, code, pin = sharing.create_share_link(s, current_actor(), study_id, days=days)
@@ -239,8 +253,10 @@ def _json_error(status: int, code: str) -> Response:
 def get_measurements(study_uid: str) -> Any:
     if not _UID.match(study_uid) or len(study_uid) > 64:
         return _json_error(400, "bad_study_uid")
-    if reading.find_linked_study(db.session(), study_uid) is None:
+    study = reading.find_linked_study(db.session(), study_uid)
+    if study is None:
         return _json_error(404, "not_found")
+    ensure_patient_access(db.session(), current_actor(), study.patient_id)
     data, updated = reading.get_measurements(db.session(), g.user.id, study_uid)
     return jsonify(measurements=data, updated_at=updated.isoformat() + "Z" if updated else None)
 
@@ -259,6 +275,7 @@ def put_measurements(study_uid: str) -> Any:
     study = reading.find_linked_study(s, study_uid)
     if study is None:
         return _json_error(404, "not_found")
+    ensure_patient_access(s, current_actor(), study.patient_id)
     body = request.get_json(silent=True)
     if not isinstance(body, dict):
         return _json_error(400, "bad_json")
