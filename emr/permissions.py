@@ -86,7 +86,8 @@ assert PERMISSIONS["share.create"] <= PERMISSIONS["image.view"] & PERMISSIONS["d
 #   physician or works in its department;
 # * reading — radiologists: the patient has a linked study whose report is not
 #   signed yet (it is on the reading worklist), or a study that arrived less
-#   than CARE_RECENT_DAYS ago, or a radiology report the radiologist wrote;
+#   than CARE_RECENT_DAYS ago, or a radiology report the radiologist wrote
+#   less than CARE_RECENT_DAYS ago;
 # * scheduled — technicians: the patient has an imaging order (not cancelled)
 #   scheduled from yesterday to tomorrow (Vietnam dates), or one the technician
 #   performed less than CARE_RECENT_DAYS ago;
@@ -139,7 +140,9 @@ def _care_selects(user: Any, now: datetime) -> list[tuple[str, Select[Any]]]:
         out.append((
             "reading",
             select(Document.patient_id).where(
-                Document.form_type == "radiology_report", Document.created_by == user.id
+                Document.form_type == "radiology_report",
+                Document.created_by == user.id,
+                Document.created_at >= recent,
             ),
         ))
     if user.role == "technician":
