@@ -106,6 +106,7 @@ def create_document(session: Session, actor: Actor, data: DocumentIn | dict[str,
 def update_draft(session: Session, actor: Actor, document_id: int, content: Any) -> Document:
     """Edit the current version while it is an unsigned draft."""
     doc = get_or_404(session, Document, document_id, "document")
+    ensure_patient_access(session, actor, doc.patient_id)  # issue 10: care scope
     if doc.status == "cancelled":
         raise InvalidState("document cancelled", key="documents.error.cancelled")
     version = _version(doc, doc.current_version)
@@ -130,6 +131,7 @@ def update_draft(session: Session, actor: Actor, document_id: int, content: Any)
 def amend_document(session: Session, actor: Actor, document_id: int, content: Any, reason: str | None) -> Document:
     """A new version referencing the signed one it amends; it must be signed again."""
     doc = get_or_404(session, Document, document_id, "document")
+    ensure_patient_access(session, actor, doc.patient_id)  # issue 10: care scope
     if doc.status == "cancelled":
         raise InvalidState("document cancelled", key="documents.error.cancelled")
     current = _version(doc, doc.current_version)
@@ -193,6 +195,7 @@ def mark_signed(session: Session, actor: Actor, document_id: int, version_number
 
 def cancel_document(session: Session, actor: Actor, document_id: int, reason: str) -> Document:
     doc = get_or_404(session, Document, document_id, "document")
+    ensure_patient_access(session, actor, doc.patient_id)  # issue 10: care scope
     if not reason or not reason.strip():
         raise ValidationFailed({"reason": "documents.error.reason_required"})
     if doc.status == "cancelled":
@@ -217,6 +220,7 @@ def cancel_document(session: Session, actor: Actor, document_id: int, reason: st
 
 def restore_document(session: Session, actor: Actor, document_id: int, reason: str) -> Document:
     doc = get_or_404(session, Document, document_id, "document")
+    ensure_patient_access(session, actor, doc.patient_id)  # issue 10: care scope
     if not reason or not reason.strip():
         raise ValidationFailed({"reason": "documents.error.reason_required"})
     if doc.status != "cancelled":
