@@ -89,6 +89,23 @@ def audit_study(study_uid: str, token: str | None) -> None:
         reading.record_study_view(s, current_actor(), study, via="viewer")
 
 
+def audit_report_read(study_uid: str, token: str | None) -> None:
+    """A report object (the signed PDF in the study) retrieved over DICOMweb: one document.view row."""
+    s = db.session()
+    study = reading.find_linked_study(s, study_uid)
+    if study is None or study.order_id is None:
+        raise AccessDenied("forbidden")
+    doc = reading.latest_report(s, study.order_id)
+    if doc is None:
+        return
+    if token:
+        link = _share_link(token, study_uid)
+        actor = sharing.share_actor(link, request.remote_addr)
+    else:
+        actor = current_actor()
+    reading.record_report_view(s, actor, doc, doc.current_version, study, via="dicomweb")
+
+
 def principal(token: str | None) -> str:
     if token:
         from .views.share import link_id_from_token
@@ -115,6 +132,7 @@ def register_reading(app: Flask, csrf: CSRFProtect, settings: EmrSettings, store
                 audit_study,
                 principal=principal,
                 reports_allowed=reports_allowed,
+                audit_report=audit_report_read,
                 arriving=lambda uid: reading.study_arriving(db.session(), uid, ARRIVING_SECONDS),
             )
         )

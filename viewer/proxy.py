@@ -168,6 +168,7 @@ def dicomweb_blueprint(
     principal: Principal = _default_principal,
     arriving: Arriving | None = None,
     reports_allowed: ReportsAllowed | None = None,
+    audit_report: Audit | None = None,
     name: str = "dicomweb",
     url_prefix: str = "/dicomweb",
     upstream_root: str = "/dicom-web",
@@ -180,7 +181,8 @@ def dicomweb_blueprint(
     module docstring for the callables. ``reports_allowed(study_uid,
     share_token) -> bool`` (default: always) says whether the caller may see
     report objects (encapsulated PDF, SR); when not, they are filtered out of
-    every answer and refused by path.
+    every answer and refused by path. ``audit_report(study_uid, share_token)``
+    (optional) is called on every retrieval of a report object.
     """
     base = "/" + upstream_root.strip("/")
     once = _AuditOnce(audit_window)
@@ -212,6 +214,16 @@ def dicomweb_blueprint(
 
     def hide_reports(study_uid: str) -> bool:
         return reports_allowed is not None and not reports_allowed(study_uid, share_token())
+
+    def report_read(study_uid: str) -> None:
+        """Every retrieval of a report object is audited (no log, no report)."""
+        if audit_report is None:
+            return
+        try:
+            audit_report(study_uid, share_token())
+        except Exception:
+            log.exception("audit of a report read in study %s failed; refusing the request", study_uid)
+            raise _Refused(503, "audit_unavailable") from None
 
     def open_upstream(url: str, headers: Mapping[str, str]) -> Any:
         try:
@@ -387,8 +399,10 @@ def dicomweb_blueprint(
         # The whole study in one answer, or a study-level rendering: refused when it
         # would carry a report the caller may not read.
         params = retrieve_params(rest in ("rendered", "thumbnail"))
-        if hide_reports(study_uid) and study_has_reports(study_uid):
-            raise _Refused(403, "forbidden")
+        if study_has_reports(study_uid):
+            if hide_reports(study_uid):
+                raise _Refused(403, "forbidden")
+            report_read(study_uid)
         return stream(study_path + (f"/{rest}" if rest else ""), params)
 
     def series_level(study_uid: str, match: re.Match[str], path: str) -> Response:
@@ -413,6 +427,8 @@ def dicomweb_blueprint(
         elif hidden and any(objects.values()):
             raise _Refused(403, "forbidden")
         itail = match.group("itail") or ""
+        if objects.get(sop, False) if sop is not None else any(objects.values()):
+            report_read(study_uid)  # the report's content is about to be shown
         if tail == "metadata" or itail == "metadata":
             retrieve_params(False)
             items = fetch_json(path, [])

@@ -92,7 +92,9 @@ def record_study_view(
     session.commit()
 
 
-def record_report_view(session: Session, actor: Actor, doc: Document, version: int, study: Study) -> None:
+def record_report_view(
+    session: Session, actor: Actor, doc: Document, version: int, study: Study, *, via: str = "reading"
+) -> None:
     """One audit row each time report content is shown beside the images (issue 10)."""
     audit.record(
         session,
@@ -101,7 +103,7 @@ def record_report_view(session: Session, actor: Actor, doc: Document, version: i
         patient_id=doc.patient_id,
         object_type="document",
         object_id=doc.id,
-        details={"version": version, "via": "reading", "study_uid": study.study_instance_uid},
+        details={"version": version, "via": via, "study_uid": study.study_instance_uid},
     )
     session.commit()
 

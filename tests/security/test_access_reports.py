@@ -92,6 +92,8 @@ def test_report_readers_and_share_links_still_get_the_report(world: AccessWorld)
             select(AuditEntry).where(AuditEntry.action == "document.view", AuditEntry.username == "bs_a")
         ).all()
     assert any(v.object_id == str(a.doc_id) and '"via":"reading"' in v.details.replace(" ", "") for v in views)
+    # The PDF fetched over DICOMweb is a read of the report too: audited each time.
+    assert sum('"via":"dicomweb"' in v.details.replace(" ", "") for v in views) >= 1
     # The patient's slip shows the signed report, so its token sees the DOC series.
     slip = print_slip(world, doctor, a)
     assert slip.status_code == 200
