@@ -27,12 +27,15 @@ from pydicom.uid import generate_uid
 from sqlalchemy import select
 
 from emr import EmrSettings, create_app, upgrade_database
-from emr.audit import Actor
+from emr.access.audit import Actor
+from emr.access.users import create_user
 from emr.db import make_engine, make_session_factory
-from emr.demo import make_ct_series
+from emr.demo.seed import make_ct_series
+from emr.documents import service as documents
+from emr.imaging import linking, orders
 from emr.models import Document, Encounter, ImagingOrder, LinkerState, Study, User, utcnow
-from emr.services import documents, encounters, linking, orders, patients
-from emr.services.users import create_user
+from emr.patients import encounters
+from emr.patients import service as patients
 from emr.signing.dicom_pdf import encapsulate_pdf
 from storage import OrthancStore
 from tests.viewer.server import serve

@@ -18,8 +18,8 @@ import pytest
 import requests
 from sqlalchemy import select
 
+from emr.access.users import create_token
 from emr.models import AuditEntry, BreakGlassAccess, Encounter, User, utcnow
-from emr.services.users import create_token
 from storage import OrthancStore
 from tests.security.access_world import SETUP, AccessWorld, Case, build_world, csrf_from, http_login
 

@@ -14,10 +14,10 @@ from collections.abc import Iterator
 import pytest
 from sqlalchemy import func, select
 
-from emr.audit import Actor
-from emr.exceptions import PermissionDenied
+from emr.access.audit import Actor
+from emr.core.exceptions import PermissionDenied
 from emr.models import AuditEntry, ShareLink, User
-from emr.services import sharing
+from emr.sharing import service as sharing
 from storage import OrthancStore
 from tests.security.access_world import AccessWorld, build_world, csrf_from, http_login, print_slip
 

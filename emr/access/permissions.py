@@ -1,0 +1,191 @@
+"""The authorisation table: which role may do which action. The only place this is decided.
+
+Views and API routes name an action (``@requires("patient.read")``); the
+authorisation-matrix test walks every route against this table.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta
+from typing import TYPE_CHECKING, Any
+
+from sqlalchemy import and_, or_, select
+
+from emr.models import LOCAL_OFFSET, ROLES, BreakGlassAccess, Document, Encounter, ImagingOrder, Study, utcnow
+
+if TYPE_CHECKING:
+    from sqlalchemy import Select
+    from sqlalchemy.orm import Session
+
+__all__ = [
+    "CARE_SCOPED_ROLES",
+    "PERMISSIONS",
+    "ROLES",
+    "allowed",
+    "care_basis",
+    "patients_in_care",
+]
+
+_CLINICAL = frozenset({"physician", "radiologist", "technician", "nurse", "records_clerk"})
+
+PERMISSIONS: dict[str, frozenset[str]] = {
+    "patient.read": _CLINICAL,
+    "patient.write": frozenset({"physician", "nurse", "records_clerk"}),
+    "patient.merge": frozenset({"records_clerk"}),
+    "encounter.read": frozenset({"physician", "radiologist", "nurse", "records_clerk"}),
+    "encounter.write": frozenset({"physician", "nurse", "records_clerk"}),
+    "document.read": frozenset({"physician", "radiologist", "nurse", "records_clerk"}),
+    "document.write": frozenset({"physician", "radiologist"}),
+    "document.cancel": frozenset({"physician", "radiologist"}),
+    # Signing (issue 5): the role may open the signing form; the workflow then checks whose turn it is.
+    "document.sign": frozenset({"physician", "radiologist"}),
+    "order.read": _CLINICAL,
+    "order.create": frozenset({"physician"}),
+    "order.cancel": frozenset({"physician"}),
+    "study.read": _CLINICAL,
+    "study.reconcile": frozenset({"records_clerk"}),
+    "audit.read": frozenset({"admin"}),
+    "user.manage": frozenset({"admin"}),
+    "catalog.manage": frozenset({"admin"}),
+    # Exports (issue 7): the signed insurance envelope; the HoSoBenhAn record files.
+    "export.insurance": frozenset({"records_clerk"}),
+    "export.record": frozenset({"physician", "records_clerk"}),
+    # Reading room (issue 6): images through the DICOMweb proxy, the reading
+    # worklist and report panel, film-less share links (QR slips).
+    "image.view": frozenset({"physician", "radiologist", "technician"}),
+    "reading.worklist": frozenset({"physician", "radiologist"}),
+    "share.manage": frozenset({"physician", "radiologist", "technician", "records_clerk"}),
+    # Issue 10: printing a slip hands out images AND the signed report, so only roles holding
+    # both may create one (checked below); share.manage keeps listing and revoking.
+    "share.create": frozenset({"physician", "radiologist"}),
+    # Issue 10: care scope. Opening a patient outside one's care (break the glass), and its review.
+    "patient.break_glass": frozenset({"physician", "radiologist", "technician"}),
+    "break_glass.review": frozenset({"admin"}),
+    # Actions every logged-in user has (home page, logout).
+    "self": frozenset(ROLES),
+}
+
+
+def allowed(role: str | None, action: str) -> bool:
+    return role is not None and role in PERMISSIONS[action]
+
+
+# A link grants what it shows: nobody may hand out more than they may see themselves.
+assert PERMISSIONS["share.create"] <= PERMISSIONS["image.view"] & PERMISSIONS["document.read"]
+
+
+# -- Care scope (issue 10) ------------------------------------------------------------
+#
+# Roles that treat patients see only the patients in their care; the rule is
+# decided here and nowhere else. A physician, radiologist or technician may
+# open a patient (chart, documents, orders, studies, images) when one of these
+# holds, checked at the moment of the request:
+#
+# * encounter — the patient has an encounter (not cancelled) that is open or
+#   was closed less than CARE_RECENT_DAYS ago, and the user is its attending
+#   physician or works in its department;
+# * reading — radiologists: the patient has a linked study whose report is not
+#   signed yet (it is on the reading worklist), or a study that arrived less
+#   than CARE_RECENT_DAYS ago, or a radiology report the radiologist wrote
+#   less than CARE_RECENT_DAYS ago;
+# * scheduled — technicians: the patient has an imaging order (not cancelled)
+#   scheduled from yesterday to tomorrow (Vietnam dates), or one the technician
+#   performed less than CARE_RECENT_DAYS ago;
+# * break_glass — the user opened the patient with a stated reason less than
+#   the configured hours ago (see emr/access/break_glass.py).
+#
+# Nurses, records clerks and admins are not scoped by this rule (desk and
+# records work is hospital-wide; admins see no clinical data).
+
+CARE_SCOPED_ROLES = frozenset({"physician", "radiologist", "technician"})
+CARE_RECENT_DAYS = 30
+
+
+def _care_selects(user: Any, now: datetime) -> list[tuple[str, Select[Any]]]:
+    """(basis, SELECT patient_id ...) for each way ``user`` may be caring for a patient."""
+    recent = now - timedelta(days=CARE_RECENT_DAYS)
+    out: list[tuple[str, Select[Any]]] = []
+    mine = Encounter.attending_id == user.id
+    if user.department_id is not None:
+        mine = or_(mine, Encounter.department_id == user.department_id)
+    out.append((
+        "encounter",
+        select(Encounter.patient_id).where(
+            mine,
+            Encounter.status != "cancelled",
+            or_(Encounter.status == "open", Encounter.closed_at >= recent, Encounter.discharged_at >= recent),
+        ),
+    ))
+    if user.role == "radiologist":
+        signed = (
+            select(Document.id)
+            .where(
+                Document.order_id == Study.order_id,
+                Document.form_type == "radiology_report",
+                Document.status == "signed",
+            )
+            .exists()
+        )
+        out.append((
+            "reading",
+            select(Study.patient_id)
+            .join(ImagingOrder, ImagingOrder.id == Study.order_id)
+            .where(
+                Study.state == "linked",
+                Study.patient_id.is_not(None),
+                ImagingOrder.status != "cancelled",
+                or_(~signed, Study.first_seen_at >= recent),
+            ),
+        ))
+        out.append((
+            "reading",
+            select(Document.patient_id).where(
+                Document.form_type == "radiology_report",
+                Document.created_by == user.id,
+                Document.created_at >= recent,
+            ),
+        ))
+    if user.role == "technician":
+        local_midnight = (now + LOCAL_OFFSET).replace(hour=0, minute=0, second=0, microsecond=0) - LOCAL_OFFSET
+        out.append((
+            "scheduled",
+            select(ImagingOrder.patient_id).where(
+                ImagingOrder.status != "cancelled",
+                or_(
+                    and_(
+                        ImagingOrder.scheduled_at >= local_midnight - timedelta(days=1),
+                        ImagingOrder.scheduled_at < local_midnight + timedelta(days=2),
+                    ),
+                    and_(ImagingOrder.performed_by == user.id, ImagingOrder.ordered_at >= recent),
+                ),
+            ),
+        ))
+    out.append((
+        "break_glass",
+        select(BreakGlassAccess.patient_id).where(
+            BreakGlassAccess.user_id == user.id, BreakGlassAccess.expires_at > now
+        ),
+    ))
+    return out
+
+
+def care_basis(session: Session, user: Any, patient_id: int, now: datetime | None = None) -> str | None:
+    """Why ``user`` may open ``patient_id`` ("role" when their role is not scoped), or None: outside their care."""
+    if user is None:
+        return None
+    if user.role not in CARE_SCOPED_ROLES:
+        return "role"
+    for basis, query in _care_selects(user, now or utcnow()):
+        if session.execute(query.where(query.selected_columns[0] == patient_id).limit(1)).first() is not None:
+            return basis
+    return None
+
+
+def patients_in_care(session: Session, user: Any, now: datetime | None = None) -> set[int] | None:
+    """Ids of the patients ``user`` may open now, or None when their role is not scoped (all)."""
+    if user is None or user.role not in CARE_SCOPED_ROLES:
+        return None
+    found: set[int] = set()
+    for _basis, query in _care_selects(user, now or utcnow()):
+        found.update(pid for (pid,) in session.execute(query.distinct()) if pid is not None)
+    return found
