@@ -175,3 +175,20 @@ def test_break_the_glass_is_for_clinicians_only(world: AccessWorld) -> None:
             timeout=10,
         )
         assert r.status_code == 403, username
+
+
+def test_fhir_reads_and_searches_stay_within_care(world: AccessWorld) -> None:
+    token = _token(world, "bs_a")
+    auth = {"Authorization": f"Bearer {token}"}
+    own = requests.get(f"{world.base}/fhir/Patient/{world.a.patient_id}", headers=auth, timeout=10)
+    assert own.status_code == 200
+    for url in (
+        f"/fhir/Patient/{world.b.patient_id}",
+        f"/fhir/Patient?_id={world.b.patient_id}",
+        "/fhir/Patient?birthdate=1970-02-03",  # matches both patients: refused whole
+        f"/fhir/Encounter?patient={world.b.patient_id}",
+        f"/fhir/DiagnosticReport?patient={world.b.patient_id}",
+    ):
+        r = requests.get(world.base + url, headers=auth, timeout=10)
+        assert r.status_code == 403, (url, r.status_code)
+        assert world.b.patient_name not in r.text and world.b.patient_code not in r.text, url
