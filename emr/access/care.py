@@ -9,7 +9,7 @@ refusal is audited (``care.denied``) in its own transaction, then raised as
 
 from __future__ import annotations
 
-from typing import Any
+from collections.abc import Callable
 
 from sqlalchemy.orm import Session
 
@@ -65,7 +65,7 @@ def ensure_patient_access(session: Session, actor: Actor, patient_id: int | None
     raise OutOfCareScope(patient_id)
 
 
-def in_care_filter(session: Session, actor: Actor) -> Any:
+def in_care_filter(session: Session, actor: Actor) -> Callable[[int], bool]:
     """A predicate on patient ids for lists (worklists): True for every id when the role is not scoped."""
     user = user_of(session, actor)
     if user is None:
