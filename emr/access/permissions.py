@@ -86,8 +86,9 @@ assert PERMISSIONS["share.create"] <= PERMISSIONS["image.view"] & PERMISSIONS["d
 #   physician or works in its department;
 # * reading — radiologists: the patient has a linked study whose report is not
 #   signed yet (it is on the reading worklist), or a study that arrived less
-#   than CARE_RECENT_DAYS ago, or a radiology report the radiologist wrote
-#   less than CARE_RECENT_DAYS ago;
+#   than CARE_RECENT_DAYS ago, or an imaging order placed less than
+#   CARE_RECENT_DAYS ago and not reported yet (exams to protocol and read), or
+#   a radiology report the radiologist wrote less than CARE_RECENT_DAYS ago;
 # * scheduled — technicians: the patient has an imaging order (not cancelled)
 #   scheduled from yesterday to tomorrow (Vietnam dates), or one the technician
 #   performed less than CARE_RECENT_DAYS ago;
@@ -135,6 +136,20 @@ def _care_selects(user: Any, now: datetime) -> list[tuple[str, Select[Any]]]:
                 Study.patient_id.is_not(None),
                 ImagingOrder.status != "cancelled",
                 or_(~signed, Study.first_seen_at >= recent),
+            ),
+        ))
+        out.append((
+            "reading",
+            select(ImagingOrder.patient_id).where(
+                ImagingOrder.status.not_in(("reported", "cancelled")),
+                ImagingOrder.ordered_at >= recent,
+                ~select(Document.id)
+                .where(
+                    Document.order_id == ImagingOrder.id,
+                    Document.form_type == "radiology_report",
+                    Document.status == "signed",
+                )
+                .exists(),
             ),
         ))
         out.append((

@@ -60,6 +60,7 @@ def _version(doc: Document, number: int) -> DocumentVersion:
 def create_document(session: Session, actor: Actor, data: DocumentIn | dict[str, Any]) -> Document:
     data = parse(DocumentIn, data)
     enc = get_or_404(session, Encounter, data.encounter_id, "encounter")
+    ensure_patient_access(session, actor, enc.patient_id)  # issue 10: care scope
     if enc.status == "cancelled":
         raise InvalidState("encounter cancelled", key="encounters.error.not_open")
     content = _content(data.form_type, data.content)

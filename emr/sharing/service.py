@@ -22,6 +22,7 @@ from sqlalchemy.orm import Session
 
 from emr.access import audit
 from emr.access.audit import Actor
+from emr.access.care import ensure_patient_access
 from emr.access.permissions import allowed
 from emr.core.exceptions import EmrError, InvalidState, NotFoundError, PermissionDenied
 from emr.models.lookup import get_or_404
@@ -144,6 +145,7 @@ def list_share_links(session: Session, study_id: int) -> list[ShareLink]:
 
 def revoke_share_link(session: Session, actor: Actor, link_id: int) -> ShareLink:
     link = get_or_404(session, ShareLink, link_id, "share_link")
+    ensure_patient_access(session, actor, link.patient_id)  # issue 10: care scope
     if link.revoked_at is None:
         link.revoked_at = utcnow()
         link.revoked_by = actor.user_id
