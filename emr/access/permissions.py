@@ -11,7 +11,8 @@ from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import and_, or_, select
 
-from emr.models import LOCAL_OFFSET, ROLES, BreakGlassAccess, Document, Encounter, ImagingOrder, Study, utcnow
+from emr.core.clock import local_day_bounds, local_today
+from emr.models import ROLES, BreakGlassAccess, Document, Encounter, ImagingOrder, Study, utcnow
 
 if TYPE_CHECKING:
     from sqlalchemy import Select
@@ -90,7 +91,7 @@ assert PERMISSIONS["share.create"] <= PERMISSIONS["image.view"] & PERMISSIONS["d
 #   CARE_RECENT_DAYS ago and not reported yet (exams to protocol and read), or
 #   a radiology report the radiologist wrote less than CARE_RECENT_DAYS ago;
 # * scheduled — technicians: the patient has an imaging order (not cancelled)
-#   scheduled from yesterday to tomorrow (Vietnam dates), or one the technician
+#   scheduled from yesterday to tomorrow (the facility's dates, emr.core.clock), or one the technician
 #   performed less than CARE_RECENT_DAYS ago;
 # * break_glass — the user opened the patient with a stated reason less than
 #   the configured hours ago (see emr/access/break_glass.py).
@@ -161,15 +162,17 @@ def _care_selects(user: Any, now: datetime) -> list[tuple[str, Select[Any]]]:
             ),
         ))
     if user.role == "technician":
-        local_midnight = (now + LOCAL_OFFSET).replace(hour=0, minute=0, second=0, microsecond=0) - LOCAL_OFFSET
+        today = local_today(now)  # the facility's day (emr.core.clock), not the server's
+        window_start = local_day_bounds(today - timedelta(days=1))[0]
+        window_end = local_day_bounds(today + timedelta(days=1))[1]
         out.append((
             "scheduled",
             select(ImagingOrder.patient_id).where(
                 ImagingOrder.status != "cancelled",
                 or_(
                     and_(
-                        ImagingOrder.scheduled_at >= local_midnight - timedelta(days=1),
-                        ImagingOrder.scheduled_at < local_midnight + timedelta(days=2),
+                        ImagingOrder.scheduled_at >= window_start,
+                        ImagingOrder.scheduled_at < window_end,
                     ),
                     and_(ImagingOrder.performed_by == user.id, ImagingOrder.ordered_at >= recent),
                 ),

@@ -24,8 +24,10 @@ from typing import Any
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from emr.core.clock import local_isoformat
+from emr.core.states import OrderStatus
+
 from ..models import (
-    LOCAL_OFFSET,
     AuditEntry,
     Department,
     Document,
@@ -69,14 +71,14 @@ _ENC_CLASS = {
     "emergency": ("EMER", "emergency"),
 }
 _ENC_STATUS = {"open": "in-progress", "closed": "finished", "cancelled": "cancelled"}
-_ORDER_STATUS = {
-    "scheduled": "active",
-    "in_progress": "active",
-    "completed": "active",  # performed, images/report still to come
-    "discontinued": "active",
-    "images_available": "active",
-    "reported": "completed",
-    "cancelled": "revoked",
+_ORDER_STATUS: dict[str, str] = {  # OrderStatus → ServiceRequest.status
+    OrderStatus.SCHEDULED: "active",
+    OrderStatus.IN_PROGRESS: "active",
+    OrderStatus.COMPLETED: "active",  # performed, images/report still to come
+    OrderStatus.DISCONTINUED: "active",
+    OrderStatus.IMAGES_AVAILABLE: "active",
+    OrderStatus.REPORTED: "completed",
+    OrderStatus.CANCELLED: "revoked",
 }
 _PRIORITY = {"routine": "routine", "urgent": "urgent", "stat": "stat"}
 _FORM_LOINC = {
@@ -120,7 +122,7 @@ def _instant(value: datetime | None) -> str | None:
     """A stored naive-UTC time as a FHIR dateTime in Vietnam time."""
     if value is None:
         return None
-    return (value + LOCAL_OFFSET).strftime("%Y-%m-%dT%H:%M:%S+07:00")
+    return local_isoformat(value)
 
 
 def _ref(kind: str, ident: object, display: str | None = None) -> dict[str, Any]:

@@ -15,8 +15,10 @@ from typing import Any
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from emr.core.clock import to_local
+from emr.core.states import OrderStatus
+
 from ..models import (
-    LOCAL_OFFSET,
     Department,
     Document,
     DocumentVersion,
@@ -41,8 +43,8 @@ __all__ = [
 
 
 def local(value: datetime | None) -> datetime | None:
-    """Stored times are naive UTC; exports use Vietnam time (UTC+7, no daylight saving)."""
-    return None if value is None else value + LOCAL_OFFSET
+    """Stored times are naive UTC; exports use the facility's local time (emr.core.clock)."""
+    return None if value is None else to_local(value)
 
 
 def fmt_datetime(value: datetime | None) -> str:
@@ -100,7 +102,7 @@ def load_visit(session: Session, encounter: Encounter) -> VisitRecord:
     orders = list(
         session.scalars(
             select(ImagingOrder)
-            .where(ImagingOrder.encounter_id == encounter.id, ImagingOrder.status != "cancelled")
+            .where(ImagingOrder.encounter_id == encounter.id, ImagingOrder.status != OrderStatus.CANCELLED)
             .order_by(ImagingOrder.ordered_at, ImagingOrder.id)
         )
     )

@@ -14,6 +14,8 @@ from typing import Any
 from sqlalchemy import Select, and_, or_, select
 from sqlalchemy.orm import Session
 
+from emr.core.clock import to_utc
+from emr.core.states import StudyState
 from emr.exports.artifacts import ArtifactSource, NoArtifacts
 from emr.exports.fhir import (
     RESOURCE_TYPES,
@@ -31,7 +33,6 @@ from emr.exports.fhir import (
     validated,
 )
 from emr.models import (
-    LOCAL_OFFSET,
     AuditEntry,
     Document,
     DocumentVersion,
@@ -76,7 +77,7 @@ def _date_clause(column: Any, values: list[str], *, local_dates: bool = True) ->
             start = datetime.combine(date.fromisoformat(m.group(2)), datetime.min.time())
             end = start + timedelta(days=1)
         if local_dates:
-            start, end = start - LOCAL_OFFSET, end - LOCAL_OFFSET
+            start, end = to_utc(start), to_utc(end)
         clauses.append(
             {
                 "eq": and_(column >= start, column < end),
@@ -99,11 +100,6 @@ def _patient_filter(args: dict[str, list[str]], column: Any) -> list[Any]:
     for v in args.get("patient", []) + args.get("subject", []):
         out.append(column == _id(v.removeprefix("Patient/")))
     return out
-
-
-def _single(args: dict[str, list[str]], name: str) -> str | None:
-    vals = args.get(name)
-    return vals[-1] if vals else None
 
 
 _SEARCH_PARAMS: dict[str, set[str]] = {
@@ -171,7 +167,7 @@ def _query(session: Session, kind: str, args: dict[str, list[str]]) -> Select[An
             q = q.where(ImagingOrder.encounter_id == _id(v.removeprefix("Encounter/")))
         return q.order_by(ImagingOrder.ordered_at, ImagingOrder.id)
     if kind == "ImagingStudy":
-        q = select(Study).where(Study.state == "linked", *_patient_filter(args, Study.patient_id))
+        q = select(Study).where(Study.state == StudyState.LINKED, *_patient_filter(args, Study.patient_id))
         if ids:
             q = q.where(Study.id.in_(ids))
         for v in args.get("identifier", []):

@@ -12,11 +12,13 @@ from sqlalchemy.orm import Session
 from emr.access import audit
 from emr.access.audit import Actor
 from emr.access.care import ensure_patient_access
-from emr.billing.prices import local_today, price_on
+from emr.billing.prices import price_on
+from emr.core.clock import local_today, to_utc
 from emr.core.exceptions import InvalidState, ValidationFailed
+from emr.core.states import CANCELLABLE, OrderStatus
 from emr.models.lookup import get_or_404, next_number, parse
 
-from ..models import LOCAL_OFFSET, Encounter, ImagingOrder, Patient, Study, User, utcnow
+from ..models import Encounter, ImagingOrder, Patient, Study, User, utcnow
 from ..schemas import OrderIn
 
 __all__ = [
@@ -49,8 +51,8 @@ def create_order(session: Session, actor: Actor, data: OrderIn | dict[str, Any])
         scheduled = data.scheduled_at
         if scheduled.tzinfo is not None:
             scheduled = scheduled.astimezone(UTC).replace(tzinfo=None)
-        else:  # a local time typed in the form: Vietnam time (UTC+7)
-            scheduled = scheduled - LOCAL_OFFSET
+        else:  # a local time typed in the form: the facility's time zone
+            scheduled = to_utc(scheduled)
     # The price valid today (Vietnam date) is copied onto the order: later price changes do not touch it.
     price = price_on(session, data.procedure_code.upper(), local_today(now)) if data.procedure_code else None
     order = ImagingOrder(
@@ -118,9 +120,9 @@ def cancel_order(session: Session, actor: Actor, order_id: int, reason: str) -> 
     order = get_or_404(session, ImagingOrder, order_id, "order")
     if not reason.strip():
         raise ValidationFailed({"reason": "errors.field_required"})
-    if order.status not in ("scheduled", "in_progress"):
+    if order.status not in CANCELLABLE:
         raise InvalidState("only orders without images can be cancelled", key="orders.error.cannot_cancel")
-    order.status = "cancelled"
+    order.status = OrderStatus.CANCELLED
     order.cancel_reason = reason.strip()
     audit.record(
         session,
@@ -139,7 +141,7 @@ def apply_catalogue_price(session: Session, actor: Actor, order_id: int) -> Imag
     """Give an order placed while its code was not in the price list the price valid on the day
     it was ordered (Vietnam date); audited. A price already on an order is never changed."""
     order = get_or_404(session, ImagingOrder, order_id, "order")
-    if order.status == "cancelled":
+    if order.status == OrderStatus.CANCELLED:
         raise InvalidState("cancelled orders are not billed", key="orders.error.cancelled")
     if order.price_hospital is not None:
         raise InvalidState(f"order {order.id} already has its price", key="orders.error.already_priced")

@@ -10,15 +10,17 @@ the time; the clerk confirms the suggestion instead of typing order numbers.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta
+from datetime import datetime
 
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
+from emr.core.clock import local_day_bounds, to_local
 from emr.core.normalize import fold
+from emr.core.states import AWAITING_IMAGES, OrderStatus, StudyState
 from emr.models.lookup import get_or_404
 
-from ..models import LOCAL_OFFSET, ImagingOrder, Patient, Study
+from ..models import ImagingOrder, Patient, Study
 
 __all__ = [
     "Candidate",
@@ -34,7 +36,6 @@ __all__ = [
 
 # Why an order is suggested, strongest first; the score is the sum of weights.
 REASONS: dict[str, int] = {"patient_id": 8, "name": 4, "date": 2, "modality": 1, "waiting": 1}
-_OPEN = ("scheduled", "in_progress", "completed", "discontinued")  # completed: images may still come
 
 
 @dataclass
@@ -99,18 +100,22 @@ def candidates_for(session: Session, study: Study, limit: int = 5) -> list[Candi
     if patient_reasons:
         stmt_orders = (
             select(ImagingOrder)
-            .where(ImagingOrder.patient_id.in_(patient_reasons), ImagingOrder.status != "cancelled")
+            .where(ImagingOrder.patient_id.in_(patient_reasons), ImagingOrder.status != OrderStatus.CANCELLED)
             .order_by(ImagingOrder.ordered_at.desc())
             .limit(50)
         )
         for order in session.scalars(stmt_orders):
             add(order, patient_reasons[order.patient_id])
     if day is not None:
-        # The study date is local (Vietnam) time; orders store naive UTC.
-        lo, hi = day - LOCAL_OFFSET, day + timedelta(days=1) - LOCAL_OFFSET
+        # The study date is facility-local time; orders store naive UTC.
+        lo, hi = local_day_bounds(day.date())
         stmt_day = (
             select(ImagingOrder)
-            .where(ImagingOrder.scheduled_at >= lo, ImagingOrder.scheduled_at < hi, ImagingOrder.status.in_(_OPEN))
+            .where(
+                ImagingOrder.scheduled_at >= lo,
+                ImagingOrder.scheduled_at < hi,
+                ImagingOrder.status.in_(AWAITING_IMAGES),
+            )
             .limit(50)
         )
         if modalities:
@@ -118,12 +123,12 @@ def candidates_for(session: Session, study: Study, limit: int = 5) -> list[Candi
         for order in session.scalars(stmt_day):
             add(order, [])
     for cand in found.values():
-        local_day = cand.order.scheduled_at + LOCAL_OFFSET
+        local_day = to_local(cand.order.scheduled_at)
         if day is not None and local_day.date() == day.date():
             cand.reasons.append("date")
         if cand.order.modality in modalities:
             cand.reasons.append("modality")
-        if cand.order.status in _OPEN:
+        if cand.order.status in AWAITING_IMAGES:
             cand.reasons.append("waiting")
     ranked = sorted(found.values(), key=lambda c: (-c.score, -c.order.id))
     # Only the date and modality agreeing is a weak hint: keep it only while nothing better exists.
@@ -134,13 +139,13 @@ def candidates_for(session: Session, study: Study, limit: int = 5) -> list[Candi
 def reconciliation_queue(session: Session, limit: int = 200) -> list[QueueItem]:
     """Unmatched studies, oldest first, each with its suggested orders."""
     studies = session.scalars(
-        select(Study).where(Study.state == "unmatched").order_by(Study.first_seen_at, Study.id).limit(limit)
+        select(Study).where(Study.state == StudyState.UNMATCHED).order_by(Study.first_seen_at, Study.id).limit(limit)
     )
     return [QueueItem(s, candidates_for(session, s)) for s in studies]
 
 
 def count_unmatched(session: Session) -> int:
-    return int(session.scalar(select(func.count()).select_from(Study).where(Study.state == "unmatched")) or 0)
+    return int(session.scalar(select(func.count()).select_from(Study).where(Study.state == StudyState.UNMATCHED)) or 0)
 
 
 def get_unmatched(session: Session, study_id: int) -> Study:

@@ -2,7 +2,7 @@
 
 from .access import BreakGlassAccess
 from .audit import AuditAnchor, AuditEntry, AuditHead
-from .base import LOCAL_OFFSET, Base, utcnow
+from .base import Base, utcnow
 from .documents import FORM_TYPES, RETENTION_YEARS, Document, DocumentVersion
 from .encounters import BENEFIT_LEVELS, ENCOUNTER_KINDS, Encounter, EncounterDiagnosis, Icd10Code
 from .imaging import ShareLink, StudyMeasurements
@@ -14,7 +14,6 @@ from .users import ROLES, ApiToken, Department, User
 __all__ = [
     "ApiToken",
     "BENEFIT_LEVELS",
-    "LOCAL_OFFSET",
     "AuditAnchor",
     "AuditEntry",
     "AuditHead",

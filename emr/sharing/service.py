@@ -25,6 +25,7 @@ from emr.access.audit import Actor
 from emr.access.care import ensure_patient_access
 from emr.access.permissions import allowed
 from emr.core.exceptions import EmrError, InvalidState, NotFoundError, PermissionDenied
+from emr.core.states import StudyState
 from emr.models.lookup import get_or_404
 from emr.reading.service import latest_report, signed_version
 
@@ -102,7 +103,7 @@ def create_share_link(
     if not allowed(actor.role, "share.create"):
         raise PermissionDenied("share.create")
     study = get_or_404(session, Study, study_id, "study")
-    if study.state != "linked" or study.patient_id is None or study.order_id is None:
+    if study.state != StudyState.LINKED or study.patient_id is None or study.order_id is None:
         raise InvalidState("study not linked to a patient", key="share.error.not_linked")
     report = latest_report(session, study.order_id)
     if report is None or signed_version(report) is None:

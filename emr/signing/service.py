@@ -33,10 +33,12 @@ from sqlalchemy.orm import Session, object_session
 
 from emr.access import audit
 from emr.access.audit import Actor
+from emr.core.clock import local_day
 from emr.core.exceptions import EmrError, InvalidState, ValidationFailed
 from emr.core.settings import EmrSettings
 from emr.documents import service as documents
 from emr.models.lookup import get_or_404
+from emr.signing.trust import crl_paths, load_crls, trust_anchors_dir
 
 from ..i18n import catalogue, t
 from ..models import Department, Document, DocumentVersion, Encounter, ImagingOrder, Patient, Study, User, utcnow
@@ -118,17 +120,7 @@ class SigningConfig:
         return load_trust_anchors(self.trust_anchors_dir)
 
     def crls(self) -> list[x509.CertificateRevocationList]:
-        out = []
-        for path in self.crl_paths:
-            try:
-                data = path.read_bytes()
-            except OSError:
-                continue
-            try:
-                out.append(x509.load_pem_x509_crl(data) if b"-----BEGIN" in data else x509.load_der_x509_crl(data))
-            except ValueError:
-                log.warning("unreadable CRL %s ignored", path)
-        return out
+        return load_crls(self.crl_paths)
 
     def context(self) -> SigningContext:
         return SigningContext(
@@ -140,13 +132,9 @@ class SigningConfig:
 
 
 def signing_config(settings: EmrSettings, store: Any = None) -> SigningConfig:
-    pki = settings.data_dir / "pki"
-    crls = sorted((pki / "crls").glob("*.crl")) if (pki / "crls").is_dir() else []
-    if (pki / "dev" / "ca.crl").is_file():
-        crls.append(pki / "dev" / "ca.crl")
     return SigningConfig(
-        trust_anchors_dir=settings.trust_anchors_dir or pki / "trust-anchors",
-        crl_paths=tuple(crls),
+        trust_anchors_dir=trust_anchors_dir(settings),
+        crl_paths=crl_paths(settings),
         tsa_url=settings.tsa_url,
         pkcs11_library=settings.pkcs11_library,
         softhsm2_conf=settings.softhsm2_conf,
@@ -773,7 +761,7 @@ def past_retention(session: Session, today: dt.date | None = None) -> list[Reten
     )
     for doc, enc in session.execute(query):
         assert enc.closed_at is not None  # the query keeps closed encounters only
-        closed = (enc.closed_at + dt.timedelta(hours=7)).date()
+        closed = local_day(enc.closed_at)
         until = retention_until(doc.record_type or enc.record_type, closed)
         if until is not None and until < today:
             rows.append(RetentionRow(doc.id, doc.patient_id, doc.form_type, doc.record_type, closed, until))

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from flask import Blueprint, Flask, current_app, g, jsonify, redirect, render_template, request, url_for
+from flask import Blueprint, current_app, g, redirect, render_template, request, url_for
 
 from emr import db
 from emr.access import break_glass
@@ -16,7 +16,7 @@ from emr.models import Patient
 from emr.models.lookup import get_or_404
 from emr.web.forms import field_errors
 
-__all__ = ["bp", "register"]
+__all__ = ["bp", "out_of_scope"]
 
 bp = Blueprint("care", __name__)
 
@@ -65,16 +65,10 @@ def review() -> Any:
     return render_template("care/review.html", rows=rows)
 
 
-def _out_of_scope(exc: OutOfCareScope) -> Any:
+def out_of_scope(exc: OutOfCareScope) -> Any:
+    """The HTML answer to a page of a patient outside the user's care: a link to break the glass."""
     db.session().rollback()
-    if request.path.startswith("/api/") or request.path.startswith("/fhir"):
-        return jsonify({"error": exc.code, "message": exc.message, "fields": {}}), 403
     user = g.get("user")
     may_break = user is not None and allowed(user.role, "patient.break_glass")
     form = url_for("care.break_glass_form", patient_id=exc.patient_id, next=request.full_path.rstrip("?"))
     return render_template("care/out_of_scope.html", form_url=form if may_break else None), 403
-
-
-def register(app: Flask) -> None:
-    app.register_blueprint(bp)
-    app.register_error_handler(OutOfCareScope, _out_of_scope)

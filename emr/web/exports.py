@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from flask import Blueprint, Flask, Response, current_app, render_template
+from flask import Blueprint, Response, current_app, render_template
 
 from emr.access.auth import current_actor, requires
 from emr.access.care import ensure_patient_access
@@ -22,7 +22,7 @@ from emr.models import Encounter
 
 from .. import db
 
-__all__ = ["bp", "register"]
+__all__ = ["bp"]
 
 bp = Blueprint("exports", __name__, url_prefix="/export")
 
@@ -63,12 +63,3 @@ def hsba(encounter_id: int, fmt: str) -> Any:
             raise
         exp = export_hsba(db.session(), current_actor(), encounter_id, config, None, fmt, artifacts=artifacts)
     return _download(exp.data, exp.filename, exp.media_type)
-
-
-def register(app: Flask, csrf: Any) -> None:
-    """Mount the download routes and the FHIR API (token-authenticated: no CSRF)."""
-    from emr.fhir.views import bp as fhir_bp
-
-    csrf.exempt(fhir_bp)
-    app.register_blueprint(fhir_bp)
-    app.register_blueprint(bp)

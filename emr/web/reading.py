@@ -12,6 +12,7 @@ from emr.access.auth import current_actor, requires
 from emr.access.care import ensure_patient_access, in_care_filter
 from emr.access.permissions import allowed
 from emr.core.exceptions import EmrError, InvalidState, NotFoundError
+from emr.core.states import StudyState
 from emr.documents import service as documents
 from emr.models.lookup import get_or_404
 from emr.reading import service as reading
@@ -135,7 +136,7 @@ def _linked(study_id: int) -> Study:
     """A linked study of a patient in the user's care (issue 10)."""
     s = db.session()
     study = get_or_404(s, Study, study_id, "study")
-    if study.state != "linked" or study.order_id is None:
+    if study.state != StudyState.LINKED or study.order_id is None:
         raise NotFoundError("study", study_id)
     ensure_patient_access(s, current_actor(), study.patient_id)
     return study

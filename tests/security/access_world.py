@@ -37,6 +37,7 @@ from emr.models import Document, Encounter, ImagingOrder, LinkerState, Study, Us
 from emr.patients import encounters
 from emr.patients import service as patients
 from emr.signing.dicom_pdf import encapsulate_pdf
+from filmless.wiring import viewer_extension
 from storage import OrthancStore
 from tests.viewer.server import serve
 
@@ -204,7 +205,9 @@ def build_world(tmp: Path, orthanc: OrthancStore) -> Iterator[AccessWorld]:
             orthanc.upload(blob)
         _skip_existing_changes(s, orthanc)
         assert s.scalar(select(Encounter.id).where(Encounter.patient_id == a.patient_id)) is not None
-    app = create_app(settings, store=orthanc, test_config={"EMR_ENGINE": engine})
+    app = create_app(
+        settings, store=orthanc, test_config={"EMR_ENGINE": engine}, extensions=[viewer_extension(orthanc)]
+    )
     with serve(app) as base:
         app.extensions["emr.settings"] = replace(settings, public_url=base)
         yield AccessWorld(base, app, sessions, a, b, stranger_uid, "NGOAI-999")
