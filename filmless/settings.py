@@ -79,6 +79,9 @@ VARIABLES: dict[str, tuple[str, str]] = {
     "FILMLESS_TIMEZONE": ("Asia/Ho_Chi_Minh", "Facility time zone (IANA name): every time people and modalities see"),
     "FILMLESS_EMR_LOCKOUT_FAILURES": ("5", "Failed logins before an EMR account is locked"),
     "FILMLESS_EMR_LOCKOUT_MINUTES": ("15", "How long a locked EMR account stays locked"),
+    "FILMLESS_BREAK_GLASS_HOURS": (
+        "4", "How long an emergency (break-the-glass) access to a patient outside one's care lasts (1–24)"
+    ),
     "FILMLESS_TSA_URL": ("", "RFC 3161 time-stamping service for signatures (unset: the demo dev TSA)"),
     "FILMLESS_PKCS11_LIBRARY": ("/usr/lib/softhsm/libsofthsm2.so", "PKCS#11 library of the signing tokens"),
     "FILMLESS_SOFTHSM2_CONF": ("", "SoftHSM2 configuration for the demo token (sets SOFTHSM2_CONF for the EMR)"),
