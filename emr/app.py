@@ -25,6 +25,7 @@ from werkzeug.exceptions import HTTPException
 from emr import api, db
 from emr.access.auth import load_session_user
 from emr.access.login_guard import LoginGuard
+from emr.access.care import OutOfCareScope
 from emr.access.studies import StudyAccess, study_access
 from emr.core.clock import to_local, use_timezone
 from emr.core.exceptions import EmrError
@@ -36,6 +37,7 @@ from emr.signing import service as signing_service
 from emr.web import (
     admin,
     can,
+    care,
     documents,
     exports,
     login,
@@ -93,6 +95,7 @@ def _register_blueprints(app: Flask, csrf: CSRFProtect) -> None:
     app.register_blueprint(reading.bp)  # /reading
     csrf.exempt(reading.put_measurements)
     app.register_blueprint(share.bp)  # /s share links
+    app.register_blueprint(care.bp)  # issue 10: break the glass (/patients/<id>/break-glass) and its review
 
 
 # Blueprint name → how it answers errors; blueprints not listed answer with the HTML error page.
@@ -138,6 +141,13 @@ def _register_error_handlers(app: Flask) -> None:
         if retry_after:
             response.headers["Retry-After"] = str(retry_after)
         return response
+
+    @app.errorhandler(OutOfCareScope)
+    def _out_of_care(exc: OutOfCareScope) -> Any:
+        """HTML pages offer break-the-glass; API-style blueprints answer as for any EMR error."""
+        if (_owner(app) or "") in _EMR_ERRORS:
+            return _emr(exc)
+        return care.out_of_scope(exc)
 
     @app.errorhandler(HTTPException)
     def _http(exc: HTTPException) -> Any:

@@ -100,6 +100,9 @@ VARIABLES: dict[str, tuple[str, str]] = {
         "Address of the reverse proxy whose X-Forwarded-For/-Proto the EMR believes (* = any peer: only when "
         "nothing else can reach the EMR port)",
     ),
+    "FILMLESS_BREAK_GLASS_HOURS": (
+        "4", "How long an emergency (break-the-glass) access to a patient outside one's care lasts (1–24)"
+    ),
     "FILMLESS_TSA_URL": ("", "RFC 3161 time-stamping service for signatures (unset: the demo dev TSA)"),
     "FILMLESS_PKCS11_LIBRARY": ("/usr/lib/softhsm/libsofthsm2.so", "PKCS#11 library of the signing tokens"),
     "FILMLESS_SOFTHSM2_CONF": ("", "SoftHSM2 configuration for the demo token (sets SOFTHSM2_CONF for the EMR)"),
@@ -265,6 +268,7 @@ def load(env: Mapping[str, str] | None = None) -> Settings:
         login_rate_per_minute=_int(env, "FILMLESS_EMR_LOGIN_RATE", 30, 1, 100000),
         connections_per_ip=_int(env, "FILMLESS_EMR_CONNECTIONS_PER_IP", 32, 1, 10000),
         trusted_proxy=_str(env, "FILMLESS_EMR_TRUSTED_PROXY", "") or "",
+        break_glass_hours=_int(env, "FILMLESS_BREAK_GLASS_HOURS", 4, 1, 24),
         tsa_url=_str(env, "FILMLESS_TSA_URL"),
         pkcs11_library=_str(env, "FILMLESS_PKCS11_LIBRARY", EmrSettings.pkcs11_library) or EmrSettings.pkcs11_library,
         softhsm2_conf=Path(conf).expanduser() if (conf := _str(env, "FILMLESS_SOFTHSM2_CONF")) else None,

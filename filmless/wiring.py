@@ -47,6 +47,8 @@ def viewer_extension(store: Any) -> Callable[[Flask, Any], None]:
                     _translated(access.audit),
                     principal=access.principal,
                     arriving=access.arriving,
+                    reports_allowed=access.reports_allowed,
+                    audit_report=_translated(access.audit_report),
                 )
             )
 

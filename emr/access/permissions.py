@@ -6,9 +6,26 @@ authorisation-matrix test walks every route against this table.
 
 from __future__ import annotations
 
-from emr.models import ROLES
+from datetime import datetime, timedelta
+from typing import TYPE_CHECKING, Any
 
-__all__ = ["PERMISSIONS", "allowed", "ROLES"]
+from sqlalchemy import and_, or_, select
+
+from emr.core.clock import local_day_bounds, local_today
+from emr.models import ROLES, BreakGlassAccess, Document, Encounter, ImagingOrder, Study, utcnow
+
+if TYPE_CHECKING:
+    from sqlalchemy import Select
+    from sqlalchemy.orm import Session
+
+__all__ = [
+    "CARE_SCOPED_ROLES",
+    "PERMISSIONS",
+    "ROLES",
+    "allowed",
+    "care_basis",
+    "patients_in_care",
+]
 
 _CLINICAL = frozenset({"physician", "radiologist", "technician", "nurse", "records_clerk"})
 
@@ -39,6 +56,12 @@ PERMISSIONS: dict[str, frozenset[str]] = {
     "image.view": frozenset({"physician", "radiologist", "technician"}),
     "reading.worklist": frozenset({"physician", "radiologist"}),
     "share.manage": frozenset({"physician", "radiologist", "technician", "records_clerk"}),
+    # Issue 10: printing a slip hands out images AND the signed report, so only roles holding
+    # both may create one (checked below); share.manage keeps listing and revoking.
+    "share.create": frozenset({"physician", "radiologist"}),
+    # Issue 10: care scope. Opening a patient outside one's care (break the glass), and its review.
+    "patient.break_glass": frozenset({"physician", "radiologist", "technician"}),
+    "break_glass.review": frozenset({"admin"}),
     # Actions every logged-in user has (home page, logout).
     "self": frozenset(ROLES),
 }
@@ -46,3 +69,141 @@ PERMISSIONS: dict[str, frozenset[str]] = {
 
 def allowed(role: str | None, action: str) -> bool:
     return role is not None and role in PERMISSIONS[action]
+
+
+# A link grants what it shows: nobody may hand out more than they may see themselves.
+assert PERMISSIONS["share.create"] <= PERMISSIONS["image.view"] & PERMISSIONS["document.read"]
+
+
+# -- Care scope (issue 10) ------------------------------------------------------------
+#
+# Roles that treat patients see only the patients in their care; the rule is
+# decided here and nowhere else. A physician, radiologist or technician may
+# open a patient (chart, documents, orders, studies, images) when one of these
+# holds, checked at the moment of the request:
+#
+# * encounter — the patient has an encounter (not cancelled) that is open or
+#   was closed less than CARE_RECENT_DAYS ago, and the user is its attending
+#   physician or works in its department;
+# * reading — radiologists: the patient has a linked study whose report is not
+#   signed yet (it is on the reading worklist), or a study that arrived less
+#   than CARE_RECENT_DAYS ago, or an imaging order placed less than
+#   CARE_RECENT_DAYS ago and not reported yet (exams to protocol and read), or
+#   a radiology report the radiologist wrote less than CARE_RECENT_DAYS ago;
+# * scheduled — technicians: the patient has an imaging order (not cancelled)
+#   scheduled from yesterday to tomorrow (the facility's dates, emr.core.clock), or one the technician
+#   performed less than CARE_RECENT_DAYS ago;
+# * break_glass — the user opened the patient with a stated reason less than
+#   the configured hours ago (see emr/access/break_glass.py).
+#
+# Nurses, records clerks and admins are not scoped by this rule (desk and
+# records work is hospital-wide; admins see no clinical data).
+
+CARE_SCOPED_ROLES = frozenset({"physician", "radiologist", "technician"})
+CARE_RECENT_DAYS = 30
+
+
+def _care_selects(user: Any, now: datetime) -> list[tuple[str, Select[Any]]]:
+    """(basis, SELECT patient_id ...) for each way ``user`` may be caring for a patient."""
+    recent = now - timedelta(days=CARE_RECENT_DAYS)
+    out: list[tuple[str, Select[Any]]] = []
+    mine = Encounter.attending_id == user.id
+    if user.department_id is not None:
+        mine = or_(mine, Encounter.department_id == user.department_id)
+    out.append((
+        "encounter",
+        select(Encounter.patient_id).where(
+            mine,
+            Encounter.status != "cancelled",
+            or_(Encounter.status == "open", Encounter.closed_at >= recent, Encounter.discharged_at >= recent),
+        ),
+    ))
+    if user.role == "radiologist":
+        signed = (
+            select(Document.id)
+            .where(
+                Document.order_id == Study.order_id,
+                Document.form_type == "radiology_report",
+                Document.status == "signed",
+            )
+            .exists()
+        )
+        out.append((
+            "reading",
+            select(Study.patient_id)
+            .join(ImagingOrder, ImagingOrder.id == Study.order_id)
+            .where(
+                Study.state == "linked",
+                Study.patient_id.is_not(None),
+                ImagingOrder.status != "cancelled",
+                or_(~signed, Study.first_seen_at >= recent),
+            ),
+        ))
+        out.append((
+            "reading",
+            select(ImagingOrder.patient_id).where(
+                ImagingOrder.status.not_in(("reported", "cancelled")),
+                ImagingOrder.ordered_at >= recent,
+                ~select(Document.id)
+                .where(
+                    Document.order_id == ImagingOrder.id,
+                    Document.form_type == "radiology_report",
+                    Document.status == "signed",
+                )
+                .exists(),
+            ),
+        ))
+        out.append((
+            "reading",
+            select(Document.patient_id).where(
+                Document.form_type == "radiology_report",
+                Document.created_by == user.id,
+                Document.created_at >= recent,
+            ),
+        ))
+    if user.role == "technician":
+        today = local_today(now)  # the facility's day (emr.core.clock), not the server's
+        window_start = local_day_bounds(today - timedelta(days=1))[0]
+        window_end = local_day_bounds(today + timedelta(days=1))[1]
+        out.append((
+            "scheduled",
+            select(ImagingOrder.patient_id).where(
+                ImagingOrder.status != "cancelled",
+                or_(
+                    and_(
+                        ImagingOrder.scheduled_at >= window_start,
+                        ImagingOrder.scheduled_at < window_end,
+                    ),
+                    and_(ImagingOrder.performed_by == user.id, ImagingOrder.ordered_at >= recent),
+                ),
+            ),
+        ))
+    out.append((
+        "break_glass",
+        select(BreakGlassAccess.patient_id).where(
+            BreakGlassAccess.user_id == user.id, BreakGlassAccess.expires_at > now
+        ),
+    ))
+    return out
+
+
+def care_basis(session: Session, user: Any, patient_id: int, now: datetime | None = None) -> str | None:
+    """Why ``user`` may open ``patient_id`` ("role" when their role is not scoped), or None: outside their care."""
+    if user is None:
+        return None
+    if user.role not in CARE_SCOPED_ROLES:
+        return "role"
+    for basis, query in _care_selects(user, now or utcnow()):
+        if session.execute(query.where(query.selected_columns[0] == patient_id).limit(1)).first() is not None:
+            return basis
+    return None
+
+
+def patients_in_care(session: Session, user: Any, now: datetime | None = None) -> set[int] | None:
+    """Ids of the patients ``user`` may open now, or None when their role is not scoped (all)."""
+    if user is None or user.role not in CARE_SCOPED_ROLES:
+        return None
+    found: set[int] = set()
+    for _basis, query in _care_selects(user, now or utcnow()):
+        found.update(pid for (pid,) in session.execute(query.distinct()) if pid is not None)
+    return found

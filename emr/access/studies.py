@@ -2,8 +2,11 @@
 
 This is the per-study half of the access decision (the per-action half is
 :mod:`emr.access.permissions`). A logged-in user may open a study when the
-role may view images and the study is linked to a patient in the EMR; a
-share token opens exactly the study of its link while the link is live.
+role may view images, the study is linked to a patient in the EMR and that
+patient is in the user's care (issue 10, :func:`emr.access.permissions.care_basis`);
+report objects stored in the study (the signed PDF) only when the role may
+read documents. A share token opens exactly the study of its link (and its
+report) while the link is live.
 
 The viewer never sees these rules: the wiring (``filmless.wiring``) hands it
 the callables of :class:`StudyAccess`, translating :class:`StudyAccessDenied`
@@ -20,14 +23,15 @@ from flask import g, request
 
 from emr import db
 from emr.access.auth import current_actor, deny
+from emr.access.care import OutOfCareScope, ensure_patient_access
 from emr.access.permissions import allowed
 from emr.core.exceptions import EmrError
 from emr.reading import service as reading
 from emr.sharing import service as sharing
 from emr.sharing.tokens import link_id_from_token
 
-__all__ = ["ARRIVING_SECONDS", "StudyAccess", "StudyAccessDenied", "audit_study", "authorize_study", "principal",
-           "study_access", "study_arriving"]
+__all__ = ["ARRIVING_SECONDS", "StudyAccess", "StudyAccessDenied", "audit_report_read", "audit_study",
+           "authorize_study", "principal", "reports_allowed", "study_access", "study_arriving"]
 
 ARRIVING_SECONDS = 90.0  # Orthanc's StableAge (60 s) plus the linker's polling
 
@@ -70,9 +74,22 @@ def authorize_study(study_uid: str, token: str | None) -> bool:
     if not allowed(user.role, "image.view"):
         deny("image.view")
         raise StudyAccessDenied("forbidden")
-    if reading.find_linked_study(db.session(), study_uid) is None:
+    study = reading.find_linked_study(db.session(), study_uid)
+    if study is None:
         raise StudyAccessDenied("forbidden")
+    try:
+        ensure_patient_access(db.session(), current_actor(), study.patient_id)  # issue 10: care scope
+    except OutOfCareScope:
+        raise StudyAccessDenied("forbidden") from None
     return True
+
+
+def reports_allowed(study_uid: str, token: str | None) -> bool:
+    """Report objects (the signed PDF in the study) for share links (they carry the report) and document readers."""
+    if token:
+        return True
+    user = g.get("user")
+    return user is not None and allowed(user.role, "document.read")
 
 
 def audit_study(study_uid: str, token: str | None) -> None:
@@ -88,6 +105,23 @@ def audit_study(study_uid: str, token: str | None) -> None:
         )
     else:
         reading.record_study_view(s, current_actor(), study, via="viewer")
+
+
+def audit_report_read(study_uid: str, token: str | None) -> None:
+    """A report object (the signed PDF in the study) retrieved over DICOMweb: one document.view row."""
+    s = db.session()
+    study = reading.find_linked_study(s, study_uid)
+    if study is None or study.order_id is None:
+        raise StudyAccessDenied("forbidden")
+    doc = reading.latest_report(s, study.order_id)
+    if doc is None:
+        return
+    if token:
+        link = _share_link(token, study_uid)
+        actor = sharing.share_actor(link, request.remote_addr)
+    else:
+        actor = current_actor()
+    reading.record_report_view(s, actor, doc, doc.current_version, study, via="dicomweb")
 
 
 def principal(token: str | None) -> str:
@@ -111,7 +145,10 @@ class StudyAccess:
     audit: Callable[[str, str | None], None]
     principal: Callable[[str | None], str]
     arriving: Callable[[str], bool]
+    # Issue 10: may the caller see report objects in the study; every report object read is audited.
+    reports_allowed: Callable[[str, str | None], bool]
+    audit_report: Callable[[str, str | None], None]
 
 
 def study_access() -> StudyAccess:
-    return StudyAccess(authorize_study, audit_study, principal, study_arriving)
+    return StudyAccess(authorize_study, audit_study, principal, study_arriving, reports_allowed, audit_report_read)

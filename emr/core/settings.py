@@ -32,6 +32,8 @@ class EmrSettings:
     # EMR port is reachable from the proxy alone, as in docker-compose.yml).
     connections_per_ip: int = 32
     trusted_proxy: str = ""
+    # Break the glass (issue 10): how long an emergency access to a patient outside one's care lasts.
+    break_glass_hours: int = 4
     # Signatures (issue 5): RFC 3161 TSA, PKCS#11 module of the tokens, the
     # SoftHSM2 configuration of the demo token, trusted CA certificates
     # (None: <data_dir>/pki/trust-anchors). CRLs are read from

@@ -362,6 +362,19 @@ def seed(settings: EmrSettings, store: Any = None, *, signing: bool = True) -> l
                     "clinical_info": "Chấn thương đầu, tăng huyết áp",
                 },
             )
+            # The README walk-through has the physician order a CT for Đặng Quốc Bảo: he is
+            # waiting in the physician's department (care scope, issue 10).
+            encounters.create_encounter(
+                session,
+                doctor,
+                {
+                    "patient_id": created[4].id,
+                    "kind": "outpatient",
+                    "department_code": "K01",
+                    "reason": "Đau đầu kéo dài",
+                    "diagnoses": ["R51"],
+                },
+            )
             orders.create_order(
                 session,
                 doctor,

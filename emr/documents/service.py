@@ -15,6 +15,7 @@ from sqlalchemy.orm import Session
 
 from emr.access import audit
 from emr.access.audit import Actor
+from emr.access.care import ensure_patient_access
 from emr.core.exceptions import InvalidState, ValidationFailed
 from emr.documents.rights import require_author, require_signer_or_head
 from emr.models.lookup import get_or_404, parse
@@ -67,6 +68,7 @@ def _locked_row(session: Session, version: DocumentVersion) -> DocumentVersion:
 def create_document(session: Session, actor: Actor, data: DocumentIn | dict[str, Any]) -> Document:
     data = parse(DocumentIn, data)
     enc = get_or_404(session, Encounter, data.encounter_id, "encounter")
+    ensure_patient_access(session, actor, enc.patient_id)  # issue 10: care scope
     if enc.status == "cancelled":
         raise InvalidState("encounter cancelled", key="encounters.error.not_open")
     content = _content(data.form_type, data.content)
@@ -114,6 +116,7 @@ def create_document(session: Session, actor: Actor, data: DocumentIn | dict[str,
 def update_draft(session: Session, actor: Actor, document_id: int, content: Any) -> Document:
     """Edit the current version while it is an unsigned draft."""
     doc = get_or_404(session, Document, document_id, "document")
+    ensure_patient_access(session, actor, doc.patient_id)  # issue 10: care scope
     if doc.status == "cancelled":
         raise InvalidState("document cancelled", key="documents.error.cancelled")
     version = _locked_row(session, _version(doc, doc.current_version))
@@ -140,6 +143,7 @@ def update_draft(session: Session, actor: Actor, document_id: int, content: Any)
 def amend_document(session: Session, actor: Actor, document_id: int, content: Any, reason: str | None) -> Document:
     """A new version referencing the signed one it amends; it must be signed again."""
     doc = get_or_404(session, Document, document_id, "document")
+    ensure_patient_access(session, actor, doc.patient_id)  # issue 10: care scope
     if doc.status == "cancelled":
         raise InvalidState("document cancelled", key="documents.error.cancelled")
     current = _version(doc, doc.current_version)
@@ -204,6 +208,7 @@ def mark_signed(session: Session, actor: Actor, document_id: int, version_number
 
 def cancel_document(session: Session, actor: Actor, document_id: int, reason: str) -> Document:
     doc = get_or_404(session, Document, document_id, "document")
+    ensure_patient_access(session, actor, doc.patient_id)  # issue 10: care scope
     if not reason or not reason.strip():
         raise ValidationFailed({"reason": "documents.error.reason_required"})
     if doc.status == "cancelled":
@@ -229,6 +234,7 @@ def cancel_document(session: Session, actor: Actor, document_id: int, reason: st
 
 def restore_document(session: Session, actor: Actor, document_id: int, reason: str) -> Document:
     doc = get_or_404(session, Document, document_id, "document")
+    ensure_patient_access(session, actor, doc.patient_id)  # issue 10: care scope
     if not reason or not reason.strip():
         raise ValidationFailed({"reason": "documents.error.reason_required"})
     if doc.status != "cancelled":
@@ -251,6 +257,7 @@ def restore_document(session: Session, actor: Actor, document_id: int, reason: s
 
 def get_document(session: Session, actor: Actor, document_id: int) -> Document:
     doc = get_or_404(session, Document, document_id, "document")
+    ensure_patient_access(session, actor, doc.patient_id)  # issue 10: only patients in the user's care
     audit.record(session, actor, "document.view", patient_id=doc.patient_id, object_type="document", object_id=doc.id)
     session.commit()
     return doc

@@ -24,6 +24,7 @@ from werkzeug.exceptions import HTTPException
 from emr import db
 from emr.access import audit
 from emr.access.auth import bearer_user, current_actor, deny
+from emr.access.care import OutOfCareScope, ensure_patient_access, in_care_filter
 from emr.access.permissions import allowed
 from emr.core.exceptions import AuthenticationFailed, EmrError
 from emr.exports.fhir import FhirError, validated
@@ -139,6 +140,15 @@ def _make_views(kind: str, action: str) -> None:
             args = {k: request.args.getlist(k) for k in request.args}
             s = db.session()
             result = search_resources(s, kind, args, limit=count, offset=offset, lenient=lenient, **_context())
+            in_care = in_care_filter(s, current_actor())
+            outside = sorted(p for p in result.patient_ids if not in_care(p))
+            if outside:
+                # Issue 10: a clinician's search may not reach patients outside their care.
+                s.rollback()
+                audit.record(s, current_actor(), "care.denied", outcome="denied", object_type=kind,
+                             details={"patients": outside[:100]})
+                s.commit()
+                return _outcome(403, "forbidden", "patients outside your care")
             # the links repeat only the parameters the search used (lenient: unknown ones dropped)
             used = {k: v for k, v in args.items() if k in known_params(kind) and k not in ("_count", "_offset")}
             links = [{"relation": "self", "url": _page_url(used, offset, count)}]
@@ -189,6 +199,10 @@ def _make_views(kind: str, action: str) -> None:
         try:
             s = db.session()
             resource, patient_id = read_resource(s, kind, ident, **_context())
+            try:
+                ensure_patient_access(s, current_actor(), patient_id)
+            except OutOfCareScope:
+                return _outcome(403, "forbidden", "patient outside your care")
             audit.record(s, current_actor(), "fhir.read", patient_id=patient_id, object_type=kind, object_id=ident)
             s.commit()
             meta = resource.get("meta", {})

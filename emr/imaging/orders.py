@@ -11,6 +11,7 @@ from sqlalchemy.orm import Session
 
 from emr.access import audit
 from emr.access.audit import Actor
+from emr.access.care import ensure_patient_access
 from emr.billing.prices import price_on
 from emr.core.clock import local_today, to_utc
 from emr.core.exceptions import InvalidState, ValidationFailed
@@ -99,6 +100,7 @@ def create_order(session: Session, actor: Actor, data: OrderIn | dict[str, Any])
 
 def get_order(session: Session, actor: Actor, order_id: int) -> ImagingOrder:
     order = get_or_404(session, ImagingOrder, order_id, "order")
+    ensure_patient_access(session, actor, order.patient_id)  # issue 10: only patients in the user's care
     audit.record(session, actor, "order.view", patient_id=order.patient_id, object_type="order", object_id=order.id)
     session.commit()
     return order

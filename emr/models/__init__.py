@@ -1,5 +1,6 @@
 """SQLAlchemy models, one module per aggregate."""
 
+from .access import BreakGlassAccess
 from .audit import AuditAnchor, AuditEntry, AuditHead
 from .base import Base, utcnow
 from .documents import FORM_TYPES, RETENTION_YEARS, Document, DocumentVersion
@@ -18,6 +19,7 @@ __all__ = [
     "AuditEntry",
     "AuditHead",
     "Base",
+    "BreakGlassAccess",
     "Counter",
     "Department",
     "Document",

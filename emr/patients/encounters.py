@@ -12,6 +12,7 @@ from sqlalchemy.orm import Session
 
 from emr.access import audit
 from emr.access.audit import Actor
+from emr.access.care import ensure_patient_access
 from emr.core.exceptions import InvalidState, ValidationFailed
 from emr.models.lookup import get_or_404, next_number, parse
 
@@ -90,6 +91,11 @@ def create_encounter(session: Session, actor: Actor, data: EncounterIn | dict[st
     if problems:
         raise ValidationFailed(problems)
     assert dep is not None and attending is not None
+    opener = session.get(User, actor.user_id) if actor.user_id is not None else None
+    if opener is None or (attending.id != opener.id and dep.id != opener.department_id):
+        # Opening a visit in one's own department, or as its attending, is how care begins
+        # (audited below); anyone else needs the patient in their care already (issue 10).
+        ensure_patient_access(session, actor, patient.id)
     now = utcnow()
     enc = Encounter(
         patient_id=patient.id,
@@ -158,6 +164,7 @@ def set_benefit_level(
 
 def get_encounter(session: Session, actor: Actor, encounter_id: int) -> Encounter:
     enc = get_or_404(session, Encounter, encounter_id, "encounter")
+    ensure_patient_access(session, actor, enc.patient_id)  # issue 10: only patients in the user's care
     audit.record(session, actor, "encounter.view", patient_id=enc.patient_id, object_type="encounter", object_id=enc.id)
     session.commit()
     return enc

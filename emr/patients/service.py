@@ -10,6 +10,7 @@ from sqlalchemy.orm import Session
 
 from emr.access import audit
 from emr.access.audit import Actor
+from emr.access.care import ensure_patient_access
 from emr.core.exceptions import ConflictError, InvalidState, ValidationFailed
 from emr.core.identifiers import bhyt_problem, bhyt_ssn, cccd_problem
 from emr.core.normalize import fold, split_name
@@ -153,6 +154,7 @@ def update_patient(session: Session, actor: Actor, patient_id: int, data: Patien
 
 def get_patient(session: Session, actor: Actor, patient_id: int, *, audit_view: bool = True) -> Patient:
     patient = get_or_404(session, Patient, patient_id, "patient")
+    ensure_patient_access(session, actor, patient.id)  # issue 10: only patients in the user's care
     if audit_view:
         audit.record(session, actor, "patient.view", patient_id=patient.id, object_type="patient", object_id=patient.id)
         session.commit()

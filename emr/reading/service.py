@@ -31,6 +31,7 @@ __all__ = [
     "get_measurements",
     "latest_report",
     "reading_worklist",
+    "record_report_view",
     "record_study_view",
     "report_status",
     "save_measurements",
@@ -89,6 +90,22 @@ def record_study_view(
         object_type="study",
         object_id=study.id,
         details=details,
+    )
+    session.commit()
+
+
+def record_report_view(
+    session: Session, actor: Actor, doc: Document, version: int, study: Study, *, via: str = "reading"
+) -> None:
+    """One audit row each time report content is shown beside the images (issue 10)."""
+    audit.record(
+        session,
+        actor,
+        "document.view",
+        patient_id=doc.patient_id,
+        object_type="document",
+        object_id=doc.id,
+        details={"version": version, "via": via, "study_uid": study.study_instance_uid},
     )
     session.commit()
 

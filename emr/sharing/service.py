@@ -22,7 +22,9 @@ from sqlalchemy.orm import Session
 
 from emr.access import audit
 from emr.access.audit import Actor
-from emr.core.exceptions import EmrError, InvalidState, NotFoundError
+from emr.access.care import ensure_patient_access
+from emr.access.permissions import allowed
+from emr.core.exceptions import EmrError, InvalidState, NotFoundError, PermissionDenied
 from emr.core.states import StudyState
 from emr.models.lookup import get_or_404
 from emr.reading.service import latest_report, signed_version
@@ -93,7 +95,13 @@ def share_actor(link: ShareLink, client_ip: str | None) -> Actor:
 def create_share_link(
     session: Session, actor: Actor, study_id: int, *, days: int = DEFAULT_DAYS
 ) -> tuple[ShareLink, str, str]:
-    """A new link to a linked study whose report is signed; returns (link, code, PIN) — shown once."""
+    """A new link to a linked study whose report is signed; returns (link, code, PIN) — shown once.
+
+    The link shows images and the signed report, so the actor's role must hold
+    ``share.create`` (which implies both; issue 10: a slip is no way around the role matrix).
+    """
+    if not allowed(actor.role, "share.create"):
+        raise PermissionDenied("share.create")
     study = get_or_404(session, Study, study_id, "study")
     if study.state != StudyState.LINKED or study.patient_id is None or study.order_id is None:
         raise InvalidState("study not linked to a patient", key="share.error.not_linked")
@@ -138,6 +146,7 @@ def list_share_links(session: Session, study_id: int) -> list[ShareLink]:
 
 def revoke_share_link(session: Session, actor: Actor, link_id: int) -> ShareLink:
     link = get_or_404(session, ShareLink, link_id, "share_link")
+    ensure_patient_access(session, actor, link.patient_id)  # issue 10: care scope
     if link.revoked_at is None:
         link.revoked_at = utcnow()
         link.revoked_by = actor.user_id

@@ -13,10 +13,12 @@ from typing import Any
 from flask import Blueprint, Response, current_app, render_template
 
 from emr.access.auth import current_actor, requires
+from emr.access.care import ensure_patient_access
 from emr.exports.config import load_config
 from emr.exports.exceptions import ExportCheckFailed, FacilityKeyError
 from emr.exports.facility_key import open_facility_key
 from emr.exports.service import export_hsba, export_xml130
+from emr.models import Encounter
 
 from .. import db
 
@@ -48,6 +50,9 @@ def xml130(encounter_id: int) -> Any:
 def hsba(encounter_id: int, fmt: str) -> Any:
     if fmt not in ("json", "xml"):
         return render_template("error.html", message="404"), 404
+    enc = db.session().get(Encounter, encounter_id)
+    if enc is not None:
+        ensure_patient_access(db.session(), current_actor(), enc.patient_id)  # issue 10: care scope
     config = load_config(current_app.extensions["emr.settings"])
     artifacts = current_app.extensions.get("emr.signed_artifacts")
     try:

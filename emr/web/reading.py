@@ -9,6 +9,8 @@ from typing import Any
 from flask import Blueprint, Response, current_app, g, jsonify, redirect, render_template, request, url_for
 
 from emr.access.auth import current_actor, requires
+from emr.access.care import ensure_patient_access, in_care_filter
+from emr.access.permissions import allowed
 from emr.core.exceptions import EmrError, InvalidState, NotFoundError
 from emr.core.states import StudyState
 from emr.documents import service as documents
@@ -44,7 +46,9 @@ def worklist() -> Any:
         urgency=args.get("urgency", "") if args.get("urgency", "") in URGENCIES else "",
         status=args.get("status", "") if args.get("status", "") in reading.REPORT_STATUSES else "",
     )
-    rows = reading.reading_worklist(db.session(), flt)
+    s = db.session()
+    in_care = in_care_filter(s, current_actor())  # issue 10: only patients in the reader's care
+    rows = [r for r in reading.reading_worklist(s, flt) if in_care(r.patient.id)]
     return render_template(
         "reading/worklist.html",
         rows=rows,
@@ -102,9 +106,11 @@ def _render_read(
     patient = get_or_404(s, Patient, study.patient_id or 0, "patient")
     doc = reading.latest_report(s, order.id)
     current: dict[str, Any] = {}
-    if doc is not None:
+    if doc is not None and allowed(g.user.role, "document.read"):
+        # Report content only for roles that may read documents (issue 10); every showing is audited.
         version = next(v for v in doc.versions if v.number == doc.current_version)
         current = json.loads(version.content_json)
+        reading.record_report_view(s, current_actor(), doc, version.number, study)
     shared = reading.signed_version(doc) is not None if doc is not None else False
     return render_template(
         "reading/read.html",
@@ -127,9 +133,12 @@ def _render_read(
 
 
 def _linked(study_id: int) -> Study:
-    study = get_or_404(db.session(), Study, study_id, "study")
+    """A linked study of a patient in the user's care (issue 10)."""
+    s = db.session()
+    study = get_or_404(s, Study, study_id, "study")
     if study.state != StudyState.LINKED or study.order_id is None:
         raise NotFoundError("study", study_id)
+    ensure_patient_access(s, current_actor(), study.patient_id)
     return study
 
 
@@ -194,12 +203,17 @@ def share_page(study_id: int) -> Any:
 
 
 @bp.post("/studies/<int:study_id>/share")
-@requires("share.manage")
+@requires("share.create")
 def create_share(study_id: int) -> Any:
-    """A new share link; the answer is the A5 slip (PDF) — the only time the PIN is shown."""
+    """A new share link; the answer is the A5 slip (PDF) — the only time the PIN is shown.
+
+    The slip opens the images and the signed report: only roles that may see both
+    create one, for a patient in their care (issue 10).
+    """
     from emr.reading.slip import render_slip
 
     s = db.session()
+    _linked(study_id)
     days_text = request.form.get("days", "")
     days = int(days_text) if days_text.isdigit() and len(days_text) < 4 else sharing.DEFAULT_DAYS
     link, code, pin = sharing.create_share_link(s, current_actor(), study_id, days=days)
@@ -243,8 +257,10 @@ def _json_error(status: int, code: str) -> Response:
 def get_measurements(study_uid: str) -> Any:
     if not _UID.match(study_uid) or len(study_uid) > 64:
         return _json_error(400, "bad_study_uid")
-    if reading.find_linked_study(db.session(), study_uid) is None:
+    study = reading.find_linked_study(db.session(), study_uid)
+    if study is None:
         return _json_error(404, "not_found")
+    ensure_patient_access(db.session(), current_actor(), study.patient_id)
     data, updated = reading.get_measurements(db.session(), g.user.id, study_uid)
     return jsonify(measurements=data, updated_at=updated.isoformat() + "Z" if updated else None)
 
@@ -263,6 +279,7 @@ def put_measurements(study_uid: str) -> Any:
     study = reading.find_linked_study(s, study_uid)
     if study is None:
         return _json_error(404, "not_found")
+    ensure_patient_access(s, current_actor(), study.patient_id)
     body = request.get_json(silent=True)
     if not isinstance(body, dict):
         return _json_error(400, "bad_json")

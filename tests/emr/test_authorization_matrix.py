@@ -92,7 +92,8 @@ EXPECTED: dict[tuple[str, str], set[str] | None] = {
     ("GET", "/reading/studies/<int:study_id>"): {"physician", "radiologist", "technician"},
     ("POST", "/reading/studies/<int:study_id>/report"): {"physician", "radiologist"},
     ("GET", "/reading/studies/<int:study_id>/share"): {"physician", "radiologist", "technician", "records_clerk"},
-    ("POST", "/reading/studies/<int:study_id>/share"): {"physician", "radiologist", "technician", "records_clerk"},
+    # A slip opens images and the signed report: only roles holding both print one (issue 10).
+    ("POST", "/reading/studies/<int:study_id>/share"): {"physician", "radiologist"},
     ("POST", "/reading/shares/<int:link_id>/revoke"): {"physician", "radiologist", "technician", "records_clerk"},
     ("GET", "/reading/measurements/<study_uid>"): {"physician", "radiologist", "technician"},
     ("PUT", "/reading/measurements/<study_uid>"): {"physician", "radiologist", "technician"},
@@ -102,7 +103,12 @@ EXPECTED: dict[tuple[str, str], set[str] | None] = {
     # Signature verification (issue 5): public, no patient data unless logged in with document.read.
     # The /signing/* and /verify/* pages are checked in tests/signing/test_workflow.py.
     ("GET", "/api/verify/<code>"): None,
-    ("GET", "/healthz"): None,  # `filmless check`: "ok" or 503, nothing else
+    ("GET", "/healthz"): None,
+    # Care scope (issue 10): break the glass for a patient outside one's care, and its review.
+    # Scope checks per patient are tested in tests/security/test_access_care_scope.py.
+    ("GET", "/patients/<int:patient_id>/break-glass"): {"physician", "radiologist", "technician"},
+    ("POST", "/patients/<int:patient_id>/break-glass"): {"physician", "radiologist", "technician"},
+    ("GET", "/admin/break-glass"): {"admin"},  # `filmless check`: "ok" or 503, nothing else
     ("POST", "/api/verify"): None,
 }
 _OTHER_ROUTES_OWNED_ELSEWHERE = re.compile(r"^/(viewer|verify|fhir|signing|export)")

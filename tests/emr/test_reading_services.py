@@ -9,7 +9,7 @@ import pytest
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from emr.core.exceptions import InvalidState, NotFoundError, ValidationFailed
+from emr.core.exceptions import InvalidState, NotFoundError, PermissionDenied, ValidationFailed
 from emr.documents import service as documents
 from emr.imaging import orders
 from emr.models import AuditEntry, ImagingOrder, Study, utcnow
@@ -95,7 +95,10 @@ def test_worklist_unread_first_then_urgency_and_filters(session: Session, world:
 
 
 def test_share_link_rules(session: Session, world: World) -> None:
-    clerk = world.actor("records_clerk")
+    # A slip hands out images and the report: the records clerk may not create one (issue 10).
+    with pytest.raises(PermissionDenied):
+        sharing.create_share_link(session, world.actor("records_clerk"), 1)
+    clerk = world.actor("radiologist")
     study = _linked_study(session, world, urgency="routine", modality="CT", date="20261120", cccd="079190000005")
     with pytest.raises(InvalidState) as exc:
         sharing.create_share_link(session, clerk, study.id)

@@ -14,6 +14,7 @@ from sqlalchemy.orm import Session
 from emr.i18n import catalogue, t
 from emr.imaging import orders
 from emr.models import AuditEntry, Study
+from emr.patients import encounters
 from emr.patients import service as patients
 from filmless.wiring import viewer_extension
 
@@ -82,6 +83,12 @@ def test_chart_shows_orders_with_study_status_and_viewer_link(
 ) -> None:
     doctor = world.actor("physician")
     p = patients.create_patient(session, doctor, patient_data())
+    # The patient waits in physician1's care (issue 10: clinicians open only their patients).
+    encounters.create_encounter(
+        session,
+        world.actor("records_clerk"),
+        {"patient_id": p.id, "kind": "outpatient", "department_code": "K19", "attending_username": "physician1"},
+    )
     login(client, "physician1")
     token = csrf_token(client, f"/orders/new/{p.id}")
     r = client.post(
@@ -113,6 +120,12 @@ def test_chart_shows_orders_with_study_status_and_viewer_link(
 
 def test_order_form_errors(client: FlaskClient, world: World, session: Session) -> None:
     p = patients.create_patient(session, world.actor("physician"), patient_data())
+    # The patient waits in physician1's care (issue 10: clinicians open only their patients).
+    encounters.create_encounter(
+        session,
+        world.actor("records_clerk"),
+        {"patient_id": p.id, "kind": "outpatient", "department_code": "K19", "attending_username": "physician1"},
+    )
     login(client, "physician1")
     token = csrf_token(client, f"/orders/new/{p.id}")
     r = client.post(f"/orders/new/{p.id}", data={"modality": "XX", "procedure_name": "", "csrf_token": token})

@@ -24,6 +24,12 @@ def test_order_form_offers_the_catalogue_and_the_chart_shows_the_snapshot_price(
 ) -> None:
     prices.load_prices(session, ADMIN_ACTOR, write(tmp_path, GOOD))
     p = patients.create_patient(session, world.actor("records_clerk"), patient_data())
+    # The patient waits in physician1's care (issue 10: clinicians open only their patients).
+    encounters.create_encounter(
+        session,
+        world.actor("records_clerk"),
+        {"patient_id": p.id, "kind": "outpatient", "department_code": "K19", "attending_username": "physician1"},
+    )
     login(client, "physician1")
     form = client.get(f"/orders/new/{p.id}").get_data(as_text=True)
     assert 'list="price-catalogue"' in form

@@ -107,6 +107,8 @@ def test_order_to_chart(emr_settings: EmrSettings, gateway: Gateway, orthanc: Or
             doctor,
             {"full_name": "Trần Thị Ánh Tuyết", "birth_date": "1962-08-15", "sex": "F", "cccd": "001162000777"},
         )
+        # The patient is seen by the physician (issue 10: clinicians open only the patients in their care).
+        encounters.create_encounter(s, doctor, {"patient_id": p.id, "kind": "outpatient", "department_code": "K01"})
         order = orders.create_order(
             s, doctor, {"patient_id": p.id, "modality": "CT", "procedure_name": "CT sọ não", "station_ae_title": "CT01"}
         )

@@ -277,7 +277,10 @@ def _unlock(url: str, pin: str) -> requests.Session:
 
 
 def test_share_slip_link_pin_viewer_zip_revoke_expire(browser: Any, emr: Emr, tmp_path: Path) -> None:
+    # The reader prints the slip (it hands out images and the report: issue 10); the records
+    # clerk at the desk may still list and revoke slips.
     clerk = http_login(emr.base, "clerk1")
+    reader = http_login(emr.base, "radiologist1")
     # No slip before the report is signed.
     with emr.sessions() as s:
         from emr.reading.service import latest_report
@@ -285,11 +288,11 @@ def test_share_slip_link_pin_viewer_zip_revoke_expire(browser: Any, emr: Emr, tm
         doc = latest_report(s, emr.order_id)
         unsigned = doc is None or doc.status != "signed"
     if unsigned:
-        token = csrf_from(clerk, f"{emr.base}/reading/studies/{emr.study_id}/share")
-        r = clerk.post(f"{emr.base}/reading/studies/{emr.study_id}/share", data={"csrf_token": token}, timeout=10)
+        token = csrf_from(reader, f"{emr.base}/reading/studies/{emr.study_id}/share")
+        r = reader.post(f"{emr.base}/reading/studies/{emr.study_id}/share", data={"csrf_token": token}, timeout=10)
         assert r.status_code == 409 and "chưa được ký" in r.text
     _sign_report(emr)
-    pdf, url, pin = _print_slip(emr, clerk)
+    pdf, url, pin = _print_slip(emr, reader)
     ARTIFACTS.mkdir(parents=True, exist_ok=True)
     (ARTIFACTS / "share-slip.pdf").write_bytes(pdf)
     images = subprocess.run(["pdfimages", "-list", "-"], input=pdf, capture_output=True).stdout.decode()
@@ -349,7 +352,7 @@ def test_share_slip_link_pin_viewer_zip_revoke_expire(browser: Any, emr: Emr, tm
     assert visitor.get(f"{url}/study.zip", timeout=10).status_code == 410
 
     # Expired: 410 on the page, "expired" from the proxy.
-    _, url2, pin2 = _print_slip(emr, clerk, days=1)
+    _, url2, pin2 = _print_slip(emr, reader, days=1)
     visitor2 = _unlock(url2, pin2)
     page2 = visitor2.get(url2, timeout=10).text
     viewer2 = re.search(r'id="open-viewer" href="([^"]+)"', page2).group(1).replace("&amp;", "&")  # type: ignore[union-attr]
@@ -370,8 +373,8 @@ def test_share_slip_link_pin_viewer_zip_revoke_expire(browser: Any, emr: Emr, tm
 
 def test_pin_guessing_locks_the_link(emr: Emr) -> None:
     _sign_report(emr)
-    clerk = http_login(emr.base, "clerk1")
-    _, url, pin = _print_slip(emr, clerk)
+    reader = http_login(emr.base, "radiologist1")
+    _, url, pin = _print_slip(emr, reader)
     guess = requests.Session()
     statuses = []
     for attempt in range(6):

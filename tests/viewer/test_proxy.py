@@ -4,6 +4,7 @@ whose behaviour the test controls (for Range and streaming)."""
 
 from __future__ import annotations
 
+import json
 import threading
 from collections.abc import Iterator
 
@@ -103,8 +104,19 @@ class Upstream:
         self.seen_headers: list[dict[str, str]] = []
         self.release = threading.Event()
         self.app = Flask("upstream")
+        self.app.add_url_rule("/dicom-web/studies/<uid>/series/<sid>/instances", view_func=self.instances)
         self.app.add_url_rule("/dicom-web/studies/<uid>/series/<sid>/instances/<iid>/frames/1", view_func=self.frame)
-        self.app.add_url_rule("/dicom-web/studies/<uid>/slow", view_func=self.slow)
+        self.app.add_url_rule("/dicom-web/studies/<uid>/series/<sid>/instances/<iid>/frames/2", view_func=self.slow)
+
+    def instances(self, uid: str, sid: str) -> Response:
+        """QIDO: the proxy asks which instances a series holds before relaying a frame."""
+        item = {
+            "0020000D": {"vr": "UI", "Value": [uid]},
+            "0020000E": {"vr": "UI", "Value": [sid]},
+            "00080018": {"vr": "UI", "Value": ["1.2.5"]},
+            "00080016": {"vr": "UI", "Value": ["1.2.840.10008.5.1.4.1.1.2"]},
+        }
+        return Response(json.dumps([item]), mimetype="application/dicom+json")
 
     def frame(self, uid: str, sid: str, iid: str) -> Response:
         self.seen_headers.append(dict(request.headers))
@@ -112,7 +124,7 @@ class Upstream:
             return Response(b"0123456789", status=206, headers={"Content-Range": "bytes 0-9/100"})
         return Response(b"x" * 100)
 
-    def slow(self, uid: str) -> Response:
+    def slow(self, uid: str, sid: str, iid: str) -> Response:
         def body() -> Iterator[bytes]:
             yield b"first-chunk"
             # Only sent once the client has received the first chunk through
@@ -153,7 +165,9 @@ def test_range_and_credentials_go_upstream(upstream_proxy: tuple[str, Upstream, 
 
 def test_responses_are_streamed_not_buffered(upstream_proxy: tuple[str, Upstream, AccessRules]) -> None:
     proxy_url, upstream, _ = upstream_proxy
-    with requests.get(f"{proxy_url}/dicomweb/studies/1.2.3/slow", stream=True, timeout=30) as r:
+    with requests.get(
+        f"{proxy_url}/dicomweb/studies/1.2.3/series/1.2.4/instances/1.2.5/frames/2", stream=True, timeout=30
+    ) as r:
         chunks = r.iter_content(chunk_size=None)
         assert next(chunks) == b"first-chunk"
         upstream.release.set()
