@@ -24,8 +24,8 @@ from werkzeug.exceptions import HTTPException
 
 from emr import api, db
 from emr.access.auth import load_session_user
-from emr.access.login_guard import LoginGuard
 from emr.access.care import OutOfCareScope
+from emr.access.login_guard import LoginGuard
 from emr.access.studies import StudyAccess, study_access
 from emr.core.clock import to_local, use_timezone
 from emr.core.exceptions import EmrError
