@@ -15,6 +15,7 @@ from werkzeug.exceptions import HTTPException
 
 from . import db
 from .auth import load_session_user
+from .dicom_dates import display_da
 from .exceptions import EmrError
 from .exports.money import fmt_vnd
 from .i18n import t
@@ -81,6 +82,7 @@ def create_app(settings: EmrSettings, *, store: Any = None, test_config: dict[st
 
     app.jinja_env.globals.update(t=t, hospital_name=settings.hospital_name)
     app.jinja_env.filters["ict"] = _ict
+    app.jinja_env.filters["da"] = display_da
     app.jinja_env.filters["zip"] = lambda a, b: zip(a, b, strict=False)
     app.jinja_env.filters["vnd"] = fmt_vnd
     app.before_request(load_session_user)

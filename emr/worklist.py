@@ -23,7 +23,15 @@ from .models import LOCAL_OFFSET, ImagingOrder, Patient, User
 from .normalize import fold
 from .settings import EmrSettings
 
-__all__ = ["worklist_provider", "identity_provider", "mpps_provider", "apply_mpps", "query_worklist", "dicom_name"]
+__all__ = [
+    "worklist_provider",
+    "identity_provider",
+    "order_identity",
+    "mpps_provider",
+    "apply_mpps",
+    "query_worklist",
+    "dicom_name",
+]
 
 log = logging.getLogger(__name__)
 
@@ -158,19 +166,22 @@ def identity_provider(settings: EmrSettings) -> Callable[[str, str], dict[str, s
                 order = session.scalar(
                     select(ImagingOrder).where(ImagingOrder.study_instance_uid == study_instance_uid)
                 )
-            if order is None:
-                return None
-            patient = session.get(Patient, order.patient_id)
-            if patient is None:
-                return None
-            return {
-                "PatientID": patient.code,
-                "PatientName": dicom_name(patient.family_name, patient.given_name),
-                "PatientBirthDate": patient.birth_date.strftime("%Y%m%d"),
-                "PatientSex": patient.sex,
-            }
+            return order_identity(session, order) if order is not None else None
 
     return identity
+
+
+def order_identity(session: Session, order: ImagingOrder) -> dict[str, str] | None:
+    """The patient tags the PACS copy of an order's study carries: the EMR's, not the modality's."""
+    patient = session.get(Patient, order.patient_id)
+    if patient is None:
+        return None
+    return {
+        "PatientID": patient.code,
+        "PatientName": dicom_name(patient.family_name, patient.given_name),
+        "PatientBirthDate": patient.birth_date.strftime("%Y%m%d"),
+        "PatientSex": patient.sex,
+    }
 
 
 # MPPS status → (order statuses it may move from, the status it moves to).
@@ -215,8 +226,13 @@ def apply_mpps(session: Session, event: dict[str, Any]) -> list[ImagingOrder]:
             if order is not None:
                 orders[order.id] = order
     if not orders:
-        log.warning("mpps: %s %s matches no order (accession %s, study %s)", event.get("sop_instance_uid"), status,
-                    event.get("accession_numbers"), event.get("study_instance_uids"))
+        log.warning(
+            "mpps: %s %s matches no order (accession %s, study %s)",
+            event.get("sop_instance_uid"),
+            status,
+            event.get("accession_numbers"),
+            event.get("study_instance_uids"),
+        )
         return []
     sources, target = move
     for order in orders.values():
@@ -238,8 +254,9 @@ def apply_mpps(session: Session, event: dict[str, Any]) -> list[ImagingOrder]:
                 "mpps_status": status,
                 "from": before,
                 "to": order.status,
-                **({"performing_physician": event["performing_physician"]}
-                   if event.get("performing_physician") else {}),
+                **(
+                    {"performing_physician": event["performing_physician"]} if event.get("performing_physician") else {}
+                ),
             },
         )
     return list(orders.values())

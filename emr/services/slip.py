@@ -13,6 +13,7 @@ from pathlib import Path
 import qrcode
 from fpdf import FPDF
 
+from ..dicom_dates import display_da
 from ..i18n import t
 from ..models import LOCAL_OFFSET
 
@@ -23,8 +24,7 @@ FONT_BOLD = Path("/usr/share/fonts/truetype/dejavu/DejaVuSans-Bold.ttf")
 
 
 def _date(dicom_date: str) -> str:
-    d = dicom_date or ""
-    return f"{d[6:8]}/{d[4:6]}/{d[0:4]}" if len(d) == 8 and d.isdigit() else d
+    return display_da(dicom_date) if dicom_date else ""
 
 
 def render_slip(

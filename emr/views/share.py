@@ -14,7 +14,7 @@ from flask import Blueprint, current_app, redirect, render_template, request, se
 from itsdangerous import BadSignature, URLSafeTimedSerializer
 
 from .. import db
-from ..exceptions import EmrError
+from ..exceptions import EmrError, NotFoundError
 from ..models import ImagingOrder, Patient, ShareLink, Study
 from ..services import sharing
 from ..services.common import get_or_404
@@ -77,8 +77,28 @@ def landing(code: str) -> Any:
         patient=patient,
         order=order,
         report=sharing.shared_report(s, link),
+        has_pdf=sharing.shared_report_pdf(s, link) is not None,
         viewer_url=url_for("viewer.index", study=link.study_instance_uid, token=viewer_token(link)),
     )
+
+
+@bp.get("/<code>/report.pdf")
+def report_pdf(code: str) -> Any:
+    """The signed report PDF (with its QR code to /verify), for the patient to keep or forward."""
+    from flask import Response
+
+    s = db.session()
+    link = sharing.find_link(s, code)
+    if not _unlocked(link):
+        return redirect(url_for("share.landing", code=code))
+    pdf = sharing.shared_report_pdf(s, link)
+    if pdf is None:
+        raise NotFoundError("signed report", link.id)
+    sharing.record_share_access(s, link, request.remote_addr, "share.download", {"what": "report_pdf"})
+    response = Response(pdf, mimetype="application/pdf")
+    response.headers["Content-Disposition"] = f'attachment; filename="ket-qua-{link.study_id}.pdf"'
+    response.headers["Cache-Control"] = "no-store"
+    return response
 
 
 @bp.get("/<code>/study.zip")

@@ -99,6 +99,9 @@ EXPECTED: dict[tuple[str, str], set[str] | None] = {
     ("GET", "/s/<code>"): None,
     ("POST", "/s/<code>"): None,
     ("GET", "/s/<code>/study.zip"): None,
+    ("GET", "/s/<code>/report.pdf"): None,
+    ("GET", "/admin/audit.csv"): {"admin"},
+    ("POST", "/reconcile/bulk"): {"records_clerk"},
     # Signature verification (issue 5): public, no patient data unless logged in with document.read.
     # The /signing/* and /verify/* pages are checked in tests/signing/test_workflow.py.
     ("GET", "/api/verify/<code>"): None,
