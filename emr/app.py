@@ -98,6 +98,11 @@ def create_app(settings: EmrSettings, *, store: Any = None, test_config: dict[st
             return "database unavailable\n", 503, plain
         return "ok\n", 200, plain
 
+    @app.get("/favicon.ico")
+    def _favicon() -> Any:
+        """Browsers ask every page (and the viewer) for /favicon.ico: answer it instead of a 404."""
+        return app.send_static_file("favicon.ico")
+
     @app.after_request
     def _headers(response: Any) -> Any:
         response.headers.setdefault("X-Content-Type-Options", "nosniff")

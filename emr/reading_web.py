@@ -98,6 +98,8 @@ def register_reading(app: Flask, csrf: CSRFProtect, settings: EmrSettings, store
                 authorize_study,
                 audit_study,
                 principal=principal,
-                arriving=lambda uid: reading.study_arriving(db.session(), uid, ARRIVING_SECONDS),
+                arriving=lambda uid: reading.study_arriving(
+                    db.session(), uid, ARRIVING_SECONDS, is_stable=store.study_is_stable
+                ),
             )
         )

@@ -326,6 +326,11 @@ class OrthancStore:
         found = self._post_json("/tools/find", body)
         return [self._summary(item) for item in found]
 
+    def study_is_stable(self, study_id: str) -> bool:
+        """Orthanc has received no instance of the study for its StableAge: the study is complete."""
+        body = self._get_json(f"/studies/{study_id}")
+        return bool(body.get("IsStable")) if isinstance(body, dict) else False
+
     def get_study(self, study_id: str) -> StudySummary:
         return self._summary(self._get_json(f"/studies/{study_id}"))
 

@@ -26,6 +26,7 @@ __all__ = [
     "load_icd10",
     "ensure_department",
     "encounter_dict",
+    "attending_choices",
 ]
 
 
@@ -222,3 +223,15 @@ def retention_until(record_type: str, closed: date) -> int | None:
 
     years = RETENTION_YEARS[record_type]
     return None if years is None else closed.year + years
+
+
+def attending_choices(session: Session) -> list[tuple[str, str]]:
+    """(username, "Full name · department") of every active physician and radiologist, by name:
+    the visit form offers these instead of a free-text user name."""
+    rows = session.execute(
+        select(User.username, User.full_name, Department.name)
+        .outerjoin(Department, Department.id == User.department_id)
+        .where(User.active.is_(True), User.role.in_(("physician", "radiologist")))
+        .order_by(User.full_name, User.username)
+    )
+    return [(username, f"{name} · {dep}" if dep else name) for username, name, dep in rows]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import logging
 import signal
 import sys
 import threading
@@ -11,6 +12,8 @@ from pathlib import Path
 from typing import Any
 
 from ..settings import Settings
+
+log = logging.getLogger("filmless.up")
 
 
 def register(sub: Any) -> None:
@@ -118,7 +121,11 @@ def cmd_up(args: argparse.Namespace, settings: Settings) -> int:
 
     from ..supervisor import Child, Supervisor
 
+    from ..settings import save_running_settings
+
     settings.data_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+    saved = save_running_settings(settings)
+    log.info("settings of this installation saved to %s (other filmless commands read them)", saved)
     children = []
     if settings.storage.managed:
         children.append(Child("storage", ["storage"]))

@@ -105,6 +105,7 @@ EXPECTED: dict[tuple[str, str], set[str] | None] = {
     # Signature verification (issue 5): public, no patient data unless logged in with document.read.
     # The /signing/* and /verify/* pages are checked in tests/signing/test_workflow.py.
     ("GET", "/api/verify/<code>"): None,
+    ("GET", "/favicon.ico"): None,
     ("GET", "/healthz"): None,  # `filmless check`: "ok" or 503, nothing else
     ("POST", "/api/verify"): None,
 }
