@@ -119,9 +119,8 @@ def _banner(settings: Settings, accounts: list[tuple[str, str, str]]) -> str:
 def cmd_up(args: argparse.Namespace, settings: Settings) -> int:
     from storage import open_store
 
-    from ..supervisor import Child, Supervisor
-
     from ..settings import save_running_settings
+    from ..supervisor import Child, Supervisor
 
     settings.data_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
     saved = save_running_settings(settings)
