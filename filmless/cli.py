@@ -12,6 +12,7 @@ import argparse
 import importlib
 import logging
 import sys
+import warnings
 from collections.abc import Sequence
 
 from . import __version__
@@ -47,6 +48,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    # pyHanko imports cryptography's deprecated DSA names: not something a user can act on.
+    warnings.filterwarnings("ignore", message="DSA is deprecated")
     parser = build_parser()
     args = parser.parse_args(argv)
     logging.basicConfig(
