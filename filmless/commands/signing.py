@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import logging
 import sys
 from pathlib import Path
 from typing import Any
@@ -145,14 +146,20 @@ def cmd_verify(args: argparse.Namespace, settings: Settings) -> int:
         print(f"filmless verify: {exc}", file=sys.stderr)
         return 2
     anchors = load_trust_anchors(_anchors_dir(settings))
+    if not anchors:
+        # Without a trusted CA no signature can be checked: say so in one line, not a traceback each.
+        print(t("signing.verify.no_anchors_cli", dir=_anchors_dir(settings)), file=sys.stderr)
+        return 2
+    if not getattr(args, "verbose", False):
+        # pyHanko logs every path it cannot build with a full traceback; the report below says why.
+        logging.getLogger("pyhanko").setLevel(logging.CRITICAL)
+        logging.getLogger("pyhanko_certvalidator").setLevel(logging.CRITICAL)
     report = verify_pdf(data, anchors, crls=crls, allow_fetching=args.fetch)
     if args.json:
         print(json.dumps(report.as_dict(), ensure_ascii=False, indent=2))
         return 0 if report.valid else 1
     verdict = t("signing.verify.valid") if report.valid else t("signing.verify.invalid")
     print(f"{args.file}: {verdict.upper()}  (sha256 {report.sha256})")
-    if not anchors:
-        print("  (no trust anchors: filmless pki import-anchor CERT)")
     for key in report.problems:
         print(f"  - {t(key)}")
     for sig in report.signatures:
