@@ -28,9 +28,9 @@ from sqlalchemy import create_engine, text
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from emr import Actor, EmrSettings, create_app, open_session, upgrade_database  # noqa: E402
-from emr.identifiers import PROVINCE_CODES, cccd_sex_century_digit  # noqa: E402
-from emr.normalize import fold  # noqa: E402
-from emr.services.users import create_token, create_user  # noqa: E402
+from emr.access.users import create_token, create_user  # noqa: E402
+from emr.core.identifiers import PROVINCE_CODES, cccd_sex_century_digit  # noqa: E402
+from emr.core.normalize import fold  # noqa: E402
 
 FAMILY = [
     "Nguyễn",

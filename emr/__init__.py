@@ -7,21 +7,47 @@ Public API (other packages import only these):
 - :func:`worklist_provider` / :func:`identity_provider` / :func:`mpps_provider` – data for the DICOM gateway.
 - :func:`start_linker` / :func:`link_new_studies` – linking arriving studies to orders.
 - :func:`verify_audit_chain` – tamper check of the audit log.
+
+Nothing is imported eagerly (PEP 562): ``import emr.core.normalize`` loads
+neither Flask nor the database layer, and each name below is imported from
+its home on first use. The layers are described in docs/architecture.md.
 """
 
 from __future__ import annotations
 
-from typing import Any
+import importlib
+from typing import TYPE_CHECKING, Any
 
-from . import demo
-from .app import create_app
-from .audit import Actor, AuditVerification, verify_audit_chain
-from .exceptions import EmrError
-from .linker import Linker, start_linker
-from .server import serve, upgrade_database
-from .services.linking import LinkResult, link_new_studies
-from .settings import EmrSettings
-from .worklist import identity_provider, mpps_provider, worklist_provider
+if TYPE_CHECKING:
+    from emr.access.audit import Actor, AuditVerification, verify_audit_chain
+    from emr.app import create_app
+    from emr.core.exceptions import EmrError
+    from emr.core.settings import EmrSettings
+    from emr.imaging.identity import identity_provider
+    from emr.imaging.linker import Linker, start_linker
+    from emr.imaging.linking import LinkResult, link_new_studies
+    from emr.imaging.mpps import mpps_provider
+    from emr.imaging.worklist import worklist_provider
+    from emr.server import serve, upgrade_database
+
+# public name → the module it lives in
+_HOMES = {
+    "Actor": "emr.access.audit",
+    "AuditVerification": "emr.access.audit",
+    "verify_audit_chain": "emr.access.audit",
+    "create_app": "emr.app",
+    "EmrError": "emr.core.exceptions",
+    "EmrSettings": "emr.core.settings",
+    "identity_provider": "emr.imaging.identity",
+    "Linker": "emr.imaging.linker",
+    "start_linker": "emr.imaging.linker",
+    "LinkResult": "emr.imaging.linking",
+    "link_new_studies": "emr.imaging.linking",
+    "mpps_provider": "emr.imaging.mpps",
+    "worklist_provider": "emr.imaging.worklist",
+    "serve": "emr.server",
+    "upgrade_database": "emr.server",
+}
 
 __all__ = [
     "Actor",
@@ -31,7 +57,6 @@ __all__ = [
     "LinkResult",
     "Linker",
     "create_app",
-    "demo",
     "identity_provider",
     "link_new_studies",
     "mpps_provider",
@@ -44,8 +69,21 @@ __all__ = [
 ]
 
 
+def __getattr__(name: str) -> Any:
+    home = _HOMES.get(name)
+    if home is None:
+        raise AttributeError(f"module 'emr' has no attribute {name!r}")
+    value = getattr(importlib.import_module(home), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(__all__)
+
+
 def open_session(settings: EmrSettings) -> Any:
     """A new SQLAlchemy session on the EMR database (for CLI commands and scripts)."""
-    from .db import make_engine, make_session_factory
+    from emr.db import make_engine, make_session_factory
 
     return make_session_factory(make_engine(settings.database_url))()

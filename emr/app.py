@@ -13,13 +13,14 @@ from flask_wtf.csrf import CSRFError, CSRFProtect
 from sqlalchemy import text as sql_text
 from werkzeug.exceptions import HTTPException
 
+from emr.access.auth import load_session_user
+from emr.core.exceptions import EmrError
+from emr.core.settings import EmrSettings
+
 from . import db
-from .auth import load_session_user
-from .dicom_dates import display_da
-from .exceptions import EmrError
+from .core.dicom_dates import display_da
 from .exports.money import fmt_vnd
 from .i18n import t
-from .settings import EmrSettings
 
 __all__ = ["create_app", "load_or_create_secret"]
 
@@ -67,16 +68,17 @@ def create_app(settings: EmrSettings, *, store: Any = None, test_config: dict[st
     db.init_app(app, db.make_session_factory(engine))
 
     csrf = CSRFProtect(app)
+    from emr.web import register as register_views
+    from emr.web.exports import register as register_exports
+
     from .api import bp as api_bp
     from .api import error_response
-    from .exports.web import register as register_exports
-    from .views import register as register_views
 
     csrf.exempt(api_bp)  # token-authenticated, no cookies
     app.register_blueprint(api_bp)
     register_views(app)
     register_exports(app, csrf)  # /export downloads and the /fhir API
-    from .reading_web import register_reading
+    from emr.web.viewer_mount import register_reading
 
     register_reading(app, csrf, settings, store)  # /viewer, /reading, /s share links, /dicomweb proxy (with a store)
 

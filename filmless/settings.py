@@ -15,7 +15,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
-from emr.settings import EmrSettings
+from emr.core.settings import EmrSettings
 from pacs_gateway.settings import GatewaySettings
 from storage.settings import StorageSettings
 

@@ -15,12 +15,13 @@ from typing import Any
 from flask import Blueprint, Response, g, jsonify, request
 from pydantic import BaseModel
 
-from .. import audit, db
-from ..auth import current_actor
-from ..exceptions import AuthenticationFailed, EmrError, NotFoundError, PermissionDenied, ValidationFailed
-from ..permissions import PERMISSIONS, allowed
-from ..services.common import parse
-from ..services.users import user_for_token
+from emr import db
+from emr.access import audit
+from emr.access.auth import current_actor
+from emr.access.permissions import PERMISSIONS, allowed
+from emr.access.users import user_for_token
+from emr.core.exceptions import AuthenticationFailed, EmrError, NotFoundError, PermissionDenied, ValidationFailed
+from emr.models.lookup import parse
 
 __all__ = ["bp", "endpoint", "ROUTES", "RouteSpec", "error_response"]
 

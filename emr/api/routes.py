@@ -4,8 +4,13 @@ from __future__ import annotations
 
 from typing import Any
 
+from emr.access.audit import Actor
+from emr.documents import service as docs
+from emr.imaging import linking, orders
+from emr.patients import encounters as encs
+from emr.patients import service as patients
+
 from .. import db
-from ..audit import Actor
 from ..schemas import (
     DocumentIn,
     DocumentOut,
@@ -26,9 +31,6 @@ from ..schemas import (
     StudyOut,
     StudyPage,
 )
-from ..services import documents as docs
-from ..services import encounters as encs
-from ..services import linking, orders, patients
 from . import endpoint
 
 

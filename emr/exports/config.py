@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ..settings import EmrSettings
+from emr.core.settings import EmrSettings
 
 __all__ = ["ExportConfig", "TokenKeyConfig", "load_config", "save_config", "CONFIG_NAME"]
 

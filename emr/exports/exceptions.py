@@ -1,4 +1,4 @@
-"""Errors of the export package, under the EMR's one root (:class:`emr.exceptions.EmrError`).
+"""Errors of the export package, under the EMR's one root (:class:`emr.core.exceptions.EmrError`).
 
 An export that fails its pre-submission check raises :class:`ExportCheckFailed`
 carrying every problem found (table, row, field, Vietnamese message), so the
@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from ..exceptions import EmrError
+from emr.core.exceptions import EmrError
 
 __all__ = ["ExportError", "ExportCheckFailed", "FieldProblem", "FacilityKeyError", "SchemaInvalid"]
 

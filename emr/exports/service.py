@@ -17,9 +17,10 @@ from pathlib import Path
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from .. import audit
-from ..audit import Actor
-from ..exceptions import InvalidState, NotFoundError
+from emr.access import audit
+from emr.access.audit import Actor
+from emr.core.exceptions import InvalidState, NotFoundError
+
 from ..models import LOCAL_OFFSET, Encounter, utcnow
 from .artifacts import ArtifactSource
 from .config import ExportConfig

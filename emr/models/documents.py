@@ -13,7 +13,8 @@ from datetime import datetime
 from sqlalchemy import ForeignKey, String, Text, UniqueConstraint, event
 from sqlalchemy.orm import Mapped, mapped_column, relationship
 
-from ..exceptions import InvalidState
+from emr.core.exceptions import InvalidState
+
 from .base import Base, utcnow
 
 __all__ = ["FORM_TYPES", "RETENTION_YEARS", "Document", "DocumentVersion"]

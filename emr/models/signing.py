@@ -18,7 +18,8 @@ from datetime import datetime
 from sqlalchemy import ForeignKey, LargeBinary, String, Text, UniqueConstraint, event
 from sqlalchemy.orm import Mapped, mapped_column, relationship
 
-from ..exceptions import InvalidState
+from emr.core.exceptions import InvalidState
+
 from .base import Base, utcnow
 
 __all__ = ["DocumentSignature", "SignedArtifact", "SigningKey"]

@@ -106,7 +106,7 @@ def cmd_migrate(args: argparse.Namespace, settings: Settings) -> int:
 
 def cmd_create_user(args: argparse.Namespace, settings: Settings) -> int:
     from emr import EmrError
-    from emr.services.users import create_user
+    from emr.access.users import create_user
 
     password = args.password
     if args.generate or (password is None and not sys.stdin.isatty()):
@@ -138,8 +138,8 @@ def cmd_create_user(args: argparse.Namespace, settings: Settings) -> int:
 def cmd_create_token(args: argparse.Namespace, settings: Settings) -> int:
     from sqlalchemy import select
 
+    from emr.access.users import create_token
     from emr.models import User
-    from emr.services.users import create_token
 
     with _session(settings) as session:
         user = session.scalar(select(User).where(User.username == args.username))
@@ -151,7 +151,7 @@ def cmd_create_token(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def cmd_load_icd10(args: argparse.Namespace, settings: Settings) -> int:
-    from emr.services.encounters import load_icd10
+    from emr.patients.encounters import load_icd10
 
     if not args.file.is_file():
         print(f"no such file: {args.file}", file=sys.stderr)
@@ -162,9 +162,9 @@ def cmd_load_icd10(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def cmd_load_prices(args: argparse.Namespace, settings: Settings) -> int:
-    from emr.exceptions import FileRejected
+    from emr.billing.prices import load_prices
+    from emr.core.exceptions import FileRejected
     from emr.i18n import t
-    from emr.services.prices import load_prices
 
     if not args.file.is_file():
         print(t("prices.cli.no_file", file=args.file), file=sys.stderr)
@@ -182,7 +182,7 @@ def cmd_load_prices(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def cmd_add_department(args: argparse.Namespace, settings: Settings) -> int:
-    from emr.services.encounters import ensure_department
+    from emr.patients.encounters import ensure_department
 
     with _session(settings) as session:
         ensure_department(session, args.code, args.name)
@@ -193,7 +193,7 @@ def cmd_add_department(args: argparse.Namespace, settings: Settings) -> int:
 
 def cmd_audit_verify(args: argparse.Namespace, settings: Settings) -> int:
     from emr import verify_audit_chain
-    from emr.audit import anchor_trust
+    from emr.access.audit import anchor_trust
     from emr.i18n import t
 
     if args.anchors is not None and not args.anchors.is_file():
@@ -212,7 +212,7 @@ def cmd_audit_verify(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def cmd_audit_anchor(args: argparse.Namespace, settings: Settings) -> int:
-    from emr.audit import AnchorError, anchors_file, create_anchor
+    from emr.access.audit import AnchorError, anchors_file, create_anchor
     from emr.i18n import t
 
     with _session(settings) as session:
@@ -229,7 +229,7 @@ def cmd_audit_anchor(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def cmd_demo(args: argparse.Namespace, settings: Settings) -> int:
-    from emr.demo import seed
+    from emr.demo.seed import seed
     from storage import open_store
 
     store = None if args.no_study else open_store(settings.storage)
@@ -237,7 +237,7 @@ def cmd_demo(args: argparse.Namespace, settings: Settings) -> int:
     print("Demo accounts (for trying filmless only; change or remove them before real use):")
     for username, password, role in accounts:
         print(f"  {username:<12} {password:<16} {role}")
-    from emr.demo_signing import demo_token_lines
+    from emr.demo.signing import demo_token_lines
 
     print("\n".join(demo_token_lines(settings.emr)))
     return 0

@@ -129,7 +129,7 @@ def cmd_hsba(args: argparse.Namespace, settings: Settings) -> int:
 
     from emr.exports import FacilityKeyError, export_hsba, load_config, open_facility_key, write_atomically
     from emr.models import Encounter
-    from emr.services.signatures import DbArtifacts
+    from emr.signing.service import DbArtifacts
 
     config = load_config(settings.emr)
     # The same signed artifacts the web export uses: signed PDFs and the CMS

@@ -210,7 +210,7 @@ def demo_tsa(settings: Settings, demo: bool) -> tuple[Any, dict[str, str]] | Non
     if settings.emr.tsa_url:
         return None
     if demo:
-        from emr.demo_signing import run_token_step
+        from emr.demo.signing import run_token_step
 
         run_token_step(settings.emr)  # PKI + demo token, in a child process
     if not (_pki_dir(settings) / "dev" / "ca.pem").is_file():
@@ -230,7 +230,7 @@ def cmd_retention_report(args: argparse.Namespace, settings: Settings) -> int:
     import datetime as dt
 
     from emr.db import make_engine, make_session_factory
-    from emr.services.signatures import past_retention
+    from emr.signing.service import past_retention
 
     try:
         today = dt.date.fromisoformat(args.date) if args.date else dt.date.today()

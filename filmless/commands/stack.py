@@ -69,8 +69,6 @@ def _emr_providers(settings: Settings) -> tuple[Any, Any, Any]:
         import emr
     except ImportError:
         return None, None, None
-    if not hasattr(emr, "worklist_provider"):
-        return None, None, None
     return emr.worklist_provider(settings.emr), emr.identity_provider(settings.emr), emr.mpps_provider(settings.emr)
 
 
@@ -110,7 +108,7 @@ def _banner(settings: Settings, accounts: list[tuple[str, str, str]]) -> str:
     if accounts:
         lines.append("  Demo accounts (change them before real use):")
         lines += [f"    {role:<14} {user:<14} {password}" for user, password, role in accounts]
-        from emr.demo_signing import demo_token_lines
+        from emr.demo.signing import demo_token_lines
 
         lines += demo_token_lines(settings.emr)
     return "\n".join(lines) + "\n"
@@ -148,9 +146,10 @@ def cmd_up(args: argparse.Namespace, settings: Settings) -> int:
             time.sleep(0.2)
         if args.demo and emr_available:
             import emr
+            from emr.demo.seed import seed
 
             emr.upgrade_database(settings.emr)
-            accounts.extend(emr.demo.seed(settings.emr, store))
+            accounts.extend(seed(settings.emr, store))
         print(_banner(settings, accounts), flush=True)
 
     threading.Thread(target=after_start, name="banner", daemon=True).start()

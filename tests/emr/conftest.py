@@ -21,10 +21,10 @@ from sqlalchemy import create_engine, text
 from sqlalchemy.orm import Session
 
 from emr import Actor, EmrSettings, create_app, upgrade_database
+from emr.access.users import create_token, create_user
 from emr.db import make_engine, make_session_factory
 from emr.models import Base, User
-from emr.services import encounters as enc_svc
-from emr.services.users import create_token, create_user
+from emr.patients import encounters as enc_svc
 
 PG_ADMIN_URL = "postgresql+psycopg://postgres@127.0.0.1:5432/postgres"
 ADMIN_ACTOR = Actor(None, "test-setup", "admin", "127.0.0.1")
@@ -63,7 +63,7 @@ def _cheap_argon2(monkeypatch: pytest.MonkeyPatch) -> None:
     """Production Argon2 parameters cost ≈ 50 ms a hash; tests create many users."""
     from argon2 import PasswordHasher
 
-    import emr.services.users as users
+    import emr.access.users as users
 
     monkeypatch.setattr(users, "_HASHER", PasswordHasher(time_cost=1, memory_cost=1024, parallelism=1))
 

@@ -24,7 +24,8 @@ from sqlalchemy import func, select, text
 from sqlalchemy.orm import Session
 
 from emr import EmrSettings, verify_audit_chain
-from emr.audit import (
+from emr.access.anchor_scheduler import AnchorScheduler
+from emr.access.audit import (
     _HASHED,
     GENESIS,
     SYSTEM,
@@ -37,8 +38,7 @@ from emr.audit import (
     create_anchor,
 )
 from emr.models import AuditAnchor, AuditEntry, Patient
-from emr.server import AnchorScheduler
-from emr.services import patients
+from emr.patients import service as patients
 from emr.signing import DevPki, DevPkiServer, import_trust_anchor
 from tests.helpers import free_port
 
@@ -311,7 +311,7 @@ def test_re_anchoring_a_rewritten_chain_after_the_fact_is_caught(
             hashlib.sha256(anchor_statement(row.id, row.hash)).digest(), "sha256"
         )
     ).dump()
-    from emr.audit import _token_info
+    from emr.access.audit import _token_info
 
     info = _token_info(token)
     assert info is not None

@@ -9,7 +9,7 @@ from sqlalchemy import text
 from sqlalchemy.orm import Session
 
 from emr import verify_audit_chain
-from emr.services import patients
+from emr.patients import service as patients
 
 from .conftest import World, patient_data
 

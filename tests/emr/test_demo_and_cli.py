@@ -8,7 +8,7 @@ import pytest
 from sqlalchemy import select
 
 from emr import EmrSettings, create_app, open_session
-from emr.demo import DEMO_ACCOUNTS, seed
+from emr.demo.seed import DEMO_ACCOUNTS, seed
 from emr.models import ImagingOrder, Patient, Study, User
 from filmless.cli import main
 from storage import OrthancStore

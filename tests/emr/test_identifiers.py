@@ -6,8 +6,8 @@ from datetime import date
 
 import pytest
 
-from emr.identifiers import bhyt_problem, bhyt_ssn, cccd_problem
-from emr.normalize import fold, split_name
+from emr.core.identifiers import bhyt_problem, bhyt_ssn, cccd_problem
+from emr.core.normalize import fold, split_name
 
 
 @pytest.mark.parametrize(

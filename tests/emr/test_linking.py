@@ -10,10 +10,11 @@ from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from emr import link_new_studies
-from emr.demo import make_ct_series
-from emr.exceptions import ValidationFailed
+from emr.core.exceptions import ValidationFailed
+from emr.demo.seed import make_ct_series
+from emr.imaging import linking, orders
 from emr.models import AuditEntry, ImagingOrder, Study
-from emr.services import linking, orders, patients
+from emr.patients import service as patients
 from storage import OrthancStore
 
 from .conftest import World, patient_data

@@ -8,9 +8,10 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from emr import EmrSettings, mpps_provider, verify_audit_chain
+from emr.imaging import orders
+from emr.imaging.worklist import query_worklist
 from emr.models import AuditEntry, ImagingOrder
-from emr.services import orders, patients
-from emr.worklist import query_worklist
+from emr.patients import service as patients
 
 from .conftest import World, patient_data
 

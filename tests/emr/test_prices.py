@@ -13,9 +13,12 @@ import pytest
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
-from emr.exceptions import FileRejected, InvalidState, ValidationFailed
+from emr.billing import prices
+from emr.core.exceptions import FileRejected, InvalidState, ValidationFailed
+from emr.imaging import orders
 from emr.models import AuditEntry, Encounter, ImagingOrder, ServicePrice
-from emr.services import encounters, orders, patients, prices
+from emr.patients import encounters
+from emr.patients import service as patients
 
 from .conftest import ADMIN_ACTOR, World, patient_data
 

@@ -9,9 +9,14 @@ import pytest
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from emr.exceptions import InvalidState, NotFoundError, ValidationFailed
+from emr.core.exceptions import InvalidState, NotFoundError, ValidationFailed
+from emr.documents import service as documents
+from emr.imaging import orders
 from emr.models import AuditEntry, ImagingOrder, Study, utcnow
-from emr.services import documents, encounters, orders, patients, reading, sharing
+from emr.patients import encounters
+from emr.patients import service as patients
+from emr.reading import service as reading
+from emr.sharing import service as sharing
 
 from .conftest import World, patient_data
 

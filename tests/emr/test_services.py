@@ -8,10 +8,13 @@ import pytest
 from sqlalchemy import select, text
 from sqlalchemy.orm import Session
 
-from emr.exceptions import ConflictError, InvalidState, NotFoundError, ValidationFailed
+from emr.core.exceptions import ConflictError, InvalidState, NotFoundError, ValidationFailed
+from emr.documents import service as documents
+from emr.imaging import orders
+from emr.imaging.worklist import query_worklist
 from emr.models import AuditEntry, DocumentVersion, Patient
-from emr.services import documents, encounters, orders, patients
-from emr.worklist import query_worklist
+from emr.patients import encounters
+from emr.patients import service as patients
 
 from .conftest import World, patient_data
 

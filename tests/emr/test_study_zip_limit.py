@@ -8,8 +8,8 @@ from typing import Any
 
 import pytest
 
-from emr.exceptions import Busy
-from emr.services import dicomdir
+from emr.core.exceptions import Busy
+from emr.imaging import dicomdir
 from tests.dicom_factory import ct_instance
 
 

@@ -11,10 +11,11 @@ from flask.testing import FlaskClient
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from emr.access.users import MAX_FAILURES
 from emr.i18n import catalogue, t
+from emr.imaging import orders
 from emr.models import AuditEntry, Study
-from emr.services import orders, patients
-from emr.services.users import MAX_FAILURES
+from emr.patients import service as patients
 
 from .conftest import PASSWORD, World, csrf_token, login, patient_data
 

@@ -11,8 +11,10 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from emr.i18n import t
+from emr.imaging import orders
 from emr.models import LOCAL_OFFSET, AuditEntry, ImagingOrder, Patient, Study, User
-from emr.services import encounters, orders, patients
+from emr.patients import encounters
+from emr.patients import service as patients
 
 from .conftest import World, csrf_token, login, patient_data
 

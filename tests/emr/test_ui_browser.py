@@ -18,7 +18,8 @@ from sqlalchemy.orm import Session
 from werkzeug.serving import make_server
 
 from emr.i18n import t
-from emr.services import encounters, patients
+from emr.patients import encounters
+from emr.patients import service as patients
 
 from .conftest import PASSWORD, World, patient_data
 

@@ -11,10 +11,12 @@ from flask.testing import FlaskClient
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from emr.documents import service as documents
 from emr.i18n import t
 from emr.models import AuditEntry, Document
+from emr.patients import encounters
+from emr.patients import service as patients
 from emr.schemas import FORM_CONTENT
-from emr.services import documents, encounters, patients
 
 from .conftest import World, csrf_token, login, patient_data
 
@@ -100,7 +102,7 @@ def test_bad_choice_and_foreign_encounter_are_refused_beside_the_field(
     assert r.status_code == 422
     assert re.search(rf'id="err-c_result">{re.escape(t("errors.field_choice"))}', _page(r))
     # A radiology report naming another patient's order is refused, not silently attached.
-    from emr.services import orders
+    from emr.imaging import orders
 
     foreign = orders.create_order(
         session, world.actor("physician"), {"patient_id": other.id, "modality": "CT", "procedure_name": "CT sọ"}

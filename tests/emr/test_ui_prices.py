@@ -9,9 +9,11 @@ from flask.testing import FlaskClient
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from emr.billing import prices
 from emr.i18n import t
 from emr.models import Encounter, ImagingOrder
-from emr.services import encounters, patients, prices
+from emr.patients import encounters
+from emr.patients import service as patients
 
 from .conftest import ADMIN_ACTOR, World, csrf_token, login, patient_data
 from .test_prices import GOOD, write
@@ -52,7 +54,7 @@ def test_order_form_offers_the_catalogue_and_the_chart_shows_the_snapshot_price(
 def test_clerk_prices_an_order_placed_before_the_price_list(
     client: FlaskClient, world: World, session: Session, tmp_path: Path
 ) -> None:
-    from emr.services import orders
+    from emr.imaging import orders
 
     p = patients.create_patient(session, world.actor("records_clerk"), patient_data())
     o = orders.create_order(

@@ -16,14 +16,14 @@ from typing import Any
 import pytest
 from sqlalchemy.orm import Session
 
+from emr.billing.prices import load_prices
+from emr.documents import service as docs
 from emr.exports.config import ExportConfig
 from emr.exports.facility_key import FacilityKey, load_pkcs12_key
+from emr.imaging import orders as ords
 from emr.models import Document, DocumentVersion, Encounter, ImagingOrder, Patient, Study
-from emr.services import documents as docs
-from emr.services import encounters as encs
-from emr.services import orders as ords
-from emr.services import patients as pats
-from emr.services.prices import load_prices
+from emr.patients import encounters as encs
+from emr.patients import service as pats
 from emr.signing.pki import DevPki, init_dev_pki, issue_user_certificate
 from tests.emr.conftest import (  # noqa: F401  (fixtures re-exported for this folder)
     ADMIN_ACTOR,

@@ -13,8 +13,8 @@ from emr.exports.exceptions import ExportCheckFailed
 from emr.exports.facility_key import FacilityKey
 from emr.exports.service import check_visit, export_xml130
 from emr.i18n import t
-from emr.services import encounters as encs
-from emr.services import orders as ords
+from emr.imaging import orders as ords
+from emr.patients import encounters as encs
 
 from .conftest import make_visit
 

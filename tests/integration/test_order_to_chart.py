@@ -35,12 +35,14 @@ from emr import (
     upgrade_database,
     worklist_provider,
 )
-from emr.audit import Actor
+from emr.access.audit import Actor
+from emr.access.users import create_user
 from emr.db import make_engine, make_session_factory
-from emr.demo import make_ct_series
+from emr.demo.seed import make_ct_series
+from emr.imaging import orders
 from emr.models import Counter, ImagingOrder, LinkerState
-from emr.services import encounters, orders, patients
-from emr.services.users import create_user
+from emr.patients import encounters
+from emr.patients import service as patients
 from pacs_gateway import Gateway, GatewaySettings
 from storage import OrthancStore
 from tests.dicom_factory import commitment_request

@@ -17,12 +17,13 @@ from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
 from emr import Actor, EmrSettings, create_app, upgrade_database
+from emr.access.users import create_user
 from emr.db import make_engine, make_session_factory
+from emr.documents import service as documents
 from emr.models import AuditEntry, Document, DocumentVersion, User
 from emr.models.signing import DocumentSignature, SignedArtifact
-from emr.services import documents, encounters, patients
-from emr.services import signatures as svc
-from emr.services.users import create_user
+from emr.patients import encounters
+from emr.patients import service as patients
 from emr.signing import (
     DevPki,
     DevPkiServer,
@@ -32,6 +33,7 @@ from emr.signing import (
     revoke_certificate,
     verify_pdf,
 )
+from emr.signing import service as svc
 
 from .conftest import TOKEN_LABEL, TOKEN_PIN
 
@@ -104,7 +106,7 @@ def token_keys(pki: DevPki, softhsm_token: dict[str, str]) -> dict[str, str]:
 def _cheap_argon2(monkeypatch: pytest.MonkeyPatch) -> None:
     from argon2 import PasswordHasher
 
-    import emr.services.users as users
+    import emr.access.users as users
 
     monkeypatch.setattr(users, "_HASHER", PasswordHasher(time_cost=1, memory_cost=1024, parallelism=1))
 
@@ -279,7 +281,7 @@ def test_amendment_after_signing_keeps_the_original(env: Env) -> None:
     assert a2 is not None and a2.verification_code != a1.verification_code
     assert env.app.test_client().get(f"/api/verify/{a1.verification_code}").get_json()["valid"] is True
     # The locked version cannot be changed behind the workflow's back.
-    from emr.exceptions import InvalidState
+    from emr.core.exceptions import InvalidState
 
     v1.content_json = "{}"
     with pytest.raises(InvalidState):

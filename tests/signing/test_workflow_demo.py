@@ -17,7 +17,7 @@ from sqlalchemy import select
 
 from emr import Actor, EmrSettings
 from emr.db import make_engine, make_session_factory
-from emr.demo_signing import DEMO_TOKEN_PIN
+from emr.demo.signing import DEMO_TOKEN_PIN
 from emr.exports import check_visit, export_xml130, load_config, open_facility_key, verify_envelope
 from emr.models import Document, Encounter
 from emr.models.signing import SignedArtifact

@@ -27,11 +27,14 @@ from pydicom.fileset import FileSet
 from sqlalchemy import select
 
 from emr import EmrSettings, create_app, upgrade_database
-from emr.audit import Actor
+from emr.access.audit import Actor
+from emr.access.users import create_user
 from emr.db import make_engine, make_session_factory
+from emr.documents import service as documents
+from emr.imaging import linking, orders
 from emr.models import AuditEntry, ShareLink, Study, utcnow
-from emr.services import documents, encounters, linking, orders, patients
-from emr.services.users import create_user
+from emr.patients import encounters
+from emr.patients import service as patients
 from storage import OrthancStore
 from tests.viewer.browser import wait_until
 from tests.viewer.conftest import ARTIFACTS
@@ -229,7 +232,7 @@ def test_proxy_refuses_users_without_image_rights(emr: Emr, ct_study: CtSeries) 
 
 def _sign_report(emr: Emr) -> None:
     """Signing is issue 5's workflow; its state change is documents.mark_signed."""
-    from emr.services.reading import latest_report
+    from emr.reading.service import latest_report
 
     with emr.sessions() as s:
         doc = latest_report(s, emr.order_id)
@@ -273,7 +276,7 @@ def test_share_slip_link_pin_viewer_zip_revoke_expire(browser: Any, emr: Emr, tm
     clerk = http_login(emr.base, "clerk1")
     # No slip before the report is signed.
     with emr.sessions() as s:
-        from emr.services.reading import latest_report
+        from emr.reading.service import latest_report
 
         doc = latest_report(s, emr.order_id)
         unsigned = doc is None or doc.status != "signed"
@@ -377,7 +380,7 @@ def test_pin_guessing_locks_the_link(emr: Emr) -> None:
 
 
 def _link_id(emr: Emr, url: str) -> int:
-    from emr.services.sharing import _code_hash
+    from emr.sharing.service import _code_hash
 
     code = url.rsplit("/", 1)[1]
     with emr.sessions() as s:

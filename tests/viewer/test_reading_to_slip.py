@@ -20,13 +20,15 @@ import pytest
 from sqlalchemy import select
 
 from emr import EmrSettings, create_app, upgrade_database
-from emr.audit import Actor
+from emr.access.audit import Actor
+from emr.access.users import create_user
 from emr.db import make_engine, make_session_factory
+from emr.imaging import linking, orders
 from emr.models import Study
-from emr.services import encounters, linking, orders, patients
-from emr.services import signatures as signing_service
-from emr.services.users import create_user
+from emr.patients import encounters
+from emr.patients import service as patients
 from emr.signing import DevPki, DevPkiServer, import_trust_anchor
+from emr.signing import service as signing_service
 from storage import OrthancStore
 from tests.signing.test_workflow import token_keys  # noqa: F401 - fixture
 from tests.signing_fixtures import TOKEN_LABEL, TOKEN_PIN

@@ -1,0 +1,92 @@
+"""Authentication at the edge: session login for the UI, bearer tokens for the API.
+
+Authorisation is looked up in :mod:`emr.access.permissions`; the decorators here
+only apply it and audit every refusal.
+"""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Callable
+from typing import Any, TypeVar, cast
+
+from flask import abort, g, redirect, request, session, url_for
+
+from emr import db
+from emr.access import audit
+from emr.access.audit import Actor
+from emr.access.permissions import PERMISSIONS, allowed
+from emr.models import User
+
+__all__ = ["requires", "load_session_user", "current_actor", "login_user", "logout_user"]
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+def current_actor() -> Actor:
+    user: User | None = g.get("user")
+    ip = request.remote_addr
+    if user is None:
+        return Actor(None, None, None, ip)
+    return Actor(user.id, user.username, user.role, ip)
+
+
+def load_session_user() -> None:
+    g.user = None
+    uid = session.get("uid")
+    if uid is None:
+        return
+    user = db.session().get(User, uid)
+    if user is None or not user.active or session.get("sv") != user.session_version:
+        session.clear()
+        return
+    g.user = user
+
+
+def login_user(user: User) -> None:
+    session.clear()
+    session.permanent = True
+    session["uid"] = user.id
+    session["sv"] = user.session_version
+
+
+def logout_user() -> None:
+    session.clear()
+
+
+def deny(action: str) -> None:
+    """Audit a refused action (own transaction) before answering 403."""
+    s = db.session()
+    s.rollback()
+    audit.record(
+        s,
+        current_actor(),
+        action,
+        outcome="denied",
+        object_type="route",
+        object_id=request.path[:64],
+        details={"method": request.method},
+    )
+    s.commit()
+
+
+def requires(action: str) -> Callable[[F], F]:
+    """UI views: log in first (redirect), then the role must hold ``action`` (403)."""
+    if action not in PERMISSIONS:
+        raise KeyError(f"unknown action {action!r}")
+
+    def wrap(fn: F) -> F:
+        @functools.wraps(fn)
+        def inner(*args: Any, **kwargs: Any) -> Any:
+            user = g.get("user")
+            if user is None:
+                return redirect(url_for("auth.login", next=request.full_path if request.method == "GET" else None))
+            if not allowed(user.role, action):
+                deny(action)
+                abort(403)
+            return fn(*args, **kwargs)
+
+        inner.required_action = action  # type: ignore[attr-defined]
+        return cast(F, inner)
+
+    return wrap

@@ -1,0 +1,1 @@
+"""Service prices (the price list behind orders and claims)."""

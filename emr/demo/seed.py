@@ -1,0 +1,404 @@
+"""`filmless demo`: demo accounts, Vietnamese demo patients, orders and one sent CT study.
+
+The only place in filmless with fixed passwords: they are printed and meant
+for a first look, not for real use.
+"""
+
+from __future__ import annotations
+
+import csv
+import logging
+from datetime import datetime, timedelta
+from io import BytesIO
+from pathlib import Path
+from tempfile import TemporaryDirectory
+from typing import Any
+
+import numpy as np
+from pydicom.dataset import Dataset, FileMetaDataset
+from pydicom.uid import CTImageStorage, ExplicitVRLittleEndian, generate_uid
+from sqlalchemy import select
+
+from emr.access.audit import Actor
+from emr.access.users import create_user
+from emr.billing import prices
+from emr.billing.prices import PRICE_COLUMNS
+from emr.core.normalize import split_name
+from emr.core.settings import EmrSettings
+from emr.db import make_engine, make_session_factory
+from emr.documents import service as documents
+from emr.imaging import orders
+from emr.imaging.linking import link_new_studies
+from emr.models import ImagingOrder, Patient, User
+from emr.patients import encounters
+from emr.patients import service as patients
+from emr.server import upgrade_database
+
+__all__ = ["seed", "make_ct_series", "DEMO_ACCOUNTS", "DEMO_PRICES"]
+
+log = logging.getLogger(__name__)
+
+DEMO_ACCOUNTS: list[tuple[str, str, str, str, str | None]] = [
+    # username, password, role, full name, practising certificate
+    ("quantri", "demo-quantri-2026", "admin", "Quản trị Hệ thống", None),
+    ("bacsi", "demo-bacsi-2026", "physician", "Nguyễn Văn An", "001234/HCM-CCHN"),
+    ("bschan", "demo-bschan-2026", "radiologist", "Trần Thị Bích Ngọc", "002345/HCM-CCHN"),
+    ("ktv", "demo-ktv-2026", "technician", "Lê Minh Khoa", "003456/HCM-CCHN"),
+    ("dieuduong", "demo-dieuduong-2026", "nurse", "Phạm Thị Thu Hà", "004567/HCM-CCHN"),
+    ("luutru", "demo-luutru-2026", "records_clerk", "Võ Thanh Tùng", None),
+]
+
+DEMO_ICD10 = [
+    ("J18.9", "Viêm phổi, không đặc hiệu"),
+    ("I10", "Tăng huyết áp vô căn (nguyên phát)"),
+    ("S06.0", "Chấn động não"),
+    ("R51", "Đau đầu"),
+    ("K35.8", "Viêm ruột thừa cấp, khác và không đặc hiệu"),
+    ("E11.9", "Bệnh đái tháo đường không phụ thuộc insulin, không có biến chứng"),
+    ("C34.9", "U ác của phế quản hoặc phổi, không đặc hiệu"),
+    ("M54.5", "Đau vùng thắt lưng"),
+]
+
+# A small imaging price list (VND; codes in the style of the national DVKT catalogue, for the demo only).
+# code, name, unit, hospital price, BHYT price ('' = not covered), valid from
+DEMO_PRICES: list[tuple[str, str, str, str, str, str]] = [
+    ("18.0043.0002", "Chụp CT ngực không tiêm thuốc cản quang", "Lần", "600000", "522000", "2024-01-01"),
+    ("18.0043.0002", "Chụp CT ngực không tiêm thuốc cản quang", "Lần", "650000", "536000", "2025-07-01"),
+    ("18.0020.0002", "Chụp CT sọ não không tiêm thuốc cản quang", "Lần", "620000", "536000", "2025-07-01"),
+    ("18.0067.0001", "Chụp X-quang ngực thẳng", "Lần", "80000", "65400", "2025-07-01"),
+    ("18.0015.0001", "Siêu âm ổ bụng (gan mật, tụy, lách, thận, bàng quang)", "Lần", "150000", "43900", "2025-07-01"),
+    ("18.0001.0004", "Siêu âm 4D thai", "Lần", "350000", "", "2025-07-01"),
+]
+
+DEMO_PATIENTS: list[dict[str, Any]] = [
+    {
+        "full_name": "Nguyễn Thị Hồng Nhung",
+        "birth_date": "1990-05-17",
+        "sex": "F",
+        "cccd": "079190001234",
+        "bhyt_number": "DN4790123456789",
+        "bhyt_valid_from": "2026-01-01",
+        "bhyt_valid_to": "2026-12-31",
+        "bhyt_registered_facility": "79001",
+        "address": "12 Lê Lợi, Phường Bến Nghé, Quận 1, TP. Hồ Chí Minh",
+        "province_code": "79",
+        "ward_code": "26734",
+        "occupation_code": "00001",
+        "phone": "0901234567",
+    },
+    {
+        "full_name": "Trần Văn Đức",
+        "birth_date": "1958-11-02",
+        "sex": "M",
+        "cccd": "001058004321",
+        "bhyt_number": "HT3010987654321",
+        "bhyt_valid_from": "2026-01-01",
+        "bhyt_valid_to": "2030-12-31",
+        "bhyt_registered_facility": "01002",
+        "address": "45 Phố Huế, Hai Bà Trưng, Hà Nội",
+        "province_code": "01",
+        "phone": "0912345678",
+    },
+    {
+        "full_name": "Lê Hoàng Phúc",
+        "birth_date": "2008-03-21",
+        "sex": "M",
+        "cccd": "048208007777",
+        "bhyt_number": "4812345678",
+        "bhyt_valid_from": "2026-09-01",
+        "bhyt_valid_to": "2027-08-31",
+        "bhyt_registered_facility": "48003",
+        "address": "8 Bạch Đằng, Hải Châu, Đà Nẵng",
+        "province_code": "48",
+        "phone": "0935123456",
+    },
+    {
+        "full_name": "Phạm Thị Mai Anh",
+        "birth_date": "1975-07-30",
+        "sex": "F",
+        "cccd": "092175005555",
+        "bhyt_number": "GD4920000011122",
+        "bhyt_valid_from": "2026-01-01",
+        "bhyt_valid_to": "2026-12-31",
+        "bhyt_registered_facility": "92001",
+        "address": "20 Hòa Bình, Ninh Kiều, Cần Thơ",
+        "province_code": "92",
+        "phone": "0987654321",
+    },
+    {
+        "full_name": "Đặng Quốc Bảo",
+        "birth_date": "1984-01-09",
+        "sex": "M",
+        "cccd": "031084002468",
+        "address": "3 Lạch Tray, Ngô Quyền, Hải Phòng",
+        "province_code": "31",
+        "phone": "0903987654",
+    },
+]
+
+
+def make_ct_series(
+    *,
+    patient_id: str,
+    patient_name: str,
+    birth_date: str,
+    sex: str,
+    accession_number: str,
+    study_instance_uid: str,
+    slices: int = 8,
+    size: int = 64,
+    description: str = "CT demo",
+) -> list[bytes]:
+    """A small synthetic CT series (Part 10 bytes), UTF-8 names, one sphere-like phantom."""
+    series_uid = generate_uid()
+    frame_uid = generate_uid()
+    now = datetime.now()
+    yy, xx = np.mgrid[0:size, 0:size]
+    out = []
+    for i in range(slices):
+        ds = Dataset()
+        ds.file_meta = FileMetaDataset()
+        ds.file_meta.MediaStorageSOPClassUID = CTImageStorage
+        sop_uid = generate_uid()
+        ds.file_meta.MediaStorageSOPInstanceUID = sop_uid
+        ds.file_meta.TransferSyntaxUID = ExplicitVRLittleEndian
+        ds.SpecificCharacterSet = "ISO_IR 192"
+        ds.SOPClassUID = CTImageStorage
+        ds.SOPInstanceUID = sop_uid
+        ds.StudyInstanceUID = study_instance_uid
+        ds.SeriesInstanceUID = series_uid
+        ds.FrameOfReferenceUID = frame_uid
+        ds.PatientID = patient_id
+        ds.PatientName = patient_name
+        ds.PatientBirthDate = birth_date
+        ds.PatientSex = sex
+        ds.AccessionNumber = accession_number
+        ds.StudyDate = ds.SeriesDate = now.strftime("%Y%m%d")
+        ds.StudyTime = ds.SeriesTime = now.strftime("%H%M%S")
+        ds.StudyID = "1"
+        ds.StudyDescription = description
+        ds.SeriesDescription = "Axial 5mm"
+        ds.Modality = "CT"
+        ds.SeriesNumber = 1
+        ds.InstanceNumber = i + 1
+        ds.ImagePositionPatient = [0, 0, i * 5.0]
+        ds.ImageOrientationPatient = [1, 0, 0, 0, 1, 0]
+        ds.SliceThickness = 5.0
+        ds.PixelSpacing = [0.7, 0.7]
+        ds.Rows = ds.Columns = size
+        ds.SamplesPerPixel = 1
+        ds.PhotometricInterpretation = "MONOCHROME2"
+        ds.BitsAllocated = 16
+        ds.BitsStored = 16
+        ds.HighBit = 15
+        ds.PixelRepresentation = 1
+        ds.RescaleIntercept = -1024
+        ds.RescaleSlope = 1
+        ds.WindowCenter = 40
+        ds.WindowWidth = 400
+        r = size * 0.4 * (1 - abs(i - slices / 2) / slices)
+        body = ((xx - size / 2) ** 2 + (yy - size / 2) ** 2) < r**2
+        pixels = np.where(body, 1064 + (xx % 7) * 3, 24).astype(np.int16)
+        ds.PixelData = pixels.tobytes()
+        buf = BytesIO()
+        ds.save_as(buf, enforce_file_format=True)
+        out.append(buf.getvalue())
+    return out
+
+
+def _ensure_user(
+    session: Any, username: str, password: str, role: str, name: str, cert: str | None, department_id: int | None
+) -> User:
+    user = session.scalar(select(User).where(User.username == username))
+    if user is None:
+        user = create_user(
+            session,
+            Actor(None, "demo", "admin", None),
+            username,
+            password,
+            role,
+            name,
+            practising_cert_no=cert,
+            department_id=department_id,
+        )
+    return user
+
+
+def _seed_signing(settings: EmrSettings, session: Any, users: dict[str, User], patient: Patient, store: Any) -> None:
+    """Signing keys on the demo token; the first patient's CT visit reported, signed and closed."""
+    from emr.demo.signing import export_config_updates, register_demo_keys, run_token_step
+    from emr.exports import save_config
+    from emr.models import Document, Encounter
+    from emr.signing import service as signatures
+
+    register_demo_keys(session, {u.username: u for u in users.values()})
+    save_config(settings, export_config_updates(settings))
+    order = session.scalar(
+        select(ImagingOrder).where(ImagingOrder.patient_id == patient.id, ImagingOrder.encounter_id.is_not(None))
+    )
+    if order is None or session.scalar(select(Document.id).where(Document.order_id == order.id)) is not None:
+        run_token_step(settings)  # the PKI and token exist (idempotent)
+        return
+    reader = Actor(users["radiologist"].id, users["radiologist"].username, "radiologist", None)
+    doctor = Actor(users["physician"].id, users["physician"].username, "physician", None)
+    report = documents.create_document(
+        session,
+        reader,
+        {
+            "encounter_id": order.encounter_id,
+            "form_type": "radiology_report",
+            "order_id": order.id,
+            "content": {
+                "technique": "CT xoắn ốc, lát cắt 5 mm, không tiêm thuốc cản quang",
+                "findings": "Đám mờ thùy dưới phổi phải, có hình phế quản hơi. Không tràn dịch màng phổi.",
+                "conclusion": "Viêm phổi thùy dưới phải.",
+                "recommendation": "Đối chiếu lâm sàng.",
+            },
+        },
+    )
+    session.commit()  # the child process signs through its own connection
+    run_token_step(settings, report.id, reader)
+    session.expire_all()
+    if store is not None:
+        signatures.store_in_pacs(session, reader, report.id, signatures.signing_config(settings, store))
+    enc = session.get(Encounter, order.encounter_id)
+    if enc is not None and enc.status == "open":
+        encounters.close_encounter(session, doctor, enc.id, "Viêm phổi thùy dưới phải")
+
+
+def seed(settings: EmrSettings, store: Any = None, *, signing: bool = True) -> list[tuple[str, str, str]]:
+    """Seed the demo data (idempotent); returns (username, password, role) of the demo accounts.
+
+    ``signing``: also the development PKI, the SoftHSM demo token and one imaging
+    visit that is closed, with a signed radiology report, ready for the insurance export.
+    """
+    upgrade_database(settings)
+    factory = make_session_factory(make_engine(settings.database_url))
+    system = Actor(None, "demo", "admin", None)
+    with factory() as session:
+        outpatient = encounters.ensure_department(session, "K01", "Khoa Khám bệnh")
+        encounters.ensure_department(session, "K19", "Khoa Nội tổng hợp")
+        imaging = encounters.ensure_department(session, "K48", "Khoa Chẩn đoán hình ảnh")
+        session.commit()
+        users = {}
+        for username, password, role, name, cert in DEMO_ACCOUNTS:
+            dep = imaging.id if role in ("radiologist", "technician") else outpatient.id
+            users[role] = _ensure_user(session, username, password, role, name, cert, dep)
+        with TemporaryDirectory() as tmp:
+            path = Path(tmp) / "icd10.csv"
+            path.write_text("\n".join(f"{c}\t{t}" for c, t in DEMO_ICD10), encoding="utf-8")
+            encounters.load_icd10(session, system, path)
+            path = Path(tmp) / "prices.csv"
+            with path.open("w", encoding="utf-8", newline="") as fh:
+                csv.writer(fh).writerows([PRICE_COLUMNS, *DEMO_PRICES])  # quoted: names hold commas
+            prices.load_prices(session, system, path)
+        doctor = Actor(users["physician"].id, users["physician"].username, "physician", None)
+        clerk = Actor(users["records_clerk"].id, users["records_clerk"].username, "records_clerk", None)
+        created: list[Patient] = []
+        for data in DEMO_PATIENTS:
+            existing = session.scalar(select(Patient).where(Patient.cccd == data["cccd"]))
+            created.append(existing or patients.create_patient(session, clerk, data))
+        has_orders = session.scalar(select(ImagingOrder.id).where(ImagingOrder.patient_id == created[0].id))
+        if has_orders is None:
+            now = datetime.now()
+            e1 = encounters.create_encounter(
+                session,
+                doctor,
+                {
+                    "patient_id": created[0].id,
+                    "kind": "outpatient",
+                    "department_code": "K01",
+                    "reason": "Ho, sốt 3 ngày",
+                    "admission_diagnosis": "Theo dõi viêm phổi",
+                    "diagnoses": ["J18.9"],
+                    "insurance_object": "1",
+                    "benefit_level": 80,  # checked on the card (DN4…: 80 %)
+                },
+            )
+            sent = orders.create_order(
+                session,
+                doctor,
+                {
+                    "patient_id": created[0].id,
+                    "encounter_id": e1.id,
+                    "modality": "CT",
+                    "procedure_name": "CT ngực không tiêm thuốc cản quang",
+                    "body_part": "CHEST",
+                    "urgency": "urgent",
+                    "clinical_info": "Ho, sốt, ran nổ đáy phổi phải",
+                    "procedure_code": "18.0043.0002",
+                    "station_ae_title": "CT01",
+                },
+            )
+            e2 = encounters.create_encounter(
+                session,
+                doctor,
+                {
+                    "patient_id": created[1].id,
+                    "kind": "emergency",
+                    "department_code": "K19",
+                    "reason": "Đau đầu sau ngã",
+                    "diagnoses": ["S06.0", "I10"],
+                    "benefit_level": 95,  # HT3…: 95 %
+                },
+            )
+            head_ct = orders.create_order(
+                session,
+                doctor,
+                {
+                    "patient_id": created[1].id,
+                    "encounter_id": e2.id,
+                    "modality": "CT",
+                    "procedure_name": "CT sọ não không tiêm",
+                    "procedure_code": "18.0020.0002",
+                    "body_part": "HEAD",
+                    "urgency": "stat",
+                    "clinical_info": "Chấn thương đầu, tăng huyết áp",
+                },
+            )
+            orders.create_order(
+                session,
+                doctor,
+                {
+                    "patient_id": created[2].id,
+                    "modality": "MR",
+                    "procedure_name": "MRI cột sống thắt lưng",
+                    "body_part": "LSPINE",
+                    "scheduled_at": (now + timedelta(days=1)).replace(hour=9, minute=0).isoformat(),
+                },
+            )
+            orders.create_order(
+                session,
+                doctor,
+                {
+                    "patient_id": created[3].id,
+                    "modality": "US",
+                    "procedure_name": "Siêu âm ổ bụng tổng quát",
+                    "procedure_code": "18.0015.0001",
+                    "body_part": "ABDOMEN",
+                },
+            )
+            if store is not None:
+                # The chest CT gets a signed report below; the head CT stays unread for the radiologist.
+                for p, order, description in (
+                    (created[0], sent, "CT ngực không tiêm"),
+                    (created[1], head_ct, "CT sọ não không tiêm"),
+                ):
+                    family, given = split_name(p.full_name)
+                    for blob in make_ct_series(
+                        patient_id=p.code,
+                        patient_name=f"{family}^{given}",
+                        birth_date=p.birth_date.strftime("%Y%m%d"),
+                        sex=p.sex,
+                        accession_number=order.accession_number,
+                        study_instance_uid=order.study_instance_uid,
+                        description=description,
+                    ):
+                        store.upload(blob)
+        if store is not None:
+            result = link_new_studies(session, store)
+            log.info("demo: linked %d studies", result.linked)
+        if signing:
+            _seed_signing(settings, session, users, created[0], store)
+    factory.kw["bind"].dispose()
+    return [(u, pw, role) for u, pw, role, _n, _c in DEMO_ACCOUNTS]

@@ -1,0 +1,1 @@
+"""Clinical documents: drafts, versions, amendments (signing is in :mod:`emr.signing`)."""

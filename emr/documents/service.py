@@ -1,0 +1,281 @@
+"""Record documents: drafts, signed versions, amendments, cancel and restore.
+
+Signing itself is emr/signing's job; :func:`mark_signed` is the state change
+it calls once a version is signed (or that an OTP confirmation calls).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from typing import Any
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from emr.access import audit
+from emr.access.audit import Actor
+from emr.core.exceptions import InvalidState, ValidationFailed
+from emr.models.lookup import get_or_404, parse
+
+from ..models import RETENTION_YEARS, Document, DocumentVersion, Encounter, ImagingOrder, utcnow
+from ..schemas import FORM_CONTENT, DocumentIn
+
+__all__ = [
+    "create_document",
+    "update_draft",
+    "amend_document",
+    "mark_signed",
+    "cancel_document",
+    "restore_document",
+    "get_document",
+    "list_documents",
+    "canonical_json",
+    "document_dict",
+]
+
+
+def canonical_json(content: dict[str, Any]) -> str:
+    return json.dumps(content, sort_keys=True, ensure_ascii=False, separators=(",", ":"))
+
+
+def _content(form_type: str, content: Any) -> dict[str, Any]:
+    model = parse(FORM_CONTENT[form_type], content, prefix="content.")
+    return model.model_dump()
+
+
+def _retention_class(record_type: str) -> str:
+    years = RETENTION_YEARS.get(record_type, 10)
+    return "permanent" if years is None else f"{years}y"
+
+
+def _version(doc: Document, number: int) -> DocumentVersion:
+    for v in doc.versions:
+        if v.number == number:
+            return v
+    raise InvalidState(f"document {doc.id} has no version {number}")
+
+
+def create_document(session: Session, actor: Actor, data: DocumentIn | dict[str, Any]) -> Document:
+    data = parse(DocumentIn, data)
+    enc = get_or_404(session, Encounter, data.encounter_id, "encounter")
+    if enc.status == "cancelled":
+        raise InvalidState("encounter cancelled", key="encounters.error.not_open")
+    content = _content(data.form_type, data.content)
+    if data.order_id is not None:
+        order = session.get(ImagingOrder, data.order_id)
+        if order is None or order.patient_id != enc.patient_id:
+            raise ValidationFailed({"order_id": "documents.error.order"})
+    doc = Document(
+        patient_id=enc.patient_id,
+        encounter_id=enc.id,
+        order_id=data.order_id,
+        form_type=data.form_type,
+        status="draft",
+        current_version=1,
+        record_type=enc.record_type,
+        retention_class=_retention_class(enc.record_type),
+        created_by=actor.user_id or 0,
+    )
+    session.add(doc)
+    session.flush()
+    text = canonical_json(content)
+    session.add(
+        DocumentVersion(
+            document_id=doc.id,
+            number=1,
+            content_json=text,
+            content_sha256=hashlib.sha256(text.encode()).hexdigest(),
+            created_by=actor.user_id or 0,
+        )
+    )
+    audit.record(
+        session,
+        actor,
+        "document.create",
+        patient_id=doc.patient_id,
+        object_type="document",
+        object_id=doc.id,
+        details={"form_type": data.form_type},
+    )
+    session.commit()
+    session.refresh(doc)
+    return doc
+
+
+def update_draft(session: Session, actor: Actor, document_id: int, content: Any) -> Document:
+    """Edit the current version while it is an unsigned draft."""
+    doc = get_or_404(session, Document, document_id, "document")
+    if doc.status == "cancelled":
+        raise InvalidState("document cancelled", key="documents.error.cancelled")
+    version = _version(doc, doc.current_version)
+    if version.locked:
+        raise InvalidState("signed versions cannot change; amend instead", key="documents.error.locked")
+    text = canonical_json(_content(doc.form_type, content))
+    version.content_json = text
+    version.content_sha256 = hashlib.sha256(text.encode()).hexdigest()
+    audit.record(
+        session,
+        actor,
+        "document.edit",
+        patient_id=doc.patient_id,
+        object_type="document",
+        object_id=doc.id,
+        details={"version": version.number},
+    )
+    session.commit()
+    return doc
+
+
+def amend_document(session: Session, actor: Actor, document_id: int, content: Any, reason: str | None) -> Document:
+    """A new version referencing the signed one it amends; it must be signed again."""
+    doc = get_or_404(session, Document, document_id, "document")
+    if doc.status == "cancelled":
+        raise InvalidState("document cancelled", key="documents.error.cancelled")
+    current = _version(doc, doc.current_version)
+    if not current.locked:
+        raise InvalidState("the current version is a draft; edit it instead", key="documents.error.not_signed")
+    if not reason or not reason.strip():
+        raise ValidationFailed({"reason": "documents.error.reason_required"})
+    text = canonical_json(_content(doc.form_type, content))
+    new = DocumentVersion(
+        document_id=doc.id,
+        number=current.number + 1,
+        content_json=text,
+        content_sha256=hashlib.sha256(text.encode()).hexdigest(),
+        amends_version_id=current.id,
+        amendment_reason=reason.strip(),
+        created_by=actor.user_id or 0,
+    )
+    session.add(new)
+    current.status = "superseded"
+    doc.current_version = new.number
+    doc.status = "amended"
+    audit.record(
+        session,
+        actor,
+        "document.amend",
+        patient_id=doc.patient_id,
+        object_type="document",
+        object_id=doc.id,
+        details={"version": new.number, "amends": current.number, "reason": reason},
+    )
+    session.commit()
+    session.refresh(doc)
+    return doc
+
+
+def mark_signed(session: Session, actor: Actor, document_id: int, version_number: int) -> Document:
+    """Lock a version as signed (called by the signing workflow after a successful signature)."""
+    doc = get_or_404(session, Document, document_id, "document")
+    if doc.status == "cancelled":
+        raise InvalidState("document cancelled", key="documents.error.cancelled")
+    version = _version(doc, version_number)
+    if version.number != doc.current_version or version.locked:
+        raise InvalidState("only the current unsigned version can be signed", key="documents.error.locked")
+    version.locked = True
+    version.status = "signed"
+    version.signed_at = utcnow()
+    version.signed_by = actor.user_id
+    doc.status = "signed"
+    audit.record(
+        session,
+        actor,
+        "document.sign",
+        patient_id=doc.patient_id,
+        object_type="document",
+        object_id=doc.id,
+        details={"version": version.number, "sha256": version.content_sha256},
+    )
+    session.commit()
+    return doc
+
+
+def cancel_document(session: Session, actor: Actor, document_id: int, reason: str) -> Document:
+    doc = get_or_404(session, Document, document_id, "document")
+    if not reason or not reason.strip():
+        raise ValidationFailed({"reason": "documents.error.reason_required"})
+    if doc.status == "cancelled":
+        raise InvalidState("already cancelled", key="documents.error.cancelled")
+    doc.status_before_cancel = doc.status
+    doc.status = "cancelled"
+    doc.cancel_reason = reason.strip()
+    doc.cancelled_at = utcnow()
+    doc.cancelled_by = actor.user_id
+    audit.record(
+        session,
+        actor,
+        "document.cancel",
+        patient_id=doc.patient_id,
+        object_type="document",
+        object_id=doc.id,
+        details={"reason": reason},
+    )
+    session.commit()
+    return doc
+
+
+def restore_document(session: Session, actor: Actor, document_id: int, reason: str) -> Document:
+    doc = get_or_404(session, Document, document_id, "document")
+    if not reason or not reason.strip():
+        raise ValidationFailed({"reason": "documents.error.reason_required"})
+    if doc.status != "cancelled":
+        raise InvalidState("not cancelled", key="documents.error.not_cancelled")
+    doc.status = doc.status_before_cancel or "draft"
+    doc.status_before_cancel = None
+    audit.record(
+        session,
+        actor,
+        "document.restore",
+        patient_id=doc.patient_id,
+        object_type="document",
+        object_id=doc.id,
+        details={"reason": reason, "previous_cancel_reason": doc.cancel_reason},
+    )
+    session.commit()
+    return doc
+
+
+def get_document(session: Session, actor: Actor, document_id: int) -> Document:
+    doc = get_or_404(session, Document, document_id, "document")
+    audit.record(session, actor, "document.view", patient_id=doc.patient_id, object_type="document", object_id=doc.id)
+    session.commit()
+    return doc
+
+
+def list_documents(session: Session, patient_id: int) -> list[Document]:
+    return list(
+        session.scalars(
+            select(Document)
+            .where(Document.patient_id == patient_id)
+            .order_by(Document.created_at.desc(), Document.id.desc())
+        )
+    )
+
+
+def document_dict(doc: Document) -> dict[str, Any]:
+    by_id = {v.id: v.number for v in doc.versions}
+    return {
+        "id": doc.id,
+        "patient_id": doc.patient_id,
+        "encounter_id": doc.encounter_id,
+        "order_id": doc.order_id,
+        "form_type": doc.form_type,
+        "status": doc.status,
+        "current_version": doc.current_version,
+        "retention_class": doc.retention_class,
+        "cancel_reason": doc.cancel_reason,
+        "versions": [
+            {
+                "number": v.number,
+                "status": v.status,
+                "content": json.loads(v.content_json),
+                "content_sha256": v.content_sha256,
+                "amends_version": by_id.get(v.amends_version_id or -1),
+                "amendment_reason": v.amendment_reason,
+                "created_at": v.created_at,
+                "signed_at": v.signed_at,
+            }
+            for v in doc.versions
+        ],
+    }

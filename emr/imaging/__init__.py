@@ -1,0 +1,1 @@
+"""Imaging orders and studies: ordering, the gateway's worklist/identity/MPPS providers, linking, reconciliation."""

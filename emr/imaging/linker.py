@@ -1,0 +1,57 @@
+"""Background thread that keeps linking arriving studies (≈ every 2 s)."""
+
+from __future__ import annotations
+
+import logging
+import threading
+from typing import Any
+
+from emr.core.settings import EmrSettings
+from emr.db import make_engine, make_session_factory
+from emr.imaging.linking import LinkResult, link_new_studies
+
+__all__ = ["Linker", "start_linker"]
+
+log = logging.getLogger(__name__)
+
+
+class Linker:
+    def __init__(self, settings: EmrSettings, store: Any, interval: float = 2.0) -> None:
+        self._factory = make_session_factory(make_engine(settings.database_url))
+        self._store = store
+        self._interval = interval
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="emr-linker", daemon=True)
+        self.last: LinkResult | None = None
+
+    def start(self) -> Linker:
+        self._thread.start()
+        return self
+
+    def run_once(self) -> LinkResult:
+        with self._factory() as session:
+            return link_new_studies(session, self._store)
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            try:
+                previous = self.last.error if self.last else None
+                self.last = self.run_once()
+                if self.last.error and self.last.error != previous:
+                    log.warning("study linker: Orthanc not reachable (%s); retrying", self.last.error)
+                elif previous and not self.last.error:
+                    log.info("study linker: Orthanc reachable again")
+                if self.last.linked:
+                    log.info("study linker: linked %d studies", self.last.linked)
+            except Exception:  # noqa: BLE001 - the loop must survive a bad study or a DB hiccup
+                log.exception("study linker failed; retrying")
+            self._stop.wait(self._interval)
+
+    def stop(self, timeout: float = 10.0) -> None:
+        self._stop.set()
+        if self._thread.is_alive():
+            self._thread.join(timeout)
+
+
+def start_linker(settings: EmrSettings, store: Any, interval: float = 2.0) -> Linker:
+    return Linker(settings, store, interval).start()

@@ -1,0 +1,217 @@
+"""Imaging orders: accession number and Study Instance UID are fixed when the order is placed."""
+
+from __future__ import annotations
+
+from datetime import UTC
+from typing import Any
+
+from pydicom.uid import generate_uid
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from emr.access import audit
+from emr.access.audit import Actor
+from emr.billing.prices import local_today, price_on
+from emr.core.exceptions import InvalidState, ValidationFailed
+from emr.models.lookup import get_or_404, next_number, parse
+
+from ..models import LOCAL_OFFSET, Encounter, ImagingOrder, Patient, Study, User, utcnow
+from ..schemas import OrderIn
+from .order_visit import visit_for_new_order
+
+__all__ = [
+    "create_order",
+    "get_order",
+    "list_orders",
+    "cancel_order",
+    "apply_catalogue_price",
+    "order_dict",
+    "study_dict",
+]
+
+
+def create_order(session: Session, actor: Actor, data: OrderIn | dict[str, Any]) -> ImagingOrder:
+    data = parse(OrderIn, data)
+    patient = get_or_404(session, Patient, data.patient_id, "patient")
+    if patient.status != "active":
+        raise InvalidState("merged patients are read-only", key="patients.error.merged")
+    if data.encounter_id is not None:
+        enc = session.get(Encounter, data.encounter_id)
+        if enc is None or enc.patient_id != patient.id:
+            raise ValidationFailed({"encounter_id": "orders.error.encounter"})
+        if enc.status != "open":
+            raise ValidationFailed({"encounter_id": "encounters.error.not_open"})
+    else:
+        enc = visit_for_new_order(session, actor, patient)
+    department_id = enc.department_id if enc is not None else None
+    now = utcnow()
+    scheduled = now
+    if data.scheduled_at is not None:
+        scheduled = data.scheduled_at
+        if scheduled.tzinfo is not None:
+            scheduled = scheduled.astimezone(UTC).replace(tzinfo=None)
+        else:  # a local time typed in the form: Vietnam time (UTC+7)
+            scheduled = scheduled - LOCAL_OFFSET
+    # The price valid today (Vietnam date) is copied onto the order: later price changes do not touch it.
+    price = price_on(session, data.procedure_code.upper(), local_today(now)) if data.procedure_code else None
+    order = ImagingOrder(
+        patient_id=patient.id,
+        encounter_id=enc.id if enc is not None else None,
+        accession_number=f"{now:%y%m%d}{next_number(session, 'accession'):06d}",
+        study_instance_uid=generate_uid(prefix=None),
+        modality=data.modality,
+        procedure_code=data.procedure_code,
+        procedure_name=data.procedure_name,
+        body_part=data.body_part,
+        urgency=data.urgency,
+        clinical_info=data.clinical_info,
+        station_ae_title=data.station_ae_title,
+        department_id=department_id,
+        ordered_by=actor.user_id or 0,
+        ordered_at=now,
+        scheduled_at=scheduled,
+        price_id=price.id if price else None,
+        price_hospital=price.price_hospital if price else None,
+        price_insurance=price.price_insurance if price else None,
+        price_unit=price.unit if price else None,
+    )
+    session.add(order)
+    session.flush()
+    details: dict[str, Any] = {"accession": order.accession_number, "modality": order.modality}
+    if price is not None:
+        details["price"] = {
+            "id": price.id,
+            "hospital": str(price.price_hospital),
+            "insurance": None if price.price_insurance is None else str(price.price_insurance),
+        }
+    audit.record(
+        session,
+        actor,
+        "order.create",
+        patient_id=patient.id,
+        object_type="order",
+        object_id=order.id,
+        details=details,
+    )
+    session.commit()
+    return order
+
+
+def get_order(session: Session, actor: Actor, order_id: int) -> ImagingOrder:
+    order = get_or_404(session, ImagingOrder, order_id, "order")
+    audit.record(session, actor, "order.view", patient_id=order.patient_id, object_type="order", object_id=order.id)
+    session.commit()
+    return order
+
+
+def list_orders(session: Session, patient_id: int) -> list[ImagingOrder]:
+    return list(
+        session.scalars(
+            select(ImagingOrder)
+            .where(ImagingOrder.patient_id == patient_id)
+            .order_by(ImagingOrder.ordered_at.desc(), ImagingOrder.id.desc())
+        )
+    )
+
+
+def cancel_order(session: Session, actor: Actor, order_id: int, reason: str) -> ImagingOrder:
+    order = get_or_404(session, ImagingOrder, order_id, "order")
+    if not reason.strip():
+        raise ValidationFailed({"reason": "errors.field_required"})
+    if order.status not in ("scheduled", "in_progress"):
+        raise InvalidState("only orders without images can be cancelled", key="orders.error.cannot_cancel")
+    order.status = "cancelled"
+    order.cancel_reason = reason.strip()
+    audit.record(
+        session,
+        actor,
+        "order.cancel",
+        patient_id=order.patient_id,
+        object_type="order",
+        object_id=order.id,
+        details={"reason": reason},
+    )
+    session.commit()
+    return order
+
+
+def apply_catalogue_price(session: Session, actor: Actor, order_id: int) -> ImagingOrder:
+    """Give an order placed while its code was not in the price list the price valid on the day
+    it was ordered (Vietnam date); audited. A price already on an order is never changed."""
+    order = get_or_404(session, ImagingOrder, order_id, "order")
+    if order.status == "cancelled":
+        raise InvalidState("cancelled orders are not billed", key="orders.error.cancelled")
+    if order.price_hospital is not None:
+        raise InvalidState(f"order {order.id} already has its price", key="orders.error.already_priced")
+    price = (
+        price_on(session, order.procedure_code.upper(), local_today(order.ordered_at)) if order.procedure_code else None
+    )
+    if price is None:
+        raise InvalidState(f"no price for order {order.id} on its date", key="orders.error.no_catalogue_price")
+    order.price_id = price.id
+    order.price_hospital = price.price_hospital
+    order.price_insurance = price.price_insurance
+    order.price_unit = price.unit
+    audit.record(
+        session,
+        actor,
+        "order.price",
+        patient_id=order.patient_id,
+        object_type="order",
+        object_id=order.id,
+        details={
+            "price": {
+                "id": price.id,
+                "hospital": str(price.price_hospital),
+                "insurance": None if price.price_insurance is None else str(price.price_insurance),
+            }
+        },
+    )
+    session.commit()
+    return order
+
+
+def study_dict(study: Study) -> dict[str, Any]:
+    return {
+        "id": study.id,
+        "orthanc_id": study.orthanc_id,
+        "study_instance_uid": study.study_instance_uid,
+        "accession_number": study.accession_number,
+        "dicom_patient_id": study.dicom_patient_id,
+        "dicom_patient_name": study.dicom_patient_name,
+        "study_date": study.study_date,
+        "modalities": study.modalities,
+        "description": study.description,
+        "order_id": study.order_id,
+        "patient_id": study.patient_id,
+        "state": study.state,
+        "link_method": study.link_method,
+        "viewer_url": f"/viewer/?study={study.study_instance_uid}",
+    }
+
+
+def order_dict(session: Session, order: ImagingOrder) -> dict[str, Any]:
+    by = session.get(User, order.ordered_by)
+    studies = session.scalars(select(Study).where(Study.order_id == order.id).order_by(Study.id))
+    return {
+        "id": order.id,
+        "patient_id": order.patient_id,
+        "encounter_id": order.encounter_id,
+        "accession_number": order.accession_number,
+        "study_instance_uid": order.study_instance_uid,
+        "modality": order.modality,
+        "procedure_name": order.procedure_name,
+        "procedure_code": order.procedure_code,
+        "body_part": order.body_part,
+        "urgency": order.urgency,
+        "clinical_info": order.clinical_info,
+        "status": order.status,
+        "station_ae_title": order.station_ae_title,
+        "ordered_at": order.ordered_at,
+        "scheduled_at": order.scheduled_at,
+        "ordered_by": by.full_name if by else "",
+        "price_hospital": order.price_hospital,
+        "price_insurance": order.price_insurance,
+        "price_unit": order.price_unit,
+        "studies": [study_dict(s) for s in studies],
+    }

@@ -1,0 +1,142 @@
+"""Data for the gateway: the modality worklist (C-FIND MWL) answered from the EMR's orders.
+
+The gateway (pacs_gateway) owns the DICOM side; these providers answer from
+the EMR's orders. Each provider builds one engine when it is created and a
+short-lived session per call, so gateway threads can call it concurrently.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+from collections.abc import Callable
+from datetime import datetime, timedelta
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from emr.core.normalize import fold
+from emr.core.settings import EmrSettings
+from emr.db import make_engine, make_session_factory
+from emr.models import LOCAL_OFFSET, ImagingOrder, Patient, User
+
+__all__ = ["worklist_provider", "query_worklist", "dicom_name"]
+
+log = logging.getLogger(__name__)
+
+_DATE = re.compile(r"\d{8}")
+_OPEN = ("scheduled", "in_progress")
+
+
+def dicom_name(family: str, given: str) -> str:
+    return f"{family}^{given}" if given else family
+
+
+def _date_range(value: str) -> tuple[datetime | None, datetime | None] | None:
+    """DICOM DA matching: 'YYYYMMDD', 'YYYYMMDD-', '-YYYYMMDD', 'A-B'; None = unparseable."""
+    value = value.strip()
+    if not value:
+        return None, None
+    lo_s, sep, hi_s = value.partition("-")
+    if not sep:
+        hi_s = lo_s
+    try:
+        lo = datetime.strptime(lo_s, "%Y%m%d") if lo_s else None
+        hi = datetime.strptime(hi_s, "%Y%m%d") + timedelta(days=1) if hi_s else None
+    except ValueError:
+        return None
+    if (lo_s and not _DATE.fullmatch(lo_s)) or (hi_s and not _DATE.fullmatch(hi_s)):
+        return None
+    return lo, hi
+
+
+def _wildcard(pattern: str, value: str) -> bool:
+    regex = "".join(".*" if c == "*" else "." if c == "?" else re.escape(c) for c in pattern)
+    return re.fullmatch(regex, value, flags=re.IGNORECASE) is not None
+
+
+def query_worklist(session: Session, query: dict[str, str], limit: int = 500) -> list[dict[str, object]]:
+    stmt = (
+        select(ImagingOrder, Patient)
+        .join(Patient, Patient.id == ImagingOrder.patient_id)
+        .where(ImagingOrder.status.in_(_OPEN))
+    )
+    q = {k: (v or "").strip() for k, v in query.items()}
+    if q.get("Modality") and q["Modality"] != "*":
+        stmt = stmt.where(ImagingOrder.modality == q["Modality"].upper())
+    aet = q.get("ScheduledStationAETitle")
+    if aet and aet != "*":
+        # Orders without a station are offered to every station.
+        stmt = stmt.where((ImagingOrder.station_ae_title == aet) | ImagingOrder.station_ae_title.is_(None))
+    if q.get("ScheduledProcedureStepStartDate"):
+        rng = _date_range(q["ScheduledProcedureStepStartDate"])
+        if rng is None:
+            return []
+        lo, hi = rng
+        if lo is not None:
+            stmt = stmt.where(ImagingOrder.scheduled_at >= lo - LOCAL_OFFSET)
+        if hi is not None:
+            stmt = stmt.where(ImagingOrder.scheduled_at < hi - LOCAL_OFFSET)
+    for key, column in (("AccessionNumber", ImagingOrder.accession_number), ("PatientID", Patient.code)):
+        value = q.get(key)
+        if value and "*" not in value and "?" not in value:
+            stmt = stmt.where(column == value)
+    rows = session.execute(stmt.order_by(ImagingOrder.scheduled_at, ImagingOrder.id).limit(limit)).all()
+    items: list[dict[str, object]] = []
+    name_pattern = q.get("PatientName", "")
+    for order, patient in rows:
+        name = dicom_name(patient.family_name, patient.given_name)
+        if name_pattern and name_pattern != "*":
+            if not (_wildcard(name_pattern, name) or _wildcard(fold(name_pattern), fold(name))):
+                continue
+        for key in ("AccessionNumber", "PatientID"):
+            value = q.get(key, "")
+            if value and ("*" in value or "?" in value):
+                actual = order.accession_number if key == "AccessionNumber" else patient.code
+                if not _wildcard(value, actual):
+                    break
+        else:
+            ordering = session.get(User, order.ordered_by)
+            local = order.scheduled_at + LOCAL_OFFSET
+            physician = dicom_name(*_split(ordering.full_name)) if ordering else ""
+            items.append(
+                {
+                    "AccessionNumber": order.accession_number,
+                    "StudyInstanceUID": order.study_instance_uid,
+                    "PatientID": patient.code,
+                    "PatientName": name,
+                    "PatientBirthDate": patient.birth_date.strftime("%Y%m%d"),
+                    "PatientSex": patient.sex,
+                    "RequestedProcedureID": order.accession_number,
+                    "RequestedProcedureDescription": order.procedure_name[:64],
+                    "ReferringPhysicianName": physician,
+                    "RequestingPhysician": physician,
+                    "Modality": order.modality,
+                    "ScheduledStationAETitle": order.station_ae_title or "",
+                    "ScheduledProcedureStepStartDate": local.strftime("%Y%m%d"),
+                    "ScheduledProcedureStepStartTime": local.strftime("%H%M%S"),
+                    "ScheduledProcedureStepID": f"SPS{order.id}",
+                    "ScheduledProcedureStepDescription": (
+                        order.procedure_name + (f" - {order.body_part}" if order.body_part else "")
+                    )[:64],
+                    "ScheduledPerformingPhysicianName": "",
+                }
+            )
+    return items
+
+
+def _split(full_name: str) -> tuple[str, str]:
+    from emr.core.normalize import split_name
+
+    return split_name(full_name)
+
+
+def worklist_provider(settings: EmrSettings) -> Callable[[dict[str, str]], list[dict[str, object]]]:
+    """Callable for the gateway's C-FIND MWL SCP: query keys → flat worklist items."""
+    factory = make_session_factory(make_engine(settings.database_url))
+
+    def provide(query: dict[str, str]) -> list[dict[str, object]]:
+        with factory() as session:
+            return query_worklist(session, query)
+
+    return provide

@@ -1,0 +1,238 @@
+"""Encounters with department, attending physician and validated ICD-10 diagnoses."""
+
+from __future__ import annotations
+
+import csv
+from datetime import date
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from emr.access import audit
+from emr.access.audit import Actor
+from emr.core.exceptions import InvalidState, ValidationFailed
+from emr.models.lookup import get_or_404, next_number, parse
+
+from ..models import BENEFIT_LEVELS, Department, Encounter, EncounterDiagnosis, Icd10Code, Patient, User, utcnow
+from ..schemas import BenefitLevelIn, EncounterIn
+
+__all__ = [
+    "create_encounter",
+    "get_encounter",
+    "list_encounters",
+    "close_encounter",
+    "set_benefit_level",
+    "load_icd10",
+    "ensure_department",
+    "encounter_dict",
+    "attending_choices",
+]
+
+
+def ensure_department(session: Session, code: str, name: str) -> Department:
+    dep = session.scalar(select(Department).where(Department.code == code))
+    if dep is None:
+        dep = Department(code=code, name=name)
+        session.add(dep)
+        session.flush()
+    return dep
+
+
+def load_icd10(session: Session, actor: Actor, path: Path) -> int:
+    """Load (upsert) the ICD-10 catalogue from a CSV/TSV file ``code,title`` (header optional)."""
+    text = path.read_text(encoding="utf-8-sig")
+    dialect = "excel-tab" if "\t" in text.splitlines()[0] else "excel"
+    count = 0
+    for row in csv.reader(text.splitlines(), dialect=dialect):
+        if len(row) < 2 or not row[0].strip() or row[0].strip().lower() in ("code", "ma", "mã"):
+            continue
+        code, title = row[0].strip().upper(), row[1].strip()
+        existing = session.get(Icd10Code, code)
+        if existing is None:
+            session.add(Icd10Code(code=code, title=title))
+        else:
+            existing.title = title
+        count += 1
+    audit.record(session, actor, "catalog.icd10_load", object_type="icd10", details={"file": path.name, "codes": count})
+    session.commit()
+    return count
+
+
+def _benefit_problems(level: int | None, note: str | None) -> dict[str, str]:
+    """100/95/80 as on the card; another level (an out-of-route visit is paid a share of the
+    card's level, e.g. 80 % × 40 % = 32) only with a note saying why."""
+    if level is None or level in BENEFIT_LEVELS or note:
+        return {}
+    return {"benefit_level": "encounters.error.benefit_level"}
+
+
+def create_encounter(session: Session, actor: Actor, data: EncounterIn | dict[str, Any]) -> Encounter:
+    data = parse(EncounterIn, data)
+    patient = get_or_404(session, Patient, data.patient_id, "patient")
+    if patient.status != "active":
+        raise InvalidState("merged patients are read-only", key="patients.error.merged")
+    problems: dict[str, str] = {}
+    dep = session.scalar(select(Department).where(Department.code == data.department_code))
+    if dep is None:
+        problems["department_code"] = "encounters.error.department"
+    attending_name = data.attending_username or actor.username
+    attending = session.scalar(select(User).where(User.username == attending_name, User.active.is_(True)))
+    if attending is None or attending.role not in ("physician", "radiologist"):
+        problems["attending_username"] = "encounters.error.attending"
+    codes = [c.upper() for c in data.diagnoses]
+    for i, code in enumerate(codes):
+        if session.get(Icd10Code, code) is None:
+            problems[f"diagnoses.{i}"] = "encounters.error.icd10"
+    if len(set(codes)) != len(codes):
+        problems["diagnoses"] = "encounters.error.icd10_duplicate"
+    problems.update(_benefit_problems(data.benefit_level, data.benefit_level_note))
+    if problems:
+        raise ValidationFailed(problems)
+    assert dep is not None and attending is not None
+    now = utcnow()
+    enc = Encounter(
+        patient_id=patient.id,
+        visit_code=f"{now:%y%m%d}{next_number(session, 'visit'):08d}",
+        kind=data.kind,
+        department_id=dep.id,
+        attending_id=attending.id,
+        reason=data.reason,
+        admission_diagnosis=data.admission_diagnosis,
+        record_type=data.record_type,
+        insurance_object=data.insurance_object,
+        benefit_level=data.benefit_level,
+        benefit_level_note=data.benefit_level_note if data.benefit_level is not None else None,
+        admitted_at=now,
+        inpatient_at=now if data.kind == "inpatient" else None,
+        created_by=actor.user_id or attending.id,
+    )
+    session.add(enc)
+    session.flush()
+    enc.record_no = f"HS{enc.id:08d}"
+    for pos, code in enumerate(codes):
+        session.add(EncounterDiagnosis(encounter_id=enc.id, icd10_code=code, position=pos))
+    audit.record(
+        session,
+        actor,
+        "encounter.create",
+        patient_id=patient.id,
+        object_type="encounter",
+        object_id=enc.id,
+        details={"kind": data.kind, "diagnoses": codes, "benefit_level": data.benefit_level},
+    )
+    session.commit()
+    return enc
+
+
+def set_benefit_level(
+    session: Session, actor: Actor, encounter_id: int, data: BenefitLevelIn | dict[str, Any]
+) -> Encounter:
+    """Enter or correct the benefit level (MUC_HUONG) after checking the card, also on a closed
+    visit not yet sent (an insured visit cannot be exported without it); audited with the old value."""
+    data = parse(BenefitLevelIn, data)
+    enc = get_or_404(session, Encounter, encounter_id, "encounter")
+    if enc.status == "cancelled":
+        raise InvalidState("encounter is cancelled", key="encounters.error.cancelled")
+    problems = _benefit_problems(data.benefit_level, data.benefit_level_note)
+    if problems:
+        raise ValidationFailed(problems)
+    before = {"benefit_level": enc.benefit_level, "benefit_level_note": enc.benefit_level_note}
+    enc.benefit_level = data.benefit_level
+    enc.benefit_level_note = data.benefit_level_note if data.benefit_level is not None else None
+    audit.record(
+        session,
+        actor,
+        "encounter.benefit_level",
+        patient_id=enc.patient_id,
+        object_type="encounter",
+        object_id=enc.id,
+        details={
+            "before": before,
+            "after": {"benefit_level": enc.benefit_level, "benefit_level_note": enc.benefit_level_note},
+        },
+    )
+    session.commit()
+    return enc
+
+
+def get_encounter(session: Session, actor: Actor, encounter_id: int) -> Encounter:
+    enc = get_or_404(session, Encounter, encounter_id, "encounter")
+    audit.record(session, actor, "encounter.view", patient_id=enc.patient_id, object_type="encounter", object_id=enc.id)
+    session.commit()
+    return enc
+
+
+def list_encounters(session: Session, patient_id: int) -> list[Encounter]:
+    return list(
+        session.scalars(
+            select(Encounter).where(Encounter.patient_id == patient_id).order_by(Encounter.admitted_at.desc())
+        )
+    )
+
+
+def close_encounter(
+    session: Session,
+    actor: Actor,
+    encounter_id: int,
+    discharge_diagnosis: str,
+    treatment_result: str = "1",
+    discharge_type: str = "1",
+) -> Encounter:
+    enc = get_or_404(session, Encounter, encounter_id, "encounter")
+    if enc.status != "open":
+        raise InvalidState("encounter is not open", key="encounters.error.not_open")
+    enc.status = "closed"
+    enc.discharged_at = enc.closed_at = utcnow()
+    enc.discharge_diagnosis = discharge_diagnosis
+    enc.treatment_result = treatment_result
+    enc.discharge_type = discharge_type
+    audit.record(
+        session, actor, "encounter.close", patient_id=enc.patient_id, object_type="encounter", object_id=enc.id
+    )
+    session.commit()
+    return enc
+
+
+def encounter_dict(session: Session, enc: Encounter) -> dict[str, Any]:
+    dep = session.get(Department, enc.department_id)
+    attending = session.get(User, enc.attending_id)
+    return {
+        "id": enc.id,
+        "patient_id": enc.patient_id,
+        "visit_code": enc.visit_code,
+        "kind": enc.kind,
+        "department_code": dep.code if dep else "",
+        "department_name": dep.name if dep else "",
+        "attending": attending.full_name if attending else "",
+        "status": enc.status,
+        "admitted_at": enc.admitted_at,
+        "discharged_at": enc.discharged_at,
+        "reason": enc.reason,
+        "admission_diagnosis": enc.admission_diagnosis,
+        "diagnoses": [d.icd10_code for d in enc.diagnoses],
+        "record_type": enc.record_type,
+        "benefit_level": enc.benefit_level,
+        "benefit_level_note": enc.benefit_level_note,
+    }
+
+
+def retention_until(record_type: str, closed: date) -> int | None:
+    """Year (inclusive) until which a record closed on ``closed`` must be kept; None = permanent."""
+    from ..models import RETENTION_YEARS
+
+    years = RETENTION_YEARS[record_type]
+    return None if years is None else closed.year + years
+
+
+def attending_choices(session: Session) -> list[tuple[str, str]]:
+    """(username, "Full name · department") of every active physician and radiologist, by name:
+    the visit form offers these instead of a free-text user name."""
+    rows = session.execute(
+        select(User.username, User.full_name, Department.name)
+        .outerjoin(Department, Department.id == User.department_id)
+        .where(User.active.is_(True), User.role.in_(("physician", "radiologist")))
+        .order_by(User.full_name, User.username)
+    )
+    return [(username, f"{name} · {dep}" if dep else name) for username, name, dep in rows]

@@ -1,0 +1,278 @@
+"""Patient registration, search and merge."""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+from sqlalchemy import Select, func, or_, select
+from sqlalchemy.orm import Session
+
+from emr.access import audit
+from emr.access.audit import Actor
+from emr.core.exceptions import ConflictError, InvalidState, ValidationFailed
+from emr.core.identifiers import bhyt_problem, bhyt_ssn, cccd_problem
+from emr.core.normalize import fold, split_name
+from emr.models.lookup import get_or_404, next_number, parse
+
+from ..models import Document, Encounter, ImagingOrder, Patient, Study
+from ..schemas import PatientIn
+
+__all__ = [
+    "create_patient",
+    "update_patient",
+    "get_patient",
+    "search_patients",
+    "merge_patients",
+    "validate_patient",
+    "find_by_code",
+    "record_counts",
+]
+
+_DIGITS = re.compile(r"\d{9,12}")
+_BHYT_LIKE = re.compile(r"[A-Za-z]{2}\d{13}|\d{10}")
+_CODE = re.compile(r"BN\d+", re.IGNORECASE)
+
+
+def validate_patient(data: PatientIn) -> None:
+    """Semantic checks beyond the schema; raises ValidationFailed with per-field keys."""
+    problems: dict[str, str] = {}
+    if data.cccd:
+        key = cccd_problem(data.cccd, data.sex, None if data.birth_year_only else data.birth_date)
+        if key == "patients.error.cccd_mismatch" and data.birth_year_only:
+            key = None
+        if key:
+            problems["cccd"] = key
+    if data.bhyt_number:
+        key = bhyt_problem(data.bhyt_number)
+        if key:
+            problems["bhyt_number"] = key
+    if data.bhyt_valid_from and data.bhyt_valid_to and data.bhyt_valid_to < data.bhyt_valid_from:
+        problems["bhyt_valid_to"] = "patients.error.bhyt_dates"
+    if data.birth_date.year < 1880:
+        problems["birth_date"] = "errors.field_date"
+    if problems:
+        raise ValidationFailed(problems)
+
+
+def _check_unique(session: Session, data: PatientIn, exclude_id: int | None = None) -> None:
+    if data.cccd:
+        other = session.scalar(select(Patient.id).where(Patient.cccd == data.cccd))
+        if other is not None and other != exclude_id:
+            raise ConflictError(
+                f"CCCD {data.cccd} belongs to patient {other}", field="cccd", key="patients.error.cccd_duplicate"
+            )
+    if data.bhyt_number:
+        other = session.scalar(select(Patient.id).where(Patient.bhyt_ssn == bhyt_ssn(data.bhyt_number)))
+        if other is not None and other != exclude_id:
+            raise ConflictError(
+                f"BHYT {data.bhyt_number} belongs to patient {other}",
+                field="bhyt_number",
+                key="patients.error.bhyt_duplicate",
+            )
+
+
+def _apply(patient: Patient, data: PatientIn) -> None:
+    family, given = split_name(data.full_name)
+    patient.full_name = " ".join(data.full_name.split())
+    patient.family_name = family
+    patient.given_name = given
+    patient.search_name = fold(patient.full_name)
+    patient.search_given = fold(given)
+    for name in (
+        "birth_date",
+        "birth_year_only",
+        "sex",
+        "cccd",
+        "bhyt_number",
+        "bhyt_valid_from",
+        "bhyt_valid_to",
+        "bhyt_registered_facility",
+        "address",
+        "province_code",
+        "district_code",
+        "ward_code",
+        "phone",
+        "ethnicity_code",
+        "nationality_code",
+        "occupation_code",
+        "blood_type",
+    ):
+        setattr(patient, name, getattr(data, name))
+    patient.cccd = data.cccd or None
+    patient.bhyt_number = data.bhyt_number or None
+    patient.bhyt_ssn = bhyt_ssn(data.bhyt_number) if data.bhyt_number else None
+
+
+def create_patient(session: Session, actor: Actor, data: PatientIn | dict[str, Any]) -> Patient:
+    data = parse(PatientIn, data)
+    validate_patient(data)
+    _check_unique(session, data)
+    patient = Patient(code=f"BN{next_number(session, 'patient'):08d}")
+    _apply(patient, data)
+    session.add(patient)
+    session.flush()
+    audit.record(session, actor, "patient.create", patient_id=patient.id, object_type="patient", object_id=patient.id)
+    session.commit()
+    return patient
+
+
+def update_patient(session: Session, actor: Actor, patient_id: int, data: PatientIn | dict[str, Any]) -> Patient:
+    data = parse(PatientIn, data)
+    validate_patient(data)
+    patient = get_or_404(session, Patient, patient_id, "patient")
+    if patient.status != "active":
+        raise InvalidState("merged patients are read-only", key="patients.error.merged")
+    _check_unique(session, data, exclude_id=patient.id)
+    before = {
+        "full_name": patient.full_name,
+        "cccd": patient.cccd,
+        "bhyt_number": patient.bhyt_number,
+        "birth_date": patient.birth_date.isoformat(),
+        "sex": patient.sex,
+    }
+    _apply(patient, data)
+    audit.record(
+        session,
+        actor,
+        "patient.update",
+        patient_id=patient.id,
+        object_type="patient",
+        object_id=patient.id,
+        details={"before": before},
+    )
+    session.commit()
+    return patient
+
+
+def get_patient(session: Session, actor: Actor, patient_id: int, *, audit_view: bool = True) -> Patient:
+    patient = get_or_404(session, Patient, patient_id, "patient")
+    if audit_view:
+        audit.record(session, actor, "patient.view", patient_id=patient.id, object_type="patient", object_id=patient.id)
+        session.commit()
+    return patient
+
+
+def search_patients(
+    session: Session, actor: Actor, query: str, limit: int = 20, *, audit_search: bool = True
+) -> list[Patient]:
+    """Name prefix (with or without diacritics), given-name prefix, CCCD, BHYT or patient code."""
+    q = " ".join(query.split())
+    if not q:
+        return []
+    stmt: Select[Patient] | None = select(Patient).where(Patient.status == "active")
+    assert stmt is not None
+    compact = q.replace(" ", "")
+    rows: list[Patient] = []
+    if _DIGITS.fullmatch(compact) and len(compact) == 12:
+        stmt = stmt.where(Patient.cccd == compact)
+    elif _BHYT_LIKE.fullmatch(compact):
+        stmt = stmt.where(or_(Patient.bhyt_ssn == compact[-10:], Patient.bhyt_number == compact.upper()))
+    elif _CODE.fullmatch(compact):
+        stmt = stmt.where(Patient.code == compact.upper())
+    else:
+        folded = fold(q)
+        if not folded:
+            return []
+        rows = _name_prefix(session, folded, limit)
+        stmt = None
+    if stmt is not None:
+        rows = list(session.scalars(stmt.order_by(Patient.search_name, Patient.id).limit(limit)))
+    if audit_search:
+        audit.record(
+            session, actor, "patient.search", object_type="patient", details={"query": q, "results": len(rows)}
+        )
+        session.commit()
+    return rows
+
+
+_TOP = "\U0010ffff"
+
+
+def _name_prefix(session: Session, folded: str, limit: int) -> list[Patient]:
+    """Full-name prefix OR given-name prefix, each an index range scan with LIMIT, merged here.
+
+    A range (``>= q`` and ``< q + U+10FFFF``) instead of LIKE: no escaping of
+    % and _, and the same index plan on SQLite (BINARY) and PostgreSQL (C).
+    """
+    found: dict[int, Patient] = {}
+    for column in (Patient.search_name, Patient.search_given):
+        stmt = (
+            select(Patient)
+            .where(column >= folded, column < folded + _TOP, Patient.status == "active")
+            .order_by(column, Patient.id)
+            .limit(limit)
+        )
+        for p in session.scalars(stmt):
+            found.setdefault(p.id, p)
+    return sorted(found.values(), key=lambda p: (p.search_name, p.id))[:limit]
+
+
+def merge_patients(session: Session, actor: Actor, source_id: int, target_id: int, reason: str) -> Patient:
+    """Move everything of ``source`` to ``target``; ``source`` stays, marked merged (both histories kept)."""
+    if source_id == target_id:
+        raise ValidationFailed({"source_id": "patients.error.merge_same"})
+    if not reason.strip():
+        raise ValidationFailed({"reason": "errors.field_required"})
+    source = get_or_404(session, Patient, source_id, "patient")
+    target = get_or_404(session, Patient, target_id, "patient")
+    if source.status != "active" or target.status != "active":
+        raise InvalidState("only active patients can be merged", key="patients.error.merged")
+    moved: dict[str, list[int]] = {}
+    for model in (Encounter, Document, ImagingOrder, Study):
+        rows = list(session.scalars(select(model).where(model.patient_id == source.id)))  # type: ignore[attr-defined]
+        for row in rows:
+            row.patient_id = target.id  # type: ignore[attr-defined]
+        moved[model.__tablename__] = [r.id for r in rows]  # type: ignore[attr-defined]
+    source.status = "merged"
+    source.merged_into_id = target.id
+    # Identifiers stay unique: the merged record keeps them only in the audit trail.
+    identifiers = {"cccd": source.cccd, "bhyt_number": source.bhyt_number, "code": source.code}
+    if source.cccd and not target.cccd:
+        cccd, source.cccd = source.cccd, None
+        session.flush()
+        target.cccd = cccd
+    if source.bhyt_ssn and not target.bhyt_ssn:
+        number, ssn = source.bhyt_number, source.bhyt_ssn
+        source.bhyt_ssn = None
+        session.flush()
+        target.bhyt_number, target.bhyt_ssn = number, ssn
+    details = {"reason": reason, "moved": moved, "source_identifiers": identifiers, "target_id": target.id}
+    audit.record(
+        session,
+        actor,
+        "patient.merge",
+        patient_id=source.id,
+        object_type="patient",
+        object_id=source.id,
+        details=details,
+    )
+    audit.record(
+        session,
+        actor,
+        "patient.merge",
+        patient_id=target.id,
+        object_type="patient",
+        object_id=target.id,
+        details={**details, "source_id": source.id},
+    )
+    session.commit()
+    return target
+
+
+def find_by_code(session: Session, code: str, field: str = "code") -> Patient:
+    """A patient by the code staff read off the chart (BN00000012); ``field`` names the form field on error."""
+    compact = code.strip().upper()
+    patient = session.scalar(select(Patient).where(Patient.code == compact)) if _CODE.fullmatch(compact) else None
+    if patient is None:
+        raise ValidationFailed({field: "patients.error.code_unknown"})
+    return patient
+
+
+def record_counts(session: Session, patient_id: int) -> dict[str, int]:
+    """How many encounters, documents, orders and studies a patient has (shown before a merge)."""
+    counts = {}
+    for model in (Encounter, Document, ImagingOrder, Study):
+        stmt = select(func.count()).select_from(model).where(model.patient_id == patient_id)  # type: ignore[attr-defined]
+        counts[model.__tablename__] = int(session.scalar(stmt) or 0)  # type: ignore[attr-defined]
+    return counts

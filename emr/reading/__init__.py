@@ -1,0 +1,1 @@
+"""Reading studies: the radiologist's worklist, reports, measurements, the patient slip."""

@@ -1,0 +1,244 @@
+"""The reading room: which linked studies await a report, who may open a study, saved measurements.
+
+A study is visible in the viewer only once it is linked to a patient in the
+EMR (an unmatched study belongs to no one yet). Opening it writes one
+``study.view`` audit row in its own short transaction; the DICOMweb proxy
+calls that once per reader and study, not per frame.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from emr.access import audit
+from emr.access.audit import Actor
+from emr.core.exceptions import ValidationFailed
+
+from ..models import Document, DocumentVersion, ImagingOrder, Patient, Study, StudyMeasurements, User, utcnow
+
+__all__ = [
+    "REPORT_STATUSES",
+    "WorklistFilter",
+    "WorklistRow",
+    "find_linked_study",
+    "get_measurements",
+    "latest_report",
+    "reading_worklist",
+    "record_study_view",
+    "report_status",
+    "save_measurements",
+    "study_arriving",
+]
+
+log = logging.getLogger(__name__)
+
+# unread: no report yet; draft: written, not signed; amended: a signed report
+# has a newer unsigned version; signed.
+REPORT_STATUSES = ("unread", "draft", "amended", "signed")
+_STATUS_RANK = {"unread": 0, "draft": 1, "amended": 1, "signed": 2}
+_URGENCY_RANK = {"stat": 0, "urgent": 1, "routine": 2}
+MAX_MEASUREMENTS_BYTES = 512 * 1024
+
+
+def find_linked_study(session: Session, study_uid: str) -> Study | None:
+    """The EMR's linked study with that StudyInstanceUID, or None (unknown or unmatched)."""
+    return session.scalar(
+        select(Study)
+        .where(Study.study_instance_uid == study_uid, Study.state == "linked", Study.patient_id.is_not(None))
+        .order_by(Study.id)
+        .limit(1)
+    )
+
+
+def study_arriving(
+    session: Session, study_uid: str, seconds: float, is_stable: Callable[[str], bool] | None = None
+) -> bool:
+    """First seen by the linker less than ``seconds`` ago: Orthanc may still be receiving it.
+
+    A study Orthanc already calls stable (no instance for its StableAge) is complete,
+    so the notice goes away then rather than after the whole window. A study whose
+    report is already signed is complete as far as anyone is concerned (the
+    radiologist read it): no "still arriving" notice, neither for staff nor on the
+    patient's share link.
+    """
+    row = session.execute(
+        select(Study.first_seen_at, Study.order_id, Study.orthanc_id)
+        .where(Study.study_instance_uid == study_uid)
+        .limit(1)
+    ).first()
+    if row is None or row.first_seen_at is None or utcnow() - row.first_seen_at >= timedelta(seconds=seconds):
+        return False
+    if is_stable is not None:
+        try:
+            if is_stable(row.orthanc_id):
+                return False
+        except Exception:  # noqa: BLE001 - Orthanc unreachable: fall back to the time window
+            log.debug("stability of %s unknown", row.orthanc_id, exc_info=True)
+    if row.order_id is not None:
+        doc = latest_report(session, row.order_id)
+        if doc is not None and signed_version(doc) is not None:
+            return False
+    return True
+
+
+def record_study_view(
+    session: Session, actor: Actor, study: Study, *, via: str, share_link_id: int | None = None
+) -> None:
+    """One audit row for one study opened (own transaction: the proxy commits nothing else)."""
+    details: dict[str, Any] = {"study_uid": study.study_instance_uid, "via": via}
+    if share_link_id is not None:
+        details["share_link"] = share_link_id
+    audit.record(
+        session,
+        actor,
+        "study.view",
+        patient_id=study.patient_id,
+        object_type="study",
+        object_id=study.id,
+        details=details,
+    )
+    session.commit()
+
+
+def latest_report(session: Session, order_id: int) -> Document | None:
+    """The newest radiology report of an order that is not cancelled."""
+    return session.scalar(
+        select(Document)
+        .where(Document.order_id == order_id, Document.form_type == "radiology_report", Document.status != "cancelled")
+        .order_by(Document.created_at.desc(), Document.id.desc())
+        .limit(1)
+    )
+
+
+def report_status(doc: Document | None) -> str:
+    if doc is None:
+        return "unread"
+    return doc.status if doc.status in _STATUS_RANK else "draft"
+
+
+def signed_version(doc: Document) -> DocumentVersion | None:
+    """The newest signed version (an amended report keeps its last signed one)."""
+    signed = [v for v in doc.versions if v.status in ("signed", "superseded") and v.locked]
+    return max(signed, key=lambda v: v.number) if signed else None
+
+
+@dataclass(frozen=True)
+class WorklistFilter:
+    modality: str = ""
+    date_from: str = ""  # YYYYMMDD (StudyDate)
+    date_to: str = ""
+    urgency: str = ""
+    status: str = ""
+
+
+@dataclass(frozen=True)
+class WorklistRow:
+    study: Study
+    order: ImagingOrder
+    patient: Patient
+    report: Document | None
+    status: str
+    reader: str
+
+
+def reading_worklist(session: Session, flt: WorklistFilter, limit: int = 300) -> list[WorklistRow]:
+    """Linked studies, unread first, then by urgency (stat, urgent, routine), newest first."""
+    q = (
+        select(Study, ImagingOrder, Patient)
+        .join(ImagingOrder, ImagingOrder.id == Study.order_id)
+        .join(Patient, Patient.id == Study.patient_id)
+        .where(Study.state == "linked", ImagingOrder.status != "cancelled")
+    )
+    if flt.modality:
+        q = q.where(ImagingOrder.modality == flt.modality)
+    if flt.urgency:
+        q = q.where(ImagingOrder.urgency == flt.urgency)
+    if flt.date_from:
+        q = q.where(Study.study_date >= flt.date_from)
+    if flt.date_to:
+        q = q.where(Study.study_date <= flt.date_to)
+    rows = session.execute(q.order_by(Study.id.desc()).limit(limit * 2)).all()
+    order_ids = [o.id for _, o, _ in rows]
+    reports: dict[int, Document] = {}
+    if order_ids:
+        docs = session.scalars(
+            select(Document)
+            .where(
+                Document.order_id.in_(order_ids),
+                Document.form_type == "radiology_report",
+                Document.status != "cancelled",
+            )
+            .order_by(Document.created_at, Document.id)
+        )
+        for d in docs:
+            reports[d.order_id or 0] = d  # the newest wins
+    readers = {
+        u.id: u.full_name
+        for u in session.scalars(select(User).where(User.id.in_({d.created_by for d in reports.values()} or {0})))
+    }
+    out: list[WorklistRow] = []
+    for study, order, patient in rows:
+        doc = reports.get(order.id)
+        status = report_status(doc)
+        if flt.status and status != flt.status:
+            continue
+        out.append(WorklistRow(study, order, patient, doc, status, readers.get(doc.created_by, "") if doc else ""))
+    out.sort(
+        key=lambda r: (
+            _STATUS_RANK[r.status],
+            _URGENCY_RANK.get(r.order.urgency, 3),
+            -int(r.study.study_date or 0) if (r.study.study_date or "").isdigit() else 0,
+            -r.study.id,
+        )
+    )
+    return out[:limit]
+
+
+def get_measurements(session: Session, user_id: int, study_uid: str) -> tuple[Any, datetime | None]:
+    row = session.scalar(
+        select(StudyMeasurements).where(
+            StudyMeasurements.user_id == user_id, StudyMeasurements.study_instance_uid == study_uid
+        )
+    )
+    if row is None:
+        return [], None
+    return json.loads(row.data_json), row.updated_at
+
+
+def save_measurements(session: Session, actor: Actor, study: Study, data: Any) -> datetime:
+    """Replace this reader's measurements on the study (a list of annotation objects)."""
+    if not isinstance(data, list) or not all(isinstance(a, dict) for a in data):
+        raise ValidationFailed({"measurements": "errors.field_invalid"})
+    text = json.dumps(data, ensure_ascii=False, separators=(",", ":"))
+    if len(text.encode("utf-8")) > MAX_MEASUREMENTS_BYTES:
+        raise ValidationFailed({"measurements": "errors.field_too_long"})
+    user_id = actor.user_id or 0
+    row = session.scalar(
+        select(StudyMeasurements).where(
+            StudyMeasurements.user_id == user_id, StudyMeasurements.study_instance_uid == study.study_instance_uid
+        )
+    )
+    if row is None:
+        row = StudyMeasurements(user_id=user_id, study_instance_uid=study.study_instance_uid, data_json=text)
+        session.add(row)
+    row.data_json = text
+    row.updated_at = utcnow()
+    audit.record(
+        session,
+        actor,
+        "study.measure",
+        patient_id=study.patient_id,
+        object_type="study",
+        object_id=study.id,
+        details={"count": len(data)},
+    )
+    session.commit()
+    return row.updated_at

@@ -1,0 +1,1 @@
+"""Film-less patient access: share links, PINs and the viewer token of a link."""

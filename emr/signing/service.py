@@ -1,0 +1,809 @@
+"""The signing workflow: who signs which document version in what order, with which key.
+
+The cryptography is :mod:`emr.signing` (a plain library); this module decides
+and records. A version is rendered to PDF once, at its first signature; each
+signer in turn adds an incremental PAdES signature to the same PDF and a
+detached CMS over the version's canonical JSON. The first signature locks
+the version (:func:`emr.documents.service.mark_signed`); nothing is written
+unless the whole signing step succeeded, so a wrong PIN, a revoked
+certificate or an unreachable TSA leave the document exactly as it was.
+
+Signing order per form type (:func:`slots_for`): a radiology report is
+signed by a radiologist; a discharge summary by the treating physician
+(the encounter's attending) and then the head of that department; every
+other record by the physician who wrote the version.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+import json
+import logging
+import os
+import secrets
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from cryptography import x509
+from sqlalchemy import select
+from sqlalchemy.orm import Session, object_session
+
+from emr.access import audit
+from emr.access.audit import Actor
+from emr.core.dicom_dates import display_da
+from emr.core.exceptions import EmrError, InvalidState, ValidationFailed
+from emr.core.settings import EmrSettings
+from emr.documents import service as documents
+from emr.models.lookup import get_or_404
+
+from ..i18n import catalogue, t
+from ..models import Department, Document, DocumentVersion, Encounter, ImagingOrder, Patient, Study, User, utcnow
+from ..models.signing import DocumentSignature, SignedArtifact, SigningKey
+from ..signing import (
+    RenderInput,
+    SignerSlot,
+    SigningContext,
+    SigningError,
+    encapsulate_pdf,
+    load_pkcs12_signer,
+    load_trust_anchors,
+    open_token_signer,
+    render_document_pdf,
+    retention_until,
+    sign_json,
+    sign_pdf,
+    verify_json_signature,
+    verify_pdf,
+)
+
+__all__ = [
+    "DbArtifacts",
+    "Slot",
+    "SigningConfig",
+    "NotYourTurn",
+    "artifact_for",
+    "next_slot",
+    "past_retention",
+    "register_pkcs12",
+    "register_token_key",
+    "sign_document",
+    "store_in_pacs",
+    "signing_config",
+    "signing_overview",
+    "slots_for",
+    "verify_code",
+    "verify_uploaded_pdf",
+]
+
+log = logging.getLogger(__name__)
+
+
+class NotYourTurn(EmrError):
+    """The user may not fill the next signature of this version (order or role)."""
+
+    http_status = 403
+
+
+@dataclass(frozen=True)
+class Slot:
+    field_name: str  # the PDF signature field
+    who: str  # radiologist | treating | head | author
+
+
+def slots_for(form_type: str) -> list[Slot]:
+    if form_type == "radiology_report":
+        return [Slot("radiologist", "radiologist")]
+    if form_type == "discharge_summary":
+        return [Slot("physician", "treating"), Slot("head", "head")]
+    return [Slot("author", "author")]
+
+
+@dataclass(frozen=True)
+class SigningConfig:
+    """What the workflow needs from the settings (and the image store for radiology reports)."""
+
+    trust_anchors_dir: Path
+    crl_paths: Sequence[Path] = ()
+    tsa_url: str | None = None
+    pkcs11_library: str = "/usr/lib/softhsm/libsofthsm2.so"
+    softhsm2_conf: Path | None = None
+    public_url: str = "http://127.0.0.1:8080"
+    hospital_name: str = ""
+    allow_fetching: bool = True
+    store: Any = None
+
+    def anchors(self) -> list[x509.Certificate]:
+        return load_trust_anchors(self.trust_anchors_dir)
+
+    def crls(self) -> list[x509.CertificateRevocationList]:
+        out = []
+        for path in self.crl_paths:
+            try:
+                data = path.read_bytes()
+            except OSError:
+                continue
+            try:
+                out.append(x509.load_pem_x509_crl(data) if b"-----BEGIN" in data else x509.load_der_x509_crl(data))
+            except ValueError:
+                log.warning("unreadable CRL %s ignored", path)
+        return out
+
+    def context(self) -> SigningContext:
+        return SigningContext(
+            trust_anchors=self.anchors(),
+            tsa_url=self.tsa_url,
+            crls=self.crls(),
+            allow_fetching=self.allow_fetching,
+        )
+
+
+def signing_config(settings: EmrSettings, store: Any = None) -> SigningConfig:
+    pki = settings.data_dir / "pki"
+    crls = sorted((pki / "crls").glob("*.crl")) if (pki / "crls").is_dir() else []
+    if (pki / "dev" / "ca.crl").is_file():
+        crls.append(pki / "dev" / "ca.crl")
+    return SigningConfig(
+        trust_anchors_dir=settings.trust_anchors_dir or pki / "trust-anchors",
+        crl_paths=tuple(crls),
+        tsa_url=settings.tsa_url,
+        pkcs11_library=settings.pkcs11_library,
+        softhsm2_conf=settings.softhsm2_conf,
+        public_url=settings.public_url,
+        hospital_name=settings.hospital_name,
+        store=store,
+    )
+
+
+# -- keys ----------------------------------------------------------------------
+
+
+def _active_key(session: Session, user_id: int, kind: str) -> SigningKey | None:
+    return session.scalars(
+        select(SigningKey)
+        .where(SigningKey.user_id == user_id, SigningKey.kind == kind, SigningKey.active.is_(True))
+        .order_by(SigningKey.id.desc())
+    ).first()
+
+
+def _replace_key(session: Session, actor: Actor, user_id: int, key: SigningKey) -> SigningKey:
+    for old in session.scalars(
+        select(SigningKey).where(
+            SigningKey.user_id == user_id, SigningKey.kind == key.kind, SigningKey.active.is_(True)
+        )
+    ):
+        old.active = False
+    session.add(key)
+    session.flush()
+    audit.record(
+        session,
+        actor,
+        "signing.key_register",
+        object_type="user",
+        object_id=user_id,
+        details={"kind": key.kind, "subject": key.cert_subject, "key_label": key.key_label},
+    )
+    session.commit()
+    return key
+
+
+def register_pkcs12(session: Session, actor: Actor, user_id: int, data: bytes, password: str) -> SigningKey:
+    """Store a user's .p12 as uploaded (still encrypted by its password, which is checked here
+    and then forgotten). Raises :class:`SigningError` (bad password, no key inside)."""
+    get_or_404(session, User, user_id, "user")
+    signer = load_pkcs12_signer(data, password)
+    return _replace_key(
+        session,
+        actor,
+        user_id,
+        SigningKey(
+            user_id=user_id,
+            kind="pkcs12",
+            p12_data=data,
+            cert_subject=signer.certificate.subject.rfc4514_string(),
+            created_by=actor.user_id,
+        ),
+    )
+
+
+def register_token_key(session: Session, actor: Actor, user_id: int, token_label: str, key_label: str) -> SigningKey:
+    """Record which token and key label a user signs with (the PIN is typed at each signing)."""
+    get_or_404(session, User, user_id, "user")
+    problems = {}
+    for name, value in (("token_label", token_label), ("key_label", key_label)):
+        if not value or len(value) > 64 or not value.isprintable():
+            problems[name] = "signing.error.label"
+    if problems:
+        raise ValidationFailed(problems)
+    return _replace_key(
+        session,
+        actor,
+        user_id,
+        SigningKey(
+            user_id=user_id,
+            kind="pkcs11",
+            token_label=token_label.strip(),
+            key_label=key_label.strip(),
+            created_by=actor.user_id,
+        ),
+    )
+
+
+# -- order ---------------------------------------------------------------------
+
+
+def artifact_for(session: Session, version_id: int) -> SignedArtifact | None:
+    return session.scalar(select(SignedArtifact).where(SignedArtifact.version_id == version_id))
+
+
+def _current(doc: Document) -> DocumentVersion:
+    return next(v for v in doc.versions if v.number == doc.current_version)
+
+
+def next_slot(session: Session, doc: Document) -> tuple[DocumentVersion, SignedArtifact | None, Slot | None]:
+    """The current version, its signed PDF so far, and the signature it waits for (None: complete)."""
+    version = _current(doc)
+    artifact = artifact_for(session, version.id)
+    slots = slots_for(doc.form_type)
+    done = artifact.signatures_done if artifact else 0
+    if version.locked and artifact is None:
+        return version, None, None  # signed outside this workflow (e.g. earlier OTP confirmation)
+    return version, artifact, slots[done] if done < len(slots) else None
+
+
+def _may_fill(session: Session, doc: Document, version: DocumentVersion, slot: Slot, user: User) -> bool:
+    if slot.who == "radiologist":
+        return user.role == "radiologist"
+    enc = session.get(Encounter, doc.encounter_id)
+    if slot.who == "treating":
+        return user.role == "physician" and enc is not None and user.id == enc.attending_id
+    if slot.who == "head":
+        return (
+            user.role == "physician"
+            and user.is_department_head
+            and enc is not None
+            and user.department_id == enc.department_id
+        )
+    return user.role in ("physician", "radiologist") and user.id == version.created_by
+
+
+def can_sign_now(session: Session, doc: Document, user: User | None) -> bool:
+    if user is None or doc.status == "cancelled":
+        return False
+    version, _artifact, slot = next_slot(session, doc)
+    return slot is not None and _may_fill(session, doc, version, slot, user)
+
+
+# -- signing -------------------------------------------------------------------
+
+
+def _label(key: str, fallback: str) -> str:
+    return t(key) if key in catalogue() else fallback
+
+
+def _slot_label(who: str) -> str:
+    return t(f"signing.slot.{who}")
+
+
+def _signer_name(session: Session, doc: Document, version: DocumentVersion, slot: Slot) -> str:
+    enc = session.get(Encounter, doc.encounter_id)
+    user: User | None = None
+    if slot.who == "treating" and enc is not None:
+        user = session.get(User, enc.attending_id)
+    elif slot.who == "author":
+        user = session.get(User, version.created_by)
+    elif slot.who == "head" and enc is not None:
+        user = session.scalars(
+            select(User).where(
+                User.is_department_head.is_(True), User.department_id == enc.department_id, User.active.is_(True)
+            )
+        ).first()
+    return user.full_name if user else ""
+
+
+def _exam_lines(session: Session, doc: Document) -> list[tuple[str, str]]:
+    """What identifies the exam a report is about: accession, procedure, modality, study date,
+    ordering physician and ordering department (the order's, not the visit's)."""
+    order = session.get(ImagingOrder, doc.order_id) if doc.order_id is not None else None
+    if order is None:
+        return []
+    study = session.scalars(select(Study).where(Study.order_id == order.id).order_by(Study.id)).first()
+    by = session.get(User, order.ordered_by)
+    enc = session.get(Encounter, order.encounter_id) if order.encounter_id is not None else None
+    dep_id = order.department_id or (enc.department_id if enc else None)
+    ordering_dep = session.get(Department, dep_id) if dep_id is not None else None
+    procedure = order.procedure_name + (f" ({order.procedure_code})" if order.procedure_code else "")
+    return [
+        (t("signing.pdf.exam.accession"), order.accession_number),
+        (t("signing.pdf.exam.procedure"), procedure),
+        (t("signing.pdf.exam.modality"), order.modality),
+        (t("signing.pdf.exam.study_date"), display_da(study.study_date) if study and study.study_date else "—"),
+        (t("signing.pdf.exam.ordered_by"), by.full_name if by else "—"),
+        (t("signing.pdf.exam.department"), ordering_dep.name if ordering_dep else "—"),
+    ]
+
+
+def _render(session: Session, doc: Document, version: DocumentVersion, code: str, config: SigningConfig) -> bytes:
+    patient = session.get(Patient, doc.patient_id)
+    enc = session.get(Encounter, doc.encounter_id)
+    dep = session.get(Department, enc.department_id) if enc else None
+    content = json.loads(version.content_json)
+    sections = []
+    for name, value in content.items():
+        if value in (None, ""):
+            continue
+        text = _label(f"documents.{name}.{value}", str(value)) if isinstance(value, str) else str(value)
+        sections.append((_label(f"documents.field.{name}", name), text))
+    extra = [t("signing.pdf.content_sha256", sha=version.content_sha256)]
+    if version.amends_version_id is not None:
+        old = session.get(DocumentVersion, version.amends_version_id)
+        extra.append(t("signing.pdf.amends", version=old.number if old else "?", reason=version.amendment_reason or ""))
+    if enc is not None:
+        extra.insert(0, t("signing.pdf.visit", code=enc.visit_code))
+    title = t(f"documents.form.{doc.form_type}")
+    exam = _exam_lines(session, doc)
+    if exam:  # a report is issued by the reading department, not the visit's
+        author = session.get(User, version.created_by)
+        issuing = session.get(Department, author.department_id) if author and author.department_id else None
+        dep = issuing or dep
+    return render_document_pdf(
+        RenderInput(
+            hospital_name=config.hospital_name,
+            department=dep.name if dep else "",
+            exam=exam,
+            patient_name=patient.full_name if patient else "",
+            patient_code=patient.code if patient else "",
+            patient_birth_date=patient.birth_date if patient else None,
+            patient_sex=(patient.sex if patient else "U") or "U",
+            title=title,
+            document_type=title,
+            version=version.number,
+            sections=sections,
+            signers=[
+                SignerSlot(s.field_name, _slot_label(s.who), _signer_name(session, doc, version, s))
+                for s in slots_for(doc.form_type)
+            ],
+            verification_code=code,
+            public_url=config.public_url,
+            created_at=version.created_at.replace(tzinfo=dt.UTC),
+        )
+    )
+
+
+def _open_signer(key: SigningKey, secret: str, config: SigningConfig, chain: Sequence[x509.Certificate]) -> Any:
+    if key.kind == "pkcs12":
+        from contextlib import nullcontext
+
+        return nullcontext(load_pkcs12_signer(key.p12_data or b"", secret, extra_chain=chain))
+    if config.softhsm2_conf is not None and os.environ.get("SOFTHSM2_CONF") != str(config.softhsm2_conf):
+        # SoftHSM reads SOFTHSM2_CONF once, when the PKCS#11 module is first loaded.
+        os.environ["SOFTHSM2_CONF"] = str(config.softhsm2_conf)
+    return open_token_signer(
+        key.token_label or "", secret, key.key_label or "", lib_path=config.pkcs11_library, chain=chain
+    )
+
+
+def _naive_utc(value: dt.datetime | None) -> dt.datetime | None:
+    if value is None:
+        return None
+    return value.astimezone(dt.UTC).replace(tzinfo=None) if value.tzinfo else value
+
+
+def sign_document(
+    session: Session,
+    actor: Actor,
+    document_id: int,
+    config: SigningConfig,
+    *,
+    method: str,
+    secret: str,
+) -> SignedArtifact:
+    """Fill the next signature of the document's current version as ``actor``.
+
+    Raises :class:`NotYourTurn` (wrong role or order), :class:`ValidationFailed`
+    (no key of that kind registered), :class:`SigningError` (wrong PIN or
+    password, certificate refused, TSA down) — in every case nothing changes
+    except one audit row of the failure.
+    """
+    doc = get_or_404(session, Document, document_id, "document")
+    user = get_or_404(session, User, actor.user_id or 0, "user")
+    if doc.status == "cancelled":
+        raise InvalidState("document cancelled", key="documents.error.cancelled")
+    version, artifact, slot = next_slot(session, doc)
+    if slot is None:
+        raise InvalidState("this version is fully signed", key="signing.error.complete")
+    details: dict[str, Any] = {"version": version.number, "field": slot.field_name, "method": method}
+    if not _may_fill(session, doc, version, slot, user):
+        audit.record(
+            session,
+            actor,
+            "document.sign",
+            outcome="denied",
+            patient_id=doc.patient_id,
+            object_type="document",
+            object_id=doc.id,
+            details=details,
+        )
+        session.commit()
+        raise NotYourTurn(f"{user.username} may not sign {slot.field_name}", key=f"signing.error.turn.{slot.who}")
+    if method not in ("pkcs11", "pkcs12"):
+        raise ValidationFailed({"method": "signing.error.method"})
+    key = _active_key(session, user.id, method)
+    if key is None:
+        raise ValidationFailed({"secret": f"signing.error.no_key.{method}"})
+    if not secret:
+        raise ValidationFailed({"secret": "signing.error.secret_required"})
+    first = artifact is None
+    code = artifact.verification_code if artifact else secrets.token_urlsafe(24)
+    try:
+        context = config.context()
+        pdf = bytes(artifact.pdf) if artifact else _render(session, doc, version, code, config)
+        with _open_signer(key, secret, config, list(context.trust_anchors)) as signer:
+            signed = sign_pdf(pdf, slot.field_name, signer, context, reason=_slot_label(slot.who))
+            cms = sign_json(json.loads(version.content_json), signer, context)
+            cert = signer.certificate
+    except SigningError as exc:
+        session.rollback()
+        audit.record(
+            session,
+            actor,
+            "document.sign",
+            outcome="failure",
+            patient_id=doc.patient_id,
+            object_type="document",
+            object_id=doc.id,
+            details={**details, "error": exc.key},
+        )
+        session.commit()
+        raise
+    report = verify_pdf(signed, list(context.trust_anchors), crls=list(context.crls))
+    mine = next((s for s in report.signatures if s.field_name == slot.field_name), None)
+    digest = hashlib.sha256(signed).hexdigest()
+    now = utcnow()
+    if first:
+        artifact = SignedArtifact(
+            version_id=version.id,
+            document_id=doc.id,
+            verification_code=code,
+            pdf=signed,
+            pdf_sha256=digest,
+            content_sha256=version.content_sha256,
+            signatures_required=len(slots_for(doc.form_type)),
+            signatures_done=0,
+            created_at=now,
+            updated_at=now,
+        )
+        session.add(artifact)
+    assert artifact is not None
+    artifact.pdf = signed
+    artifact.pdf_sha256 = digest
+    artifact.signatures_done += 1
+    artifact.complete = artifact.signatures_done >= artifact.signatures_required
+    artifact.updated_at = now
+    session.flush()
+    session.add(
+        DocumentSignature(
+            artifact_id=artifact.id,
+            version_id=version.id,
+            order_index=artifact.signatures_done,
+            field_name=slot.field_name,
+            signer_role=slot.who,
+            signer_id=user.id,
+            method=key.kind,
+            cert_subject=cert.subject.rfc4514_string(),
+            cert_serial=format(cert.serial_number, "x"),
+            signed_at=now,
+            timestamp_at=_naive_utc(mine.timestamp_time if mine else None),
+            pdf_length=len(signed),
+            pdf_sha256=digest,
+            cms=cms,
+        )
+    )
+    audit.record(
+        session,
+        actor,
+        "document.sign_step",
+        patient_id=doc.patient_id,
+        object_type="document",
+        object_id=doc.id,
+        details={
+            **details,
+            "pdf_sha256": digest,
+            "serial": format(cert.serial_number, "x"),
+            "complete": artifact.complete,
+        },
+    )
+    if first:
+        documents.mark_signed(session, actor, doc.id, version.number)  # locks the version; commits
+    else:
+        session.commit()
+    if artifact.complete and doc.form_type == "radiology_report" and config.store is not None:
+        _store_in_pacs(session, actor, doc, artifact, config)
+    return artifact
+
+
+def _study_tags(session: Session, doc: Document) -> dict[str, Any] | None:
+    order = session.get(ImagingOrder, doc.order_id) if doc.order_id else None
+    if order is None:
+        return None
+    study = session.scalars(select(Study).where(Study.order_id == order.id)).first()
+    patient = session.get(Patient, doc.patient_id)
+    tags: dict[str, Any] = {
+        "StudyInstanceUID": study.study_instance_uid if study else order.study_instance_uid,
+        "AccessionNumber": order.accession_number,
+        "PatientID": (study.dicom_patient_id if study and study.dicom_patient_id else None)
+        or (patient.code if patient else None),
+        "StudyDate": study.study_date if study and study.study_date else "",
+        "StudyDescription": order.procedure_name[:64] if order.procedure_name else "",
+    }
+    if study is not None and study.dicom_patient_name:
+        tags["PatientName"] = study.dicom_patient_name
+    if patient is not None:
+        tags["PatientBirthDate"] = patient.birth_date.strftime("%Y%m%d") if patient.birth_date else ""
+        tags["PatientSex"] = patient.sex if patient.sex in ("M", "F", "O") else ""
+    return tags
+
+
+def store_in_pacs(session: Session, actor: Actor, document_id: int, config: SigningConfig) -> bool:
+    """(Re)send the current version's fully signed report to the PACS; True when stored."""
+    doc = get_or_404(session, Document, document_id, "document")
+    artifact = artifact_for(session, _current(doc).id)
+    if artifact is None or not artifact.complete or config.store is None:
+        return False
+    _store_in_pacs(session, actor, doc, artifact, config)
+    return artifact.pacs_error is None
+
+
+def _store_in_pacs(
+    session: Session, actor: Actor, doc: Document, artifact: SignedArtifact, config: SigningConfig
+) -> None:
+    """Send the fully signed report into its study as DICOM Encapsulated PDF; failures are recorded, not raised
+    (the signature stands; an admin can resend)."""
+    tags = _study_tags(session, doc)
+    try:
+        if tags is None:
+            raise InvalidState("report has no imaging order", key="signing.error.no_study")
+        version = session.get(DocumentVersion, artifact.version_id)
+        dicom = encapsulate_pdf(
+            bytes(artifact.pdf),
+            tags,
+            title=t("documents.form.radiology_report"),
+            instance_number=version.number if version else 1,
+        )
+        result = config.store.upload(dicom)
+    except Exception as exc:  # noqa: BLE001 - any store failure is recorded and shown
+        artifact.pacs_error = str(exc)[:500]
+        audit.record(
+            session,
+            actor,
+            "document.pacs_store",
+            outcome="failure",
+            patient_id=doc.patient_id,
+            object_type="document",
+            object_id=doc.id,
+            details={"error": str(exc)[:200]},
+        )
+        session.commit()
+        return
+    import io
+
+    from pydicom import dcmread
+
+    artifact.pacs_sop_instance_uid = str(dcmread(io.BytesIO(dicom), stop_before_pixels=True).SOPInstanceUID)
+    artifact.pacs_instance_id = result.instance_id
+    artifact.pacs_stored_at = utcnow()
+    artifact.pacs_error = None
+    audit.record(
+        session,
+        actor,
+        "document.pacs_store",
+        patient_id=doc.patient_id,
+        object_type="document",
+        object_id=doc.id,
+        details={"instance": result.instance_id, "study": tags["StudyInstanceUID"]},
+    )
+    session.commit()
+
+
+# -- overview, verification -------------------------------------------------------
+
+
+def signing_overview(session: Session, doc: Document) -> dict[int, dict[str, Any]]:
+    """Per version number: signatures so far, what is still missing, verification code."""
+    out: dict[int, dict[str, Any]] = {}
+    slots = slots_for(doc.form_type)
+    for v in doc.versions:
+        artifact = artifact_for(session, v.id)
+        sigs = list(artifact.signatures) if artifact else []
+        names = {
+            u.id: u.full_name for u in session.scalars(select(User).where(User.id.in_([s.signer_id for s in sigs])))
+        }
+        out[v.number] = {
+            "artifact": artifact,
+            "signatures": [
+                {
+                    "slot": _slot_label(s.signer_role),
+                    "name": names.get(s.signer_id, ""),
+                    "at": s.signed_at,
+                    "timestamp": s.timestamp_at,
+                    "method": s.method,
+                    "serial": s.cert_serial,
+                }
+                for s in sigs
+            ],
+            "missing": [_slot_label(s.who) for s in slots[len(sigs) :]] if v.status != "superseded" or sigs else [],
+            "complete": bool(artifact and artifact.complete),
+        }
+    return out
+
+
+@dataclass
+class CodeVerification:
+    valid: bool
+    code: str
+    document_id: int
+    version_number: int
+    form_type: str
+    stored_sha256: str
+    actual_sha256: str
+    content_ok: bool
+    cms_ok: bool
+    complete: bool
+    problems: list[str] = field(default_factory=list)
+    signatures: list[dict[str, Any]] = field(default_factory=list)
+    patient: dict[str, Any] | None = None
+
+    def as_dict(self) -> dict[str, Any]:
+        def value(v: Any) -> Any:
+            return v.isoformat() if isinstance(v, (dt.datetime, dt.date)) else v
+
+        out = {k: getattr(self, k) for k in self.__dataclass_fields__}
+        out["signatures"] = [{k: value(v) for k, v in s.items()} for s in self.signatures]
+        if out["patient"] is not None:
+            out["patient"] = {k: value(v) for k, v in out["patient"].items()}
+        else:
+            out.pop("patient")
+        return out
+
+
+def verify_code(
+    session: Session, code: str, config: SigningConfig, *, with_patient: bool = False
+) -> CodeVerification | None:
+    """Everything ``/verify/<code>`` shows; ``None`` for an unknown code. Patient data only if asked."""
+    if not code or len(code) > 64:
+        return None
+    artifact = session.scalar(select(SignedArtifact).where(SignedArtifact.verification_code == code))
+    if artifact is None:
+        return None
+    version = session.get(DocumentVersion, artifact.version_id)
+    doc = session.get(Document, artifact.document_id)
+    assert version is not None and doc is not None
+    pdf = bytes(artifact.pdf)
+    actual = hashlib.sha256(pdf).hexdigest()
+    anchors, crls = config.anchors(), config.crls()
+    report = verify_pdf(pdf, anchors, crls=crls)
+    problems = list(report.problems)
+    if actual != artifact.pdf_sha256:
+        problems.append("signing.verify.stored_hash")
+    content_ok = (
+        hashlib.sha256(version.content_json.encode()).hexdigest() == version.content_sha256 == artifact.content_sha256
+    )
+    if not content_ok:
+        problems.append("signing.verify.content_changed")
+    rows = list(artifact.signatures)
+    cms_ok = bool(rows)
+    for signed_row in rows:
+        r = verify_json_signature(json.loads(version.content_json), bytes(signed_row.cms), anchors, crls=crls)
+        cms_ok = cms_ok and r.valid
+    if not cms_ok:
+        problems.append("signing.verify.cms_invalid")
+    if len(report.signatures) != len(rows) or any(
+        s.certificate_serial != r.cert_serial for s, r in zip(report.signatures, rows, strict=False)
+    ):
+        problems.append("signing.verify.rows_mismatch")
+    names = {u.id: u.full_name for u in session.scalars(select(User).where(User.id.in_([r.signer_id for r in rows])))}
+    sigs = []
+    for i, s in enumerate(report.signatures):
+        row = rows[i] if i < len(rows) else None
+        sigs.append(
+            {
+                "field": s.field_name,
+                "role": _slot_label(row.signer_role) if row else "",
+                "signer_name": s.signer_name,
+                "signer_user": names.get(row.signer_id, "") if row else "",
+                "signing_time": s.signing_time,
+                "timestamp_time": s.timestamp_time,
+                "chain_status": s.chain_status,
+                "valid": s.valid,
+                "problems": list(s.problems),
+            }
+        )
+    patient = None
+    if with_patient:
+        p = session.get(Patient, doc.patient_id)
+        if p is not None:
+            patient = {"name": p.full_name, "code": p.code, "birth_date": p.birth_date}
+    return CodeVerification(
+        valid=report.valid and not problems,
+        code=code,
+        document_id=doc.id,
+        version_number=version.number,
+        form_type=doc.form_type,
+        stored_sha256=artifact.pdf_sha256,
+        actual_sha256=actual,
+        content_ok=content_ok,
+        cms_ok=cms_ok,
+        complete=artifact.complete,
+        problems=problems,
+        signatures=sigs,
+        patient=patient,
+    )
+
+
+def verify_uploaded_pdf(session: Session, data: bytes, config: SigningConfig) -> dict[str, Any]:
+    """A PDF someone holds: its signatures, and whether it is a file this hospital issued."""
+    report = verify_pdf(data, config.anchors(), crls=config.crls())
+    digest = report.sha256
+    known = session.scalar(select(SignedArtifact).where(SignedArtifact.pdf_sha256 == digest))
+    out = report.as_dict()
+    out["issued_here"] = known is not None
+    if known is not None:
+        out["verification_code"] = known.verification_code
+    return out
+
+
+# -- exports -----------------------------------------------------------------------
+
+
+class DbArtifacts:
+    """The exports' :class:`emr.exports.ArtifactSource`, reading what this workflow stored."""
+
+    def signed_pdf(self, document: Document, version: DocumentVersion) -> bytes | None:
+        session = object_session(version)
+        artifact = artifact_for(session, version.id) if session is not None else None
+        return bytes(artifact.pdf) if artifact is not None else None
+
+    def version_cms(self, document: Document, version: DocumentVersion) -> bytes | None:
+        session = object_session(version)
+        if session is None:
+            return None
+        row = session.scalars(
+            select(DocumentSignature)
+            .where(DocumentSignature.version_id == version.id)
+            .order_by(DocumentSignature.order_index)
+        ).first()
+        return bytes(row.cms) if row is not None else None
+
+
+# -- retention ---------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class RetentionRow:
+    document_id: int
+    patient_id: int
+    form_type: str
+    record_type: str
+    closed_at: dt.date
+    keep_until: dt.date
+
+
+def past_retention(session: Session, today: dt.date | None = None) -> list[RetentionRow]:
+    """Documents of closed encounters whose retention period ended before ``today``. Nothing is deleted."""
+    today = today or dt.date.today()
+    rows = []
+    query = (
+        select(Document, Encounter)
+        .join(Encounter, Encounter.id == Document.encounter_id)
+        .where(Encounter.closed_at.is_not(None))
+        .order_by(Encounter.closed_at, Document.id)
+    )
+    for doc, enc in session.execute(query):
+        assert enc.closed_at is not None  # the query keeps closed encounters only
+        closed = (enc.closed_at + dt.timedelta(hours=7)).date()
+        until = retention_until(doc.record_type or enc.record_type, closed)
+        if until is not None and until < today:
+            rows.append(RetentionRow(doc.id, doc.patient_id, doc.form_type, doc.record_type, closed, until))
+    return rows

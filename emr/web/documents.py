@@ -1,0 +1,171 @@
+"""Record documents on screen: create per form type, edit a draft, amend a signed version, cancel, restore."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from flask import Blueprint, redirect, render_template, request, url_for
+
+from emr.access.auth import current_actor, requires
+from emr.core.exceptions import EmrError, InvalidState
+from emr.documents import service as documents
+from emr.imaging import orders
+from emr.patients import encounters
+from emr.patients import service as patients
+from emr.web.document_forms import content_from_form, content_inputs, document_errors, form_fields
+
+from .. import db
+from ..i18n import t
+from ..models import FORM_TYPES
+
+bp = Blueprint("documents", __name__)
+
+_MAX_ID = 2**31 - 1
+
+
+def _int(value: str | None) -> int | None:
+    return int(value) if value and value.isdigit() and 0 < int(value) <= _MAX_ID else None
+
+
+@bp.route("/patients/<int:patient_id>/documents/new", methods=["GET", "POST"])
+@requires("document.write")
+def new(patient_id: int) -> Any:
+    s = db.session()
+    patient = patients.get_patient(s, current_actor(), patient_id, audit_view=False)
+    form_type = request.values.get("form_type", "")
+    encs = [e for e in encounters.list_encounters(s, patient_id) if e.status != "cancelled"]
+    if form_type not in FORM_TYPES:
+        return render_template("documents/pick.html", patient=patient, form_types=FORM_TYPES, encounters=encs)
+    errors: dict[str, str] = {}
+    values: dict[str, str] = {}
+    if request.method == "POST":
+        values = {k: v for k, v in request.form.items() if k != "csrf_token"}
+        data = {
+            "encounter_id": _int(values.get("encounter_id")) or 0,
+            "form_type": form_type,
+            "order_id": _int(values.get("order_id")),
+            "content": content_from_form(form_type, request.form),
+        }
+        try:
+            doc = documents.create_document(s, current_actor(), data)
+        except EmrError as exc:
+            s.rollback()
+            errors = document_errors(exc)
+        else:
+            return redirect(url_for("documents.view", document_id=doc.id))
+    elif encs:
+        values["encounter_id"] = str(encs[0].id)
+    ords = orders.list_orders(s, patient_id) if form_type == "radiology_report" else []
+    if request.args.get("order_id"):
+        values.setdefault("order_id", request.args["order_id"])
+    return render_template(
+        "documents/edit.html",
+        mode="new",
+        patient=patient,
+        form_type=form_type,
+        fields=form_fields(form_type),
+        encounter_choices=[(str(e.id), f"{e.visit_code} · {t('encounters.kind.' + e.kind)}") for e in encs],
+        order_choices=[(str(o.id), f"{o.accession_number} · {o.modality} · {o.procedure_name}") for o in ords],
+        values=values,
+        errors=errors,
+        doc=None,
+    ), (422 if errors else 200)
+
+
+@bp.get("/documents/<int:document_id>")
+@requires("document.read")
+def view(document_id: int) -> Any:
+    s = db.session()
+    doc = documents.get_document(s, current_actor(), document_id)
+    patient = patients.get_patient(s, current_actor(), doc.patient_id, audit_view=False)
+    return _render_view(doc, patient)
+
+
+def _render_view(
+    doc: Any,
+    patient: Any,
+    errors: dict[str, str] | None = None,
+    values: dict[str, str] | None = None,
+    status: int = 200,
+) -> Any:
+    data = documents.document_dict(doc)
+    return render_template(
+        "documents/view.html",
+        doc=data,
+        patient=patient,
+        fields={f.name: f for f in form_fields(doc.form_type)},
+        errors=errors or {},
+        values=values or {},
+    ), status
+
+
+@bp.route("/documents/<int:document_id>/edit", methods=["GET", "POST"])
+@requires("document.write")
+def edit(document_id: int) -> Any:
+    """Edit the draft in place, or (when the current version is signed) write an amendment with a reason."""
+    s = db.session()
+    doc = documents.get_document(s, current_actor(), document_id)
+    if doc.status == "cancelled":
+        raise InvalidState("document cancelled", key="documents.error.cancelled")
+    current = next(v for v in doc.versions if v.number == doc.current_version)
+    mode = "amend" if current.locked else "edit"
+    patient = patients.get_patient(s, current_actor(), doc.patient_id, audit_view=False)
+    errors: dict[str, str] = {}
+    if request.method == "POST":
+        values = {k: v for k, v in request.form.items() if k != "csrf_token"}
+        content = content_from_form(doc.form_type, request.form)
+        try:
+            if mode == "amend":
+                documents.amend_document(s, current_actor(), doc.id, content, values.get("reason", "")[:1000])
+            else:
+                documents.update_draft(s, current_actor(), doc.id, content)
+        except EmrError as exc:
+            s.rollback()
+            errors = document_errors(exc)
+        else:
+            return redirect(url_for("documents.view", document_id=doc.id))
+    else:
+        values = content_inputs(doc.form_type, json.loads(current.content_json))
+    return render_template(
+        "documents/edit.html",
+        mode=mode,
+        patient=patient,
+        form_type=doc.form_type,
+        fields=form_fields(doc.form_type),
+        encounter_choices=[],
+        order_choices=[],
+        values=values,
+        errors=errors,
+        doc=doc,
+    ), (422 if errors else 200)
+
+
+def _state_change(document_id: int, restore: bool) -> Any:
+    s = db.session()
+    reason = request.form.get("reason", "")[:1000]
+    try:
+        if restore:
+            documents.restore_document(s, current_actor(), document_id, reason)
+        else:
+            documents.cancel_document(s, current_actor(), document_id, reason)
+    except EmrError as exc:
+        s.rollback()
+        doc = documents.get_document(s, current_actor(), document_id)
+        patient = patients.get_patient(s, current_actor(), doc.patient_id, audit_view=False)
+        errors = {("restore_reason" if restore else "cancel_reason"): msg for msg in document_errors(exc).values()}
+        values = {("restore_reason" if restore else "cancel_reason"): reason}
+        return _render_view(doc, patient, errors, values, 422)
+    return redirect(url_for("documents.view", document_id=document_id))
+
+
+@bp.post("/documents/<int:document_id>/cancel")
+@requires("document.cancel")
+def cancel(document_id: int) -> Any:
+    return _state_change(document_id, restore=False)
+
+
+@bp.post("/documents/<int:document_id>/restore")
+@requires("document.cancel")
+def restore(document_id: int) -> Any:
+    return _state_change(document_id, restore=True)

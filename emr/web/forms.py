@@ -1,0 +1,41 @@
+"""Turning HTML form posts into service input, and errors into Vietnamese messages."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from werkzeug.datastructures import MultiDict
+
+from emr.core.exceptions import ConflictError, EmrError, ValidationFailed
+
+from ..i18n import t
+
+__all__ = ["form_dict", "field_errors"]
+
+
+def form_dict(form: MultiDict[str, str], *, lists: tuple[str, ...] = (), flags: tuple[str, ...] = ()) -> dict[str, Any]:
+    """Empty strings become None (optional fields); list fields are split; checkboxes become booleans."""
+    data: dict[str, Any] = {}
+    for key, value in form.items():
+        if key == "csrf_token" or key in lists or key in flags:
+            continue
+        value = value.strip()
+        if value:
+            data[key] = value
+    for key in lists:
+        raw = " ".join(form.getlist(key)).replace(",", " ").replace(";", " ")
+        data[key] = [v for v in raw.split() if v]
+    for key in flags:
+        data[key] = form.get(key) in ("1", "on", "true")
+    return data
+
+
+def field_errors(exc: EmrError) -> dict[str, str]:
+    """field → Vietnamese message, for display beside each field."""
+    if isinstance(exc, ValidationFailed):
+        return {
+            k.split(".")[0] if not k.startswith("content.") else k.split(".", 1)[1]: t(v) for k, v in exc.fields.items()
+        }
+    if isinstance(exc, ConflictError) and exc.field:
+        return {exc.field: t(exc.key)}
+    return {"_form": t(exc.key)}

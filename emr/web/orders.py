@@ -1,0 +1,65 @@
+"""The imaging order form and order cancellation."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from flask import Blueprint, redirect, render_template, request, url_for
+
+from emr.access.auth import current_actor, requires
+from emr.billing import prices
+from emr.core.exceptions import EmrError
+from emr.imaging import orders
+from emr.patients import encounters
+from emr.patients import service as patients
+from emr.web.forms import field_errors, form_dict
+
+from .. import db
+from ..models import MODALITIES
+
+bp = Blueprint("orders", __name__, url_prefix="/orders")
+
+
+@bp.route("/new/<int:patient_id>", methods=["GET", "POST"])
+@requires("order.create")
+def new(patient_id: int) -> Any:
+    s = db.session()
+    patient = patients.get_patient(s, current_actor(), patient_id, audit_view=False)
+    errors: dict[str, str] = {}
+    values: dict[str, Any] = {}
+    if request.method == "POST":
+        values = form_dict(request.form)
+        values["patient_id"] = patient_id
+        try:
+            orders.create_order(s, current_actor(), values)
+        except EmrError as exc:
+            s.rollback()
+            errors = field_errors(exc)
+        else:
+            return redirect(url_for("patients.chart", patient_id=patient_id))
+    open_encounters = [e for e in encounters.list_encounters(s, patient_id) if e.status == "open"]
+    return render_template(
+        "orders/new.html",
+        patient=patient,
+        modalities=MODALITIES,
+        errors=errors,
+        values=values,
+        encounters=open_encounters,
+        services=prices.current_prices(s, prices.local_today()),
+    ), (422 if errors else 200)
+
+
+@bp.post("/<int:order_id>/cancel")
+@requires("order.cancel")
+def cancel(order_id: int) -> Any:
+    s = db.session()
+    order = orders.cancel_order(s, current_actor(), order_id, request.form.get("reason", "")[:1000])
+    return redirect(url_for("patients.chart", patient_id=order.patient_id))
+
+
+@bp.post("/<int:order_id>/price")
+@requires("export.insurance")
+def price(order_id: int) -> Any:
+    """The price valid on the order's date, for an order placed before its code was in the price list."""
+    order = orders.apply_catalogue_price(db.session(), current_actor(), order_id)
+    return redirect(url_for("patients.chart", patient_id=order.patient_id))

@@ -1,0 +1,162 @@
+"""Patient search, registration, chart and encounters."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from flask import Blueprint, g, redirect, render_template, request, url_for
+from sqlalchemy import select
+
+from emr.access.auth import current_actor, requires
+from emr.core.exceptions import EmrError, NotFoundError, ValidationFailed
+from emr.documents import service as documents
+from emr.imaging import orders
+from emr.patients import encounters
+from emr.patients import service as patients
+from emr.web.forms import field_errors, form_dict
+
+from .. import db
+from ..models import Department, Patient
+
+bp = Blueprint("patients", __name__, url_prefix="/patients")
+
+
+@bp.get("/")
+@requires("patient.read")
+def search() -> Any:
+    q = request.args.get("q", "").strip()[:100]
+    results: list[Patient] = []
+    if q:
+        results = patients.search_patients(db.session(), current_actor(), q, 50)
+    return render_template("patients/search.html", q=q, results=results)
+
+
+@bp.route("/new", methods=["GET", "POST"])
+@requires("patient.write")
+def new() -> Any:
+    errors: dict[str, str] = {}
+    values: dict[str, Any] = {}
+    if request.method == "POST":
+        values = form_dict(request.form, flags=("birth_year_only",))
+        try:
+            patient = patients.create_patient(db.session(), current_actor(), values)
+        except EmrError as exc:
+            db.session().rollback()
+            errors = field_errors(exc)
+        else:
+            return redirect(url_for("patients.chart", patient_id=patient.id))
+    return render_template("patients/new.html", errors=errors, values=values), (422 if errors else 200)
+
+
+@bp.get("/<int:patient_id>")
+@requires("patient.read")
+def chart(patient_id: int) -> Any:
+    s = db.session()
+    patient = patients.get_patient(s, current_actor(), patient_id)
+    encs = [encounters.encounter_dict(s, e) for e in encounters.list_encounters(s, patient_id)]
+    docs = [documents.document_dict(d) for d in documents.list_documents(s, patient_id)]
+    ords = [orders.order_dict(s, o) for o in orders.list_orders(s, patient_id)]
+    return render_template("patients/chart.html", patient=patient, encounters=encs, documents=docs, orders=ords)
+
+
+@bp.route("/<int:patient_id>/encounters/new", methods=["GET", "POST"])
+@requires("encounter.write")
+def new_encounter(patient_id: int) -> Any:
+    s = db.session()
+    patient = patients.get_patient(s, current_actor(), patient_id, audit_view=False)
+    errors: dict[str, str] = {}
+    values: dict[str, Any] = {}
+    if request.method == "POST":
+        values = form_dict(request.form, lists=("diagnoses",))
+        values["patient_id"] = patient_id
+        try:
+            encounters.create_encounter(s, current_actor(), values)
+        except EmrError as exc:
+            s.rollback()
+            errors = field_errors(exc)
+        else:
+            return redirect(url_for("patients.chart", patient_id=patient_id))
+    departments = list(s.scalars(select(Department).order_by(Department.name)))
+    if request.method == "GET" and g.user.role in ("physician", "radiologist"):
+        values["attending_username"] = g.user.username  # the physician opening the visit, by default
+    return render_template(
+        "patients/encounter_new.html",
+        patient=patient,
+        departments=departments,
+        attendings=encounters.attending_choices(s),
+        errors=errors,
+        values=values,
+    ), (422 if errors else 200)
+
+
+@bp.route("/<int:patient_id>/encounters/<int:encounter_id>/benefit-level", methods=["GET", "POST"])
+@requires("encounter.write")
+def benefit_level(patient_id: int, encounter_id: int) -> Any:
+    """Enter or correct the visit's benefit level (MUC_HUONG) after checking the card."""
+    s = db.session()
+    patient = patients.get_patient(s, current_actor(), patient_id, audit_view=False)
+    enc = encounters.get_encounter(s, current_actor(), encounter_id)
+    if enc.patient_id != patient.id:
+        raise NotFoundError("encounter", encounter_id)
+    errors: dict[str, str] = {}
+    values: dict[str, Any] = {
+        "benefit_level": "" if enc.benefit_level is None else str(enc.benefit_level),
+        "benefit_level_note": enc.benefit_level_note or "",
+    }
+    if request.method == "POST":
+        values = form_dict(request.form)
+        try:
+            encounters.set_benefit_level(s, current_actor(), encounter_id, values)
+        except EmrError as exc:
+            s.rollback()
+            errors = field_errors(exc)
+        else:
+            return redirect(url_for("patients.chart", patient_id=patient_id))
+    return render_template(
+        "patients/benefit_level.html", patient=patient, encounter=enc, errors=errors, values=values
+    ), (422 if errors else 200)
+
+
+@bp.route("/merge", methods=["GET", "POST"])
+@requires("patient.merge")
+def merge() -> Any:
+    """Two steps: name both records by code and see what each holds, then confirm with a reason."""
+    s = db.session()
+    values = {k: request.values.get(k, "").strip()[:1000] for k in ("source", "target", "reason")}
+    errors: dict[str, str] = {}
+    preview: dict[str, Any] | None = None
+    if request.method == "POST":
+        problems: dict[str, str] = {}
+        found: dict[str, Patient] = {}
+        for field in ("source", "target"):
+            try:
+                found[field] = patients.find_by_code(s, values[field], field)
+            except ValidationFailed as exc:
+                problems.update(exc.fields)
+        if not problems and found["source"].id == found["target"].id:
+            problems["target"] = "patients.error.merge_same"
+        for field, p in found.items():
+            if p.status != "active":
+                problems[field] = "patients.error.merged"
+        if problems:
+            errors = field_errors(ValidationFailed(problems))
+        else:
+            source, target = found["source"], found["target"]
+            preview = {
+                "source": source,
+                "target": target,
+                "source_counts": patients.record_counts(s, source.id),
+                "target_counts": patients.record_counts(s, target.id),
+            }
+            previewed = request.form.get("previewed") == f"{source.code}>{target.code}"
+            if request.form.get("step") == "confirm" and previewed:
+                try:
+                    merged = patients.merge_patients(s, current_actor(), source.id, target.id, values["reason"])
+                except EmrError as exc:
+                    s.rollback()
+                    errors = field_errors(exc)
+                else:
+                    return redirect(url_for("patients.chart", patient_id=merged.id, merged=source.code))
+    return render_template("patients/merge.html", values=values, errors=errors, preview=preview), (
+        422 if errors else 200
+    )

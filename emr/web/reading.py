@@ -1,0 +1,258 @@
+"""The reading room: worklist, report panel beside the images, saved measurements, share slips."""
+
+from __future__ import annotations
+
+import json
+import re
+from typing import Any
+
+from flask import Blueprint, Response, current_app, g, jsonify, redirect, render_template, request, url_for
+
+from emr.access.auth import current_actor, requires
+from emr.core.exceptions import EmrError, NotFoundError
+from emr.documents import service as documents
+from emr.models.lookup import get_or_404
+from emr.reading import service as reading
+from emr.sharing import service as sharing
+from emr.web.document_forms import content_from_form, content_inputs, document_errors, form_fields
+
+from .. import db
+from ..i18n import t
+from ..imaging.order_visit import visit_for_report
+from ..models import MODALITIES, URGENCIES, ImagingOrder, Patient, Study, utcnow
+
+bp = Blueprint("reading", __name__, url_prefix="/reading")
+
+_DATE = re.compile(r"^(\d{4})-(\d{2})-(\d{2})$")
+_UID = re.compile(r"^[0-9]+(\.[0-9]+)*$")
+TEMPLATE_MODALITIES = ("CT", "MR", "CR", "DX", "US", "MG", "XA")
+
+
+def _dicom_date(value: str) -> str:
+    m = _DATE.match(value or "")
+    return "".join(m.groups()) if m else ""
+
+
+@bp.get("/")
+@requires("reading.worklist")
+def worklist() -> Any:
+    args = request.args
+    flt = reading.WorklistFilter(
+        modality=args.get("modality", "") if args.get("modality", "") in MODALITIES else "",
+        date_from=_dicom_date(args.get("date_from", "")),
+        date_to=_dicom_date(args.get("date_to", "")),
+        urgency=args.get("urgency", "") if args.get("urgency", "") in URGENCIES else "",
+        status=args.get("status", "") if args.get("status", "") in reading.REPORT_STATUSES else "",
+    )
+    rows = reading.reading_worklist(db.session(), flt)
+    return render_template(
+        "reading/worklist.html",
+        rows=rows,
+        values={k: args.get(k, "")[:10] for k in ("modality", "date_from", "date_to", "urgency", "status")},
+        modalities=MODALITIES,
+        urgencies=URGENCIES,
+        statuses=reading.REPORT_STATUSES,
+    )
+
+
+def _sign_url(document_id: int) -> str | None:
+    """The signing page of a document, when the signing workflow (issue 5) has mounted one."""
+    if "signing.sign" in current_app.view_functions:
+        return url_for("signing.sign", document_id=document_id)
+    for rule in current_app.url_map.iter_rules():
+        if "sign" in rule.endpoint and "document_id" in rule.arguments and "GET" in (rule.methods or ()):
+            try:
+                return url_for(rule.endpoint, document_id=document_id)
+            except Exception:  # noqa: BLE001 - a rule needing more arguments is not the one
+                continue
+    return None
+
+
+def _report_templates() -> dict[str, dict[str, str]]:
+    return {
+        m: {f: t(f"reading.template.{m}.{f}") for f in ("technique", "findings", "conclusion")}
+        for m in TEMPLATE_MODALITIES
+    }
+
+
+def _render_read(
+    study: Study,
+    errors: dict[str, str] | None = None,
+    values: dict[str, str] | None = None,
+    status: int = 200,
+    saved: bool = False,
+    slip: dict[str, Any] | None = None,
+) -> Any:
+    s = db.session()
+    order = get_or_404(s, ImagingOrder, study.order_id or 0, "order")
+    patient = get_or_404(s, Patient, study.patient_id or 0, "patient")
+    doc = reading.latest_report(s, order.id)
+    current: dict[str, Any] = {}
+    if doc is not None:
+        version = next(v for v in doc.versions if v.number == doc.current_version)
+        current = json.loads(version.content_json)
+    shared = reading.signed_version(doc) is not None if doc is not None else False
+    return render_template(
+        "reading/read.html",
+        study=study,
+        order=order,
+        patient=patient,
+        doc=doc,
+        report_status=reading.report_status(doc),
+        fields=form_fields("radiology_report"),
+        values=values if values is not None else content_inputs("radiology_report", current),
+        errors=errors or {},
+        templates=_report_templates(),
+        template_modality=order.modality if order.modality in TEMPLATE_MODALITIES else "",
+        sign_url=_sign_url(doc.id) if doc is not None else None,
+        can_share=shared,
+        share_links=sharing.share_link_rows(s, study.id),
+        saved=saved,
+        now=utcnow(),
+    ), status
+
+
+def _linked(study_id: int) -> Study:
+    study = get_or_404(db.session(), Study, study_id, "study")
+    if study.state != "linked" or study.order_id is None:
+        raise NotFoundError("study", study_id)
+    return study
+
+
+@bp.get("/studies/<int:study_id>")
+@requires("image.view")
+def read(study_id: int) -> Any:
+    return _render_read(_linked(study_id), saved=request.args.get("saved") == "1")
+
+
+@bp.post("/studies/<int:study_id>/report")
+@requires("document.write")
+def save_report(study_id: int) -> Any:
+    """Draft save: create the order's radiology report, or edit its unsigned current version."""
+    s = db.session()
+    study = _linked(study_id)
+    order = get_or_404(s, ImagingOrder, study.order_id or 0, "order")
+    values = {k: v for k, v in request.form.items() if k != "csrf_token"}
+    content = content_from_form("radiology_report", request.form)
+    doc = reading.latest_report(s, order.id)
+    try:
+        if doc is None:
+            visit = visit_for_report(s, current_actor(), order)
+            documents.create_document(
+                s,
+                current_actor(),
+                {
+                    "encounter_id": visit.id,
+                    "form_type": "radiology_report",
+                    "order_id": order.id,
+                    "content": content,
+                },
+            )
+        else:
+            documents.update_draft(s, current_actor(), doc.id, content)
+    except EmrError as exc:
+        s.rollback()
+        errors = document_errors(exc)
+        return _render_read(study, errors=errors, values=values, status=422 if errors else 409)
+    return redirect(url_for("reading.read", study_id=study.id, saved=1))
+
+
+@bp.get("/studies/<int:study_id>/share")
+@requires("share.manage")
+def share_page(study_id: int) -> Any:
+    """Print or revoke share slips (desk staff who do not read images use this page)."""
+    s = db.session()
+    study = _linked(study_id)
+    order = get_or_404(s, ImagingOrder, study.order_id or 0, "order")
+    doc = reading.latest_report(s, order.id)
+    return render_template(
+        "reading/share.html",
+        study=study,
+        order=order,
+        patient=get_or_404(s, Patient, study.patient_id or 0, "patient"),
+        report_status=reading.report_status(doc),
+        can_share=doc is not None and reading.signed_version(doc) is not None,
+        share_links=sharing.share_link_rows(s, study.id),
+        now=utcnow(),
+    )
+
+
+@bp.post("/studies/<int:study_id>/share")
+@requires("share.manage")
+def create_share(study_id: int) -> Any:
+    """A new share link; the answer is the A5 slip (PDF) — the only time the PIN is shown."""
+    from emr.reading.slip import render_slip
+
+    s = db.session()
+    days_text = request.form.get("days", "")
+    days = int(days_text) if days_text.isdigit() and len(days_text) < 4 else sharing.DEFAULT_DAYS
+    link, code, pin = sharing.create_share_link(s, current_actor(), study_id, days=days)
+    study = get_or_404(s, Study, study_id, "study")
+    patient = get_or_404(s, Patient, link.patient_id, "patient")
+    order = s.get(ImagingOrder, study.order_id or 0)
+    settings = current_app.extensions["emr.settings"]
+    url = settings.public_url.rstrip("/") + url_for("share.landing", code=code)
+    pdf = render_slip(
+        hospital=settings.hospital_name,
+        patient_name=patient.full_name,
+        patient_code=patient.code,
+        procedure=order.procedure_name if order else (study.description or ""),
+        study_date=study.study_date or "",
+        url=url,
+        code=code,
+        pin=pin,
+        expires_at=link.expires_at,
+    )
+    response = Response(pdf, mimetype="application/pdf")
+    response.headers["Content-Disposition"] = f'inline; filename="phieu-xem-anh-{link.id}.pdf"'
+    response.headers["Cache-Control"] = "no-store"
+    return response
+
+
+@bp.post("/shares/<int:link_id>/revoke")
+@requires("share.manage")
+def revoke_share(link_id: int) -> Any:
+    link = sharing.revoke_share_link(db.session(), current_actor(), link_id)
+    return redirect(url_for("reading.share_page", study_id=link.study_id))
+
+
+def _json_error(status: int, code: str) -> Response:
+    response = jsonify(error=code)
+    response.status_code = status
+    return response
+
+
+@bp.get("/measurements/<study_uid>")
+@requires("image.view")
+def get_measurements(study_uid: str) -> Any:
+    if not _UID.match(study_uid) or len(study_uid) > 64:
+        return _json_error(400, "bad_study_uid")
+    if reading.find_linked_study(db.session(), study_uid) is None:
+        return _json_error(404, "not_found")
+    data, updated = reading.get_measurements(db.session(), g.user.id, study_uid)
+    return jsonify(measurements=data, updated_at=updated.isoformat() + "Z" if updated else None)
+
+
+@bp.put("/measurements/<study_uid>")
+@requires("image.view")
+def put_measurements(study_uid: str) -> Any:
+    # CSRF: exempted in the app (the viewer page has no form token); a
+    # cross-site PUT with a JSON body needs a CORS preflight we never grant,
+    # and the session cookie is SameSite=Lax.
+    if not request.is_json:
+        return _json_error(415, "json_required")
+    if not _UID.match(study_uid) or len(study_uid) > 64:
+        return _json_error(400, "bad_study_uid")
+    s = db.session()
+    study = reading.find_linked_study(s, study_uid)
+    if study is None:
+        return _json_error(404, "not_found")
+    body = request.get_json(silent=True)
+    if not isinstance(body, dict):
+        return _json_error(400, "bad_json")
+    try:
+        updated = reading.save_measurements(s, current_actor(), study, body.get("measurements"))
+    except EmrError as exc:
+        s.rollback()
+        return _json_error(exc.http_status, exc.code)
+    return jsonify(ok=True, updated_at=updated.isoformat() + "Z")

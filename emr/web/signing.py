@@ -1,0 +1,255 @@
+"""Signing on screen: the "Ký số" form, signed PDF downloads, signing keys, and the public
+verification page the printed QR code opens (plus its JSON API)."""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+from flask import (
+    Blueprint,
+    Flask,
+    Response,
+    abort,
+    current_app,
+    g,
+    jsonify,
+    redirect,
+    render_template,
+    request,
+    url_for,
+)
+
+from emr.access.auth import current_actor, requires
+from emr.access.permissions import allowed
+from emr.core.exceptions import EmrError, ValidationFailed
+from emr.documents import service as documents
+from emr.patients import service as patients
+from emr.signing import service as svc
+
+from .. import db
+from ..i18n import t
+from ..models import Document, User
+from ..signing import SigningError
+
+bp = Blueprint("signing", __name__)
+verify_bp = Blueprint("verify", __name__)
+
+_MAX_P12 = 256 * 1024
+_LOCAL_PATH = re.compile(r"/[A-Za-z0-9/_.-]*")  # no scheme, host, control characters or query
+
+
+def _config() -> svc.SigningConfig:
+    return current_app.extensions["emr.signing_config"]  # type: ignore[no-any-return]
+
+
+def _field_errors(exc: EmrError) -> dict[str, str]:
+    if isinstance(exc, ValidationFailed):
+        return {k: t(v) for k, v in exc.fields.items()}
+    return {"_form": t(exc.key)}
+
+
+def _back_to(target: str | None) -> str | None:
+    """Where the signer came from (e.g. the reading panel, to print the slip next); local paths only."""
+    if target and _LOCAL_PATH.fullmatch(target) and not target.startswith("//"):
+        return target
+    return None
+
+
+@bp.route("/signing/documents/<int:document_id>/sign", methods=["GET", "POST"])
+@requires("document.sign")
+def sign(document_id: int) -> Any:
+    s = db.session()
+    doc = documents.get_document(s, current_actor(), document_id)
+    patient = patients.get_patient(s, current_actor(), doc.patient_id, audit_view=False)
+    version, _artifact, slot = svc.next_slot(s, doc)
+    user = g.user
+    keys = {k: svc._active_key(s, user.id, k) is not None for k in ("pkcs11", "pkcs12")}
+    errors: dict[str, str] = {}
+    method = request.form.get("method") or ("pkcs11" if keys["pkcs11"] or not keys["pkcs12"] else "pkcs12")
+    status = 200
+    if request.method == "POST":
+        secret = request.form.get("secret", "")[:256]
+        try:
+            svc.sign_document(s, current_actor(), doc.id, _config(), method=method, secret=secret)
+        except SigningError as exc:
+            errors = {"secret": exc.user_message()}
+            status = 422
+        except svc.NotYourTurn as exc:
+            errors = {"_form": t(exc.key)}
+            status = 403
+        except EmrError as exc:
+            s.rollback()
+            errors = _field_errors(exc)
+            status = 422
+        else:
+            return redirect(_back_to(request.args.get("next")) or url_for("documents.view", document_id=doc.id))
+        doc = documents.get_document(s, current_actor(), document_id)
+        version, _artifact, slot = svc.next_slot(s, doc)
+    turn = svc.can_sign_now(s, doc, user)
+    return render_template(
+        "signing/sign.html",
+        doc=doc,
+        patient=patient,
+        version=version,
+        slot=slot,
+        turn=turn,
+        slot_label=t(f"signing.slot.{slot.who}") if slot else "",
+        keys=keys,
+        method=method,
+        errors=errors,
+    ), status
+
+
+@bp.get("/signing/documents/<int:document_id>/versions/<int:number>/pdf")
+@requires("document.read")
+def pdf(document_id: int, number: int) -> Any:
+    s = db.session()
+    doc = documents.get_document(s, current_actor(), document_id)
+    version = next((v for v in doc.versions if v.number == number), None)
+    artifact = svc.artifact_for(s, version.id) if version else None
+    if artifact is None:
+        abort(404)
+    return Response(
+        bytes(artifact.pdf),
+        mimetype="application/pdf",
+        headers={"Content-Disposition": f'attachment; filename="document-{doc.id}-v{number}.pdf"'},
+    )
+
+
+def _keys_page(user: User, admin: bool) -> Any:
+    s = db.session()
+    errors: dict[str, str] = {}
+    saved = None
+    status = 200
+    if request.method == "POST":
+        kind = request.form.get("kind", "")
+        try:
+            if kind == "pkcs12":
+                upload = request.files.get("p12")
+                data = upload.read(_MAX_P12 + 1) if upload else b""
+                if not data or len(data) > _MAX_P12:
+                    raise ValidationFailed({"p12": "signing.error.p12_file"})
+                svc.register_pkcs12(s, current_actor(), user.id, data, request.form.get("password", "")[:256])
+            elif kind == "pkcs11":
+                svc.register_token_key(
+                    s, current_actor(), user.id, request.form.get("token_label", ""), request.form.get("key_label", "")
+                )
+            elif kind == "head" and admin:
+                user.is_department_head = request.form.get("is_head") == "1"
+                from emr.access import audit
+
+                audit.record(
+                    s,
+                    current_actor(),
+                    "user.department_head",
+                    object_type="user",
+                    object_id=user.id,
+                    details={"is_department_head": user.is_department_head},
+                )
+                s.commit()
+            else:
+                raise ValidationFailed({"kind": "signing.error.method"})
+            saved = kind
+        except SigningError as exc:
+            s.rollback()
+            errors = {"password": exc.user_message()}
+            status = 422
+        except EmrError as exc:
+            s.rollback()
+            errors = _field_errors(exc)
+            status = 422
+    keys = {k: svc._active_key(s, user.id, k) for k in ("pkcs11", "pkcs12")}
+    return render_template("signing/keys.html", target=user, admin=admin, keys=keys, errors=errors, saved=saved), status
+
+
+@bp.route("/signing/keys", methods=["GET", "POST"])
+@requires("document.sign")
+def my_keys() -> Any:
+    return _keys_page(g.user, admin=False)
+
+
+@bp.route("/signing/users/<int:user_id>", methods=["GET", "POST"])
+@requires("user.manage")
+def user_keys(user_id: int) -> Any:
+    user = db.session().get(User, user_id)
+    if user is None:
+        abort(404)
+    return _keys_page(user, admin=True)
+
+
+# -- public verification -------------------------------------------------------------
+
+
+def _may_see_patient() -> bool:
+    user = g.get("user")
+    return user is not None and allowed(user.role, "document.read")
+
+
+@verify_bp.get("/verify/<code>")
+def verify_page(code: str) -> Any:
+    s = db.session()
+    result = svc.verify_code(s, code, _config(), with_patient=_may_see_patient())
+    if result is None:
+        return render_template("signing/verify.html", result=None, code=code[:64]), 404
+    return render_template("signing/verify.html", result=result, code=code)
+
+
+@verify_bp.get("/api/verify/<code>")
+def verify_api(code: str) -> Any:
+    result = svc.verify_code(db.session(), code, _config(), with_patient=_may_see_patient())
+    if result is None:
+        return jsonify({"error": "not_found", "message": t("signing.verify.unknown_code"), "fields": {}}), 404
+    return jsonify(result.as_dict())
+
+
+@verify_bp.post("/api/verify")
+def verify_upload() -> Any:
+    upload = request.files.get("file")
+    data = upload.read() if upload is not None else request.get_data(cache=False)
+    if not data:
+        return jsonify({"error": "bad_request", "message": t("signing.verify.no_file"), "fields": {}}), 400
+    return jsonify(svc.verify_uploaded_pdf(db.session(), data, _config()))
+
+
+def _signing_overview(doc_id: int) -> dict[int, dict[str, Any]]:
+    s = db.session()
+    doc = s.get(Document, doc_id)
+    return svc.signing_overview(s, doc) if doc is not None else {}
+
+
+def _can_sign_document(doc_id: int) -> bool:
+    s = db.session()
+    doc = s.get(Document, doc_id)
+    user = g.get("user")
+    return (
+        doc is not None and user is not None and allowed(user.role, "document.sign") and svc.can_sign_now(s, doc, user)
+    )
+
+
+def _document_api() -> None:
+    """List the public JSON endpoints in /api/openapi.json (they live on this blueprint, not the API's)."""
+    from ..api import ROUTES, RouteSpec
+
+    specs = [
+        RouteSpec("/verify/<code>", "GET", None, "verify_code", "Verify a signed document by its QR code (public; "
+                  "patient data only with a logged-in session that may read documents)", None, None, None, 200),
+        RouteSpec("/verify", "POST", None, "verify_upload", "Verify a signed PDF (public; body: the PDF or a "
+                  "multipart 'file')", None, None, None, 200),
+    ]  # fmt: skip
+    known = {(r.rule, r.method) for r in ROUTES}
+    ROUTES.extend(r for r in specs if (r.rule, r.method) not in known)
+
+
+def register(app: Flask) -> None:
+    """Blueprints, the exports' artefact source, template helpers; /api/verify is CSRF-exempt (no session state)."""
+    app.register_blueprint(bp)
+    app.register_blueprint(verify_bp)
+    settings = app.extensions["emr.settings"]
+    app.extensions["emr.signing_config"] = svc.signing_config(settings, app.extensions.get("emr.store"))
+    app.extensions["emr.signed_artifacts"] = svc.DbArtifacts()
+    csrf = app.extensions.get("csrf")
+    if csrf is not None:
+        csrf.exempt(verify_upload)
+    app.jinja_env.globals.update(signing_overview=_signing_overview, can_sign_document=_can_sign_document)
+    _document_api()
