@@ -271,6 +271,7 @@ def save_running_settings(settings: Settings) -> Path:
 
     values = {k: v for k, v in os.environ.items() if k.startswith("FILMLESS_")}
     values["FILMLESS_DATA_DIR"] = str(settings.data_dir)
+    settings.data_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
     path = settings.data_dir / SAVED_SETTINGS_NAME
     tmp = path.with_suffix(".tmp")
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)

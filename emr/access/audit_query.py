@@ -86,7 +86,9 @@ def parse_filter(args: Any) -> AuditFilter:
     """An :class:`AuditFilter` from request arguments; bad values are dropped, not errors."""
 
     def get(name: str, limit: int = 64) -> str:
-        return str(args.get(name, "") or "").strip()[:limit]
+        # Control characters (a NUL breaks PostgreSQL text) are never part of a name or code.
+        text = "".join(c for c in str(args.get(name, "") or "")[: limit * 4] if c.isprintable())
+        return text.strip()[:limit]
 
     outcome = get("outcome")
     return AuditFilter(
@@ -262,6 +264,7 @@ def audit_csv(session: Session, actor: Actor, flt: AuditFilter) -> Iterator[str]
             q = stmt if before is None else stmt.where(AuditEntry.id < before)
             rows = list(session.scalars(q.order_by(AuditEntry.id.desc()).limit(_CSV_CHUNK)))
             if not rows:
+                session.commit()
                 return
             codes = _codes(session, rows)
             buf = io.StringIO()
@@ -287,8 +290,11 @@ def audit_csv(session: Session, actor: Actor, flt: AuditFilter) -> Iterator[str]
                         )
                     ]
                 )
-            yield buf.getvalue()
             before = rows[-1].id
+            # End the read before the chunk goes out: a slow download must not hold a transaction
+            # (on SQLite every transaction takes the write lock other users' audit rows need).
+            session.commit()
             session.expunge_all()
+            yield buf.getvalue()
 
     return chunks()

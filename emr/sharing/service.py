@@ -147,11 +147,8 @@ def share_link_rows(session: Session, study_id: int) -> list[dict[str, Any]]:
     from ..models import User
 
     links = list_share_links(session, study_id)
-    names = dict(
-        session.execute(select(User.id, User.full_name).where(User.id.in_({link.created_by for link in links})))
-        .tuples()
-        .all()
-    )
+    ids = {link.created_by for link in links}
+    names = {uid: name for uid, name in session.execute(select(User.id, User.full_name).where(User.id.in_(ids)))}
     now = utcnow()
     return [
         {

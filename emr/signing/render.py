@@ -105,7 +105,7 @@ class _Pdf(FPDF):
         self.set_y(-15)
         self.set_font("DejaVu", size=7)
         self.set_text_color(90, 90, 90)
-        self.multi_cell(0, 3.5, self.footer_url, new_x=XPos.LMARGIN, new_y=YPos.NEXT)
+        self.multi_cell(0, 3.5, self.footer_url, align="L", new_x=XPos.LMARGIN, new_y=YPos.NEXT)
         page = t("signing.pdf.page", page=self.page_no(), pages="{nb}")
         page_w = self.get_string_width(page) + 2
         self.set_font("DejaVu", "B", 8)
@@ -211,9 +211,9 @@ def render_document_pdf(doc: RenderInput) -> bytes:
         pdf.ln(1)
         for label, value in doc.exam:
             pdf.set_font("DejaVu", "", 9)
-            pdf.cell(42, 5.5, f"{label}:")
+            pdf.cell(50, 5.5, f"{label}:")
             pdf.set_font("DejaVu", "B", 10)
-            pdf.multi_cell(width - 42, 5.5, value or "—", new_x=XPos.LMARGIN, new_y=YPos.NEXT)
+            pdf.multi_cell(width - 50, 5.5, value or "—", new_x=XPos.LMARGIN, new_y=YPos.NEXT)
         pdf.ln(1)
     for line in doc.extra_lines:
         pdf.set_font("DejaVu", "", 9)
