@@ -7,6 +7,7 @@ Public API (other packages import only these):
 - :func:`worklist_provider` / :func:`identity_provider` / :func:`mpps_provider` – data for the DICOM gateway.
 - :func:`start_linker` / :func:`link_new_studies` – linking arriving studies to orders.
 - :func:`verify_audit_chain` – tamper check of the audit log.
+- :class:`StudyAccess` / :class:`StudyAccessDenied` – per-study access callables handed to app extensions.
 
 Nothing is imported eagerly (PEP 562): ``import emr.core.normalize`` loads
 neither Flask nor the database layer, and each name below is imported from
@@ -20,6 +21,7 @@ from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from emr.access.audit import Actor, AuditVerification, verify_audit_chain
+    from emr.access.studies import StudyAccess, StudyAccessDenied
     from emr.app import create_app
     from emr.core.exceptions import EmrError
     from emr.core.settings import EmrSettings
@@ -35,6 +37,8 @@ _HOMES = {
     "Actor": "emr.access.audit",
     "AuditVerification": "emr.access.audit",
     "verify_audit_chain": "emr.access.audit",
+    "StudyAccess": "emr.access.studies",
+    "StudyAccessDenied": "emr.access.studies",
     "create_app": "emr.app",
     "EmrError": "emr.core.exceptions",
     "EmrSettings": "emr.core.settings",
@@ -56,6 +60,8 @@ __all__ = [
     "EmrSettings",
     "LinkResult",
     "Linker",
+    "StudyAccess",
+    "StudyAccessDenied",
     "create_app",
     "identity_provider",
     "link_new_studies",
@@ -84,6 +90,8 @@ def __dir__() -> list[str]:
 
 def open_session(settings: EmrSettings) -> Any:
     """A new SQLAlchemy session on the EMR database (for CLI commands and scripts)."""
+    from emr.core.clock import use_timezone
     from emr.db import make_engine, make_session_factory
 
+    use_timezone(settings.timezone)
     return make_session_factory(make_engine(settings.database_url))()

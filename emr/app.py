@@ -1,28 +1,57 @@
-"""The Flask app factory."""
+"""The Flask app factory: the one composition root of the EMR.
+
+Every blueprint, error handler, template helper and extension is registered
+here and nowhere else, so the layers below (``core`` ← ``models``/``db`` ←
+``access`` ← features ← ``web``/``api``/``fhir``) never register themselves.
+Things the EMR does not own — the image viewer — are mounted by the caller
+through ``extensions``: each is called with the app and the
+:class:`~emr.access.studies.StudyAccess` callables (see ``filmless.wiring``).
+"""
 
 from __future__ import annotations
 
 import os
 import secrets
+from collections.abc import Callable, Iterable
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
-from flask import Flask, g, jsonify, render_template, request
+from flask import Flask, g, render_template, request
 from flask_wtf.csrf import CSRFError, CSRFProtect
 from sqlalchemy import text as sql_text
 from werkzeug.exceptions import HTTPException
 
+from emr import api, db
 from emr.access.auth import load_session_user
+from emr.access.studies import StudyAccess, study_access
+from emr.core.clock import to_local, use_timezone
+from emr.core.dicom_dates import display_da
 from emr.core.exceptions import EmrError
 from emr.core.settings import EmrSettings
+from emr.exports.money import fmt_vnd
+from emr.fhir import views as fhir
+from emr.i18n import t
+from emr.signing import service as signing_service
+from emr.web import (
+    admin,
+    can,
+    documents,
+    exports,
+    login,
+    orders,
+    patients,
+    reading,
+    reconcile,
+    share,
+    signing,
+    users,
+)
 
-from . import db
-from .core.dicom_dates import display_da
-from .exports.money import fmt_vnd
-from .i18n import t
+__all__ = ["AppExtension", "create_app", "load_or_create_secret"]
 
-__all__ = ["create_app", "load_or_create_secret"]
+AppExtension = Callable[[Flask, StudyAccess], None]
+"""Mounts something the EMR does not own (the viewer) on the app, given the per-study access callables."""
 
 
 def load_or_create_secret(path: Path) -> str:
@@ -38,15 +67,96 @@ def load_or_create_secret(path: Path) -> str:
 
 
 def _ict(value: Any, fmt: str = "%d/%m/%Y %H:%M") -> str:
-    """Stored times are naive UTC; show them in Vietnam time (UTC+7)."""
+    """Stored times are naive UTC; show them in the facility's time zone (emr.core.clock)."""
     if value is None:
         return ""
     if hasattr(value, "hour"):
-        return (value + timedelta(hours=7)).strftime(fmt)
+        return to_local(value).strftime(fmt)
     return value.strftime("%d/%m/%Y")
 
 
-def create_app(settings: EmrSettings, *, store: Any = None, test_config: dict[str, Any] | None = None) -> Flask:
+def _register_blueprints(app: Flask, csrf: CSRFProtect) -> None:
+    """Every EMR blueprint; token-authenticated or session-less ones are exempt from CSRF."""
+    csrf.exempt(api.bp)  # token-authenticated, no cookies
+    app.register_blueprint(api.bp)
+    for bp in (login.bp, patients.bp, orders.bp, reconcile.bp, admin.bp, documents.bp, users.bp):
+        app.register_blueprint(bp)
+    app.register_blueprint(signing.bp)  # signing form, signed PDFs, keys
+    app.register_blueprint(signing.verify_bp)  # /verify (the printed QR code's target)
+    app.register_blueprint(signing.verify_api_bp)  # /api/verify (public JSON, no session state)
+    csrf.exempt(signing.verify_upload)
+    api.document_routes(signing.PUBLIC_API_ROUTES)
+    csrf.exempt(fhir.bp)  # token-authenticated
+    app.register_blueprint(fhir.bp)  # /fhir
+    app.register_blueprint(exports.bp)  # /export downloads
+    app.register_blueprint(reading.bp)  # /reading
+    csrf.exempt(reading.put_measurements)
+    app.register_blueprint(share.bp)  # /s share links
+
+
+# Blueprint name → how it answers errors; blueprints not listed answer with the HTML error page.
+_HTTP_ERRORS: dict[str, Callable[[HTTPException], Any]] = {
+    "api": api.http_error_response,
+    "verify_api": api.http_error_response,
+    "fhir": fhir.http_error_response,
+}
+_EMR_ERRORS: dict[str, Callable[[EmrError], Any]] = {
+    "api": api.error_response,
+    "verify_api": api.error_response,
+    "fhir": fhir.emr_error_response,
+}
+
+
+def _owner(app: Flask) -> str | None:
+    """The blueprint answering this request; for routing errors (no rule matched) the one owning the path."""
+    if request.blueprint:
+        return request.blueprint.split(".")[0]
+    best: tuple[int, str] | None = None
+    for name, bp in app.blueprints.items():
+        prefix = (bp.url_prefix or "").rstrip("/")
+        if prefix and (request.path == prefix or request.path.startswith(prefix + "/")):
+            if best is None or len(prefix) > best[0]:
+                best = (len(prefix), name)
+    return best[1] if best else None
+
+
+def _register_error_handlers(app: Flask) -> None:
+    @app.errorhandler(CSRFError)
+    def _csrf(exc: CSRFError) -> Any:
+        return render_template("error.html", message=t("errors.csrf")), 400
+
+    @app.errorhandler(EmrError)
+    def _emr(exc: EmrError) -> Any:
+        db.session().rollback()
+        render = _EMR_ERRORS.get(_owner(app) or "")
+        if render is not None:
+            response = app.make_response(render(exc))
+        else:
+            response = app.make_response((render_template("error.html", message=t(exc.key)), exc.http_status))
+        retry_after = getattr(exc, "retry_after", None)
+        if retry_after:
+            response.headers["Retry-After"] = str(retry_after)
+        return response
+
+    @app.errorhandler(HTTPException)
+    def _http(exc: HTTPException) -> Any:
+        render = _HTTP_ERRORS.get(_owner(app) or "")
+        if render is not None:
+            return render(exc)
+        code = exc.code or 500
+        key = {403: "errors.forbidden", 404: "errors.not_found", 413: "errors.too_large"}.get(code, "errors.generic")
+        return render_template("error.html", message=t(key)), code
+
+
+def create_app(
+    settings: EmrSettings,
+    *,
+    store: Any = None,
+    test_config: dict[str, Any] | None = None,
+    extensions: Iterable[AppExtension] = (),
+) -> Flask:
+    """The EMR web app; ``extensions`` mount what the EMR does not own (``filmless.wiring.viewer_extension``)."""
+    use_timezone(settings.timezone)
     app = Flask(__name__)
     app.config.update(
         SECRET_KEY=load_or_create_secret(settings.secret_key_file),
@@ -66,23 +176,17 @@ def create_app(settings: EmrSettings, *, store: Any = None, test_config: dict[st
     engine = app.config.get("EMR_ENGINE") or db.make_engine(settings.database_url)
     app.extensions["emr.engine"] = engine
     db.init_app(app, db.make_session_factory(engine))
+    app.extensions["emr.signing_config"] = signing_service.signing_config(settings, store)
+    app.extensions["emr.signed_artifacts"] = signing_service.DbArtifacts()  # what the exports attach
 
     csrf = CSRFProtect(app)
-    from emr.web import register as register_views
-    from emr.web.exports import register as register_exports
+    _register_blueprints(app, csrf)
+    access = study_access()
+    for extend in extensions:
+        extend(app, access)
+    _register_error_handlers(app)
 
-    from .api import bp as api_bp
-    from .api import error_response
-
-    csrf.exempt(api_bp)  # token-authenticated, no cookies
-    app.register_blueprint(api_bp)
-    register_views(app)
-    register_exports(app, csrf)  # /export downloads and the /fhir API
-    from emr.web.viewer_mount import register_reading
-
-    register_reading(app, csrf, settings, store)  # /viewer, /reading, /s share links, /dicomweb proxy (with a store)
-
-    app.jinja_env.globals.update(t=t, hospital_name=settings.hospital_name)
+    app.jinja_env.globals.update(t=t, hospital_name=settings.hospital_name, can=can, **signing.template_helpers())
     app.jinja_env.filters["ict"] = _ict
     app.jinja_env.filters["da"] = display_da
     app.jinja_env.filters["zip"] = lambda a, b: zip(a, b, strict=False)
@@ -113,37 +217,5 @@ def create_app(settings: EmrSettings, *, store: Any = None, test_config: dict[st
         if request.path.startswith("/api/") or g.get("user") is not None:
             response.headers.setdefault("Cache-Control", "no-store")
         return response
-
-    @app.errorhandler(CSRFError)
-    def _csrf(exc: CSRFError) -> Any:
-        return render_template("error.html", message=t("errors.csrf")), 400
-
-    @app.errorhandler(EmrError)
-    def _emr(exc: EmrError) -> Any:
-        db.session().rollback()
-        if request.path.startswith("/api/"):
-            response = app.make_response(error_response(exc))
-        else:
-            response = app.make_response((render_template("error.html", message=t(exc.key)), exc.http_status))
-        retry_after = getattr(exc, "retry_after", None)
-        if retry_after:
-            response.headers["Retry-After"] = str(retry_after)
-        return response
-
-    @app.errorhandler(HTTPException)
-    def _http(exc: HTTPException) -> Any:
-        code = exc.code or 500
-        if request.path.startswith("/api/"):
-            name = {
-                400: "bad_request",
-                401: "unauthorized",
-                403: "forbidden",
-                404: "not_found",
-                405: "method_not_allowed",
-                413: "too_large",
-            }.get(code, "error")
-            return jsonify({"error": name, "message": exc.description or name, "fields": {}}), code
-        key = {403: "errors.forbidden", 404: "errors.not_found", 413: "errors.too_large"}.get(code, "errors.generic")
-        return render_template("error.html", message=t(key)), code
 
     return app

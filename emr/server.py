@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import Iterable
 from typing import Any
 
 from emr.access.anchor_scheduler import start_anchor_scheduler
-from emr.app import create_app
+from emr.app import AppExtension, create_app
+from emr.core.clock import use_timezone
 from emr.core.settings import EmrSettings
 from emr.db import make_engine, upgrade
 from emr.imaging.linker import start_linker
@@ -18,6 +20,7 @@ log = logging.getLogger(__name__)
 
 def upgrade_database(settings: EmrSettings) -> None:
     """Bring the EMR schema to the newest Alembic revision."""
+    use_timezone(settings.timezone)  # the CLI commands that follow show and take local times
     engine = make_engine(settings.database_url)
     try:
         upgrade(engine)
@@ -25,12 +28,15 @@ def upgrade_database(settings: EmrSettings) -> None:
         engine.dispose()
 
 
-def serve(settings: EmrSettings, store: Any) -> None:
-    """Run the EMR under waitress until interrupted (used by `filmless up` and `filmless emr serve`)."""
+def serve(settings: EmrSettings, store: Any, *, extensions: Iterable[AppExtension] = ()) -> None:
+    """Run the EMR under waitress until interrupted (used by `filmless up` and `filmless emr serve`).
+
+    ``extensions`` mount what the EMR does not own (the viewer), see :func:`emr.app.create_app`.
+    """
     from waitress import serve as waitress_serve
 
     upgrade_database(settings)
-    app = create_app(settings, store=store)
+    app = create_app(settings, store=store, extensions=extensions)
     linker = start_linker(settings, store) if store is not None else None
     anchoring = start_anchor_scheduler(settings) if settings.tsa_url else None
     log.info("EMR listening on http://%s:%d", settings.host, settings.port)

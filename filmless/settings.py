@@ -15,6 +15,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
+from emr.core.clock import DEFAULT_TIMEZONE, valid_timezone
 from emr.core.settings import EmrSettings
 from pacs_gateway.settings import GatewaySettings
 from storage.settings import StorageSettings
@@ -75,6 +76,7 @@ VARIABLES: dict[str, tuple[str, str]] = {
     "FILMLESS_PUBLIC_URL": ("http://127.0.0.1:<port>", "URL patients and QR codes use"),
     "FILMLESS_HOSPITAL_NAME": ("Bệnh viện filmless", "Hospital name on printouts"),
     "FILMLESS_FACILITY_CODE": ("00000", "Facility code (MA_CSKCB) for insurance exports"),
+    "FILMLESS_TIMEZONE": ("Asia/Ho_Chi_Minh", "Facility time zone (IANA name): every time people and modalities see"),
     "FILMLESS_EMR_LOCKOUT_FAILURES": ("5", "Failed logins before an EMR account is locked"),
     "FILMLESS_EMR_LOCKOUT_MINUTES": ("15", "How long a locked EMR account stays locked"),
     "FILMLESS_TSA_URL": ("", "RFC 3161 time-stamping service for signatures (unset: the demo dev TSA)"),
@@ -168,6 +170,15 @@ def _return_addresses(env: Mapping[str, str], name: str) -> tuple[str, ...]:
     return entries
 
 
+def _timezone(env: Mapping[str, str], name: str) -> str:
+    value = _str(env, name, DEFAULT_TIMEZONE) or DEFAULT_TIMEZONE
+    try:
+        valid_timezone(value)
+    except ValueError as exc:
+        raise SettingsError(f"{name}: {exc}") from None
+    return value
+
+
 def load(env: Mapping[str, str] | None = None) -> Settings:
     """Read ``FILMLESS_*`` variables (default: the process environment over the settings file
     ``filmless up`` left in the data directory, so other commands find the running installation)."""
@@ -225,6 +236,7 @@ def load(env: Mapping[str, str] | None = None) -> Settings:
         public_url=(_str(env, "FILMLESS_PUBLIC_URL") or f"http://127.0.0.1:{emr_port}").rstrip("/"),
         hospital_name=_str(env, "FILMLESS_HOSPITAL_NAME", "Bệnh viện filmless") or "",
         facility_code=_str(env, "FILMLESS_FACILITY_CODE", "00000") or "",
+        timezone=_timezone(env, "FILMLESS_TIMEZONE"),
         lockout_failures=_int(env, "FILMLESS_EMR_LOCKOUT_FAILURES", 5, 1, 1000),
         lockout_minutes=_int(env, "FILMLESS_EMR_LOCKOUT_MINUTES", 15, 1, 10080),
         tsa_url=_str(env, "FILMLESS_TSA_URL"),

@@ -9,9 +9,9 @@ from datetime import UTC, date, datetime, timedelta
 from typing import Any
 
 from emr.access.audit import SYSTEM, AnchorError, anchor_time, anchors_file, create_anchor, latest_anchor
+from emr.core import clock
 from emr.core.settings import EmrSettings
 from emr.db import make_engine, make_session_factory
-from emr.models.base import LOCAL_OFFSET
 
 __all__ = ["AnchorScheduler", "start_anchor_scheduler"]
 
@@ -19,7 +19,7 @@ log = logging.getLogger(__name__)
 
 
 def _local_day(moment: datetime) -> date:
-    return (moment.astimezone(UTC) + LOCAL_OFFSET).date()
+    return clock.local_day(moment)
 
 
 class AnchorScheduler:
@@ -123,4 +123,5 @@ class AnchorScheduler:
 
 
 def start_anchor_scheduler(settings: EmrSettings, **kwargs: Any) -> AnchorScheduler:
+    clock.use_timezone(settings.timezone)
     return AnchorScheduler(settings, **kwargs).start()

@@ -22,9 +22,10 @@ from sqlalchemy.orm import Session
 
 from emr.access import audit
 from emr.access.audit import Actor
+from emr.core.clock import local_day_bounds, local_isoformat, to_local
 
 from ..i18n import catalogue, t
-from ..models import LOCAL_OFFSET, AuditEntry, Patient
+from ..models import AuditEntry, Patient
 
 __all__ = [
     "AuditFilter",
@@ -113,27 +114,27 @@ def action_label(action: str) -> str:
     return t(key) if key in catalogue() else action
 
 
+def _stored(at: str) -> datetime | None:
+    try:
+        return datetime.strptime(at[:19], "%Y-%m-%dT%H:%M:%S")
+    except ValueError:
+        return None
+
+
 def local_time(at: str) -> str:
     """A stored ISO UTC time (``…Z``) as facility-local ``dd/mm/yyyy HH:MM:SS``."""
-    try:
-        when = datetime.strptime(at[:19], "%Y-%m-%dT%H:%M:%S")
-    except ValueError:
-        return at
-    return (when + LOCAL_OFFSET).strftime("%d/%m/%Y %H:%M:%S")
+    when = _stored(at)
+    return to_local(when).strftime("%d/%m/%Y %H:%M:%S") if when else at
 
 
 def _local_iso(at: str) -> str:
-    try:
-        when = datetime.strptime(at[:19], "%Y-%m-%dT%H:%M:%S")
-    except ValueError:
-        return at
-    hours = int(LOCAL_OFFSET.total_seconds() // 3600)
-    return (when + LOCAL_OFFSET).strftime("%Y-%m-%dT%H:%M:%S") + f"{hours:+03d}:00"
+    when = _stored(at)
+    return local_isoformat(when) if when else at
 
 
 def _utc_bound(day: date) -> str:
     """The stored ``at`` text of the first instant of a facility-local day."""
-    return (datetime.combine(day, datetime.min.time()) - LOCAL_OFFSET).strftime("%Y-%m-%dT%H:%M:%S")
+    return local_day_bounds(day)[0].strftime("%Y-%m-%dT%H:%M:%S")
 
 
 def _patient_id(session: Session, text: str) -> int | None:

@@ -16,9 +16,11 @@ from emr import db
 from emr.access import audit
 from emr.access.audit import Actor
 from emr.access.permissions import PERMISSIONS, allowed
+from emr.access.users import user_for_token
 from emr.models import User
 
-__all__ = ["requires", "load_session_user", "current_actor", "login_user", "logout_user"]
+__all__ = ["bearer_token", "bearer_user", "current_actor", "deny", "load_session_user", "login_user", "logout_user",
+           "requires"]
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -54,8 +56,21 @@ def logout_user() -> None:
     session.clear()
 
 
+def bearer_token() -> str | None:
+    """The token of an ``Authorization: Bearer <token>`` header (RFC 6750 §2.1), or None."""
+    scheme, _, token = request.headers.get("Authorization", "").partition(" ")
+    token = token.strip()
+    return token if scheme.lower() == "bearer" and token else None
+
+
+def bearer_user() -> User | None:
+    """The active user whose API token the request carries, or None (missing, unknown or revoked)."""
+    token = bearer_token()
+    return user_for_token(db.session(), token) if token is not None else None
+
+
 def deny(action: str) -> None:
-    """Audit a refused action (own transaction) before answering 403."""
+    """Audit a refused action (own transaction) before answering 403: the one place refusals are recorded."""
     s = db.session()
     s.rollback()
     audit.record(

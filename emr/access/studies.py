@@ -1,15 +1,22 @@
 """Who may open which study in the viewer, and the audit row for each opening.
 
-A logged-in user may open a study when the role may view images and the
-study is linked to a patient in the EMR; a share token opens exactly the
-study of its link while the link is live.
+This is the per-study half of the access decision (the per-action half is
+:mod:`emr.access.permissions`). A logged-in user may open a study when the
+role may view images and the study is linked to a patient in the EMR; a
+share token opens exactly the study of its link while the link is live.
+
+The viewer never sees these rules: the wiring (``filmless.wiring``) hands it
+the callables of :class:`StudyAccess`, translating :class:`StudyAccessDenied`
+into the viewer's own refusal.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
-from flask import g, request
+from flask import current_app, g, request
 
 from emr import db
 from emr.access.auth import current_actor, deny
@@ -18,46 +25,62 @@ from emr.core.exceptions import EmrError
 from emr.reading import service as reading
 from emr.sharing import service as sharing
 from emr.sharing.tokens import link_id_from_token
-from viewer import AccessDenied
 
-__all__ = ["audit_study", "authorize_study", "principal"]
+__all__ = ["ARRIVING_SECONDS", "StudyAccess", "StudyAccessDenied", "audit_study", "authorize_study", "principal",
+           "study_access", "study_arriving"]
+
+ARRIVING_SECONDS = 90.0  # Orthanc's StableAge (60 s) plus the linker's polling
+
+
+class StudyAccessDenied(Exception):
+    """Why a study is refused: ``login`` (no session), ``forbidden`` or ``expired`` (a dead share link)."""
+
+    REASONS = ("login", "forbidden", "expired")
+
+    def __init__(self, reason: str = "forbidden") -> None:
+        if reason not in self.REASONS:
+            raise ValueError(f"unknown access-denied reason {reason!r}")
+        super().__init__(reason)
+        self.reason = reason
 
 
 def _share_link(token: str, study_uid: str) -> Any:
     link_id = link_id_from_token(token)
     if link_id is None:
-        raise AccessDenied("forbidden")
+        raise StudyAccessDenied("forbidden")
     try:
         link = sharing.live_link(db.session(), link_id)
     except sharing.ShareDenied as exc:
-        raise AccessDenied("expired" if exc.reason == "expired" else "forbidden") from exc
+        raise StudyAccessDenied("expired" if exc.reason == "expired" else "forbidden") from exc
     except EmrError as exc:
-        raise AccessDenied("forbidden") from exc
+        raise StudyAccessDenied("forbidden") from exc
     if link.study_instance_uid != study_uid:
-        raise AccessDenied("forbidden")
+        raise StudyAccessDenied("forbidden")
     return link
 
 
 def authorize_study(study_uid: str, token: str | None) -> bool:
+    """True when this request may open the study; :class:`StudyAccessDenied` says why not."""
     if token:
         _share_link(token, study_uid)
         return True
     user = g.get("user")
     if user is None:
-        raise AccessDenied("login")
+        raise StudyAccessDenied("login")
     if not allowed(user.role, "image.view"):
         deny("image.view")
-        raise AccessDenied("forbidden")
+        raise StudyAccessDenied("forbidden")
     if reading.find_linked_study(db.session(), study_uid) is None:
-        raise AccessDenied("forbidden")
+        raise StudyAccessDenied("forbidden")
     return True
 
 
 def audit_study(study_uid: str, token: str | None) -> None:
+    """One audit row for opening the study (the viewer calls it once per window)."""
     s = db.session()
     study = reading.find_linked_study(s, study_uid)
     if study is None:  # authorised a moment ago: unlinked meanwhile
-        raise AccessDenied("forbidden")
+        raise StudyAccessDenied("forbidden")
     if token:
         link = _share_link(token, study_uid)
         reading.record_study_view(
@@ -68,7 +91,30 @@ def audit_study(study_uid: str, token: str | None) -> None:
 
 
 def principal(token: str | None) -> str:
+    """Who is asking, for the viewer's per-principal limits: a share link, a user or an address."""
     if token:
         return f"share:{link_id_from_token(token)}"
     user = g.get("user")
     return f"user:{user.id}" if user is not None else f"addr:{request.remote_addr}"
+
+
+def study_arriving(study_uid: str) -> bool:
+    """Is the study still arriving (so the viewer should wait rather than refuse)? Not once
+    Orthanc calls it stable: a complete study shows no "still arriving" notice."""
+    store = current_app.extensions.get("emr.store")
+    is_stable = getattr(store, "study_is_stable", None)
+    return reading.study_arriving(db.session(), study_uid, ARRIVING_SECONDS, is_stable=is_stable)
+
+
+@dataclass(frozen=True)
+class StudyAccess:
+    """The callables an image viewer mounted into the EMR app needs (all run inside a request)."""
+
+    authorize: Callable[[str, str | None], bool]
+    audit: Callable[[str, str | None], None]
+    principal: Callable[[str | None], str]
+    arriving: Callable[[str], bool]
+
+
+def study_access() -> StudyAccess:
+    return StudyAccess(authorize_study, audit_study, principal, study_arriving)

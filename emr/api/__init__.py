@@ -14,16 +14,16 @@ from typing import Any
 
 from flask import Blueprint, Response, g, jsonify, request
 from pydantic import BaseModel
+from werkzeug.exceptions import HTTPException
 
 from emr import db
-from emr.access import audit
-from emr.access.auth import current_actor
+from emr.access.auth import bearer_token, current_actor, deny
 from emr.access.permissions import PERMISSIONS, allowed
 from emr.access.users import user_for_token
 from emr.core.exceptions import AuthenticationFailed, EmrError, NotFoundError, PermissionDenied, ValidationFailed
 from emr.models.lookup import parse
 
-__all__ = ["bp", "endpoint", "ROUTES", "RouteSpec", "error_response"]
+__all__ = ["bp", "endpoint", "ROUTES", "RouteSpec", "document_routes", "error_response", "http_error_response"]
 
 bp = Blueprint("api", __name__, url_prefix="/api")
 
@@ -55,12 +55,34 @@ def error_response(exc: EmrError) -> tuple[Response, int]:
     return jsonify({"error": exc.code, "message": exc.message, "fields": fields}), exc.http_status
 
 
+_HTTP_ERROR_NAMES = {
+    400: "bad_request",
+    401: "unauthorized",
+    403: "forbidden",
+    404: "not_found",
+    405: "method_not_allowed",
+    413: "too_large",
+}
+
+
+def http_error_response(exc: HTTPException) -> tuple[Response, int]:
+    """A routing or protocol error (404, 405, 413, ...) in the API's JSON error shape."""
+    code = exc.code or 500
+    name = _HTTP_ERROR_NAMES.get(code, "error")
+    return jsonify({"error": name, "message": exc.description or name, "fields": {}}), code
+
+
+def document_routes(specs: list[RouteSpec]) -> None:
+    """List JSON endpoints served by other blueprints in /api/openapi.json (the app calls this once)."""
+    known = {(r.rule, r.method) for r in ROUTES}
+    ROUTES.extend(r for r in specs if (r.rule, r.method) not in known)
+
+
 def _authenticate() -> None:
-    header = request.headers.get("Authorization", "")
-    scheme, _, token = header.partition(" ")
-    if scheme.lower() != "bearer" or not token.strip():
+    token = bearer_token()
+    if token is None:
         raise AuthenticationFailed("missing bearer token", key="auth.error.token")
-    user = user_for_token(db.session(), token.strip())
+    user = user_for_token(db.session(), token)
     if user is None:
         raise AuthenticationFailed("invalid or revoked token", key="auth.error.token")
     g.user = user
@@ -88,17 +110,7 @@ def endpoint(
                 if action is not None:
                     _authenticate()
                     if not allowed(g.user.role, action):
-                        s = db.session()
-                        audit.record(
-                            s,
-                            current_actor(),
-                            action,
-                            outcome="denied",
-                            object_type="route",
-                            object_id=request.path[:64],
-                            details={"method": method},
-                        )
-                        s.commit()
+                        deny(action)
                         raise PermissionDenied(action)
                 kwargs: dict[str, Any] = dict(path)
                 if body is not None:

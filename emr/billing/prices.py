@@ -24,9 +24,9 @@ from emr.access import audit
 from emr.access.audit import Actor
 from emr.core.exceptions import FileRejected
 
-from ..models import LOCAL_OFFSET, ServicePrice, utcnow
+from ..models import ServicePrice
 
-__all__ = ["PRICE_COLUMNS", "PriceLoad", "load_prices", "price_on", "current_prices", "local_today"]
+__all__ = ["PRICE_COLUMNS", "PriceLoad", "load_prices", "price_on", "current_prices"]
 
 PRICE_COLUMNS = ("code", "name", "unit", "price_hospital", "price_insurance", "valid_from")
 _CODE = re.compile(r"[A-Za-z0-9.\-_]{1,20}")  # the order form's procedure code (schemas.Code)
@@ -39,11 +39,6 @@ Problem = tuple[int, str, dict[str, object]]
 class PriceLoad:
     added: int  # new rows
     unchanged: int  # rows already in the catalogue with the same values
-
-
-def local_today(now: datetime | None = None) -> date:
-    """Today in Vietnam (prices take effect on local dates)."""
-    return ((now or utcnow()) + LOCAL_OFFSET).date()
 
 
 def price_on(session: Session, code: str, on: date) -> ServicePrice | None:

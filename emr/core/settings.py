@@ -19,6 +19,8 @@ class EmrSettings:
     public_url: str = "http://127.0.0.1:8080"
     hospital_name: str = "Bệnh viện filmless"
     facility_code: str = "00000"
+    # IANA time zone of the facility: what people and modalities see and type (emr.core.clock).
+    timezone: str = "Asia/Ho_Chi_Minh"
     # Failed logins before an account is locked, and for how long.
     lockout_failures: int = 5
     lockout_minutes: int = 15

@@ -24,8 +24,9 @@ from typing import Any
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from emr.core.clock import local_isoformat
+
 from ..models import (
-    LOCAL_OFFSET,
     AuditEntry,
     Department,
     Document,
@@ -120,7 +121,7 @@ def _instant(value: datetime | None) -> str | None:
     """A stored naive-UTC time as a FHIR dateTime in Vietnam time."""
     if value is None:
         return None
-    return (value + LOCAL_OFFSET).strftime("%Y-%m-%dT%H:%M:%S+07:00")
+    return local_isoformat(value)
 
 
 def _ref(kind: str, ident: object, display: str | None = None) -> dict[str, Any]:

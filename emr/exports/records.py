@@ -15,8 +15,9 @@ from typing import Any
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from emr.core.clock import to_local
+
 from ..models import (
-    LOCAL_OFFSET,
     Department,
     Document,
     DocumentVersion,
@@ -41,8 +42,8 @@ __all__ = [
 
 
 def local(value: datetime | None) -> datetime | None:
-    """Stored times are naive UTC; exports use Vietnam time (UTC+7, no daylight saving)."""
-    return None if value is None else value + LOCAL_OFFSET
+    """Stored times are naive UTC; exports use the facility's local time (emr.core.clock)."""
+    return None if value is None else to_local(value)
 
 
 def fmt_datetime(value: datetime | None) -> str:

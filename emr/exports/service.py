@@ -11,7 +11,7 @@ import os
 import tempfile
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
-from datetime import date, datetime, timedelta
+from datetime import date, datetime
 from pathlib import Path
 
 from sqlalchemy import select
@@ -19,9 +19,10 @@ from sqlalchemy.orm import Session
 
 from emr.access import audit
 from emr.access.audit import Actor
+from emr.core.clock import local_day_bounds, to_local
 from emr.core.exceptions import InvalidState, NotFoundError
 
-from ..models import LOCAL_OFFSET, Encounter, utcnow
+from ..models import Encounter, utcnow
 from .artifacts import ArtifactSource
 from .config import ExportConfig
 from .envelope import build_envelope, sign_envelope
@@ -114,7 +115,7 @@ def export_xml130(
         session.commit()
         raise ExportCheckFailed(problems)
     tables = _tables(rows)
-    created = (now or utcnow()) + LOCAL_OFFSET
+    created = to_local(now or utcnow())
     envelope = sign_envelope(build_envelope(config.facility_code, list(tables.items()), created), key)
     audit.record(
         session,
@@ -136,8 +137,7 @@ def export_xml130(
 
 def encounters_between(session: Session, start: date, end: date) -> list[int]:
     """Closed encounters discharged on local dates ``start``..``end`` inclusive."""
-    lo = datetime.combine(start, datetime.min.time()) - LOCAL_OFFSET
-    hi = datetime.combine(end + timedelta(days=1), datetime.min.time()) - LOCAL_OFFSET
+    lo, hi = local_day_bounds(start)[0], local_day_bounds(end)[1]
     return list(
         session.scalars(
             select(Encounter.id)

@@ -14,6 +14,7 @@ from typing import Any
 from sqlalchemy import Select, and_, or_, select
 from sqlalchemy.orm import Session
 
+from emr.core.clock import to_utc
 from emr.exports.artifacts import ArtifactSource, NoArtifacts
 from emr.exports.fhir import (
     RESOURCE_TYPES,
@@ -31,7 +32,6 @@ from emr.exports.fhir import (
     validated,
 )
 from emr.models import (
-    LOCAL_OFFSET,
     AuditEntry,
     Document,
     DocumentVersion,
@@ -76,7 +76,7 @@ def _date_clause(column: Any, values: list[str], *, local_dates: bool = True) ->
             start = datetime.combine(date.fromisoformat(m.group(2)), datetime.min.time())
             end = start + timedelta(days=1)
         if local_dates:
-            start, end = start - LOCAL_OFFSET, end - LOCAL_OFFSET
+            start, end = to_utc(start), to_utc(end)
         clauses.append(
             {
                 "eq": and_(column >= start, column < end),

@@ -11,17 +11,17 @@ import json
 from typing import Any
 
 from flask import Blueprint, Response, current_app, g, request
+from werkzeug.exceptions import HTTPException
 
 from emr import db
 from emr.access import audit
-from emr.access.auth import current_actor
+from emr.access.auth import bearer_user, current_actor, deny
 from emr.access.permissions import allowed
-from emr.access.users import user_for_token
 from emr.core.exceptions import AuthenticationFailed, EmrError
 from emr.exports.fhir import FhirError, validated
 from emr.fhir.search import capability_statement, read_resource, search_resources
 
-__all__ = ["bp", "FHIR_ACTIONS"]
+__all__ = ["bp", "FHIR_ACTIONS", "emr_error_response", "http_error_response"]
 
 bp = Blueprint("fhir", __name__, url_prefix="/fhir")
 
@@ -56,26 +56,14 @@ def _outcome(status: int, code: str, message: str) -> Response:
 
 
 def _authenticate(action: str) -> Response | None:
-    header = request.headers.get("Authorization", "")
-    scheme, _, token = header.partition(" ")
-    user = user_for_token(db.session(), token.strip()) if scheme.lower() == "bearer" and token.strip() else None
+    user = bearer_user()
     if user is None:
         resp = _outcome(401, "login", "bearer token missing, invalid or revoked")
         resp.headers["WWW-Authenticate"] = "Bearer"
         return resp
     g.user = user
     if not allowed(user.role, action):
-        s = db.session()
-        audit.record(
-            s,
-            current_actor(),
-            action,
-            outcome="denied",
-            object_type="route",
-            object_id=request.path[:64],
-            details={"method": "GET"},
-        )
-        s.commit()
+        deny(action)
         return _outcome(403, "forbidden", f"role {user.role} may not {action}")
     return None
 
@@ -168,9 +156,18 @@ def metadata() -> Response:
     return _json(capability_statement(request.url_root.rstrip("/") + "/fhir"))
 
 
-@bp.errorhandler(EmrError)
-def _emr_error(exc: EmrError) -> Response:
-    db.session().rollback()
+_HTTP_ISSUE = {400: "invalid", 401: "login", 403: "forbidden", 404: "not-found", 405: "not-supported",
+               413: "too-long"}
+
+
+def http_error_response(exc: HTTPException) -> Response:
+    """Routing and protocol errors under /fhir (unknown path, wrong method, ...) as an OperationOutcome."""
+    status = exc.code or 500
+    return _outcome(status, _HTTP_ISSUE.get(status, "exception"), exc.description or str(status))
+
+
+def emr_error_response(exc: EmrError) -> Response:
+    """An EMR error raised under /fhir as an OperationOutcome (the app has rolled the session back)."""
     code = {401: "login", 403: "forbidden", 404: "not-found", 409: "conflict"}.get(exc.http_status, "invalid")
     if isinstance(exc, AuthenticationFailed):
         code = "login"

@@ -16,9 +16,10 @@ from sqlalchemy.orm import Session
 
 from emr.access import audit
 from emr.access.audit import Actor
+from emr.core.clock import to_utc, use_timezone
 from emr.core.settings import EmrSettings
 from emr.db import make_engine, make_session_factory
-from emr.models import LOCAL_OFFSET, ImagingOrder
+from emr.models import ImagingOrder
 
 __all__ = ["apply_mpps", "mpps_provider"]
 
@@ -37,7 +38,7 @@ _MPPS_MOVES: dict[str, tuple[tuple[str, ...], str]] = {
 
 def _local_to_utc(value: object) -> datetime | None:
     try:
-        return datetime.fromisoformat(str(value)) - LOCAL_OFFSET if value else None
+        return to_utc(datetime.fromisoformat(str(value))) if value else None
     except ValueError:
         return None
 
@@ -102,6 +103,7 @@ def mpps_provider(settings: EmrSettings) -> Callable[[dict[str, Any]], None]:
 
     Raises on database failure; the gateway keeps the event and retries.
     """
+    use_timezone(settings.timezone)
     factory = make_session_factory(make_engine(settings.database_url))
 
     def mpps(event: dict[str, Any]) -> None:

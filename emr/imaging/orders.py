@@ -11,11 +11,12 @@ from sqlalchemy.orm import Session
 
 from emr.access import audit
 from emr.access.audit import Actor
-from emr.billing.prices import local_today, price_on
+from emr.billing.prices import price_on
+from emr.core.clock import local_today, to_utc
 from emr.core.exceptions import InvalidState, ValidationFailed
 from emr.models.lookup import get_or_404, next_number, parse
 
-from ..models import LOCAL_OFFSET, Encounter, ImagingOrder, Patient, Study, User, utcnow
+from ..models import Encounter, ImagingOrder, Patient, Study, User, utcnow
 from ..schemas import OrderIn
 from .order_visit import visit_for_new_order
 
@@ -50,8 +51,8 @@ def create_order(session: Session, actor: Actor, data: OrderIn | dict[str, Any])
         scheduled = data.scheduled_at
         if scheduled.tzinfo is not None:
             scheduled = scheduled.astimezone(UTC).replace(tzinfo=None)
-        else:  # a local time typed in the form: Vietnam time (UTC+7)
-            scheduled = scheduled - LOCAL_OFFSET
+        else:  # a local time typed in the form: the facility's time zone
+            scheduled = to_utc(scheduled)
     # The price valid today (Vietnam date) is copied onto the order: later price changes do not touch it.
     price = price_on(session, data.procedure_code.upper(), local_today(now)) if data.procedure_code else None
     order = ImagingOrder(

@@ -10,16 +10,17 @@ the time; the clerk confirms the suggestion instead of typing order numbers.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta
+from datetime import datetime
 
 from sqlalchemy import func, or_, select
 from sqlalchemy.orm import Session
 
+from emr.core.clock import local_day_bounds, to_local
 from emr.core.dicom_dates import parse_da
 from emr.core.normalize import fold
 from emr.models.lookup import get_or_404
 
-from ..models import LOCAL_OFFSET, ImagingOrder, Patient, Study
+from ..models import ImagingOrder, Patient, Study
 
 __all__ = [
     "Candidate",
@@ -109,8 +110,8 @@ def candidates_for(session: Session, study: Study, limit: int = 5) -> list[Candi
         for order in session.scalars(stmt_orders):
             add(order, patient_reasons[order.patient_id])
     if day is not None:
-        # The study date is local (Vietnam) time; orders store naive UTC.
-        lo, hi = day - LOCAL_OFFSET, day + timedelta(days=1) - LOCAL_OFFSET
+        # The study date is facility-local time; orders store naive UTC.
+        lo, hi = local_day_bounds(day.date())
         stmt_day = (
             select(ImagingOrder)
             .where(ImagingOrder.scheduled_at >= lo, ImagingOrder.scheduled_at < hi, ImagingOrder.status.in_(_OPEN))
@@ -121,7 +122,7 @@ def candidates_for(session: Session, study: Study, limit: int = 5) -> list[Candi
         for order in session.scalars(stmt_day):
             add(order, [])
     for cand in found.values():
-        local_day = cand.order.scheduled_at + LOCAL_OFFSET
+        local_day = to_local(cand.order.scheduled_at)
         if day is not None and local_day.date() == day.date():
             cand.reasons.append("date")
         if cand.order.modality in modalities:
@@ -143,7 +144,7 @@ def link_mismatches(study: Study, order: ImagingOrder) -> list[str]:
     if modalities and order.modality not in modalities:
         found.append("modality")
     day = _study_day(study)
-    if day is not None and (order.scheduled_at + LOCAL_OFFSET).date() != day.date():
+    if day is not None and to_local(order.scheduled_at).date() != day.date():
         found.append("date")
     return found
 

@@ -15,10 +15,11 @@ from datetime import datetime, timedelta
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from emr.core.clock import to_local, to_utc, use_timezone
 from emr.core.normalize import fold
 from emr.core.settings import EmrSettings
 from emr.db import make_engine, make_session_factory
-from emr.models import LOCAL_OFFSET, ImagingOrder, Patient, User
+from emr.models import ImagingOrder, Patient, User
 
 __all__ = ["worklist_provider", "query_worklist", "dicom_name"]
 
@@ -74,9 +75,9 @@ def query_worklist(session: Session, query: dict[str, str], limit: int = 500) ->
             return []
         lo, hi = rng
         if lo is not None:
-            stmt = stmt.where(ImagingOrder.scheduled_at >= lo - LOCAL_OFFSET)
+            stmt = stmt.where(ImagingOrder.scheduled_at >= to_utc(lo))
         if hi is not None:
-            stmt = stmt.where(ImagingOrder.scheduled_at < hi - LOCAL_OFFSET)
+            stmt = stmt.where(ImagingOrder.scheduled_at < to_utc(hi))
     for key, column in (("AccessionNumber", ImagingOrder.accession_number), ("PatientID", Patient.code)):
         value = q.get(key)
         if value and "*" not in value and "?" not in value:
@@ -97,7 +98,7 @@ def query_worklist(session: Session, query: dict[str, str], limit: int = 500) ->
                     break
         else:
             ordering = session.get(User, order.ordered_by)
-            local = order.scheduled_at + LOCAL_OFFSET
+            local = to_local(order.scheduled_at)
             physician = dicom_name(*_split(ordering.full_name)) if ordering else ""
             items.append(
                 {
@@ -133,6 +134,7 @@ def _split(full_name: str) -> tuple[str, str]:
 
 def worklist_provider(settings: EmrSettings) -> Callable[[dict[str, str]], list[dict[str, object]]]:
     """Callable for the gateway's C-FIND MWL SCP: query keys → flat worklist items."""
+    use_timezone(settings.timezone)
     factory = make_session_factory(make_engine(settings.database_url))
 
     def provide(query: dict[str, str]) -> list[dict[str, object]]:

@@ -1,7 +1,7 @@
 """SQLAlchemy models, one module per aggregate."""
 
 from .audit import AuditAnchor, AuditEntry, AuditHead
-from .base import LOCAL_OFFSET, Base, utcnow
+from .base import Base, utcnow
 from .documents import FORM_TYPES, RETENTION_YEARS, Document, DocumentVersion
 from .encounters import BENEFIT_LEVELS, ENCOUNTER_KINDS, Encounter, EncounterDiagnosis, Icd10Code
 from .imaging import ShareLink, StudyMeasurements
@@ -13,7 +13,6 @@ from .users import ROLES, ApiToken, Department, User
 __all__ = [
     "ApiToken",
     "BENEFIT_LEVELS",
-    "LOCAL_OFFSET",
     "AuditAnchor",
     "AuditEntry",
     "AuditHead",

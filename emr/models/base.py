@@ -2,16 +2,14 @@
 
 from __future__ import annotations
 
-from datetime import UTC, datetime, timedelta
+from datetime import datetime
 
 from sqlalchemy import MetaData
 from sqlalchemy.orm import DeclarativeBase
 
-__all__ = ["Base", "utcnow", "LOCAL_OFFSET"]
+from emr.core import clock
 
-# Vietnam (ICT) is UTC+7 all year (no daylight saving): times typed by users and
-# dates sent to modalities are local.
-LOCAL_OFFSET = timedelta(hours=7)
+__all__ = ["Base", "utcnow"]
 
 # Stable constraint names so Alembic migrations are identical on SQLite and PostgreSQL.
 NAMING = {
@@ -28,5 +26,5 @@ class Base(DeclarativeBase):
 
 
 def utcnow() -> datetime:
-    """Naive UTC: both SQLite and PostgreSQL store it unchanged (display converts to ICT)."""
-    return datetime.now(UTC).replace(tzinfo=None)
+    """Naive UTC: both SQLite and PostgreSQL store it unchanged (display converts with emr.core.clock)."""
+    return clock.utcnow()

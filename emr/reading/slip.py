@@ -13,10 +13,10 @@ from pathlib import Path
 import qrcode
 from fpdf import FPDF
 
+from emr.core.clock import to_local
 from emr.core.dicom_dates import display_da
 
 from ..i18n import t
-from ..models import LOCAL_OFFSET
 
 __all__ = ["FONT", "FONT_BOLD", "render_slip"]
 
@@ -77,7 +77,7 @@ def render_slip(
     pdf.set_font("DejaVu", "B", 16)
     pdf.multi_cell(width, 9, t("share.slip.pin", pin=pin), align="C", new_x="LMARGIN", new_y="NEXT")
     pdf.set_font("DejaVu", "", 10.5)
-    expires_local = (expires_at + LOCAL_OFFSET).strftime("%d/%m/%Y")
+    expires_local = to_local(expires_at).strftime("%d/%m/%Y")
     pdf.multi_cell(width, 6, t("share.slip.expires", date=expires_local), align="C", new_x="LMARGIN", new_y="NEXT")
     pdf.ln(3)
     pdf.set_font("DejaVu", "", 9)

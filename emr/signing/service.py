@@ -33,6 +33,7 @@ from sqlalchemy.orm import Session, object_session
 
 from emr.access import audit
 from emr.access.audit import Actor
+from emr.core.clock import local_day
 from emr.core.dicom_dates import display_da
 from emr.core.exceptions import EmrError, InvalidState, ValidationFailed
 from emr.core.settings import EmrSettings
@@ -802,7 +803,7 @@ def past_retention(session: Session, today: dt.date | None = None) -> list[Reten
     )
     for doc, enc in session.execute(query):
         assert enc.closed_at is not None  # the query keeps closed encounters only
-        closed = (enc.closed_at + dt.timedelta(hours=7)).date()
+        closed = local_day(enc.closed_at)
         until = retention_until(doc.record_type or enc.record_type, closed)
         if until is not None and until < today:
             rows.append(RetentionRow(doc.id, doc.patient_id, doc.form_type, doc.record_type, closed, until))

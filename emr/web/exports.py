@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from flask import Blueprint, Flask, Response, current_app, render_template
+from flask import Blueprint, Response, current_app, render_template
 
 from emr.access.auth import current_actor, requires
 from emr.exports.config import load_config
@@ -20,7 +20,7 @@ from emr.exports.service import export_hsba, export_xml130
 
 from .. import db
 
-__all__ = ["bp", "register"]
+__all__ = ["bp"]
 
 bp = Blueprint("exports", __name__, url_prefix="/export")
 
@@ -58,12 +58,3 @@ def hsba(encounter_id: int, fmt: str) -> Any:
             raise
         exp = export_hsba(db.session(), current_actor(), encounter_id, config, None, fmt, artifacts=artifacts)
     return _download(exp.data, exp.filename, exp.media_type)
-
-
-def register(app: Flask, csrf: Any) -> None:
-    """Mount the download routes and the FHIR API (token-authenticated: no CSRF)."""
-    from emr.fhir.views import bp as fhir_bp
-
-    csrf.exempt(fhir_bp)
-    app.register_blueprint(fhir_bp)
-    app.register_blueprint(bp)

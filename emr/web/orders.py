@@ -8,6 +8,7 @@ from flask import Blueprint, redirect, render_template, request, url_for
 
 from emr.access.auth import current_actor, requires
 from emr.billing import prices
+from emr.core.clock import local_today
 from emr.core.exceptions import EmrError
 from emr.imaging import orders
 from emr.patients import encounters
@@ -45,7 +46,7 @@ def new(patient_id: int) -> Any:
         errors=errors,
         values=values,
         encounters=open_encounters,
-        services=prices.current_prices(s, prices.local_today()),
+        services=prices.current_prices(s, local_today()),
     ), (422 if errors else 200)
 
 

@@ -9,6 +9,7 @@ link (expiry, revocation) on every request.
 from __future__ import annotations
 
 from typing import Any
+from urllib.parse import urlencode
 
 from flask import Blueprint, current_app, redirect, render_template, request, send_file, session, url_for
 
@@ -61,7 +62,7 @@ def landing(code: str) -> Any:
         order=order,
         report=sharing.shared_report(s, link),
         has_pdf=sharing.shared_report_pdf(s, link) is not None,
-        viewer_url=url_for("viewer.index", study=link.study_instance_uid, token=viewer_token(link)),
+        viewer_url="/viewer/?" + urlencode({"study": link.study_instance_uid, "token": viewer_token(link)}),
     )
 
 

@@ -8,7 +8,6 @@ from typing import Any
 
 from flask import (
     Blueprint,
-    Flask,
     Response,
     abort,
     current_app,
@@ -22,6 +21,7 @@ from flask import (
 
 from emr.access.auth import current_actor, requires
 from emr.access.permissions import allowed
+from emr.api import RouteSpec
 from emr.core.exceptions import EmrError, ValidationFailed
 from emr.documents import service as documents
 from emr.patients import service as patients
@@ -34,6 +34,7 @@ from ..signing import SigningError
 
 bp = Blueprint("signing", __name__)
 verify_bp = Blueprint("verify", __name__)
+verify_api_bp = Blueprint("verify_api", __name__, url_prefix="/api/verify")  # JSON errors, like /api
 
 _MAX_P12 = 256 * 1024
 _LOCAL_PATH = re.compile(r"/[A-Za-z0-9/_.-]*")  # no scheme, host, control characters or query
@@ -195,7 +196,7 @@ def verify_page(code: str) -> Any:
     return render_template("signing/verify.html", result=result, code=code)
 
 
-@verify_bp.get("/api/verify/<code>")
+@verify_api_bp.get("/<code>")
 def verify_api(code: str) -> Any:
     result = svc.verify_code(db.session(), code, _config(), with_patient=_may_see_patient())
     if result is None:
@@ -203,7 +204,7 @@ def verify_api(code: str) -> Any:
     return jsonify(result.as_dict())
 
 
-@verify_bp.post("/api/verify")
+@verify_api_bp.post("")
 def verify_upload() -> Any:
     upload = request.files.get("file")
     data = upload.read() if upload is not None else request.get_data(cache=False)
@@ -227,29 +228,15 @@ def _can_sign_document(doc_id: int) -> bool:
     )
 
 
-def _document_api() -> None:
-    """List the public JSON endpoints in /api/openapi.json (they live on this blueprint, not the API's)."""
-    from ..api import ROUTES, RouteSpec
-
-    specs = [
-        RouteSpec("/verify/<code>", "GET", None, "verify_code", "Verify a signed document by its QR code (public; "
-                  "patient data only with a logged-in session that may read documents)", None, None, None, 200),
-        RouteSpec("/verify", "POST", None, "verify_upload", "Verify a signed PDF (public; body: the PDF or a "
-                  "multipart 'file')", None, None, None, 200),
-    ]  # fmt: skip
-    known = {(r.rule, r.method) for r in ROUTES}
-    ROUTES.extend(r for r in specs if (r.rule, r.method) not in known)
+# The public JSON endpoints of this module, listed in /api/openapi.json (registered by emr.app).
+PUBLIC_API_ROUTES = [
+    RouteSpec("/verify/<code>", "GET", None, "verify_code", "Verify a signed document by its QR code (public; "
+              "patient data only with a logged-in session that may read documents)", None, None, None, 200),
+    RouteSpec("/verify", "POST", None, "verify_upload", "Verify a signed PDF (public; body: the PDF or a "
+              "multipart 'file')", None, None, None, 200),
+]  # fmt: skip
 
 
-def register(app: Flask) -> None:
-    """Blueprints, the exports' artefact source, template helpers; /api/verify is CSRF-exempt (no session state)."""
-    app.register_blueprint(bp)
-    app.register_blueprint(verify_bp)
-    settings = app.extensions["emr.settings"]
-    app.extensions["emr.signing_config"] = svc.signing_config(settings, app.extensions.get("emr.store"))
-    app.extensions["emr.signed_artifacts"] = svc.DbArtifacts()
-    csrf = app.extensions.get("csrf")
-    if csrf is not None:
-        csrf.exempt(verify_upload)
-    app.jinja_env.globals.update(signing_overview=_signing_overview, can_sign_document=_can_sign_document)
-    _document_api()
+def template_helpers() -> dict[str, Any]:
+    """Template globals of the signing pages (the app registers them)."""
+    return {"signing_overview": _signing_overview, "can_sign_document": _can_sign_document}

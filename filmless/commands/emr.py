@@ -90,9 +90,11 @@ def _cli_actor() -> Any:
 
 def cmd_serve(args: argparse.Namespace, settings: Settings) -> int:
     from emr import serve
+    from filmless.wiring import viewer_extension
     from storage import open_store
 
-    serve(settings.emr, open_store(settings.storage))
+    store = open_store(settings.storage)
+    serve(settings.emr, store, extensions=[viewer_extension(store)])
     return 0
 
 

@@ -25,6 +25,7 @@ from emr.access.users import create_token, create_user
 from emr.db import make_engine, make_session_factory
 from emr.models import Base, User
 from emr.patients import encounters as enc_svc
+from filmless.wiring import viewer_extension
 
 PG_ADMIN_URL = "postgresql+psycopg://postgres@127.0.0.1:5432/postgres"
 ADMIN_ACTOR = Actor(None, "test-setup", "admin", "127.0.0.1")
@@ -157,7 +158,10 @@ def world(session: Session, tmp_path: Path) -> World:
 
 @pytest.fixture
 def app(settings: EmrSettings, engine: Any) -> Flask:
-    return create_app(settings, test_config={"TESTING": True, "EMR_ENGINE": engine})
+    return create_app(
+        settings, test_config={"TESTING": True, "EMR_ENGINE": engine},
+        extensions=[viewer_extension(None)],
+    )
 
 
 @pytest.fixture

@@ -11,6 +11,7 @@ from emr import EmrSettings, create_app, open_session
 from emr.demo.seed import DEMO_ACCOUNTS, seed
 from emr.models import ImagingOrder, Patient, Study, User
 from filmless.cli import main
+from filmless.wiring import viewer_extension
 from storage import OrthancStore
 
 from .conftest import login
@@ -57,7 +58,7 @@ def test_demo_seeds_the_whole_flow(tmp_path: Path, orthanc: OrthancStore) -> Non
             "107200.00",
             "114000.00",
         )
-    client = create_app(settings, store=orthanc).test_client()
+    client = create_app(settings, store=orthanc, extensions=[viewer_extension(orthanc)]).test_client()
     username, password = DEMO_ACCOUNTS[1][0], DEMO_ACCOUNTS[1][1]
     assert login(client, username, password).status_code == 302
     chart = client.get(f"/patients/{pid}").get_data(as_text=True)

@@ -14,6 +14,7 @@ from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from emr.billing import prices
+from emr.core import clock
 from emr.core.exceptions import FileRejected, InvalidState, ValidationFailed
 from emr.imaging import orders
 from emr.models import AuditEntry, Encounter, ImagingOrder, ServicePrice
@@ -149,7 +150,7 @@ def test_order_snapshots_the_price_valid_when_placed(session: Session, world: Wo
         o = orders.create_order(session, doctor, {**base, **extra})
         assert (o.price_id, o.price_hospital, o.price_insurance, o.price_unit) == (None, None, None, None)
     # a later price change does not touch the order already placed
-    today = prices.local_today()
+    today = clock.local_today()
     rise = HEADER + f"18.0043.0002,Chụp CT ngực,Lần,999000,888000,{today:%Y-%m-%d}\n"
     prices.load_prices(session, ADMIN_ACTOR, write(tmp_path, rise))
     session.expire_all()

@@ -16,6 +16,7 @@ from emr.i18n import catalogue, t
 from emr.imaging import orders
 from emr.models import AuditEntry, Study
 from emr.patients import service as patients
+from filmless.wiring import viewer_extension
 
 from .conftest import PASSWORD, World, csrf_token, login, patient_data
 
@@ -44,7 +45,13 @@ def test_secure_cookie_when_public_url_is_https(settings: Any, engine: Any, worl
 
     from emr import create_app
 
-    app = create_app(replace(settings, public_url="https://emr.benhvien.vn"), test_config={"EMR_ENGINE": engine})
+    app = create_app(
+
+        replace(settings, public_url="https://emr.benhvien.vn"), test_config={"EMR_ENGINE": engine},
+
+        extensions=[viewer_extension(None)],
+
+    )
     r = login(app.test_client(), "physician1")
     assert "Secure" in r.headers["Set-Cookie"]
 

@@ -185,3 +185,24 @@ def test_audit_events_errors_and_metadata(client: FlaskClient, tokens: dict[str,
     cap = _check(meta.get_json())
     assert cap["fhirVersion"] == "4.0.1"
     assert {r["type"] for r in cap["rest"][0]["resource"]} >= {"Patient", "ImagingStudy", "DiagnosticReport"}
+
+
+def test_routing_errors_under_fhir_are_operation_outcomes(client: FlaskClient, tokens: dict[str, str]) -> None:
+    """404 (no such path) and 405 (wrong method) under /fhir answer FHIR JSON, not the HTML error page."""
+    for method, url, status, code in (
+        ("get", "/fhir/NoSuchType", 404, "not-found"),
+        ("get", "/fhir/Patient/1/_history/2", 404, "not-found"),
+        ("post", "/fhir/Patient", 405, "not-supported"),
+        ("delete", "/fhir/Patient/1", 405, "not-supported"),
+    ):
+        r = getattr(client, method)(url, headers={"Authorization": f"Bearer {tokens['physician']}"})
+        assert r.status_code == status, (method, url, r.status_code)
+        assert r.mimetype == "application/fhir+json", (url, r.mimetype)
+        outcome = _check(r.get_json())
+        assert outcome["resourceType"] == "OperationOutcome"
+        assert outcome["issue"][0]["code"] == code
+    # the HTML UI and the JSON API keep their own error shapes
+    html = client.get("/patients/no/such/page")
+    assert html.status_code == 404 and html.mimetype == "text/html"
+    api = client.post("/api/patients/1/no-such")
+    assert api.status_code == 404 and api.get_json()["error"] == "not_found"

@@ -43,6 +43,7 @@ from emr.imaging import orders
 from emr.models import Counter, ImagingOrder, LinkerState
 from emr.patients import encounters
 from emr.patients import service as patients
+from filmless.wiring import viewer_extension
 from pacs_gateway import Gateway, GatewaySettings
 from storage import OrthancStore
 from tests.dicom_factory import commitment_request
@@ -248,7 +249,7 @@ def test_order_to_chart(emr_settings: EmrSettings, gateway: Gateway, orthanc: Or
     assert len(found) == 1 and found[0].patient_id == patient_code  # identity coerced to the EMR's
 
     # 4. The chart shows it, with the viewer link.
-    app = create_app(emr_settings, store=orthanc)
+    app = create_app(emr_settings, store=orthanc, extensions=[viewer_extension(orthanc)])
     client = app.test_client()
     page = client.get("/login").get_data(as_text=True)
     token = page.split('name="csrf_token" value="', 1)[1].split('"', 1)[0]

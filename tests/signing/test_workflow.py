@@ -34,6 +34,7 @@ from emr.signing import (
     verify_pdf,
 )
 from emr.signing import service as svc
+from filmless.wiring import viewer_extension
 
 from .conftest import TOKEN_LABEL, TOKEN_PIN
 
@@ -128,7 +129,7 @@ def env(tmp_path: Path, pki: DevPki, pki_server: DevPkiServer, token_keys: dict[
     )
     upgrade_database(settings)
     engine = make_engine(settings.database_url)
-    app = create_app(settings, test_config={"TESTING": True, "EMR_ENGINE": engine})
+    app = create_app(settings, test_config={"TESTING": True, "EMR_ENGINE": engine}, extensions=[viewer_extension(None)])
     with make_session_factory(engine)() as session:
         # SQLite: the test's own session must not hold its write lock while the app answers.
         app.before_request_funcs.setdefault(None, []).insert(0, lambda: session.commit())

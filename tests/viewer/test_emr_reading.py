@@ -35,6 +35,7 @@ from emr.imaging import linking, orders
 from emr.models import AuditEntry, ShareLink, Study, utcnow
 from emr.patients import encounters
 from emr.patients import service as patients
+from filmless.wiring import viewer_extension
 from storage import OrthancStore
 from tests.viewer.browser import wait_until
 from tests.viewer.conftest import ARTIFACTS
@@ -117,7 +118,10 @@ def emr(tmp_path_factory: pytest.TempPathFactory, orthanc: OrthancStore, viewer_
         assert result.linked == 1, result
         study = s.scalars(select(Study).where(Study.study_instance_uid == order.study_instance_uid)).one()
         ids = (p.id, order.id, study.id)
-    app = create_app(settings, store=orthanc, test_config={"EMR_ENGINE": engine})
+    app = create_app(
+        settings, store=orthanc, test_config={"EMR_ENGINE": engine},
+        extensions=[viewer_extension(orthanc)],
+    )
     with serve(app) as base:
         # The slip prints the public address: here, where the test server listens.
         app.extensions["emr.settings"] = replace(settings, public_url=base)

@@ -29,6 +29,7 @@ from emr.patients import encounters
 from emr.patients import service as patients
 from emr.signing import DevPki, DevPkiServer, import_trust_anchor
 from emr.signing import service as signing_service
+from filmless.wiring import viewer_extension
 from storage import OrthancStore
 from tests.signing.test_workflow import token_keys  # noqa: F401 - fixture
 from tests.signing_fixtures import TOKEN_LABEL, TOKEN_PIN
@@ -116,7 +117,10 @@ def emr(
         assert linking.link_new_studies(s, orthanc).linked == 1
         study = s.scalars(select(Study).where(Study.study_instance_uid == order.study_instance_uid)).one()
         ids = (p.id, order.id, study.id)
-    app = create_app(settings, store=orthanc, test_config={"EMR_ENGINE": engine})
+    app = create_app(
+        settings, store=orthanc, test_config={"EMR_ENGINE": engine},
+        extensions=[viewer_extension(orthanc)],
+    )
     with serve(app) as base:
         app.extensions["emr.settings"] = replace(settings, public_url=base)  # the slip prints this address
         yield Emr(base, app, sessions, *ids, series)
