@@ -12,11 +12,13 @@ import argparse
 import importlib
 import logging
 import sys
+import time
 import warnings
 from collections.abc import Sequence
+from datetime import datetime
 
 from . import __version__
-from .settings import SettingsError, load
+from .settings import Settings, SettingsError, load
 
 # Modules that add sub-commands; a missing one is skipped so the areas can
 # land independently.
@@ -47,6 +49,19 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _facility_time(settings: Settings) -> None:
+    """Everything the command prints, its log lines included, in the facility's time zone
+    (FILMLESS_TIMEZONE), not the server's clock zone."""
+    from emr.core.clock import facility_zone, use_timezone
+
+    use_timezone(settings.emr.timezone)
+
+    def local(seconds: float | None) -> time.struct_time:
+        return datetime.fromtimestamp(seconds if seconds is not None else time.time(), facility_zone()).timetuple()
+
+    logging.Formatter.converter = staticmethod(local)  # type: ignore[assignment]
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     # pyHanko imports cryptography's deprecated DSA names: not something a user can act on.
     warnings.filterwarnings("ignore", message="DSA is deprecated")
@@ -71,6 +86,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except SettingsError as exc:
         print(f"filmless: configuration error: {exc}", file=sys.stderr)
         return 2
+    _facility_time(settings)
     try:
         return int(args.func(args, settings) or 0)
     except KeyboardInterrupt:

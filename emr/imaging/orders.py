@@ -12,7 +12,7 @@ from sqlalchemy.orm import Session
 from emr.access import audit
 from emr.access.audit import Actor
 from emr.billing.prices import price_on
-from emr.core.clock import local_today, to_utc
+from emr.core.clock import local_today, to_local, to_utc
 from emr.core.exceptions import InvalidState, ValidationFailed
 from emr.models.lookup import get_or_404, next_number, parse
 
@@ -58,7 +58,8 @@ def create_order(session: Session, actor: Actor, data: OrderIn | dict[str, Any])
     order = ImagingOrder(
         patient_id=patient.id,
         encounter_id=enc.id if enc is not None else None,
-        accession_number=f"{now:%y%m%d}{next_number(session, 'accession'):06d}",
+        # The date part is the facility's day (a CT console and the paper slip show local dates).
+        accession_number=f"{to_local(now):%y%m%d}{next_number(session, 'accession'):06d}",
         study_instance_uid=generate_uid(prefix=None),
         modality=data.modality,
         procedure_code=data.procedure_code,

@@ -12,6 +12,7 @@ from sqlalchemy.orm import Session
 
 from emr.access import audit
 from emr.access.audit import Actor
+from emr.core.clock import to_local
 from emr.core.exceptions import InvalidState, ValidationFailed
 from emr.models.lookup import get_or_404, next_number, parse
 
@@ -94,7 +95,7 @@ def create_encounter(session: Session, actor: Actor, data: EncounterIn | dict[st
     now = utcnow()
     enc = Encounter(
         patient_id=patient.id,
-        visit_code=f"{now:%y%m%d}{next_number(session, 'visit'):08d}",
+        visit_code=f"{to_local(now):%y%m%d}{next_number(session, 'visit'):08d}",  # the facility's day
         kind=data.kind,
         department_id=dep.id,
         attending_id=attending.id,

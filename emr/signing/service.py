@@ -33,7 +33,7 @@ from sqlalchemy.orm import Session, object_session
 
 from emr.access import audit
 from emr.access.audit import Actor
-from emr.core.clock import local_day
+from emr.core.clock import local_day, local_today
 from emr.core.dicom_dates import display_da
 from emr.core.exceptions import EmrError, InvalidState, ValidationFailed
 from emr.core.settings import EmrSettings
@@ -793,7 +793,7 @@ class RetentionRow:
 
 def past_retention(session: Session, today: dt.date | None = None) -> list[RetentionRow]:
     """Documents of closed encounters whose retention period ended before ``today``. Nothing is deleted."""
-    today = today or dt.date.today()
+    today = today or local_today()
     rows = []
     query = (
         select(Document, Encounter)

@@ -136,6 +136,7 @@ def _load_crl(path: Path) -> Any:
 
 
 def cmd_verify(args: argparse.Namespace, settings: Settings) -> int:
+    from emr.core.clock import facility_zone
     from emr.i18n import t
     from emr.signing import load_trust_anchors, verify_pdf
 
@@ -165,7 +166,7 @@ def cmd_verify(args: argparse.Namespace, settings: Settings) -> int:
     for sig in report.signatures:
         state = t("signing.verify.valid") if sig.valid else t("signing.verify.invalid")
         when = sig.timestamp_time or sig.signing_time
-        when_text = f"; {when:%d/%m/%Y %H:%M:%S %Z}" if when else ""
+        when_text = f"; {when.astimezone(facility_zone()):%d/%m/%Y %H:%M:%S %z}" if when else ""
         print(
             f"  [{sig.field_name}] {sig.signer_name or '?'}: {state}"
             f"; {t('signing.verify.chain.' + sig.chain_status)}{when_text}"
@@ -229,11 +230,12 @@ def demo_tsa(settings: Settings, demo: bool) -> tuple[Any, dict[str, str]] | Non
 def cmd_retention_report(args: argparse.Namespace, settings: Settings) -> int:
     import datetime as dt
 
+    from emr.core.clock import local_today
     from emr.db import make_engine, make_session_factory
     from emr.signing.service import past_retention
 
     try:
-        today = dt.date.fromisoformat(args.date) if args.date else dt.date.today()
+        today = dt.date.fromisoformat(args.date) if args.date else local_today()
     except ValueError:
         print(f"filmless retention: bad date {args.date!r} (YYYY-MM-DD)", file=sys.stderr)
         return 2
