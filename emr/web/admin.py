@@ -8,6 +8,7 @@ from flask import Blueprint, Response, render_template, request, stream_with_con
 
 from emr.access import audit_query
 from emr.access.auth import current_actor, requires
+from emr.core.clock import facility_zone
 
 from .. import db
 
@@ -31,6 +32,7 @@ def audit_page() -> Any:
         actions=audit_query.known_actions(),
         action_label=audit_query.action_label,
         local_time=audit_query.local_time,
+        zone=facility_zone().key,
     )
 
 

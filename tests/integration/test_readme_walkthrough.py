@@ -25,8 +25,10 @@ import subprocess
 import threading
 from collections.abc import Iterator
 from dataclasses import dataclass, field
+from datetime import datetime
 from pathlib import Path
 from typing import Any
+from zoneinfo import ZoneInfo
 
 import pytest
 
@@ -226,6 +228,8 @@ def test_readme_walkthrough_from_order_to_the_patients_phone(browser: Any, insta
     row = orders.first
     accession = re.search(r"\b(\d{12})\b", row.inner_text()).group(1)  # type: ignore[union-attr]
     assert says(1, "Đã chỉ định") in row.inner_text()
+    vietnam_today = datetime.now(ZoneInfo(says(1, "Asia/Ho_Chi_Minh")))
+    assert accession.startswith(f"{vietnam_today:%y%m%d}"), accession  # the facility's date, not the server's
     assert says(1, "Chỉ định chẩn đoán hình ảnh") in page.content()
 
     # 2. The modality worklist, as the CT console asks for it (today's date in Vietnam).
@@ -327,9 +331,26 @@ def test_readme_walkthrough_from_order_to_the_patients_phone(browser: Any, insta
     page.get_by_role("button", name=says(6, "Ký số")).click()
     page.wait_for_url(reading_url, timeout=60000)
     assert page.locator("#report-status").inner_text() == "Đã ký"
-    with context.expect_event("response", lambda r: r.request.method == "POST" and r.url.endswith("/share")) as slip:
-        page.get_by_role("button", name=says(6, "In phiếu (QR + mã PIN)")).click()
-    slip_pdf = slip.value.body()
+    # The slip opens in a new tab as a PDF: keep a copy of what the browser receives.
+    slips: list[bytes] = []
+
+    def keep(route: Any) -> None:
+        if route.request.method != "POST":
+            route.continue_()
+            return
+        response = route.fetch()
+        slips.append(response.body())
+        route.fulfill(response=response)
+
+    context.route(re.compile(r".*/reading/studies/\d+/share$"), keep)
+    page.get_by_role("button", name=says(6, "In phiếu (QR + mã PIN)")).click()
+    for _ in range(150):  # Playwright runs the route handler while the page waits, not during sleep()
+        if slips:
+            break
+        page.wait_for_timeout(200)
+    assert slips, "the slip PDF never arrived"
+    slip_pdf = slips[0]
+    assert slip_pdf.startswith(b"%PDF"), slip_pdf[:300]
     slip_text = subprocess.run(["pdftotext", "-", "-"], input=slip_pdf, capture_output=True, check=True).stdout.decode()
     share_url = re.search(re.escape(install.emr) + r"/s/[a-z0-9]+", slip_text).group(0)  # type: ignore[union-attr]
     share_pin = re.search(r"Mã PIN: (\d{6})", slip_text).group(1)  # type: ignore[union-attr]
