@@ -166,7 +166,7 @@ def share_link_rows(session: Session, study_id: int) -> list[dict[str, Any]]:
 
 def shared_report_pdf(session: Session, link: ShareLink) -> bytes | None:
     """The signed report PDF of a link (the complete, signed artifact only), for the patient to keep."""
-    from .signatures import artifact_for
+    from emr.signing.service import artifact_for
 
     if link.document_id is None:
         return None

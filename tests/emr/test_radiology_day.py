@@ -384,3 +384,49 @@ def test_favicon_is_served(client: FlaskClient) -> None:
     r = client.get("/favicon.ico")
     assert r.status_code == 200 and r.data[:4] == b"\x00\x00\x01\x00"
 
+
+
+def test_patient_downloads_the_complete_signed_pdf_only(client: FlaskClient, session: Session, world: World) -> None:
+    from argon2 import PasswordHasher
+
+    from emr.documents import service as documents
+    from emr.models import ShareLink
+    from emr.models.signing import SignedArtifact
+    from emr.sharing.service import _code_hash
+
+    _departments(session, world)
+    doctor = world.actor("physician")
+    p = patients.create_patient(session, doctor, patient_data())
+    order = orders.create_order(session, doctor, {"patient_id": p.id, "modality": "CT", "procedure_name": "CT sọ"})
+    study = Study(orthanc_id="o-6", study_instance_uid="1.2.13", state="linked", order_id=order.id, patient_id=p.id)
+    session.add(study)
+    doc = documents.create_document(
+        session,
+        world.actor("radiologist"),
+        {"encounter_id": order.encounter_id, "form_type": "radiology_report", "order_id": order.id,
+         "content": {"findings": "x", "conclusion": "y"}},
+    )  # fmt: skip
+    documents.mark_signed(session, world.actor("radiologist"), doc.id, 1)
+    version = doc.versions[0]
+    artifact = SignedArtifact(version_id=version.id, document_id=doc.id, verification_code="c0de", pdf=b"%PDF-1.7 x",
+                              pdf_sha256="0" * 64, content_sha256=version.content_sha256, complete=False)  # fmt: skip
+    session.add(artifact)
+    link = ShareLink(code_sha256=_code_hash("abcdefghjkmp"), pin_hash=PasswordHasher().hash("123456"),
+                     study_id=study.id, study_instance_uid="1.2.13", patient_id=p.id, document_id=doc.id,
+                     created_by=world.users["radiologist"].id, expires_at=utcnow().replace(year=2099),
+                     failed_attempts=0, code_hint="jkmp")  # fmt: skip
+    session.add(link)
+    session.commit()
+    page = client.get("/s/abcdefghjkmp").get_data(as_text=True)
+    token = re.search(r'name="csrf_token" value="([^"]+)"', page).group(1)  # type: ignore[union-attr]
+    assert client.post("/s/abcdefghjkmp", data={"csrf_token": token, "pin": "123456"}).status_code == 302
+    html = client.get("/s/abcdefghjkmp").get_data(as_text=True)
+    assert "download-report" not in html  # signing not finished: nothing to download yet
+    assert client.get("/s/abcdefghjkmp/report.pdf").status_code == 404
+    artifact.complete = True
+    session.commit()
+    assert 'id="download-report"' in client.get("/s/abcdefghjkmp").get_data(as_text=True)
+    r = client.get("/s/abcdefghjkmp/report.pdf")
+    assert r.status_code == 200 and r.data == b"%PDF-1.7 x" and r.headers["Cache-Control"] == "no-store"
+    downloads = session.scalars(select(AuditEntry).where(AuditEntry.action == "share.download")).all()
+    assert downloads and '"report_pdf"' in downloads[-1].details
