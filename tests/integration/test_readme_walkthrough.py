@@ -371,7 +371,7 @@ def test_readme_walkthrough_from_order_to_the_patients_phone(browser: Any, insta
         mobile.get_by_role("link", name=says(6, "Tải kết quả đã ký (PDF)")).click()
     signed = Path(download.value.path()).read_bytes()
     assert signed.startswith(b"%PDF")
-    pdf_path = install.tmp / "ket-qua.pdf"
+    pdf_path = install.checkout / "ket-qua.pdf"
     pdf_path.write_bytes(signed)
     printed = subprocess.run(["pdftotext", str(pdf_path), "-"], capture_output=True, check=True, text=True).stdout
     # The report names the exam.
@@ -395,7 +395,7 @@ def test_readme_walkthrough_from_order_to_the_patients_phone(browser: Any, insta
     assert "Chưa mở" not in page.locator("table.share-links tbody tr").first.inner_text()
     # `filmless verify FILE.pdf` offline, as the README writes it.
     assert says(6, ".venv/bin/filmless verify FILE.pdf")
-    offline = install.run(f".venv/bin/filmless verify {pdf_path}")
+    offline = install.run(f".venv/bin/filmless verify {pdf_path.name}")
     assert "HỢP LỆ" in offline.stdout and "Traceback" not in offline.stderr
 
     # 7. Export the visit (the records clerk's job), commands as written.
