@@ -1,5 +1,5 @@
 # The two commands of README.md. Each installs what is missing first.
-.PHONY: run test bootstrap bench lint lock
+.PHONY: run test test-quick bootstrap bench lint lock
 
 bootstrap:
 	@scripts/bootstrap.sh
@@ -9,6 +9,10 @@ run: bootstrap
 
 test: bootstrap
 	.venv/bin/python -m pytest $(PYTEST_ARGS)
+
+# Everything but chromium and the multi-process end-to-end tests (markers: browser, pg, slow).
+test-quick: bootstrap
+	.venv/bin/python -m pytest -m "not browser and not slow" $(PYTEST_ARGS)
 
 bench: bootstrap
 	.venv/bin/python benchmarks/ingest.py

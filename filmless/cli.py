@@ -9,7 +9,6 @@ Each area registers its sub-commands from its own module under
 from __future__ import annotations
 
 import argparse
-import importlib
 import logging
 import sys
 import time
@@ -18,15 +17,15 @@ from collections.abc import Sequence
 from datetime import datetime
 
 from . import __version__
+from .commands import emr, exports, signing, stack
 from .settings import Settings, SettingsError, load
 
-# Modules that add sub-commands; a missing one is skipped so the areas can
-# land independently.
+# Modules that add sub-commands (each imports its package only when a command runs).
 COMMAND_MODULES = (
-    "filmless.commands.stack",  # up, storage, gateway, check, import
-    "filmless.commands.emr",  # emr ..., demo, audit ...
-    "filmless.commands.signing",  # pki ..., verify, retention ...
-    "filmless.commands.exports",  # export ...
+    stack,  # up, storage, gateway, check, import
+    emr,  # emr ..., demo, audit ...
+    signing,  # pki ..., verify, retention ...
+    exports,  # export ...
 )
 
 
@@ -38,13 +37,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"filmless {__version__}")
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
-    for name in COMMAND_MODULES:
-        try:
-            module = importlib.import_module(name)
-        except ModuleNotFoundError as exc:
-            if exc.name == name:
-                continue
-            raise
+    for module in COMMAND_MODULES:
         module.register(sub)
     return parser
 

@@ -33,6 +33,8 @@ from pydicom.dataset import Dataset
 from pynetdicom import AE, build_role
 from pynetdicom.sop_class import StorageCommitmentPushModel  # type: ignore[attr-defined]  # generated module
 
+from .backoff import Backoff
+from .dimse_status import Status
 from .durable import DurableQueue, write_json
 from .exceptions import CommitmentInvalid
 
@@ -50,10 +52,10 @@ log = logging.getLogger(__name__)
 
 # The well-known SOP Instance of the Storage Commitment Push Model class.
 COMMITMENT_INSTANCE = "1.2.840.10008.1.20.1.1"
-# Failure Reason values (PS3.3 C.14.1.1).
-PROCESSING_FAILURE = 0x0110
-NO_SUCH_OBJECT = 0x0112
-CLASS_INSTANCE_CONFLICT = 0x0119
+# Failure Reason values (PS3.3 C.14.1.1), from the one status table.
+PROCESSING_FAILURE = Status.PROCESSING_FAILURE
+NO_SUCH_OBJECT = Status.NO_SUCH_OBJECT_INSTANCE
+CLASS_INSTANCE_CONFLICT = Status.CLASS_INSTANCE_CONFLICT
 
 MAX_REFERENCES = 100_000
 _UID = re.compile(r"[0-9]+(\.[0-9]+)*")
@@ -166,7 +168,7 @@ class Commitments(DurableQueue):
         self.network_timeout = network_timeout
         self._assocs: dict[str, Any] = {}  # transaction → requesting association (this run only)
         self._decided: dict[str, dict[str, int]] = {}  # transaction → {instance UID: reason (0 = ok)}
-        self._retry: dict[str, tuple[float, float]] = {}  # transaction → (next attempt, next delay)
+        self._backoff = Backoff(retry_initial, retry_max)  # per transaction
         self._lock = threading.Lock()
 
     # -- lifecycle ------------------------------------------------------------
@@ -190,7 +192,7 @@ class Commitments(DurableQueue):
         write_json(self.queue_dir / f"{transaction}.json", data, "the storage commitment request")
         with self._lock:
             self._decided.pop(transaction, None)
-            self._retry.pop(transaction, None)
+            self._backoff.forget(transaction)
             if assoc is not None:
                 self._assocs[transaction] = assoc
         log.info("commitment: %s asks for %d instance(s) (transaction %s)", calling_aet or "?", len(references),
@@ -212,10 +214,9 @@ class Commitments(DurableQueue):
                 log.error("commitment: unreadable request %s (%s); set aside", path.name, exc)
                 path.rename(path.with_suffix(".bad"))
                 continue
-            now = time.monotonic()
-            due, delay = self._retry.get(transaction, (0.0, self.retry_initial))
-            if due > now:
-                next_look = min(next_look, due - now)
+            wait = self._backoff.wait_left(transaction)
+            if wait > 0:
+                next_look = min(next_look, wait)
                 continue
             results = self._decide(transaction, references, float(data.get("received", 0)))
             if results is None:
@@ -224,11 +225,10 @@ class Commitments(DurableQueue):
                 path.unlink(missing_ok=True)
                 with self._lock:
                     self._decided.pop(transaction, None)
-                    self._retry.pop(transaction, None)
+                    self._backoff.forget(transaction)
                     self._assocs.pop(transaction, None)
             else:
-                self._retry[transaction] = (now + delay, min(delay * 2, self.retry_max))
-                next_look = min(next_look, delay)
+                next_look = min(next_look, self._backoff.failed(transaction))
         return next_look
 
     def _decide(self, transaction: str, references: list[tuple[str, str]],

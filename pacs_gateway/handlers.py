@@ -38,6 +38,7 @@ from pynetdicom.dimse_primitives import C_STORE
 from pynetdicom.dsutils import encode_file_meta
 
 from .commitment import COMMITMENT_INSTANCE, parse_request
+from .dimse_status import Status
 from .exceptions import (
     CommitmentInvalid,
     DuplicateMpps,
@@ -61,17 +62,18 @@ __all__ = ["GatewayHandlers", "STATUS_SUCCESS", "STATUS_OUT_OF_RESOURCES", "STAT
 
 log = logging.getLogger("pacs_gateway.association")
 
-STATUS_SUCCESS = 0x0000
-STATUS_OUT_OF_RESOURCES = 0xA700
-STATUS_SOP_CLASS_MISMATCH = 0xA900
-STATUS_CANNOT_UNDERSTAND = 0xC000
+# Kept for callers of the earlier names; the table is pacs_gateway.dimse_status.Status.
+STATUS_SUCCESS = Status.SUCCESS
+STATUS_OUT_OF_RESOURCES = Status.OUT_OF_RESOURCES
+STATUS_SOP_CLASS_MISMATCH = Status.SOP_CLASS_MISMATCH
+STATUS_CANNOT_UNDERSTAND = Status.CANNOT_UNDERSTAND
 
-_MPPS_STATUS: dict[type[MppsError], int] = {
-    DuplicateMpps: 0x0111,
-    NoSuchMpps: 0x0112,
-    MppsFinal: 0x0110,
-    MppsInvalidValue: 0x0106,
-    MppsMissingAttribute: 0x0120,
+_MPPS_STATUS: dict[type[MppsError], Status] = {
+    DuplicateMpps: Status.DUPLICATE_SOP_INSTANCE,
+    NoSuchMpps: Status.NO_SUCH_OBJECT_INSTANCE,
+    MppsFinal: Status.PROCESSING_FAILURE,
+    MppsInvalidValue: Status.INVALID_ATTRIBUTE_VALUE,
+    MppsMissingAttribute: Status.MISSING_ATTRIBUTE,
 }
 
 
@@ -250,7 +252,7 @@ class GatewayHandlers:
             stats.refused += 1
             stats.reasons.append(f"spool write failed: {exc}")
             log.error("refusing instance from %s: spool write failed: %s", stats.calling_aet, exc)
-            self.gw._count("refused")
+            self.gw.count_event("refused")
             why = "disk full" if exc.errno in (errno.ENOSPC, errno.EDQUOT) else exc.strerror
             return _status(STATUS_OUT_OF_RESOURCES, f"spool write failed: {why}")
         try:
@@ -273,14 +275,14 @@ class GatewayHandlers:
                 transfer_syntax=transfer_syntax,
                 size=size,
             )
-            self.gw._count("quarantined")
+            self.gw.count_event("quarantined")
             return _status(code, exc.reason)
         except OutOfResources as exc:
             received.unlink(missing_ok=True)
             stats.refused += 1
             stats.reasons.append(str(exc))
             log.error("refusing instance from %s: %s", stats.calling_aet, exc)
-            self.gw._count("refused")
+            self.gw.count_event("refused")
             return _status(STATUS_OUT_OF_RESOURCES, "out of resources: spool disk full")
         except OSError as exc:
             # Any other write failure: the instance is not safe, so it is not acknowledged.
@@ -288,11 +290,11 @@ class GatewayHandlers:
             stats.refused += 1
             stats.reasons.append(f"spool write failed: {exc}")
             log.error("refusing instance from %s: spool write failed: %s", stats.calling_aet, exc)
-            self.gw._count("refused")
+            self.gw.count_event("refused")
             return _status(STATUS_OUT_OF_RESOURCES, f"spool write failed: {exc.strerror}")
         stats.instances += 1
         stats.bytes += size
-        self.gw._count("received")
+        self.gw.count_event("received")
         self.gw.forwarder.submit(path, header.sop_instance_uid)
         log.debug("stored %s as %s", header.sop_instance_uid, path.name)
         return STATUS_SUCCESS
@@ -302,7 +304,7 @@ class GatewayHandlers:
         stats.finds += 1
         provider = self.gw.worklist
         if provider is None:  # pragma: no cover - the context is not offered then
-            yield 0x0000, None
+            yield Status.SUCCESS, None
             return
         try:
             identifier = event.identifier
@@ -310,15 +312,14 @@ class GatewayHandlers:
         except Exception as exc:  # noqa: BLE001 - the provider failing must not break the AE
             log.error("worklist query from %s failed: %s", stats.calling_aet, exc)
             stats.failures += 1
-            # 0xC001: Unable to process (PS3.4 K.4.1.1.4, C-FIND failure).
-            yield _status(0xC001, "worklist unavailable"), None
+            yield _status(Status.UNABLE_TO_PROCESS, "worklist unavailable"), None
             return
         for ds in responses:
             if event.is_cancelled:
-                yield 0xFE00, None
+                yield Status.CANCEL, None
                 return
-            yield 0xFF00, ds
-        yield 0x0000, None
+            yield Status.PENDING, ds
+        yield Status.SUCCESS, None
 
     # -- MPPS -----------------------------------------------------------------
     def _mpps(self, event: evt.Event, apply: Any) -> tuple[int | Dataset, Dataset | None]:
@@ -329,11 +330,11 @@ class GatewayHandlers:
             stats.failures += 1
             stats.reasons.append(exc.reason)
             log.warning("mpps from %s refused: %s", stats.calling_aet or "?", exc.reason)
-            return _status(_MPPS_STATUS.get(type(exc), 0x0110), exc.reason), None
+            return _status(_MPPS_STATUS.get(type(exc), Status.PROCESSING_FAILURE), exc.reason), None
         except OutOfResources as exc:
             stats.refused += 1
             log.error("mpps from %s refused: %s", stats.calling_aet or "?", exc)
-            return _status(0x0213, "resource limitation: cannot keep MPPS state"), None
+            return _status(Status.RESOURCE_LIMITATION, "resource limitation: cannot keep MPPS state"), None
         log.info("mpps: %s %s from %s (accession %s)", result["sop_instance_uid"], result["status"],
                  stats.calling_aet or "?", ",".join(result["accession_numbers"]) or "-")
         return STATUS_SUCCESS, None
@@ -353,9 +354,9 @@ class GatewayHandlers:
         assert commitments is not None  # bound only then
         instance = str(getattr(event.request, "RequestedSOPInstanceUID", None) or "")
         if instance != COMMITMENT_INSTANCE:
-            return _status(0x0117, "not the Storage Commitment Push Model SOP Instance"), None
+            return _status(Status.NO_SUCH_SOP_INSTANCE, "not the Storage Commitment Push Model SOP Instance"), None
         if event.action_type != 1:
-            return _status(0x0123, f"no such action type {event.action_type}"), None
+            return _status(Status.NO_SUCH_ACTION_TYPE, f"no such action type {event.action_type}"), None
         try:
             transaction, references = parse_request(event.action_information)
             commitments.request(transaction, references, stats.calling_aet, assoc=event.assoc)
@@ -363,9 +364,10 @@ class GatewayHandlers:
             stats.failures += 1
             stats.reasons.append(exc.reason)
             log.warning("storage commitment from %s refused: %s", stats.calling_aet or "?", exc.reason)
-            return _status(0x0120 if exc.missing else 0x0106, exc.reason), None
+            code = Status.MISSING_ATTRIBUTE if exc.missing else Status.INVALID_ATTRIBUTE_VALUE
+            return _status(code, exc.reason), None
         except OutOfResources as exc:
             stats.refused += 1
             log.error("storage commitment from %s refused: %s", stats.calling_aet or "?", exc)
-            return _status(0x0213, "resource limitation: cannot keep the request"), None
+            return _status(Status.RESOURCE_LIMITATION, "resource limitation: cannot keep the request"), None
         return STATUS_SUCCESS, None

@@ -32,6 +32,7 @@ from typing import Any
 
 from pydicom.dataset import Dataset
 
+from .backoff import Backoff
 from .durable import DurableQueue, write_json
 from .exceptions import (
     DuplicateMpps,
@@ -120,7 +121,7 @@ class MppsStore(DurableQueue):
         self._instances: dict[str, dict[str, Any]] = {}
         self._lock = threading.Lock()
         self._counter = itertools.count()
-        self._retry: dict[str, tuple[float, float]] = {}  # uid -> (next attempt, next delay)
+        self._backoff = Backoff(retry_initial, retry_max)  # per MPPS instance
 
     # -- lifecycle ------------------------------------------------------------
     def open(self) -> None:
@@ -258,21 +259,20 @@ class MppsStore(DurableQueue):
                 continue
             if uid in blocked:
                 continue
-            now = time.monotonic()
-            due, delay = self._retry.get(uid, (0.0, self.retry_initial))
-            if due > now:
+            wait = self._backoff.wait_left(uid)
+            if wait > 0:
                 blocked.add(uid)
-                next_due = min(next_due or due - now, due - now)
+                next_due = min(next_due or wait, wait)
                 continue
             try:
                 provider(event)
             except Exception as exc:  # noqa: BLE001 - any failure means "try again later"
                 blocked.add(uid)
-                self._retry[uid] = (now + delay, min(delay * 2, self.retry_max))
+                delay = self._backoff.failed(uid)
                 next_due = min(next_due or delay, delay)
                 log.warning("mpps: EMR did not take %s %s (retry in %.1f s): %r", uid, event.get("status"), delay, exc)
                 continue
-            self._retry.pop(uid, None)
+            self._backoff.forget(uid)
             path.unlink(missing_ok=True)
             log.info("mpps: EMR took %s %s", uid, event.get("status"))
         return next_due

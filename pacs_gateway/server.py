@@ -186,7 +186,7 @@ class Gateway:
             identity=identity,
             identity_timeout=settings.identity_timeout,
             busy_uploads=settings.forwarders_while_receiving,
-            on_event=self._count,
+            on_event=self.count_event,
         )
         self.mpps_store = MppsStore(
             settings.spool_dir / "mpps", mpps, retry_initial=settings.retry_initial, retry_max=settings.retry_max
@@ -215,7 +215,8 @@ class Gateway:
         self._stopped = threading.Event()
 
     # -- stats --------------------------------------------------------------
-    def _count(self, name: str) -> None:
+    def count_event(self, name: str) -> None:
+        """Count an image received, forwarded, quarantined or refused (for :attr:`stats`)."""
         with self._counts_lock:
             self._counts[name] += 1
 

@@ -1,17 +1,18 @@
 """Modality Worklist (C-FIND) answered live from an injected provider.
 
-The provider (the EMR's order list) does the matching, including the
-diacritic-insensitive name search it alone knows how to do; this module
-translates the DICOM query into a flat dict, applies the standard's exact
-and range matching again for the keys where that is unambiguous (a safety
-net against a provider returning too much), and builds responses that carry
-only the attributes the modality asked for, in UTF-8.
+The provider (the EMR's order list) is authoritative for what matches: the
+worklist rules (orders without a station are offered to every station, the
+diacritic-insensitive name search, wildcard and date-range matching of
+PS3.4 C.2.2.2) live in the EMR alone. This module translates the DICOM query
+into a flat dict and builds one response per item the provider returns,
+carrying only the attributes the modality asked for, in UTF-8. It does not
+filter again: a second copy of the rules drifted once and dropped
+station-less orders.
 """
 
 from __future__ import annotations
 
 import logging
-import re
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from typing import Any
 
@@ -35,7 +36,6 @@ _SPS_KEYS = (
 QUERY_KEYS = ("Modality", "ScheduledStationAETitle", "ScheduledProcedureStepStartDate", "PatientID",
               "AccessionNumber", "PatientName")
 _SPS_QUERY = ("Modality", "ScheduledStationAETitle", "ScheduledProcedureStepStartDate")
-_EXACT = ("Modality", "ScheduledStationAETitle", "PatientID", "AccessionNumber")
 
 
 def _text(value: Any) -> str:
@@ -57,26 +57,6 @@ def build_query(identifier: Dataset) -> dict[str, str]:
     return query
 
 
-def _wildcard(pattern: str, value: str, fold: bool) -> bool:
-    regex = "".join(".*" if c == "*" else "." if c == "?" else re.escape(c) for c in pattern)
-    return re.fullmatch(regex, value, re.IGNORECASE | re.DOTALL if fold else re.DOTALL) is not None
-
-
-def _date_matches(query: str, value: str) -> bool:
-    if "-" not in query:
-        return value == query
-    lo, _, hi = query.partition("-")
-    return bool(value) and (not lo or value >= lo) and (not hi or value <= hi)
-
-
-def _matches(query: dict[str, str], item: Mapping[str, object]) -> bool:
-    for key in _EXACT:
-        if key in query and not _wildcard(query[key], _text(item.get(key)), fold=False):
-            return False
-    date = query.get("ScheduledProcedureStepStartDate")
-    return not date or _date_matches(date, _text(item.get("ScheduledProcedureStepStartDate")))
-
-
 def _fill(target: Dataset, requested: Dataset, item: Mapping[str, object], keys: tuple[str, ...]) -> None:
     for elem in requested:
         keyword = elem.keyword
@@ -89,12 +69,10 @@ def _fill(target: Dataset, requested: Dataset, item: Mapping[str, object], keys:
 def build_responses(
     identifier: Dataset, provider: WorklistProvider, calling_aet: str = ""
 ) -> Iterator[Dataset]:
-    """One response data set per matching scheduled step."""
+    """One response data set per scheduled step the provider returns (it has done the matching)."""
     query = build_query(identifier)
     count = 0
     for item in provider(query):
-        if not _matches(query, item):
-            continue
         ds = Dataset()
         ds.SpecificCharacterSet = "ISO_IR 192"
         _fill(ds, identifier, item, _TOP_KEYS)

@@ -1,7 +1,14 @@
-"""Fixtures with real parts: an Orthanc process on free ports.
+"""Fixtures with real parts: an Orthanc process on free ports; the test markers.
 
 ``orthanc`` is one Orthanc per test session (fast); ``fresh_orthanc`` is a
 factory for tests that need their own (stop/start, fault injection).
+
+Markers (``make test-quick`` runs ``-m "not browser and not slow"``) are
+derived here, so a new test gets them from what it uses: ``browser`` for
+every test using the chromium fixture, ``pg`` for every test run against
+PostgreSQL (a ``postgresql`` parameter or the ``pg_database`` fixture), and
+``slow`` for the modules below that start several real processes (plus
+tests marked ``@pytest.mark.slow`` themselves).
 """
 
 from __future__ import annotations
@@ -16,6 +23,27 @@ from storage import OrthancProcess, OrthancStore, StorageSettings
 from tests.browser import browser  # noqa: F401 - chromium per test module, for every browser test
 from tests.helpers import free_port
 from tests.signing_fixtures import pki, pki_server, softhsm_token  # noqa: F401 - session fixtures, created once
+
+SLOW_MODULES = {
+    "tests/filmless/test_up.py",  # filmless up: Orthanc, gateway, EMR, TSA
+    "tests/integration/test_order_to_chart.py",
+    "tests/pacs_gateway/test_faults.py",  # Orthanc stopped, gateway SIGKILLed
+    "tests/signing/test_workflow_demo.py",  # filmless demo in a subprocess
+    "tests/viewer/test_reading_to_slip.py",  # EMR server, Orthanc, TSA, chromium
+}
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    root = Path(__file__).parents[1]
+    for item in items:
+        names = getattr(item, "fixturenames", ())
+        if "browser" in names:
+            item.add_marker(pytest.mark.browser)
+        params = getattr(getattr(item, "callspec", None), "params", {})
+        if "pg_database" in names or "postgresql" in params.values():
+            item.add_marker(pytest.mark.pg)
+        if item.path.relative_to(root).as_posix() in SLOW_MODULES:
+            item.add_marker(pytest.mark.slow)
 
 
 def make_orthanc_settings(data_dir: Path, **overrides: object) -> StorageSettings:

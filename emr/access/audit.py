@@ -171,11 +171,12 @@ def anchors_file(settings: EmrSettings) -> Path:
 
 
 def anchor_trust(settings: EmrSettings) -> AnchorTrust:
-    """The trust store and CRLs that document signatures are verified with (emr.signing.service)."""
-    from emr.signing.service import signing_config
+    """The trust store and CRLs that document signatures are verified with (:mod:`emr.signing.trust`)."""
+    from emr.signing.pki import load_trust_anchors
+    from emr.signing.trust import crl_paths, load_crls, trust_anchors_dir
 
-    config = signing_config(settings)
-    return AnchorTrust(trust_anchors=config.anchors(), crls=config.crls())
+    anchors = load_trust_anchors(trust_anchors_dir(settings))
+    return AnchorTrust(trust_anchors=anchors, crls=load_crls(crl_paths(settings)))
 
 
 def anchor_statement(last_id: int, last_hash: str) -> bytes:
@@ -431,7 +432,7 @@ def _token_problem(info: _TokenInfo, trust: AnchorTrust, context: Any) -> str | 
     from pyhanko.sign.validation.generic_cms import validate_tst_signed_data
     from pyhanko.sign.validation.status import TimestampSignatureStatus
 
-    from emr.signing.verify import _chain_status
+    from emr.signing.verify import chain_status
 
     def status_at(ctx: Any) -> TimestampSignatureStatus:
         kwargs = asyncio.run(validate_tst_signed_data(info.signed_data, ctx, lambda _alg: info.hashed_message))
@@ -439,11 +440,11 @@ def _token_problem(info: _TokenInfo, trust: AnchorTrust, context: Any) -> str | 
 
     try:
         status = status_at(context)
-        chain = _chain_status(status)  # type: ignore[arg-type]  # uses only the generic status fields
+        chain = chain_status(status)  # type: ignore[arg-type]  # uses only the generic status fields
         if chain == "expired":
             # The TSA certificate has expired since: judge it at the token's own time.
             status = status_at(_validation_context(trust, info.gen_time))
-            chain = _chain_status(status)  # type: ignore[arg-type]
+            chain = chain_status(status)  # type: ignore[arg-type]
     except Exception as exc:  # hostile token: whatever breaks, it is not valid  # noqa: BLE001
         return f"timestamp token signature invalid ({type(exc).__name__}: {exc})"
     if not (status.intact and status.valid):

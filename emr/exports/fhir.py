@@ -25,6 +25,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from emr.core.clock import local_isoformat
+from emr.core.states import OrderStatus
 
 from ..models import (
     AuditEntry,
@@ -70,14 +71,14 @@ _ENC_CLASS = {
     "emergency": ("EMER", "emergency"),
 }
 _ENC_STATUS = {"open": "in-progress", "closed": "finished", "cancelled": "cancelled"}
-_ORDER_STATUS = {
-    "scheduled": "active",
-    "in_progress": "active",
-    "completed": "active",  # performed, images/report still to come
-    "discontinued": "active",
-    "images_available": "active",
-    "reported": "completed",
-    "cancelled": "revoked",
+_ORDER_STATUS: dict[str, str] = {  # OrderStatus → ServiceRequest.status
+    OrderStatus.SCHEDULED: "active",
+    OrderStatus.IN_PROGRESS: "active",
+    OrderStatus.COMPLETED: "active",  # performed, images/report still to come
+    OrderStatus.DISCONTINUED: "active",
+    OrderStatus.IMAGES_AVAILABLE: "active",
+    OrderStatus.REPORTED: "completed",
+    OrderStatus.CANCELLED: "revoked",
 }
 _PRIORITY = {"routine": "routine", "urgent": "urgent", "stat": "stat"}
 _FORM_LOINC = {

@@ -16,6 +16,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from emr.core.clock import to_local
+from emr.core.states import OrderStatus
 
 from ..models import (
     Department,
@@ -101,7 +102,7 @@ def load_visit(session: Session, encounter: Encounter) -> VisitRecord:
     orders = list(
         session.scalars(
             select(ImagingOrder)
-            .where(ImagingOrder.encounter_id == encounter.id, ImagingOrder.status != "cancelled")
+            .where(ImagingOrder.encounter_id == encounter.id, ImagingOrder.status != OrderStatus.CANCELLED)
             .order_by(ImagingOrder.ordered_at, ImagingOrder.id)
         )
     )

@@ -15,6 +15,7 @@ from sqlalchemy import Select, and_, or_, select
 from sqlalchemy.orm import Session
 
 from emr.core.clock import to_utc
+from emr.core.states import StudyState
 from emr.exports.artifacts import ArtifactSource, NoArtifacts
 from emr.exports.fhir import (
     RESOURCE_TYPES,
@@ -101,11 +102,6 @@ def _patient_filter(args: dict[str, list[str]], column: Any) -> list[Any]:
     return out
 
 
-def _single(args: dict[str, list[str]], name: str) -> str | None:
-    vals = args.get(name)
-    return vals[-1] if vals else None
-
-
 _SEARCH_PARAMS: dict[str, set[str]] = {
     "Patient": {"identifier", "name", "birthdate", "_id"},
     "Encounter": {"patient", "subject", "date", "identifier", "_id"},
@@ -171,7 +167,7 @@ def _query(session: Session, kind: str, args: dict[str, list[str]]) -> Select[An
             q = q.where(ImagingOrder.encounter_id == _id(v.removeprefix("Encounter/")))
         return q.order_by(ImagingOrder.ordered_at, ImagingOrder.id)
     if kind == "ImagingStudy":
-        q = select(Study).where(Study.state == "linked", *_patient_filter(args, Study.patient_id))
+        q = select(Study).where(Study.state == StudyState.LINKED, *_patient_filter(args, Study.patient_id))
         if ids:
             q = q.where(Study.id.in_(ids))
         for v in args.get("identifier", []):

@@ -9,11 +9,11 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from emr.core.settings import EmrSettings
 from emr.db import make_engine, make_session_factory
+from emr.imaging.order_lookup import find_order
 from emr.imaging.worklist import dicom_name
 from emr.models import ImagingOrder, Patient
 
@@ -26,13 +26,7 @@ def identity_provider(settings: EmrSettings) -> Callable[[str, str], dict[str, s
 
     def identity(accession_number: str, study_instance_uid: str) -> dict[str, str] | None:
         with factory() as session:
-            order = None
-            if accession_number:
-                order = session.scalar(select(ImagingOrder).where(ImagingOrder.accession_number == accession_number))
-            if order is None and study_instance_uid:
-                order = session.scalar(
-                    select(ImagingOrder).where(ImagingOrder.study_instance_uid == study_instance_uid)
-                )
+            order, _ = find_order(session, accession_number, study_instance_uid)
             return order_identity(session, order) if order is not None else None
 
     return identity

@@ -18,6 +18,8 @@ from emr.access import audit
 from emr.access.audit import SYSTEM, Actor
 from emr.core.dicom_dates import normalise_da
 from emr.core.exceptions import InvalidState, ValidationFailed
+from emr.core.states import OrderStatus, StudyState, after_images_linked
+from emr.imaging.order_lookup import find_order
 from emr.models.lookup import get_or_404
 from storage import NotFound, StorageError, StudySummary
 
@@ -56,17 +58,7 @@ def _state(session: Session) -> LinkerState:
 
 
 def _find_order(session: Session, summary: StudySummary) -> tuple[ImagingOrder | None, str | None]:
-    if summary.accession_number:
-        order = session.scalar(select(ImagingOrder).where(ImagingOrder.accession_number == summary.accession_number))
-        if order is not None:
-            return order, "accession"
-    if summary.study_instance_uid:
-        order = session.scalar(
-            select(ImagingOrder).where(ImagingOrder.study_instance_uid == summary.study_instance_uid)
-        )
-        if order is not None:
-            return order, "study_uid"
-    return None, None
+    return find_order(session, summary.accession_number, summary.study_instance_uid)
 
 
 def _attach(
@@ -74,12 +66,11 @@ def _attach(
 ) -> None:
     study.order_id = order.id
     study.patient_id = order.patient_id
-    study.state = "linked"
+    study.state = StudyState.LINKED
     study.link_method = method
     study.linked_by = actor.user_id
     study.linked_at = utcnow()
-    if order.status in ("scheduled", "in_progress", "completed", "discontinued", "cancelled"):
-        order.status = "images_available"
+    order.status = after_images_linked(order.status)
     if order.performed_at is None:
         order.performed_at = utcnow()
     audit.record(
@@ -119,7 +110,7 @@ def _replaced_copy_of(session: Session, summary: StudySummary) -> Study | None:
     for study in session.scalars(
         select(Study).where(
             Study.study_instance_uid == summary.study_instance_uid,
-            Study.state == "linked",
+            Study.state == StudyState.LINKED,
             Study.link_method == "manual",
         )
     ):
@@ -135,7 +126,9 @@ def _upsert(session: Session, summary: StudySummary) -> Study:
     if study is None:
         study = _replaced_copy_of(session, summary)
     if study is None:
-        study = Study(orthanc_id=summary.orthanc_id, study_instance_uid=summary.study_instance_uid, state="unmatched")
+        study = Study(
+            orthanc_id=summary.orthanc_id, study_instance_uid=summary.study_instance_uid, state=StudyState.UNMATCHED
+        )
         session.add(study)
     study.accession_number = summary.accession_number[:16] or None
     study.dicom_patient_id = summary.patient_id[:64] or None
@@ -175,7 +168,7 @@ def link_new_studies(session: Session, store: Any, *, page_size: int = 100, max_
             study = _upsert(session, summary)
             session.flush()
             result.processed += 1
-            if study.state == "linked":
+            if study.state == StudyState.LINKED:
                 continue
             order, method = _find_order(session, summary)
             if order is not None and method is not None:
@@ -206,7 +199,7 @@ def link_new_studies(session: Session, store: Any, *, page_size: int = 100, max_
 
 
 def list_unmatched(session: Session) -> list[Study]:
-    return list(session.scalars(select(Study).where(Study.state == "unmatched").order_by(Study.first_seen_at)))
+    return list(session.scalars(select(Study).where(Study.state == StudyState.UNMATCHED).order_by(Study.first_seen_at)))
 
 
 def link_study_manually(
@@ -230,9 +223,9 @@ def link_study_manually(
 
     study = get_or_404(session, Study, study_id, "study")
     order = get_or_404(session, ImagingOrder, order_id, "order")
-    if study.state == "linked":
+    if study.state == StudyState.LINKED:
         raise InvalidState("study already linked", key="reconcile.error.already_linked")
-    if order.status == "cancelled" and not reason.strip():
+    if order.status == OrderStatus.CANCELLED and not reason.strip():
         raise ValidationFailed({"reason": "reconcile.error.reason_cancelled"})
     mismatches = link_mismatches(study, order)
     if mismatches and not acknowledge_mismatch:

@@ -11,29 +11,20 @@ from collections.abc import Callable
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from emr.access import audit
 from emr.access.audit import Actor
 from emr.core.clock import to_utc, use_timezone
 from emr.core.settings import EmrSettings
+from emr.core.states import MPPS_STATUSES, after_mpps
 from emr.db import make_engine, make_session_factory
+from emr.imaging.order_lookup import find_orders
 from emr.models import ImagingOrder
 
 __all__ = ["apply_mpps", "mpps_provider"]
 
 log = logging.getLogger(__name__)
-
-
-# MPPS status → (order statuses it may move from, the status it moves to).
-# Orders already further on (images linked, reported, cancelled) keep their
-# status: images and reports are stronger evidence than the modality's word.
-_MPPS_MOVES: dict[str, tuple[tuple[str, ...], str]] = {
-    "IN PROGRESS": (("scheduled", "discontinued"), "in_progress"),
-    "COMPLETED": (("scheduled", "in_progress", "discontinued"), "completed"),
-    "DISCONTINUED": (("scheduled", "in_progress"), "discontinued"),
-}
 
 
 def _local_to_utc(value: object) -> datetime | None:
@@ -51,31 +42,22 @@ def apply_mpps(session: Session, event: dict[str, Any]) -> list[ImagingOrder]:
     the images will still reach the reconciliation queue.
     """
     status = str(event.get("status") or "")
-    move = _MPPS_MOVES.get(status)
-    if move is None:
+    if status not in MPPS_STATUSES:
         log.warning("mpps: ignoring unknown status %r for %s", status, event.get("sop_instance_uid"))
         return []
     station = str(event.get("station_ae") or "") or None
     actor = Actor(None, station, "modality", None) if station else audit.SYSTEM
-    orders: dict[int, ImagingOrder] = {}
-    for accession in event.get("accession_numbers") or []:
-        order = session.scalar(select(ImagingOrder).where(ImagingOrder.accession_number == str(accession)))
-        if order is not None:
-            orders[order.id] = order
-    if not orders:
-        for uid in event.get("study_instance_uids") or []:
-            order = session.scalar(select(ImagingOrder).where(ImagingOrder.study_instance_uid == str(uid)))
-            if order is not None:
-                orders[order.id] = order
+    orders, _ = find_orders(
+        session, [str(a) for a in event.get("accession_numbers") or []],
+        [str(u) for u in event.get("study_instance_uids") or []],
+    )
     if not orders:
         log.warning("mpps: %s %s matches no order (accession %s, study %s)", event.get("sop_instance_uid"), status,
                     event.get("accession_numbers"), event.get("study_instance_uids"))
         return []
-    sources, target = move
-    for order in orders.values():
+    for order in orders:
         before = order.status
-        if before in sources:
-            order.status = target
+        order.status = after_mpps(before, status)
         started = _local_to_utc(event.get("start"))
         if started is not None and order.performed_at is None:
             order.performed_at = started
@@ -95,7 +77,7 @@ def apply_mpps(session: Session, event: dict[str, Any]) -> list[ImagingOrder]:
                    if event.get("performing_physician") else {}),
             },
         )
-    return list(orders.values())
+    return orders
 
 
 def mpps_provider(settings: EmrSettings) -> Callable[[dict[str, Any]], None]:

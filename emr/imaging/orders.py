@@ -14,6 +14,7 @@ from emr.access.audit import Actor
 from emr.billing.prices import price_on
 from emr.core.clock import local_today, to_local, to_utc
 from emr.core.exceptions import InvalidState, ValidationFailed
+from emr.core.states import CANCELLABLE, OrderStatus
 from emr.models.lookup import get_or_404, next_number, parse
 
 from ..models import Encounter, ImagingOrder, Patient, Study, User, utcnow
@@ -120,9 +121,9 @@ def cancel_order(session: Session, actor: Actor, order_id: int, reason: str) -> 
     order = get_or_404(session, ImagingOrder, order_id, "order")
     if not reason.strip():
         raise ValidationFailed({"reason": "errors.field_required"})
-    if order.status not in ("scheduled", "in_progress"):
+    if order.status not in CANCELLABLE:
         raise InvalidState("only orders without images can be cancelled", key="orders.error.cannot_cancel")
-    order.status = "cancelled"
+    order.status = OrderStatus.CANCELLED
     order.cancel_reason = reason.strip()
     audit.record(
         session,
@@ -141,7 +142,7 @@ def apply_catalogue_price(session: Session, actor: Actor, order_id: int) -> Imag
     """Give an order placed while its code was not in the price list the price valid on the day
     it was ordered (Vietnam date); audited. A price already on an order is never changed."""
     order = get_or_404(session, ImagingOrder, order_id, "order")
-    if order.status == "cancelled":
+    if order.status == OrderStatus.CANCELLED:
         raise InvalidState("cancelled orders are not billed", key="orders.error.cancelled")
     if order.price_hospital is not None:
         raise InvalidState(f"order {order.id} already has its price", key="orders.error.already_priced")

@@ -18,6 +18,7 @@ from sqlalchemy.orm import Session
 from emr.core.clock import local_day_bounds, to_local
 from emr.core.dicom_dates import parse_da
 from emr.core.normalize import fold
+from emr.core.states import AWAITING_IMAGES, OrderStatus, StudyState
 from emr.models.lookup import get_or_404
 
 from ..models import ImagingOrder, Patient, Study
@@ -40,7 +41,6 @@ __all__ = [
 
 # Why an order is suggested, strongest first; the score is the sum of weights.
 REASONS: dict[str, int] = {"patient_id": 8, "name": 4, "date": 2, "modality": 1, "waiting": 1}
-_OPEN = ("scheduled", "in_progress", "completed", "discontinued")  # completed: images may still come
 
 
 @dataclass
@@ -103,7 +103,7 @@ def candidates_for(session: Session, study: Study, limit: int = 5) -> list[Candi
     if patient_reasons:
         stmt_orders = (
             select(ImagingOrder)
-            .where(ImagingOrder.patient_id.in_(patient_reasons), ImagingOrder.status != "cancelled")
+            .where(ImagingOrder.patient_id.in_(patient_reasons), ImagingOrder.status != OrderStatus.CANCELLED)
             .order_by(ImagingOrder.ordered_at.desc())
             .limit(50)
         )
@@ -114,7 +114,11 @@ def candidates_for(session: Session, study: Study, limit: int = 5) -> list[Candi
         lo, hi = local_day_bounds(day.date())
         stmt_day = (
             select(ImagingOrder)
-            .where(ImagingOrder.scheduled_at >= lo, ImagingOrder.scheduled_at < hi, ImagingOrder.status.in_(_OPEN))
+            .where(
+                ImagingOrder.scheduled_at >= lo,
+                ImagingOrder.scheduled_at < hi,
+                ImagingOrder.status.in_(AWAITING_IMAGES),
+            )
             .limit(50)
         )
         if modalities:
@@ -127,7 +131,7 @@ def candidates_for(session: Session, study: Study, limit: int = 5) -> list[Candi
             cand.reasons.append("date")
         if cand.order.modality in modalities:
             cand.reasons.append("modality")
-        if cand.order.status in _OPEN:
+        if cand.order.status in AWAITING_IMAGES:
             cand.reasons.append("waiting")
     ranked = sorted(found.values(), key=lambda c: (-c.score, -c.order.id))
     # Only the date and modality agreeing is a weak hint: keep it only while nothing better exists.
@@ -168,7 +172,7 @@ def reconciliation_queue(session: Session, limit: int = 200) -> list[QueueItem]:
 def queue_page(session: Session, *, query: str = "", page: int = 1, size: int = QUEUE_PAGE) -> QueuePage:
     """One page of the queue, oldest first, optionally only studies whose name, patient ID,
     accession number or description contains ``query`` (accents and case ignored for names)."""
-    stmt = select(Study).where(Study.state == "unmatched")
+    stmt = select(Study).where(Study.state == StudyState.UNMATCHED)
     q = query.strip()[:64]
     if q:
         like = f"%{q}%"
@@ -199,7 +203,7 @@ def best_candidate(session: Session, study: Study) -> Candidate | None:
 
 
 def count_unmatched(session: Session) -> int:
-    return int(session.scalar(select(func.count()).select_from(Study).where(Study.state == "unmatched")) or 0)
+    return int(session.scalar(select(func.count()).select_from(Study).where(Study.state == StudyState.UNMATCHED)) or 0)
 
 
 def get_unmatched(session: Session, study_id: int) -> Study:

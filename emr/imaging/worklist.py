@@ -8,16 +8,16 @@ short-lived session per call, so gateway threads can call it concurrently.
 from __future__ import annotations
 
 import logging
-import re
 from collections.abc import Callable
-from datetime import datetime, timedelta
 
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from emr.core.clock import to_local, to_utc, use_timezone
+from emr.core.dicom_match import date_range, has_wildcard, wildcard_match
 from emr.core.normalize import fold
 from emr.core.settings import EmrSettings
+from emr.core.states import ON_WORKLIST
 from emr.db import make_engine, make_session_factory
 from emr.models import ImagingOrder, Patient, User
 
@@ -25,42 +25,17 @@ __all__ = ["worklist_provider", "query_worklist", "dicom_name"]
 
 log = logging.getLogger(__name__)
 
-_DATE = re.compile(r"\d{8}")
-_OPEN = ("scheduled", "in_progress")
 
 
 def dicom_name(family: str, given: str) -> str:
     return f"{family}^{given}" if given else family
 
 
-def _date_range(value: str) -> tuple[datetime | None, datetime | None] | None:
-    """DICOM DA matching: 'YYYYMMDD', 'YYYYMMDD-', '-YYYYMMDD', 'A-B'; None = unparseable."""
-    value = value.strip()
-    if not value:
-        return None, None
-    lo_s, sep, hi_s = value.partition("-")
-    if not sep:
-        hi_s = lo_s
-    try:
-        lo = datetime.strptime(lo_s, "%Y%m%d") if lo_s else None
-        hi = datetime.strptime(hi_s, "%Y%m%d") + timedelta(days=1) if hi_s else None
-    except ValueError:
-        return None
-    if (lo_s and not _DATE.fullmatch(lo_s)) or (hi_s and not _DATE.fullmatch(hi_s)):
-        return None
-    return lo, hi
-
-
-def _wildcard(pattern: str, value: str) -> bool:
-    regex = "".join(".*" if c == "*" else "." if c == "?" else re.escape(c) for c in pattern)
-    return re.fullmatch(regex, value, flags=re.IGNORECASE) is not None
-
-
 def query_worklist(session: Session, query: dict[str, str], limit: int = 500) -> list[dict[str, object]]:
     stmt = (
         select(ImagingOrder, Patient)
         .join(Patient, Patient.id == ImagingOrder.patient_id)
-        .where(ImagingOrder.status.in_(_OPEN))
+        .where(ImagingOrder.status.in_(ON_WORKLIST))
     )
     q = {k: (v or "").strip() for k, v in query.items()}
     if q.get("Modality") and q["Modality"] != "*":
@@ -70,7 +45,7 @@ def query_worklist(session: Session, query: dict[str, str], limit: int = 500) ->
         # Orders without a station are offered to every station.
         stmt = stmt.where((ImagingOrder.station_ae_title == aet) | ImagingOrder.station_ae_title.is_(None))
     if q.get("ScheduledProcedureStepStartDate"):
-        rng = _date_range(q["ScheduledProcedureStepStartDate"])
+        rng = date_range(q["ScheduledProcedureStepStartDate"])
         if rng is None:
             return []
         lo, hi = rng
@@ -80,7 +55,7 @@ def query_worklist(session: Session, query: dict[str, str], limit: int = 500) ->
             stmt = stmt.where(ImagingOrder.scheduled_at < to_utc(hi))
     for key, column in (("AccessionNumber", ImagingOrder.accession_number), ("PatientID", Patient.code)):
         value = q.get(key)
-        if value and "*" not in value and "?" not in value:
+        if value and not has_wildcard(value):
             stmt = stmt.where(column == value)
     rows = session.execute(stmt.order_by(ImagingOrder.scheduled_at, ImagingOrder.id).limit(limit)).all()
     items: list[dict[str, object]] = []
@@ -88,13 +63,13 @@ def query_worklist(session: Session, query: dict[str, str], limit: int = 500) ->
     for order, patient in rows:
         name = dicom_name(patient.family_name, patient.given_name)
         if name_pattern and name_pattern != "*":
-            if not (_wildcard(name_pattern, name) or _wildcard(fold(name_pattern), fold(name))):
+            if not (wildcard_match(name_pattern, name) or wildcard_match(fold(name_pattern), fold(name))):
                 continue
         for key in ("AccessionNumber", "PatientID"):
             value = q.get(key, "")
-            if value and ("*" in value or "?" in value):
+            if value and has_wildcard(value):
                 actual = order.accession_number if key == "AccessionNumber" else patient.code
-                if not _wildcard(value, actual):
+                if not wildcard_match(value, actual):
                     break
         else:
             ordering = session.get(User, order.ordered_by)

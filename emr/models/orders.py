@@ -8,6 +8,8 @@ from decimal import Decimal
 from sqlalchemy import ForeignKey, Index, String, Text
 from sqlalchemy.orm import Mapped, mapped_column
 
+from emr.core.states import OrderStatus, StudyState
+
 from .base import Base, utcnow
 from .prices import Money
 
@@ -15,11 +17,8 @@ __all__ = ["MODALITIES", "URGENCIES", "ORDER_STATUSES", "ImagingOrder", "Study",
 
 MODALITIES = ("CT", "MR", "CR", "DX", "US", "MG", "XA", "NM", "PT", "RF")
 URGENCIES = ("routine", "urgent", "stat")
-# "completed"/"discontinued": the modality reported the exam ended (MPPS) and
-# no images have been linked yet; arriving images still move it on.
-ORDER_STATUSES = (
-    "scheduled", "in_progress", "completed", "discontinued", "images_available", "reported", "cancelled",
-)
+# The states and their moves: emr.core.states.
+ORDER_STATUSES = tuple(OrderStatus)
 
 
 class ImagingOrder(Base):
@@ -35,7 +34,7 @@ class ImagingOrder(Base):
     body_part: Mapped[str | None] = mapped_column(String(64))
     urgency: Mapped[str] = mapped_column(String(8), default="routine")
     clinical_info: Mapped[str | None] = mapped_column(Text)
-    status: Mapped[str] = mapped_column(String(20), default="scheduled")
+    status: Mapped[str] = mapped_column(String(20), default=OrderStatus.SCHEDULED.value)
     station_ae_title: Mapped[str | None] = mapped_column(String(16))
     device_code: Mapped[str | None] = mapped_column(String(50))  # MA_MAY
     department_id: Mapped[int | None] = mapped_column(ForeignKey("departments.id"))  # MA_KHOA
@@ -74,7 +73,7 @@ class Study(Base):
     description: Mapped[str | None] = mapped_column(String(200))
     order_id: Mapped[int | None] = mapped_column(ForeignKey("imaging_orders.id"), index=True)
     patient_id: Mapped[int | None] = mapped_column(ForeignKey("patients.id"), index=True)
-    state: Mapped[str] = mapped_column(String(12), default="unmatched")  # linked | unmatched
+    state: Mapped[str] = mapped_column(String(12), default=StudyState.UNMATCHED.value)  # StudyState
     link_method: Mapped[str | None] = mapped_column(String(20))  # accession | study_uid | manual
     linked_by: Mapped[int | None] = mapped_column(ForeignKey("users.id"))
     linked_at: Mapped[datetime | None]

@@ -21,6 +21,7 @@ from sqlalchemy.orm import Session
 from emr.access import audit
 from emr.access.audit import Actor
 from emr.core.exceptions import ValidationFailed
+from emr.core.states import OrderStatus, StudyState
 
 from ..models import Document, DocumentVersion, ImagingOrder, Patient, Study, StudyMeasurements, User, utcnow
 
@@ -52,7 +53,7 @@ def find_linked_study(session: Session, study_uid: str) -> Study | None:
     """The EMR's linked study with that StudyInstanceUID, or None (unknown or unmatched)."""
     return session.scalar(
         select(Study)
-        .where(Study.study_instance_uid == study_uid, Study.state == "linked", Study.patient_id.is_not(None))
+        .where(Study.study_instance_uid == study_uid, Study.state == StudyState.LINKED, Study.patient_id.is_not(None))
         .order_by(Study.id)
         .limit(1)
     )
@@ -155,7 +156,7 @@ def reading_worklist(session: Session, flt: WorklistFilter, limit: int = 300) ->
         select(Study, ImagingOrder, Patient)
         .join(ImagingOrder, ImagingOrder.id == Study.order_id)
         .join(Patient, Patient.id == Study.patient_id)
-        .where(Study.state == "linked", ImagingOrder.status != "cancelled")
+        .where(Study.state == StudyState.LINKED, ImagingOrder.status != OrderStatus.CANCELLED)
     )
     if flt.modality:
         q = q.where(ImagingOrder.modality == flt.modality)

@@ -23,6 +23,7 @@ from sqlalchemy.orm import Session
 from emr.access import audit
 from emr.access.audit import Actor
 from emr.core.exceptions import EmrError, InvalidState, NotFoundError
+from emr.core.states import StudyState
 from emr.models.lookup import get_or_404
 from emr.reading.service import latest_report, signed_version
 
@@ -96,7 +97,7 @@ def create_share_link(
 ) -> tuple[ShareLink, str, str]:
     """A new link to a linked study whose report is signed; returns (link, code, PIN) — shown once."""
     study = get_or_404(session, Study, study_id, "study")
-    if study.state != "linked" or study.patient_id is None or study.order_id is None:
+    if study.state != StudyState.LINKED or study.patient_id is None or study.order_id is None:
         raise InvalidState("study not linked to a patient", key="share.error.not_linked")
     report = latest_report(session, study.order_id)
     if report is None or signed_version(report) is None:

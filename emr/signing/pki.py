@@ -151,11 +151,6 @@ class DevPki:
     def tsa_certificate(self) -> x509.Certificate:
         return x509.load_pem_x509_certificate(self.tsa_cert_path.read_bytes())
 
-    def tsa_private_key(self) -> rsa.RSAPrivateKey:
-        key = serialization.load_pem_private_key(self.tsa_key_path.read_bytes(), password=None)
-        assert isinstance(key, rsa.RSAPrivateKey)
-        return key
-
     def _ca_key(self) -> rsa.RSAPrivateKey:
         key = serialization.load_pem_private_key((self.directory / "ca.key").read_bytes(), None)
         assert isinstance(key, rsa.RSAPrivateKey)

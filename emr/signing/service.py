@@ -39,6 +39,7 @@ from emr.core.exceptions import EmrError, InvalidState, ValidationFailed
 from emr.core.settings import EmrSettings
 from emr.documents import service as documents
 from emr.models.lookup import get_or_404
+from emr.signing.trust import crl_paths, load_crls, trust_anchors_dir
 
 from ..i18n import catalogue, t
 from ..models import Department, Document, DocumentVersion, Encounter, ImagingOrder, Patient, Study, User, utcnow
@@ -120,17 +121,7 @@ class SigningConfig:
         return load_trust_anchors(self.trust_anchors_dir)
 
     def crls(self) -> list[x509.CertificateRevocationList]:
-        out = []
-        for path in self.crl_paths:
-            try:
-                data = path.read_bytes()
-            except OSError:
-                continue
-            try:
-                out.append(x509.load_pem_x509_crl(data) if b"-----BEGIN" in data else x509.load_der_x509_crl(data))
-            except ValueError:
-                log.warning("unreadable CRL %s ignored", path)
-        return out
+        return load_crls(self.crl_paths)
 
     def context(self) -> SigningContext:
         return SigningContext(
@@ -142,13 +133,9 @@ class SigningConfig:
 
 
 def signing_config(settings: EmrSettings, store: Any = None) -> SigningConfig:
-    pki = settings.data_dir / "pki"
-    crls = sorted((pki / "crls").glob("*.crl")) if (pki / "crls").is_dir() else []
-    if (pki / "dev" / "ca.crl").is_file():
-        crls.append(pki / "dev" / "ca.crl")
     return SigningConfig(
-        trust_anchors_dir=settings.trust_anchors_dir or pki / "trust-anchors",
-        crl_paths=tuple(crls),
+        trust_anchors_dir=trust_anchors_dir(settings),
+        crl_paths=crl_paths(settings),
         tsa_url=settings.tsa_url,
         pkcs11_library=settings.pkcs11_library,
         softhsm2_conf=settings.softhsm2_conf,

@@ -228,7 +228,8 @@ def _ends_cleanly(data: bytes) -> bool:
     return tail.endswith(b"%%EOF")
 
 
-def _chain_status(status: PdfSignatureStatus) -> str:
+def chain_status(status: PdfSignatureStatus) -> str:
+    """trusted / revoked / expired / unknown / untrusted: the verdict on a signer's certificate chain."""
     if status.revoked:
         return "revoked"
     if status.trusted:
@@ -335,7 +336,7 @@ def _verify_one(
     )
     ts = status.timestamp_validity
     ts_ok = bool(ts is not None and ts.intact and ts.valid and ts.trusted)
-    chain = _chain_status(status)
+    chain = chain_status(status)
     if chain == "expired" and ts_ok and ts is not None:
         # Signed while the certificate was valid (proved by the timestamp):
         # judge the chain at the timestamp's time, as PAdES long-term validation does.
@@ -348,7 +349,7 @@ def _verify_one(
                 ts_validation_context=_context(dss, kwargs),
             )
         )
-        chain = _chain_status(status)
+        chain = chain_status(status)
 
     problems = []
     if (

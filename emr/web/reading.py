@@ -10,6 +10,7 @@ from flask import Blueprint, Response, current_app, g, jsonify, redirect, render
 
 from emr.access.auth import current_actor, requires
 from emr.core.exceptions import EmrError, NotFoundError
+from emr.core.states import StudyState
 from emr.documents import service as documents
 from emr.models.lookup import get_or_404
 from emr.reading import service as reading
@@ -114,7 +115,7 @@ def _render_read(
 
 def _linked(study_id: int) -> Study:
     study = get_or_404(db.session(), Study, study_id, "study")
-    if study.state != "linked" or study.order_id is None:
+    if study.state != StudyState.LINKED or study.order_id is None:
         raise NotFoundError("study", study_id)
     return study
 

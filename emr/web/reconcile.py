@@ -8,6 +8,7 @@ from flask import Blueprint, current_app, redirect, render_template, request, ur
 
 from emr.access.auth import current_actor, requires
 from emr.core.exceptions import EmrError, ValidationFailed
+from emr.core.states import StudyState
 from emr.imaging import linking, orders, reconcile
 from emr.web.forms import field_errors
 
@@ -44,7 +45,7 @@ def bulk_link() -> Any:
     ids = [int(v) for v in request.form.getlist("study")[:100] if v.isdigit() and len(v) < 10]
     for study_id in ids:
         study = reconcile.get_unmatched(s, study_id)
-        best = reconcile.best_candidate(s, study) if study.state == "unmatched" else None
+        best = reconcile.best_candidate(s, study) if study.state == StudyState.UNMATCHED else None
         if best is None:
             skipped += 1
             continue
@@ -108,7 +109,7 @@ def link(study_id: int) -> Any:
         order=order,
         patient=candidate.patient if candidate else (order and reconcile.order_patient(s, order)),
         reasons=candidate.reasons if candidate else [],
-        mismatches=reconcile.link_mismatches(study, order) if order and study.state != "linked" else [],
+        mismatches=reconcile.link_mismatches(study, order) if order and study.state != StudyState.LINKED else [],
         errors=errors,
         values={"reason": reason, "order": raw},
     ), (422 if errors else 200)

@@ -64,11 +64,9 @@ def cmd_storage(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def _emr_providers(settings: Settings) -> tuple[Any, Any, Any]:
-    """Worklist, identity and MPPS callables on the EMR database, if the EMR is installed."""
-    try:
-        import emr
-    except ImportError:
-        return None, None, None
+    """Worklist, identity and MPPS callables on the EMR database (the gateway gets them passed in)."""
+    import emr
+
     return emr.worklist_provider(settings.emr), emr.identity_provider(settings.emr), emr.mpps_provider(settings.emr)
 
 
@@ -127,14 +125,12 @@ def cmd_up(args: argparse.Namespace, settings: Settings) -> int:
     if settings.storage.managed:
         children.append(Child("storage", ["storage"]))
     children.append(Child("gateway", ["gateway"]))
-    emr_available = _has_emr()
-    if emr_available:
-        from .signing import demo_tsa
+    from .signing import demo_tsa
 
-        tsa = demo_tsa(settings, args.demo)  # dev TSA child when the development PKI exists and no TSA is set
-        if tsa is not None:
-            children.append(tsa[0])
-        children.append(Child("emr", ["emr", "serve"], env=tsa[1] if tsa else None))
+    tsa = demo_tsa(settings, args.demo)  # dev TSA child when the development PKI exists and no TSA is set
+    if tsa is not None:
+        children.append(tsa[0])
+    children.append(Child("emr", ["emr", "serve"], env=tsa[1] if tsa else None))
     supervisor = Supervisor(children)
 
     store = open_store(settings.storage)
@@ -144,7 +140,7 @@ def cmd_up(args: argparse.Namespace, settings: Settings) -> int:
         deadline = time.monotonic() + settings.storage.startup_timeout
         while time.monotonic() < deadline and not store.ping():
             time.sleep(0.2)
-        if args.demo and emr_available:
+        if args.demo:
             import emr
             from emr.demo.seed import seed
 
@@ -154,14 +150,6 @@ def cmd_up(args: argparse.Namespace, settings: Settings) -> int:
 
     threading.Thread(target=after_start, name="banner", daemon=True).start()
     return supervisor.run()
-
-
-def _has_emr() -> bool:
-    """True when the EMR and its `filmless emr serve` command are installed."""
-    import importlib.util
-
-    return importlib.util.find_spec("emr") is not None and \
-        importlib.util.find_spec("filmless.commands.emr") is not None
 
 
 def cmd_check(args: argparse.Namespace, settings: Settings) -> int:

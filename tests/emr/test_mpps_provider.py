@@ -81,3 +81,19 @@ def test_mpps_moves_order_scheduled_in_progress_completed_with_audit(
     mpps(_event(order, "DISCONTINUED", accession_numbers=["NOPE"], study_instance_uids=["1.2.3"]))
     session.rollback()
     assert len(session.scalars(select(AuditEntry)).all()) == before
+
+
+def test_order_states_and_moves_live_in_one_table() -> None:
+    """emr.core.states: stored strings unchanged; MPPS and linking moves as the workflow expects."""
+    from emr.core.states import ON_WORKLIST, OrderStatus, StudyState, after_images_linked, after_mpps
+
+    assert [s.value for s in OrderStatus] == ["scheduled", "in_progress", "completed", "discontinued",
+                                              "images_available", "reported", "cancelled"]
+    assert OrderStatus.SCHEDULED == "scheduled" and StudyState.LINKED == "linked"
+    assert after_mpps("scheduled", "IN PROGRESS") == "in_progress"
+    assert after_mpps("discontinued", "IN PROGRESS") == "in_progress"  # restarted
+    assert after_mpps("images_available", "COMPLETED") == "images_available"  # images are stronger evidence
+    assert after_mpps("scheduled", "BOGUS") == "scheduled"
+    assert after_images_linked("cancelled") == "images_available"
+    assert after_images_linked("reported") == "reported"
+    assert set(ON_WORKLIST) == {"scheduled", "in_progress"}

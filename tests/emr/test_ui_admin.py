@@ -10,9 +10,10 @@ from flask import Flask
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from emr.core.clock import to_local
 from emr.i18n import t
 from emr.imaging import orders
-from emr.models import LOCAL_OFFSET, AuditEntry, ImagingOrder, Patient, Study, User
+from emr.models import AuditEntry, ImagingOrder, Patient, Study, User
 from emr.patients import encounters
 from emr.patients import service as patients
 
@@ -192,7 +193,7 @@ def test_reconciliation_queue_suggests_orders_and_links_after_confirmation(
     )
     orders.create_order(session, doctor, {"patient_id": other.id, "modality": "MR", "procedure_name": "MRI sọ"})
     # Orders keep naive UTC; a modality writes the study date in local (Vietnam) time.
-    day = (wanted.scheduled_at + LOCAL_OFFSET).strftime("%Y%m%d")
+    day = to_local(wanted.scheduled_at).strftime("%Y%m%d")
     # Typed at the console without accents and with a wrong ID: the name still finds her order.
     by_name = Study(
         orthanc_id="o1",

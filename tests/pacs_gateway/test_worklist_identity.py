@@ -33,6 +33,10 @@ ORDERS = [
      "ScheduledProcedureStepStartDate": "20261201"},
 ]
 
+STATION_LESS = {"AccessionNumber": "A1004", "StudyInstanceUID": "1.2.826.0.1.3680043.8.498.103", "PatientID": "BN004",
+                "PatientName": "Đỗ^Minh Khôi", "Modality": "CT", "ScheduledStationAETitle": "",
+                "ScheduledProcedureStepStartDate": "20261123"}
+
 
 def test_findscu_worklist_gets_vietnamese_names_and_only_requested_keys(
     orthanc: OrthancStore, make_gateway: Callable[..., Gateway], tmp_path: Path
@@ -41,7 +45,7 @@ def test_findscu_worklist_gets_vietnamese_names_and_only_requested_keys(
 
     def provider(query: dict[str, str]) -> Iterable[Mapping[str, object]]:
         queries.append(query)
-        return ORDERS  # deliberately too many: the gateway's matching is the safety net
+        return ORDERS[:1] + [STATION_LESS]  # what the EMR matched: the gateway answers it as it is
 
     gw = make_gateway(orthanc, worklist=provider)
     out = tmp_path / "rsp"
@@ -59,8 +63,11 @@ def test_findscu_worklist_gets_vietnamese_names_and_only_requested_keys(
     assert queries == [{"Modality": "CT", "ScheduledStationAETitle": "CT01",
                         "ScheduledProcedureStepStartDate": "20261120-20261125"}]
     files = sorted(out.glob("rsp*.dcm"))
-    assert len(files) == 1
-    ds = pydicom.dcmread(files[0])
+    assert len(files) == 2  # an order with no station is offered to every station, CT01 included
+    by_accession = {pydicom.dcmread(f).AccessionNumber: pydicom.dcmread(f) for f in files}
+    assert set(by_accession) == {"A1001", "A1004"}
+    assert by_accession["A1004"].ScheduledProcedureStepSequence[0].get("ScheduledStationAETitle", "") == ""
+    ds = by_accession["A1001"]
     assert ds.SpecificCharacterSet == "ISO_IR 192"
     assert str(ds.PatientName) == "Nguyễn^Thị Hồng Nhung"
     assert ds.PatientID == "BN001" and ds.AccessionNumber == "A1001" and ds.PatientSex == "F"

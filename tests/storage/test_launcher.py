@@ -105,6 +105,7 @@ def test_stop_then_start_keeps_the_data(fresh_orthanc) -> None:
     assert proc.store().get_study(result.study_id).patient_id == "PERSIST"
 
 
+@pytest.mark.pg
 @pytest.mark.skipif(not pg_available(), reason="PostgreSQL is not running on 127.0.0.1:5432")
 def test_postgresql_index_shared_by_two_orthancs(tmp_path: Path) -> None:
     """Scale-out: two Orthanc servers on one PostgreSQL index and one storage folder."""

@@ -31,7 +31,6 @@ export class Grid {
     this.cells = [];
     this.activeIndex = 0;
     this.onActivate = () => {};
-    this.onChange = () => {};
     this.resizeObserver = new ResizeObserver(() => this.resize());
     this.resizeObserver.observe(container);
     eventTarget.addEventListener(Events.IMAGE_LOAD_ERROR, (evt) => this.loadError(evt));
@@ -90,10 +89,7 @@ export class Grid {
     this.toolGroup.addViewport(viewportId, this.engine.id);
     const cell = { index, root, element, overlay, message, viewportId, stack: null, series: null, failed: false };
     root.addEventListener('pointerdown', () => this.activate(this.cells.indexOf(cell)), true);
-    const refresh = () => {
-      this.updateOverlay(cell);
-      this.onChange(cell);
-    };
+    const refresh = () => this.updateOverlay(cell);
     element.addEventListener(Events.IMAGE_RENDERED, refresh);
     element.addEventListener(Events.STACK_NEW_IMAGE, refresh);
     return cell;
@@ -154,7 +150,6 @@ export class Grid {
     const syntax = String(err?.message || err || '').match(/\d+(?:\.\d+){4,}/)?.[0] || '?';
     this.showMessage(cell, t('viewer.error.undecodable', { syntax }));
     console.warn('filmless viewer: cannot display image', err);
-    this.onChange(cell);
   }
 
   updateOverlay(cell) {

@@ -1,0 +1,78 @@
+"""The life of an imaging order and of a received study: the states and every allowed move, in one place.
+
+States are ``str`` enums: they are stored as the same strings as before (no
+migration) and compare equal to them. Services ask the functions here
+whether a move is allowed instead of listing states themselves.
+"""
+
+from __future__ import annotations
+
+from enum import StrEnum
+
+__all__ = [
+    "AWAITING_IMAGES",
+    "CANCELLABLE",
+    "ON_WORKLIST",
+    "OrderStatus",
+    "StudyState",
+    "after_images_linked",
+    "after_mpps",
+]
+
+
+class OrderStatus(StrEnum):
+    """An imaging order, from the doctor's request to the signed report (IHE SWF order/procedure status)."""
+
+    SCHEDULED = "scheduled"  # ordered, on the modality worklist
+    IN_PROGRESS = "in_progress"  # the modality started the exam (MPPS IN PROGRESS)
+    COMPLETED = "completed"  # the modality ended the exam (MPPS); no images linked yet
+    DISCONTINUED = "discontinued"  # the modality stopped the exam (MPPS); images may still come
+    IMAGES_AVAILABLE = "images_available"  # a study is linked
+    REPORTED = "reported"
+    CANCELLED = "cancelled"
+
+
+class StudyState(StrEnum):
+    """A study received by the PACS: linked to an order (and so to a patient) or waiting for reconciliation."""
+
+    UNMATCHED = "unmatched"
+    LINKED = "linked"
+
+
+# Offered to modalities on the worklist.
+ON_WORKLIST = frozenset({OrderStatus.SCHEDULED, OrderStatus.IN_PROGRESS})
+# Still expecting images: candidates when a study is reconciled by date ("completed": images may still come).
+AWAITING_IMAGES = frozenset(
+    {OrderStatus.SCHEDULED, OrderStatus.IN_PROGRESS, OrderStatus.COMPLETED, OrderStatus.DISCONTINUED}
+)
+# A clerk may cancel an order only before the modality has finished with it.
+CANCELLABLE = frozenset({OrderStatus.SCHEDULED, OrderStatus.IN_PROGRESS})
+
+# MPPS status → (order statuses it may move from, the status it moves to).
+# Orders already further on (images linked, reported, cancelled) keep their
+# status: images and reports are stronger evidence than the modality's word.
+_MPPS_MOVES: dict[str, tuple[frozenset[OrderStatus], OrderStatus]] = {
+    "IN PROGRESS": (frozenset({OrderStatus.SCHEDULED, OrderStatus.DISCONTINUED}), OrderStatus.IN_PROGRESS),
+    "COMPLETED": (
+        frozenset({OrderStatus.SCHEDULED, OrderStatus.IN_PROGRESS, OrderStatus.DISCONTINUED}),
+        OrderStatus.COMPLETED,
+    ),
+    "DISCONTINUED": (frozenset({OrderStatus.SCHEDULED, OrderStatus.IN_PROGRESS}), OrderStatus.DISCONTINUED),
+}
+MPPS_STATUSES = frozenset(_MPPS_MOVES)
+
+
+def after_mpps(current: str, mpps_status: str) -> str:
+    """The order's status after a performed procedure step reporting ``mpps_status`` (unknown: unchanged)."""
+    move = _MPPS_MOVES.get(mpps_status)
+    if move is None:
+        return current
+    sources, target = move
+    return target if current in sources else current
+
+
+def after_images_linked(current: str) -> str:
+    """Images linked to an order: it has images now, even if it was cancelled (the images are real)."""
+    if current in AWAITING_IMAGES or current == OrderStatus.CANCELLED:
+        return OrderStatus.IMAGES_AVAILABLE
+    return current
