@@ -211,17 +211,21 @@ def load_audit(url: str, rows: int, patients: int) -> float:
         raw = conn.connection.driver_connection
         with raw.cursor() as cur:
             cur.execute("ALTER TABLE audit_log DISABLE TRIGGER USER")
+            cur.execute("SELECT coalesce(max(id), 0) FROM audit_log")
+            start_id = int(cur.fetchone()[0])  # type: ignore[index]
             with cur.copy(
-                "COPY audit_log (at, user_id, username, role, action, outcome, patient_id, object_type, object_id, "
-                "client_ip, details, prev_hash, hash) FROM STDIN"
+                "COPY audit_log (id, at, user_id, username, role, action, outcome, patient_id, object_type, "
+                "object_id, client_ip, details, prev_hash, hash) FROM STDIN"
             ) as copy:
                 for i in range(rows):
                     at = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(first + i * step)) + ".000000Z"
                     user = rng.randrange(1, 60)
-                    copy.write_row((at, user, f"user{user}", "physician", rng.choice(ACTIONS),
+                    copy.write_row((start_id + 1 + i, at, user, f"user{user}", "physician", rng.choice(ACTIONS),
                                     "denied" if rng.random() < 0.01 else "success", rng.randrange(1, patients + 1),
                                     "patient", str(i), "10.0.0.5", "{}", "0" * 64, "0" * 64))  # fmt: skip
             cur.execute("ALTER TABLE audit_log ENABLE TRIGGER USER")
+            # New rows (each audit page view is audited) continue after the loaded ones.
+            cur.execute("UPDATE audit_head SET last_id = %s, count = count + %s", (start_id + rows, rows))
     with eng.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
         conn.execute(text("VACUUM ANALYZE audit_log"))
     eng.dispose()
