@@ -157,3 +157,15 @@ def test_importing_the_core_loads_no_flask() -> None:
     out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=60)
     assert out.returncode == 0, out.stderr
     assert out.stdout.strip() == "[]", out.stdout
+
+
+def test_the_emr_runs_without_numpy() -> None:
+    """Only the demo needs numpy (the [codecs]/[dev] extras): the app, server and gateway providers do not."""
+    code = ("import sys; sys.modules['numpy'] = None\n"
+            "import emr, emr.app, emr.server, emr.imaging.worklist, emr.imaging.identity, emr.imaging.mpps\n"
+            "assert callable(emr.create_app) and callable(emr.worklist_provider)\n"
+            "try:\n    import emr.demo.seed\nexcept ImportError:\n    print('demo needs numpy')\n")
+    out = subprocess.run([sys.executable, "-W", "ignore", "-c", code], cwd=ROOT, capture_output=True, text=True,
+                         timeout=120)
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert out.stdout.strip() == "demo needs numpy"
