@@ -5,6 +5,12 @@ postgresql://postgres@127.0.0.1:5432/), migrates it, bulk-loads patients with
 COPY, serves the EMR with waitress on a free port and measures
 ``GET /api/patients?q=...`` for name prefixes with and without diacritics
 and for CCCD numbers. Prints p50/p95 per kind (target p95 < 50 ms).
+
+Then the admin's audit page (issue 13) on a year of audit rows (1,000,000 by
+default, COPY-loaded): the newest page, each filter (user, patient, action,
+a month's date range), an old page by id, and the CSV export's first 2,000
+rows, through the logged-in web UI; the baseline measured in the same run is
+the login page (what any page costs on this server). Target p95 < 100 ms.
 """
 
 from __future__ import annotations
@@ -189,6 +195,81 @@ def load(url: str, n: int) -> float:
     return time.perf_counter() - start
 
 
+ACTIONS = ["patient.view", "patient.search", "study.view", "document.view", "order.create", "document.sign_step",
+           "login", "share.view", "encounter.view", "audit.view"]  # fmt: skip
+
+
+def load_audit(url: str, rows: int, patients: int) -> float:
+    """A year of audit rows (oldest first, as the log grows), COPY-loaded (the hash chain is not
+    what is measured here)."""
+    eng = create_engine(url.replace("postgresql://", "postgresql+psycopg://", 1))
+    rng = random.Random(13)
+    start = time.perf_counter()
+    first = time.mktime((2025, 12, 1, 0, 0, 0, 0, 0, 0))
+    step = 365 * 86400 / rows
+    with eng.begin() as conn:
+        raw = conn.connection.driver_connection
+        with raw.cursor() as cur:
+            cur.execute("ALTER TABLE audit_log DISABLE TRIGGER USER")
+            cur.execute("SELECT coalesce(max(id), 0) FROM audit_log")
+            start_id = int(cur.fetchone()[0])  # type: ignore[index]
+            with cur.copy(
+                "COPY audit_log (id, at, user_id, username, role, action, outcome, patient_id, object_type, "
+                "object_id, client_ip, details, prev_hash, hash) FROM STDIN"
+            ) as copy:
+                for i in range(rows):
+                    at = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(first + i * step)) + ".000000Z"
+                    user = rng.randrange(1, 60)
+                    copy.write_row((start_id + 1 + i, at, user, f"user{user}", "physician", rng.choice(ACTIONS),
+                                    "denied" if rng.random() < 0.01 else "success", rng.randrange(1, patients + 1),
+                                    "patient", str(i), "10.0.0.5", "{}", "0" * 64, "0" * 64))  # fmt: skip
+            cur.execute("ALTER TABLE audit_log ENABLE TRIGGER USER")
+            # New rows (each audit page view is audited) continue after the loaded ones.
+            cur.execute("UPDATE audit_head SET last_id = %s, count = count + %s", (start_id + rows, rows))
+    with eng.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
+        conn.execute(text("VACUUM ANALYZE audit_log"))
+    eng.dispose()
+    return time.perf_counter() - start
+
+
+def _web_login(base: str, username: str, password: str) -> requests.Session:
+    import re
+
+    http = requests.Session()
+    form = http.get(f"{base}/login").text
+    token = re.search(r'name="csrf_token" value="([^"]+)"', form).group(1)  # type: ignore[union-attr]
+    r = http.post(f"{base}/login", data={"username": username, "password": password, "csrf_token": token},
+                  allow_redirects=False)  # fmt: skip
+    assert r.status_code == 302, r.status_code
+    return http
+
+
+def measure_pages(http: requests.Session, url: str, params: list[dict[str, str]], warm: int = 5,
+                  stream_bytes: int = 0) -> list[float]:  # fmt: skip
+    """Milliseconds per request (for a stream: until ``stream_bytes`` arrived)."""
+    for p in params[:warm]:
+        http.get(url, params=p).raise_for_status()
+    times = []
+    for p in params:
+        t0 = time.perf_counter()
+        if stream_bytes:
+            with http.get(url, params=p, stream=True) as r:
+                r.raise_for_status()
+                got = 0
+                for chunk in r.iter_content(65536):
+                    got += len(chunk)
+                    if got >= stream_bytes:
+                        break
+        else:
+            http.get(url, params=p).raise_for_status()
+        times.append((time.perf_counter() - t0) * 1000)
+    return times
+
+
+def _p95(times: list[float]) -> float:
+    return statistics.quantiles(times, n=20)[18]
+
+
 def measure(base: str, token: str, queries: list[str], warm: int = 20) -> list[float]:
     s = requests.Session()
     s.headers["Authorization"] = f"Bearer {token}"
@@ -207,6 +288,8 @@ def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__)
     ap.add_argument("--patients", type=int, default=1_000_000)
     ap.add_argument("--queries", type=int, default=300)
+    ap.add_argument("--audit-rows", type=int, default=1_000_000)
+    ap.add_argument("--pages", type=int, default=60, help="requests per audit-page kind")
     args = ap.parse_args()
     admin_url = os.environ.get("FILMLESS_BENCH_PG", "postgresql://postgres@127.0.0.1:5432/").rstrip("/")
     name = f"filmless_bench_{uuid.uuid4().hex[:8]}"
@@ -252,6 +335,7 @@ def main() -> int:
                 times = measure(base, token, qs)
                 p95 = statistics.quantiles(times, n=20)[18]
                 print(f"{label:<28} {statistics.median(times):8.1f} {p95:8.1f}")
+            audit_page_figures(settings, base, args)
             # Let the worker threads finish before the trigger socket goes away.
             server.task_dispatcher.shutdown(cancel_pending=True, timeout=5)
             server.close()
@@ -260,6 +344,41 @@ def main() -> int:
             c.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
         admin.dispose()
     return 0
+
+
+def audit_page_figures(settings: EmrSettings, base: str, args: argparse.Namespace) -> None:
+    secs = load_audit(settings.database_url, args.audit_rows, args.patients)
+    print(f"\nloaded {args.audit_rows:,} audit rows with COPY in {secs:.1f} s")
+    with open_session(settings) as s:
+        create_user(s, Actor(None, "bench", "admin", None), "benchadmin", "bench-password-1", "admin", "Benchmark")
+    http = _web_login(base, "benchadmin", "bench-password-1")
+    rng = random.Random(17)
+    n = args.pages
+    with open_session(settings) as s:
+        mid = int(s.execute(text("SELECT max(id) / 2 FROM audit_log")).scalar_one())
+    months = [f"2026-{m:02d}" for m in range(1, 12)]
+    kinds: dict[str, list[dict[str, str]]] = {
+        "newest page": [{} for _ in range(n)],
+        "user": [{"user": f"user{rng.randrange(1, 60)}"} for _ in range(n)],
+        "patient (code)": [{"patient": f"BN{rng.randrange(1, args.patients + 1):08d}"} for _ in range(n)],
+        "action": [{"action": rng.choice(ACTIONS)} for _ in range(n)],
+        "one month": [{"date_from": f"{m}-01", "date_to": f"{m}-28"} for m in (rng.choice(months) for _ in range(n))],
+        "user + month": [
+            {"user": f"user{rng.randrange(1, 60)}", "date_from": f"{m}-01", "date_to": f"{m}-28"}
+            for m in (rng.choice(months) for _ in range(n))
+        ],
+        "old page (before=id)": [{"before": str(rng.randrange(2, mid * 2))} for _ in range(n)],
+    }
+    floor = measure_pages(http, f"{base}/login", [{} for _ in range(n)])
+    print(f"baseline (login page, same server): p50 {statistics.median(floor):.1f} ms, p95 {_p95(floor):.1f} ms")
+    print(f"{'audit page':<28} {'p50 ms':>8} {'p95 ms':>8} {'p95 / baseline':>15}")
+    for label, params in kinds.items():
+        times = measure_pages(http, f"{base}/admin/audit", params)
+        print(f"{label:<28} {statistics.median(times):8.1f} {_p95(times):8.1f} {_p95(times) / _p95(floor):14.1f}x")
+    times = measure_pages(http, f"{base}/admin/audit.csv", [{"action": rng.choice(ACTIONS)} for _ in range(10)],
+                          warm=1, stream_bytes=2000 * 60)  # fmt: skip
+    print(f"{'CSV, first ~2,000 rows':<28} {statistics.median(times):8.1f} {_p95(times):8.1f} "
+          f"{_p95(times) / _p95(floor):14.1f}x")  # fmt: skip
 
 
 if __name__ == "__main__":

@@ -28,6 +28,7 @@ from emr.access.care import OutOfCareScope
 from emr.access.login_guard import LoginGuard
 from emr.access.studies import StudyAccess, study_access
 from emr.core.clock import to_local, use_timezone
+from emr.core.dicom_dates import display_da
 from emr.core.exceptions import EmrError
 from emr.core.settings import EmrSettings
 from emr.exports.money import fmt_vnd
@@ -199,6 +200,7 @@ def create_app(
 
     app.jinja_env.globals.update(t=t, hospital_name=settings.hospital_name, can=can, **signing.template_helpers())
     app.jinja_env.filters["ict"] = _ict
+    app.jinja_env.filters["da"] = display_da
     app.jinja_env.filters["zip"] = lambda a, b: zip(a, b, strict=False)
     app.jinja_env.filters["vnd"] = fmt_vnd
     app.before_request(load_session_user)
@@ -220,5 +222,10 @@ def create_app(
         max_backoff=settings.lockout_minutes * 60.0,
     )
     app.after_request(security_headers(https=settings.public_url.startswith("https://")))
+
+    @app.get("/favicon.ico")
+    def _favicon() -> Any:
+        """Browsers ask every page (and the viewer) for /favicon.ico: answer it instead of a 404."""
+        return app.send_static_file("favicon.ico")
 
     return app

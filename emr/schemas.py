@@ -309,6 +309,8 @@ class OrderOut(_Out):
 class LinkIn(_In):
     order_id: int = Field(ge=1, le=2**31)
     reason: Annotated[str, StringConstraints(strip_whitespace=True, max_length=1000)] = ""
+    # Required when the study's modality or date disagrees with the order (422 otherwise).
+    acknowledge_mismatch: bool = False
 
 
 class ErrorOut(BaseModel):

@@ -10,7 +10,9 @@ already stored count as "already stored").
 
 from __future__ import annotations
 
+import logging
 import time
+import warnings
 from collections import Counter
 from collections.abc import Iterable, Iterator
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
@@ -26,6 +28,11 @@ from storage import OrthancStore, StorageRejected, StorageUnavailable
 __all__ = ["ImportSummary", "import_paths", "iter_files"]
 
 DICOMDIR_SOP_CLASS = "1.2.840.10008.1.3.10"
+_REQUIRED_UIDS = (
+    ("StudyInstanceUID", "Study Instance UID (0020,000D)"),
+    ("SeriesInstanceUID", "Series Instance UID (0020,000E)"),
+    ("SOPInstanceUID", "SOP Instance UID (0008,0018)"),
+)
 
 
 @dataclass
@@ -49,6 +56,11 @@ class ImportSummary:
             f"rejected: {len(self.rejected)}   skipped: {len(self.skipped)}   "
             f"({self.bytes_sent / 1e6:.1f} MB in {self.seconds:.1f} s, {rate:.0f} files/s)"
         ]
+        if self.skipped:
+            # "skipped" is not an error: files that are not images on purpose (a CD's DICOMDIR index).
+            by_reason = Counter(self.skipped.values())
+            lines.append("skipped (not imported on purpose, nothing is wrong with them):")
+            lines += [f"  {count:>6}  {reason}" for reason, count in by_reason.most_common()]
         if self.rejected:
             by_reason = Counter(self.rejected.values())
             lines.append("rejected files by reason:")
@@ -81,8 +93,11 @@ def _check(path: Path) -> tuple[bytes | None, str | None, bool]:
     sop_class = str(getattr(ds.file_meta, "MediaStorageSOPClassUID", "") or ds.get("SOPClassUID", ""))
     if sop_class == DICOMDIR_SOP_CLASS:
         return None, "DICOMDIR (an index, not an image)", True
-    if not ds.get("SOPInstanceUID"):
-        return None, "no SOP Instance UID", False
+    missing = [name for keyword, name in _REQUIRED_UIDS if not str(ds.get(keyword, "") or "").strip()]
+    if missing:
+        # Orthanc files an instance under its study and series: without those UIDs it answers
+        # "no such resource", which tells nobody what is wrong with the file.
+        return None, "missing " + ", ".join(missing) + " (Orthanc files every image under its study and series)", False
     if data[128:132] != b"DICM":
         return None, "not in DICOM file format (no preamble and file meta)", False
     return data, None, False
@@ -104,6 +119,21 @@ def _upload(store: OrthancStore, data: bytes, retries: int = 5) -> bool:
 
 def import_paths(paths: Iterable[Path], store: OrthancStore, *, workers: int = 4,
                  progress: bool = True, retries: int = 5) -> ImportSummary:
+    # Old archives are full of values pydicom warns about (bad VRs, odd lengths); they are
+    # stored as they are, so the warnings would only bury the progress bar and the summary.
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        pydicom_log = logging.getLogger("pydicom")
+        level = pydicom_log.level
+        pydicom_log.setLevel(logging.CRITICAL)
+        try:
+            return _import(paths, store, workers=workers, progress=progress, retries=retries)
+        finally:
+            pydicom_log.setLevel(level)
+
+
+def _import(paths: Iterable[Path], store: OrthancStore, *, workers: int, progress: bool,
+            retries: int) -> ImportSummary:
     files = list(iter_files(paths))
     summary = ImportSummary()
     started = time.monotonic()

@@ -11,12 +11,14 @@ from __future__ import annotations
 import argparse
 import logging
 import sys
+import time
 import warnings
 from collections.abc import Sequence
+from datetime import datetime
 
 from . import __version__
 from .commands import backup, emr, exports, signing, stack
-from .settings import SettingsError, load
+from .settings import Settings, SettingsError, load
 
 # Modules that add sub-commands (each imports its package only when a command runs).
 COMMAND_MODULES = (
@@ -46,7 +48,22 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _facility_time(settings: Settings) -> None:
+    """Everything the command prints, its log lines included, in the facility's time zone
+    (FILMLESS_TIMEZONE), not the server's clock zone."""
+    from emr.core.clock import facility_zone, use_timezone
+
+    use_timezone(settings.emr.timezone)
+
+    def local(seconds: float | None) -> time.struct_time:
+        return datetime.fromtimestamp(seconds if seconds is not None else time.time(), facility_zone()).timetuple()
+
+    logging.Formatter.converter = staticmethod(local)  # type: ignore[assignment]
+
+
 def main(argv: Sequence[str] | None = None) -> int:
+    # pyHanko imports cryptography's deprecated DSA names: not something a user can act on.
+    warnings.filterwarnings("ignore", message="DSA is deprecated")
     parser = build_parser()
     args = parser.parse_args(argv)
     logging.basicConfig(
@@ -68,6 +85,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except SettingsError as exc:
         print(f"filmless: configuration error: {exc}", file=sys.stderr)
         return 2
+    _facility_time(settings)
     try:
         return int(args.func(args, settings) or 0)
     except KeyboardInterrupt:

@@ -20,7 +20,7 @@ from emr.core.settings import EmrSettings
 from pacs_gateway.settings import GatewaySettings
 from storage.settings import StorageSettings
 
-__all__ = ["Settings", "SettingsError", "load", "VARIABLES"]
+__all__ = ["Settings", "SettingsError", "load", "VARIABLES", "SAVED_SETTINGS_NAME", "save_running_settings"]
 
 
 class SettingsError(ValueError):
@@ -204,8 +204,9 @@ def _timezone(env: Mapping[str, str], name: str) -> str:
 
 
 def load(env: Mapping[str, str] | None = None) -> Settings:
-    """Read ``FILMLESS_*`` variables (default: the process environment)."""
-    env = os.environ if env is None else env
+    """Read ``FILMLESS_*`` variables (default: the process environment over the settings file
+    ``filmless up`` left in the data directory, so other commands find the running installation)."""
+    env = with_saved_settings(os.environ) if env is None else env
     data_dir = Path(_str(env, "FILMLESS_DATA_DIR", "var") or "var").expanduser().absolute()
 
     external = _str(env, "FILMLESS_ORTHANC_URL")
@@ -275,3 +276,50 @@ def load(env: Mapping[str, str] | None = None) -> Settings:
         trust_anchors_dir=Path(_str(env, "FILMLESS_TRUST_ANCHORS") or data_dir / "pki" / "trust-anchors"),
     )
     return Settings(data_dir=data_dir, storage=storage, gateway=gateway, emr=emr)
+
+
+# -- the running installation's settings -----------------------------------------
+# ``filmless up`` writes the FILMLESS_* variables it was started with here, so
+# `filmless check`, `import`, `emr ...` in another terminal reach the same ports and
+# database without re-exporting them. The environment still wins, variable by variable.
+SAVED_SETTINGS_NAME = "filmless-settings.json"
+
+
+def _saved_path(env: Mapping[str, str]) -> Path:
+    return Path(env.get("FILMLESS_DATA_DIR") or "var").expanduser().absolute() / SAVED_SETTINGS_NAME
+
+
+def with_saved_settings(env: Mapping[str, str]) -> dict[str, str]:
+    """``env`` over the saved settings of the data directory ``env`` names (``./var`` by default).
+    An unreadable or malformed file is ignored (the command then uses the environment alone)."""
+    merged: dict[str, str] = {}
+    try:
+        import json
+
+        saved = json.loads(_saved_path(env).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        saved = None
+    if isinstance(saved, dict):
+        merged.update(
+            {k: v for k, v in saved.items() if isinstance(k, str) and k.startswith("FILMLESS_") and isinstance(v, str)}
+        )
+    merged.update(env)
+    return merged
+
+
+def save_running_settings(settings: Settings) -> Path:
+    """Write the FILMLESS_* variables of this process to the data directory (mode 0600: a DSN or
+    Orthanc password may be among them), with the data directory itself made absolute."""
+    import json
+
+    values = {k: v for k, v in os.environ.items() if k.startswith("FILMLESS_")}
+    values["FILMLESS_DATA_DIR"] = str(settings.data_dir)
+    settings.data_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+    path = settings.data_dir / SAVED_SETTINGS_NAME
+    tmp = path.with_suffix(".tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w", encoding="utf-8") as fh:
+        json.dump(values, fh, ensure_ascii=False, indent=1, sort_keys=True)
+    os.chmod(tmp, 0o600)
+    os.replace(tmp, path)
+    return path

@@ -60,6 +60,7 @@ class Child:
             log.warning("%s did not stop within %.0f s; killing it", self.name, timeout)
             proc.kill()
             proc.wait()
+        log.info("stopped %s (exit code %s)", self.name, proc.returncode)
 
 
 class Supervisor:
@@ -71,8 +72,15 @@ class Supervisor:
         self._on_stop = on_stop
         self._stop = threading.Event()
         self.max_restarts = max_restarts
+        self.stop_reason: str | None = None
 
-    def request_stop(self, *_: object) -> None:
+    def request_stop(self, signum: int | None = None, _frame: object = None) -> None:
+        """Stop everything; the first reason given (a signal, a crashing part) is the one logged."""
+        if self.stop_reason is None:
+            try:
+                self.stop_reason = f"received {signal.Signals(signum).name}" if signum else "stop requested"
+            except ValueError:
+                self.stop_reason = f"received signal {signum}"
         self._stop.set()
 
     def run(self, poll: float = 0.5) -> int:
@@ -90,6 +98,7 @@ class Supervisor:
                         log.error("%s exited (code %s) %d times; stopping everything", child.name, code,
                                   child.restarts)
                         status = 1
+                        self.stop_reason = self.stop_reason or f"{child.name} kept exiting (code {code})"
                         self._stop.set()
                         break
                     # Back off a little more each time so a part that crashes at
@@ -101,10 +110,13 @@ class Supervisor:
                         break
                     child.start()
         finally:
+            reason = self.stop_reason or "stopped"
+            log.info("stopping every part: %s", reason)
             for child in reversed(self.children):
                 child.stop()
             if self._on_stop:
                 self._on_stop()
+            log.info("filmless stopped (%s)", reason)
             for sig, handler in previous.items():
                 signal.signal(sig, handler)
         return status

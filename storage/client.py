@@ -161,8 +161,9 @@ class OrthancStore(IndexQueries):
             raise ValueError(f"path must be absolute and plain: {path!r}")
         url = self.url + path
         try:
-            return self._raw.get(url, headers=dict(headers or {}), stream=True,
-                                 timeout=self._timeout if timeout is None else timeout)
+            return self._raw.get(
+                url, headers=dict(headers or {}), stream=True, timeout=self._timeout if timeout is None else timeout
+            )
         except requests.Timeout as exc:
             raise StorageTimeout("Orthanc did not answer in time", url) from exc
         except requests.RequestException as exc:
@@ -235,6 +236,53 @@ class OrthancStore(IndexQueries):
             lambda: self._api.put(endpoint, data=value.encode("utf-8"), timeout=self._timeout),
         )
 
+    def _modified_instance(self, endpoint: str, body: dict[str, Any]) -> bytes:
+        with self._errors(endpoint):
+            return bytes(self._api.post(endpoint, json=body, timeout=self._timeout).content)
+
+    def replace_identity(self, study_id: str, tags: Mapping[str, str]) -> str:
+        """Rewrite the identity tags of a stored study (the EMR's identity after a manual link)
+        and return the Orthanc id of the corrected study.
+
+        Orthanc 1.10 refuses to change PatientID on ``/studies/{id}/modify``, so each
+        instance is rewritten on its own (``/instances/{id}/modify`` keeps every UID),
+        stored, and only once every instance of the corrected copy is in Orthanc is the
+        modality's copy removed: the one place filmless removes anything, and only a copy
+        it has just replaced (the Orthanc id changes because it is derived from PatientID).
+        """
+        allowed = {"PatientID", "PatientName", "PatientBirthDate", "PatientSex", "IssuerOfPatientID", "AccessionNumber"}
+        unknown = set(tags) - allowed
+        if unknown:
+            raise ValueError(f"not an identity tag: {sorted(unknown)}")
+        instances = self._get_json(f"/studies/{study_id}/instances")
+        ids = [i["ID"] for i in instances if isinstance(i, dict) and "ID" in i]
+        if not ids:
+            raise NotFound(f"study {study_id} has no instances", f"{self.url}/studies/{study_id}")
+        new_study = ""
+        for instance_id in ids:
+            endpoint = f"/instances/{instance_id}/modify"
+            body = {
+                "Replace": dict(tags),
+                "Keep": ["StudyInstanceUID", "SeriesInstanceUID", "SOPInstanceUID"],
+                "Force": True,
+            }
+            data = self._modified_instance(endpoint, body)
+            result = self.upload(data)
+            if new_study and result.study_id != new_study:
+                raise StorageError(f"corrected copy of {study_id} split into two studies", f"{self.url}{endpoint}")
+            new_study = result.study_id
+        if new_study == study_id:
+            return study_id  # the identity was already the EMR's
+        stored = self._get_json(f"/studies/{new_study}/instances")
+        if len(stored) < len(ids):
+            raise StorageError(
+                f"corrected copy of {study_id} holds {len(stored)} of {len(ids)} instances; the original is kept",
+                f"{self.url}/studies/{new_study}",
+            )
+        endpoint = f"/studies/{study_id}"
+        self._call(endpoint, lambda: self._api.delete(endpoint, timeout=self._timeout))
+        return new_study
+
     # -- reading ------------------------------------------------------------
     def get_study_metadata(self, study_id: str, key: str) -> str | None:
         endpoint = f"/studies/{study_id}/metadata/{key}"
@@ -279,6 +327,11 @@ class OrthancStore(IndexQueries):
         body = {"Level": "Study", "Query": query, "Expand": True, "Limit": limit}
         found = self._post_json("/tools/find", body)
         return [self._summary(item) for item in found]
+
+    def study_is_stable(self, study_id: str) -> bool:
+        """Orthanc has received no instance of the study for its StableAge: the study is complete."""
+        body = self._get_json(f"/studies/{study_id}")
+        return bool(body.get("IsStable")) if isinstance(body, dict) else False
 
     def get_study(self, study_id: str) -> StudySummary:
         return self._summary(self._get_json(f"/studies/{study_id}"))

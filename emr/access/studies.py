@@ -19,7 +19,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from flask import g, request
+from flask import current_app, g, request
 
 from emr import db
 from emr.access.auth import current_actor, deny
@@ -133,8 +133,11 @@ def principal(token: str | None) -> str:
 
 
 def study_arriving(study_uid: str) -> bool:
-    """Is the study still arriving (so the viewer should wait rather than refuse)?"""
-    return reading.study_arriving(db.session(), study_uid, ARRIVING_SECONDS)
+    """Is the study still arriving (so the viewer should wait rather than refuse)? Not once
+    Orthanc calls it stable: a complete study shows no "still arriving" notice."""
+    store = current_app.extensions.get("emr.store")
+    is_stable = getattr(store, "study_is_stable", None)
+    return reading.study_arriving(db.session(), study_uid, ARRIVING_SECONDS, is_stable=is_stable)
 
 
 @dataclass(frozen=True)

@@ -243,6 +243,12 @@ def link_study(actor: Actor, study_id: int, body: LinkIn) -> Any:
     from flask import current_app
 
     study = linking.link_study_manually(
-        db.session(), actor, study_id, body.order_id, body.reason, store=current_app.extensions.get("emr.store")
+        db.session(),
+        actor,
+        study_id,
+        body.order_id,
+        body.reason,
+        store=current_app.extensions.get("emr.store"),
+        acknowledge_mismatch=body.acknowledge_mismatch,
     )
     return orders.study_dict(study)

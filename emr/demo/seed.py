@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import csv
 import logging
-from datetime import datetime, timedelta
+from datetime import timedelta
 from io import BytesIO
 from pathlib import Path
 from tempfile import TemporaryDirectory
@@ -23,6 +23,7 @@ from emr.access.audit import Actor
 from emr.access.users import create_user
 from emr.billing import prices
 from emr.billing.prices import PRICE_COLUMNS
+from emr.core.clock import to_local, utcnow
 from emr.core.normalize import split_name
 from emr.core.settings import EmrSettings
 from emr.db import make_engine, make_session_factory
@@ -158,7 +159,7 @@ def make_ct_series(
     """A small synthetic CT series (Part 10 bytes), UTF-8 names, one sphere-like phantom."""
     series_uid = generate_uid()
     frame_uid = generate_uid()
-    now = datetime.now()
+    now = to_local(utcnow())  # StudyDate/StudyTime: the facility's local time, as a modality writes them
     yy, xx = np.mgrid[0:size, 0:size]
     out = []
     for i in range(slices):
@@ -306,7 +307,7 @@ def seed(settings: EmrSettings, store: Any = None, *, signing: bool = True) -> l
             created.append(existing or patients.create_patient(session, clerk, data))
         has_orders = session.scalar(select(ImagingOrder.id).where(ImagingOrder.patient_id == created[0].id))
         if has_orders is None:
-            now = datetime.now()
+            now = to_local(utcnow())  # "tomorrow 09:00" below is the facility's tomorrow
             e1 = encounters.create_encounter(
                 session,
                 doctor,

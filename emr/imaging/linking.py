@@ -16,6 +16,7 @@ from sqlalchemy.orm import Session
 
 from emr.access import audit
 from emr.access.audit import SYSTEM, Actor
+from emr.core.dicom_dates import normalise_da
 from emr.core.exceptions import InvalidState, ValidationFailed
 from emr.core.states import OrderStatus, StudyState, after_images_linked
 from emr.imaging.order_lookup import find_order
@@ -24,7 +25,14 @@ from storage import NotFound, StorageError, StudySummary
 
 from ..models import ImagingOrder, LinkerState, Study, utcnow
 
-__all__ = ["LinkResult", "link_new_studies", "link_study_manually", "list_unmatched", "STUDY_CHANGES"]
+__all__ = [
+    "LinkResult",
+    "apply_emr_identity",
+    "link_new_studies",
+    "link_study_manually",
+    "list_unmatched",
+    "STUDY_CHANGES",
+]
 
 log = logging.getLogger(__name__)
 
@@ -98,8 +106,32 @@ def _tag_in_orthanc(store: Any, study: Study) -> None:
         log.warning("could not tag study %s in Orthanc: %s", study.orthanc_id, exc)
 
 
+def _replaced_copy_of(session: Session, summary: StudySummary) -> Study | None:
+    """The manually linked study whose PACS copy Orthanc has just rewritten with the EMR identity.
+
+    :func:`apply_emr_identity` gives the study a new Orthanc id; when the changes feed
+    shows the new copy before that id is saved, this keeps it from becoming a second study.
+    """
+    if not summary.study_instance_uid or not summary.patient_id:
+        return None
+    for study in session.scalars(
+        select(Study).where(
+            Study.study_instance_uid == summary.study_instance_uid,
+            Study.state == StudyState.LINKED,
+            Study.link_method == "manual",
+        )
+    ):
+        order = session.get(ImagingOrder, study.order_id) if study.order_id is not None else None
+        if order is not None and summary.accession_number == order.accession_number:
+            study.orthanc_id = summary.orthanc_id
+            return study
+    return None
+
+
 def _upsert(session: Session, summary: StudySummary) -> Study:
     study = session.scalar(select(Study).where(Study.orthanc_id == summary.orthanc_id))
+    if study is None:
+        study = _replaced_copy_of(session, summary)
     if study is None:
         study = Study(
             orthanc_id=summary.orthanc_id, study_instance_uid=summary.study_instance_uid, state=StudyState.UNMATCHED
@@ -108,7 +140,7 @@ def _upsert(session: Session, summary: StudySummary) -> Study:
     study.accession_number = summary.accession_number[:16] or None
     study.dicom_patient_id = summary.patient_id[:64] or None
     study.dicom_patient_name = summary.patient_name[:200] or None
-    study.study_date = summary.study_date[:8] or None
+    study.study_date = normalise_da(summary.study_date)
     study.modalities = "\\".join(summary.modalities)[:64] or None
     study.description = summary.study_description[:200] or None
     return study
@@ -178,17 +210,93 @@ def list_unmatched(session: Session) -> list[Study]:
 
 
 def link_study_manually(
-    session: Session, actor: Actor, study_id: int, order_id: int, reason: str = "", store: Any = None
+    session: Session,
+    actor: Actor,
+    study_id: int,
+    order_id: int,
+    reason: str = "",
+    store: Any = None,
+    *,
+    acknowledge_mismatch: bool = False,
 ) -> Study:
-    """A records clerk links a queued study to an order (audited)."""
+    """A records clerk links a queued study to an order (audited).
+
+    A study whose modality or date disagrees with the order is linked only once the clerk
+    has seen and confirmed the mismatch. After the link the PACS copy is given the EMR's
+    identity and the order's accession number, as the gateway does for studies that
+    arrive with a known accession number.
+    """
+    from .reconcile import link_mismatches
+
     study = get_or_404(session, Study, study_id, "study")
     order = get_or_404(session, ImagingOrder, order_id, "order")
     if study.state == StudyState.LINKED:
         raise InvalidState("study already linked", key="reconcile.error.already_linked")
     if order.status == OrderStatus.CANCELLED and not reason.strip():
         raise ValidationFailed({"reason": "reconcile.error.reason_cancelled"})
+    mismatches = link_mismatches(study, order)
+    if mismatches and not acknowledge_mismatch:
+        raise ValidationFailed({"acknowledge_mismatch": "reconcile.error.mismatch_unconfirmed"})
     _attach(session, actor, study, order, "manual", reason=reason or None)
+    if mismatches:
+        audit.record(
+            session,
+            actor,
+            "study.link_mismatch",
+            patient_id=order.patient_id,
+            object_type="study",
+            object_id=study.study_instance_uid,
+            details={"order_id": order.id, "mismatches": mismatches},
+        )
     session.commit()
     if store is not None:
+        apply_emr_identity(session, actor, store, study)
         _tag_in_orthanc(store, study)
     return study
+
+
+def apply_emr_identity(session: Session, actor: Actor, store: Any, study: Study) -> bool:
+    """Give the stored study the EMR patient's identity and the order's accession number (audited).
+
+    Best effort like the Orthanc tags: the link in the EMR is what counts; a failure is
+    logged and audited, and the study keeps its Orthanc id until it can be retried.
+    """
+    from emr.imaging.identity import order_identity
+
+    order = session.get(ImagingOrder, study.order_id) if study.order_id is not None else None
+    tags = order_identity(session, order) if order is not None else None
+    if order is None or tags is None:
+        return False
+    tags = {**tags, "AccessionNumber": order.accession_number}
+    before = {"orthanc_id": study.orthanc_id, "patient_id": study.dicom_patient_id}
+    try:
+        new_id = store.replace_identity(study.orthanc_id, tags)
+    except StorageError as exc:
+        log.warning("could not apply the EMR identity to study %s in Orthanc: %s", study.orthanc_id, exc)
+        audit.record(
+            session,
+            actor,
+            "study.identity",
+            outcome="failure",
+            patient_id=order.patient_id,
+            object_type="study",
+            object_id=study.study_instance_uid,
+            details={**before, "error": str(exc)[:300]},
+        )
+        session.commit()
+        return False
+    study.orthanc_id = new_id
+    study.dicom_patient_id = tags["PatientID"]
+    study.dicom_patient_name = tags["PatientName"]
+    study.accession_number = order.accession_number
+    audit.record(
+        session,
+        actor,
+        "study.identity",
+        patient_id=order.patient_id,
+        object_type="study",
+        object_id=study.study_instance_uid,
+        details={"before": before, "after": {"orthanc_id": new_id, "patient_id": tags["PatientID"]}},
+    )
+    session.commit()
+    return True

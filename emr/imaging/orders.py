@@ -13,13 +13,14 @@ from emr.access import audit
 from emr.access.audit import Actor
 from emr.access.care import ensure_patient_access
 from emr.billing.prices import price_on
-from emr.core.clock import local_today, to_utc
+from emr.core.clock import local_today, to_local, to_utc
 from emr.core.exceptions import InvalidState, ValidationFailed
 from emr.core.states import CANCELLABLE, OrderStatus
 from emr.models.lookup import get_or_404, next_number, parse
 
 from ..models import Encounter, ImagingOrder, Patient, Study, User, utcnow
 from ..schemas import OrderIn
+from .order_visit import visit_for_new_order
 
 __all__ = [
     "create_order",
@@ -37,14 +38,15 @@ def create_order(session: Session, actor: Actor, data: OrderIn | dict[str, Any])
     patient = get_or_404(session, Patient, data.patient_id, "patient")
     if patient.status != "active":
         raise InvalidState("merged patients are read-only", key="patients.error.merged")
-    department_id = None
     if data.encounter_id is not None:
         enc = session.get(Encounter, data.encounter_id)
         if enc is None or enc.patient_id != patient.id:
             raise ValidationFailed({"encounter_id": "orders.error.encounter"})
         if enc.status != "open":
             raise ValidationFailed({"encounter_id": "encounters.error.not_open"})
-        department_id = enc.department_id
+    else:
+        enc = visit_for_new_order(session, actor, patient)
+    department_id = enc.department_id if enc is not None else None
     now = utcnow()
     scheduled = now
     if data.scheduled_at is not None:
@@ -57,8 +59,9 @@ def create_order(session: Session, actor: Actor, data: OrderIn | dict[str, Any])
     price = price_on(session, data.procedure_code.upper(), local_today(now)) if data.procedure_code else None
     order = ImagingOrder(
         patient_id=patient.id,
-        encounter_id=data.encounter_id,
-        accession_number=f"{now:%y%m%d}{next_number(session, 'accession'):06d}",
+        encounter_id=enc.id if enc is not None else None,
+        # The date part is the facility's day (a CT console and the paper slip show local dates).
+        accession_number=f"{to_local(now):%y%m%d}{next_number(session, 'accession'):06d}",
         study_instance_uid=generate_uid(prefix=None),
         modality=data.modality,
         procedure_code=data.procedure_code,
@@ -146,9 +149,7 @@ def apply_catalogue_price(session: Session, actor: Actor, order_id: int) -> Imag
     if order.price_hospital is not None:
         raise InvalidState(f"order {order.id} already has its price", key="orders.error.already_priced")
     price = (
-        price_on(session, order.procedure_code.upper(), local_today(order.ordered_at))
-        if order.procedure_code
-        else None
+        price_on(session, order.procedure_code.upper(), local_today(order.ordered_at)) if order.procedure_code else None
     )
     if price is None:
         raise InvalidState(f"no price for order {order.id} on its date", key="orders.error.no_catalogue_price")

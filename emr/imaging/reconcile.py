@@ -12,10 +12,11 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from datetime import datetime
 
-from sqlalchemy import func, select
+from sqlalchemy import func, or_, select
 from sqlalchemy.orm import Session
 
 from emr.core.clock import local_day_bounds, to_local
+from emr.core.dicom_dates import parse_da
 from emr.core.normalize import fold
 from emr.core.states import AWAITING_IMAGES, OrderStatus, StudyState
 from emr.models.lookup import get_or_404
@@ -26,7 +27,11 @@ __all__ = [
     "Candidate",
     "QueueItem",
     "candidates_for",
+    "link_mismatches",
     "reconciliation_queue",
+    "queue_page",
+    "QueuePage",
+    "best_candidate",
     "get_unmatched",
     "resolve_order",
     "order_patient",
@@ -64,10 +69,8 @@ def _dicom_name_folded(name: str | None) -> str:
 
 
 def _study_day(study: Study) -> datetime | None:
-    try:
-        return datetime.strptime(study.study_date or "", "%Y%m%d")
-    except ValueError:
-        return None
+    day = parse_da(study.study_date)
+    return None if day is None else datetime.combine(day, datetime.min.time())
 
 
 def candidates_for(session: Session, study: Study, limit: int = 5) -> list[Candidate]:
@@ -136,12 +139,67 @@ def candidates_for(session: Session, study: Study, limit: int = 5) -> list[Candi
     return (strong or ranked)[:limit]
 
 
+def link_mismatches(study: Study, order: ImagingOrder) -> list[str]:
+    """What disagrees between a study and the order it is about to be linked to: ``modality``
+    (the study holds no series of the ordered modality) and ``date`` (the study date is not the
+    order's scheduled day, facility time). The clerk must confirm each before linking."""
+    found: list[str] = []
+    modalities = set((study.modalities or "").split("\\")) - {"", "SR", "PR", "KO", "DOC"}
+    if modalities and order.modality not in modalities:
+        found.append("modality")
+    day = _study_day(study)
+    if day is not None and to_local(order.scheduled_at).date() != day.date():
+        found.append("date")
+    return found
+
+
+QUEUE_PAGE = 20
+
+
+@dataclass
+class QueuePage:
+    items: list[QueueItem]
+    total: int
+    page: int
+    pages: int
+
+
 def reconciliation_queue(session: Session, limit: int = 200) -> list[QueueItem]:
     """Unmatched studies, oldest first, each with its suggested orders."""
-    studies = session.scalars(
-        select(Study).where(Study.state == StudyState.UNMATCHED).order_by(Study.first_seen_at, Study.id).limit(limit)
-    )
-    return [QueueItem(s, candidates_for(session, s)) for s in studies]
+    return queue_page(session, size=limit).items
+
+
+def queue_page(session: Session, *, query: str = "", page: int = 1, size: int = QUEUE_PAGE) -> QueuePage:
+    """One page of the queue, oldest first, optionally only studies whose name, patient ID,
+    accession number or description contains ``query`` (accents and case ignored for names)."""
+    stmt = select(Study).where(Study.state == StudyState.UNMATCHED)
+    q = query.strip()[:64]
+    if q:
+        like = f"%{q}%"
+        folded = f"%{fold(q)}%"
+        stmt = stmt.where(
+            or_(
+                Study.dicom_patient_id.ilike(like),
+                Study.accession_number.ilike(like),
+                Study.description.ilike(like),
+                func.lower(Study.dicom_patient_name).like(folded.replace(" ", "%")),
+                Study.dicom_patient_name.ilike(like),
+            )
+        )
+    total = int(session.scalar(select(func.count()).select_from(stmt.subquery())) or 0)
+    pages = max(1, -(-total // size))
+    page = min(max(1, page), pages)
+    studies = session.scalars(stmt.order_by(Study.first_seen_at, Study.id).offset((page - 1) * size).limit(size))
+    return QueuePage([QueueItem(s, candidates_for(session, s)) for s in studies], total, page, pages)
+
+
+def best_candidate(session: Session, study: Study) -> Candidate | None:
+    """The suggestion a bulk link may take without a person looking: the patient matched by ID or
+    name, exactly one such order, and neither modality nor date disagreeing."""
+    strong = [c for c in candidates_for(session, study, limit=5) if {"patient_id", "name"} & set(c.reasons)]
+    if len(strong) != 1 or link_mismatches(study, strong[0].order):
+        return None
+    return strong[0]
 
 
 def count_unmatched(session: Session) -> int:

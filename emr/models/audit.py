@@ -43,6 +43,8 @@ class AuditEntry(Base):
         Index("ix_audit_log_patient", "patient_id", "id"),
         Index("ix_audit_log_user", "user_id", "id"),
         Index("ix_audit_log_at", "at"),
+        Index("ix_audit_log_username", "username", "id"),
+        Index("ix_audit_log_action", "action", "id"),
     )
 
 

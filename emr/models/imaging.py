@@ -35,6 +35,7 @@ class ShareLink(Base):
     failed_attempts: Mapped[int] = mapped_column(default=0)
     locked_until: Mapped[datetime | None]
     last_access_at: Mapped[datetime | None]
+    code_hint: Mapped[str | None] = mapped_column(String(8))  # last characters of the code, to tell slips apart
 
 
 class StudyMeasurements(Base):

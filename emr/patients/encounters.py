@@ -13,6 +13,7 @@ from sqlalchemy.orm import Session
 from emr.access import audit
 from emr.access.audit import Actor
 from emr.access.care import ensure_patient_access
+from emr.core.clock import to_local
 from emr.core.exceptions import InvalidState, ValidationFailed
 from emr.models.lookup import get_or_404, next_number, parse
 
@@ -28,6 +29,7 @@ __all__ = [
     "load_icd10",
     "ensure_department",
     "encounter_dict",
+    "attending_choices",
 ]
 
 
@@ -99,7 +101,7 @@ def create_encounter(session: Session, actor: Actor, data: EncounterIn | dict[st
     now = utcnow()
     enc = Encounter(
         patient_id=patient.id,
-        visit_code=f"{now:%y%m%d}{next_number(session, 'visit'):08d}",
+        visit_code=f"{to_local(now):%y%m%d}{next_number(session, 'visit'):08d}",  # the facility's day
         kind=data.kind,
         department_id=dep.id,
         attending_id=attending.id,
@@ -230,3 +232,15 @@ def retention_until(record_type: str, closed: date) -> int | None:
 
     years = RETENTION_YEARS[record_type]
     return None if years is None else closed.year + years
+
+
+def attending_choices(session: Session) -> list[tuple[str, str]]:
+    """(username, "Full name · department") of every active physician and radiologist, by name:
+    the visit form offers these instead of a free-text user name."""
+    rows = session.execute(
+        select(User.username, User.full_name, Department.name)
+        .outerjoin(Department, Department.id == User.department_id)
+        .where(User.active.is_(True), User.role.in_(("physician", "radiologist")))
+        .order_by(User.full_name, User.username)
+    )
+    return [(username, f"{name} · {dep}" if dep else name) for username, name, dep in rows]

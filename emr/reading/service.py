@@ -9,6 +9,8 @@ calls that once per reader and study, not per frame.
 from __future__ import annotations
 
 import json
+import logging
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
@@ -38,6 +40,8 @@ __all__ = [
     "study_arriving",
 ]
 
+log = logging.getLogger(__name__)
+
 # unread: no report yet; draft: written, not signed; amended: a signed report
 # has a newer unsigned version; signed.
 REPORT_STATUSES = ("unread", "draft", "amended", "signed")
@@ -56,18 +60,30 @@ def find_linked_study(session: Session, study_uid: str) -> Study | None:
     )
 
 
-def study_arriving(session: Session, study_uid: str, seconds: float) -> bool:
+def study_arriving(
+    session: Session, study_uid: str, seconds: float, is_stable: Callable[[str], bool] | None = None
+) -> bool:
     """First seen by the linker less than ``seconds`` ago: Orthanc may still be receiving it.
 
-    A study whose report is already signed is complete as far as anyone is
-    concerned (the radiologist read it): no "still arriving" notice, neither
-    for staff nor on the patient's share link.
+    A study Orthanc already calls stable (no instance for its StableAge) is complete,
+    so the notice goes away then rather than after the whole window. A study whose
+    report is already signed is complete as far as anyone is concerned (the
+    radiologist read it): no "still arriving" notice, neither for staff nor on the
+    patient's share link.
     """
     row = session.execute(
-        select(Study.first_seen_at, Study.order_id).where(Study.study_instance_uid == study_uid).limit(1)
+        select(Study.first_seen_at, Study.order_id, Study.orthanc_id)
+        .where(Study.study_instance_uid == study_uid)
+        .limit(1)
     ).first()
     if row is None or row.first_seen_at is None or utcnow() - row.first_seen_at >= timedelta(seconds=seconds):
         return False
+    if is_stable is not None:
+        try:
+            if is_stable(row.orthanc_id):
+                return False
+        except Exception:  # noqa: BLE001 - Orthanc unreachable: fall back to the time window
+            log.debug("stability of %s unknown", row.orthanc_id, exc_info=True)
     if row.order_id is not None:
         doc = latest_report(session, row.order_id)
         if doc is not None and signed_version(doc) is not None:

@@ -14,6 +14,7 @@ import qrcode
 from fpdf import FPDF
 
 from emr.core.clock import to_local
+from emr.core.dicom_dates import display_da
 
 from ..i18n import t
 
@@ -24,8 +25,7 @@ FONT_BOLD = Path("/usr/share/fonts/truetype/dejavu/DejaVuSans-Bold.ttf")
 
 
 def _date(dicom_date: str) -> str:
-    d = dicom_date or ""
-    return f"{d[6:8]}/{d[4:6]}/{d[0:4]}" if len(d) == 8 and d.isdigit() else d
+    return display_da(dicom_date) if dicom_date else ""
 
 
 def render_slip(

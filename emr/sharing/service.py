@@ -44,7 +44,9 @@ __all__ = [
     "record_share_access",
     "revoke_share_link",
     "share_actor",
+    "share_link_rows",
     "shared_report",
+    "shared_report_pdf",
 ]
 
 DEFAULT_DAYS = 30
@@ -124,6 +126,7 @@ def create_share_link(
         created_at=now,
         expires_at=now + timedelta(days=days),
         failed_attempts=0,
+        code_hint=code[-4:],
     )
     session.add(link)
     session.flush()
@@ -142,6 +145,50 @@ def create_share_link(
 
 def list_share_links(session: Session, study_id: int) -> list[ShareLink]:
     return list(session.scalars(select(ShareLink).where(ShareLink.study_id == study_id).order_by(ShareLink.id.desc())))
+
+
+def share_link_rows(session: Session, study_id: int) -> list[dict[str, Any]]:
+    """The study's links as staff see them: code ending, who printed it, when last opened, state.
+
+    Every *In phiếu* prints a new valid link and PIN, so the desk needs to see which
+    ones exist before revoking; the full code is never stored, only its last characters.
+    """
+    from ..models import User
+
+    links = list_share_links(session, study_id)
+    ids = {link.created_by for link in links}
+    names = {uid: name for uid, name in session.execute(select(User.id, User.full_name).where(User.id.in_(ids)))}
+    now = utcnow()
+    return [
+        {
+            "id": link.id,
+            "code_hint": link.code_hint or "",
+            "created_at": link.created_at,
+            "created_by": names.get(link.created_by, ""),
+            "expires_at": link.expires_at,
+            "last_access_at": link.last_access_at,
+            "state": _status(link, now) or "active",
+        }
+        for link in links
+    ]
+
+
+def shared_report_pdf(session: Session, link: ShareLink) -> bytes | None:
+    """The signed report PDF of a link (the complete, signed artifact only), for the patient to keep."""
+    from emr.signing.service import artifact_for
+
+    if link.document_id is None:
+        return None
+    doc = session.get(Document, link.document_id)
+    if doc is None or doc.status == "cancelled":
+        return None
+    version = signed_version(doc)
+    if version is None:
+        return None
+    artifact = artifact_for(session, version.id)
+    if artifact is None or not artifact.complete:
+        return None
+    return artifact.pdf
 
 
 def revoke_share_link(session: Session, actor: Actor, link_id: int) -> ShareLink:
@@ -242,6 +289,8 @@ def check_pin(session: Session, link: ShareLink, pin: str, client_ip: str | None
 def record_share_access(
     session: Session, link: ShareLink, client_ip: str | None, action: str, details: dict[str, Any] | None = None
 ) -> None:
+    """Audit one use of a link and remember when it was last opened (shown beside the link to staff)."""
+    link.last_access_at = utcnow()
     audit.record(
         session,
         share_actor(link, client_ip),

@@ -18,6 +18,8 @@ from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.errors import InvalidDicomError
 from pydicom.uid import PYDICOM_IMPLEMENTATION_UID, ExplicitVRLittleEndian, generate_uid
 
+from emr.core.clock import to_local, utcnow
+
 from .exceptions import DicomEncapsulationError
 
 __all__ = ["ENCAPSULATED_PDF_STORAGE", "STUDY_TAGS", "encapsulate_pdf", "extract_pdf"]
@@ -56,7 +58,7 @@ def encapsulate_pdf(
         raise DicomEncapsulationError(
             "StudyInstanceUID and PatientID are required", key="signing.error.dicom"
         )
-    when = when or dt.datetime.now()
+    when = when or to_local(utcnow())  # DICOM dates and times are the facility's local time
     ds = Dataset()
     ds.SpecificCharacterSet = "ISO_IR 192"
     for keyword in STUDY_TAGS:

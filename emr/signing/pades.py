@@ -15,6 +15,7 @@ import functools
 import io
 import os
 import tempfile
+from datetime import datetime
 from pathlib import Path
 
 from pyhanko.pdf_utils.font.opentype import GlyphAccumulatorFactory
@@ -29,6 +30,7 @@ from pyhanko.sign.timestamps import TimestampRequestError
 from pyhanko.sign.timestamps.requests_client import RequestsHTTPTimeStamper
 from pyhanko.stamp import TextStampStyle
 
+from emr.core.clock import facility_zone
 from emr.i18n import t
 
 from .context import SigningContext, check_certificate
@@ -85,7 +87,8 @@ def _stamp_style() -> TextStampStyle:
     if _FONT is None:
         _FONT = GlyphAccumulatorFactory(_stamp_font(), font_size=8)
     return TextStampStyle(
-        stamp_text=t("signing.stamp", signer="%(signer)s", ts="%(ts)s"),
+        # %(ts_local)s, not pyHanko's %(ts)s: pyHanko formats "ts" in the server's zone (often UTC).
+        stamp_text=t("signing.stamp", signer="%(signer)s", ts="%(ts_local)s"),
         text_box_style=TextBoxStyle(font=_FONT, font_size=8),
         timestamp_format="%d/%m/%Y %H:%M:%S %z",
         border_width=1,
@@ -175,14 +178,16 @@ def sign_pdf(
         meta, signer=signer.signer, timestamper=timestamper, stamp_style=_stamp_style()
     )
     out = io.BytesIO()
+    # The stamp's time in the facility's zone (pyHanko would use the server's, often UTC).
+    stamp = {"ts_local": datetime.now(facility_zone()).strftime("%d/%m/%Y %H:%M:%S %z")}
     try:
         try:
-            pdf_signer.sign_pdf(writer, output=out, bytes_reserved=_RESERVED)
+            pdf_signer.sign_pdf(writer, output=out, bytes_reserved=_RESERVED, appearance_text_params=stamp)
         except PdfError as exc:  # a CMS larger than the room reserved: let pyHanko size it
             if "reserved" not in str(exc).lower() and "too large" not in str(exc).lower():
                 raise
             writer, out = _reader(pdf), io.BytesIO()
-            pdf_signer.sign_pdf(writer, output=out)
+            pdf_signer.sign_pdf(writer, output=out, appearance_text_params=stamp)
     except TimestampRequestError as exc:
         raise TimestampError(
             f"TSA {context.tsa_url} failed: {exc}", key="signing.error.tsa", url=context.tsa_url

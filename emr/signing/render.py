@@ -82,6 +82,8 @@ class RenderInput:
     department: str = ""
     created_at: dt.datetime | None = None
     extra_lines: Sequence[str] = field(default_factory=tuple)
+    # The exam a report is about (accession, procedure, modality, study date, ordered by/in).
+    exam: Sequence[tuple[str, str]] = field(default_factory=tuple)
 
 
 def verification_url(public_url: str, code: str) -> str:
@@ -89,16 +91,27 @@ def verification_url(public_url: str, code: str) -> str:
 
 
 class _Pdf(FPDF):
-    footer_text = ""
+    """A4 page whose footer carries the verification address and, on a line of its own, the code.
+
+    The code is what a person types into ``/verify``: it is never wrapped or cut,
+    so it gets its own line (with the page number at the right), and the address
+    line above wraps inside the margins if a long public URL needs it.
+    """
+
+    footer_url = ""
+    footer_code = ""
 
     def footer(self) -> None:
-        self.set_y(-12)
+        self.set_y(-15)
         self.set_font("DejaVu", size=7)
         self.set_text_color(90, 90, 90)
-        self.cell(0, 4, self.footer_text, new_x=XPos.LMARGIN, new_y=YPos.NEXT)
-        self.cell(
-            0, 4, t("signing.pdf.page", page=self.page_no(), pages="{nb}"), align="R"
-        )
+        self.multi_cell(0, 3.5, self.footer_url, align="L", new_x=XPos.LMARGIN, new_y=YPos.NEXT)
+        page = t("signing.pdf.page", page=self.page_no(), pages="{nb}")
+        page_w = self.get_string_width(page) + 2
+        self.set_font("DejaVu", "B", 8)
+        self.cell(self.epw - page_w, 4, self.footer_code)
+        self.set_font("DejaVu", size=7)
+        self.cell(page_w, 4, page, align="R")
         self.set_text_color(0, 0, 0)
 
 
@@ -124,9 +137,7 @@ def _validate(doc: RenderInput) -> None:
     names = [slot.field_name for slot in doc.signers]
     for name in names:
         if not _FIELD_NAME.match(name):
-            raise DocumentError(
-                f"bad signature field name {name!r}", key="signing.error.render", reason=name
-            )
+            raise DocumentError(f"bad signature field name {name!r}", key="signing.error.render", reason=name)
     if len(set(names)) != len(names):
         raise DocumentError("duplicate signature field names", key="signing.error.render", reason="field")
     if not re.fullmatch(r"[A-Za-z0-9_-]{4,128}", doc.verification_code):
@@ -143,7 +154,7 @@ def render_document_pdf(doc: RenderInput) -> bytes:
     url = verification_url(doc.public_url, doc.verification_code)
     pdf = _Pdf(format="A4", unit="mm")
     pdf.set_margins(15, 15, 15)
-    pdf.set_auto_page_break(True, margin=18)
+    pdf.set_auto_page_break(True, margin=21)
     pdf.add_font("DejaVu", "", str(find_font()))
     pdf.add_font("DejaVu", "B", str(find_font(bold=True)))
     pdf.set_title(doc.title)
@@ -151,7 +162,8 @@ def render_document_pdf(doc: RenderInput) -> bytes:
     pdf.set_lang("vi")
     if doc.created_at is not None:
         pdf.set_creation_date(doc.created_at)
-    pdf.footer_text = t("signing.pdf.verify", url=url, code=doc.verification_code)
+    pdf.footer_url = t("signing.pdf.verify_where", url=url)
+    pdf.footer_code = t("signing.pdf.verify_code", code=doc.verification_code)
     pdf.add_page()
 
     width = pdf.epw
@@ -167,8 +179,7 @@ def render_document_pdf(doc: RenderInput) -> bytes:
     pdf.multi_cell(
         text_w,
         4.5,
-        f"{t('signing.pdf.document_type')}: {doc.document_type} · "
-        + t("signing.pdf.version", version=doc.version),
+        f"{t('signing.pdf.document_type')}: {doc.document_type} · " + t("signing.pdf.version", version=doc.version),
         new_x=XPos.LMARGIN,
         new_y=YPos.NEXT,
     )
@@ -193,6 +204,17 @@ def render_document_pdf(doc: RenderInput) -> bytes:
             pdf.set_font("DejaVu", "B", 10)
             pdf.cell(cell_w - 28, 5.5, value)
         pdf.ln(5.5)
+    if doc.exam:
+        pdf.ln(2)
+        pdf.set_font("DejaVu", "B", 10)
+        pdf.cell(width, 6, t("signing.pdf.exam"), new_x=XPos.LMARGIN, new_y=YPos.NEXT, border="B")
+        pdf.ln(1)
+        for label, value in doc.exam:
+            pdf.set_font("DejaVu", "", 9)
+            pdf.cell(50, 5.5, f"{label}:")
+            pdf.set_font("DejaVu", "B", 10)
+            pdf.multi_cell(width - 50, 5.5, value or "—", new_x=XPos.LMARGIN, new_y=YPos.NEXT)
+        pdf.ln(1)
     for line in doc.extra_lines:
         pdf.set_font("DejaVu", "", 9)
         pdf.multi_cell(width, 5, line, new_x=XPos.LMARGIN, new_y=YPos.NEXT)
@@ -213,12 +235,12 @@ def render_document_pdf(doc: RenderInput) -> bytes:
         slot_w = width / per_row
         box_w, box_h, row_h = min(58.0, slot_w - 4), 24.0, 44.0
         pdf.ln(2)
-        if pdf.get_y() + 8 + row_h > pdf.h - 18:
+        if pdf.get_y() + 8 + row_h > pdf.h - 21:
             pdf.add_page()
         pdf.set_font("DejaVu", "B", 10)
         pdf.cell(width, 6, t("signing.pdf.signatures"), new_x=XPos.LMARGIN, new_y=YPos.NEXT)
         for start in range(0, len(doc.signers), per_row):
-            if pdf.get_y() + row_h > pdf.h - 18:
+            if pdf.get_y() + row_h > pdf.h - 21:
                 pdf.add_page()
             top = pdf.get_y() + 1
             for i, slot in enumerate(doc.signers[start : start + per_row]):

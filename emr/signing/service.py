@@ -34,7 +34,8 @@ from sqlalchemy.orm import Session, object_session
 
 from emr.access import audit
 from emr.access.audit import Actor
-from emr.core.clock import local_day
+from emr.core.clock import local_day, local_today
+from emr.core.dicom_dates import display_da
 from emr.core.exceptions import EmrError, InvalidState, ValidationFailed
 from emr.core.settings import EmrSettings
 from emr.documents import service as documents
@@ -301,6 +302,28 @@ def _signer_name(session: Session, doc: Document, version: DocumentVersion, slot
     return user.full_name if user else ""
 
 
+def _exam_lines(session: Session, doc: Document) -> list[tuple[str, str]]:
+    """What identifies the exam a report is about: accession, procedure, modality, study date,
+    ordering physician and ordering department (the order's, not the visit's)."""
+    order = session.get(ImagingOrder, doc.order_id) if doc.order_id is not None else None
+    if order is None:
+        return []
+    study = session.scalars(select(Study).where(Study.order_id == order.id).order_by(Study.id)).first()
+    by = session.get(User, order.ordered_by)
+    enc = session.get(Encounter, order.encounter_id) if order.encounter_id is not None else None
+    dep_id = order.department_id or (enc.department_id if enc else None)
+    ordering_dep = session.get(Department, dep_id) if dep_id is not None else None
+    procedure = order.procedure_name + (f" ({order.procedure_code})" if order.procedure_code else "")
+    return [
+        (t("signing.pdf.exam.accession"), order.accession_number),
+        (t("signing.pdf.exam.procedure"), procedure),
+        (t("signing.pdf.exam.modality"), order.modality),
+        (t("signing.pdf.exam.study_date"), display_da(study.study_date) if study and study.study_date else "—"),
+        (t("signing.pdf.exam.ordered_by"), by.full_name if by else "—"),
+        (t("signing.pdf.exam.department"), ordering_dep.name if ordering_dep else "—"),
+    ]
+
+
 def _render(session: Session, doc: Document, version: DocumentVersion, code: str, config: SigningConfig) -> bytes:
     patient = session.get(Patient, doc.patient_id)
     enc = session.get(Encounter, doc.encounter_id)
@@ -319,10 +342,16 @@ def _render(session: Session, doc: Document, version: DocumentVersion, code: str
     if enc is not None:
         extra.insert(0, t("signing.pdf.visit", code=enc.visit_code))
     title = t(f"documents.form.{doc.form_type}")
+    exam = _exam_lines(session, doc)
+    if exam:  # a report is issued by the reading department, not the visit's
+        author = session.get(User, version.created_by)
+        issuing = session.get(Department, author.department_id) if author and author.department_id else None
+        dep = issuing or dep
     return render_document_pdf(
         RenderInput(
             hospital_name=config.hospital_name,
             department=dep.name if dep else "",
+            exam=exam,
             patient_name=patient.full_name if patient else "",
             patient_code=patient.code if patient else "",
             patient_birth_date=patient.birth_date if patient else None,
@@ -788,7 +817,7 @@ class RetentionRow:
 
 def past_retention(session: Session, today: dt.date | None = None) -> list[RetentionRow]:
     """Documents of closed encounters whose retention period ended before ``today``. Nothing is deleted."""
-    today = today or dt.date.today()
+    today = today or local_today()
     rows = []
     query = (
         select(Document, Encounter)

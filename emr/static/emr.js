@@ -9,3 +9,11 @@ document.querySelectorAll("table.list").forEach((table) => {
     });
   });
 });
+
+// Forms that undo something (revoking a patient's share link) ask first; the
+// question is in the form's data-confirm, from the message catalogue.
+document.querySelectorAll("form[data-confirm]").forEach((form) => {
+  form.addEventListener("submit", (event) => {
+    if (!window.confirm(form.dataset.confirm)) event.preventDefault();
+  });
+});

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from flask import Blueprint, redirect, render_template, request, url_for
+from flask import Blueprint, g, redirect, render_template, request, url_for
 from sqlalchemy import select
 
 from emr.access.auth import current_actor, requires
@@ -77,8 +77,15 @@ def new_encounter(patient_id: int) -> Any:
         else:
             return redirect(url_for("patients.chart", patient_id=patient_id))
     departments = list(s.scalars(select(Department).order_by(Department.name)))
+    if request.method == "GET" and g.user.role in ("physician", "radiologist"):
+        values["attending_username"] = g.user.username  # the physician opening the visit, by default
     return render_template(
-        "patients/encounter_new.html", patient=patient, departments=departments, errors=errors, values=values
+        "patients/encounter_new.html",
+        patient=patient,
+        departments=departments,
+        attendings=encounters.attending_choices(s),
+        errors=errors,
+        values=values,
     ), (422 if errors else 200)
 
 

@@ -11,7 +11,7 @@ from flask import Blueprint, Response, current_app, g, jsonify, redirect, render
 from emr.access.auth import current_actor, requires
 from emr.access.care import ensure_patient_access, in_care_filter
 from emr.access.permissions import allowed
-from emr.core.exceptions import EmrError, InvalidState, NotFoundError
+from emr.core.exceptions import EmrError, NotFoundError
 from emr.core.states import StudyState
 from emr.documents import service as documents
 from emr.models.lookup import get_or_404
@@ -21,7 +21,8 @@ from emr.web.document_forms import content_from_form, content_inputs, document_e
 
 from .. import db
 from ..i18n import t
-from ..models import MODALITIES, URGENCIES, Encounter, ImagingOrder, Patient, Study, utcnow
+from ..imaging.order_visit import visit_for_report
+from ..models import MODALITIES, URGENCIES, ImagingOrder, Patient, Study, utcnow
 
 bp = Blueprint("reading", __name__, url_prefix="/reading")
 
@@ -79,20 +80,6 @@ def _report_templates() -> dict[str, dict[str, str]]:
     }
 
 
-def _encounter_for(s: Any, order: ImagingOrder) -> int | None:
-    if order.encounter_id is not None:
-        return order.encounter_id
-    from sqlalchemy import select
-
-    enc = s.scalar(
-        select(Encounter)
-        .where(Encounter.patient_id == order.patient_id, Encounter.status != "cancelled")
-        .order_by(Encounter.id.desc())
-        .limit(1)
-    )
-    return enc.id if enc else None
-
-
 def _render_read(
     study: Study,
     errors: dict[str, str] | None = None,
@@ -126,7 +113,7 @@ def _render_read(
         template_modality=order.modality if order.modality in TEMPLATE_MODALITIES else "",
         sign_url=_sign_url(doc.id) if doc is not None else None,
         can_share=shared,
-        share_links=sharing.list_share_links(s, study.id),
+        share_links=sharing.share_link_rows(s, study.id),
         saved=saved,
         now=utcnow(),
     ), status
@@ -160,14 +147,12 @@ def save_report(study_id: int) -> Any:
     doc = reading.latest_report(s, order.id)
     try:
         if doc is None:
-            encounter_id = _encounter_for(s, order)
-            if encounter_id is None:
-                raise InvalidState("no encounter for the report", key="reading.error.no_encounter")
+            visit = visit_for_report(s, current_actor(), order)
             documents.create_document(
                 s,
                 current_actor(),
                 {
-                    "encounter_id": encounter_id,
+                    "encounter_id": visit.id,
                     "form_type": "radiology_report",
                     "order_id": order.id,
                     "content": content,
@@ -197,7 +182,7 @@ def share_page(study_id: int) -> Any:
         patient=get_or_404(s, Patient, study.patient_id or 0, "patient"),
         report_status=reading.report_status(doc),
         can_share=doc is not None and reading.signed_version(doc) is not None,
-        share_links=sharing.list_share_links(s, study.id),
+        share_links=sharing.share_link_rows(s, study.id),
         now=utcnow(),
     )
 

@@ -13,7 +13,7 @@ from urllib.parse import urlencode
 
 from flask import Blueprint, current_app, redirect, render_template, request, send_file, session, url_for
 
-from emr.core.exceptions import EmrError
+from emr.core.exceptions import EmrError, NotFoundError
 from emr.models.lookup import get_or_404
 from emr.sharing import service as sharing
 from emr.sharing.tokens import viewer_token
@@ -61,8 +61,28 @@ def landing(code: str) -> Any:
         patient=patient,
         order=order,
         report=sharing.shared_report(s, link),
+        has_pdf=sharing.shared_report_pdf(s, link) is not None,
         viewer_url="/viewer/?" + urlencode({"study": link.study_instance_uid, "token": viewer_token(link)}),
     )
+
+
+@bp.get("/<code>/report.pdf")
+def report_pdf(code: str) -> Any:
+    """The signed report PDF (with its QR code to /verify), for the patient to keep or forward."""
+    from flask import Response
+
+    s = db.session()
+    link = sharing.find_link(s, code)
+    if not _unlocked(link):
+        return redirect(url_for("share.landing", code=code))
+    pdf = sharing.shared_report_pdf(s, link)
+    if pdf is None:
+        raise NotFoundError("signed report", link.id)
+    sharing.record_share_access(s, link, request.remote_addr, "share.download", {"what": "report_pdf"})
+    response = Response(pdf, mimetype="application/pdf")
+    response.headers["Content-Disposition"] = f'attachment; filename="ket-qua-{link.study_id}.pdf"'
+    response.headers["Cache-Control"] = "no-store"
+    return response
 
 
 @bp.get("/<code>/study.zip")

@@ -241,7 +241,10 @@ def cmd_audit_anchor(args: argparse.Namespace, settings: Settings) -> int:
     if anchor is None:
         print(t("audit.anchor.empty"))
         return 0
-    print(t("audit.anchor.created", id=anchor.id, row=anchor.last_id, time=anchor.created_at, url=anchor.tsa_url))
+    from emr.access.audit_query import local_time
+
+    print(t("audit.anchor.created_local", id=anchor.id, row=anchor.last_id, time=local_time(anchor.created_at),
+            url=anchor.tsa_url))  # fmt: skip
     return 0
 
 

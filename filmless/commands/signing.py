@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import logging
 import sys
 from pathlib import Path
 from typing import Any
@@ -135,6 +136,7 @@ def _load_crl(path: Path) -> Any:
 
 
 def cmd_verify(args: argparse.Namespace, settings: Settings) -> int:
+    from emr.core.clock import facility_zone
     from emr.i18n import t
     from emr.signing import load_trust_anchors, verify_pdf
 
@@ -145,20 +147,26 @@ def cmd_verify(args: argparse.Namespace, settings: Settings) -> int:
         print(f"filmless verify: {exc}", file=sys.stderr)
         return 2
     anchors = load_trust_anchors(_anchors_dir(settings))
+    if not anchors:
+        # Without a trusted CA no signature can be checked: say so in one line, not a traceback each.
+        print(t("signing.verify.no_anchors_cli", dir=_anchors_dir(settings)), file=sys.stderr)
+        return 2
+    if not getattr(args, "verbose", False):
+        # pyHanko logs every path it cannot build with a full traceback; the report below says why.
+        logging.getLogger("pyhanko").setLevel(logging.CRITICAL)
+        logging.getLogger("pyhanko_certvalidator").setLevel(logging.CRITICAL)
     report = verify_pdf(data, anchors, crls=crls, allow_fetching=args.fetch)
     if args.json:
         print(json.dumps(report.as_dict(), ensure_ascii=False, indent=2))
         return 0 if report.valid else 1
     verdict = t("signing.verify.valid") if report.valid else t("signing.verify.invalid")
     print(f"{args.file}: {verdict.upper()}  (sha256 {report.sha256})")
-    if not anchors:
-        print("  (no trust anchors: filmless pki import-anchor CERT)")
     for key in report.problems:
         print(f"  - {t(key)}")
     for sig in report.signatures:
         state = t("signing.verify.valid") if sig.valid else t("signing.verify.invalid")
         when = sig.timestamp_time or sig.signing_time
-        when_text = f"; {when:%d/%m/%Y %H:%M:%S %Z}" if when else ""
+        when_text = f"; {when.astimezone(facility_zone()):%d/%m/%Y %H:%M:%S %z}" if when else ""
         print(
             f"  [{sig.field_name}] {sig.signer_name or '?'}: {state}"
             f"; {t('signing.verify.chain.' + sig.chain_status)}{when_text}"
@@ -222,11 +230,12 @@ def demo_tsa(settings: Settings, demo: bool) -> tuple[Any, dict[str, str]] | Non
 def cmd_retention_report(args: argparse.Namespace, settings: Settings) -> int:
     import datetime as dt
 
+    from emr.core.clock import local_today
     from emr.db import make_engine, make_session_factory
     from emr.signing.service import past_retention
 
     try:
-        today = dt.date.fromisoformat(args.date) if args.date else dt.date.today()
+        today = dt.date.fromisoformat(args.date) if args.date else local_today()
     except ValueError:
         print(f"filmless retention: bad date {args.date!r} (YYYY-MM-DD)", file=sys.stderr)
         return 2

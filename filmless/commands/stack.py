@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import logging
 import signal
 import sys
 import threading
@@ -11,6 +12,8 @@ from pathlib import Path
 from typing import Any
 
 from ..settings import Settings
+
+log = logging.getLogger("filmless.up")
 
 
 def register(sub: Any) -> None:
@@ -124,11 +127,14 @@ def _banner(settings: Settings, accounts: list[tuple[str, str, str]]) -> str:
 def cmd_up(args: argparse.Namespace, settings: Settings) -> int:
     from storage import open_store
 
+    from ..settings import save_running_settings
     from ..supervisor import Child, Supervisor
 
     settings.data_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
     if not args.demo and refuse_demo_leftovers(settings):
         return 2
+    saved = save_running_settings(settings)
+    log.info("settings of this installation saved to %s (other filmless commands read them)", saved)
     children = []
     if settings.storage.managed:
         children.append(Child("storage", ["storage"]))

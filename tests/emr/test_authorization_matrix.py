@@ -100,15 +100,19 @@ EXPECTED: dict[tuple[str, str], set[str] | None] = {
     ("GET", "/s/<code>"): None,
     ("POST", "/s/<code>"): None,
     ("GET", "/s/<code>/study.zip"): None,
+    ("GET", "/s/<code>/report.pdf"): None,
+    ("GET", "/admin/audit.csv"): {"admin"},
+    ("POST", "/reconcile/bulk"): {"records_clerk"},
     # Signature verification (issue 5): public, no patient data unless logged in with document.read.
     # The /signing/* and /verify/* pages are checked in tests/signing/test_workflow.py.
     ("GET", "/api/verify/<code>"): None,
-    ("GET", "/healthz"): None,
+    ("GET", "/favicon.ico"): None,
+    ("GET", "/healthz"): None,  # `filmless check`: "ok" or 503, nothing else
     # Care scope (issue 10): break the glass for a patient outside one's care, and its review.
     # Scope checks per patient are tested in tests/security/test_access_care_scope.py.
     ("GET", "/patients/<int:patient_id>/break-glass"): {"physician", "radiologist", "technician"},
     ("POST", "/patients/<int:patient_id>/break-glass"): {"physician", "radiologist", "technician"},
-    ("GET", "/admin/break-glass"): {"admin"},  # `filmless check`: "ok" or 503, nothing else
+    ("GET", "/admin/break-glass"): {"admin"},
     ("POST", "/api/verify"): None,
 }
 _OTHER_ROUTES_OWNED_ELSEWHERE = re.compile(r"^/(viewer|verify|fhir|signing|export)")

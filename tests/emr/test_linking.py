@@ -4,11 +4,13 @@ from __future__ import annotations
 
 from typing import Any
 
+import pytest
 from pydicom.uid import generate_uid
-from sqlalchemy import select
+from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from emr import link_new_studies
+from emr.core.exceptions import ValidationFailed
 from emr.demo.seed import make_ct_series
 from emr.imaging import linking, orders
 from emr.models import AuditEntry, ImagingOrder, Study
@@ -75,9 +77,36 @@ def test_study_with_accession_is_linked_and_unknown_study_is_queued(
     assert again.linked == 0 and session.scalar(select(Study).where(Study.order_id == order.id)) is not None
 
     clerk = world.actor("records_clerk")
-    other = orders.create_order(session, doctor, {"patient_id": p.id, "modality": "CT", "procedure_name": "CT bụng"})
-    linking.link_study_manually(session, clerk, queued[0].id, other.id, "máy chụp nhập sai số phiếu", store=orthanc)
+    other = orders.create_order(session, doctor, {"patient_id": p.id, "modality": "MR", "procedure_name": "MRI bụng"})
+    # A CT study on an MR order: refused until the clerk confirms the mismatch.
+    with pytest.raises(ValidationFailed) as refused:
+        linking.link_study_manually(session, clerk, queued[0].id, other.id, "máy chụp nhập sai số phiếu", store=orthanc)
+    assert refused.value.fields == {"acknowledge_mismatch": "reconcile.error.mismatch_unconfirmed"}
+    session.rollback()
+    old_orthanc_id = queued[0].orthanc_id
+    linking.link_study_manually(
+        session, clerk, queued[0].id, other.id, "máy chụp nhập sai số phiếu", store=orthanc, acknowledge_mismatch=True
+    )
     assert linking.list_unmatched(session) == []
+    # The PACS copy now carries the EMR identity and the order's accession number, same Study UID.
+    session.expire_all()
+    relinked = session.get(Study, queued[0].id)
+    assert relinked is not None and relinked.orthanc_id != old_orthanc_id
+    stored = orthanc.get_study(relinked.orthanc_id)
+    assert (stored.patient_id, stored.accession_number, stored.study_instance_uid) == (
+        p.code,
+        other.accession_number,
+        stray_uid,
+    )
+    assert "Nhung" in stored.patient_name
+    from storage import NotFound
+
+    with pytest.raises(NotFound):
+        orthanc.get_study(old_orthanc_id)  # the modality's copy was replaced, not kept beside it
+    assert link_new_studies(session, orthanc).linked == 0  # the corrected copy is the same study, not a new one
+    assert session.scalar(select(func.count()).select_from(Study).where(Study.study_instance_uid == stray_uid)) == 1
+    kinds = set(session.scalars(select(AuditEntry.action).where(AuditEntry.username == "records_clerk1")))
+    assert {"study.link", "study.link_mismatch", "study.identity"} <= kinds
     row = session.scalars(
         select(AuditEntry).where(AuditEntry.action == "study.link", AuditEntry.username == "records_clerk1")
     ).one()

@@ -6,6 +6,7 @@ import io
 import os
 import subprocess
 import sys
+import warnings
 from pathlib import Path
 
 from pydicom import dcmread
@@ -44,11 +45,32 @@ def test_import_folder_counts_accepted_and_rejected(orthanc_process: OrthancProc
     no_uid.save_as(buf)
     (folder / "broken.dcm").write_bytes(buf.getvalue())
 
+    # No study/series UIDs (Orthanc would only say "no such resource"), and a value pydicom warns about.
+    no_study = dcmread(io.BytesIO(ct_instance()))
+    del no_study.StudyInstanceUID
+    del no_study.SeriesInstanceUID
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        no_study.PatientAge = "45 years"  # not a valid AS value: pydicom warns when reading it
+        buf = io.BytesIO()
+        no_study.save_as(buf)
+    (folder / "nostudy.dcm").write_bytes(buf.getvalue())
+    dicomdir = dcmread(io.BytesIO(ct_instance()))
+    dicomdir.file_meta.MediaStorageSOPClassUID = "1.2.840.10008.1.3.10"
+    buf = io.BytesIO()
+    dicomdir.save_as(buf)
+    (folder / "DICOMDIR").write_bytes(buf.getvalue())
+
     first = _run_import(orthanc_process, tmp_path / "cd-export")
     assert first.returncode == 1, first.stderr  # some files were rejected
-    assert "accepted: 5" in first.stdout and "rejected: 2" in first.stdout
+    assert "accepted: 5" in first.stdout and "rejected: 3" in first.stdout and "skipped: 1" in first.stdout
     assert "notes.txt: not a readable DICOM file" in first.stdout
-    assert "broken.dcm: no SOP Instance UID" in first.stdout
+    assert "broken.dcm: missing SOP Instance UID (0008,0018)" in first.stdout
+    assert "nostudy.dcm: missing Study Instance UID (0020,000D), Series Instance UID (0020,000E)" in first.stdout
+    assert "no such resource" not in first.stdout.lower()
+    assert "skipped (not imported on purpose, nothing is wrong with them):" in first.stdout
+    assert "DICOMDIR (an index, not an image)" in first.stdout
+    assert "Warning" not in first.stderr and "pydicom" not in first.stderr, first.stderr
 
     store = orthanc_process.store()
     for sop in sops:

@@ -51,3 +51,14 @@ def test_import_anchor_rejects_non_ca(data_dir, pki, capsys) -> None:
     leaf.write_bytes(pki.users["bs.an"].cert_path.read_bytes())
     assert main(["pki", "import-anchor", str(leaf)]) == 1
     assert "không phải chứng thư của tổ chức chứng thực" in capsys.readouterr().err
+
+
+def test_verify_without_trust_anchors_says_so_in_one_vietnamese_line(data_dir, signed_twice: bytes, capsys) -> None:
+    """A machine without the development CA (issue 13): one line, not a traceback per signature."""
+    pdf = data_dir / "report.pdf"
+    pdf.write_bytes(signed_twice)
+    assert main(["verify", str(pdf)]) == 2
+    captured = capsys.readouterr()
+    lines = [line for line in captured.err.splitlines() if line.strip()]
+    assert len(lines) == 1 and "chứng thư gốc" in lines[0] and "import-anchor" in lines[0], captured.err
+    assert "Traceback" not in captured.err + captured.out
