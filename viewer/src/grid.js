@@ -203,7 +203,9 @@ export class Grid {
       ctx.institution || tagValue(meta, '00080080') || '',
       tagValue(study, '00081030') || tagValue(meta, '00081030') || '',
       formatDate(tagValue(study, '00080020') || tagValue(meta, '00080020')),
-      t('viewer.overlay.series', { number: cell.series.number ?? '', description: cell.series.description }),
+      cell.series.description
+        ? t('viewer.overlay.series', { number: cell.series.number ?? '', description: cell.series.description })
+        : t('viewer.overlay.series_number', { number: cell.series.number ?? '' }),
     ]);
     const index = vp.getCurrentImageIdIndex?.() ?? 0;
     const props = vp.getProperties?.() || {};
@@ -212,9 +214,11 @@ export class Grid {
       t('viewer.overlay.image', { index: index + 1, count: cell.stack.imageIds.length }),
       cw ? t('viewer.overlay.window', { width: Math.round(cw.width), center: Math.round(cw.center) }) : '',
     ]);
+    // getZoom() is NaN until the camera has been fitted to the first image.
     let zoom = '';
     try {
-      zoom = t('viewer.overlay.zoom', { zoom: Math.round(vp.getZoom() * 100) });
+      const factor = vp.getZoom();
+      if (Number.isFinite(factor) && factor > 0) zoom = t('viewer.overlay.zoom', { zoom: Math.round(factor * 100) });
     } catch {
       zoom = '';
     }
