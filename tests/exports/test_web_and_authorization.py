@@ -59,6 +59,10 @@ def test_every_route_is_in_the_table(app: Flask) -> None:
 
 
 def test_matrix(app: Flask, client: FlaskClient, tokens: dict[str, str], world: Any) -> None:
+    from emr.access.login_guard import LoginGuard
+
+    # Dozens of logins from one address: this test is about roles, not the login rate limit.
+    app.extensions["emr.login_guard"] = LoginGuard(rate_per_minute=10**6, burst=10**6)
     for method, rule in _routes(app):
         allowed_roles = EXPECTED[(method, rule)]
         if allowed_roles is None:

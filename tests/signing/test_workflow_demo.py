@@ -49,9 +49,17 @@ def test_demo_seed_signs_stores_and_exports(tmp_path: Path, fresh_orthanc: Calla
     engine = make_engine(settings.database_url)
     try:
         with make_session_factory(engine)() as session:
-            report = session.scalars(select(Document).where(Document.form_type == "radiology_report")).one()
-            artifact = session.scalar(select(SignedArtifact).where(SignedArtifact.document_id == report.id))
-            assert artifact is not None and artifact.complete
+            # The chest CT's report is the one the demo stores in the PACS (the inpatient stay's
+            # X-ray report is signed but stays in the EMR).
+            stored = session.scalars(
+                select(SignedArtifact)
+                .join(Document, Document.id == SignedArtifact.document_id)
+                .where(Document.form_type == "radiology_report", SignedArtifact.pacs_instance_id.is_not(None))
+            ).all()
+            assert len(stored) == 1
+            artifact = stored[0]
+            report = session.get(Document, artifact.document_id)
+            assert report is not None and artifact.complete
             pdf = bytes(artifact.pdf)
             anchors = load_trust_anchors(data / "pki" / "trust-anchors")
             assert verify_pdf(pdf, anchors).valid

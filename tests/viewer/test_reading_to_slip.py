@@ -146,7 +146,10 @@ def _shot(page: Any, name: str, full_page: bool = False) -> None:
 
 def _draw_ellipse_on_lesion(page: Any, frame: Any) -> dict[str, Any]:
     """An elliptical ROI inside slice 1's lesion (120 HU); returns its statistics once computed."""
-    page.frame_locator("iframe.reading-viewer").locator("[data-key=tool-ellipse]").click()
+    viewer = page.frame_locator("iframe.reading-viewer")
+    if viewer.locator("[data-key=menu]").is_visible():
+        viewer.locator("[data-key=menu]").click()  # a narrow panel keeps the tools in the menu (issue 13)
+    viewer.locator("[data-key=tool-ellipse]").click()
     rect = frame.evaluate("filmlessViewer.imageRect()")
     box = page.frame_locator("iframe.reading-viewer").locator(".cell.active .viewport canvas").bounding_box()
     (x0, y0), (x1, y1) = rect["first"], rect["last"]
@@ -265,6 +268,8 @@ def test_radiologist_reads_measures_signs_and_the_patient_sees_the_study_on_a_ph
         wait_until(phone, lambda s: shows_slice(phone, emr.series, 0), what="slice 1 on the phone's canvas")
         width = phone.evaluate("() => document.documentElement.scrollWidth")
         assert width <= 390, f"the phone view scrolls sideways ({width} px)"
+        # On a phone the tools sit in one menu (issue 13); open it as the patient's doctor would.
+        phone.locator("#toolbar [data-key=menu]").click()
         phone.locator("#toolbar [data-key=tool-length]").wait_for()
         overflow = phone.evaluate(
             """() => [...document.querySelectorAll('#toolbar *')]
