@@ -1,12 +1,15 @@
-"""Small helpers shared by the tests (free ports, waiting)."""
+"""Small helpers shared by the tests (free ports, waiting, logging in over HTTP)."""
 
 from __future__ import annotations
 
+import re
 import socket
 import time
 from collections.abc import Callable
 
-__all__ = ["free_port", "wait_for"]
+import requests
+
+__all__ = ["csrf_from", "free_port", "http_login", "wait_for"]
 
 _handed_out: set[int] = set()
 
@@ -31,3 +34,22 @@ def wait_for(
             return
         time.sleep(interval)
     raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what}")
+
+
+def csrf_from(http: requests.Session, url: str) -> str:
+    """The CSRF token of the form on ``url``."""
+    page = http.get(url, timeout=10).text
+    return re.search(r'name="csrf_token" value="([^"]+)"', page).group(1)  # type: ignore[union-attr]
+
+
+def http_login(base: str, username: str, password: str) -> requests.Session:
+    """A session logged in to the EMR at ``base`` through its login form."""
+    http = requests.Session()
+    r = http.post(
+        f"{base}/login",
+        data={"username": username, "password": password, "csrf_token": csrf_from(http, f"{base}/login")},
+        allow_redirects=False,
+        timeout=10,
+    )
+    assert r.status_code == 302, r.text
+    return http

@@ -421,35 +421,22 @@ def sign_document(
         raise InvalidState("this version is fully signed", key="signing.error.complete")
     session.refresh(version, with_for_update=True)  # held until the signature is committed
     details: dict[str, Any] = {"version": version.number, "field": slot.field_name, "method": method}
-    if not _may_fill(session, doc, version, slot, user):
-        audit.record(
-            session,
-            actor,
-            "document.sign",
-            outcome="denied",
-            patient_id=doc.patient_id,
-            object_type="document",
-            object_id=doc.id,
-            details=details,
-        )
+
+    def audit_refusal(outcome: str, **extra: Any) -> None:
+        """A refused or failed signature is on record, committed on its own."""
+        audit.record(session, actor, "document.sign", outcome=outcome, patient_id=doc.patient_id,
+                     object_type="document", object_id=doc.id, details={**details, **extra})
         session.commit()
+
+    if not _may_fill(session, doc, version, slot, user):
+        audit_refusal("denied")
         raise NotYourTurn(f"{user.username} may not sign {slot.field_name}", key=f"signing.error.turn.{slot.who}")
     if not isinstance(expected_sha256, str) or not hmac.compare_digest(
         expected_sha256.strip().lower().encode(), version.content_sha256.encode()
     ):
         session.rollback()
-        audit.record(
-            session,
-            actor,
-            "document.sign",
-            outcome="failure",
-            patient_id=doc.patient_id,
-            object_type="document",
-            object_id=doc.id,
-            details={**details, "error": "content_changed", "shown_sha256": str(expected_sha256)[:64],
-                     "current_sha256": version.content_sha256},
-        )  # fmt: skip
-        session.commit()
+        audit_refusal("failure", error="content_changed", shown_sha256=str(expected_sha256)[:64],
+                      current_sha256=version.content_sha256)
         raise ContentChanged(
             f"document {doc.id} v{version.number} changed since it was shown", key="signing.error.content_changed"
         )
@@ -471,17 +458,7 @@ def sign_document(
             cert = signer.certificate
     except SigningError as exc:
         session.rollback()
-        audit.record(
-            session,
-            actor,
-            "document.sign",
-            outcome="failure",
-            patient_id=doc.patient_id,
-            object_type="document",
-            object_id=doc.id,
-            details={**details, "error": exc.key},
-        )
-        session.commit()
+        audit_refusal("failure", error=exc.key)
         raise
     report = verify_pdf(signed, list(context.trust_anchors), crls=list(context.crls))
     mine = next((s for s in report.signatures if s.field_name == slot.field_name), None)

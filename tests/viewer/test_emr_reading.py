@@ -37,6 +37,8 @@ from emr.patients import encounters
 from emr.patients import service as patients
 from filmless.wiring import viewer_extension
 from storage import OrthancStore
+from tests import helpers
+from tests.helpers import csrf_from
 from tests.viewer.browser import wait_until
 from tests.viewer.conftest import ARTIFACTS
 from tests.viewer.phantom import CtSeries, make_ct_series
@@ -138,22 +140,7 @@ def browser_login(page: Any, base: str, username: str) -> None:
 
 
 def http_login(base: str, username: str) -> requests.Session:
-    http = requests.Session()
-    form = http.get(f"{base}/login", timeout=10).text
-    token = re.search(r'name="csrf_token" value="([^"]+)"', form).group(1)  # type: ignore[union-attr]
-    r = http.post(
-        f"{base}/login",
-        data={"username": username, "password": PASSWORD, "csrf_token": token},
-        allow_redirects=False,
-        timeout=10,
-    )
-    assert r.status_code == 302, r.text
-    return http
-
-
-def csrf_from(http: requests.Session, url: str) -> str:
-    page = http.get(url, timeout=10).text
-    return re.search(r'name="csrf_token" value="([^"]+)"', page).group(1)  # type: ignore[union-attr]
+    return helpers.http_login(base, username, PASSWORD)
 
 
 def shows_slice(page: Any, series: CtSeries, index: int) -> bool:
