@@ -60,7 +60,7 @@ from emr.patients import service as patients  # noqa: E402
 from filmless.wiring import viewer_extension  # noqa: E402
 from storage import OrthancProcess, StorageSettings  # noqa: E402
 from tests.browser import launch  # noqa: E402
-from tests.helpers import free_port  # noqa: E402
+from tests.helpers import free_port, skip_existing_changes  # noqa: E402
 from tests.viewer.phantom import CtSeries, make_ct_series  # noqa: E402
 from tests.viewer.server import serve  # noqa: E402
 from viewer import dist_path  # noqa: E402
@@ -162,17 +162,6 @@ class Setup:
     username: str
 
 
-def _skip_existing_changes(session: Any, store: Any) -> None:
-    from emr.models import LinkerState
-
-    last = 0
-    while True:
-        page = store.changes(since=last, limit=1000)
-        last = page.last
-        if page.done or not page.changes:
-            break
-    session.merge(LinkerState(id=1, last_seq=last))
-    session.commit()
 
 
 @contextmanager
@@ -208,7 +197,7 @@ def emr_with_ct(store: Any, data_dir: Path, slices: int) -> Iterator[Setup]:
                 "urgency": "routine",
             },
         )
-        _skip_existing_changes(s, store)
+        skip_existing_changes(s, store)
         t = time.monotonic()
         series = make_ct_series(count=slices, study_uid=order.study_instance_uid)
         for blob in series.encoded():

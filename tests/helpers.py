@@ -6,10 +6,11 @@ import re
 import socket
 import time
 from collections.abc import Callable
+from typing import Any
 
 import requests
 
-__all__ = ["csrf_from", "free_port", "http_login", "wait_for"]
+__all__ = ["csrf_from", "free_port", "http_login", "skip_existing_changes", "wait_for"]
 
 _handed_out: set[int] = set()
 
@@ -53,3 +54,21 @@ def http_login(base: str, username: str, password: str) -> requests.Session:
     )
     assert r.status_code == 302, r.text
     return http
+
+
+def skip_existing_changes(session: Any, store: Any) -> None:
+    """Start the EMR's study linker after everything Orthanc already holds.
+
+    The test Orthanc is shared by many tests; without this a new EMR would
+    try to link every other test's studies first.
+    """
+    from emr.models import LinkerState
+
+    last = 0
+    while True:
+        page = store.changes(since=last, limit=1000)
+        last = page.last
+        if page.done or not page.changes:
+            break
+    session.merge(LinkerState(id=1, last_seq=last))
+    session.commit()

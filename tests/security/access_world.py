@@ -33,14 +33,14 @@ from emr.db import make_engine, make_session_factory
 from emr.demo.seed import make_ct_series
 from emr.documents import service as documents
 from emr.imaging import linking, orders
-from emr.models import Document, Encounter, ImagingOrder, LinkerState, Study, User, utcnow
+from emr.models import Document, Encounter, ImagingOrder, Study, User, utcnow
 from emr.patients import encounters
 from emr.patients import service as patients
 from emr.signing.dicom_pdf import encapsulate_pdf
 from filmless.wiring import viewer_extension
 from storage import OrthancStore
 from tests import helpers
-from tests.helpers import csrf_from
+from tests.helpers import csrf_from, skip_existing_changes
 from tests.viewer.server import serve
 
 PASSWORD = "correct horse battery staple"
@@ -83,15 +83,6 @@ class AccessWorld:
     stranger_patient_id: str
 
 
-def _skip_existing_changes(session: Any, store: OrthancStore) -> None:
-    last = 0
-    while True:
-        page = store.changes(since=last, limit=1000)
-        last = page.last
-        if page.done or not page.changes:
-            break
-    session.merge(LinkerState(id=1, last_seq=last))
-    session.commit()
 
 
 def _case(s: Any, store: OrthancStore, users: dict[str, User], name: str, dep: str, doctor: str) -> Case:
@@ -143,7 +134,7 @@ def _case(s: Any, store: OrthancStore, users: dict[str, User], name: str, dep: s
         title="Kết quả",
     )
     store.upload(pdf)
-    _skip_existing_changes(s, store)
+    skip_existing_changes(s, store)
     pdf_ds = dcmread(BytesIO(pdf))
     ct = [dcmread(BytesIO(b)) for b in blobs]
     return Case(
@@ -183,7 +174,7 @@ def build_world(tmp: Path, orthanc: OrthancStore) -> Iterator[AccessWorld]:
                 practising_cert_no=f"{len(users)}/HCM-CCHN" if role != "admin" else None,
                 department_id=deps[dep].id if dep else None,
             )
-        _skip_existing_changes(s, orthanc)
+        skip_existing_changes(s, orthanc)
         a = _case(s, orthanc, users, "Nguyễn Thị Hồng Nhung", "K19", "bs_a")
         b = _case(s, orthanc, users, "Trần Văn Đức", "K01", "bs_b")
         # B's visit and images are old: outside the radiologist's and the technician's care.
@@ -205,7 +196,7 @@ def build_world(tmp: Path, orthanc: OrthancStore) -> Iterator[AccessWorld]:
             slices=1,
         ):
             orthanc.upload(blob)
-        _skip_existing_changes(s, orthanc)
+        skip_existing_changes(s, orthanc)
         assert s.scalar(select(Encounter.id).where(Encounter.patient_id == a.patient_id)) is not None
     app = create_app(
         settings, store=orthanc, test_config={"EMR_ENGINE": engine}, extensions=[viewer_extension(orthanc)]

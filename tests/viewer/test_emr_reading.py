@@ -38,7 +38,7 @@ from emr.patients import service as patients
 from filmless.wiring import viewer_extension
 from storage import OrthancStore
 from tests import helpers
-from tests.helpers import csrf_from
+from tests.helpers import csrf_from, skip_existing_changes
 from tests.viewer.browser import wait_until
 from tests.viewer.conftest import ARTIFACTS
 from tests.viewer.phantom import CtSeries, make_ct_series
@@ -60,17 +60,6 @@ class Emr:
     series: CtSeries
 
 
-def _skip_existing_changes(session: Any, store: OrthancStore) -> None:
-    from emr.models import LinkerState
-
-    last = 0
-    while True:
-        page = store.changes(since=last, limit=1000)
-        last = page.last
-        if page.done or not page.changes:
-            break
-    session.merge(LinkerState(id=1, last_seq=last))
-    session.commit()
 
 
 @pytest.fixture(scope="module")
@@ -112,7 +101,7 @@ def emr(tmp_path_factory: pytest.TempPathFactory, orthanc: OrthancStore, viewer_
                 "urgency": "urgent",
             },
         )
-        _skip_existing_changes(s, orthanc)
+        skip_existing_changes(s, orthanc)
         series = make_ct_series(count=12, study_uid=order.study_instance_uid)
         for blob in series.encoded():
             orthanc.upload(blob)
