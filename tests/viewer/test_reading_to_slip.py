@@ -31,6 +31,7 @@ from emr.signing import DevPki, DevPkiServer, import_trust_anchor
 from emr.signing import service as signing_service
 from filmless.wiring import viewer_extension
 from storage import OrthancStore
+from tests.helpers import skip_existing_changes
 from tests.signing.test_workflow import token_keys  # noqa: F401 - fixture
 from tests.signing_fixtures import TOKEN_LABEL, TOKEN_PIN
 from tests.viewer.browser import wait_until
@@ -41,7 +42,6 @@ from tests.viewer.test_emr_reading import (
     PASSWORD,
     Emr,
     _print_slip,
-    _skip_existing_changes,
     browser_login,
     http_login,
     shows_slice,
@@ -110,7 +110,7 @@ def emr(
                 "urgency": "stat",
             },
         )
-        _skip_existing_changes(s, orthanc)
+        skip_existing_changes(s, orthanc)
         series = make_ct_series(count=6, study_uid=order.study_instance_uid)
         for blob in series.encoded():
             orthanc.upload(blob)
