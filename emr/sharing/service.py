@@ -29,7 +29,7 @@ from emr.core.states import StudyState
 from emr.models.lookup import get_or_404
 from emr.reading.service import latest_report, signed_version
 
-from ..models import Document, ShareLink, Study, utcnow
+from ..models import Document, DocumentVersion, ShareLink, Study, utcnow
 
 __all__ = [
     "DEFAULT_DAYS",
@@ -173,16 +173,21 @@ def share_link_rows(session: Session, study_id: int) -> list[dict[str, Any]]:
     ]
 
 
-def shared_report_pdf(session: Session, link: ShareLink) -> bytes | None:
-    """The signed report PDF of a link (the complete, signed artifact only), for the patient to keep."""
-    from emr.signing.service import artifact_for
-
+def _shared_version(session: Session, link: ShareLink) -> DocumentVersion | None:
+    """The signed version of the report a link shares; ``None`` without one or when it was cancelled."""
     if link.document_id is None:
         return None
     doc = session.get(Document, link.document_id)
     if doc is None or doc.status == "cancelled":
         return None
-    version = signed_version(doc)
+    return signed_version(doc)
+
+
+def shared_report_pdf(session: Session, link: ShareLink) -> bytes | None:
+    """The signed report PDF of a link (the complete, signed artifact only), for the patient to keep."""
+    from emr.signing.service import artifact_for
+
+    version = _shared_version(session, link)
     if version is None:
         return None
     artifact = artifact_for(session, version.id)
@@ -309,12 +314,7 @@ def shared_report(session: Session, link: ShareLink) -> dict[str, Any] | None:
 
     from ..models import User
 
-    if link.document_id is None:
-        return None
-    doc = session.get(Document, link.document_id)
-    if doc is None or doc.status == "cancelled":
-        return None
-    version = signed_version(doc)
+    version = _shared_version(session, link)
     if version is None:
         return None
     reader = session.get(User, version.signed_by or version.created_by)
