@@ -123,12 +123,7 @@ def backup(settings: Settings, dest: Path, progress: Callable[[str], None] = lam
     data_dir = settings.data_dir
     if dest == data_dir or data_dir in dest.parents:
         raise BackupError(f"{dest} is inside the data directory; back up to another disk")
-    stamp = datetime.now().astimezone().strftime("%Y%m%d-%H%M%S")
-    snapshot = dest / SNAPSHOTS / stamp
-    if snapshot.exists():
-        raise BackupError(f"{snapshot} exists already; wait a second and try again")
-    work = snapshot.with_name(stamp + ".incomplete")
-    work.mkdir(parents=True, mode=0o700)
+    snapshot, work = _claim_snapshot(dest / SNAPSHOTS)
     os.chmod(dest, 0o700)
 
     progress("database")
@@ -169,6 +164,29 @@ def backup(settings: Settings, dest: Path, progress: Callable[[str], None] = lam
     (work / "manifest.sha256").write_text(f"{hashlib.sha256(body).hexdigest()}  manifest.json\n", encoding="ascii")
     os.replace(work, snapshot)  # a snapshot without ".incomplete" is whole
     return BackupResult(snapshot, len(exported.instances), exported.new, exported.bytes_new, len(copied))
+
+
+def _claim_snapshot(folder: Path) -> tuple[Path, Path]:
+    """Name this run's snapshot after the local time, unique even for runs within one second.
+
+    The name is claimed by creating its ``.incomplete`` work folder (``mkdir``
+    is atomic), so two backups started together never share a folder. A
+    second run in the same second gets ``-01``, ``-02``...: the names still
+    sort in the order the runs started, which ``latest_snapshot`` relies on.
+    """
+    folder.mkdir(parents=True, mode=0o700, exist_ok=True)
+    stamp = datetime.now().astimezone().strftime("%Y%m%d-%H%M%S")
+    for n in range(100):
+        name = stamp if n == 0 else f"{stamp}-{n:02d}"
+        snapshot, work = folder / name, folder / f"{name}.incomplete"
+        if snapshot.exists():
+            continue
+        try:
+            work.mkdir(mode=0o700)
+        except FileExistsError:
+            continue
+        return snapshot, work
+    raise BackupError(f"{folder}: 100 backups started within one second; try again")
 
 
 def latest_snapshot(src: Path) -> Path:

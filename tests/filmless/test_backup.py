@@ -214,3 +214,27 @@ def test_a_damaged_backup_is_refused_before_anything_is_written(tmp_path: Path) 
     assert result.returncode == 1
     assert "damaged" in result.stderr and pool[0].name in result.stderr
     assert not (tmp_path / "restored").exists() or not any((tmp_path / "restored").iterdir())
+
+
+def test_backups_started_within_one_second_get_their_own_snapshot_in_order(tmp_path: Path,
+                                                                           monkeypatch: pytest.MonkeyPatch) -> None:
+    """Two runs in the same second (a cron job and an operator) must not collide: the last CI run did."""
+    from datetime import datetime as real_datetime
+
+    import filmless.backup as backup_module
+
+    class FrozenClock(real_datetime):
+        @classmethod
+        def now(cls, tz=None):  # type: ignore[no-untyped-def, override]
+            return real_datetime(2026, 12, 7, 9, 14, 5).astimezone(tz)
+
+    monkeypatch.setattr(backup_module, "datetime", FrozenClock)
+    folder = tmp_path / "backup" / "snapshots"
+    claimed = [backup_module._claim_snapshot(folder) for _ in range(12)]
+    names = [snapshot.name for snapshot, _work in claimed]
+    assert len(set(names)) == 12
+    assert names == sorted(names), "latest_snapshot picks the last name: the order must be the start order"
+    for snapshot, work in claimed:
+        assert work.is_dir() and not snapshot.exists()
+        work.rename(snapshot)
+    assert backup_module.latest_snapshot(tmp_path / "backup").name == names[-1]
