@@ -71,7 +71,11 @@ VARIABLES: dict[str, tuple[str, str]] = {
     "FILMLESS_GATEWAY_TLS_CERT": ("", "PEM certificate: enables DICOM TLS"),
     "FILMLESS_GATEWAY_TLS_KEY": ("", "PEM private key for the TLS certificate"),
     "FILMLESS_GATEWAY_TLS_CA": ("", "CA bundle: when set, modalities must present a client certificate"),
-    "FILMLESS_ORTHANC_URL": ("", "Use this external Orthanc instead of starting one"),
+    "FILMLESS_ORTHANC_URL": (
+        "",
+        "Use this external Orthanc instead of starting one; several URLs, comma-separated: Orthanc servers "
+        "on one index, the first preferred, the next used while it is unreachable",
+    ),
     "FILMLESS_ORTHANC_USER": ("", "User name for the external Orthanc"),
     "FILMLESS_ORTHANC_PASSWORD": ("", "Password for the external Orthanc"),
     "FILMLESS_ORTHANC_HTTP_PORT": ("8042", "HTTP port of the managed Orthanc (localhost only)"),
@@ -209,15 +213,20 @@ def load(env: Mapping[str, str] | None = None) -> Settings:
     env = with_saved_settings(os.environ) if env is None else env
     data_dir = Path(_str(env, "FILMLESS_DATA_DIR", "var") or "var").expanduser().absolute()
 
-    external = _str(env, "FILMLESS_ORTHANC_URL")
-    if external and not external.startswith(("http://", "https://")):
-        raise SettingsError(f"FILMLESS_ORTHANC_URL={external!r} must start with http:// or https://")
+    # Several URLs, comma-separated: Orthanc servers on one shared index, the first
+    # preferred, the others used while it cannot be reached (scale-out, issue 16).
+    urls = [u.strip() for u in (_str(env, "FILMLESS_ORTHANC_URL") or "").split(",") if u.strip()]
+    for url in urls:
+        if not url.startswith(("http://", "https://")):
+            raise SettingsError(f"FILMLESS_ORTHANC_URL: {url!r} must start with http:// or https://")
+    external = urls[0] if urls else None
     storage = StorageSettings(
         data_dir=data_dir / "orthanc",
         http_port=_port(env, "FILMLESS_ORTHANC_HTTP_PORT", 8042),
         dicom_port=_port(env, "FILMLESS_ORTHANC_DICOM_PORT", 4242),
         dicom_aet=_ae_title(_str(env, "FILMLESS_ORTHANC_AET", "ORTHANC") or "", "FILMLESS_ORTHANC_AET"),
         external_url=external,
+        failover_urls=tuple(urls[1:]),
         external_username=_str(env, "FILMLESS_ORTHANC_USER"),
         external_password=_str(env, "FILMLESS_ORTHANC_PASSWORD"),
         pg_dsn=_str(env, "FILMLESS_ORTHANC_PG_DSN"),

@@ -6,6 +6,7 @@ exception tree.
 """
 
 from .client import METADATA_KEYS, OrthancStore
+from .failover import FailoverStore
 from .exceptions import LauncherError, NotFound, StorageError, StorageRejected, StorageTimeout, StorageUnavailable
 from .index import INDEXED_TAGS, Level
 from .launcher import Credentials, OrthancProcess, build_config, load_or_create_credentials, open_store
@@ -21,6 +22,7 @@ __all__ = [
     "Change",
     "ChangesPage",
     "Credentials",
+    "FailoverStore",
     "LauncherError",
     "NotFound",
     "OrthancProcess",

@@ -307,10 +307,21 @@ class OrthancProcess:
 
 
 def open_store(settings: StorageSettings) -> OrthancStore:
-    """A store for the configured Orthanc (managed: credentials from the data dir)."""
+    """A store for the configured Orthanc (managed: credentials from the data dir).
+
+    With ``failover_urls`` (several Orthanc servers on one index) the store
+    is a :class:`storage.failover.FailoverStore` over all of them, the
+    configured URL first; it has the same methods.
+    """
     if settings.managed:
         creds = load_or_create_credentials(settings.data_dir)
         return OrthancStore(settings.url, creds.username, creds.password, settings.request_timeout)
-    return OrthancStore(
-        settings.url, settings.external_username, settings.external_password, settings.request_timeout
-    )
+    stores = [
+        OrthancStore(url.rstrip("/"), settings.external_username, settings.external_password, settings.request_timeout)
+        for url in (settings.url, *settings.failover_urls)
+    ]
+    if len(stores) == 1:
+        return stores[0]
+    from .failover import FailoverStore
+
+    return FailoverStore(stores)  # type: ignore[return-value] - the same interface, duck-typed

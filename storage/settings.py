@@ -36,6 +36,9 @@ class StorageSettings:
     external_url: str | None = None
     external_username: str | None = None
     external_password: str | None = None
+    # More Orthanc servers on the same index (scale-out): used, in this order,
+    # while ``external_url`` cannot be reached (see storage.failover).
+    failover_urls: tuple[str, ...] = ()
     pg_dsn: str | None = None
     binary: Path = Path("/usr/sbin/Orthanc")
     plugins_dir: Path = Path("/usr/share/orthanc/plugins")

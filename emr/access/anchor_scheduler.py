@@ -11,11 +11,13 @@ from typing import Any
 from emr.access.audit import SYSTEM, AnchorError, anchor_time, anchors_file, create_anchor, latest_anchor
 from emr.core import clock
 from emr.core.settings import EmrSettings
-from emr.db import make_engine, make_session_factory
+from emr.db import make_engine, make_session_factory, singleton_lock
 
 __all__ = ["AnchorScheduler", "start_anchor_scheduler"]
 
 log = logging.getLogger(__name__)
+
+LOCK_NAME = "emr.audit-anchor"
 
 
 def _local_day(moment: datetime) -> date:
@@ -33,6 +35,10 @@ class AnchorScheduler:
     blocked. When the TSA fails the attempt is logged (and audited) and
     retried after ``retry_interval``, doubling up to ``max_retry_interval``;
     nothing escapes the thread.
+
+    Every EMR process runs a scheduler; the check-and-anchor runs under
+    :func:`emr.db.singleton_lock`, so with several processes the day still
+    gets one anchor (the others find it made, or skip while it is being made).
     """
 
     def __init__(
@@ -60,7 +66,7 @@ class AnchorScheduler:
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="emr-audit-anchor", daemon=True)
         self.attempts = 0  # TSA requests made
-        self.last_outcome: str | None = None  # created | not_due | empty | failed
+        self.last_outcome: str | None = None  # created | not_due | empty | failed | busy
 
     def start(self) -> AnchorScheduler:
         self._thread.start()
@@ -79,7 +85,20 @@ class AnchorScheduler:
         return created is None or _local_day(created) < _local_day(self._clock())
 
     def run_once(self) -> str:
-        """Anchor if today has no anchor yet; returns the outcome, never raises."""
+        """Anchor if today has no anchor yet; returns the outcome, never raises.
+
+        ``busy``: another EMR process is checking or anchoring right now.
+        """
+        try:
+            with singleton_lock(self._engine, LOCK_NAME) as held:
+                outcome = self._anchor_if_due() if held else "busy"
+        except Exception:  # noqa: BLE001 - a database hiccup must not end the thread or the EMR
+            log.exception("audit anchor failed; retrying later")
+            outcome = "failed"
+        self.last_outcome = outcome
+        return outcome
+
+    def _anchor_if_due(self) -> str:
         try:
             if not self.due():
                 outcome = "not_due"
@@ -98,7 +117,6 @@ class AnchorScheduler:
         except Exception:  # noqa: BLE001 - a database hiccup must not end the thread or the EMR
             log.exception("audit anchor failed; retrying later")
             outcome = "failed"
-        self.last_outcome = outcome
         return outcome
 
     def _run(self) -> None:

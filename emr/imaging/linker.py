@@ -1,4 +1,9 @@
-"""Background thread that keeps linking arriving studies (≈ every 2 s)."""
+"""Background thread that keeps linking arriving studies (≈ every 2 s).
+
+Every EMR process runs one, but a pass runs in one process at a time
+(:func:`emr.db.singleton_lock`): two processes reading the same changes
+would link a study twice and audit it twice.
+"""
 
 from __future__ import annotations
 
@@ -7,36 +12,51 @@ import threading
 from typing import Any
 
 from emr.core.settings import EmrSettings
-from emr.db import make_engine, make_session_factory
+from emr.db import make_engine, make_session_factory, singleton_lock
 from emr.imaging.linking import LinkResult, link_new_studies
 
 __all__ = ["Linker", "start_linker"]
 
 log = logging.getLogger(__name__)
 
+LOCK_NAME = "emr.linker"
+
 
 class Linker:
     def __init__(self, settings: EmrSettings, store: Any, interval: float = 2.0) -> None:
-        self._factory = make_session_factory(make_engine(settings.database_url))
+        self._engine = make_engine(settings.database_url)
+        self._factory = make_session_factory(self._engine)
         self._store = store
         self._interval = interval
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="emr-linker", daemon=True)
         self.last: LinkResult | None = None
+        self.passes = 0  # passes this process ran
+        self.skipped = 0  # periods another process was linking
 
     def start(self) -> Linker:
         self._thread.start()
         return self
 
-    def run_once(self) -> LinkResult:
-        with self._factory() as session:
-            return link_new_studies(session, self._store)
+    def run_once(self) -> LinkResult | None:
+        """One pass over Orthanc's new changes; None when another process is linking right now."""
+        with singleton_lock(self._engine, LOCK_NAME) as held:
+            if not held:
+                self.skipped += 1
+                return None
+            self.passes += 1
+            with self._factory() as session:
+                return link_new_studies(session, self._store)
 
     def _run(self) -> None:
         while not self._stop.is_set():
             try:
                 previous = self.last.error if self.last else None
-                self.last = self.run_once()
+                result = self.run_once()
+                if result is None:
+                    self._stop.wait(self._interval)
+                    continue
+                self.last = result
                 if self.last.error and self.last.error != previous:
                     log.warning("study linker: Orthanc not reachable (%s); retrying", self.last.error)
                 elif previous and not self.last.error:
@@ -51,6 +71,7 @@ class Linker:
         self._stop.set()
         if self._thread.is_alive():
             self._thread.join(timeout)
+        self._engine.dispose()
 
 
 def start_linker(settings: EmrSettings, store: Any, interval: float = 2.0) -> Linker:
