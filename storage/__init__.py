@@ -6,8 +6,8 @@ exception tree.
 """
 
 from .client import METADATA_KEYS, OrthancStore
-from .failover import FailoverStore
 from .exceptions import LauncherError, NotFound, StorageError, StorageRejected, StorageTimeout, StorageUnavailable
+from .failover import FailoverStore
 from .index import INDEXED_TAGS, Level
 from .launcher import Credentials, OrthancProcess, build_config, load_or_create_credentials, open_store
 from .models import Change, ChangesPage, IndexEntry, StoredInstance, StudySummary, SystemInfo, UploadResult
