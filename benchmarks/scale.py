@@ -16,7 +16,7 @@ instances with the share of the machine's CPU that was busy: on one machine
 two nodes can only go faster while the CPU is not already the limit, and the
 part with the most CPU per instance is what to spread over more servers.
 
-    .venv/bin/python benchmarks/scale.py [--modalities 4] [--studies 4] [--instances 25] [--size 256]
+    .venv/bin/python benchmarks/scale.py [--modalities 4] [--studies 4] [--instances 25] [--size 256] [--rounds 3]
 
 Needs PostgreSQL on 127.0.0.1:5432 (trust, user postgres), like the tests.
 """
@@ -26,10 +26,12 @@ from __future__ import annotations
 import argparse
 import os
 import resource
+import shutil
 import sys
 import tempfile
 import threading
 import time
+from contextlib import ExitStack
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -110,55 +112,74 @@ def _make_studies(root: Path, modalities: int, studies: int, instances: int, siz
     return queues
 
 
-def _run(nodes: int, queues: list[list[list[Path]]], workdir: Path) -> Run:
+def _start(nodes: int, workdir: Path, stack: ExitStack) -> Cluster:
+    """A cluster of ``nodes`` gateway + Orthanc pairs on a fresh index, kept for every round."""
+    index_db = stack.enter_context(throwaway_database("filmless_bench_index"))
+    emr_db = stack.enter_context(throwaway_database("filmless_bench_emr"))
+    cluster = Cluster(workdir / f"{nodes}-node", index_db, emr_db)
+    stack.callback(cluster.close)
+    for _ in range(nodes):
+        cluster.add_orthanc()
+    cluster.migrate_emr()
+    for n in range(nodes):
+        cluster.add_gateway(prefer=n)
+    return cluster
+
+
+def _measure(cluster: Cluster, queues: list[list[list[Path]]]) -> Run:
+    """Send every modality's queue at once; time the acknowledgements and the last instance indexed."""
+    nodes = len(cluster.gateways)
     total = sum(len(files) for queue in queues for files in queue)
-    with throwaway_database("filmless_bench_index") as index_db, throwaway_database("filmless_bench_emr") as emr_db:
-        cluster = Cluster(workdir / f"{nodes}-node", index_db, emr_db)
-        try:
-            for _ in range(nodes):
-                cluster.add_orthanc()
-            cluster.migrate_emr()
-            for n in range(nodes):
-                cluster.add_gateway(prefer=n)
-            store = cluster.store(0)
-            pids = {
-                "gateway": [g.proc.pid for g in cluster.gateways if g.proc],
-                "orthanc": [p for p in (orthanc_pid(o) for o in cluster.orthancs) if p],
-            }
-            before = {part: sum(map(_cpu, ps)) for part, ps in pids.items()}
-            before["postgres"] = _postgres_cpu()
-            children_before = resource.getrusage(resource.RUSAGE_CHILDREN)
-            busy_before = _machine_busy()
-            errors: list[str] = []
+    store = cluster.store(0)
+    target = store.count_instances() + total
+    pids = {
+        "gateway": [g.proc.pid for g in cluster.gateways if g.proc],
+        "orthanc": [p for p in (orthanc_pid(o) for o in cluster.orthancs) if p],
+    }
+    before = {part: sum(map(_cpu, ps)) for part, ps in pids.items()}
+    before["postgres"] = _postgres_cpu()
+    children_before = resource.getrusage(resource.RUSAGE_CHILDREN)
+    busy_before = _machine_busy()
+    errors: list[str] = []
 
-            def modality(index: int) -> None:
-                port = cluster.gateways[index % nodes].port
-                for files in queues[index]:
-                    result = send_study(files, port, f"BENCH{index:02d}")
-                    if result.returncode != 0:
-                        errors.append(result.stderr[-500:])
+    def modality(index: int) -> None:
+        port = cluster.gateways[index % nodes].port
+        for files in queues[index]:
+            result = send_study(files, port, f"BENCH{index:02d}")
+            if result.returncode != 0:
+                errors.append(result.stderr[-500:])
 
-            senders = [threading.Thread(target=modality, args=(i,)) for i in range(len(queues))]
-            start = time.monotonic()
-            for t in senders:
-                t.start()
-            for t in senders:
-                t.join()
-            acked = time.monotonic() - start
-            if errors:
-                raise SystemExit(f"a modality failed: {errors[0]}")
-            while store.count_instances() < total:
-                time.sleep(0.05)
-            stored = time.monotonic() - start
-            children = resource.getrusage(resource.RUSAGE_CHILDREN)
-            cpu = {part: sum(map(_cpu, ps)) - before[part] for part, ps in pids.items()}
-            cpu["postgres"] = _postgres_cpu() - before["postgres"]
-            cpu["storescu (modalities)"] = (children.ru_utime + children.ru_stime) - (
-                children_before.ru_utime + children_before.ru_stime)
-            cpu["machine (all processes)"] = _machine_busy() - busy_before
-            return Run(nodes, total, acked, stored, cpu, stored, {k: len(v) for k, v in pids.items()})
-        finally:
-            cluster.close()
+    senders = [threading.Thread(target=modality, args=(i,)) for i in range(len(queues))]
+    start = time.monotonic()
+    for t in senders:
+        t.start()
+    for t in senders:
+        t.join()
+    acked = time.monotonic() - start
+    if errors:
+        raise SystemExit(f"a modality failed: {errors[0]}")
+    while store.count_instances() < target:
+        time.sleep(0.05)
+    stored = time.monotonic() - start
+    children = resource.getrusage(resource.RUSAGE_CHILDREN)
+    cpu = {part: sum(map(_cpu, ps)) - before[part] for part, ps in pids.items()}
+    cpu["postgres"] = _postgres_cpu() - before["postgres"]
+    cpu["storescu (modalities)"] = (children.ru_utime + children.ru_stime) - (
+        children_before.ru_utime + children_before.ru_stime)
+    cpu["machine (all processes)"] = _machine_busy() - busy_before
+    return Run(nodes, total, acked, stored, cpu, stored, {k: len(v) for k, v in pids.items()})
+
+
+def _combine(runs: list[Run]) -> Run:
+    """The median round's times, the CPU summed over every round (per instance it is the same)."""
+    ordered = sorted(runs, key=lambda r: r.stored_seconds)
+    median = ordered[len(ordered) // 2]
+    acks = sorted(r.ack_seconds for r in runs)
+    cpu = {k: sum(r.cpu[k] for r in runs) for k in runs[0].cpu}
+    instances = sum(r.instances for r in runs)
+    scale = median.instances / instances
+    return Run(median.nodes, median.instances, acks[len(acks) // 2], median.stored_seconds,
+               {k: v * scale for k, v in cpu.items()}, sum(r.wall for r in runs) * scale, median.processes)
 
 
 def _report(run: Run) -> None:
@@ -181,14 +202,23 @@ def main() -> None:
     parser.add_argument("--studies", type=int, default=4, help="studies per modality")
     parser.add_argument("--instances", type=int, default=25, help="instances per study")
     parser.add_argument("--size", type=int, default=256, help="image rows and columns (16-bit)")
+    parser.add_argument("--rounds", type=int, default=3, help="rounds, one node and two nodes taking turns")
     args = parser.parse_args()
-    with tempfile.TemporaryDirectory(prefix="filmless-scale-") as tmp:
+    runs: dict[int, list[Run]] = {1: [], 2: []}
+    with tempfile.TemporaryDirectory(prefix="filmless-scale-") as tmp, ExitStack() as stack:
         work = Path(tmp)
-        queues = _make_studies(work / "studies", args.modalities, args.studies, args.instances, args.size)
-        one = _run(1, queues, work)
-        two = _run(2, queues, work)
+        clusters = {1: _start(1, work, stack), 2: _start(2, work, stack)}
+        for r in range(args.rounds):
+            for nodes in (1, 2) if r % 2 == 0 else (2, 1):  # taking turns: a busy spell hits both
+                folder = work / "studies" / f"{r}-{nodes}"
+                queues = _make_studies(folder, args.modalities, args.studies, args.instances, args.size)
+                runs[nodes].append(_measure(clusters[nodes], queues))
+                shutil.rmtree(folder)
+    one, two = _combine(runs[1]), _combine(runs[2])
     print(f"filmless scale-out benchmark: {args.modalities} modalities, {args.studies} studies each, "
-          f"{args.instances} instances of {args.size}x{args.size} per study, on {os.cpu_count()} cores")
+          f"{args.instances} instances of {args.size}x{args.size} per study, on {os.cpu_count()} cores, "
+          f"median of {args.rounds} rounds (one and two nodes taking turns)")
+    print(f"  load average at the end: {os.getloadavg()[0]:.1f}")
     _report(one)
     _report(two)
     print(f"  ratio two nodes / one node: acknowledge {two.ack_rate / one.ack_rate:.2f}x, "

@@ -48,6 +48,19 @@ def test_external_orthanc_is_not_managed() -> None:
     assert s.storage.url == "https://pacs.example.vn/orthanc"
 
 
+def test_several_orthanc_urls_are_one_store_with_failover() -> None:
+    from storage import FailoverStore, open_store
+
+    s = load({"FILMLESS_ORTHANC_URL": "http://10.0.0.11:8042, http://10.0.0.12:8042/", "FILMLESS_ORTHANC_USER": "u",
+              "FILMLESS_ORTHANC_PASSWORD": "p"})
+    assert s.storage.url == "http://10.0.0.11:8042" and s.storage.failover_urls == ("http://10.0.0.12:8042/",)
+    store = open_store(s.storage)
+    assert isinstance(store, FailoverStore)
+    assert [x.url for x in store.stores] == ["http://10.0.0.11:8042", "http://10.0.0.12:8042"]
+    with pytest.raises(SettingsError, match="10.0.0.12"):
+        load({"FILMLESS_ORTHANC_URL": "http://10.0.0.11:8042,10.0.0.12:8042"})
+
+
 @pytest.mark.parametrize(
     ("env", "message"),
     [

@@ -15,11 +15,12 @@ what is checked:
   acknowledged before it died; the killed Orthanc, restarted, serves
   everything stored while it was down (one index, one storage folder).
 
-Afterwards every instance is in the index exactly once, both Orthanc servers
-serve every study over DICOMweb (what the viewer proxies) and both gateways
-answer query/retrieve for every study, and the two EMR processes linked each
-arriving study once (one ``study.unmatched`` audit row per study, not one
-per process).
+Afterwards every instance is in the index exactly once; both Orthanc servers
+serve every study over DICOMweb, and so does the viewer's DICOMweb proxy in
+each EMR process (each on its own Orthanc, one login valid on both, as behind
+a load balancer); both gateways answer query/retrieve for every study; and
+the two EMR processes linked each study to its order once (one
+``study.link`` audit row per study, not one per process).
 """
 
 from __future__ import annotations
@@ -32,8 +33,13 @@ import pydicom
 import pytest
 from pydicom.uid import generate_uid
 
+from emr.access.audit import Actor
+from emr.access.users import create_user
+from emr.db import make_engine, make_session_factory
+from emr.imaging import orders
+from emr.patients import service as patients
 from tests.dicom_factory import ct_instance
-from tests.helpers import wait_for
+from tests.helpers import http_login, wait_for
 from tests.pacs_gateway.conftest import dcmtk
 from tests.pg import pg_available, query, throwaway_database
 from tests.scale_cluster import Cluster, send_study
@@ -47,6 +53,8 @@ pytestmark = [
 MODALITIES = ("CT01", "CT02", "MR01", "CR01")
 STUDIES_PER_MODALITY = 6
 INSTANCES_PER_STUDY = 8
+SETUP = Actor(None, "test-setup", "admin", "127.0.0.1")
+PASSWORD = "scale out, one record"
 
 
 @pytest.fixture(scope="module")
@@ -67,12 +75,39 @@ def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
             nodes.close()
 
 
-def _studies(root: Path) -> dict[str, list[list[Path]]]:
+def _orders(cluster: Cluster) -> list[str]:
+    """A radiologist, a patient and one ordered CT per study to come; the accession numbers."""
+    engine = make_engine(cluster.emr_url or "")
+    try:
+        with make_session_factory(engine)() as session:
+            create_user(session, SETUP, "cdha.scale", PASSWORD, "radiologist", "Lê Thị Chẩn Đoán",
+                        practising_cert_no="001/HCM-CCHN")
+            doctor = create_user(session, SETUP, "bs.scale", PASSWORD, "physician", "Trần Văn Chỉ Định",
+                                 practising_cert_no="002/HCM-CCHN")
+            session.commit()
+            actor = Actor(doctor.id, doctor.username, doctor.role, "127.0.0.1")
+            patient = patients.create_patient(session, actor, {
+                "full_name": "Nguyễn Thị Mở Rộng", "birth_date": "1980-02-03", "sex": "F", "cccd": "079180004321",
+                "address": "1 Hùng Vương, TP. Huế", "province_code": "46", "phone": "0905123456",
+            })
+            accessions = [
+                orders.create_order(session, actor, {"patient_id": patient.id, "modality": "CT",
+                                                     "procedure_name": f"CT {n}"}).accession_number
+                for n in range(len(MODALITIES) * STUDIES_PER_MODALITY)
+            ]
+            session.commit()
+            return accessions
+    finally:
+        engine.dispose()
+
+
+def _studies(root: Path, accessions: list[str]) -> dict[str, list[list[Path]]]:
     """Each modality's studies as files (the modality's send queue)."""
     queues: dict[str, list[list[Path]]] = {}
     for modality in MODALITIES:
         queues[modality] = []
         for s in range(STUDIES_PER_MODALITY):
+            accession = accessions.pop()
             study_uid, series_uid = generate_uid(), generate_uid()
             folder = root / modality / str(s)
             folder.mkdir(parents=True)
@@ -80,7 +115,7 @@ def _studies(root: Path) -> dict[str, list[list[Path]]]:
             for n in range(INSTANCES_PER_STUDY):
                 path = folder / f"{n}.dcm"
                 path.write_bytes(ct_instance(patient_id=f"SC-{modality}-{s}", patient_name="Trần^Văn Mở Rộng",
-                                             accession=f"{modality}{s:04d}", study_uid=study_uid,
+                                             accession=accession, study_uid=study_uid,
                                              series_uid=series_uid, instance_number=n + 1, size=64))
                 files.append(path)
             queues[modality].append(files)
@@ -98,7 +133,7 @@ def _uids(files: list[Path]) -> tuple[str, set[str]]:
 
 
 def test_four_modalities_two_of_each_node_kill_one_of_each_mid_send(cluster: Cluster, tmp_path: Path) -> None:
-    queues = _studies(tmp_path)
+    queues = _studies(tmp_path, _orders(cluster))
     expected_sops: set[str] = set()
     study_uids = []
     for studies in queues.values():
@@ -176,7 +211,7 @@ def test_four_modalities_two_of_each_node_kill_one_of_each_mid_send(cluster: Clu
         out = tmp_path / f"find{gw_index}"
         out.mkdir()
         found = dcmtk("findscu", "-S", "-aet", "WS01", "-aec", "FILMLESS", "-X", "-od", str(out),
-                      "-k", "QueryRetrieveLevel=STUDY", "-k", "PatientName=Tr*", "-k", "StudyInstanceUID",
+                      "-k", "QueryRetrieveLevel=STUDY", "-k", "StudyInstanceUID",
                       "-k", "NumberOfStudyRelatedInstances", "127.0.0.1", str(port))
         assert found.returncode == 0, found.stderr
         answers = [pydicom.dcmread(p) for p in out.iterdir()]
@@ -190,14 +225,23 @@ def test_four_modalities_two_of_each_node_kill_one_of_each_mid_send(cluster: Clu
         assert retrieved.returncode == 0, retrieved.stderr
         assert len(list(got.iterdir())) == INSTANCES_PER_STUDY
 
-    # Two EMR processes, one linker at a time: each study queued for reconciliation once.
+    # Two EMR processes, one linker at a time: each study linked to its order once.
     emr_db = cluster.emr_url.rsplit("/", 1)[1]  # type: ignore[union-attr]
 
-    def unmatched_rows() -> list[str]:
-        return query(emr_db, "select object_id from audit_log where action = 'study.unmatched'").split()
+    def linked_rows() -> list[str]:
+        return query(emr_db, "select object_id from audit_log where action = 'study.link'").split()
 
-    wait_for(lambda: set(unmatched_rows()) >= set(study_uids), timeout=60, what="the EMR to see every study")
-    rows = unmatched_rows()
-    assert sorted(rows) == sorted(study_uids), "a study was queued twice (two linkers ran at once)"
+    wait_for(lambda: set(linked_rows()) >= set(study_uids), timeout=60, what="the EMR to link every study")
+    assert sorted(linked_rows()) == sorted(study_uids), "a study was linked twice (two linkers ran at once)"
     assert int(query(emr_db, "select count(*) from studies")) == len(study_uids)
+    assert int(query(emr_db, "select count(*) from studies where state <> 'linked'")) == 0
+
+    # The viewer's DICOMweb through each EMR process (each prefers its own Orthanc), one login for both.
+    http = http_login(f"http://127.0.0.1:{cluster.emrs[0].port}", "cdha.scale", PASSWORD)
+    for emr in cluster.emrs:
+        for uid in study_uids:
+            answer = http.get(f"http://127.0.0.1:{emr.port}/dicomweb/studies/{uid}/metadata",
+                              headers={"Accept": "application/dicom+json"}, timeout=30)
+            assert answer.status_code == 200, (emr.name, uid, answer.status_code, answer.text[:200])
+            assert len(answer.json()) == INSTANCES_PER_STUDY
     assert all(node.running for node in cluster.emrs)
