@@ -17,6 +17,7 @@ from __future__ import annotations
 import logging
 import threading
 from collections.abc import Callable, Sequence
+from functools import partial
 from typing import Any
 
 from .client import OrthancStore
@@ -81,11 +82,9 @@ class FailoverStore:
 
     def _call(self, name: str, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
         # A file being streamed (``upload(f)``) is rewound before it is sent again.
-        rewind: list[Callable[[], Any]] = []
-        for arg in args:
-            if hasattr(arg, "seek") and hasattr(arg, "tell"):
-                position = arg.tell()
-                rewind.append(lambda a=arg, p=position: a.seek(p))
+        rewind: list[Callable[[], Any]] = [
+            partial(arg.seek, arg.tell()) for arg in args if hasattr(arg, "seek") and hasattr(arg, "tell")
+        ]
         last: StorageUnavailable | None = None
         for attempt, index in enumerate(self._order()):
             if attempt:

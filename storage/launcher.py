@@ -324,4 +324,5 @@ def open_store(settings: StorageSettings) -> OrthancStore:
         return stores[0]
     from .failover import FailoverStore
 
-    return FailoverStore(stores)  # type: ignore[return-value] - the same interface, duck-typed
+    # The same interface, duck-typed (every OrthancStore method, through __getattr__).
+    return FailoverStore(stores)  # type: ignore[return-value]
