@@ -27,6 +27,7 @@ if TYPE_CHECKING:
     from emr.backup import BackupError, backup_database, database_kind, relink_all_studies, restore_database
     from emr.core.exceptions import EmrError
     from emr.core.settings import EmrSettings
+    from emr.db import singleton_lock
     from emr.imaging.dicom_audit import dicom_audit_provider
     from emr.imaging.identity import identity_provider
     from emr.imaging.linker import Linker, start_linker
@@ -50,6 +51,7 @@ _HOMES = {
     "restore_database": "emr.backup",
     "EmrError": "emr.core.exceptions",
     "EmrSettings": "emr.core.settings",
+    "singleton_lock": "emr.db",
     "dicom_audit_provider": "emr.imaging.dicom_audit",
     "identity_provider": "emr.imaging.identity",
     "Linker": "emr.imaging.linker",
@@ -83,6 +85,7 @@ __all__ = [
     "relink_all_studies",
     "restore_database",
     "serve",
+    "singleton_lock",
     "start_linker",
     "upgrade_database",
     "verify_audit_chain",
