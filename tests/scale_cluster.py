@@ -76,6 +76,14 @@ class Node:
             pass
         self.proc.wait(30)
 
+    def terminate(self) -> None:
+        """Ask the node to stop (SIGTERM) without waiting."""
+        if self.proc is not None and self.proc.poll() is None:
+            try:
+                os.killpg(self.proc.pid, signal.SIGTERM)
+            except ProcessLookupError:
+                pass
+
     def stop(self) -> None:
         """SIGTERM, then SIGKILL if it does not stop in time."""
         if self.proc is None or self.proc.poll() is not None:
@@ -213,7 +221,10 @@ class Cluster:
             raise RuntimeError(f"emr migrate failed: {run.stderr}")
 
     def close(self) -> None:
-        for node in [*self.emrs, *self.gateways, *self.orthancs]:
+        nodes = [*self.emrs, *self.gateways, *self.orthancs]
+        for node in nodes:  # all at once: each may take seconds to finish what it is doing
+            node.terminate()
+        for node in nodes:
             node.stop()
         for node in self.orthancs:  # Orthanc runs in a session of its own
             pid = orthanc_pid(node)
