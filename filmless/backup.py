@@ -61,6 +61,7 @@ _SKIP_PREFIXES = (
     "spool/scratch/",
 )
 _SKIP_NAMES = ("emr.sqlite3", "emr.sqlite3-wal", "emr.sqlite3-shm", "emr.sqlite3-journal")
+# ".lock": the run-once locks of the EMR's background jobs (empty, held by a live process).
 # Text files that name the data directory by absolute path (rewritten on restore).
 _RELOCATE = ("softhsm/softhsm2.conf",)
 
@@ -91,7 +92,7 @@ def _sha256(path: Path) -> str:
 
 
 def _skipped(rel: str) -> bool:
-    return rel in _SKIP_NAMES or rel.startswith(_SKIP_PREFIXES) or rel.endswith((".log", ".part", ".tmp"))
+    return rel in _SKIP_NAMES or rel.startswith(_SKIP_PREFIXES) or rel.endswith((".log", ".part", ".tmp", ".lock"))
 
 
 def _data_files(data_dir: Path) -> Iterator[tuple[str, Path]]:
