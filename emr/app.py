@@ -43,6 +43,7 @@ from emr.web import (
     exports,
     login,
     orders,
+    outbox,
     patients,
     reading,
     reconcile,
@@ -97,6 +98,7 @@ def _register_blueprints(app: Flask, csrf: CSRFProtect) -> None:
     csrf.exempt(reading.put_measurements)
     app.register_blueprint(share.bp)  # /s share links
     app.register_blueprint(care.bp)  # issue 10: break the glass (/patients/<id>/break-glass) and its review
+    app.register_blueprint(outbox.bp)  # issue 15: /admin/outbox, the operator page of the durable outbox
 
 
 # Blueprint name → how it answers errors; blueprints not listed answer with the HTML error page.

@@ -40,6 +40,7 @@ from .queue import (
     list_messages,
     messages_for_patient,
     overview,
+    payload_summary,
     resend,
 )
 from .worker import OutboxWorker, start_outbox_worker
@@ -60,6 +61,7 @@ __all__ = [
     "list_messages",
     "messages_for_patient",
     "overview",
+    "payload_summary",
     "register_handler",
     "registered_kinds",
     "resend",

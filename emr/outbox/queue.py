@@ -8,6 +8,7 @@ read-then-write, decides, so two requests racing with one key make one row.
 
 from __future__ import annotations
 
+import json
 import threading
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -30,6 +31,7 @@ __all__ = [
     "list_messages",
     "messages_for_patient",
     "overview",
+    "payload_summary",
     "resend",
     "wake_event",
 ]
@@ -172,3 +174,30 @@ def resend(session: Session, message_id: int, actor: Actor) -> OutboxMessage:
     session.flush()
     event.listen(session, "after_commit", _wake, once=True)
     return message
+
+
+def payload_summary(payload: dict[str, Any]) -> list[tuple[str, str]]:
+    """What an operator may see of a payload: its shape and size, never its clinical content.
+
+    Admins see no clinical data (emr.access.permissions); a FHIR Bundle shows
+    its type and how many resources of each kind it carries.
+    """
+    size = len(json.dumps(payload, ensure_ascii=False, separators=(",", ":")).encode("utf-8"))
+    rows: list[tuple[str, str]] = [("bytes", f"{size:,}".replace(",", "."))]
+    if payload.get("resourceType") == "Bundle":
+        rows.append(("Bundle.type", str(payload.get("type", ""))))
+        kinds: dict[str, int] = {}
+        for entry in payload.get("entry") or []:
+            name = str((entry.get("resource") or {}).get("resourceType", "?")) if isinstance(entry, dict) else "?"
+            kinds[name] = kinds.get(name, 0) + 1
+        rows += [(f"entry[{name}]", str(n)) for name, n in kinds.items()]
+        return rows
+    for name, value in sorted(payload.items()):
+        if isinstance(value, dict):
+            shape = f"{{{len(value)}}}"
+        elif isinstance(value, list):
+            shape = f"[{len(value)}]"
+        else:
+            shape = type(value).__name__
+        rows.append((str(name)[:60], shape))
+    return rows[:40]
