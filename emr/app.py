@@ -22,7 +22,7 @@ from flask_wtf.csrf import CSRFError, CSRFProtect
 from sqlalchemy import text as sql_text
 from werkzeug.exceptions import HTTPException
 
-from emr import api, db
+from emr import api, db, ehr
 from emr.access.auth import load_session_user
 from emr.access.care import OutOfCareScope
 from emr.access.login_guard import LoginGuard
@@ -192,6 +192,7 @@ def create_app(
     db.init_app(app, db.make_session_factory(engine))
     app.extensions["emr.signing_config"] = signing_service.signing_config(settings, store)
     app.extensions["emr.signed_artifacts"] = signing_service.DbArtifacts()  # what the exports attach
+    ehr.install(settings)  # issue 15: push visit summaries and signed reports to the health record (outbox)
 
     csrf = CSRFProtect(app)
     _register_blueprints(app, csrf)

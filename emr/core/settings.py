@@ -50,3 +50,13 @@ class EmrSettings:
     outbox_retry_max_seconds: int = 3600
     outbox_poll_seconds: float = 5.0
     outbox_lease_seconds: int = 300
+    # Push to the electronic health record (emr.ehr, issue 15): the endpoint a FHIR document
+    # Bundle is POSTed to when a visit closes or a report is signed (None: off), a file holding
+    # its bearer token, a client certificate and key for mutual TLS, the CA bundle its server
+    # certificate is checked against (None: the system's), and the request timeout.
+    ehr_url: str | None = None
+    ehr_token_file: Path | None = None
+    ehr_client_cert: Path | None = None
+    ehr_client_key: Path | None = None
+    ehr_ca: Path | None = None
+    ehr_timeout: int = 30

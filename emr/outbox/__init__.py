@@ -12,6 +12,8 @@ Public API::
 - :func:`messages_for_patient` — a patient's messages and their status for the chart.
 - :func:`resend`, :func:`list_messages`, :func:`overview`, :func:`get_message` — the operator page.
 - :func:`start_outbox_worker` — the background thread of the EMR server.
+- :func:`publish` / :func:`subscribe` — domain events (``encounter.closed``, ``document.signed``)
+  a sender turns into messages in the same transaction.
 
 Statuses: waiting, sending, sent, failed (will retry), dead. A handler
 returns normally when the receiver has taken the message; it is called at
@@ -33,6 +35,7 @@ from .delivery import (
     registered_kinds,
     run_due,
 )
+from .events import publish, subscribe, unsubscribe
 from .queue import (
     OutboxOverview,
     enqueue,
@@ -62,9 +65,12 @@ __all__ = [
     "messages_for_patient",
     "overview",
     "payload_summary",
+    "publish",
     "register_handler",
     "registered_kinds",
     "resend",
     "run_due",
     "start_outbox_worker",
+    "subscribe",
+    "unsubscribe",
 ]
