@@ -72,7 +72,7 @@ def index() -> Any:
 def _patient_codes(s: Any, ids: set[int]) -> dict[int, str]:
     if not ids:
         return {}
-    return dict(s.execute(select(Patient.id, Patient.code).where(Patient.id.in_(ids))).tuples().all())
+    return {pid: code for pid, code in s.execute(select(Patient.id, Patient.code).where(Patient.id.in_(ids)))}
 
 
 @bp.get("/<int:message_id>")

@@ -117,6 +117,33 @@ def benefit_level(patient_id: int, encounter_id: int) -> Any:
     ), (422 if errors else 200)
 
 
+@bp.route("/<int:patient_id>/encounters/<int:encounter_id>/close", methods=["GET", "POST"])
+@requires("encounter.write")
+def close_encounter(patient_id: int, encounter_id: int) -> Any:
+    """End the visit (issue 15): the discharge diagnosis is recorded, the visit summary goes to the health record."""
+    s = db.session()
+    patient = patients.get_patient(s, current_actor(), patient_id, audit_view=False)
+    enc = encounters.get_encounter(s, current_actor(), encounter_id)
+    if enc.patient_id != patient.id:
+        raise NotFoundError("encounter", encounter_id)
+    errors: dict[str, str] = {}
+    values = {"discharge_diagnosis": enc.discharge_diagnosis or enc.admission_diagnosis or ""}
+    if request.method == "POST":
+        values = {"discharge_diagnosis": request.form.get("discharge_diagnosis", "").strip()}
+        try:
+            if not values["discharge_diagnosis"] or len(values["discharge_diagnosis"]) > 2000:
+                raise ValidationFailed({"discharge_diagnosis": "ehr.close.error.diagnosis"})
+            encounters.close_encounter(s, current_actor(), encounter_id, values["discharge_diagnosis"])
+        except EmrError as exc:
+            s.rollback()
+            errors = field_errors(exc)
+        else:
+            return redirect(url_for("patients.chart", patient_id=patient_id))
+    return render_template(
+        "patients/encounter_close.html", patient=patient, encounter=enc, errors=errors, values=values
+    ), (422 if errors else 200)
+
+
 @bp.route("/merge", methods=["GET", "POST"])
 @requires("patient.merge")
 def merge() -> Any:
