@@ -15,7 +15,7 @@ from emr.core.clock import facility_zone
 from emr.models import OUTBOX_STATUSES, OutboxAttempt, Patient
 
 from .. import db
-from ..i18n import t
+from ..i18n import catalogue, t
 
 bp = Blueprint("outbox", __name__, url_prefix="/admin/outbox")
 
@@ -27,6 +27,12 @@ def _filters() -> dict[str, str]:
     status = request.args.get("status", "")
     kind = request.args.get("kind", "")[:40]
     return {"status": status if status in OUTBOX_STATUSES else "", "kind": kind if kind.isprintable() else ""}
+
+
+def kind_label(kind: str) -> str:
+    """The Vietnamese name of a message kind; a kind the catalogue does not know shows as its code."""
+    key = f"outbox.kind.{kind}"
+    return t(key) if key in catalogue() else kind
 
 
 def _age_text(seconds: float) -> str:
@@ -65,6 +71,7 @@ def index() -> Any:
         statuses=OUTBOX_STATUSES,
         flt=flt,
         codes=codes,
+        kind_label=kind_label,
         zone=facility_zone().key,
     )
 
@@ -95,6 +102,7 @@ def detail(message_id: int) -> Any:
         summary=outbox.payload_summary(message.payload),
         patient_code=_patient_codes(s, {message.patient_id}).get(message.patient_id) if message.patient_id else None,
         now=clock.utcnow(),
+        kind_label=kind_label,
         zone=facility_zone().key,
     )
 
