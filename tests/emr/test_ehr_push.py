@@ -378,3 +378,21 @@ def test_bundle_content_is_what_the_standin_checks(env: Env) -> None:
     assert any("signed PDF" in p for p in problems(unsigned))
 
 
+
+
+def test_settings_take_the_endpoint_and_refuse_what_cannot_work(tmp_path: Path) -> None:
+    from filmless.settings import SettingsError, load
+
+    emr = load({"FILMLESS_EHR_URL": "https://hssk.example.vn/fhir/Bundle/", "FILMLESS_EHR_TIMEOUT": "12",
+                "FILMLESS_OUTBOX_MAX_ATTEMPTS": "4"}).emr
+    assert emr.ehr_url == "https://hssk.example.vn/fhir/Bundle" and emr.ehr_timeout == 12
+    assert emr.outbox_max_attempts == 4 and load({}).emr.ehr_url is None  # off unless configured
+    with pytest.raises(SettingsError, match="FILMLESS_EHR_URL"):
+        load({"FILMLESS_EHR_URL": "ftp://hssk.example.vn"})
+    (tmp_path / "ehr.pem").write_text("-----BEGIN CERTIFICATE-----\n")
+    with pytest.raises(SettingsError, match="go together"):
+        load({"FILMLESS_EHR_CLIENT_CERT": str(tmp_path / "ehr.pem")})
+    with pytest.raises(SettingsError, match="no such file"):
+        load({"FILMLESS_EHR_TOKEN_FILE": str(tmp_path / "missing-token")})
+    with pytest.raises(SettingsError, match="FILMLESS_OUTBOX_MAX_ATTEMPTS"):
+        load({"FILMLESS_OUTBOX_MAX_ATTEMPTS": "0"})
