@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import hashlib
 import uuid
+from dataclasses import dataclass
 from typing import Any
 
 import rfc8785
@@ -163,46 +164,64 @@ def _encounter_with_diagnoses(ctx: Ctx, enc: Encounter, conditions: list[dict[st
     return resource
 
 
-def _composition(
-    ident: tuple[str, str],
-    kind: tuple[str, str],
-    title: str,
-    patient: dict[str, Any],
-    encounter: dict[str, Any],
-    date: str,
-    author: dict[str, Any],
-    sections: list[dict[str, Any]],
-    settings: EmrSettings,
-    cid: str,
-) -> dict[str, Any]:
-    return {
-        "resourceType": "Composition",
-        "id": cid,
-        "meta": {"profile": [COMPOSITION_PROFILE]},
-        "language": "vi",
-        "identifier": {"system": ident[0], "value": ident[1]},
-        "status": "final",
-        "type": {"coding": [{"system": _LOINC, "code": kind[0], "display": kind[1]}]},
-        "subject": _ref(patient),
-        "encounter": _ref(encounter),
-        "date": date,
-        "author": [author],
-        "title": title,
-        "custodian": {"display": settings.hospital_name},
-        "section": sections,
-    }
+@dataclass
+class _Visit:
+    """What every Bundle carries: the patient, the visit and its diagnoses."""
+
+    ctx: Ctx
+    patient: Patient
+    encounter: Encounter
+    patient_res: dict[str, Any]
+    encounter_res: dict[str, Any]
+    conditions: list[dict[str, Any]]
+
+    def diagnoses_section(self, fallback: str = "") -> dict[str, Any]:
+        lines = [c["code"]["coding"][0]["code"] + " " + c["code"]["text"] for c in self.conditions]
+        return _section("diagnoses", [_ref(c) for c in self.conditions], lines or [fallback])
+
+    def composition(
+        self, cid: str, ident: tuple[str, str], kind: tuple[str, str], title: str, date: str,
+        author: dict[str, Any], sections: list[dict[str, Any]], settings: EmrSettings,
+    ) -> dict[str, Any]:
+        return {
+            "resourceType": "Composition",
+            "id": cid,
+            "meta": {"profile": [COMPOSITION_PROFILE]},
+            "language": "vi",
+            "identifier": {"system": ident[0], "value": ident[1]},
+            "status": "final",
+            "type": {"coding": [{"system": _LOINC, "code": kind[0], "display": kind[1]}]},
+            "subject": _ref(self.patient_res),
+            "encounter": _ref(self.encounter_res),
+            "date": date,
+            "author": [author],
+            "title": title,
+            "custodian": {"display": settings.hospital_name},
+            "section": sections,
+        }
+
+    def assemble(
+        self, settings: EmrSettings, composition: dict[str, Any], more: list[dict[str, Any]], subject: str
+    ) -> Built:
+        resources = [self.patient_res, self.encounter_res, *self.conditions, *more]
+        return _assemble(settings, composition, resources, self.patient, subject)
 
 
-def visit_bundle(session: Session, settings: EmrSettings, encounter_id: int) -> Built:
-    """The summary of one closed visit: diagnoses, imaging, its signed reports and documents."""
+def _visit(session: Session, settings: EmrSettings, encounter_id: int) -> _Visit:
     enc = session.get(Encounter, encounter_id)
     assert enc is not None
     patient = session.get(Patient, enc.patient_id)
     assert patient is not None
     ctx = _ctx(session, settings)
-    patient_res = patient_resource(ctx, patient)
     conditions = condition_resources(ctx, enc)
-    encounter_res = _encounter_with_diagnoses(ctx, enc, conditions)
+    return _Visit(ctx, patient, enc, patient_resource(ctx, patient), _encounter_with_diagnoses(ctx, enc, conditions),
+                  conditions)
+
+
+def visit_bundle(session: Session, settings: EmrSettings, encounter_id: int) -> Built:
+    """The summary of one closed visit: diagnoses, imaging, its signed reports and documents."""
+    v = _visit(session, settings, encounter_id)
+    enc = v.encounter
     orders = list(
         session.scalars(
             select(ImagingOrder)
@@ -210,36 +229,29 @@ def visit_bundle(session: Session, settings: EmrSettings, encounter_id: int) -> 
             .order_by(ImagingOrder.id)
         )
     )
-    requests, studies = _imaging(ctx, orders)
+    requests, studies = _imaging(v.ctx, orders)
     docs = [
         d
         for d in session.scalars(select(Document).where(Document.encounter_id == enc.id).order_by(Document.id))
         if d.status != "cancelled" and latest_signed(d) is not None
     ]
-    reports = [diagnostic_report_resource(ctx, d) for d in docs if d.form_type == "radiology_report"]
-    others = [document_reference_resource(ctx, d) for d in docs if d.form_type != "radiology_report"]
+    reports = [diagnostic_report_resource(v.ctx, d) for d in docs if d.form_type == "radiology_report"]
+    others = [document_reference_resource(v.ctx, d) for d in docs if d.form_type != "radiology_report"]
+    images = [*studies, *reports]
     sections = [
-        _section("diagnoses", [_ref(c) for c in conditions], [c["code"]["coding"][0]["code"] + " " + c["code"]["text"]
-                                                               for c in conditions] or [enc.discharge_diagnosis or ""]),
-        _section("imaging", [_ref(r) for r in [*studies, *reports]],
-                 [r.get("conclusion") or r.get("description") or r["resourceType"] for r in [*studies, *reports]]),
+        v.diagnoses_section(enc.discharge_diagnosis or ""),
+        _section("imaging", [_ref(r) for r in images],
+                 [r.get("conclusion") or r.get("description") or r["resourceType"] for r in images]),
     ]
     if others:
         sections.append(_section("documents", [_ref(r) for r in others], [r["type"]["text"] for r in others]))
-    composition = _composition(
-        (f"{_VN}/sid/ma-lk", enc.visit_code),
-        _VISIT_TYPE,
-        f"Tóm tắt lượt khám {enc.visit_code}",
-        patient_res,
-        encounter_res,
-        local_isoformat(enc.closed_at or enc.admitted_at),
-        _author(session, enc.attending_id, settings),
-        sections,
-        settings,
-        f"visit-{enc.id}",
+    title = f"Tóm tắt lượt khám {enc.visit_code}"
+    composition = v.composition(
+        f"visit-{enc.id}", (f"{_VN}/sid/ma-lk", enc.visit_code), _VISIT_TYPE, title,
+        local_isoformat(enc.closed_at or enc.admitted_at), _author(session, enc.attending_id, settings),
+        sections, settings,
     )
-    resources = [patient_res, encounter_res, *conditions, *requests, *studies, *reports, *others]
-    return _assemble(settings, composition, resources, patient, f"Tóm tắt lượt khám {enc.visit_code}")
+    return v.assemble(settings, composition, [*requests, *images, *others], title)
 
 
 def report_bundle(session: Session, settings: EmrSettings, document_id: int) -> Built:
@@ -248,32 +260,18 @@ def report_bundle(session: Session, settings: EmrSettings, document_id: int) -> 
     assert doc is not None
     version = latest_signed(doc)
     assert version is not None, "only signed reports are pushed"
-    enc = session.get(Encounter, doc.encounter_id)
-    patient = session.get(Patient, doc.patient_id)
-    assert enc is not None and patient is not None
-    ctx = _ctx(session, settings)
-    patient_res = patient_resource(ctx, patient)
-    conditions = condition_resources(ctx, enc)
-    encounter_res = _encounter_with_diagnoses(ctx, enc, conditions)
+    v = _visit(session, settings, doc.encounter_id)
     order = session.get(ImagingOrder, doc.order_id) if doc.order_id else None
-    requests, studies = _imaging(ctx, [order] if order is not None else [])
-    report = diagnostic_report_resource(ctx, doc)
+    requests, studies = _imaging(v.ctx, [order] if order is not None else [])
+    report = diagnostic_report_resource(v.ctx, doc)
     sections = [
         _section("imaging", [_ref(r) for r in [report, *studies]], [report.get("conclusion") or ""]),
-        _section("diagnoses", [_ref(c) for c in conditions],
-                 [c["code"]["coding"][0]["code"] + " " + c["code"]["text"] for c in conditions]),
+        v.diagnoses_section(),
     ]
-    composition = _composition(
-        ("https://filmless.vn/fhir/sid/so-phieu", f"{doc.id}-v{version.number}"),
-        _REPORT_TYPE,
-        "Phiếu kết quả chẩn đoán hình ảnh",
-        patient_res,
-        encounter_res,
-        local_isoformat(version.signed_at or version.created_at),
-        _author(session, version.signed_by, settings),
-        sections,
-        settings,
-        f"report-{doc.id}-v{version.number}",
+    number = f"{doc.id}-v{version.number}"
+    composition = v.composition(
+        f"report-{number}", ("https://filmless.vn/fhir/sid/so-phieu", number), _REPORT_TYPE,
+        "Phiếu kết quả chẩn đoán hình ảnh", local_isoformat(version.signed_at or version.created_at),
+        _author(session, version.signed_by, settings), sections, settings,
     )
-    resources = [patient_res, encounter_res, *conditions, *requests, *studies, report]
-    return _assemble(settings, composition, resources, patient, f"Phiếu kết quả {doc.id} v{version.number}")
+    return v.assemble(settings, composition, [*requests, *studies, report], f"Phiếu kết quả {doc.id} v{version.number}")
