@@ -46,6 +46,7 @@ from emr.exports.fhir import (
     validated,
 )
 from emr.exports.records import latest_signed
+from emr.i18n import t
 from emr.models import Document, Encounter, ImagingOrder, Patient, Study, User
 from emr.signing.service import DbArtifacts
 
@@ -245,7 +246,7 @@ def visit_bundle(session: Session, settings: EmrSettings, encounter_id: int) -> 
     ]
     if others:
         sections.append(_section("documents", [_ref(r) for r in others], [r["type"]["text"] for r in others]))
-    title = f"Tóm tắt lượt khám {enc.visit_code}"
+    title = t("ehr.subject.visit", code=enc.visit_code)  # also the Composition's title (Vietnamese document)
     composition = v.composition(
         f"visit-{enc.id}", (f"{_VN}/sid/ma-lk", enc.visit_code), _VISIT_TYPE, title,
         local_isoformat(enc.closed_at or enc.admitted_at), _author(session, enc.attending_id, settings),
@@ -274,4 +275,5 @@ def report_bundle(session: Session, settings: EmrSettings, document_id: int) -> 
         "Phiếu kết quả chẩn đoán hình ảnh", local_isoformat(version.signed_at or version.created_at),
         _author(session, version.signed_by, settings), sections, settings,
     )
-    return v.assemble(settings, composition, [*requests, *studies, report], f"Phiếu kết quả {doc.id} v{version.number}")
+    subject = t("ehr.subject.report", code=number)
+    return v.assemble(settings, composition, [*requests, *studies, report], subject)

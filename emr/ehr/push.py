@@ -39,7 +39,7 @@ _RETRY_STATUSES = {401, 403, 408, 425, 429}
 _PUSHED_FORMS = {"radiology_report"}
 
 
-def _enqueue(session: Session, settings: EmrSettings, built: Any, trigger: str) -> OutboxMessage:
+def _enqueue(session: Session, settings: EmrSettings, built: Any) -> OutboxMessage:
     assert settings.ehr_url is not None
     return enqueue(
         session,
@@ -48,20 +48,20 @@ def _enqueue(session: Session, settings: EmrSettings, built: Any, trigger: str) 
         built.bundle,
         target=settings.ehr_url,
         patient_id=built.patient_id,
-        subject=f"{built.subject} ({trigger})",
+        subject=built.subject,
     )
 
 
 def on_encounter_closed(session: Session, settings: EmrSettings, *, encounter: Encounter, **_: Any) -> None:
     if settings.ehr_url:
-        _enqueue(session, settings, visit_bundle(session, settings, encounter.id), "encounter.closed")
+        _enqueue(session, settings, visit_bundle(session, settings, encounter.id))
 
 
 def on_document_signed(
     session: Session, settings: EmrSettings, *, document: Document, version: DocumentVersion | None = None, **_: Any
 ) -> None:
     if settings.ehr_url and document.form_type in _PUSHED_FORMS:
-        _enqueue(session, settings, report_bundle(session, settings, document.id), "document.signed")
+        _enqueue(session, settings, report_bundle(session, settings, document.id))
 
 
 def _token(settings: EmrSettings) -> str | None:

@@ -8,12 +8,14 @@ from typing import Any
 from flask import Blueprint, g, redirect, render_template, request, url_for
 from sqlalchemy import select
 
+from emr import outbox
 from emr.access.auth import current_actor, requires
 from emr.core.exceptions import EmrError, NotFoundError, ValidationFailed
 from emr.documents import service as documents
 from emr.imaging import orders
 from emr.patients import encounters
 from emr.patients import service as patients
+from emr.web import outbox as outbox_pages
 from emr.web.forms import field_errors, form_dict
 
 from .. import db
@@ -57,7 +59,9 @@ def chart(patient_id: int) -> Any:
     encs = [encounters.encounter_dict(s, e) for e in encounters.list_encounters(s, patient_id)]
     docs = [documents.document_dict(d) for d in documents.list_documents(s, patient_id)]
     ords = [orders.order_dict(s, o) for o in orders.list_orders(s, patient_id)]
-    return render_template("patients/chart.html", patient=patient, encounters=encs, documents=docs, orders=ords)
+    sent = outbox.messages_for_patient(s, patient_id)[:20]  # issue 15: what was sent about the patient
+    return render_template("patients/chart.html", patient=patient, encounters=encs, documents=docs, orders=ords,
+                           sent_messages=sent, outbox_kind=outbox_pages.kind_label)
 
 
 @bp.route("/<int:patient_id>/encounters/new", methods=["GET", "POST"])

@@ -257,7 +257,7 @@ def test_closing_the_visit_from_the_chart_pushes_its_summary(env: Env) -> None:
     assert again.status_code == 422  # closed once; a second close changes nothing and sends nothing
 
     messages = ehr_messages(env, visit.patient_id)
-    assert len(messages) == 2 and messages[0].status == "waiting" and "encounter.closed" in (messages[0].subject or "")
+    assert len(messages) == 2 and messages[0].status == "waiting" and "Tóm tắt lượt khám" in (messages[0].subject or "")
     assert deliver(env) == ["sent"]
     got = env.standin.accepted[messages[0].key]
     assert env.standin.requests_with(messages[0].key) == [201]
@@ -268,6 +268,8 @@ def test_closing_the_visit_from_the_chart_pushes_its_summary(env: Env) -> None:
     assert _codes(got, "Condition") == {"J18.9", "I10"}
     assert got.pdfs() == [pdf]
     assert len(got.resources("ImagingStudy")) == 1 and len(got.resources("ServiceRequest")) == 1
+    chart = doctor.get(f"/patients/{visit.patient_id}").get_data(as_text=True)
+    assert 'id="chart-outbox"' in chart and chart.count("ob-sent") == 2  # both pushes shown as sent on the chart
     with env.factory() as s:
         closes = s.scalars(select(AuditEntry).where(AuditEntry.action == "encounter.close",
                                                     AuditEntry.object_id == str(visit.encounter_id))).all()

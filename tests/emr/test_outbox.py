@@ -329,3 +329,33 @@ def test_worker_thread_sends_after_commit(sqlite_url: str, tmp_path: Path) -> No
     finally:
         worker.stop()
     assert not worker.alive
+
+
+def test_a_failing_subscriber_never_undoes_the_change(contexts: Contexts) -> None:
+    """Domain events run each sender in a savepoint: its failure is audited, the change and others commit."""
+    from emr.outbox import publish, subscribe, unsubscribe
+
+    ctx = contexts.make()
+    rec = Recorder()
+    event = f"test.event.{uuid.uuid4().hex[:6]}"
+
+    def broken(session: object, **_: object) -> None:
+        enqueue(session, rec.kind, "from-broken", {}, target="t")  # type: ignore[arg-type]
+        raise RuntimeError("cannot build the Bundle")
+
+    def working(session: object, *, key: str) -> None:
+        enqueue(session, rec.kind, key, {}, target="t")  # type: ignore[arg-type]
+
+    subscribe(event, "broken", broken)
+    subscribe(event, "working", working)
+    try:
+        with ctx.session_factory() as session:
+            publish(session, event, key="from-working")
+            session.commit()
+            keys = set(session.scalars(select(OutboxMessage.key)))
+            failure = session.scalars(select(AuditEntry).where(AuditEntry.action == "outbox.publish")).one()
+        assert keys == {"from-working"}  # the broken sender's own work is rolled back, nothing else
+        assert failure.outcome == "failure" and "cannot build the Bundle" in failure.details
+    finally:
+        unsubscribe(event, "broken")
+        unsubscribe(event, "working")
