@@ -315,6 +315,9 @@ def load(env: Mapping[str, str] | None = None) -> Settings:
         softhsm2_conf=Path(conf).expanduser() if (conf := _str(env, "FILMLESS_SOFTHSM2_CONF")) else None,
         trust_anchors_dir=Path(_str(env, "FILMLESS_TRUST_ANCHORS") or data_dir / "pki" / "trust-anchors"),
     )
+    if emr.ehr_timeout >= emr.outbox_lease_seconds:
+        # a push still running when its lease ends could be taken over and sent twice
+        raise SettingsError("FILMLESS_EHR_TIMEOUT must be shorter than FILMLESS_OUTBOX_LEASE_SECONDS")
     return Settings(data_dir=data_dir, storage=storage, gateway=gateway, emr=emr)
 
 

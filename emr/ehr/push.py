@@ -68,6 +68,8 @@ def _token(settings: EmrSettings) -> str | None:
     if settings.ehr_token_file is None:
         return None
     try:
+        if settings.ehr_token_file.stat().st_mode & 0o077:
+            raise DeliveryError("FILMLESS_EHR_TOKEN_FILE is readable by other accounts: chmod 600 it")
         token = settings.ehr_token_file.read_text("utf-8").strip()
     except OSError as exc:
         raise DeliveryError(f"cannot read FILMLESS_EHR_TOKEN_FILE: {exc.strerror}") from None

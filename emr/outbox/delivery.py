@@ -110,8 +110,10 @@ def _due(now: datetime) -> Any:
     )
 
 
-def _claim_one(context: HandlerContext, kinds: list[str], now: datetime) -> tuple[OutboxMessage, str] | None:
-    """Take one due message for this worker, or None when nothing is due."""
+def _claim_one(
+    context: HandlerContext, kinds: list[str], now: datetime, skip_targets: set[str] | None = None
+) -> tuple[OutboxMessage, str] | None:
+    """Take one due message for this worker, or None when nothing is due (``skip_targets`` are left waiting)."""
     token = uuid.uuid4().hex
     lease_until = now + timedelta(seconds=context.settings.outbox_lease_seconds)
     with context.session_factory() as session:
@@ -119,6 +121,7 @@ def _claim_one(context: HandlerContext, kinds: list[str], now: datetime) -> tupl
             query = (
                 select(OutboxMessage.id)
                 .where(_due(now), OutboxMessage.kind.in_(kinds))
+                .where(OutboxMessage.target.not_in(skip_targets or ()))
                 .order_by(OutboxMessage.next_attempt_at, OutboxMessage.id)
                 .limit(1)
             )
@@ -233,15 +236,22 @@ def run_due(
 ) -> list[Delivery]:
     """Deliver up to ``limit`` due messages of the registered kinds, one at a time; never raises for a handler.
 
-    Tests call this directly; the worker thread calls it in a loop.
+    A receiver that just failed is not tried again in the same run: its other
+    messages wait for the next run (no attempt counted), so one endpoint that
+    is down or hangs until its timeout does not hold up the messages for the
+    others. Tests call this directly; the worker thread calls it in a loop.
     """
     wanted = [k for k in (kinds or registered_kinds()) if k in _handlers]
     done: list[Delivery] = []
     if not wanted:
         return done
+    failing: set[str] = set()
     while len(done) < limit:
-        claimed = _claim_one(context, wanted, now())
+        claimed = _claim_one(context, wanted, now(), failing)
         if claimed is None:
             break
-        done.append(_deliver(context, *claimed))
+        delivery = _deliver(context, *claimed)
+        if delivery.outcome == "failed":
+            failing.add(claimed[0].target)
+        done.append(delivery)
     return done

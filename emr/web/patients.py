@@ -100,7 +100,7 @@ def _encounter_form(
     template: str,
     initial: Callable[[Encounter], dict[str, Any]],
     read: Callable[[], dict[str, Any]],
-    save: Callable[[dict[str, Any]], None],
+    save: Callable[[dict[str, Any]], object],
 ) -> Any:
     """A form about one of the patient's encounters: care scope checked and the view audited, 404 when the
     encounter is another patient's; on POST ``save`` (errors beside the fields, nothing kept) then the chart."""

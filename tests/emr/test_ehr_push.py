@@ -281,15 +281,21 @@ def test_endpoint_down_then_back_delivers_exactly_once(env: Env) -> None:
     with env.factory() as s:
         encounters.close_encounter(s, env.actor("physician"), visit.encounter_id, "Viêm phổi")
     [message] = ehr_messages(env, visit.patient_id)
+    env.settings.ehr_token_file.chmod(0o644)  # type: ignore[union-attr]
+    try:  # a token others can read is not used: the push waits until the file is fixed
+        assert deliver(env) == ["failed"]
+        assert "chmod 600" in (ehr_messages(env, visit.patient_id)[0].last_error or "")
+    finally:
+        env.settings.ehr_token_file.chmod(0o600)  # type: ignore[union-attr]
     env.standin.down()
     try:
-        assert deliver(env) == ["failed"]
+        assert deliver(env, now=lambda: clock.utcnow() + timedelta(seconds=6)) == ["failed"]
         [failed] = ehr_messages(env, visit.patient_id)
         assert failed.status == "failed" and "unreachable" in (failed.last_error or "")
     finally:
         env.standin.up()
-    assert deliver(env) == []  # back-off: not due yet
-    later = clock.utcnow() + timedelta(seconds=6)
+    assert deliver(env, now=lambda: clock.utcnow() + timedelta(seconds=6)) == []  # back-off: 10 s after 2 failures
+    later = clock.utcnow() + timedelta(seconds=11)
     assert deliver(env, now=lambda: later) == ["sent"]
     assert env.standin.requests_with(message.key) == [201]
     assert message.key in env.standin.accepted
@@ -396,5 +402,7 @@ def test_settings_take_the_endpoint_and_refuse_what_cannot_work(tmp_path: Path) 
         load({"FILMLESS_EHR_CLIENT_CERT": str(tmp_path / "ehr.pem")})
     with pytest.raises(SettingsError, match="no such file"):
         load({"FILMLESS_EHR_TOKEN_FILE": str(tmp_path / "missing-token")})
+    with pytest.raises(SettingsError, match="shorter than FILMLESS_OUTBOX_LEASE_SECONDS"):
+        load({"FILMLESS_EHR_TIMEOUT": "60", "FILMLESS_OUTBOX_LEASE_SECONDS": "60"})
     with pytest.raises(SettingsError, match="FILMLESS_OUTBOX_MAX_ATTEMPTS"):
         load({"FILMLESS_OUTBOX_MAX_ATTEMPTS": "0"})

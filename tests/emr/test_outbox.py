@@ -359,3 +359,23 @@ def test_a_failing_subscriber_never_undoes_the_change(contexts: Contexts) -> Non
     finally:
         unsubscribe(event, "broken")
         unsubscribe(event, "working")
+
+
+def test_one_failing_receiver_does_not_hold_up_the_others(contexts: Contexts) -> None:
+    ctx = contexts.make()
+    calls: list[str] = []
+
+    def handler(message: OutboxMessage, _context: HandlerContext) -> None:
+        calls.append(message.target)
+        if message.target == "down":
+            raise DeliveryError("timed out")
+
+    kind = f"test.{uuid.uuid4().hex[:8]}"
+    register_handler(kind, handler)
+    with ctx.session_factory() as session:
+        ids = [enqueue(session, kind, f"k{i}", {}, target=t).id for i, t in enumerate(("down", "down", "up", "down"))]
+        session.commit()
+    outcomes = {d.message_id: d.outcome for d in run_due(ctx, kinds=[kind])}
+    assert outcomes == {ids[0]: "failed", ids[2]: "sent"}  # one try at "down", then it waits
+    assert calls == ["down", "up"]
+    assert [_message(ctx, i).attempts for i in ids] == [1, 0, 1, 0]
