@@ -60,6 +60,8 @@ def enqueue(
         raise ValidationFailed({"kind": "outbox.errors.kind"}, "kind must be 1-40 characters")
     if not key or len(key) > 160:
         raise ValidationFailed({"key": "outbox.errors.key"}, "key must be 1-160 characters")
+    if not isinstance(payload, dict):
+        raise ValidationFailed({"payload": "outbox.errors.payload"}, "payload must be a JSON object")
     now = clock.utcnow()
     values: dict[str, Any] = {
         "kind": kind,

@@ -128,6 +128,18 @@ def test_enqueue_is_idempotent_on_kind_and_key(contexts: Contexts) -> None:
     assert rec.delivered == [(first, {"v": 1})]
 
 
+def test_enqueue_refuses_what_it_cannot_store(contexts: Contexts) -> None:
+    from emr.core.exceptions import ValidationFailed
+
+    ctx = contexts.make()
+    with ctx.session_factory() as session:
+        for kind, key, payload in (("", "k", {}), ("k" * 41, "k", {}), ("kind", "", {}), ("kind", "k" * 161, {}),
+                                   ("kind", "k", [1, 2])):
+            with pytest.raises(ValidationFailed):
+                enqueue(session, kind, key, payload, target="t")  # type: ignore[arg-type]
+        assert session.scalar(select(func.count()).select_from(OutboxMessage)) == 0
+
+
 def test_enqueue_rolls_back_with_the_change(contexts: Contexts) -> None:
     ctx = contexts.make()
     with ctx.session_factory() as session:
