@@ -345,9 +345,22 @@ def test_worker_thread_sends_after_commit(sqlite_url: str, tmp_path: Path) -> No
 
 def test_a_failing_subscriber_never_undoes_the_change(contexts: Contexts) -> None:
     """Domain events run each sender in a savepoint: its failure is audited, the change and others commit."""
+    _failing_subscriber(contexts.make())
+
+
+def test_a_failing_subscriber_never_undoes_the_change_postgresql(pg_database: str, tmp_path: Path) -> None:
+    _truncate_pg(pg_database)
+    made = Contexts(pg_database, tmp_path)
+    try:
+        _failing_subscriber(made.make())
+    finally:
+        for engine in made.engines:
+            engine.dispose()  # type: ignore[attr-defined]
+
+
+def _failing_subscriber(ctx: HandlerContext) -> None:
     from emr.outbox import publish, subscribe, unsubscribe
 
-    ctx = contexts.make()
     rec = Recorder()
     event = f"test.event.{uuid.uuid4().hex[:6]}"
 
