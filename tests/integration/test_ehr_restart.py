@@ -4,7 +4,7 @@ Real processes: ``filmless emr serve`` (its outbox worker thread) and the
 EHR stand-in (a real HTTP server). Visits are closed over HTTP while the
 health record is down; the EMR is stopped with messages still failing, the
 record comes back, a new EMR process starts on the same database and
-delivers each summary exactly once.
+delivers each summary exactly once. The first EMR is killed (SIGKILL), not stopped.
 """
 
 from __future__ import annotations
@@ -66,6 +66,9 @@ def test_outage_and_restart_lose_nothing_and_send_nothing_twice(tmp_path: Path) 
         "FILMLESS_OUTBOX_RETRY_SECONDS": "1",
         "FILMLESS_OUTBOX_RETRY_MAX_SECONDS": "2",
         "FILMLESS_OUTBOX_MAX_ATTEMPTS": "1000",
+        # killed while "sending" (between claim and outcome), a message is taken over when its lease ends
+        "FILMLESS_OUTBOX_LEASE_SECONDS": "10",
+        "FILMLESS_EHR_TIMEOUT": "5",
     }
     try:
         with running_emr(tmp_path, env) as emr:
@@ -83,6 +86,8 @@ def test_outage_and_restart_lose_nothing_and_send_nothing_twice(tmp_path: Path) 
                      timeout=30, what="the worker to try (and fail) each push twice")
             assert {m.status for m in _messages(emr)} <= {"failed", "sending", "waiting"}
             assert "unreachable" in (_messages(emr)[0].last_error or "")
+            emr.process.kill()  # a crash, not a clean stop
+            emr.process.wait(10)
         # the EMR process is gone; the health record comes back before it restarts
         standin.up()
         with running_emr(tmp_path, env) as emr:
