@@ -83,7 +83,7 @@ def deliver(message: OutboxMessage, context: HandlerContext) -> str:
     headers = {
         "Content-Type": "application/fhir+json; charset=utf-8",
         "Accept": "application/fhir+json",
-        "Idempotency-Key": message.key,
+        "Idempotency-Key": message.key,  # IETF draft-ietf-httpapi-idempotency-key-header
         "X-Request-ID": f"filmless-outbox-{message.id}",
     }
     token = _token(settings)
@@ -122,7 +122,10 @@ def _problem(response: requests.Response) -> str:
 
 
 def install(settings: EmrSettings) -> None:
-    """Register the handler and subscribe to the events (the composition root calls this)."""
+    """Register the handler and subscribe to the events (the composition root calls this).
+
+    Process-wide, like the handler registry: the settings installed last are the ones used.
+    """
     register_handler(KIND, deliver)
     subscribe("encounter.closed", KIND, lambda session, **data: on_encounter_closed(session, settings, **data))
     subscribe("document.signed", KIND, lambda session, **data: on_document_signed(session, settings, **data))

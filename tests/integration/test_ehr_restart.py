@@ -83,7 +83,7 @@ def test_outage_and_restart_lose_nothing_and_send_nothing_twice(tmp_path: Path) 
                               allow_redirects=False, timeout=30)
                 assert r.status_code == 302, r.text[:500]
             wait_for(lambda: len(_messages(emr)) == 2 and all(m.attempts >= 2 for m in _messages(emr)),
-                     timeout=30, what="the worker to try (and fail) each push twice")
+                     timeout=60, what="the worker to try (and fail) each push twice")
             assert {m.status for m in _messages(emr)} <= {"failed", "sending", "waiting"}
             assert "unreachable" in (_messages(emr)[0].last_error or "")
             emr.process.kill()  # a crash, not a clean stop
@@ -91,7 +91,7 @@ def test_outage_and_restart_lose_nothing_and_send_nothing_twice(tmp_path: Path) 
         # the EMR process is gone; the health record comes back before it restarts
         standin.up()
         with running_emr(tmp_path, env) as emr:
-            wait_for(lambda: all(m.status == "sent" for m in _messages(emr)), timeout=30,
+            wait_for(lambda: all(m.status == "sent" for m in _messages(emr)), timeout=60,
                      what="the restarted EMR to deliver both summaries")
             messages = _messages(emr)
         assert len(messages) == 2
