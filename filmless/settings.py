@@ -113,6 +113,9 @@ VARIABLES: dict[str, tuple[str, str]] = {
     "FILMLESS_OUTBOX_LEASE_SECONDS": (
         "300", "How long one EMR process may hold a message it is sending before another may take it over"
     ),
+    "FILMLESS_OUTBOX_KEEP_SENT_DAYS": (
+        "30", "Days the content of a delivered message is kept before it is emptied (its record and key stay)"
+    ),
     "FILMLESS_EHR_URL": (
         "", "Health-record endpoint a FHIR document Bundle is POSTed to when a visit closes or a report is signed "
         "(unset: off)"
@@ -305,6 +308,7 @@ def load(env: Mapping[str, str] | None = None) -> Settings:
         outbox_retry_max_seconds=_int(env, "FILMLESS_OUTBOX_RETRY_MAX_SECONDS", 3600, 1, 7 * 86400),
         outbox_poll_seconds=float(_int(env, "FILMLESS_OUTBOX_POLL_SECONDS", 5, 1, 3600)),
         outbox_lease_seconds=_int(env, "FILMLESS_OUTBOX_LEASE_SECONDS", 300, 10, 86400),
+        outbox_keep_sent_days=_int(env, "FILMLESS_OUTBOX_KEEP_SENT_DAYS", 30, 1, 3650),
         ehr_url=_ehr_url(env),
         ehr_token_file=_path(env, "FILMLESS_EHR_TOKEN_FILE"),
         ehr_client_cert=ehr_cert,

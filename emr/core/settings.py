@@ -50,6 +50,8 @@ class EmrSettings:
     outbox_retry_max_seconds: int = 3600
     outbox_poll_seconds: float = 5.0
     outbox_lease_seconds: int = 300
+    # Days the payload of a sent message is kept (for the operator page) before it is emptied.
+    outbox_keep_sent_days: int = 30
     # Push to the electronic health record (emr.ehr, issue 15): the endpoint a FHIR document
     # Bundle is POSTed to when a visit closes or a report is signed (None: off), a file holding
     # its bearer token, a client certificate and key for mutual TLS, the CA bundle its server

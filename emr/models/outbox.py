@@ -43,6 +43,9 @@ class OutboxMessage(Base):
     created_at: Mapped[datetime] = mapped_column(DateTime, default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(DateTime, default=utcnow)
     sent_at: Mapped[datetime | None] = mapped_column(DateTime)
+    # When the payload of a sent message was emptied (FILMLESS_OUTBOX_KEEP_SENT_DAYS); the row and its
+    # key stay, so the same content is still recognised and never sent again.
+    payload_purged_at: Mapped[datetime | None] = mapped_column(DateTime)
 
     attempt_log: Mapped[list[OutboxAttempt]] = relationship(
         back_populates="message", order_by="OutboxAttempt.id", cascade="all, delete-orphan"

@@ -44,6 +44,7 @@ from .queue import (
     messages_for_patient,
     overview,
     payload_summary,
+    purge_sent_payloads,
     resend,
 )
 from .worker import OutboxWorker, start_outbox_worker
@@ -66,6 +67,7 @@ __all__ = [
     "overview",
     "payload_summary",
     "publish",
+    "purge_sent_payloads",
     "register_handler",
     "registered_kinds",
     "resend",

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import event, func, select
+from sqlalchemy import event, func, select, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.orm import Session
@@ -32,6 +32,7 @@ __all__ = [
     "messages_for_patient",
     "overview",
     "payload_summary",
+    "purge_sent_payloads",
     "resend",
     "wake_event",
 ]
@@ -203,3 +204,19 @@ def payload_summary(payload: dict[str, Any]) -> list[tuple[str, str]]:
             shape = type(value).__name__
         rows.append((str(name)[:60], shape))
     return rows[:40]
+
+
+def purge_sent_payloads(session: Session, keep_days: int, now: datetime | None = None) -> int:
+    """Empty the payload of messages sent more than ``keep_days`` ago (a Bundle carries signed PDFs; the
+    database would grow by them for ever). The row, its key and its attempts stay. Caller commits."""
+    moment = now or clock.utcnow()
+    result = session.execute(
+        update(OutboxMessage)
+        .where(
+            OutboxMessage.status == "sent",
+            OutboxMessage.sent_at < moment - timedelta(days=keep_days),
+            OutboxMessage.payload_purged_at.is_(None),
+        )
+        .values(payload={}, payload_purged_at=moment)
+    )
+    return int(result.rowcount or 0)  # type: ignore[attr-defined]

@@ -6,6 +6,7 @@ import logging
 import os
 import socket
 import threading
+import time
 from typing import Any
 
 from emr.core import clock
@@ -13,7 +14,7 @@ from emr.core.settings import EmrSettings
 from emr.db import make_engine, make_session_factory
 
 from .delivery import HandlerContext, run_due
-from .queue import wake_event
+from .queue import purge_sent_payloads, wake_event
 
 __all__ = ["OutboxWorker", "start_outbox_worker"]
 
@@ -39,6 +40,7 @@ class OutboxWorker:
         self._poll = settings.outbox_poll_seconds if poll_interval is None else poll_interval
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="emr-outbox", daemon=True)
+        self._next_purge = 0.0
 
     def start(self) -> OutboxWorker:
         self._thread.start()
@@ -48,12 +50,22 @@ class OutboxWorker:
     def alive(self) -> bool:
         return self._thread.is_alive()
 
+    def purge(self) -> int:
+        """Empty old sent payloads (each process may do it; the UPDATE is idempotent)."""
+        with self.context.session_factory() as session:
+            purged = purge_sent_payloads(session, self.context.settings.outbox_keep_sent_days)
+            session.commit()
+        return purged
+
     def _run(self) -> None:
         while not self._stop.is_set():
             wake_event.clear()
             try:
                 while not self._stop.is_set() and run_due(self.context, limit=50):
                     pass
+                if time.monotonic() >= self._next_purge:
+                    self._next_purge = time.monotonic() + 3600
+                    self.purge()
             except Exception:  # noqa: BLE001 - the database may be down; try again at the next poll
                 log.exception("outbox worker: delivery round failed")
             wake_event.wait(self._poll)

@@ -404,3 +404,26 @@ def test_one_failing_receiver_does_not_hold_up_the_others(contexts: Contexts) ->
     assert outcomes == {ids[0]: "failed", ids[2]: "sent"}  # one try at "down", then it waits
     assert calls == ["down", "up"]
     assert [_message(ctx, i).attempts for i in ids] == [1, 0, 1, 0]
+
+
+def test_old_sent_payloads_are_emptied_but_the_key_still_stops_a_resend(sqlite_url: str, tmp_path: Path) -> None:
+    rec = Recorder()
+    settings = _settings(sqlite_url, tmp_path, outbox_keep_sent_days=30)
+    worker = OutboxWorker(settings)  # not started: its purge is called directly
+    try:
+        ctx = worker.context
+        old, recent, pending = (_enqueue(ctx, rec.kind, k, {"pdf": "x" * 1000}) for k in ("old", "recent", "pending"))
+        run_due(ctx, kinds=[rec.kind])
+        with ctx.session_factory() as session:
+            session.get(OutboxMessage, old).sent_at = clock.utcnow() - timedelta(days=31)  # type: ignore[union-attr]
+            session.get(OutboxMessage, pending).status = "failed"  # type: ignore[union-attr]
+            session.commit()
+        assert worker.purge() == 1
+        assert worker.purge() == 0  # idempotent
+        assert _message(ctx, old).payload == {} and _message(ctx, old).payload_purged_at is not None
+        assert _message(ctx, recent).payload == {"pdf": "x" * 1000}
+        assert _message(ctx, pending).payload_purged_at is None
+        assert _enqueue(ctx, rec.kind, "old", {"pdf": "again"}) == old  # same content: recognised, not resent
+        assert [d.message_id for d in run_due(ctx, kinds=[rec.kind])] == [pending]  # only the failed one goes again
+    finally:
+        worker.stop()
