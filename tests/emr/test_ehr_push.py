@@ -11,7 +11,6 @@ from __future__ import annotations
 import base64
 import itertools
 import re
-import shutil
 from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import timedelta
@@ -23,10 +22,9 @@ from flask import Flask
 from flask.testing import FlaskClient
 from sqlalchemy import select
 
-from emr import Actor, EmrSettings, create_app
+from emr import Actor, EmrSettings
 from emr.access.users import create_user
 from emr.core import clock
-from emr.db import make_engine, make_session_factory
 from emr.documents import service as documents
 from emr.ehr import KIND, on_document_signed
 from emr.imaging import orders as ords
@@ -37,6 +35,7 @@ from emr.patients import encounters
 from emr.patients import service as patients
 from emr.signing import DevPki, DevPkiServer, import_trust_anchor
 from emr.signing import service as signing
+from tests.emr.app_support import sqlite_app
 from tests.standins.ehr import CCCD_SYSTEM, ICD10_SYSTEM, EhrStandIn
 
 SETUP = Actor(None, "test-setup", "admin", "127.0.0.1")
@@ -88,10 +87,7 @@ def env(
     tmp_path_factory: pytest.TempPathFactory, sqlite_template: Path, pki: DevPki, pki_server: DevPkiServer,
     standin: EhrStandIn,
 ) -> Iterator[Env]:
-    from emr.access.login_guard import LoginGuard
-
     tmp = tmp_path_factory.mktemp("ehr")
-    shutil.copy(sqlite_template, tmp / "emr.sqlite3")
     data = tmp / "data"
     import_trust_anchor(pki.ca_cert_path.read_bytes(), data / "pki" / "trust-anchors")
     (data / "pki" / "crls").mkdir(parents=True)
@@ -99,10 +95,10 @@ def env(
     token_file = tmp / "ehr-token"
     token_file.write_text(TOKEN + "\n")
     token_file.chmod(0o600)
-    settings = EmrSettings(
+    settings, engine, app, factory = sqlite_app(
+        tmp,
+        sqlite_template,
         data_dir=data,
-        database_url=f"sqlite:///{tmp / 'emr.sqlite3'}",
-        secret_key_file=tmp / "key",
         public_url="https://emr.benhvien.example",
         hospital_name="Bệnh viện Đa khoa filmless",
         tsa_url=pki_server.tsa_url,
@@ -112,10 +108,6 @@ def env(
         outbox_retry_seconds=5,
         outbox_retry_max_seconds=20,
     )
-    engine = make_engine(settings.database_url)
-    app = create_app(settings, test_config={"TESTING": True, "EMR_ENGINE": engine})
-    app.extensions["emr.login_guard"] = LoginGuard(rate_per_minute=10**6, burst=10**6)
-    factory = make_session_factory(engine)
     with factory() as session:
         dep = encounters.ensure_department(session, "K19", "Khoa Nội tổng hợp")
         session.commit()

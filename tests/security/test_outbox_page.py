@@ -12,7 +12,6 @@ the patient's care, and a visit cannot be closed through another patient's URL.
 from __future__ import annotations
 
 import re
-import shutil
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -23,14 +22,13 @@ from flask import Flask
 from flask.testing import FlaskClient
 from sqlalchemy import select
 
-from emr import Actor, EmrSettings, create_app
-from emr.access.login_guard import LoginGuard
+from emr import Actor
 from emr.access.users import create_user
-from emr.db import make_engine, make_session_factory
 from emr.models import AuditEntry, Encounter, OutboxMessage
 from emr.outbox import enqueue
 from emr.patients import encounters
 from emr.patients import service as patients
+from tests.emr.app_support import sqlite_app
 from tests.emr.conftest import sqlite_template  # noqa: F401 - the migrated SQLite template (session fixture)
 
 SETUP = Actor(None, "test-setup", "admin", "127.0.0.1")
@@ -82,13 +80,7 @@ def world(tmp_path_factory: pytest.TempPathFactory, sqlite_template: Path) -> It
     patch = pytest.MonkeyPatch()  # production Argon2 costs ≈ 50 ms a hash; this module logs in often
     patch.setattr(users_module, "_HASHER", PasswordHasher(time_cost=1, memory_cost=1024, parallelism=1))
     tmp = tmp_path_factory.mktemp("outbox-security")
-    shutil.copy(sqlite_template, tmp / "emr.sqlite3")
-    settings = EmrSettings(data_dir=tmp, database_url=f"sqlite:///{tmp / 'emr.sqlite3'}",
-                           secret_key_file=tmp / "key")
-    engine = make_engine(settings.database_url)
-    app = create_app(settings, test_config={"TESTING": True, "EMR_ENGINE": engine})
-    app.extensions["emr.login_guard"] = LoginGuard(rate_per_minute=10**6, burst=10**6)
-    factory = make_session_factory(engine)
+    _settings, engine, app, factory = sqlite_app(tmp, sqlite_template)
     with factory() as s:
         dep = encounters.ensure_department(s, "K19", "Khoa Nội tổng hợp")
         s.commit()
