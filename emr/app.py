@@ -22,7 +22,7 @@ from flask_wtf.csrf import CSRFError, CSRFProtect
 from sqlalchemy import text as sql_text
 from werkzeug.exceptions import HTTPException
 
-from emr import api, db
+from emr import api, db, ehr
 from emr.access.auth import load_session_user
 from emr.access.care import OutOfCareScope
 from emr.access.login_guard import LoginGuard
@@ -43,6 +43,7 @@ from emr.web import (
     exports,
     login,
     orders,
+    outbox,
     patients,
     reading,
     reconcile,
@@ -97,6 +98,7 @@ def _register_blueprints(app: Flask, csrf: CSRFProtect) -> None:
     csrf.exempt(reading.put_measurements)
     app.register_blueprint(share.bp)  # /s share links
     app.register_blueprint(care.bp)  # issue 10: break the glass (/patients/<id>/break-glass) and its review
+    app.register_blueprint(outbox.bp)  # issue 15: /admin/outbox, the operator page of the durable outbox
 
 
 # Blueprint name → how it answers errors; blueprints not listed answer with the HTML error page.
@@ -190,6 +192,7 @@ def create_app(
     db.init_app(app, db.make_session_factory(engine))
     app.extensions["emr.signing_config"] = signing_service.signing_config(settings, store)
     app.extensions["emr.signed_artifacts"] = signing_service.DbArtifacts()  # what the exports attach
+    ehr.install(settings)  # issue 15: push visit summaries and signed reports to the health record (outbox)
 
     csrf = CSRFProtect(app)
     _register_blueprints(app, csrf)

@@ -108,6 +108,27 @@ VARIABLES: dict[str, tuple[str, str]] = {
         "4", "How long an emergency (break-the-glass) access to a patient outside one's care lasts (1–24)"
     ),
     "FILMLESS_TSA_URL": ("", "RFC 3161 time-stamping service for signatures (unset: the demo dev TSA)"),
+    "FILMLESS_OUTBOX_MAX_ATTEMPTS": (
+        "8", "Delivery attempts (EHR push, other sites, HIS) before a message goes to the dead letters"
+    ),
+    "FILMLESS_OUTBOX_RETRY_SECONDS": ("30", "First retry delay of a failed delivery; doubles each time"),
+    "FILMLESS_OUTBOX_RETRY_MAX_SECONDS": ("3600", "Longest delay between two delivery attempts"),
+    "FILMLESS_OUTBOX_POLL_SECONDS": ("5", "How often the outbox worker looks for messages due"),
+    "FILMLESS_OUTBOX_LEASE_SECONDS": (
+        "300", "How long one EMR process may hold a message it is sending before another may take it over"
+    ),
+    "FILMLESS_OUTBOX_KEEP_SENT_DAYS": (
+        "30", "Days the content of a delivered message is kept before it is emptied (its record and key stay)"
+    ),
+    "FILMLESS_EHR_URL": (
+        "", "Health-record endpoint a FHIR document Bundle is POSTed to when a visit closes or a report is signed "
+        "(unset: off)"
+    ),
+    "FILMLESS_EHR_TOKEN_FILE": ("", "File holding the bearer token for the health-record endpoint (mode 0600)"),
+    "FILMLESS_EHR_CLIENT_CERT": ("", "PEM client certificate for mutual TLS with the health-record endpoint"),
+    "FILMLESS_EHR_CLIENT_KEY": ("", "PEM private key of that client certificate"),
+    "FILMLESS_EHR_CA": ("", "CA bundle the health-record endpoint's certificate is checked against (unset: system)"),
+    "FILMLESS_EHR_TIMEOUT": ("30", "Seconds one push to the health-record endpoint may take"),
     "FILMLESS_PKCS11_LIBRARY": ("/usr/lib/softhsm/libsofthsm2.so", "PKCS#11 library of the signing tokens"),
     "FILMLESS_SOFTHSM2_CONF": ("", "SoftHSM2 configuration for the demo token (sets SOFTHSM2_CONF for the EMR)"),
     "FILMLESS_TRUST_ANCHORS": ("<data>/pki/trust-anchors", "CA certificates signatures are checked against"),
@@ -207,6 +228,13 @@ def _timezone(env: Mapping[str, str], name: str) -> str:
     return value
 
 
+def _ehr_url(env: Mapping[str, str]) -> str | None:
+    url = _str(env, "FILMLESS_EHR_URL")
+    if url and not url.startswith(("http://", "https://")):
+        raise SettingsError(f"FILMLESS_EHR_URL={url!r} must start with http:// or https://")
+    return url.rstrip("/") if url else None
+
+
 def load(env: Mapping[str, str] | None = None) -> Settings:
     """Read ``FILMLESS_*`` variables (default: the process environment over the settings file
     ``filmless up`` left in the data directory, so other commands find the running installation)."""
@@ -263,6 +291,10 @@ def load(env: Mapping[str, str] | None = None) -> Settings:
     )
 
     emr_port = _port(env, "FILMLESS_EMR_PORT", 8080)
+    ehr_cert = _path(env, "FILMLESS_EHR_CLIENT_CERT")
+    ehr_key = _path(env, "FILMLESS_EHR_CLIENT_KEY")
+    if (ehr_cert is None) != (ehr_key is None):
+        raise SettingsError("FILMLESS_EHR_CLIENT_CERT and FILMLESS_EHR_CLIENT_KEY go together")
     emr = EmrSettings(
         data_dir=data_dir,
         database_url=_str(env, "FILMLESS_DATABASE_URL") or f"sqlite:///{data_dir / 'emr.sqlite3'}",
@@ -280,10 +312,25 @@ def load(env: Mapping[str, str] | None = None) -> Settings:
         trusted_proxy=_str(env, "FILMLESS_EMR_TRUSTED_PROXY", "") or "",
         break_glass_hours=_int(env, "FILMLESS_BREAK_GLASS_HOURS", 4, 1, 24),
         tsa_url=_str(env, "FILMLESS_TSA_URL"),
+        outbox_max_attempts=_int(env, "FILMLESS_OUTBOX_MAX_ATTEMPTS", 8, 1, 1000),
+        outbox_retry_seconds=_int(env, "FILMLESS_OUTBOX_RETRY_SECONDS", 30, 1, 86400),
+        outbox_retry_max_seconds=_int(env, "FILMLESS_OUTBOX_RETRY_MAX_SECONDS", 3600, 1, 7 * 86400),
+        outbox_poll_seconds=float(_int(env, "FILMLESS_OUTBOX_POLL_SECONDS", 5, 1, 3600)),
+        outbox_lease_seconds=_int(env, "FILMLESS_OUTBOX_LEASE_SECONDS", 300, 10, 86400),
+        outbox_keep_sent_days=_int(env, "FILMLESS_OUTBOX_KEEP_SENT_DAYS", 30, 1, 3650),
+        ehr_url=_ehr_url(env),
+        ehr_token_file=_path(env, "FILMLESS_EHR_TOKEN_FILE"),
+        ehr_client_cert=ehr_cert,
+        ehr_client_key=ehr_key,
+        ehr_ca=_path(env, "FILMLESS_EHR_CA"),
+        ehr_timeout=_int(env, "FILMLESS_EHR_TIMEOUT", 30, 1, 600),
         pkcs11_library=_str(env, "FILMLESS_PKCS11_LIBRARY", EmrSettings.pkcs11_library) or EmrSettings.pkcs11_library,
         softhsm2_conf=Path(conf).expanduser() if (conf := _str(env, "FILMLESS_SOFTHSM2_CONF")) else None,
         trust_anchors_dir=Path(_str(env, "FILMLESS_TRUST_ANCHORS") or data_dir / "pki" / "trust-anchors"),
     )
+    if emr.ehr_timeout >= emr.outbox_lease_seconds:
+        # a push still running when its lease ends could be taken over and sent twice
+        raise SettingsError("FILMLESS_EHR_TIMEOUT must be shorter than FILMLESS_OUTBOX_LEASE_SECONDS")
     return Settings(data_dir=data_dir, storage=storage, gateway=gateway, emr=emr)
 
 

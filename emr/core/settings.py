@@ -42,3 +42,23 @@ class EmrSettings:
     pkcs11_library: str = "/usr/lib/softhsm/libsofthsm2.so"
     softhsm2_conf: Path | None = None
     trust_anchors_dir: Path | None = None
+    # Durable outbox (emr.outbox, issue 15): attempts before a message is dead, the first retry
+    # delay (doubling) and its cap, how often the worker looks for due messages, and how long a
+    # worker may hold a message it is sending before another process may take it over.
+    outbox_max_attempts: int = 8
+    outbox_retry_seconds: int = 30
+    outbox_retry_max_seconds: int = 3600
+    outbox_poll_seconds: float = 5.0
+    outbox_lease_seconds: int = 300
+    # Days the payload of a sent message is kept (for the operator page) before it is emptied.
+    outbox_keep_sent_days: int = 30
+    # Push to the electronic health record (emr.ehr, issue 15): the endpoint a FHIR document
+    # Bundle is POSTed to when a visit closes or a report is signed (None: off), a file holding
+    # its bearer token, a client certificate and key for mutual TLS, the CA bundle its server
+    # certificate is checked against (None: the system's), and the request timeout.
+    ehr_url: str | None = None
+    ehr_token_file: Path | None = None
+    ehr_client_cert: Path | None = None
+    ehr_client_key: Path | None = None
+    ehr_ca: Path | None = None
+    ehr_timeout: int = 30

@@ -13,6 +13,7 @@ from typing import Any
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from emr import outbox
 from emr.access import audit
 from emr.access.audit import Actor
 from emr.access.care import ensure_patient_access
@@ -202,6 +203,8 @@ def mark_signed(session: Session, actor: Actor, document_id: int, version_number
         object_id=doc.id,
         details={"version": version.number, "sha256": version.content_sha256},
     )
+    session.flush()
+    outbox.publish(session, "document.signed", document=doc, version=version)  # issue 15: same transaction
     session.commit()
     return doc
 

@@ -54,6 +54,7 @@ __all__ = [
     "SYSTEMS",
     "SYSTEM_ALIASES",
     "VN_PATIENT_PROFILE",
+    "CONDITION_DIAGNOSIS_PROFILE",
     "EXT",
     "FhirError",
     "RESOURCE_TYPES",
@@ -671,3 +672,48 @@ def audit_event_resource(ctx: Ctx, a: AuditEntry) -> dict[str, Any]:
         res["entity"] = entities
     res["agent"][0] = {k: v for k, v in res["agent"][0].items() if v is not None}
     return res
+
+
+# VN Core "Chẩn đoán lượt khám" (vn-core-condition-diagnosis, IG 0.4–0.5): a child of VNCoreCondition,
+# category fixed to encounter-diagnosis, code 1..1 with ICD-10 (http://hl7.org/fhir/sid/icd-10) required
+# by QĐ 4469/QĐ-BYT; position 0 is MA_BENH_CHINH, the rest MA_BENH_KT (QĐ 3176/QĐ-BYT).
+CONDITION_DIAGNOSIS_PROFILE = f"{_VN}/StructureDefinition/vn-core-condition-diagnosis"
+
+
+def condition_resources(ctx: Ctx, e: Encounter) -> list[dict[str, Any]]:
+    """One VNCoreConditionDiagnosis per ICD-10 diagnosis of the visit, main diagnosis first (id ``<enc>-<n>``)."""
+    rows = ctx.session.execute(
+        select(EncounterDiagnosis.position, EncounterDiagnosis.icd10_code, Icd10Code.title)
+        .join(Icd10Code, Icd10Code.code == EncounterDiagnosis.icd10_code)
+        .where(EncounterDiagnosis.encounter_id == e.id)
+        .order_by(EncounterDiagnosis.position)
+    ).all()
+    return [
+        {
+            "resourceType": "Condition",
+            "id": f"{e.id}-{i + 1}",
+            "meta": {"profile": [CONDITION_DIAGNOSIS_PROFILE]},
+            "verificationStatus": {
+                "coding": [
+                    {"system": "http://terminology.hl7.org/CodeSystem/condition-ver-status", "code": "confirmed"}
+                ]
+            },
+            "category": [
+                {
+                    "coding": [
+                        {
+                            "system": "http://terminology.hl7.org/CodeSystem/condition-category",
+                            "code": "encounter-diagnosis",
+                            "display": "Encounter Diagnosis",
+                        }
+                    ],
+                    "text": "Bệnh chính" if i == 0 else "Bệnh kèm theo",
+                }
+            ],
+            "code": {"coding": [{"system": SYSTEMS["icd10"], "code": code, "display": title}], "text": title},
+            "subject": _ref("Patient", e.patient_id),
+            "encounter": _ref("Encounter", e.id),
+            "recordedDate": _instant(e.closed_at or e.admitted_at),
+        }
+        for i, (_position, code, title) in enumerate(rows)
+    ]

@@ -10,6 +10,7 @@ from typing import Any
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from emr import outbox
 from emr.access import audit
 from emr.access.audit import Actor
 from emr.access.care import ensure_patient_access
@@ -199,6 +200,8 @@ def close_encounter(
     audit.record(
         session, actor, "encounter.close", patient_id=enc.patient_id, object_type="encounter", object_id=enc.id
     )
+    session.flush()
+    outbox.publish(session, "encounter.closed", encounter=enc)  # issue 15: e.g. the EHR push, same transaction
     session.commit()
     return enc
 

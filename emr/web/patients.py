@@ -2,21 +2,24 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 from flask import Blueprint, g, redirect, render_template, request, url_for
 from sqlalchemy import select
 
+from emr import outbox
 from emr.access.auth import current_actor, requires
 from emr.core.exceptions import EmrError, NotFoundError, ValidationFailed
 from emr.documents import service as documents
 from emr.imaging import orders
 from emr.patients import encounters
 from emr.patients import service as patients
+from emr.web import outbox as outbox_pages
 from emr.web.forms import field_errors, form_dict
 
 from .. import db
-from ..models import Department, Patient
+from ..models import Department, Encounter, Patient
 
 bp = Blueprint("patients", __name__, url_prefix="/patients")
 
@@ -56,7 +59,9 @@ def chart(patient_id: int) -> Any:
     encs = [encounters.encounter_dict(s, e) for e in encounters.list_encounters(s, patient_id)]
     docs = [documents.document_dict(d) for d in documents.list_documents(s, patient_id)]
     ords = [orders.order_dict(s, o) for o in orders.list_orders(s, patient_id)]
-    return render_template("patients/chart.html", patient=patient, encounters=encs, documents=docs, orders=ords)
+    sent = outbox.messages_for_patient(s, patient_id)[:20]  # issue 15: what was sent about the patient
+    return render_template("patients/chart.html", patient=patient, encounters=encs, documents=docs, orders=ords,
+                           sent_messages=sent, outbox_kind=outbox_pages.kind_label)
 
 
 @bp.route("/<int:patient_id>/encounters/new", methods=["GET", "POST"])
@@ -89,32 +94,73 @@ def new_encounter(patient_id: int) -> Any:
     ), (422 if errors else 200)
 
 
-@bp.route("/<int:patient_id>/encounters/<int:encounter_id>/benefit-level", methods=["GET", "POST"])
-@requires("encounter.write")
-def benefit_level(patient_id: int, encounter_id: int) -> Any:
-    """Enter or correct the visit's benefit level (MUC_HUONG) after checking the card."""
+def _encounter_form(
+    patient_id: int,
+    encounter_id: int,
+    template: str,
+    initial: Callable[[Encounter], dict[str, Any]],
+    read: Callable[[], dict[str, Any]],
+    save: Callable[[dict[str, Any]], object],
+) -> Any:
+    """A form about one of the patient's encounters: care scope checked and the view audited, 404 when the
+    encounter is another patient's; on POST ``save`` (errors beside the fields, nothing kept) then the chart."""
     s = db.session()
     patient = patients.get_patient(s, current_actor(), patient_id, audit_view=False)
     enc = encounters.get_encounter(s, current_actor(), encounter_id)
     if enc.patient_id != patient.id:
         raise NotFoundError("encounter", encounter_id)
     errors: dict[str, str] = {}
-    values: dict[str, Any] = {
-        "benefit_level": "" if enc.benefit_level is None else str(enc.benefit_level),
-        "benefit_level_note": enc.benefit_level_note or "",
-    }
+    values = initial(enc)
     if request.method == "POST":
-        values = form_dict(request.form)
+        values = read()
         try:
-            encounters.set_benefit_level(s, current_actor(), encounter_id, values)
+            save(values)
         except EmrError as exc:
             s.rollback()
             errors = field_errors(exc)
         else:
             return redirect(url_for("patients.chart", patient_id=patient_id))
-    return render_template(
-        "patients/benefit_level.html", patient=patient, encounter=enc, errors=errors, values=values
-    ), (422 if errors else 200)
+    return render_template(template, patient=patient, encounter=enc, errors=errors, values=values), (
+        422 if errors else 200
+    )
+
+
+@bp.route("/<int:patient_id>/encounters/<int:encounter_id>/benefit-level", methods=["GET", "POST"])
+@requires("encounter.write")
+def benefit_level(patient_id: int, encounter_id: int) -> Any:
+    """Enter or correct the visit's benefit level (MUC_HUONG) after checking the card."""
+    return _encounter_form(
+        patient_id,
+        encounter_id,
+        "patients/benefit_level.html",
+        lambda enc: {
+            "benefit_level": "" if enc.benefit_level is None else str(enc.benefit_level),
+            "benefit_level_note": enc.benefit_level_note or "",
+        },
+        lambda: form_dict(request.form),
+        lambda values: encounters.set_benefit_level(db.session(), current_actor(), encounter_id, values),
+    )
+
+
+@bp.route("/<int:patient_id>/encounters/<int:encounter_id>/close", methods=["GET", "POST"])
+@requires("encounter.write")
+def close_encounter(patient_id: int, encounter_id: int) -> Any:
+    """End the visit (issue 15): the discharge diagnosis is recorded, the visit summary goes to the health record."""
+
+    def close(values: dict[str, Any]) -> None:
+        diagnosis = values["discharge_diagnosis"]
+        if not diagnosis or len(diagnosis) > 2000:
+            raise ValidationFailed({"discharge_diagnosis": "ehr.close.error.diagnosis"})
+        encounters.close_encounter(db.session(), current_actor(), encounter_id, diagnosis)
+
+    return _encounter_form(
+        patient_id,
+        encounter_id,
+        "patients/encounter_close.html",
+        lambda enc: {"discharge_diagnosis": enc.discharge_diagnosis or enc.admission_diagnosis or ""},
+        lambda: {"discharge_diagnosis": request.form.get("discharge_diagnosis", "").strip()},
+        close,
+    )
 
 
 @bp.route("/merge", methods=["GET", "POST"])

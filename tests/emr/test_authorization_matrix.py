@@ -102,6 +102,12 @@ EXPECTED: dict[tuple[str, str], set[str] | None] = {
     ("GET", "/s/<code>/study.zip"): None,
     ("GET", "/s/<code>/report.pdf"): None,
     ("GET", "/admin/audit.csv"): {"admin"},
+    # issue 15: the outbox operator page; closing a visit (pushes its summary to the health record)
+    ("GET", "/patients/<int:patient_id>/encounters/<int:encounter_id>/close"): {"physician", "nurse", "records_clerk"},
+    ("POST", "/patients/<int:patient_id>/encounters/<int:encounter_id>/close"): {"physician", "nurse", "records_clerk"},
+    ("GET", "/admin/outbox/"): {"admin"},
+    ("GET", "/admin/outbox/<int:message_id>"): {"admin"},
+    ("POST", "/admin/outbox/<int:message_id>/resend"): {"admin"},
     ("POST", "/reconcile/bulk"): {"records_clerk"},
     # Signature verification (issue 5): public, no patient data unless logged in with document.read.
     # The /signing/* and /verify/* pages are checked in tests/signing/test_workflow.py.
