@@ -13,6 +13,7 @@ from __future__ import annotations
 import os
 import secrets
 from collections.abc import Callable, Iterable
+from dataclasses import replace
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
@@ -33,7 +34,9 @@ from emr.core.exceptions import EmrError
 from emr.core.settings import EmrSettings
 from emr.exports.money import fmt_vnd
 from emr.fhir import views as fhir
+from emr.hl7 import oru as hl7_oru
 from emr.i18n import t
+from emr.outbox import register_handler
 from emr.signing import service as signing_service
 from emr.web import (
     admin,
@@ -188,7 +191,12 @@ def create_app(
     engine = app.config.get("EMR_ENGINE") or db.make_engine(settings.database_url)
     app.extensions["emr.engine"] = engine
     db.init_app(app, db.make_session_factory(engine))
-    app.extensions["emr.signing_config"] = signing_service.signing_config(settings, store)
+    signing_config = signing_service.signing_config(settings, store)
+    if settings.hl7.receiver:  # issue 15 §5: the signed report goes to the HIS as ORU^R01 through the outbox
+        signing_config = replace(signing_config, on_report_signed=(*signing_config.on_report_signed,
+                                                                   hl7_oru.report_signed_hook(settings)))
+        register_handler(hl7_oru.KIND, hl7_oru.deliver_oru)
+    app.extensions["emr.signing_config"] = signing_config
     app.extensions["emr.signed_artifacts"] = signing_service.DbArtifacts()  # what the exports attach
 
     csrf = CSRFProtect(app)

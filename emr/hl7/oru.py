@@ -45,7 +45,7 @@ from .charsets import msh18_for
 from .fields import escape, get
 from .mllp import MllpError, send_mllp
 
-__all__ = ["KIND", "build_oru", "report_signed_hook", "oru_handler", "enqueue_oru", "resend"]
+__all__ = ["KIND", "build_oru", "deliver_oru", "enqueue_oru", "report_signed_hook", "resend"]
 
 KIND = "hl7.oru"
 _SECTIONS = (("technique", "Kỹ thuật"), ("findings", "Mô tả"), ("conclusion", "Kết luận"),
@@ -157,34 +157,36 @@ def _ack_code(ack: bytes) -> tuple[str, str]:
         return "", "unreadable acknowledgement"
 
 
-def oru_handler(settings: EmrSettings, session_factory: Callable[[], Session]) -> Callable[[Any, Any], None]:
-    """The outbox handler: send over MLLP, AA/CA = delivered; AE/no answer = retry; AR = dead at once."""
+def deliver_oru(message: Any, context: Any) -> str:
+    """The outbox handler (emr.outbox.HandlerContext): send over MLLP; AA/CA = delivered, AE or no
+    answer = retry with back-off, AR/CR = dead at once (the receiver refuses this message as it is)."""
     from emr.outbox import DeliveryError
 
-    def handle(message: Any, _context: Any) -> None:
-        log_id = int(message.payload["log_id"])
-        with session_factory() as session:
-            row = session.get(Hl7Message, log_id)
-            if row is None:
-                raise DeliveryError(f"HL7 log row {log_id} is gone", permanent=True)
-            target = message.target or settings.hl7.receiver
-            status, error, ack, code = "sent", None, None, ""
-            try:
-                ack = send_mllp(target, bytes(row.raw), settings.hl7.send_timeout)
-                code, text = _ack_code(ack)
-                if code not in ("AA", "CA"):
-                    status, error = "refused" if code in ("AR", "CR") else "failed", f"{code or '?'}: {text}"
-            except MllpError as exc:
-                status, error = "failed", str(exc)
-            row.status, row.ack, row.ack_code, row.error, row.peer = status, ack, code or None, error, target[:80]
-            audit.record(session, SYSTEM, "hl7.delivery", outcome="success" if status == "sent" else "failure",
-                         patient_id=row.patient_id, object_type="hl7_message", object_id=row.id,
-                         details={"to": target, "ack": code, **({"error": error[:200]} if error else {})})
-            session.commit()
-        if status != "sent":
-            raise DeliveryError(error or "not acknowledged", permanent=status == "refused")
-
-    return handle
+    settings: EmrSettings = context.settings
+    log_id = int(message.payload["log_id"])
+    with context.session_factory() as session:
+        row = session.get(Hl7Message, log_id)
+        if row is None:
+            raise DeliveryError(f"HL7 log row {log_id} is gone", permanent=True)
+        target = message.target or settings.hl7.receiver
+        if not target:
+            raise DeliveryError("no HL7 receiver configured (FILMLESS_HL7_RECEIVER)", permanent=True)
+        status, error, ack, code = "sent", None, None, ""
+        try:
+            ack = send_mllp(target, bytes(row.raw), settings.hl7.send_timeout)
+            code, text = _ack_code(ack)
+            if code not in ("AA", "CA"):
+                status, error = "refused" if code in ("AR", "CR") else "failed", f"{code or '?'}: {text}"
+        except MllpError as exc:
+            status, error = "failed", str(exc)
+        row.status, row.ack, row.ack_code, row.error, row.peer = status, ack, code or None, error, target[:80]
+        audit.record(session, SYSTEM, "hl7.delivery", outcome="success" if status == "sent" else "failure",
+                     patient_id=row.patient_id, object_type="hl7_message", object_id=row.id,
+                     details={"to": target, "ack": code, **({"error": error[:200]} if error else {})})
+        session.commit()
+    if status != "sent":
+        raise DeliveryError(error or "not acknowledged", permanent=status == "refused")
+    return f"{code} {row.control_id}"
 
 
 def resend(session: Session, actor: Actor, message_id: int) -> Hl7Message:
