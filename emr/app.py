@@ -44,6 +44,7 @@ from emr.web import (
     care,
     documents,
     exports,
+    hl7,
     login,
     orders,
     patients,
@@ -100,6 +101,7 @@ def _register_blueprints(app: Flask, csrf: CSRFProtect) -> None:
     csrf.exempt(reading.put_measurements)
     app.register_blueprint(share.bp)  # /s share links
     app.register_blueprint(care.bp)  # issue 10: break the glass (/patients/<id>/break-glass) and its review
+    app.register_blueprint(hl7.bp)  # issue 15 §5: /admin/hl7 message log and replay
 
 
 # Blueprint name → how it answers errors; blueprints not listed answer with the HTML error page.
