@@ -23,7 +23,16 @@ from emr.models import HL7_DIRECTIONS, HL7_STATUSES, Hl7Message
 
 from .inbound import Outcome, process
 
-__all__ = ["MessageFilter", "list_messages", "get_message", "replay", "message_text", "status_counts"]
+__all__ = [
+    "MessageFilter",
+    "get_message",
+    "list_hl7_messages",
+    "list_messages",
+    "message_text",
+    "replay",
+    "replay_hl7_message",
+    "status_counts",
+]
 
 PAGE = 50
 
@@ -106,3 +115,8 @@ def replay(session: Session, actor: Actor, message_id: int, settings: EmrSetting
         raise InvalidState("this attempt was refused before a message was read", key="hl7.error.not_replayable")
     return process(session, bytes(row.raw), peer=row.peer or "replay", settings=settings.hl7,
                    facility_code=settings.facility_code, replay_of=row.id, replayed_by=actor)
+
+
+# The names `emr` exports (PEP 562 map in emr/__init__.py).
+replay_hl7_message = replay
+list_hl7_messages = list_messages

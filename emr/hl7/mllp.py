@@ -15,6 +15,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import signal
 import threading
 from collections import Counter
 from collections.abc import Callable
@@ -28,7 +29,7 @@ from emr.core.settings import EmrSettings
 
 from .inbound import Outcome, peer_allowed, process, refuse_connection
 
-__all__ = ["Listener", "start_listener", "send_mllp", "MllpError"]
+__all__ = ["Listener", "start_listener", "serve_hl7", "send_mllp", "MllpError"]
 
 log = logging.getLogger(__name__)
 
@@ -146,6 +147,9 @@ class Listener:
         self.port = self._server.sockets[0].getsockname()[1]
         log.info("HL7 MLLP listener on %s:%d", cfg.host, self.port)
         self._ready.set()
+        if threading.current_thread() is threading.main_thread():  # `filmless hl7 serve`: stop cleanly on SIGTERM
+            for sig in (signal.SIGTERM, signal.SIGINT):
+                self._loop.add_signal_handler(sig, self._stopping.set)
         await self._stopping.wait()
         self._server.close()
         await self._server.wait_closed()
@@ -176,6 +180,20 @@ def start_listener(settings: EmrSettings, session_factory: Callable[[], Session]
     """Start the listener in a background thread (tests, or embedding); ``port=0`` picks a free one."""
     listener = Listener(settings, session_factory, port=settings.hl7.port if port is None else port)
     return listener.start()
+
+
+def serve_hl7(settings: EmrSettings) -> None:
+    """Run the listener in the foreground until SIGTERM/SIGINT (``filmless hl7 serve``, a ``filmless up`` part)."""
+    from emr.core.clock import use_timezone
+    from emr.db import make_engine, make_session_factory, upgrade
+
+    use_timezone(settings.timezone)
+    engine = make_engine(settings.database_url)
+    upgrade(engine)
+    try:
+        Listener(settings, make_session_factory(engine)).serve_forever()
+    finally:
+        engine.dispose()
 
 
 async def _send(host: str, port: int, data: bytes, timeout: float) -> bytes:
