@@ -13,6 +13,7 @@ read from the bytes before the message is decoded.
 from __future__ import annotations
 
 import codecs
+import unicodedata
 
 __all__ = ["CHARSETS", "UnknownCharset", "codec_for", "declared_charset", "decode_message", "msh18_for"]
 
@@ -75,7 +76,9 @@ def decode_message(raw: bytes, default: str) -> tuple[str, str]:
     """(text, codec) of a raw message, by its MSH-18 or the site default; raises UnicodeDecodeError
     or :class:`UnknownCharset` when the bytes cannot be what the message says."""
     codec = codec_for(declared_charset(raw), default)
-    return raw.decode(codec), codec
+    # NFC: Windows-1258 (and some UTF-8 senders) write Vietnamese tone marks as combining characters;
+    # names are compared and searched precomposed, as the EMR's own forms store them.
+    return unicodedata.normalize("NFC", raw.decode(codec)), codec
 
 
 def msh18_for(codec: str) -> str:

@@ -1,7 +1,7 @@
 """hl7 v2 interface: the message log and the HIS patient/order identifier links (issue 15 §5)
 
 Revision ID: 0014
-Revises: 0009
+Revises: 0010
 Create Date: 2026-12-07 02:40:00
 """
 
@@ -11,7 +11,7 @@ import sqlalchemy as sa
 from alembic import op
 
 revision = "0014"
-down_revision = "0009"
+down_revision = "0010"  # 0009 in the brief; chained after the outbox (merged into this branch)
 branch_labels = None
 depends_on = None
 
