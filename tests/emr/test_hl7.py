@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import socket
 from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
 from sqlalchemy import func, select
@@ -26,7 +25,6 @@ from .hl7_support import (
     cp1258,
     database,
     err,
-    frame,
     mllp,
     msa,
     msh,
