@@ -112,7 +112,8 @@ def test_signed_report_goes_to_the_his_as_oru(world: dict[str, Any], receiver: M
     assert obr[2] == "PL-900^HIS" and obr[3] == f"{accession}^FILMLESS" and obr[25] == "F"
     assert obr[32] == "BS. Trần Thị Bích Ngọc"
     obx = {f[3].split("^")[0]: f for f in seg["OBX"]}
-    assert obx["FINDINGS"][2] == "FT" and obx["FINDINGS"][5] == "Không thấy máu tụ nội sọ.\\.br\\Hệ thống não thất cân đối."
+    assert obx["FINDINGS"][2] == "FT"
+    assert obx["FINDINGS"][5] == "Không thấy máu tụ nội sọ.\\.br\\Hệ thống não thất cân đối."
     assert obx["CONCLUSION"][5] == "Chưa phát hiện tổn thương cấp tính \\F\\ theo dõi \\S\\ lâm sàng"
     assert obx["PDF"][2] == "RP" and obx["PDF"][5] == (
         f"https://emr.benhvien.example/signing/documents/{doc_id}/versions/1/pdf^FILMLESS^AP^PDF")
