@@ -104,12 +104,12 @@ def parse_dtm(text: str, where: str) -> datetime | None:
         return None
     m = _DTM.match(text)
     if not m:
-        raise Hl7Error("102", f"{where}: {text!r} is not an HL7 date/time", location=where)
+        raise Hl7Error("102", f"{text!r} is not an HL7 date/time", location=where)
     year, month, day, hour, minute, second, offset = m.groups()
     try:
         value = datetime(int(year), int(month or 1), int(day or 1), int(hour or 0), int(minute or 0), int(second or 0))
     except ValueError:
-        raise Hl7Error("102", f"{where}: {text!r} is not a valid date/time", location=where) from None
+        raise Hl7Error("102", f"{text!r} is not a valid date/time", location=where) from None
     if offset:
         sign = 1 if offset[0] == "+" else -1
         delta = timedelta(hours=int(offset[1:3]), minutes=int(offset[3:5]))

@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 
 import hl7
+from hl7.util import generate_message_control_id
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
@@ -86,7 +87,7 @@ def _now_hl7() -> str:
 
 
 def _ack(msg: hl7.Message | None, code: str, error: Hl7Error | None, settings: Hl7Settings, facility_code: str,
-         control_id: str) -> str:
+         control_id: str, sender: tuple[str, str] = ("", "")) -> str:
     if msg is not None:
         ack = msg.create_ack(ack_code=code, application=settings.application, facility=facility_code)
         lines = str(ack).split("\r")
@@ -99,8 +100,10 @@ def _ack(msg: hl7.Message | None, code: str, error: Hl7Error | None, settings: H
         lines[0] = "|".join(msh)
         text = "\r".join(lines)
     else:
-        text = (f"MSH|^~\\&|{escape(settings.application)}|{escape(facility_code)}|||{_now_hl7()}||ACK|"
-                f"{escape(control_id or 'UNKNOWN')}|P|2.5\rMSA|{code}|")
+        # Unreadable message: our own MSH, its control ID (from the ASCII header) in MSA-2.
+        text = (f"MSH|^~\\&|{escape(settings.application)}|{escape(facility_code)}|{escape(sender[0])}|"
+                f"{escape(sender[1])}|{_now_hl7()}||ACK|{generate_message_control_id()}|P|2.5\r"
+                f"MSA|{code}|{escape(control_id)}")
     if error is not None:
         lines = text.split("\r")
         msa = lines[1].split("|")
@@ -111,6 +114,20 @@ def _ack(msg: hl7.Message | None, code: str, error: Hl7Error | None, settings: H
                      f"{escape(error.text[:250])}")
         text = "\r".join(lines)
     return text
+
+
+def _header(raw: bytes) -> dict[int, str]:
+    """MSH-n (first component) read from the undecoded bytes as Latin-1: MSH is ASCII in every
+    table 0211 set but UTF-16/32, so the control ID can be answered even when the body cannot be read."""
+    first = raw.replace(b"\n", b"\r").split(b"\r", 1)[0].decode("latin-1")
+    if not first.startswith("MSH") or len(first) < 8:
+        return {}
+    sep, comp = first[3], first[4]
+    fields = first.split(sep)
+    out = {n: fields[n - 1] for n in range(3, min(len(fields) + 1, 13))}
+    if 9 in out:
+        out[9] = "^".join(out[9].split(comp)[:2])
+    return out
 
 
 def _log(session: Session, **values: object) -> Hl7Message:
@@ -161,6 +178,9 @@ def process(
     status, code = "processed", "AA"
     patient_id = order_id = None
     try:
+        header = _header(raw)  # read from the ASCII part: logged and answered even when the rest cannot be
+        app, facility, control_id = header.get(3, "")[:180], header.get(4, "")[:180], header.get(10, "")[:199]
+        kind = header.get(9, "")[:20]
         try:
             text, codec = decode_message(raw, settings.default_charset)
         except UnknownCharset as exc:
@@ -182,12 +202,12 @@ def process(
             event = get(msg, "EVN", 1).upper()
         if not kind:
             raise Hl7Error("101", "MSH-9 message type is required", location="MSH^1^9", ack_code="AR")
+        kind = f"{kind}^{event}"
         if not control_id:
             raise Hl7Error("101", "MSH-10 message control ID is required", location="MSH^1^10", ack_code="AR")
         if replay_of is None and not facility_allowed(settings, facility, ip):
             raise Hl7Error("207", f"sending facility {facility!r} from {ip} is not allowed", location="MSH^1^4",
                            ack_code="AR")
-        kind = f"{kind}^{event}"
         actor = Actor(None, f"hl7:{facility}"[:64] or "hl7", None, ip[:64])
         previous = _duplicate(session, facility, control_id) if replay_of is None else None
         if previous is not None:
@@ -211,7 +231,7 @@ def process(
         session.rollback()
         log.exception("HL7 message from %s failed", peer)
         error, code, status = Hl7Error("207", f"internal error: {type(exc).__name__}: {exc}"), "AE", "error"
-    ack_text = _ack(msg, code, error, settings, facility_code, control_id)
+    ack_text = _ack(msg, code, error, settings, facility_code, control_id, (app, facility))
     try:
         ack = ack_text.encode(codec)
     except (UnicodeEncodeError, LookupError):

@@ -143,8 +143,9 @@ class Listener:
         cfg = self.settings.hl7
         self._loop = asyncio.get_running_loop()
         self._stopping = asyncio.Event()
-        self._server = await start_hl7_server(self._client, cfg.host, self.port or cfg.port, limit=cfg.max_bytes)
-        self.port = self._server.sockets[0].getsockname()[1]
+        server = await start_hl7_server(self._client, cfg.host, self.port or cfg.port, limit=cfg.max_bytes)
+        self._server = server
+        self.port = server.sockets[0].getsockname()[1]  # type: ignore[union-attr]  # an asyncio.Server
         log.info("HL7 MLLP listener on %s:%d", cfg.host, self.port)
         self._ready.set()
         if threading.current_thread() is threading.main_thread():  # `filmless hl7 serve`: stop cleanly on SIGTERM

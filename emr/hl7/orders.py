@@ -137,10 +137,11 @@ def apply_order(session: Session, actor: Actor, msg: hl7.Message, facility: str)
     if control in ("CA", "DC"):
         if link is None:
             raise Hl7Error("204", f"unknown placer order {placer}", location="ORC^1^2")
-        order = session.get(ImagingOrder, link.order_id)
-        assert order is not None
-        if order.status == OrderStatus.CANCELLED:
-            return order
+        existing = session.get(ImagingOrder, link.order_id)
+        assert existing is not None
+        if existing.status == OrderStatus.CANCELLED:
+            return existing
+        order = existing
         try:
             return cancel_order(session, actor, order.id, f"HIS ORC-1 {control} {placer}")
         except EmrError as exc:

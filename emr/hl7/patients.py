@@ -170,6 +170,10 @@ def as_hl7_error(exc: EmrError) -> Hl7Error:
     return Hl7Error("207", f"{type(exc).__name__}: {exc}")
 
 
+def _shown(ids: list[tuple[str, str]], cccd: str | None) -> str:
+    return ", ".join([f"{number} ({authority})" for authority, number in ids] + ([f"CCCD {cccd}"] if cccd else []))
+
+
 def _register_or_update(session: Session, actor: Actor, msg: hl7.Message, facility: str, *,
                         create: bool) -> Patient:
     ids = his_identifiers(msg, facility)
@@ -179,7 +183,7 @@ def _register_or_update(session: Session, actor: Actor, msg: hl7.Message, facili
     patient = find_patient(session, ids, cccd)
     sent = patient_from_pid(msg)
     if patient is None and not create:
-        raise Hl7Error("204", f"unknown patient {ids or cccd}: send A04 first", location="PID^1^3")
+        raise Hl7Error("204", f"unknown patient {_shown(ids, cccd)}: send A04 first", location="PID^1^3")
     for required, loc in (("full_name", "PID^1^5"), ("birth_date", "PID^1^7"), ("sex", "PID^1^8")):
         if patient is None and required not in sent:
             raise Hl7Error("101", f"{loc.replace('^1^', '-')} is required to register a patient", location=loc)
@@ -203,7 +207,7 @@ def _merge(session: Session, actor: Actor, msg: hl7.Message, facility: str, cont
         raise Hl7Error("101", "MRG-1 has no prior patient identifier", location="MRG^1^1")
     prior = find_patient(session, prior_ids, None)
     if prior is None:
-        raise Hl7Error("204", f"unknown prior patient {prior_ids}", location="MRG^1^1")
+        raise Hl7Error("204", f"unknown prior patient {_shown(prior_ids, None)}", location="MRG^1^1")
     survivor = find_patient(session, survivor_ids, cccd_of(msg))
     if survivor is None:  # the HIS renamed the identifier: the prior record now carries the new number
         link_identifiers(session, survivor_ids, prior.id)

@@ -71,7 +71,9 @@ def cmd_replay(args: argparse.Namespace, settings: Settings) -> int:
         except EmrError as exc:
             print(f"filmless hl7 replay: {exc}", file=sys.stderr)
             return 1
-    if hasattr(result, "ack_code"):
+    from emr.hl7.inbound import Outcome
+
+    if isinstance(result, Outcome):
         print(f"message {args.message_id} applied again as #{result.message_id}: {result.ack_code}")
         return 0 if result.ack_code == "AA" else 1
     print(f"message {args.message_id} queued again as #{result.id}")

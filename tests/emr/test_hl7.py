@@ -184,6 +184,8 @@ def test_charsets(hl7_site: Site) -> None:
     raw = "\r".join([msh("C-3", "ADT^A04"), "PID|1||HIS402^^^BV01^PI||Đỗ^An||19700101|M"])
     ack = mllp(hl7_site.port, cp1258(raw))
     assert msa(ack)[1] == "AR" and err(ack)[2] == "MSH^1^18" and err(ack)[3].startswith("102^")
+    assert msa(ack)[2] == "C-3"  # answered for its control ID, read from the ASCII header
+    assert (_row(hl7_site, "C-3").message_type, _row(hl7_site, "C-3").status) == ("ADT^A04", "rejected")
     # A character set HL7 table 0211 does not have.
     ack = mllp(hl7_site.port, "\r".join([msh("C-4", "ADT^A04", charset="KLINGON"), "PID|1||X^^^BV01^PI"]).encode())
     assert msa(ack)[1] == "AR" and err(ack)[3].startswith("103^")
