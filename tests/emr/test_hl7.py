@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import socket
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 from sqlalchemy import func, select
@@ -252,3 +253,41 @@ def test_replay_from_the_service_and_the_cli(hl7_site: Site, monkeypatch: pytest
     assert main(["hl7", "list", "--limit", "5"]) == 0
     listing = capsys.readouterr().out
     assert "ADT^A08" in listing and "processed" in listing
+
+
+@pytest.mark.slow
+def test_filmless_hl7_serve_process(tmp_path: Path) -> None:
+    """The listener as `filmless up` runs it: its own process, migrating the database, stopped by SIGTERM."""
+    import os
+    import signal
+    import subprocess
+    import sys
+
+    from tests.helpers import free_port, wait_for
+
+    port = free_port()
+    env = {**os.environ, "FILMLESS_DATA_DIR": str(tmp_path), "FILMLESS_HL7_PORT": str(port),
+           "FILMLESS_DATABASE_URL": f"sqlite:///{tmp_path / 'emr.sqlite3'}", "FILMLESS_HL7_ALLOWED": "BV01@127.0.0.1"}
+    proc = subprocess.Popen([sys.executable, "-m", "filmless", "hl7", "serve"], env=env,
+                            cwd=Path(__file__).resolve().parents[2], stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    try:
+        def listening() -> bool:
+            try:
+                socket.create_connection(("127.0.0.1", port), timeout=1).close()
+                return True
+            except OSError:
+                return False
+
+        wait_for(listening, timeout=60)
+        assert msa(mllp(port, adt("P-PROC", "A04", "HIS800", "Bùi^Yến^Hải")))[1] == "AA"
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        out = proc.communicate(timeout=30)[0].decode()
+    assert proc.returncode == 0, out
+    assert f"HL7 MLLP listener on 127.0.0.1:{port}" in out
+    from sqlalchemy import create_engine
+
+    engine = create_engine(f"sqlite:///{tmp_path / 'emr.sqlite3'}")
+    with engine.connect() as conn:
+        assert conn.scalar(select(Patient.full_name).where(Patient.full_name == "Bùi Hải Yến")) == "Bùi Hải Yến"
+    engine.dispose()
