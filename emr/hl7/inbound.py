@@ -55,18 +55,13 @@ def _networks(allowed: tuple[str, ...]) -> list[tuple[str, ipaddress.IPv4Network
     return out
 
 
-def _ip(peer: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address | None:
-    host = peer.rsplit(":", 1)[0].strip("[]") if peer.count(":") == 1 or peer.startswith("[") else peer
+def _ip(address: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address | None:
+    """A peer address (IPv4, IPv6 with or without brackets or zone) as an IP; IPv4-mapped IPv6 as IPv4."""
     try:
-        ip = ipaddress.ip_address(host)
+        ip = ipaddress.ip_address(address.strip("[]").split("%", 1)[0])
     except ValueError:
-        try:
-            ip = ipaddress.ip_address(peer.rsplit(":", 1)[0])
-        except ValueError:
-            return None
-    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
-        return ip.ipv4_mapped
-    return ip
+        return None
+    return ip.ipv4_mapped if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None else ip
 
 
 def peer_allowed(settings: Hl7Settings, ip: str) -> bool:
