@@ -101,7 +101,7 @@ def link_identifiers(session: Session, ids: list[tuple[str, str]], patient_id: i
             session.add(Hl7PatientLink(authority=authority, identifier=number, patient_id=patient_id))
         else:
             link.patient_id = patient_id
-    session.commit()
+    session.flush()  # committed with the message's log row: one transaction, one fsync
 
 
 def _name(msg: hl7.Message) -> str | None:
