@@ -21,6 +21,7 @@ from collections import Counter
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from typing import Any
 
 from hl7.mllp import InvalidBlockError, open_hl7_connection, start_hl7_server
 from sqlalchemy.orm import Session
@@ -183,15 +184,43 @@ def start_listener(settings: EmrSettings, session_factory: Callable[[], Session]
     return listener.start()
 
 
-def serve_hl7(settings: EmrSettings) -> None:
-    """Run the listener in the foreground until SIGTERM/SIGINT (``filmless hl7 serve``, a ``filmless up`` part)."""
+def _schema_current(engine: Any) -> bool:
+    """Is the database at the newest Alembic revision? (The EMR process migrates; this one only waits:
+    two processes migrating one SQLite file at the same start-up would race.)"""
+    from alembic.config import Config
+    from alembic.runtime.migration import MigrationContext
+    from alembic.script import ScriptDirectory
+
+    from emr.db import MIGRATIONS_DIR
+
+    cfg = Config()
+    cfg.set_main_option("script_location", str(MIGRATIONS_DIR))
+    heads = set(ScriptDirectory.from_config(cfg).get_heads())
+    try:
+        with engine.connect() as conn:
+            return set(MigrationContext.configure(conn).get_current_heads()) == heads
+    except Exception:  # noqa: BLE001 - database not reachable yet: not current
+        return False
+
+
+def serve_hl7(settings: EmrSettings, *, wait_for_schema: float = 600.0) -> None:
+    """Run the listener in the foreground until SIGTERM/SIGINT (``filmless hl7 serve``, a ``filmless up`` part).
+
+    It starts once the EMR has brought the database to the newest schema (``filmless up`` starts both)."""
+    import time
+
     from emr.core.clock import use_timezone
-    from emr.db import make_engine, make_session_factory, upgrade
+    from emr.db import make_engine, make_session_factory
 
     use_timezone(settings.timezone)
     engine = make_engine(settings.database_url)
-    upgrade(engine)
     try:
+        deadline = time.monotonic() + wait_for_schema
+        while not _schema_current(engine):
+            if time.monotonic() > deadline:
+                raise RuntimeError("the EMR database is not migrated: start the EMR (filmless up / filmless emr serve)")
+            log.info("waiting for the EMR to migrate the database")
+            time.sleep(1.0)
         Listener(settings, make_session_factory(engine)).serve_forever()
     finally:
         engine.dispose()

@@ -257,14 +257,16 @@ def test_replay_from_the_service_and_the_cli(hl7_site: Site, monkeypatch: pytest
 
 @pytest.mark.slow
 def test_filmless_hl7_serve_process(tmp_path: Path) -> None:
-    """The listener as `filmless up` runs it: its own process, migrating the database, stopped by SIGTERM."""
+    """The listener as `filmless up` runs it: its own process on the migrated database, stopped by SIGTERM."""
     import os
     import signal
     import subprocess
     import sys
 
+    from emr import EmrSettings, upgrade_database
     from tests.helpers import free_port, wait_for
 
+    upgrade_database(EmrSettings(database_url=f"sqlite:///{tmp_path / 'emr.sqlite3'}"))  # the EMR's job
     port = free_port()
     env = {**os.environ, "FILMLESS_DATA_DIR": str(tmp_path), "FILMLESS_HL7_PORT": str(port),
            "FILMLESS_DATABASE_URL": f"sqlite:///{tmp_path / 'emr.sqlite3'}", "FILMLESS_HL7_ALLOWED": "BV01@127.0.0.1"}
