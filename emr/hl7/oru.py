@@ -136,10 +136,19 @@ def enqueue_oru(session: Session, settings: EmrSettings, doc: Document, artifact
     return row
 
 
+def _his_knows(session: Session, doc: Document) -> bool:
+    """The HIS placed the order or registered the patient (it sent them over HL7)."""
+    if doc.order_id and session.scalar(select(Hl7OrderLink.id).where(Hl7OrderLink.order_id == doc.order_id)):
+        return True
+    return session.scalar(select(Hl7PatientLink.id).where(Hl7PatientLink.patient_id == doc.patient_id)) is not None
+
+
 def report_signed_hook(settings: EmrSettings) -> Callable[[Session, Actor, Document, SignedArtifact], None]:
     """What :func:`emr.signing.service.sign_document` calls when a radiology report is fully signed."""
 
     def hook(session: Session, actor: Actor, doc: Document, artifact: SignedArtifact) -> None:
+        if not _his_knows(session, doc):
+            return  # a patient and order the HIS never sent: it has nothing to attach the result to
         row = enqueue_oru(session, settings, doc, artifact)
         audit.record(session, actor, "hl7.send", patient_id=doc.patient_id, object_type="hl7_message",
                      object_id=row.id, details={"type": "ORU^R01", "document": doc.id, "to": settings.hl7.receiver})

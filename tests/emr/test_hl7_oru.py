@@ -157,3 +157,27 @@ def test_receiver_down_is_retried_not_lost(world: dict[str, Any], receiver: Mllp
         assert row.status == "failed" and "IncompleteReadError" in row.error
         message = session.scalar(select(OutboxMessage).where(OutboxMessage.kind == "hl7.oru"))
         assert message.status == "failed" and message.attempts == 1  # waits for its back-off, then retried
+
+
+def test_no_oru_for_what_the_his_never_sent(world: dict[str, Any], receiver: MllpReceiver) -> None:
+    """A patient registered and an order placed in filmless itself: the HIS could not attach a result."""
+    from emr.imaging.orders import create_order
+    from emr.patients.service import create_patient
+
+    config = world["app"].extensions["emr.signing_config"]
+    with world["factory"]() as session:
+        actor = world["radiologist"]
+        patient = create_patient(session, SETUP, {"full_name": "Mai Văn Tại Chỗ", "birth_date": "1970-01-01",
+                                                  "sex": "M"})
+        physician = create_user(session, SETUP, "bsdieutri1", "correct horse battery", "physician", "BS. Điều Trị")
+        order = create_order(session, Actor(physician.id, physician.username, "physician", None),
+                             {"patient_id": patient.id, "modality": "CT", "procedure_name": "CT ngực"})
+        doc = documents.create_document(session, actor, {"encounter_id": visit_for_report(session, actor, order).id,
+                                                         "form_type": "radiology_report", "order_id": order.id,
+                                                         "content": CONTENT})
+        version = session.scalars(select(DocumentVersion).where(DocumentVersion.document_id == doc.id)).one()
+        artifact = signing.sign_document(session, actor, doc.id, config, method="pkcs12", secret=world["password"],
+                                         expected_sha256=version.content_sha256)
+        assert artifact.complete
+        assert session.scalar(select(OutboxMessage).where(OutboxMessage.kind == "hl7.oru")) is None
+        assert session.scalar(select(Hl7Message).where(Hl7Message.direction == "out")) is None
