@@ -17,6 +17,7 @@ import contextlib
 import logging
 import signal
 import threading
+import time
 from collections import Counter
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
@@ -33,6 +34,8 @@ from .inbound import Outcome, peer_allowed, process, refuse_connection
 __all__ = ["Listener", "start_listener", "serve_hl7", "send_mllp", "MllpError"]
 
 log = logging.getLogger(__name__)
+
+REFUSAL_LOG_INTERVAL = 60.0  # seconds between two logged refusals of one address for one reason
 
 
 class MllpError(Exception):
@@ -62,6 +65,7 @@ class Listener:
 
     def __post_init__(self) -> None:
         self._open: Counter[str] = Counter()
+        self._refused: dict[tuple[str, str], float] = {}
         self._pool = ThreadPoolExecutor(max_workers=4, thread_name_prefix="hl7")
         self._ready = threading.Event()
         self._stopping: asyncio.Event | None = None
@@ -73,6 +77,15 @@ class Listener:
                            facility_code=self.settings.facility_code)
 
     def _refuse(self, peer: str, reason: str, raw: bytes = b"") -> None:
+        """Log and audit a refused attempt; the same address and reason at most once a minute
+        (a port scan or a reconnecting broken client must not fill the database)."""
+        key = (peer.rsplit(":", 1)[0], reason)
+        now = time.monotonic()
+        if now - self._refused.get(key, -REFUSAL_LOG_INTERVAL) < REFUSAL_LOG_INTERVAL:
+            return
+        self._refused[key] = now
+        if len(self._refused) > 10_000:
+            self._refused.clear()
         try:
             with self.session_factory() as session:
                 refuse_connection(session, peer, reason, raw)
@@ -207,7 +220,6 @@ def serve_hl7(settings: EmrSettings, *, wait_for_schema: float = 600.0) -> None:
     """Run the listener in the foreground until SIGTERM/SIGINT (``filmless hl7 serve``, a ``filmless up`` part).
 
     It starts once the EMR has brought the database to the newest schema (``filmless up`` starts both)."""
-    import time
 
     from emr.core.clock import use_timezone
     from emr.db import make_engine, make_session_factory
