@@ -172,7 +172,6 @@ def test_the_interface_account_cannot_log_in(app: Flask, client: FlaskClient, se
     user = interface_user(session)
     assert user.username == INTERFACE_USERNAME and not user.active and user.password_hash == "!"
     session.commit()
-    for password in ("!", "", "hl7-interface"):
-        r = login(client, INTERFACE_USERNAME, password)
-        assert r.status_code != 302, password
-        assert client.get("/admin/hl7").status_code == 302
+    r = login(client, INTERFACE_USERNAME, "!")  # the stored "hash" itself as the password
+    assert r.status_code != 302
+    assert client.get("/admin/hl7").status_code == 302  # still not logged in
