@@ -1,11 +1,11 @@
 """HL7 MLLP listener throughput, alone and beside stuck clients (issue 15 §5).
 
-Starts the real listener on a throw-away SQLite database (or FILMLESS_BENCH_PG's
-PostgreSQL), sends N ADT^A04 messages over MLLP one after another and reports
+Starts the real listener on a throw-away SQLite database, sends N ADT^A04
+messages over MLLP one after another and reports
 messages/s and p50/p95 round trip (message → ACK). Then the same with S
 connections that sent half a message and stalled (a broken HIS, a port scan)
 and the ratio against the first run, measured in the same run. The stalled ones
-must cost nothing but their sockets.
+must cost nothing but their sockets. (SQLite only.)
 
     PYTHONPATH=. .venv/bin/python benchmarks/hl7_listener.py --messages 500 --stalled 50
 """
@@ -22,7 +22,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from tests.emr.hl7_support import adt, database, mllp, msa, site  # noqa: E402
+from tests.emr.hl7_support import adt, mllp, msa, site, sqlite_database  # noqa: E402
 
 
 def _run(port: int, prefix: str, n: int) -> list[float]:
@@ -48,19 +48,19 @@ def main() -> int:
     parser.add_argument("--stalled", type=int, default=50)
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
-        for url in database("sqlite", Path(tmp), None):
-            for s in site(url, Path(tmp), allowed=("BV01@127.0.0.0/8",), connections_per_ip=args.stalled + 8,
-                          max_connections=args.stalled + 8, read_timeout=600.0):
-                base = _report("alone", _run(s.port, "B", args.messages))
-                stuck = []
-                for _ in range(args.stalled):
-                    sock = socket.create_connection(("127.0.0.1", s.port))
-                    sock.sendall(b"\x0bMSH|^~\\&|HIS|BV01|FILMLESS|")
-                    stuck.append(sock)
-                loaded = _report(f"beside {args.stalled} stalled clients", _run(s.port, "S", args.messages))
-                print(f"ratio stalled/alone: {loaded / base:.2f} (1.00 = unaffected)")
-                for sock in stuck:
-                    sock.close()
+        url = sqlite_database(Path(tmp), None)
+        for s in site(url, Path(tmp), allowed=("BV01@127.0.0.0/8",), connections_per_ip=args.stalled + 8,
+                      max_connections=args.stalled + 8, read_timeout=600.0):
+            base = _report("alone", _run(s.port, "B", args.messages))
+            stuck = []
+            for _ in range(args.stalled):
+                sock = socket.create_connection(("127.0.0.1", s.port))
+                sock.sendall(b"\x0bMSH|^~\\&|HIS|BV01|FILMLESS|")
+                stuck.append(sock)
+            loaded = _report(f"beside {args.stalled} stalled clients", _run(s.port, "S", args.messages))
+            print(f"ratio stalled/alone: {loaded / base:.2f} (1.00 = unaffected)")
+            for sock in stuck:
+                sock.close()
     return 0
 
 

@@ -5,20 +5,16 @@ from __future__ import annotations
 import shutil
 import socket
 import unicodedata
-import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
-
-from sqlalchemy import create_engine, text
 
 from emr import EmrSettings, upgrade_database
 from emr.core.settings import Hl7Settings
 from emr.db import make_engine, make_session_factory
 from emr.hl7.mllp import Listener, start_listener
 
-PG_ADMIN_URL = "postgresql+psycopg://postgres@127.0.0.1:5432/postgres"
 VT, FS_CR = b"\x0b", b"\x1c\r"
 
 
@@ -128,28 +124,15 @@ class Site:
         return self.factory()
 
 
-def database(kind: str, tmp: Path, template: Path | None) -> Iterator[str]:
-    if kind == "sqlite":
-        path = tmp / "emr.sqlite3"
-        if template is not None:
-            shutil.copy(template, path)
-        url = f"sqlite:///{path}"
-        if template is None:
-            upgrade_database(EmrSettings(database_url=url))
-        yield url
-        return
-    name = f"filmless_hl7_test_{uuid.uuid4().hex[:10]}"
-    admin = create_engine(PG_ADMIN_URL, isolation_level="AUTOCOMMIT")
-    with admin.connect() as conn:
-        conn.execute(text(f'CREATE DATABASE "{name}"'))
-    url = f"postgresql://postgres@127.0.0.1:5432/{name}"
-    upgrade_database(EmrSettings(database_url=url))
-    try:
-        yield url
-    finally:
-        with admin.connect() as conn:
-            conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
-        admin.dispose()
+def sqlite_database(tmp: Path, template: Path | None) -> str:
+    """A migrated SQLite file: a copy of the session's template, or migrated here (the benchmark)."""
+    path = tmp / "emr.sqlite3"
+    url = f"sqlite:///{path}"
+    if template is not None:
+        shutil.copy(template, path)
+    else:
+        upgrade_database(EmrSettings(database_url=url))
+    return url
 
 
 def site(url: str, tmp: Path, **hl7: Any) -> Iterator[Site]:

@@ -20,11 +20,11 @@ from emr.hl7.messages import MessageFilter, list_messages, replay
 from emr.hl7.mllp import send_mllp
 from emr.models import AuditEntry, Hl7Message, Hl7OrderLink, ImagingOrder, Patient
 
+from .conftest import _truncate_pg
 from .hl7_support import (
     Site,
     adt,
     cp1258,
-    database,
     err,
     mllp,
     msa,
@@ -33,6 +33,7 @@ from .hl7_support import (
     orm,
     read_frame,
     site,
+    sqlite_database,
 )
 
 ADMIN = Actor(None, "admin-test", "admin", "127.0.0.1")
@@ -42,10 +43,11 @@ ADMIN = Actor(None, "admin-test", "admin", "127.0.0.1")
 def hl7_site(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Site]:
     tmp = tmp_path_factory.mktemp(f"hl7-{request.param}")
     if request.param == "postgresql":
-        request.getfixturevalue("pg_database")  # skips when PostgreSQL is not running
-    template = request.getfixturevalue("sqlite_template") if request.param == "sqlite" else None
-    for url in database(request.param, tmp, template):
-        yield from site(url, tmp, default_charset="cp1258")
+        url = request.getfixturevalue("pg_database")  # the run's database (skips when PostgreSQL is not running)
+        _truncate_pg(url)
+    else:
+        url = sqlite_database(tmp, request.getfixturevalue("sqlite_template"))
+    yield from site(url, tmp, default_charset="cp1258")
 
 
 def _patient(s: Site, his_id: str) -> Patient:

@@ -32,15 +32,15 @@ from tests.emr.conftest import (  # noqa: F401 - fixtures
     sqlite_template,
     world,
 )
-from tests.emr.hl7_support import Site, adt, database, frame, mllp, msa, read_frame, site
+from tests.emr.hl7_support import Site, adt, frame, mllp, msa, read_frame, site, sqlite_database
 
 
 @pytest.fixture(scope="module")
 def guarded(tmp_path_factory: pytest.TempPathFactory, sqlite_template: Path) -> Iterator[Site]:  # noqa: F811
     """A listener that takes BV01 from 127.0.0.1 only, 4 KiB messages, two connections per address."""
     tmp = tmp_path_factory.mktemp("hl7-guarded")
-    for url in database("sqlite", tmp, sqlite_template):
-        yield from site(url, tmp, allowed=("BV01@127.0.0.1/32",), max_bytes=4096, connections_per_ip=2)
+    yield from site(sqlite_database(tmp, sqlite_template), tmp, allowed=("BV01@127.0.0.1/32",), max_bytes=4096,
+                    connections_per_ip=2)
 
 
 def _connect_from(source: str, port: int) -> socket.socket:
