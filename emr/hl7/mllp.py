@@ -6,8 +6,9 @@ stops half-way holds only its own connection: each message must arrive whole
 within ``read_timeout`` and within ``max_bytes`` or the connection is closed and
 the attempt logged. Addresses outside ``FILMLESS_HL7_ALLOWED`` are closed before
 anything is read; one address may hold ``connections_per_ip`` connections.
-Messages are applied in a small thread pool (the database work is blocking), in
-order per connection: the ACK of one is written before the next is read.
+Messages are applied by one worker thread (the database work is blocking), in
+arrival order across connections; on one connection the ACK of a message is
+written before the next is read.
 """
 
 from __future__ import annotations
@@ -66,7 +67,10 @@ class Listener:
     def __post_init__(self) -> None:
         self._open: Counter[str] = Counter()
         self._refused: dict[tuple[str, str], float] = {}
-        self._pool = ThreadPoolExecutor(max_workers=4, thread_name_prefix="hl7")
+        # One worker applies messages, in arrival order across connections: an A08 must not overtake the
+        # A04 it updates, and two registrations of one new HIS number must not both create a patient.
+        # Reading and answering stay concurrent (the event loop); only the database work queues.
+        self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="hl7")
         self._ready = threading.Event()
         self._stopping: asyncio.Event | None = None
 
