@@ -89,6 +89,8 @@ def build_oru(session: Session, settings: EmrSettings, doc: Document, artifact: 
     filler = f"{escape(order.accession_number)}^{escape(cfg.application)}" if order else ""
     service = f"{escape(order.procedure_code or '')}^{escape(order.procedure_name)}" if order else ""
     signed_at = _ts(artifact.updated_at)
+    # An amendment of a signed report is a corrected result: OBR-25 table 0123 / OBX-11 table 0085 "C", else "F".
+    status = "C" if version.amends_version_id else "F"
     receiving = escape(olink.authority if olink else (link.authority if link else ""))
     interpreter = escape(signer.full_name) if signer else ""
     segments = [
@@ -97,23 +99,24 @@ def build_oru(session: Session, settings: EmrSettings, doc: Document, artifact: 
         f"PID|1||{'~'.join(ids)}||{_name(patient.full_name)}||{patient.birth_date:%Y%m%d}|{sex}",
         f"ORC|RE|{placer}|{filler}||CM",
         f"OBR|1|{placer}|{filler}|{service}|||{_ts(order.ordered_at if order else None)}|||||||||||||||"
-        f"{signed_at}|||F|||||||{interpreter}",
+        f"{signed_at}|||{status}|||||||{interpreter}",
     ]
     n = 0
     for key, label in _SECTIONS:
         text = str(content.get(key) or "").strip()
         if text:
             n += 1
-            segments.append(f"OBX|{n}|FT|{key.upper()}^{escape(label)}^L||{escape(text, breaks=True)}||||||F|||"
+            segments.append(f"OBX|{n}|FT|{key.upper()}^{escape(label)}^L||{escape(text, breaks=True)}||||||{status}|||"
                             f"{signed_at}")
     url = f"{settings.public_url.rstrip('/')}/signing/documents/{doc.id}/versions/{version.number}/pdf"
     verify = f"{settings.public_url.rstrip('/')}/verify/{artifact.verification_code}"
     n += 1
-    segments.append(f"OBX|{n}|RP|PDF^Báo cáo đã ký số^L||{escape(url)}^{escape(cfg.application)}^AP^PDF||||||F")
+    segments.append(f"OBX|{n}|RP|PDF^Báo cáo đã ký số^L||{escape(url)}^{escape(cfg.application)}^AP^PDF||||||{status}")
     n += 1
-    segments.append(f"OBX|{n}|ST|PDF-SHA256^SHA-256 của PDF^L||{artifact.pdf_sha256}||||||F")
+    segments.append(f"OBX|{n}|ST|PDF-SHA256^SHA-256 của PDF^L||{artifact.pdf_sha256}||||||{status}")
     n += 1
-    segments.append(f"OBX|{n}|RP|VERIFY^Tra cứu chữ ký^L||{escape(verify)}^{escape(cfg.application)}^AP^HTML||||||F")
+    segments.append(f"OBX|{n}|RP|VERIFY^Tra cứu chữ ký^L||{escape(verify)}^{escape(cfg.application)}^AP^HTML||||||"
+                    f"{status}")
     return "\r".join(segments)
 
 

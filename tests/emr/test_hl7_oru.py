@@ -119,8 +119,20 @@ def test_signed_report_goes_to_the_his_as_oru(world: dict[str, Any], receiver: M
         f"https://emr.benhvien.example/signing/documents/{doc_id}/versions/1/pdf^FILMLESS^AP^PDF")
     assert obx["PDF-SHA256"][5] == pdf_sha256
     assert verify in obx["VERIFY"][5]
+    # An amendment, signed, goes as a corrected result (OBR-25 / OBX-11 "C").
     with factory() as session:
-        row = session.scalar(select(Hl7Message).where(Hl7Message.direction == "out"))
+        amended = documents.amend_document(session, world["radiologist"], doc_id,
+                                           {**CONTENT, "conclusion": "Bổ sung: nang màng nhện nhỏ thái dương trái."},
+                                           "Bổ sung kết luận")
+        v2 = max(amended.versions, key=lambda v: v.number)
+        signing.sign_document(session, world["radiologist"], doc_id, config, method="pkcs12",
+                              secret=world["password"], expected_sha256=v2.content_sha256)
+    assert [d.outcome for d in run_due(context, kinds=["hl7.oru"])] == ["sent"]
+    corrected = _segments(receiver.received[1])
+    assert corrected["OBR"][0][25] == "C" and all(f[11] == "C" for f in corrected["OBX"])
+    assert "nang màng nhện" in {f[3].split("^")[0]: f for f in corrected["OBX"]}["CONCLUSION"][5]
+    with factory() as session:
+        row = session.scalar(select(Hl7Message).where(Hl7Message.direction == "out").order_by(Hl7Message.id))
         assert (row.status, row.ack_code, row.message_type) == ("sent", "AA", "ORU^R01")
         # The receiver refuses a resend (AR): dead at once, not retried; the log says why.
         receiver.answer = "AR"
@@ -133,7 +145,7 @@ def test_signed_report_goes_to_the_his_as_oru(world: dict[str, Any], receiver: M
         assert refused.replay_of_id == row.id
         # Nothing on the signed side changed, and one signature was made.
         assert session.scalar(select(Document).where(Document.id == doc_id)).status != "cancelled"
-        assert len(list(session.scalars(select(SignedArtifact)))) == 1
+        assert len(list(session.scalars(select(SignedArtifact)))) == 2  # the report and its amendment
 
 
 def test_receiver_down_is_retried_not_lost(world: dict[str, Any], receiver: MllpReceiver) -> None:
