@@ -28,6 +28,8 @@ if TYPE_CHECKING:
     from emr.core.exceptions import EmrError
     from emr.core.settings import EmrSettings
     from emr.db import singleton_lock
+    from emr.hl7.messages import list_hl7_messages, replay_hl7_message
+    from emr.hl7.mllp import serve_hl7
     from emr.imaging.dicom_audit import dicom_audit_provider
     from emr.imaging.identity import identity_provider
     from emr.imaging.linker import Linker, start_linker
@@ -61,6 +63,9 @@ _HOMES = {
     "mpps_provider": "emr.imaging.mpps",
     "worklist_provider": "emr.imaging.worklist",
     "serve": "emr.server",
+    "serve_hl7": "emr.hl7.mllp",
+    "replay_hl7_message": "emr.hl7.messages",
+    "list_hl7_messages": "emr.hl7.messages",
     "upgrade_database": "emr.server",
 }
 
@@ -86,6 +91,9 @@ __all__ = [
     "restore_database",
     "serve",
     "singleton_lock",
+    "serve_hl7",
+    "replay_hl7_message",
+    "list_hl7_messages",
     "start_linker",
     "upgrade_database",
     "verify_audit_chain",

@@ -13,6 +13,7 @@ from __future__ import annotations
 import os
 import secrets
 from collections.abc import Callable, Iterable
+from dataclasses import replace
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
@@ -33,7 +34,9 @@ from emr.core.exceptions import EmrError
 from emr.core.settings import EmrSettings
 from emr.exports.money import fmt_vnd
 from emr.fhir import views as fhir
+from emr.hl7 import oru as hl7_oru
 from emr.i18n import t
+from emr.outbox import register_handler
 from emr.signing import service as signing_service
 from emr.web import (
     admin,
@@ -41,6 +44,7 @@ from emr.web import (
     care,
     documents,
     exports,
+    hl7,
     login,
     orders,
     outbox,
@@ -99,6 +103,7 @@ def _register_blueprints(app: Flask, csrf: CSRFProtect) -> None:
     app.register_blueprint(share.bp)  # /s share links
     app.register_blueprint(care.bp)  # issue 10: break the glass (/patients/<id>/break-glass) and its review
     app.register_blueprint(outbox.bp)  # issue 15: /admin/outbox, the operator page of the durable outbox
+    app.register_blueprint(hl7.bp)  # issue 15 §5: /admin/hl7 message log and replay
 
 
 # Blueprint name → how it answers errors; blueprints not listed answer with the HTML error page.
@@ -190,7 +195,12 @@ def create_app(
     engine = app.config.get("EMR_ENGINE") or db.make_engine(settings.database_url)
     app.extensions["emr.engine"] = engine
     db.init_app(app, db.make_session_factory(engine))
-    app.extensions["emr.signing_config"] = signing_service.signing_config(settings, store)
+    signing_config = signing_service.signing_config(settings, store)
+    if settings.hl7.receiver:  # issue 15 §5: the signed report goes to the HIS as ORU^R01 through the outbox
+        signing_config = replace(signing_config, on_report_signed=(*signing_config.on_report_signed,
+                                                                   hl7_oru.report_signed_hook(settings)))
+        register_handler(hl7_oru.KIND, hl7_oru.deliver_oru)
+    app.extensions["emr.signing_config"] = signing_config
     app.extensions["emr.signed_artifacts"] = signing_service.DbArtifacts()  # what the exports attach
     ehr.install(settings)  # issue 15: push visit summaries and signed reports to the health record (outbox)
 

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from emr.core.clock import DEFAULT_TIMEZONE, valid_timezone
-from emr.core.settings import EmrSettings
+from emr.core.settings import EmrSettings, Hl7Settings
 from pacs_gateway.settings import GatewaySettings
 from storage.settings import StorageSettings
 
@@ -132,6 +132,21 @@ VARIABLES: dict[str, tuple[str, str]] = {
     "FILMLESS_PKCS11_LIBRARY": ("/usr/lib/softhsm/libsofthsm2.so", "PKCS#11 library of the signing tokens"),
     "FILMLESS_SOFTHSM2_CONF": ("", "SoftHSM2 configuration for the demo token (sets SOFTHSM2_CONF for the EMR)"),
     "FILMLESS_TRUST_ANCHORS": ("<data>/pki/trust-anchors", "CA certificates signatures are checked against"),
+    "FILMLESS_HL7_PORT": ("", "MLLP port of the HL7 v2 listener for the HIS (unset: no listener); 2575 is usual"),
+    "FILMLESS_HL7_HOST": ("127.0.0.1", "Address the HL7 listener binds (0.0.0.0: the HIS is on another machine)"),
+    "FILMLESS_HL7_ALLOWED": (
+        "*@127.0.0.0/8,*@::1",
+        "HIS allowed to send: FACILITY@IP/CIDR (MSH-4), comma-separated, * = any facility",
+    ),
+    "FILMLESS_HL7_MAX_KB": ("1024", "Largest HL7 message accepted (KiB); a bigger one is refused"),
+    "FILMLESS_HL7_TIMEOUT": ("60", "Seconds a connection may take to deliver one whole message before it is closed"),
+    "FILMLESS_HL7_CONNECTIONS_PER_IP": ("4", "Open MLLP connections one address may hold"),
+    "FILMLESS_HL7_DEFAULT_CHARSET": (
+        "utf-8",
+        "Charset of HL7 messages whose MSH-18 is empty (Python codec name: utf-8, cp1258, latin-1...)",
+    ),
+    "FILMLESS_HL7_RECEIVER": ("", "host:port of the HIS's MLLP receiver for ORU^R01 signed reports (unset: none)"),
+    "FILMLESS_HL7_APPLICATION": ("FILMLESS", "MSH-3 sending application of the messages filmless sends"),
 }
 
 
@@ -235,6 +250,48 @@ def _ehr_url(env: Mapping[str, str]) -> str | None:
     return url.rstrip("/") if url else None
 
 
+def _hl7_allowed(env: Mapping[str, str], name: str) -> tuple[str, ...]:
+    raw = env.get(name)
+    if raw is None or not raw.strip():
+        return Hl7Settings.allowed
+    entries = tuple(e.strip() for e in raw.split(",") if e.strip())
+    for entry in entries:
+        facility, sep, addr = entry.rpartition("@")
+        if not sep or not facility or any(c in facility for c in "|^~\\&"):
+            raise SettingsError(f"{name}: {entry!r} is not FACILITY@IP/CIDR")
+        try:
+            ipaddress.ip_network(addr, strict=False)
+        except ValueError:
+            raise SettingsError(f"{name}: {addr!r} is not an IP address or network") from None
+    return entries
+
+
+def _hl7(env: Mapping[str, str]) -> Hl7Settings:
+    import codecs
+
+    charset = _str(env, "FILMLESS_HL7_DEFAULT_CHARSET", "utf-8") or "utf-8"
+    try:
+        codecs.lookup(charset)
+    except LookupError:
+        raise SettingsError(f"FILMLESS_HL7_DEFAULT_CHARSET={charset!r} is not a known charset") from None
+    receiver = _str(env, "FILMLESS_HL7_RECEIVER", "") or ""
+    if receiver:
+        host, sep, port = receiver.rpartition(":")
+        if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
+            raise SettingsError(f"FILMLESS_HL7_RECEIVER={receiver!r} is not host:port")
+    return Hl7Settings(
+        host=_str(env, "FILMLESS_HL7_HOST", "127.0.0.1") or "127.0.0.1",
+        port=_port(env, "FILMLESS_HL7_PORT", 0) if _str(env, "FILMLESS_HL7_PORT") else 0,
+        allowed=_hl7_allowed(env, "FILMLESS_HL7_ALLOWED"),
+        max_bytes=_int(env, "FILMLESS_HL7_MAX_KB", 1024, 1, 64 * 1024) * 1024,
+        read_timeout=float(_int(env, "FILMLESS_HL7_TIMEOUT", 60, 1, 3600)),
+        connections_per_ip=_int(env, "FILMLESS_HL7_CONNECTIONS_PER_IP", 4, 1, 1000),
+        default_charset=charset,
+        receiver=receiver,
+        application=_str(env, "FILMLESS_HL7_APPLICATION", "FILMLESS") or "FILMLESS",
+    )
+
+
 def load(env: Mapping[str, str] | None = None) -> Settings:
     """Read ``FILMLESS_*`` variables (default: the process environment over the settings file
     ``filmless up`` left in the data directory, so other commands find the running installation)."""
@@ -327,6 +384,7 @@ def load(env: Mapping[str, str] | None = None) -> Settings:
         pkcs11_library=_str(env, "FILMLESS_PKCS11_LIBRARY", EmrSettings.pkcs11_library) or EmrSettings.pkcs11_library,
         softhsm2_conf=Path(conf).expanduser() if (conf := _str(env, "FILMLESS_SOFTHSM2_CONF")) else None,
         trust_anchors_dir=Path(_str(env, "FILMLESS_TRUST_ANCHORS") or data_dir / "pki" / "trust-anchors"),
+        hl7=_hl7(env),
     )
     if emr.ehr_timeout >= emr.outbox_lease_seconds:
         # a push still running when its lease ends could be taken over and sent twice

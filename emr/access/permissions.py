@@ -64,6 +64,8 @@ PERMISSIONS: dict[str, frozenset[str]] = {
     "break_glass.review": frozenset({"admin"}),
     # Issue 15: the outbox operator page (what was sent to the EHR, other sites, the HIS; resend).
     "outbox.manage": frozenset({"admin"}),
+    # Issue 15 §5: the HL7 message log with the HIS (message contents are patient data) and replay.
+    "hl7.manage": frozenset({"admin"}),
     # Actions every logged-in user has (home page, logout).
     "self": frozenset(ROLES),
 }

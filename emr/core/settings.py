@@ -2,10 +2,31 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
-__all__ = ["EmrSettings"]
+__all__ = ["EmrSettings", "Hl7Settings"]
+
+
+@dataclass(frozen=True)
+class Hl7Settings:
+    """The HL7 v2 interface with the hospital information system (emr.hl7, issue 15 §5)."""
+
+    # MLLP listener: off while port is 0; loopback unless told otherwise.
+    host: str = "127.0.0.1"
+    port: int = 0
+    # Who may send: FACILITY@IP/CIDR entries (MSH-4 namespace ID, * = any facility).
+    allowed: tuple[str, ...] = ("*@127.0.0.0/8", "*@::1")
+    max_bytes: int = 1024 * 1024  # one message, framing excluded
+    read_timeout: float = 60.0  # seconds a connection may take to deliver one whole message
+    connections_per_ip: int = 4
+    max_connections: int = 64
+    # Codec for messages whose MSH-18 is empty (HL7 says ASCII; Vietnamese HIS send UTF-8 or cp1258).
+    default_charset: str = "utf-8"
+    # Where ORU^R01 go when a report is signed: host:port of the HIS's MLLP receiver ("" = not sent).
+    receiver: str = ""
+    send_timeout: float = 30.0
+    application: str = "FILMLESS"  # MSH-3 of what filmless sends; MSH-4 is the facility code
 
 
 @dataclass(frozen=True)
@@ -62,3 +83,4 @@ class EmrSettings:
     ehr_client_key: Path | None = None
     ehr_ca: Path | None = None
     ehr_timeout: int = 30
+    hl7: Hl7Settings = field(default_factory=Hl7Settings)

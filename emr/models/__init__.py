@@ -5,6 +5,7 @@ from .audit import AuditAnchor, AuditEntry, AuditHead
 from .base import Base, utcnow
 from .documents import FORM_TYPES, RETENTION_YEARS, Document, DocumentVersion
 from .encounters import BENEFIT_LEVELS, ENCOUNTER_KINDS, Encounter, EncounterDiagnosis, Icd10Code
+from .hl7 import HL7_DIRECTIONS, HL7_STATUSES, Hl7Message, Hl7OrderLink, Hl7PatientLink
 from .imaging import ShareLink, StudyMeasurements
 from .orders import MODALITIES, ORDER_STATUSES, URGENCIES, ImagingOrder, LinkerState, Study
 from .outbox import OUTBOX_STATUSES, OutboxAttempt, OutboxMessage
@@ -29,6 +30,11 @@ __all__ = [
     "Encounter",
     "EncounterDiagnosis",
     "FORM_TYPES",
+    "HL7_DIRECTIONS",
+    "HL7_STATUSES",
+    "Hl7Message",
+    "Hl7OrderLink",
+    "Hl7PatientLink",
     "Icd10Code",
     "ImagingOrder",
     "LinkerState",

@@ -23,7 +23,7 @@ import json
 import logging
 import os
 import secrets
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -127,6 +127,9 @@ class SigningConfig:
     hospital_name: str = ""
     allow_fetching: bool = True
     store: Any = None
+    # Called in the signing transaction when a radiology report gets its last signature
+    # (session, actor, document, artifact): e.g. the HL7 ORU^R01 to the HIS (emr.hl7.oru), via the outbox.
+    on_report_signed: tuple[Callable[[Session, Actor, Document, SignedArtifact], None], ...] = ()
 
     def anchors(self) -> list[x509.Certificate]:
         return load_trust_anchors(self.trust_anchors_dir)
@@ -517,6 +520,9 @@ def sign_document(
             "complete": artifact.complete,
         },
     )
+    if artifact.complete and doc.form_type == "radiology_report":
+        for hook in config.on_report_signed:  # same transaction: nothing signed goes unsent
+            hook(session, actor, doc, artifact)
     if first:
         documents.mark_signed(session, actor, doc.id, version.number)  # locks the version; commits
     else:

@@ -104,6 +104,8 @@ def _banner(settings: Settings, accounts: list[tuple[str, str, str]]) -> str:
         f"  DICOM gateway    AE title {g.ae_title}, port {g.port} on {g.host}"
         f"   allowed: {', '.join(g.allowed_peers)}",
     ]
+    if e.hl7.port:
+        lines.append(f"  HL7 v2 (MLLP)    port {e.hl7.port} on {e.hl7.host}   allowed: {', '.join(e.hl7.allowed)}")
     if s.managed:
         creds = load_or_create_credentials(s.data_dir)
         lines += [
@@ -144,6 +146,8 @@ def cmd_up(args: argparse.Namespace, settings: Settings) -> int:
     tsa = demo_tsa(settings, args.demo)  # dev TSA child when the development PKI exists and no TSA is set
     if tsa is not None:
         children.append(tsa[0])
+    if settings.emr.hl7.port:  # HL7 v2 with the HIS: its own process, a broken HIS cannot slow the EMR
+        children.append(Child("hl7", ["hl7", "serve"]))
     serve = ["emr", "serve", "--demo"] if args.demo else ["emr", "serve"]
     children.append(Child("emr", serve, env=tsa[1] if tsa else None))
     supervisor = Supervisor(children)

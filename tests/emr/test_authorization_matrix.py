@@ -120,6 +120,10 @@ EXPECTED: dict[tuple[str, str], set[str] | None] = {
     ("POST", "/patients/<int:patient_id>/break-glass"): {"physician", "radiologist", "technician"},
     ("GET", "/admin/break-glass"): {"admin"},
     ("POST", "/api/verify"): None,
+    # HL7 v2 with the HIS (issue 15 §5): the message log, one message, replay. tests/security/test_hl7.py.
+    ("GET", "/admin/hl7"): {"admin"},
+    ("GET", "/admin/hl7/<int:message_id>"): {"admin"},
+    ("POST", "/admin/hl7/<int:message_id>/replay"): {"admin"},
 }
 _OTHER_ROUTES_OWNED_ELSEWHERE = re.compile(r"^/(viewer|verify|fhir|signing|export)")
 

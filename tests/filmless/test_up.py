@@ -45,8 +45,18 @@ def _alive(pid: int) -> bool:
 
 
 @pytest.mark.slow
+def _listening(port: int) -> bool:
+    import socket
+
+    try:
+        socket.create_connection(("127.0.0.1", port), timeout=1).close()
+        return True
+    except OSError:
+        return False
+
+
 def test_up_runs_the_stack_and_ctrl_c_stops_every_child(tmp_path: Path) -> None:
-    ports = {name: free_port() for name in ("gw", "http", "dicom", "emr")}
+    ports = {name: free_port() for name in ("gw", "http", "dicom", "emr", "hl7")}
     env = dict(os.environ)
     env.update({
         "FILMLESS_DATA_DIR": str(tmp_path / "var"),
@@ -55,6 +65,7 @@ def test_up_runs_the_stack_and_ctrl_c_stops_every_child(tmp_path: Path) -> None:
         "FILMLESS_ORTHANC_DICOM_PORT": str(ports["dicom"]),
         "FILMLESS_EMR_PORT": str(ports["emr"]),
         "FILMLESS_GATEWAY_MIN_FREE_MB": "16",
+        "FILMLESS_HL7_PORT": str(ports["hl7"]),  # issue 15 §5: the HL7 listener is a part of the stack
     })
     proc = subprocess.Popen([sys.executable, "-m", "filmless", "up"], env=env, stdout=subprocess.PIPE,
                             stderr=subprocess.STDOUT, text=True)
@@ -90,8 +101,14 @@ def test_up_runs_the_stack_and_ctrl_c_stops_every_child(tmp_path: Path) -> None:
         assert "[ok  ] storage" in check.stdout and "[ok  ] gateway" in check.stdout, check.stdout
         assert "[ok  ] emr" in check.stdout, check.stdout
 
+        assert f"HL7 v2 (MLLP)    port {ports['hl7']}" in text
+        from tests.emr.hl7_support import adt, mllp, msa
+
+        wait_for(lambda: _listening(ports["hl7"]), timeout=30, what="the HL7 listener")
+        assert msa(mllp(ports["hl7"], adt("UP-HL7-1", "A04", "HISUP1", "Võ^Sáu^Thị", facility="BV01")))[1] == "AA"
+
         children = _children(proc.pid)
-        assert len(children) >= 3  # storage (with Orthanc under it), gateway, ...
+        assert len(children) >= 4  # storage (with Orthanc under it), gateway, hl7, ...
     finally:
         proc.send_signal(signal.SIGINT)
         try:
