@@ -42,3 +42,6 @@ class EmrSettings:
     pkcs11_library: str = "/usr/lib/softhsm/libsofthsm2.so"
     softhsm2_conf: Path | None = None
     trust_anchors_dir: Path | None = None
+    # Prometheus /metrics (emr.ops.metrics): scrapers send the bearer token kept (0600) in this
+    # file, generated on first start (None: <data_dir>/metrics-token).
+    metrics_token_file: Path | None = None
