@@ -12,12 +12,13 @@ from __future__ import annotations
 
 import os
 import secrets
+import time
 from collections.abc import Callable, Iterable
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
-from flask import Flask, render_template, request
+from flask import Flask, g, render_template, request
 from flask_wtf.csrf import CSRFError, CSRFProtect
 from sqlalchemy import text as sql_text
 from werkzeug.exceptions import HTTPException
@@ -34,6 +35,7 @@ from emr.core.settings import EmrSettings
 from emr.exports.money import fmt_vnd
 from emr.fhir import views as fhir
 from emr.i18n import t
+from emr.ops.instruments import observe_request
 from emr.signing import service as signing_service
 from emr.web import (
     admin,
@@ -42,6 +44,7 @@ from emr.web import (
     documents,
     exports,
     login,
+    ops,
     orders,
     patients,
     reading,
@@ -79,6 +82,20 @@ def _ict(value: Any, fmt: str = "%d/%m/%Y %H:%M") -> str:
     return value.strftime("%d/%m/%Y")
 
 
+def _start_timer() -> None:
+    g.request_started = time.perf_counter()
+
+
+def _observe_request(response: Any) -> Any:
+    """Request latency per endpoint (not per URL: no ids in label values), emr.ops.instruments."""
+    started = g.get("request_started")
+    if started is not None:
+        rule = request.url_rule
+        observe_request(rule.endpoint if rule is not None else None, request.method, response.status_code,
+                        time.perf_counter() - started)
+    return response
+
+
 def _register_blueprints(app: Flask, csrf: CSRFProtect) -> None:
     """Every EMR blueprint; token-authenticated or session-less ones are exempt from CSRF."""
     csrf.exempt(api.bp)  # token-authenticated, no cookies
@@ -97,6 +114,9 @@ def _register_blueprints(app: Flask, csrf: CSRFProtect) -> None:
     csrf.exempt(reading.put_measurements)
     app.register_blueprint(share.bp)  # /s share links
     app.register_blueprint(care.bp)  # issue 10: break the glass (/patients/<id>/break-glass) and its review
+    app.register_blueprint(ops.bp)  # issue 16: /admin/ops, the operations page
+    csrf.exempt(ops.metrics_bp)  # bearer token, no cookies, GET only
+    app.register_blueprint(ops.metrics_bp)  # /metrics for Prometheus
 
 
 # Blueprint name → how it answers errors; blueprints not listed answer with the HTML error page.
@@ -190,6 +210,9 @@ def create_app(
     db.init_app(app, db.make_session_factory(engine))
     app.extensions["emr.signing_config"] = signing_service.signing_config(settings, store)
     app.extensions["emr.signed_artifacts"] = signing_service.DbArtifacts()  # what the exports attach
+    app.extensions["emr.metrics_token"] = load_or_create_secret(
+        settings.metrics_token_file or settings.data_dir / "metrics-token"
+    )
 
     csrf = CSRFProtect(app)
     _register_blueprints(app, csrf)
@@ -204,6 +227,8 @@ def create_app(
     app.jinja_env.filters["zip"] = lambda a, b: zip(a, b, strict=False)
     app.jinja_env.filters["vnd"] = fmt_vnd
     app.before_request(load_session_user)
+    app.before_request(_start_timer)
+    app.after_request(_observe_request)
 
     @app.get("/healthz")
     def _healthz() -> Any:

@@ -9,7 +9,16 @@ from .client import METADATA_KEYS, OrthancStore
 from .exceptions import LauncherError, NotFound, StorageError, StorageRejected, StorageTimeout, StorageUnavailable
 from .index import INDEXED_TAGS, Level
 from .launcher import Credentials, OrthancProcess, build_config, load_or_create_credentials, open_store
-from .models import Change, ChangesPage, IndexEntry, StorageStatistics, StoredInstance, StudySummary, SystemInfo, UploadResult
+from .models import (
+    Change,
+    ChangesPage,
+    IndexEntry,
+    StorageStatistics,
+    StoredInstance,
+    StudySummary,
+    SystemInfo,
+    UploadResult,
+)
 from .settings import StorageSettings
 
 __all__ = [

@@ -62,6 +62,8 @@ PERMISSIONS: dict[str, frozenset[str]] = {
     # Issue 10: care scope. Opening a patient outside one's care (break the glass), and its review.
     "patient.break_glass": frozenset({"physician", "radiologist", "technician"}),
     "break_glass.review": frozenset({"admin"}),
+    # Issue 16: the operations page (volumes, turnaround, storage, gateway and outbox health; no patients).
+    "ops.read": frozenset({"admin"}),
     # Actions every logged-in user has (home page, logout).
     "self": frozenset(ROLES),
 }
