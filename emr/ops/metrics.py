@@ -24,7 +24,7 @@ from sqlalchemy.orm import Session
 from emr.models import ImagingOrder, Study
 
 from .instruments import INSTRUMENTS
-from .service import outbox_states, unread_by_age
+from .service import outbox_health, unread_by_age
 
 __all__ = ["EmrCollector", "exposition"]
 
@@ -53,10 +53,15 @@ class EmrCollector(Collector):
         for age, count in unread_by_age(s).items():
             unread.add_metric([age], count)
         yield unread
+        counts, oldest = outbox_health(s)
         outbox = GaugeMetricFamily("filmless_emr_outbox_messages", "Outbox messages by status", labels=["status"])
-        for status, count in sorted(outbox_states(s).items()):
+        for status, count in sorted(counts.items()):
             outbox.add_metric([status], count)
         yield outbox
+        yield GaugeMetricFamily(
+            "filmless_emr_outbox_oldest_pending_seconds", "Age of the oldest outbox message not delivered yet",
+            value=oldest,
+        )
         yield from self._archive()
 
     def _archive(self) -> Iterator[Any]:

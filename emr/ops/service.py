@@ -26,6 +26,7 @@ from sqlalchemy.orm import Session
 
 from emr.core.clock import local_today
 from emr.core.states import OrderStatus, StudyState
+from emr import outbox
 from emr.models import Document, DocumentVersion, ImagingOrder, Study, utcnow
 
 __all__ = [
@@ -35,7 +36,7 @@ __all__ = [
     "StorageOutlook",
     "Turnaround",
     "operations_overview",
-    "outbox_states",
+    "outbox_health",
     "quantile",
     "storage_outlook",
     "studies_per_day",
@@ -222,19 +223,12 @@ def storage_outlook(
     return StorageOutlook(used_bytes, free_bytes, per_day, bytes_per_day, days_left)
 
 
-def outbox_states(session: Session) -> dict[str, int]:
-    """Messages of the durable outbox (``emr.outbox``) by status: waiting, sending, sent, failed, dead.
-
-    OUTBOX HOOK: ``emr.outbox`` is built on another branch (issue 16 shared
-    piece); until it is merged this returns ``{}`` and the page says the
-    outbox is not installed. Once merged nothing here needs to change.
-    """
-    try:
-        from emr.outbox import OutboxMessage  # type: ignore[import-not-found, unused-ignore]
-    except ImportError:
-        return {}
-    rows = session.execute(select(OutboxMessage.status, func.count()).group_by(OutboxMessage.status)).all()
-    return {str(status): int(count) for status, count in rows}
+def outbox_health(session: Session, now: datetime | None = None) -> tuple[dict[str, int], float]:
+    """Messages of the durable outbox (:mod:`emr.outbox`) by status (waiting, sending, sent, failed,
+    dead), and the seconds the oldest message not yet delivered has waited (0 when none)."""
+    found = outbox.overview(session)
+    age = found.oldest_pending_age(now or utcnow())
+    return {str(k): int(v) for k, v in found.counts.items()}, max(0.0, age.total_seconds()) if age else 0.0
 
 
 @dataclass
@@ -248,6 +242,7 @@ class OpsOverview:
     storage: StorageOutlook
     gateway: dict[str, Any] | None
     outbox: dict[str, int]
+    outbox_oldest_s: float
     warnings: list[str] = field(default_factory=list)
 
     def as_dict(self) -> dict[str, Any]:
@@ -258,6 +253,7 @@ class OpsOverview:
             "storage": asdict(self.storage),
             "gateway": self.gateway,
             "outbox": self.outbox,
+            "outbox_oldest_s": self.outbox_oldest_s,
         }
 
 
@@ -302,8 +298,8 @@ def operations_overview(
         warnings.append("ops.warn.quarantine")
     if unread.get(UNREAD_OLD_KEY):
         warnings.append("ops.warn.unread_old")
-    outbox = outbox_states(session)
-    if outbox.get("dead"):
+    messages, oldest_message = outbox_health(session, now)
+    if messages.get("dead"):
         warnings.append("ops.warn.outbox_dead")
     return OpsOverview(
         generated_at=now,
@@ -312,7 +308,8 @@ def operations_overview(
         unread=unread,
         storage=outlook,
         gateway=dict(gateway) if gateway is not None else None,
-        outbox=outbox,
+        outbox=messages,
+        outbox_oldest_s=oldest_message,
         warnings=list(dict.fromkeys(warnings)),
     )
 
