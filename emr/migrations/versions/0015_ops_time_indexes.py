@@ -5,7 +5,7 @@ The operations page and the metrics read a time window of a year of rows
 indexes each view scans every study and order ever received.
 
 Revision ID: 0015
-Revises: 0009
+Revises: 0010
 Create Date: 2026-12-07 00:00:00
 """
 
@@ -14,7 +14,7 @@ from __future__ import annotations
 from alembic import op
 
 revision = "0015"
-down_revision = "0009"
+down_revision = "0010"  # 0009 in the brief; 0010 (outbox) is merged into this branch
 branch_labels = None
 depends_on = None
 
