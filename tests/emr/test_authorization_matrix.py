@@ -114,6 +114,10 @@ EXPECTED: dict[tuple[str, str], set[str] | None] = {
     ("POST", "/patients/<int:patient_id>/break-glass"): {"physician", "radiologist", "technician"},
     ("GET", "/admin/break-glass"): {"admin"},
     ("POST", "/api/verify"): None,
+    # Issue 16 §3: the operations page; /metrics takes the scrape bearer token, not a role (no session at all):
+    # tests/security/test_ops_metrics.py tries cookies, API tokens, other schemes and query strings on it.
+    ("GET", "/admin/ops"): {"admin"},
+    ("GET", "/metrics"): None,
 }
 _OTHER_ROUTES_OWNED_ELSEWHERE = re.compile(r"^/(viewer|verify|fhir|signing|export)")
 
