@@ -50,13 +50,15 @@ class GatewayCollector(Collector):
         gw = self.gateway
         stats = gw.stats
         for name, value, help_text in (
-            ("instances_received", stats.received, "Instances acknowledged to modalities (fsynced in the spool)"),
-            ("instances_forwarded", stats.forwarded, "Instances stored in Orthanc by the forwarders"),
-            ("instances_quarantined", stats.quarantined, "Instances set aside as unreadable or inconsistent"),
-            ("instances_refused", stats.refused, "C-STORE requests refused (bad data set, disk full)"),
-            ("worklist_queries", stats.worklist_queries, "Modality Worklist C-FIND queries answered"),
+            ("filmless_gateway_instances_received", stats.received,
+             "Instances acknowledged to modalities (fsynced in the spool)"),
+            ("filmless_gateway_instances_forwarded", stats.forwarded, "Instances stored in Orthanc by the forwarders"),
+            ("filmless_gateway_instances_quarantined", stats.quarantined,
+             "Instances set aside as unreadable or inconsistent"),
+            ("filmless_gateway_instances_refused", stats.refused, "C-STORE requests refused (bad data set, disk full)"),
+            ("filmless_gateway_worklist_queries", stats.worklist_queries, "Modality Worklist C-FIND queries answered"),
         ):
-            yield CounterMetricFamily(f"filmless_gateway_{name}", help_text, value=value)
+            yield CounterMetricFamily(name, help_text, value=value)
         assoc = CounterMetricFamily(
             "filmless_gateway_associations", "Associations by outcome (accepted, rejected by the peer policy)",
             labels=["outcome"],

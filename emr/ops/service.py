@@ -24,9 +24,9 @@ from typing import Any
 from sqlalchemy import and_, case, func, select
 from sqlalchemy.orm import Session
 
+from emr import outbox
 from emr.core.clock import local_today
 from emr.core.states import OrderStatus, StudyState
-from emr import outbox
 from emr.models import Document, DocumentVersion, ImagingOrder, Study, utcnow
 
 __all__ = [

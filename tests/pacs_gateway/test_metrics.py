@@ -20,17 +20,19 @@ TOKEN = "t" * 43
 
 
 @pytest.fixture
-def scraped(orthanc: OrthancStore, make_gateway: Callable[..., Gateway]) -> Iterator[tuple[Gateway, Callable[[], dict]]]:
+def scraped(
+    orthanc: OrthancStore, make_gateway: Callable[..., Gateway],
+) -> Iterator[tuple[Gateway, Callable[[], dict]]]:
     def worklist(query: dict[str, str]) -> Iterable[Mapping[str, object]]:
         return []
 
-    gw = make_gateway(orthanc, worklist=worklist, allowed_peers=("STORESCU@127.0.0.1", "CT01@127.0.0.1"), commitment_peers=())
+    gw = make_gateway(orthanc, worklist=worklist, allowed_peers=("STORESCU@127.0.0.1", "CT01@127.0.0.1"))
     server = MetricsServer(gw, "127.0.0.1", 0, TOKEN)
     server.start()
 
     def scrape() -> dict:
-        r = requests.get(f"http://127.0.0.1:{server.port}/metrics", headers={"Authorization": f"Bearer {TOKEN}"},
-                         timeout=10)
+        r = requests.get(f"http://127.0.0.1:{server.port}/metrics",
+                         headers={"Authorization": f"Bearer {TOKEN}"}, timeout=10)
         assert r.status_code == 200, r.text
         return {
             (s.name, tuple(sorted(s.labels.items()))): s.value
