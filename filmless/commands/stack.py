@@ -95,8 +95,14 @@ def cmd_gateway(args: argparse.Namespace, settings: Settings) -> int:
         from emr.app import load_or_create_secret
         from pacs_gateway.metrics import MetricsServer
 
-        metrics = MetricsServer(gateway, g.metrics_host, g.metrics_port, load_or_create_secret(g.metrics_token_file))
-        metrics.start()
+        try:
+            metrics = MetricsServer(gateway, g.metrics_host, g.metrics_port,
+                                    load_or_create_secret(g.metrics_token_file))
+        except OSError as exc:  # port taken: DICOM matters more than metrics, keep going
+            log.error("gateway metrics not served on %s:%d: %s (set FILMLESS_GATEWAY_METRICS_PORT)",
+                      g.metrics_host, g.metrics_port, exc)
+        else:
+            metrics.start()
     try:
         gateway.serve_forever()
     finally:
