@@ -26,11 +26,14 @@
     },
     options: {
       maintainAspectRatio: false,
-      scales: { x: { stacked: true }, y: { stacked: true, beginAtZero: true, title: { display: true, text: L.studies } } },
+      scales: { x: { stacked: true }, y: { stacked: true, beginAtZero: true, ticks: { precision: 0 }, title: { display: true, text: L.studies } } },
     },
   });
 
-  const hours = (s) => (s === null || s === undefined ? null : Math.round((s / 3600) * 100) / 100);
+  // Minutes while the slowest 90th percentile is under two hours, hours beyond.
+  const slowest = Math.max(0, ...data.turnaround.map((r) => r.p90_s || 0));
+  const unit = slowest < 7200 ? 60 : 3600;
+  const hours = (s) => (s === null || s === undefined ? null : Math.round((s / unit) * 100) / 100);
   draw('chart-turnaround', {
     type: 'bar',
     data: {
@@ -43,7 +46,7 @@
     options: {
       indexAxis: 'y',
       maintainAspectRatio: false,
-      scales: { x: { beginAtZero: true, title: { display: true, text: L.hours } } },
+      scales: { x: { beginAtZero: true, title: { display: true, text: unit === 60 ? L.minutes : L.hours } } },
     },
   });
 

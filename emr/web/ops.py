@@ -18,6 +18,7 @@ from flask import Blueprint, Response, current_app, render_template
 from emr.access import audit
 from emr.access.auth import bearer_token, current_actor, requires
 from emr.i18n import t
+from emr.models import OUTBOX_STATUSES
 from emr.ops.metrics import exposition
 from emr.ops.service import AGE_BUCKETS, operations_overview
 
@@ -80,13 +81,15 @@ def page() -> Any:
             "median": t("ops.turnaround.median"),
             "p90": t("ops.turnaround.p90"),
             "hours": t("ops.turnaround.axis"),
+            "minutes": t("ops.turnaround.axis_minutes"),
             "unread": t("ops.unread.title"),
             "steps": {row.step: t(f"ops.turnaround.{row.step}") for row in overview.turnaround},
             "ages": {key: t(f"ops.unread.{key}") for key in buckets},
         },
     }
     response = Response(render_template(
-        "ops/index.html", o=overview, chart_data=chart_data, buckets=buckets, duration=duration, size=size
+        "ops/index.html", o=overview, chart_data=chart_data, buckets=buckets, duration=duration, size=size,
+        outbox_statuses=OUTBOX_STATUSES,
     ))
     response.headers["Cache-Control"] = "no-store"
     return response
