@@ -416,8 +416,8 @@ def load_ops_year(url: str, per_day: int, patients: int, user_id: int) -> tuple[
                 dep = cur.fetchone()
             cur.execute(
                 "INSERT INTO encounters (patient_id, visit_code, kind, department_id, attending_id, status, "
-                "admitted_at, record_type, created_by, created_at) VALUES (1, 'BENCH-OPS', 'outpatient', %s, %s, 'open', "
-                "%s, 'ordinary', %s, %s) RETURNING id", (dep[0], user_id, first, user_id, first))  # fmt: skip
+                "admitted_at, record_type, created_by, created_at) VALUES (1, 'BENCH-OPS', 'outpatient', %s, %s, "
+                "'open', %s, 'ordinary', %s, %s) RETURNING id", (dep[0], user_id, first, user_id, first))  # fmt: skip
             encounter = cur.fetchone()[0]  # type: ignore[index]
             orders, studies, docs, versions = [], [], [], []
             for i in range(1, n + 1):

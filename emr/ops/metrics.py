@@ -11,6 +11,8 @@ process answers. Orthanc's disk use comes through ``storage``
 from __future__ import annotations
 
 import os
+import threading
+import time
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -29,14 +31,33 @@ from .service import outbox_health, unread_by_age
 __all__ = ["EmrCollector", "exposition"]
 
 
+# The database gauges are GROUP BYs over a year of studies (a few hundred ms at a provincial
+# hospital's volume, benchmarks/emr.py); Prometheus scrapes every 15 s, possibly from two servers.
+# They are computed at most once per DB_GAUGES_TTL seconds per process and database.
+DB_GAUGES_TTL = 30.0
+_cache: dict[str, tuple[float, list[Any]]] = {}
+_cache_lock = threading.Lock()
+
+
 class EmrCollector(Collector):
     """``filmless_emr_*`` gauges read from the database and the archive at scrape time."""
 
-    def __init__(self, session: Session, store: Any = None) -> None:
+    def __init__(self, session: Session, store: Any = None, ttl: float = DB_GAUGES_TTL) -> None:
         self.session = session
         self.store = store
+        self.ttl = ttl
 
     def collect(self) -> Iterator[Any]:
+        key = str(self.session.get_bind().url)
+        now = time.monotonic()
+        with _cache_lock:
+            cached = _cache.get(key)
+            if cached is None or now - cached[0] >= self.ttl:
+                cached = _cache[key] = (now, list(self._database()))
+        yield from cached[1]
+        yield from self._archive()
+
+    def _database(self) -> Iterator[Any]:
         s = self.session
         studies = GaugeMetricFamily("filmless_emr_studies", "Studies known to the EMR by state", labels=["state"])
         for state, count in s.execute(select(Study.state, func.count()).group_by(Study.state)):
@@ -62,7 +83,6 @@ class EmrCollector(Collector):
             "filmless_emr_outbox_oldest_pending_seconds", "Age of the oldest outbox message not delivered yet",
             value=oldest,
         )
-        yield from self._archive()
 
     def _archive(self) -> Iterator[Any]:
         if self.store is None or not callable(getattr(self.store, "statistics", None)):
@@ -87,7 +107,13 @@ class _Instruments(Collector):
         yield from INSTRUMENTS.collect()
 
 
-def exposition(session: Session, store: Any = None, environ: Callable[[str], str | None] = os.environ.get) -> bytes:
+def exposition(
+    session: Session,
+    store: Any = None,
+    environ: Callable[[str], str | None] = os.environ.get,
+    *,
+    ttl: float | None = None,
+) -> bytes:
     """The text a scrape returns. With ``PROMETHEUS_MULTIPROC_DIR`` set, the histograms are those of every
     EMR process (prometheus-client multiprocess mode, see :mod:`emr.ops.instruments`)."""
     registry = CollectorRegistry(auto_describe=False)
@@ -96,5 +122,5 @@ def exposition(session: Session, store: Any = None, environ: Callable[[str], str
         MultiProcessCollector(registry, path=directory)
     else:
         registry.register(_Instruments())
-    registry.register(EmrCollector(session, store))
+    registry.register(EmrCollector(session, store, DB_GAUGES_TTL if ttl is None else ttl))
     return generate_latest(registry)

@@ -104,5 +104,6 @@ def metrics() -> Any:
         log.warning("metrics scrape refused: missing or wrong bearer token")
         headers = {"WWW-Authenticate": "Bearer", "Cache-Control": "no-store"}
         return Response("a bearer token is required\n", 401, headers, mimetype="text/plain")
-    body = exposition(db.session(), current_app.extensions.get("emr.store"))
+    body = exposition(db.session(), current_app.extensions.get("emr.store"),
+                      ttl=current_app.extensions.get("emr.metrics_ttl"))
     return Response(body, 200, {"Cache-Control": "no-store"}, mimetype="text/plain; version=0.0.4")

@@ -205,6 +205,7 @@ def test_emr_metrics_move_when_things_happen(
     from emr.core.exceptions import EmrError
     from emr.signing import service as signing
 
+    app.extensions["emr.metrics_ttl"] = 0  # every scrape reads the database (30 s cache otherwise)
     before = _scrape(client, app)
     assert before[("filmless_emr_unread_studies", (("age", "gt3d"),))] == 1
     linked = before[("filmless_emr_studies", (("state", "linked"),))]
@@ -233,6 +234,24 @@ def test_emr_metrics_move_when_things_happen(
     assert after[("filmless_emr_outbox_messages", (("status", "waiting"),))] == 0
     # Labels are endpoints, never URLs with ids in them.
     assert not [k for k in after if k[0].startswith("filmless_emr_request") and any("/" in v for _, v in k[1])]
+
+
+def test_database_gauges_are_cached_between_close_scrapes(
+    app: Flask, client: FlaskClient, session: Session, known: SimpleNamespace,
+) -> None:
+    """Prometheus may scrape every few seconds: the year-wide GROUP BYs run at most once per TTL."""
+    app.extensions["emr.metrics_ttl"] = 0
+    first = _scrape(client, app)  # fresh figures, now cached
+    app.extensions["emr.metrics_ttl"] = 3600
+    study = session.scalars(select(Study)).first()
+    assert study is not None
+    study.state = "unmatched"
+    session.commit()
+    cached = _scrape(client, app)
+    key = ("filmless_emr_studies", (("state", "linked"),))
+    assert cached[key] == first[key]  # within the TTL: the same figures
+    app.extensions["emr.metrics_ttl"] = 0
+    assert _scrape(client, app)[key] == first[key] - 1
 
 
 def test_vendored_chart_library_is_the_recorded_release() -> None:
