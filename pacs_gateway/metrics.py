@@ -19,7 +19,7 @@ from __future__ import annotations
 import hmac
 import logging
 import threading
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from socketserver import ThreadingMixIn
 from typing import TYPE_CHECKING, Any
 from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
@@ -59,21 +59,15 @@ class GatewayCollector(Collector):
             ("filmless_gateway_worklist_queries", stats.worklist_queries, "Modality Worklist C-FIND queries answered"),
         ):
             yield CounterMetricFamily(name, help_text, value=value)
-        assoc = CounterMetricFamily(
+        yield _counter(
             "filmless_gateway_associations", "Associations by outcome (accepted, rejected by the peer policy)",
-            labels=["outcome"],
+            "outcome", {"accepted": stats.associations, "rejected": stats.associations_rejected},
         )
-        assoc.add_metric(["accepted"], stats.associations)
-        assoc.add_metric(["rejected"], stats.associations_rejected)
-        yield assoc
-        refused = CounterMetricFamily(
+        yield _counter(
             "filmless_gateway_connections_refused",
             "Connections refused by the connection guard, by reason (address, per_ip, pending, no_request, slots)",
-            labels=["reason"],
+            "reason", gw.admission.refused,
         )
-        for reason, count in sorted(gw.admission.refused.items()):
-            refused.add_metric([reason], count)
-        yield refused
         yield GaugeMetricFamily(
             "filmless_gateway_associations_open", "Associations holding a slot now",
             value=gw.admission.active_associations(),
@@ -101,14 +95,18 @@ class GatewayCollector(Collector):
             "filmless_gateway_spool_free_bytes", "Free bytes on the spool's file system", value=gw.spool.free_bytes()
         )
         if gw.commitments is not None:
-            reported = CounterMetricFamily(
+            yield _counter(
                 "filmless_gateway_commitment_instances",
                 "Instances reported to modalities by storage commitment, by verdict (committed, failed)",
-                labels=["verdict"],
+                "verdict", gw.commitments.reported,
             )
-            for verdict, count in sorted(gw.commitments.reported.items()):
-                reported.add_metric([verdict], count)
-            yield reported
+
+
+def _counter(name: str, help_text: str, label: str, counts: Mapping[str, int]) -> CounterMetricFamily:
+    family = CounterMetricFamily(name, help_text, labels=[label])
+    for value, count in sorted(counts.items()):
+        family.add_metric([value], count)
+    return family
 
 
 def gateway_registry(gateway: Gateway) -> CollectorRegistry:

@@ -48,7 +48,7 @@ class EmrCollector(Collector):
         self.ttl = ttl
 
     def collect(self) -> Iterator[Any]:
-        key = str(self.session.get_bind().url)
+        key = str(self.session.get_bind().engine.url)
         now = time.monotonic()
         with _cache_lock:
             cached = _cache.get(key)

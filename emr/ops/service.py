@@ -112,6 +112,7 @@ class Turnaround:
 
 def _elapsed(later: Any, earlier: Any, dialect: str) -> Any:
     """Seconds from ``earlier`` to ``later`` as a SQL expression (NULL when either is missing, 0 when negative)."""
+    seconds: Any
     if dialect == "postgresql":
         seconds = func.extract("epoch", later - earlier)
     else:  # SQLite stores ISO text: julian days
