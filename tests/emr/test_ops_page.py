@@ -161,6 +161,11 @@ def test_overview_survives_broken_parts_and_warns(session: Session, known: Simpl
     json.dumps(overview.as_dict())  # the page's chart data is plain JSON
 
 
+# The web-level tests need one database; the figures themselves are checked on both above.
+SQLITE_ONLY = pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)
+
+
+@SQLITE_ONLY
 def test_page_for_admin_only_shows_the_figures_and_is_audited(
     app: Flask, client: FlaskClient, session: Session, known: SimpleNamespace,
 ) -> None:
@@ -199,6 +204,7 @@ def _scrape(client: FlaskClient, app: Flask) -> dict[tuple[str, tuple[tuple[str,
     }
 
 
+@SQLITE_ONLY
 def test_emr_metrics_move_when_things_happen(
     app: Flask, client: FlaskClient, session: Session, world: World, known: SimpleNamespace,
 ) -> None:
@@ -236,6 +242,7 @@ def test_emr_metrics_move_when_things_happen(
     assert not [k for k in after if k[0].startswith("filmless_emr_request") and any("/" in v for _, v in k[1])]
 
 
+@SQLITE_ONLY
 def test_database_gauges_are_cached_between_close_scrapes(
     app: Flask, client: FlaskClient, session: Session, known: SimpleNamespace,
 ) -> None:
