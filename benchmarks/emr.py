@@ -11,6 +11,13 @@ default, COPY-loaded): the newest page, each filter (user, patient, action,
 a month's date range), an old page by id, and the CSV export's first 2,000
 rows, through the logged-in web UI; the baseline measured in the same run is
 the login page (what any page costs on this server). Target p95 < 100 ms.
+
+Then the operations page (issue 16 §3) on a year of a provincial hospital's
+imaging (``--ops-per-day`` studies a day, 600 by default: 219,000 orders,
+studies, reports and signed versions, COPY-loaded): the page through the web
+UI, its service functions one by one, and a /metrics scrape, against the same
+login-page baseline. ``--only-ops`` skips the patient search and audit parts
+(it still loads ``--patients`` patients for the orders to point at).
 """
 
 from __future__ import annotations
@@ -290,6 +297,8 @@ def main() -> int:
     ap.add_argument("--queries", type=int, default=300)
     ap.add_argument("--audit-rows", type=int, default=1_000_000)
     ap.add_argument("--pages", type=int, default=60, help="requests per audit-page kind")
+    ap.add_argument("--ops-per-day", type=int, default=600, help="studies a day for the operations page year")
+    ap.add_argument("--only-ops", action="store_true", help="only the operations page figures")
     args = ap.parse_args()
     admin_url = os.environ.get("FILMLESS_BENCH_PG", "postgresql://postgres@127.0.0.1:5432/").rstrip("/")
     name = f"filmless_bench_{uuid.uuid4().hex[:8]}"
@@ -330,12 +339,14 @@ def main() -> int:
                 kinds["CCCD"] = [
                     r[0] for r in s.execute(text(f"SELECT cccd FROM patients ORDER BY random() LIMIT {args.queries}"))
                 ]
-            print(f"{'query':<28} {'p50 ms':>8} {'p95 ms':>8}")
-            for label, qs in kinds.items():
-                times = measure(base, token, qs)
-                p95 = statistics.quantiles(times, n=20)[18]
-                print(f"{label:<28} {statistics.median(times):8.1f} {p95:8.1f}")
-            audit_page_figures(settings, base, args)
+            if not args.only_ops:
+                print(f"{'query':<28} {'p50 ms':>8} {'p95 ms':>8}")
+                for label, qs in kinds.items():
+                    times = measure(base, token, qs)
+                    p95 = statistics.quantiles(times, n=20)[18]
+                    print(f"{label:<28} {statistics.median(times):8.1f} {p95:8.1f}")
+                audit_page_figures(settings, base, args)
+            ops_page_figures(settings, base, args, user.id)
             # Let the worker threads finish before the trigger socket goes away.
             server.task_dispatcher.shutdown(cancel_pending=True, timeout=5)
             server.close()
@@ -379,6 +390,113 @@ def audit_page_figures(settings: EmrSettings, base: str, args: argparse.Namespac
                           warm=1, stream_bytes=2000 * 60)  # fmt: skip
     print(f"{'CSV, first ~2,000 rows':<28} {statistics.median(times):8.1f} {_p95(times):8.1f} "
           f"{_p95(times) / _p95(floor):14.1f}x")  # fmt: skip
+
+
+MODALITY_MIX = ["CT"] * 30 + ["DX"] * 35 + ["US"] * 20 + ["MR"] * 8 + ["MG"] * 4 + ["XA"] * 3
+
+
+def load_ops_year(url: str, per_day: int, patients: int, user_id: int) -> tuple[float, int]:
+    """A year of imaging, oldest first: order → study (minutes to hours later) → report → signature.
+    The last two days' studies are not reported yet (the unread queue). Returns (seconds, orders)."""
+    from datetime import datetime
+
+    eng = create_engine(url.replace("postgresql://", "postgresql+psycopg://", 1))
+    rng = random.Random(23)
+    now = datetime.utcnow().replace(microsecond=0)
+    first = now - timedelta(days=365)
+    n = per_day * 365
+    start = time.perf_counter()
+    with eng.begin() as conn:
+        raw = conn.connection.driver_connection
+        with raw.cursor() as cur:
+            cur.execute("SELECT id FROM departments LIMIT 1")
+            dep = cur.fetchone()
+            if dep is None:
+                cur.execute("INSERT INTO departments (code, name) VALUES ('K19', 'Khoa Nội') RETURNING id")
+                dep = cur.fetchone()
+            cur.execute(
+                "INSERT INTO encounters (patient_id, visit_code, kind, department_id, attending_id, status, "
+                "admitted_at, record_type, created_by, created_at) VALUES (1, 'BENCH-OPS', 'outpatient', %s, %s, "
+                "'open', %s, 'ordinary', %s, %s) RETURNING id", (dep[0], user_id, first, user_id, first))  # fmt: skip
+            encounter = cur.fetchone()[0]  # type: ignore[index]
+            orders, studies, docs, versions = [], [], [], []
+            for i in range(1, n + 1):
+                ordered = first + timedelta(seconds=i * 365 * 86400 / n)
+                modality = rng.choice(MODALITY_MIX)
+                imaged = ordered + timedelta(minutes=rng.expovariate(1 / 45))
+                uid = f"1.2.826.0.1.3680043.10.1{i}"
+                recent = (now - imaged).total_seconds() < 2 * 86400
+                status = "images_available" if recent else "reported"
+                orders.append((i, rng.randrange(1, patients + 1), encounter, f"B{i:09d}", uid, modality, "Chụp",
+                               "routine", status, user_id, ordered, ordered))  # fmt: skip
+                studies.append((i, f"bench-{i}", uid, f"B{i:09d}", imaged.strftime("%Y%m%d"), modality, i,
+                                orders[-1][1], "linked", imaged, "accession"))  # fmt: skip
+                if not recent:
+                    reported = imaged + timedelta(minutes=rng.expovariate(1 / 240))
+                    signed = reported + timedelta(minutes=rng.expovariate(1 / 20))
+                    docs.append((i, orders[-1][1], encounter, i, "radiology_report", "signed", 1, "ordinary", "10y",
+                                 user_id, reported))  # fmt: skip
+                    versions.append((i, i, 1, "{}", "0" * 64, "signed", True, user_id, reported, signed, user_id))
+            for table, columns, rows in (
+                ("imaging_orders", "id, patient_id, encounter_id, accession_number, study_instance_uid, modality, "
+                 "procedure_name, urgency, status, ordered_by, ordered_at, scheduled_at", orders),
+                ("studies", "id, orthanc_id, study_instance_uid, accession_number, study_date, modalities, order_id, "
+                 "patient_id, state, first_seen_at, link_method", studies),
+                ("documents", "id, patient_id, encounter_id, order_id, form_type, status, current_version, "
+                 "record_type, retention_class, created_by, created_at", docs),
+                ("document_versions", "id, document_id, number, content_json, content_sha256, status, locked, "
+                 "created_by, created_at, signed_at, signed_by", versions),
+            ):
+                with cur.copy(f"COPY {table} ({columns}) FROM STDIN") as copy:
+                    for row in rows:
+                        copy.write_row(row)
+                cur.execute(f"SELECT setval(pg_get_serial_sequence('{table}', 'id'), (SELECT max(id) FROM {table}))")
+    with eng.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
+        for table in ("imaging_orders", "studies", "documents", "document_versions"):
+            conn.execute(text(f"VACUUM ANALYZE {table}"))
+    eng.dispose()
+    return time.perf_counter() - start, n
+
+
+def ops_page_figures(settings: EmrSettings, base: str, args: argparse.Namespace, user_id: int) -> None:
+    from emr.ops import service as ops
+    from emr.ops.metrics import exposition
+
+    secs, n = load_ops_year(settings.database_url, args.ops_per_day, args.patients, user_id)
+    print(f"\nloaded a year of imaging ({n:,} orders, studies, reports, signatures) with COPY in {secs:.1f} s")
+    with open_session(settings) as s:
+        if s.execute(text("SELECT 1 FROM users WHERE username = 'benchadmin'")).first() is None:
+            create_user(s, Actor(None, "bench", "admin", None), "benchadmin", "bench-password-1", "admin", "Benchmark")
+    http = _web_login(base, "benchadmin", "bench-password-1")
+    n_pages = max(10, args.pages // 3)
+    floor = measure_pages(http, f"{base}/login", [{} for _ in range(n_pages)])
+    print(f"baseline (login page, same server): p50 {statistics.median(floor):.1f} ms, p95 {_p95(floor):.1f} ms")
+    print(f"{'operations page':<28} {'p50 ms':>8} {'p95 ms':>8} {'p95 / baseline':>15}")
+    times = measure_pages(http, f"{base}/admin/ops", [{} for _ in range(n_pages)], warm=2)
+    print(f"{'/admin/ops (whole page)':<28} {statistics.median(times):8.1f} {_p95(times):8.1f} "
+          f"{_p95(times) / _p95(floor):14.1f}x")  # fmt: skip
+    token = (settings.data_dir / "metrics-token").read_text().strip()
+    scrape = requests.Session()
+    scrape.headers["Authorization"] = f"Bearer {token}"
+    times = measure_pages(scrape, f"{base}/metrics", [{} for _ in range(n_pages)], warm=2)
+    print(f"{'/metrics (scrape)':<28} {statistics.median(times):8.1f} {_p95(times):8.1f} "
+          f"{_p95(times) / _p95(floor):14.1f}x")  # fmt: skip
+    parts = {
+        "studies_per_day": lambda s: ops.studies_per_day(s, 30),
+        "turnaround": lambda s: ops.turnaround(s, 30),
+        "unread_by_age": ops.unread_by_age,
+        "storage_outlook": lambda s: ops.storage_outlook(s, used_bytes=10**12, stored_studies=n, free_bytes=10**13),
+        "outbox_health": ops.outbox_health,
+        "exposition (no HTTP)": exposition,
+    }
+    with open_session(settings) as s:
+        for label, fn in parts.items():
+            runs = []
+            for _ in range(7):
+                t0 = time.perf_counter()
+                fn(s)
+                runs.append((time.perf_counter() - t0) * 1000)
+            print(f"{'  ' + label:<28} {statistics.median(runs):8.1f} {max(runs):8.1f}")
 
 
 if __name__ == "__main__":

@@ -12,13 +12,14 @@ from __future__ import annotations
 
 import os
 import secrets
+import time
 from collections.abc import Callable, Iterable
 from dataclasses import replace
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
-from flask import Flask, render_template, request
+from flask import Flask, g, render_template, request
 from flask_wtf.csrf import CSRFError, CSRFProtect
 from sqlalchemy import text as sql_text
 from werkzeug.exceptions import HTTPException
@@ -37,6 +38,7 @@ from emr.fhir import views as fhir
 from emr.hl7 import oru as hl7_oru
 from emr.i18n import t
 from emr.outbox import register_handler
+from emr.ops.instruments import observe_request
 from emr.signing import service as signing_service
 from emr.web import (
     admin,
@@ -46,6 +48,7 @@ from emr.web import (
     exports,
     hl7,
     login,
+    ops,
     orders,
     outbox,
     patients,
@@ -69,9 +72,20 @@ def load_or_create_secret(path: Path) -> str:
         return path.read_text().strip()
     path.parent.mkdir(parents=True, exist_ok=True)
     key = secrets.token_hex(32)
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
     with os.fdopen(fd, "w") as fh:
         fh.write(key)
+        fh.flush()
+        os.fsync(fh.fileno())
+    try:
+        # Written whole, then linked into place: a process starting at the same moment (the EMR
+        # and the gateway share the metrics token) never reads it half-written, and the first wins.
+        os.link(tmp, path)
+    except FileExistsError:
+        return path.read_text().strip()
+    finally:
+        tmp.unlink(missing_ok=True)
     return key
 
 
@@ -82,6 +96,20 @@ def _ict(value: Any, fmt: str = "%d/%m/%Y %H:%M") -> str:
     if hasattr(value, "hour"):
         return to_local(value).strftime(fmt)
     return value.strftime("%d/%m/%Y")
+
+
+def _start_timer() -> None:
+    g.request_started = time.perf_counter()
+
+
+def _observe_request(response: Any) -> Any:
+    """Request latency per endpoint (not per URL: no ids in label values), emr.ops.instruments."""
+    started = g.get("request_started")
+    if started is not None:
+        rule = request.url_rule
+        observe_request(rule.endpoint if rule is not None else None, request.method, response.status_code,
+                        time.perf_counter() - started)
+    return response
 
 
 def _register_blueprints(app: Flask, csrf: CSRFProtect) -> None:
@@ -104,6 +132,9 @@ def _register_blueprints(app: Flask, csrf: CSRFProtect) -> None:
     app.register_blueprint(care.bp)  # issue 10: break the glass (/patients/<id>/break-glass) and its review
     app.register_blueprint(outbox.bp)  # issue 15: /admin/outbox, the operator page of the durable outbox
     app.register_blueprint(hl7.bp)  # issue 15 §5: /admin/hl7 message log and replay
+    app.register_blueprint(ops.bp)  # issue 16: /admin/ops, the operations page
+    csrf.exempt(ops.metrics_bp)  # bearer token, no cookies, GET only
+    app.register_blueprint(ops.metrics_bp)  # /metrics for Prometheus
 
 
 # Blueprint name → how it answers errors; blueprints not listed answer with the HTML error page.
@@ -203,6 +234,9 @@ def create_app(
     app.extensions["emr.signing_config"] = signing_config
     app.extensions["emr.signed_artifacts"] = signing_service.DbArtifacts()  # what the exports attach
     ehr.install(settings)  # issue 15: push visit summaries and signed reports to the health record (outbox)
+    app.extensions["emr.metrics_token"] = load_or_create_secret(
+        settings.metrics_token_file or settings.data_dir / "metrics-token"
+    )
 
     csrf = CSRFProtect(app)
     _register_blueprints(app, csrf)
@@ -217,6 +251,8 @@ def create_app(
     app.jinja_env.filters["zip"] = lambda a, b: zip(a, b, strict=False)
     app.jinja_env.filters["vnd"] = fmt_vnd
     app.before_request(load_session_user)
+    app.before_request(_start_timer)
+    app.after_request(_observe_request)
 
     @app.get("/healthz")
     def _healthz() -> Any:

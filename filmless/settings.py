@@ -68,6 +68,12 @@ VARIABLES: dict[str, tuple[str, str]] = {
         "Who gets an Instance Availability Notification when a study is complete in storage: "
         "AET@host:port, comma-separated",
     ),
+    "FILMLESS_GATEWAY_METRICS_HOST": ("127.0.0.1", "Address of the gateway's Prometheus /metrics listener"),
+    "FILMLESS_GATEWAY_METRICS_PORT": ("9112", "Port of the gateway's Prometheus /metrics listener (0 = off)"),
+    "FILMLESS_METRICS_TOKEN_FILE": (
+        "<data>/metrics-token",
+        "Bearer token Prometheus must send to /metrics of the EMR and the gateway (generated, mode 0600)",
+    ),
     "FILMLESS_GATEWAY_TLS_CERT": ("", "PEM certificate: enables DICOM TLS"),
     "FILMLESS_GATEWAY_TLS_KEY": ("", "PEM private key for the TLS certificate"),
     "FILMLESS_GATEWAY_TLS_CA": ("", "CA bundle: when set, modalities must present a client certificate"),
@@ -326,6 +332,7 @@ def load(env: Mapping[str, str] | None = None) -> Settings:
     ca = _path(env, "FILMLESS_GATEWAY_TLS_CA")
     if ca is not None and cert is None:
         raise SettingsError("FILMLESS_GATEWAY_TLS_CA needs FILMLESS_GATEWAY_TLS_CERT and _KEY")
+    metrics_token_file = Path(_str(env, "FILMLESS_METRICS_TOKEN_FILE") or data_dir / "metrics-token").expanduser()
     gateway = GatewaySettings(
         ae_title=_ae_title(_str(env, "FILMLESS_GATEWAY_AET", "FILMLESS") or "", "FILMLESS_GATEWAY_AET"),
         host=_str(env, "FILMLESS_GATEWAY_HOST", "127.0.0.1") or "127.0.0.1",
@@ -342,6 +349,9 @@ def load(env: Mapping[str, str] | None = None) -> Settings:
         commitment_wait=float(_int(env, "FILMLESS_GATEWAY_COMMITMENT_WAIT", 3600, 1, 7 * 86400)),
         destinations=_return_addresses(env, "FILMLESS_GATEWAY_DESTINATIONS"),
         ian_subscribers=_return_addresses(env, "FILMLESS_GATEWAY_IAN_SUBSCRIBERS"),
+        metrics_host=_str(env, "FILMLESS_GATEWAY_METRICS_HOST", "127.0.0.1") or "127.0.0.1",
+        metrics_port=_int(env, "FILMLESS_GATEWAY_METRICS_PORT", 9112, 0, 65535),
+        metrics_token_file=metrics_token_file,
         tls_cert=cert,
         tls_key=key,
         tls_ca=ca,
@@ -385,6 +395,7 @@ def load(env: Mapping[str, str] | None = None) -> Settings:
         softhsm2_conf=Path(conf).expanduser() if (conf := _str(env, "FILMLESS_SOFTHSM2_CONF")) else None,
         trust_anchors_dir=Path(_str(env, "FILMLESS_TRUST_ANCHORS") or data_dir / "pki" / "trust-anchors"),
         hl7=_hl7(env),
+        metrics_token_file=metrics_token_file,
     )
     if emr.ehr_timeout >= emr.outbox_lease_seconds:
         # a push still running when its lease ends could be taken over and sent twice

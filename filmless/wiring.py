@@ -14,7 +14,7 @@ from typing import Any, TypeVar
 
 from flask import Flask
 
-__all__ = ["viewer_extension"]
+__all__ = ["ops_extension", "viewer_extension"]
 
 R = TypeVar("R")
 
@@ -53,3 +53,28 @@ def viewer_extension(store: Any) -> Callable[[Flask, Any], None]:
             )
 
     return mount
+
+
+def ops_extension(settings: Any) -> Callable[[Flask, Any], None]:
+    """An ``emr.create_app`` extension giving the operations page what the EMR cannot see itself:
+    the free space of the archive's disk and the gateway's spool queues (read from its folders,
+    so it works from the EMR's process while the gateway runs in its own)."""
+
+    def free_bytes() -> int | None:
+        import shutil
+
+        folder = settings.storage.data_dir
+        return shutil.disk_usage(folder).free if settings.storage.managed and folder.is_dir() else None
+
+    def gateway_status() -> dict[str, Any]:
+        from dataclasses import asdict
+
+        from pacs_gateway import spool_status
+
+        return asdict(spool_status(settings.gateway))
+
+    def mount(app: Flask, access: Any) -> None:
+        app.extensions["emr.ops_sources"] = {"free_bytes": free_bytes, "gateway_status": gateway_status}
+
+    return mount
+

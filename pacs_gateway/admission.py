@@ -146,6 +146,11 @@ class Admission:
         with self._lock:
             self._pending -= 1
 
+    def active_associations(self) -> int:
+        """Associations holding a slot now (for metrics)."""
+        with self._lock:
+            return sum(1 for a in self._admitted if a.is_alive() and not a.is_released and not a.is_aborted)
+
     def open_connections(self, ip: str) -> int:
         with self._lock:
             return sum(1 for s in self._connections.get(ip, ()) if s.fileno() != -1)

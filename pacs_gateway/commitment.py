@@ -179,6 +179,8 @@ class Commitments(DurableQueue):
         self._live: dict[str, list[Any]] = {}  # calling AE → its open associations with the commitment context
         self._backoff = Backoff(retry_initial, retry_max)  # per transaction
         self._lock = threading.Lock()
+        # Instances reported to modalities since start, by verdict (for pacs_gateway.metrics).
+        self.reported = {"committed": 0, "failed": 0}
 
     # -- lifecycle ------------------------------------------------------------
     def open(self) -> None:
@@ -233,6 +235,9 @@ class Commitments(DurableQueue):
             calling_aet = str(data.get("calling_aet", ""))
             if self._report(transaction, calling_aet, results):
                 path.unlink(missing_ok=True)
+                failed = sum(1 for *_, reason in results if reason)
+                self.reported["committed"] += len(results) - failed
+                self.reported["failed"] += failed
                 with self._lock:
                     self._decided.pop(transaction, None)
                     self._backoff.forget(transaction)

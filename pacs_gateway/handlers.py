@@ -163,6 +163,7 @@ class GatewayHandlers:
         if reason is not None:
             stats.outcome = "rejected"
             stats.reasons.append(reason)
+            self.gw.count_event("associations_rejected")
             log.warning("association rejected: %s (peer %s)", reason, stats.peer or address)
             # A-ASSOCIATE-RJ: rejected-permanent, service-user, calling-AE-title-not-recognized.
             assoc.acse.send_reject(0x01, 0x01, 0x03)
@@ -173,6 +174,7 @@ class GatewayHandlers:
     def on_accepted(self, event: evt.Event) -> None:
         stats = self._stats(event.assoc)
         stats.outcome = "accepted"
+        self.gw.count_event("associations")
         if self.gw.commitments is not None:
             self.gw.commitments.association_opened(stats.calling_aet, event.assoc)
 
@@ -332,6 +334,7 @@ class GatewayHandlers:
         if provider is None:  # pragma: no cover - the context is not offered then
             yield Status.SUCCESS, None
             return
+        self.gw.count_event("worklist_queries")
         try:
             identifier = event.identifier
             responses = list(build_responses(identifier, provider, stats.calling_aet))

@@ -89,6 +89,9 @@ class GatewayStats:
     backlog: int
     # Storage commitment requests whose report is not delivered yet.
     commitments: int = 0
+    associations: int = 0  # accepted
+    associations_rejected: int = 0  # refused by the peer policy (AE title / address)
+    worklist_queries: int = 0
 
 
 # Stream every received data set to a file instead of memory: a 1 GB
@@ -244,13 +247,17 @@ class Gateway:
             max_pdu_size=settings.max_pdu_size,
         )
         self._server: GuardedServer | None = None
-        self._counts = {"received": 0, "forwarded": 0, "quarantined": 0, "refused": 0}
+        self._counts = {
+            "received": 0, "forwarded": 0, "quarantined": 0, "refused": 0,
+            "associations": 0, "associations_rejected": 0, "worklist_queries": 0,
+        }
         self._counts_lock = threading.Lock()
         self._stopped = threading.Event()
 
     # -- stats --------------------------------------------------------------
     def count_event(self, name: str) -> None:
-        """Count an image received, forwarded, quarantined or refused (for :attr:`stats`)."""
+        """Count an image received, forwarded, quarantined or refused, an association or a worklist query
+        (for :attr:`stats` and :mod:`pacs_gateway.metrics`)."""
         with self._counts_lock:
             self._counts[name] += 1
 

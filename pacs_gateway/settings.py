@@ -62,6 +62,11 @@ class GatewaySettings:
     # Instance Availability Notification subscribers (RIS, workstations):
     # ``AET@host:port`` entries told when a study is complete in Orthanc.
     ian_subscribers: tuple[str, ...] = ()
+    # Prometheus /metrics listener (pacs_gateway.metrics): port 0 = off. Scrapers
+    # must send the bearer token kept (0600) in ``metrics_token_file``.
+    metrics_host: str = "127.0.0.1"
+    metrics_port: int = 0
+    metrics_token_file: Path | None = None
     tls_cert: Path | None = None
     tls_key: Path | None = None
     # CA bundle used to verify modality client certificates; when set with

@@ -10,7 +10,16 @@ from .exceptions import LauncherError, NotFound, StorageError, StorageRejected, 
 from .failover import FailoverStore
 from .index import INDEXED_TAGS, Level
 from .launcher import Credentials, OrthancProcess, build_config, load_or_create_credentials, open_store
-from .models import Change, ChangesPage, IndexEntry, StoredInstance, StudySummary, SystemInfo, UploadResult
+from .models import (
+    Change,
+    ChangesPage,
+    IndexEntry,
+    StorageStatistics,
+    StoredInstance,
+    StudySummary,
+    SystemInfo,
+    UploadResult,
+)
 from .settings import StorageSettings
 
 __all__ = [
@@ -30,6 +39,7 @@ __all__ = [
     "StorageError",
     "StorageRejected",
     "StorageSettings",
+    "StorageStatistics",
     "StorageTimeout",
     "StorageUnavailable",
     "StudySummary",

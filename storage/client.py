@@ -22,7 +22,7 @@ from urllib3.util.retry import Retry
 
 from .exceptions import NotFound, StorageError, StorageRejected, StorageTimeout, StorageUnavailable
 from .index import IndexQueries
-from .models import Change, ChangesPage, StudySummary, SystemInfo, UploadResult
+from .models import Change, ChangesPage, StorageStatistics, StudySummary, SystemInfo, UploadResult
 
 __all__ = ["OrthancStore", "METADATA_KEYS"]
 
@@ -374,6 +374,18 @@ class OrthancStore(IndexQueries):
         except NotFound:
             # Stored before Orthanc recorded the class: read it from the tags.
             return str(self.instance_tags(instance_id).get("SOPClassUID", "")) or None
+
+    def statistics(self) -> StorageStatistics:
+        """Counts and disk use as Orthanc reports them (one cheap REST call, safe to poll)."""
+        stats = self._get_json("/statistics")
+        return StorageStatistics(
+            disk_bytes=int(stats.get("TotalDiskSize", 0)),
+            uncompressed_bytes=int(stats.get("TotalUncompressedSize", 0)),
+            instances=int(stats.get("CountInstances", 0)),
+            series=int(stats.get("CountSeries", 0)),
+            studies=int(stats.get("CountStudies", 0)),
+            patients=int(stats.get("CountPatients", 0)),
+        )
 
     def count_instances(self) -> int:
         return int(self._get_json("/statistics").get("CountInstances", 0))

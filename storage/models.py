@@ -61,6 +61,18 @@ class SystemInfo:
 
 
 @dataclass(frozen=True)
+class StorageStatistics:
+    """What Orthanc holds and the disk it takes (``/statistics``), for metrics and capacity planning."""
+
+    disk_bytes: int  # compressed, as stored (TotalDiskSize)
+    uncompressed_bytes: int  # TotalUncompressedSize
+    instances: int
+    series: int
+    studies: int
+    patients: int
+
+
+@dataclass(frozen=True)
 class IndexEntry:
     """A patient, study, series or instance as Orthanc's index knows it.
 

@@ -66,6 +66,8 @@ PERMISSIONS: dict[str, frozenset[str]] = {
     "outbox.manage": frozenset({"admin"}),
     # Issue 15 §5: the HL7 message log with the HIS (message contents are patient data) and replay.
     "hl7.manage": frozenset({"admin"}),
+    # Issue 16: the operations page (volumes, turnaround, storage, gateway and outbox health; no patients).
+    "ops.read": frozenset({"admin"}),
     # Actions every logged-in user has (home page, logout).
     "self": frozenset(ROLES),
 }

@@ -84,3 +84,6 @@ class EmrSettings:
     ehr_ca: Path | None = None
     ehr_timeout: int = 30
     hl7: Hl7Settings = field(default_factory=Hl7Settings)
+    # Prometheus /metrics (emr.ops.metrics): scrapers send the bearer token kept (0600) in this
+    # file, generated on first start (None: <data_dir>/metrics-token).
+    metrics_token_file: Path | None = None

@@ -46,7 +46,8 @@ class Document(Base):
     id: Mapped[int] = mapped_column(primary_key=True)
     patient_id: Mapped[int] = mapped_column(ForeignKey("patients.id"), index=True)
     encounter_id: Mapped[int] = mapped_column(ForeignKey("encounters.id"), index=True)
-    order_id: Mapped[int | None] = mapped_column(ForeignKey("imaging_orders.id"))
+    # Indexed (migration 0015): each order's report is looked up by it (reading worklist, operations page).
+    order_id: Mapped[int | None] = mapped_column(ForeignKey("imaging_orders.id"), index=True)
     form_type: Mapped[str] = mapped_column(String(30))
     # draft → signed → amended (a newer version awaits signing) | cancelled
     status: Mapped[str] = mapped_column(String(12), default="draft")

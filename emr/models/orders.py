@@ -55,7 +55,10 @@ class ImagingOrder(Base):
     price_insurance: Mapped[Decimal | None] = mapped_column(Money)  # DON_GIA_BH; None = not covered by BHYT
     price_unit: Mapped[str | None] = mapped_column(String(50))  # DON_VI_TINH
 
-    __table_args__ = (Index("ix_imaging_orders_worklist", "status", "scheduled_at"),)
+    __table_args__ = (
+        Index("ix_imaging_orders_worklist", "status", "scheduled_at"),
+        Index("ix_imaging_orders_ordered_at", "ordered_at"),  # operations page window (migration 0015)
+    )
 
 
 class Study(Base):
@@ -79,7 +82,10 @@ class Study(Base):
     linked_at: Mapped[datetime | None]
     first_seen_at: Mapped[datetime] = mapped_column(default=utcnow)
 
-    __table_args__ = (Index("ix_studies_state", "state"),)
+    __table_args__ = (
+        Index("ix_studies_state", "state"),
+        Index("ix_studies_first_seen_at", "first_seen_at"),  # operations page window (migration 0015)
+    )
 
 
 class LinkerState(Base):

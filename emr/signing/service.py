@@ -40,6 +40,7 @@ from emr.core.exceptions import EmrError, InvalidState, ValidationFailed
 from emr.core.settings import EmrSettings
 from emr.documents import service as documents
 from emr.models.lookup import get_or_404
+from emr.ops.instruments import timed_signing
 from emr.signing.trust import crl_paths, load_crls, trust_anchors_dir
 
 from ..i18n import catalogue, t
@@ -393,6 +394,7 @@ def _naive_utc(value: dt.datetime | None) -> dt.datetime | None:
     return value.astimezone(dt.UTC).replace(tzinfo=None) if value.tzinfo else value
 
 
+@timed_signing
 def sign_document(
     session: Session,
     actor: Actor,

@@ -89,7 +89,25 @@ def cmd_gateway(args: argparse.Namespace, settings: Settings) -> int:
                       audit=_emr_audit(settings))
     print(f"DICOM gateway {settings.gateway.ae_title} listening on {settings.gateway.host}:{settings.gateway.port}",
           flush=True)
-    gateway.serve_forever()
+    metrics = None
+    g = settings.gateway
+    if g.metrics_port and g.metrics_token_file is not None:
+        from emr.app import load_or_create_secret
+        from pacs_gateway.metrics import MetricsServer
+
+        try:
+            metrics = MetricsServer(gateway, g.metrics_host, g.metrics_port,
+                                    load_or_create_secret(g.metrics_token_file))
+        except OSError as exc:  # port taken: DICOM matters more than metrics, keep going
+            log.error("gateway metrics not served on %s:%d: %s (set FILMLESS_GATEWAY_METRICS_PORT)",
+                      g.metrics_host, g.metrics_port, exc)
+        else:
+            metrics.start()
+    try:
+        gateway.serve_forever()
+    finally:
+        if metrics is not None:
+            metrics.stop()
     return 0
 
 

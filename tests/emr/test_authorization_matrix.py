@@ -124,6 +124,10 @@ EXPECTED: dict[tuple[str, str], set[str] | None] = {
     ("GET", "/admin/hl7"): {"admin"},
     ("GET", "/admin/hl7/<int:message_id>"): {"admin"},
     ("POST", "/admin/hl7/<int:message_id>/replay"): {"admin"},
+    # Issue 16 §3: the operations page; /metrics takes the scrape bearer token, not a role (no session at all):
+    # tests/security/test_ops_metrics.py tries cookies, API tokens, other schemes and query strings on it.
+    ("GET", "/admin/ops"): {"admin"},
+    ("GET", "/metrics"): None,
 }
 _OTHER_ROUTES_OWNED_ELSEWHERE = re.compile(r"^/(viewer|verify|fhir|signing|export)")
 

@@ -11,6 +11,7 @@ import time
 from pathlib import Path
 
 import pytest
+import requests
 
 from storage import load_or_create_credentials, open_store
 from storage.settings import StorageSettings
@@ -56,7 +57,7 @@ def _listening(port: int) -> bool:
 
 
 def test_up_runs_the_stack_and_ctrl_c_stops_every_child(tmp_path: Path) -> None:
-    ports = {name: free_port() for name in ("gw", "http", "dicom", "emr", "hl7")}
+    ports = {name: free_port() for name in ("gw", "http", "dicom", "emr", "hl7", "metrics")}
     env = dict(os.environ)
     env.update({
         "FILMLESS_DATA_DIR": str(tmp_path / "var"),
@@ -66,6 +67,7 @@ def test_up_runs_the_stack_and_ctrl_c_stops_every_child(tmp_path: Path) -> None:
         "FILMLESS_EMR_PORT": str(ports["emr"]),
         "FILMLESS_GATEWAY_MIN_FREE_MB": "16",
         "FILMLESS_HL7_PORT": str(ports["hl7"]),  # issue 15 §5: the HL7 listener is a part of the stack
+        "FILMLESS_GATEWAY_METRICS_PORT": str(ports["metrics"]),
     })
     proc = subprocess.Popen([sys.executable, "-m", "filmless", "up"], env=env, stdout=subprocess.PIPE,
                             stderr=subprocess.STDOUT, text=True)
@@ -95,6 +97,14 @@ def test_up_runs_the_stack_and_ctrl_c_stops_every_child(tmp_path: Path) -> None:
         except AssertionError:
             raise AssertionError("".join(output)[-4000:]) from None
         assert store.find_studies(patient_id="UP-1")[0].patient_name == "Võ^Thị Sáu"
+
+        # Issue 16 §3: the gateway process's /metrics counted the instance; the EMR's answers too.
+        token = (tmp_path / "var" / "metrics-token").read_text().strip()
+        bearer = {"Authorization": f"Bearer {token}"}
+        gateway_metrics = requests.get(f"http://127.0.0.1:{ports['metrics']}/metrics", headers=bearer, timeout=10)
+        assert "filmless_gateway_instances_received_total 1.0" in gateway_metrics.text, gateway_metrics.text[:2000]
+        emr_metrics = requests.get(f"http://127.0.0.1:{ports['emr']}/metrics", headers=bearer, timeout=10)
+        assert emr_metrics.status_code == 200 and "filmless_emr_orthanc_up 1.0" in emr_metrics.text
 
         check = subprocess.run([sys.executable, "-m", "filmless", "check"], env=env, capture_output=True,
                                text=True, timeout=60)
