@@ -34,6 +34,7 @@ from emr.core.settings import EmrSettings
 from emr.exports.money import fmt_vnd
 from emr.fhir import views as fhir
 from emr.i18n import t
+from emr.identity import adapter as identity_adapter
 from emr.signing import service as signing_service
 from emr.web import (
     admin,
@@ -41,6 +42,7 @@ from emr.web import (
     care,
     documents,
     exports,
+    identity,
     login,
     orders,
     patients,
@@ -97,6 +99,7 @@ def _register_blueprints(app: Flask, csrf: CSRFProtect) -> None:
     csrf.exempt(reading.put_measurements)
     app.register_blueprint(share.bp)  # /s share links
     app.register_blueprint(care.bp)  # issue 10: break the glass (/patients/<id>/break-glass) and its review
+    app.register_blueprint(identity.bp)  # issue 15 §3: /identity reconciliation queue
 
 
 # Blueprint name → how it answers errors; blueprints not listed answer with the HTML error page.
@@ -190,6 +193,12 @@ def create_app(
     db.init_app(app, db.make_session_factory(engine))
     app.extensions["emr.signing_config"] = signing_service.signing_config(settings, store)
     app.extensions["emr.signed_artifacts"] = signing_service.DbArtifacts()  # what the exports attach
+    # Issue 15 §3: the population-database gateway (None: identity checks off).
+    identity_adapter.configure(
+        identity_adapter.gateway_from_settings(
+            settings.identity_url, settings.identity_credential_file, settings.identity_timeout
+        )
+    )
 
     csrf = CSRFProtect(app)
     _register_blueprints(app, csrf)

@@ -107,6 +107,16 @@ VARIABLES: dict[str, tuple[str, str]] = {
     "FILMLESS_PKCS11_LIBRARY": ("/usr/lib/softhsm/libsofthsm2.so", "PKCS#11 library of the signing tokens"),
     "FILMLESS_SOFTHSM2_CONF": ("", "SoftHSM2 configuration for the demo token (sets SOFTHSM2_CONF for the EMR)"),
     "FILMLESS_TRUST_ANCHORS": ("<data>/pki/trust-anchors", "CA certificates signatures are checked against"),
+    "FILMLESS_IDENTITY_URL": (
+        "",
+        "National population database gateway that checks name, birth date and sex for a CCCD "
+        "(docs/identity-adapter.md); unset: identity checks off",
+    ),
+    "FILMLESS_IDENTITY_CREDENTIAL_FILE": ("", "File (0600) holding the bearer credential for the identity gateway"),
+    "FILMLESS_IDENTITY_TIMEOUT": (
+        "3", "Seconds one call to the identity gateway may take (1–30); slower means retry later"
+    ),
+    "FILMLESS_IDENTITY_RECHECK_DAYS": ("30", "An export asks the identity gateway again when the last match is older"),
 }
 
 
@@ -203,6 +213,13 @@ def _timezone(env: Mapping[str, str], name: str) -> str:
     return value
 
 
+def _identity_url(env: Mapping[str, str], name: str) -> str | None:
+    value = _str(env, name)
+    if value and not value.startswith(("http://", "https://")):
+        raise SettingsError(f"{name}={value!r} must start with http:// or https://")
+    return value
+
+
 def load(env: Mapping[str, str] | None = None) -> Settings:
     """Read ``FILMLESS_*`` variables (default: the process environment over the settings file
     ``filmless up`` left in the data directory, so other commands find the running installation)."""
@@ -274,6 +291,10 @@ def load(env: Mapping[str, str] | None = None) -> Settings:
         pkcs11_library=_str(env, "FILMLESS_PKCS11_LIBRARY", EmrSettings.pkcs11_library) or EmrSettings.pkcs11_library,
         softhsm2_conf=Path(conf).expanduser() if (conf := _str(env, "FILMLESS_SOFTHSM2_CONF")) else None,
         trust_anchors_dir=Path(_str(env, "FILMLESS_TRUST_ANCHORS") or data_dir / "pki" / "trust-anchors"),
+        identity_url=_identity_url(env, "FILMLESS_IDENTITY_URL"),
+        identity_credential_file=_path(env, "FILMLESS_IDENTITY_CREDENTIAL_FILE"),
+        identity_timeout=float(_int(env, "FILMLESS_IDENTITY_TIMEOUT", 3, 1, 30)),
+        identity_recheck_days=_int(env, "FILMLESS_IDENTITY_RECHECK_DAYS", 30, 0, 3650),
     )
     return Settings(data_dir=data_dir, storage=storage, gateway=gateway, emr=emr)
 

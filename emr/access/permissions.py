@@ -62,6 +62,10 @@ PERMISSIONS: dict[str, frozenset[str]] = {
     # Issue 10: care scope. Opening a patient outside one's care (break the glass), and its review.
     "patient.break_glass": frozenset({"physician", "radiologist", "technician"}),
     "break_glass.review": frozenset({"admin"}),
+    # Issue 15 §3: the identity reconciliation queue (national population database mismatches).
+    # Who may take which decision, and that escalated items are closed by an admin, is in
+    # emr.identity.reconcile.DECISIONS_BY_ROLE.
+    "identity.reconcile": frozenset({"records_clerk", "admin"}),
     # Actions every logged-in user has (home page, logout).
     "self": frozenset(ROLES),
 }

@@ -5,6 +5,7 @@ from .audit import AuditAnchor, AuditEntry, AuditHead
 from .base import Base, utcnow
 from .documents import FORM_TYPES, RETENTION_YEARS, Document, DocumentVersion
 from .encounters import BENEFIT_LEVELS, ENCOUNTER_KINDS, Encounter, EncounterDiagnosis, Icd10Code
+from .identity import CHECK_STATUSES, DECISIONS, IdentityCheck
 from .imaging import ShareLink, StudyMeasurements
 from .orders import MODALITIES, ORDER_STATUSES, URGENCIES, ImagingOrder, LinkerState, Study
 from .patients import Counter, Patient
@@ -20,7 +21,9 @@ __all__ = [
     "AuditHead",
     "Base",
     "BreakGlassAccess",
+    "CHECK_STATUSES",
     "Counter",
+    "DECISIONS",
     "Department",
     "Document",
     "DocumentVersion",
@@ -29,6 +32,7 @@ __all__ = [
     "EncounterDiagnosis",
     "FORM_TYPES",
     "Icd10Code",
+    "IdentityCheck",
     "ImagingOrder",
     "LinkerState",
     "MODALITIES",

@@ -1,0 +1,89 @@
+"""A stand-in for a province's national population database gateway (docs/identity-adapter.md).
+
+Real HTTP on 127.0.0.1 and a free port, in a thread of the test process. The
+test tells it what to do: ``people`` (CCCD → national record), ``down()`` /
+``up()`` (the port closes and reopens: connection refused in between),
+``slow`` (seconds to wait before answering), ``token`` (the bearer credential
+it requires). ``asked`` counts the lookups it answered, per CCCD.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+from collections import Counter
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+
+from tests.helpers import free_port
+
+__all__ = ["PopulationStandIn"]
+
+
+class PopulationStandIn:
+    def __init__(self, token: str = "standin-credential") -> None:
+        self.port = free_port()
+        self.token = token
+        self.people: dict[str, dict[str, Any]] = {}
+        self.slow = 0.0
+        self.asked: Counter[str] = Counter()
+        self._server: ThreadingHTTPServer | None = None
+        self._thread: threading.Thread | None = None
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}/v1/citizen-lookup"
+
+    def add(self, cccd: str, full_name: str, birth_date: str, sex: str) -> None:
+        self.people[cccd] = {"full_name": full_name, "birth_date": birth_date, "sex": sex}
+
+    def up(self) -> PopulationStandIn:
+        standin = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def log_message(self, *_args: Any) -> None:  # quiet test output
+                pass
+
+            def _answer(self, status: int, body: dict[str, Any] | None = None) -> None:
+                data = json.dumps(body or {}, ensure_ascii=False).encode("utf-8")
+                self.send_response(status)
+                self.send_header("Content-Type", "application/json; charset=utf-8")
+                self.send_header("Content-Length", str(len(data)))
+                self.end_headers()
+                self.wfile.write(data)
+
+            def do_POST(self) -> None:  # noqa: N802 - http.server's naming
+                if self.path != "/v1/citizen-lookup":
+                    return self._answer(404, {"error": "no such endpoint"})
+                if self.headers.get("Authorization") != f"Bearer {standin.token}":
+                    return self._answer(401, {"error": "credential refused"})
+                try:
+                    length = int(self.headers.get("Content-Length") or 0)
+                    request = json.loads(self.rfile.read(min(length, 4096)))
+                    cccd = str(request["cccd"])
+                except (ValueError, KeyError, TypeError):
+                    return self._answer(400, {"error": "body must be {\"cccd\": \"<12 digits>\"}"})
+                if standin.slow:
+                    time.sleep(standin.slow)
+                standin.asked[cccd] += 1
+                person = standin.people.get(cccd)
+                if person is None:
+                    return self._answer(404, {"cccd": cccd, "found": False})
+                return self._answer(200, {"cccd": cccd, "found": True, **person})
+
+        self._server = ThreadingHTTPServer(("127.0.0.1", self.port), Handler)
+        self._server.daemon_threads = True
+        self._thread = threading.Thread(target=self._server.serve_forever, name="population-standin", daemon=True)
+        self._thread.start()
+        return self
+
+    def down(self) -> None:
+        """Stop listening: callers get 'connection refused' until :meth:`up`."""
+        if self._server is not None:
+            self._server.shutdown()
+            self._server.server_close()
+            self._server = None
+        if self._thread is not None:
+            self._thread.join(timeout=5)
+            self._thread = None
