@@ -21,6 +21,11 @@ from tests.helpers import free_port
 __all__ = ["PopulationStandIn"]
 
 
+class _QuietServer(ThreadingHTTPServer):
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        """A client that gave up (timed out) closes the socket: not an error of the stand-in."""
+
+
 class PopulationStandIn:
     def __init__(self, token: str = "standin-credential") -> None:
         self.port = free_port()
@@ -72,7 +77,7 @@ class PopulationStandIn:
                     return self._answer(404, {"cccd": cccd, "found": False})
                 return self._answer(200, {"cccd": cccd, "found": True, **person})
 
-        self._server = ThreadingHTTPServer(("127.0.0.1", self.port), Handler)
+        self._server = _QuietServer(("127.0.0.1", self.port), Handler)
         self._server.daemon_threads = True
         self._thread = threading.Thread(target=self._server.serve_forever, name="population-standin", daemon=True)
         self._thread.start()
