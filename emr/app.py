@@ -35,6 +35,8 @@ from emr.exports.money import fmt_vnd
 from emr.fhir import views as fhir
 from emr.i18n import t
 from emr.identity import adapter as identity_adapter
+from emr.identity import checks as identity_checks
+from emr.outbox import register_handler
 from emr.signing import service as signing_service
 from emr.web import (
     admin,
@@ -199,6 +201,7 @@ def create_app(
             settings.identity_url, settings.identity_credential_file, settings.identity_timeout
         )
     )
+    register_handler(identity_checks.OUTBOX_KIND, identity_checks.deliver)  # queued checks run by the outbox worker
 
     csrf = CSRFProtect(app)
     _register_blueprints(app, csrf)

@@ -17,11 +17,12 @@ from sqlalchemy.orm import Session
 from emr.access import audit
 from emr.access.audit import SYSTEM, Actor
 from emr.core.identity_match import NationalRecord, differences
+from emr.outbox import DeliveryError, HandlerContext, OutboxMessage, enqueue
 
 from ..models import IdentityCheck, Patient, utcnow
 from .adapter import GatewayError, PopulationGateway, configured, valid_cccd
 
-__all__ = ["OUTBOX_KIND", "queue_check", "run_check", "check_now", "latest_check", "open_item"]
+__all__ = ["OUTBOX_KIND", "queue_check", "deliver", "run_check", "check_now", "latest_check", "open_item", "recent_match"]
 
 OUTBOX_KIND = "identity.check"
 
@@ -77,19 +78,26 @@ def queue_check(session: Session, patient: Patient, trigger: str) -> IdentityChe
 
 def _deliver_later(session: Session, check: IdentityCheck) -> None:
     """Hand the check to the durable outbox (same transaction): it survives restarts and outages."""
-    try:
-        from emr.outbox import enqueue
-    except ImportError:  # before the outbox is merged: run_due_checks picks queued rows up
-        return
+    gateway = configured()
     enqueue(
         session,
         OUTBOX_KIND,
         f"identity-check:{check.id}",
         {"check_id": check.id},
-        target="population",
+        target=gateway.url if gateway else "population-database",
         patient_id=check.patient_id,
         subject=f"CCCD {check.cccd[:3]}…{check.cccd[-3:]}",
     )
+
+
+def deliver(message: OutboxMessage, context: HandlerContext) -> str:
+    """The outbox handler of :data:`OUTBOX_KIND`: run the check; a gateway that cannot answer now
+    is a transient failure (the outbox retries with back-off), an unusable answer a permanent one."""
+    with context.session_factory() as session:
+        try:
+            return run_check(session, int(message.payload["check_id"]))
+        except GatewayError as exc:
+            raise DeliveryError(exc.reason, permanent=not exc.transient) from None
 
 
 def _record_result(
@@ -168,13 +176,15 @@ def run_check(session: Session, check_id: int, gateway: PopulationGateway | None
 
 def check_now(session: Session, actor: Actor, patient: Patient, trigger: str) -> IdentityCheck | None:
     """Check at once with the short timeout (before an export); when the gateway cannot answer, the
-    check stays queued for later and None is returned. The caller commits."""
+    check stays queued for the outbox and None is returned. The queued check is committed before the
+    call, so no database lock is held while the gateway is slow; the caller commits the result."""
     gateway = configured()
     if gateway is None or not valid_cccd(patient.cccd):
         return None
     check = queue_check(session, patient, trigger)
     if check is None:
         return None
+    session.commit()
     check.attempts += 1
     try:
         national = gateway.lookup(check.cccd)

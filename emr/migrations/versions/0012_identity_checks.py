@@ -1,7 +1,7 @@
 """identity checks by CCCD against the national population database, with their reconciliation (issue 15 §3)
 
 Revision ID: 0012
-Revises: 0009
+Revises: 0010
 Create Date: 2026-12-07 02:40:00
 """
 
@@ -11,7 +11,7 @@ import sqlalchemy as sa
 from alembic import op
 
 revision = "0012"
-down_revision = "0009"
+down_revision = "0010"  # after the outbox (merged, 7a781d6): queued checks are outbox messages
 branch_labels = None
 depends_on = None
 
