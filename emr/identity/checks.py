@@ -22,7 +22,9 @@ from emr.outbox import DeliveryError, HandlerContext, OutboxMessage, enqueue
 from ..models import IdentityCheck, Patient, utcnow
 from .adapter import GatewayError, PopulationGateway, configured, valid_cccd
 
-__all__ = ["OUTBOX_KIND", "queue_check", "deliver", "run_check", "check_now", "latest_check", "open_item", "recent_match"]
+__all__ = [
+    "OUTBOX_KIND", "queue_check", "deliver", "run_check", "check_now", "latest_check", "open_item", "recent_match"
+]
 
 OUTBOX_KIND = "identity.check"
 

@@ -24,8 +24,8 @@ from sqlalchemy.orm import Session
 from emr import EmrSettings, create_app
 from emr.access.login_guard import LoginGuard
 from emr.core.identity_match import NationalRecord, differences
-from emr.identity import adapter, checks, reconcile
 from emr.db import make_session_factory
+from emr.identity import adapter, checks, reconcile
 from emr.models import AuditEntry, IdentityCheck, Patient, utcnow
 from emr.outbox import HandlerContext, messages_for_patient, run_due
 from emr.patients import service as pats
