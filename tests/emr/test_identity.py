@@ -29,7 +29,7 @@ from emr.identity import adapter, checks, reconcile
 from emr.models import AuditEntry, IdentityCheck, Patient, utcnow
 from emr.outbox import HandlerContext, messages_for_patient, run_due
 from emr.patients import service as pats
-from tests.standins.population import PopulationStandIn
+from tests.standins.population import PopulationStandIn, configure_for_test
 
 from .conftest import World, csrf_token, login, patient_data
 
@@ -47,17 +47,7 @@ def standin() -> Iterator[PopulationStandIn]:
 @pytest.fixture
 def gateway(standin: PopulationStandIn, tmp_path: Path) -> Iterator[PopulationStandIn]:
     """A fresh stand-in state and the gateway configured as create_app configures it."""
-    standin.people.clear()
-    standin.asked.clear()
-    standin.slow = 0.0
-    standin.add(NHUNG, "Nguyễn Thị Hồng Nhung", "1990-05-17", "F")
-    if standin._server is None:
-        standin.up()
-    cred = tmp_path / "identity-credential"
-    fd = os.open(cred, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    with os.fdopen(fd, "w") as fh:
-        fh.write(standin.token + "\n")
-    adapter.configure(adapter.gateway_from_settings(standin.url, cred, 2.0))
+    configure_for_test(standin, tmp_path)
     yield standin
     adapter.configure(None)
 

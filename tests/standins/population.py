@@ -10,15 +10,17 @@ it requires). ``asked`` counts the lookups it answered, per CCCD.
 from __future__ import annotations
 
 import json
+import os
 import threading
 import time
 from collections import Counter
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
 from typing import Any
 
 from tests.helpers import free_port
 
-__all__ = ["PopulationStandIn"]
+__all__ = ["PopulationStandIn", "configure_for_test"]
 
 
 class _QuietServer(ThreadingHTTPServer):
@@ -92,3 +94,22 @@ class PopulationStandIn:
         if self._thread is not None:
             self._thread.join(timeout=5)
             self._thread = None
+
+
+def configure_for_test(standin: PopulationStandIn, tmp_path: Path, timeout: float = 2.0) -> Path:
+    """Reset the stand-in (one known citizen, Nguyễn Thị Hồng Nhung) and configure the EMR's
+    gateway the way ``create_app`` does, with the credential in a 0600 file; returns that file."""
+    from emr.identity import adapter
+
+    standin.people.clear()
+    standin.asked.clear()
+    standin.slow = 0.0
+    standin.add("079190001234", "Nguyễn Thị Hồng Nhung", "1990-05-17", "F")
+    if standin._server is None:
+        standin.up()
+    cred = tmp_path / "identity-credential"
+    fd = os.open(cred, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "w") as fh:
+        fh.write(standin.token + "\n")
+    adapter.configure(adapter.gateway_from_settings(standin.url, cred, timeout))
+    return cred
