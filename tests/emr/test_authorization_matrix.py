@@ -114,6 +114,10 @@ EXPECTED: dict[tuple[str, str], set[str] | None] = {
     ("POST", "/patients/<int:patient_id>/break-glass"): {"physician", "radiologist", "technician"},
     ("GET", "/admin/break-glass"): {"admin"},
     ("POST", "/api/verify"): None,
+    # Identity by CCCD (issue 15 §3): the reconciliation queue. Which decision each role may take
+    # (escalated items: admin only) is tested in tests/security/test_identity_reconcile.py.
+    ("GET", "/identity/"): {"records_clerk", "admin"},
+    ("POST", "/identity/<int:check_id>/decide"): {"records_clerk", "admin"},
 }
 _OTHER_ROUTES_OWNED_ELSEWHERE = re.compile(r"^/(viewer|verify|fhir|signing|export)")
 

@@ -8,7 +8,6 @@ worker runs it (``run_check`` by id).
 from __future__ import annotations
 
 import json
-import os
 from collections.abc import Iterator
 from dataclasses import replace
 from datetime import date, timedelta
