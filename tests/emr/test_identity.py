@@ -8,7 +8,6 @@ worker runs it (``run_check`` by id).
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
 from dataclasses import replace
 from datetime import date, timedelta
 from pathlib import Path
@@ -28,27 +27,12 @@ from emr.identity import adapter, checks, reconcile
 from emr.models import AuditEntry, IdentityCheck, Patient, utcnow
 from emr.outbox import HandlerContext, messages_for_patient, run_due
 from emr.patients import service as pats
-from tests.standins.population import PopulationStandIn, configure_for_test
+from tests.standins.population import PopulationStandIn, gateway, standin  # noqa: F401  (fixtures)
 
 from .conftest import World, csrf_token, login, patient_data
 
 NHUNG = "079190001234"  # Nguyễn Thị Hồng Nhung, F, 1990-05-17 (patient_data's default)
 BINH = "001085004321"  # Trần Văn Bình, M, 1985
-
-
-@pytest.fixture(scope="module")
-def standin() -> Iterator[PopulationStandIn]:
-    server = PopulationStandIn().up()
-    yield server
-    server.down()
-
-
-@pytest.fixture
-def gateway(standin: PopulationStandIn, tmp_path: Path) -> Iterator[PopulationStandIn]:
-    """A fresh stand-in state and the gateway configured as create_app configures it."""
-    configure_for_test(standin, tmp_path)
-    yield standin
-    adapter.configure(None)
 
 
 def _checks(session: Session, patient_id: int) -> list[IdentityCheck]:
@@ -60,7 +44,7 @@ def _register(session: Session, world: World, **over: Any) -> Patient:
     return pats.create_patient(session, world.actor("records_clerk"), patient_data(**over))
 
 
-def _binh(session: Session, world: World, gateway: PopulationStandIn, national_name: str = "Trần Văn Bình") -> Patient:
+def _binh(session: Session, world: World, gateway: PopulationStandIn, national_name: str = "Trần Văn Bình") -> Patient:  # noqa: F811
     gateway.add(BINH, national_name, "1985-03-02", "M")
     return _register(
         session, world, full_name="Trần Văn Binh", birth_date="1985-03-02", sex="M", cccd=BINH, bhyt_number=None
@@ -87,7 +71,7 @@ def test_names_compare_the_vietnamese_way() -> None:
 # -- the adapter's contract against the stand-in ---------------------------------------
 
 
-def test_adapter_contract(gateway: PopulationStandIn, tmp_path: Path) -> None:
+def test_adapter_contract(gateway: PopulationStandIn, tmp_path: Path) -> None:  # noqa: F811
     gw = adapter.configured()
     assert gw is not None
     found = gw.lookup(NHUNG)
@@ -117,7 +101,7 @@ def test_checks_are_off_without_an_endpoint(session: Session, world: World) -> N
 # -- registration → queued check → match / mismatch → decisions -----------------------
 
 
-def test_match_and_mismatch(session: Session, world: World, gateway: PopulationStandIn) -> None:
+def test_match_and_mismatch(session: Session, world: World, gateway: PopulationStandIn) -> None:  # noqa: F811
     nhung = _register(session, world)
     [check] = _checks(session, nhung.id)
     assert (check.status, check.trigger, gateway.asked[NHUNG]) == ("queued", "registration", 0)  # nothing waited
@@ -134,7 +118,7 @@ def test_match_and_mismatch(session: Session, world: World, gateway: PopulationS
     assert gateway.asked[BINH] == 1
 
 
-def test_each_decision_is_applied_and_audited(session: Session, world: World, gateway: PopulationStandIn) -> None:
+def test_each_decision_is_applied_and_audited(session: Session, world: World, gateway: PopulationStandIn) -> None:  # noqa: F811
     clerk, admin = world.actor("records_clerk"), world.actor("admin")
     binh = _binh(session, world, gateway)
     [c1] = _checks(session, binh.id)
@@ -190,7 +174,7 @@ def test_each_decision_is_applied_and_audited(session: Session, world: World, ga
 
 
 @pytest.fixture
-def id_app(settings: EmrSettings, engine: Any, gateway: PopulationStandIn, tmp_path: Path) -> Flask:
+def id_app(settings: EmrSettings, engine: Any, gateway: PopulationStandIn, tmp_path: Path) -> Flask:  # noqa: F811
     cred = tmp_path / "identity-credential"
     app = create_app(
         replace(settings, identity_url=gateway.url, identity_credential_file=cred, identity_timeout=1.0),
@@ -207,7 +191,7 @@ def _register_on_the_form(client: FlaskClient, **over: Any) -> Any:
 
 
 def test_endpoint_down_at_registration_then_back(
-    id_app: Flask, settings: EmrSettings, engine: Any, session: Session, world: World, gateway: PopulationStandIn
+    id_app: Flask, settings: EmrSettings, engine: Any, session: Session, world: World, gateway: PopulationStandIn  # noqa: F811
 ) -> None:
     """Registration goes on at once; the outbox worker's attempts fail while the gateway is down,
     and the check runs exactly once when it is back."""
@@ -239,7 +223,7 @@ def test_endpoint_down_at_registration_then_back(
     assert message.status == "sent"
 
 
-def test_slow_endpoint_never_holds_the_export_check(session: Session, world: World, gateway: PopulationStandIn) -> None:
+def test_slow_endpoint_never_holds_the_export_check(session: Session, world: World, gateway: PopulationStandIn) -> None:  # noqa: F811
     adapter.configure(replace(adapter.configured(), timeout=0.3))  # type: ignore[arg-type]
     gateway.slow = 2.0
     p = _register(session, world)
@@ -250,7 +234,7 @@ def test_slow_endpoint_never_holds_the_export_check(session: Session, world: Wor
 
 
 def test_queue_page_in_vietnamese(
-    id_app: Flask, session: Session, world: World, gateway: PopulationStandIn
+    id_app: Flask, session: Session, world: World, gateway: PopulationStandIn  # noqa: F811
 ) -> None:
     binh = _binh(session, world, gateway)
     checks.run_check(session, _checks(session, binh.id)[0].id)

@@ -6,15 +6,12 @@ The pre-export check asks the real HTTP stand-in; an open mismatch stops the
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from pathlib import Path
-
 import pytest
 from sqlalchemy.orm import Session
 
 from emr.exports import ExportCheckFailed, ExportConfig, export_hsba, export_xml130
 from emr.exports.facility_key import FacilityKey
-from emr.identity import adapter, checks, reconcile
+from emr.identity import checks, reconcile
 from tests.exports.conftest import (  # noqa: F401  (fixtures)
     World,
     database_url,
@@ -29,21 +26,7 @@ from tests.exports.conftest import (  # noqa: F401  (fixtures)
     sqlite_template,
     world,
 )
-from tests.standins.population import PopulationStandIn, configure_for_test
-
-
-@pytest.fixture(scope="module")
-def standin() -> Iterator[PopulationStandIn]:
-    server = PopulationStandIn().up()
-    yield server
-    server.down()
-
-
-@pytest.fixture
-def gateway(standin: PopulationStandIn, tmp_path: Path) -> Iterator[PopulationStandIn]:
-    configure_for_test(standin, tmp_path)
-    yield standin
-    adapter.configure(None)
+from tests.standins.population import PopulationStandIn, gateway, standin  # noqa: F401  (fixtures)
 
 
 def test_export_waits_for_a_decided_identity(
@@ -51,7 +34,7 @@ def test_export_waits_for_a_decided_identity(
     world: World,  # noqa: F811
     export_config: ExportConfig,  # noqa: F811
     facility_key: FacilityKey,  # noqa: F811
-    gateway: PopulationStandIn,
+    gateway: PopulationStandIn,  # noqa: F811
 ) -> None:
     gateway.add("079190001234", "Nguyễn Thị Hồng Nhung", "1990-07-15", "F")  # national birth date differs
     visit = make_visit(session, world)
@@ -81,7 +64,7 @@ def test_export_goes_on_when_the_gateway_is_down(
     world: World,  # noqa: F811
     export_config: ExportConfig,  # noqa: F811
     facility_key: FacilityKey,  # noqa: F811
-    gateway: PopulationStandIn,
+    gateway: PopulationStandIn,  # noqa: F811
 ) -> None:
     visit = make_visit(session, world)
     gateway.down()

@@ -38,16 +38,9 @@ from tests.emr.conftest import (  # noqa: F401  (fixtures)
     sqlite_template,
     world,
 )
-from tests.standins.population import PopulationStandIn, configure_for_test
+from tests.standins.population import PopulationStandIn, configure_for_test, standin  # noqa: F401  (fixture)
 
 BINH = "001085004321"
-
-
-@pytest.fixture(scope="module")
-def standin() -> Iterator[PopulationStandIn]:
-    server = PopulationStandIn().up()
-    yield server
-    server.down()
 
 
 @pytest.fixture

@@ -14,13 +14,16 @@ import os
 import threading
 import time
 from collections import Counter
+from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
+import pytest
+
 from tests.helpers import free_port
 
-__all__ = ["PopulationStandIn", "configure_for_test"]
+__all__ = ["PopulationStandIn", "configure_for_test", "standin", "gateway"]
 
 
 class _QuietServer(ThreadingHTTPServer):
@@ -113,3 +116,21 @@ def configure_for_test(standin: PopulationStandIn, tmp_path: Path, timeout: floa
         fh.write(standin.token + "\n")
     adapter.configure(adapter.gateway_from_settings(standin.url, cred, timeout))
     return cred
+
+
+@pytest.fixture(scope="module")
+def standin() -> Iterator[PopulationStandIn]:
+    """One stand-in per test module (import this fixture into the module)."""
+    server = PopulationStandIn().up()
+    yield server
+    server.down()
+
+
+@pytest.fixture
+def gateway(standin: PopulationStandIn, tmp_path: Path) -> Iterator[PopulationStandIn]:
+    """The stand-in reset, and the EMR's gateway configured to it for this test (off afterwards)."""
+    from emr.identity import adapter
+
+    configure_for_test(standin, tmp_path)
+    yield standin
+    adapter.configure(None)
