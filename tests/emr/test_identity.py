@@ -243,3 +243,20 @@ def test_queue_page_in_vietnamese(
     page = client.get("/identity/").get_data(as_text=True)
     assert "Đối chiếu danh tính" in page and "Trần Văn Binh" in page and "Trần Văn Bình" in page
     assert 'class="differs"' in page
+
+
+def test_settings_from_the_environment(tmp_path: Path) -> None:
+    from filmless.settings import SettingsError, load
+
+    env = {"FILMLESS_DATA_DIR": str(tmp_path)}
+    (tmp_path / "cred").write_text("x")
+    off = load(env).emr
+    assert (off.identity_url, off.identity_timeout, off.identity_recheck_days) == (None, 3.0, 30)
+    on = load({**env, "FILMLESS_IDENTITY_URL": "https://cccd.example.vn/v1/lookup", "FILMLESS_IDENTITY_TIMEOUT": "5",
+               "FILMLESS_IDENTITY_CREDENTIAL_FILE": str(tmp_path / "cred")}).emr
+    assert (on.identity_url, on.identity_timeout, on.identity_credential_file) == (
+        "https://cccd.example.vn/v1/lookup", 5.0, tmp_path / "cred"
+    )
+    for bad in ({"FILMLESS_IDENTITY_URL": "cccd.example.vn"}, {"FILMLESS_IDENTITY_TIMEOUT": "600"}):
+        with pytest.raises(SettingsError):
+            load({**env, **bad})
