@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from datetime import date, timedelta
 from typing import Any
 
-from sqlalchemy import func, select
+from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from emr.access import audit
@@ -31,7 +31,7 @@ from ..models import DECISIONS, IdentityCheck, Patient, User, utcnow
 from .adapter import configured
 from .checks import check_now, open_item, recent_match
 
-__all__ = ["QueueItem", "queue", "open_count", "get_item", "decide", "export_problems", "DECISIONS_BY_ROLE"]
+__all__ = ["QueueItem", "queue", "decide", "export_problems", "DECISIONS_BY_ROLE"]
 
 # Which decision each role may take; escalated items are closed by an administrator only.
 DECISIONS_BY_ROLE: dict[str, frozenset[str]] = {
@@ -66,27 +66,6 @@ def queue(session: Session, actor: Actor, *, escalated_only: bool = False, limit
     )
     session.commit()
     return items
-
-
-def open_count(session: Session) -> int:
-    stmt = select(func.count()).select_from(IdentityCheck).where(
-        IdentityCheck.resolved.is_(False), IdentityCheck.status.in_(_OPEN)
-    )
-    return int(session.scalar(stmt) or 0)
-
-
-def get_item(session: Session, actor: Actor, check_id: int) -> QueueItem:
-    check = session.get(IdentityCheck, check_id)
-    if check is None or check.status not in _OPEN:
-        raise NotFoundError("identity_check", check_id)
-    patient = session.get(Patient, check.patient_id)
-    assert patient is not None
-    user = session.get(User, check.decided_by_id) if check.decided_by_id else None
-    audit.record(
-        session, actor, "identity.view", patient_id=patient.id, object_type="identity_check", object_id=check.id
-    )
-    session.commit()
-    return QueueItem(check, patient, user.username if user else None)
 
 
 def _national_values(patient: Patient, check: IdentityCheck) -> dict[str, Any]:
