@@ -10,6 +10,7 @@ from sqlalchemy import select
 from emr.access.auth import current_actor, requires
 from emr.core.exceptions import EmrError, NotFoundError, ValidationFailed
 from emr.documents import service as documents
+from emr.identity.checks import latest_check
 from emr.imaging import orders
 from emr.patients import encounters
 from emr.patients import service as patients
@@ -56,7 +57,14 @@ def chart(patient_id: int) -> Any:
     encs = [encounters.encounter_dict(s, e) for e in encounters.list_encounters(s, patient_id)]
     docs = [documents.document_dict(d) for d in documents.list_documents(s, patient_id)]
     ords = [orders.order_dict(s, o) for o in orders.list_orders(s, patient_id)]
-    return render_template("patients/chart.html", patient=patient, encounters=encs, documents=docs, orders=ords)
+    return render_template(
+        "patients/chart.html",
+        patient=patient,
+        encounters=encs,
+        documents=docs,
+        orders=ords,
+        identity=latest_check(s, patient.id),  # issue 15 §3: CCCD checked against the population database
+    )
 
 
 @bp.route("/<int:patient_id>/encounters/new", methods=["GET", "POST"])

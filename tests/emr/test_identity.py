@@ -243,6 +243,8 @@ def test_queue_page_in_vietnamese(
     page = client.get("/identity/").get_data(as_text=True)
     assert "Đối chiếu danh tính" in page and "Trần Văn Binh" in page and "Trần Văn Bình" in page
     assert 'class="differs"' in page
+    chart = client.get(f"/patients/{binh.id}").get_data(as_text=True)
+    assert "không khớp dữ liệu dân cư" in chart  # the chart shows where the patient's CCCD check stands
 
 
 def test_settings_from_the_environment(tmp_path: Path) -> None:
