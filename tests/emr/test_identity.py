@@ -177,7 +177,7 @@ def test_each_decision_is_applied_and_audited(session: Session, world: World, ga
 def id_app(settings: EmrSettings, engine: Any, gateway: PopulationStandIn, tmp_path: Path) -> Flask:  # noqa: F811
     cred = tmp_path / "identity-credential"
     app = create_app(
-        replace(settings, identity_url=gateway.url, identity_credential_file=cred, identity_timeout=1.0),
+        replace(settings, identity_url=gateway.url, identity_credential_file=cred, identity_timeout=5.0),
         test_config={"TESTING": True, "EMR_ENGINE": engine},
     )
     app.extensions["emr.login_guard"] = LoginGuard(rate_per_minute=10**6, burst=10**6)

@@ -38,7 +38,7 @@ def test_gateway_down_at_registration_then_back(tmp_path: Path) -> None:
     env = {
         "FILMLESS_IDENTITY_URL": standin.url,
         "FILMLESS_IDENTITY_CREDENTIAL_FILE": str(cred),
-        "FILMLESS_IDENTITY_TIMEOUT": "1",
+        "FILMLESS_IDENTITY_TIMEOUT": "5",
         "FILMLESS_OUTBOX_RETRY_SECONDS": "1",
         "FILMLESS_OUTBOX_RETRY_MAX_SECONDS": "2",
         "FILMLESS_OUTBOX_POLL_SECONDS": "1",

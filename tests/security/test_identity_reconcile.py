@@ -47,7 +47,7 @@ BINH = "001085004321"
 def app(settings: EmrSettings, engine: Any, standin: PopulationStandIn, tmp_path: Path) -> Iterator[Flask]:  # noqa: F811
     cred = configure_for_test(standin, tmp_path)
     app = create_app(
-        replace(settings, identity_url=standin.url, identity_credential_file=cred),
+        replace(settings, identity_url=standin.url, identity_credential_file=cred, identity_timeout=5.0),
         test_config={"TESTING": True, "EMR_ENGINE": engine},
     )
     app.extensions["emr.login_guard"] = LoginGuard(rate_per_minute=10**6, burst=10**6)

@@ -99,7 +99,7 @@ class PopulationStandIn:
             self._thread = None
 
 
-def configure_for_test(standin: PopulationStandIn, tmp_path: Path, timeout: float = 2.0) -> Path:
+def configure_for_test(standin: PopulationStandIn, tmp_path: Path, timeout: float = 5.0) -> Path:
     """Reset the stand-in (one known citizen, Nguyễn Thị Hồng Nhung) and configure the EMR's
     gateway the way ``create_app`` does, with the credential in a 0600 file; returns that file."""
     from emr.identity import adapter
