@@ -37,8 +37,10 @@ from emr.exports.money import fmt_vnd
 from emr.fhir import views as fhir
 from emr.hl7 import oru as hl7_oru
 from emr.i18n import t
-from emr.outbox import register_handler
 from emr.ops.instruments import observe_request
+from emr.identity import adapter as identity_adapter
+from emr.identity import checks as identity_checks
+from emr.outbox import register_handler
 from emr.signing import service as signing_service
 from emr.web import (
     admin,
@@ -47,6 +49,7 @@ from emr.web import (
     documents,
     exports,
     hl7,
+    identity,
     login,
     ops,
     orders,
@@ -135,6 +138,7 @@ def _register_blueprints(app: Flask, csrf: CSRFProtect) -> None:
     app.register_blueprint(ops.bp)  # issue 16: /admin/ops, the operations page
     csrf.exempt(ops.metrics_bp)  # bearer token, no cookies, GET only
     app.register_blueprint(ops.metrics_bp)  # /metrics for Prometheus
+    app.register_blueprint(identity.bp)  # issue 15 §3: /identity reconciliation queue
 
 
 # Blueprint name → how it answers errors; blueprints not listed answer with the HTML error page.
@@ -237,6 +241,13 @@ def create_app(
     app.extensions["emr.metrics_token"] = load_or_create_secret(
         settings.metrics_token_file or settings.data_dir / "metrics-token"
     )
+    # Issue 15 §3: the population-database gateway (None: identity checks off).
+    identity_adapter.configure(
+        identity_adapter.gateway_from_settings(
+            settings.identity_url, settings.identity_credential_file, settings.identity_timeout
+        )
+    )
+    register_handler(identity_checks.OUTBOX_KIND, identity_checks.deliver)  # queued checks run by the outbox worker
 
     csrf = CSRFProtect(app)
     _register_blueprints(app, csrf)

@@ -153,6 +153,16 @@ VARIABLES: dict[str, tuple[str, str]] = {
     ),
     "FILMLESS_HL7_RECEIVER": ("", "host:port of the HIS's MLLP receiver for ORU^R01 signed reports (unset: none)"),
     "FILMLESS_HL7_APPLICATION": ("FILMLESS", "MSH-3 sending application of the messages filmless sends"),
+    "FILMLESS_IDENTITY_URL": (
+        "",
+        "National population database gateway that checks name, birth date and sex for a CCCD "
+        "(docs/identity-adapter.md); unset: identity checks off",
+    ),
+    "FILMLESS_IDENTITY_CREDENTIAL_FILE": ("", "File (0600) holding the bearer credential for the identity gateway"),
+    "FILMLESS_IDENTITY_TIMEOUT": (
+        "3", "Seconds one call to the identity gateway may take (1–30); slower means retry later"
+    ),
+    "FILMLESS_IDENTITY_RECHECK_DAYS": ("30", "An export asks the identity gateway again when the last match is older"),
 }
 
 
@@ -296,6 +306,11 @@ def _hl7(env: Mapping[str, str]) -> Hl7Settings:
         receiver=receiver,
         application=_str(env, "FILMLESS_HL7_APPLICATION", "FILMLESS") or "FILMLESS",
     )
+def _identity_url(env: Mapping[str, str], name: str) -> str | None:
+    value = _str(env, name)
+    if value and not value.startswith(("http://", "https://")):
+        raise SettingsError(f"{name}={value!r} must start with http:// or https://")
+    return value
 
 
 def load(env: Mapping[str, str] | None = None) -> Settings:
@@ -396,6 +411,10 @@ def load(env: Mapping[str, str] | None = None) -> Settings:
         trust_anchors_dir=Path(_str(env, "FILMLESS_TRUST_ANCHORS") or data_dir / "pki" / "trust-anchors"),
         hl7=_hl7(env),
         metrics_token_file=metrics_token_file,
+        identity_url=_identity_url(env, "FILMLESS_IDENTITY_URL"),
+        identity_credential_file=_path(env, "FILMLESS_IDENTITY_CREDENTIAL_FILE"),
+        identity_timeout=float(_int(env, "FILMLESS_IDENTITY_TIMEOUT", 3, 1, 30)),
+        identity_recheck_days=_int(env, "FILMLESS_IDENTITY_RECHECK_DAYS", 30, 0, 3650),
     )
     if emr.ehr_timeout >= emr.outbox_lease_seconds:
         # a push still running when its lease ends could be taken over and sent twice

@@ -68,6 +68,10 @@ PERMISSIONS: dict[str, frozenset[str]] = {
     "hl7.manage": frozenset({"admin"}),
     # Issue 16: the operations page (volumes, turnaround, storage, gateway and outbox health; no patients).
     "ops.read": frozenset({"admin"}),
+    # Issue 15 §3: the identity reconciliation queue (national population database mismatches).
+    # Who may take which decision, and that escalated items are closed by an admin, is in
+    # emr.identity.reconcile.DECISIONS_BY_ROLE.
+    "identity.reconcile": frozenset({"records_clerk", "admin"}),
     # Actions every logged-in user has (home page, logout).
     "self": frozenset(ROLES),
 }

@@ -63,6 +63,13 @@ class EmrSettings:
     pkcs11_library: str = "/usr/lib/softhsm/libsofthsm2.so"
     softhsm2_conf: Path | None = None
     trust_anchors_dir: Path | None = None
+    # Identity by CCCD (issue 15 §3): the province's population-database gateway (None: checks
+    # off), a file holding its bearer credential (0600), the per-call timeout in seconds (short:
+    # registration and export never wait long), and how old a match may be before an export asks again.
+    identity_url: str | None = None
+    identity_credential_file: Path | None = None
+    identity_timeout: float = 3.0
+    identity_recheck_days: int = 30
     # Durable outbox (emr.outbox, issue 15): attempts before a message is dead, the first retry
     # delay (doubling) and its cap, how often the worker looks for due messages, and how long a
     # worker may hold a message it is sending before another process may take it over.

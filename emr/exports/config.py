@@ -44,6 +44,8 @@ class ExportConfig:
     facility_p12: Path | None = None
     facility_p12_password_file: Path | None = None
     token: TokenKeyConfig | None = None
+    # Issue 15 §3: an export asks the population database again when the last match is older.
+    identity_recheck_days: int = 30
 
     def device_code_for(self, modality: str | None, station_ae_title: str | None, own: str | None) -> str | None:
         if own:
@@ -88,6 +90,7 @@ def load_config(settings: EmrSettings) -> ExportConfig:
         facility_p12=_path(base, raw.get("facility_p12")),
         facility_p12_password_file=_path(base, raw.get("facility_p12_password_file")),
         token=token,
+        identity_recheck_days=settings.identity_recheck_days,
     )
 
 

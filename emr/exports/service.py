@@ -11,7 +11,7 @@ import os
 import tempfile
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
-from datetime import date, datetime
+from datetime import date, datetime, timedelta
 from pathlib import Path
 
 from sqlalchemy import select
@@ -21,12 +21,14 @@ from emr.access import audit
 from emr.access.audit import Actor
 from emr.core.clock import local_day_bounds, to_local
 from emr.core.exceptions import InvalidState, NotFoundError
+from emr.i18n import t
+from emr.identity.reconcile import export_problems
 
 from ..models import Encounter, utcnow
 from .artifacts import ArtifactSource
 from .config import ExportConfig
 from .envelope import build_envelope, sign_envelope
-from .exceptions import ExportCheckFailed, SchemaInvalid
+from .exceptions import ExportCheckFailed, FieldProblem, SchemaInvalid
 from .facility_key import FacilityKey
 from .hsba import build_hsba, hsba_json, hsba_xml
 from .records import load_visit
@@ -71,6 +73,13 @@ def check_visit(session: Session, encounter_id: int, config: ExportConfig) -> tu
     return rows, check_rows(rows, record=record)
 
 
+def identity_problems(session: Session, actor: Actor, enc: Encounter, config: ExportConfig) -> list[FieldProblem]:
+    """Issue 15 §3: the patient's CCCD is checked against the national population database
+    before anything leaves the hospital; an open mismatch stops the export (see emr.identity)."""
+    keys = export_problems(session, actor, enc.patient_id, timedelta(days=config.identity_recheck_days))
+    return [FieldProblem("XML1", 1, "SO_CCCD", key, t(key)) for key in keys]
+
+
 def _tables(rows: Rows) -> dict[str, bytes]:
     out: dict[str, bytes] = {}
     for name in _ORDER:
@@ -101,6 +110,7 @@ def export_xml130(
     if enc.status == "cancelled":
         raise InvalidState("cancelled encounters are not exported", key="exports.error.cancelled")
     rows, problems = check_visit(session, encounter_id, config)
+    problems = identity_problems(session, actor, enc, config) + problems
     if problems:
         audit.record(
             session,
@@ -223,6 +233,20 @@ def export_hsba(
     if fmt not in ("json", "xml"):
         raise ValueError(fmt)
     enc = _encounter(session, encounter_id)
+    problems = identity_problems(session, actor, enc, config)
+    if problems:
+        audit.record(
+            session,
+            actor,
+            "export.hsba",
+            outcome="failure",
+            patient_id=enc.patient_id,
+            object_type="encounter",
+            object_id=enc.id,
+            details={"problems": [p.key for p in problems]},
+        )
+        session.commit()
+        raise ExportCheckFailed(problems)
     record = build_hsba(load_visit(session, enc), config, artifacts)
     when = now or utcnow()
     if fmt == "json":

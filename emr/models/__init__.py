@@ -6,6 +6,7 @@ from .base import Base, utcnow
 from .documents import FORM_TYPES, RETENTION_YEARS, Document, DocumentVersion
 from .encounters import BENEFIT_LEVELS, ENCOUNTER_KINDS, Encounter, EncounterDiagnosis, Icd10Code
 from .hl7 import HL7_DIRECTIONS, HL7_STATUSES, Hl7Message, Hl7OrderLink, Hl7PatientLink
+from .identity import CHECK_STATUSES, DECISIONS, IdentityCheck
 from .imaging import ShareLink, StudyMeasurements
 from .orders import MODALITIES, ORDER_STATUSES, URGENCIES, ImagingOrder, LinkerState, Study
 from .outbox import OUTBOX_STATUSES, OutboxAttempt, OutboxMessage
@@ -22,7 +23,9 @@ __all__ = [
     "AuditHead",
     "Base",
     "BreakGlassAccess",
+    "CHECK_STATUSES",
     "Counter",
+    "DECISIONS",
     "Department",
     "Document",
     "DocumentVersion",
@@ -36,6 +39,7 @@ __all__ = [
     "Hl7OrderLink",
     "Hl7PatientLink",
     "Icd10Code",
+    "IdentityCheck",
     "ImagingOrder",
     "LinkerState",
     "MODALITIES",

@@ -14,6 +14,7 @@ from emr.access.care import ensure_patient_access
 from emr.core.exceptions import ConflictError, InvalidState, ValidationFailed
 from emr.core.identifiers import bhyt_problem, bhyt_ssn, cccd_problem
 from emr.core.normalize import fold, split_name
+from emr.identity.checks import queue_check
 from emr.models.lookup import get_or_404, next_number, parse
 
 from ..models import Document, Encounter, ImagingOrder, Patient, Study
@@ -120,11 +121,22 @@ def create_patient(session: Session, actor: Actor, data: PatientIn | dict[str, A
     session.add(patient)
     session.flush()
     audit.record(session, actor, "patient.create", patient_id=patient.id, object_type="patient", object_id=patient.id)
+    queue_check(session, patient, "registration")  # issue 15: checked later, registration never waits
     session.commit()
     return patient
 
 
-def update_patient(session: Session, actor: Actor, patient_id: int, data: PatientIn | dict[str, Any]) -> Patient:
+def update_patient(
+    session: Session,
+    actor: Actor,
+    patient_id: int,
+    data: PatientIn | dict[str, Any],
+    *,
+    recheck_identity: bool = True,
+    commit: bool = True,
+) -> Patient:
+    """Change a patient (audited with the values before); a changed name, birth date, sex or CCCD
+    is checked against the national population database again (``recheck_identity``)."""
     data = parse(PatientIn, data)
     validate_patient(data)
     patient = get_or_404(session, Patient, patient_id, "patient")
@@ -148,7 +160,11 @@ def update_patient(session: Session, actor: Actor, patient_id: int, data: Patien
         object_id=patient.id,
         details={"before": before},
     )
-    session.commit()
+    after = (patient.full_name, patient.cccd, patient.birth_date.isoformat(), patient.sex)
+    if recheck_identity and after != (before["full_name"], before["cccd"], before["birth_date"], before["sex"]):
+        queue_check(session, patient, "update")
+    if commit:
+        session.commit()
     return patient
 
 

@@ -56,10 +56,13 @@ def hsba(encounter_id: int, fmt: str) -> Any:
     config = load_config(current_app.extensions["emr.settings"])
     artifacts = current_app.extensions.get("emr.signed_artifacts")
     try:
-        with open_facility_key(config) as key:
-            exp = export_hsba(db.session(), current_actor(), encounter_id, config, key, fmt, artifacts=artifacts)
-    except FacilityKeyError as exc:
-        if exc.key != "exports.error.no_key":
-            raise
-        exp = export_hsba(db.session(), current_actor(), encounter_id, config, None, fmt, artifacts=artifacts)
+        try:
+            with open_facility_key(config) as key:
+                exp = export_hsba(db.session(), current_actor(), encounter_id, config, key, fmt, artifacts=artifacts)
+        except FacilityKeyError as exc:
+            if exc.key != "exports.error.no_key":
+                raise
+            exp = export_hsba(db.session(), current_actor(), encounter_id, config, None, fmt, artifacts=artifacts)
+    except ExportCheckFailed as exc:  # issue 15: an open identity mismatch
+        return render_template("exports/problems.html", problems=exc.problems, encounter_id=encounter_id), 422
     return _download(exp.data, exp.filename, exp.media_type)

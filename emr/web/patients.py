@@ -12,6 +12,7 @@ from emr import outbox
 from emr.access.auth import current_actor, requires
 from emr.core.exceptions import EmrError, NotFoundError, ValidationFailed
 from emr.documents import service as documents
+from emr.identity.checks import latest_check
 from emr.imaging import orders
 from emr.patients import encounters
 from emr.patients import service as patients
@@ -60,8 +61,16 @@ def chart(patient_id: int) -> Any:
     docs = [documents.document_dict(d) for d in documents.list_documents(s, patient_id)]
     ords = [orders.order_dict(s, o) for o in orders.list_orders(s, patient_id)]
     sent = outbox.messages_for_patient(s, patient_id)[:20]  # issue 15: what was sent about the patient
-    return render_template("patients/chart.html", patient=patient, encounters=encs, documents=docs, orders=ords,
-                           sent_messages=sent, outbox_kind=outbox_pages.kind_label)
+    return render_template(
+        "patients/chart.html",
+        patient=patient,
+        encounters=encs,
+        documents=docs,
+        orders=ords,
+        sent_messages=sent,
+        outbox_kind=outbox_pages.kind_label,
+        identity=latest_check(s, patient.id),  # issue 15 §3: CCCD checked against the population database
+    )
 
 
 @bp.route("/<int:patient_id>/encounters/new", methods=["GET", "POST"])

@@ -70,8 +70,12 @@ def _actor() -> Any:
 
 def _session(settings: Settings) -> Any:
     from emr import open_session, upgrade_database
+    from emr.identity.adapter import configure, gateway_from_settings
 
     upgrade_database(settings.emr)
+    # Issue 15 §3: exports from the command line check CCCDs against the population database too.
+    s = settings.emr
+    configure(gateway_from_settings(s.identity_url, s.identity_credential_file, s.identity_timeout))
     return open_session(settings.emr)
 
 

@@ -128,6 +128,10 @@ EXPECTED: dict[tuple[str, str], set[str] | None] = {
     # tests/security/test_ops_metrics.py tries cookies, API tokens, other schemes and query strings on it.
     ("GET", "/admin/ops"): {"admin"},
     ("GET", "/metrics"): None,
+    # Identity by CCCD (issue 15 §3): the reconciliation queue. Which decision each role may take
+    # (escalated items: admin only) is tested in tests/security/test_identity_reconcile.py.
+    ("GET", "/identity/"): {"records_clerk", "admin"},
+    ("POST", "/identity/<int:check_id>/decide"): {"records_clerk", "admin"},
 }
 _OTHER_ROUTES_OWNED_ELSEWHERE = re.compile(r"^/(viewer|verify|fhir|signing|export)")
 

@@ -1,0 +1,1 @@
+"""Small real HTTP servers standing in for national services the tests cannot reach."""

@@ -11,7 +11,7 @@ import sqlalchemy as sa
 from alembic import op
 
 revision = "0014"
-down_revision = "0010"  # 0009 in the brief; chained after the outbox (merged into this branch)
+down_revision = "0012"
 branch_labels = None
 depends_on = None
 

@@ -16,7 +16,7 @@ from __future__ import annotations
 from alembic import op
 
 revision = "0015"
-down_revision = "0010"  # 0009 in the brief; 0010 (outbox) is merged into this branch
+down_revision = "0014"
 branch_labels = None
 depends_on = None
 
