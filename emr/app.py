@@ -37,9 +37,9 @@ from emr.exports.money import fmt_vnd
 from emr.fhir import views as fhir
 from emr.hl7 import oru as hl7_oru
 from emr.i18n import t
-from emr.ops.instruments import observe_request
 from emr.identity import adapter as identity_adapter
 from emr.identity import checks as identity_checks
+from emr.ops.instruments import observe_request
 from emr.outbox import register_handler
 from emr.signing import service as signing_service
 from emr.web import (
