@@ -24,6 +24,7 @@ from emr.core.exceptions import InvalidState, NotFoundError
 
 from ..models import Encounter, utcnow
 from .artifacts import ArtifactSource
+from .catalogue_check import catalogue_problems
 from .config import ExportConfig
 from .envelope import build_envelope, sign_envelope
 from .exceptions import ExportCheckFailed, SchemaInvalid
@@ -68,7 +69,7 @@ def check_visit(session: Session, encounter_id: int, config: ExportConfig) -> tu
     """The visit's rows and every problem the pre-submission check finds (no audit, no output)."""
     record = load_visit(session, _encounter(session, encounter_id))
     rows = build_rows(record, config)
-    return rows, check_rows(rows, record=record)
+    return rows, check_rows(rows, record=record) + catalogue_problems(session, rows)
 
 
 def _tables(rows: Rows) -> dict[str, bytes]:

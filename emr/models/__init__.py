@@ -3,6 +3,7 @@
 from .access import BreakGlassAccess
 from .audit import AuditAnchor, AuditEntry, AuditHead
 from .base import Base, utcnow
+from .catalogues import CatalogueEntry, CatalogueVersion
 from .documents import FORM_TYPES, RETENTION_YEARS, Document, DocumentVersion
 from .encounters import BENEFIT_LEVELS, ENCOUNTER_KINDS, Encounter, EncounterDiagnosis, Icd10Code
 from .imaging import ShareLink, StudyMeasurements
@@ -19,6 +20,8 @@ __all__ = [
     "AuditEntry",
     "AuditHead",
     "Base",
+    "CatalogueEntry",
+    "CatalogueVersion",
     "BreakGlassAccess",
     "Counter",
     "Department",
