@@ -13,9 +13,11 @@ from .lookup import (
     search_entries,
     version_on,
 )
+from .packaged import admin_units_from_package
 
 __all__ = [
     "KINDS",
+    "admin_units_from_package",
     "CatalogueLoad",
     "CodeCheck",
     "Line",

@@ -183,7 +183,7 @@ def _entries(kind: Kind, lines: list[Line]) -> list[dict[str, object]]:
 def _sync_icd10(session: Session, lines: list[Line]) -> None:
     """Keep ``icd10_codes`` (the diagnoses' foreign key and the export's disease names) holding every
     code ever loaded, with its newest Vietnamese name."""
-    existing = dict(session.execute(select(Icd10Code.code, Icd10Code.title)).tuples().all())
+    existing = {code: title for code, title in session.execute(select(Icd10Code.code, Icd10Code.title))}
     new = [{"code": ln.code, "title": ln.name} for ln in lines if ln.code not in existing]
     if new:
         session.execute(insert(Icd10Code), new)
@@ -229,8 +229,7 @@ def store_version(
     )
     if same is not None:
         problems.insert(0, (1, "catalogues.error.same_file", {"version": same}))
-    if not problems:
-        problems = _consistency(session, kind, lines, valid_from)
+    problems += _consistency(session, kind, lines, valid_from)
     if problems:
         problems.sort(key=lambda p: p[0])
         audit.record(
