@@ -39,6 +39,7 @@ from emr.web import (
     admin,
     can,
     care,
+    catalogues,
     documents,
     exports,
     login,
@@ -97,6 +98,7 @@ def _register_blueprints(app: Flask, csrf: CSRFProtect) -> None:
     csrf.exempt(reading.put_measurements)
     app.register_blueprint(share.bp)  # /s share links
     app.register_blueprint(care.bp)  # issue 10: break the glass (/patients/<id>/break-glass) and its review
+    app.register_blueprint(catalogues.bp)  # issue 15 §4: /admin/catalogues (Ministry catalogues, read-only)
 
 
 # Blueprint name → how it answers errors; blueprints not listed answer with the HTML error page.

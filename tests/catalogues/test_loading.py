@@ -27,7 +27,7 @@ from emr.catalogues import (
 from emr.core.exceptions import FileRejected
 from emr.models import AuditEntry, CatalogueEntry, CatalogueVersion, Icd10Code
 
-from .conftest import ADMIN_ACTOR, DATA, load, load_all
+from .conftest import ADMIN_ACTOR, load, load_all
 
 
 def test_every_sample_file_loads_with_its_published_layout(session: Session) -> None:
@@ -124,7 +124,7 @@ def test_a_new_version_closes_the_previous_one_and_codes_are_checked_by_date(ses
     first = load(session, "icd10", since=date(2024, 1, 1))
     newer = tmp_path / "icd10-2026.csv"
     newer.write_text(
-        "MA_BENH,TEN_BENH\nJ18.9,\"Viêm phổi, không xác định\"\nU07.1,COVID-19, đã xác định virus\n",
+        'MA_BENH,TEN_BENH\nJ18.9,"Viêm phổi, không xác định"\nU07.1,COVID-19, đã xác định virus\n',
         encoding="utf-8",
     )
     with pytest.raises(FileRejected) as err:  # not on or before the newest version: history is kept

@@ -1,0 +1,62 @@
+"""What the catalogue pages show, as plain functions (the views only render): the versions of
+each kind and one page of a version's entries, each view audited."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from sqlalchemy.orm import Session
+
+from emr.access import audit
+from emr.access.audit import Actor
+from emr.core.exceptions import NotFoundError
+
+from ..models import CatalogueEntry, CatalogueVersion
+from .kinds import KINDS
+from .lookup import list_versions, search_entries
+
+__all__ = ["EntryPage", "catalogue_overview", "entry_page", "PER_PAGE"]
+
+PER_PAGE = 50
+
+
+@dataclass(frozen=True)
+class EntryPage:
+    version: CatalogueVersion
+    rows: list[CatalogueEntry]
+    total: int
+    page: int
+    pages: int
+    query: str
+
+
+def catalogue_overview(session: Session, actor: Actor) -> dict[str, list[CatalogueVersion]]:
+    """Every kind (in the order of KINDS) with its versions, newest first; [] = never loaded."""
+    out: dict[str, list[CatalogueVersion]] = {kind: [] for kind in KINDS}
+    for version in list_versions(session):
+        out.setdefault(version.kind, []).append(version)
+    audit.record(session, actor, "catalog.view", object_type="catalogue")
+    session.commit()
+    return out
+
+
+def entry_page(session: Session, actor: Actor, version_id: int, query: str = "", page: int = 1) -> EntryPage:
+    version = session.get(CatalogueVersion, version_id)
+    if version is None:
+        raise NotFoundError("catalogue version", version_id)
+    query = " ".join(query.split())[:100]
+    rows, total = search_entries(session, version.id, query, page=page, per_page=PER_PAGE)
+    pages = max(1, -(-total // PER_PAGE))
+    if page > pages:
+        page = pages
+        rows, total = search_entries(session, version.id, query, page=page, per_page=PER_PAGE)
+    audit.record(
+        session,
+        actor,
+        "catalog.view",
+        object_type="catalogue",
+        object_id=version.id,
+        details={"kind": version.kind, "query": query, "page": page},
+    )
+    session.commit()
+    return EntryPage(version, rows, total, page, pages, query)
