@@ -276,7 +276,7 @@ def _seed_signing(settings: EmrSettings, session: Any, users: dict[str, User], p
         encounters.close_encounter(session, doctor, enc.id, "Viêm phổi thùy dưới phải")
 
 
-DEMO_FACILITIES = [
+DEMO_FACILITIES: list[tuple[str, str, str | None]] = [
     ("79001", "Bệnh viện filmless (demo)", "79"),
     ("01002", "Bệnh viện Hữu nghị (demo)", "01"),
     ("48003", "Bệnh viện Đà Nẵng (demo)", "48"),
@@ -285,10 +285,13 @@ DEMO_FACILITIES = [
 DEMO_DEPARTMENTS = [("K01", "Khoa Khám bệnh"), ("K19", "Khoa Nội tổng hợp"), ("K48", "Khoa Chẩn đoán hình ảnh")]
 
 
-def _seed_catalogues(session: Any, system: Actor) -> None:
+def _seed_catalogues(session: Any, system: Actor, settings: EmrSettings) -> None:
     """Demo versions of the Ministry catalogues (the real administrative units from the
     vietnam-provinces package) so entry and the pre-submission check run as at a hospital."""
     first_day = date(2020, 1, 1)
+    facilities = list(DEMO_FACILITIES)
+    if settings.facility_code not in {c for c, _n, _p in facilities}:  # this site's MA_CSKCB (XML1)
+        facilities.append((settings.facility_code, settings.hospital_name[:500] or "filmless", None))
     newest = {code: (name, bh) for code, name, _unit, _hospital, bh, _from in DEMO_PRICES}  # last row wins
     demo: dict[str, list[Line]] = {
         "icd10": [Line(i, c, t) for i, (c, t) in enumerate(DEMO_ICD10, start=1)],
@@ -296,7 +299,7 @@ def _seed_catalogues(session: Any, system: Actor) -> None:
             Line(i, code, name, price=Decimal(bh) if bh else None)
             for i, (code, (name, bh)) in enumerate(newest.items(), start=1)
         ],
-        "facility": [Line(i, c, n, p) for i, (c, n, p) in enumerate(DEMO_FACILITIES, start=1)],
+        "facility": [Line(i, c, n, p) for i, (c, n, p) in enumerate(facilities, start=1)],
         "department": [Line(i, c, n) for i, (c, n) in enumerate(DEMO_DEPARTMENTS, start=1)],
     }
     for kind, lines in demo.items():
@@ -318,7 +321,7 @@ def seed(settings: EmrSettings, store: Any = None, *, signing: bool = True) -> l
     factory = make_session_factory(make_engine(settings.database_url))
     system = Actor(None, "demo", "admin", None)
     with factory() as session:
-        _seed_catalogues(session, system)
+        _seed_catalogues(session, system, settings)
         outpatient = encounters.ensure_department(session, "K01", "Khoa Khám bệnh")
         encounters.ensure_department(session, "K19", "Khoa Nội tổng hợp")
         imaging = encounters.ensure_department(session, "K48", "Khoa Chẩn đoán hình ảnh")
