@@ -4,11 +4,13 @@ facility, service codes, departments) and in the claim's pre-submission check by
 from __future__ import annotations
 
 from datetime import date
+from pathlib import Path
 
 import pytest
 from sqlalchemy.orm import Session
 
 from emr.core.exceptions import ValidationFailed
+from emr.exports.config import ExportConfig
 from emr.exports.service import check_visit
 from emr.imaging import orders
 from emr.patients import encounters
@@ -39,7 +41,7 @@ def test_addresses_on_entry_use_the_units_after_july_2025(session: Session, worl
     assert (p.province_code, p.ward_code) == ("79", "26737")
 
 
-def test_diagnoses_services_and_departments_on_entry(session: Session, world: World, tmp_path) -> None:
+def test_diagnoses_services_and_departments_on_entry(session: Session, world: World) -> None:
     doctor = world.actor("physician")
     p = patients.create_patient(session, world.actor("records_clerk"), patient_data())
     visit = {
@@ -78,8 +80,8 @@ def test_diagnoses_services_and_departments_on_entry(session: Session, world: Wo
 def test_pre_submission_check_uses_the_version_in_force_on_the_service_day(
     session: Session,
     world: World,
-    export_config,
-    tmp_path,  # noqa: F811
+    export_config: ExportConfig,  # noqa: F811
+    tmp_path: Path,
 ) -> None:
     visit = make_visit(session, world, ward_code="26734", benefit_level=80)  # entered before any catalogue
     rows, problems = check_visit(session, visit.encounter.id, export_config)
