@@ -41,10 +41,12 @@ def catalogue_overview(session: Session, actor: Actor) -> dict[str, list[Catalog
 
 
 def entry_page(session: Session, actor: Actor, version_id: int, query: str = "", page: int = 1) -> EntryPage:
-    version = session.get(CatalogueVersion, version_id)
+    # An id past a 32-bit integer cannot exist (and would be an error in the database, not a 404).
+    version = session.get(CatalogueVersion, version_id) if 0 < version_id < 2**31 else None
     if version is None:
         raise NotFoundError("catalogue version", version_id)
-    query = " ".join(query.split())[:100]
+    # Control characters (NUL ends a pattern in SQLite's LIKE and would match every row) are dropped.
+    query = " ".join("".join(c for c in query[:1000] if c.isprintable()).split())[:100]
     rows, total = search_entries(session, version.id, query, page=page, per_page=PER_PAGE)
     pages = max(1, -(-total // PER_PAGE))
     if page > pages:
