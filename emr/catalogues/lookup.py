@@ -138,9 +138,10 @@ def search_entries(
             )
         )
     total = session.scalar(select(func.count()).select_from(query.subquery())) or 0
-    rows = session.scalars(
-        query.order_by(CatalogueEntry.parent.nulls_first(), CatalogueEntry.code)
-        .offset((max(page, 1) - 1) * per_page)
-        .limit(per_page)
+    kind = session.scalar(select(CatalogueVersion.kind).where(CatalogueVersion.id == version_id))
+    # By code, which the (version_id, code) index serves; administrative units: provinces, then their communes.
+    order = (
+        (CatalogueEntry.parent.nulls_first(), CatalogueEntry.code) if kind == "admin_unit" else (CatalogueEntry.code,)
     )
+    rows = session.scalars(query.order_by(*order).offset((max(page, 1) - 1) * per_page).limit(per_page))
     return list(rows), int(total)

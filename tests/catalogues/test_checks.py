@@ -13,6 +13,7 @@ from emr.core.exceptions import ValidationFailed
 from emr.exports.config import ExportConfig
 from emr.exports.service import check_visit
 from emr.imaging import orders
+from emr.models import Icd10Code
 from emr.patients import encounters
 from emr.patients import service as patients
 from tests.exports.conftest import export_config, facility_key, make_visit, pki  # noqa: F401
@@ -54,6 +55,8 @@ def test_diagnoses_services_and_departments_on_entry(session: Session, world: Wo
     }
     # R51 is in the ICD-10 table (world) but not in the Ministry list now in force
     load(session, "icd10", since=date(2020, 1, 1))
+    # the diagnoses' code table takes the Ministry's names (the world had its own)
+    assert session.get(Icd10Code, "I10").title == "Tăng huyết áp vô căn (nguyên phát)"
     with pytest.raises(ValidationFailed) as err:
         encounters.create_encounter(session, doctor, visit)
     assert err.value.fields == {"diagnoses.0": "encounters.error.icd10"}
