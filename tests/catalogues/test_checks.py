@@ -112,3 +112,32 @@ def test_pre_submission_check_uses_the_version_in_force_on_the_service_day(
     load_catalogue(session, ADMIN_ACTOR, "icd10", later, valid_from=date(2027, 1, 1))
     _rows, again = check_visit(session, visit.encounter.id, export_config)
     assert [(p.table, p.field) for p in again] == [(p.table, p.field) for p in problems]
+
+
+def test_the_price_list_builds_on_the_dvkt_catalogue(session: Session, tmp_path: Path) -> None:
+    from emr.billing.prices import load_prices
+    from emr.core.exceptions import FileRejected
+
+    load(session, "dvkt", since=date(2025, 7, 1))
+    path = tmp_path / "prices.csv"
+    path.write_text(
+        "code,name,unit,price_hospital,price_insurance,valid_from\n"
+        "18.0043.0002,Chụp CT ngực,Lần,650000,536000,2025-07-01\n"
+        "18.0067.0001,Chụp X-quang ngực thẳng,Lần,80000,70000,2025-07-01\n"  # above the list's 65,400
+        "99.0000.0001,Không có trong danh mục,Lần,1000,,2025-07-01\n"
+        "18.0043.0002,Chụp CT ngực,Lần,600000,522000,2024-01-01\n",  # before the first DVKT version
+        encoding="utf-8",
+    )
+    with pytest.raises(FileRejected) as err:
+        load_prices(session, ADMIN_ACTOR, path)
+    assert err.value.messages() == [
+        "Dòng 3: giá BHYT của 18.0067.0001 (70000) cao hơn đơn giá trong danh mục dịch vụ kỹ thuật (65400.00)",
+        "Dòng 4: mã 99.0000.0001 không có trong danh mục dịch vụ kỹ thuật hiệu lực ngày 01/07/2025",
+        "Dòng 5: mã 18.0043.0002 không có trong danh mục dịch vụ kỹ thuật hiệu lực ngày 01/01/2024",
+    ]
+    path.write_text(
+        "code,name,unit,price_hospital,price_insurance,valid_from\n"
+        "18.0043.0002,Chụp CT ngực,Lần,650000,536000,2025-07-01\n",
+        encoding="utf-8",
+    )
+    assert load_prices(session, ADMIN_ACTOR, path).added == 1
