@@ -13,10 +13,11 @@ from .lookup import (
     search_entries,
     version_on,
 )
-from .packaged import admin_units_from_package
+from .packaged import admin_unit_map_from_package, admin_units_from_package
 
 __all__ = [
     "KINDS",
+    "admin_unit_map_from_package",
     "admin_units_from_package",
     "CatalogueLoad",
     "CodeCheck",

@@ -2,18 +2,27 @@
 
 Its data (the National Statistics Office's codes after the 1 July 2025
 reorganisation: 34 provinces, communes directly under them) is the list
-``filmless emr load-catalogue admin_unit --package`` loads. The package has
-no old-to-new table; the mapping is loaded from the Statistics Office's
-conversion file (kind ``admin_unit_map``).
+``filmless emr load-catalogue admin_unit --package`` loads. That package has
+no old-to-new table: ``data/admin_unit_map_2025.csv.gz`` is made from the
+``vietnamadminunits`` package's conversion data (MIT, notice in
+``data/LICENSE.vietnamadminunits``) by ``scripts/admin_unit_map.py`` and is
+what ``load-catalogue admin_unit_map --package`` loads; a hospital may load
+the Statistics Office's own conversion file instead.
 """
 
 from __future__ import annotations
 
+import csv
+import gzip
 import hashlib
+from pathlib import Path
 
 from .loader import Line
 
-__all__ = ["admin_units_from_package"]
+__all__ = ["admin_units_from_package", "admin_unit_map_from_package", "MAP_FILE"]
+
+MAP_FILE = Path(__file__).with_name("data") / "admin_unit_map_2025.csv.gz"
+MAP_SOURCE = "vietnamadminunits 1.0.4 (converter_2025), scripts/admin_unit_map.py"
 
 
 def admin_units_from_package() -> tuple[list[Line], str, str]:
@@ -28,3 +37,12 @@ def admin_units_from_package() -> tuple[list[Line], str, str]:
     ]
     digest = hashlib.sha256(vp.FLAT_DIVISIONS_JSON_PATH.read_bytes()).hexdigest()
     return lines, f"vietnam-provinces {vp.__version__} (data {vp.__data_version__})", digest
+
+
+def admin_unit_map_from_package() -> tuple[list[Line], str, str]:
+    """(lines, source label, sha256) of the shipped old-to-new commune mapping."""
+    data = MAP_FILE.read_bytes()
+    rows = csv.reader(gzip.decompress(data).decode("utf-8").splitlines())
+    next(rows)  # MA_XA_CU, TEN_XA_CU, MA_XA_MOI
+    lines = [Line(i, old, name, new) for i, (old, name, new) in enumerate(rows, start=2)]
+    return lines, MAP_SOURCE, hashlib.sha256(data).hexdigest()

@@ -25,7 +25,13 @@ from emr.access.audit import Actor
 from emr.access.users import create_user
 from emr.billing import prices
 from emr.billing.prices import PRICE_COLUMNS
-from emr.catalogues import Line, admin_units_from_package, has_versions, store_version
+from emr.catalogues import (
+    Line,
+    admin_unit_map_from_package,
+    admin_units_from_package,
+    has_versions,
+    store_version,
+)
 from emr.core.clock import to_local, utcnow
 from emr.core.normalize import split_name
 from emr.core.settings import EmrSettings
@@ -306,9 +312,10 @@ def _seed_catalogues(session: Any, system: Actor, settings: EmrSettings) -> None
         if not has_versions(session, kind):
             digest = hashlib.sha256(repr(lines).encode()).hexdigest()
             store_version(session, system, kind, lines, valid_from=first_day, source="demo", sha256=digest)
-    if not has_versions(session, "admin_unit"):
-        lines, source, digest = admin_units_from_package()
-        store_version(session, system, "admin_unit", lines, valid_from=date(2025, 7, 1), source=source, sha256=digest)
+    for kind, packaged in (("admin_unit", admin_units_from_package), ("admin_unit_map", admin_unit_map_from_package)):
+        if not has_versions(session, kind):
+            lines, source, digest = packaged()
+            store_version(session, system, kind, lines, valid_from=date(2025, 7, 1), source=source, sha256=digest)
 
 
 def seed(settings: EmrSettings, store: Any = None, *, signing: bool = True) -> list[tuple[str, str, str]]:

@@ -14,6 +14,7 @@ from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from emr.catalogues import (
+    admin_unit_map_from_package,
     admin_units_from_package,
     check_code,
     codes_on,
@@ -175,6 +176,16 @@ def test_the_package_units_are_the_34_provinces_of_july_2025(session: Session) -
     assert check_code(session, "admin_unit", "26737", date(2025, 7, 1), parent="79") is None
     rows, total = search_entries(session, version.id, "tan dinh")
     assert total >= 1 and "26737" in [r.code for r in rows]
+    # the shipped old-to-new mapping: every new commune it names is in the package's list (or nothing loads)
+    lines, source, digest = admin_unit_map_from_package()
+    assert len(lines) > 10000 and source.startswith("vietnamadminunits")
+    store_version(
+        session, ADMIN_ACTOR, "admin_unit_map", lines, valid_from=date(2025, 7, 1), source=source, sha256=digest
+    )
+    day = date(2026, 1, 1)
+    assert new_communes(session, "26734", day) == ["26737"]  # Phường Tân Định, Quận 1 → Phường Tân Định
+    found = check_code(session, "admin_unit", "26734", day)
+    assert found is not None and found.params == {"code": "26734", "new": "26737"}
 
 
 def test_search_pages_by_code_and_by_name_without_diacritics(session: Session) -> None:
