@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 from datetime import date
 from pathlib import Path
 
@@ -13,11 +14,12 @@ from sqlalchemy.orm import Session
 
 from emr import EmrSettings, open_session
 from emr.catalogues import entry_on, version_on
+from emr.i18n import t
 from emr.models import AuditEntry, CatalogueEntry, CatalogueVersion
 from filmless.cli import main
-from tests.emr.conftest import login
+from tests.emr.conftest import csrf_token, login
 
-from .conftest import DATA, World, load, load_all
+from .conftest import DATA, World, load, load_all, patient_data
 
 
 def test_overview_lists_every_kind_and_marks_the_missing_ones(
@@ -96,3 +98,19 @@ def test_cli_loads_all_or_nothing_in_vietnamese(
         assert s.scalar(select(func.count()).select_from(CatalogueVersion)) == 4
         assert entry_on(s, "admin_unit", "79", date(2025, 7, 1)).name == "Thành phố Hồ Chí Minh"
         assert s.scalar(select(func.count()).select_from(CatalogueEntry)) > 13000
+
+
+def test_patient_form_says_which_commune_code_replaced_an_old_one(
+    session: Session, world: World, client: FlaskClient
+) -> None:
+    load(session, "admin_unit")
+    load(session, "admin_unit_map")
+    session.commit()
+    assert login(client, "records_clerk1").status_code == 302
+    token = csrf_token(client, "/patients/new")
+    r = client.post("/patients/new", data={**patient_data(ward_code="26734"), "csrf_token": token})
+    page = r.get_data(as_text=True)
+    assert r.status_code == 422
+    assert re.search(r'id="err-ward_code">' + re.escape(t("catalogues.entry.ward_old")), page)
+    r = client.post("/patients/new", data={**patient_data(ward_code="26737"), "csrf_token": token})
+    assert r.status_code == 302
