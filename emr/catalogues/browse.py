@@ -5,15 +5,17 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from emr.access import audit
 from emr.access.audit import Actor
+from emr.core.clock import local_today
 from emr.core.exceptions import NotFoundError
 
 from ..models import CatalogueEntry, CatalogueVersion
 from .kinds import KINDS
-from .lookup import list_versions, search_entries
+from .lookup import list_versions, search_entries, version_on
 
 __all__ = ["EntryPage", "catalogue_overview", "entry_page", "PER_PAGE"]
 
@@ -28,6 +30,7 @@ class EntryPage:
     page: int
     pages: int
     query: str
+    parent_names: dict[str, str]  # province of a commune or facility, new commune of an old one
 
 
 def catalogue_overview(session: Session, actor: Actor) -> dict[str, list[CatalogueVersion]]:
@@ -61,4 +64,20 @@ def entry_page(session: Session, actor: Actor, version_id: int, query: str = "",
         details={"kind": version.kind, "query": query, "page": page},
     )
     session.commit()
-    return EntryPage(version, rows, total, page, pages, query)
+    return EntryPage(version, rows, total, page, pages, query, _parent_names(session, version, rows))
+
+
+def _parent_names(session: Session, version: CatalogueVersion, rows: list[CatalogueEntry]) -> dict[str, str]:
+    """Names of the page's parent codes from the unit list (the same version for units, else the one in force)."""
+    codes = {r.parent for r in rows if r.parent}
+    if not codes:
+        return {}
+    units = version if version.kind == "admin_unit" else version_on(session, "admin_unit", local_today())
+    if units is None:
+        return {}
+    found = session.execute(
+        select(CatalogueEntry.code, CatalogueEntry.name).where(
+            CatalogueEntry.version_id == units.id, CatalogueEntry.code.in_(codes)
+        )
+    )
+    return {code: name for code, name in found}

@@ -45,13 +45,18 @@ def test_version_page_searches_and_pages(session: Session, world: World, client:
     page = client.get(f"/admin/catalogues/{icd.id}?q=viem+phoi").get_data(as_text=True)
     assert "J18.9" in page and "Viêm phổi, không xác định" in page and "K29.7" not in page
     assert "1 mục, trang 1/1" in page
+    units = version_on(session, "admin_unit_map", date(2026, 1, 1))
+    session.commit()
+    page = client.get(f"/admin/catalogues/{units.id}?q=tan+dinh").get_data(as_text=True)
+    # the new commune is named beside its code
+    assert "Phường Tân Định (Quận 1)" in page and "<code>26737</code> Phường Tân Định" in page
     page = client.get(f"/admin/catalogues/{dvkt.id}").get_data(as_text=True)
     assert "536.000" in page and "Đơn giá BHYT (VNĐ)" in page
     # a page past the end shows the last page
     page = client.get(f"/admin/catalogues/{icd.id}?page=999999").get_data(as_text=True)
     assert "10 mục, trang 1/1" in page
     views = session.scalars(select(AuditEntry).where(AuditEntry.action == "catalog.view")).all()
-    assert [json.loads(v.details)["query"] for v in views if v.details] == ["viem phoi", "", ""]
+    assert [json.loads(v.details)["query"] for v in views if v.details] == ["viem phoi", "tan dinh", "", ""]
 
 
 def test_many_pages(session: Session, world: World, client: FlaskClient, tmp_path: Path) -> None:
