@@ -119,3 +119,10 @@ def test_patient_form_says_which_commune_code_replaced_an_old_one(
     assert re.search(r'id="err-ward_code">' + re.escape(t("catalogues.entry.ward_old")), page)
     r = client.post("/patients/new", data={**patient_data(ward_code="26737"), "csrf_token": token})
     assert r.status_code == 302
+
+
+def test_the_cli_offers_every_kind() -> None:
+    from emr.catalogues import KINDS
+    from filmless.commands.emr import CATALOGUE_KINDS
+
+    assert CATALOGUE_KINDS == tuple(KINDS)
