@@ -49,7 +49,11 @@ def register(sub: Any) -> None:
     p.add_argument("--days", type=int, default=90, help="days until the token expires (1-366, default 90)")
     p.set_defaults(func=cmd_create_token)
 
-    p = esub.add_parser("load-icd10", help="load the ICD-10 catalogue from a CSV/TSV file (code,title)")
+    p = esub.add_parser(
+        "load-icd10",
+        help="older: the diagnosis code table from a CSV/TSV file (code,title), unversioned; "
+        "prefer load-catalogue icd10",
+    )
     p.add_argument("file", type=Path)
     p.set_defaults(func=cmd_load_icd10)
 
