@@ -18,6 +18,7 @@ from decimal import Decimal
 from pathlib import Path
 
 from sqlalchemy import insert, select, update
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from emr.access import audit
@@ -214,6 +215,7 @@ def store_version(
         .where(CatalogueVersion.kind == kind.name)
         .order_by(CatalogueVersion.valid_from.desc())
         .limit(1)
+        .with_for_update()  # two loads of one kind at once: the second waits and sees the first (PostgreSQL)
     )
     if latest is not None and valid_from <= latest.valid_from:
         problems.insert(
@@ -261,7 +263,14 @@ def store_version(
         loaded_by=actor.username[:64] if actor.username else None,
     )
     session.add(version)
-    session.flush()
+    try:
+        session.flush()
+    except IntegrityError:  # another load of this kind and day won the race (unique kind, valid_from)
+        session.rollback()
+        raise FileRejected(
+            source,
+            [(1, "catalogues.error.not_after", {"date": f"{valid_from:%d/%m/%Y}", "latest": f"{valid_from:%d/%m/%Y}"})],
+        ) from None
     for row in entries:
         row["version_id"] = version.id
     session.execute(insert(CatalogueEntry), entries)
