@@ -46,6 +46,7 @@ from emr.web import (
     admin,
     can,
     care,
+    catalogues,
     documents,
     exports,
     hl7,
@@ -139,6 +140,7 @@ def _register_blueprints(app: Flask, csrf: CSRFProtect) -> None:
     csrf.exempt(ops.metrics_bp)  # bearer token, no cookies, GET only
     app.register_blueprint(ops.metrics_bp)  # /metrics for Prometheus
     app.register_blueprint(identity.bp)  # issue 15 §3: /identity reconciliation queue
+    app.register_blueprint(catalogues.bp)  # issue 15 §4: /admin/catalogues (Ministry catalogues, read-only)
 
 
 # Blueprint name → how it answers errors; blueprints not listed answer with the HTML error page.

@@ -48,6 +48,9 @@ PERMISSIONS: dict[str, frozenset[str]] = {
     "audit.read": frozenset({"admin"}),
     "user.manage": frozenset({"admin"}),
     "catalog.manage": frozenset({"admin"}),
+    # Issue 15 §4: browsing the Ministry catalogues (no patient data): whoever types codes (diagnoses,
+    # addresses, services) looks them up there; the clerk fixes claim codes with it.
+    "catalog.read": frozenset({"admin", "physician", "nurse", "records_clerk"}),
     # Exports (issue 7): the signed insurance envelope; the HoSoBenhAn record files.
     "export.insurance": frozenset({"records_clerk"}),
     "export.record": frozenset({"physician", "records_clerk"}),

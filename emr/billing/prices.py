@@ -22,6 +22,7 @@ from sqlalchemy.orm import Session
 
 from emr.access import audit
 from emr.access.audit import Actor
+from emr.catalogues import check_code, entry_on
 from emr.core.exceptions import FileRejected
 
 from ..models import ServicePrice
@@ -179,6 +180,34 @@ def _same(existing: ServicePrice, row: _Row) -> bool:
     )
 
 
+def _catalogue_problems(session: Session, rows: list[_Row]) -> list[Problem]:
+    """Once the Ministry's DVKT list is loaded (issue 15 §4): each price's code must be in the list
+    in force on its first day, and the BHYT price may not exceed the list's price (DON_GIA)."""
+    problems: list[Problem] = []
+    for row in rows:
+        found = check_code(session, "dvkt", row.code, row.valid_from)
+        if found is not None:
+            problems.append(
+                (row.line, "prices.error.not_in_catalogue", {"code": row.code, "date": f"{row.valid_from:%d/%m/%Y}"})
+            )
+            continue
+        entry = entry_on(session, "dvkt", row.code, row.valid_from)
+        if (
+            entry is not None
+            and entry.price is not None
+            and row.price_insurance is not None
+            and row.price_insurance > entry.price
+        ):
+            problems.append(
+                (
+                    row.line,
+                    "prices.error.above_catalogue",
+                    {"code": row.code, "insurance": row.price_insurance, "catalogue": entry.price},
+                )
+            )
+    return problems
+
+
 def load_prices(session: Session, actor: Actor, path: Path) -> PriceLoad:
     """Load a price list (CSV/TSV, header ``code,name,unit,price_hospital,price_insurance,valid_from``).
 
@@ -195,6 +224,7 @@ def load_prices(session: Session, actor: Actor, path: Path) -> PriceLoad:
             (p.code, p.valid_from): p
             for p in session.scalars(select(ServicePrice).where(ServicePrice.code.in_({r.code for r in rows})))
         }
+        problems += _catalogue_problems(session, rows)
         for row in rows:
             old = existing.get((row.code, row.valid_from))
             if old is not None and not _same(old, row):

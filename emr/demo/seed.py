@@ -7,8 +7,10 @@ for a first look, not for real use.
 from __future__ import annotations
 
 import csv
+import hashlib
 import logging
-from datetime import timedelta
+from datetime import date, timedelta
+from decimal import Decimal
 from io import BytesIO
 from pathlib import Path
 from tempfile import TemporaryDirectory
@@ -23,6 +25,13 @@ from emr.access.audit import Actor
 from emr.access.users import create_user
 from emr.billing import prices
 from emr.billing.prices import PRICE_COLUMNS
+from emr.catalogues import (
+    Line,
+    admin_unit_map_from_package,
+    admin_units_from_package,
+    has_versions,
+    store_version,
+)
 from emr.core.clock import to_local, utcnow
 from emr.core.normalize import split_name
 from emr.core.settings import EmrSettings
@@ -81,9 +90,9 @@ DEMO_PATIENTS: list[dict[str, Any]] = [
         "bhyt_valid_from": "2026-01-01",
         "bhyt_valid_to": "2026-12-31",
         "bhyt_registered_facility": "79001",
-        "address": "12 Lê Lợi, Phường Bến Nghé, Quận 1, TP. Hồ Chí Minh",
+        "address": "12 Lê Lợi, Phường Sài Gòn, TP. Hồ Chí Minh",
         "province_code": "79",
-        "ward_code": "26734",
+        "ward_code": "26740",  # the commune after 1 July 2025 (Bến Nghé, Quận 1 before)
         "occupation_code": "00001",
         "phone": "0901234567",
     },
@@ -109,9 +118,9 @@ DEMO_PATIENTS: list[dict[str, Any]] = [
         "bhyt_valid_from": "2026-09-01",
         "bhyt_valid_to": "2027-08-31",
         "bhyt_registered_facility": "48003",
-        "address": "8 Bạch Đằng, Hải Châu, Đà Nẵng",
+        "address": "8 Bạch Đằng, Phường Hải Châu, Đà Nẵng",
         "province_code": "48",
-        "ward_code": "20194",
+        "ward_code": "20242",
         "phone": "0935123456",
         # the inpatient stay of emr.demo.records (XML7/XML8, VN Core religion)
         "health_id": "4812345678",
@@ -273,6 +282,42 @@ def _seed_signing(settings: EmrSettings, session: Any, users: dict[str, User], p
         encounters.close_encounter(session, doctor, enc.id, "Viêm phổi thùy dưới phải")
 
 
+DEMO_FACILITIES: list[tuple[str, str, str | None]] = [
+    ("79001", "Bệnh viện filmless (demo)", "79"),
+    ("01002", "Bệnh viện Hữu nghị (demo)", "01"),
+    ("48003", "Bệnh viện Đà Nẵng (demo)", "48"),
+    ("92001", "Bệnh viện Đa khoa Cần Thơ (demo)", "92"),
+]
+DEMO_DEPARTMENTS = [("K01", "Khoa Khám bệnh"), ("K19", "Khoa Nội tổng hợp"), ("K48", "Khoa Chẩn đoán hình ảnh")]
+
+
+def _seed_catalogues(session: Any, system: Actor, settings: EmrSettings) -> None:
+    """Demo versions of the Ministry catalogues (the real administrative units from the
+    vietnam-provinces package) so entry and the pre-submission check run as at a hospital."""
+    first_day = date(2020, 1, 1)
+    facilities = list(DEMO_FACILITIES)
+    if settings.facility_code not in {c for c, _n, _p in facilities}:  # this site's MA_CSKCB (XML1)
+        facilities.append((settings.facility_code, settings.hospital_name[:500] or "filmless", None))
+    newest = {code: (name, bh) for code, name, _unit, _hospital, bh, _from in DEMO_PRICES}  # last row wins
+    demo: dict[str, list[Line]] = {
+        "icd10": [Line(i, c, t) for i, (c, t) in enumerate(DEMO_ICD10, start=1)],
+        "dvkt": [
+            Line(i, code, name, price=Decimal(bh) if bh else None)
+            for i, (code, (name, bh)) in enumerate(newest.items(), start=1)
+        ],
+        "facility": [Line(i, c, n, p) for i, (c, n, p) in enumerate(facilities, start=1)],
+        "department": [Line(i, c, n) for i, (c, n) in enumerate(DEMO_DEPARTMENTS, start=1)],
+    }
+    for kind, lines in demo.items():
+        if not has_versions(session, kind):
+            digest = hashlib.sha256(repr(lines).encode()).hexdigest()
+            store_version(session, system, kind, lines, valid_from=first_day, source="demo", sha256=digest)
+    for kind, packaged in (("admin_unit", admin_units_from_package), ("admin_unit_map", admin_unit_map_from_package)):
+        if not has_versions(session, kind):
+            lines, source, digest = packaged()
+            store_version(session, system, kind, lines, valid_from=date(2025, 7, 1), source=source, sha256=digest)
+
+
 def seed(settings: EmrSettings, store: Any = None, *, signing: bool = True) -> list[tuple[str, str, str]]:
     """Seed the demo data (idempotent); returns (username, password, role) of the demo accounts.
 
@@ -283,6 +328,7 @@ def seed(settings: EmrSettings, store: Any = None, *, signing: bool = True) -> l
     factory = make_session_factory(make_engine(settings.database_url))
     system = Actor(None, "demo", "admin", None)
     with factory() as session:
+        _seed_catalogues(session, system, settings)
         outpatient = encounters.ensure_department(session, "K01", "Khoa Khám bệnh")
         encounters.ensure_department(session, "K19", "Khoa Nội tổng hợp")
         imaging = encounters.ensure_department(session, "K48", "Khoa Chẩn đoán hình ảnh")

@@ -26,6 +26,7 @@ from emr.identity.reconcile import export_problems
 
 from ..models import Encounter, utcnow
 from .artifacts import ArtifactSource
+from .catalogue_check import catalogue_problems
 from .config import ExportConfig
 from .envelope import build_envelope, sign_envelope
 from .exceptions import ExportCheckFailed, FieldProblem, SchemaInvalid
@@ -70,7 +71,7 @@ def check_visit(session: Session, encounter_id: int, config: ExportConfig) -> tu
     """The visit's rows and every problem the pre-submission check finds (no audit, no output)."""
     record = load_visit(session, _encounter(session, encounter_id))
     rows = build_rows(record, config)
-    return rows, check_rows(rows, record=record)
+    return rows, check_rows(rows, record=record) + catalogue_problems(session, rows)
 
 
 def identity_problems(session: Session, actor: Actor, enc: Encounter, config: ExportConfig) -> list[FieldProblem]:

@@ -13,6 +13,7 @@ from emr.access import audit
 from emr.access.audit import Actor
 from emr.access.care import ensure_patient_access
 from emr.billing.prices import price_on
+from emr.catalogues import check_code
 from emr.core.clock import local_today, to_local, to_utc
 from emr.core.exceptions import InvalidState, ValidationFailed
 from emr.core.states import CANCELLABLE, OrderStatus
@@ -55,6 +56,8 @@ def create_order(session: Session, actor: Actor, data: OrderIn | dict[str, Any])
             scheduled = scheduled.astimezone(UTC).replace(tzinfo=None)
         else:  # a local time typed in the form: the facility's time zone
             scheduled = to_utc(scheduled)
+    if data.procedure_code and check_code(session, "dvkt", data.procedure_code.upper(), local_today(now)) is not None:
+        raise ValidationFailed({"procedure_code": "catalogues.entry.service"})  # the DVKT list in force (issue 15 §4)
     # The price valid today (Vietnam date) is copied onto the order: later price changes do not touch it.
     price = price_on(session, data.procedure_code.upper(), local_today(now)) if data.procedure_code else None
     order = ImagingOrder(

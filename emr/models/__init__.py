@@ -3,6 +3,7 @@
 from .access import BreakGlassAccess
 from .audit import AuditAnchor, AuditEntry, AuditHead
 from .base import Base, utcnow
+from .catalogues import CatalogueEntry, CatalogueVersion
 from .documents import FORM_TYPES, RETENTION_YEARS, Document, DocumentVersion
 from .encounters import BENEFIT_LEVELS, ENCOUNTER_KINDS, Encounter, EncounterDiagnosis, Icd10Code
 from .hl7 import HL7_DIRECTIONS, HL7_STATUSES, Hl7Message, Hl7OrderLink, Hl7PatientLink
@@ -22,6 +23,8 @@ __all__ = [
     "AuditEntry",
     "AuditHead",
     "Base",
+    "CatalogueEntry",
+    "CatalogueVersion",
     "BreakGlassAccess",
     "CHECK_STATUSES",
     "Counter",

@@ -14,7 +14,8 @@ from emr import outbox
 from emr.access import audit
 from emr.access.audit import Actor
 from emr.access.care import ensure_patient_access
-from emr.core.clock import to_local
+from emr.catalogues import check_code
+from emr.core.clock import local_today, to_local
 from emr.core.exceptions import InvalidState, ValidationFailed
 from emr.models.lookup import get_or_404, next_number, parse
 
@@ -37,6 +38,8 @@ __all__ = [
 def ensure_department(session: Session, code: str, name: str) -> Department:
     dep = session.scalar(select(Department).where(Department.code == code))
     if dep is None:
+        if check_code(session, "department", code, local_today()) is not None:
+            raise ValidationFailed({"code": "catalogues.entry.department"})  # MA_KHOA from the list in force
         dep = Department(code=code, name=name)
         session.add(dep)
         session.flush()
@@ -85,8 +88,10 @@ def create_encounter(session: Session, actor: Actor, data: EncounterIn | dict[st
     if attending is None or attending.role not in ("physician", "radiologist"):
         problems["attending_username"] = "encounters.error.attending"
     codes = [c.upper() for c in data.diagnoses]
+    today = local_today()
     for i, code in enumerate(codes):
-        if session.get(Icd10Code, code) is None:
+        if session.get(Icd10Code, code) is None or check_code(session, "icd10", code, today) is not None:
+            # the code must be in the ICD-10 list in force today, not only ever loaded (issue 15 §4)
             problems[f"diagnoses.{i}"] = "encounters.error.icd10"
     if len(set(codes)) != len(codes):
         problems["diagnoses"] = "encounters.error.icd10_duplicate"

@@ -11,6 +11,8 @@ from sqlalchemy.orm import Session
 from emr.access import audit
 from emr.access.audit import Actor
 from emr.access.care import ensure_patient_access
+from emr.catalogues import check_code
+from emr.core.clock import local_today
 from emr.core.exceptions import ConflictError, InvalidState, ValidationFailed
 from emr.core.identifiers import bhyt_problem, bhyt_ssn, cccd_problem
 from emr.core.normalize import fold, split_name
@@ -75,6 +77,26 @@ def _check_unique(session: Session, data: PatientIn, exclude_id: int | None = No
             )
 
 
+def _check_catalogues(session: Session, data: PatientIn) -> None:
+    """Address and registration facility against the catalogues in force today (issue 15 §4):
+    a commune code from before 1 July 2025 is refused with a pointer to the new one."""
+    today = local_today()
+    problems: dict[str, str] = {}
+    if data.province_code and check_code(session, "admin_unit", data.province_code, today) is not None:
+        problems["province_code"] = "catalogues.entry.province"
+    if data.ward_code:
+        found = check_code(session, "admin_unit", data.ward_code, today, parent=data.province_code or None)
+        if found is not None:
+            old = found.key == "catalogues.check.old_commune"
+            problems["ward_code"] = "catalogues.entry.ward_old" if old else "catalogues.entry.ward"
+    if data.bhyt_registered_facility and check_code(
+        session, "facility", data.bhyt_registered_facility, today
+    ) is not None:
+        problems["bhyt_registered_facility"] = "catalogues.entry.facility"
+    if problems:
+        raise ValidationFailed(problems)
+
+
 def _apply(patient: Patient, data: PatientIn) -> None:
     family, given = split_name(data.full_name)
     patient.full_name = " ".join(data.full_name.split())
@@ -115,6 +137,7 @@ def _apply(patient: Patient, data: PatientIn) -> None:
 def create_patient(session: Session, actor: Actor, data: PatientIn | dict[str, Any]) -> Patient:
     data = parse(PatientIn, data)
     validate_patient(data)
+    _check_catalogues(session, data)
     _check_unique(session, data)
     patient = Patient(code=f"BN{next_number(session, 'patient'):08d}")
     _apply(patient, data)
@@ -139,6 +162,7 @@ def update_patient(
     is checked against the national population database again (``recheck_identity``)."""
     data = parse(PatientIn, data)
     validate_patient(data)
+    _check_catalogues(session, data)
     patient = get_or_404(session, Patient, patient_id, "patient")
     if patient.status != "active":
         raise InvalidState("merged patients are read-only", key="patients.error.merged")

@@ -6,10 +6,14 @@ import argparse
 import getpass
 import secrets
 import sys
+from datetime import date, datetime
 from pathlib import Path
 from typing import Any
 
 from ..settings import Settings
+
+# emr.catalogues.KINDS, spelled out so `filmless --help` does not import the EMR.
+CATALOGUE_KINDS = ("icd10", "dvkt", "facility", "department", "admin_unit", "admin_unit_map")
 
 
 def register(sub: Any) -> None:
@@ -45,7 +49,11 @@ def register(sub: Any) -> None:
     p.add_argument("--days", type=int, default=90, help="days until the token expires (1-366, default 90)")
     p.set_defaults(func=cmd_create_token)
 
-    p = esub.add_parser("load-icd10", help="load the ICD-10 catalogue from a CSV/TSV file (code,title)")
+    p = esub.add_parser(
+        "load-icd10",
+        help="older: the diagnosis code table from a CSV/TSV file (code,title), unversioned; "
+        "prefer load-catalogue icd10",
+    )
     p.add_argument("file", type=Path)
     p.set_defaults(func=cmd_load_icd10)
 
@@ -56,6 +64,19 @@ def register(sub: Any) -> None:
     )
     p.add_argument("file", type=Path)
     p.set_defaults(func=cmd_load_prices)
+
+    p = esub.add_parser(
+        "load-catalogue",
+        help="load a Ministry catalogue (CSV/XLSX as published) as a new version; all lines or none",
+    )
+    p.add_argument("kind", choices=[*CATALOGUE_KINDS, "prices"],
+                   help="prices = the hospital's own price list (same as load-prices)")
+    p.add_argument("file", type=Path, nargs="?", help="the file (omit with --package)")
+    p.add_argument("--valid-from", help="first day the version is in force (yyyy-mm-dd or dd/mm/yyyy; default today)")
+    p.add_argument("--package", action="store_true",
+                   help="admin_unit: the units of the vietnam-provinces package; "
+                        "admin_unit_map: the old-to-new commune mapping shipped with filmless")
+    p.set_defaults(func=cmd_load_catalogue)
 
     p = esub.add_parser("add-department", help="add a department (code = MA_KHOA)")
     p.add_argument("code")
@@ -195,6 +216,56 @@ def cmd_load_prices(args: argparse.Namespace, settings: Settings) -> int:
                 print(f"  {message}", file=sys.stderr)
             return 1
     print(t("prices.cli.loaded", added=result.added, unchanged=result.unchanged))
+    return 0
+
+
+def _day(text: str) -> date | None:
+    for fmt in ("%Y-%m-%d", "%d/%m/%Y"):
+        try:
+            return datetime.strptime(text.strip(), fmt).date()
+        except ValueError:
+            continue
+    return None
+
+
+def cmd_load_catalogue(args: argparse.Namespace, settings: Settings) -> int:
+    from emr.core.clock import local_today
+    from emr.core.exceptions import FileRejected
+    from emr.i18n import t
+
+    if args.kind == "prices":
+        return cmd_load_prices(args, settings)
+    valid_from = _day(args.valid_from) if args.valid_from else local_today()
+    if valid_from is None:
+        print(t("catalogues.cli.bad_date", value=args.valid_from), file=sys.stderr)
+        return 2
+    if args.package != (args.file is None) or (args.package and args.kind not in ("admin_unit", "admin_unit_map")):
+        print(t("catalogues.cli.file_or_package"), file=sys.stderr)
+        return 2
+    if args.file is not None and not args.file.is_file():
+        print(t("prices.cli.no_file", file=args.file), file=sys.stderr)
+        return 2
+    from emr.catalogues import admin_unit_map_from_package, admin_units_from_package, load_catalogue, store_version
+
+    with _session(settings) as session:
+        try:
+            if args.package:
+                packaged = admin_units_from_package if args.kind == "admin_unit" else admin_unit_map_from_package
+                lines, source, digest = packaged()
+                result = store_version(
+                    session, _cli_actor(), args.kind, lines, valid_from=valid_from, source=source, sha256=digest
+                )
+            else:
+                result = load_catalogue(session, _cli_actor(), args.kind, args.file, valid_from=valid_from)
+        except FileRejected as exc:
+            print(t("prices.cli.rejected", file=exc.filename, count=len(exc.problems)), file=sys.stderr)
+            for message in exc.messages():
+                print(f"  {message}", file=sys.stderr)
+            return 1
+    print(t("catalogues.cli.loaded", kind=t(f"catalogues.kind.{result.kind}"), entries=result.entries,
+            date=f"{result.valid_from:%d/%m/%Y}"))
+    if result.closed_version_id is not None:
+        print(t("catalogues.cli.closed", version=result.closed_version_id))
     return 0
 
 

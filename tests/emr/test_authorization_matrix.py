@@ -49,6 +49,8 @@ EXPECTED: dict[tuple[str, str], set[str] | None] = {
     ("GET", "/reconcile/"): CLIN,
     ("POST", "/reconcile/<int:study_id>"): {"records_clerk"},
     ("GET", "/admin/audit"): {"admin"},
+    ("GET", "/admin/catalogues/"): {"admin", "physician", "nurse", "records_clerk"},
+    ("GET", "/admin/catalogues/<int:version_id>"): {"admin", "physician", "nurse", "records_clerk"},
     ("GET", "/patients/merge"): {"records_clerk"},
     ("POST", "/patients/merge"): {"records_clerk"},
     ("GET", "/patients/<int:patient_id>/documents/new"): {"physician", "radiologist"},

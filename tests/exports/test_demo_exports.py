@@ -10,6 +10,7 @@ from lxml import etree
 from sqlalchemy import select
 
 from emr import EmrSettings, open_session
+from emr.catalogues import has_versions
 from emr.demo.records import DEMO_EXPORT_DIR
 from emr.demo.seed import seed
 from emr.exports.envelope import read_envelope
@@ -29,6 +30,8 @@ def test_demo_exports_both_visits_and_the_record(tmp_path: Path) -> None:
     seed(settings, None)
     folder = tmp_path / DEMO_EXPORT_DIR
     with open_session(settings) as s:
+        # the demo's visits passed the pre-submission check against the catalogues it loads (issue 15 §4)
+        assert all(has_versions(s, k) for k in ("icd10", "dvkt", "facility", "department", "admin_unit"))
         visits = {e.kind: e for e in s.scalars(select(Encounter).where(Encounter.status == "closed"))}
         assert set(visits) == {"outpatient", "inpatient"}
         for kind, enc in visits.items():
