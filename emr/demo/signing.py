@@ -186,9 +186,12 @@ def run_token_step(settings: EmrSettings, document_id: int | None = None, signer
     with the demo token. The child does not send anything to the PACS (no store)."""
     values = {f.name: getattr(settings, f.name) for f in dataclasses.fields(settings)}
     paths = [k for k, v in values.items() if isinstance(v, Path)]
+    nested = [k for k, v in values.items() if dataclasses.is_dataclass(v)]  # e.g. EmrSettings.hl7
     job = {
-        "settings": {k: str(v) if k in paths else v for k, v in values.items()},
+        "settings": {k: str(v) if k in paths else dataclasses.asdict(v) if k in nested else v
+                     for k, v in values.items()},
         "paths": paths,
+        "nested": nested,
         "document_id": document_id,
         "signer": dataclasses.asdict(signer) if signer is not None else None,
     }
@@ -207,6 +210,10 @@ def _main() -> int:
     job = json.loads(sys.stdin.read())
     raw = job["settings"]
     values: dict[str, Any] = {k: Path(v) if k in job["paths"] and v is not None else v for k, v in raw.items()}
+    types = {f.name: f.default_factory for f in dataclasses.fields(EmrSettings)}
+    for name in job["nested"]:  # rebuilt as their own dataclass; JSON turned their tuples into lists
+        values[name] = types[name](**{k: tuple(v) if isinstance(v, list) else v  # type: ignore[misc]
+                                      for k, v in values[name].items()})
     settings = EmrSettings(**values)
     demo = prepare_signing(settings)
     if job["document_id"] is not None:
