@@ -7,6 +7,7 @@ from .documents import FORM_TYPES, RETENTION_YEARS, Document, DocumentVersion
 from .encounters import BENEFIT_LEVELS, ENCOUNTER_KINDS, Encounter, EncounterDiagnosis, Icd10Code
 from .imaging import ShareLink, StudyMeasurements
 from .orders import MODALITIES, ORDER_STATUSES, URGENCIES, ImagingOrder, LinkerState, Study
+from .network import NetworkReceived, NetworkSite, NetworkTransfer
 from .patients import Counter, Patient
 from .prices import ServicePrice
 from .sessions import UserSession
@@ -33,6 +34,9 @@ __all__ = [
     "LinkerState",
     "MODALITIES",
     "ORDER_STATUSES",
+    "NetworkReceived",
+    "NetworkSite",
+    "NetworkTransfer",
     "Patient",
     "RETENTION_YEARS",
     "ROLES",
