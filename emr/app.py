@@ -42,6 +42,8 @@ from emr.web import (
     documents,
     exports,
     login,
+    network,
+    network_api,
     orders,
     patients,
     reading,
@@ -97,6 +99,9 @@ def _register_blueprints(app: Flask, csrf: CSRFProtect) -> None:
     csrf.exempt(reading.put_measurements)
     app.register_blueprint(share.bp)  # /s share links
     app.register_blueprint(care.bp)  # issue 10: break the glass (/patients/<id>/break-glass) and its review
+    app.register_blueprint(network.bp)  # issue 15: sites registry, send / tele-read, received list
+    csrf.exempt(network_api.bp)  # other facilities' calls: site bearer token, no cookies
+    app.register_blueprint(network_api.bp)
 
 
 # Blueprint name → how it answers errors; blueprints not listed answer with the HTML error page.

@@ -17,7 +17,7 @@ from collections.abc import Sequence
 from datetime import datetime
 
 from . import __version__
-from .commands import backup, emr, exports, signing, stack
+from .commands import backup, emr, exports, network, signing, stack
 from .settings import Settings, SettingsError, load
 
 # Modules that add sub-commands (each imports its package only when a command runs).
@@ -27,6 +27,7 @@ COMMAND_MODULES = (
     signing,  # pki ..., verify, retention ...
     exports,  # export ...
     backup,  # backup, restore
+    network,  # site add, site list
 )
 
 

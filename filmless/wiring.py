@@ -1,4 +1,5 @@
-"""How the packages are put together: the viewer mounted on the EMR app with the EMR's access rules.
+"""How the packages are put together: the viewer mounted on the EMR app with the EMR's access rules,
+and the provincial network's DICOM sending (``pacs_gateway.send_instances``) handed to the EMR.
 
 The EMR never imports the viewer and the viewer never imports the EMR; this
 module is the only place that knows both. The EMR hands its per-study access
@@ -14,7 +15,7 @@ from typing import Any, TypeVar
 
 from flask import Flask
 
-__all__ = ["viewer_extension"]
+__all__ = ["viewer_extension", "network_extension", "dicom_sender"]
 
 R = TypeVar("R")
 
@@ -51,5 +52,34 @@ def viewer_extension(store: Any) -> Callable[[Flask, Any], None]:
                     audit_report=_translated(access.audit_report),
                 )
             )
+
+    return mount
+
+
+def dicom_sender(calling_aet: str) -> Callable[..., tuple[int, list[tuple[str, str]]]]:
+    """The EMR network's :data:`emr.network.delivery.DicomSender`: C-STORE as this site's gateway AE title
+    (the AE title the other facility registered for us)."""
+
+    def send(instances: Any, *, called_aet: str, host: str, port: int,
+             certificate_pem: str | None) -> tuple[int, list[tuple[str, str]]]:
+        from pacs_gateway import send_instances
+
+        result = send_instances(instances, calling_aet=calling_aet, called_aet=called_aet, host=host, port=port,
+                                certificate_pem=certificate_pem)
+        return result.sent, result.refused
+
+    return send
+
+
+def network_extension(store: Any, calling_aet: str) -> Callable[[Flask, Any], None]:
+    """An ``emr.create_app`` extension: the outbox delivers ``network.transfer`` messages with
+    Orthanc (``store``) and the gateway's C-STORE client."""
+
+    def mount(app: Flask, access: Any) -> None:
+        from emr.db import make_session_factory
+        from emr.network.delivery import Transport, register_outbox_handler
+
+        factory = make_session_factory(app.extensions["emr.engine"])
+        register_outbox_handler(factory, Transport(store=store, send_dicom=dicom_sender(calling_aet)))
 
     return mount

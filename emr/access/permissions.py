@@ -62,6 +62,11 @@ PERMISSIONS: dict[str, frozenset[str]] = {
     # Issue 10: care scope. Opening a patient outside one's care (break the glass), and its review.
     "patient.break_glass": frozenset({"physician", "radiologist", "technician"}),
     "break_glass.review": frozenset({"admin"}),
+    # Provincial network (issue 15): the sites registry; sending a study or a tele-radiology
+    # request to another facility; the list of what other facilities sent (care-scoped).
+    "network.manage": frozenset({"admin"}),
+    "network.send": frozenset({"physician", "radiologist"}),
+    "network.received": _CLINICAL,
     # Actions every logged-in user has (home page, logout).
     "self": frozenset(ROLES),
 }

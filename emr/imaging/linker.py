@@ -29,8 +29,13 @@ class Linker:
         return self
 
     def run_once(self) -> LinkResult:
+        from emr.network.incoming import attach_received_studies
+
         with self._factory() as session:
-            return link_new_studies(session, self._store)
+            result = link_new_studies(session, self._store)
+            # Studies other facilities sent (no order here) join their matched patient (issue 15).
+            attach_received_studies(session)
+            return result
 
     def _run(self) -> None:
         while not self._stop.is_set():

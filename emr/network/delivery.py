@@ -32,7 +32,7 @@ from emr.models import ImagingOrder, NetworkSite, NetworkTransfer, Patient, User
 
 from .client import SiteCallFailed, post_json
 
-__all__ = ["DicomSender", "Transport", "TransferFailed", "deliver", "patient_payload"]
+__all__ = ["DicomSender", "Transport", "TransferFailed", "deliver", "patient_payload", "register_outbox_handler"]
 
 
 class DicomSender(Protocol):
@@ -194,3 +194,20 @@ def _failed(session: Session, transfer: NetworkTransfer, site: NetworkSite, reas
                  patient_id=transfer.patient_id, object_type="network_transfer", object_id=transfer.id,
                  details={"site": site.name, "reason": reason[:300], "attempt": transfer.attempts})
     session.commit()
+
+
+def register_outbox_handler(session_factory: Callable[[], Session], transport: Transport) -> None:
+    """Let the outbox worker deliver ``network.transfer`` messages with ``transport``."""
+    from emr.outbox import DeliveryError, register_handler
+
+    from .outgoing import OUTBOX_KIND
+
+    def handle(message: Any, _context: Any) -> None:
+        transfer_id = int((message.payload or {}).get("transfer_id", 0))
+        with session_factory() as session:
+            try:
+                deliver(session, transfer_id, transport)
+            except TransferFailed as exc:
+                raise DeliveryError(exc.reason, permanent=exc.permanent) from exc
+
+    register_handler(OUTBOX_KIND, handle)

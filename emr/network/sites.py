@@ -37,7 +37,7 @@ __all__ = [
     "site_for_token",
     "issue_inbound_token",
     "peer_entries",
-    "peer_provider",
+    "network_peer_provider",
     "token_hash",
 ]
 
@@ -204,7 +204,7 @@ def peer_entries(session: Session) -> list[str]:
     return out
 
 
-def peer_provider(settings: EmrSettings) -> Callable[[], list[str]]:
+def network_peer_provider(settings: EmrSettings) -> Callable[[], list[str]]:
     """For ``pacs_gateway.Gateway(extra_peers=...)``: the network sites allowed to associate."""
     factory = make_session_factory(make_engine(settings.database_url))
 

@@ -13,6 +13,7 @@ from emr.documents import service as documents
 from emr.imaging import orders
 from emr.patients import encounters
 from emr.patients import service as patients
+from emr.web import network
 from emr.web.forms import field_errors, form_dict
 
 from .. import db
@@ -56,7 +57,10 @@ def chart(patient_id: int) -> Any:
     encs = [encounters.encounter_dict(s, e) for e in encounters.list_encounters(s, patient_id)]
     docs = [documents.document_dict(d) for d in documents.list_documents(s, patient_id)]
     ords = [orders.order_dict(s, o) for o in orders.list_orders(s, patient_id)]
-    return render_template("patients/chart.html", patient=patient, encounters=encs, documents=docs, orders=ords)
+    return render_template(
+        "patients/chart.html", patient=patient, encounters=encs, documents=docs, orders=ords,
+        network=network.chart_context(s, patient_id),
+    )
 
 
 @bp.route("/<int:patient_id>/encounters/new", methods=["GET", "POST"])

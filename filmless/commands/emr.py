@@ -96,7 +96,7 @@ def _cli_actor() -> Any:
 
 def cmd_serve(args: argparse.Namespace, settings: Settings) -> int:
     from emr import serve
-    from filmless.wiring import viewer_extension
+    from filmless.wiring import network_extension, viewer_extension
     from storage import open_store
 
     from .stack import refuse_demo_leftovers
@@ -104,7 +104,7 @@ def cmd_serve(args: argparse.Namespace, settings: Settings) -> int:
     if not args.demo and refuse_demo_leftovers(settings):
         return 2
     store = open_store(settings.storage)
-    serve(settings.emr, store, extensions=[viewer_extension(store)])
+    serve(settings.emr, store, extensions=[viewer_extension(store), network_extension(store, settings.gateway.ae_title)])
     return 0
 
 
