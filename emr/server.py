@@ -1,4 +1,4 @@
-"""Production serving: migrations, then waitress with the study linker and the daily audit anchor alongside."""
+"""Production serving: migrations, then waitress with the study linker, the outbox worker and the daily audit anchor."""
 
 from __future__ import annotations
 
@@ -13,6 +13,7 @@ from emr.core.settings import EmrSettings
 from emr.db import make_engine, upgrade
 from emr.http_server import make_server
 from emr.imaging.linker import start_linker
+from emr.outbox import start_outbox_worker
 
 __all__ = ["serve", "upgrade_database"]
 
@@ -38,6 +39,7 @@ def serve(settings: EmrSettings, store: Any, *, extensions: Iterable[AppExtensio
     app = create_app(settings, store=store, extensions=extensions)
     linker = start_linker(settings, store) if store is not None else None
     anchoring = start_anchor_scheduler(settings) if settings.tsa_url else None
+    outbox = start_outbox_worker(settings, store)
     server = make_server(app, settings)
     log.info("EMR listening on http://%s:%d", settings.host, settings.port)
     try:
@@ -47,3 +49,4 @@ def serve(settings: EmrSettings, store: Any, *, extensions: Iterable[AppExtensio
             linker.stop()
         if anchoring is not None:
             anchoring.stop()
+        outbox.stop()

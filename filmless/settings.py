@@ -104,6 +104,15 @@ VARIABLES: dict[str, tuple[str, str]] = {
         "4", "How long an emergency (break-the-glass) access to a patient outside one's care lasts (1–24)"
     ),
     "FILMLESS_TSA_URL": ("", "RFC 3161 time-stamping service for signatures (unset: the demo dev TSA)"),
+    "FILMLESS_OUTBOX_MAX_ATTEMPTS": (
+        "8", "Delivery attempts (EHR push, other sites, HIS) before a message goes to the dead letters"
+    ),
+    "FILMLESS_OUTBOX_RETRY_SECONDS": ("30", "First retry delay of a failed delivery; doubles each time"),
+    "FILMLESS_OUTBOX_RETRY_MAX_SECONDS": ("3600", "Longest delay between two delivery attempts"),
+    "FILMLESS_OUTBOX_POLL_SECONDS": ("5", "How often the outbox worker looks for messages due"),
+    "FILMLESS_OUTBOX_LEASE_SECONDS": (
+        "300", "How long one EMR process may hold a message it is sending before another may take it over"
+    ),
     "FILMLESS_PKCS11_LIBRARY": ("/usr/lib/softhsm/libsofthsm2.so", "PKCS#11 library of the signing tokens"),
     "FILMLESS_SOFTHSM2_CONF": ("", "SoftHSM2 configuration for the demo token (sets SOFTHSM2_CONF for the EMR)"),
     "FILMLESS_TRUST_ANCHORS": ("<data>/pki/trust-anchors", "CA certificates signatures are checked against"),
@@ -271,6 +280,11 @@ def load(env: Mapping[str, str] | None = None) -> Settings:
         trusted_proxy=_str(env, "FILMLESS_EMR_TRUSTED_PROXY", "") or "",
         break_glass_hours=_int(env, "FILMLESS_BREAK_GLASS_HOURS", 4, 1, 24),
         tsa_url=_str(env, "FILMLESS_TSA_URL"),
+        outbox_max_attempts=_int(env, "FILMLESS_OUTBOX_MAX_ATTEMPTS", 8, 1, 1000),
+        outbox_retry_seconds=_int(env, "FILMLESS_OUTBOX_RETRY_SECONDS", 30, 1, 86400),
+        outbox_retry_max_seconds=_int(env, "FILMLESS_OUTBOX_RETRY_MAX_SECONDS", 3600, 1, 7 * 86400),
+        outbox_poll_seconds=float(_int(env, "FILMLESS_OUTBOX_POLL_SECONDS", 5, 1, 3600)),
+        outbox_lease_seconds=_int(env, "FILMLESS_OUTBOX_LEASE_SECONDS", 300, 10, 86400),
         pkcs11_library=_str(env, "FILMLESS_PKCS11_LIBRARY", EmrSettings.pkcs11_library) or EmrSettings.pkcs11_library,
         softhsm2_conf=Path(conf).expanduser() if (conf := _str(env, "FILMLESS_SOFTHSM2_CONF")) else None,
         trust_anchors_dir=Path(_str(env, "FILMLESS_TRUST_ANCHORS") or data_dir / "pki" / "trust-anchors"),

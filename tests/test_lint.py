@@ -40,7 +40,7 @@ EMR_LAYERS: dict[str, int] = {
     "emr.core": 0, "emr.i18n": 0,
     "emr.models": 1, "emr.db": 1, "emr.schemas": 1, "emr.signing": 1,  # the signing library: no database
     "emr.signing.service": 3,
-    "emr.access": 2,
+    "emr.access": 2, "emr.outbox": 2,
     "emr.patients": 3, "emr.documents": 3, "emr.imaging": 3, "emr.reading": 3, "emr.sharing": 3,
     "emr.billing": 3, "emr.exports": 3,
     "emr.access.auth": 4, "emr.access.studies": 4,

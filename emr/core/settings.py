@@ -42,3 +42,11 @@ class EmrSettings:
     pkcs11_library: str = "/usr/lib/softhsm/libsofthsm2.so"
     softhsm2_conf: Path | None = None
     trust_anchors_dir: Path | None = None
+    # Durable outbox (emr.outbox, issue 15): attempts before a message is dead, the first retry
+    # delay (doubling) and its cap, how often the worker looks for due messages, and how long a
+    # worker may hold a message it is sending before another process may take it over.
+    outbox_max_attempts: int = 8
+    outbox_retry_seconds: int = 30
+    outbox_retry_max_seconds: int = 3600
+    outbox_poll_seconds: float = 5.0
+    outbox_lease_seconds: int = 300

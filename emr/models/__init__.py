@@ -8,6 +8,7 @@ from .encounters import BENEFIT_LEVELS, ENCOUNTER_KINDS, Encounter, EncounterDia
 from .imaging import ShareLink, StudyMeasurements
 from .orders import MODALITIES, ORDER_STATUSES, URGENCIES, ImagingOrder, LinkerState, Study
 from .network import NetworkReceived, NetworkSite, NetworkTransfer
+from .outbox import OUTBOX_STATUSES, OutboxAttempt, OutboxMessage
 from .patients import Counter, Patient
 from .prices import ServicePrice
 from .sessions import UserSession
@@ -37,6 +38,9 @@ __all__ = [
     "NetworkReceived",
     "NetworkSite",
     "NetworkTransfer",
+    "OUTBOX_STATUSES",
+    "OutboxAttempt",
+    "OutboxMessage",
     "Patient",
     "RETENTION_YEARS",
     "ROLES",
