@@ -223,7 +223,7 @@ def _form_post(http: requests.Session, page: str, url: str, data: dict[str, str]
 
 def test_teleradiology_round_trip_and_study_to_the_provincial_archive(sites: tuple[Site, Site]) -> None:
     a, b = sites
-    order, uid = _order_with_study(a, "001058004321", "Phạm Văn Đồng", "CT ngực", slices=3)
+    order, uid = _order_with_study(a, "079058123456", "Phạm Văn Đồng", "CT ngực", slices=3)
     site_b = a.sql("SELECT id FROM network_sites WHERE ae_title = 'SITEB'")[0][0]
 
     # A's physician asks B for a read, from the chart.
@@ -240,7 +240,7 @@ def test_teleradiology_round_trip_and_study_to_the_provincial_archive(sites: tup
              timeout=90, what="the study at B, linked to the read request's order")
     (b_order_id, b_accession, b_patient), = b.sql(
         "SELECT id, accession_number, patient_id FROM imaging_orders WHERE study_instance_uid = :u", u=uid)
-    assert b.sql("SELECT cccd FROM patients WHERE id = :p", p=b_patient)[0][0] == "001058004321"
+    assert b.sql("SELECT cccd FROM patients WHERE id = :p", p=b_patient)[0][0] == "079058123456"
     assert a.sql("SELECT remote_ref, status FROM network_transfers WHERE kind = 'read_request'")[0] == (
         b_accession, "sent")
 
@@ -252,9 +252,9 @@ def test_teleradiology_round_trip_and_study_to_the_provincial_archive(sites: tup
     read_page = f"{b.url}/reading/studies/{b_study_id}"
     assert "Nốt mờ thùy trên phổi phải" in reader.get(read_page, timeout=10).text  # the clinical question
     r = _form_post(reader, read_page, f"{read_page}/report", {
-        "technique": "CT ngực không tiêm thuốc cản quang.",
-        "findings": "Nốt đặc thùy trên phổi phải 8 mm, bờ đều.",
-        "conclusion": "Nốt phổi phải nhỏ, theo dõi CT sau 6 tháng.",
+        "c_technique": "CT ngực không tiêm thuốc cản quang.",
+        "c_findings": "Nốt đặc thùy trên phổi phải 8 mm, bờ đều.",
+        "c_conclusion": "Nốt phổi phải nhỏ, theo dõi CT sau 6 tháng.",
     })
     assert r.status_code == 302, r.text
     (doc_id,) = b.sql("SELECT id FROM documents WHERE order_id = :o", o=b_order_id)[0]
@@ -320,7 +320,7 @@ def test_teleradiology_round_trip_and_study_to_the_provincial_archive(sites: tup
 
 def test_site_down_while_sending_then_back_nothing_lost_nothing_doubled(sites: tuple[Site, Site]) -> None:
     a, b = sites
-    order, uid = _order_with_study(a, "001058004999", "Lê Thị Hoa", "CT bụng", slices=4)
+    order, uid = _order_with_study(a, "079058123999", "Lê Thị Hoa", "CT bụng", slices=4)
     site_b = a.sql("SELECT id FROM network_sites WHERE ae_title = 'SITEB'")[0][0]
     b.stop()
     doctor = http_login(a.url, *PHYSICIAN)

@@ -1,7 +1,7 @@
 """provincial network (issue 15 §1): other facilities, transfers out, what they sent us
 
 Revision ID: 0011
-Revises: 0009
+Revises: 0010
 Create Date: 2026-12-07 02:50:00
 """
 
@@ -11,7 +11,7 @@ import sqlalchemy as sa
 from alembic import op
 
 revision = "0011"
-down_revision = "0009"
+down_revision = "0010"  # chained after the outbox merged into this branch (brief: "0009"; the integrator re-chains)
 branch_labels = None
 depends_on = None
 
