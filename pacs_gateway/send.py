@@ -72,8 +72,8 @@ def send_instances(
     loaders = list(instances)
     headers: list[tuple[str, str]] = []
     for load in loaders:
-        ds = dcmread(io.BytesIO(load()), stop_before_pixels=True)
-        headers.append((str(ds.SOPClassUID), str(ds.file_meta.TransferSyntaxUID)))
+        header = dcmread(io.BytesIO(load()), stop_before_pixels=True)
+        headers.append((str(header.SOPClassUID), str(header.file_meta.TransferSyntaxUID)))
     if not loaders:
         return SendResult()
     ae = AE(ae_title=calling_aet)
@@ -87,7 +87,8 @@ def send_instances(
         for sop, ts in list(wanted)[:128]
     ]
     try:
-        assoc = ae.associate(host, port, contexts=contexts, ae_title=called_aet, tls_args=_tls_args(certificate_pem, host))
+        tls = _tls_args(certificate_pem, host)
+        assoc = ae.associate(host, port, contexts=contexts, ae_title=called_aet, tls_args=tls)
     except (OSError, ssl.SSLError) as exc:
         raise SendFailed(f"cannot connect to {called_aet}@{host}:{port}: {exc}") from exc
     if assoc.is_rejected:

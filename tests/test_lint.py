@@ -42,7 +42,7 @@ EMR_LAYERS: dict[str, int] = {
     "emr.signing.service": 3,
     "emr.access": 2, "emr.outbox": 2,
     "emr.patients": 3, "emr.documents": 3, "emr.imaging": 3, "emr.reading": 3, "emr.sharing": 3,
-    "emr.billing": 3, "emr.exports": 3,
+    "emr.billing": 3, "emr.exports": 3, "emr.network": 3,
     "emr.access.auth": 4, "emr.access.studies": 4,
     "emr.web": 5, "emr.api": 5, "emr.fhir": 5,
     "emr": 6, "emr.app": 6, "emr.server": 6, "emr.demo": 6, "emr.migrations": 6,

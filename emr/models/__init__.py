@@ -6,8 +6,8 @@ from .base import Base, utcnow
 from .documents import FORM_TYPES, RETENTION_YEARS, Document, DocumentVersion
 from .encounters import BENEFIT_LEVELS, ENCOUNTER_KINDS, Encounter, EncounterDiagnosis, Icd10Code
 from .imaging import ShareLink, StudyMeasurements
-from .orders import MODALITIES, ORDER_STATUSES, URGENCIES, ImagingOrder, LinkerState, Study
 from .network import NetworkReceived, NetworkSite, NetworkTransfer
+from .orders import MODALITIES, ORDER_STATUSES, URGENCIES, ImagingOrder, LinkerState, Study
 from .outbox import OUTBOX_STATUSES, OutboxAttempt, OutboxMessage
 from .patients import Counter, Patient
 from .prices import ServicePrice

@@ -184,9 +184,11 @@ def deliver(session: Session, transfer_id: int, transport: Transport) -> None:
 
 
 def _failed(session: Session, transfer: NetworkTransfer, site: NetworkSite, reason: str) -> None:
+    transfer_id = transfer.id
     session.rollback()
-    transfer = session.get(NetworkTransfer, transfer.id)
-    assert transfer is not None
+    row = session.get(NetworkTransfer, transfer_id)
+    assert row is not None
+    transfer = row
     transfer.attempts += 1
     transfer.status = "failed"
     transfer.error = reason[:1000]

@@ -138,7 +138,9 @@ def _commit_once(session: Session, row: NetworkReceived, site: NetworkSite, kind
     return row
 
 
-def receive_study(session: Session, site: NetworkSite, body: dict[str, Any], client_ip: str | None = None) -> dict[str, Any]:
+def receive_study(
+    session: Session, site: NetworkSite, body: dict[str, Any], client_ip: str | None = None
+) -> dict[str, Any]:
     """A study is on its way from ``site`` (images follow by C-STORE): note who it is for here."""
     ref, uid = _ref(body.get("ref")), _uid(body.get("study_instance_uid"))
     who = _who(body.get("patient"))
@@ -244,7 +246,7 @@ def _verify(pdf: bytes, config: Any) -> tuple[str, str]:
     from emr.signing import verify_pdf
 
     anchors = config.anchors() if config is not None else []
-    crls = config.crls() if config is not None else None
+    crls = config.crls() if config is not None else []
     report = verify_pdf(pdf, anchors, crls=crls)
     names = ", ".join(s.signer_name or "" for s in report.signatures)[:500]
     if report.valid:

@@ -197,7 +197,7 @@ def peer_entries(session: Session) -> list[str]:
             addresses = {str(ipaddress.ip_address(site.host))}
         except ValueError:
             try:
-                addresses = {info[4][0] for info in socket.getaddrinfo(site.host, None)}
+                addresses = {str(info[4][0]) for info in socket.getaddrinfo(site.host, None)}
             except OSError:
                 continue  # not resolvable now: not admitted until it is
         out += [f"{site.ae_title}@{a}" for a in sorted(addresses)]

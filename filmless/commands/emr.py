@@ -104,7 +104,8 @@ def cmd_serve(args: argparse.Namespace, settings: Settings) -> int:
     if not args.demo and refuse_demo_leftovers(settings):
         return 2
     store = open_store(settings.storage)
-    serve(settings.emr, store, extensions=[viewer_extension(store), network_extension(store, settings.gateway.ae_title)])
+    network = network_extension(store, settings.gateway.ae_title)  # issue 15: sending to other facilities
+    serve(settings.emr, store, extensions=[viewer_extension(store), network])
     return 0
 
 
