@@ -50,7 +50,7 @@ pytestmark = [
 ]
 
 DEMO_PIN = "246810"  # the demo signing token's PIN (emr.demo.signing)
-PHYSICIAN = ("bacsi", "demo-bacsi-2026")
+PHYSICIAN = ("bacsi", "site-a-physician-2026")  # A runs without the demo: its own account
 RADIOLOGIST = ("bschan", "demo-bschan-2026")
 
 
@@ -76,14 +76,20 @@ class Site:
 
     def start(self) -> None:
         self.output.clear()
-        self.proc = subprocess.Popen([sys.executable, "-m", "filmless", "up", "--demo"], env=self.env,
+        # B signs with the demo PKCS#11 token, so it runs the demo; A only needs its physician.
+        demo = ["--demo"] if self.name == "B" else []
+        self.proc = subprocess.Popen([sys.executable, "-m", "filmless", "up", *demo], env=self.env,
                                      stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
         threading.Thread(target=lambda: self.output.extend(iter(self.proc.stdout.readline, "")),  # type: ignore[union-attr]
                          daemon=True).start()
 
     def wait_ready(self) -> None:
+        def running() -> bool:
+            assert self.proc is not None and self.proc.poll() is None, f"{self.name} exited"
+            return "filmless is running" in "".join(self.output)
+
         try:
-            wait_for(lambda: "filmless is running" in "".join(self.output), timeout=300, what=f"{self.name} up")
+            wait_for(running, timeout=300, what=f"{self.name} up")
             wait_for(lambda: _ok(f"{self.url}/healthz"), timeout=60, what=f"{self.name} EMR")
             wait_for(lambda: subprocess.run(["echoscu", "-aet", "CT01", "-aec", self.ae, "127.0.0.1",
                                              str(self.ports["gw"])], capture_output=True).returncode == 0,
@@ -162,6 +168,8 @@ def sites(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Site, Site
     b.cli("site", "add", "Bệnh viện huyện A", "--ae", "SITEA", "--host", "127.0.0.1", "--port", str(a.ports["gw"]),
           "--emr-url", a.url, "--issue-token-to", str(b_to_a), "--token-file", str(a_to_b))
     assert "SITEB@127.0.0.1" in a.cli("site", "list").stdout
+    a.cli("emr", "add-department", "K01", "Khoa Khám bệnh")
+    a.cli("emr", "create-user", PHYSICIAN[0], "physician", "--full-name", "Nguyễn Văn An", "--password", PHYSICIAN[1])
     try:
         a.start()
         b.start()
@@ -185,6 +193,10 @@ def _order_with_study(a: Site, cccd: str, name: str, procedure: str, slices: int
                                                      "cccd": cccd}, headers=headers, timeout=10)
     assert r.status_code == 201, r.text
     patient = r.json()
+    r = requests.post(f"{a.url}/api/encounters", json={"patient_id": patient["id"], "kind": "outpatient",
+                                                       "department_code": "K01", "attending_username": PHYSICIAN[0]},
+                      headers=headers, timeout=10)
+    assert r.status_code == 201, r.text
     r = requests.post(f"{a.url}/api/orders", json={"patient_id": patient["id"], "modality": "CT",
                                                    "procedure_name": procedure, "station_ae_title": "CT01"},
                       headers=headers, timeout=10)
