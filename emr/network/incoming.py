@@ -48,6 +48,7 @@ __all__ = [
     "receive_read_request",
     "receive_report",
     "receive_study",
+    "read_requests_for",
     "received_list",
     "site_actor",
 ]
@@ -350,6 +351,18 @@ def attach_received_studies(session: Session) -> int:
     if done:
         session.commit()
     return done
+
+
+def read_requests_for(session: Session, order_ids: list[int]) -> dict[int, str]:
+    """Order id → the name of the site that asked for the read, for the reading worklist."""
+    if not order_ids:
+        return {}
+    rows = session.execute(
+        select(NetworkReceived.order_id, NetworkSite.name)
+        .join(NetworkSite, NetworkSite.id == NetworkReceived.site_id)
+        .where(NetworkReceived.kind == "read_request", NetworkReceived.order_id.in_(order_ids))
+    ).all()
+    return {order_id: name for order_id, name in rows if order_id is not None}
 
 
 @dataclass(frozen=True)

@@ -259,7 +259,7 @@ def test_teleradiology_round_trip_and_study_to_the_provincial_archive(sites: tup
     # B's radiologist sees it on the reading worklist, reads B's copy, signs at B with the token.
     reader = http_login(b.url, *RADIOLOGIST)
     worklist = reader.get(f"{b.url}/reading/", timeout=10).text
-    assert b_accession in worklist
+    assert b_accession in worklist and "Đọc từ xa cho Bệnh viện huyện A" in worklist
     (b_study_id,) = b.sql("SELECT id FROM studies WHERE order_id = :o", o=b_order_id)[0]
     read_page = f"{b.url}/reading/studies/{b_study_id}"
     assert "Nốt mờ thùy trên phổi phải" in reader.get(read_page, timeout=10).text  # the clinical question
