@@ -56,22 +56,25 @@ def viewer_extension(store: Any) -> Callable[[Flask, Any], None]:
     return mount
 
 
-def dicom_sender(calling_aet: str) -> Callable[..., tuple[int, list[tuple[str, str]]]]:
+def dicom_sender(
+    calling_aet: str, client_cert: Any = None, client_key: Any = None
+) -> Callable[..., tuple[int, list[tuple[str, str]]]]:
     """The EMR network's :data:`emr.network.delivery.DicomSender`: C-STORE as this site's gateway AE title
-    (the AE title the other facility registered for us)."""
+    (the AE title the other facility registered for us), presenting the gateway's TLS certificate."""
 
     def send(instances: Any, *, called_aet: str, host: str, port: int,
              certificate_pem: str | None) -> tuple[int, list[tuple[str, str]]]:
         from pacs_gateway import send_instances
 
         result = send_instances(instances, calling_aet=calling_aet, called_aet=called_aet, host=host, port=port,
-                                certificate_pem=certificate_pem)
+                                certificate_pem=certificate_pem, client_cert=client_cert, client_key=client_key)
         return result.sent, result.refused
 
     return send
 
 
-def network_extension(store: Any, calling_aet: str) -> Callable[[Flask, Any], None]:
+def network_extension(store: Any, calling_aet: str, client_cert: Any = None,
+                      client_key: Any = None) -> Callable[[Flask, Any], None]:
     """An ``emr.create_app`` extension: the outbox delivers ``network.transfer`` messages with
     Orthanc (``store``) and the gateway's C-STORE client."""
 
@@ -80,6 +83,7 @@ def network_extension(store: Any, calling_aet: str) -> Callable[[Flask, Any], No
         from emr.network.delivery import Transport, register_outbox_handler
 
         factory = make_session_factory(app.extensions["emr.engine"])
-        register_outbox_handler(factory, Transport(store=store, send_dicom=dicom_sender(calling_aet)))
+        sender = dicom_sender(calling_aet, client_cert, client_key)
+        register_outbox_handler(factory, Transport(store=store, send_dicom=sender))
 
     return mount

@@ -17,6 +17,7 @@ import io
 import ssl
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
+from pathlib import Path
 
 from pydicom import dcmread
 from pydicom.dataset import Dataset
@@ -46,11 +47,18 @@ class SendResult:
     refused: list[tuple[str, str]] = field(default_factory=list)  # (SOP Instance UID, status)
 
 
-def _tls_args(certificate_pem: str | None, host: str) -> tuple[ssl.SSLContext, str] | None:
+def _tls_args(
+    certificate_pem: str | None, host: str, client_cert: Path | None, client_key: Path | None
+) -> tuple[ssl.SSLContext, str] | None:
+    """TLS (PS3.15 B.1 secure transport) when the peer's certificate or CA is configured: the peer
+    must present a certificate chaining to it for ``host``; ours is presented when we have one
+    (the receiving gateway may require it: mutual TLS)."""
     if not certificate_pem:
         return None
     ctx = ssl.create_default_context(ssl.Purpose.SERVER_AUTH, cadata=certificate_pem)
     ctx.minimum_version = ssl.TLSVersion.TLSv1_2
+    if client_cert is not None and client_key is not None:
+        ctx.load_cert_chain(str(client_cert), str(client_key))
     return ctx, host
 
 
@@ -62,6 +70,8 @@ def send_instances(
     host: str,
     port: int,
     certificate_pem: str | None = None,
+    client_cert: Path | None = None,
+    client_key: Path | None = None,
     timeout: float = 30.0,
 ) -> SendResult:
     """C-STORE each instance (a callable returning its Part-10 bytes) over one association.
@@ -87,14 +97,14 @@ def send_instances(
         for sop, ts in list(wanted)[:128]
     ]
     try:
-        tls = _tls_args(certificate_pem, host)
+        tls = _tls_args(certificate_pem, host, client_cert, client_key)
         assoc = ae.associate(host, port, contexts=contexts, ae_title=called_aet, tls_args=tls)
     except (OSError, ssl.SSLError) as exc:
         raise SendFailed(f"cannot connect to {called_aet}@{host}:{port}: {exc}") from exc
     if assoc.is_rejected:
         raise SendFailed(f"{called_aet}@{host}:{port} rejected the association (is this site registered there?)")
     if not assoc.is_established:
-        raise SendFailed(f"no association with {called_aet}@{host}:{port}")
+        raise SendFailed(f"cannot connect to {called_aet}@{host}:{port} (no association: down, or TLS refused)")
     result = SendResult()
     try:
         for load in loaders:

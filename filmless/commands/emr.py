@@ -104,7 +104,8 @@ def cmd_serve(args: argparse.Namespace, settings: Settings) -> int:
     if not args.demo and refuse_demo_leftovers(settings):
         return 2
     store = open_store(settings.storage)
-    network = network_extension(store, settings.gateway.ae_title)  # issue 15: sending to other facilities
+    gw = settings.gateway  # issue 15: C-STORE to other facilities as our gateway (its AE title, its certificate)
+    network = network_extension(store, gw.ae_title, gw.tls_cert, gw.tls_key)
     serve(settings.emr, store, extensions=[viewer_extension(store), network])
     return 0
 
