@@ -227,6 +227,7 @@ def receive_read_request(
     )
     session.add(order)
     session.flush()
+    _adopt_arrived_copy(session, actor, order)
     row = _row(site, "read_request", ref, uid, who, body)
     row.patient_id, row.match_method, row.order_id = patient.id, method, order.id
     row.question, row.urgency = question, urgency
@@ -238,6 +239,19 @@ def receive_read_request(
                           "requested_by": row.requested_by, "urgency": urgency})
     session.commit()
     return {"received": row.id, "accession": order.accession_number}
+
+
+def _adopt_arrived_copy(session: Session, actor: Actor, order: ImagingOrder) -> None:
+    """The images may already be here (sent earlier as a plain transfer): the new read order takes
+    them, so they are on the reading worklist now rather than never (the linker only sees new ones)."""
+    for study in session.scalars(select(Study).where(Study.study_instance_uid == order.study_instance_uid)):
+        if study.order_id is not None:
+            continue
+        study.order_id, study.patient_id = order.id, order.patient_id
+        study.state, study.link_method, study.linked_at = StudyState.LINKED, "study_uid", utcnow()
+        order.status = OrderStatus.IMAGES_AVAILABLE.value
+        audit.record(session, actor, "study.link", patient_id=order.patient_id, object_type="study",
+                     object_id=study.study_instance_uid, details={"order_id": order.id, "method": "study_uid"})
 
 
 def _verify(pdf: bytes, config: Any) -> tuple[str, str]:

@@ -64,12 +64,17 @@ def test_a_read_request_is_received_once_and_never_takes_over_a_local_order(sess
             "patient": {"cccd": "079080004321", "full_name": "Lê Văn Minh", "birth_date": "1980-01-01", "sex": "M"},
             "question": "Xuất huyết não?", "urgency": "stat", "modality": "CT", "procedure_name": "CT sọ não",
             "requested_by": "BS. Phạm Hùng"}
+    # The images came earlier as a plain transfer (no order here): the read order takes them.
+    session.add(Study(orthanc_id="early", study_instance_uid=body["study_instance_uid"], state="unmatched"))
+    session.commit()
     first = incoming.receive_read_request(session, site, body)
     again = incoming.receive_read_request(session, site, body)
     assert first == again
     order = session.scalar(select(ImagingOrder).where(ImagingOrder.study_instance_uid == body["study_instance_uid"]))
     assert order.accession_number == first["accession"] and order.urgency == "stat"
     assert order.clinical_info == "Xuất huyết não?"
+    early = session.scalar(select(Study).where(Study.orthanc_id == "early"))
+    assert (early.order_id, early.state, order.status) == (order.id, "linked", "images_available")
     assert incoming.read_requests_for(session, [order.id]) == {order.id: "Bệnh viện tỉnh B"}
     # A local order already owns a Study UID: another site's request for it is refused.
     local = orders.create_order(session, _doctor(session), {"patient_id": order.patient_id, "modality": "CT",
