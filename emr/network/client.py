@@ -4,7 +4,8 @@ Every call carries the token that site issued to us (``Authorization: Bearer``,
 RFC 6750 §2.1) and a timeout; a TLS URL is verified against the site's
 configured certificate when one is set, else the system's CAs. Failures come
 back as :class:`SiteCallFailed` with ``permanent`` set for answers that a retry
-cannot change (4xx other than 408/429: a refused token, a rejected payload).
+cannot change (4xx other than 408/409/429: a refused token, a rejected payload; 409 is a
+concurrent delivery of the same message, retried).
 """
 
 from __future__ import annotations
@@ -54,7 +55,7 @@ def post_json(site: NetworkSite, path: str, body: dict[str, Any]) -> dict[str, A
         if ca_file:
             Path(ca_file).unlink(missing_ok=True)
     if resp.status_code >= 400:
-        permanent = 400 <= resp.status_code < 500 and resp.status_code not in (408, 429)
+        permanent = 400 <= resp.status_code < 500 and resp.status_code not in (408, 409, 429)
         raise SiteCallFailed(
             f"{site.name} answered HTTP {resp.status_code}: {resp.text[:200]}", permanent=permanent,
             status=resp.status_code,

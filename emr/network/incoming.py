@@ -25,7 +25,7 @@ from emr.access import audit
 from emr.access.audit import Actor
 from emr.access.care import in_care_filter
 from emr.access.permissions import CARE_SCOPED_ROLES
-from emr.core.exceptions import ConflictError, NotFoundError, ValidationFailed
+from emr.core.exceptions import NotFoundError, ValidationFailed
 from emr.core.states import OrderStatus, StudyState
 from emr.models import (
     URGENCIES,
@@ -204,7 +204,8 @@ def receive_read_request(
         order = session.get(ImagingOrder, row.order_id)
         return {"received": row.id, "accession": order.accession_number if order else ""}
     if session.scalar(select(ImagingOrder.id).where(ImagingOrder.study_instance_uid == uid)) is not None:
-        raise ConflictError("this study already has an order here", key="network.error.study_has_order")
+        # 422, not 409: the sender's retry cannot change it (409 means "a concurrent delivery, retry").
+        raise ValidationFailed({"study_instance_uid": "network.error.study_has_order"})
     actor = site_actor(site, client_ip)
     patient, method = _patient_for(session, site, who, client_ip)
     user = _service_user(session, site)

@@ -9,6 +9,7 @@ from __future__ import annotations
 from typing import Any
 
 from flask import Blueprint, current_app, jsonify, request
+from sqlalchemy.exc import IntegrityError
 from werkzeug.exceptions import HTTPException
 
 from emr.access import audit
@@ -51,6 +52,9 @@ def _call(fn: Any) -> Any:
     except StorageError as exc:
         s.rollback()
         return jsonify(error=f"archive unavailable: {str(exc)[:200]}"), 503
+    except IntegrityError:  # a concurrent delivery of the same thing won the race: the sender retries
+        s.rollback()
+        return jsonify(error="conflict with a concurrent request; try again"), 409
 
 
 @bp.post("/studies")

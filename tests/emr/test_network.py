@@ -10,7 +10,7 @@ import pytest
 from sqlalchemy import select
 
 from emr.access.audit import Actor
-from emr.core.exceptions import ConflictError, ValidationFailed
+from emr.core.exceptions import ValidationFailed
 from emr.db import make_session_factory
 from emr.imaging import orders
 from emr.models import AuditEntry, ImagingOrder, NetworkSite, NetworkTransfer, Study
@@ -79,7 +79,7 @@ def test_a_read_request_is_received_once_and_never_takes_over_a_local_order(sess
     # A local order already owns a Study UID: another site's request for it is refused.
     local = orders.create_order(session, _doctor(session), {"patient_id": order.patient_id, "modality": "CT",
                                                  "procedure_name": "CT ngực"})
-    with pytest.raises(ConflictError):
+    with pytest.raises(ValidationFailed):
         incoming.receive_read_request(session, site, body | {"ref": "42",
                                                              "study_instance_uid": local.study_instance_uid})
     with pytest.raises(ValidationFailed):
