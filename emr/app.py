@@ -53,6 +53,8 @@ from emr.web import (
     identity,
     login,
     ops,
+    network,
+    network_api,
     orders,
     outbox,
     patients,
@@ -141,6 +143,9 @@ def _register_blueprints(app: Flask, csrf: CSRFProtect) -> None:
     app.register_blueprint(ops.metrics_bp)  # /metrics for Prometheus
     app.register_blueprint(identity.bp)  # issue 15 §3: /identity reconciliation queue
     app.register_blueprint(catalogues.bp)  # issue 15 §4: /admin/catalogues (Ministry catalogues, read-only)
+    app.register_blueprint(network.bp)  # issue 15: sites registry, send / tele-read, received list
+    csrf.exempt(network_api.bp)  # other facilities' calls: site bearer token, no cookies
+    app.register_blueprint(network_api.bp)
 
 
 # Blueprint name → how it answers errors; blueprints not listed answer with the HTML error page.

@@ -17,7 +17,7 @@ from collections.abc import Sequence
 from datetime import datetime
 
 from . import __version__
-from .commands import backup, emr, exports, hl7, signing, stack
+from .commands import backup, emr, exports, hl7, network, signing, stack
 from .settings import Settings, SettingsError, load
 
 # Modules that add sub-commands (each imports its package only when a command runs).
@@ -28,6 +28,7 @@ COMMAND_MODULES = (
     exports,  # export ...
     backup,  # backup, restore
     hl7,  # hl7 serve, list, replay
+    network,  # site add, site list
 )
 
 

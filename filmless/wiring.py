@@ -1,4 +1,5 @@
-"""How the packages are put together: the viewer mounted on the EMR app with the EMR's access rules.
+"""How the packages are put together: the viewer mounted on the EMR app with the EMR's access rules,
+and the provincial network's DICOM sending (``pacs_gateway.send_instances``) handed to the EMR.
 
 The EMR never imports the viewer and the viewer never imports the EMR; this
 module is the only place that knows both. The EMR hands its per-study access
@@ -14,7 +15,7 @@ from typing import Any, TypeVar
 
 from flask import Flask
 
-__all__ = ["ops_extension", "viewer_extension"]
+__all__ = ["dicom_sender", "network_extension", "ops_extension", "viewer_extension"]
 
 R = TypeVar("R")
 
@@ -78,3 +79,35 @@ def ops_extension(settings: Any) -> Callable[[Flask, Any], None]:
 
     return mount
 
+
+def dicom_sender(
+    calling_aet: str, client_cert: Any = None, client_key: Any = None
+) -> Callable[..., tuple[int, list[tuple[str, str]]]]:
+    """The EMR network's :data:`emr.network.delivery.DicomSender`: C-STORE as this site's gateway AE title
+    (the AE title the other facility registered for us), presenting the gateway's TLS certificate."""
+
+    def send(instances: Any, *, called_aet: str, host: str, port: int,
+             certificate_pem: str | None) -> tuple[int, list[tuple[str, str]]]:
+        from pacs_gateway import send_instances
+
+        result = send_instances(instances, calling_aet=calling_aet, called_aet=called_aet, host=host, port=port,
+                                certificate_pem=certificate_pem, client_cert=client_cert, client_key=client_key)
+        return result.sent, result.refused
+
+    return send
+
+
+def network_extension(store: Any, calling_aet: str, client_cert: Any = None,
+                      client_key: Any = None) -> Callable[[Flask, Any], None]:
+    """An ``emr.create_app`` extension: the outbox delivers ``network.transfer`` messages with
+    Orthanc (``store``) and the gateway's C-STORE client."""
+
+    def mount(app: Flask, access: Any) -> None:
+        from emr.db import make_session_factory
+        from emr.network.delivery import Transport, register_outbox_handler
+
+        factory = make_session_factory(app.extensions["emr.engine"])
+        sender = dicom_sender(calling_aet, client_cert, client_key)
+        register_outbox_handler(factory, Transport(store=store, send_dicom=sender))
+
+    return mount

@@ -5,7 +5,8 @@ its :class:`GatewaySettings`, :class:`GatewayStats`, the provider types
 (:data:`WorklistProvider`, :data:`IdentityProvider`, :data:`MppsProvider`,
 :data:`AuditProvider`), :func:`fold` (name matching), :func:`spool_status`
 for health checks from another process, :class:`ReturnAddress` (storage
-commitment return addresses), and the exception tree.
+commitment return addresses), the exception tree, and :func:`send_instances`
+(C-STORE to another facility, issue 15) with :data:`ExtraPeers` (sites admitted from the EMR).
 """
 
 from .commitment import ReturnAddress
@@ -13,7 +14,9 @@ from .exceptions import GatewayError, InvalidInstance, MppsError, NotUnderstood,
 from .mpps import MppsProvider
 from .names import fold
 from .normalise import IDENTITY_KEYS, IdentityProvider, normalise
+from .peers import ExtraPeers
 from .query import AuditProvider
+from .send import SendFailed, SendResult, send_instances
 from .server import TRANSFER_SYNTAXES, Gateway, GatewayStats
 from .settings import GatewaySettings
 from .spool import SpoolStatus, spool_status
@@ -24,6 +27,7 @@ __all__ = [
     "IDENTITY_KEYS",
     "TRANSFER_SYNTAXES",
     "Gateway",
+    "ExtraPeers",
     "GatewayError",
     "GatewaySettings",
     "GatewayStats",
@@ -34,10 +38,13 @@ __all__ = [
     "NotUnderstood",
     "OutOfResources",
     "ReturnAddress",
+    "SendFailed",
+    "SendResult",
     "SopClassMismatch",
     "SpoolStatus",
     "WorklistProvider",
     "fold",
     "normalise",
+    "send_instances",
     "spool_status",
 ]

@@ -5,14 +5,29 @@ titles and knows nothing about addresses, while a hospital wants "CT01, but
 only from the CT's own IP". The check runs in ``EVT_REQUESTED``, before any
 presentation context is negotiated, and answers A-ASSOCIATE-RJ
 (calling AE title not recognised).
+
+Other facilities of the provincial network (issue 15) are admitted the same
+way: the EMR keeps them in a table an admin edits, and hands the gateway an
+``extra`` callable returning their ``AET@address`` entries; it is asked again
+at most every ``refresh`` seconds, so a site added or disabled takes effect
+without a restart. If it fails, the last good list is kept (a database
+hiccup must not lock out, nor suddenly admit, anyone).
 """
 
 from __future__ import annotations
 
 import ipaddress
+import logging
+import threading
+import time
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
-__all__ = ["PeerRule", "PeerPolicy"]
+__all__ = ["PeerRule", "PeerPolicy", "ExtraPeers"]
+
+log = logging.getLogger(__name__)
+
+ExtraPeers = Callable[[], Iterable[str]]
 
 IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
 
@@ -52,21 +67,41 @@ def _parse_ip(address: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address | N
 class PeerPolicy:
     """The allow-list built from ``GatewaySettings.allowed_peers``."""
 
-    def __init__(self, entries: tuple[str, ...] | list[str]) -> None:
+    def __init__(
+        self, entries: tuple[str, ...] | list[str], extra: ExtraPeers | None = None, refresh: float = 5.0
+    ) -> None:
         self.rules = tuple(PeerRule.parse(e) for e in entries)
+        self._extra = extra
+        self._refresh = refresh
+        self._extra_rules: tuple[PeerRule, ...] = ()
+        self._extra_at = float("-inf")
+        self._lock = threading.Lock()
+
+    def _all_rules(self) -> tuple[PeerRule, ...]:
+        if self._extra is None:
+            return self.rules
+        with self._lock:
+            if time.monotonic() - self._extra_at >= self._refresh:
+                self._extra_at = time.monotonic()
+                try:
+                    self._extra_rules = tuple(PeerRule.parse(e) for e in self._extra())
+                except Exception as exc:  # noqa: BLE001 - keep the last good list
+                    log.warning("could not refresh the network sites allowed to connect: %s", exc)
+            return self.rules + self._extra_rules
 
     def address_allowed(self, address: str) -> bool:
         """Whether any rule could accept a peer at ``address`` (checked at TCP accept, before any PDU)."""
         ip = _parse_ip(address)
-        return any(rule.network is None or rule.matches(rule.ae_title, ip) for rule in self.rules)
+        return any(rule.network is None or rule.matches(rule.ae_title, ip) for rule in self._all_rules())
 
     def check(self, ae_title: str, address: str) -> str | None:
         """``None`` when allowed, otherwise the reason for the log line."""
         ae_title = ae_title.strip()
         ip = _parse_ip(address)
-        if any(rule.matches(ae_title, ip) for rule in self.rules):
+        rules = self._all_rules()
+        if any(rule.matches(ae_title, ip) for rule in rules):
             return None
-        known = [r for r in self.rules if r.ae_title in (ae_title, "*")]
+        known = [r for r in rules if r.ae_title in (ae_title, "*")]
         if not known:
             return f"calling AE title {ae_title!r} is not in the allowed peers"
         return f"calling AE title {ae_title!r} is not allowed from address {address}"

@@ -43,7 +43,7 @@ from .handlers import GatewayHandlers
 from .ian import AvailabilityNotifier
 from .mpps import MppsProvider, MppsStore
 from .normalise import IdentityProvider
-from .peers import PeerPolicy
+from .peers import ExtraPeers, PeerPolicy
 from .private_classes import PRIVATE_STORAGE_CLASSES, register_storage_classes
 from .query import AuditProvider
 from .receive_file import install as install_receive_file
@@ -185,13 +185,14 @@ class Gateway:
         identity: IdentityProvider | None = None,
         mpps: MppsProvider | None = None,
         audit: AuditProvider | None = None,
+        extra_peers: ExtraPeers | None = None,
     ) -> None:
         self.settings = settings
         self.store = store
         self.worklist = worklist
         self.identity = identity
         self.mpps = mpps
-        self.peers = PeerPolicy(settings.allowed_peers)
+        self.peers = PeerPolicy(settings.allowed_peers, extra_peers)
         self.spool = Spool(settings.spool_dir, settings.min_free_bytes)
         self.forwarder = Forwarder(
             self.spool,

@@ -43,7 +43,7 @@ EMR_LAYERS: dict[str, int] = {
     "emr.access": 2, "emr.outbox": 2,
     "emr.patients": 3, "emr.documents": 3, "emr.imaging": 3, "emr.reading": 3, "emr.sharing": 3,
     "emr.billing": 3, "emr.exports": 3, "emr.ehr": 3, "emr.hl7": 3, "emr.ops": 3, "emr.identity": 3,
-    "emr.catalogues": 3,
+    "emr.catalogues": 3, "emr.network": 3,
     "emr.ops.instruments": 1,  # counters and histograms any layer may observe (no database)
     "emr.access.auth": 4, "emr.access.studies": 4,
     "emr.web": 5, "emr.api": 5, "emr.fhir": 5,

@@ -75,6 +75,11 @@ PERMISSIONS: dict[str, frozenset[str]] = {
     # Who may take which decision, and that escalated items are closed by an admin, is in
     # emr.identity.reconcile.DECISIONS_BY_ROLE.
     "identity.reconcile": frozenset({"records_clerk", "admin"}),
+    # Provincial network (issue 15): the sites registry; sending a study or a tele-radiology
+    # request to another facility; the list of what other facilities sent (care-scoped).
+    "network.manage": frozenset({"admin"}),
+    "network.send": frozenset({"physician", "radiologist"}),
+    "network.received": _CLINICAL,
     # Actions every logged-in user has (home page, logout).
     "self": frozenset(ROLES),
 }

@@ -40,13 +40,18 @@ class Linker:
 
     def run_once(self) -> LinkResult | None:
         """One pass over Orthanc's new changes; None when another process is linking right now."""
+        from emr.network.incoming import attach_received_studies
+
         with singleton_lock(self._engine, LOCK_NAME) as held:
             if not held:
                 self.skipped += 1
                 return None
             self.passes += 1
             with self._factory() as session:
-                return link_new_studies(session, self._store)
+                result = link_new_studies(session, self._store)
+                # Studies other facilities sent (no order here) join their matched patient (issue 15).
+                attach_received_studies(session)
+                return result
 
     def _run(self) -> None:
         while not self._stop.is_set():

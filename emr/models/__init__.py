@@ -9,6 +9,7 @@ from .encounters import BENEFIT_LEVELS, ENCOUNTER_KINDS, Encounter, EncounterDia
 from .hl7 import HL7_DIRECTIONS, HL7_STATUSES, Hl7Message, Hl7OrderLink, Hl7PatientLink
 from .identity import CHECK_STATUSES, DECISIONS, IdentityCheck
 from .imaging import ShareLink, StudyMeasurements
+from .network import NetworkReceived, NetworkSite, NetworkTransfer
 from .orders import MODALITIES, ORDER_STATUSES, URGENCIES, ImagingOrder, LinkerState, Study
 from .outbox import OUTBOX_STATUSES, OutboxAttempt, OutboxMessage
 from .patients import Counter, Patient
@@ -47,6 +48,9 @@ __all__ = [
     "LinkerState",
     "MODALITIES",
     "ORDER_STATUSES",
+    "NetworkReceived",
+    "NetworkSite",
+    "NetworkTransfer",
     "OUTBOX_STATUSES",
     "OutboxAttempt",
     "OutboxMessage",

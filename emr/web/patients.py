@@ -17,6 +17,7 @@ from emr.imaging import orders
 from emr.patients import encounters
 from emr.patients import service as patients
 from emr.web import outbox as outbox_pages
+from emr.web import network
 from emr.web.forms import field_errors, form_dict
 
 from .. import db
@@ -70,6 +71,7 @@ def chart(patient_id: int) -> Any:
         sent_messages=sent,
         outbox_kind=outbox_pages.kind_label,
         identity=latest_check(s, patient.id),  # issue 15 §3: CCCD checked against the population database
+        network=network.chart_context(s, patient_id),  # issue 15 §1: transfers and tele-radiology
     )
 
 

@@ -15,6 +15,7 @@ from emr.core.exceptions import EmrError, NotFoundError
 from emr.core.states import StudyState
 from emr.documents import service as documents
 from emr.models.lookup import get_or_404
+from emr.network.incoming import read_requests_for
 from emr.reading import service as reading
 from emr.sharing import service as sharing
 from emr.web.document_forms import content_from_form, content_inputs, document_errors, form_fields
@@ -53,6 +54,7 @@ def worklist() -> Any:
     return render_template(
         "reading/worklist.html",
         rows=rows,
+        remote=read_requests_for(s, [r.order.id for r in rows]),  # issue 15: tele-radiology rows
         values={k: args.get(k, "")[:10] for k in ("modality", "date_from", "date_to", "urgency", "status")},
         modalities=MODALITIES,
         urgencies=URGENCIES,

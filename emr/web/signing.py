@@ -4,6 +4,7 @@ verification page the printed QR code opens (plus its JSON API)."""
 from __future__ import annotations
 
 import json
+import logging
 import re
 from typing import Any
 
@@ -35,6 +36,7 @@ from ..signing import SigningError
 from .document_forms import form_fields
 
 bp = Blueprint("signing", __name__)
+log = logging.getLogger(__name__)
 verify_bp = Blueprint("verify", __name__)
 verify_api_bp = Blueprint("verify_api", __name__, url_prefix="/api/verify")  # JSON errors, like /api
 
@@ -63,6 +65,17 @@ def _back_to(target: str | None) -> str | None:
     if target and _LOCAL_PATH.fullmatch(target) and not target.startswith("//"):
         return target
     return None
+
+
+def _answer_read_request(s: Any, document_id: int) -> None:
+    """A signed report that answers another facility's read request goes back to it (issue 15)."""
+    from emr.network import outgoing
+
+    try:
+        outgoing.report_signed(s, current_actor(), document_id)
+    except Exception:  # noqa: BLE001 - the signature stands; the failure is logged for the operator
+        s.rollback()
+        log.exception("could not queue the signed report %s for the requesting site", document_id)
 
 
 @bp.route("/signing/documents/<int:document_id>/sign", methods=["GET", "POST"])
@@ -98,6 +111,7 @@ def sign(document_id: int) -> Any:
             errors = _field_errors(exc)
             status = 422
         else:
+            _answer_read_request(s, doc.id)
             return redirect(_back_to(request.args.get("next")) or url_for("documents.view", document_id=doc.id))
         doc = documents.get_document(s, current_actor(), document_id)
         version, _artifact, slot = svc.next_slot(s, doc)

@@ -117,7 +117,7 @@ def _cli_actor() -> Any:
 
 def cmd_serve(args: argparse.Namespace, settings: Settings) -> int:
     from emr import serve
-    from filmless.wiring import ops_extension, viewer_extension
+    from filmless.wiring import network_extension, ops_extension, viewer_extension
     from storage import open_store
 
     from .stack import refuse_demo_leftovers
@@ -125,7 +125,9 @@ def cmd_serve(args: argparse.Namespace, settings: Settings) -> int:
     if not args.demo and refuse_demo_leftovers(settings):
         return 2
     store = open_store(settings.storage)
-    serve(settings.emr, store, extensions=[viewer_extension(store), ops_extension(settings)])
+    gw = settings.gateway  # issue 15: C-STORE to other facilities as our gateway (its AE title, its certificate)
+    network = network_extension(store, gw.ae_title, gw.tls_cert, gw.tls_key)
+    serve(settings.emr, store, extensions=[viewer_extension(store), ops_extension(settings), network])
     return 0
 
 

@@ -80,13 +80,20 @@ def _emr_audit(settings: Settings) -> Any:
     return emr.dicom_audit_provider(settings.emr)
 
 
+def _network_peers(settings: Settings) -> Any:
+    """The other facilities registered in the EMR (issue 15), admitted besides FILMLESS_GATEWAY_ALLOWED."""
+    import emr
+
+    return emr.network_peer_provider(settings.emr)
+
+
 def cmd_gateway(args: argparse.Namespace, settings: Settings) -> int:
     from pacs_gateway import Gateway
     from storage import open_store
 
     worklist, identity, mpps = _emr_providers(settings)
     gateway = Gateway(settings.gateway, open_store(settings.storage), worklist=worklist, identity=identity, mpps=mpps,
-                      audit=_emr_audit(settings))
+                      audit=_emr_audit(settings), extra_peers=_network_peers(settings))
     print(f"DICOM gateway {settings.gateway.ae_title} listening on {settings.gateway.host}:{settings.gateway.port}",
           flush=True)
     metrics = None

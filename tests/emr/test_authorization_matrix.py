@@ -134,6 +134,19 @@ EXPECTED: dict[tuple[str, str], set[str] | None] = {
     # (escalated items: admin only) is tested in tests/security/test_identity_reconcile.py.
     ("GET", "/identity/"): {"records_clerk", "admin"},
     ("POST", "/identity/<int:check_id>/decide"): {"records_clerk", "admin"},
+    # Provincial network (issue 15). The inter-site API is for other facilities, with the token this
+    # site issued them (no user role): tests/security/test_network_sites.py tries to get around it.
+    ("GET", "/network/sites"): {"admin"},
+    ("POST", "/network/sites"): {"admin"},
+    ("GET", "/network/sites/<int:site_id>"): {"admin"},
+    ("POST", "/network/sites/<int:site_id>"): {"admin"},
+    ("POST", "/network/orders/<int:order_id>/send"): {"physician", "radiologist"},
+    ("POST", "/network/orders/<int:order_id>/read-request"): {"physician", "radiologist"},
+    ("GET", "/network/received"): CLIN,
+    ("GET", "/network/received/<int:received_id>/report.pdf"): {"physician", "radiologist", "nurse", "records_clerk"},
+    ("POST", "/network/api/v1/studies"): None,
+    ("POST", "/network/api/v1/read-requests"): None,
+    ("POST", "/network/api/v1/reports"): None,
 }
 _OTHER_ROUTES_OWNED_ELSEWHERE = re.compile(r"^/(viewer|verify|fhir|signing|export)")
 

@@ -1,0 +1,153 @@
+"""Provincial network pages (issue 15): the sites registry (admins), sending a study or a
+tele-radiology request from an order, the "received from other facilities" list, and the
+signed report another site returned."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from flask import Blueprint, Response, abort, redirect, render_template, request, url_for
+
+from emr.access import audit
+from emr.access.auth import current_actor, requires
+from emr.access.care import ensure_patient_access
+from emr.core.exceptions import EmrError, ValidationFailed
+from emr.models import URGENCIES, NetworkReceived
+from emr.network import incoming, outgoing, sites
+from emr.web.forms import field_errors
+
+from .. import db
+from ..i18n import t
+
+bp = Blueprint("network", __name__, url_prefix="/network")
+
+_SITE_FIELDS = ("name", "ae_title", "host", "port", "emr_url", "dicomweb_url", "certificate_pem", "outbound_token")
+
+
+def _site_in() -> sites.SiteIn:
+    return sites.SiteIn(**{f: request.form.get(f, "")[:8000] for f in _SITE_FIELDS})
+
+
+def _values(site: Any = None) -> dict[str, Any]:
+    if request.method == "POST":
+        return {f: request.form.get(f, "")[:8000] for f in _SITE_FIELDS if f != "outbound_token"}
+    if site is None:
+        return {"port": "11112"}
+    return {f: getattr(site, f) or "" for f in _SITE_FIELDS if f != "outbound_token"}
+
+
+@bp.route("/sites", methods=["GET", "POST"])
+@requires("network.manage")
+def sites_page() -> Any:
+    s = db.session()
+    errors: dict[str, str] = {}
+    issued = None
+    if request.method == "POST":
+        try:
+            site, issued = sites.create_site(s, current_actor(), _site_in())
+        except EmrError as exc:
+            s.rollback()
+            errors = field_errors(exc)
+    else:
+        audit.record(s, current_actor(), "network.site.list", object_type="network_site")
+        s.commit()
+    return render_template(
+        "network/sites.html", sites=sites.list_sites(s), errors=errors, issued=issued,
+        values={} if issued else _values(),
+    ), (422 if errors else 200)
+
+
+@bp.route("/sites/<int:site_id>", methods=["GET", "POST"])
+@requires("network.manage")
+def site_page(site_id: int) -> Any:
+    s = db.session()
+    site = sites.get_site(s, site_id)
+    errors: dict[str, str] = {}
+    issued = None
+    if request.method == "POST":
+        try:
+            site, issued = sites.update_site(
+                s, current_actor(), site_id, _site_in(), active=request.form.get("active") == "1",
+                new_token=request.form.get("new_token") == "1",
+            )
+        except EmrError as exc:
+            s.rollback()
+            errors = field_errors(exc)
+    return render_template("network/site.html", site=site, errors=errors, issued=issued,
+                           values=_values(site)), (422 if errors else 200)
+
+
+def _order_action(order_id: int, fn: Any) -> Any:
+    s = db.session()
+    site_arg = request.form.get("site_id", "")
+    try:
+        if not site_arg.isdigit() or len(site_arg) > 9:
+            raise ValidationFailed({"site_id": "network.error.site"})
+        transfer = fn(s, int(site_arg))
+    except EmrError as exc:
+        s.rollback()
+        message = t(exc.key) if exc.key != "errors.validation" else next(iter(field_errors(exc).values()))
+        return render_template("error.html", message=message), exc.http_status
+    return redirect(url_for("patients.chart", patient_id=transfer.patient_id, _anchor="network"))
+
+
+@bp.post("/orders/<int:order_id>/send")
+@requires("network.send")
+def send_order(order_id: int) -> Any:
+    return _order_action(order_id, lambda s, site_id: outgoing.send_study(s, current_actor(), order_id, site_id))
+
+
+@bp.post("/orders/<int:order_id>/read-request")
+@requires("network.send")
+def read_request(order_id: int) -> Any:
+    question = request.form.get("question", "")[:2000]
+    urgency = request.form.get("urgency", "routine")
+    return _order_action(
+        order_id,
+        lambda s, site_id: outgoing.request_read(s, current_actor(), order_id, site_id, question, urgency),
+    )
+
+
+@bp.get("/received")
+@requires("network.received")
+def received() -> Any:
+    rows = incoming.received_list(db.session(), current_actor())
+    return render_template("network/received.html", rows=rows)
+
+
+@bp.get("/received/<int:received_id>/report.pdf")
+@requires("document.read")
+def received_report(received_id: int) -> Any:
+    """The signed PDF another site returned, byte for byte as it was signed there."""
+    from emr.signing.dicom_pdf import extract_pdf
+
+    s = db.session()
+    row = s.get(NetworkReceived, received_id)
+    if row is None or row.kind != "report" or row.dicom is None:
+        abort(404)
+    ensure_patient_access(s, current_actor(), row.patient_id)
+    audit.record(s, current_actor(), "network.report.view", patient_id=row.patient_id,
+                 object_type="network_received", object_id=row.id, details={"signature": row.signature_status})
+    s.commit()
+    response = Response(extract_pdf(bytes(row.dicom)), mimetype="application/pdf")
+    response.headers["Content-Disposition"] = f'inline; filename="ket-qua-doc-tu-xa-{row.id}.pdf"'
+    response.headers["Cache-Control"] = "no-store"
+    return response
+
+
+def chart_context(session: Any, patient_id: int) -> dict[str, Any]:
+    """What the patient chart shows of the network: transfers and their status, returned reports."""
+    from sqlalchemy import select
+
+    reports = list(session.scalars(
+        select(NetworkReceived).where(NetworkReceived.patient_id == patient_id, NetworkReceived.kind == "report")
+        .order_by(NetworkReceived.id.desc())
+    ))
+    site_names = {x.id: x.name for x in sites.list_sites(session)}
+    return {
+        "transfers": outgoing.transfers_for_patient(session, patient_id),
+        "reports": reports,
+        "sites": sites.list_sites(session, active_only=True),
+        "site_names": site_names,
+        "urgencies": URGENCIES,
+    }
