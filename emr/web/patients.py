@@ -16,8 +16,8 @@ from emr.identity.checks import latest_check
 from emr.imaging import orders
 from emr.patients import encounters
 from emr.patients import service as patients
-from emr.web import outbox as outbox_pages
 from emr.web import network
+from emr.web import outbox as outbox_pages
 from emr.web.forms import field_errors, form_dict
 
 from .. import db

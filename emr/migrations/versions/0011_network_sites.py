@@ -11,7 +11,7 @@ import sqlalchemy as sa
 from alembic import op
 
 revision = "0011"
-down_revision = "0010"  # chained after the outbox merged into this branch (brief: "0009"; the integrator re-chains)
+down_revision = "0010"
 branch_labels = None
 depends_on = None
 
