@@ -212,7 +212,7 @@ def _main() -> int:
     values: dict[str, Any] = {k: Path(v) if k in job["paths"] and v is not None else v for k, v in raw.items()}
     types = {f.name: f.default_factory for f in dataclasses.fields(EmrSettings)}
     for name in job["nested"]:  # rebuilt as their own dataclass; JSON turned their tuples into lists
-        values[name] = types[name](**{k: tuple(v) if isinstance(v, list) else v  # type: ignore[misc]
+        values[name] = types[name](**{k: tuple(v) if isinstance(v, list) else v  # type: ignore[operator]
                                       for k, v in values[name].items()})
     settings = EmrSettings(**values)
     demo = prepare_signing(settings)
