@@ -7,12 +7,16 @@ bootstrap:
 run: bootstrap
 	.venv/bin/filmless up --demo
 
+# Two workers, a test file each at a time (module fixtures stay whole): most tests wait on real
+# processes, so two workers use two cores. TEST_WORKERS=0 runs everything in one process.
+TEST_WORKERS ?= 2
+
 test: bootstrap
-	.venv/bin/python -m pytest $(PYTEST_ARGS)
+	.venv/bin/python -m pytest -n $(TEST_WORKERS) --dist loadfile $(PYTEST_ARGS)
 
 # Everything but chromium and the multi-process end-to-end tests (markers: browser, pg, slow).
 test-quick: bootstrap
-	.venv/bin/python -m pytest -m "not browser and not slow" $(PYTEST_ARGS)
+	.venv/bin/python -m pytest -n $(TEST_WORKERS) --dist loadfile -m "not browser and not slow" $(PYTEST_ARGS)
 
 bench: bootstrap
 	.venv/bin/python benchmarks/ingest.py

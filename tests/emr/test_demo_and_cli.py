@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -12,12 +13,15 @@ from emr.demo.seed import DEMO_ACCOUNTS, seed
 from emr.models import ImagingOrder, Patient, Study, User
 from filmless.cli import main
 from filmless.wiring import viewer_extension
-from storage import OrthancStore
+from storage import OrthancProcess, OrthancStore
 
 from .conftest import login
 
 
-def test_demo_seeds_the_whole_flow(tmp_path: Path, orthanc: OrthancStore) -> None:
+def test_demo_seeds_the_whole_flow(tmp_path: Path, fresh_orthanc: Callable[..., OrthancProcess]) -> None:
+    # An Orthanc of its own: the demo's accession numbers are the same in every demo database, so
+    # demo studies other tests left in the session-wide Orthanc would be linked here too.
+    orthanc: OrthancStore = fresh_orthanc().store()
     settings = EmrSettings(
         data_dir=tmp_path, database_url=f"sqlite:///{tmp_path}/emr.sqlite3", secret_key_file=tmp_path / "key"
     )

@@ -187,7 +187,8 @@ def test_backup_of_a_running_demo_restores_into_a_fresh_data_directory(tmp_path:
         count = re.compile(r"intact: (\d+) rows.*; (\d+) anchor")
         rows, anchors = map(int, count.search(rows_before.stdout).groups())  # type: ignore[union-attr]
         rows_after, anchors_after = map(int, count.search(verified.stdout).groups())  # type: ignore[union-attr]
-        assert rows_after >= rows and anchors_after == anchors == 1
+        # The restored EMR's own anchor scheduler may anchor again; the backed-up anchor must be there.
+        assert rows_after >= rows and anchors_after >= anchors == 1
         pdf = _signed_pdf(store, tmp_path / "report.pdf")
         signature = _filmless(target, "verify", str(pdf))
         assert signature.returncode == 0, signature.stdout + signature.stderr
