@@ -10,9 +10,9 @@ their outbox workers, DCMTK storescu as A's CT, the demo PKCS#11 token at B.
   at B → the signed report back at A, attached to A's order → study and report
   sent to B's archive; both Orthancs hold exactly what they should, the PDF
   at A is byte for byte the one B signed, and both audit logs say who did what;
+* A closes the visit: its summary (patient by CCCD, encounter, the imaging
+  study) reaches the health-record stand-in (A's ``FILMLESS_EHR_URL``) once;
 * B down while A sends, then back: nothing lost, nothing duplicated.
-
-(The EHR push step of the issue's "done when" is added at integration.)
 """
 
 from __future__ import annotations
@@ -42,6 +42,7 @@ from storage import OrthancStore, open_store
 from storage.settings import StorageSettings
 from tests.dicom_factory import ct_instance
 from tests.helpers import csrf_from, free_port, http_login, wait_for
+from tests.standins.ehr import CCCD_SYSTEM, EhrStandIn
 
 pytestmark = [
     pytest.mark.slow,
@@ -134,8 +135,22 @@ def _token_file(path: Path) -> Path:
 
 
 @pytest.fixture(scope="module")
-def sites(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Site, Site]]:
+def ehr() -> Iterator[EhrStandIn]:
+    """The national health record's stand-in; A pushes its visit summaries there."""
+    standin = EhrStandIn(token=secrets.token_urlsafe(24))
+    try:
+        yield standin
+    finally:
+        standin.down()
+
+
+@pytest.fixture(scope="module")
+def sites(tmp_path_factory: pytest.TempPathFactory, ehr: EhrStandIn) -> Iterator[tuple[Site, Site]]:
     root = tmp_path_factory.mktemp("province")
+    ehr_token = root / "ehr.token"
+    fd = os.open(ehr_token, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "w") as fh:
+        fh.write(ehr.state.token or "")
     base = {k: v for k, v in os.environ.items() if not k.startswith("FILMLESS_")}
     base.pop("SOFTHSM2_CONF", None)
     made = []
@@ -157,6 +172,8 @@ def sites(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Site, Site
             "FILMLESS_OUTBOX_POLL_SECONDS": "1",
             "FILMLESS_OUTBOX_MAX_ATTEMPTS": "1000",
         })
+        if name == "A":  # the district hospital pushes its visit summaries to the health record
+            env.update({"FILMLESS_EHR_URL": ehr.url, "FILMLESS_EHR_TOKEN_FILE": str(ehr_token)})
         made.append(Site(name, ae, root / name, ports, env))
     a, b = made
     a.data.mkdir(mode=0o700)
@@ -169,6 +186,7 @@ def sites(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Site, Site
           "--emr-url", a.url, "--issue-token-to", str(b_to_a), "--token-file", str(a_to_b))
     assert "SITEB@127.0.0.1" in a.cli("site", "list").stdout
     a.cli("emr", "add-department", "K01", "Khoa Khám bệnh")
+    a.cli("emr", "load-catalogue", "icd10", str(Path(__file__).parents[1] / "catalogues" / "data" / "icd10.csv"))
     a.cli("emr", "create-user", PHYSICIAN[0], "physician", "--full-name", "Nguyễn Văn An", "--password", PHYSICIAN[1])
     try:
         a.start()
@@ -194,10 +212,13 @@ def _order_with_study(a: Site, cccd: str, name: str, procedure: str, slices: int
     assert r.status_code == 201, r.text
     patient = r.json()
     r = requests.post(f"{a.url}/api/encounters", json={"patient_id": patient["id"], "kind": "outpatient",
-                                                       "department_code": "K01", "attending_username": PHYSICIAN[0]},
+                                                       "department_code": "K01", "attending_username": PHYSICIAN[0],
+                                                       "diagnoses": ["J18.9"]},
                       headers=headers, timeout=10)
     assert r.status_code == 201, r.text
+    encounter = r.json()
     r = requests.post(f"{a.url}/api/orders", json={"patient_id": patient["id"], "modality": "CT",
+                                                   "encounter_id": encounter["id"],
                                                    "procedure_name": procedure, "station_ae_title": "CT01"},
                       headers=headers, timeout=10)
     assert r.status_code == 201, r.text
@@ -233,7 +254,8 @@ def _form_post(http: requests.Session, page: str, url: str, data: dict[str, str]
     return http.post(url, data={**data, "csrf_token": csrf_from(http, page)}, allow_redirects=False, timeout=30)
 
 
-def test_teleradiology_round_trip_and_study_to_the_provincial_archive(sites: tuple[Site, Site]) -> None:
+def test_teleradiology_round_trip_and_study_to_the_provincial_archive(sites: tuple[Site, Site],
+                                                                      ehr: EhrStandIn) -> None:
     a, b = sites
     order, uid = _order_with_study(a, "079058123456", "Phạm Văn Đồng", "CT ngực", slices=3)
     site_b = a.sql("SELECT id FROM network_sites WHERE ae_title = 'SITEB'")[0][0]
@@ -328,6 +350,27 @@ def test_teleradiology_round_trip_and_study_to_the_provincial_archive(sites: tup
     assert ("bschan", "document.sign_step") in b_audit
     assert ("bschan", "network.report.queue") in b_audit
     assert ("system", "network.report.sent") in b_audit
+
+    # A closes the visit: its summary reaches the health record once, the patient named by CCCD.
+    (encounter_id,) = a.sql("SELECT encounter_id FROM imaging_orders WHERE id = :o", o=order["id"])[0]
+    close = f"{a.url}/patients/{order['patient_id']}/encounters/{encounter_id}/close"
+    r = _form_post(doctor, close, close, {"discharge_diagnosis": "Nốt phổi phải, theo dõi"})
+    assert r.status_code == 302, r.text[-2000:]
+    try:
+        wait_for(lambda: len(ehr.accepted) == 1, timeout=90, what="the visit summary at the health record")
+    except AssertionError:
+        raise AssertionError(a.sql("SELECT kind, status, attempts, last_error FROM outbox_messages")) from None
+    (summary,) = ehr.accepted.values()
+    (patient,) = summary.resources("Patient")
+    assert {"system": CCCD_SYSTEM, "value": "079058123456"} in [
+        {"system": i.get("system"), "value": i.get("value")} for i in patient["identifier"]]
+    assert len(summary.resources("Encounter")) == 1
+    assert ["J18.9"] == [c["code"]["coding"][0]["code"] for c in summary.resources("Condition")]
+    studies = summary.resources("ImagingStudy")
+    assert [s["identifier"][0]["value"] for s in studies] == [f"urn:oid:{uid}"], studies
+    assert summary.bundle["entry"][0]["resource"]["resourceType"] == "Composition"
+    assert ehr.requests_with(summary.key or "") == [201]  # sent once, accepted once
+    assert ("bacsi", "encounter.close") in {tuple(r) for r in a.sql("SELECT username, action FROM audit_log")}
 
 
 def test_site_down_while_sending_then_back_nothing_lost_nothing_doubled(sites: tuple[Site, Site]) -> None:
