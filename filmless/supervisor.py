@@ -83,6 +83,11 @@ class Supervisor:
                 self.stop_reason = f"received signal {signum}"
         self._stop.set()
 
+    @property
+    def stopping(self) -> bool:
+        """Ctrl-C or a fatal child: nothing should wait on the parts any more."""
+        return self._stop.is_set()
+
     def run(self, poll: float = 0.5) -> int:
         previous = {sig: signal.signal(sig, self.request_stop) for sig in (signal.SIGINT, signal.SIGTERM)}
         status = 0

@@ -190,10 +190,32 @@ def cmd_up(args: argparse.Namespace, settings: Settings) -> int:
 
             emr.upgrade_database(settings.emr)
             accounts.extend(seed(settings.emr, store))
+        # "filmless is running" means it: the EMR and the gateway accept connections.
+        waiting = {"emr": (settings.emr.host, settings.emr.port),
+                   "gateway": (settings.gateway.host, settings.gateway.port)}
+        deadline = time.monotonic() + settings.storage.startup_timeout + 120
+        while waiting and time.monotonic() < deadline and not supervisor.stopping:
+            waiting = {name: at for name, at in waiting.items() if not _accepts(*at)}
+            if waiting:
+                time.sleep(0.2)
+        for name, (host, port) in waiting.items():
+            log.warning("%s does not accept connections on %s:%s yet", name, host, port)
         print(_banner(settings, accounts), flush=True)
 
     threading.Thread(target=after_start, name="banner", daemon=True).start()
     return supervisor.run()
+
+
+def _accepts(host: str, port: int) -> bool:
+    """A TCP connection to the part succeeds (a wildcard bind is tried on loopback)."""
+    import socket
+
+    target = "127.0.0.1" if host in ("", "0.0.0.0") else "::1" if host == "::" else host
+    try:
+        with socket.create_connection((target, port), timeout=1):
+            return True
+    except OSError:
+        return False
 
 
 def refuse_demo_leftovers(settings: Settings) -> bool:
