@@ -115,6 +115,33 @@ def received() -> Any:
     return render_template("network/received.html", rows=rows)
 
 
+@bp.get("/received/<int:received_id>/view")
+@requires("image.view")
+def view_received(received_id: int) -> Any:
+    """A received study in the viewer, under a header naming the facility that sent it."""
+    from sqlalchemy import select
+
+    from emr.core.states import StudyState
+    from emr.models import NetworkSite, Patient, Study
+
+    s = db.session()
+    row = s.get(NetworkReceived, received_id)
+    if row is None or row.kind not in ("study", "read_request") or row.patient_id is None:
+        abort(404)
+    ensure_patient_access(s, current_actor(), row.patient_id)
+    study = s.scalar(select(Study).where(Study.study_instance_uid == row.study_instance_uid,
+                                         Study.state == StudyState.LINKED).limit(1))
+    if study is None:
+        abort(404)  # images not here yet
+    site = s.get(NetworkSite, row.site_id)
+    audit.record(s, current_actor(), "network.received.view", patient_id=row.patient_id,
+                 object_type="study", object_id=row.study_instance_uid,
+                 details={"received": row.id, "site": site.name if site else None})
+    s.commit()
+    return render_template("network/view.html", row=row, site=site, study=study,
+                           patient=s.get(Patient, row.patient_id))
+
+
 @bp.get("/received/<int:received_id>/report.pdf")
 @requires("document.read")
 def received_report(received_id: int) -> Any:

@@ -28,6 +28,8 @@ from emr.imaging.linker import Linker
 from emr.models import AuditEntry, NetworkReceived, Study
 from emr.network.from_pacs import dicom_identity
 from emr.network.sites import SiteIn, create_site
+from emr.imaging import orders
+from emr.patients import encounters
 from emr.patients import service as patients
 from pacs_gateway import Gateway
 from storage import OrthancProcess
@@ -52,14 +54,25 @@ def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
     with factory() as s:
         create_user(s, SETUP, "hoso", PASSWORD, "records_clerk", "Văn thư")
         create_user(s, SETUP, "bs_khac", PASSWORD, "physician", "BS Khác")
+        k01 = encounters.ensure_department(s, "K01", "Khoa Khám bệnh")
+        doctor = create_user(s, SETUP, "bs_k01", PASSWORD, "physician", "BS Khoa Khám", department_id=k01.id)
         hoa = patients.create_patient(s, SETUP, {"full_name": "Nguyễn Thị Hoa", "birth_date": "1980-02-03",
                                                  "sex": "F", "cccd": "079180001234"})
         lan = patients.create_patient(s, SETUP, {"full_name": "Trần Thị Lan", "birth_date": "1975-06-07", "sex": "F"})
         for _ in range(2):  # two patients with one name and birth date: never a guess
             patients.create_patient(s, SETUP, {"full_name": "Lê Văn Nam", "birth_date": "1990-01-01", "sex": "M"})
-        create_site(s, SETUP, SiteIn(SITE, "PACSB", "127.0.0.1", 104, None, None, None, None))
+        site, _ = create_site(s, SETUP, SiteIn(SITE, "PACSB", "127.0.0.1", 104, None, None, None, None))
+        as_doctor = Actor(doctor.id, doctor.username, "physician", None)
+        encounters.create_encounter(s, as_doctor, {"patient_id": hoa.id, "kind": "outpatient", "department_code": "K01"})
+        # A tele-radiology read this site was asked for (as incoming.receive_read_request leaves it).
+        order = orders.create_order(s, as_doctor, {"patient_id": hoa.id, "modality": "CT", "procedure_name": "CT ngực"})
+        study = Study(orthanc_id="x" * 44, study_instance_uid=order.study_instance_uid, state="linked",
+                      order_id=order.id, patient_id=hoa.id, link_method="study_uid")
+        s.add(study)
+        s.add(NetworkReceived(kind="read_request", site_id=site.id, remote_ref="5", patient_id=hoa.id,
+                              study_instance_uid=order.study_instance_uid, order_id=order.id, question="?"))
         s.commit()
-        ids = {"hoa": hoa.id, "lan": lan.id}
+        ids = {"hoa": hoa.id, "lan": lan.id, "read_study": study.id}
     orthanc = OrthancProcess(make_orthanc_settings(tmp / "orthanc"))
     orthanc.start()
     store = orthanc.store()
@@ -161,4 +174,30 @@ def test_a_study_pushed_by_a_registered_pacs_lands_in_the_received_list(world: d
     # A second pass (StableStudy) adds nothing twice.
     world["linker"].run_once()
     with world["factory"]() as s:
-        assert len(list(s.scalars(select(NetworkReceived)))) == 3
+        assert len(list(s.scalars(select(NetworkReceived).where(NetworkReceived.kind == "study")))) == 3
+    world["pushed"] = _received(world, by_cccd)
+
+
+def test_the_viewer_page_names_the_facility_that_sent_the_study(world: dict[str, Any]) -> None:
+    row = world.get("pushed")
+    if row is None:
+        pytest.skip("needs the received study of the test above")
+    doctor = _login(world, "bs_k01")
+    page = doctor.get(f"/network/received/{row.id}/view")
+    assert page.status_code == 200
+    assert f"Nhận từ {SITE}" in page.text and f"/viewer/?study={row.study_instance_uid}" in page.text
+    # The received list opens this page, not the bare viewer.
+    assert f"/network/received/{row.id}/view" in doctor.get("/network/received").text
+    with world["factory"]() as s:
+        seen = s.scalar(select(AuditEntry).where(AuditEntry.action == "network.received.view",
+                                                 AuditEntry.object_id == row.study_instance_uid))
+        assert seen is not None and seen.patient_id == world["hoa"]
+    # Out of care, another role, an unmatched row: refused.
+    assert _login(world, "bs_khac").get(f"/network/received/{row.id}/view").status_code == 403
+    assert _login(world, "hoso").get(f"/network/received/{row.id}/view").status_code == 403
+    with world["factory"]() as s:
+        unmatched = s.scalar(select(NetworkReceived.id).where(NetworkReceived.patient_id.is_(None)))
+    assert doctor.get(f"/network/received/{unmatched}/view").status_code == 404
+    # The reading page of a study another facility sent for a read names it too.
+    reading = doctor.get(f"/reading/studies/{world['read_study']}")
+    assert reading.status_code == 200 and f"Nhận từ {SITE}" in reading.text

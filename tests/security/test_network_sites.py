@@ -276,3 +276,36 @@ def test_only_admins_manage_sites_and_tokens_are_shown_once(world: dict[str, Any
         assert s.scalar(select(AuditEntry).where(AuditEntry.action == "network.site.create",
                                                  AuditEntry.username == "quantri")) is not None
     assert "SITED@10.0.0.4" in network_peer_provider(world["settings"])()
+
+
+def test_the_received_study_viewer_page_follows_role_and_care_scope(world: dict[str, Any]) -> None:
+    """/network/received/<id>/view: image roles only, the patient in care, a study row whose images are here."""
+    from emr.models import Study
+
+    uid = "1.2.826.0.1.3680043.8.498.4242"
+    with world["factory"]() as s:
+        s.add(Study(orthanc_id="v" * 44, study_instance_uid=uid, state="linked", patient_id=world["patient"],
+                    link_method="site"))
+        row = NetworkReceived(kind="study", site_id=world["site_b"], remote_ref="view-1", study_instance_uid=uid,
+                              patient_id=world["patient"], match_method="cccd")
+        waiting = NetworkReceived(kind="study", site_id=world["site_b"], remote_ref="view-2",
+                                  study_instance_uid=uid + ".9", patient_id=world["patient"], match_method="cccd")
+        report = s.scalar(select(NetworkReceived).where(NetworkReceived.kind == "report"))
+        s.add_all([row, waiting])
+        s.commit()
+        ids = (row.id, waiting.id, report.id if report else None)
+    url = f"/network/received/{ids[0]}/view"
+    ok = _login(world["app"], "bs_care").get(url)
+    assert ok.status_code == 200 and "Nhận từ Bệnh viện tỉnh B" in ok.text
+    assert _login(world["app"], "bs_other").get(url).status_code == 403  # not in care
+    assert _login(world["app"], "dieuduong").get(url).status_code == 403  # no image role
+    assert _login(world["app"], "quantri").get(url).status_code == 403
+    client = _login(world["app"], "bs_care")
+    assert client.get(f"/network/received/{ids[1]}/view").status_code == 404  # images not here
+    if ids[2] is not None:
+        assert client.get(f"/network/received/{ids[2]}/view").status_code == 404  # a report is not a study
+    assert client.get("/network/received/999999/view").status_code == 404
+    with world["factory"]() as s:
+        denied = s.scalar(select(AuditEntry).where(AuditEntry.action == "care.denied",
+                                                   AuditEntry.patient_id == world["patient"]))
+        assert denied is not None
