@@ -21,7 +21,9 @@ from ..i18n import t
 
 bp = Blueprint("network", __name__, url_prefix="/network")
 
-_SITE_FIELDS = ("name", "ae_title", "host", "port", "emr_url", "dicomweb_url", "certificate_pem", "outbound_token")
+_SITE_FIELDS = ("name", "ae_title", "host", "port", "emr_url", "dicomweb_url", "certificate_pem", "outbound_token",
+                "send_by", "dicomweb_username", "dicomweb_password")
+_SECRETS = ("outbound_token", "dicomweb_password")  # never shown back
 
 
 def _site_in() -> sites.SiteIn:
@@ -30,10 +32,10 @@ def _site_in() -> sites.SiteIn:
 
 def _values(site: Any = None) -> dict[str, Any]:
     if request.method == "POST":
-        return {f: request.form.get(f, "")[:8000] for f in _SITE_FIELDS if f != "outbound_token"}
+        return {f: request.form.get(f, "")[:8000] for f in _SITE_FIELDS if f not in _SECRETS}
     if site is None:
-        return {"port": "11112"}
-    return {f: getattr(site, f) or "" for f in _SITE_FIELDS if f != "outbound_token"}
+        return {"port": "11112", "send_by": "dicom"}
+    return {f: getattr(site, f) or "" for f in _SITE_FIELDS if f not in _SECRETS}
 
 
 @bp.route("/sites", methods=["GET", "POST"])
