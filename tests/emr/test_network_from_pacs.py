@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import shutil
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -24,11 +23,11 @@ from emr.access.audit import Actor
 from emr.access.login_guard import LoginGuard
 from emr.access.users import create_user
 from emr.db import make_engine, make_session_factory
+from emr.imaging import orders
 from emr.imaging.linker import Linker
 from emr.models import AuditEntry, NetworkReceived, Study
 from emr.network.from_pacs import dicom_identity
 from emr.network.sites import SiteIn, create_site
-from emr.imaging import orders
 from emr.patients import encounters
 from emr.patients import service as patients
 from pacs_gateway import Gateway
@@ -63,9 +62,11 @@ def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
             patients.create_patient(s, SETUP, {"full_name": "Lê Văn Nam", "birth_date": "1990-01-01", "sex": "M"})
         site, _ = create_site(s, SETUP, SiteIn(SITE, "PACSB", "127.0.0.1", 104, None, None, None, None))
         as_doctor = Actor(doctor.id, doctor.username, "physician", None)
-        encounters.create_encounter(s, as_doctor, {"patient_id": hoa.id, "kind": "outpatient", "department_code": "K01"})
+        encounters.create_encounter(s, as_doctor, {"patient_id": hoa.id, "kind": "outpatient",
+                                                   "department_code": "K01"})
         # A tele-radiology read this site was asked for (as incoming.receive_read_request leaves it).
-        order = orders.create_order(s, as_doctor, {"patient_id": hoa.id, "modality": "CT", "procedure_name": "CT ngực"})
+        order = orders.create_order(s, as_doctor, {"patient_id": hoa.id, "modality": "CT",
+                                                   "procedure_name": "CT ngực"})
         study = Study(orthanc_id="x" * 44, study_instance_uid=order.study_instance_uid, state="linked",
                       order_id=order.id, patient_id=hoa.id, link_method="study_uid")
         s.add(study)
