@@ -309,3 +309,40 @@ def test_the_received_study_viewer_page_follows_role_and_care_scope(world: dict[
         denied = s.scalar(select(AuditEntry).where(AuditEntry.action == "care.denied",
                                                    AuditEntry.patient_id == world["patient"]))
         assert denied is not None
+
+
+def test_a_stow_sites_dicomweb_password_is_kept_but_never_shown(world: dict[str, Any]) -> None:
+    app = world["app"]
+    admin = _login(app, "quantri")
+    secret = "mat-khau-dicomweb-" + "z" * 20
+    app.config["WTF_CSRF_ENABLED"] = False
+    try:
+        r = admin.post("/network/sites", data={"name": "PACS tư nhân E", "ae_title": "PACSE", "host": "10.0.0.5",
+                                              "port": "", "dicomweb_url": "https://pacs-e.example.vn/dicom-web",
+                                              "send_by": "stow", "dicomweb_username": "filmless",
+                                              "dicomweb_password": secret})
+        assert r.status_code == 200, r.text
+        assert secret not in r.text
+        with world["factory"]() as s:
+            site = s.scalar(select(NetworkSite).where(NetworkSite.ae_title == "PACSE"))
+            assert site.port == 0 and site.send_by == "stow" and site.dicomweb_password == secret
+            site_id = site.id
+        page = admin.get(f"/network/sites/{site_id}")
+        assert page.status_code == 200 and secret not in page.text and "filmless" in page.text
+        # Saving the form with the password left blank keeps it; the audit names the change, not the value.
+        r = admin.post(f"/network/sites/{site_id}", data={
+            "name": "PACS tư nhân E", "ae_title": "PACSE", "host": "10.0.0.5", "port": "",
+            "dicomweb_url": "https://pacs-e.example.vn/dicom-web", "send_by": "stow", "dicomweb_username": "filmless2"})
+        assert r.status_code in (200, 302), r.text
+        # A DICOM-only choice without a DICOM port is refused with a reason.
+        bad = admin.post(f"/network/sites/{site_id}", data={
+            "name": "PACS tư nhân E", "ae_title": "PACSE", "host": "10.0.0.5", "port": "",
+            "dicomweb_url": "https://pacs-e.example.vn/dicom-web", "send_by": "dicom"})
+        assert bad.status_code == 422
+    finally:
+        app.config["WTF_CSRF_ENABLED"] = True
+    with world["factory"]() as s:
+        site = s.get(NetworkSite, site_id)
+        assert site.dicomweb_password == secret and site.dicomweb_username == "filmless2"
+        details = [a.details for a in s.scalars(select(AuditEntry).where(AuditEntry.action.like("network.site.%")))]
+        assert not any(secret in d for d in details)
