@@ -30,10 +30,10 @@ from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import BinaryIO, Protocol
 
-from storage import StorageRejected, StorageUnavailable, UploadResult
+from storage import StorageError, StorageRejected, StorageUnavailable, UploadResult
 
 from .normalise import IdentityProvider, normalise_file
-from .spool import Spool
+from .spool import Spool, sender_of
 
 __all__ = ["Forwarder", "Store"]
 
@@ -42,6 +42,15 @@ log = logging.getLogger(__name__)
 
 class Store(Protocol):
     def upload(self, data: bytes | BinaryIO) -> UploadResult: ...
+
+    def set_study_metadata(self, study_id: str, key: str, value: str) -> None: ...
+
+
+# Orthanc study metadata naming the calling AE title the study came from
+# (storage.METADATA_KEYS): the EMR lists studies a registered facility's PACS
+# sent as "received from other facilities" (issue 15 §1).
+SENDER_KEY = "FilmlessSenderAet"
+_TAGGED_KEPT = 4096
 
 
 class IdentityUnavailable(Exception):
@@ -145,6 +154,8 @@ class Forwarder:
         self._in_flight: dict[str, int] = {}
         self._resumed = 0
         self._lost: OrderedDict[str, str] = OrderedDict()
+        # (study, sender) pairs already written to Orthanc: once per study, not per slice.
+        self._tagged: OrderedDict[tuple[str, str], None] = OrderedDict()
 
     # -- lifecycle ----------------------------------------------------------
     def start(self, backlog: list[Path]) -> None:
@@ -295,6 +306,7 @@ class Forwarder:
             try:
                 upload = self._prepare(path, identity)
                 result = self._upload(upload)
+                self._tag_sender(path, result)
             except FileNotFoundError:
                 if not path.exists():
                     return "gone", ""
@@ -333,6 +345,28 @@ class Forwarder:
                 log.debug("forwarder: %s was already stored (duplicate)", path.name)
             return "forwarded", ""
         return "stopped", ""
+
+    def _tag_sender(self, path: Path, result: UploadResult) -> None:
+        """Note in Orthanc which AE sent the study. Orthanc down → :class:`StorageUnavailable`
+        (the file is retried, the upload is idempotent); any other refusal (an external Orthanc
+        without the metadata declared) only loses the note, never the images."""
+        sender = sender_of(path)
+        key = (result.study_id, sender)
+        if not sender or not result.study_id:
+            return
+        with self._lock:
+            if key in self._tagged:
+                return
+        try:
+            self.store.set_study_metadata(result.study_id, SENDER_KEY, sender)
+        except StorageUnavailable:
+            raise
+        except (StorageError, ValueError) as exc:
+            log.warning("forwarder: cannot note sender %s of study %s in Orthanc: %s", sender, result.study_id, exc)
+        with self._lock:
+            self._tagged[key] = None
+            while len(self._tagged) > _TAGGED_KEPT:
+                self._tagged.popitem(last=False)
 
     @staticmethod
     def _log_retry(path: Path, attempt: int, delay: float, exc: Exception) -> None:

@@ -283,7 +283,7 @@ class GatewayHandlers:
             header = inspect_file(
                 received, transfer_syntax, request.AffectedSOPClassUID, request.AffectedSOPInstanceUID
             )
-            path = self.gw.spool.commit(received)
+            path = self.gw.spool.commit(received, stats.calling_aet)
         except (NotUnderstood, SopClassMismatch) as exc:
             code = STATUS_SOP_CLASS_MISMATCH if isinstance(exc, SopClassMismatch) else STATUS_CANNOT_UNDERSTAND
             stats.failures += 1

@@ -36,7 +36,7 @@ from typing import Any
 from .exceptions import OutOfResources
 from .settings import GatewaySettings
 
-__all__ = ["Spool", "SpoolStatus", "spool_status"]
+__all__ = ["Spool", "SpoolStatus", "sender_of", "spool_status"]
 
 log = logging.getLogger(__name__)
 
@@ -50,6 +50,20 @@ def _fsync_dir(path: Path) -> None:
         os.fsync(fd)
     finally:
         os.close(fd)
+
+
+_AE_MARK = "_ae"  # never in :meth:`Spool._name` (digits, hex, "-")
+
+
+def sender_of(path: Path) -> str:
+    """The calling AE title a spooled file was received from ("" when unknown: files of older runs)."""
+    stem = path.name.removesuffix(".dcm")
+    if _AE_MARK not in stem:
+        return ""
+    try:
+        return bytes.fromhex(stem.rsplit(_AE_MARK, 1)[1]).decode("ascii", "replace").strip()
+    except ValueError:
+        return ""
 
 
 class Spool:
@@ -100,13 +114,18 @@ class Spool:
         if free < self.min_free_bytes + size:
             raise OutOfResources(f"spool {self.root} has {free} bytes free, needs {self.min_free_bytes} + {size}")
 
-    def commit(self, received: Path) -> Path:
+    def commit(self, received: Path, calling_aet: str = "") -> Path:
         """Make a file received into ``incoming/`` durable in ``ready/``; return its new path.
 
-        Raises :class:`OutOfResources` when the disk is (nearly) full. On any
-        failure the received file is removed: it was never acknowledged.
+        ``calling_aet`` (who sent it) is kept in the file name, so it survives a
+        restart with the file itself: the forwarder tells Orthanc (see
+        :func:`sender_of`). Raises :class:`OutOfResources` when the disk is
+        (nearly) full. On any failure the received file is removed: it was
+        never acknowledged.
         """
         name = self._name()
+        if calling_aet:
+            name += _AE_MARK + calling_aet.encode("ascii", "replace")[:16].hex()
         final = self.ready / f"{name}.dcm"
         try:
             # The instance is already on disk: refuse it if keeping it would

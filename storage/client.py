@@ -35,6 +35,7 @@ METADATA_KEYS: dict[str, int] = {
     "FilmlessOrderId": 4001,
     "FilmlessPatientRef": 4002,
     "FilmlessLinkState": 4003,
+    "FilmlessSenderAet": 4004,  # calling AE title the gateway received the study from
 }
 
 

@@ -40,6 +40,7 @@ class Linker:
 
     def run_once(self) -> LinkResult | None:
         """One pass over Orthanc's new changes; None when another process is linking right now."""
+        from emr.network.from_pacs import receive_pacs_studies
         from emr.network.incoming import attach_received_studies
 
         with singleton_lock(self._engine, LOCK_NAME) as held:
@@ -49,6 +50,8 @@ class Linker:
             self.passes += 1
             with self._factory() as session:
                 result = link_new_studies(session, self._store)
+                # Studies a registered site's PACS pushed by C-STORE (no filmless EMR announced them).
+                receive_pacs_studies(session, self._store, result.unmatched_ids)
                 # Studies other facilities sent (no order here) join their matched patient (issue 15).
                 attach_received_studies(session)
                 return result

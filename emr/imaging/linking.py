@@ -8,7 +8,7 @@ or the EMR is down: unprocessed changes stay in the feed.
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from sqlalchemy import select
@@ -46,6 +46,7 @@ class LinkResult:
     unmatched: int = 0
     last_seq: int = 0
     error: str | None = None
+    unmatched_ids: list[int] = field(default_factory=list)  # Study ids left unmatched by this pass
 
 
 def _state(session: Session) -> LinkerState:
@@ -194,6 +195,8 @@ def link_new_studies(session: Session, store: Any, *, page_size: int = 100, max_
                 result.unmatched += 1
             else:
                 result.unmatched += 1
+            if study.state != StudyState.LINKED and study.id is not None:
+                result.unmatched_ids.append(study.id)
         state.last_seq = page.last
         state.updated_at = utcnow()
         session.commit()

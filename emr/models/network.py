@@ -36,6 +36,11 @@ class NetworkSite(Base):
     # Its EMR (inter-site HTTP API) and DICOMweb root; both optional for a plain PACS.
     emr_url: Mapped[str | None] = mapped_column(String(500))
     dicomweb_url: Mapped[str | None] = mapped_column(String(500))
+    # How studies and reports go to its archive: "dicom" (C-STORE to host:port) or "stow"
+    # (STOW-RS to dicomweb_url, HTTP Basic with these credentials when set; migration 0016).
+    send_by: Mapped[str] = mapped_column(String(8), default="dicom", server_default="dicom")
+    dicomweb_username: Mapped[str | None] = mapped_column(String(64))
+    dicomweb_password: Mapped[str | None] = mapped_column(String(200))
     # PEM CA/certificate its DICOM TLS server presents; set → C-STORE goes over TLS.
     certificate_pem: Mapped[str | None] = mapped_column(Text)
     inbound_token_sha256: Mapped[str | None] = mapped_column(String(64), unique=True)

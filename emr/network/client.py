@@ -11,6 +11,8 @@ concurrent delivery of the same message, retried).
 from __future__ import annotations
 
 import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -18,7 +20,7 @@ import requests
 
 from emr.models import NetworkSite
 
-__all__ = ["SiteCallFailed", "post_json"]
+__all__ = ["SiteCallFailed", "post_json", "tls_verify"]
 
 TIMEOUT = (5.0, 60.0)  # connect, read
 
@@ -31,6 +33,22 @@ class SiteCallFailed(Exception):
         self.status = status
 
 
+@contextmanager
+def tls_verify(site: NetworkSite, url: str) -> Iterator[bool | str]:
+    """``requests``' ``verify`` for ``url``: the site's configured certificate for HTTPS when set
+    (written to a temporary file for the call), else the system's CAs."""
+    if not (url.startswith("https://") and site.certificate_pem):
+        yield True
+        return
+    with tempfile.NamedTemporaryFile("w", suffix=".pem", delete=False) as fh:
+        fh.write(site.certificate_pem)
+        ca_file = fh.name
+    try:
+        yield ca_file
+    finally:
+        Path(ca_file).unlink(missing_ok=True)
+
+
 def post_json(site: NetworkSite, path: str, body: dict[str, Any]) -> dict[str, Any]:
     """POST ``body`` to ``site``'s EMR at ``path``; the JSON answer, or :class:`SiteCallFailed`."""
     if not site.emr_url:
@@ -39,21 +57,11 @@ def post_json(site: NetworkSite, path: str, body: dict[str, Any]) -> dict[str, A
         raise SiteCallFailed(f"site {site.name!r} has no access token configured", permanent=True)
     url = f"{site.emr_url.rstrip('/')}{path}"
     headers = {"Authorization": f"Bearer {site.outbound_token}", "Accept": "application/json"}
-    ca_file = None
-    try:
-        verify: bool | str = True
-        if url.startswith("https://") and site.certificate_pem:
-            with tempfile.NamedTemporaryFile("w", suffix=".pem", delete=False) as fh:
-                fh.write(site.certificate_pem)
-                ca_file = fh.name
-            verify = ca_file
+    with tls_verify(site, url) as verify:
         try:
             resp = requests.post(url, json=body, headers=headers, timeout=TIMEOUT, verify=verify)
         except requests.RequestException as exc:
             raise SiteCallFailed(f"{site.name}: {type(exc).__name__}: {str(exc)[:200]}") from exc
-    finally:
-        if ca_file:
-            Path(ca_file).unlink(missing_ok=True)
     if resp.status_code >= 400:
         permanent = 400 <= resp.status_code < 500 and resp.status_code not in (408, 409, 429)
         raise SiteCallFailed(

@@ -1,4 +1,5 @@
-"""Delivering a transfer (run by the outbox worker): HTTP to the other EMR, C-STORE to its gateway.
+"""Delivering a transfer (run by the outbox worker): HTTP to the other EMR, C-STORE to its gateway
+or STOW-RS to its DICOMweb archive (:mod:`.stow`, when the site has no DICOM port or chose it).
 
 The EMR does not speak DICOM itself: ``filmless.wiring`` hands it a
 :data:`DicomSender` (``pacs_gateway.send_instances`` bound to this site's AE
@@ -31,6 +32,8 @@ from emr.access.audit import SYSTEM
 from emr.models import ImagingOrder, NetworkSite, NetworkTransfer, Patient, User, utcnow
 
 from .client import SiteCallFailed, post_json
+from .sites import uses_stow
+from .stow import stow_instances
 
 __all__ = ["DicomSender", "Transport", "TransferFailed", "deliver", "patient_payload", "register_outbox_handler"]
 
@@ -92,13 +95,18 @@ def _send_images(transport: Transport, site: NetworkSite, study_uid: str, access
     ids = _instance_ids(transport.store, study_uid, with_reports=with_reports)
     if not ids:
         raise TransferFailed(f"study {study_uid} is not in the archive", permanent=True)
-    sent, refused = transport.send_dicom(
-        [_loader(transport.store, i, accession) for i in ids],
-        called_aet=site.ae_title, host=site.host, port=site.port, certificate_pem=site.certificate_pem,
-    )
+    loaders = [_loader(transport.store, i, accession) for i in ids]
+    if uses_stow(site):
+        sent, refused = stow_instances(site, loaders)
+    else:
+        sent, refused = transport.send_dicom(
+            loaders, called_aet=site.ae_title, host=site.host, port=site.port, certificate_pem=site.certificate_pem,
+        )
     if refused:
         uid, status = refused[0]
-        raise TransferFailed(f"{site.name} refused {len(refused)} instance(s), e.g. {uid} ({status})", permanent=True)
+        how = " (STOW-RS)" if uses_stow(site) else ""
+        raise TransferFailed(f"{site.name} refused {len(refused)} instance(s){how}, e.g. {uid} ({status})",
+                             permanent=True)
     return sent
 
 

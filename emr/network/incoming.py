@@ -50,6 +50,7 @@ __all__ = [
     "receive_study",
     "read_requests_for",
     "received_list",
+    "sender_name",
     "site_actor",
 ]
 
@@ -378,6 +379,19 @@ def read_requests_for(session: Session, order_ids: list[int]) -> dict[int, str]:
         .where(NetworkReceived.kind == "read_request", NetworkReceived.order_id.in_(order_ids))
     ).all()
     return {order_id: name for order_id, name in rows if order_id is not None}
+
+
+def sender_name(session: Session, study_instance_uid: str) -> str | None:
+    """The facility a study came from (sent, pushed by its PACS, or sent for a read), or None
+    for a study made here: the reading page and the viewer page name it (issue 15 §1)."""
+    return session.scalar(
+        select(NetworkSite.name)
+        .join(NetworkReceived, NetworkReceived.site_id == NetworkSite.id)
+        .where(NetworkReceived.study_instance_uid == study_instance_uid,
+               NetworkReceived.kind.in_(("study", "read_request")))
+        .order_by(NetworkReceived.id)
+        .limit(1)
+    )
 
 
 @dataclass(frozen=True)

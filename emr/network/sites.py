@@ -39,6 +39,7 @@ __all__ = [
     "peer_entries",
     "network_peer_provider",
     "token_hash",
+    "uses_stow",
 ]
 
 _AE = re.compile(r"^[\x20-\x5b\x5d-\x7e]{1,16}$")  # PS3.5 6.2 AE: 16 chars, no backslash or control chars
@@ -55,6 +56,17 @@ class SiteIn:
     dicomweb_url: str | None = None
     certificate_pem: str | None = None
     outbound_token: str | None = None  # the token the other site issued to us (kept when None)
+    send_by: str | None = None  # "dicom" | "stow"; blank: stow when there is no DICOM port
+    dicomweb_username: str | None = None
+    dicomweb_password: str | None = None  # kept when None, like outbound_token
+
+
+SEND_BY = ("dicom", "stow")
+
+
+def uses_stow(site: NetworkSite) -> bool:
+    """Does ``site`` take studies by STOW-RS (its choice, or it has no DICOM port)?"""
+    return bool(site.dicomweb_url) and (site.send_by == "stow" or not site.port)
 
 
 def token_hash(token: str) -> str:
@@ -72,19 +84,32 @@ def _clean(data: SiteIn) -> dict[str, Any]:
     host = (data.host or "").strip()
     if not _HOST.match(host):
         errors["host"] = "network.error.host"
-    try:
-        port = int(str(data.port).strip())
-        if not 1 <= port <= 65535:
-            raise ValueError
-    except ValueError:
-        errors["port"] = "network.error.port"
-        port = 0
     urls: dict[str, str | None] = {}
     for field in ("emr_url", "dicomweb_url"):
         value = (getattr(data, field) or "").strip().rstrip("/")
         if value and (not re.match(r"^https?://[^\s/]+(/\S*)?$", value) or len(value) > 500):
             errors[field] = "network.error.url"
         urls[field] = value or None
+    port_text = str(data.port if data.port is not None else "").strip()
+    try:
+        # No DICOM port at all: an archive reached only by DICOMweb (port 0 = none).
+        port = 0 if not port_text and urls["dicomweb_url"] else int(port_text)
+        if not (1 <= port <= 65535 or port == 0 and urls["dicomweb_url"]):
+            raise ValueError
+    except ValueError:
+        errors["port"] = "network.error.port"
+        port = 0
+    send_by = (data.send_by or "").strip() or ("stow" if port == 0 else "dicom")
+    if send_by not in SEND_BY or send_by == "dicom" and port == 0:
+        errors["send_by"] = "network.error.send_by"
+    elif send_by == "stow" and not urls["dicomweb_url"]:
+        errors["dicomweb_url"] = "network.error.stow_url"
+    username = (data.dicomweb_username or "").strip() or None
+    if username is not None and (len(username) > 64 or ":" in username or not username.isprintable()):
+        errors["dicomweb_username"] = "network.error.dicomweb_username"
+    password = data.dicomweb_password or None
+    if password is not None and (len(password) > 200 or not password.isprintable()):
+        errors["dicomweb_password"] = "network.error.dicomweb_password"
     pem = (data.certificate_pem or "").strip() or None
     if pem is not None:
         import ssl
@@ -99,7 +124,8 @@ def _clean(data: SiteIn) -> dict[str, Any]:
     if errors:
         raise ValidationFailed(errors)
     return {"name": name, "ae_title": ae, "host": host, "port": port, "certificate_pem": pem,
-            "outbound_token": token, **urls}
+            "outbound_token": token, "send_by": send_by, "dicomweb_username": username,
+            "dicomweb_password": password, **urls}
 
 
 def _unique(session: Session, values: dict[str, Any], exclude: int | None = None) -> None:
@@ -147,8 +173,9 @@ def update_site(
     site = get_or_404(session, NetworkSite, site_id, "network site")
     values = _clean(data)
     _unique(session, values, exclude=site.id)
-    if values["outbound_token"] is None:
-        values.pop("outbound_token")  # blank field: keep the stored one (it is never shown back)
+    for secret in ("outbound_token", "dicomweb_password"):
+        if values[secret] is None:
+            values.pop(secret)  # blank field: keep the stored one (it is never shown back)
     changed = sorted(k for k, v in values.items() if getattr(site, k) != v)
     for key, value in values.items():
         setattr(site, key, value)

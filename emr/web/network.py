@@ -21,7 +21,9 @@ from ..i18n import t
 
 bp = Blueprint("network", __name__, url_prefix="/network")
 
-_SITE_FIELDS = ("name", "ae_title", "host", "port", "emr_url", "dicomweb_url", "certificate_pem", "outbound_token")
+_SITE_FIELDS = ("name", "ae_title", "host", "port", "emr_url", "dicomweb_url", "certificate_pem", "outbound_token",
+                "send_by", "dicomweb_username", "dicomweb_password")
+_SECRETS = ("outbound_token", "dicomweb_password")  # never shown back
 
 
 def _site_in() -> sites.SiteIn:
@@ -30,10 +32,10 @@ def _site_in() -> sites.SiteIn:
 
 def _values(site: Any = None) -> dict[str, Any]:
     if request.method == "POST":
-        return {f: request.form.get(f, "")[:8000] for f in _SITE_FIELDS if f != "outbound_token"}
+        return {f: request.form.get(f, "")[:8000] for f in _SITE_FIELDS if f not in _SECRETS}
     if site is None:
-        return {"port": "11112"}
-    return {f: getattr(site, f) or "" for f in _SITE_FIELDS if f != "outbound_token"}
+        return {"port": "11112", "send_by": "dicom"}
+    return {f: getattr(site, f) or "" for f in _SITE_FIELDS if f not in _SECRETS}
 
 
 @bp.route("/sites", methods=["GET", "POST"])
@@ -113,6 +115,33 @@ def read_request(order_id: int) -> Any:
 def received() -> Any:
     rows = incoming.received_list(db.session(), current_actor())
     return render_template("network/received.html", rows=rows)
+
+
+@bp.get("/received/<int:received_id>/view")
+@requires("image.view")
+def view_received(received_id: int) -> Any:
+    """A received study in the viewer, under a header naming the facility that sent it."""
+    from sqlalchemy import select
+
+    from emr.core.states import StudyState
+    from emr.models import NetworkSite, Patient, Study
+
+    s = db.session()
+    row = s.get(NetworkReceived, received_id)
+    if row is None or row.kind not in ("study", "read_request") or row.patient_id is None:
+        abort(404)
+    ensure_patient_access(s, current_actor(), row.patient_id)
+    study = s.scalar(select(Study).where(Study.study_instance_uid == row.study_instance_uid,
+                                         Study.state == StudyState.LINKED).limit(1))
+    if study is None:
+        abort(404)  # images not here yet
+    site = s.get(NetworkSite, row.site_id)
+    audit.record(s, current_actor(), "network.received.view", patient_id=row.patient_id,
+                 object_type="study", object_id=row.study_instance_uid,
+                 details={"received": row.id, "site": site.name if site else None})
+    s.commit()
+    return render_template("network/view.html", row=row, site=site, study=study,
+                           patient=s.get(Patient, row.patient_id))
 
 
 @bp.get("/received/<int:received_id>/report.pdf")

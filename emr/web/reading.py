@@ -15,7 +15,7 @@ from emr.core.exceptions import EmrError, NotFoundError
 from emr.core.states import StudyState
 from emr.documents import service as documents
 from emr.models.lookup import get_or_404
-from emr.network.incoming import read_requests_for
+from emr.network.incoming import read_requests_for, sender_name
 from emr.reading import service as reading
 from emr.sharing import service as sharing
 from emr.web.document_forms import content_from_form, content_inputs, document_errors, form_fields
@@ -116,6 +116,7 @@ def _render_read(
         sign_url=_sign_url(doc.id) if doc is not None else None,
         can_share=shared,
         share_links=sharing.share_link_rows(s, study.id),
+        sender=sender_name(s, study.study_instance_uid),
         saved=saved,
         now=utcnow(),
     ), status

@@ -25,9 +25,13 @@ def register(sub: Any) -> None:
     p.add_argument("name")
     p.add_argument("--ae", required=True, help="AE title of its DICOM gateway")
     p.add_argument("--host", required=True, help="address of its gateway")
-    p.add_argument("--port", required=True, type=int, help="DICOM port of its gateway")
+    p.add_argument("--port", type=int, help="DICOM port of its gateway (leave out for an archive reached only by "
+                   "DICOMweb: studies then go by STOW-RS)")
     p.add_argument("--emr-url", help="its EMR (e.g. https://bv-tinh.example.vn)")
     p.add_argument("--dicomweb-url", help="its DICOMweb root")
+    p.add_argument("--send-by", choices=("dicom", "stow"), help="C-STORE to its gateway or STOW-RS to its DICOMweb")
+    p.add_argument("--dicomweb-user", help="user name its DICOMweb asks for (HTTP Basic)")
+    p.add_argument("--dicomweb-password-file", type=Path, help="file holding that user's password")
     p.add_argument("--certificate", type=Path, help="PEM certificate/CA its DICOM TLS presents")
     p.add_argument("--token-file", type=Path, help="file holding the token that site issued to us")
     p.add_argument("--issue-token-to", type=Path, required=True,
@@ -47,7 +51,7 @@ def cmd_site_add(args: argparse.Namespace, settings: Settings) -> int:
     import secrets
 
     from emr.core.exceptions import EmrError
-    from emr.network.sites import SiteIn, create_site
+    from emr.network.sites import SiteIn, create_site, uses_stow
 
     from .emr import _cli_actor, _session
 
@@ -55,6 +59,7 @@ def cmd_site_add(args: argparse.Namespace, settings: Settings) -> int:
         theirs = _read(args.token_file)
         cert = _read(args.certificate)
         ours = _read(args.issue_token_to) if args.issue_token_to.exists() else None
+        dicomweb_password = _read(args.dicomweb_password_file)
     except OSError as exc:
         print(f"filmless site: {exc}", file=sys.stderr)
         return 2
@@ -63,14 +68,17 @@ def cmd_site_add(args: argparse.Namespace, settings: Settings) -> int:
         fd = os.open(args.issue_token_to, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
         with os.fdopen(fd, "w", encoding="utf-8") as fh:
             fh.write(ours + "\n")
-    data = SiteIn(args.name, args.ae, args.host, args.port, args.emr_url, args.dicomweb_url, cert, theirs)
+    data = SiteIn(args.name, args.ae, args.host, "" if args.port is None else args.port, args.emr_url,
+                  args.dicomweb_url, cert, theirs, send_by=args.send_by, dicomweb_username=args.dicomweb_user,
+                  dicomweb_password=dicomweb_password)
     with _session(settings) as session:
         try:
             site, _ = create_site(session, _cli_actor(), data, inbound_token=ours)
         except EmrError as exc:
             print(f"filmless site: {exc}", file=sys.stderr)
             return 1
-    print(f"site {site.name} ({site.ae_title}@{site.host}:{site.port}) registered; "
+    how = f"STOW-RS to {site.dicomweb_url}" if uses_stow(site) else f"C-STORE to {site.host}:{site.port}"
+    print(f"site {site.name} ({site.ae_title}, {how}) registered; "
           f"the token it must present is in {args.issue_token_to}")
     return 0
 

@@ -143,6 +143,7 @@ EXPECTED: dict[tuple[str, str], set[str] | None] = {
     ("POST", "/network/orders/<int:order_id>/send"): {"physician", "radiologist"},
     ("POST", "/network/orders/<int:order_id>/read-request"): {"physician", "radiologist"},
     ("GET", "/network/received"): CLIN,
+    ("GET", "/network/received/<int:received_id>/view"): {"physician", "radiologist", "technician"},
     ("GET", "/network/received/<int:received_id>/report.pdf"): {"physician", "radiologist", "nurse", "records_clerk"},
     ("POST", "/network/api/v1/studies"): None,
     ("POST", "/network/api/v1/read-requests"): None,

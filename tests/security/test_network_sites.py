@@ -276,3 +276,73 @@ def test_only_admins_manage_sites_and_tokens_are_shown_once(world: dict[str, Any
         assert s.scalar(select(AuditEntry).where(AuditEntry.action == "network.site.create",
                                                  AuditEntry.username == "quantri")) is not None
     assert "SITED@10.0.0.4" in network_peer_provider(world["settings"])()
+
+
+def test_the_received_study_viewer_page_follows_role_and_care_scope(world: dict[str, Any]) -> None:
+    """/network/received/<id>/view: image roles only, the patient in care, a study row whose images are here."""
+    from emr.models import Study
+
+    uid = "1.2.826.0.1.3680043.8.498.4242"
+    with world["factory"]() as s:
+        s.add(Study(orthanc_id="v" * 44, study_instance_uid=uid, state="linked", patient_id=world["patient"],
+                    link_method="site"))
+        row = NetworkReceived(kind="study", site_id=world["site_b"], remote_ref="view-1", study_instance_uid=uid,
+                              patient_id=world["patient"], match_method="cccd")
+        waiting = NetworkReceived(kind="study", site_id=world["site_b"], remote_ref="view-2",
+                                  study_instance_uid=uid + ".9", patient_id=world["patient"], match_method="cccd")
+        report = s.scalar(select(NetworkReceived).where(NetworkReceived.kind == "report"))
+        s.add_all([row, waiting])
+        s.commit()
+        ids = (row.id, waiting.id, report.id if report else None)
+    url = f"/network/received/{ids[0]}/view"
+    ok = _login(world["app"], "bs_care").get(url)
+    assert ok.status_code == 200 and "Nhận từ Bệnh viện tỉnh B" in ok.text
+    assert _login(world["app"], "bs_other").get(url).status_code == 403  # not in care
+    assert _login(world["app"], "dieuduong").get(url).status_code == 403  # no image role
+    assert _login(world["app"], "quantri").get(url).status_code == 403
+    client = _login(world["app"], "bs_care")
+    assert client.get(f"/network/received/{ids[1]}/view").status_code == 404  # images not here
+    if ids[2] is not None:
+        assert client.get(f"/network/received/{ids[2]}/view").status_code == 404  # a report is not a study
+    assert client.get("/network/received/999999/view").status_code == 404
+    with world["factory"]() as s:
+        denied = s.scalar(select(AuditEntry).where(AuditEntry.action == "care.denied",
+                                                   AuditEntry.patient_id == world["patient"]))
+        assert denied is not None
+
+
+def test_a_stow_sites_dicomweb_password_is_kept_but_never_shown(world: dict[str, Any]) -> None:
+    app = world["app"]
+    admin = _login(app, "quantri")
+    secret = "mat-khau-dicomweb-" + "z" * 20
+    app.config["WTF_CSRF_ENABLED"] = False
+    try:
+        r = admin.post("/network/sites", data={"name": "PACS tư nhân E", "ae_title": "PACSE", "host": "10.0.0.5",
+                                              "port": "", "dicomweb_url": "https://pacs-e.example.vn/dicom-web",
+                                              "send_by": "stow", "dicomweb_username": "filmless",
+                                              "dicomweb_password": secret})
+        assert r.status_code == 200, r.text
+        assert secret not in r.text
+        with world["factory"]() as s:
+            site = s.scalar(select(NetworkSite).where(NetworkSite.ae_title == "PACSE"))
+            assert site.port == 0 and site.send_by == "stow" and site.dicomweb_password == secret
+            site_id = site.id
+        page = admin.get(f"/network/sites/{site_id}")
+        assert page.status_code == 200 and secret not in page.text and "filmless" in page.text
+        # Saving the form with the password left blank keeps it; the audit names the change, not the value.
+        r = admin.post(f"/network/sites/{site_id}", data={
+            "name": "PACS tư nhân E", "ae_title": "PACSE", "host": "10.0.0.5", "port": "",
+            "dicomweb_url": "https://pacs-e.example.vn/dicom-web", "send_by": "stow", "dicomweb_username": "filmless2"})
+        assert r.status_code in (200, 302), r.text
+        # A DICOM-only choice without a DICOM port is refused with a reason.
+        bad = admin.post(f"/network/sites/{site_id}", data={
+            "name": "PACS tư nhân E", "ae_title": "PACSE", "host": "10.0.0.5", "port": "",
+            "dicomweb_url": "https://pacs-e.example.vn/dicom-web", "send_by": "dicom"})
+        assert bad.status_code == 422
+    finally:
+        app.config["WTF_CSRF_ENABLED"] = True
+    with world["factory"]() as s:
+        site = s.get(NetworkSite, site_id)
+        assert site.dicomweb_password == secret and site.dicomweb_username == "filmless2"
+        details = [a.details for a in s.scalars(select(AuditEntry).where(AuditEntry.action.like("network.site.%")))]
+        assert not any(secret in d for d in details)
