@@ -149,19 +149,31 @@ class EventDrivenDUL(DULServiceProvider):
 
 
 class EventDrivenAssociation(Association):
-    """An acceptor association whose reactor waits for its DUL instead of napping."""
+    """An association whose reactor waits for its DUL instead of napping.
 
-    dul: EventDrivenDUL
+    Also usable on a requestor (class swapped once connected): its loop then
+    naps as before but never makes a sending thread wait for the nap.
+    """
 
     def _run_reactor(self) -> None:
         # pynetdicom 3.0's Association._run_reactor; only the wait differs.
         self._is_paused = False
-        activity = self.dul.activity
+        # A requestor's DUL was started by pynetdicom before it could be
+        # switched (see make_event_driven): it has no activity signal, so
+        # this loop naps 1 ms as pynetdicom's does.
+        activity: threading.Event | None = getattr(self.dul, "activity", None)
         busy = False
         while not self._kill:
             if not busy:
-                activity.wait(IDLE_CHECK)
-                activity.clear()
+                # Idle counts as paused: a thread sending on this association
+                # (C-STORE of a C-MOVE, N-EVENT-REPORT) need not wait for the
+                # nap to end; the checkpoint below then holds this loop back.
+                self._is_paused = True
+                if activity is not None:
+                    activity.wait(IDLE_CHECK)
+                    activity.clear()
+                else:
+                    time.sleep(0.001)
             busy = False
             self._is_paused = True
             self._reactor_checkpoint.wait()

@@ -61,6 +61,8 @@ from .query import (
     model_of,
     query_level,
 )
+from .reactor import EventDrivenAssociation
+from .stream_send import stream_files
 
 __all__ = ["QueryRetrieve", "QR_CONTEXTS", "add_query_retrieve_contexts"]
 
@@ -139,7 +141,7 @@ class _RawInstance(Dataset):
         self._raw_path = path
 
 
-class _RawSendingAssociation(Association):
+class _RawSendingAssociation(EventDrivenAssociation):
     """An association whose C-STORE streams a :class:`_RawInstance` from its file.
 
     Other data sets go through pynetdicom unchanged. When no accepted context
@@ -165,6 +167,8 @@ def _send_raw(assoc: Any) -> None:
     _config.STORE_SEND_CHUNKED_DATASET = True
     if isinstance(assoc, Association) and not isinstance(assoc, _RawSendingAssociation):
         assoc.__class__ = _RawSendingAssociation
+    # The file's PDUs written in large batches by the DUL (stream_send.py).
+    stream_files(assoc)
 
 
 class _Prefetch:
