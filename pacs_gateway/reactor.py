@@ -33,13 +33,14 @@ import threading
 import time
 from typing import Any
 
+from pynetdicom import association as pynetdicom_association
 from pynetdicom import evt
 from pynetdicom.association import Association
 from pynetdicom.dul import DULServiceProvider
 from pynetdicom.pdu import A_ABORT_RQ
 from pynetdicom.utils import make_target
 
-__all__ = ["EventDrivenAssociation", "EventDrivenDUL", "make_event_driven", "IDLE_CHECK"]
+__all__ = ["EventDrivenAssociation", "EventDrivenDUL", "make_event_driven", "install", "IDLE_CHECK"]
 
 log = logging.getLogger(__name__)
 
@@ -55,13 +56,24 @@ class EventDrivenDUL(DULServiceProvider):
     _wake_w: socket.socket
     activity: threading.Event
 
+    def __init__(self, assoc: Association) -> None:
+        super().__init__(assoc)
+        self._prepare_wakeups()
+
     def _prepare_wakeups(self) -> None:
+        if "_wake_r" in self.__dict__:
+            return
         self._wake_r, self._wake_w = socket.socketpair()
         self._wake_r.setblocking(False)
         self._wake_w.setblocking(False)
         self.activity = threading.Event()
+        # Set before the reactor looks at its queue for the last time and
+        # sleeps: a PDU queued after that look finds it set and pokes.
+        self._sleeping = False
 
     def _poke(self) -> None:
+        if not self._sleeping:
+            return  # awake: it looks at the queue before it sleeps again
         try:
             self._wake_w.send(b"\0")
         except OSError:
@@ -77,6 +89,13 @@ class EventDrivenDUL(DULServiceProvider):
 
     def _wait_for_work(self) -> None:
         """Sleep until the peer sends, the association hands over a PDU, or IDLE_CHECK passes."""
+        self._sleeping = True
+        try:
+            self._sleep_until_work()
+        finally:
+            self._sleeping = False
+
+    def _sleep_until_work(self) -> None:
         if not self.to_provider_queue.empty():
             return
         transport = self.socket
@@ -227,6 +246,21 @@ def _event_driven(cls: type[DULServiceProvider]) -> type[EventDrivenDUL]:
     if issubclass(cls, EventDrivenDUL):
         return cls
     return type(f"EventDriven{cls.__name__}", (EventDrivenDUL, cls), {})
+
+
+_installed = threading.Lock()
+
+
+def install() -> None:
+    """Make every association pynetdicom creates in this process use :class:`EventDrivenDUL`.
+
+    Process-wide, like :mod:`pacs_gateway.receive_file`: associations the
+    gateway requests (C-MOVE to a workstation, storage commitment reports,
+    IAN) are created inside pynetdicom, which starts their DUL thread before
+    any handler could switch it. Idempotent.
+    """
+    with _installed:
+        pynetdicom_association.DULServiceProvider = EventDrivenDUL  # type: ignore[misc]
 
 
 def make_event_driven(assoc: Association) -> Association:

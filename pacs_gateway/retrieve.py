@@ -109,12 +109,8 @@ def _no_delay(event: evt.Event) -> None:
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         except OSError:
             pass
+    # Its DUL already waits in select (reactor.install, done by the gateway).
     _send_raw(event.assoc)
-    # pynetdicom's reactor naps 1 ms whenever it finds nothing to do; on a
-    # sub-association that only lives for the transfer, answer sooner.
-    dul = event.assoc.dul
-    if hasattr(dul, "_run_loop_delay"):
-        dul._run_loop_delay = 0.0002
 
 
 def _missing(sop_class: str, sop_instance: str) -> Dataset:
