@@ -12,7 +12,9 @@ Here both loops sleep until there is work:
 
 * the DUL waits in ``select`` on the peer's socket and on a wake-up socket
   pair that :meth:`EventDrivenDUL.send_pdu` pokes when the association
-  thread hands it something to send;
+  thread hands it something to send; a P-DATA with nothing queued before
+  it is written by the sending thread itself (under a lock the DUL also
+  holds while it writes), so a C-STORE response costs no thread hand-over;
 * the association thread waits on an :class:`threading.Event` the DUL sets
   after every state-machine action (a complete DIMSE message, a release or
   abort request, the DUL ending).
@@ -37,7 +39,8 @@ from pynetdicom import association as pynetdicom_association
 from pynetdicom import evt
 from pynetdicom.association import Association
 from pynetdicom.dul import DULServiceProvider
-from pynetdicom.pdu import A_ABORT_RQ
+from pynetdicom.pdu import A_ABORT_RQ, P_DATA_TF
+from pynetdicom.pdu_primitives import P_DATA
 from pynetdicom.utils import make_target
 
 __all__ = ["EventDrivenAssociation", "EventDrivenDUL", "make_event_driven", "install", "IDLE_CHECK"]
@@ -70,6 +73,10 @@ class EventDrivenDUL(DULServiceProvider):
         # Set before the reactor looks at its queue for the last time and
         # sleeps: a PDU queued after that look finds it set and pokes.
         self._sleeping = False
+        # Held while a PDU is written (by the DUL's state machine or by a
+        # sending thread); P-DATA primitives queued and not yet written.
+        self._send_lock = threading.RLock()
+        self._queued_data = 0
 
     def _poke(self) -> None:
         if not self._sleeping:
@@ -80,8 +87,31 @@ class EventDrivenDUL(DULServiceProvider):
             pass  # already awake (buffer full) or the reactor has ended
 
     def send_pdu(self, primitive: Any) -> None:
-        super().send_pdu(primitive)
+        if isinstance(primitive, P_DATA):
+            with self._send_lock:
+                if self._may_send_here():
+                    # Nothing queued before it: write it from this thread and
+                    # spare a wake-up of the DUL thread (and a GIL hand-over).
+                    self._send(P_DATA_TF(primitive))
+                    return
+                self._queued_data += 1
+                super().send_pdu(primitive)
+        else:
+            super().send_pdu(primitive)
         self._poke()
+
+    def _may_send_here(self) -> bool:
+        """Whether a P-DATA may bypass the queue: in data transfer, nothing
+        waiting in front of it, and not TLS (an SSL socket must not be read
+        and written from two threads at once)."""
+        return (
+            self._queued_data == 0
+            and self.to_provider_queue.empty()
+            and not self._kill_thread
+            and self.state_machine.current_state == "Sta6"
+            and isinstance(getattr(self.socket, "socket", None), socket.socket)
+            and not isinstance(self.socket.socket, ssl.SSLSocket)  # type: ignore[union-attr]
+        )
 
     def kill_dul(self) -> None:
         super().kill_dul()
@@ -162,7 +192,10 @@ class EventDrivenDUL(DULServiceProvider):
             except Exception:  # noqa: BLE001 - queue.Empty
                 sleep = True
                 continue
-            self.state_machine.do_action(event)
+            with self._send_lock:
+                self.state_machine.do_action(event)
+                if event == "Evt9":  # a queued P-DATA primitive was taken and written
+                    self._queued_data = max(0, self._queued_data - 1)
             self.activity.set()
             sleep = False
 
