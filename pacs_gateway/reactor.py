@@ -26,7 +26,6 @@ The loops are otherwise pynetdicom 3.0's, statement for statement.
 
 from __future__ import annotations
 
-import functools
 import logging
 import select
 import socket
@@ -35,7 +34,6 @@ import threading
 import time
 from typing import Any
 
-from pynetdicom import association as pynetdicom_association
 from pynetdicom import evt
 from pynetdicom.association import Association
 from pynetdicom.dul import DULServiceProvider
@@ -43,7 +41,7 @@ from pynetdicom.pdu import A_ABORT_RQ, P_DATA_TF
 from pynetdicom.pdu_primitives import P_DATA
 from pynetdicom.utils import make_target
 
-__all__ = ["EventDrivenAssociation", "EventDrivenDUL", "make_event_driven", "install", "IDLE_CHECK"]
+__all__ = ["EventDrivenAssociation", "EventDrivenDUL", "make_event_driven", "mixed_class", "IDLE_CHECK"]
 
 log = logging.getLogger(__name__)
 
@@ -230,6 +228,11 @@ class EventDrivenAssociation(Association):
             self._is_paused = True
             self._reactor_checkpoint.wait()
             self._is_paused = False
+            if not self._reactor_checkpoint.is_set():
+                # A sending thread paused us between the two lines above and
+                # saw "paused": its response must stay in the queue for it
+                # (pynetdicom's loop could take it; faster peers made that real).
+                continue
 
             context_id, msg = self.dimse.get_msg(block=False)
             if msg:
@@ -274,26 +277,19 @@ class EventDrivenAssociation(Association):
                 return
 
 
-@functools.cache
-def _event_driven(cls: type[DULServiceProvider]) -> type[EventDrivenDUL]:
-    if issubclass(cls, EventDrivenDUL):
+_mixed: dict[tuple[type, type], type] = {}
+_mixed_lock = threading.Lock()
+
+
+def mixed_class(mixin: type, cls: type) -> type:
+    """``cls`` with ``mixin``'s methods in front (one class per pair, so swaps stay cheap)."""
+    if issubclass(cls, mixin):
         return cls
-    return type(f"EventDriven{cls.__name__}", (EventDrivenDUL, cls), {})
-
-
-_installed = threading.Lock()
-
-
-def install() -> None:
-    """Make every association pynetdicom creates in this process use :class:`EventDrivenDUL`.
-
-    Process-wide, like :mod:`pacs_gateway.receive_file`: associations the
-    gateway requests (C-MOVE to a workstation, storage commitment reports,
-    IAN) are created inside pynetdicom, which starts their DUL thread before
-    any handler could switch it. Idempotent.
-    """
-    with _installed:
-        pynetdicom_association.DULServiceProvider = EventDrivenDUL  # type: ignore[misc]
+    with _mixed_lock:
+        made = _mixed.get((mixin, cls))
+        if made is None:
+            made = _mixed[(mixin, cls)] = type(f"{mixin.__name__}{cls.__name__}", (mixin, cls), {})
+        return made
 
 
 def make_event_driven(assoc: Association) -> Association:
@@ -302,7 +298,7 @@ def make_event_driven(assoc: Association) -> Association:
         raise RuntimeError("make_event_driven() needs an association whose threads have not started")
     dul = assoc.dul
     # Keeps what another swap already put there (pdu_limits.LimitedDUL reads PDUs).
-    dul.__class__ = _event_driven(type(dul))
+    dul.__class__ = mixed_class(EventDrivenDUL, type(dul))
     assert isinstance(dul, EventDrivenDUL)
     dul._prepare_wakeups()
     # Thread targets were bound at construction: point the DUL's at the new loop.

@@ -109,8 +109,14 @@ def _no_delay(event: evt.Event) -> None:
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         except OSError:
             pass
-    # Its DUL already waits in select (reactor.install, done by the gateway).
     _send_raw(event.assoc)
+    # pynetdicom started this requestor's DUL before any handler could make
+    # it event-driven (reactor.install is not used: the modality-side timing
+    # of storage commitment tests showed races in pynetdicom's own requestor
+    # loop); it naps 1 ms when idle, so answer sooner on a transfer.
+    dul = event.assoc.dul
+    if hasattr(dul, "_run_loop_delay"):
+        dul._run_loop_delay = 0.0002
 
 
 def _missing(sop_class: str, sop_instance: str) -> Dataset:

@@ -46,7 +46,6 @@ from .normalise import IdentityProvider
 from .peers import PeerPolicy
 from .private_classes import PRIVATE_STORAGE_CLASSES, register_storage_classes
 from .query import AuditProvider
-from .reactor import install as install_event_driven
 from .receive_file import install as install_receive_file
 from .retrieve import QueryRetrieve, add_query_retrieve_contexts
 from .settings import GatewaySettings
@@ -114,8 +113,6 @@ def _receive_to(incoming: Path) -> None:
         tempfile.tempdir = str(incoming)
         # A full disk mid-instance then answers 0xA700 instead of dropping the association.
         install_receive_file()
-        # Associations the gateway requests wait in select, not in 1 ms naps (reactor.py).
-        install_event_driven()
 
 
 def _stop_receiving_to(incoming: Path) -> None:

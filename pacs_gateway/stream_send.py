@@ -19,7 +19,6 @@ produce: one PDV per PDU, control header 0x00, the last 0x02) with one
 
 from __future__ import annotations
 
-import functools
 import logging
 import struct
 from pathlib import Path
@@ -30,6 +29,8 @@ from pynetdicom.dimse import _RQ_TO_MESSAGE, _RSP_TO_MESSAGE, DIMSEServiceProvid
 from pynetdicom.dul import DULServiceProvider
 from pynetdicom.pdu import P_DATA_TF
 from pynetdicom.pdu_primitives import P_DATA
+
+from .reactor import mixed_class
 
 __all__ = ["StreamingDIMSE", "StreamingDUL", "stream_files"]
 
@@ -136,18 +137,11 @@ class StreamingDIMSE(DIMSEServiceProvider):
             self.dul.send_pdu(pdata)
 
 
-@functools.cache
-def _with(mixin: type, cls: type) -> type:
-    if issubclass(cls, mixin):
-        return cls
-    return type(f"{mixin.__name__}{cls.__name__}", (mixin, cls), {})
-
-
 def stream_files(assoc: Any) -> None:
     """Make ``assoc`` send file-backed C-STOREs with :class:`StreamingDUL` (any time; idempotent).
 
     Only methods looked up per call are replaced, so it works on an
     association whose threads already run.
     """
-    assoc.dul.__class__ = _with(StreamingDUL, type(assoc.dul))
-    assoc.dimse.__class__ = _with(StreamingDIMSE, type(assoc.dimse))
+    assoc.dul.__class__ = mixed_class(StreamingDUL, type(assoc.dul))
+    assoc.dimse.__class__ = mixed_class(StreamingDIMSE, type(assoc.dimse))

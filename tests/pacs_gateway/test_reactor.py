@@ -41,9 +41,6 @@ def test_an_idle_association_sleeps_and_still_answers(
     ae.add_requested_context(Verification)
     assoc = ae.associate("127.0.0.1", gw.settings.port, ae_title="FILMLESS")
     assert assoc.is_established
-    # Both ends are event-driven in this process: the gateway's accepted
-    # association, and (reactor.install) the association requested here.
-    assert isinstance(assoc.dul, EventDrivenDUL)
     served: list[Any] = []
     try:
         assert assoc.send_c_echo().Status == 0x0000
@@ -55,7 +52,7 @@ def test_an_idle_association_sleeps_and_still_answers(
             during_idle = dict(naps)
         # Polling every millisecond would be hundreds of rounds per DUL; waiting
         # in select wakes about once per IDLE_CHECK.
-        assert len(during_idle) == 2
+        assert len(during_idle) == 1  # the gateway's side; the requestor here is pynetdicom's own
         assert all(n <= 3 * idle / IDLE_CHECK for n in during_idle.values()), during_idle
         served.append(assoc.send_c_echo())
         with gw._handlers._lock:

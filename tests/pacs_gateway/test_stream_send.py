@@ -13,8 +13,7 @@ from pathlib import Path
 
 import pydicom
 import pytest
-from pydicom.dataset import Dataset
-from pynetdicom import AE, build_role, evt
+from pynetdicom import AE, evt
 from pynetdicom.pdu import P_DATA_TF
 from pynetdicom.pdu_primitives import P_DATA
 from pynetdicom.sop_class import (  # type: ignore[attr-defined]
@@ -26,6 +25,8 @@ from pacs_gateway import Gateway
 from pacs_gateway.stream_send import BATCH, pdus_for
 from storage import OrthancStore
 from tests.corpus import make_ct_series
+
+from .conftest import c_get_study
 
 
 def _pynetdicom_framing(data: bytes, context_id: int, fragment: int) -> bytes:
@@ -80,15 +81,7 @@ def test_c_get_of_an_instance_larger_than_a_batch_arrives_byte_for_byte(
     ae.maximum_pdu_size = 12345
     ae.add_requested_context(StudyRootQueryRetrieveInformationModelGet)
     ae.add_requested_context(CTImageStorage, [str(sent.file_meta.TransferSyntaxUID)])
-    assoc = ae.associate("127.0.0.1", gw.settings.port, ae_title="FILMLESS",
-                         ext_neg=[build_role(CTImageStorage, scp_role=True)],
-                         evt_handlers=[(evt.EVT_C_STORE, on_store)])
-    assert assoc.is_established
-    query = Dataset()
-    query.QueryRetrieveLevel = "STUDY"
-    query.StudyInstanceUID = sent.StudyInstanceUID
-    answers = list(assoc.send_c_get(query, StudyRootQueryRetrieveInformationModelGet))
-    assoc.release()
+    answers = c_get_study(ae, gw.settings.port, sent.StudyInstanceUID, on_store, CTImageStorage)
     assert answers[-1][0].Status == 0x0000
     # Orthanc keeps the uploaded file as it is: the workstation got its data set, every byte.
     assert len(received) == 1 and len(received[0]) > BATCH
