@@ -103,9 +103,16 @@ class StreamingDUL(DULServiceProvider):
                     if not n:
                         raise OSError(f"{marker.path} shrank while it was being sent")
                     remaining -= n
-                    transport.send(bytes(pdus_for(view[:n], context_id, fragment, last=remaining <= 0)))
-                    if transport.socket is None:
+                    raw = transport.socket
+                    if raw is None:
                         return  # connection lost: pynetdicom has queued Evt17
+                    try:
+                        # sendall keeps the buffer (AssociationSocket.send re-slices
+                        # the rest after every partial write).
+                        raw.sendall(pdus_for(view[:n], context_id, fragment, last=remaining <= 0))
+                    except OSError:
+                        self.event_queue.put("Evt17")  # transport connection closed, as pynetdicom does
+                        return
             finally:
                 view.release()
 
