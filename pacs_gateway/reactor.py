@@ -21,7 +21,10 @@ Here both loops sleep until there is work:
 
 Both waits are bounded (:data:`IDLE_CHECK`), so pynetdicom's timers (ARTIM,
 network idle timeout) and a kill from another thread are still noticed.
-The loops are otherwise pynetdicom 3.0's, statement for statement.
+Besides the waits, the association loop counts as paused while it sleeps
+(a thread sending on the association need not wait for it) and, after a
+pause, never takes a message meant for the sending thread. Otherwise the
+loops are pynetdicom 3.0's, statement for statement.
 """
 
 from __future__ import annotations
