@@ -4,6 +4,8 @@ Prints, for the same generated CT series sent in the same run:
   - direct:   instances/s of storescu straight into a managed Orthanc (the baseline)
   - gateway acknowledge rate: instances/s until storescu has every C-STORE answered
   - gateway end-to-end rate:  instances/s until every instance is in Orthanc
+  - the same three with four modalities sending at once (the series split
+    into four folders, four storescu processes started together)
   - ratios against the baseline, and the targets (ack >= 1.0x, end-to-end >= 0.8x)
   - the gateway's peak RSS while it receives about 1 GB of large multi-frame
     instances (target < 300 MB).
@@ -45,16 +47,30 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
-def storescu(folder: Path, port: int, called: str) -> float:
+def storescu(folders: list[Path], port: int, called: str) -> float:
+    """Seconds until every folder is sent, one storescu (one association) per folder, all at once."""
     env = dict(os.environ, TCP_NODELAY="1")
     started = time.perf_counter()
-    result = subprocess.run(["storescu", "-aet", BENCH_AET, "-aec", called, "+sd", "+r", "-nh",
-                             "127.0.0.1", str(port), str(folder)],
-                            env=env, capture_output=True, text=True)
+    procs = [subprocess.Popen(["storescu", "-aet", BENCH_AET, "-aec", called, "+sd", "+r", "-nh",
+                               "127.0.0.1", str(port), str(folder)],
+                              env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+             for folder in folders]
+    errors = [(p.returncode, err) for p in procs for _, err in [p.communicate()] if p.returncode != 0]
     elapsed = time.perf_counter() - started
-    if result.returncode != 0:
-        raise SystemExit(f"storescu failed ({result.returncode}):\n{result.stderr[-2000:]}")
+    if errors:
+        raise SystemExit(f"storescu failed ({errors[0][0]}):\n{errors[0][1][-2000:]}")
     return elapsed
+
+
+def split(series: Path, parts: int) -> list[Path]:
+    """The series' files hard-linked into ``parts`` folders of about equal size (one per modality)."""
+    files = sorted(series.iterdir())
+    folders = [series.parent / f"{series.name}-part{i}" for i in range(parts)]
+    for i, folder in enumerate(folders):
+        folder.mkdir(exist_ok=True)
+        for path in files[i::parts]:
+            os.link(path, folder / path.name)
+    return folders
 
 
 def start_orthanc(root: Path, gateway_port: int) -> OrthancProcess:
@@ -127,8 +143,8 @@ def wait_count(store: OrthancStore, expected: int, timeout: float = 600) -> floa
     raise SystemExit(f"only {store.count_instances()} of {expected} instances reached Orthanc")
 
 
-def one_round(work: Path, series: Path, count: int) -> tuple[float, float, float]:
-    """(direct s, gateway ack s, gateway end-to-end s) for one send of the series."""
+def one_round(work: Path, series: list[Path], count: int) -> tuple[float, float, float]:
+    """(direct s, gateway ack s, gateway end-to-end s) for one send of the series' folders."""
     gw_port = free_port()
     with ExitStack() as cleanup:
         direct = start_orthanc(work / "direct", gw_port)
@@ -171,7 +187,7 @@ def memory_round(work: Path, big: Path, count: int) -> tuple[float, float]:
         cleanup.callback(sampler.join)
         cleanup.callback(stop.set)
         started = time.perf_counter()
-        storescu(big, gw_port, "FILMLESS")
+        storescu([big], gw_port, "FILMLESS")
         wait_count(behind.store(), count)
         elapsed = time.perf_counter() - started
     return peak, elapsed
@@ -196,23 +212,28 @@ def main() -> int:
         size_mb = sum(p.stat().st_size for p in series.iterdir()) / 1e6
         print(f"series: {args.slices} CT slices 512x512 16-bit, {size_mb:.0f} MB; {args.rounds} rounds; "
               f"{os.cpu_count()} CPUs; load average {os.getloadavg()[0]:.1f} (other work skews the ratios)")
-        rows = []
-        for r in range(args.rounds):
-            round_dir = work / f"round{r}"
-            t_direct, t_ack, t_e2e = one_round(round_dir, series, args.slices)
-            shutil.rmtree(round_dir, ignore_errors=True)
-            rows.append((t_direct, t_ack, t_e2e))
-            print(f"  round {r + 1}: direct {args.slices / t_direct:6.1f}/s   gateway ack {args.slices / t_ack:6.1f}/s"
-                  f"   gateway end-to-end {args.slices / t_e2e:6.1f}/s")
-        direct = args.slices / statistics.median(r[0] for r in rows)
-        ack = args.slices / statistics.median(r[1] for r in rows)
-        e2e = args.slices / statistics.median(r[2] for r in rows)
-        print()
-        print(f"storescu -> Orthanc (baseline)        {direct:7.1f} instances/s")
-        print(f"storescu -> gateway, acknowledged     {ack:7.1f} instances/s   ratio {ack / direct:4.2f}x"
-              f"  (target >= 1.00x) {'OK' if ack / direct >= 1.0 else 'BELOW TARGET'}")
-        print(f"storescu -> gateway -> Orthanc        {e2e:7.1f} instances/s   ratio {e2e / direct:4.2f}x"
-              f"  (target >= 0.80x) {'OK' if e2e / direct >= 0.8 else 'BELOW TARGET'}")
+        results = []
+        for label, folders in (("one association", [series]), ("four at once", split(series, 4))):
+            rows = []
+            for r in range(args.rounds):
+                round_dir = work / f"round{r}"
+                t_direct, t_ack, t_e2e = one_round(round_dir, folders, args.slices)
+                shutil.rmtree(round_dir, ignore_errors=True)
+                rows.append((t_direct, t_ack, t_e2e))
+                print(f"  {label}, round {r + 1}: direct {args.slices / t_direct:6.1f}/s"
+                      f"   gateway ack {args.slices / t_ack:6.1f}/s   gateway end-to-end {args.slices / t_e2e:6.1f}/s")
+            results.append((label, rows))
+        for label, rows in results:
+            direct = args.slices / statistics.median(r[0] for r in rows)
+            ack = args.slices / statistics.median(r[1] for r in rows)
+            e2e = args.slices / statistics.median(r[2] for r in rows)
+            print()
+            print(f"{label}:")
+            print(f"  storescu -> Orthanc (baseline)        {direct:7.1f} instances/s")
+            print(f"  storescu -> gateway, acknowledged     {ack:7.1f} instances/s   ratio {ack / direct:4.2f}x"
+                  f"  (target >= 1.00x) {'OK' if ack / direct >= 1.0 else 'BELOW TARGET'}")
+            print(f"  storescu -> gateway -> Orthanc        {e2e:7.1f} instances/s   ratio {e2e / direct:4.2f}x"
+                  f"  (target >= 0.80x) {'OK' if e2e / direct >= 0.8 else 'BELOW TARGET'}")
 
         if args.big_mb:
             frames = 256  # 512x512x256x2 bytes = 128 MiB per instance

@@ -56,6 +56,8 @@ def start_orthanc(root: Path, ws_port: int) -> OrthancProcess:
     """A stock Orthanc (filmless's generated config) that knows the bench SCU and the workstation."""
     settings = replace(
         StorageSettings(), data_dir=root, http_port=free_port(), dicom_port=free_port(),
+        # Orthanc's DICOM server is off in filmless; the stock baseline needs it.
+        dicom_server=True,
         config_overrides={"DicomModalities": {"bench": [BENCH_AET, "127.0.0.1", 104],
                                               "ws01": [WS_AET, "127.0.0.1", ws_port]}},
     )

@@ -46,6 +46,7 @@ from pynetdicom.transport import RequestHandler, ThreadedAssociationServer
 
 from .pdu_limits import REQUEST_LIMIT, abort_pdu, limit_pdus
 from .peers import PeerPolicy
+from .reactor import make_event_driven
 
 __all__ = ["Admission", "GatedRequestHandler", "GuardedServer"]
 
@@ -271,6 +272,8 @@ class GatedRequestHandler(RequestHandler):
         assoc = super()._create_association()
         admission = self.server.admission
         limit_pdus(assoc, admission.request_limit, admission.max_pdu_size, admission.request_timeout)
+        # Loops that sleep until there is work instead of napping 1 ms (reactor.py).
+        make_event_driven(assoc)
         return assoc
 
 

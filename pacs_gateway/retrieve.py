@@ -61,6 +61,8 @@ from .query import (
     model_of,
     query_level,
 )
+from .reactor import EventDrivenAssociation
+from .stream_send import stream_files
 
 __all__ = ["QueryRetrieve", "QR_CONTEXTS", "add_query_retrieve_contexts"]
 
@@ -108,8 +110,10 @@ def _no_delay(event: evt.Event) -> None:
         except OSError:
             pass
     _send_raw(event.assoc)
-    # pynetdicom's reactor naps 1 ms whenever it finds nothing to do; on a
-    # sub-association that only lives for the transfer, answer sooner.
+    # pynetdicom started this requestor's DUL before any handler could make
+    # it event-driven (reactor.install is not used: the modality-side timing
+    # of storage commitment tests showed races in pynetdicom's own requestor
+    # loop); it naps 1 ms when idle, so answer sooner on a transfer.
     dul = event.assoc.dul
     if hasattr(dul, "_run_loop_delay"):
         dul._run_loop_delay = 0.0002
@@ -139,7 +143,7 @@ class _RawInstance(Dataset):
         self._raw_path = path
 
 
-class _RawSendingAssociation(Association):
+class _RawSendingAssociation(EventDrivenAssociation):
     """An association whose C-STORE streams a :class:`_RawInstance` from its file.
 
     Other data sets go through pynetdicom unchanged. When no accepted context
@@ -165,6 +169,8 @@ def _send_raw(assoc: Any) -> None:
     _config.STORE_SEND_CHUNKED_DATASET = True
     if isinstance(assoc, Association) and not isinstance(assoc, _RawSendingAssociation):
         assoc.__class__ = _RawSendingAssociation
+    # The file's PDUs written in large batches by the DUL (stream_send.py).
+    stream_files(assoc)
 
 
 class _Prefetch:

@@ -133,7 +133,8 @@ class Spool:
             self.check_space(0)
             fd = os.open(received, os.O_RDONLY)
             try:
-                os.fsync(fd)
+                # Data and size; the name is made durable by the folder's fsync.
+                os.fdatasync(fd)
             finally:
                 os.close(fd)
             os.rename(received, final)

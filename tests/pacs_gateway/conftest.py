@@ -11,6 +11,9 @@ from typing import Any
 
 import pydicom
 import pytest
+from pydicom.dataset import Dataset
+from pynetdicom import build_role, evt
+from pynetdicom.sop_class import StudyRootQueryRetrieveInformationModelGet  # type: ignore[attr-defined]
 
 from pacs_gateway import Gateway, GatewaySettings
 from tests.corpus import build_corpus
@@ -107,3 +110,18 @@ def storescu_as_modalities(port: int, files: list[Path], *extra: str) -> list[su
 
 def echo(port: int, aet: str = "ECHOSCU") -> bool:
     return dcmtk("echoscu", "-aet", aet, "-aec", "FILMLESS", "127.0.0.1", str(port), timeout=30).returncode == 0
+
+
+def c_get_study(ae: Any, port: int, study_uid: str, on_store: Any, sop_class: str) -> list[Any]:
+    """C-GET one study from the gateway at ``port`` with ``ae`` (which must request the Study Root
+    GET context and ``sop_class``), storing through ``on_store``; the (status, identifier) answers."""
+    assoc = ae.associate("127.0.0.1", port, ae_title="FILMLESS", ext_neg=[build_role(sop_class, scp_role=True)],
+                         evt_handlers=[(evt.EVT_C_STORE, on_store)])
+    assert assoc.is_established
+    query = Dataset()
+    query.QueryRetrieveLevel = "STUDY"
+    query.StudyInstanceUID = study_uid
+    try:
+        return list(assoc.send_c_get(query, StudyRootQueryRetrieveInformationModelGet))
+    finally:
+        assoc.release()
