@@ -74,6 +74,11 @@ Lookup = Callable[[str], str | None]
 Whereabouts = Callable[[str], tuple[str, str]]
 
 
+# After the N-ACTION response's EVT_DIMSE_SENT, how long the report waits so the response's
+# PDUs are surely queued first; and how long a response may take before the report goes anyway.
+RESPONSE_MARGIN = 0.2
+RESPONSE_WAIT_LIMIT = 10.0
+
 def _uid(value: Any) -> str:
     text = "" if value is None else str(value).strip()
     return text if text and len(text) <= 64 and _UID.fullmatch(text) else ""
@@ -174,6 +179,11 @@ class Commitments(DurableQueue):
         self.retry_max = retry_max
         self.network_timeout = network_timeout
         self._assocs: dict[str, Any] = {}  # transaction → requesting association (this run only)
+        # PS3.7 and PS3.4 J.3.3: the N-EVENT-REPORT follows the N-ACTION response. A request is
+        # kept (and the worker woken) inside the N-ACTION handler, before pynetdicom sends the
+        # response: until the response is on its way, the report must not go on that association.
+        self._awaiting: dict[str, tuple[Any, float]] = {}  # transaction → (association, asked at)
+        self._ready_at: dict[str, float] = {}  # transaction → when its response is surely queued
         # transaction → {instance UID: the class Orthanc stores it as (str), or a Failure Reason (int)}
         self._decided: dict[str, dict[str, str | int]] = {}
         self._live: dict[str, list[Any]] = {}  # calling AE → its open associations with the commitment context
@@ -206,9 +216,39 @@ class Commitments(DurableQueue):
             self._backoff.forget(transaction)
             if assoc is not None:
                 self._assocs[transaction] = assoc
+                self._awaiting[transaction] = (assoc, time.monotonic())
         log.info("commitment: %s asks for %d instance(s) (transaction %s)", calling_aet or "?", len(references),
                  transaction)
         self._wake.set()
+
+    def response_sent(self, assoc: Any) -> None:
+        """The N-ACTION response on ``assoc`` is being sent (pynetdicom's EVT_DIMSE_SENT).
+
+        The event fires just before the response's PDUs are queued, in the association's
+        thread: the report waits a moment more so that it cannot overtake them.
+        """
+        with self._lock:
+            for transaction, (owner, _asked) in list(self._awaiting.items()):
+                if owner is assoc:
+                    del self._awaiting[transaction]
+                    self._ready_at[transaction] = time.monotonic() + RESPONSE_MARGIN
+        self._wake.set()
+
+    def _hold(self, transaction: str) -> float:
+        """Seconds before the report may go out (0: now)."""
+        now = time.monotonic()
+        with self._lock:
+            awaiting = self._awaiting.get(transaction)
+            if awaiting is not None:
+                if now - awaiting[1] < RESPONSE_WAIT_LIMIT:
+                    return 0.05
+                del self._awaiting[transaction]  # the response never went (aborted): report anyway
+            ready = self._ready_at.get(transaction)
+            if ready is not None:
+                if ready > now:
+                    return ready - now
+                del self._ready_at[transaction]
+        return 0.0
 
     # -- the worker -------------------------------------------------------------
     def _work_due(self) -> float:
@@ -225,7 +265,7 @@ class Commitments(DurableQueue):
                 log.error("commitment: unreadable request %s (%s); set aside", path.name, exc)
                 path.rename(path.with_suffix(".bad"))
                 continue
-            wait = self._backoff.wait_left(transaction)
+            wait = max(self._backoff.wait_left(transaction), self._hold(transaction))
             if wait > 0:
                 next_look = min(next_look, wait)
                 continue
@@ -328,6 +368,8 @@ class Commitments(DurableQueue):
             for transaction in dropped:
                 del self._assocs[transaction]
                 self._backoff.forget(transaction)
+                self._awaiting.pop(transaction, None)
+                self._ready_at.pop(transaction, None)
         if dropped:
             self._wake.set()
 

@@ -34,6 +34,7 @@ from typing import TYPE_CHECKING, Any, cast
 
 from pydicom.dataset import Dataset
 from pynetdicom import evt
+from pynetdicom.dimse_messages import N_ACTION_RSP
 from pynetdicom.dimse_primitives import C_STORE
 from pynetdicom.dsutils import encode_file_meta
 from pynetdicom.sop_class import ModalityWorklistInformationFind  # type: ignore[attr-defined]  # generated module
@@ -129,7 +130,7 @@ class GatewayHandlers:
         if self.gw.query_retrieve is not None:
             handlers += [(evt.EVT_C_MOVE, self.on_move), (evt.EVT_C_GET, self.on_get)]
         if self.gw.commitments is not None:
-            handlers.append((evt.EVT_N_ACTION, self.on_n_action))
+            handlers += [(evt.EVT_N_ACTION, self.on_n_action), (evt.EVT_DIMSE_SENT, self.on_dimse_sent)]
         return handlers
 
     # -- association lifecycle ---------------------------------------------
@@ -387,6 +388,11 @@ class GatewayHandlers:
     def on_n_set(self, event: evt.Event) -> tuple[int | Dataset, Dataset | None]:
         uid = str(getattr(event.request, "RequestedSOPInstanceUID", None) or "")
         return self._mpps(event, lambda stats: self.gw.mpps_store.update(uid, event.modification_list))
+
+    def on_dimse_sent(self, event: evt.Event) -> None:
+        """An N-ACTION response is going out: the commitment report may follow it on that association."""
+        if isinstance(event.message, N_ACTION_RSP) and self.gw.commitments is not None:
+            self.gw.commitments.response_sent(event.assoc)
 
     def on_n_action(self, event: evt.Event) -> tuple[int | Dataset, Dataset | None]:
         """Storage commitment request: kept durably, answered later by N-EVENT-REPORT."""

@@ -12,6 +12,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import pytest
 from pydicom.dataset import Dataset
 from pydicom.uid import generate_uid
 from pynetdicom import evt
@@ -89,6 +90,10 @@ def test_a_released_association_goes_straight_to_the_return_address(
         listener.stop()
 
 
+# The modality releases from another thread while its own handler still holds the report: on a loaded
+# machine pynetdicom's state machine can then meet an A-RELEASE primitive in Sta13 in a reactor thread
+# (InvalidEventError, logged by pynetdicom); what this test is about is asserted below all the same.
+@pytest.mark.filterwarnings("ignore::pytest.PytestUnhandledThreadExceptionWarning")
 def test_a_modality_releasing_instead_of_answering_costs_no_dimse_timeout(
     orthanc: OrthancStore, make_gateway: Callable[..., Gateway], tmp_path: Path
 ) -> None:
