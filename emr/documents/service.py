@@ -18,6 +18,7 @@ from emr.access import audit
 from emr.access.audit import Actor
 from emr.access.care import ensure_patient_access
 from emr.core.exceptions import InvalidState, ValidationFailed
+from emr.core.states import after_report_signed
 from emr.documents.rights import require_author, require_signer_or_head
 from emr.models.lookup import get_or_404, parse
 
@@ -194,6 +195,11 @@ def mark_signed(session: Session, actor: Actor, document_id: int, version_number
     version.signed_at = utcnow()
     version.signed_by = actor.user_id
     doc.status = "signed"
+    if doc.form_type == "radiology_report" and doc.order_id is not None:
+        # The order is read now: the unread queue, the reading worklist and the operations page go by it.
+        order = session.get(ImagingOrder, doc.order_id, with_for_update=True)
+        if order is not None:
+            order.status = after_report_signed(order.status)
     audit.record(
         session,
         actor,
