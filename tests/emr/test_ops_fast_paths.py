@@ -24,8 +24,11 @@ from emr.documents import service as documents
 from emr.models import Document, DocumentVersion, ImagingOrder, Study
 from emr.ops import service as ops
 
+from . import test_ops_page as page
 from .conftest import World
-from .test_ops_page import NOW, _order, _report, _study, known  # noqa: F401 - the shared fixture
+from .test_ops_page import NOW, _order, _report, _study
+
+known = page.known  # the known rows of the page's own tests (a fixture)
 
 AGES = dict(ops.AGE_BUCKETS)
 
@@ -48,7 +51,10 @@ def _straight_unread(session: Session, now: datetime) -> dict[str, int]:
     return out
 
 
-def _straight_turnaround(session: Session, days: int, now: datetime) -> dict[str, tuple[int, float | None, float | None]]:
+Figures = dict[str, tuple[int, float | None, float | None]]
+
+
+def _straight_turnaround(session: Session, days: int, now: datetime) -> Figures:
     """Each order of the window's four durations from its rows, quantiles by statistics' own method."""
     values: dict[str, list[float]] = {step: [] for step in ops.TURNAROUND_STEPS}
     for order in session.scalars(select(ImagingOrder).where(ImagingOrder.ordered_at >= now - timedelta(days=days))):
