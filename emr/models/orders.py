@@ -94,6 +94,8 @@ class Study(Base):
     __table_args__ = (
         Index("ix_studies_state", "state"),
         Index("ix_studies_first_seen_at", "first_seen_at"),  # operations page window (migration 0015)
+        # The unread queue's studies of the orders not reported yet, read from the index alone (migration 0017).
+        Index("ix_studies_order_state_seen", "order_id", "state", "first_seen_at"),
     )
 
 

@@ -25,10 +25,13 @@ from emr.models import Document, DocumentVersion, ImagingOrder, Study
 from emr.ops import service as ops
 
 from . import test_ops_page as page
+from . import test_prices as prices
 from .conftest import World
 from .test_ops_page import NOW, _order, _report, _study
 
 known = page.known  # the known rows of the page's own tests (a fixture)
+empty_url = prices.empty_url  # a database with no schema, to migrate step by step (a fixture)
+_touches = prices._touches
 
 AGES = dict(ops.AGE_BUCKETS)
 
@@ -176,3 +179,57 @@ def test_signing_a_radiology_report_reports_its_order(session: Session, world: W
     documents.mark_signed(session, world.actor("physician"), note.id, 1)
     session.expire_all()
     assert session.get(ImagingOrder, other.id).status == "images_available"  # type: ignore[union-attr]
+
+
+def test_migration_0017_reports_signed_orders_and_matches_the_models(empty_url: str) -> None:
+    """Orders signed before the signing flow set 'reported' become reported; the others keep their status."""
+    from alembic.autogenerate import compare_metadata
+    from alembic.migration import MigrationContext
+    from sqlalchemy import MetaData
+
+    import emr.models.signing  # noqa: F401  (every table in the metadata)
+    from emr.db import make_engine, upgrade
+    from emr.models import Base
+
+    engine = make_engine(empty_url)
+    try:
+        upgrade(engine, "0015")
+        now = datetime(2026, 11, 1, 8, 0)
+        old = MetaData()
+        old.reflect(engine)
+        t = old.tables
+        with engine.begin() as c:
+            c.execute(t["departments"].insert().values(id=1, code="K19", name="Khoa Nội"))
+            c.execute(t["users"].insert().values(
+                id=1, username="bs", full_name="Bác sĩ", role="radiologist", password_hash="x", active=True,
+                failed_logins=0, session_version=1, created_at=now, is_department_head=False))
+            c.execute(t["patients"].insert().values(
+                id=1, code="BN000001", full_name="Lê Văn Tám", family_name="Lê", given_name="Văn Tám",
+                search_name="le van tam", search_given="van tam", birth_date=now.date(), birth_year_only=False, sex="M",
+                nationality_code="000", ethnicity_code="01", status="active", created_at=now, updated_at=now))
+            c.execute(t["encounters"].insert().values(
+                id=1, patient_id=1, visit_code="V1", kind="outpatient", department_id=1, attending_id=1,
+                status="open", admitted_at=now, record_type="ordinary", created_by=1, created_at=now))
+            # order id → (status before, its radiology report's status or None)
+            cases = {1: ("images_available", "signed"), 2: ("images_available", "draft"), 3: ("cancelled", "signed"),
+                     4: ("completed", None), 5: ("images_available", "cancelled")}
+            for oid, (status, report) in cases.items():
+                c.execute(t["imaging_orders"].insert().values(
+                    id=oid, patient_id=1, encounter_id=1, accession_number=f"A{oid}", study_instance_uid=f"1.2.{oid}",
+                    modality="CT", procedure_name="CT ngực", urgency="routine", status=status, ordered_by=1,
+                    ordered_at=now, scheduled_at=now))
+                if report:
+                    c.execute(t["documents"].insert().values(
+                        id=oid, patient_id=1, encounter_id=1, order_id=oid, form_type="radiology_report",
+                        status=report, current_version=1, record_type="ordinary", retention_class="10y",
+                        created_by=1, created_at=now))
+        upgrade(engine)
+        with engine.connect() as c:
+            statuses = dict(c.execute(select(ImagingOrder.id, ImagingOrder.status)).all())
+            assert statuses == {1: "reported", 2: "images_available", 3: "cancelled", 4: "completed",
+                                5: "images_available"}
+            ours = {"imaging_orders", "studies"}
+            diffs = [d for d in compare_metadata(MigrationContext.configure(c), Base.metadata) if _touches(d, ours)]
+            assert diffs == []
+    finally:
+        engine.dispose()

@@ -6,7 +6,9 @@ rows in line: every order with a signed radiology report that is neither
 reported nor cancelled becomes ``reported``. Then a partial index holds the
 orders still waiting to be read, so the unread queue (operations page,
 /metrics) reads those few orders and their studies instead of checking every
-study of the year against its report (issue 16 §3, benchmarks/emr.py).
+study of the year against its report (issue 16 §3, benchmarks/emr.py), and
+an index of studies by order, state and arrival lets it count their studies
+from the index alone (85 ms → 4 ms on a year at 600 studies a day).
 
 Revision ID: 0017
 Revises: 0015
@@ -36,8 +38,10 @@ def upgrade() -> None:
     )
     op.create_index("ix_imaging_orders_unread", "imaging_orders", ["id"],
                     postgresql_where=sa.text(_OPEN), sqlite_where=sa.text(_OPEN))
+    op.create_index("ix_studies_order_state_seen", "studies", ["order_id", "state", "first_seen_at"])
 
 
 def downgrade() -> None:
     # The statuses stay: 'reported' is what they should have been (and what the signing flow sets now).
+    op.drop_index("ix_studies_order_state_seen", table_name="studies")
     op.drop_index("ix_imaging_orders_unread", table_name="imaging_orders")
