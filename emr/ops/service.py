@@ -4,9 +4,15 @@ Each function takes a ``Session`` and returns plain data; the page and the
 tests call them the same way. They stay fast with a year of a provincial
 hospital's rows because every query is bounded by an indexed time window
 (``studies.first_seen_at``, ``imaging_orders.ordered_at``) and grouped in the
-database; only the turnaround quantiles are computed here, over one row per
-order of the window (PostgreSQL has ``percentile_cont`` but SQLite has no
-such aggregate, and one definition for both keeps the figures identical).
+database; the turnaround quantiles are PostgreSQL's ``percentile_cont`` (one
+per step for both fractions), and on SQLite, which has no such aggregate,
+:func:`quantile` takes them here over one row per order of the window with
+the same definition, so the figures are identical.
+
+The unread queue starts from the orders not reported yet (a partial index,
+migration 0017: signing a radiology report makes its order ``reported``), not
+from every study of the year. The page reuses its turnaround quantiles for a
+minute (:func:`cached_turnaround`); every other figure is read per visit.
 
 Quantiles follow ``percentile_cont`` (linear interpolation between the
 closest ranks): the median of 1, 2, 3, 10 is 2.5 and its 90th percentile is
