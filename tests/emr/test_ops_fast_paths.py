@@ -234,3 +234,45 @@ def test_migration_0017_reports_signed_orders_and_matches_the_models(empty_url: 
             assert diffs == []
     finally:
         engine.dispose()
+
+
+def test_ttl_cache_computes_once_for_callers_that_arrive_together() -> None:
+    """Ten administrators opening the page after a restart run the month-wide query once, not ten times."""
+    import threading
+
+    from emr.ops.cache import TtlCache
+
+    clock = [100.0]
+    cache = TtlCache(clock=lambda: clock[0])
+    started, release = threading.Event(), threading.Event()
+    calls: list[int] = []
+
+    def slow() -> int:
+        calls.append(1)
+        started.set()
+        release.wait(10)
+        return len(calls)
+
+    results: list[int] = []
+    first = threading.Thread(target=lambda: results.append(cache.get("k", 60, slow)))
+    first.start()
+    started.wait(10)
+    others = [threading.Thread(target=lambda: results.append(cache.get("k", 60, slow))) for _ in range(5)]
+    for t in others:
+        t.start()
+    release.set()
+    for t in [first, *others]:
+        t.join(10)
+    assert results == [1] * 6 and len(calls) == 1
+    clock[0] += 59
+    assert cache.get("k", 60, lambda: 99) == 1  # still young
+    clock[0] += 1
+    assert cache.get("k", 60, lambda: 99) == 99  # a minute old: computed again
+    assert cache.get("other", 60, lambda: 7) == 7  # keys are apart
+
+    def broken() -> int:
+        raise RuntimeError("database down")
+
+    with pytest.raises(RuntimeError):
+        cache.get("down", 60, broken)
+    assert cache.get("down", 60, lambda: 5) == 5  # a failure is not cached
