@@ -186,31 +186,16 @@ def test_migration_0017_reports_signed_orders_and_matches_the_models(empty_url: 
     """Orders signed before the signing flow set 'reported' become reported; the others keep their status."""
     from alembic.autogenerate import compare_metadata
     from alembic.migration import MigrationContext
-    from sqlalchemy import MetaData
 
     import emr.models.signing  # noqa: F401  (every table in the metadata)
-    from emr.db import make_engine, upgrade
+    from emr.db import upgrade
     from emr.models import Base
 
-    engine = make_engine(empty_url)
+    engine, t = prices.at_revision(empty_url, "0015")
+    now = datetime(2026, 11, 1, 8, 0)
     try:
-        upgrade(engine, "0015")
-        now = datetime(2026, 11, 1, 8, 0)
-        old = MetaData()
-        old.reflect(engine)
-        t = old.tables
         with engine.begin() as c:
-            c.execute(t["departments"].insert().values(id=1, code="K19", name="Khoa Nội"))
-            c.execute(t["users"].insert().values(
-                id=1, username="bs", full_name="Bác sĩ", role="radiologist", password_hash="x", active=True,
-                failed_logins=0, session_version=1, created_at=now, is_department_head=False))
-            c.execute(t["patients"].insert().values(
-                id=1, code="BN000001", full_name="Lê Văn Tám", family_name="Lê", given_name="Văn Tám",
-                search_name="le van tam", search_given="van tam", birth_date=now.date(), birth_year_only=False, sex="M",
-                nationality_code="000", ethnicity_code="01", status="active", created_at=now, updated_at=now))
-            c.execute(t["encounters"].insert().values(
-                id=1, patient_id=1, visit_code="V1", kind="outpatient", department_id=1, attending_id=1,
-                status="open", admitted_at=now, record_type="ordinary", created_by=1, created_at=now))
+            prices.seed_people(c, t, now)
             # order id → (status before, its radiology report's status or None)
             cases = {1: ("images_available", "signed"), 2: ("images_available", "draft"), 3: ("cancelled", "signed"),
                      4: ("completed", None), 5: ("images_available", "cancelled")}
