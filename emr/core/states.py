@@ -19,6 +19,7 @@ __all__ = [
     "after_images_linked",
     "after_mpps",
     "after_report_signed",
+    "after_report_withdrawn",
 ]
 
 
@@ -89,3 +90,11 @@ def after_report_signed(current: str) -> str:
     if current == OrderStatus.CANCELLED:
         return current
     return OrderStatus.REPORTED
+
+
+def after_report_withdrawn(current: str, has_images: bool) -> str:
+    """The order's last signed radiology report was cancelled: it waits for a reader again (back on the
+    unread queue) if it was reported; otherwise unchanged."""
+    if current != OrderStatus.REPORTED:
+        return current
+    return OrderStatus.IMAGES_AVAILABLE if has_images else OrderStatus.COMPLETED

@@ -19,7 +19,7 @@ import pytest
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from emr.core.states import OrderStatus, after_report_signed
+from emr.core.states import OrderStatus, after_report_signed, after_report_withdrawn
 from emr.documents import service as documents
 from emr.models import Document, DocumentVersion, ImagingOrder, Study
 from emr.ops import service as ops
@@ -168,6 +168,17 @@ def test_signing_a_radiology_report_reports_its_order(session: Session, world: W
     assert session.get(ImagingOrder, order.id).status == "reported"  # type: ignore[union-attr]
     assert session.get(ImagingOrder, cancelled.id).status == "cancelled"  # type: ignore[union-attr]
     assert ops.unread_by_age(session)["lt1h"] == before["lt1h"] - 1
+    # The signed report cancelled: the study waits for a reader again; restored: read again.
+    report = session.scalars(select(Document).where(Document.order_id == order.id)).one()
+    documents.cancel_document(session, radiologist, report.id, "nhầm bệnh nhân")
+    session.expire_all()
+    assert session.get(ImagingOrder, order.id).status == "images_available"  # type: ignore[union-attr]
+    assert ops.unread_by_age(session)["lt1h"] == before["lt1h"]
+    documents.restore_document(session, radiologist, report.id, "đúng bệnh nhân")
+    session.expire_all()
+    assert session.get(ImagingOrder, order.id).status == "reported"  # type: ignore[union-attr]
+    assert after_report_withdrawn("reported", False) == OrderStatus.COMPLETED
+    assert after_report_withdrawn("cancelled", True) == OrderStatus.CANCELLED
     # Another kind of document on the order leaves it alone.
     other = _order(session, world, enc_ns, known.patient, "US", NOW, status="images_available")
     note = Document(patient_id=other.patient_id, encounter_id=other.encounter_id, order_id=other.id,
