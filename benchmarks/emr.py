@@ -488,6 +488,8 @@ def ops_page_figures(settings: EmrSettings, base: str, args: argparse.Namespace,
         "storage_outlook": lambda s: ops.storage_outlook(s, used_bytes=10**12, stored_studies=n, free_bytes=10**13),
         "outbox_health": ops.outbox_health,
         "exposition (no HTTP)": exposition,
+        # What the page's first visit of a minute costs (the turnaround not reused): its cold figure.
+        "whole page, uncached": lambda s: ops.operations_overview(s, turnaround_ttl=0),
     }
     with open_session(settings) as s:
         for label, fn in parts.items():

@@ -15,8 +15,11 @@ __all__ = [
     "ON_WORKLIST",
     "OrderStatus",
     "StudyState",
+    "READ",
     "after_images_linked",
     "after_mpps",
+    "after_report_signed",
+    "after_report_withdrawn",
 ]
 
 
@@ -45,6 +48,9 @@ ON_WORKLIST = frozenset({OrderStatus.SCHEDULED, OrderStatus.IN_PROGRESS})
 AWAITING_IMAGES = frozenset(
     {OrderStatus.SCHEDULED, OrderStatus.IN_PROGRESS, OrderStatus.COMPLETED, OrderStatus.DISCONTINUED}
 )
+# No longer waiting for a radiologist: the unread queue (operations page, /metrics) and the reading
+# worklist leave these orders out (a partial index, migration 0017, holds the others).
+READ = frozenset({OrderStatus.REPORTED, OrderStatus.CANCELLED})
 # A clerk may cancel an order only before the modality has finished with it.
 CANCELLABLE = frozenset({OrderStatus.SCHEDULED, OrderStatus.IN_PROGRESS})
 
@@ -76,3 +82,19 @@ def after_images_linked(current: str) -> str:
     if current in AWAITING_IMAGES or current == OrderStatus.CANCELLED:
         return OrderStatus.IMAGES_AVAILABLE
     return current
+
+
+def after_report_signed(current: str) -> str:
+    """A radiology report of the order is signed: the order is reported, wherever it was (a report may
+    be signed before the modality's MPPS or the images reached the EMR); a cancelled order stays cancelled."""
+    if current == OrderStatus.CANCELLED:
+        return current
+    return OrderStatus.REPORTED
+
+
+def after_report_withdrawn(current: str, has_images: bool) -> str:
+    """The order's last signed radiology report was cancelled: it waits for a reader again (back on the
+    unread queue) if it was reported; otherwise unchanged."""
+    if current != OrderStatus.REPORTED:
+        return current
+    return OrderStatus.IMAGES_AVAILABLE if has_images else OrderStatus.COMPLETED

@@ -18,10 +18,20 @@ from emr.access import audit
 from emr.access.audit import Actor
 from emr.access.care import ensure_patient_access
 from emr.core.exceptions import InvalidState, ValidationFailed
+from emr.core.states import StudyState, after_report_signed, after_report_withdrawn
 from emr.documents.rights import require_author, require_signer_or_head
 from emr.models.lookup import get_or_404, parse
 
-from ..models import RETENTION_YEARS, Document, DocumentVersion, Encounter, ImagingOrder, utcnow
+from ..models import (
+    RETENTION_YEARS,
+    Document,
+    DocumentVersion,
+    Encounter,
+    ImagingOrder,
+    NetworkReceived,
+    Study,
+    utcnow,
+)
 from ..schemas import FORM_CONTENT, DocumentIn
 
 __all__ = [
@@ -181,6 +191,34 @@ def amend_document(session: Session, actor: Actor, document_id: int, content: An
     return doc
 
 
+# A report with a signed version (an amendment in progress still has its signed one).
+_SIGNED = ("signed", "amended")
+
+
+def _reflect_on_order(session: Session, doc: Document) -> None:
+    """Keep a radiology report's order status in step with it: ``reported`` while a signed report of the
+    order stands (or a reading site sent one, emr.network), back to waiting for a reader when the last
+    one is cancelled. The unread queue, the reading worklist and the operations page go by the status."""
+    if doc.form_type != "radiology_report" or doc.order_id is None:
+        return
+    order = session.get(ImagingOrder, doc.order_id, with_for_update=True)
+    if order is None:
+        return
+    session.flush()
+    signed = session.scalar(select(Document.id).where(
+        Document.order_id == order.id, Document.form_type == "radiology_report", Document.status.in_(_SIGNED)
+    ).limit(1))
+    if signed is not None:
+        order.status = after_report_signed(order.status)
+        return
+    remote = session.scalar(select(NetworkReceived.id).where(
+        NetworkReceived.order_id == order.id, NetworkReceived.kind == "report").limit(1))
+    if remote is None:
+        images = session.scalar(select(Study.id).where(
+            Study.order_id == order.id, Study.state == StudyState.LINKED.value).limit(1))
+        order.status = after_report_withdrawn(order.status, images is not None)
+
+
 def mark_signed(session: Session, actor: Actor, document_id: int, version_number: int) -> Document:
     """Lock a version as signed (called by the signing workflow after a successful signature)."""
     doc = get_or_404(session, Document, document_id, "document")
@@ -194,6 +232,7 @@ def mark_signed(session: Session, actor: Actor, document_id: int, version_number
     version.signed_at = utcnow()
     version.signed_by = actor.user_id
     doc.status = "signed"
+    _reflect_on_order(session, doc)
     audit.record(
         session,
         actor,
@@ -219,6 +258,8 @@ def cancel_document(session: Session, actor: Actor, document_id: int, reason: st
     capacity = require_signer_or_head(session, actor, doc, "document.cancel")
     doc.status_before_cancel = doc.status
     doc.status = "cancelled"
+    if doc.status_before_cancel in _SIGNED:
+        _reflect_on_order(session, doc)
     doc.cancel_reason = reason.strip()
     doc.cancelled_at = utcnow()
     doc.cancelled_by = actor.user_id
@@ -245,6 +286,8 @@ def restore_document(session: Session, actor: Actor, document_id: int, reason: s
     capacity = require_signer_or_head(session, actor, doc, "document.restore")
     doc.status = doc.status_before_cancel or "draft"
     doc.status_before_cancel = None
+    if doc.status in _SIGNED:
+        _reflect_on_order(session, doc)
     audit.record(
         session,
         actor,

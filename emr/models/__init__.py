@@ -10,7 +10,7 @@ from .hl7 import HL7_DIRECTIONS, HL7_STATUSES, Hl7Message, Hl7OrderLink, Hl7Pati
 from .identity import CHECK_STATUSES, DECISIONS, IdentityCheck
 from .imaging import ShareLink, StudyMeasurements
 from .network import NetworkReceived, NetworkSite, NetworkTransfer
-from .orders import MODALITIES, ORDER_STATUSES, URGENCIES, ImagingOrder, LinkerState, Study
+from .orders import MODALITIES, OPEN_ORDER_SQL, ORDER_STATUSES, URGENCIES, ImagingOrder, LinkerState, Study
 from .outbox import OUTBOX_STATUSES, OutboxAttempt, OutboxMessage
 from .patients import Counter, Patient
 from .prices import ServicePrice
@@ -45,6 +45,7 @@ __all__ = [
     "Icd10Code",
     "IdentityCheck",
     "ImagingOrder",
+    "OPEN_ORDER_SQL",
     "LinkerState",
     "MODALITIES",
     "ORDER_STATUSES",

@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import datetime
 from decimal import Decimal
 
-from sqlalchemy import ForeignKey, Index, String, Text
+from sqlalchemy import ForeignKey, Index, String, Text, text
 from sqlalchemy.orm import Mapped, mapped_column
 
 from emr.core.states import OrderStatus, StudyState
@@ -13,12 +13,16 @@ from emr.core.states import OrderStatus, StudyState
 from .base import Base, utcnow
 from .prices import Money
 
-__all__ = ["MODALITIES", "URGENCIES", "ORDER_STATUSES", "ImagingOrder", "Study", "LinkerState"]
+__all__ = ["MODALITIES", "OPEN_ORDER_SQL", "URGENCIES", "ORDER_STATUSES", "ImagingOrder", "Study", "LinkerState"]
 
 MODALITIES = ("CT", "MR", "CR", "DX", "US", "MG", "XA", "NM", "PT", "RF")
 URGENCIES = ("routine", "urgent", "stat")
 # The states and their moves: emr.core.states.
 ORDER_STATUSES = tuple(OrderStatus)
+
+# An order not read yet (neither reported nor cancelled, emr.core.states.READ), as SQL text: the
+# condition of the partial index ix_imaging_orders_unread and of the queries meant to use it.
+OPEN_ORDER_SQL = "imaging_orders.status NOT IN ('reported', 'cancelled')"
 
 
 class ImagingOrder(Base):
@@ -58,6 +62,11 @@ class ImagingOrder(Base):
     __table_args__ = (
         Index("ix_imaging_orders_worklist", "status", "scheduled_at"),
         Index("ix_imaging_orders_ordered_at", "ordered_at"),  # operations page window (migration 0015)
+        # The few orders still waiting to be read (migration 0017): the unread queue starts here instead of
+        # checking every study of the year against its report. Same text as OPEN_ORDER_SQL, so that the
+        # planners (PostgreSQL, SQLite) see that a query with that condition may use it.
+        Index("ix_imaging_orders_unread", "id", postgresql_where=text(OPEN_ORDER_SQL),
+              sqlite_where=text(OPEN_ORDER_SQL)),
     )
 
 
@@ -85,6 +94,8 @@ class Study(Base):
     __table_args__ = (
         Index("ix_studies_state", "state"),
         Index("ix_studies_first_seen_at", "first_seen_at"),  # operations page window (migration 0015)
+        # The unread queue's studies of the orders not reported yet, read from the index alone (migration 0017).
+        Index("ix_studies_order_state_seen", "order_id", "state", "first_seen_at"),
     )
 
 

@@ -11,8 +11,6 @@ process answers. Orthanc's disk use comes through ``storage``
 from __future__ import annotations
 
 import os
-import threading
-import time
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -25,6 +23,7 @@ from sqlalchemy.orm import Session
 
 from emr.models import ImagingOrder, Study
 
+from .cache import TtlCache
 from .instruments import INSTRUMENTS
 from .service import outbox_health, unread_by_age
 
@@ -35,8 +34,7 @@ __all__ = ["EmrCollector", "exposition"]
 # hospital's volume, benchmarks/emr.py); Prometheus scrapes every 15 s, possibly from two servers.
 # They are computed at most once per DB_GAUGES_TTL seconds per process and database.
 DB_GAUGES_TTL = 30.0
-_cache: dict[str, tuple[float, list[Any]]] = {}
-_cache_lock = threading.Lock()
+_cache = TtlCache()
 
 
 class EmrCollector(Collector):
@@ -49,12 +47,7 @@ class EmrCollector(Collector):
 
     def collect(self) -> Iterator[Any]:
         key = str(self.session.get_bind().engine.url)
-        now = time.monotonic()
-        with _cache_lock:
-            cached = _cache.get(key)
-            if cached is None or now - cached[0] >= self.ttl:
-                cached = _cache[key] = (now, list(self._database()))
-        yield from cached[1]
+        yield from _cache.get(key, self.ttl, lambda: list(self._database()))
         yield from self._archive()
 
     def _database(self) -> Iterator[Any]:

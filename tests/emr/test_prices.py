@@ -284,41 +284,17 @@ def test_migration_0004_keeps_existing_rows_and_matches_the_models(empty_url: st
     from alembic.autogenerate import compare_metadata
     from alembic.config import Config
     from alembic.migration import MigrationContext
-    from sqlalchemy import MetaData, inspect
+    from sqlalchemy import inspect
 
     import emr.models.signing  # noqa: F401  (every table in the metadata)
-    from emr.db import MIGRATIONS_DIR, make_engine, upgrade
+    from emr.db import MIGRATIONS_DIR, upgrade
     from emr.models import Base
 
-    engine = make_engine(empty_url)
+    engine, t = at_revision(empty_url, "0003")
     try:
-        upgrade(engine, "0003")
         now = datetime(2026, 11, 1, 8, 0)
-        old = MetaData()
-        old.reflect(engine)
-        t = old.tables
         with engine.begin() as c:
-            c.execute(t["departments"].insert().values(id=1, code="K19", name="Khoa Nội"))
-            c.execute(
-                t["users"]
-                .insert()
-                .values(id=1, username="bs", full_name="Bác sĩ", role="physician", password_hash="x", active=True)
-                .values(failed_logins=0, session_version=1, created_at=now, is_department_head=False)
-            )
-            c.execute(
-                t["patients"]
-                .insert()
-                .values(id=1, code="BN000001", full_name="Lê Văn Tám", family_name="Lê", given_name="Văn Tám")
-                .values(search_name="le van tam", search_given="van tam", birth_date=date(1980, 1, 1))
-                .values(birth_year_only=False, sex="M", nationality_code="000", ethnicity_code="01", status="active")
-                .values(created_at=now, updated_at=now)
-            )
-            c.execute(
-                t["encounters"]
-                .insert()
-                .values(id=1, patient_id=1, visit_code="V1", kind="outpatient", department_id=1, attending_id=1)
-                .values(status="open", admitted_at=now, record_type="ordinary", created_by=1, created_at=now)
-            )
+            seed_people(c, t, now)
             c.execute(
                 t["imaging_orders"]
                 .insert()
@@ -376,6 +352,44 @@ def test_migration_0004_keeps_existing_rows_and_matches_the_models(empty_url: st
             assert c.execute(select(func.count()).select_from(ImagingOrder)).scalar_one() == 1
     finally:
         engine.dispose()
+
+
+def at_revision(url: str, revision: str) -> tuple[Any, Any]:
+    """An engine on ``url`` migrated to ``revision``, and that revision's tables (reflected)."""
+    from sqlalchemy import MetaData
+
+    from emr.db import make_engine, upgrade
+
+    engine = make_engine(url)
+    upgrade(engine, revision)
+    old = MetaData()
+    old.reflect(engine)
+    return engine, old.tables
+
+
+def seed_people(c: Any, t: Any, now: Any) -> None:
+    """Department K19, physician 1, patient 1 and encounter 1 as raw rows (for migration tests at an old revision)."""
+    c.execute(t["departments"].insert().values(id=1, code="K19", name="Khoa Nội"))
+    c.execute(
+        t["users"]
+        .insert()
+        .values(id=1, username="bs", full_name="Bác sĩ", role="physician", password_hash="x", active=True)
+        .values(failed_logins=0, session_version=1, created_at=now, is_department_head=False)
+    )
+    c.execute(
+        t["patients"]
+        .insert()
+        .values(id=1, code="BN000001", full_name="Lê Văn Tám", family_name="Lê", given_name="Văn Tám")
+        .values(search_name="le van tam", search_given="van tam", birth_date=date(1980, 1, 1))
+        .values(birth_year_only=False, sex="M", nationality_code="000", ethnicity_code="01", status="active")
+        .values(created_at=now, updated_at=now)
+    )
+    c.execute(
+        t["encounters"]
+        .insert()
+        .values(id=1, patient_id=1, visit_code="V1", kind="outpatient", department_id=1, attending_id=1)
+        .values(status="open", admitted_at=now, record_type="ordinary", created_by=1, created_at=now)
+    )
 
 
 def _touches(diff: Any, tables: set[str]) -> bool:
