@@ -259,13 +259,6 @@ def _timezone(env: Mapping[str, str], name: str) -> str:
     return value
 
 
-def _ehr_url(env: Mapping[str, str]) -> str | None:
-    url = _str(env, "FILMLESS_EHR_URL")
-    if url and not url.startswith(("http://", "https://")):
-        raise SettingsError(f"FILMLESS_EHR_URL={url!r} must start with http:// or https://")
-    return url.rstrip("/") if url else None
-
-
 def _hl7_allowed(env: Mapping[str, str], name: str) -> tuple[str, ...]:
     raw = env.get(name)
     if raw is None or not raw.strip():
@@ -306,7 +299,8 @@ def _hl7(env: Mapping[str, str]) -> Hl7Settings:
         receiver=receiver,
         application=_str(env, "FILMLESS_HL7_APPLICATION", "FILMLESS") or "FILMLESS",
     )
-def _identity_url(env: Mapping[str, str], name: str) -> str | None:
+def _http_url(env: Mapping[str, str], name: str) -> str | None:
+    """An endpoint filmless calls (health record, identity gateway): http(s) or unset."""
     value = _str(env, name)
     if value and not value.startswith(("http://", "https://")):
         raise SettingsError(f"{name}={value!r} must start with http:// or https://")
@@ -400,7 +394,7 @@ def load(env: Mapping[str, str] | None = None) -> Settings:
         outbox_poll_seconds=float(_int(env, "FILMLESS_OUTBOX_POLL_SECONDS", 5, 1, 3600)),
         outbox_lease_seconds=_int(env, "FILMLESS_OUTBOX_LEASE_SECONDS", 300, 10, 86400),
         outbox_keep_sent_days=_int(env, "FILMLESS_OUTBOX_KEEP_SENT_DAYS", 30, 1, 3650),
-        ehr_url=_ehr_url(env),
+        ehr_url=(_http_url(env, "FILMLESS_EHR_URL") or "").rstrip("/") or None,
         ehr_token_file=_path(env, "FILMLESS_EHR_TOKEN_FILE"),
         ehr_client_cert=ehr_cert,
         ehr_client_key=ehr_key,
@@ -411,7 +405,7 @@ def load(env: Mapping[str, str] | None = None) -> Settings:
         trust_anchors_dir=Path(_str(env, "FILMLESS_TRUST_ANCHORS") or data_dir / "pki" / "trust-anchors"),
         hl7=_hl7(env),
         metrics_token_file=metrics_token_file,
-        identity_url=_identity_url(env, "FILMLESS_IDENTITY_URL"),
+        identity_url=_http_url(env, "FILMLESS_IDENTITY_URL"),
         identity_credential_file=_path(env, "FILMLESS_IDENTITY_CREDENTIAL_FILE"),
         identity_timeout=float(_int(env, "FILMLESS_IDENTITY_TIMEOUT", 3, 1, 30)),
         identity_recheck_days=_int(env, "FILMLESS_IDENTITY_RECHECK_DAYS", 30, 0, 3650),
