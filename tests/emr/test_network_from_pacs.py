@@ -9,6 +9,7 @@ registry, a real Orthanc of this module, the EMR's study linker, the Flask app o
 
 from __future__ import annotations
 
+import re
 import shutil
 from collections.abc import Iterator
 from typing import Any
@@ -168,6 +169,12 @@ def test_a_study_pushed_by_a_registered_pacs_lands_in_the_received_list(world: d
     page = _login(world, "hoso").get("/network/received")
     assert page.status_code == 200
     assert page.text.count(SITE) >= 3 and "Nguyễn Thị Hoa" in page.text and "LE VAN NAM" in page.text
+    # The unmatched row says its images are here and waiting for a patient, with the way to match them.
+    unmatched = _received(world, ambiguous)
+    assert unmatched is not None
+    row_html = re.search(rf'<tr data-received="{unmatched.id}".*?</tr>', page.text, re.S)
+    assert row_html and "chờ đối chiếu bệnh nhân" in row_html.group(0) and "Đang chờ ảnh đến" not in row_html.group(0)
+    assert "/reconcile/" in row_html.group(0)
     # Care scope as for the rest of the list: a physician with none of these patients in care sees none.
     other = _login(world, "bs_khac").get("/network/received")
     assert other.status_code == 200 and "Nguyễn Thị Hoa" not in other.text and SITE not in other.text
