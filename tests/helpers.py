@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import os
 import random
 import re
@@ -17,13 +18,15 @@ __all__ = ["csrf_from", "free_port", "http_login", "skip_existing_changes", "wai
 _handed_out: set[int] = set()
 
 
+@functools.cache
 def _window() -> range:
     """This test process's own ports: below the kernel's ephemeral range, one slice per xdist worker.
 
     A port the kernel hands out for port 0 is an ephemeral one, and every outgoing connection
     takes one too: between "free now" and the server's bind, a client elsewhere in the run could
     take it. Ports below the ephemeral range are never picked by the kernel, and each worker
-    picks from its own slice, so two workers never hand out the same port.
+    picks from its own slice, so two workers never hand out the same port. Read once per
+    process. Empty where the ephemeral range starts too low to leave room below it.
     """
     try:
         with open("/proc/sys/net/ipv4/ip_local_port_range") as fh:
@@ -34,13 +37,21 @@ def _window() -> range:
     worker = os.environ.get("PYTEST_XDIST_WORKER", "gw0")
     count = max(1, int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1")))
     index = int(worker[2:]) if worker[2:].isdigit() else 0
-    span = (high - low) // count
+    span = max(0, (high - low) // count)
     return range(low + index * span, low + (index + 1) * span)
 
 
 def free_port() -> int:
     """A TCP port that is free now, from this process's own window, not handed out before in this run."""
     window = _window()
+    if not window:  # no room below the ephemeral range: the kernel's choice, as before
+        while True:
+            with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+                s.bind(("127.0.0.1", 0))
+                port = s.getsockname()[1]
+            if port not in _handed_out:
+                _handed_out.add(port)
+                return port
     start = random.randrange(len(window))
     for i in range(len(window)):
         port = window[(start + i) % len(window)]
