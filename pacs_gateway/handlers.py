@@ -33,11 +33,15 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, cast
 
 from pydicom.dataset import Dataset
-from pynetdicom import evt
+from pynetdicom import PYNETDICOM_IMPLEMENTATION_UID, PYNETDICOM_IMPLEMENTATION_VERSION, evt
 from pynetdicom.dimse_messages import N_ACTION_RSP
 from pynetdicom.dimse_primitives import C_STORE
 from pynetdicom.dsutils import encode_file_meta
-from pynetdicom.sop_class import ModalityWorklistInformationFind  # type: ignore[attr-defined]  # generated module
+from pynetdicom.service_class import StorageServiceClass
+from pynetdicom.sop_class import (  # type: ignore[attr-defined]  # generated module
+    ModalityWorklistInformationFind,
+    uid_to_service_class,
+)
 
 from .commitment import COMMITMENT_INSTANCE, parse_request
 from .dimse_status import Status
@@ -53,6 +57,8 @@ from .exceptions import (
     OutOfResources,
     SopClassMismatch,
 )
+from .fast_store import FastStore, StoreRequest
+from .pdu_limits import LimitedDUL
 from .receive_file import receive_error
 from .validate import inspect_file
 from .worklist import build_responses
@@ -99,6 +105,7 @@ class AssociationStats:
     refused: int = 0
     echoes: int = 0
     finds: int = 0
+    fast_path: int = 0  # C-STOREs taken by the DUL thread (fast_store.py)
     outcome: str = "open"
     receiving: bool = False
     reasons: list[str] = field(default_factory=list)
@@ -149,6 +156,10 @@ class GatewayHandlers:
                 sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
             except OSError:
                 pass
+        dul = event.assoc.dul
+        if isinstance(dul, LimitedDUL) and self.gw.settings.fast_store:
+            # C-STOREs taken by the DUL thread itself once the contexts are agreed (fast_store.py).
+            dul.fast_store_factory = self.fast_store_for
         stats = self._stats(event.assoc)
         address = getattr(event, "address", None)
         stats.peer = f"{address[0]}:{address[1]}" if isinstance(address, tuple) else str(address)
@@ -188,6 +199,9 @@ class GatewayHandlers:
         self._stats(event.assoc).outcome = "aborted"
 
     def on_conn_close(self, event: evt.Event) -> None:
+        dul = event.assoc.dul
+        if isinstance(dul, LimitedDUL):
+            dul.close_fast()
         self._drop_partial(event.assoc)
         if self.gw.commitments is not None:
             self.gw.commitments.association_closed(event.assoc)
@@ -210,6 +224,7 @@ class GatewayHandlers:
             "refused": stats.refused,
             "echoes": stats.echoes,
             "finds": stats.finds,
+            "fast_path": stats.fast_path,
         }
         if stats.reasons:
             line["reasons"] = stats.reasons[:10]
@@ -239,51 +254,84 @@ class GatewayHandlers:
         return STATUS_SUCCESS
 
     def on_store(self, event: evt.Event) -> int | Dataset:
+        """C-STORE through pynetdicom (a context or message the fast path left to it)."""
+        request = cast(C_STORE, event.request)
+        # pynetdicom has streamed the data set, PDU by PDU, into a Part-10
+        # file in the spool's incoming/ (see server.py): memory stays flat
+        # whatever the instance size, and committing is a rename, not a copy.
+        streamed = event.dataset_path
         stats = self._stats(event.assoc)
+        received: Path | None = None
+        failed = receive_error(request)
+        if failed is None:
+            try:
+                if streamed is None:
+                    # Chunked receiving switched off by someone else in this process.
+                    received = self.gw.spool.receive(encode_file_meta(event.file_meta), request.DataSet)
+                elif Path(streamed).parent != self.gw.spool.incoming:
+                    # Another gateway in this process owns the temp dir: move into ours.
+                    received = self.gw.spool.adopt(Path(streamed))
+                else:
+                    received = Path(streamed)
+            except OSError as exc:
+                failed = exc
+        elif streamed is not None:
+            Path(streamed).unlink(missing_ok=True)
+        return self.store_received(stats, received, failed, str(event.context.transfer_syntax),
+                                   request.AffectedSOPClassUID, request.AffectedSOPInstanceUID)
+
+    def on_fast_store(self, assoc: Any, request: StoreRequest) -> int | Dataset:
+        """C-STORE taken by the DUL thread's fast path (fast_store.py): same checks, same answers."""
+        failed = request.error
+        if failed is not None and request.path is not None:
+            request.path.unlink(missing_ok=True)
+        stats = self._stats(assoc)
+        stats.fast_path += 1
+        return self.store_received(stats, None if failed else request.path, failed,
+                                   request.transfer_syntax, request.sop_class_uid, request.sop_instance_uid)
+
+    def fast_store_for(self, assoc: Any) -> FastStore | None:
+        """The fast path for an association whose contexts are now accepted (None: nothing to take)."""
+        contexts = {
+            int(cx.context_id): str(cx.transfer_syntax[0])
+            for cx in assoc.accepted_contexts
+            if cx.as_scp and cx.transfer_syntax and uid_to_service_class(cx.abstract_syntax) is StorageServiceClass
+        }
+        if not contexts:
+            return None
+        return FastStore(assoc, contexts, self.gw.spool.incoming, self.on_fast_store,
+                         PYNETDICOM_IMPLEMENTATION_UID, PYNETDICOM_IMPLEMENTATION_VERSION)
+
+    def store_received(self, stats: AssociationStats, received: Path | None, failed: OSError | None,
+                       transfer_syntax: str, sop_class: str | None, sop_instance: str | None) -> int | Dataset:
+        """Check, spool durably and queue one received data set; the C-STORE status to answer.
+
+        ``received`` is the Part-10 file in incoming/, or None when writing it
+        failed with ``failed`` (the disk filled up while the data set streamed in).
+        """
         if not stats.receiving:
             # From its first C-STORE until it closes, an association counts
             # as sending: uploads then yield the cores to it (forwarder.py).
             stats.receiving = True
             self.gw.forwarder.receiving(+1)
-        request = cast(C_STORE, event.request)
-        transfer_syntax = str(event.context.transfer_syntax)
-        # pynetdicom has streamed the data set, PDU by PDU, into a Part-10
-        # file in the spool's incoming/ (see server.py): memory stays flat
-        # whatever the instance size, and committing is a rename, not a copy.
-        streamed = event.dataset_path
         size = 0
-        failed = receive_error(request)
-        if failed is not None:
-            # The disk filled up while the data set was streaming in (receive_file.py).
-            if streamed is not None:
-                Path(streamed).unlink(missing_ok=True)
+        if received is not None and failed is None:
+            try:
+                size = received.stat().st_size
+            except OSError as exc:
+                failed = exc
+        if failed is not None or received is None:
+            if received is not None:
+                received.unlink(missing_ok=True)
+            why_full = failed is not None and failed.errno in (errno.ENOSPC, errno.EDQUOT)
+            why = "disk full" if why_full else (failed.strerror if failed is not None else "no file")
             stats.refused += 1
             stats.reasons.append(f"spool write failed: {failed}")
             log.error("refusing instance from %s: spool write failed while receiving: %s", stats.calling_aet, failed)
             self.gw.count_event("refused")
-            full = failed.errno in (errno.ENOSPC, errno.EDQUOT)
-            return _status(Status.OUT_OF_RESOURCES, f"spool write failed: {'disk full' if full else failed.strerror}")
+            return _status(Status.OUT_OF_RESOURCES, f"spool write failed: {why}")
         try:
-            if streamed is None:
-                # Chunked receiving switched off by someone else in this process.
-                received = self.gw.spool.receive(encode_file_meta(event.file_meta), request.DataSet)
-            elif Path(streamed).parent != self.gw.spool.incoming:
-                # Another gateway in this process owns the temp dir: move into ours.
-                received = self.gw.spool.adopt(Path(streamed))
-            else:
-                received = Path(streamed)
-            size = received.stat().st_size
-        except OSError as exc:
-            stats.refused += 1
-            stats.reasons.append(f"spool write failed: {exc}")
-            log.error("refusing instance from %s: spool write failed: %s", stats.calling_aet, exc)
-            self.gw.count_event("refused")
-            why = "disk full" if exc.errno in (errno.ENOSPC, errno.EDQUOT) else exc.strerror
-            return _status(STATUS_OUT_OF_RESOURCES, f"spool write failed: {why}")
-        try:
-            header = inspect_file(
-                received, transfer_syntax, request.AffectedSOPClassUID, request.AffectedSOPInstanceUID
-            )
+            header = inspect_file(received, transfer_syntax, sop_class, sop_instance)
             path = self.gw.spool.commit(received, stats.calling_aet)
         except (NotUnderstood, SopClassMismatch) as exc:
             code = STATUS_SOP_CLASS_MISMATCH if isinstance(exc, SopClassMismatch) else STATUS_CANNOT_UNDERSTAND
@@ -296,7 +344,7 @@ class GatewayHandlers:
                 status=f"0x{code:04X}",
                 calling_aet=stats.calling_aet,
                 peer=stats.peer,
-                affected_sop_instance_uid=str(request.AffectedSOPInstanceUID or ""),
+                affected_sop_instance_uid=str(sop_instance or ""),
                 transfer_syntax=transfer_syntax,
                 size=size,
             )

@@ -30,12 +30,15 @@ import select
 import ssl
 import struct
 import time
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from pynetdicom.dul import DULServiceProvider
 
 if TYPE_CHECKING:
     from pynetdicom.association import Association
+
+    from .fast_store import FastStore
 
 __all__ = ["LimitedDUL", "limit_pdus", "REQUEST_LIMIT", "abort_pdu"]
 
@@ -86,6 +89,47 @@ class LimitedDUL(DULServiceProvider):
             sock.close()
         else:  # pragma: no cover - socket already gone
             self.event_queue.put("Evt17")
+
+    # -- the C-STORE fast path (fast_store.py) ---------------------------------
+    # Set per association before its threads start; called once, on the first
+    # P-DATA-TF in data transfer, when the accepted contexts are known.
+    fast_store_factory: Callable[[Association], FastStore | None] | None = None
+    _fast: FastStore | None = None
+
+    def _take_fast(self, data: bytearray) -> bool:
+        """Whether the fast path took this P-DATA-TF PDU (else pynetdicom gets it)."""
+        fast = self._fast
+        if fast is None:
+            factory = self.fast_store_factory
+            if factory is None or self.state_machine.current_state != "Sta6":
+                return False
+            self.fast_store_factory = None
+            fast = self._fast = factory(self.assoc)
+            if fast is None:
+                return False
+        if fast.current is None and (not self.event_queue.empty() or self.state_machine.current_state != "Sta6"):
+            # pynetdicom has PDUs of its own still to act on: keep the order.
+            return False
+        return fast.take(data, self)
+
+    def send_fast(self, data: bytes) -> None:
+        """Write a whole PDU from the DUL thread, never in the middle of another thread's PDU."""
+        lock = getattr(self, "_send_lock", None)
+        if lock is None:
+            self.socket.send(data)  # type: ignore[union-attr]
+            return
+        with lock:
+            self.socket.send(data)  # type: ignore[union-attr]
+
+    def abort_fast(self, why: str) -> None:
+        """A-ABORT and close: the peer broke the P-DATA stream of a C-STORE."""
+        self._refuse(why)
+
+    def close_fast(self) -> None:
+        """Drop a half-received fast-path instance (the connection closed)."""
+        fast = self._fast
+        if fast is not None:
+            fast.close()
 
     def _deadline(self) -> tuple[float | None, float | None]:
         """(absolute deadline, idle limit per read) for the PDU being read."""
@@ -149,6 +193,13 @@ class LimitedDUL(DULServiceProvider):
             log.info("connection closed in the middle of a PDU")
             self.event_queue.put("Evt17")
             return
+        if pdu_type == _P_DATA and self._take_fast(data):
+            return
+        self.pass_on(data)
+
+    def pass_on(self, data: bytearray) -> None:
+        """Decode a whole PDU and queue it for pynetdicom's state machine."""
+        pdu_type = data[0]
         try:
             pdu, event = self._decode_pdu(data)
         except Exception as exc:  # noqa: BLE001 - any undecodable PDU is Evt19, as in pynetdicom

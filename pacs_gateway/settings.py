@@ -41,6 +41,9 @@ class GatewaySettings:
     # Largest P-DATA-TF PDU a peer may send us (announced in the association
     # acceptance); longer PDUs abort the association (pacs_gateway.pdu_limits).
     max_pdu_size: int = 4 * 1024 * 1024
+    # Take C-STOREs in the socket thread without pynetdicom's per-PDU machinery
+    # (pacs_gateway.fast_store); off: every message goes through pynetdicom.
+    fast_store: bool = True
     retry_initial: float = 0.5
     retry_max: float = 30.0
     network_timeout: float = 60.0
