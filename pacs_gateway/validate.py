@@ -14,6 +14,7 @@ from __future__ import annotations
 import logging
 import mmap
 import os
+import re
 import struct
 import zlib
 from dataclasses import dataclass
@@ -21,7 +22,7 @@ from pathlib import Path
 from typing import BinaryIO
 
 from pydicom.datadict import dictionary_VR
-from pydicom.uid import UID, DeflatedExplicitVRLittleEndian, ExplicitVRBigEndian, ImplicitVRLittleEndian
+from pydicom.uid import RE_VALID_UID, UID, DeflatedExplicitVRLittleEndian, ExplicitVRBigEndian, ImplicitVRLittleEndian
 
 from .exceptions import NotUnderstood, SopClassMismatch
 
@@ -240,7 +241,7 @@ def inspect_file(
     with open(path, "rb") as fp:
         offset = _meta_end(fp)
         size = os.fstat(fp.fileno()).st_size
-        if UID(transfer_syntax) == DeflatedExplicitVRLittleEndian or size - offset < 8:
+        if transfer_syntax == DeflatedExplicitVRLittleEndian or size - offset < 8:
             fp.seek(offset)
             return inspect_dataset(fp.read(), transfer_syntax, affected_sop_class, affected_sop_instance)
         error = None
@@ -260,6 +261,14 @@ def inspect_file(
         if error is not None:
             raise NotUnderstood(error)
         return _identify(uids, affected_sop_class, affected_sop_instance)
+
+
+_VALID_UID = re.compile(RE_VALID_UID)
+
+
+def _valid_uid(value: str) -> bool:
+    """pydicom's ``UID(value).is_valid``, without building (and validating) a UID object per check."""
+    return len(value) <= 64 and _VALID_UID.match(value) is not None
 
 
 def _text(value: bytes | None) -> str:
@@ -300,7 +309,7 @@ def _identify(
         )
     if not sop_class:
         raise SopClassMismatch("SOP Class UID (0008,0016) is missing")
-    if not UID(sop_class).is_valid:
+    if not _valid_uid(sop_class):
         raise SopClassMismatch(f"SOP Class UID {sop_class!r} is not a valid UID")
     if affected_sop_class and sop_class != str(affected_sop_class).strip():
         raise SopClassMismatch(f"SOP Class UID {sop_class!r} differs from the command's {str(affected_sop_class)!r}")
@@ -312,7 +321,7 @@ def _identify(
             raise SopClassMismatch(why)
     for keyword, value in (("SOPInstanceUID", sop_instance), ("StudyInstanceUID", study),
                            ("SeriesInstanceUID", series)):
-        if not UID(value).is_valid:
+        if not _valid_uid(value):
             log.warning("%s %r breaks the UID syntax; stored as it is (unique values still identify)",
                         keyword, value)
     return InstanceHeader(sop_class, sop_instance)
