@@ -7,6 +7,9 @@ Prints, for the same generated CT series sent in the same run:
   - the same three with four modalities sending at once (the series split
     into four folders, four storescu processes started together)
   - ratios against the baseline, and the targets (ack >= 1.0x, end-to-end >= 0.8x)
+  - the gateway's CPU time per instance (receiving and forwarding, all
+    threads): a figure that moves less than rates when other work shares
+    the machine
   - the gateway's peak RSS while it receives about 1 GB of large multi-frame
     instances (target < 300 MB).
 
@@ -134,6 +137,12 @@ class Gateway:
         self.log.close()
 
 
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time a process has used so far (all its threads)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def wait_count(store: OrthancStore, expected: int, timeout: float = 600) -> float:
     started = time.perf_counter()
     while time.perf_counter() - started < timeout:
@@ -143,8 +152,8 @@ def wait_count(store: OrthancStore, expected: int, timeout: float = 600) -> floa
     raise SystemExit(f"only {store.count_instances()} of {expected} instances reached Orthanc")
 
 
-def one_round(work: Path, series: list[Path], count: int) -> tuple[float, float, float]:
-    """(direct s, gateway ack s, gateway end-to-end s) for one send of the series' folders."""
+def one_round(work: Path, series: list[Path], count: int) -> tuple[float, float, float, float]:
+    """(direct s, gateway ack s, gateway end-to-end s, gateway CPU s) for one send of the series' folders."""
     gw_port = free_port()
     with ExitStack() as cleanup:
         direct = start_orthanc(work / "direct", gw_port)
@@ -158,11 +167,13 @@ def one_round(work: Path, series: list[Path], count: int) -> tuple[float, float,
         gateway = Gateway(work / "gw", behind, gw_port)
         cleanup.callback(gateway.stop)
         store = behind.store()
+        cpu_before = cpu_seconds(gateway.proc.pid)
         started = time.perf_counter()
         t_ack = storescu(series, gw_port, "FILMLESS")
         done = wait_count(store, count)
         t_e2e = done - started
-    return t_direct, t_ack, t_e2e
+        cpu = cpu_seconds(gateway.proc.pid) - cpu_before
+    return t_direct, t_ack, t_e2e, cpu
 
 
 def memory_round(work: Path, big: Path, count: int) -> tuple[float, float]:
@@ -217,16 +228,18 @@ def main() -> int:
             rows = []
             for r in range(args.rounds):
                 round_dir = work / f"round{r}"
-                t_direct, t_ack, t_e2e = one_round(round_dir, folders, args.slices)
+                t_direct, t_ack, t_e2e, cpu = one_round(round_dir, folders, args.slices)
                 shutil.rmtree(round_dir, ignore_errors=True)
-                rows.append((t_direct, t_ack, t_e2e))
+                rows.append((t_direct, t_ack, t_e2e, cpu))
                 print(f"  {label}, round {r + 1}: direct {args.slices / t_direct:6.1f}/s"
-                      f"   gateway ack {args.slices / t_ack:6.1f}/s   gateway end-to-end {args.slices / t_e2e:6.1f}/s")
+                      f"   gateway ack {args.slices / t_ack:6.1f}/s   gateway end-to-end {args.slices / t_e2e:6.1f}/s"
+                      f"   gateway CPU {1000 * cpu / args.slices:5.2f} ms/instance")
             results.append((label, rows))
         for label, rows in results:
             direct = args.slices / statistics.median(r[0] for r in rows)
             ack = args.slices / statistics.median(r[1] for r in rows)
             e2e = args.slices / statistics.median(r[2] for r in rows)
+            cpu_ms = 1000 * statistics.median(r[3] for r in rows) / args.slices
             print()
             print(f"{label}:")
             print(f"  storescu -> Orthanc (baseline)        {direct:7.1f} instances/s")
@@ -234,6 +247,8 @@ def main() -> int:
                   f"  (target >= 1.00x) {'OK' if ack / direct >= 1.0 else 'BELOW TARGET'}")
             print(f"  storescu -> gateway -> Orthanc        {e2e:7.1f} instances/s   ratio {e2e / direct:4.2f}x"
                   f"  (target >= 0.80x) {'OK' if e2e / direct >= 0.8 else 'BELOW TARGET'}")
+            print(f"  gateway CPU time (all threads, receive + forward) {cpu_ms:5.2f} ms per instance"
+                  " (steadier than rates on a busy machine)")
 
         if args.big_mb:
             frames = 256  # 512x512x256x2 bytes = 128 MiB per instance
