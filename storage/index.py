@@ -101,20 +101,19 @@ class IndexQueries:
                 raise StorageUnavailable(f"Orthanc answered HTTP {response.status_code}", response.url)
             return response.content
 
+    def _read_json(self, endpoint: str) -> Any:  # pragma: no cover - overridden
+        raise NotImplementedError
+
+    def _save_to(self, endpoint: str, target: Path, chunk: int) -> int:  # pragma: no cover - overridden
+        raise NotImplementedError
+
     def save_instance(self, instance_id: str, target: Path, chunk: int = 1 << 20) -> int:
-        """Stream the stored file of one instance into ``target`` (RAM stays flat); returns its size."""
-        endpoint = f"/instances/{instance_id}/file"
-        with self.open_stream(endpoint, headers={"Accept-Encoding": "identity"}) as response:
-            if response.status_code == 404:
-                raise NotFound("Orthanc has no such instance", response.url)
-            if response.status_code != 200:
-                raise StorageUnavailable(f"Orthanc answered HTTP {response.status_code}", response.url)
-            size = 0
-            with open(target, "wb") as fh:
-                for block in response.iter_content(chunk):
-                    fh.write(block)
-                    size += len(block)
-            return size
+        """Stream the stored file of one instance into ``target`` (RAM stays flat); returns its size.
+
+        Orthanc is asked not to gzip it (compressing half a megabyte per image
+        on localhost halves retrieve speed).
+        """
+        return self._save_to(f"/instances/{instance_id}/file", target, chunk)
 
     def find_resources(self, level: Level, query: Mapping[str, str], *, limit: int = 0,
                        case_sensitive: bool = False) -> list[IndexEntry]:
@@ -165,7 +164,7 @@ class IndexQueries:
 
     def instance_metadata(self, instance_id: str) -> dict[str, str]:
         """Orthanc's metadata of an instance (``SopClassUid``, ``TransferSyntax``, ...)."""
-        return {str(k): str(v) for k, v in self._get_json(f"/instances/{instance_id}/metadata", expand="").items()}
+        return {str(k): str(v) for k, v in self._read_json(f"/instances/{instance_id}/metadata?expand").items()}
 
     def stored_instances(self, level: Level, orthanc_ids: list[str], *, workers: int = 4) -> list[StoredInstance]:
         """Every instance under the given resources, with SOP class and transfer syntax.
