@@ -27,6 +27,7 @@ import json
 import logging
 import socket
 import tempfile
+import time
 import uuid
 from collections import deque
 from collections.abc import Iterator
@@ -49,6 +50,7 @@ from pynetdicom.sop_class import (  # type: ignore[attr-defined]  # generated mo
 )
 
 from .commitment import ReturnAddress
+from .dimse_fast import CommandError, FileMeta, c_store_rq, read_file_meta
 from .dimse_status import Status
 from .query import (
     UNIQUE_KEYS,
@@ -61,10 +63,10 @@ from .query import (
     model_of,
     query_level,
 )
-from .reactor import EventDrivenAssociation
-from .stream_send import stream_files
+from .reactor import EventDrivenAssociation, EventDrivenDUL, make_requestor_event_driven
+from .stream_send import StreamingDIMSE, dimse_sent_handlers, stream_files
 
-__all__ = ["QueryRetrieve", "QR_CONTEXTS", "add_query_retrieve_contexts"]
+__all__ = ["MoveAE", "QueryRetrieve", "QR_CONTEXTS", "add_query_retrieve_contexts"]
 
 log = logging.getLogger(__name__)
 audit_log = logging.getLogger("pacs_gateway.audit")
@@ -110,13 +112,35 @@ def _no_delay(event: evt.Event) -> None:
         except OSError:
             pass
     _send_raw(event.assoc)
-    # pynetdicom started this requestor's DUL before any handler could make
-    # it event-driven (reactor.install is not used: the modality-side timing
-    # of storage commitment tests showed races in pynetdicom's own requestor
-    # loop); it naps 1 ms when idle, so answer sooner on a transfer.
     dul = event.assoc.dul
-    if hasattr(dul, "_run_loop_delay"):
+    if not isinstance(dul, EventDrivenDUL) and hasattr(dul, "_run_loop_delay"):
+        # Not requested through MoveAE: pynetdicom's polling DUL naps 1 ms
+        # when idle, so answer sooner on a transfer.
         dul._run_loop_delay = 0.0002
+
+
+class MoveAE(AE):
+    """The gateway's AE, whose C-MOVE sub-associations wait for work instead of polling.
+
+    pynetdicom's C-MOVE SCP opens the association to the move destination
+    with ``self.ae.associate()`` and starts its DUL thread inside that call,
+    before any handler of ours runs: the polling loops (1 ms naps, or a core
+    burnt at shorter ones, and the GIL taken from the sending thread) then
+    cost a C-MOVE more than the workstation does. ``associate()`` gives the
+    new association its socket through :meth:`_create_socket` before it
+    starts any thread; there it gets the event-driven loops of reactor.py
+    and the file streaming of stream_send.py.
+
+    The gateway requests associations with this AE only for C-MOVE (storage
+    commitment reports, IANs and forwarding use AEs of their own).
+    """
+
+    def _create_socket(self, assoc: Association, address: Any, tls_args: Any) -> Any:
+        sock = super()._create_socket(assoc, address, tls_args)
+        if assoc.is_requestor and not assoc.is_alive() and not assoc.dul.is_alive():
+            make_requestor_event_driven(assoc)
+            _send_raw(assoc)
+        return sock
 
 
 def _missing(sop_class: str, sop_instance: str) -> Dataset:
@@ -136,11 +160,13 @@ class _RawInstance(Dataset):
     without decoding and re-encoding it (half the cost of a sub-operation).
     """
 
-    def __init__(self, path: Path, sop_class: str, sop_instance: str) -> None:
+    def __init__(self, path: Path, sop_class: str, sop_instance: str, meta: FileMeta | None = None) -> None:
         super().__init__()
         self.SOPClassUID = sop_class
         self.SOPInstanceUID = sop_instance
         self._raw_path = path
+        # The file's meta information, read while it was fetched (None: let pynetdicom read it).
+        self._raw_meta = meta
 
 
 class _RawSendingAssociation(EventDrivenAssociation):
@@ -155,10 +181,51 @@ class _RawSendingAssociation(EventDrivenAssociation):
         path = dataset.__dict__.get("_raw_path") if isinstance(dataset, _RawInstance) else None
         if path is None:
             return super().send_c_store(dataset, *args, **kwargs)
+        meta: FileMeta | None = dataset.__dict__.get("_raw_meta")
         try:
+            if meta is not None and not args and not dimse_sent_handlers(self):
+                sent = self._send_file(path, meta, **kwargs)
+                if sent is not None:
+                    return sent
             return super().send_c_store(path, *args, **kwargs)
         except ValueError:
             return super().send_c_store(dcmread(path), *args, **kwargs)
+
+    def _send_file(self, path: Path, meta: FileMeta, msg_id: int = 1, priority: int = 2,
+                   originator_aet: str | None = None, originator_id: int | None = None) -> Dataset | None:
+        """pynetdicom's ``send_c_store`` of a file, step for step, minus its pydicom work.
+
+        The command set comes from :func:`dimse_fast.c_store_rq` and goes out
+        in the same write as the file's first PDUs (stream_send.py); the
+        meta information was read when the file was fetched. Returns None
+        (nothing sent) when the command cannot be encoded here; raises
+        ValueError, like pynetdicom, when no accepted context has the file's
+        own transfer syntax.
+        """
+        if not self.is_established:
+            raise RuntimeError("The association with a peer SCP must be established before sending a C-STORE request")
+        context = self._get_valid_context(meta.sop_class, meta.transfer_syntax, "scu", allow_conversion=False)
+        try:
+            command = c_store_rq(message_id=msg_id, sop_class=meta.sop_class, sop_instance=meta.sop_instance,
+                                 priority=priority, originator_aet=originator_aet, originator_id=originator_id)
+        except CommandError:
+            return None
+        dimse = self.dimse
+        if not isinstance(dimse, StreamingDIMSE):
+            return None
+        # As pynetdicom: pause the reactor so that it leaves the response to us.
+        self._reactor_checkpoint.clear()
+        while not self._is_paused:
+            time.sleep(0.0001)
+        try:
+            dimse.send_file(command, path, meta.data_set_offset, int(context.context_id or 0))
+            _, rsp = dimse.get_msg(block=True)
+        finally:
+            self._reactor_checkpoint.set()
+        if rsp is None:
+            self._handle_no_response()
+            return Dataset()
+        return self._check_received_status(rsp)
 
 
 def _send_raw(assoc: Any) -> None:
@@ -189,18 +256,22 @@ class _Prefetch:
         self.window = window
         self.max_bytes = max_bytes
         self.pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="retrieve")
-        self.queued: deque[tuple[Any, Future[Path]]] = deque()
+        self.queued: deque[tuple[Any, Future[tuple[Path, FileMeta | None]]]] = deque()
         self._sent: Path | None = None
         self._fill()
 
-    def _read(self, instance: Any) -> Path:
+    def _read(self, instance: Any) -> tuple[Path, FileMeta | None]:
         target = self.folder / f"{uuid.uuid4().hex}.dcm"
         try:
             self.store.save_instance(instance.orthanc_id, target)
         except BaseException:
             target.unlink(missing_ok=True)
             raise
-        return target
+        try:
+            # Read here, off the sending thread.
+            return target, read_file_meta(target)
+        except (CommandError, OSError):
+            return target, None
 
     def _fill(self) -> None:
         held = sum(int(getattr(i, "size", 0) or 0) for i, _ in self.queued)
@@ -223,8 +294,8 @@ class _Prefetch:
             self._forget_sent()
             ds: Dataset
             try:
-                self._sent = future.result()
-                ds = _RawInstance(self._sent, instance.sop_class_uid, instance.sop_instance_uid)
+                self._sent, meta = future.result()
+                ds = _RawInstance(self._sent, instance.sop_class_uid, instance.sop_instance_uid, meta)
             except Exception as exc:  # noqa: BLE001 - reported as a failed sub-operation
                 log.warning("retrieve: cannot read %s from storage: %s", instance.sop_instance_uid, exc)
                 ds = _missing(instance.sop_class_uid, instance.sop_instance_uid)
@@ -237,7 +308,7 @@ class _Prefetch:
         self._forget_sent()
         for _, future in self.queued:
             if future.done() and not future.cancelled() and future.exception() is None:
-                future.result().unlink(missing_ok=True)
+                future.result()[0].unlink(missing_ok=True)
         self.queued.clear()
 
 
@@ -362,6 +433,8 @@ class QueryRetrieve:
         # answers a failure (0xC514) and nothing is sent.
         instances, _ = self._prepare(event, "dicom.retrieve", calling_aet, peer, destination)
         contexts = _contexts(instances)
+        # Pending responses to the requestor encoded without pydicom (stream_send.py).
+        stream_files(event.assoc)
         yield address.host, address.port, {"contexts": contexts, "ae_title": address.ae_title,
                                            "evt_handlers": [(evt.EVT_CONN_OPEN, _no_delay)]}
         yield len(instances)

@@ -25,14 +25,19 @@ from pathlib import Path
 from typing import Any
 
 from pynetdicom import evt
+from pynetdicom._handlers import standard_dimse_sent_handler
 from pynetdicom.dimse import _RQ_TO_MESSAGE, _RSP_TO_MESSAGE, DIMSEServiceProvider
+from pynetdicom.dimse_primitives import C_GET, C_MOVE
 from pynetdicom.dul import DULServiceProvider
 from pynetdicom.pdu import P_DATA_TF
 from pynetdicom.pdu_primitives import P_DATA
 
+from .dimse_fast import C_GET_RSP as C_GET_RSP_FIELD
+from .dimse_fast import C_MOVE_RSP as C_MOVE_RSP_FIELD
+from .dimse_fast import CommandError, pending_rsp
 from .reactor import mixed_class
 
-__all__ = ["StreamingDIMSE", "StreamingDUL", "stream_files"]
+__all__ = ["StreamingDIMSE", "StreamingDUL", "dimse_sent_handlers", "stream_files"]
 
 log = logging.getLogger(__name__)
 
@@ -42,29 +47,35 @@ _PDU_HEAD = struct.Struct(">BBLLBB")  # PDU type, reserved, PDU length, PDV leng
 
 
 class _FileFragments(bytes):
-    """Stands in the P-DATA queue for the data set of ``path`` from ``offset`` on."""
+    """Stands in the P-DATA queue for the data set of ``path`` from ``offset`` on,
+    after the encoded ``command`` set when one is given (then it stands for the
+    whole DIMSE message)."""
 
     path: Path
     offset: int
     max_pdu: int
+    command: bytes
 
     @classmethod
-    def make(cls, path: Path, offset: int, max_pdu: int) -> _FileFragments:
+    def make(cls, path: Path, offset: int, max_pdu: int, command: bytes = b"") -> _FileFragments:
         marker = cls(b"\x02")
-        marker.path, marker.offset, marker.max_pdu = path, offset, max_pdu
+        marker.path, marker.offset, marker.max_pdu, marker.command = path, offset, max_pdu, command
         return marker
 
 
-def pdus_for(data: memoryview, context_id: int, fragment: int, last: bool) -> bytearray:
+def pdus_for(data: memoryview | bytes, context_id: int, fragment: int, last: bool,
+             command: bool = False) -> bytearray:
     """``data`` framed as P-DATA-TF PDUs of at most ``fragment`` data bytes each (PS3.8 9.3.5).
 
-    The final PDU's control header says "last fragment" when ``last``.
+    The final PDU's control header says "last fragment" when ``last``;
+    ``command`` marks the fragments as command set (PS3.8 E.2).
     """
     out = bytearray()
     total = len(data)
+    base = 0x01 if command else 0x00
     for start in range(0, total, fragment):
         chunk = data[start : start + fragment]
-        flag = 0x02 if last and start + fragment >= total else 0x00
+        flag = base | (0x02 if last and start + fragment >= total else 0x00)
         out += _PDU_HEAD.pack(0x04, 0, len(chunk) + 6, len(chunk) + 2, context_id, flag)
         out += chunk
     return out
@@ -87,6 +98,8 @@ class StreamingDUL(DULServiceProvider):
         fragment = marker.max_pdu - 6 if marker.max_pdu else BATCH
         # Whole fragments per batch, so only the very last PDU is short.
         batch = max(1, BATCH // fragment) * fragment
+        # The command set (if carried) goes out in the same write as the first batch.
+        head = pdus_for(marker.command, context_id, fragment, last=True, command=True) if marker.command else b""
         buffer = bytearray(batch)
         with open(marker.path, "rb") as fh:
             size = fh.seek(0, 2)
@@ -94,7 +107,7 @@ class StreamingDUL(DULServiceProvider):
             remaining = size - marker.offset
             if remaining <= 0:
                 # An empty data set is still one PDV flagged "last fragment".
-                transport.send(_PDU_HEAD.pack(0x04, 0, 6, 2, context_id, 0x02))
+                transport.send(bytes(head) + _PDU_HEAD.pack(0x04, 0, 6, 2, context_id, 0x02))
                 return
             view = memoryview(buffer)
             try:
@@ -109,7 +122,11 @@ class StreamingDUL(DULServiceProvider):
                     try:
                         # sendall keeps the buffer (AssociationSocket.send re-slices
                         # the rest after every partial write).
-                        raw.sendall(pdus_for(view[:n], context_id, fragment, last=remaining <= 0))
+                        pdus = pdus_for(view[:n], context_id, fragment, last=remaining <= 0)
+                        if head:
+                            pdus[:0] = head
+                            head = b""
+                        raw.sendall(pdus)
                     except OSError:
                         self.event_queue.put("Evt17")  # transport connection closed, as pynetdicom does
                         return
@@ -118,9 +135,50 @@ class StreamingDUL(DULServiceProvider):
 
 
 class StreamingDIMSE(DIMSEServiceProvider):
-    """Queues a file-backed C-STORE's data set as one :class:`_FileFragments` marker."""
+    """Queues a file-backed C-STORE's data set as one :class:`_FileFragments` marker;
+    sends Pending C-MOVE/C-GET responses encoded by :mod:`dimse_fast`."""
+
+    def send_file(self, command: bytes, path: Path, offset: int, context_id: int) -> None:
+        """Send a whole DIMSE message: the encoded ``command`` set, then the data set of
+        ``path`` from ``offset`` on, in the file's own encoding (one marker in the DUL queue)."""
+        pdata = P_DATA()
+        pdata.presentation_data_value_list.append(
+            (context_id, _FileFragments.make(path, offset, int(self.maximum_pdu_size), command))
+        )
+        self.dul.send_pdu(pdata)
+
+    def _send_pending(self, primitive: Any, context_id: int) -> bool:
+        """Send a Pending C-MOVE/C-GET response without pydicom; False when it is not one."""
+        if (not isinstance(primitive, (C_MOVE, C_GET)) or primitive.MessageIDBeingRespondedTo is None
+                or primitive.Identifier is not None or primitive.Status != 0xFF00):
+            return False
+        try:
+            command = pending_rsp(
+                command_field=C_MOVE_RSP_FIELD if isinstance(primitive, C_MOVE) else C_GET_RSP_FIELD,
+                responding_to=int(primitive.MessageIDBeingRespondedTo),
+                sop_class=str(primitive.AffectedSOPClassUID or ""),
+                status=0xFF00,
+                remaining=int(primitive.NumberOfRemainingSuboperations or 0),
+                completed=int(primitive.NumberOfCompletedSuboperations or 0),
+                failed=int(primitive.NumberOfFailedSuboperations or 0),
+                warning=int(primitive.NumberOfWarningSuboperations or 0),
+            )
+        except (CommandError, TypeError, ValueError):
+            return False
+        if self.maximum_pdu_size and len(command) + 6 > self.maximum_pdu_size:
+            return False
+        handlers = dimse_sent_handlers(self.assoc)
+        if handlers:
+            # They get the message pynetdicom would have built, built only if they look at it.
+            _notify(self.assoc, handlers, _lazy_message(primitive, context_id))
+        pdata = P_DATA()
+        pdata.presentation_data_value_list.append((context_id, b"\x03" + command))
+        self.dul.send_pdu(pdata)
+        return True
 
     def send_msg(self, primitive: Any, context_id: int) -> None:
+        if self._send_pending(primitive, context_id):
+            return
         if primitive.MessageIDBeingRespondedTo is None:
             message = _RQ_TO_MESSAGE[primitive.__class__]()
         else:
@@ -142,6 +200,61 @@ class StreamingDIMSE(DIMSEServiceProvider):
             return
         for pdata in message.encode_msg(context_id, self.maximum_pdu_size):
             self.dul.send_pdu(pdata)
+
+
+class _LazyMessage:
+    """Builds pynetdicom's DIMSE message for a primitive on first use (see :func:`_lazy_message`)."""
+
+    _primitive: Any
+    _context_id: int
+
+    def __getattr__(self, name: str) -> Any:
+        if name.startswith("_lazy") or name in ("_primitive", "_context_id"):
+            raise AttributeError(name)
+        built = self.__dict__.get("_lazy_built")
+        if built is None:
+            built = _RSP_TO_MESSAGE[self._primitive.__class__]()
+            built.primitive_to_message(self._primitive)
+            built.context_id = self._context_id
+            self.__dict__["_lazy_built"] = built
+        return getattr(built, name)
+
+
+def dimse_sent_handlers(assoc: Any) -> list[tuple[Any, Any]]:
+    """The EVT_DIMSE_SENT handlers of ``assoc`` that would do something for a message.
+
+    pynetdicom binds its standard handler to every association; it formats
+    the whole message into debug lines, then drops them unless the
+    ``pynetdicom`` logger shows debug messages. The fast paths skip it then.
+    """
+    quiet = not logging.getLogger("pynetdicom").isEnabledFor(logging.DEBUG)
+    return [(func, args) for func, args in assoc.get_handlers(evt.EVT_DIMSE_SENT)
+            if not (quiet and func is standard_dimse_sent_handler)]
+
+
+def _notify(assoc: Any, handlers: list[tuple[Any, Any]], message: Any) -> None:
+    """Call ``handlers`` for EVT_DIMSE_SENT as ``pynetdicom.evt.trigger`` would (errors logged, not raised)."""
+    event = evt.Event(assoc, evt.EVT_DIMSE_SENT, {"message": message})
+    assoc.abort = assoc._abort_nonblocking
+    try:
+        for func, args in handlers:
+            try:
+                func(event, *(args or ()))
+            except Exception as exc:  # noqa: BLE001 - as pynetdicom: a notification handler cannot break a send
+                log.error("Exception raised in user's 'evt.EVT_DIMSE_SENT' event handler '%s'", func.__name__)
+                log.exception(exc)
+    finally:
+        assoc.abort = assoc._abort_blocking
+
+
+def _lazy_message(primitive: Any, context_id: int) -> Any:
+    """An instance of pynetdicom's message class for ``primitive`` (``isinstance`` works),
+    whose command set is only built when a handler reads one of its attributes."""
+    cls = _RSP_TO_MESSAGE[primitive.__class__]
+    lazy_cls = mixed_class(_LazyMessage, cls)
+    message: Any = object.__new__(lazy_cls)
+    message.__dict__.update(_primitive=primitive, _context_id=context_id)
+    return message
 
 
 def stream_files(assoc: Any) -> None:
