@@ -20,13 +20,16 @@ import struct
 from dataclasses import dataclass
 from pathlib import Path
 
-__all__ = ["FileMeta", "c_store_rq", "pending_rsp", "read_file_meta", "CommandError"]
+__all__ = [
+    "CommandError", "FileMeta", "StoreResponse", "c_store_rq", "pending_rsp", "read_c_store_rsp", "read_file_meta",
+]
 
 _ELEMENT = struct.Struct("<HHL")  # group, element, value length
 _US = struct.Struct("<H")
 _UL = struct.Struct("<L")
 
 C_STORE_RQ = 0x0001
+C_STORE_RSP = 0x8001
 C_GET_RSP = 0x8010
 C_MOVE_RSP = 0x8021
 NO_DATA_SET = 0x0101
@@ -132,3 +135,45 @@ def read_file_meta(path: Path) -> FileMeta:
     if pos != len(meta) or any(k not in values for k in (0x0002, 0x0003, 0x0010)):
         raise CommandError(f"{path}: incomplete File Meta Information")
     return FileMeta(values[0x0002], values[0x0003], values[0x0010], 144 + group_length)
+
+
+@dataclass(frozen=True)
+class StoreResponse:
+    """The elements of a plain C-STORE-RSP (PS3.7 9.3.1.2): no error comment or offending element."""
+
+    responding_to: int
+    sop_class: str
+    sop_instance: str
+    status: int
+
+
+# The elements a plain C-STORE-RSP has; any other (Error Comment, Offending
+# Element, Error ID...) sends the message through pynetdicom.
+_RSP_ELEMENTS = frozenset({0x0000, 0x0002, 0x0100, 0x0120, 0x0800, 0x0900, 0x1000})
+
+
+def read_c_store_rsp(command: bytes | memoryview) -> StoreResponse | None:
+    """Decode ``command`` if it is a plain C-STORE-RSP command set; None for anything else."""
+    values: dict[int, bytes] = {}
+    pos, end = 0, len(command)
+    while pos < end:
+        if pos + 8 > end:
+            return None
+        group, element, length = _ELEMENT.unpack_from(command, pos)
+        pos += 8
+        if group != 0 or element not in _RSP_ELEMENTS or pos + length > end or element in values:
+            return None
+        values[element] = bytes(command[pos : pos + length])
+        pos += length
+    try:
+        if (_US.unpack(values[0x0100])[0] != C_STORE_RSP or _US.unpack(values[0x0800])[0] != NO_DATA_SET
+                or _UL.unpack(values[0x0000])[0] != end - 12):
+            return None
+        return StoreResponse(
+            responding_to=_US.unpack(values[0x0120])[0],
+            sop_class=values.get(0x0002, b"").rstrip(b"\0 ").decode("ascii"),
+            sop_instance=values.get(0x1000, b"").rstrip(b"\0 ").decode("ascii"),
+            status=_US.unpack(values[0x0900])[0],
+        )
+    except (KeyError, struct.error, UnicodeDecodeError):
+        return None

@@ -36,9 +36,17 @@ from pathlib import Path
 from typing import Any
 
 from pydicom import dcmread
+from pydicom.dataelem import RawDataElement
 from pydicom.dataset import Dataset
+from pydicom.tag import Tag
 from pydicom.uid import ExplicitVRLittleEndian, ImplicitVRLittleEndian
 from pynetdicom import AE, Association, _config, build_context, evt
+from pynetdicom._handlers import (
+    standard_dimse_recv_handler,
+    standard_dimse_sent_handler,
+    standard_pdu_recv_handler,
+    standard_pdu_sent_handler,
+)
 from pynetdicom.presentation import PresentationContext
 from pynetdicom.sop_class import (  # type: ignore[attr-defined]  # generated module
     PatientRootQueryRetrieveInformationModelFind,
@@ -119,6 +127,14 @@ def _no_delay(event: evt.Event) -> None:
         dul._run_loop_delay = 0.0002
 
 
+_STANDARD_HANDLERS = (
+    (evt.EVT_DIMSE_RECV, standard_dimse_recv_handler),
+    (evt.EVT_DIMSE_SENT, standard_dimse_sent_handler),
+    (evt.EVT_PDU_RECV, standard_pdu_recv_handler),
+    (evt.EVT_PDU_SENT, standard_pdu_sent_handler),
+)
+
+
 class MoveAE(AE):
     """The gateway's AE, whose C-MOVE sub-associations wait for work instead of polling.
 
@@ -140,6 +156,11 @@ class MoveAE(AE):
         if assoc.is_requestor and not assoc.is_alive() and not assoc.dul.is_alive():
             make_requestor_event_driven(assoc)
             _send_raw(assoc)
+            if not logging.getLogger("pynetdicom").isEnabledFor(logging.DEBUG):
+                # pynetdicom's standard handlers format every PDU and DIMSE
+                # message into debug lines, dropped at any other log level.
+                for event, handler in _STANDARD_HANDLERS:
+                    assoc.unbind(event, handler)
         return sock
 
 
@@ -149,6 +170,10 @@ def _missing(sop_class: str, sop_instance: str) -> Dataset:
     ds.SOPClassUID = sop_class
     ds.SOPInstanceUID = sop_instance
     return ds
+
+
+_SOP_CLASS_TAG = Tag(0x0008, 0x0016)
+_SOP_INSTANCE_TAG = Tag(0x0008, 0x0018)
 
 
 class _RawInstance(Dataset):
@@ -162,8 +187,12 @@ class _RawInstance(Dataset):
 
     def __init__(self, path: Path, sop_class: str, sop_instance: str, meta: FileMeta | None = None) -> None:
         super().__init__()
-        self.SOPClassUID = sop_class
-        self.SOPInstanceUID = sop_instance
+        # Kept as raw elements: pydicom validates a UID set by keyword (a regex
+        # per value, per instance); these are read only for a failed instance.
+        for tag, uid in ((_SOP_CLASS_TAG, sop_class), (_SOP_INSTANCE_TAG, sop_instance)):
+            value = uid.encode("ascii", "replace")
+            value += b"\0" * (len(value) % 2)
+            self._dict[tag] = RawDataElement(tag, "UI", len(value), value, 0, False, True)
         self._raw_path = path
         # The file's meta information, read while it was fetched (None: let pynetdicom read it).
         self._raw_meta = meta

@@ -20,21 +20,23 @@ produce: one PDV per PDU, control header 0x00, the last 0x02) with one
 from __future__ import annotations
 
 import logging
+import socket
+import ssl
 import struct
 from pathlib import Path
 from typing import Any
 
 from pynetdicom import evt
-from pynetdicom._handlers import standard_dimse_sent_handler
+from pynetdicom._handlers import standard_dimse_recv_handler, standard_dimse_sent_handler
 from pynetdicom.dimse import _RQ_TO_MESSAGE, _RSP_TO_MESSAGE, DIMSEServiceProvider
-from pynetdicom.dimse_primitives import C_GET, C_MOVE
+from pynetdicom.dimse_primitives import C_GET, C_MOVE, C_STORE
 from pynetdicom.dul import DULServiceProvider
 from pynetdicom.pdu import P_DATA_TF
 from pynetdicom.pdu_primitives import P_DATA
 
 from .dimse_fast import C_GET_RSP as C_GET_RSP_FIELD
 from .dimse_fast import C_MOVE_RSP as C_MOVE_RSP_FIELD
-from .dimse_fast import CommandError, pending_rsp
+from .dimse_fast import CommandError, pending_rsp, read_c_store_rsp
 from .reactor import mixed_class
 
 __all__ = ["StreamingDIMSE", "StreamingDUL", "dimse_sent_handlers", "stream_files"]
@@ -81,6 +83,46 @@ def pdus_for(data: memoryview | bytes, context_id: int, fragment: int, last: boo
     return out
 
 
+def pdu_parts(data: memoryview, context_id: int, fragment: int, last: bool) -> list[memoryview]:
+    """:func:`pdus_for` as a list of PDU headers and slices of ``data``, for :func:`send_parts`."""
+    parts: list[memoryview] = []
+    total = len(data)
+    full = memoryview(_PDU_HEAD.pack(0x04, 0, fragment + 6, fragment + 2, context_id, 0x00))
+    for start in range(0, total, fragment):
+        chunk = data[start : start + fragment]
+        flag = 0x02 if last and start + fragment >= total else 0x00
+        if len(chunk) == fragment and not flag:
+            parts.append(full)
+        else:
+            parts.append(memoryview(_PDU_HEAD.pack(0x04, 0, len(chunk) + 6, len(chunk) + 2, context_id, flag)))
+        parts.append(chunk)
+    return parts
+
+
+# Buffers per sendmsg() call (Linux's IOV_MAX is 1024).
+_MAX_PARTS = 512
+
+
+def send_parts(sock: socket.socket, parts: list[memoryview]) -> None:
+    """Write every byte of ``parts`` in order, as ``sendall`` would for their concatenation."""
+    if isinstance(sock, ssl.SSLSocket):
+        sock.sendall(b"".join(parts))  # TLS has no gathered write
+        return
+    first = 0
+    while first < len(parts):
+        sent = sock.sendmsg(parts[first : first + _MAX_PARTS])
+        while sent and first < len(parts):
+            size = len(parts[first])
+            if sent >= size:
+                sent -= size
+                first += 1
+            else:
+                parts[first] = parts[first][sent:]
+                sent = 0
+        while first < len(parts) and not len(parts[first]):
+            first += 1
+
+
 class StreamingDUL(DULServiceProvider):
     """Sends a :class:`_FileFragments` marker as the file's PDUs; everything else as pynetdicom does."""
 
@@ -100,7 +142,10 @@ class StreamingDUL(DULServiceProvider):
         batch = max(1, BATCH // fragment) * fragment
         # The command set (if carried) goes out in the same write as the first batch.
         head = pdus_for(marker.command, context_id, fragment, last=True, command=True) if marker.command else b""
-        buffer = bytearray(batch)
+        buffer: bytearray | None = self.__dict__.get("_batch_buffer")
+        if buffer is None or len(buffer) != batch:
+            # One buffer per association, reused for every file it sends.
+            buffer = self.__dict__["_batch_buffer"] = bytearray(batch)
         with open(marker.path, "rb") as fh:
             size = fh.seek(0, 2)
             fh.seek(marker.offset)
@@ -120,13 +165,13 @@ class StreamingDUL(DULServiceProvider):
                     if raw is None:
                         return  # connection lost: pynetdicom has queued Evt17
                     try:
-                        # sendall keeps the buffer (AssociationSocket.send re-slices
-                        # the rest after every partial write).
-                        pdus = pdus_for(view[:n], context_id, fragment, last=remaining <= 0)
+                        # PDU headers and slices of the buffer in one gathered
+                        # write: the file's bytes are not copied in Python.
+                        parts = pdu_parts(view[:n], context_id, fragment, last=remaining <= 0)
                         if head:
-                            pdus[:0] = head
+                            parts.insert(0, memoryview(head))
                             head = b""
-                        raw.sendall(pdus)
+                        send_parts(raw, parts)
                     except OSError:
                         self.event_queue.put("Evt17")  # transport connection closed, as pynetdicom does
                         return
@@ -176,6 +221,26 @@ class StreamingDIMSE(DIMSEServiceProvider):
         self.dul.send_pdu(pdata)
         return True
 
+    def receive_primitive(self, primitive: Any) -> None:
+        # A plain C-STORE-RSP (the answer to each sub-operation of a retrieve),
+        # in one PDV and with no message being assembled, is decoded without
+        # pydicom; everything else as pynetdicom does.
+        items = primitive.presentation_data_value_list
+        if self.message is None and len(items) == 1 and items[0][1][:1] == b"\x03":
+            context_id, value = items[0]
+            rsp = read_c_store_rsp(memoryview(value)[1:])
+            if rsp is not None and not dimse_handlers(self.assoc, evt.EVT_DIMSE_RECV):
+                store = C_STORE()
+                store.MessageIDBeingRespondedTo = rsp.responding_to
+                if rsp.sop_class:
+                    store.AffectedSOPClassUID = rsp.sop_class
+                if rsp.sop_instance:
+                    store.AffectedSOPInstanceUID = rsp.sop_instance
+                store.Status = rsp.status
+                self.msg_queue.put((context_id, store))
+                return
+        super().receive_primitive(primitive)
+
     def send_msg(self, primitive: Any, context_id: int) -> None:
         if self._send_pending(primitive, context_id):
             return
@@ -220,16 +285,21 @@ class _LazyMessage:
         return getattr(built, name)
 
 
-def dimse_sent_handlers(assoc: Any) -> list[tuple[Any, Any]]:
-    """The EVT_DIMSE_SENT handlers of ``assoc`` that would do something for a message.
+def dimse_handlers(assoc: Any, event: Any) -> list[tuple[Any, Any]]:
+    """The EVT_DIMSE_SENT or EVT_DIMSE_RECV handlers of ``assoc`` that would do something for a message.
 
-    pynetdicom binds its standard handler to every association; it formats
-    the whole message into debug lines, then drops them unless the
-    ``pynetdicom`` logger shows debug messages. The fast paths skip it then.
+    pynetdicom binds its standard handlers to every association; they format
+    the whole message into debug lines, then drop them unless the
+    ``pynetdicom`` logger shows debug messages. The fast paths skip them then.
     """
     quiet = not logging.getLogger("pynetdicom").isEnabledFor(logging.DEBUG)
-    return [(func, args) for func, args in assoc.get_handlers(evt.EVT_DIMSE_SENT)
-            if not (quiet and func is standard_dimse_sent_handler)]
+    standard = standard_dimse_sent_handler if event is evt.EVT_DIMSE_SENT else standard_dimse_recv_handler
+    return [(func, args) for func, args in assoc.get_handlers(event) if not (quiet and func is standard)]
+
+
+def dimse_sent_handlers(assoc: Any) -> list[tuple[Any, Any]]:
+    """:func:`dimse_handlers` for EVT_DIMSE_SENT."""
+    return dimse_handlers(assoc, evt.EVT_DIMSE_SENT)
 
 
 def _notify(assoc: Any, handlers: list[tuple[Any, Any]], message: Any) -> None:
