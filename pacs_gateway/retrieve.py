@@ -287,6 +287,7 @@ class _Prefetch:
         self.pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="retrieve")
         self.queued: deque[tuple[Any, Future[tuple[Path, FileMeta | None]]]] = deque()
         self._sent: Path | None = None
+        self._keep: set[str] | None = None
         self._fill()
 
     def _read(self, instance: Any) -> tuple[Path, FileMeta | None]:
@@ -312,6 +313,11 @@ class _Prefetch:
             held += size
             self.queued.append((instance, self.pool.submit(self._read, instance)))
 
+    def keep_only(self, orthanc_ids: set[str]) -> None:
+        """Send only these instances (the others were deleted from storage meanwhile)."""
+        self._keep = orthanc_ids
+        self.pending = deque(i for i in self.pending if i.orthanc_id in orthanc_ids)
+
     def _forget_sent(self) -> None:
         if self._sent is not None:
             self._sent.unlink(missing_ok=True)
@@ -321,6 +327,10 @@ class _Prefetch:
         while self.queued:
             instance, future = self.queued.popleft()
             self._forget_sent()
+            if self._keep is not None and instance.orthanc_id not in self._keep:
+                self._drop(future)
+                self._fill()
+                continue
             ds: Dataset
             try:
                 self._sent, meta = future.result()
@@ -332,13 +342,25 @@ class _Prefetch:
             yield instance, ds
         self._forget_sent()
 
+    @staticmethod
+    def _drop(future: Future[tuple[Path, FileMeta | None]]) -> None:
+        """Delete the file of a finished read (waits for a running one)."""
+        if future.cancel():
+            return
+        try:
+            future.result()[0].unlink(missing_ok=True)
+        except Exception:  # noqa: BLE001, S110 - a failed read left no file
+            pass
+
     def close(self) -> None:
+        """Stop reading ahead and delete every file not sent yet (idempotent)."""
         self.pool.shutdown(wait=True, cancel_futures=True)
         self._forget_sent()
         for _, future in self.queued:
             if future.done() and not future.cancelled() and future.exception() is None:
                 future.result()[0].unlink(missing_ok=True)
         self.queued.clear()
+        self.pending.clear()
 
 
 class QueryRetrieve:
@@ -415,7 +437,15 @@ class QueryRetrieve:
         return level, keys, find_matches(self.store, level, keys, limit=65535)
 
     def _prepare(self, event: evt.Event, action: str, calling_aet: str, peer: str,
-                 destination: str) -> tuple[list[Any], list[Match]]:
+                 destination: str) -> tuple[list[Any], _Prefetch]:
+        """Resolve, audit, and start copying the instances from storage.
+
+        The copying starts as soon as the instances are listed, while their
+        SOP classes and transfer syntaxes (needed for the presentation
+        contexts) are looked up and the retrieve is audited: nothing leaves
+        before the audit, but the first files are on disk by the time the
+        association is up. The caller must close the returned prefetch.
+        """
         model = model_of(event.context.abstract_syntax)
         identifier = event.identifier
         try:
@@ -424,10 +454,17 @@ class QueryRetrieve:
             self._audit(action, calling_aet, peer, model, "", {}, [], outcome="refused", reason=exc.reason,
                         destination=destination)
             raise
-        instances = self.store.stored_instances(level, [m.orthanc_id for m in matches], workers=8)  # type: ignore[arg-type]
-        self._audit(action, calling_aet, peer, model, level, keys, matches, destination=destination,
-                    instances=len(instances))
-        return instances, matches
+        listed = self.store.list_instances(level, [m.orthanc_id for m in matches])  # type: ignore[arg-type]
+        prefetch = _Prefetch(self.store, listed, self.work_dir)
+        try:
+            instances = self.store.describe_instances(listed, workers=8)
+            prefetch.keep_only({i.orthanc_id for i in instances})
+            self._audit(action, calling_aet, peer, model, level, keys, matches, destination=destination,
+                        instances=len(instances))
+        except BaseException:
+            prefetch.close()
+            raise
+        return instances, prefetch
 
     def open(self) -> None:
         """Create the work folder and remove what a crash left in it."""
@@ -435,8 +472,7 @@ class QueryRetrieve:
         for leftover in self.work_dir.glob("*.dcm"):
             leftover.unlink(missing_ok=True)
 
-    def _send_all(self, event: evt.Event, instances: list[Any]) -> Iterator[tuple[int, Dataset | None]]:
-        prefetch = _Prefetch(self.store, instances, self.work_dir)
+    def _send_all(self, event: evt.Event, prefetch: _Prefetch) -> Iterator[tuple[int, Dataset | None]]:
         try:
             for _, ds in prefetch:
                 if event.is_cancelled:
@@ -460,20 +496,27 @@ class QueryRetrieve:
             return
         # Errors here end the generator before its first yield: pynetdicom
         # answers a failure (0xC514) and nothing is sent.
-        instances, _ = self._prepare(event, "dicom.retrieve", calling_aet, peer, destination)
-        contexts = _contexts(instances)
-        # Pending responses to the requestor encoded without pydicom (stream_send.py).
-        stream_files(event.assoc)
-        yield address.host, address.port, {"contexts": contexts, "ae_title": address.ae_title,
-                                           "evt_handlers": [(evt.EVT_CONN_OPEN, _no_delay)]}
-        yield len(instances)
-        yield from self._send_all(event, instances)
+        instances, prefetch = self._prepare(event, "dicom.retrieve", calling_aet, peer, destination)
+        try:
+            contexts = _contexts(instances)
+            # Pending responses to the requestor encoded without pydicom (stream_send.py).
+            stream_files(event.assoc)
+            yield address.host, address.port, {"contexts": contexts, "ae_title": address.ae_title,
+                                               "evt_handlers": [(evt.EVT_CONN_OPEN, _no_delay)]}
+            yield len(instances)
+            yield from self._send_all(event, prefetch)
+        finally:
+            # Also when pynetdicom stops early (no association, nothing to send).
+            prefetch.close()
 
     def get(self, event: evt.Event, calling_aet: str, peer: str) -> Iterator[Any]:
-        instances, _ = self._prepare(event, "dicom.retrieve", calling_aet, peer, calling_aet)
-        _send_raw(event.assoc)
-        yield len(instances)
-        yield from self._send_all(event, instances)
+        instances, prefetch = self._prepare(event, "dicom.retrieve", calling_aet, peer, calling_aet)
+        try:
+            _send_raw(event.assoc)
+            yield len(instances)
+            yield from self._send_all(event, prefetch)
+        finally:
+            prefetch.close()
 
 
 def _contexts(instances: list[Any]) -> list[PresentationContext]:

@@ -213,6 +213,8 @@ class StreamingDIMSE(DIMSEServiceProvider):
         if self.maximum_pdu_size and len(command) + 6 > self.maximum_pdu_size:
             return False
         handlers = dimse_sent_handlers(self.assoc)
+        if any(func is standard_dimse_sent_handler for func, _ in handlers):
+            return False  # debug logging of DIMSE messages on: pynetdicom's own path, as logged
         if handlers:
             # They get the message pynetdicom would have built, built only if they look at it.
             _notify(self.assoc, handlers, _lazy_message(primitive, context_id))

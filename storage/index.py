@@ -15,6 +15,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import replace
 from pathlib import Path
 from typing import Any, Literal
 
@@ -173,33 +174,53 @@ class IndexQueries:
         series in the order it will display it. The metadata look-ups run
         ``workers`` at a time (one small request each).
         """
+        return self.describe_instances(self.list_instances(level, orthanc_ids), workers=workers)
+
+    def list_instances(self, level: Level, orthanc_ids: list[str]) -> list[StoredInstance]:
+        """:meth:`stored_instances` without the per-instance metadata look-ups (one request per resource).
+
+        Same order; ``sop_class_uid`` and ``transfer_syntax`` are empty. A
+        retrieve starts copying files with this while
+        :meth:`describe_instances` asks for the rest.
+        """
         listed: list[dict[str, Any]] = []
         for orthanc_id in orthanc_ids:
             if level == "Instance":
                 listed.append(self._get_json(f"/instances/{orthanc_id}"))
             else:
                 listed.extend(self._get_json(f"/{_PLURAL[level]}/{orthanc_id}/instances"))
-
-        def describe(item: dict[str, Any]) -> StoredInstance | None:
-            try:
-                meta = self.instance_metadata(str(item["ID"]))
-            except NotFound:
-                return None  # deleted meanwhile
-            tags = item.get("MainDicomTags") or {}
-            return StoredInstance(
+        found = [
+            StoredInstance(
                 orthanc_id=str(item["ID"]),
                 series_id=str(item.get("ParentSeries", "")),
-                sop_instance_uid=_text(tags.get("SOPInstanceUID")),
-                sop_class_uid=meta.get("SopClassUid", ""),
-                transfer_syntax=meta.get("TransferSyntax", ""),
-                instance_number=_number(tags.get("InstanceNumber")),
+                sop_instance_uid=_text((item.get("MainDicomTags") or {}).get("SOPInstanceUID")),
+                sop_class_uid="",
+                transfer_syntax="",
+                instance_number=_number((item.get("MainDicomTags") or {}).get("InstanceNumber")),
                 size=int(item.get("FileSize", 0) or 0),
             )
+            for item in listed
+        ]
+        series_order = {sid: n for n, sid in enumerate(dict.fromkeys(f.series_id for f in found))}
+        return sorted(found, key=lambda f: (series_order[f.series_id], f.instance_number))
+
+    def describe_instances(self, instances: list[StoredInstance], *, workers: int = 4) -> list[StoredInstance]:
+        """``instances`` with SOP class and transfer syntax from Orthanc's metadata, in the same order.
+
+        An instance deleted meanwhile is left out. The look-ups run
+        ``workers`` at a time (one small request each).
+        """
+
+        def describe(item: StoredInstance) -> StoredInstance | None:
+            try:
+                meta = self.instance_metadata(item.orthanc_id)
+            except NotFound:
+                return None  # deleted meanwhile
+            return replace(item, sop_class_uid=meta.get("SopClassUid", ""),
+                           transfer_syntax=meta.get("TransferSyntax", ""))
 
         with ThreadPoolExecutor(max_workers=max(1, workers), thread_name_prefix="index") as pool:
-            described = [d for d in pool.map(describe, listed) if d is not None]
-        series_order = {sid: n for n, sid in enumerate(dict.fromkeys(d.series_id for d in described))}
-        return sorted(described, key=lambda d: (series_order[d.series_id], d.instance_number))
+            return [d for d in pool.map(describe, instances) if d is not None]
 
 
 def _number(value: Any) -> int:
