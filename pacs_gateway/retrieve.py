@@ -47,6 +47,7 @@ from pynetdicom._handlers import (
     standard_pdu_recv_handler,
     standard_pdu_sent_handler,
 )
+from pynetdicom.dimse_primitives import C_STORE
 from pynetdicom.presentation import PresentationContext
 from pynetdicom.sop_class import (  # type: ignore[attr-defined]  # generated module
     PatientRootQueryRetrieveInformationModelFind,
@@ -164,6 +165,16 @@ class MoveAE(AE):
         return sock
 
 
+_STATUS_TAG = Tag(0x0000, 0x0900)
+
+
+def _status(code: int) -> Dataset:
+    """A status Dataset holding only (0000,0900) Status, as a raw element (read once by pynetdicom)."""
+    ds = Dataset()
+    ds._dict[_STATUS_TAG] = RawDataElement(_STATUS_TAG, "US", 2, code.to_bytes(2, "little"), 0, True, True)
+    return ds
+
+
 def _missing(sop_class: str, sop_instance: str) -> Dataset:
     """What pynetdicom counts as one failed sub-operation for this instance (no transfer syntax)."""
     ds = Dataset()
@@ -254,7 +265,21 @@ class _RawSendingAssociation(EventDrivenAssociation):
         if rsp is None:
             self._handle_no_response()
             return Dataset()
+        code = rsp.Status if isinstance(rsp, C_STORE) else None
+        if code is not None and rsp.is_valid_response and not any(
+                getattr(rsp, keyword, None) is not None for keyword in rsp.STATUS_OPTIONAL_KEYWORDS):
+            return _status(code)  # what _check_received_status builds, minus pydicom's checks
         return self._check_received_status(rsp)
+
+    def kill(self) -> None:
+        # pynetdicom's kill(), checking every 1 ms instead of 10 ms whether the
+        # DUL has closed the connection after the release (a C-MOVE ends there).
+        self._reactor_checkpoint.set()
+        self._kill = True
+        self.is_established = False
+        self._is_paused = True
+        while self.dul.is_alive() and not self.dul.stop_dul():
+            time.sleep(0.001)
 
 
 def _send_raw(assoc: Any) -> None:

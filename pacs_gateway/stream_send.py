@@ -27,7 +27,7 @@ from pathlib import Path
 from typing import Any
 
 from pynetdicom import evt
-from pynetdicom._handlers import standard_dimse_recv_handler, standard_dimse_sent_handler
+from pynetdicom._handlers import standard_dimse_recv_handler, standard_dimse_sent_handler, standard_pdu_sent_handler
 from pynetdicom.dimse import _RQ_TO_MESSAGE, _RSP_TO_MESSAGE, DIMSEServiceProvider
 from pynetdicom.dimse_primitives import C_GET, C_MOVE, C_STORE
 from pynetdicom.dul import DULServiceProvider
@@ -63,6 +63,18 @@ class _FileFragments(bytes):
         marker = cls(b"\x02")
         marker.path, marker.offset, marker.max_pdu, marker.command = path, offset, max_pdu, command
         return marker
+
+
+class _ReadyPDU(bytes):
+    """Stands in the P-DATA queue for a whole P-DATA-TF PDU, already encoded (a Pending response)."""
+
+
+def _pdu_events_quiet(assoc: Any) -> bool:
+    """Whether nothing but pynetdicom's debug logging listens to PDUs and bytes sent on ``assoc``
+    (then a ready-made PDU may skip pynetdicom's PDU objects and their events)."""
+    if logging.getLogger("pynetdicom").isEnabledFor(logging.DEBUG) or assoc.get_handlers(evt.EVT_DATA_SENT):
+        return False
+    return all(func is standard_pdu_sent_handler for func, _ in assoc.get_handlers(evt.EVT_PDU_SENT))
 
 
 def pdus_for(data: memoryview | bytes, context_id: int, fragment: int, last: bool,
@@ -129,6 +141,16 @@ class StreamingDUL(DULServiceProvider):
     def _send(self, pdu: Any) -> None:
         items = getattr(pdu, "presentation_data_value_items", None) if isinstance(pdu, P_DATA_TF) else None
         marker = items[0].presentation_data_value if items and len(items) == 1 else None
+        if isinstance(marker, _ReadyPDU):
+            raw_socket = getattr(self.socket, "socket", None)
+            if raw_socket is None:
+                log.warning("attempted to send a response over a closed connection")
+                return
+            try:
+                raw_socket.sendall(marker)
+            except OSError:
+                self.event_queue.put("Evt17")  # transport connection closed, as pynetdicom does
+            return
         if not isinstance(marker, _FileFragments):
             super()._send(pdu)
             return
@@ -219,7 +241,11 @@ class StreamingDIMSE(DIMSEServiceProvider):
             # They get the message pynetdicom would have built, built only if they look at it.
             _notify(self.assoc, handlers, _lazy_message(primitive, context_id))
         pdata = P_DATA()
-        pdata.presentation_data_value_list.append((context_id, b"\x03" + command))
+        value = b"\x03" + command
+        if _pdu_events_quiet(self.assoc):
+            # The whole PDU, written as is by StreamingDUL._send.
+            value = _ReadyPDU(_PDU_HEAD.pack(0x04, 0, len(command) + 6, len(command) + 2, context_id, 0x03) + command)
+        pdata.presentation_data_value_list.append((context_id, value))
         self.dul.send_pdu(pdata)
         return True
 
