@@ -8,10 +8,12 @@ gets 0xA801), C-GET on the requesting association (PS3.4 C.4.3: the
 workstation offered the storage classes with the SCP role).
 
 Speed: a few threads copy the next instances from Orthanc into files while
-the current one is on the wire, so the workstation waits on the network, not
-on HTTP; each file is sent as stored, streamed without decoding (see
-:class:`_RawSendingAssociation`). A bounded window keeps memory and disk use
-flat whatever the study size.
+the current one is on the wire (starting as soon as the instances are
+listed), so the workstation waits on the network, not on HTTP; each file is
+sent as stored, streamed without decoding, its C-STORE command encoded
+without pydicom (see :class:`_RawSendingAssociation`). A bounded window
+keeps memory and disk use flat whatever the study size. The association to
+the move destination is event-driven from its start (:class:`MoveAE`).
 
 pynetdicom sends a Pending response after each C-STORE sub-operation with
 the remaining/completed/failed/warning counts, honours C-CANCEL (checked
