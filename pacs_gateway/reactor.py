@@ -44,7 +44,10 @@ from pynetdicom.pdu import A_ABORT_RQ, P_DATA_TF
 from pynetdicom.pdu_primitives import P_DATA
 from pynetdicom.utils import make_target
 
-__all__ = ["EventDrivenAssociation", "EventDrivenDUL", "make_event_driven", "mixed_class", "IDLE_CHECK"]
+__all__ = [
+    "EventDrivenAssociation", "EventDrivenDUL", "make_event_driven", "make_requestor_event_driven", "mixed_class",
+    "IDLE_CHECK",
+]
 
 log = logging.getLogger(__name__)
 
@@ -308,3 +311,20 @@ def make_event_driven(assoc: Association) -> Association:
     dul._target = make_target(dul.run_reactor)  # type: ignore[attr-defined]
     assoc.__class__ = EventDrivenAssociation
     return assoc
+
+
+def make_requestor_event_driven(assoc: Association) -> Association:
+    """Switch a requestor association to the event-driven loops before it requests anything.
+
+    For an association that pynetdicom's ``AE.associate`` has created and
+    given its socket, but whose ``request()`` (which starts the DUL thread)
+    has not run yet: the hook is ``AE._create_socket``, see
+    ``pacs_gateway.retrieve.MoveAE``. Until the transport connects, the DUL
+    naps ``_run_loop_delay`` as pynetdicom's does (there is no socket to
+    wait on); then it waits in ``select`` like an acceptor's. A P-DATA with
+    nothing queued before it is written by the sending thread, so a C-STORE
+    sub-operation of a C-MOVE costs no hand-over to the DUL thread.
+    """
+    if not assoc.is_requestor:
+        raise ValueError("make_requestor_event_driven() is for associations this AE requests")
+    return make_event_driven(assoc)

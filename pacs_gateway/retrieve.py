@@ -8,10 +8,12 @@ gets 0xA801), C-GET on the requesting association (PS3.4 C.4.3: the
 workstation offered the storage classes with the SCP role).
 
 Speed: a few threads copy the next instances from Orthanc into files while
-the current one is on the wire, so the workstation waits on the network, not
-on HTTP; each file is sent as stored, streamed without decoding (see
-:class:`_RawSendingAssociation`). A bounded window keeps memory and disk use
-flat whatever the study size.
+the current one is on the wire (starting as soon as the instances are
+listed), so the workstation waits on the network, not on HTTP; each file is
+sent as stored, streamed without decoding, its C-STORE command encoded
+without pydicom (see :class:`_RawSendingAssociation`). A bounded window
+keeps memory and disk use flat whatever the study size. The association to
+the move destination is event-driven from its start (:class:`MoveAE`).
 
 pynetdicom sends a Pending response after each C-STORE sub-operation with
 the remaining/completed/failed/warning counts, honours C-CANCEL (checked
@@ -27,6 +29,7 @@ import json
 import logging
 import socket
 import tempfile
+import time
 import uuid
 from collections import deque
 from collections.abc import Iterator
@@ -35,9 +38,18 @@ from pathlib import Path
 from typing import Any
 
 from pydicom import dcmread
+from pydicom.dataelem import RawDataElement
 from pydicom.dataset import Dataset
+from pydicom.tag import Tag
 from pydicom.uid import ExplicitVRLittleEndian, ImplicitVRLittleEndian
 from pynetdicom import AE, Association, _config, build_context, evt
+from pynetdicom._handlers import (
+    standard_dimse_recv_handler,
+    standard_dimse_sent_handler,
+    standard_pdu_recv_handler,
+    standard_pdu_sent_handler,
+)
+from pynetdicom.dimse_primitives import C_STORE
 from pynetdicom.presentation import PresentationContext
 from pynetdicom.sop_class import (  # type: ignore[attr-defined]  # generated module
     PatientRootQueryRetrieveInformationModelFind,
@@ -49,6 +61,7 @@ from pynetdicom.sop_class import (  # type: ignore[attr-defined]  # generated mo
 )
 
 from .commitment import ReturnAddress
+from .dimse_fast import CommandError, FileMeta, c_store_rq, read_file_meta
 from .dimse_status import Status
 from .query import (
     UNIQUE_KEYS,
@@ -61,10 +74,10 @@ from .query import (
     model_of,
     query_level,
 )
-from .reactor import EventDrivenAssociation
-from .stream_send import stream_files
+from .reactor import EventDrivenAssociation, EventDrivenDUL, make_requestor_event_driven
+from .stream_send import StreamingDIMSE, dimse_sent_handlers, stream_files
 
-__all__ = ["QueryRetrieve", "QR_CONTEXTS", "add_query_retrieve_contexts"]
+__all__ = ["MoveAE", "QueryRetrieve", "QR_CONTEXTS", "add_query_retrieve_contexts"]
 
 log = logging.getLogger(__name__)
 audit_log = logging.getLogger("pacs_gateway.audit")
@@ -110,13 +123,58 @@ def _no_delay(event: evt.Event) -> None:
         except OSError:
             pass
     _send_raw(event.assoc)
-    # pynetdicom started this requestor's DUL before any handler could make
-    # it event-driven (reactor.install is not used: the modality-side timing
-    # of storage commitment tests showed races in pynetdicom's own requestor
-    # loop); it naps 1 ms when idle, so answer sooner on a transfer.
     dul = event.assoc.dul
-    if hasattr(dul, "_run_loop_delay"):
+    if not isinstance(dul, EventDrivenDUL) and hasattr(dul, "_run_loop_delay"):
+        # Not requested through MoveAE: pynetdicom's polling DUL naps 1 ms
+        # when idle, so answer sooner on a transfer.
         dul._run_loop_delay = 0.0002
+
+
+_STANDARD_HANDLERS = (
+    (evt.EVT_DIMSE_RECV, standard_dimse_recv_handler),
+    (evt.EVT_DIMSE_SENT, standard_dimse_sent_handler),
+    (evt.EVT_PDU_RECV, standard_pdu_recv_handler),
+    (evt.EVT_PDU_SENT, standard_pdu_sent_handler),
+)
+
+
+class MoveAE(AE):
+    """The gateway's AE, whose C-MOVE sub-associations wait for work instead of polling.
+
+    pynetdicom's C-MOVE SCP opens the association to the move destination
+    with ``self.ae.associate()`` and starts its DUL thread inside that call,
+    before any handler of ours runs: the polling loops (1 ms naps, or a core
+    burnt at shorter ones, and the GIL taken from the sending thread) then
+    cost a C-MOVE more than the workstation does. ``associate()`` gives the
+    new association its socket through :meth:`_create_socket` before it
+    starts any thread; there it gets the event-driven loops of reactor.py
+    and the file streaming of stream_send.py.
+
+    The gateway requests associations with this AE only for C-MOVE (storage
+    commitment reports, IANs and forwarding use AEs of their own).
+    """
+
+    def _create_socket(self, assoc: Association, address: Any, tls_args: Any) -> Any:
+        sock = super()._create_socket(assoc, address, tls_args)
+        if assoc.is_requestor and not assoc.is_alive() and not assoc.dul.is_alive():
+            make_requestor_event_driven(assoc)
+            _send_raw(assoc)
+            if not logging.getLogger("pynetdicom").isEnabledFor(logging.DEBUG):
+                # pynetdicom's standard handlers format every PDU and DIMSE
+                # message into debug lines, dropped at any other log level.
+                for event, handler in _STANDARD_HANDLERS:
+                    assoc.unbind(event, handler)
+        return sock
+
+
+_STATUS_TAG = Tag(0x0000, 0x0900)
+
+
+def _status(code: int) -> Dataset:
+    """A status Dataset holding only (0000,0900) Status, as a raw element (read once by pynetdicom)."""
+    ds = Dataset()
+    ds._dict[_STATUS_TAG] = RawDataElement(_STATUS_TAG, "US", 2, code.to_bytes(2, "little"), 0, True, True)
+    return ds
 
 
 def _missing(sop_class: str, sop_instance: str) -> Dataset:
@@ -125,6 +183,10 @@ def _missing(sop_class: str, sop_instance: str) -> Dataset:
     ds.SOPClassUID = sop_class
     ds.SOPInstanceUID = sop_instance
     return ds
+
+
+_SOP_CLASS_TAG = Tag(0x0008, 0x0016)
+_SOP_INSTANCE_TAG = Tag(0x0008, 0x0018)
 
 
 class _RawInstance(Dataset):
@@ -136,11 +198,17 @@ class _RawInstance(Dataset):
     without decoding and re-encoding it (half the cost of a sub-operation).
     """
 
-    def __init__(self, path: Path, sop_class: str, sop_instance: str) -> None:
+    def __init__(self, path: Path, sop_class: str, sop_instance: str, meta: FileMeta | None = None) -> None:
         super().__init__()
-        self.SOPClassUID = sop_class
-        self.SOPInstanceUID = sop_instance
+        # Kept as raw elements: pydicom validates a UID set by keyword (a regex
+        # per value, per instance); these are read only for a failed instance.
+        for tag, uid in ((_SOP_CLASS_TAG, sop_class), (_SOP_INSTANCE_TAG, sop_instance)):
+            value = uid.encode("ascii", "replace")
+            value += b"\0" * (len(value) % 2)
+            self._dict[tag] = RawDataElement(tag, "UI", len(value), value, 0, False, True)
         self._raw_path = path
+        # The file's meta information, read while it was fetched (None: let pynetdicom read it).
+        self._raw_meta = meta
 
 
 class _RawSendingAssociation(EventDrivenAssociation):
@@ -155,10 +223,65 @@ class _RawSendingAssociation(EventDrivenAssociation):
         path = dataset.__dict__.get("_raw_path") if isinstance(dataset, _RawInstance) else None
         if path is None:
             return super().send_c_store(dataset, *args, **kwargs)
+        meta: FileMeta | None = dataset.__dict__.get("_raw_meta")
         try:
+            if meta is not None and not args and not dimse_sent_handlers(self):
+                sent = self._send_file(path, meta, **kwargs)
+                if sent is not None:
+                    return sent
             return super().send_c_store(path, *args, **kwargs)
         except ValueError:
             return super().send_c_store(dcmread(path), *args, **kwargs)
+
+    def _send_file(self, path: Path, meta: FileMeta, msg_id: int = 1, priority: int = 2,
+                   originator_aet: str | None = None, originator_id: int | None = None) -> Dataset | None:
+        """pynetdicom's ``send_c_store`` of a file, step for step, minus its pydicom work.
+
+        The command set comes from :func:`dimse_fast.c_store_rq` and goes out
+        in the same write as the file's first PDUs (stream_send.py); the
+        meta information was read when the file was fetched. Returns None
+        (nothing sent) when the command cannot be encoded here; raises
+        ValueError, like pynetdicom, when no accepted context has the file's
+        own transfer syntax.
+        """
+        if not self.is_established:
+            raise RuntimeError("The association with a peer SCP must be established before sending a C-STORE request")
+        context = self._get_valid_context(meta.sop_class, meta.transfer_syntax, "scu", allow_conversion=False)
+        try:
+            command = c_store_rq(message_id=msg_id, sop_class=meta.sop_class, sop_instance=meta.sop_instance,
+                                 priority=priority, originator_aet=originator_aet, originator_id=originator_id)
+        except CommandError:
+            return None
+        dimse = self.dimse
+        if not isinstance(dimse, StreamingDIMSE):
+            return None
+        # As pynetdicom: pause the reactor so that it leaves the response to us.
+        self._reactor_checkpoint.clear()
+        while not self._is_paused:
+            time.sleep(0.0001)
+        try:
+            dimse.send_file(command, path, meta.data_set_offset, int(context.context_id or 0))
+            _, rsp = dimse.get_msg(block=True)
+        finally:
+            self._reactor_checkpoint.set()
+        if rsp is None:
+            self._handle_no_response()
+            return Dataset()
+        code = rsp.Status if isinstance(rsp, C_STORE) else None
+        if code is not None and rsp.is_valid_response and not any(
+                getattr(rsp, keyword, None) is not None for keyword in rsp.STATUS_OPTIONAL_KEYWORDS):
+            return _status(code)  # what _check_received_status builds, minus pydicom's checks
+        return self._check_received_status(rsp)
+
+    def kill(self) -> None:
+        # pynetdicom's kill(), checking every 1 ms instead of 10 ms whether the
+        # DUL has closed the connection after the release (a C-MOVE ends there).
+        self._reactor_checkpoint.set()
+        self._kill = True
+        self.is_established = False
+        self._is_paused = True
+        while self.dul.is_alive() and not self.dul.stop_dul():
+            time.sleep(0.001)
 
 
 def _send_raw(assoc: Any) -> None:
@@ -189,18 +312,23 @@ class _Prefetch:
         self.window = window
         self.max_bytes = max_bytes
         self.pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="retrieve")
-        self.queued: deque[tuple[Any, Future[Path]]] = deque()
+        self.queued: deque[tuple[Any, Future[tuple[Path, FileMeta | None]]]] = deque()
         self._sent: Path | None = None
+        self._keep: set[str] | None = None
         self._fill()
 
-    def _read(self, instance: Any) -> Path:
+    def _read(self, instance: Any) -> tuple[Path, FileMeta | None]:
         target = self.folder / f"{uuid.uuid4().hex}.dcm"
         try:
             self.store.save_instance(instance.orthanc_id, target)
         except BaseException:
             target.unlink(missing_ok=True)
             raise
-        return target
+        try:
+            # Read here, off the sending thread.
+            return target, read_file_meta(target)
+        except (CommandError, OSError):
+            return target, None
 
     def _fill(self) -> None:
         held = sum(int(getattr(i, "size", 0) or 0) for i, _ in self.queued)
@@ -212,6 +340,11 @@ class _Prefetch:
             held += size
             self.queued.append((instance, self.pool.submit(self._read, instance)))
 
+    def keep_only(self, orthanc_ids: set[str]) -> None:
+        """Send only these instances (the others were deleted from storage meanwhile)."""
+        self._keep = orthanc_ids
+        self.pending = deque(i for i in self.pending if i.orthanc_id in orthanc_ids)
+
     def _forget_sent(self) -> None:
         if self._sent is not None:
             self._sent.unlink(missing_ok=True)
@@ -221,10 +354,14 @@ class _Prefetch:
         while self.queued:
             instance, future = self.queued.popleft()
             self._forget_sent()
+            if self._keep is not None and instance.orthanc_id not in self._keep:
+                self._drop(future)
+                self._fill()
+                continue
             ds: Dataset
             try:
-                self._sent = future.result()
-                ds = _RawInstance(self._sent, instance.sop_class_uid, instance.sop_instance_uid)
+                self._sent, meta = future.result()
+                ds = _RawInstance(self._sent, instance.sop_class_uid, instance.sop_instance_uid, meta)
             except Exception as exc:  # noqa: BLE001 - reported as a failed sub-operation
                 log.warning("retrieve: cannot read %s from storage: %s", instance.sop_instance_uid, exc)
                 ds = _missing(instance.sop_class_uid, instance.sop_instance_uid)
@@ -232,13 +369,25 @@ class _Prefetch:
             yield instance, ds
         self._forget_sent()
 
+    @staticmethod
+    def _drop(future: Future[tuple[Path, FileMeta | None]]) -> None:
+        """Delete the file of a finished read (waits for a running one)."""
+        if future.cancel():
+            return
+        try:
+            future.result()[0].unlink(missing_ok=True)
+        except Exception:  # noqa: BLE001, S110 - a failed read left no file
+            pass
+
     def close(self) -> None:
+        """Stop reading ahead and delete every file not sent yet (idempotent)."""
         self.pool.shutdown(wait=True, cancel_futures=True)
         self._forget_sent()
         for _, future in self.queued:
             if future.done() and not future.cancelled() and future.exception() is None:
-                future.result().unlink(missing_ok=True)
+                future.result()[0].unlink(missing_ok=True)
         self.queued.clear()
+        self.pending.clear()
 
 
 class QueryRetrieve:
@@ -315,7 +464,15 @@ class QueryRetrieve:
         return level, keys, find_matches(self.store, level, keys, limit=65535)
 
     def _prepare(self, event: evt.Event, action: str, calling_aet: str, peer: str,
-                 destination: str) -> tuple[list[Any], list[Match]]:
+                 destination: str) -> tuple[list[Any], _Prefetch]:
+        """Resolve, audit, and start copying the instances from storage.
+
+        The copying starts as soon as the instances are listed, while their
+        SOP classes and transfer syntaxes (needed for the presentation
+        contexts) are looked up and the retrieve is audited: nothing leaves
+        before the audit, but the first files are on disk by the time the
+        association is up. The caller must close the returned prefetch.
+        """
         model = model_of(event.context.abstract_syntax)
         identifier = event.identifier
         try:
@@ -324,10 +481,17 @@ class QueryRetrieve:
             self._audit(action, calling_aet, peer, model, "", {}, [], outcome="refused", reason=exc.reason,
                         destination=destination)
             raise
-        instances = self.store.stored_instances(level, [m.orthanc_id for m in matches], workers=8)  # type: ignore[arg-type]
-        self._audit(action, calling_aet, peer, model, level, keys, matches, destination=destination,
-                    instances=len(instances))
-        return instances, matches
+        listed = self.store.list_instances(level, [m.orthanc_id for m in matches])  # type: ignore[arg-type]
+        prefetch = _Prefetch(self.store, listed, self.work_dir)
+        try:
+            instances = self.store.describe_instances(listed, workers=8)
+            prefetch.keep_only({i.orthanc_id for i in instances})
+            self._audit(action, calling_aet, peer, model, level, keys, matches, destination=destination,
+                        instances=len(instances))
+        except BaseException:
+            prefetch.close()
+            raise
+        return instances, prefetch
 
     def open(self) -> None:
         """Create the work folder and remove what a crash left in it."""
@@ -335,8 +499,7 @@ class QueryRetrieve:
         for leftover in self.work_dir.glob("*.dcm"):
             leftover.unlink(missing_ok=True)
 
-    def _send_all(self, event: evt.Event, instances: list[Any]) -> Iterator[tuple[int, Dataset | None]]:
-        prefetch = _Prefetch(self.store, instances, self.work_dir)
+    def _send_all(self, event: evt.Event, prefetch: _Prefetch) -> Iterator[tuple[int, Dataset | None]]:
         try:
             for _, ds in prefetch:
                 if event.is_cancelled:
@@ -360,18 +523,27 @@ class QueryRetrieve:
             return
         # Errors here end the generator before its first yield: pynetdicom
         # answers a failure (0xC514) and nothing is sent.
-        instances, _ = self._prepare(event, "dicom.retrieve", calling_aet, peer, destination)
-        contexts = _contexts(instances)
-        yield address.host, address.port, {"contexts": contexts, "ae_title": address.ae_title,
-                                           "evt_handlers": [(evt.EVT_CONN_OPEN, _no_delay)]}
-        yield len(instances)
-        yield from self._send_all(event, instances)
+        instances, prefetch = self._prepare(event, "dicom.retrieve", calling_aet, peer, destination)
+        try:
+            contexts = _contexts(instances)
+            # Pending responses to the requestor encoded without pydicom (stream_send.py).
+            stream_files(event.assoc)
+            yield address.host, address.port, {"contexts": contexts, "ae_title": address.ae_title,
+                                               "evt_handlers": [(evt.EVT_CONN_OPEN, _no_delay)]}
+            yield len(instances)
+            yield from self._send_all(event, prefetch)
+        finally:
+            # Also when pynetdicom stops early (no association, nothing to send).
+            prefetch.close()
 
     def get(self, event: evt.Event, calling_aet: str, peer: str) -> Iterator[Any]:
-        instances, _ = self._prepare(event, "dicom.retrieve", calling_aet, peer, calling_aet)
-        _send_raw(event.assoc)
-        yield len(instances)
-        yield from self._send_all(event, instances)
+        instances, prefetch = self._prepare(event, "dicom.retrieve", calling_aet, peer, calling_aet)
+        try:
+            _send_raw(event.assoc)
+            yield len(instances)
+            yield from self._send_all(event, prefetch)
+        finally:
+            prefetch.close()
 
 
 def _contexts(instances: list[Any]) -> list[PresentationContext]:

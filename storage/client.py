@@ -9,9 +9,15 @@ signed medical content is never deleted through filmless.
 
 from __future__ import annotations
 
+import base64
+import http.client
+import json
+import socket
 import threading
+import urllib.parse
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
+from pathlib import Path
 from typing import Any, BinaryIO, TypeVar
 
 import requests
@@ -105,6 +111,15 @@ class OrthancStore(IndexQueries):
         self._password = password
         self._timeout = timeout
         self._local = threading.local()
+        parts = urllib.parse.urlsplit(self.url)
+        # Plain-HTTP Orthancs (the usual local one) get the lean reads below;
+        # HTTPS keeps requests' certificate handling.
+        self._lean_target = (parts.hostname or "127.0.0.1", parts.port or 80) if parts.scheme == "http" else None
+        self._lean_prefix = parts.path.rstrip("/")
+        self._lean_headers = {"Accept-Encoding": "identity"}
+        if username and password:
+            token = base64.b64encode(f"{username}:{password}".encode()).decode("ascii")
+            self._lean_headers["Authorization"] = f"Basic {token}"
 
     # -- plumbing -----------------------------------------------------------
     @property
@@ -169,6 +184,127 @@ class OrthancStore(IndexQueries):
             raise StorageTimeout("Orthanc did not answer in time", url) from exc
         except requests.RequestException as exc:
             raise StorageUnavailable(f"Orthanc is not reachable: {exc}", url) from exc
+
+    # -- lean reads -----------------------------------------------------------
+    # Why: a C-MOVE reads one metadata answer and one file per instance. Through
+    # ``requests`` each GET costs 1-3 ms of Python (proxy and certificate look-ups,
+    # hooks, adapters) and holds the GIL the DICOM sending thread needs; that,
+    # not Orthanc, set the pace of a retrieve. These reads use one kept-alive
+    # ``http.client`` connection per thread instead (~0.1 ms a request).
+
+    def _lean_response(self, endpoint: str) -> tuple[http.client.HTTPConnection, http.client.HTTPResponse]:
+        """Send GET ``endpoint`` on this thread's kept-alive connection; the status line is read.
+
+        The caller must read the body to its end, or close the connection.
+        A kept-alive connection Orthanc has just closed is retried once on a
+        new one (a GET changes nothing).
+        """
+        assert self._lean_target is not None
+        url = self.url + endpoint
+        for _ in range(2):
+            conn: http.client.HTTPConnection | None = getattr(self._local, "lean", None)
+            reused = conn is not None
+            if conn is None:
+                conn = http.client.HTTPConnection(*self._lean_target, timeout=self._timeout)
+                self._local.lean = conn
+            try:
+                conn.request("GET", self._lean_prefix + endpoint, headers=self._lean_headers)
+                response = conn.getresponse()
+                if not reused and conn.sock is not None:
+                    conn.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+                return conn, response
+            except (http.client.RemoteDisconnected, ConnectionResetError, BrokenPipeError) as exc:
+                self._lean_drop(conn)
+                if not reused:
+                    raise StorageUnavailable(f"Orthanc is not reachable: {exc}", url) from exc
+            except TimeoutError as exc:
+                self._lean_drop(conn)
+                raise StorageTimeout("Orthanc did not answer in time", url) from exc
+            except (OSError, http.client.HTTPException) as exc:
+                self._lean_drop(conn)
+                raise StorageUnavailable(f"Orthanc is not reachable: {exc}", url) from exc
+        raise AssertionError("unreachable")  # pragma: no cover
+
+    def _lean_drop(self, conn: http.client.HTTPConnection) -> None:
+        conn.close()
+        if getattr(self._local, "lean", None) is conn:
+            self._local.lean = None
+
+    def _lean_status(self, conn: http.client.HTTPConnection, response: http.client.HTTPResponse, url: str) -> None:
+        """Raise as :func:`_translate` would for a status other than 200 (the answer is dropped)."""
+        code = response.status
+        if code == 200:
+            return
+        self._lean_drop(conn)
+        if code == 404:
+            raise NotFound("Orthanc has no such resource", url)
+        if code == 401:
+            raise StorageUnavailable("Orthanc refused the credentials", url)
+        if code >= 500:
+            raise StorageUnavailable(f"Orthanc answered HTTP {code}", url)
+        raise StorageRejected(f"Orthanc refused the request (HTTP {code})", url)
+
+    def _read_json(self, endpoint: str) -> Any:
+        """GET ``endpoint`` as JSON, through the lean connection when Orthanc is on plain HTTP."""
+        if self._lean_target is None:
+            return self._get_json(endpoint)
+        url = self.url + endpoint
+        conn, response = self._lean_response(endpoint)
+        try:
+            self._lean_status(conn, response, url)
+            body = response.read()
+        except (OSError, http.client.HTTPException) as exc:
+            self._lean_drop(conn)
+            raise StorageUnavailable(f"Orthanc answer cut short: {exc}", url) from exc
+        try:
+            return json.loads(body)
+        except ValueError as exc:
+            raise StorageUnavailable(f"Orthanc answered something else than JSON: {exc}", url) from exc
+
+    def _save_to(self, endpoint: str, target: Path, chunk: int) -> int:
+        """Stream the body of GET ``endpoint`` into the file ``target``; its size.
+
+        Reads into one reused buffer: RAM stays at ``chunk`` whatever the size.
+        """
+        if self._lean_target is None:
+            return self._save_streamed(endpoint, target, chunk)
+        url = self.url + endpoint
+        conn, response = self._lean_response(endpoint)
+        size = 0
+        try:
+            self._lean_status(conn, response, url)
+            buffer = memoryview(bytearray(chunk))
+            with open(target, "wb") as fh:
+                while True:
+                    n = response.readinto(buffer)
+                    if not n:
+                        break
+                    fh.write(buffer[:n])
+                    size += n
+            if response.length:  # Content-Length not reached
+                raise http.client.IncompleteRead(b"", response.length)
+        except (OSError, http.client.HTTPException) as exc:
+            self._lean_drop(conn)
+            if isinstance(exc, OSError) and not isinstance(exc, (ConnectionError, TimeoutError)):
+                raise  # the local file could not be written: not Orthanc's doing
+            raise StorageUnavailable(f"Orthanc answer cut short: {exc}", url) from exc
+        except BaseException:
+            self._lean_drop(conn)
+            raise
+        return size
+
+    def _save_streamed(self, endpoint: str, target: Path, chunk: int) -> int:
+        with self.open_stream(endpoint, headers={"Accept-Encoding": "identity"}) as response:
+            if response.status_code == 404:
+                raise NotFound("Orthanc has no such instance", response.url)
+            if response.status_code != 200:
+                raise StorageUnavailable(f"Orthanc answered HTTP {response.status_code}", response.url)
+            size = 0
+            with open(target, "wb") as fh:
+                for block in response.iter_content(chunk):
+                    fh.write(block)
+                    size += len(block)
+            return size
 
     # -- health -------------------------------------------------------------
     def ping(self) -> bool:

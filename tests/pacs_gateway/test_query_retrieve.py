@@ -313,3 +313,105 @@ def test_read_ahead_is_bounded_by_bytes_keeps_order_and_cleans_up(tmp_path: Path
     next(iter(cancelled))
     cancelled.close()  # a C-CANCEL: nothing left behind
     assert list(work.iterdir()) == []
+
+
+def test_the_move_sub_association_waits_for_work_and_streams_files(
+    qr_gateway: tuple[Gateway, int], studies: dict[str, Any], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The association to the workstation gets reactor.py's loops before its threads start (MoveAE)."""
+    import pacs_gateway.retrieve as retrieve
+    from pacs_gateway.reactor import EventDrivenDUL
+    from pacs_gateway.stream_send import StreamingDIMSE, StreamingDUL
+
+    seen: list[Any] = []
+    original = retrieve._no_delay
+
+    def spy(event: evt.Event) -> None:
+        seen.append(event.assoc)
+        original(event)
+
+    monkeypatch.setattr(retrieve, "_no_delay", spy)
+    gw, ws_port = qr_gateway
+    received = tmp_path / "ws01"
+    scp = _storescp(ws_port, received)
+    try:
+        result = dcmtk("movescu", "-S", "-aet", "WS01", "-aec", "FILMLESS", "-aem", "WS01",
+                       "-k", "QueryRetrieveLevel=SERIES", "-k", f"StudyInstanceUID={studies['study_uid']}",
+                       "-k", f"SeriesInstanceUID={studies['series'][1]}", "127.0.0.1", str(gw.settings.port))
+    finally:
+        scp.terminate()
+        scp.wait(10)
+    assert result.returncode == 0, result.stderr
+    assert _pixels(sorted(received.iterdir())) == _pixels(studies["files"][3:])
+    (assoc,) = seen
+    assert isinstance(assoc, retrieve._RawSendingAssociation)
+    assert isinstance(assoc.dul, EventDrivenDUL) and isinstance(assoc.dul, StreamingDUL)
+    assert isinstance(assoc.dimse, StreamingDIMSE)
+    assert not assoc.get_handlers(evt.EVT_PDU_SENT) and not assoc.get_handlers(evt.EVT_DIMSE_RECV)
+    assert not assoc.is_alive() and not assoc.dul.is_alive()  # released, threads ended
+
+
+def test_accepted_associations_get_a_cheap_copy_of_the_contexts(qr_gateway: tuple[Gateway, int]) -> None:
+    import copy
+
+    from pacs_gateway.server import SupportedContexts
+
+    gw, _ = qr_gateway
+    assert gw._server is not None
+    contexts = gw._server.contexts
+    assert isinstance(contexts, SupportedContexts)
+    copied = copy.deepcopy(contexts)
+    assert type(copied) is list and len(copied) == len(contexts)
+    for mine, original in zip(copied, contexts, strict=True):
+        assert mine is not original and mine.transfer_syntax is not original.transfer_syntax
+        assert (mine.abstract_syntax, mine.transfer_syntax, mine.scu_role, mine.scp_role) == (
+            original.abstract_syntax, original.transfer_syntax, original.scu_role, original.scp_role)
+    copied[0].transfer_syntax.append("1.2.3")
+    assert "1.2.3" not in contexts[0].transfer_syntax
+
+
+def test_an_instance_deleted_while_listed_is_not_sent_and_leaves_no_file(tmp_path: Path) -> None:
+    from types import SimpleNamespace
+
+    from pacs_gateway.retrieve import _Prefetch
+
+    data = make_ct_series(tmp_path / "ct", 1, rows=16, cols=16)[0].read_bytes()
+    work = tmp_path / "work"
+    work.mkdir()
+
+    class Store:
+        def save_instance(self, instance_id: str, target: Path) -> int:
+            target.write_bytes(data)
+            return len(data)
+
+    listed = [SimpleNamespace(orthanc_id=str(n), size=1000, sop_instance_uid=str(n), sop_class_uid=CTImageStorage)
+              for n in range(12)]
+    prefetch = _Prefetch(Store(), listed, work)  # type: ignore[arg-type]
+    prefetch.keep_only({"0", "2", "9", "11"})  # 1 is being read already, 10 is not
+    sent = [inst.orthanc_id for inst, _ in prefetch]
+    prefetch.close()
+    assert sent == ["0", "2", "9", "11"]
+    assert list(work.iterdir()) == []
+
+
+def test_pending_responses_reach_dimse_sent_handlers_as_pynetdicoms_message() -> None:
+    from pynetdicom.dimse_messages import C_MOVE_RSP
+    from pynetdicom.dimse_primitives import C_MOVE
+    from pynetdicom.dsutils import encode
+
+    from pacs_gateway.stream_send import _lazy_message
+
+    primitive = C_MOVE()
+    primitive.MessageIDBeingRespondedTo = 4
+    primitive.AffectedSOPClassUID = "1.2.840.10008.5.1.4.1.2.2.2"
+    primitive.Status = 0xFF00
+    primitive.NumberOfRemainingSuboperations = 2
+    primitive.NumberOfCompletedSuboperations = 3
+    primitive.NumberOfFailedSuboperations = 0
+    primitive.NumberOfWarningSuboperations = 0
+    lazy = _lazy_message(primitive, 1)
+    assert isinstance(lazy, C_MOVE_RSP)
+    built = C_MOVE_RSP()
+    built.primitive_to_message(primitive)
+    assert encode(lazy.command_set, True, True) == encode(built.command_set, True, True)
+    assert lazy.context_id == 1

@@ -8,6 +8,8 @@ byte of an instance larger than one write batch, over a real C-GET.
 from __future__ import annotations
 
 import os
+import socket
+import threading
 from collections.abc import Callable
 from pathlib import Path
 
@@ -22,7 +24,7 @@ from pynetdicom.sop_class import (  # type: ignore[attr-defined]
 )
 
 from pacs_gateway import Gateway
-from pacs_gateway.stream_send import BATCH, pdus_for
+from pacs_gateway.stream_send import BATCH, pdu_parts, pdus_for, send_parts
 from storage import OrthancStore
 from tests.corpus import make_ct_series
 
@@ -46,6 +48,41 @@ def test_framing_is_pynetdicoms(size: int) -> None:
     assert bytes(pdus_for(memoryview(data), 5, 16378, last=True)) == _pynetdicom_framing(data, 5, 16378)
     # Not the last batch: no PDU may say "last fragment".
     assert set(_control_headers(bytes(pdus_for(memoryview(data), 5, 16378, last=False)))) == {0x00}
+
+
+@pytest.mark.parametrize("size", [1, 16378, 16379, 3 * 16378 + 5])
+def test_gathered_parts_are_the_same_bytes(size: int) -> None:
+    data = os.urandom(size)
+    for last in (True, False):
+        parts = pdu_parts(memoryview(data), 5, 16378, last=last)
+        assert b"".join(parts) == bytes(pdus_for(memoryview(data), 5, 16378, last=last))
+
+
+def test_gathered_write_survives_partial_sends() -> None:
+    # A small socket buffer and a slow reader force sendmsg() to stop mid-part.
+    data = os.urandom(3 * 1024 * 1024 + 17)
+    parts = pdu_parts(memoryview(data), 1, 16378, last=True)
+    expected = b"".join(parts)
+    left, right = socket.socketpair()
+    left.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 4096)
+    received = bytearray()
+
+    def read() -> None:
+        while len(received) < len(expected):
+            chunk = right.recv(7000)
+            if not chunk:
+                break
+            received.extend(chunk)
+
+    reader = threading.Thread(target=read)
+    reader.start()
+    try:
+        send_parts(left, list(parts))
+        reader.join(10)
+    finally:
+        left.close()
+        right.close()
+    assert bytes(received) == expected
 
 
 def _control_headers(stream: bytes) -> list[int]:

@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import socket
+from dataclasses import replace
 from io import BytesIO
+from pathlib import Path
 
 import pydicom
 import pytest
 from pydicom.uid import generate_uid
 
-from storage import NotFound, OrthancStore
+from storage import NotFound, OrthancStore, StorageUnavailable
 from tests.dicom_factory import ct_instance
 
 
@@ -42,3 +45,49 @@ def test_only_indexed_keys_may_be_queried(orthanc: OrthancStore) -> None:
 def test_reading_a_missing_instance_is_not_found(orthanc: OrthancStore) -> None:
     with pytest.raises(NotFound):
         orthanc.read_instance("00000000-00000000-00000000-00000000-00000000")
+
+
+def test_listing_then_describing_is_stored_instances(orthanc: OrthancStore) -> None:
+    study_uid = generate_uid()
+    for _ in range(4):
+        orthanc.upload(ct_instance(patient_id="IDX-2", patient_name="Lê^Văn Liệt Kê", study_uid=study_uid))
+    (study,) = orthanc.find_resources("Study", {"StudyInstanceUID": study_uid})
+    listed = orthanc.list_instances("Study", [study.orthanc_id])
+    stored = orthanc.stored_instances("Study", [study.orthanc_id])
+    assert [i.orthanc_id for i in listed] == [i.orthanc_id for i in stored]
+    assert all(not i.sop_class_uid and not i.transfer_syntax and i.size > 0 for i in listed)
+    assert orthanc.describe_instances(listed) == stored
+    gone = replace(listed[0], orthanc_id="00000000-00000000-00000000-00000000-00000000")
+    assert [d.orthanc_id for d in orthanc.describe_instances([gone, *listed[1:]])] == [i.orthanc_id for i in listed[1:]]
+
+
+def test_files_are_saved_whole_over_a_kept_alive_connection(orthanc: OrthancStore, tmp_path: Path) -> None:
+    blob = ct_instance(patient_id="IDX-3", patient_name="Vũ^Thị Lưu", study_uid=generate_uid())
+    instance_id = orthanc.upload(blob).instance_id
+    target = tmp_path / "one.dcm"
+    assert orthanc.save_instance(instance_id, target) == target.stat().st_size
+    assert target.read_bytes() == orthanc.read_instance(instance_id)
+    # Orthanc closing the idle kept-alive connection: the next read opens another.
+    conn = orthanc._local.lean
+    assert conn is not None and conn.sock is not None
+    conn.sock.shutdown(socket.SHUT_RDWR)
+    again = tmp_path / "again.dcm"
+    orthanc.save_instance(instance_id, again)
+    assert again.read_bytes() == target.read_bytes()
+    assert orthanc.instance_metadata(instance_id)["TransferSyntax"]
+    with pytest.raises(NotFound):
+        orthanc.save_instance("00000000-00000000-00000000-00000000-00000000", tmp_path / "missing.dcm")
+    with pytest.raises(NotFound):
+        orthanc.instance_metadata("00000000-00000000-00000000-00000000-00000000")
+    assert orthanc.save_instance(instance_id, again) == len(again.read_bytes())  # still usable after a 404
+
+
+def test_an_unreachable_orthanc_is_unavailable(tmp_path: Path) -> None:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]  # nothing listens there once closed
+    store = OrthancStore(f"http://127.0.0.1:{port}", "u", "p", timeout=2)
+    with pytest.raises(StorageUnavailable):
+        store.save_instance("x", tmp_path / "x.dcm")
+    with pytest.raises(StorageUnavailable):
+        store.instance_metadata("x")
