@@ -39,6 +39,7 @@ import ssl
 import threading
 import time
 import weakref
+from copy import deepcopy
 from typing import Any
 
 from pynetdicom import evt
@@ -277,6 +278,22 @@ class GatedRequestHandler(RequestHandler):
         return assoc
 
 
+class _SharedContexts(list):  # type: ignore[type-arg]
+    """The server's supported presentation contexts, deep-copied once.
+
+    pynetdicom deep-copies the server's contexts for every association
+    (``RequestHandler._create_association``): ~150 contexts, ~150 ms of GIL
+    time per association, taken from the associations already receiving.
+    Negotiation (``presentation.negotiate_as_acceptor`` and
+    ``negotiate_unrestricted``, pynetdicom 2.x/3.x) only reads the
+    acceptor's contexts and builds new ones for the answer, so every
+    association can share these objects; each still gets a list of its own.
+    """
+
+    def __deepcopy__(self, memo: dict[int, Any]) -> list[Any]:
+        return list(self)
+
+
 class GuardedServer(ThreadedAssociationServer):
     """pynetdicom's threaded server with the checks of step 1 at accept time."""
 
@@ -287,6 +304,15 @@ class GuardedServer(ThreadedAssociationServer):
     # socketserver's default backlog of 5 made connection bursts wait for
     # SYN retransmits (seconds), modalities included.
     request_queue_size = 256
+
+    @property  # type: ignore[override]
+    def contexts(self) -> list[Any]:
+        return self._shared_contexts
+
+    @contexts.setter
+    def contexts(self, value: list[Any]) -> None:
+        # A snapshot taken when the server is made: the gateway's AE is complete by then.
+        self._shared_contexts = _SharedContexts(deepcopy(value))
 
     def verify_request(self, request: Any, client_address: Any) -> bool:
         why = self.admission.accept(request, client_address)

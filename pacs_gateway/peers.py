@@ -75,19 +75,42 @@ class PeerPolicy:
         self._refresh = refresh
         self._extra_rules: tuple[PeerRule, ...] = ()
         self._extra_at = float("-inf")
+        self._refreshing = False
         self._lock = threading.Lock()
 
     def _all_rules(self) -> tuple[PeerRule, ...]:
+        """The configured rules and the EMR's sites.
+
+        The EMR's list (a database query, and a DNS lookup per site given by
+        name) is read in the caller's thread only the first time. After that
+        a stale list is refreshed by a background thread while connections
+        are checked against the last good one: the acceptor thread, which
+        every modality's connection waits on, never waits on the database.
+        """
         if self._extra is None:
             return self.rules
-        with self._lock:
-            if time.monotonic() - self._extra_at >= self._refresh:
-                self._extra_at = time.monotonic()
-                try:
-                    self._extra_rules = tuple(PeerRule.parse(e) for e in self._extra())
-                except Exception as exc:  # noqa: BLE001 - keep the last good list
-                    log.warning("could not refresh the network sites allowed to connect: %s", exc)
-            return self.rules + self._extra_rules
+        if time.monotonic() - self._extra_at >= self._refresh:
+            with self._lock:
+                if self._extra_at == float("-inf"):
+                    self._load_extra()
+                elif not self._refreshing and time.monotonic() - self._extra_at >= self._refresh:
+                    self._refreshing = True
+                    threading.Thread(target=self._refresh_extra, name="pacs-peer-refresh", daemon=True).start()
+        return self.rules + self._extra_rules
+
+    def _load_extra(self) -> None:
+        assert self._extra is not None
+        self._extra_at = time.monotonic()
+        try:
+            self._extra_rules = tuple(PeerRule.parse(e) for e in self._extra())
+        except Exception as exc:  # noqa: BLE001 - keep the last good list
+            log.warning("could not refresh the network sites allowed to connect: %s", exc)
+
+    def _refresh_extra(self) -> None:
+        try:
+            self._load_extra()
+        finally:
+            self._refreshing = False
 
     def address_allowed(self, address: str) -> bool:
         """Whether any rule could accept a peer at ``address`` (checked at TCP accept, before any PDU)."""
