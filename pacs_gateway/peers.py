@@ -75,19 +75,53 @@ class PeerPolicy:
         self._refresh = refresh
         self._extra_rules: tuple[PeerRule, ...] = ()
         self._extra_at = float("-inf")
+        self._refreshing = False
         self._lock = threading.Lock()
+        # The first list is read from the moment the policy exists (the gateway's start),
+        # not when the first modality connects.
+        self._first = threading.Event()
+        if extra is not None:
+            self._refreshing = True
+            threading.Thread(target=self._refresh_extra, name="pacs-peer-refresh", daemon=True).start()
 
     def _all_rules(self) -> tuple[PeerRule, ...]:
+        """The configured rules and the EMR's sites.
+
+        The EMR's list (a database query, and a DNS lookup per site given by
+        name) is read by a background thread: first when the policy is made
+        (a check waits for that first answer), then whenever it is older
+        than ``refresh`` while connections are checked against the last good
+        one. The acceptor thread, which every modality's connection waits
+        on, thus never runs the query itself.
+        """
         if self._extra is None:
             return self.rules
-        with self._lock:
-            if time.monotonic() - self._extra_at >= self._refresh:
-                self._extra_at = time.monotonic()
-                try:
-                    self._extra_rules = tuple(PeerRule.parse(e) for e in self._extra())
-                except Exception as exc:  # noqa: BLE001 - keep the last good list
-                    log.warning("could not refresh the network sites allowed to connect: %s", exc)
-            return self.rules + self._extra_rules
+        if not self._first.is_set() and not self._first.wait(10):
+            with self._lock:  # the first read never finished (a forked copy, a hung query): read here
+                if not self._first.is_set():
+                    self._load_extra()
+                    self._first.set()
+        if time.monotonic() - self._extra_at >= self._refresh:
+            with self._lock:
+                if not self._refreshing and time.monotonic() - self._extra_at >= self._refresh:
+                    self._refreshing = True
+                    threading.Thread(target=self._refresh_extra, name="pacs-peer-refresh", daemon=True).start()
+        return self.rules + self._extra_rules
+
+    def _load_extra(self) -> None:
+        assert self._extra is not None
+        self._extra_at = time.monotonic()
+        try:
+            self._extra_rules = tuple(PeerRule.parse(e) for e in self._extra())
+        except Exception as exc:  # noqa: BLE001 - keep the last good list
+            log.warning("could not refresh the network sites allowed to connect: %s", exc)
+
+    def _refresh_extra(self) -> None:
+        try:
+            self._load_extra()
+        finally:
+            self._refreshing = False
+            self._first.set()
 
     def address_allowed(self, address: str) -> bool:
         """Whether any rule could accept a peer at ``address`` (checked at TCP accept, before any PDU)."""

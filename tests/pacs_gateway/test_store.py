@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import io
 import logging
 import tempfile
@@ -108,6 +109,39 @@ def test_sop_class_context_is_offered_for_ct(orthanc: OrthancStore, make_gateway
     assert assoc.is_established
     assert {cx.transfer_syntax[0] for cx in assoc.accepted_contexts} == {"1.2.840.10008.1.2.4.80"}
     assoc.release()
+
+
+def test_negotiating_leaves_the_servers_supported_contexts_as_they_were(
+    orthanc: OrthancStore, make_gateway: Callable[..., Gateway]
+) -> None:
+    """Each association gets a cheap copy of the server's contexts (server.SupportedContexts), and
+    negotiating two associations from them leaves the server's own as they were."""
+    gw = make_gateway(orthanc)
+    server = gw._server
+    assert server is not None
+    shared = server.contexts
+    per_association = copy.deepcopy(shared)
+    assert per_association is not shared
+    assert all(a is not b and a.abstract_syntax == b.abstract_syntax for a, b in zip(per_association, shared,
+                                                                                    strict=True))
+
+    def snapshot() -> list[tuple[object, ...]]:
+        return [(cx.abstract_syntax, tuple(cx.transfer_syntax), cx.scu_role, cx.scp_role, cx.context_id)
+                for cx in server.contexts]
+
+    before = snapshot()
+    for _ in range(2):  # a second association negotiates from the same objects
+        ae = AE(ae_title="CT01")
+        ae.add_requested_context(CTImageStorage, ["1.2.840.10008.1.2.4.80", "1.2.840.10008.1.2.1"])
+        ae.add_requested_context(CTImageStorage, ["1.2.840.10008.1.2.5"])
+        ae.add_requested_context("1.2.840.10008.5.1.4.1.1.4")  # MR, default transfer syntaxes
+        assoc = ae.associate("127.0.0.1", gw.settings.port, ae_title="FILMLESS")
+        assert assoc.is_established
+        accepted = sorted((str(cx.abstract_syntax), cx.transfer_syntax[0]) for cx in assoc.accepted_contexts)
+        assert accepted == sorted([(CTImageStorage, "1.2.840.10008.1.2.4.80"), (CTImageStorage, "1.2.840.10008.1.2.5"),
+                                   ("1.2.840.10008.5.1.4.1.1.4", "1.2.840.10008.1.2.1")])
+        assoc.release()
+    assert snapshot() == before
 
 
 def test_two_gateways_in_one_process_and_global_switches_restored(

@@ -245,3 +245,41 @@ def test_address_book_forgets_closed_connections_of_many_addresses() -> None:
         assert admission.open_connections("10.9.9.9") == 1
     finally:
         held.close()
+
+
+def test_the_emr_sites_list_is_refreshed_without_holding_up_connections() -> None:
+    """Only the first check waits for the EMR's list; later ones use the last good list while
+    a background thread reads the new one (the acceptor thread never waits on the database)."""
+    answers = [["SITEB@10.0.0.0/8"], ["SITEC@192.168.0.0/16"]]
+    release = threading.Event()
+    calls: list[int] = []
+
+    def sites() -> list[str]:
+        calls.append(1)
+        if len(calls) > 1:
+            release.wait(30)  # a slow database
+        return answers[min(len(calls), 2) - 1]
+
+    policy = PeerPolicy(["CT01@127.0.0.1"], extra=sites, refresh=0.0)
+    assert policy.address_allowed("10.1.2.3") and policy.check("SITEB", "10.1.2.3") is None
+    done = threading.Event()
+
+    def connect() -> None:
+        for _ in range(5):
+            assert policy.address_allowed("10.1.2.3")  # stale but good, while the refresh hangs
+            assert not policy.address_allowed("192.168.1.1")
+        done.set()
+
+    threading.Thread(target=connect, daemon=True).start()
+    assert done.wait(10), "a connection waited for the EMR's list"
+    deadline = time.monotonic() + 10
+    while len(calls) < 2 and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert policy.address_allowed("10.1.2.3")
+    assert len(calls) == 2  # one refresh at a time
+    release.set()
+    deadline = time.monotonic() + 10
+    while not policy.address_allowed("192.168.1.1") and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert policy.check("SITEC", "192.168.1.1") is None
+    assert policy.check("SITEB", "10.1.2.3") is not None

@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import io
+import time
+
 import pytest
 from pydicom.uid import generate_uid
 
-from storage import NotFound, OrthancStore, StorageRejected, StorageUnavailable
+from storage import NotFound, OrthancStore, StorageRejected, StorageTimeout, StorageUnavailable
 from tests.dicom_factory import ct_instance
 
 
@@ -126,3 +129,33 @@ def test_open_stream_relays_dicomweb_without_reading_it(orthanc: OrthancStore) -
         orthanc.open_stream("/dicom-web/../instances")
     with pytest.raises(StorageUnavailable):
         OrthancStore("http://127.0.0.1:9").open_stream("/system")
+
+
+def test_lean_upload_fails_exactly_like_the_client_path(fresh_orthanc) -> None:
+    """Bytes go through the lean keep-alive POST, file objects through orthanc-api-client:
+    the same input must give the same outcome, failures included."""
+    proc = fresh_orthanc()
+    good = proc.store()
+    assert good._lean is not None  # plain http, no proxy: the lean path is in use
+    for junk in (b"", b"not dicom at all", b"\0" * 200):
+        with pytest.raises(StorageRejected) as lean:
+            good.upload(junk)
+        with pytest.raises(StorageRejected) as client:
+            good.upload(io.BytesIO(junk))
+        assert (lean.value.message, lean.value.url) == (client.value.message, client.value.url)
+    data = ct_instance(patient_id="LEAN-1")
+    first = good.upload(data)
+    again = good.upload(io.BytesIO(data))
+    assert not first.already_stored and again.already_stored and again.instance_id == first.instance_id
+    time.sleep(2.5)  # longer than Orthanc keeps an idle connection open: the next upload reconnects
+    assert good.upload(data).already_stored
+    bad = OrthancStore(good.url, "filmless", "wrong-password")
+    with pytest.raises(StorageUnavailable) as lean_auth:
+        bad.upload(data)
+    with pytest.raises(StorageUnavailable) as client_auth:
+        bad.upload(io.BytesIO(data))
+    assert lean_auth.value.message == client_auth.value.message == "Orthanc refused the credentials"
+    proc.stop()
+    with pytest.raises(StorageUnavailable) as down:
+        good.upload(data)  # the kept-alive connection is gone, and so is Orthanc
+    assert not isinstance(down.value, StorageTimeout)

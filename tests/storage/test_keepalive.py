@@ -15,7 +15,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from storage import OrthancStore, StorageUnavailable
+from storage import OrthancStore, StorageTimeout, StorageUnavailable
 
 
 def _read_request(conn: socket.socket) -> bytes:
@@ -100,5 +100,76 @@ def test_a_server_that_never_answers_still_fails_clearly() -> None:
             store.open_stream("/system")
         # One try on the pooled connection, two retries on new ones, then give up.
         assert server.connections == 3
+    finally:
+        server.close()
+
+
+class _UploadServer:
+    """Answers an upload like Orthanc on each new connection; on a reused one it hangs up
+    without answering (``drop``) or never answers (``silent``). Counts connections."""
+
+    def __init__(self, mode: str) -> None:
+        self.mode = mode
+        self.sock = socket.create_server(("127.0.0.1", 0))
+        self.port = self.sock.getsockname()[1]
+        self.connections = 0
+        threading.Thread(target=self._serve, daemon=True).start()
+
+    def _request(self, conn: socket.socket) -> bool:
+        head = _read_request(conn)
+        if not head:
+            return False
+        length = int(head.lower().split(b"content-length:", 1)[1].split(b"\r\n", 1)[0])
+        body = head.split(b"\r\n\r\n", 1)[1]
+        while len(body) < length:
+            chunk = conn.recv(65536)
+            if not chunk:
+                return False
+            body += chunk
+        return True
+
+    def _serve(self) -> None:
+        while True:
+            try:
+                conn, _ = self.sock.accept()
+            except OSError:
+                return
+            self.connections += 1
+            threading.Thread(target=self._handle, args=(conn,), daemon=True).start()
+
+    def _handle(self, conn: socket.socket) -> None:
+        with conn:
+            if not self._request(conn):
+                return
+            body = b'{"ID": "i1", "ParentStudy": "s1", "ParentSeries": "x1", "ParentPatient": "p1"}'
+            conn.sendall(b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: "
+                         + str(len(body)).encode() + b"\r\n\r\n" + body)
+            if not self._request(conn):
+                return
+            if self.mode == "silent":
+                threading.Event().wait(30)
+
+    def close(self) -> None:
+        self.sock.close()
+
+
+def test_upload_on_a_dropped_keepalive_connection_is_retried_once() -> None:
+    server = _UploadServer("drop")
+    try:
+        store = OrthancStore(f"http://127.0.0.1:{server.port}", timeout=5)
+        assert store.upload(b"DICM" * 100).instance_id == "i1"
+        assert store.upload(b"DICM" * 100).study_id == "s1"  # dropped on the kept connection, then a new one
+        assert server.connections == 2
+    finally:
+        server.close()
+
+
+def test_an_upload_that_gets_no_answer_times_out() -> None:
+    server = _UploadServer("silent")
+    try:
+        store = OrthancStore(f"http://127.0.0.1:{server.port}", timeout=1)
+        store.upload(b"DICM" * 100)
+        with pytest.raises(StorageTimeout):
+            store.upload(b"DICM" * 100)
     finally:
         server.close()
