@@ -139,3 +139,33 @@ def test_tls_without_client_verification(
 ) -> None:
     gw = make_gateway(orthanc, tls_cert=pki["server_crt"], tls_key=pki["server_key"])
     assert _tls_echo(gw.settings.port, pki["ca"], None, None)
+
+
+def test_tls_c_store_of_a_multi_pdu_instance_arrives_whole(
+    orthanc: OrthancStore, make_gateway: Callable[..., Gateway], pki: dict[str, Path], tmp_path: Path,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """C-STORE over TLS goes through the socket thread's fast path (fast_store.py) like plain TCP:
+    DCMTK storescu sends a 2.6 MB instance in 16 KiB PDUs, and Orthanc keeps the very pixels sent."""
+    import io
+
+    import pydicom
+    from pydicom.uid import generate_uid
+
+    from tests.dicom_factory import ct_instance
+    from tests.helpers import wait_for
+
+    caplog.set_level(logging.INFO, logger="pacs_gateway")
+    gw = make_gateway(orthanc, tls_cert=pki["server_crt"], tls_key=pki["server_key"], tls_ca=pki["ca"])
+    uid = generate_uid()
+    sent = tmp_path / "big.dcm"
+    sent.write_bytes(ct_instance(size=1140, patient_id="TLS1", sop_uid=uid))
+    done = dcmtk("storescu", "-aet", "CT01", "-aec", "FILMLESS", "--max-send-pdu", "16384",
+                 "+tls", str(pki["client_key"]), str(pki["client_crt"]), "+cf", str(pki["ca"]),
+                 "127.0.0.1", str(gw.settings.port), str(sent), timeout=60)
+    assert done.returncode == 0, done.stderr[-2000:]
+    wait_for(lambda: orthanc.find_instance(uid) is not None, timeout=30, what="the instance in Orthanc")
+    stored = pydicom.dcmread(io.BytesIO(orthanc.instance_file(orthanc.find_instance(uid) or "")))
+    assert stored.PixelData == pydicom.dcmread(sent).PixelData
+    wait_for(lambda: any('"fast_path": 1' in r.getMessage() for r in caplog.records), timeout=10,
+             what="the association's log line counting one fast-path C-STORE")

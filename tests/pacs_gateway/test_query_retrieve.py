@@ -280,12 +280,8 @@ def test_patient_level_is_refused_in_study_root(qr_gateway: tuple[Gateway, int],
     assert ok == [0xFF00, 0x0000]
 
 
-def test_read_ahead_is_bounded_by_bytes_keeps_order_and_cleans_up(tmp_path: Path) -> None:
-    """Large multi-frame instances are copied one at a time; every file is gone afterwards."""
-    from types import SimpleNamespace
-
-    from pacs_gateway.retrieve import PREFETCH_BYTES, _Prefetch
-
+def _copying_store(tmp_path: Path) -> tuple[Path, type, bytes]:
+    """A work folder, a Store class whose save_instance writes one small CT slice (for _Prefetch), the slice."""
     data = make_ct_series(tmp_path / "ct", 1, rows=16, cols=16)[0].read_bytes()
     work = tmp_path / "work"
     work.mkdir()
@@ -294,6 +290,17 @@ def test_read_ahead_is_bounded_by_bytes_keeps_order_and_cleans_up(tmp_path: Path
         def save_instance(self, instance_id: str, target: Path) -> int:
             target.write_bytes(data)
             return len(data)
+
+    return work, Store, data
+
+
+def test_read_ahead_is_bounded_by_bytes_keeps_order_and_cleans_up(tmp_path: Path) -> None:
+    """Large multi-frame instances are copied one at a time; every file is gone afterwards."""
+    from types import SimpleNamespace
+
+    from pacs_gateway.retrieve import PREFETCH_BYTES, _Prefetch
+
+    work, Store, data = _copying_store(tmp_path)
 
     big = [SimpleNamespace(orthanc_id=str(n), size=PREFETCH_BYTES // 2 + 1, sop_instance_uid=str(n),
                            sop_class_uid=CTImageStorage) for n in range(5)]
@@ -375,14 +382,7 @@ def test_an_instance_deleted_while_listed_is_not_sent_and_leaves_no_file(tmp_pat
 
     from pacs_gateway.retrieve import _Prefetch
 
-    data = make_ct_series(tmp_path / "ct", 1, rows=16, cols=16)[0].read_bytes()
-    work = tmp_path / "work"
-    work.mkdir()
-
-    class Store:
-        def save_instance(self, instance_id: str, target: Path) -> int:
-            target.write_bytes(data)
-            return len(data)
+    work, Store, data = _copying_store(tmp_path)
 
     listed = [SimpleNamespace(orthanc_id=str(n), size=1000, sop_instance_uid=str(n), sop_class_uid=CTImageStorage)
               for n in range(12)]
