@@ -21,7 +21,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 __all__ = [
-    "CommandError", "FileMeta", "StoreResponse", "c_store_rq", "pending_rsp", "read_c_store_rsp", "read_file_meta",
+    "CommandError", "FileMeta", "StoreResponse", "c_store_rq", "c_store_rsp", "pending_rsp", "read_c_store_rsp",
+    "read_command", "read_file_meta",
 ]
 
 _ELEMENT = struct.Struct("<HHL")  # group, element, value length
@@ -68,6 +69,24 @@ def c_store_rq(*, message_id: int, sop_class: str, sop_instance: str, priority: 
         elements.append((0x1030, _text(originator_aet.strip(), b" ", 16)))
     if originator_id is not None:
         elements.append((0x1031, _US.pack(originator_id)))
+    return _command(elements)
+
+
+def c_store_rsp(*, responding_to: int, sop_class: str, sop_instance: str, status: int,
+                error_comment: str | None = None) -> bytes:
+    """The encoded command set of a C-STORE-RSP (PS3.7 9.3.1.2); the comment is made a valid LO
+    (no backslash, at most 64 characters, ASCII) rather than refused: it is the modality's only hint."""
+    elements = [
+        (0x0002, _text(sop_class, b"\0", 64)),
+        (0x0100, _US.pack(C_STORE_RSP)),
+        (0x0120, _US.pack(responding_to)),
+        (0x0800, _US.pack(NO_DATA_SET)),
+        (0x0900, _US.pack(status)),
+    ]
+    if error_comment:
+        comment = error_comment.replace("\\", "/")[:64].encode("ascii", "replace").decode("ascii")
+        elements.append((0x0902, _text(comment, b" ", 64)))
+    elements.append((0x1000, _text(sop_instance, b"\0", 64)))
     return _command(elements)
 
 
@@ -152,8 +171,9 @@ class StoreResponse:
 _RSP_ELEMENTS = frozenset({0x0000, 0x0002, 0x0100, 0x0120, 0x0800, 0x0900, 0x1000})
 
 
-def read_c_store_rsp(command: bytes | memoryview) -> StoreResponse | None:
-    """Decode ``command`` if it is a plain C-STORE-RSP command set; None for anything else."""
+def read_command(command: bytes | memoryview) -> dict[int, bytes] | None:
+    """The elements of an implicit VR little endian command set by element number; None when it is
+    not one (cut short, another group, an element twice)."""
     values: dict[int, bytes] = {}
     pos, end = 0, len(command)
     while pos < end:
@@ -161,10 +181,19 @@ def read_c_store_rsp(command: bytes | memoryview) -> StoreResponse | None:
             return None
         group, element, length = _ELEMENT.unpack_from(command, pos)
         pos += 8
-        if group != 0 or element not in _RSP_ELEMENTS or pos + length > end or element in values:
+        if group != 0 or pos + length > end or element in values:
             return None
         values[element] = bytes(command[pos : pos + length])
         pos += length
+    return values
+
+
+def read_c_store_rsp(command: bytes | memoryview) -> StoreResponse | None:
+    """Decode ``command`` if it is a plain C-STORE-RSP command set; None for anything else."""
+    values = read_command(command)
+    if values is None or not values.keys() <= _RSP_ELEMENTS:
+        return None
+    end = len(command)
     try:
         if (_US.unpack(values[0x0100])[0] != C_STORE_RSP or _US.unpack(values[0x0800])[0] != NO_DATA_SET
                 or _UL.unpack(values[0x0000])[0] != end - 12):

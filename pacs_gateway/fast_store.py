@@ -47,18 +47,15 @@ from typing import Any
 
 from pydicom.dataset import Dataset
 
-__all__ = ["FastStore", "StoreRequest", "StoreFunction", "encode_file_meta", "encode_store_response"]
+from .dimse_fast import C_STORE_RQ, NO_DATA_SET, c_store_rsp, read_command
+
+__all__ = ["FastStore", "StoreRequest", "StoreFunction", "encode_file_meta"]
 
 log = logging.getLogger("pacs_gateway.fast_store")
 
-_C_STORE_RQ = 0x0001
-_C_STORE_RSP = 0x8001
-_NO_DATA_SET = 0x0101
 _PREAMBLE = b"\x00" * 128 + b"DICM"
 _PDV_HEAD = struct.Struct(">LBB")
-_ELEMENT = struct.Struct("<HHL")
 _PDU_HEAD = struct.Struct(">BBL")
-_MAX_COMMAND = 64 * 1024  # a C-STORE-RQ command set is a few hundred bytes
 
 
 @dataclass
@@ -83,54 +80,30 @@ def _text(value: bytes) -> str:
     return value.rstrip(b"\x00 ").decode("ascii", "replace")
 
 
-def _parse_command(data: bytes | memoryview) -> dict[int, bytes] | None:
-    """Group 0000 elements of an Implicit VR Little Endian command set, or None if malformed."""
-    out: dict[int, bytes] = {}
-    view = memoryview(data)
-    pos, end = 0, len(view)
-    while pos < end:
-        if end - pos < 8:
-            return None
-        group, element, length = _ELEMENT.unpack_from(view, pos)
-        pos += 8
-        if group != 0x0000 or length > end - pos:
-            return None
-        out[element] = bytes(view[pos:pos + length])
-        pos += length
-    return out
-
-
 def _us(raw: bytes | None) -> int | None:
     if raw is None or len(raw) != 2:
         return None
     return int(struct.unpack("<H", raw)[0])
 
 
-def _element(element: int, value: bytes) -> bytes:
-    return _ELEMENT.pack(0x0000, element, len(value)) + value
+def _uid_element(raw: bytes | None) -> bool:
+    """A UID value the response can carry back: present, at most 64 characters, one value."""
+    uid = (raw or b"").rstrip(b"\x00 ")
+    return 0 < len(uid) <= 64 and uid.isascii() and b"\\" not in uid
+
+
+def _takes(command: dict[int, bytes] | None) -> bool:
+    """Whether a command set is a C-STORE-RQ this module answers (anything else goes to pynetdicom)."""
+    return (command is not None
+            and _us(command.get(0x0100)) == C_STORE_RQ
+            and _us(command.get(0x0800)) not in (None, NO_DATA_SET)
+            and _us(command.get(0x0110)) is not None
+            and _uid_element(command.get(0x0002)) and _uid_element(command.get(0x1000)))
 
 
 def _uid_value(uid: str) -> bytes:
     raw = uid.encode("ascii")
     return raw + b"\x00" if len(raw) % 2 else raw
-
-
-def encode_store_response(message_id: int, sop_class_uid: str, sop_instance_uid: str,
-                          status: int, error_comment: str | None = None) -> bytes:
-    """A C-STORE-RSP command set, Implicit VR Little Endian, elements in tag order (PS3.7 9.3.1.2)."""
-    body = [
-        _element(0x0002, _uid_value(sop_class_uid)),
-        _element(0x0100, struct.pack("<H", _C_STORE_RSP)),
-        _element(0x0120, struct.pack("<H", message_id)),
-        _element(0x0800, struct.pack("<H", _NO_DATA_SET)),
-        _element(0x0900, struct.pack("<H", status)),
-    ]
-    if error_comment:
-        comment = error_comment.replace("\\", "/")[:64].encode("ascii", "replace")
-        body.append(_element(0x0902, comment + b" " if len(comment) % 2 else comment))
-    body.append(_element(0x1000, _uid_value(sop_instance_uid)))
-    encoded = b"".join(body)
-    return _element(0x0000, struct.pack("<L", len(encoded))) + encoded
 
 
 def _meta_element(element: int, vr: bytes, value: bytes) -> bytes:
@@ -206,13 +179,7 @@ class FastStore:
         length, context_id, control = _PDV_HEAD.unpack_from(view, 6)
         if control & 0x03 != 0x03 or context_id not in self.contexts or length < 2 or 6 + 4 + length > len(view):
             return False
-        command = _parse_command(view[12:10 + length])
-        if command is None:
-            return False
-        return (_us(command.get(0x0100)) == _C_STORE_RQ
-                and _us(command.get(0x0800)) not in (None, _NO_DATA_SET)
-                and _us(command.get(0x0110)) is not None
-                and bool(command.get(0x0002)) and bool(command.get(0x1000)))
+        return _takes(read_command(view[12:10 + length]))
 
     def _consume(self, view: memoryview, pos: int, dul: Any) -> None:
         end = len(view)
@@ -226,9 +193,9 @@ class FastStore:
             pos += 4 + length
             current = self.current
             if current is None:
-                command = (_parse_command(fragment) if control & 0x03 == 0x03 and context_id in self.contexts
+                command = (read_command(fragment) if control & 0x03 == 0x03 and context_id in self.contexts
                            else None)
-                if command is None or _us(command.get(0x0100)) != _C_STORE_RQ:
+                if command is None or not _takes(command):
                     # Not a whole C-STORE command on a storage context: pynetdicom takes the rest.
                     rest = bytes(view[pos - 4 - length:end])
                     dul.pass_on(bytearray(_PDU_HEAD.pack(0x04, 0, len(rest)) + rest))
@@ -244,12 +211,9 @@ class FastStore:
     # -- one instance ---------------------------------------------------------
     def _begin(self, context_id: int, command: dict[int, bytes]) -> None:
         message_id = _us(command.get(0x0110))
+        assert message_id is not None  # _takes() checked it
         sop_class = _text(command.get(0x0002, b""))
         sop_instance = _text(command.get(0x1000, b""))
-        if message_id is None or not sop_class or not sop_instance:
-            raise ProtocolError("C-STORE-RQ without Message ID or affected SOP class/instance")
-        if _us(command.get(0x0800)) in (None, _NO_DATA_SET):
-            raise ProtocolError("C-STORE-RQ without a data set")
         request = StoreRequest(context_id, message_id, sop_class, sop_instance, self.contexts[context_id])
         self._counter += 1
         path = self.incoming / f"fast-{os.getpid()}-{id(self):x}-{self._counter:08d}.tmp"
@@ -303,8 +267,8 @@ class FastStore:
             status = 0xA700 if isinstance(exc, OSError) and exc.errno in (errno.ENOSPC, errno.EDQUOT) else 0xC000
         code, comment = (int(status.Status), getattr(status, "ErrorComment", None)) if isinstance(status, Dataset) \
             else (int(status), None)
-        command = encode_store_response(request.message_id, request.sop_class_uid, request.sop_instance_uid,
-                                        code, comment)
+        command = c_store_rsp(responding_to=request.message_id, sop_class=request.sop_class_uid,
+                              sop_instance=request.sop_instance_uid, status=code, error_comment=comment)
         dul.send_fast(_PDU_HEAD.pack(0x04, 0, 6 + len(command)) + _PDV_HEAD.pack(2 + len(command),
                                                                                 request.context_id, 0x03) + command)
 

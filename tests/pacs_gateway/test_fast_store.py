@@ -32,7 +32,8 @@ from pynetdicom.sop_class import (  # type: ignore[attr-defined]  # generated mo
 )
 
 from pacs_gateway import Gateway
-from pacs_gateway.fast_store import encode_file_meta, encode_store_response
+from pacs_gateway.dimse_fast import c_store_rsp
+from pacs_gateway.fast_store import encode_file_meta
 from storage import UploadResult
 from tests.dicom_factory import ct_instance
 from tests.helpers import wait_for
@@ -72,7 +73,8 @@ def test_file_meta_is_what_pynetdicom_writes(sop_instance: str, syntax: str) -> 
 
 @pytest.mark.parametrize("comment", [None, "Invalid SOP Instance UID", "odd"])
 def test_store_response_is_what_pynetdicom_encodes(comment: str | None) -> None:
-    ours = encode_store_response(7, str(CTImageStorage), "1.2.3.45", 0xC000 if comment else 0, comment)
+    ours = c_store_rsp(responding_to=7, sop_class=str(CTImageStorage), sop_instance="1.2.3.45",
+                       status=0xC000 if comment else 0, error_comment=comment)
     ds = decode(BytesIO(ours), True, True)
     assert ds.CommandField == 0x8001
     assert ds.MessageIDBeingRespondedTo == 7
