@@ -75,6 +75,7 @@ from .query import (
     query_level,
 )
 from .reactor import EventDrivenAssociation, EventDrivenDUL, make_requestor_event_driven
+from .storage_push import PushPlan
 from .stream_send import StreamingDIMSE, dimse_sent_handlers, stream_files
 
 __all__ = ["MoveAE", "QueryRetrieve", "QR_CONTEXTS", "add_query_retrieve_contexts"]
@@ -154,6 +155,18 @@ class MoveAE(AE):
     commitment reports, IANs and forwarding use AEs of their own).
     """
 
+    def associate(self, *args: Any, **kwargs: Any) -> Any:
+        """pynetdicom's ``associate``; for a C-MOVE the archive sends itself
+        (keyword ``storage_push``, see storage_push.py), the stand-in for the association."""
+        plan: PushPlan | None = kwargs.pop("storage_push", None)
+        if plan is None:
+            return super().associate(*args, **kwargs)
+
+        def connect(contexts: list[PresentationContext]) -> Any:
+            return AE.associate(self, *args, **{**kwargs, "contexts": contexts})
+
+        return plan.open(connect)
+
     def _create_socket(self, assoc: Association, address: Any, tls_args: Any) -> Any:
         sock = super()._create_socket(assoc, address, tls_args)
         if assoc.is_requestor and not assoc.is_alive() and not assoc.dul.is_alive():
@@ -209,6 +222,19 @@ class _RawInstance(Dataset):
         self._raw_path = path
         # The file's meta information, read while it was fetched (None: let pynetdicom read it).
         self._raw_meta = meta
+
+
+class _Planned(Dataset):
+    """Instance ``index`` of a C-MOVE the archive sends itself (storage_push.py): only its UIDs."""
+
+    def __init__(self, sop_class: str, sop_instance: str, index: int) -> None:
+        super().__init__()
+        for tag, uid in ((_SOP_CLASS_TAG, sop_class), (_SOP_INSTANCE_TAG, sop_instance)):
+            if uid:
+                value = uid.encode("ascii", "replace")
+                value += b"\0" * (len(value) % 2)
+                self._dict[tag] = RawDataElement(tag, "UI", len(value), value, 0, False, True)
+        self._push_index = index
 
 
 class _RawSendingAssociation(EventDrivenAssociation):
@@ -395,7 +421,7 @@ class QueryRetrieve:
 
     def __init__(self, store: IndexStore, *, ae_title: str, destinations: tuple[str, ...] = (),
                  audit: AuditProvider | None = None, network_timeout: float = 60.0,
-                 work_dir: Path | None = None) -> None:
+                 work_dir: Path | None = None, push_moves: bool = True) -> None:
         self.store = store
         # Where instances wait between Orthanc and the wire (the spool's disk).
         self.work_dir = work_dir or Path(tempfile.gettempdir()) / "filmless-retrieve"
@@ -403,6 +429,8 @@ class QueryRetrieve:
         self.destinations = {a.ae_title: a for a in (ReturnAddress.parse(d) for d in destinations)}
         self.audit_provider = audit
         self.network_timeout = network_timeout
+        # C-MOVEs sent by the archive itself when the store can (storage_push.py).
+        self.push_moves = push_moves and hasattr(store, "push_instances")
 
     # -- audit ------------------------------------------------------------------
     def _audit(self, action: str, calling_aet: str, peer: str, model: str, level: str, keys: dict[str, str],
@@ -463,6 +491,17 @@ class QueryRetrieve:
                 break
         return level, keys, find_matches(self.store, level, keys, limit=65535)
 
+    def _resolve_audited(self, event: evt.Event, action: str, calling_aet: str, peer: str,
+                         destination: str) -> tuple[str, dict[str, str], list[Match]]:
+        """:meth:`_resolve`, a refusal audited."""
+        model = model_of(event.context.abstract_syntax)
+        try:
+            return self._resolve(event.identifier, model)
+        except QueryFailed as exc:
+            self._audit(action, calling_aet, peer, model, "", {}, [], outcome="refused", reason=exc.reason,
+                        destination=destination)
+            raise
+
     def _prepare(self, event: evt.Event, action: str, calling_aet: str, peer: str,
                  destination: str) -> tuple[list[Any], _Prefetch]:
         """Resolve, audit, and start copying the instances from storage.
@@ -474,13 +513,7 @@ class QueryRetrieve:
         association is up. The caller must close the returned prefetch.
         """
         model = model_of(event.context.abstract_syntax)
-        identifier = event.identifier
-        try:
-            level, keys, matches = self._resolve(identifier, model)
-        except QueryFailed as exc:
-            self._audit(action, calling_aet, peer, model, "", {}, [], outcome="refused", reason=exc.reason,
-                        destination=destination)
-            raise
+        level, keys, matches = self._resolve_audited(event, action, calling_aet, peer, destination)
         listed = self.store.list_instances(level, [m.orthanc_id for m in matches])  # type: ignore[arg-type]
         prefetch = _Prefetch(self.store, listed, self.work_dir)
         try:
@@ -521,6 +554,9 @@ class QueryRetrieve:
                 log.error("retrieve: audit failed: %s", exc)
             yield None, None  # pynetdicom answers 0xA801 (move destination unknown)
             return
+        if self.push_moves:
+            yield from self._pushed_move(event, calling_aet, peer, address)
+            return
         # Errors here end the generator before its first yield: pynetdicom
         # answers a failure (0xC514) and nothing is sent.
         instances, prefetch = self._prepare(event, "dicom.retrieve", calling_aet, peer, destination)
@@ -535,6 +571,37 @@ class QueryRetrieve:
         finally:
             # Also when pynetdicom stops early (no association, nothing to send).
             prefetch.close()
+
+    def _pushed_move(self, event: evt.Event, calling_aet: str, peer: str, address: ReturnAddress) -> Iterator[Any]:
+        """A C-MOVE whose instances the archive sends itself (storage_push.py).
+
+        Resolved, listed and audited here as any retrieve, before anything
+        is sent; the SOP classes and transfer syntaxes (one look-up per
+        instance) are only read for what would go out from Python.
+        """
+        model = model_of(event.context.abstract_syntax)
+        level, keys, matches = self._resolve_audited(event, "dicom.retrieve", calling_aet, peer, address.ae_title)
+        listed = self.store.list_instances(level, [m.orthanc_id for m in matches])  # type: ignore[arg-type]
+        self._audit("dicom.retrieve", calling_aet, peer, model, level, keys, matches, destination=address.ae_title,
+                    instances=len(listed))
+
+        def prepare(remaining: list[Any]) -> tuple[list[Any], _Prefetch, list[PresentationContext]]:
+            described = self.store.describe_instances(remaining, workers=8)
+            return described, _Prefetch(self.store, described, self.work_dir), _contexts(described)
+
+        plan = PushPlan(self.store, listed, address, local_aet=self.ae_title, originator_aet=calling_aet,
+                        originator_id=int(event.request.MessageID or 0), stall_limit=self.network_timeout,
+                        prepare=prepare)
+        # Pending responses to the requestor encoded without pydicom (stream_send.py).
+        stream_files(event.assoc)
+        yield address.host, address.port, {"ae_title": address.ae_title, "storage_push": plan,
+                                           "evt_handlers": [(evt.EVT_CONN_OPEN, _no_delay)]}
+        yield len(listed)
+        for index, instance in enumerate(listed):
+            if event.is_cancelled:
+                yield STATUS_CANCELLED, None
+                return
+            yield STATUS_PENDING, _Planned(instance.sop_class_uid, instance.sop_instance_uid, index)
 
     def get(self, event: evt.Event, calling_aet: str, peer: str) -> Iterator[Any]:
         instances, prefetch = self._prepare(event, "dicom.retrieve", calling_aet, peer, calling_aet)

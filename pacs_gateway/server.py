@@ -250,7 +250,8 @@ class Gateway:
         )
         self.query_retrieve = (
             QueryRetrieve(store, ae_title=settings.ae_title, destinations=settings.destinations, audit=audit,  # type: ignore[arg-type]
-                          network_timeout=settings.network_timeout, work_dir=settings.spool_dir / "retrieve")
+                          network_timeout=settings.network_timeout, work_dir=settings.spool_dir / "retrieve",
+                          push_moves=settings.move_by_storage)
             if callable(getattr(store, "find_resources", None))
             else None
         )

@@ -62,6 +62,9 @@ class GatewaySettings:
     # Query/Retrieve C-MOVE destinations (workstations, other PACS):
     # ``AET@host:port`` entries; a move to any other AE title is refused.
     destinations: tuple[str, ...] = ()
+    # C-MOVE sub-operations sent by Orthanc's own C-STORE SCU (pacs_gateway.storage_push),
+    # what it cannot send going out from the gateway; off: every instance from the gateway.
+    move_by_storage: bool = True
     # Instance Availability Notification subscribers (RIS, workstations):
     # ``AET@host:port`` entries told when a study is complete in Orthanc.
     ian_subscribers: tuple[str, ...] = ()

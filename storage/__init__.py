@@ -20,6 +20,7 @@ from .models import (
     SystemInfo,
     UploadResult,
 )
+from .push import PushJob, PushProgress
 from .settings import StorageSettings
 
 __all__ = [
@@ -36,6 +37,8 @@ __all__ = [
     "NotFound",
     "OrthancProcess",
     "OrthancStore",
+    "PushJob",
+    "PushProgress",
     "StorageError",
     "StorageRejected",
     "StorageSettings",

@@ -16,7 +16,7 @@ import select
 import socket
 import threading
 import urllib.parse
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, BinaryIO, TypeVar
@@ -32,6 +32,7 @@ from urllib3.util.retry import Retry
 from .exceptions import NotFound, StorageError, StorageRejected, StorageTimeout, StorageUnavailable
 from .index import IndexQueries
 from .models import Change, ChangesPage, StorageStatistics, StudySummary, SystemInfo, UploadResult
+from .push import PushJob, start_push
 
 __all__ = ["OrthancStore", "METADATA_KEYS"]
 
@@ -158,6 +159,9 @@ class OrthancStore(IndexQueries):
             token = base64.b64encode(f"{username}:{password}".encode()).decode("ascii")
             self._lean_headers["Authorization"] = f"Basic {token}"
         self._upload_target = self._lean_upload_target()
+        # DICOM peers already registered with this Orthanc (storage.push).
+        self._peers: set[str] = set()
+        self._peers_lock = threading.Lock()
 
     # -- plumbing -----------------------------------------------------------
     def _lean_upload_target(self) -> tuple[str, int, str, dict[str, str]] | None:
@@ -241,6 +245,18 @@ class OrthancStore(IndexQueries):
     def _post_json(self, endpoint: str, body: Any) -> Any:
         with self._errors(endpoint):
             return self._api.post(endpoint, json=body, timeout=self._timeout).json()
+
+    def _put_json(self, endpoint: str, body: Any) -> None:
+        with self._errors(endpoint):
+            self._api.put(endpoint, json=body, timeout=self._timeout)
+
+    def _knows_peer(self, name: str) -> bool:
+        with self._peers_lock:
+            return name in self._peers
+
+    def _knew_peer(self, name: str) -> None:
+        with self._peers_lock:
+            self._peers.add(name)
 
     def _call(self, endpoint: str, fn: Callable[[], T]) -> T:
         with self._errors(endpoint):
@@ -459,6 +475,18 @@ class OrthancStore(IndexQueries):
             patient_id=body.get("ParentPatient", ""),
             already_stored=body.get("Status") == "AlreadyStored",
         )
+
+    def push_instances(self, instance_ids: Sequence[str], *, ae_title: str, host: str, port: int, local_aet: str,
+                       originator_aet: str | None = None, originator_id: int | None = None) -> PushJob:
+        """Have Orthanc send these instances, in this order, to the DICOM peer ``ae_title@host:port``.
+
+        Orthanc's own C-STORE SCU does the sending as a job (see
+        :mod:`storage.push`), calling as ``local_aet``; the answer is the
+        running job, to follow and cancel. Raises :class:`StorageError` when
+        the job cannot be started.
+        """
+        return start_push(self, instance_ids, ae_title=ae_title, host=host, port=port, local_aet=local_aet,
+                          originator_aet=originator_aet, originator_id=originator_id, timeout=self._timeout)
 
     def set_study_metadata(self, study_id: str, key: str, value: str) -> None:
         """Attach filmless metadata (e.g. the linked order) to a study."""

@@ -150,6 +150,8 @@ def build_config(
         "OverwriteInstances": False,
         "StableAge": 10,
         "SaveJobs": False,
+        # C-MOVEs are sent by Orthanc as jobs (storage.push): a few run at once.
+        "ConcurrentJobs": 4,
         "ExecuteLuaEnabled": False,
         "RestApiWriteToFileSystemEnabled": False,
         "UserMetadata": dict(METADATA_KEYS),

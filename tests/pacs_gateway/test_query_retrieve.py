@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import subprocess
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -61,13 +61,26 @@ def audited() -> list[dict[str, object]]:
 
 
 @pytest.fixture
-def qr_gateway(orthanc: OrthancStore, make_gateway: Callable[..., Gateway], audited: list[dict[str, object]],
-               tmp_path: Path) -> Iterator[tuple[Gateway, int]]:
+def qr_gateways(orthanc: OrthancStore, make_gateway: Callable[..., Gateway],
+                audited: list[dict[str, object]]) -> Callable[..., tuple[Gateway, int]]:
+    """Factory: a gateway with Q/R whose only move destination is WS01 on a free port, and that port.
+
+    ``store`` replaces the session Orthanc (e.g. a wrapper that records calls); other keywords are settings.
+    """
+
+    def make(store: Any = None, **overrides: Any) -> tuple[Gateway, int]:
+        ws_port = free_port()
+        gw = make_gateway(store or orthanc, destinations=(f"WS01@127.0.0.1:{ws_port}",), **overrides)
+        gw.query_retrieve.audit_provider = audited.append  # type: ignore[union-attr]
+        return gw, ws_port
+
+    return make
+
+
+@pytest.fixture
+def qr_gateway(qr_gateways: Callable[..., tuple[Gateway, int]]) -> tuple[Gateway, int]:
     """A gateway with Q/R whose only move destination is WS01 (a storescp on a free port)."""
-    ws_port = free_port()
-    gw = make_gateway(orthanc, destinations=(f"WS01@127.0.0.1:{ws_port}",))
-    gw.query_retrieve.audit_provider = audited.append  # type: ignore[union-attr]
-    yield gw, ws_port
+    return qr_gateways()
 
 
 def _responses(folder: Path) -> list[Dataset]:
@@ -163,10 +176,12 @@ def _pixels(paths: list[Path]) -> dict[str, bytes]:
     return out
 
 
+@pytest.mark.parametrize("by_storage", [True, False], ids=["sent-by-orthanc", "sent-by-gateway"])
 def test_movescu_sends_the_study_to_the_configured_workstation(
-    qr_gateway: tuple[Gateway, int], studies: dict[str, Any], audited: list[dict[str, object]], tmp_path: Path
+    qr_gateways: Callable[..., tuple[Gateway, int]], studies: dict[str, Any], audited: list[dict[str, object]],
+    tmp_path: Path, by_storage: bool
 ) -> None:
-    gw, ws_port = qr_gateway
+    gw, ws_port = qr_gateways(move_by_storage=by_storage)
     received = tmp_path / "ws01"
     scp = _storescp(ws_port, received)
     try:
@@ -323,9 +338,11 @@ def test_read_ahead_is_bounded_by_bytes_keeps_order_and_cleans_up(tmp_path: Path
 
 
 def test_the_move_sub_association_waits_for_work_and_streams_files(
-    qr_gateway: tuple[Gateway, int], studies: dict[str, Any], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    qr_gateways: Callable[..., tuple[Gateway, int]], studies: dict[str, Any], tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """The association to the workstation gets reactor.py's loops before its threads start (MoveAE)."""
+    """Sent by the gateway, the association to the workstation gets reactor.py's loops before its
+    threads start (MoveAE)."""
     import pacs_gateway.retrieve as retrieve
     from pacs_gateway.reactor import EventDrivenDUL
     from pacs_gateway.stream_send import StreamingDIMSE, StreamingDUL
@@ -338,7 +355,7 @@ def test_the_move_sub_association_waits_for_work_and_streams_files(
         original(event)
 
     monkeypatch.setattr(retrieve, "_no_delay", spy)
-    gw, ws_port = qr_gateway
+    gw, ws_port = qr_gateways(move_by_storage=False)
     received = tmp_path / "ws01"
     scp = _storescp(ws_port, received)
     try:
@@ -415,3 +432,177 @@ def test_pending_responses_reach_dimse_sent_handlers_as_pynetdicoms_message() ->
     built.primitive_to_message(primitive)
     assert encode(lazy.command_set, True, True) == encode(built.command_set, True, True)
     assert lazy.context_id == 1
+
+
+# -- C-MOVEs sent by Orthanc itself (storage_push.py) ---------------------------------------------
+
+class _Recording:
+    """The session Orthanc, with a record of how each C-MOVE was sent (and pushes that may be refused)."""
+
+    def __init__(self, store: OrthancStore, refuse_push: bool = False) -> None:
+        self._store = store
+        self.refuse_push = refuse_push
+        self.pushes: list[list[str]] = []
+        self.described: list[int] = []
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._store, name)
+
+    def push_instances(self, instance_ids: list[str], **kwargs: Any) -> Any:
+        self.pushes.append(list(instance_ids))
+        if self.refuse_push:
+            from storage import StorageUnavailable
+
+            raise StorageUnavailable("Orthanc cannot start jobs right now")
+        return self._store.push_instances(instance_ids, **kwargs)
+
+    def describe_instances(self, instances: list[Any], **kwargs: Any) -> Any:
+        self.described.append(len(instances))
+        return self._store.describe_instances(instances, **kwargs)
+
+
+class _Workstation:
+    """A pynetdicom storage SCP as the move destination: records each C-STORE and its calling AE."""
+
+    def __init__(self, port: int, on_store: Callable[[evt.Event], int] | None = None) -> None:
+        from pynetdicom import StoragePresentationContexts
+
+        self.stored: list[tuple[str, str, str]] = []
+        self._on_store = on_store
+        ae = AE(ae_title="WS01")
+        ae.supported_contexts = StoragePresentationContexts
+        self.server = ae.start_server(("127.0.0.1", port), block=False,
+                                      evt_handlers=[(evt.EVT_C_STORE, self._store)])
+
+    def _store(self, event: evt.Event) -> int:
+        self.stored.append((event.request.AffectedSOPInstanceUID, event.assoc.requestor.ae_title,
+                            str(event.request.MoveOriginatorApplicationEntityTitle or "")))
+        return self._on_store(event) if self._on_store else 0x0000
+
+    def uids(self) -> set[str]:
+        return {uid for uid, _, _ in self.stored}
+
+    def close(self) -> None:
+        self.server.shutdown()
+
+
+def _move(port: int, study_uid: str, msg_id: int = 1,
+          during: Callable[[Any, int], None] | None = None) -> list[tuple[Dataset, Dataset | None]]:
+    from pynetdicom.sop_class import StudyRootQueryRetrieveInformationModelMove  # type: ignore[attr-defined]
+
+    ae = AE(ae_title="WS01")
+    ae.add_requested_context(StudyRootQueryRetrieveInformationModelMove)
+    assoc = ae.associate("127.0.0.1", port, ae_title="FILMLESS")
+    assert assoc.is_established
+    query = Dataset()
+    query.QueryRetrieveLevel = "STUDY"
+    query.StudyInstanceUID = study_uid
+    answers = []
+    for status, identifier in assoc.send_c_move(query, "WS01", StudyRootQueryRetrieveInformationModelMove,
+                                                msg_id=msg_id):
+        answers.append((status, identifier))
+        if during is not None:
+            during(assoc, len(answers))
+    assoc.release()
+    return answers
+
+
+def _uids(paths: list[Path]) -> list[str]:
+    return [str(pydicom.dcmread(p, stop_before_pixels=True).SOPInstanceUID) for p in paths]
+
+
+def test_orthanc_sends_the_move_with_pending_counts_as_the_gateway_would(
+    orthanc: OrthancStore, qr_gateways: Callable[..., tuple[Gateway, int]], studies: dict[str, Any]
+) -> None:
+    """One job in Orthanc, no instance read by the gateway; the requestor sees every Pending count."""
+    store = _Recording(orthanc)
+    gw, ws_port = qr_gateways(store)
+    ws = _Workstation(ws_port)
+    try:
+        answers = _move(gw.settings.port, studies["study_uid"], msg_id=9)
+    finally:
+        ws.close()
+    assert len(store.pushes) == 1 and len(store.pushes[0]) == 5
+    assert store.described == []  # nothing went out from Python
+    assert ws.uids() == set(_uids(studies["files"]))
+    # Orthanc calls as the gateway's AE, naming the requestor as move originator (PS3.7 9.3.1.1).
+    assert {(calling, originator) for _, calling, originator in ws.stored} == {("FILMLESS", "WS01")}
+    pending = [s for s, _ in answers if s.Status == 0xFF00]
+    assert [int(s.NumberOfRemainingSuboperations) for s in pending] == [4, 3, 2, 1, 0]
+    assert [int(s.NumberOfCompletedSuboperations) for s in pending] == [1, 2, 3, 4, 5]
+    final = answers[-1][0]
+    assert final.Status == 0x0000 and int(final.NumberOfCompletedSuboperations) == 5
+
+
+def test_an_instance_the_workstation_refuses_is_reported_under_its_uid(
+    orthanc: OrthancStore, qr_gateways: Callable[..., tuple[Gateway, int]], studies: dict[str, Any]
+) -> None:
+    """Orthanc's job stops at the refusal; the gateway sends the rest itself and names the refused one."""
+    store = _Recording(orthanc)
+    gw, ws_port = qr_gateways(store)
+    order = _uids(studies["files"])
+    refused = order[2]
+    ws = _Workstation(ws_port, on_store=lambda e: 0xA700 if e.request.AffectedSOPInstanceUID == refused else 0)
+    try:
+        answers = _move(gw.settings.port, studies["study_uid"])
+    finally:
+        ws.close()
+    assert len(store.pushes) == 1
+    assert store.described, "what the job did not send went out from the gateway"
+    final, identifier = answers[-1]
+    assert final.Status == 0xB000
+    assert (int(final.NumberOfCompletedSuboperations), int(final.NumberOfFailedSuboperations)) == (4, 1)
+    assert identifier is not None and identifier.FailedSOPInstanceUIDList == refused
+    assert ws.uids() == set(order)  # every other image is on the workstation
+
+
+def test_when_orthanc_cannot_start_the_job_the_gateway_sends_everything(
+    orthanc: OrthancStore, qr_gateways: Callable[..., tuple[Gateway, int]], studies: dict[str, Any]
+) -> None:
+    store = _Recording(orthanc, refuse_push=True)
+    gw, ws_port = qr_gateways(store)
+    ws = _Workstation(ws_port)
+    try:
+        answers = _move(gw.settings.port, studies["study_uid"])
+    finally:
+        ws.close()
+    assert store.pushes and store.described == [5]
+    assert answers[-1][0].Status == 0x0000 and int(answers[-1][0].NumberOfCompletedSuboperations) == 5
+    assert ws.uids() == set(_uids(studies["files"]))
+
+
+def test_a_destination_nobody_can_reach_is_refused_before_any_pending(
+    qr_gateways: Callable[..., tuple[Gateway, int]], studies: dict[str, Any], audited: list[dict[str, object]]
+) -> None:
+    gw, _ = qr_gateways()  # nothing listens on WS01's port
+    answers = _move(gw.settings.port, studies["study_uid"])
+    assert [int(s.Status) for s, _ in answers] == [0xA801]
+    assert audited[-1]["action"] == "dicom.retrieve" and audited[-1]["destination"] == "WS01"
+
+
+def test_a_cancel_stops_orthancs_job(
+    orthanc: OrthancStore, qr_gateways: Callable[..., tuple[Gateway, int]], studies: dict[str, Any]
+) -> None:
+    """C-CANCEL after the first Pending: Cancel (0xFE00) with the remaining count, and Orthanc sends no more."""
+    store = _Recording(orthanc)
+    gw, ws_port = qr_gateways(store)
+
+    def slow(event: evt.Event) -> int:
+        time.sleep(0.3)  # a workstation writing to a slow disk
+        return 0x0000
+
+    def cancel_after_first(assoc: Any, answered: int) -> None:
+        if answered == 1:
+            context = next(cx for cx in assoc.accepted_contexts if cx.abstract_syntax.endswith(".2.2.2"))
+            assoc.send_c_cancel(3, context.context_id)
+
+    ws = _Workstation(ws_port, on_store=slow)
+    try:
+        answers = _move(gw.settings.port, studies["study_uid"], msg_id=3, during=cancel_after_first)
+        final = answers[-1][0]
+        assert final.Status == 0xFE00
+        assert int(final.NumberOfRemainingSuboperations) >= 3
+        time.sleep(1.5)  # long enough for three more images at the workstation's pace
+        assert len(ws.stored) < 5
+    finally:
+        ws.close()

@@ -1,0 +1,224 @@
+"""C-MOVE sub-operations sent by the archive itself, reported to the requestor as pynetdicom's.
+
+Why: sending a study from Python costs an HTTP read and a DIMSE write per
+instance in this process; Orthanc's own C-STORE SCU sends its files in C++
+(``storage.push``), as fast as a stock Orthanc's C-MOVE. The gateway keeps
+everything a C-MOVE decides: who asked, which instances (resolved and
+audited before anything leaves), which destination (only those configured),
+and the responses to the requestor, Pending after each instance with the
+counts, as pynetdicom's C-MOVE SCP sends them.
+
+How: pynetdicom's C-MOVE SCP asks the gateway's AE for an association to the
+destination and then calls ``send_c_store`` once per instance the handler
+yields. :meth:`PushPlan.open` answers that request with a
+:class:`PushedAssociation` instead: it starts the Orthanc job, and each
+``send_c_store`` returns success once the job has certainly sent that
+instance. When the job fails (a refused instance, the destination
+unreachable from Orthanc), stalls, or cannot start, the instances not yet
+certainly sent go out from Python on a real association, one by one, so a
+refused instance is reported under its own UID. A few instances may then
+reach the destination twice, which a storage SCP accepts (same SOP
+Instance UID). A cancel, or the requestor going away, cancels the job.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable, Iterator
+from typing import Any
+
+from pydicom.dataset import Dataset
+
+from .commitment import ReturnAddress
+
+__all__ = ["PushPlan", "PushedAssociation"]
+
+log = logging.getLogger(__name__)
+
+# How often the job is asked how far it got while an instance waits for it.
+POLL_INTERVAL = 0.001
+# A job still queued behind others after this long is cancelled and the
+# move sent from Python instead (Orthanc runs only a few jobs at once).
+PENDING_LIMIT = 2.0
+
+
+class PushPlan:
+    """What one C-MOVE sends, and to whom; opened in place of the association to the destination."""
+
+    def __init__(self, store: Any, instances: list[Any], address: ReturnAddress, *, local_aet: str,
+                 originator_aet: str, originator_id: int, stall_limit: float,
+                 prepare: Callable[[list[Any]], tuple[list[Any], Any, list[Any]]]) -> None:
+        self.store = store
+        self.instances = instances
+        self.address = address
+        self.local_aet = local_aet
+        self.originator_aet = originator_aet
+        self.originator_id = originator_id
+        self.stall_limit = stall_limit
+        # For sending from Python what the job did not: instances -> (those
+        # still stored, an iterable of (instance, data set to send) in that
+        # order with a ``close()``, the presentation contexts to propose).
+        self.prepare = prepare
+
+    def open(self, connect: Callable[[list[Any]], Any]) -> Any:
+        """Start the job; the association stand-in, or the real association that replaced it.
+
+        ``connect(contexts)`` requests a real association to the destination
+        (pynetdicom's ``AE.associate``), for what the job does not send.
+
+        Waits until the job has sent its first instance (or failed): a
+        destination nobody can reach is then refused before any Pending
+        response, like a failed association (0xA801).
+        """
+        pushed = PushedAssociation(self, connect)
+        pushed.start()
+        if pushed.fallback_association is not None and not pushed.fallback_association.is_established:
+            return pushed.fallback_association
+        return pushed
+
+
+class PushedAssociation:
+    """What pynetdicom's C-MOVE SCP sees as the association to the destination."""
+
+    def __init__(self, plan: PushPlan, connect: Callable[[list[Any]], Any]) -> None:
+        self.plan = plan
+        self._connect = connect
+        self.job: Any = None
+        self.sent = 0
+        self.ended = False
+        self.error = ""
+        self.fallback_association: Any = None
+        self._fallback_files: Iterator[tuple[Any, Dataset]] | None = None
+        self._fallback_ids: set[str] = set()
+        self._close_fallback: Callable[[], None] | None = None
+        self._started = time.monotonic()
+        self._advanced = self._started
+
+    # -- what pynetdicom uses -----------------------------------------------
+    @property
+    def is_established(self) -> bool:
+        if self.fallback_association is not None:
+            return bool(self.fallback_association.is_established)
+        return True
+
+    def send_c_store(self, dataset: Any, msg_id: int = 1, priority: int = 2, originator_aet: str | None = None,
+                     originator_id: int | None = None) -> Dataset:
+        index = int(dataset.__dict__["_push_index"])
+        if self.fallback_association is None and self._wait_sent(index):
+            return _success()
+        return self._send_from_python(index, msg_id, priority, originator_aet, originator_id)
+
+    def release(self) -> None:
+        self._stop_job()
+        if self._close_fallback is not None:
+            self._close_fallback()
+            self._close_fallback = None
+        if self.fallback_association is not None and self.fallback_association.is_established:
+            self.fallback_association.release()
+
+    def abort(self) -> None:
+        self._stop_job()
+        if self._close_fallback is not None:
+            self._close_fallback()
+            self._close_fallback = None
+        if self.fallback_association is not None:
+            self.fallback_association.abort()
+
+    # -- the job --------------------------------------------------------------
+    def start(self) -> None:
+        plan = self.plan
+        try:
+            self.job = plan.store.push_instances(
+                [i.orthanc_id for i in plan.instances], ae_title=plan.address.ae_title, host=plan.address.host,
+                port=plan.address.port, local_aet=plan.local_aet, originator_aet=plan.originator_aet,
+                originator_id=plan.originator_id)
+        except Exception as exc:  # noqa: BLE001 - sent from Python instead
+            log.warning("retrieve: the archive cannot send to %s (%s); sending from the gateway",
+                        plan.address.ae_title, exc)
+            self.ended = True
+        while not self.ended and self.sent < 1:
+            self._poll()
+        if self.sent == 0:
+            self._open_fallback(0)
+
+    def _wait_sent(self, index: int) -> bool:
+        """True once instance ``index`` has certainly been sent by the job; False if the job ended short of it."""
+        while index >= self.sent:
+            if self.ended:
+                return False
+            self._poll()
+        return True
+
+    def _poll(self) -> None:
+        try:
+            progress = self.job.progress()
+        except Exception as exc:  # noqa: BLE001 - the rest goes from Python
+            self._give_up(f"cannot follow the job: {exc}")
+            return
+        now = time.monotonic()
+        if progress.sent > self.sent:
+            self.sent = progress.sent
+            self._advanced = now
+        if progress.state == "done":
+            self.sent = len(self.plan.instances)
+            self.job = None
+            self.ended = True
+        elif progress.state == "failed":
+            self.job = None
+            self._give_up(progress.error)
+        elif progress.state == "pending" and now - self._started > PENDING_LIMIT:
+            self._give_up("the archive's job queue is busy")
+        elif now - self._advanced > self.plan.stall_limit:
+            self._give_up(f"no progress for {self.plan.stall_limit:.0f} s")
+        elif progress.sent == self.sent:
+            time.sleep(POLL_INTERVAL)
+
+    def _give_up(self, reason: str) -> None:
+        if self.sent < len(self.plan.instances):
+            log.warning("retrieve: the archive stopped sending to %s after %d of %d instances (%s); "
+                        "the gateway sends the rest", self.plan.address.ae_title, self.sent,
+                        len(self.plan.instances), reason)
+        self.error = reason
+        self._stop_job()
+        self.ended = True
+
+    def _stop_job(self) -> None:
+        job, self.job = self.job, None
+        if job is not None:
+            try:
+                job.cancel()
+            except Exception as exc:  # noqa: BLE001 - the job ends with its association anyway
+                log.warning("retrieve: cannot cancel the archive's job: %s", exc)
+
+    # -- what is left, from Python ---------------------------------------------
+    def _open_fallback(self, index: int) -> None:
+        stored, files, contexts = self.plan.prepare(self.plan.instances[index:])
+        self._close_fallback = files.close
+        self._fallback_ids = {i.orthanc_id for i in stored}
+        self._fallback_files = iter(files)
+        self.fallback_association = self._connect(contexts)
+        if not self.fallback_association.is_established:
+            files.close()
+            self._close_fallback = None
+
+    def _send_from_python(self, index: int, msg_id: int, priority: int, originator_aet: str | None,
+                          originator_id: int | None) -> Dataset:
+        if self.fallback_association is None:
+            self._open_fallback(index)
+        instance = self.plan.instances[index]
+        if not self.fallback_association.is_established:
+            raise RuntimeError(f"the destination {self.plan.address.ae_title} cannot be reached")
+        if instance.orthanc_id not in self._fallback_ids:
+            raise RuntimeError(f"{instance.sop_instance_uid} is no longer in the archive")
+        assert self._fallback_files is not None
+        _, ds = next(self._fallback_files)
+        return self.fallback_association.send_c_store(  # type: ignore[no-any-return]
+            ds, msg_id=msg_id, priority=priority, originator_aet=originator_aet, originator_id=originator_id)
+
+
+def _success() -> Dataset:
+    ds = Dataset()
+    ds.Status = 0x0000
+    return ds
+
