@@ -303,23 +303,34 @@ class OrthancStore(IndexQueries):
     # not Orthanc, set the pace of a retrieve. These reads use one kept-alive
     # ``http.client`` connection per thread instead (~0.1 ms a request).
 
-    def _lean_response(self, endpoint: str) -> tuple[http.client.HTTPConnection, http.client.HTTPResponse]:
-        """Send GET ``endpoint`` on this thread's kept-alive connection; the status line is read.
+    def _lean_response(self, endpoint: str, query: Any = None,
+                       command: bool = False) -> tuple[http.client.HTTPConnection, http.client.HTTPResponse]:
+        """Send GET ``endpoint`` (POST of the JSON ``query`` when given: a read-only
+        query such as /tools/find) on this thread's kept-alive connection; the status line is read.
 
         The caller must read the body to its end, or close the connection.
         A kept-alive connection Orthanc has just closed is retried once on a
-        new one (a GET changes nothing).
+        new one (a read changes nothing). A ``command`` (a POST that changes
+        something, such as starting a job) is never sent twice: it goes on a
+        new connection when the kept one looks closed, and fails otherwise.
         """
         assert self._lean_target is not None
         url = self.url + endpoint
         for _ in range(2):
             conn: http.client.HTTPConnection | None = getattr(self._local, "lean", None)
-            reused = conn is not None
+            if command and conn is not None and _dropped(conn.sock):
+                self._lean_drop(conn)
+                conn = None
+            reused = conn is not None and not command
             if conn is None:
                 conn = http.client.HTTPConnection(*self._lean_target, timeout=self._timeout)
                 self._local.lean = conn
             try:
-                conn.request("GET", self._lean_prefix + endpoint, headers=self._lean_headers)
+                if query is None:
+                    conn.request("GET", self._lean_prefix + endpoint, headers=self._lean_headers)
+                else:
+                    conn.request("POST", self._lean_prefix + endpoint, body=json.dumps(query).encode("utf-8"),
+                                 headers={**self._lean_headers, "Content-Type": "application/json"})
                 response = conn.getresponse()
                 if not reused and conn.sock is not None:
                     conn.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
@@ -355,12 +366,13 @@ class OrthancStore(IndexQueries):
             raise StorageUnavailable(f"Orthanc answered HTTP {code}", url)
         raise StorageRejected(f"Orthanc refused the request (HTTP {code})", url)
 
-    def _read_json(self, endpoint: str) -> Any:
-        """GET ``endpoint`` as JSON, through the lean connection when Orthanc is on plain HTTP."""
+    def _read_json(self, endpoint: str, query: Any = None, *, command: bool = False) -> Any:
+        """GET ``endpoint`` (or POST the JSON ``query`` to it: read-only unless ``command``)
+        as JSON, through the lean connection when Orthanc is on plain HTTP."""
         if self._lean_target is None:
-            return self._get_json(endpoint)
+            return self._get_json(endpoint) if query is None else self._post_json(endpoint, query)
         url = self.url + endpoint
-        conn, response = self._lean_response(endpoint)
+        conn, response = self._lean_response(endpoint, query, command)
         try:
             self._lean_status(conn, response, url)
             body = response.read()

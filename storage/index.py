@@ -102,7 +102,7 @@ class IndexQueries:
                 raise StorageUnavailable(f"Orthanc answered HTTP {response.status_code}", response.url)
             return response.content
 
-    def _read_json(self, endpoint: str) -> Any:  # pragma: no cover - overridden
+    def _read_json(self, endpoint: str, query: Any = None, *, command: bool = False) -> Any:  # pragma: no cover
         raise NotImplementedError
 
     def _save_to(self, endpoint: str, target: Path, chunk: int) -> int:  # pragma: no cover - overridden
@@ -136,11 +136,11 @@ class IndexQueries:
         body: dict[str, Any] = {"Level": level, "Query": dict(query), "Expand": True, "CaseSensitive": case_sensitive}
         if limit:
             body["Limit"] = limit
-        return [_entry(level, item) for item in self._post_json("/tools/find", body)]
+        return [_entry(level, item) for item in self._read_json("/tools/find", body)]
 
     def get_resource(self, level: Level, orthanc_id: str) -> IndexEntry:
         """One resource with its main tags (a study also carries its patient's)."""
-        return _entry(level, self._get_json(f"/{_PLURAL[level]}/{orthanc_id}"))
+        return _entry(level, self._read_json(f"/{_PLURAL[level]}/{orthanc_id}"))
 
     def count_below(self, level: Level, orthanc_id: str) -> tuple[int, int, int, tuple[str, ...]]:
         """(studies, series, instances, modalities) under one patient, study or series.
@@ -186,9 +186,9 @@ class IndexQueries:
         listed: list[dict[str, Any]] = []
         for orthanc_id in orthanc_ids:
             if level == "Instance":
-                listed.append(self._get_json(f"/instances/{orthanc_id}"))
+                listed.append(self._read_json(f"/instances/{orthanc_id}"))
             else:
-                listed.extend(self._get_json(f"/{_PLURAL[level]}/{orthanc_id}/instances"))
+                listed.extend(self._read_json(f"/{_PLURAL[level]}/{orthanc_id}/instances"))
         found = [
             StoredInstance(
                 orthanc_id=str(item["ID"]),

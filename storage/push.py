@@ -112,7 +112,7 @@ def start_push(store: OrthancStore, instance_ids: Sequence[str], *, ae_title: st
             store._put_json(f"/modalities/{name}", {"AET": ae_title, "Host": host, "Port": port})
             store._knew_peer(name)
         try:
-            answer = store._post_json(endpoint, body)
+            answer = store._read_json(endpoint, body, command=True)
             break
         except NotFound:
             # Orthanc restarted meanwhile and forgot the peer.
