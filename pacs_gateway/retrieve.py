@@ -590,7 +590,11 @@ class QueryRetrieve:
             return described, _Prefetch(self.store, described, self.work_dir), _contexts(described)
 
         plan = PushPlan(self.store, listed, address, local_aet=self.ae_title, originator_aet=calling_aet,
-                        originator_id=int(event.request.MessageID or 0), stall_limit=self.network_timeout,
+                        originator_id=int(event.request.MessageID or 0),
+                        # Orthanc's client gives up on a silent workstation after network_timeout
+                        # (the job fails, the gateway takes over); this only guards against a job
+                        # that neither fails nor moves, generously: one instance may be gigabytes.
+                        stall_limit=10 * self.network_timeout,
                         prepare=prepare)
         # Pending responses to the requestor encoded without pydicom (stream_send.py).
         stream_files(event.assoc)
