@@ -184,3 +184,39 @@ def test_when_the_audit_cannot_be_written_nothing_is_shown(
     answers = list(assoc.send_c_find(query, StudyRootQueryRetrieveInformationModelFind))
     assoc.release()
     assert [(int(s.Status), ds) for s, ds in answers] == [(0xC001, None)]
+
+
+def test_a_move_whose_audit_cannot_be_written_sends_nothing(
+    gateway: Callable[..., tuple[Gateway, list[dict[str, Any]]]], archive: dict[str, str], orthanc: OrthancStore,
+    tmp_path: Path
+) -> None:
+    """Orthanc's C-STORE client sends a C-MOVE's instances (storage_push.py): no job starts before the audit row."""
+    ws_port = free_port()
+    received = tmp_path / "ws01"
+    received.mkdir()
+    scp = subprocess.Popen(["storescp", "-aet", "WS01", "-od", str(received), str(ws_port)],
+                           stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    jobs_before = set(orthanc._read_json("/jobs"))
+
+    def broken(event: dict[str, Any]) -> None:
+        raise ConnectionError("EMR database down")
+
+    try:
+        wait_for(lambda: _dcmtk("echoscu", "-aec", "WS01", "127.0.0.1", str(ws_port)).returncode == 0,
+                 timeout=15, what="storescp")
+        gw, _ = gateway(audit=broken, destinations=(f"WS01@127.0.0.1:{ws_port}",))
+        ae = AE(ae_title="WS01")
+        ae.add_requested_context(StudyRootQueryRetrieveInformationModelMove)
+        assoc = ae.associate("127.0.0.1", gw.settings.port, ae_title="FILMLESS")
+        query = Dataset()
+        query.QueryRetrieveLevel = "STUDY"
+        query.StudyInstanceUID = archive["SEC-1"]
+        answers = assoc.send_c_move(query, "WS01", StudyRootQueryRetrieveInformationModelMove)
+        statuses = [int(s.Status) for s, _ in answers]
+        assoc.release()
+    finally:
+        scp.terminate()
+        scp.wait(10)
+    assert len(statuses) == 1 and statuses[0] >= 0xA000  # one failure, no Pending
+    assert not list(received.iterdir())
+    assert set(orthanc._read_json("/jobs")) <= jobs_before  # Orthanc was never asked to send
