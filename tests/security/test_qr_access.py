@@ -11,6 +11,7 @@ from __future__ import annotations
 import os
 import subprocess
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -117,30 +118,43 @@ def test_list_everything_is_answered_only_to_allowed_aes_and_audited_with_every_
     assert event["results"] == len(list((tmp_path / "all").glob("rsp*")))
 
 
-def test_unknown_move_destination_is_refused_sends_nothing_and_is_audited(
-    gateway: Callable[..., tuple[Gateway, list[dict[str, Any]]]], archive: dict[str, str], tmp_path: Path
-) -> None:
-    evil_port = free_port()
-    received = tmp_path / "evil"
-    received.mkdir()
-    scp = subprocess.Popen(["storescp", "-aet", "EVIL", "-od", str(received), str(evil_port)],
+@contextmanager
+def _storescp(aet: str, folder: Path) -> Iterator[int]:
+    """A DCMTK storescp called ``aet`` writing into ``folder``; its port."""
+    port = free_port()
+    folder.mkdir()
+    scp = subprocess.Popen(["storescp", "-aet", aet, "-od", str(folder), str(port)],
                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
-        wait_for(lambda: _dcmtk("echoscu", "-aec", "EVIL", "127.0.0.1", str(evil_port)).returncode == 0,
+        wait_for(lambda: _dcmtk("echoscu", "-aec", aet, "127.0.0.1", str(port)).returncode == 0,
                  timeout=15, what="storescp")
-        gw, events = gateway(destinations=(f"WS01@127.0.0.1:{free_port()}",))
-        ae = AE(ae_title="WS01")
-        ae.add_requested_context(StudyRootQueryRetrieveInformationModelMove)
-        assoc = ae.associate("127.0.0.1", gw.settings.port, ae_title="FILMLESS")
-        query = Dataset()
-        query.QueryRetrieveLevel = "STUDY"
-        query.StudyInstanceUID = archive["SEC-1"]
-        answers = assoc.send_c_move(query, "EVIL", StudyRootQueryRetrieveInformationModelMove)
-        statuses = [int(s.Status) for s, _ in answers]
-        assoc.release()
+        yield port
     finally:
         scp.terminate()
         scp.wait(10)
+
+
+def _move_statuses(gw: Gateway, study_uid: str, destination: str) -> list[int]:
+    """The statuses of a C-MOVE of one study from WS01 to ``destination``."""
+    ae = AE(ae_title="WS01")
+    ae.add_requested_context(StudyRootQueryRetrieveInformationModelMove)
+    assoc = ae.associate("127.0.0.1", gw.settings.port, ae_title="FILMLESS")
+    query = Dataset()
+    query.QueryRetrieveLevel = "STUDY"
+    query.StudyInstanceUID = study_uid
+    answers = assoc.send_c_move(query, destination, StudyRootQueryRetrieveInformationModelMove)
+    statuses = [int(s.Status) for s, _ in answers]
+    assoc.release()
+    return statuses
+
+
+def test_unknown_move_destination_is_refused_sends_nothing_and_is_audited(
+    gateway: Callable[..., tuple[Gateway, list[dict[str, Any]]]], archive: dict[str, str], tmp_path: Path
+) -> None:
+    received = tmp_path / "evil"
+    with _storescp("EVIL", received):
+        gw, events = gateway(destinations=(f"WS01@127.0.0.1:{free_port()}",))
+        statuses = _move_statuses(gw, archive["SEC-1"], "EVIL")
     assert statuses == [0xA801]
     assert not list(received.iterdir())
     (event,) = events
@@ -191,32 +205,15 @@ def test_a_move_whose_audit_cannot_be_written_sends_nothing(
     tmp_path: Path
 ) -> None:
     """Orthanc's C-STORE client sends a C-MOVE's instances (storage_push.py): no job starts before the audit row."""
-    ws_port = free_port()
-    received = tmp_path / "ws01"
-    received.mkdir()
-    scp = subprocess.Popen(["storescp", "-aet", "WS01", "-od", str(received), str(ws_port)],
-                           stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     jobs_before = set(orthanc._read_json("/jobs"))
 
     def broken(event: dict[str, Any]) -> None:
         raise ConnectionError("EMR database down")
 
-    try:
-        wait_for(lambda: _dcmtk("echoscu", "-aec", "WS01", "127.0.0.1", str(ws_port)).returncode == 0,
-                 timeout=15, what="storescp")
+    received = tmp_path / "ws01"
+    with _storescp("WS01", received) as ws_port:
         gw, _ = gateway(audit=broken, destinations=(f"WS01@127.0.0.1:{ws_port}",))
-        ae = AE(ae_title="WS01")
-        ae.add_requested_context(StudyRootQueryRetrieveInformationModelMove)
-        assoc = ae.associate("127.0.0.1", gw.settings.port, ae_title="FILMLESS")
-        query = Dataset()
-        query.QueryRetrieveLevel = "STUDY"
-        query.StudyInstanceUID = archive["SEC-1"]
-        answers = assoc.send_c_move(query, "WS01", StudyRootQueryRetrieveInformationModelMove)
-        statuses = [int(s.Status) for s, _ in answers]
-        assoc.release()
-    finally:
-        scp.terminate()
-        scp.wait(10)
+        statuses = _move_statuses(gw, archive["SEC-1"], "WS01")
     assert len(statuses) == 1 and statuses[0] >= 0xA000  # one failure, no Pending
     assert not list(received.iterdir())
     assert set(orthanc._read_json("/jobs")) <= jobs_before  # Orthanc was never asked to send
