@@ -36,8 +36,13 @@ __all__ = ["PushPlan", "PushedAssociation"]
 
 log = logging.getLogger(__name__)
 
-# How often the job is asked how far it got while an instance waits for it.
-POLL_INTERVAL = 0.001
+# How often the job is asked how far it got: every POLL_MIN seconds near its
+# start and end, less often in between (a quarter of the time it should still
+# take, at most POLL_MAX): each question costs Orthanc and this process CPU
+# that the sending and the workstation need (2 cores), and only the last
+# answer's delay adds to the C-MOVE's time.
+POLL_MIN = 0.001
+POLL_MAX = 0.010
 # A job still queued behind others after this long is cancelled and the
 # move sent from Python instead (Orthanc runs only a few jobs at once).
 PENDING_LIMIT = 2.0
@@ -94,6 +99,8 @@ class PushedAssociation:
         self._close_fallback: Callable[[], None] | None = None
         self._started = time.monotonic()
         self._advanced = self._started
+        # (time, instances sent) when the job was first seen sending: its pace since then.
+        self._first: tuple[float, int] | None = None
 
     # -- what pynetdicom uses -----------------------------------------------
     @property
@@ -137,8 +144,8 @@ class PushedAssociation:
             log.warning("retrieve: the archive cannot send to %s (%s); sending from the gateway",
                         plan.address.ae_title, exc)
             self.ended = True
-        while not self.ended and self.sent < 1:
-            self._poll()
+        if not self.ended:
+            self._wait_sent(0)
         if self.sent == 0:
             self._open_fallback(0)
 
@@ -148,6 +155,8 @@ class PushedAssociation:
             if self.ended:
                 return False
             self._poll()
+            if index >= self.sent and not self.ended:
+                time.sleep(self._poll_interval(time.monotonic()))
         return True
 
     def _poll(self) -> None:
@@ -171,8 +180,17 @@ class PushedAssociation:
             self._give_up("the archive's job queue is busy")
         elif now - self._advanced > self.plan.stall_limit:
             self._give_up(f"no progress for {self.plan.stall_limit:.0f} s")
-        elif progress.sent == self.sent:
-            time.sleep(POLL_INTERVAL)
+
+    def _poll_interval(self, now: float) -> float:
+        """Seconds to wait before asking again: a quarter of the time the job should still take
+        at its pace so far; before its pace is known, half the time since it last moved."""
+        if self._first is None and self.sent:
+            self._first = (now, self.sent)
+        guess = (now - self._advanced) / 2
+        if self._first is not None and self.sent > self._first[1] and now > self._first[0]:
+            since, at = self._first
+            guess = (len(self.plan.instances) - self.sent) * (now - since) / (self.sent - at) / 4
+        return min(POLL_MAX, max(POLL_MIN, guess))
 
     def _give_up(self, reason: str) -> None:
         if self.sent < len(self.plan.instances):
