@@ -140,6 +140,10 @@ class Forwarder:
         self._threads: list[threading.Thread] = []
         self._inflight = 0
         self._lock = threading.Lock()
+        # Spool files a worker is forwarding, with how many workers: a file is
+        # handed back for reuse (Spool.recycle) only by the last one, since
+        # reuse overwrites it (the same file can be queued twice at start-up).
+        self._holders: dict[Path, int] = {}
         # Uploads compete with receiving for the same cores (and the GIL):
         # while modalities are sending, only ``busy_uploads`` run at once.
         self.busy_uploads = max(1, min(busy_uploads, self.workers))
@@ -247,6 +251,7 @@ class Forwarder:
                 return
             with self._lock:
                 self._inflight += 1
+                self._holders[path] = self._holders.get(path, 0) + 1
             try:
                 outcome, reason = self._forward(path)
                 if outcome != "stopped":
@@ -256,6 +261,21 @@ class Forwarder:
             finally:
                 with self._lock:
                     self._inflight -= 1
+                    left = self._holders.pop(path) - 1
+                    if left:
+                        self._holders[path] = left
+
+    def _remove_forwarded(self, path: Path) -> None:
+        """Take a forwarded file out of ``ready/``: kept for reuse unless another worker still reads it.
+
+        Decided and done under the lock another worker takes before it looks
+        at the file, so none can open it between the check and the rename.
+        """
+        with self._lock:
+            if self._holders.get(path, 0) <= 1:
+                self.spool.recycle(path)
+                return
+        self.spool.remove(path)
 
     def _prepare(self, path: Path, identity: IdentityProvider | None) -> Path:
         """The file to upload: ``path`` itself, or a rewritten copy in scratch/."""
@@ -339,7 +359,7 @@ class Forwarder:
             finally:
                 if upload != path:
                     upload.unlink(missing_ok=True)
-            self.spool.remove(path)
+            self._remove_forwarded(path)
             self._on_event("forwarded")
             if result.already_stored:
                 log.debug("forwarder: %s was already stored (duplicate)", path.name)
