@@ -21,7 +21,6 @@ from disk and rewritten (charset, identity) into ``scratch/`` piecewise.
 from __future__ import annotations
 
 import logging
-import os
 import queue
 import threading
 import time
@@ -102,10 +101,6 @@ class _CachedIdentity:
             self._failing_since = None
         return value
 
-
-# Files up to this size are read and uploaded from memory (fastest for
-# slices); larger ones are streamed from disk.
-_STREAM_ABOVE = 16 * 1024 * 1024
 
 _STOP = Path("/nonexistent/stop-sentinel")
 
@@ -299,10 +294,10 @@ class Forwarder:
             self._uploading += 1
         try:
             with open(path, "rb") as f:
-                if os.fstat(f.fileno()).st_size <= _STREAM_ABOVE:
-                    return self.store.upload(f.read())
-                # OrthancStore hands any file object to requests, which streams
-                # it with a Content-Length (and rewinds it if urllib3 retries).
+                # The open file, whatever its size: OrthancStore sends it with
+                # sendfile() to a plain-HTTP Orthanc (no copy through Python),
+                # else hands it to requests, which streams it with a
+                # Content-Length (and rewinds it if urllib3 retries).
                 return self.store.upload(f)
         finally:
             with self._gate:
