@@ -119,7 +119,8 @@ class Forwarder:
         retry_max: float = 30.0,
         identity: IdentityProvider | None = None,
         identity_timeout: float = 120.0,
-        busy_uploads: int = 1,
+        busy_uploads: int = 0,
+        hold_limit: float = 5.0,
         on_event: Callable[[str], None] | None = None,
     ) -> None:
         self.spool = spool
@@ -140,9 +141,17 @@ class Forwarder:
         # reuse overwrites it (the same file can be queued twice at start-up).
         self._holders: dict[Path, int] = {}
         # Uploads compete with receiving for the same cores (and the GIL):
-        # while modalities are sending, only ``busy_uploads`` run at once.
-        self.busy_uploads = max(1, min(busy_uploads, self.workers))
+        # while modalities are sending, only ``busy_uploads`` run at once
+        # (0: none; receiving and then forwarding costs no more CPU than doing
+        # both at once, and the modalities hear "stored" sooner). Starvation
+        # guard: an instance queued for ``hold_limit`` seconds is forwarded
+        # anyway, with every worker, so a modality that never stops sending
+        # (or one association per slice, back to back) still reaches Orthanc,
+        # at most about ``hold_limit`` behind.
+        self.busy_uploads = max(0, min(busy_uploads, self.workers))
+        self.hold_limit = max(0.0, hold_limit)
         self._receiving = 0
+        self._queued_at: dict[Path, float] = {}  # when each queued file was queued (monotonic)
         self._uploading = 0
         self._gate = threading.Condition()
         # Where acknowledged instances are, for storage commitment: SOP
@@ -164,10 +173,14 @@ class Forwarder:
                 self._queue.get_nowait()
             except queue.Empty:
                 break
+        now = time.monotonic()
         with self._lock:
+            self._queued_at.clear()
             self._uids.clear()
             self._in_flight.clear()
             self._resumed = len(backlog)
+            for path in backlog:
+                self._queued_at.setdefault(path, now)
         for path in backlog:
             self._queue.put(path)
         if backlog:
@@ -189,8 +202,9 @@ class Forwarder:
 
     def submit(self, path: Path, sop_instance_uid: str | None = None) -> None:
         """Queue an acknowledged spool file; its UID makes it visible to :meth:`whereabouts`."""
-        if sop_instance_uid:
-            with self._lock:
+        with self._lock:
+            self._queued_at.setdefault(path, time.monotonic())
+            if sop_instance_uid:
                 self._uids[path] = sop_instance_uid
                 self._in_flight[sop_instance_uid] = self._in_flight.get(sop_instance_uid, 0) + 1
         self._queue.put(path)
@@ -229,8 +243,11 @@ class Forwarder:
             self._receiving = max(0, self._receiving + delta)
             self._gate.notify_all()
 
-    def _limit(self) -> int:
-        return self.busy_uploads if self._receiving else self.workers
+    def _limit(self, waited: float) -> int:
+        """Uploads allowed at once for an instance queued ``waited`` seconds ago."""
+        if not self._receiving or waited >= self.hold_limit:
+            return self.workers
+        return self.busy_uploads
 
     @property
     def pending(self) -> int:
@@ -247,8 +264,9 @@ class Forwarder:
             with self._lock:
                 self._inflight += 1
                 self._holders[path] = self._holders.get(path, 0) + 1
+                queued_at = self._queued_at.pop(path, None)
             try:
-                outcome, reason = self._forward(path)
+                outcome, reason = self._forward(path, time.monotonic() if queued_at is None else queued_at)
                 if outcome != "stopped":
                     self._settle(path, outcome, reason)
             except Exception:  # noqa: BLE001 - a bug must not kill the worker; the file stays spooled
@@ -287,10 +305,14 @@ class Forwarder:
             log.info("forwarder: %s normalised: %s", path.name, "; ".join(result.changes))
         return result.path
 
-    def _upload(self, path: Path) -> UploadResult:
+    def _upload(self, path: Path, queued_at: float) -> UploadResult:
         with self._gate:
-            while self._uploading >= self._limit() and not self._stopping.is_set():
-                self._gate.wait(0.5)
+            while not self._stopping.is_set():
+                waited = time.monotonic() - queued_at
+                if self._uploading < self._limit(waited):
+                    break
+                # Woken when an upload ends or an association stops sending; else when the hold runs out.
+                self._gate.wait(min(0.5, max(0.01, self.hold_limit - waited)))
             self._uploading += 1
         try:
             with open(path, "rb") as f:
@@ -304,8 +326,8 @@ class Forwarder:
                 self._uploading -= 1
                 self._gate.notify()
 
-    def _forward(self, path: Path) -> tuple[str, str]:
-        """Upload one spool file until Orthanc has it or rejects it.
+    def _forward(self, path: Path, queued_at: float) -> tuple[str, str]:
+        """Upload one spool file (queued at ``queued_at``, monotonic) until Orthanc has it or rejects it.
 
         Returns ``(outcome, reason)``: ``forwarded``, ``quarantined`` (with the
         reason), ``gone`` (another worker already did it) or ``stopped``.
@@ -320,7 +342,7 @@ class Forwarder:
             upload = path
             try:
                 upload = self._prepare(path, identity)
-                result = self._upload(upload)
+                result = self._upload(upload, queued_at)
                 self._tag_sender(path, result)
             except FileNotFoundError:
                 if not path.exists():
