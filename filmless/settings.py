@@ -39,6 +39,8 @@ VARIABLES: dict[str, tuple[str, str]] = {
         "Modalities allowed to connect: AET or AET@IP/CIDR, comma-separated, * = any AE title",
     ),
     "FILMLESS_GATEWAY_FORWARDERS": ("4", "Threads moving the spool into Orthanc"),
+    "FILMLESS_GATEWAY_FORWARD_HOLD_LIMIT": ("5", "Seconds an acknowledged instance may wait for the modalities "
+                                            "still sending to finish before it is forwarded anyway (0: never wait)"),
     "FILMLESS_GATEWAY_MIN_FREE_MB": ("512", "Refuse instances when the spool disk has less free"),
     "FILMLESS_GATEWAY_MAX_ASSOCIATIONS": ("32", "Concurrent associations accepted"),
     "FILMLESS_GATEWAY_MAX_CONNECTIONS_PER_IP": ("16", "Open connections one address may hold at once"),
@@ -349,6 +351,7 @@ def load(env: Mapping[str, str] | None = None) -> Settings:
         spool_dir=data_dir / "spool",
         allowed_peers=_allowed(env, "FILMLESS_GATEWAY_ALLOWED", GatewaySettings.allowed_peers),
         forwarders=_int(env, "FILMLESS_GATEWAY_FORWARDERS", 4, 1, 64),
+        forward_hold_limit=float(_int(env, "FILMLESS_GATEWAY_FORWARD_HOLD_LIMIT", 5, 0, 86400)),
         min_free_bytes=_int(env, "FILMLESS_GATEWAY_MIN_FREE_MB", 512, 0, 10**7) * 1024 * 1024,
         max_associations=_int(env, "FILMLESS_GATEWAY_MAX_ASSOCIATIONS", 32, 1, 1000),
         max_connections_per_ip=_int(env, "FILMLESS_GATEWAY_MAX_CONNECTIONS_PER_IP", 16, 1, 1000),

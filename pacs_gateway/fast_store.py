@@ -15,7 +15,9 @@ request on a storage context, this module takes the whole message:
   Implicit VR Little Endian, PS3.7 6.3.1);
 * the data set fragments go straight from the PDU buffer into a Part-10
   file in the spool's ``incoming/`` (preamble and File Meta Information
-  first, as pynetdicom writes them), one ``os.write`` per fragment;
+  first, as pynetdicom writes them), one ``os.write`` per fragment; that
+  file is a forwarded one overwritten when the spool has a spare
+  (``reuse``: no inode or block allocation), cut to length when complete;
 * after the last fragment the gateway's store function (the same one the
   pynetdicom handler calls: check, fsync, rename into ``ready/``) decides
   the status, and the C-STORE-RSP is written to the socket from this thread.
@@ -74,6 +76,8 @@ class StoreRequest:
 
 # (association, request) -> status: an int, or a Dataset with Status and an optional ErrorComment.
 StoreFunction = Callable[[Any, StoreRequest], "int | Dataset"]
+# Moves a spare file to the given path to be overwritten; False when there is none (Spool.reuse).
+ReuseFunction = Callable[[Path], bool]
 
 
 def _text(value: bytes) -> str:
@@ -138,19 +142,22 @@ class FastStore:
 
     ``contexts`` maps the accepted storage presentation context IDs (this side
     SCP) to their transfer syntax; ``incoming`` is where data sets are written;
-    ``store`` decides the status of a received instance.
+    ``store`` decides the status of a received instance; ``reuse``, when
+    given, supplies existing files to overwrite instead of creating new ones.
     """
 
     def __init__(self, assoc: Any, contexts: dict[int, str], incoming: Path, store: StoreFunction,
-                 implementation_uid: str, implementation_version: str) -> None:
+                 implementation_uid: str, implementation_version: str, reuse: ReuseFunction | None = None) -> None:
         self.assoc = assoc
         self.contexts = contexts
         self.incoming = Path(incoming)
         self.store = store
         self.implementation_uid = implementation_uid
         self.implementation_version = implementation_version
+        self.reuse = reuse
         self.current: StoreRequest | None = None
         self._fd: int | None = None
+        self._reused = False  # the open file had content of its own: cut it to length when done
         self._counter = 0
 
     # -- the DUL's entry point ------------------------------------------------
@@ -220,7 +227,8 @@ class FastStore:
         request.path = path
         self.current = request
         try:
-            self._fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+            self._reused = self.reuse is not None and self.reuse(path)
+            self._fd = os.open(path, os.O_WRONLY if self._reused else os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
         except OSError as exc:
             request.error = exc
             return
@@ -246,12 +254,18 @@ class FastStore:
 
     def _close_file(self) -> None:
         fd, self._fd = self._fd, None
-        if fd is not None:
+        if fd is None:
+            return
+        request = self.current
+        try:
             try:
+                if self._reused and request is not None and request.error is None:
+                    os.ftruncate(fd, request.size)  # drop the tail of the file it overwrote
+            finally:
                 os.close(fd)
-            except OSError as exc:
-                if self.current is not None and self.current.error is None:
-                    self.current.error = exc
+        except OSError as exc:
+            if request is not None and request.error is None:
+                request.error = exc
 
     def _finish(self, dul: Any) -> None:
         request = self.current

@@ -21,7 +21,6 @@ from disk and rewritten (charset, identity) into ``scratch/`` piecewise.
 from __future__ import annotations
 
 import logging
-import os
 import queue
 import threading
 import time
@@ -103,10 +102,6 @@ class _CachedIdentity:
         return value
 
 
-# Files up to this size are read and uploaded from memory (fastest for
-# slices); larger ones are streamed from disk.
-_STREAM_ABOVE = 16 * 1024 * 1024
-
 _STOP = Path("/nonexistent/stop-sentinel")
 
 # Quarantined SOP Instance UIDs remembered for storage commitment answers.
@@ -124,7 +119,8 @@ class Forwarder:
         retry_max: float = 30.0,
         identity: IdentityProvider | None = None,
         identity_timeout: float = 120.0,
-        busy_uploads: int = 1,
+        busy_uploads: int = 0,
+        hold_limit: float = 5.0,
         on_event: Callable[[str], None] | None = None,
     ) -> None:
         self.spool = spool
@@ -140,10 +136,22 @@ class Forwarder:
         self._threads: list[threading.Thread] = []
         self._inflight = 0
         self._lock = threading.Lock()
+        # Spool files a worker is forwarding, with how many workers: a file is
+        # handed back for reuse (Spool.recycle) only by the last one, since
+        # reuse overwrites it (the same file can be queued twice at start-up).
+        self._holders: dict[Path, int] = {}
         # Uploads compete with receiving for the same cores (and the GIL):
-        # while modalities are sending, only ``busy_uploads`` run at once.
-        self.busy_uploads = max(1, min(busy_uploads, self.workers))
+        # while modalities are sending, only ``busy_uploads`` run at once
+        # (0: none; receiving and then forwarding costs no more CPU than doing
+        # both at once, and the modalities hear "stored" sooner). Starvation
+        # guard: an instance queued for ``hold_limit`` seconds is forwarded
+        # anyway, with every worker, so a modality that never stops sending
+        # (or one association per slice, back to back) still reaches Orthanc,
+        # at most about ``hold_limit`` behind.
+        self.busy_uploads = max(0, min(busy_uploads, self.workers))
+        self.hold_limit = max(0.0, hold_limit)
         self._receiving = 0
+        self._queued_at: dict[Path, float] = {}  # when each queued file was queued (monotonic)
         self._uploading = 0
         self._gate = threading.Condition()
         # Where acknowledged instances are, for storage commitment: SOP
@@ -165,10 +173,14 @@ class Forwarder:
                 self._queue.get_nowait()
             except queue.Empty:
                 break
+        now = time.monotonic()
         with self._lock:
+            self._queued_at.clear()
             self._uids.clear()
             self._in_flight.clear()
             self._resumed = len(backlog)
+            for path in backlog:
+                self._queued_at.setdefault(path, now)
         for path in backlog:
             self._queue.put(path)
         if backlog:
@@ -190,8 +202,9 @@ class Forwarder:
 
     def submit(self, path: Path, sop_instance_uid: str | None = None) -> None:
         """Queue an acknowledged spool file; its UID makes it visible to :meth:`whereabouts`."""
-        if sop_instance_uid:
-            with self._lock:
+        with self._lock:
+            self._queued_at.setdefault(path, time.monotonic())
+            if sop_instance_uid:
                 self._uids[path] = sop_instance_uid
                 self._in_flight[sop_instance_uid] = self._in_flight.get(sop_instance_uid, 0) + 1
         self._queue.put(path)
@@ -230,8 +243,11 @@ class Forwarder:
             self._receiving = max(0, self._receiving + delta)
             self._gate.notify_all()
 
-    def _limit(self) -> int:
-        return self.busy_uploads if self._receiving else self.workers
+    def _limit(self, waited: float) -> int:
+        """Uploads allowed at once for an instance queued ``waited`` seconds ago."""
+        if not self._receiving or waited >= self.hold_limit:
+            return self.workers
+        return self.busy_uploads
 
     @property
     def pending(self) -> int:
@@ -247,8 +263,10 @@ class Forwarder:
                 return
             with self._lock:
                 self._inflight += 1
+                self._holders[path] = self._holders.get(path, 0) + 1
+                queued_at = self._queued_at.pop(path, None)
             try:
-                outcome, reason = self._forward(path)
+                outcome, reason = self._forward(path, time.monotonic() if queued_at is None else queued_at)
                 if outcome != "stopped":
                     self._settle(path, outcome, reason)
             except Exception:  # noqa: BLE001 - a bug must not kill the worker; the file stays spooled
@@ -256,6 +274,21 @@ class Forwarder:
             finally:
                 with self._lock:
                     self._inflight -= 1
+                    left = self._holders.pop(path) - 1
+                    if left:
+                        self._holders[path] = left
+
+    def _remove_forwarded(self, path: Path) -> None:
+        """Take a forwarded file out of ``ready/``: kept for reuse unless another worker still reads it.
+
+        Decided and done under the lock another worker takes before it looks
+        at the file, so none can open it between the check and the rename.
+        """
+        with self._lock:
+            if self._holders.get(path, 0) <= 1:
+                self.spool.recycle(path)
+                return
+        self.spool.remove(path)
 
     def _prepare(self, path: Path, identity: IdentityProvider | None) -> Path:
         """The file to upload: ``path`` itself, or a rewritten copy in scratch/."""
@@ -272,25 +305,29 @@ class Forwarder:
             log.info("forwarder: %s normalised: %s", path.name, "; ".join(result.changes))
         return result.path
 
-    def _upload(self, path: Path) -> UploadResult:
+    def _upload(self, path: Path, queued_at: float) -> UploadResult:
         with self._gate:
-            while self._uploading >= self._limit() and not self._stopping.is_set():
-                self._gate.wait(0.5)
+            while not self._stopping.is_set():
+                waited = time.monotonic() - queued_at
+                if self._uploading < self._limit(waited):
+                    break
+                # Woken when an upload ends or an association stops sending; else when the hold runs out.
+                self._gate.wait(min(0.5, max(0.01, self.hold_limit - waited)))
             self._uploading += 1
         try:
             with open(path, "rb") as f:
-                if os.fstat(f.fileno()).st_size <= _STREAM_ABOVE:
-                    return self.store.upload(f.read())
-                # OrthancStore hands any file object to requests, which streams
-                # it with a Content-Length (and rewinds it if urllib3 retries).
+                # The open file, whatever its size: OrthancStore sends it with
+                # sendfile() to a plain-HTTP Orthanc (no copy through Python),
+                # else hands it to requests, which streams it with a
+                # Content-Length (and rewinds it if urllib3 retries).
                 return self.store.upload(f)
         finally:
             with self._gate:
                 self._uploading -= 1
                 self._gate.notify()
 
-    def _forward(self, path: Path) -> tuple[str, str]:
-        """Upload one spool file until Orthanc has it or rejects it.
+    def _forward(self, path: Path, queued_at: float) -> tuple[str, str]:
+        """Upload one spool file (queued at ``queued_at``, monotonic) until Orthanc has it or rejects it.
 
         Returns ``(outcome, reason)``: ``forwarded``, ``quarantined`` (with the
         reason), ``gone`` (another worker already did it) or ``stopped``.
@@ -305,7 +342,7 @@ class Forwarder:
             upload = path
             try:
                 upload = self._prepare(path, identity)
-                result = self._upload(upload)
+                result = self._upload(upload, queued_at)
                 self._tag_sender(path, result)
             except FileNotFoundError:
                 if not path.exists():
@@ -339,7 +376,7 @@ class Forwarder:
             finally:
                 if upload != path:
                     upload.unlink(missing_ok=True)
-            self.spool.remove(path)
+            self._remove_forwarded(path)
             self._on_event("forwarded")
             if result.already_stored:
                 log.debug("forwarder: %s was already stored (duplicate)", path.name)

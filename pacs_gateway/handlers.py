@@ -300,7 +300,7 @@ class GatewayHandlers:
         if not contexts:
             return None
         return FastStore(assoc, contexts, self.gw.spool.incoming, self.on_fast_store,
-                         PYNETDICOM_IMPLEMENTATION_UID, PYNETDICOM_IMPLEMENTATION_VERSION)
+                         PYNETDICOM_IMPLEMENTATION_UID, PYNETDICOM_IMPLEMENTATION_VERSION, reuse=self.gw.spool.reuse)
 
     def store_received(self, stats: AssociationStats, received: Path | None, failed: OSError | None,
                        transfer_syntax: str, sop_class: str | None, sop_instance: str | None) -> int | Dataset:

@@ -269,6 +269,7 @@ class _Unsure(Exception):
 class _Scan:
     top: dict[int, bytes] = field(default_factory=dict)  # raw values of _QUICK_TAGS, top level only
     text: list[bytes] = field(default_factory=list)  # raw text values needing decoding, at any depth
+    pixels: bool = False  # the walk stopped at the top-level pixel data (nothing after it is read)
 
 
 def _implicit_vr(tag: int) -> bytes:
@@ -310,6 +311,7 @@ class _QuickWalker:
                     raise _Unsure("stray item delimiter")
                 return pos + 8
             if depth == 0 and tag in _PIXEL_TAGS:
+                self.scan.pixels = True
                 return end
             raw_vr = buf[pos + 4 : pos + 6]
             if first and implicit and 0x40 < raw_vr[0] < 0x5B and 0x40 < raw_vr[1] < 0x5B:
@@ -487,13 +489,28 @@ def _quick_unchanged(scan: _Scan, identity: IdentityProvider | None) -> bool:
     return True
 
 
+# The header of a slice is a few KiB: walked from one read of this much first.
+_HEAD_READ = 64 * 1024
+
+
 def _unchanged_file(path: Path, identity: IdentityProvider | None) -> bool:
-    """:func:`_quick_unchanged` for a file, over a read-only memory map (pixel data stays unread)."""
-    with open(path, "rb") as f:
-        if os.fstat(f.fileno()).st_size < 144:
+    """:func:`_quick_unchanged` for a file: the walk reads its start, or a read-only memory map
+    of it when the header goes on past that start (pixel data stays unread either way).
+
+    Why not always the map: mapping and unmapping a file for every forwarded
+    slice cost page faults and, with other threads on other cores, a TLB
+    shootdown on each unmap, more than copying 64 KiB.
+    """
+    with open(path, "rb", buffering=0) as f:
+        size = os.fstat(f.fileno()).st_size
+        if size < 144:
             return False
-        with mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ) as mapped:
-            scan = _quick_scan(mapped)
+        head = f.read(_HEAD_READ)
+        scan = _quick_scan(head)
+        if len(head) < size and (scan is None or not scan.pixels):
+            # Unsure, or the data set seemed to end where the read did: walk the whole file.
+            with mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ) as mapped:
+                scan = _quick_scan(mapped)
     return scan is not None and _quick_unchanged(scan, identity)
 
 

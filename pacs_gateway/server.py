@@ -226,6 +226,7 @@ class Gateway:
             identity=identity,
             identity_timeout=settings.identity_timeout,
             busy_uploads=settings.forwarders_while_receiving,
+            hold_limit=settings.forward_hold_limit,
             on_event=self.count_event,
         )
         self.mpps_store = MppsStore(

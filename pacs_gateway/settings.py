@@ -25,8 +25,13 @@ class GatewaySettings:
     allowed_peers: tuple[str, ...] = ("*@127.0.0.0/8", "*@::1")
     forwarders: int = 4
     # Uploads allowed at once while modalities are sending (receiving first:
-    # the acknowledge rate is what a modality waits on).
-    forwarders_while_receiving: int = 1
+    # the acknowledge rate is what a modality waits on; on a machine the
+    # gateway shares with Orthanc, forwarding afterwards costs no more CPU).
+    forwarders_while_receiving: int = 0
+    # Starvation guard: an acknowledged instance waits at most this many
+    # seconds for the sending associations to finish, then it is forwarded
+    # anyway (a modality that never stops sending still reaches Orthanc).
+    forward_hold_limit: float = 5.0
     # Refuse new instances (out of resources) when the spool's file system
     # has less than this many bytes free after the instance is written.
     min_free_bytes: int = 512 * 1024 * 1024

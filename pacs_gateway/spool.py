@@ -7,6 +7,8 @@ Layout under ``spool_dir``::
     ready/       fsynced and acknowledged; the forwarders drain it in name order
     quarantine/  refused or rejected instances, each with a ``.json`` reason
     scratch/     rewritten copies the forwarders upload; emptied at start-up
+    spare/       forwarded files kept to be overwritten by the next received
+                 instance (see :meth:`Spool.recycle`); emptied at start-up
 
 An instance is acknowledged only after :meth:`Spool.commit`: fsync of the
 file, rename into ``ready/`` (same file system, so no copy) and fsync of
@@ -43,6 +45,13 @@ log = logging.getLogger(__name__)
 _PREAMBLE = b"\x00" * 128 + b"DICM"
 _DISK_FULL = {errno.ENOSPC, errno.EDQUOT, errno.EFBIG}
 
+# Forwarded files kept for reuse (:meth:`Spool.recycle`): only files up to
+# _SPARE_MAX_SIZE (slices, not multi-frame instances), at most _SPARE_BYTES
+# altogether: about the space a burst of a few hundred slices held in the
+# spool anyway. They are given back first when the disk runs short.
+_SPARE_MAX_SIZE = 2 * 1024 * 1024
+_SPARE_BYTES = 256 * 1024 * 1024
+
 
 def _fsync_dir(path: Path) -> None:
     fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
@@ -75,14 +84,17 @@ class Spool:
         self.ready = self.root / "ready"
         self.quarantine_dir = self.root / "quarantine"
         self.scratch = self.root / "scratch"
+        self.spare = self.root / "spare"
         self.min_free_bytes = min_free_bytes
         self._counter = itertools.count()
         self._token = secrets.token_hex(3)
         self._lock = threading.Lock()
+        self._spares: list[tuple[Path, int]] = []  # files in spare/ and their sizes, newest last
+        self._spare_bytes = 0
 
     def open(self) -> list[Path]:
         """Create the folders, drop unacknowledged partial files, list the backlog."""
-        for d in (self.incoming, self.ready, self.quarantine_dir, self.scratch):
+        for d in (self.incoming, self.ready, self.quarantine_dir, self.scratch, self.spare):
             d.mkdir(parents=True, exist_ok=True, mode=0o700)
         dropped = 0
         for leftover in self.incoming.iterdir():
@@ -92,6 +104,7 @@ class Spool:
             dropped += 1
         for leftover in self.scratch.iterdir():
             leftover.unlink(missing_ok=True)  # derived copies; the original is still in ready/
+        self.drop_spares()
         if dropped:
             log.info("spool: removed %d unacknowledged partial file(s) from %s", dropped, self.incoming)
         return self.backlog()
@@ -109,8 +122,11 @@ class Spool:
         return st.f_bavail * st.f_frsize
 
     def check_space(self, size: int) -> None:
-        """Raise :class:`OutOfResources` unless ``size`` more bytes leave the free-space floor intact."""
+        """Raise :class:`OutOfResources` unless ``size`` more bytes leave the free-space floor intact
+        (spare files are given back first)."""
         free = self.free_bytes()
+        if free < self.min_free_bytes + size and self.drop_spares():
+            free = self.free_bytes()
         if free < self.min_free_bytes + size:
             raise OutOfResources(f"spool {self.root} has {free} bytes free, needs {self.min_free_bytes} + {size}")
 
@@ -223,6 +239,63 @@ class Spool:
     @staticmethod
     def remove(path: Path) -> None:
         path.unlink(missing_ok=True)
+
+    def recycle(self, path: Path) -> None:
+        """Remove a forwarded file by keeping it in ``spare/`` for :meth:`reuse` (or unlinking it).
+
+        Why: on ext4 creating a file (inode allocation scans past every
+        recently deleted inode), allocating its blocks and unlinking it later
+        cost more CPU than the rest of the file's way through the kernel;
+        overwriting the blocks of a file that already exists costs a page
+        copy. Only call this when nothing else reads ``path`` any more: its
+        blocks are overwritten by the next received instance.
+        """
+        try:
+            size = path.stat().st_size
+            with self._lock:
+                full = self._spare_bytes + size > _SPARE_BYTES
+            if full or size > _SPARE_MAX_SIZE:
+                path.unlink(missing_ok=True)
+                return
+            target = self.spare / f"{self._name()}.spare"
+            os.rename(path, target)
+        except FileNotFoundError:
+            return
+        except OSError:
+            path.unlink(missing_ok=True)
+            return
+        with self._lock:
+            self._spares.append((target, size))
+            self._spare_bytes += size
+
+    def reuse(self, target: Path) -> bool:
+        """Move a spare file to ``target`` (in ``incoming/``) to be overwritten; False when there is none.
+
+        The file keeps its old content until overwritten: the caller must cut
+        it to the length it wrote (``ftruncate``) before making it durable.
+        """
+        while True:
+            with self._lock:
+                if not self._spares:
+                    return False
+                spare, size = self._spares.pop()
+                self._spare_bytes -= size
+            try:
+                os.rename(spare, target)
+                return True
+            except OSError:
+                spare.unlink(missing_ok=True)  # gone or unusable: try the next one
+
+    def drop_spares(self) -> int:
+        """Delete every spare file (disk short, start-up); how many there were."""
+        with self._lock:
+            spares, self._spares, self._spare_bytes = self._spares, [], 0
+        dropped = 0
+        known = {spare for spare, _ in spares}
+        for spare in known | set(self.spare.glob("*")) if self.spare.is_dir() else known:
+            spare.unlink(missing_ok=True)
+            dropped += 1
+        return dropped
 
     def usage(self) -> dict[str, int]:
         return {

@@ -11,9 +11,12 @@ from __future__ import annotations
 
 import base64
 import http.client
+import io
 import json
+import os
 import select
 import socket
+import stat
 import threading
 import urllib.parse
 from collections.abc import Callable, Iterator, Mapping, Sequence
@@ -104,6 +107,90 @@ def _dropped(sock: socket.socket | None) -> bool:
     return bool(readable)
 
 
+_MAX_RESPONSE_HEAD = 64 * 1024
+
+
+def _read_http_response(sock: socket.socket, buffer: bytearray) -> tuple[int, dict[bytes, bytes], bytes]:
+    """Read one HTTP/1.1 response off ``sock``: (status, headers with lower-case names, body).
+
+    A small reader for the one answer the lean upload waits for (Orthanc's
+    JSON after ``POST /instances``): ``http.client`` builds an ``email``
+    message for the headers, which cost as much Python time as the rest of
+    the upload. Bodies with a Content-Length, chunked bodies and bodies
+    ended by closing are read. ``buffer`` holds bytes read past the answer
+    (none with Orthanc); raises :class:`http.client.HTTPException` (or
+    ``OSError``) when the answer is broken or the peer closed.
+    """
+    end = buffer.find(b"\r\n\r\n")
+    while end < 0:
+        if len(buffer) > _MAX_RESPONSE_HEAD:
+            raise http.client.HTTPException("response headers too long")
+        chunk = sock.recv(65536)
+        if not chunk:
+            raise http.client.RemoteDisconnected("Remote end closed connection without response")
+        buffer += chunk
+        end = buffer.find(b"\r\n\r\n", max(0, len(buffer) - len(chunk) - 3))
+    lines = bytes(buffer[:end]).split(b"\r\n")
+    del buffer[:end + 4]
+    status_line = lines[0].split(None, 2)
+    if len(status_line) < 2 or not status_line[0].startswith(b"HTTP/") or not status_line[1].isdigit():
+        raise http.client.BadStatusLine(lines[0].decode("latin-1"))
+    headers: dict[bytes, bytes] = {}
+    for line in lines[1:]:
+        name, sep, value = line.partition(b":")
+        if sep:
+            headers[name.strip().lower()] = value.strip()
+
+    def fill(size: int) -> None:
+        while len(buffer) < size:
+            chunk = sock.recv(max(65536, size - len(buffer)))
+            if not chunk:
+                raise http.client.IncompleteRead(bytes(buffer), size - len(buffer))
+            buffer.extend(chunk)
+
+    def next_line() -> bytes:
+        at = buffer.find(b"\r\n")
+        while at < 0:
+            if len(buffer) > _MAX_RESPONSE_HEAD:
+                raise http.client.HTTPException("chunk size line too long")
+            fill(len(buffer) + 1)
+            at = buffer.find(b"\r\n")
+        text = bytes(buffer[:at])
+        del buffer[:at + 2]
+        return text
+
+    if b"chunked" in headers.get(b"transfer-encoding", b"").lower():
+        parts = []
+        while True:
+            try:
+                size = int(next_line().split(b";", 1)[0].strip(), 16)
+            except ValueError as exc:
+                raise http.client.HTTPException("bad chunk size") from exc
+            if size == 0:
+                while next_line():  # trailers, up to the empty line
+                    pass
+                break
+            fill(size + 2)
+            parts.append(bytes(buffer[:size]))
+            del buffer[:size + 2]
+        return int(status_line[1]), headers, b"".join(parts)
+    if b"content-length" in headers:
+        try:
+            length = int(headers[b"content-length"])
+        except ValueError as exc:
+            raise http.client.HTTPException("bad Content-Length") from exc
+        fill(length)
+        body = bytes(buffer[:length])
+        del buffer[:length]
+        return int(status_line[1]), headers, body
+    while chunk := sock.recv(65536):  # no length: the body ends when the peer closes
+        buffer += chunk
+    body = bytes(buffer)
+    buffer.clear()
+    headers[b"connection"] = b"close"
+    return int(status_line[1]), headers, body
+
+
 # Orthanc closes idle keep-alive connections after about a second; a request
 # sent on a pooled connection at that moment gets no answer at all
 # ("Remote end closed connection without response"). For reads that is safe
@@ -121,6 +208,15 @@ _READ_RETRY = Retry(
     raise_on_status=False,
     respect_retry_after_header=False,
 )
+
+
+def _regular_file_size(data: Any) -> int | None:
+    """The size of a regular file behind a file object (what ``sendfile`` can read), else None."""
+    try:
+        st = os.fstat(data.fileno())
+    except (AttributeError, OSError, ValueError, io.UnsupportedOperation):
+        return None
+    return st.st_size if stat.S_ISREG(st.st_mode) else None
 
 
 def _first(value: Any) -> str:
@@ -176,50 +272,73 @@ class OrthancStore(IndexQueries):
             headers["Authorization"] = requests.auth._basic_auth_str(self._username, self._password)
         return parts.hostname, parts.port or 80, f"{parts.path.rstrip('/')}/instances", headers
 
-    def _lean_post(self, data: bytes) -> Any:
-        """``POST /instances`` on this thread's own keep-alive connection; the parsed JSON answer.
+    def _lean_post(self, data: bytes | BinaryIO, size: int) -> Any:
+        """``POST /instances`` of ``size`` bytes on this thread's own keep-alive connection; the parsed JSON answer.
 
-        Why not ``requests``: the forwarders upload every received slice, and
-        a ``Session.post`` (request preparation, environment and proxy
-        lookups, hooks, adapter, urllib3 pool) cost about twice the GIL time
-        of the upload's own work, taken from the threads receiving C-STOREs.
-        An upload is idempotent (Orthanc answers ``AlreadyStored``), so a
-        reused connection that Orthanc closed meanwhile is retried once on a
-        new one. Failures are mapped as :meth:`upload` maps the client's.
+        ``data`` is the instance, or a regular file opened at its start, which
+        the kernel copies to the socket itself (``sendfile``): no read into a
+        Python object. The request is written and the answer read by hand
+        (:func:`_read_http_response`).
+
+        Why not ``requests``, nor ``http.client``: the forwarders upload every
+        received slice, and a ``Session.post`` (request preparation,
+        environment and proxy lookups, hooks, adapter, urllib3 pool) cost
+        about twice the GIL time of the upload's own work, ``http.client``'s
+        header parsing about as much again, taken from the threads receiving
+        C-STOREs. An upload is idempotent (Orthanc answers ``AlreadyStored``),
+        so a reused connection that Orthanc closed meanwhile is retried once on
+        a new one. Failures are mapped as :meth:`upload` maps the client's.
         """
         assert self._upload_target is not None
         host, port, path, headers = self._upload_target
         url = f"{self.url}/instances"
+        head = "".join([f"POST {path} HTTP/1.1\r\nHost: {host}:{port}\r\nContent-Length: {size}\r\n",
+                        *(f"{name}: {value}\r\n" for name, value in headers.items()), "\r\n"]).encode("latin-1")
+        offset = 0 if isinstance(data, bytes) else data.tell()
         for attempt in (1, 2):
-            conn: http.client.HTTPConnection | None = getattr(self._local, "upload", None)
-            if conn is None:
-                conn = http.client.HTTPConnection(host, port, timeout=self._timeout)
-                self._local.upload = conn
-            reused = conn.sock is not None
-            if reused and _dropped(conn.sock):
-                conn.close()
-                reused = False
+            sock: socket.socket | None = getattr(self._local, "upload", None)
+            reused = sock is not None
+            if sock is not None and _dropped(sock):
+                self._upload_drop()
+                sock, reused = None, False
             try:
-                conn.request("POST", path, body=data, headers=headers)
-                response = conn.getresponse()
-                body = response.read()
+                if sock is None:
+                    sock = socket.create_connection((host, port), timeout=self._timeout)
+                    sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+                    self._local.upload = sock
+                    self._local.upload_buffer = bytearray()
+                if isinstance(data, bytes):
+                    sock.sendall(head + data if len(data) < 65536 else head)
+                    if len(data) >= 65536:
+                        sock.sendall(data)
+                else:
+                    sock.sendall(head)
+                    if size:
+                        sock.sendfile(data, offset, size)
+                status, answer_headers, body = _read_http_response(sock, self._local.upload_buffer)
             except TimeoutError as exc:
-                conn.close()
+                self._upload_drop()
                 raise StorageTimeout("Orthanc did not answer in time", url) from exc
             except (OSError, http.client.HTTPException) as exc:
-                conn.close()
+                self._upload_drop()
                 if reused and attempt == 1:
                     continue  # Orthanc closed the idle connection as we used it
                 raise StorageUnavailable(f"Orthanc is not reachable: {exc!r}", url) from exc
-            if response.will_close:
-                conn.close()
-            if 200 <= response.status < 300:
+            if answer_headers.get(b"connection", b"").lower() == b"close":
+                self._upload_drop()
+            if 200 <= status < 300:
                 try:
                     return json.loads(body)
                 except ValueError as exc:  # as requests' Response.json() failing in _translate
                     raise StorageUnavailable(f"Orthanc request failed: {exc}", url) from exc
-            raise _http_failure(response.status, body, url)
+            raise _http_failure(status, body, url)
         raise AssertionError("unreachable")
+
+    def _upload_drop(self) -> None:
+        sock = getattr(self._local, "upload", None)
+        self._local.upload = None
+        if sock is not None:
+            sock.close()
 
     @property
     def _api(self) -> OrthancApiClient:
@@ -463,7 +582,11 @@ class OrthancStore(IndexQueries):
 
         def post() -> Any:
             if self._upload_target is not None and isinstance(data, (bytes, bytearray, memoryview)):
-                return self._lean_post(bytes(data) if not isinstance(data, bytes) else data)
+                raw = bytes(data) if not isinstance(data, bytes) else data
+                return self._lean_post(raw, len(raw))
+            size = _regular_file_size(data)
+            if self._upload_target is not None and size is not None:
+                return self._lean_post(data, size - data.tell())  # type: ignore[union-attr]
             response = self._api.post(
                 endpoint,
                 data=data,

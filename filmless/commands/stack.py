@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import gc
 import logging
 import signal
 import sys
@@ -110,6 +111,13 @@ def cmd_gateway(args: argparse.Namespace, settings: Settings) -> int:
                       g.metrics_host, g.metrics_port, exc)
         else:
             metrics.start()
+    # Everything imported and built so far (pydicom's dictionaries, pynetdicom,
+    # SQLAlchemy: a few hundred thousand objects) lives as long as the process.
+    # Frozen, the collector stops walking it on each full collection, which took
+    # about 5% of the gateway's CPU while receiving; a higher first threshold
+    # makes the per-instance garbage cost fewer young collections.
+    gc.freeze()
+    gc.set_threshold(10_000, 10, 10)
     try:
         gateway.serve_forever()
     finally:

@@ -197,3 +197,42 @@ def test_odd_values_are_left_to_pydicom(tmp_path: Path) -> None:
     assert _quick_unchanged(data, lambda a, _s: asked.append(a) or {"PatientName": "Hà^Thúy Vân"}) is True
     assert asked == ["Ã"]
     assert norm._quick_scan(b"DICM") is None and norm._quick_scan(b"\0" * 200) is None
+
+
+def _long_header_file(path: Path, boundary: int, pixels: bool) -> Path:
+    """Latin-1 Patient's Name starting exactly at byte ``boundary``, after a long private element."""
+    pad = 70_000
+    for _ in range(3):
+        ds = Dataset()
+        ds.SpecificCharacterSet = "ISO_IR 100"
+        ds.SOPClassUID = SecondaryCaptureImageStorage
+        ds.SOPInstanceUID = generate_uid()
+        ds.add_new(0x00090010, "LO", "FILMLESS TEST")
+        ds.add_new(0x00091001, "OB", b"\0" * pad)
+        ds.PatientName = "Lê^Văn"[:2] + "^Ren\xe9"  # Latin-1 é under ISO_IR 100
+        if pixels:
+            ds.Rows = ds.Columns = 4
+            ds.BitsAllocated, ds.BitsStored, ds.HighBit, ds.PixelRepresentation = 8, 8, 7, 0
+            ds.SamplesPerPixel, ds.PhotometricInterpretation = 1, "MONOCHROME2"
+            ds.PixelData = b"\1" * 16
+        ds.file_meta = FileMetaDataset()
+        ds.file_meta.TransferSyntaxUID = ExplicitVRLittleEndian
+        ds.file_meta.MediaStorageSOPClassUID = ds.SOPClassUID
+        ds.file_meta.MediaStorageSOPInstanceUID = ds.SOPInstanceUID
+        ds.save_as(path, enforce_file_format=True)
+        at = path.read_bytes().index(b"\x10\x00\x10\x00PN")
+        if at == boundary:
+            return path
+        pad += boundary - at
+    raise AssertionError("could not place the element")
+
+
+@pytest.mark.parametrize("pixels", [True, False])
+def test_text_past_the_first_read_is_still_seen(tmp_path: Path, pixels: bool) -> None:
+    """The walk reads a file's first 64 KiB first: a header longer than that (the name to re-encode
+    starting right where that read ends) must still be rewritten, with or without pixel data after it."""
+    path = _long_header_file(tmp_path / "long.dcm", norm._HEAD_READ, pixels)
+    assert _slow_needed(path.read_bytes(), None) is True
+    result = normalise_file(path, tmp_path / "out.dcm", None)
+    assert result.changed and result.path == tmp_path / "out.dcm"
+    assert pydicom.dcmread(result.path).SpecificCharacterSet == "ISO_IR 192"

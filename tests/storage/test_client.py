@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import http.client
 import io
 import time
 
@@ -159,3 +160,68 @@ def test_lean_upload_fails_exactly_like_the_client_path(fresh_orthanc) -> None:
     with pytest.raises(StorageUnavailable) as down:
         good.upload(data)  # the kept-alive connection is gone, and so is Orthanc
     assert not isinstance(down.value, StorageTimeout)
+
+
+def test_lean_upload_of_a_file_gives_the_outcome_of_its_bytes(fresh_orthanc, tmp_path) -> None:
+    """A regular file goes to a plain-HTTP Orthanc with sendfile(), on the same kept-alive connection
+    as bytes: same answers (refusal, stored, already stored), from any start offset."""
+    proc = fresh_orthanc()
+    store = proc.store()
+    for junk in (b"", b"not dicom at all", b"\0" * 200):
+        path = tmp_path / "junk.bin"
+        path.write_bytes(junk)
+        with pytest.raises(StorageRejected) as from_file, open(path, "rb") as f:
+            store.upload(f)
+        with pytest.raises(StorageRejected) as from_bytes:
+            store.upload(junk)
+        assert (from_file.value.message, from_file.value.url) == (from_bytes.value.message, from_bytes.value.url)
+    data = ct_instance(patient_id="LEAN-FILE-1")
+    path = tmp_path / "ct.dcm"
+    path.write_bytes(b"garbage before the instance" + data)
+    with open(path, "rb") as f:
+        f.seek(len(b"garbage before the instance"))  # "a binary file opened at its start": here, its start
+        first = store.upload(f)
+    assert not first.already_stored
+    assert store.instance_file(first.instance_id) == data
+    assert store.upload(data).already_stored
+    with open(path, "rb") as f:
+        f.seek(len(b"garbage before the instance"))
+        assert store.upload(f).instance_id == first.instance_id
+
+
+def test_http_response_reader_reads_lengths_chunks_and_closing_bodies() -> None:
+    """The lean upload's reader (Orthanc answers with a Content-Length; other servers may not)."""
+    import socket
+
+    from storage.client import _read_http_response
+
+    answers = [
+        (b"HTTP/1.1 200 OK\r\nContent-Length: 7\r\nContent-Type: application/json\r\n\r\n{\"a\":1}",
+         200, b"{\"a\":1}"),
+        (b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n4;x=y\r\n{\"a\"\r\n3\r\n:1}\r\n0\r\nX-T: 1\r\n\r\n",
+         200, b"{\"a\":1}"),
+        (b"HTTP/1.1 400 Bad Request\r\nContent-Length: 0\r\n\r\n", 400, b""),
+    ]
+    left, right = socket.socketpair()
+    with left, right:
+        buffer = bytearray()
+        for raw, status, body in answers:  # back to back on one connection, sent in small pieces
+            for i in range(0, len(raw), 5):
+                right.sendall(raw[i:i + 5])
+            assert _read_http_response(left, buffer)[0::2] == (status, body)
+        assert not buffer
+        right.sendall(b"HTTP/1.0 200 OK\r\nServer: x\r\n\r\nuntil the end")
+        right.close()
+        code, headers, body = _read_http_response(left, buffer)
+        assert (code, body, headers[b"connection"]) == (200, b"until the end", b"close")
+    left, right = socket.socketpair()
+    with left, right:
+        right.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: 10\r\n\r\nshort")
+        right.close()
+        with pytest.raises(http.client.IncompleteRead):
+            _read_http_response(left, bytearray())
+    left, right = socket.socketpair()
+    with left, right:
+        right.close()
+        with pytest.raises(http.client.RemoteDisconnected):
+            _read_http_response(left, bytearray())

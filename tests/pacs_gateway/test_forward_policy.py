@@ -1,0 +1,90 @@
+"""Forwarding while modalities send: receiving first, and the starvation guard.
+
+By default no upload runs while an association is sending (the modality
+hears "stored" sooner; on a shared machine forwarding afterwards costs no
+more CPU). An instance that has waited ``forward_hold_limit`` seconds is
+forwarded anyway, so a modality that never closes its association still
+reaches Orthanc. Real pynetdicom associations into a real gateway; the
+store records what the forwarders upload.
+"""
+
+from __future__ import annotations
+
+import operator
+from collections.abc import Callable
+from functools import partial
+from pathlib import Path
+
+import pydicom
+from pynetdicom import AE, StoragePresentationContexts
+from pynetdicom.association import Association
+
+from pacs_gateway import Gateway
+from tests.corpus import make_ct_series
+from tests.helpers import wait_for
+
+from .test_fast_store import RecordingStore
+
+
+def _uid(path: Path) -> str:
+    return str(pydicom.dcmread(path, stop_before_pixels=True).SOPInstanceUID)
+
+
+def _associate(port: int) -> Association:
+    ae = AE(ae_title="CT24X7")
+    ae.requested_contexts = StoragePresentationContexts
+    assoc = ae.associate("127.0.0.1", port, ae_title="FILMLESS")
+    assert assoc.is_established
+    return assoc
+
+
+def test_a_modality_that_never_stops_sending_still_reaches_orthanc(
+    make_gateway: Callable[..., Gateway], tmp_path: Path,
+) -> None:
+    store = RecordingStore()
+    gw = make_gateway(store, forwarders_while_receiving=0, forward_hold_limit=0.2)
+    paths = make_ct_series(tmp_path / "ct", 3, rows=16, cols=16)
+    assoc = _associate(gw.settings.port)
+    try:
+        for path in paths:
+            assert assoc.send_c_store(pydicom.dcmread(path)).Status == 0
+            # The association stays open (still "receiving"): the guard forwards the instance anyway.
+            wait_for(partial(operator.contains, store.uploads, _uid(path)), timeout=30,
+                     what="an upload while receiving")
+            assert assoc.is_established
+    finally:
+        assoc.release()
+    assert set(store.uploads) == {_uid(p) for p in paths}
+
+
+def test_while_a_modality_sends_nothing_is_uploaded_until_it_closes(
+    make_gateway: Callable[..., Gateway], tmp_path: Path,
+) -> None:
+    store = RecordingStore()
+    gw = make_gateway(store, forwarders_while_receiving=0, forward_hold_limit=3600)
+    paths = make_ct_series(tmp_path / "ct", 4, rows=16, cols=16)
+    assoc = _associate(gw.settings.port)
+    try:
+        assert [assoc.send_c_store(pydicom.dcmread(p)).Status for p in paths] == [0] * 4
+        assert gw.stats.received == 4
+        assert not store.uploads, "uploaded while the modality was still sending"
+    finally:
+        assoc.release()
+    wait_for(lambda: len(store.uploads) == 4, timeout=30, what="the uploads once the association closed")
+    assert set(store.uploads) == {_uid(p) for p in paths}
+
+
+def test_one_upload_while_receiving_when_configured(
+    make_gateway: Callable[..., Gateway], tmp_path: Path,
+) -> None:
+    """``forwarders_while_receiving=1`` (the former default) still forwards during the association."""
+    store = RecordingStore()
+    gw = make_gateway(store, forwarders_while_receiving=1, forward_hold_limit=3600)
+    path = make_ct_series(tmp_path / "ct", 1, rows=16, cols=16)[0]
+    assoc = _associate(gw.settings.port)
+    try:
+        assert assoc.send_c_store(pydicom.dcmread(path)).Status == 0
+        wait_for(lambda: _uid(path) in store.uploads, timeout=30, what="an upload while receiving")
+        assert assoc.is_established
+    finally:
+        assoc.release()
