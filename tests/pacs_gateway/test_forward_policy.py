@@ -14,6 +14,7 @@ import operator
 from collections.abc import Callable
 from functools import partial
 from pathlib import Path
+from typing import Any
 
 import pydicom
 from pynetdicom import AE, StoragePresentationContexts
@@ -30,21 +31,25 @@ def _uid(path: Path) -> str:
     return str(pydicom.dcmread(path, stop_before_pixels=True).SOPInstanceUID)
 
 
-def _associate(port: int) -> Association:
+def _sending(make_gateway: Callable[..., Gateway], tmp_path: Path, count: int,
+             **settings: Any) -> tuple[RecordingStore, Gateway, list[Path], Association]:
+    """A gateway with these settings uploading into a recording store, ``count`` small CT slices,
+    and a modality's open association to the gateway."""
+    store = RecordingStore()
+    gw = make_gateway(store, **settings)
+    paths = make_ct_series(tmp_path / "ct", count, rows=16, cols=16)
     ae = AE(ae_title="CT24X7")
     ae.requested_contexts = StoragePresentationContexts
-    assoc = ae.associate("127.0.0.1", port, ae_title="FILMLESS")
+    assoc = ae.associate("127.0.0.1", gw.settings.port, ae_title="FILMLESS")
     assert assoc.is_established
-    return assoc
+    return store, gw, paths, assoc
 
 
 def test_a_modality_that_never_stops_sending_still_reaches_orthanc(
     make_gateway: Callable[..., Gateway], tmp_path: Path,
 ) -> None:
-    store = RecordingStore()
-    gw = make_gateway(store, forwarders_while_receiving=0, forward_hold_limit=0.2)
-    paths = make_ct_series(tmp_path / "ct", 3, rows=16, cols=16)
-    assoc = _associate(gw.settings.port)
+    store, _, paths, assoc = _sending(make_gateway, tmp_path, 3, forwarders_while_receiving=0,
+                                      forward_hold_limit=0.2)
     try:
         for path in paths:
             assert assoc.send_c_store(pydicom.dcmread(path)).Status == 0
@@ -60,10 +65,8 @@ def test_a_modality_that_never_stops_sending_still_reaches_orthanc(
 def test_while_a_modality_sends_nothing_is_uploaded_until_it_closes(
     make_gateway: Callable[..., Gateway], tmp_path: Path,
 ) -> None:
-    store = RecordingStore()
-    gw = make_gateway(store, forwarders_while_receiving=0, forward_hold_limit=3600)
-    paths = make_ct_series(tmp_path / "ct", 4, rows=16, cols=16)
-    assoc = _associate(gw.settings.port)
+    store, gw, paths, assoc = _sending(make_gateway, tmp_path, 4, forwarders_while_receiving=0,
+                                       forward_hold_limit=3600)
     try:
         assert [assoc.send_c_store(pydicom.dcmread(p)).Status for p in paths] == [0] * 4
         assert gw.stats.received == 4
@@ -78,10 +81,8 @@ def test_one_upload_while_receiving_when_configured(
     make_gateway: Callable[..., Gateway], tmp_path: Path,
 ) -> None:
     """``forwarders_while_receiving=1`` (the former default) still forwards during the association."""
-    store = RecordingStore()
-    gw = make_gateway(store, forwarders_while_receiving=1, forward_hold_limit=3600)
-    path = make_ct_series(tmp_path / "ct", 1, rows=16, cols=16)[0]
-    assoc = _associate(gw.settings.port)
+    store, _, (path,), assoc = _sending(make_gateway, tmp_path, 1, forwarders_while_receiving=1,
+                                        forward_hold_limit=3600)
     try:
         assert assoc.send_c_store(pydicom.dcmread(path)).Status == 0
         wait_for(lambda: _uid(path) in store.uploads, timeout=30, what="an upload while receiving")

@@ -13,6 +13,8 @@ import threading
 from collections.abc import Callable
 from pathlib import Path
 
+import pytest
+
 from pacs_gateway import Gateway
 from pacs_gateway.forwarder import Forwarder
 from pacs_gateway.spool import Spool
@@ -35,50 +37,33 @@ def _send(port: int, path: Path) -> None:
     assert result.returncode == 0, result.stderr[-3000:]
 
 
-def test_a_smaller_instance_in_a_reused_larger_file_arrives_exactly(
-    make_gateway: Callable[..., Gateway], tmp_path: Path,
+@pytest.mark.parametrize("larger_first", [True, False], ids=["smaller-into-larger", "larger-into-smaller"])
+def test_an_instance_in_a_reused_file_arrives_exactly(
+    make_gateway: Callable[..., Gateway], tmp_path: Path, larger_first: bool
 ) -> None:
     store = RecordingStore()
     gw = make_gateway(store, fast_store=True)
     big = make_ct_series(tmp_path / "big", 1, rows=256, cols=256, patient_id="BIG")[0]
     small = make_ct_series(tmp_path / "small", 1, rows=16, cols=16, patient_id="SMALL")[0]
+    first, second = (big, small) if larger_first else (small, big)
 
-    _send(gw.settings.port, big)
+    _send(gw.settings.port, first)
     wait_for(lambda: gw.forwarder.pending == 0 and len(store.uploads) == 1, timeout=30, what="the first upload")
     # Forwarded, the first file waits in spare/ for the next instance instead of being deleted.
     wait_for(lambda: len(list(gw.spool.spare.iterdir())) == 1, timeout=10, what="the forwarded file kept")
     before = next(gw.spool.spare.iterdir()).stat()
-    assert before.st_size > 100_000
+    assert (before.st_size > 100_000) == larger_first
 
-    _send(gw.settings.port, small)
+    _send(gw.settings.port, second)
     wait_for(lambda: len(store.uploads) == 2 and gw.forwarder.pending == 0, timeout=30, what="the second upload")
     # The same file (inode) carried the second instance, cut to its length, and is spare again.
     wait_for(lambda: len(list(gw.spool.spare.iterdir())) == 1, timeout=10, what="the file kept again")
     after = next(gw.spool.spare.iterdir()).stat()
     assert after.st_ino == before.st_ino
-    assert after.st_size < 10_000
-    # Byte for byte, to the end: nothing of the larger instance after the smaller one.
+    assert (after.st_size < 10_000) == larger_first and (after.st_size > before.st_size) != larger_first
+    # Byte for byte, to the end: nothing of the first instance after the second one.
     assert sorted(_data_set(data) for data in store.uploads.values()) == \
         sorted(_data_set(path.read_bytes()) for path in (big, small))
-
-
-def test_a_larger_instance_in_a_reused_smaller_file_arrives_exactly(
-    make_gateway: Callable[..., Gateway], tmp_path: Path,
-) -> None:
-    store = RecordingStore()
-    gw = make_gateway(store, fast_store=True)
-    small = make_ct_series(tmp_path / "small", 1, rows=16, cols=16, patient_id="SMALL")[0]
-    big = make_ct_series(tmp_path / "big", 1, rows=256, cols=256, patient_id="BIG")[0]
-    _send(gw.settings.port, small)
-    wait_for(lambda: len(list(gw.spool.spare.iterdir())) == 1, timeout=30, what="the forwarded file kept")
-    before = next(gw.spool.spare.iterdir()).stat()
-    _send(gw.settings.port, big)
-    wait_for(lambda: len(store.uploads) == 2 and gw.forwarder.pending == 0, timeout=30, what="the second upload")
-    wait_for(lambda: len(list(gw.spool.spare.iterdir())) == 1, timeout=10, what="the file kept again")
-    after = next(gw.spool.spare.iterdir()).stat()
-    assert after.st_ino == before.st_ino and after.st_size > before.st_size
-    assert sorted(_data_set(data) for data in store.uploads.values()) == \
-        sorted(_data_set(path.read_bytes()) for path in (small, big))
 
 
 def test_spare_files_are_dropped_at_start_up_and_large_files_not_kept(tmp_path: Path) -> None:
