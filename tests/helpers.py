@@ -85,14 +85,23 @@ def csrf_from(http: requests.Session, url: str) -> str:
 
 
 def http_login(base: str, username: str, password: str) -> requests.Session:
-    """A session logged in to the EMR at ``base`` through its login form."""
+    """A session logged in to the EMR at ``base`` through its login form.
+
+    Tests log in many times from 127.0.0.1: when the login guard answers 429
+    (its burst used up), this waits the ``Retry-After`` it gives, as a person
+    would, at most a few times.
+    """
     http = requests.Session()
-    r = http.post(
-        f"{base}/login",
-        data={"username": username, "password": password, "csrf_token": csrf_from(http, f"{base}/login")},
-        allow_redirects=False,
-        timeout=10,
-    )
+    for _ in range(5):
+        r = http.post(
+            f"{base}/login",
+            data={"username": username, "password": password, "csrf_token": csrf_from(http, f"{base}/login")},
+            allow_redirects=False,
+            timeout=10,
+        )
+        if r.status_code != 429:
+            break
+        time.sleep(float(r.headers.get("Retry-After", "1")))
     assert r.status_code == 302, r.text
     return http
 
