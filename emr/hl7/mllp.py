@@ -74,6 +74,10 @@ class Listener:
         self._ready = threading.Event()
         self._stopping: asyncio.Event | None = None
 
+    def open_connections(self, ip: str) -> int:
+        """How many connections ``ip`` holds now (a closed one counts until its handler has finished)."""
+        return self._open[ip]
+
     # -- database work (in the pool) -----------------------------------------------------
     def _apply(self, raw: bytes, peer: str) -> Outcome:
         with self.session_factory() as session:

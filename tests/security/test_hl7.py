@@ -33,6 +33,7 @@ from tests.emr.conftest import (  # noqa: F401 - fixtures
     world,
 )
 from tests.emr.hl7_support import Site, adt, frame, mllp, msa, read_frame, site, sqlite_database
+from tests.helpers import wait_for
 
 
 @pytest.fixture(scope="module")
@@ -86,6 +87,9 @@ def test_oversize_message_is_refused_and_others_are_served(guarded: Site) -> Non
 
 
 def test_one_address_cannot_hold_every_connection(guarded: Site) -> None:
+    # The earlier tests' connections count until the listener has seen them close.
+    wait_for(lambda: guarded.listener.open_connections("127.0.0.1") == 0, timeout=10,
+             what="earlier connections released")
     held = [socket.create_connection(("127.0.0.1", guarded.port), timeout=10) for _ in range(2)]
     try:
         for sock in held:  # both accepted and served
