@@ -65,6 +65,11 @@ VARIABLES: dict[str, tuple[str, str]] = {
         "",
         "Workstations and PACS the gateway may send studies to by C-MOVE: AET@host:port, comma-separated",
     ),
+    "FILMLESS_GATEWAY_MOVE_BY_STORAGE": (
+        "1",
+        "1: Orthanc's own C-STORE client sends a C-MOVE's instances (faster); 0: the gateway sends them itself "
+        "(when Orthanc cannot reach the workstations)",
+    ),
     "FILMLESS_GATEWAY_IAN_SUBSCRIBERS": (
         "",
         "Who gets an Instance Availability Notification when a study is complete in storage: "
@@ -191,6 +196,17 @@ def _int(env: Mapping[str, str], name: str, default: int, lo: int = 0, hi: int =
 
 def _port(env: Mapping[str, str], name: str, default: int) -> int:
     return _int(env, name, default, 1, 65535)
+
+
+def _switch(env: Mapping[str, str], name: str, default: bool) -> bool:
+    raw = env.get(name, "").strip().lower()
+    if not raw:
+        return default
+    if raw in ("1", "yes", "true", "on"):
+        return True
+    if raw in ("0", "no", "false", "off"):
+        return False
+    raise SettingsError(f"{name}={env[name]!r} is not 1 or 0")
 
 
 def _str(env: Mapping[str, str], name: str, default: str | None = None) -> str | None:
@@ -360,6 +376,7 @@ def load(env: Mapping[str, str] | None = None) -> Settings:
         commitment_peers=_return_addresses(env, "FILMLESS_GATEWAY_COMMITMENT_PEERS"),
         commitment_wait=float(_int(env, "FILMLESS_GATEWAY_COMMITMENT_WAIT", 3600, 1, 7 * 86400)),
         destinations=_return_addresses(env, "FILMLESS_GATEWAY_DESTINATIONS"),
+        move_by_storage=_switch(env, "FILMLESS_GATEWAY_MOVE_BY_STORAGE", True),
         ian_subscribers=_return_addresses(env, "FILMLESS_GATEWAY_IAN_SUBSCRIBERS"),
         metrics_host=_str(env, "FILMLESS_GATEWAY_METRICS_HOST", "127.0.0.1") or "127.0.0.1",
         metrics_port=_int(env, "FILMLESS_GATEWAY_METRICS_PORT", 9112, 0, 65535),

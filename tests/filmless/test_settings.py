@@ -28,6 +28,7 @@ def test_every_variable_overrides(tmp_path: Path) -> None:
         "FILMLESS_GATEWAY_PORT": "104",
         "FILMLESS_GATEWAY_ALLOWED": "CT01@10.0.0.5, MR*@10.0.1.0/24,US01",
         "FILMLESS_GATEWAY_IDENTITY_TIMEOUT": "30",
+        "FILMLESS_GATEWAY_MOVE_BY_STORAGE": "0",
         "FILMLESS_ORTHANC_HTTP_PORT": "9042",
         "FILMLESS_ORTHANC_PG_DSN": "postgresql://o@db/orthanc",
         "FILMLESS_EMR_PORT": "9080",
@@ -36,6 +37,7 @@ def test_every_variable_overrides(tmp_path: Path) -> None:
     assert s.gateway.ae_title == "PACS01" and s.gateway.port == 104
     assert s.gateway.allowed_peers == ("CT01@10.0.0.5", "MR*@10.0.1.0/24", "US01")
     assert s.gateway.identity_timeout == 30.0
+    assert not s.gateway.move_by_storage and load({}).gateway.move_by_storage
     assert s.storage.http_port == 9042 and s.storage.pg_dsn == "postgresql://o@db/orthanc"
     assert s.storage.data_dir == tmp_path / "orthanc"
     assert s.emr.port == 9080 and s.emr.public_url == "http://127.0.0.1:9080"
@@ -70,6 +72,7 @@ def test_several_orthanc_urls_are_one_store_with_failover() -> None:
         ({"FILMLESS_GATEWAY_ALLOWED": "CT01@not-an-ip"}, "not an IP address"),
         ({"FILMLESS_ORTHANC_URL": "pacs:8042"}, "must start with http"),
         ({"FILMLESS_GATEWAY_TLS_CERT": "/no/such/cert.pem"}, "no such file"),
+        ({"FILMLESS_GATEWAY_MOVE_BY_STORAGE": "maybe"}, "FILMLESS_GATEWAY_MOVE_BY_STORAGE='maybe' is not 1 or 0"),
     ],
 )
 def test_bad_values_name_the_variable(env: dict[str, str], message: str) -> None:
