@@ -255,9 +255,6 @@ class OrthancStore(IndexQueries):
             token = base64.b64encode(f"{username}:{password}".encode()).decode("ascii")
             self._lean_headers["Authorization"] = f"Basic {token}"
         self._upload_target = self._lean_upload_target()
-        # DICOM peers already registered with this Orthanc (storage.push).
-        self._peers: set[str] = set()
-        self._peers_lock = threading.Lock()
 
     # -- plumbing -----------------------------------------------------------
     def _lean_upload_target(self) -> tuple[str, int, str, dict[str, str]] | None:
@@ -369,14 +366,6 @@ class OrthancStore(IndexQueries):
         with self._errors(endpoint):
             self._api.put(endpoint, json=body, timeout=self._timeout)
 
-    def _knows_peer(self, name: str) -> bool:
-        with self._peers_lock:
-            return name in self._peers
-
-    def _knew_peer(self, name: str) -> None:
-        with self._peers_lock:
-            self._peers.add(name)
-
     def _call(self, endpoint: str, fn: Callable[[], T]) -> T:
         with self._errors(endpoint):
             return fn()
@@ -472,18 +461,15 @@ class OrthancStore(IndexQueries):
             self._local.lean = None
 
     def _lean_status(self, conn: http.client.HTTPConnection, response: http.client.HTTPResponse, url: str) -> None:
-        """Raise as :func:`_translate` would for a status other than 200 (the answer is dropped)."""
-        code = response.status
-        if code == 200:
+        """Raise :func:`_http_failure`'s error for a status other than 200 (the connection is dropped)."""
+        if response.status == 200:
             return
+        try:
+            body = response.read(_MAX_RESPONSE_HEAD)  # Orthanc's error JSON, for the message
+        except (OSError, http.client.HTTPException):
+            body = b""
         self._lean_drop(conn)
-        if code == 404:
-            raise NotFound("Orthanc has no such resource", url)
-        if code == 401:
-            raise StorageUnavailable("Orthanc refused the credentials", url)
-        if code >= 500:
-            raise StorageUnavailable(f"Orthanc answered HTTP {code}", url)
-        raise StorageRejected(f"Orthanc refused the request (HTTP {code})", url)
+        raise _http_failure(response.status, body, url)
 
     def _read_json(self, endpoint: str, query: Any = None, *, command: bool = False) -> Any:
         """GET ``endpoint`` (or POST the JSON ``query`` to it: read-only unless ``command``)

@@ -92,7 +92,8 @@ class PushJob:
 def start_push(store: OrthancStore, instance_ids: Sequence[str], *, ae_title: str, host: str, port: int,
                local_aet: str, originator_aet: str | None = None, originator_id: int | None = None,
                timeout: float = 60.0) -> PushJob:
-    """Register the peer with Orthanc (in memory, idempotent) and start sending ``instance_ids`` in order."""
+    """Start sending ``instance_ids`` in order; the peer is registered with Orthanc (in memory,
+    idempotent) when Orthanc does not know it: on first use, and after Orthanc restarted."""
     name = peer_name(ae_title, host, port)
     body: dict[str, object] = {
         "Resources": list(instance_ids),
@@ -107,15 +108,9 @@ def start_push(store: OrthancStore, instance_ids: Sequence[str], *, ae_title: st
         body["MoveOriginatorAet"] = originator_aet
         body["MoveOriginatorID"] = int(originator_id or 0)
     endpoint = f"/modalities/{name}/store"
-    for attempt in (1, 2):
-        if attempt == 2 or not store._knows_peer(name):
-            store._put_json(f"/modalities/{name}", {"AET": ae_title, "Host": host, "Port": port})
-            store._knew_peer(name)
-        try:
-            answer = store._read_json(endpoint, body, command=True)
-            break
-        except NotFound:
-            # Orthanc restarted meanwhile and forgot the peer.
-            if attempt == 2:
-                raise
+    try:
+        answer = store._read_json(endpoint, body, command=True)
+    except NotFound:
+        store._put_json(f"/modalities/{name}", {"AET": ae_title, "Host": host, "Port": port})
+        answer = store._read_json(endpoint, body, command=True)
     return PushJob(store, str(answer["ID"]), len(instance_ids))
