@@ -9,7 +9,11 @@ from __future__ import annotations
 
 from enum import IntEnum
 
-__all__ = ["Status"]
+from pydicom.dataelem import RawDataElement
+from pydicom.dataset import Dataset
+from pydicom.tag import Tag
+
+__all__ = ["Status", "status_dataset"]
 
 
 class Status(IntEnum):
@@ -32,3 +36,14 @@ class Status(IntEnum):
     MISSING_ATTRIBUTE = 0x0120
     NO_SUCH_ACTION_TYPE = 0x0123
     RESOURCE_LIMITATION = 0x0213  # the state could not be kept on disk
+
+
+_STATUS_TAG = Tag(0x0000, 0x0900)
+
+
+def status_dataset(code: int) -> Dataset:
+    """A Dataset holding only (0000,0900) Status, as a raw element: what pynetdicom's
+    ``send_c_store`` returns, without pydicom validating a value it reads once."""
+    ds = Dataset()
+    ds._dict[_STATUS_TAG] = RawDataElement(_STATUS_TAG, "US", 2, code.to_bytes(2, "little"), 0, True, True)
+    return ds

@@ -62,7 +62,7 @@ from pynetdicom.sop_class import (  # type: ignore[attr-defined]  # generated mo
 
 from .commitment import ReturnAddress
 from .dimse_fast import CommandError, FileMeta, c_store_rq, read_file_meta
-from .dimse_status import Status
+from .dimse_status import Status, status_dataset
 from .query import (
     UNIQUE_KEYS,
     AuditProvider,
@@ -180,16 +180,6 @@ class MoveAE(AE):
         return sock
 
 
-_STATUS_TAG = Tag(0x0000, 0x0900)
-
-
-def _status(code: int) -> Dataset:
-    """A status Dataset holding only (0000,0900) Status, as a raw element (read once by pynetdicom)."""
-    ds = Dataset()
-    ds._dict[_STATUS_TAG] = RawDataElement(_STATUS_TAG, "US", 2, code.to_bytes(2, "little"), 0, True, True)
-    return ds
-
-
 def _missing(sop_class: str, sop_instance: str) -> Dataset:
     """What pynetdicom counts as one failed sub-operation for this instance (no transfer syntax)."""
     ds = Dataset()
@@ -200,6 +190,20 @@ def _missing(sop_class: str, sop_instance: str) -> Dataset:
 
 _SOP_CLASS_TAG = Tag(0x0008, 0x0016)
 _SOP_INSTANCE_TAG = Tag(0x0008, 0x0018)
+
+
+def _set_uids(ds: Dataset, sop_class: str, sop_instance: str) -> None:
+    """Give ``ds`` the SOP Class/Instance UIDs that are known, as raw elements.
+
+    pydicom validates a UID set by keyword (a regex per value, per instance);
+    these are read only for a failed instance, which pynetdicom lists under
+    its UID.
+    """
+    for tag, uid in ((_SOP_CLASS_TAG, sop_class), (_SOP_INSTANCE_TAG, sop_instance)):
+        if uid:
+            value = uid.encode("ascii", "replace")
+            value += b"\0" * (len(value) % 2)
+            ds._dict[tag] = RawDataElement(tag, "UI", len(value), value, 0, False, True)
 
 
 class _RawInstance(Dataset):
@@ -213,12 +217,7 @@ class _RawInstance(Dataset):
 
     def __init__(self, path: Path, sop_class: str, sop_instance: str, meta: FileMeta | None = None) -> None:
         super().__init__()
-        # Kept as raw elements: pydicom validates a UID set by keyword (a regex
-        # per value, per instance); these are read only for a failed instance.
-        for tag, uid in ((_SOP_CLASS_TAG, sop_class), (_SOP_INSTANCE_TAG, sop_instance)):
-            value = uid.encode("ascii", "replace")
-            value += b"\0" * (len(value) % 2)
-            self._dict[tag] = RawDataElement(tag, "UI", len(value), value, 0, False, True)
+        _set_uids(self, sop_class, sop_instance)
         self._raw_path = path
         # The file's meta information, read while it was fetched (None: let pynetdicom read it).
         self._raw_meta = meta
@@ -229,11 +228,7 @@ class _Planned(Dataset):
 
     def __init__(self, sop_class: str, sop_instance: str, index: int) -> None:
         super().__init__()
-        for tag, uid in ((_SOP_CLASS_TAG, sop_class), (_SOP_INSTANCE_TAG, sop_instance)):
-            if uid:
-                value = uid.encode("ascii", "replace")
-                value += b"\0" * (len(value) % 2)
-                self._dict[tag] = RawDataElement(tag, "UI", len(value), value, 0, False, True)
+        _set_uids(self, sop_class, sop_instance)
         self._push_index = index
 
 
@@ -296,7 +291,7 @@ class _RawSendingAssociation(EventDrivenAssociation):
         code = rsp.Status if isinstance(rsp, C_STORE) else None
         if code is not None and rsp.is_valid_response and not any(
                 getattr(rsp, keyword, None) is not None for keyword in rsp.STATUS_OPTIONAL_KEYWORDS):
-            return _status(code)  # what _check_received_status builds, minus pydicom's checks
+            return status_dataset(code)  # what _check_received_status builds, minus pydicom's checks
         return self._check_received_status(rsp)
 
     def kill(self) -> None:

@@ -289,10 +289,9 @@ class Spool:
     def drop_spares(self) -> int:
         """Delete every spare file (disk short, start-up); how many there were."""
         with self._lock:
-            spares, self._spares, self._spare_bytes = self._spares, [], 0
+            self._spares, self._spare_bytes = [], 0
         dropped = 0
-        known = {spare for spare, _ in spares}
-        for spare in known | set(self.spare.glob("*")) if self.spare.is_dir() else known:
+        for spare in self.spare.glob("*"):  # every spare file lives there (recycle)
             spare.unlink(missing_ok=True)
             dropped += 1
         return dropped

@@ -31,6 +31,7 @@ from typing import Any
 from pydicom.dataset import Dataset
 
 from .commitment import ReturnAddress
+from .dimse_status import Status, status_dataset
 
 __all__ = ["PushPlan", "PushedAssociation"]
 
@@ -92,7 +93,6 @@ class PushedAssociation:
         self.job: Any = None
         self.sent = 0
         self.ended = False
-        self.error = ""
         self.fallback_association: Any = None
         self._fallback_files: Iterator[tuple[Any, Dataset]] | None = None
         self._fallback_ids: set[str] = set()
@@ -113,24 +113,25 @@ class PushedAssociation:
                      originator_id: int | None = None) -> Dataset:
         index = int(dataset.__dict__["_push_index"])
         if self.fallback_association is None and self._wait_sent(index):
-            return _success()
+            return status_dataset(Status.SUCCESS)
         return self._send_from_python(index, msg_id, priority, originator_aet, originator_id)
 
     def release(self) -> None:
-        self._stop_job()
-        if self._close_fallback is not None:
-            self._close_fallback()
-            self._close_fallback = None
+        self._end()
         if self.fallback_association is not None and self.fallback_association.is_established:
             self.fallback_association.release()
 
     def abort(self) -> None:
+        self._end()
+        if self.fallback_association is not None:
+            self.fallback_association.abort()
+
+    def _end(self) -> None:
+        """Stop the job and drop the files read for the rest (the association is the caller's)."""
         self._stop_job()
         if self._close_fallback is not None:
             self._close_fallback()
             self._close_fallback = None
-        if self.fallback_association is not None:
-            self.fallback_association.abort()
 
     # -- the job --------------------------------------------------------------
     def start(self) -> None:
@@ -197,7 +198,6 @@ class PushedAssociation:
             log.warning("retrieve: the archive stopped sending to %s after %d of %d instances (%s); "
                         "the gateway sends the rest", self.plan.address.ae_title, self.sent,
                         len(self.plan.instances), reason)
-        self.error = reason
         self._stop_job()
         self.ended = True
 
@@ -233,10 +233,3 @@ class PushedAssociation:
         _, ds = next(self._fallback_files)
         return self.fallback_association.send_c_store(  # type: ignore[no-any-return]
             ds, msg_id=msg_id, priority=priority, originator_aet=originator_aet, originator_id=originator_id)
-
-
-def _success() -> Dataset:
-    ds = Dataset()
-    ds.Status = 0x0000
-    return ds
-
