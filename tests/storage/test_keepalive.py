@@ -35,17 +35,15 @@ def _answer(conn: socket.socket, body: bytes) -> None:
     )
 
 
-class DroppingServer:
-    """Answers the first request of each connection, then closes it silently
-    when a second request arrives on it; counts the connections it saw."""
+class _CountingServer:
+    """A socket server on a free port that counts the connections it accepts
+    and hands each to :meth:`_accepted` (in its accepting thread)."""
 
-    def __init__(self, drop_every_retry: bool = False) -> None:
+    def __init__(self) -> None:
         self.sock = socket.create_server(("127.0.0.1", 0))
         self.port = self.sock.getsockname()[1]
         self.connections = 0
-        self.drop_every_retry = drop_every_retry
-        self._thread = threading.Thread(target=self._serve, daemon=True)
-        self._thread.start()
+        threading.Thread(target=self._serve, daemon=True).start()
 
     def _serve(self) -> None:
         while True:
@@ -54,20 +52,35 @@ class DroppingServer:
             except OSError:
                 return
             self.connections += 1
-            with conn:
-                request = _read_request(conn)
-                if not request:
-                    continue
-                if self.drop_every_retry and self.connections > 1:
-                    continue  # close without an answer, every time
-                path = request.split(b" ", 2)[1]
-                _answer(conn, b"answer to " + path)
-                # The keep-alive connection is now idle in the client's pool:
-                # take the next request on it and hang up without answering.
-                _read_request(conn)
+            self._accepted(conn)
+
+    def _accepted(self, conn: socket.socket) -> None:
+        raise NotImplementedError
 
     def close(self) -> None:
         self.sock.close()
+
+
+class DroppingServer(_CountingServer):
+    """Answers the first request of each connection, then closes it silently
+    when a second request arrives on it; counts the connections it saw."""
+
+    def __init__(self, drop_every_retry: bool = False) -> None:
+        self.drop_every_retry = drop_every_retry
+        super().__init__()
+
+    def _accepted(self, conn: socket.socket) -> None:
+        with conn:
+            request = _read_request(conn)
+            if not request:
+                return
+            if self.drop_every_retry and self.connections > 1:
+                return  # close without an answer, every time
+            path = request.split(b" ", 2)[1]
+            _answer(conn, b"answer to " + path)
+            # The keep-alive connection is now idle in the client's pool:
+            # take the next request on it and hang up without answering.
+            _read_request(conn)
 
 
 @pytest.fixture
@@ -104,16 +117,13 @@ def test_a_server_that_never_answers_still_fails_clearly() -> None:
         server.close()
 
 
-class _UploadServer:
+class _UploadServer(_CountingServer):
     """Answers an upload like Orthanc on each new connection; on a reused one it hangs up
     without answering (``drop``) or never answers (``silent``). Counts connections."""
 
     def __init__(self, mode: str) -> None:
         self.mode = mode
-        self.sock = socket.create_server(("127.0.0.1", 0))
-        self.port = self.sock.getsockname()[1]
-        self.connections = 0
-        threading.Thread(target=self._serve, daemon=True).start()
+        super().__init__()
 
     def _request(self, conn: socket.socket) -> bool:
         head = _read_request(conn)
@@ -128,14 +138,8 @@ class _UploadServer:
             body += chunk
         return True
 
-    def _serve(self) -> None:
-        while True:
-            try:
-                conn, _ = self.sock.accept()
-            except OSError:
-                return
-            self.connections += 1
-            threading.Thread(target=self._handle, args=(conn,), daemon=True).start()
+    def _accepted(self, conn: socket.socket) -> None:
+        threading.Thread(target=self._handle, args=(conn,), daemon=True).start()
 
     def _handle(self, conn: socket.socket) -> None:
         with conn:
@@ -148,9 +152,6 @@ class _UploadServer:
                 return
             if self.mode == "silent":
                 threading.Event().wait(30)
-
-    def close(self) -> None:
-        self.sock.close()
 
 
 def test_upload_on_a_dropped_keepalive_connection_is_retried_once() -> None:
