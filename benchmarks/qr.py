@@ -71,16 +71,18 @@ class GatewayProcess:
 
     def __init__(self, root: Path, orthanc: OrthancProcess, port: int, ws_port: int) -> None:
         env = dict(os.environ)
+        # As `filmless up` runs it: the Orthanc in FILMLESS_DATA_DIR/orthanc is the managed one.
+        assert orthanc.settings.data_dir == root / "orthanc"
         env.update({
             "FILMLESS_DATA_DIR": str(root),
             "FILMLESS_GATEWAY_PORT": str(port),
             "FILMLESS_GATEWAY_MIN_FREE_MB": "64",
             "FILMLESS_GATEWAY_DESTINATIONS": f"{WS_AET}@127.0.0.1:{ws_port}",
-            "FILMLESS_ORTHANC_URL": orthanc.settings.url,
-            "FILMLESS_ORTHANC_USER": orthanc.credentials.username,
-            "FILMLESS_ORTHANC_PASSWORD": orthanc.credentials.password,
+            "FILMLESS_ORTHANC_HTTP_PORT": str(orthanc.settings.http_port),
             "FILMLESS_DATABASE_URL": f"sqlite:///{root / 'emr.sqlite3'}",
         })
+        for name in ("FILMLESS_ORTHANC_URL", "FILMLESS_ORTHANC_USER", "FILMLESS_ORTHANC_PASSWORD"):
+            env.pop(name, None)
         root.mkdir(parents=True, exist_ok=True)
         self.log = open(root / "gateway.log", "wb")  # noqa: SIM115
         # A migrated EMR database: every retrieve is audited, as in production.
@@ -158,7 +160,7 @@ def main() -> int:
             cleanup.callback(ws.stop)
             stock = start_orthanc(work / "stock", ws_port)
             cleanup.callback(stock.stop)
-            behind = start_orthanc(work / "behind", ws_port)
+            behind = start_orthanc(work / "gw" / "orthanc", ws_port)
             cleanup.callback(behind.stop)
             for path in paths:
                 data = path.read_bytes()

@@ -70,6 +70,11 @@ VARIABLES: dict[str, tuple[str, str]] = {
         "1: Orthanc's own C-STORE client sends a C-MOVE's instances (faster); 0: the gateway sends them itself "
         "(when Orthanc cannot reach the workstations)",
     ),
+    "FILMLESS_GATEWAY_MOVE_DIRECT_MAX_MB": (
+        "16",
+        "A C-MOVE whose instances are all at most this many MiB is sent by the gateway from memory, a few "
+        "instances read ahead (fastest); larger ones as FILMLESS_GATEWAY_MOVE_BY_STORAGE says; 0: never",
+    ),
     "FILMLESS_GATEWAY_IAN_SUBSCRIBERS": (
         "",
         "Who gets an Instance Availability Notification when a study is complete in storage: "
@@ -377,6 +382,7 @@ def load(env: Mapping[str, str] | None = None) -> Settings:
         commitment_wait=float(_int(env, "FILMLESS_GATEWAY_COMMITMENT_WAIT", 3600, 1, 7 * 86400)),
         destinations=_return_addresses(env, "FILMLESS_GATEWAY_DESTINATIONS"),
         move_by_storage=_switch(env, "FILMLESS_GATEWAY_MOVE_BY_STORAGE", True),
+        move_direct_max_mb=_int(env, "FILMLESS_GATEWAY_MOVE_DIRECT_MAX_MB", 16, 0, 1024),
         ian_subscribers=_return_addresses(env, "FILMLESS_GATEWAY_IAN_SUBSCRIBERS"),
         metrics_host=_str(env, "FILMLESS_GATEWAY_METRICS_HOST", "127.0.0.1") or "127.0.0.1",
         metrics_port=_int(env, "FILMLESS_GATEWAY_METRICS_PORT", 9112, 0, 65535),

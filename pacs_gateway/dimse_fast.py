@@ -21,8 +21,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 __all__ = [
-    "CommandError", "FileMeta", "StoreResponse", "c_store_rq", "c_store_rsp", "pending_rsp", "read_c_store_rsp",
-    "read_command", "read_file_meta",
+    "CommandError", "FileMeta", "StoreResponse", "c_store_rq", "c_store_rsp", "file_meta_of", "pending_rsp",
+    "read_c_store_rsp", "read_command", "read_file_meta",
 ]
 
 _ELEMENT = struct.Struct("<HHL")  # group, element, value length
@@ -127,21 +127,37 @@ def read_file_meta(path: Path) -> FileMeta:
     """
     with open(path, "rb") as fh:
         head = fh.read(132 + 12)
-        if len(head) < 144 or head[128:132] != b"DICM" or head[132:138] != b"\x02\x00\x00\x00UL":
-            raise CommandError(f"{path} has no standard File Meta Information")
-        (group_length,) = _UL.unpack_from(head, 140)
-        if group_length > 1 << 16:
-            raise CommandError(f"{path}: implausible meta group length {group_length}")
-        meta = fh.read(group_length)
+        meta = fh.read(_meta_length(head, path)) if len(head) == 144 else b""
+    return _parse_meta(head, meta, path)
+
+
+def file_meta_of(data: bytes | memoryview) -> FileMeta:
+    """:func:`read_file_meta` of a Part-10 file held in memory."""
+    head = bytes(data[:144])
+    length = _meta_length(head, "the file")
+    return _parse_meta(head, bytes(data[144 : 144 + length]), "the file")
+
+
+def _meta_length(head: bytes, name: object) -> int:
+    if len(head) < 144 or head[128:132] != b"DICM" or head[132:138] != b"\x02\x00\x00\x00UL":
+        raise CommandError(f"{name} has no standard File Meta Information")
+    (group_length,) = _UL.unpack_from(head, 140)
+    if group_length > 1 << 16:
+        raise CommandError(f"{name}: implausible meta group length {group_length}")
+    return int(group_length)
+
+
+def _parse_meta(head: bytes, meta: bytes, name: object) -> FileMeta:
+    group_length = _meta_length(head, name)
     if len(meta) != group_length:
-        raise CommandError(f"{path}: meta group cut short")
+        raise CommandError(f"{name}: meta group cut short")
     values: dict[int, str] = {}
     pos = 0
     while pos + 8 <= len(meta):
         group, element = struct.unpack_from("<HH", meta, pos)
         vr = meta[pos + 4 : pos + 6]
         if group != 0x0002:
-            raise CommandError(f"{path}: element ({group:04X},{element:04X}) in the meta group")
+            raise CommandError(f"{name}: element ({group:04X},{element:04X}) in the meta group")
         if vr in (b"OB", b"OW", b"OF", b"SQ", b"UT", b"UN", b"UC", b"UR", b"OD", b"OL", b"OV"):
             (length,) = _UL.unpack_from(meta, pos + 8)
             start = pos + 12
@@ -152,7 +168,7 @@ def read_file_meta(path: Path) -> FileMeta:
             values[element] = meta[start : start + length].rstrip(b"\0 ").decode("ascii", "replace")
         pos = start + length
     if pos != len(meta) or any(k not in values for k in (0x0002, 0x0003, 0x0010)):
-        raise CommandError(f"{path}: incomplete File Meta Information")
+        raise CommandError(f"{name}: incomplete File Meta Information")
     return FileMeta(values[0x0002], values[0x0003], values[0x0010], 144 + group_length)
 
 

@@ -25,6 +25,7 @@ failed sub-operation under that instance's UID.
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
 import socket
@@ -63,6 +64,7 @@ from pynetdicom.sop_class import (  # type: ignore[attr-defined]  # generated mo
 from .commitment import ReturnAddress
 from .dimse_fast import CommandError, FileMeta, c_store_rq, read_file_meta
 from .dimse_status import Status, status_dataset
+from .direct_move import DirectPlan, MemoryPrefetch
 from .query import (
     UNIQUE_KEYS,
     AuditProvider,
@@ -98,6 +100,8 @@ PREFETCH_WINDOW = 8
 PREFETCH_BYTES = 64 * 1024 * 1024
 # pynetdicom's limit on presentation contexts in one association request.
 _MAX_CONTEXTS = 128
+# Default largest instance a C-MOVE sends from memory (a few are held at once, direct_move.py).
+DIRECT_MAX_SIZE = 16 * 1024 * 1024
 
 
 def add_query_retrieve_contexts(ae: AE) -> None:
@@ -416,7 +420,8 @@ class QueryRetrieve:
 
     def __init__(self, store: IndexStore, *, ae_title: str, destinations: tuple[str, ...] = (),
                  audit: AuditProvider | None = None, network_timeout: float = 60.0,
-                 work_dir: Path | None = None, push_moves: bool = True) -> None:
+                 work_dir: Path | None = None, push_moves: bool = True,
+                 direct_max_size: int = DIRECT_MAX_SIZE) -> None:
         self.store = store
         # Where instances wait between Orthanc and the wire (the spool's disk).
         self.work_dir = work_dir or Path(tempfile.gettempdir()) / "filmless-retrieve"
@@ -426,6 +431,8 @@ class QueryRetrieve:
         self.network_timeout = network_timeout
         # C-MOVEs sent by the archive itself when the store can (storage_push.py).
         self.push_moves = push_moves and hasattr(store, "push_instances")
+        # C-MOVEs of instances no larger than this are sent from memory (direct_move.py).
+        self.direct_max_size = direct_max_size
 
     # -- audit ------------------------------------------------------------------
     def _audit(self, action: str, calling_aet: str, peer: str, model: str, level: str, keys: dict[str, str],
@@ -549,58 +556,84 @@ class QueryRetrieve:
                 log.error("retrieve: audit failed: %s", exc)
             yield None, None  # pynetdicom answers 0xA801 (move destination unknown)
             return
-        if self.push_moves:
-            yield from self._pushed_move(event, calling_aet, peer, address)
-            return
-        # Errors here end the generator before its first yield: pynetdicom
-        # answers a failure (0xC514) and nothing is sent.
-        instances, prefetch = self._prepare(event, "dicom.retrieve", calling_aet, peer, destination)
-        try:
-            contexts = _contexts(instances)
-            # Pending responses to the requestor encoded without pydicom (stream_send.py).
-            stream_files(event.assoc)
-            yield address.host, address.port, {"contexts": contexts, "ae_title": address.ae_title,
-                                               "evt_handlers": [(evt.EVT_CONN_OPEN, _no_delay)]}
-            yield len(instances)
-            yield from self._send_all(event, prefetch)
-        finally:
-            # Also when pynetdicom stops early (no association, nothing to send).
-            prefetch.close()
+        yield from self._planned_move(event, calling_aet, peer, address)
 
-    def _pushed_move(self, event: evt.Event, calling_aet: str, peer: str, address: ReturnAddress) -> Iterator[Any]:
-        """A C-MOVE whose instances the archive sends itself (storage_push.py).
+    def _planned_move(self, event: evt.Event, calling_aet: str, peer: str, address: ReturnAddress) -> Iterator[Any]:
+        """A C-MOVE sent from memory (direct_move.py), by the archive itself (storage_push.py),
+        or through pynetdicom (the fallback of both).
+
+        Sent from memory when every instance is at most ``direct_max_size``
+        bytes; otherwise by the archive when ``push_moves``.
 
         Resolved, listed and audited here as any retrieve, before anything
-        is sent; the SOP classes and transfer syntaxes (one look-up per
-        instance) are only read for what would go out from Python.
+        is sent (reading from storage starts while the audit is written);
+        the SOP classes and transfer syntaxes (one look-up per instance) are
+        only read for what would go out through pynetdicom.
         """
         model = model_of(event.context.abstract_syntax)
         level, keys, matches = self._resolve_audited(event, "dicom.retrieve", calling_aet, peer, address.ae_title)
         listed = self.store.list_instances(level, [m.orthanc_id for m in matches])  # type: ignore[arg-type]
-        self._audit("dicom.retrieve", calling_aet, peer, model, level, keys, matches, destination=address.ae_title,
-                    instances=len(listed))
 
         def prepare(remaining: list[Any]) -> tuple[list[Any], _Prefetch, list[PresentationContext]]:
             described = self.store.describe_instances(remaining, workers=8)
             return described, _Prefetch(self.store, described, self.work_dir), _contexts(described)
 
-        plan = PushPlan(self.store, listed, address, local_aet=self.ae_title, originator_aet=calling_aet,
-                        originator_id=int(event.request.MessageID or 0),
-                        # Orthanc's client gives up on a silent workstation after network_timeout
-                        # (the job fails, the gateway takes over); this only guards against a job
-                        # that neither fails nor moves, generously: one instance may be gigabytes.
-                        stall_limit=10 * self.network_timeout,
-                        prepare=prepare)
+        plan: DirectPlan | PushPlan
+        direct = bool(listed) and all(0 < int(i.size or 0) <= self.direct_max_size for i in listed)
+        if direct or not self.push_moves:
+            heads: Future[list[Any]] | None = None
+            if direct:
+                first: dict[str, Any] = {}
+                for instance in listed:
+                    first.setdefault(instance.series_id, instance)
+                describing = ThreadPoolExecutor(max_workers=1, thread_name_prefix="retrieve-heads")
+                heads = describing.submit(self.store.describe_instances, list(first.values()), workers=4)
+                describing.shutdown(wait=False)
+            plan = DirectPlan(self.store, listed, address, local_aet=self.ae_title, originator_aet=calling_aet,
+                              originator_id=int(event.request.MessageID or 0), timeout=self.network_timeout,
+                              prefetch=MemoryPrefetch(self.store, listed if direct else []), heads=heads,
+                              prepare=prepare)
+        else:
+            plan = PushPlan(self.store, listed, address, local_aet=self.ae_title, originator_aet=calling_aet,
+                            originator_id=int(event.request.MessageID or 0),
+                            # Orthanc's client gives up on a silent workstation after network_timeout
+                            # (the job fails, the gateway takes over); this only guards against a job
+                            # that neither fails nor moves, generously: one instance may be gigabytes.
+                            stall_limit=10 * self.network_timeout,
+                            prepare=prepare)
+        audit = functools.partial(self._audit, "dicom.retrieve", calling_aet, peer, model, level, keys, matches,
+                                  destination=address.ae_title, instances=len(listed))
+        auditing: Future[None] | None = None
+        if isinstance(plan, DirectPlan):
+            # Written while the association to the destination is set up (the audit is
+            # Python work, the set-up mostly waiting); checked before the first instance goes.
+            writer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="retrieve-audit")
+            auditing = writer.submit(audit)
+            writer.shutdown(wait=False)
+        else:
+            # Orthanc's job starts sending as soon as the association is "opened".
+            audit()
         # Pending responses to the requestor encoded without pydicom (stream_send.py).
         stream_files(event.assoc)
-        yield address.host, address.port, {"ae_title": address.ae_title, "storage_push": plan,
-                                           "evt_handlers": [(evt.EVT_CONN_OPEN, _no_delay)]}
-        yield len(listed)
-        for index, instance in enumerate(listed):
-            if event.is_cancelled:
-                yield STATUS_CANCELLED, None
-                return
-            yield STATUS_PENDING, _Planned(instance.sop_class_uid, instance.sop_instance_uid, index)
+        try:
+            yield address.host, address.port, {"ae_title": address.ae_title, "storage_push": plan,
+                                               "evt_handlers": [(evt.EVT_CONN_OPEN, _no_delay)]}
+            yield len(listed)
+            if auditing is not None:
+                try:
+                    auditing.result()
+                except Exception as exc:  # noqa: BLE001 - nothing was sent; the requestor gets a failure
+                    log.error("retrieve: audit failed, nothing sent: %s", exc)
+                    yield int(Status.UNABLE_TO_PROCESS), None
+                    return
+            for index, instance in enumerate(listed):
+                if event.is_cancelled:
+                    yield STATUS_CANCELLED, None
+                    return
+                yield STATUS_PENDING, _Planned(instance.sop_class_uid, instance.sop_instance_uid, index)
+        finally:
+            if isinstance(plan, DirectPlan):
+                plan.prefetch.close()
 
     def get(self, event: evt.Event, calling_aet: str, peer: str) -> Iterator[Any]:
         instances, prefetch = self._prepare(event, "dicom.retrieve", calling_aet, peer, calling_aet)

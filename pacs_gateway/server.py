@@ -252,7 +252,8 @@ class Gateway:
         self.query_retrieve = (
             QueryRetrieve(store, ae_title=settings.ae_title, destinations=settings.destinations, audit=audit,  # type: ignore[arg-type]
                           network_timeout=settings.network_timeout, work_dir=settings.spool_dir / "retrieve",
-                          push_moves=settings.move_by_storage)
+                          push_moves=settings.move_by_storage,
+                          direct_max_size=settings.move_direct_max_mb * 1024 * 1024)
             if callable(getattr(store, "find_resources", None))
             else None
         )

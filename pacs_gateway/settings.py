@@ -70,6 +70,10 @@ class GatewaySettings:
     # C-MOVE sub-operations sent by Orthanc's own C-STORE SCU (pacs_gateway.storage_push),
     # what it cannot send going out from the gateway; off: every instance from the gateway.
     move_by_storage: bool = True
+    # C-MOVEs whose instances are all at most this many MiB are sent by the
+    # gateway from memory, a few instances read ahead (pacs_gateway.direct_move);
+    # larger ones as move_by_storage says. 0: never.
+    move_direct_max_mb: int = 16
     # Instance Availability Notification subscribers (RIS, workstations):
     # ``AET@host:port`` entries told when a study is complete in Orthanc.
     ian_subscribers: tuple[str, ...] = ()

@@ -33,7 +33,7 @@ from pydicom.dataset import Dataset
 from .commitment import ReturnAddress
 from .dimse_status import Status, status_dataset
 
-__all__ = ["PushPlan", "PushedAssociation"]
+__all__ = ["HandOverAssociation", "PushPlan", "PushedAssociation"]
 
 log = logging.getLogger(__name__)
 
@@ -84,25 +84,22 @@ class PushPlan:
         return pushed
 
 
-class PushedAssociation:
-    """What pynetdicom's C-MOVE SCP sees as the association to the destination."""
+class HandOverAssociation:
+    """What pynetdicom's C-MOVE SCP sees as the association to the destination, when another
+    sender does the sending; what that sender does not send goes out from Python.
 
-    def __init__(self, plan: PushPlan, connect: Callable[[list[Any]], Any]) -> None:
+    Subclasses send instance ``index`` in :meth:`_sent_by_primary` (True when
+    it certainly reached the destination) and stop in :meth:`_stop_primary`.
+    """
+
+    def __init__(self, plan: Any, connect: Callable[[list[Any]], Any]) -> None:
         self.plan = plan
         self._connect = connect
-        self.job: Any = None
-        self.sent = 0
-        self.ended = False
         self.fallback_association: Any = None
         self._fallback_files: Iterator[tuple[Any, Dataset]] | None = None
         self._fallback_ids: set[str] = set()
         self._close_fallback: Callable[[], None] | None = None
-        self._started = time.monotonic()
-        self._advanced = self._started
-        # (time, instances sent) when the job was first seen sending: its pace since then.
-        self._first: tuple[float, int] | None = None
 
-    # -- what pynetdicom uses -----------------------------------------------
     @property
     def is_established(self) -> bool:
         if self.fallback_association is not None:
@@ -112,8 +109,10 @@ class PushedAssociation:
     def send_c_store(self, dataset: Any, msg_id: int = 1, priority: int = 2, originator_aet: str | None = None,
                      originator_id: int | None = None) -> Dataset:
         index = int(dataset.__dict__["_push_index"])
-        if self.fallback_association is None and self._wait_sent(index):
-            return status_dataset(Status.SUCCESS)
+        if self.fallback_association is None:
+            status = self._sent_by_primary(index, msg_id, priority, originator_aet, originator_id)
+            if status is not None:
+                return status
         return self._send_from_python(index, msg_id, priority, originator_aet, originator_id)
 
     def release(self) -> None:
@@ -122,16 +121,69 @@ class PushedAssociation:
             self.fallback_association.release()
 
     def abort(self) -> None:
-        self._end()
+        self._end(abort=True)
         if self.fallback_association is not None:
             self.fallback_association.abort()
 
-    def _end(self) -> None:
-        """Stop the job and drop the files read for the rest (the association is the caller's)."""
-        self._stop_job()
+    def _sent_by_primary(self, index: int, msg_id: int, priority: int, originator_aet: str | None,
+                         originator_id: int | None) -> Dataset | None:  # pragma: no cover - overridden
+        raise NotImplementedError
+
+    def _stop_primary(self, abort: bool = False) -> None:  # pragma: no cover - overridden
+        raise NotImplementedError
+
+    def _end(self, abort: bool = False) -> None:
+        """Stop the primary sender and drop the files read for the rest (the association is the caller's)."""
+        self._stop_primary(abort)
         if self._close_fallback is not None:
             self._close_fallback()
             self._close_fallback = None
+
+    # -- what is left, from Python ---------------------------------------------
+    def _open_fallback(self, index: int) -> None:
+        stored, files, contexts = self.plan.prepare(self.plan.instances[index:])
+        self._close_fallback = files.close
+        self._fallback_ids = {i.orthanc_id for i in stored}
+        self._fallback_files = iter(files)
+        self.fallback_association = self._connect(contexts)
+        if not self.fallback_association.is_established:
+            files.close()
+            self._close_fallback = None
+
+    def _send_from_python(self, index: int, msg_id: int, priority: int, originator_aet: str | None,
+                          originator_id: int | None) -> Dataset:
+        if self.fallback_association is None:
+            self._open_fallback(index)
+        instance = self.plan.instances[index]
+        if not self.fallback_association.is_established:
+            raise RuntimeError(f"the destination {self.plan.address.ae_title} cannot be reached")
+        if instance.orthanc_id not in self._fallback_ids:
+            raise RuntimeError(f"{instance.sop_instance_uid} is no longer in the archive")
+        assert self._fallback_files is not None
+        _, ds = next(self._fallback_files)
+        return self.fallback_association.send_c_store(  # type: ignore[no-any-return]
+            ds, msg_id=msg_id, priority=priority, originator_aet=originator_aet, originator_id=originator_id)
+
+
+class PushedAssociation(HandOverAssociation):
+    """The stand-in while Orthanc's job sends the instances."""
+
+    def __init__(self, plan: PushPlan, connect: Callable[[list[Any]], Any]) -> None:
+        super().__init__(plan, connect)
+        self.job: Any = None
+        self.sent = 0
+        self.ended = False
+        self._started = time.monotonic()
+        self._advanced = self._started
+        # (time, instances sent) when the job was first seen sending: its pace since then.
+        self._first: tuple[float, int] | None = None
+
+    def _sent_by_primary(self, index: int, msg_id: int, priority: int, originator_aet: str | None,
+                         originator_id: int | None) -> Dataset | None:
+        return status_dataset(Status.SUCCESS) if self._wait_sent(index) else None
+
+    def _stop_primary(self, abort: bool = False) -> None:
+        self._stop_job()
 
     # -- the job --------------------------------------------------------------
     def start(self) -> None:
@@ -208,28 +260,3 @@ class PushedAssociation:
                 job.cancel()
             except Exception as exc:  # noqa: BLE001 - the job ends with its association anyway
                 log.warning("retrieve: cannot cancel the archive's job: %s", exc)
-
-    # -- what is left, from Python ---------------------------------------------
-    def _open_fallback(self, index: int) -> None:
-        stored, files, contexts = self.plan.prepare(self.plan.instances[index:])
-        self._close_fallback = files.close
-        self._fallback_ids = {i.orthanc_id for i in stored}
-        self._fallback_files = iter(files)
-        self.fallback_association = self._connect(contexts)
-        if not self.fallback_association.is_established:
-            files.close()
-            self._close_fallback = None
-
-    def _send_from_python(self, index: int, msg_id: int, priority: int, originator_aet: str | None,
-                          originator_id: int | None) -> Dataset:
-        if self.fallback_association is None:
-            self._open_fallback(index)
-        instance = self.plan.instances[index]
-        if not self.fallback_association.is_established:
-            raise RuntimeError(f"the destination {self.plan.address.ae_title} cannot be reached")
-        if instance.orthanc_id not in self._fallback_ids:
-            raise RuntimeError(f"{instance.sop_instance_uid} is no longer in the archive")
-        assert self._fallback_files is not None
-        _, ds = next(self._fallback_files)
-        return self.fallback_association.send_c_store(  # type: ignore[no-any-return]
-            ds, msg_id=msg_id, priority=priority, originator_aet=originator_aet, originator_id=originator_id)

@@ -176,12 +176,13 @@ def _pixels(paths: list[Path]) -> dict[str, bytes]:
     return out
 
 
-@pytest.mark.parametrize("by_storage", [True, False], ids=["sent-by-orthanc", "sent-by-gateway"])
+@pytest.mark.parametrize("path", [{}, {"move_direct_max_mb": 0}, {"move_direct_max_mb": 0, "move_by_storage": False}],
+                         ids=["sent-directly", "sent-by-orthanc", "sent-by-pynetdicom"])
 def test_movescu_sends_the_study_to_the_configured_workstation(
     qr_gateways: Callable[..., tuple[Gateway, int]], studies: dict[str, Any], audited: list[dict[str, object]],
-    tmp_path: Path, by_storage: bool
+    tmp_path: Path, path: dict[str, Any]
 ) -> None:
-    gw, ws_port = qr_gateways(move_by_storage=by_storage)
+    gw, ws_port = qr_gateways(**path)
     received = tmp_path / "ws01"
     scp = _storescp(ws_port, received)
     try:
@@ -355,7 +356,7 @@ def test_the_move_sub_association_waits_for_work_and_streams_files(
         original(event)
 
     monkeypatch.setattr(retrieve, "_no_delay", spy)
-    gw, ws_port = qr_gateways(move_by_storage=False)
+    gw, ws_port = qr_gateways(move_by_storage=False, move_direct_max_mb=0)
     received = tmp_path / "ws01"
     scp = _storescp(ws_port, received)
     try:
@@ -464,19 +465,26 @@ class _Recording:
 class _Workstation:
     """A pynetdicom storage SCP as the move destination: records each C-STORE and its calling AE."""
 
-    def __init__(self, port: int, on_store: Callable[[evt.Event], int] | None = None) -> None:
+    def __init__(self, port: int, on_store: Callable[[evt.Event], int] | None = None,
+                 syntaxes: list[str] | None = None) -> None:
         from pynetdicom import StoragePresentationContexts
 
         self.stored: list[tuple[str, str, str]] = []
+        self.syntaxes: set[str] = set()  # the transfer syntaxes images arrived in
         self._on_store = on_store
         ae = AE(ae_title="WS01")
-        ae.supported_contexts = StoragePresentationContexts
+        if syntaxes:
+            for cx in StoragePresentationContexts:
+                ae.add_supported_context(cx.abstract_syntax, syntaxes)
+        else:
+            ae.supported_contexts = StoragePresentationContexts
         self.server = ae.start_server(("127.0.0.1", port), block=False,
                                       evt_handlers=[(evt.EVT_C_STORE, self._store)])
 
     def _store(self, event: evt.Event) -> int:
         self.stored.append((event.request.AffectedSOPInstanceUID, event.assoc.requestor.ae_title,
                             str(event.request.MoveOriginatorApplicationEntityTitle or "")))
+        self.syntaxes.add(str(event.context.transfer_syntax))
         return self._on_store(event) if self._on_store else 0x0000
 
     def uids(self) -> set[str]:
@@ -516,7 +524,7 @@ def test_orthanc_sends_the_move_with_pending_counts_as_the_gateway_would(
 ) -> None:
     """One job in Orthanc, no instance read by the gateway; the requestor sees every Pending count."""
     store = _Recording(orthanc)
-    gw, ws_port = qr_gateways(store)
+    gw, ws_port = qr_gateways(store, move_direct_max_mb=0)  # Orthanc's job sends
     ws = _Workstation(ws_port)
     try:
         answers = _move(gw.settings.port, studies["study_uid"], msg_id=9)
@@ -539,7 +547,7 @@ def test_an_instance_the_workstation_refuses_is_reported_under_its_uid(
 ) -> None:
     """Orthanc's job stops at the refusal; the gateway sends the rest itself and names the refused one."""
     store = _Recording(orthanc)
-    gw, ws_port = qr_gateways(store)
+    gw, ws_port = qr_gateways(store, move_direct_max_mb=0)  # Orthanc's job sends
     order = _uids(studies["files"])
     refused = order[2]
     ws = _Workstation(ws_port, on_store=lambda e: 0xA700 if e.request.AffectedSOPInstanceUID == refused else 0)
@@ -560,7 +568,7 @@ def test_when_orthanc_cannot_start_the_job_the_gateway_sends_everything(
     orthanc: OrthancStore, qr_gateways: Callable[..., tuple[Gateway, int]], studies: dict[str, Any]
 ) -> None:
     store = _Recording(orthanc, refuse_push=True)
-    gw, ws_port = qr_gateways(store)
+    gw, ws_port = qr_gateways(store, move_direct_max_mb=0)  # Orthanc's job sends
     ws = _Workstation(ws_port)
     try:
         answers = _move(gw.settings.port, studies["study_uid"])
@@ -585,7 +593,7 @@ def test_a_cancel_stops_orthancs_job(
 ) -> None:
     """C-CANCEL after the first Pending: Cancel (0xFE00) with the remaining count, and Orthanc sends no more."""
     store = _Recording(orthanc)
-    gw, ws_port = qr_gateways(store)
+    gw, ws_port = qr_gateways(store, move_direct_max_mb=0)  # Orthanc's job sends
 
     def slow(event: evt.Event) -> int:
         time.sleep(0.3)  # a workstation writing to a slow disk
@@ -603,6 +611,91 @@ def test_a_cancel_stops_orthancs_job(
         assert final.Status == 0xFE00
         assert int(final.NumberOfRemainingSuboperations) >= 3
         time.sleep(1.5)  # long enough for three more images at the workstation's pace
+        assert len(ws.stored) < 5
+    finally:
+        ws.close()
+
+
+def test_small_instances_go_out_from_memory_with_pending_counts(
+    qr_gateways: Callable[..., tuple[Gateway, int]], orthanc: OrthancStore, studies: dict[str, Any]
+) -> None:
+    """direct_move.py: no Orthanc job, one metadata look-up per series (not per instance), the
+    gateway calling as itself and naming the requestor as move originator."""
+    store = _Recording(orthanc)
+    gw, ws_port = qr_gateways(store)
+    ws = _Workstation(ws_port)
+    try:
+        answers = _move(gw.settings.port, studies["study_uid"], msg_id=11)
+    finally:
+        ws.close()
+    assert store.pushes == [] and store.described == [2]  # the first instance of each of the 2 series
+    assert ws.uids() == set(_uids(studies["files"]))
+    assert {(calling, originator) for _, calling, originator in ws.stored} == {("FILMLESS", "WS01")}
+    pending = [s for s, _ in answers if s.Status == 0xFF00]
+    assert [int(s.NumberOfRemainingSuboperations) for s in pending] == [4, 3, 2, 1, 0]
+    assert answers[-1][0].Status == 0x0000 and int(answers[-1][0].NumberOfCompletedSuboperations) == 5
+
+
+def test_a_direct_move_reports_a_refused_instance_under_its_uid_and_sends_the_rest(
+    qr_gateways: Callable[..., tuple[Gateway, int]], orthanc: OrthancStore, studies: dict[str, Any]
+) -> None:
+    store = _Recording(orthanc)
+    gw, ws_port = qr_gateways(store)
+    order = _uids(studies["files"])
+    refused = order[1]
+    ws = _Workstation(ws_port, on_store=lambda e: 0xA700 if e.request.AffectedSOPInstanceUID == refused else 0)
+    try:
+        answers = _move(gw.settings.port, studies["study_uid"])
+    finally:
+        ws.close()
+    final, identifier = answers[-1]
+    assert final.Status == 0xB000
+    assert (int(final.NumberOfCompletedSuboperations), int(final.NumberOfFailedSuboperations)) == (4, 1)
+    assert identifier is not None and identifier.FailedSOPInstanceUIDList == refused
+    assert ws.uids() == set(order) and len(ws.stored) == 5  # each sent once, on one association
+    assert store.described == [2]  # nothing had to go out through pynetdicom
+
+
+def test_a_workstation_without_the_stored_syntax_gets_converted_copies(
+    qr_gateways: Callable[..., tuple[Gateway, int]], orthanc: OrthancStore, studies: dict[str, Any]
+) -> None:
+    """The files are explicit VR; a workstation taking only implicit VR gets them through
+    pynetdicom, which converts (the direct association cannot send them as stored)."""
+    from pydicom.uid import ExplicitVRLittleEndian, ImplicitVRLittleEndian
+
+    assert {pydicom.dcmread(p).file_meta.TransferSyntaxUID for p in studies["files"]} == {ExplicitVRLittleEndian}
+    store = _Recording(orthanc)
+    gw, ws_port = qr_gateways(store)
+    ws = _Workstation(ws_port, syntaxes=[ImplicitVRLittleEndian])
+    try:
+        answers = _move(gw.settings.port, studies["study_uid"])
+    finally:
+        ws.close()
+    assert answers[-1][0].Status == 0x0000 and int(answers[-1][0].NumberOfCompletedSuboperations) == 5
+    assert ws.uids() == set(_uids(studies["files"])) and ws.syntaxes == {ImplicitVRLittleEndian}
+    assert store.described == [2, 5]  # the heads, then every instance for pynetdicom
+
+
+def test_a_cancel_stops_a_direct_move(
+    qr_gateways: Callable[..., tuple[Gateway, int]], studies: dict[str, Any]
+) -> None:
+    gw, ws_port = qr_gateways()
+
+    def slow(event: evt.Event) -> int:
+        time.sleep(0.2)
+        return 0x0000
+
+    def cancel_after_first(assoc: Any, answered: int) -> None:
+        if answered == 1:
+            context = next(cx for cx in assoc.accepted_contexts if cx.abstract_syntax.endswith(".2.2.2"))
+            assoc.send_c_cancel(5, context.context_id)
+
+    ws = _Workstation(ws_port, on_store=slow)
+    try:
+        answers = _move(gw.settings.port, studies["study_uid"], msg_id=5, during=cancel_after_first)
+        final = answers[-1][0]
+        assert final.Status == 0xFE00 and int(final.NumberOfRemainingSuboperations) >= 2
+        time.sleep(0.6)
         assert len(ws.stored) < 5
     finally:
         ws.close()

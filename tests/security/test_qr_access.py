@@ -200,11 +200,13 @@ def test_when_the_audit_cannot_be_written_nothing_is_shown(
     assert [(int(s.Status), ds) for s, ds in answers] == [(0xC001, None)]
 
 
+@pytest.mark.parametrize("direct_max_mb", [16, 0], ids=["sent-directly", "sent-by-orthanc"])
 def test_a_move_whose_audit_cannot_be_written_sends_nothing(
     gateway: Callable[..., tuple[Gateway, list[dict[str, Any]]]], archive: dict[str, str], orthanc: OrthancStore,
-    tmp_path: Path
+    tmp_path: Path, direct_max_mb: int
 ) -> None:
-    """Orthanc's C-STORE client sends a C-MOVE's instances (storage_push.py): no job starts before the audit row."""
+    """Sent from memory (direct_move.py, the audit written while the association is set up) or by
+    Orthanc's C-STORE client (storage_push.py, no job before the audit row): nothing leaves."""
     jobs_before = set(orthanc._read_json("/jobs"))
 
     def broken(event: dict[str, Any]) -> None:
@@ -212,7 +214,8 @@ def test_a_move_whose_audit_cannot_be_written_sends_nothing(
 
     received = tmp_path / "ws01"
     with _storescp("WS01", received) as ws_port:
-        gw, _ = gateway(audit=broken, destinations=(f"WS01@127.0.0.1:{ws_port}",))
+        gw, _ = gateway(audit=broken, destinations=(f"WS01@127.0.0.1:{ws_port}",),
+                        move_direct_max_mb=direct_max_mb)
         statuses = _move_statuses(gw, archive["SEC-1"], "WS01")
     assert len(statuses) == 1 and statuses[0] >= 0xA000  # one failure, no Pending
     assert not list(received.iterdir())

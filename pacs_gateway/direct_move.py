@@ -1,0 +1,209 @@
+"""C-MOVE sub-operations sent by the gateway from memory, straight to the destination's socket.
+
+Why: a C-MOVE's time is one C-STORE round trip per instance, in a row.
+Orthanc's own C-STORE client (storage_push.py) reads and parses each file
+before sending it, ~0.4 ms a CT slice on top of the workstation's own time;
+a stock Orthanc's C-MOVE pays the same, and the gateway adds its own fixed
+costs (the association with the requestor, resolving, auditing) before the
+first image. Here the next instances are read from Orthanc into memory
+while the current one goes out (two reads at a time, on the other core),
+and each goes out with one ``sendall`` on an association of
+direct_store.py: the round trip is the workstation's time and little else.
+
+Only for instances small enough to hold a few in memory (the caller checks
+the sizes Orthanc lists); larger ones are left to Orthanc's job, whose
+reads stay on disk.
+
+The presentation contexts are proposed before the files are read: per
+series, the SOP class and transfer syntax of its first instance (one
+metadata look-up per series), plus both uncompressed syntaxes for each SOP
+class. An instance that fits none of the accepted contexts, or that cannot
+be parsed, and everything after it, goes out from Python as in
+storage_push.py's fallback (pynetdicom converts between syntaxes there).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections import deque
+from collections.abc import Callable
+from concurrent.futures import Future, ThreadPoolExecutor
+from typing import Any
+
+from pydicom.dataset import Dataset
+from pydicom.uid import ExplicitVRLittleEndian, ImplicitVRLittleEndian
+
+from .commitment import ReturnAddress
+from .dimse_fast import CommandError, c_store_rq, file_meta_of
+from .dimse_status import status_dataset
+from .direct_store import DirectStoreAssociation, DirectStoreError
+from .storage_push import HandOverAssociation
+
+__all__ = ["DirectPlan", "MemoryPrefetch"]
+
+log = logging.getLogger(__name__)
+
+# Instances read ahead: at most this many, and about this many bytes.
+WINDOW = 8
+WINDOW_BYTES = 64 * 1024 * 1024
+
+
+class MemoryPrefetch:
+    """Read instances from storage into memory ahead of sending them, in order, a few at a time.
+
+    Bounded by count and by bytes (``WINDOW``, ``WINDOW_BYTES``); each
+    instance is dropped from memory once taken. :meth:`take` must be called
+    with increasing indexes; a read that failed hands back its exception.
+    """
+
+    def __init__(self, store: Any, instances: list[Any], workers: int = 2, window: int = WINDOW,
+                 max_bytes: int = WINDOW_BYTES) -> None:
+        self.store = store
+        self.instances = instances
+        self.window = window
+        self.max_bytes = max_bytes
+        self.pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="retrieve-read")
+        self.queued: deque[tuple[int, Future[bytes]]] = deque()
+        self._next = 0
+        self._closed = False
+        self._fill()
+
+    def _fill(self) -> None:
+        held = sum(int(self.instances[i].size or 0) for i, _ in self.queued)
+        while not self._closed and self._next < len(self.instances) and len(self.queued) < self.window:
+            size = int(self.instances[self._next].size or 0)
+            if self.queued and held + size > self.max_bytes:
+                break
+            held += size
+            orthanc_id = self.instances[self._next].orthanc_id
+            self.queued.append((self._next, self.pool.submit(self.store.read_instance, orthanc_id)))
+            self._next += 1
+
+    def take(self, index: int) -> bytes | BaseException:
+        """The file of instance ``index`` (waits for its read), or why it could not be read."""
+        while self.queued and self.queued[0][0] < index:
+            self.queued.popleft()[1].cancel()
+        if not self.queued or self.queued[0][0] != index:
+            self._next = max(self._next, index)
+            self.queued.clear()
+            self._fill()
+        _, future = self.queued.popleft()
+        self._fill()
+        try:
+            return future.result()
+        except Exception as exc:  # noqa: BLE001 - reported as a failed sub-operation
+            return exc
+
+    def close(self) -> None:
+        """Stop reading ahead and drop what was read (idempotent)."""
+        self._closed = True
+        self.pool.shutdown(wait=False, cancel_futures=True)
+        self.queued.clear()
+
+
+class DirectPlan:
+    """What one C-MOVE sends from memory, and to whom; opened in place of the association to the destination."""
+
+    def __init__(self, store: Any, instances: list[Any], address: ReturnAddress, *, local_aet: str,
+                 originator_aet: str, originator_id: int,
+                 timeout: float, prefetch: MemoryPrefetch, heads: Future[list[Any]] | None,
+                 prepare: Callable[[list[Any]], tuple[list[Any], Any, list[Any]]]) -> None:
+        self.store = store
+        self.instances = instances
+        self.address = address
+        self.local_aet = local_aet
+        # Who asked for the move, and the C-MOVE's message ID (PS3.7 9.3.1.1): pynetdicom
+        # would name the gateway's own AE title.
+        self.originator_aet = originator_aet
+        self.originator_id = originator_id
+        self.timeout = timeout
+        self.prefetch = prefetch
+        # The first instance of each series, described (SOP class, transfer syntax);
+        # None: nothing goes out directly, everything through pynetdicom.
+        self.heads = heads
+        # As PushPlan.prepare: for what goes out from Python.
+        self.prepare = prepare
+
+    def contexts(self) -> list[tuple[str, str]]:
+        """(SOP class, transfer syntax) pairs to propose: each series head's, and both uncompressed syntaxes."""
+        wanted: dict[tuple[str, str], None] = {}
+        for head in self.heads.result() if self.heads is not None else []:
+            if head.sop_class_uid and head.transfer_syntax:
+                wanted.setdefault((head.sop_class_uid, head.transfer_syntax), None)
+        for sop_class in dict.fromkeys(sop_class for sop_class, _ in list(wanted)):
+            wanted.setdefault((sop_class, str(ExplicitVRLittleEndian)), None)
+            wanted.setdefault((sop_class, str(ImplicitVRLittleEndian)), None)
+        return list(wanted)
+
+    def open(self, connect: Callable[[list[Any]], Any]) -> Any:
+        """The stand-in on a direct association, or the real association that replaced it
+        (refused or unreachable: pynetdicom then answers 0xA801 before any Pending)."""
+        sent = DirectAssociation(self, connect)
+        try:
+            contexts = self.contexts()
+        except Exception as exc:  # noqa: BLE001 - the Python path describes every instance itself
+            log.warning("retrieve: cannot describe the study for %s (%s); sending from pynetdicom",
+                        self.address.ae_title, exc)
+            contexts = []
+        if contexts:
+            try:
+                sent.direct = DirectStoreAssociation.request(
+                    self.address.host, self.address.port, calling_aet=self.local_aet,
+                    called_aet=self.address.ae_title, contexts=contexts, timeout=self.timeout)
+            except DirectStoreError as exc:
+                log.warning("retrieve: no direct association to %s (%s)", self.address.ae_title, exc)
+        if sent.direct is None:
+            self.prefetch.close()
+            sent._open_fallback(0)
+            if not sent.fallback_association.is_established:
+                return sent.fallback_association
+        return sent
+
+
+class DirectAssociation(HandOverAssociation):
+    """The stand-in while the gateway sends from memory on a :class:`DirectStoreAssociation`."""
+
+    def __init__(self, plan: DirectPlan, connect: Callable[[list[Any]], Any]) -> None:
+        super().__init__(plan, connect)
+        self.direct: DirectStoreAssociation | None = None
+
+    def _sent_by_primary(self, index: int, msg_id: int, priority: int, originator_aet: str | None,
+                         originator_id: int | None) -> Dataset | None:
+        plan: DirectPlan = self.plan
+        instance = plan.instances[index]
+        direct = self.direct
+        if direct is None or not direct.is_established:
+            self._stop_primary()  # broken on an earlier instance: the rest through pynetdicom
+            return None
+        data = plan.prefetch.take(index)
+        if isinstance(data, BaseException):
+            # Deleted meanwhile or storage failing: this instance fails, the next ones are tried.
+            raise RuntimeError(f"cannot read {instance.sop_instance_uid} from storage: {data}")
+        try:
+            meta = file_meta_of(data)
+            command = c_store_rq(message_id=msg_id, sop_class=meta.sop_class, sop_instance=meta.sop_instance,
+                                 priority=priority, originator_aet=plan.originator_aet or originator_aet,
+                                 originator_id=plan.originator_id if plan.originator_aet else originator_id)
+        except CommandError as exc:
+            log.info("retrieve: %s goes out through pynetdicom (%s)", instance.sop_instance_uid, exc)
+            self._stop_primary()
+            return None
+        if instance.sop_instance_uid and meta.sop_instance != instance.sop_instance_uid:
+            raise RuntimeError(f"storage handed {meta.sop_instance} for {instance.sop_instance_uid}")
+        if not direct.accepts(meta.sop_class, meta.transfer_syntax):
+            log.info("retrieve: %s accepts no context for %s as stored; the rest goes through pynetdicom",
+                     plan.address.ae_title, instance.sop_instance_uid)
+            self._stop_primary()
+            return None
+        status = direct.store(meta.sop_class, meta.transfer_syntax, command,
+                              memoryview(data)[meta.data_set_offset:])
+        return status_dataset(status)
+
+    def _stop_primary(self, abort: bool = False) -> None:
+        self.plan.prefetch.close()
+        direct, self.direct = self.direct, None
+        if direct is not None:
+            if abort:
+                direct.abort()
+            else:
+                direct.release()
