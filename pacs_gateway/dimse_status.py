@@ -46,4 +46,8 @@ def status_dataset(code: int) -> Dataset:
     ``send_c_store`` returns, without pydicom validating a value it reads once."""
     ds = Dataset()
     ds._dict[_STATUS_TAG] = RawDataElement(_STATUS_TAG, "US", 2, code.to_bytes(2, "little"), 0, True, True)
+    # pynetdicom's C-MOVE/C-GET loop reads ``.Status`` once per instance; as an instance
+    # attribute it skips pydicom's keyword look-up and raw-value conversion (the element
+    # above says the same for anything that reads the data set).
+    object.__setattr__(ds, "Status", code)
     return ds

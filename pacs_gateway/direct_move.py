@@ -51,8 +51,10 @@ WINDOW_BYTES = 64 * 1024 * 1024
 class MemoryPrefetch:
     """Read instances from storage into memory ahead of sending them, in order, a few at a time.
 
-    Bounded by count and by bytes (``WINDOW``, ``WINDOW_BYTES``); each
-    instance is dropped from memory once taken. :meth:`take` must be called
+    Bounded by count and by bytes (``WINDOW``, ``WINDOW_BYTES``). The
+    buffers are reused: the one handed out by :meth:`take` goes back to the
+    pool at the next :meth:`take` (the caller has sent it by then), so
+    memory is mapped once, not per instance. :meth:`take` must be called
     with increasing indexes; a read that failed hands back its exception.
     """
 
@@ -63,10 +65,15 @@ class MemoryPrefetch:
         self.window = window
         self.max_bytes = max_bytes
         self.pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="retrieve-read")
-        self.queued: deque[tuple[int, Future[bytes]]] = deque()
+        self.queued: deque[tuple[int, Future[memoryview]]] = deque()
+        self._free: list[bytearray] = []
+        self._lent: bytearray | None = None
         self._next = 0
         self._closed = False
         self._fill()
+
+    def _read(self, orthanc_id: str, buffer: bytearray | None) -> memoryview:
+        return self.store.read_instance_into(orthanc_id, buffer)  # type: ignore[no-any-return]
 
     def _fill(self) -> None:
         held = sum(int(self.instances[i].size or 0) for i, _ in self.queued)
@@ -75,12 +82,16 @@ class MemoryPrefetch:
             if self.queued and held + size > self.max_bytes:
                 break
             held += size
+            buffer = self._free.pop() if self._free else None
             orthanc_id = self.instances[self._next].orthanc_id
-            self.queued.append((self._next, self.pool.submit(self.store.read_instance, orthanc_id)))
+            self.queued.append((self._next, self.pool.submit(self._read, orthanc_id, buffer)))
             self._next += 1
 
-    def take(self, index: int) -> bytes | BaseException:
+    def take(self, index: int) -> memoryview | BaseException:
         """The file of instance ``index`` (waits for its read), or why it could not be read."""
+        if self._lent is not None:
+            self._free.append(self._lent)
+            self._lent = None
         while self.queued and self.queued[0][0] < index:
             self.queued.popleft()[1].cancel()
         if not self.queued or self.queued[0][0] != index:
@@ -88,17 +99,23 @@ class MemoryPrefetch:
             self.queued.clear()
             self._fill()
         _, future = self.queued.popleft()
-        self._fill()
         try:
-            return future.result()
+            view = future.result()
         except Exception as exc:  # noqa: BLE001 - reported as a failed sub-operation
+            self._fill()
             return exc
+        if isinstance(view.obj, bytearray):
+            self._lent = view.obj
+        self._fill()
+        return view
 
     def close(self) -> None:
         """Stop reading ahead and drop what was read (idempotent)."""
         self._closed = True
         self.pool.shutdown(wait=False, cancel_futures=True)
         self.queued.clear()
+        self._free.clear()
+        self._lent = None
 
 
 class DirectPlan:
@@ -195,8 +212,7 @@ class DirectAssociation(HandOverAssociation):
                      plan.address.ae_title, instance.sop_instance_uid)
             self._stop_primary()
             return None
-        status = direct.store(meta.sop_class, meta.transfer_syntax, command,
-                              memoryview(data)[meta.data_set_offset:])
+        status = direct.store(meta.sop_class, meta.transfer_syntax, command, data[meta.data_set_offset:])
         return status_dataset(status)
 
     def _stop_primary(self, abort: bool = False) -> None:

@@ -3,7 +3,7 @@
 Why: a C-MOVE's pace is one C-STORE round trip per instance, one after the
 other; whatever the sender does per instance adds to every one of them.
 With the instances already in memory, writing each as P-DATA-TF PDUs in one
-``sendall`` and reading the response on the same thread costs about 0.1 ms
+gathered write and reading the response on the same thread costs about 0.1 ms
 of an instance's round trip; DCMTK's ``storescu`` and Orthanc's own C-STORE
 client spend about 0.4 ms more reading and parsing each file, pynetdicom
 several times that handing PDUs between its threads (measured against
@@ -42,9 +42,10 @@ __all__ = ["DirectStoreAssociation", "DirectStoreError", "StoreRefused"]
 APPLICATION_CONTEXT = "1.2.840.10008.3.1.1.1"
 # What this side accepts per PDU: it only ever receives small responses.
 MAX_RECEIVE = 65536
-# Largest PDU sent when the peer announces no limit (0), and bytes joined per ``sendall``.
+# Largest PDU sent when the peer announces no limit (0).
 UNLIMITED_PDU = 1 << 20
-BATCH = 1 << 20
+# Buffers per gathered write (Linux's IOV_MAX is 1024).
+_IOV_MAX = 512
 
 _PDU_HEAD = struct.Struct(">BBL")
 _PDV_HEAD = struct.Struct(">LBB")
@@ -156,29 +157,37 @@ class DirectStoreAssociation:
         """
         context_id = self._contexts[(sop_class, transfer_syntax)]
         step = self.max_pdu - 6
+        parts: list[bytes | memoryview] = [
+            _P_DATA_HEAD.pack(0x04, 0, len(command) + 6, len(command) + 2, context_id, 0x03), command]
+        total = len(data_set)
+        for start in range(0, total, step):
+            chunk = data_set[start : start + step]
+            parts.append(_P_DATA_HEAD.pack(0x04, 0, len(chunk) + 6, len(chunk) + 2, context_id,
+                                           0x02 if start + step >= total else 0x00))
+            parts.append(chunk)
         try:
-            parts: list[bytes | memoryview] = [_P_DATA_HEAD.pack(0x04, 0, len(command) + 6, len(command) + 2,
-                                                                  context_id, 0x03), command]
-            held = 0
-            total = len(data_set)
-            for start in range(0, total, step):
-                chunk = data_set[start : start + step]
-                last = start + step >= total
-                parts.append(_P_DATA_HEAD.pack(0x04, 0, len(chunk) + 6, len(chunk) + 2, context_id,
-                                               0x02 if last else 0x00))
-                parts.append(chunk)
-                held += len(chunk)
-                if held >= BATCH:
-                    self._sock.sendall(b"".join(parts))
-                    parts, held = [], 0
-            if parts:
-                self._sock.sendall(b"".join(parts))
+            self._send_parts(parts)
             return self._read_response()
         except (OSError, DirectStoreError) as exc:
             self.abort()
             if isinstance(exc, DirectStoreError):
                 raise
             raise DirectStoreError(f"the destination went away: {exc}") from exc
+
+    def _send_parts(self, parts: list[bytes | memoryview]) -> None:
+        """Write ``parts`` in order with gathered writes (``sendmsg``): the data set is not copied here."""
+        views = [memoryview(p).cast("B") for p in parts]
+        first = 0
+        while first < len(views):
+            sent = self._sock.sendmsg(views[first : first + _IOV_MAX])
+            while sent and first < len(views):
+                size = views[first].nbytes
+                if sent >= size:
+                    sent -= size
+                    first += 1
+                else:
+                    views[first] = views[first][sent:]
+                    sent = 0
 
     def _read_response(self) -> int:
         command = bytearray()

@@ -14,7 +14,6 @@ import http.client
 import io
 import json
 import os
-import re
 import select
 import socket
 import stat
@@ -111,16 +110,19 @@ def _dropped(sock: socket.socket | None) -> bool:
 _MAX_RESPONSE_HEAD = 64 * 1024
 
 
-def _read_http_response(sock: socket.socket, buffer: bytearray) -> tuple[int, dict[bytes, bytes], bytes]:
+def _read_http_response(sock: socket.socket, buffer: bytearray,
+                        into: bytearray | None = None) -> tuple[int, dict[bytes, bytes], bytes | memoryview]:
     """Read one HTTP/1.1 response off ``sock``: (status, headers with lower-case names, body).
 
-    A small reader for the one answer the lean upload waits for (Orthanc's
-    JSON after ``POST /instances``): ``http.client`` builds an ``email``
-    message for the headers, which cost as much Python time as the rest of
-    the upload. Bodies with a Content-Length, chunked bodies and bodies
-    ended by closing are read. ``buffer`` holds bytes read past the answer
-    (none with Orthanc); raises :class:`http.client.HTTPException` (or
-    ``OSError``) when the answer is broken or the peer closed.
+    A small reader for the answers the lean upload and the lean file reads
+    wait for: ``http.client`` builds an ``email`` message for the headers,
+    which cost as much Python time as the rest of the request. Bodies with
+    a Content-Length, chunked bodies and bodies ended by closing are read.
+    ``buffer`` holds bytes read past the answer (none with Orthanc). With
+    ``into``, a successful body with a Content-Length is received straight
+    into it (or into a new buffer when it is too small) and returned as a
+    view. Raises :class:`http.client.HTTPException` (or ``OSError``) when
+    the answer is broken or the peer closed.
     """
     end = buffer.find(b"\r\n\r\n")
     while end < 0:
@@ -180,10 +182,22 @@ def _read_http_response(sock: socket.socket, buffer: bytearray) -> tuple[int, di
             length = int(headers[b"content-length"])
         except ValueError as exc:
             raise http.client.HTTPException("bad Content-Length") from exc
+        status = int(status_line[1])
+        if into is not None and 200 <= status < 300:
+            view = _room(into, length)
+            got = min(len(buffer), length)
+            view[:got] = buffer[:got]
+            del buffer[:got]
+            while got < length:
+                n = sock.recv_into(view[got:])
+                if not n:
+                    raise http.client.IncompleteRead(b"", length - got)
+                got += n
+            return status, headers, view
         fill(length)
         body = bytes(buffer[:length])
         del buffer[:length]
-        return int(status_line[1]), headers, body
+        return status, headers, body
     while chunk := sock.recv(65536):  # no length: the body ends when the peer closes
         buffer += chunk
     body = bytes(buffer)
@@ -211,8 +225,11 @@ _READ_RETRY = Retry(
 )
 
 
-# An Orthanc attachment UUID (also a file name in its storage area).
-_ATTACHMENT_UUID = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}")
+def _room(buffer: bytearray | None, size: int) -> memoryview:
+    """A writable view of ``size`` bytes: the start of ``buffer`` when it is large enough, else a new buffer."""
+    if buffer is None or len(buffer) < size:
+        buffer = bytearray(size)
+    return memoryview(buffer)[:size]
 
 
 def _regular_file_size(data: Any) -> int | None:
@@ -244,12 +261,8 @@ class OrthancStore(IndexQueries):
         username: str | None = None,
         password: str | None = None,
         timeout: float = 60.0,
-        storage_dir: Path | None = None,
     ) -> None:
         self.url = url.rstrip("/")
-        # Orthanc's storage area when it is a folder this process may read
-        # (the Orthanc filmless launches itself): see read_instance.
-        self._storage_dir = storage_dir
         self._username = username
         self._password = password
         self._timeout = timeout
@@ -302,17 +315,9 @@ class OrthancStore(IndexQueries):
                         *(f"{name}: {value}\r\n" for name, value in headers.items()), "\r\n"]).encode("latin-1")
         offset = 0 if isinstance(data, bytes) else data.tell()
         for attempt in (1, 2):
-            sock: socket.socket | None = getattr(self._local, "upload", None)
-            reused = sock is not None
-            if sock is not None and _dropped(sock):
-                self._upload_drop()
-                sock, reused = None, False
+            reused = False
             try:
-                if sock is None:
-                    sock = socket.create_connection((host, port), timeout=self._timeout)
-                    sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-                    self._local.upload = sock
-                    self._local.upload_buffer = bytearray()
+                sock, reused = self._raw_socket(host, port)
                 if isinstance(data, bytes):
                     sock.sendall(head + data if len(data) < 65536 else head)
                     if len(data) >= 65536:
@@ -334,11 +339,61 @@ class OrthancStore(IndexQueries):
                 self._upload_drop()
             if 200 <= status < 300:
                 try:
-                    return json.loads(body)
+                    return json.loads(bytes(body))
                 except ValueError as exc:  # as requests' Response.json() failing in _translate
                     raise StorageUnavailable(f"Orthanc request failed: {exc}", url) from exc
-            raise _http_failure(status, body, url)
+            raise _http_failure(status, bytes(body), url)
         raise AssertionError("unreachable")
+
+    def _raw_get_into(self, endpoint: str, buffer: bytearray | None) -> memoryview:
+        """GET ``endpoint``, written and read by hand on this thread's own connection (as
+        :meth:`_lean_post`), the body received straight into ``buffer`` (see :func:`_room`).
+
+        A read changes nothing: a reused connection that Orthanc closed meanwhile
+        is retried once on a new one.
+        """
+        assert self._upload_target is not None
+        host, port, upload_path, headers = self._upload_target
+        path = upload_path.removesuffix("/instances") + endpoint
+        head = "".join([f"GET {path} HTTP/1.1\r\nHost: {host}:{port}\r\nAccept-Encoding: identity\r\n",
+                        *(f"{name}: {value}\r\n" for name, value in headers.items() if name == "Authorization"),
+                        "\r\n"]).encode("latin-1")
+        url = self.url + endpoint
+        for attempt in (1, 2):
+            reused = False
+            try:
+                sock, reused = self._raw_socket(host, port)
+                sock.sendall(head)
+                status, answer_headers, body = _read_http_response(sock, self._local.upload_buffer,
+                                                                   into=buffer if buffer is not None else bytearray())
+            except TimeoutError as exc:
+                self._upload_drop()
+                raise StorageTimeout("Orthanc did not answer in time", url) from exc
+            except (OSError, http.client.HTTPException) as exc:
+                self._upload_drop()
+                if reused and attempt == 1:
+                    continue  # Orthanc closed the idle connection as we used it
+                raise StorageUnavailable(f"Orthanc is not reachable: {exc!r}", url) from exc
+            if answer_headers.get(b"connection", b"").lower() == b"close":
+                self._upload_drop()
+            if 200 <= status < 300:
+                return body if isinstance(body, memoryview) else memoryview(body)
+            raise _http_failure(status, bytes(body), url)
+        raise AssertionError("unreachable")
+
+    def _raw_socket(self, host: str, port: int) -> tuple[socket.socket, bool]:
+        """This thread's kept-alive socket for the hand-written requests (a new one when Orthanc
+        closed it), and whether it was reused."""
+        sock: socket.socket | None = getattr(self._local, "upload", None)
+        if sock is not None and not _dropped(sock):
+            return sock, True
+        if sock is not None:
+            self._upload_drop()
+        sock = socket.create_connection((host, port), timeout=self._timeout)
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        self._local.upload = sock
+        self._local.upload_buffer = bytearray()
+        return sock, False
 
     def _upload_drop(self) -> None:
         sock = getattr(self._local, "upload", None)
@@ -499,55 +554,44 @@ class OrthancStore(IndexQueries):
             raise StorageUnavailable(f"Orthanc answered something else than JSON: {exc}", url) from exc
 
     def read_instance(self, instance_id: str) -> bytes:
-        """The stored Part-10 file of one instance (a C-MOVE reads one per instance while
-        the previous one goes out): from Orthanc's storage area when it is local, else on
-        the lean connection."""
-        if self._storage_dir is not None and self._lean_target is not None:
-            data = self._read_stored_file(instance_id)
-            if data is not None:
-                return data
+        """The stored Part-10 file of one instance, on the lean connection (see :meth:`read_instance_into`)."""
         if self._lean_target is None:
             return super().read_instance(instance_id)
+        return bytes(self.read_instance_into(instance_id, None))
+
+    def read_instance_into(self, instance_id: str, buffer: bytearray | None) -> memoryview:
+        """The stored Part-10 file of one instance, read into ``buffer`` when it is large
+        enough (else into a new one): a view of exactly the file's bytes.
+
+        Why: a C-MOVE reads one file per instance while the previous one goes out;
+        a new half-megabyte ``bytes`` per CT slice costs its page faults on top
+        of the copy, a reused buffer only the copy.
+        """
+        if self._lean_target is None:
+            return memoryview(super().read_instance(instance_id))
+        if self._upload_target is not None:
+            return self._raw_get_into(f"/instances/{instance_id}/file", buffer)
         endpoint = f"/instances/{instance_id}/file"
         url = self.url + endpoint
         conn, response = self._lean_response(endpoint)
         try:
             self._lean_status(conn, response, url)
-            body = response.read()
-            if response.length:  # Content-Length not reached
-                raise http.client.IncompleteRead(body, response.length)
+            if response.length is None:  # chunked: no size to read into
+                return memoryview(response.read())
+            view = _room(buffer, response.length)
+            got = 0
+            while got < len(view):
+                n = response.readinto(view[got:])
+                if not n:
+                    raise http.client.IncompleteRead(b"", len(view) - got)
+                got += n
+            return view
         except (OSError, http.client.HTTPException) as exc:
             self._lean_drop(conn)
             raise StorageUnavailable(f"Orthanc answer cut short: {exc}", url) from exc
         except BaseException:
             self._lean_drop(conn)
             raise
-        return body
-
-    def _read_stored_file(self, instance_id: str) -> bytes | None:
-        """The file Orthanc keeps for ``instance_id``, read from its storage area; None when
-        it cannot be (compressed, elsewhere, changed meanwhile): then read over HTTP.
-
-        Why: Orthanc answering GET /instances/{id}/file sends half a megabyte per
-        CT slice through the loopback, ~0.6 ms of this process's CPU and as much
-        of Orthanc's; a C-MOVE's reading ahead then takes the core the workstation
-        needs. Asking where the file is costs a small JSON answer; reading it from
-        the page cache, one copy. Orthanc's file system storage keeps an
-        attachment at ``<StorageDirectory>/<uuid[0:2]>/<uuid[2:4]>/<uuid>``,
-        as it is when not compressed (same size and MD5 either way).
-        """
-        assert self._storage_dir is not None
-        info = self._read_json(f"/instances/{instance_id}/attachments/dicom/info")
-        uuid = str(info.get("Uuid", ""))
-        size = info.get("UncompressedSize")
-        if (not _ATTACHMENT_UUID.fullmatch(uuid) or not isinstance(size, int) or info.get("CompressedSize") != size
-                or info.get("CompressedMD5") != info.get("UncompressedMD5")):
-            return None
-        try:
-            data = (self._storage_dir / uuid[0:2] / uuid[2:4] / uuid).read_bytes()
-        except OSError:
-            return None
-        return data if len(data) == size else None
 
     def _save_to(self, endpoint: str, target: Path, chunk: int) -> int:
         """Stream the body of GET ``endpoint`` into the file ``target``; its size.

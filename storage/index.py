@@ -102,6 +102,10 @@ class IndexQueries:
                 raise StorageUnavailable(f"Orthanc answered HTTP {response.status_code}", response.url)
             return response.content
 
+    def read_instance_into(self, instance_id: str, buffer: bytearray | None) -> memoryview:
+        """:meth:`read_instance` as a view; a store that can reads into ``buffer`` instead (OrthancStore)."""
+        return memoryview(self.read_instance(instance_id))
+
     def _read_json(self, endpoint: str, query: Any = None, *, command: bool = False) -> Any:  # pragma: no cover
         raise NotImplementedError
 

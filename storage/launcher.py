@@ -206,8 +206,7 @@ class OrthancProcess:
 
     def store(self) -> OrthancStore:
         return OrthancStore(
-            self.settings.url, self.credentials.username, self.credentials.password, self.settings.request_timeout,
-            storage_dir=self.settings.data_dir / "storage",
+            self.settings.url, self.credentials.username, self.credentials.password, self.settings.request_timeout
         )
 
     def write_config(self) -> Path:
@@ -318,8 +317,7 @@ def open_store(settings: StorageSettings) -> OrthancStore:
     """
     if settings.managed:
         creds = load_or_create_credentials(settings.data_dir)
-        return OrthancStore(settings.url, creds.username, creds.password, settings.request_timeout,
-                            storage_dir=settings.data_dir / "storage")
+        return OrthancStore(settings.url, creds.username, creds.password, settings.request_timeout)
     stores = [
         OrthancStore(url.rstrip("/"), settings.external_username, settings.external_password, settings.request_timeout)
         for url in (settings.url, *settings.failover_urls)

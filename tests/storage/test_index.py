@@ -93,17 +93,18 @@ def test_an_unreachable_orthanc_is_unavailable(tmp_path: Path) -> None:
         store.instance_metadata("x")
 
 
-def test_a_local_storage_area_gives_the_same_file_as_http(orthanc: OrthancStore, tmp_path: Path) -> None:
-    """read_instance takes the file from Orthanc's storage area when it can (the launcher's
-    store knows it), and over HTTP otherwise: the same bytes either way."""
-    from storage import OrthancStore as Store
-
+def test_instances_are_read_into_a_reused_buffer(orthanc: OrthancStore) -> None:
+    """read_instance_into reads into the buffer it is given when it fits, into a new one otherwise:
+    the file's exact bytes either way."""
     blob = ct_instance(patient_id="IDX-4", patient_name="Trương^Thị Đĩa", study_uid=generate_uid())
     instance_id = orthanc.upload(blob).instance_id
-    assert orthanc._storage_dir is not None and orthanc._storage_dir.is_dir()
-    over_http = Store(orthanc.url, orthanc._username, orthanc._password)
-    assert orthanc._read_stored_file(instance_id) == over_http.read_instance(instance_id) == blob
-    # A storage area somewhere else (or a storage plugin): read over HTTP.
-    elsewhere = Store(orthanc.url, orthanc._username, orthanc._password, storage_dir=tmp_path)
-    assert elsewhere._read_stored_file(instance_id) is None
-    assert elsewhere.read_instance(instance_id) == over_http.read_instance(instance_id)
+    assert orthanc.read_instance(instance_id) == blob
+    buffer = bytearray(b"x" * (len(blob) + 100))
+    view = orthanc.read_instance_into(instance_id, buffer)
+    assert view.obj is buffer and bytes(view) == blob
+    view.release()
+    small = bytearray(10)
+    view = orthanc.read_instance_into(instance_id, small)
+    assert view.obj is not small and bytes(view) == blob
+    with pytest.raises(NotFound):
+        orthanc.read_instance_into("00000000-00000000-00000000-00000000-00000000", buffer)
