@@ -64,18 +64,27 @@ class MemoryPrefetch:
         self.instances = instances
         self.window = window
         self.max_bytes = max_bytes
-        self.pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="retrieve-read")
+        self.workers = workers
+        self.pool: ThreadPoolExecutor | None = None
         self.queued: deque[tuple[int, Future[memoryview]]] = deque()
         self._free: list[bytearray] = []
         self._lent: bytearray | None = None
         self._next = 0
         self._closed = False
-        self._fill()
+
+    def start(self) -> None:
+        """Begin reading (idempotent). Not at creation: the reads would compete for Orthanc
+        and this process with the look-ups the association to the destination waits for."""
+        if self.pool is None and not self._closed:
+            self.pool = ThreadPoolExecutor(max_workers=self.workers, thread_name_prefix="retrieve-read")
+            self._fill()
 
     def _read(self, orthanc_id: str, buffer: bytearray | None) -> memoryview:
         return self.store.read_instance_into(orthanc_id, buffer)  # type: ignore[no-any-return]
 
     def _fill(self) -> None:
+        if self.pool is None:
+            return
         held = sum(int(self.instances[i].size or 0) for i, _ in self.queued)
         while not self._closed and self._next < len(self.instances) and len(self.queued) < self.window:
             size = int(self.instances[self._next].size or 0)
@@ -89,6 +98,7 @@ class MemoryPrefetch:
 
     def take(self, index: int) -> memoryview | BaseException:
         """The file of instance ``index`` (waits for its read), or why it could not be read."""
+        self.start()
         if self._lent is not None:
             self._free.append(self._lent)
             self._lent = None
@@ -112,7 +122,8 @@ class MemoryPrefetch:
     def close(self) -> None:
         """Stop reading ahead and drop what was read (idempotent)."""
         self._closed = True
-        self.pool.shutdown(wait=False, cancel_futures=True)
+        if self.pool is not None:
+            self.pool.shutdown(wait=False, cancel_futures=True)
         self.queued.clear()
         self._free.clear()
         self._lent = None
@@ -163,6 +174,7 @@ class DirectPlan:
                         self.address.ae_title, exc)
             contexts = []
         if contexts:
+            self.prefetch.start()  # the first reads while the association is set up
             try:
                 sent.direct = DirectStoreAssociation.request(
                     self.address.host, self.address.port, calling_aet=self.local_aet,

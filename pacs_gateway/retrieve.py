@@ -102,6 +102,8 @@ PREFETCH_BYTES = 64 * 1024 * 1024
 _MAX_CONTEXTS = 128
 # Default largest instance a C-MOVE sends from memory (a few are held at once, direct_move.py).
 DIRECT_MAX_SIZE = 16 * 1024 * 1024
+# Threads shared by the C-MOVEs running at once (see QueryRetrieve.workers).
+RETRIEVE_WORKERS = 4
 
 
 def add_query_retrieve_contexts(ae: AE) -> None:
@@ -433,6 +435,9 @@ class QueryRetrieve:
         self.push_moves = push_moves and hasattr(store, "push_instances")
         # C-MOVEs of instances no larger than this are sent from memory (direct_move.py).
         self.direct_max_size = direct_max_size
+        # Threads kept for the small jobs beside a C-MOVE (the series look-ups, the audit
+        # row), instead of starting threads for each move.
+        self.workers = ThreadPoolExecutor(max_workers=RETRIEVE_WORKERS, thread_name_prefix="retrieve")
 
     # -- audit ------------------------------------------------------------------
     def _audit(self, action: str, calling_aet: str, peer: str, model: str, level: str, keys: dict[str, str],
@@ -534,6 +539,10 @@ class QueryRetrieve:
         for leftover in self.work_dir.glob("*.dcm"):
             leftover.unlink(missing_ok=True)
 
+    def close(self) -> None:
+        """Stop the shared worker threads (a retrieve still running fails its reads)."""
+        self.workers.shutdown(wait=False, cancel_futures=True)
+
     def _send_all(self, event: evt.Event, prefetch: _Prefetch) -> Iterator[tuple[int, Dataset | None]]:
         try:
             for _, ds in prefetch:
@@ -586,12 +595,11 @@ class QueryRetrieve:
                 first: dict[str, Any] = {}
                 for instance in listed:
                     first.setdefault(instance.series_id, instance)
-                describing = ThreadPoolExecutor(max_workers=1, thread_name_prefix="retrieve-heads")
-                heads = describing.submit(self.store.describe_instances, list(first.values()), workers=4)
-                describing.shutdown(wait=False)
+                heads = self.workers.submit(self.store.describe_instances, list(first.values()), workers=4)
             plan = DirectPlan(self.store, listed, address, local_aet=self.ae_title, originator_aet=calling_aet,
                               originator_id=int(event.request.MessageID or 0), timeout=self.network_timeout,
-                              prefetch=MemoryPrefetch(self.store, listed if direct else []), heads=heads,
+                              prefetch=MemoryPrefetch(self.store, listed if direct else []),
+                              heads=heads,
                               prepare=prepare)
         else:
             plan = PushPlan(self.store, listed, address, local_aet=self.ae_title, originator_aet=calling_aet,
@@ -607,9 +615,7 @@ class QueryRetrieve:
         if isinstance(plan, DirectPlan):
             # Written while the association to the destination is set up (the audit is
             # Python work, the set-up mostly waiting); checked before the first instance goes.
-            writer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="retrieve-audit")
-            auditing = writer.submit(audit)
-            writer.shutdown(wait=False)
+            auditing = self.workers.submit(audit)
         else:
             # Orthanc's job starts sending as soon as the association is "opened".
             audit()

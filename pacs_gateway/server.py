@@ -394,6 +394,8 @@ class Gateway:
             self.commitments.close()
         if self.availability is not None:
             self.availability.close()
+        if self.query_retrieve is not None:
+            self.query_retrieve.close()
         self._stopped.set()
         log.info("gateway stopped: %s", self.stats)
 

@@ -108,6 +108,8 @@ def _dropped(sock: socket.socket | None) -> bool:
 
 
 _MAX_RESPONSE_HEAD = 64 * 1024
+# Idle connections kept for the hand-written requests (more in use at once are closed after use).
+_POOL_SIZE = 16
 
 
 def _read_http_response(sock: socket.socket, buffer: bytearray,
@@ -267,6 +269,9 @@ class OrthancStore(IndexQueries):
         self._password = password
         self._timeout = timeout
         self._local = threading.local()
+        # Idle kept-alive connections for the hand-written requests, any thread's (see _exchange).
+        self._pool: list[tuple[socket.socket, bytearray]] = []
+        self._pool_lock = threading.Lock()
         parts = urllib.parse.urlsplit(self.url)
         # Plain-HTTP Orthancs (the usual local one) get the lean reads below;
         # HTTPS keeps requests' certificate handling.
@@ -292,12 +297,12 @@ class OrthancStore(IndexQueries):
         return parts.hostname, parts.port or 80, f"{parts.path.rstrip('/')}/instances", headers
 
     def _lean_post(self, data: bytes | BinaryIO, size: int) -> Any:
-        """``POST /instances`` of ``size`` bytes on this thread's own keep-alive connection; the parsed JSON answer.
+        """``POST /instances`` of ``size`` bytes on a kept-alive connection; the parsed JSON answer.
 
         ``data`` is the instance, or a regular file opened at its start, which
         the kernel copies to the socket itself (``sendfile``): no read into a
         Python object. The request is written and the answer read by hand
-        (:func:`_read_http_response`).
+        (:meth:`_exchange`).
 
         Why not ``requests``, nor ``http.client``: the forwarders upload every
         received slice, and a ``Session.post`` (request preparation,
@@ -308,98 +313,128 @@ class OrthancStore(IndexQueries):
         so a reused connection that Orthanc closed meanwhile is retried once on
         a new one. Failures are mapped as :meth:`upload` maps the client's.
         """
-        assert self._upload_target is not None
-        host, port, path, headers = self._upload_target
-        url = f"{self.url}/instances"
-        head = "".join([f"POST {path} HTTP/1.1\r\nHost: {host}:{port}\r\nContent-Length: {size}\r\n",
-                        *(f"{name}: {value}\r\n" for name, value in headers.items()), "\r\n"]).encode("latin-1")
         offset = 0 if isinstance(data, bytes) else data.tell()
-        for attempt in (1, 2):
-            reused = False
+
+        def send(sock: socket.socket, head: bytes) -> None:
+            if isinstance(data, bytes):
+                sock.sendall(head + data if len(data) < 65536 else head)
+                if len(data) >= 65536:
+                    sock.sendall(data)
+            else:
+                sock.sendall(head)
+                if size:
+                    sock.sendfile(data, offset, size)
+
+        status, body = self._exchange("POST", "/instances", send, size=size, retry=True,
+                                      headers="Content-Type: application/dicom\r\nAccept: application/json\r\n")
+        url = f"{self.url}/instances"
+        if 200 <= status < 300:
             try:
-                sock, reused = self._raw_socket(host, port)
-                if isinstance(data, bytes):
-                    sock.sendall(head + data if len(data) < 65536 else head)
-                    if len(data) >= 65536:
-                        sock.sendall(data)
-                else:
-                    sock.sendall(head)
-                    if size:
-                        sock.sendfile(data, offset, size)
-                status, answer_headers, body = _read_http_response(sock, self._local.upload_buffer)
-            except TimeoutError as exc:
-                self._upload_drop()
-                raise StorageTimeout("Orthanc did not answer in time", url) from exc
-            except (OSError, http.client.HTTPException) as exc:
-                self._upload_drop()
-                if reused and attempt == 1:
-                    continue  # Orthanc closed the idle connection as we used it
-                raise StorageUnavailable(f"Orthanc is not reachable: {exc!r}", url) from exc
-            if answer_headers.get(b"connection", b"").lower() == b"close":
-                self._upload_drop()
-            if 200 <= status < 300:
-                try:
-                    return json.loads(bytes(body))
-                except ValueError as exc:  # as requests' Response.json() failing in _translate
-                    raise StorageUnavailable(f"Orthanc request failed: {exc}", url) from exc
-            raise _http_failure(status, bytes(body), url)
-        raise AssertionError("unreachable")
+                return json.loads(bytes(body))
+            except ValueError as exc:  # as requests' Response.json() failing in _translate
+                raise StorageUnavailable(f"Orthanc request failed: {exc}", url) from exc
+        raise _http_failure(status, bytes(body), url)
 
     def _raw_get_into(self, endpoint: str, buffer: bytearray | None) -> memoryview:
-        """GET ``endpoint``, written and read by hand on this thread's own connection (as
-        :meth:`_lean_post`), the body received straight into ``buffer`` (see :func:`_room`).
+        """GET ``endpoint`` written and read by hand (:meth:`_exchange`), the body received
+        straight into ``buffer`` (see :func:`_room`). A read: retried once on a new
+        connection when a kept-alive one turns out closed."""
+        status, body = self._exchange("GET", endpoint, None, into=buffer if buffer is not None else bytearray(),
+                                      retry=True)
+        if 200 <= status < 300:
+            return body if isinstance(body, memoryview) else memoryview(body)
+        raise _http_failure(status, bytes(body), self.url + endpoint)
 
-        A read changes nothing: a reused connection that Orthanc closed meanwhile
-        is retried once on a new one.
+    def _raw_json(self, endpoint: str, query: Any = None, *, command: bool = False) -> Any:
+        """:meth:`_read_json` written and read by hand (:meth:`_exchange`)."""
+        url = self.url + endpoint
+        if query is None:
+            status, body = self._exchange("GET", endpoint, None, retry=True)
+        else:
+            payload = json.dumps(query).encode("utf-8")
+            status, body = self._exchange(
+                "POST", endpoint, lambda sock, head: sock.sendall(head + payload), size=len(payload),
+                # A read-only query may go twice; a command (starting a job) never.
+                retry=not command, headers="Content-Type: application/json\r\n")
+        if not 200 <= status < 300:
+            raise _http_failure(status, bytes(body), url)
+        try:
+            return json.loads(bytes(body))
+        except ValueError as exc:
+            raise StorageUnavailable(f"Orthanc answered something else than JSON: {exc}", url) from exc
+
+    def _exchange(self, method: str, endpoint: str, send: Callable[[socket.socket, bytes], None] | None, *,
+                  size: int = 0, into: bytearray | None = None, retry: bool,
+                  headers: str = "") -> tuple[int, bytes | memoryview]:
+        """One request written and its answer read by hand (:func:`_read_http_response`) on a
+        kept-alive connection from this store's pool; (status, body).
+
+        ``send(sock, head)`` writes the request head and body (None: a request without
+        body). With ``retry``, a kept-alive connection that Orthanc closed as it was used
+        is retried once on a new one; otherwise (a command) a connection that looks
+        closed is not used, and a failure after sending is not retried.
+
+        Why a pool shared by all threads: every association runs on a thread of its
+        own, so connections kept per thread were opened anew for each C-MOVE and
+        C-FIND (connect, and Orthanc's accept, before the first answer).
         """
         assert self._upload_target is not None
-        host, port, upload_path, headers = self._upload_target
+        host, port, upload_path, auth = self._upload_target
         path = upload_path.removesuffix("/instances") + endpoint
-        head = "".join([f"GET {path} HTTP/1.1\r\nHost: {host}:{port}\r\nAccept-Encoding: identity\r\n",
-                        *(f"{name}: {value}\r\n" for name, value in headers.items() if name == "Authorization"),
-                        "\r\n"]).encode("latin-1")
+        lines = [f"{method} {path} HTTP/1.1\r\nHost: {host}:{port}\r\nAccept-Encoding: identity\r\n", headers,
+                 *(f"{name}: {value}\r\n" for name, value in auth.items() if name == "Authorization")]
+        if send is not None:
+            lines.append(f"Content-Length: {size}\r\n")
+        head = "".join([*lines, "\r\n"]).encode("latin-1")
         url = self.url + endpoint
         for attempt in (1, 2):
             reused = False
+            sock: socket.socket | None = None
             try:
-                sock, reused = self._raw_socket(host, port)
-                sock.sendall(head)
-                status, answer_headers, body = _read_http_response(sock, self._local.upload_buffer,
-                                                                   into=buffer if buffer is not None else bytearray())
+                sock, buffer, reused = self._pooled_socket(host, port)
+                if send is None:
+                    sock.sendall(head)
+                else:
+                    send(sock, head)
+                status, answer_headers, body = _read_http_response(sock, buffer, into=into)
             except TimeoutError as exc:
-                self._upload_drop()
+                if sock is not None:
+                    sock.close()
                 raise StorageTimeout("Orthanc did not answer in time", url) from exc
             except (OSError, http.client.HTTPException) as exc:
-                self._upload_drop()
-                if reused and attempt == 1:
+                if sock is not None:
+                    sock.close()
+                if retry and reused and attempt == 1:
                     continue  # Orthanc closed the idle connection as we used it
                 raise StorageUnavailable(f"Orthanc is not reachable: {exc!r}", url) from exc
-            if answer_headers.get(b"connection", b"").lower() == b"close":
-                self._upload_drop()
-            if 200 <= status < 300:
-                return body if isinstance(body, memoryview) else memoryview(body)
-            raise _http_failure(status, bytes(body), url)
+            if answer_headers.get(b"connection", b"").lower() == b"close" or buffer:
+                sock.close()
+            else:
+                self._pool_return(sock, buffer)
+            return status, body
         raise AssertionError("unreachable")
 
-    def _raw_socket(self, host: str, port: int) -> tuple[socket.socket, bool]:
-        """This thread's kept-alive socket for the hand-written requests (a new one when Orthanc
-        closed it), and whether it was reused."""
-        sock: socket.socket | None = getattr(self._local, "upload", None)
-        if sock is not None and not _dropped(sock):
-            return sock, True
-        if sock is not None:
-            self._upload_drop()
+    def _pooled_socket(self, host: str, port: int) -> tuple[socket.socket, bytearray, bool]:
+        """An idle kept-alive socket of the pool (closed ones are discarded) or a new one;
+        with its read buffer, and whether it was reused."""
+        while True:
+            with self._pool_lock:
+                idle = self._pool.pop() if self._pool else None
+            if idle is None:
+                break
+            if not _dropped(idle[0]):
+                return idle[0], idle[1], True
+            idle[0].close()
         sock = socket.create_connection((host, port), timeout=self._timeout)
         sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        self._local.upload = sock
-        self._local.upload_buffer = bytearray()
-        return sock, False
+        return sock, bytearray(), False
 
-    def _upload_drop(self) -> None:
-        sock = getattr(self._local, "upload", None)
-        self._local.upload = None
-        if sock is not None:
-            sock.close()
+    def _pool_return(self, sock: socket.socket, buffer: bytearray) -> None:
+        with self._pool_lock:
+            if len(self._pool) < _POOL_SIZE:
+                self._pool.append((sock, buffer))
+                return
+        sock.close()
 
     @property
     def _api(self) -> OrthancApiClient:
@@ -540,6 +575,8 @@ class OrthancStore(IndexQueries):
         as JSON, through the lean connection when Orthanc is on plain HTTP."""
         if self._lean_target is None:
             return self._get_json(endpoint) if query is None else self._post_json(endpoint, query)
+        if self._upload_target is not None:
+            return self._raw_json(endpoint, query, command=command)
         url = self.url + endpoint
         conn, response = self._lean_response(endpoint, query, command)
         try:

@@ -223,7 +223,9 @@ class IndexQueries:
             return replace(item, sop_class_uid=meta.get("SopClassUid", ""),
                            transfer_syntax=meta.get("TransferSyntax", ""))
 
-        with ThreadPoolExecutor(max_workers=max(1, workers), thread_name_prefix="index") as pool:
+        if workers <= 1 or len(instances) <= 1:
+            return [d for d in map(describe, instances) if d is not None]  # no thread to start
+        with ThreadPoolExecutor(max_workers=min(workers, len(instances)), thread_name_prefix="index") as pool:
             return [d for d in pool.map(describe, instances) if d is not None]
 
 

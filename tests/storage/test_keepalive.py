@@ -174,3 +174,62 @@ def test_an_upload_that_gets_no_answer_times_out() -> None:
             store.upload(b"DICM" * 100)
     finally:
         server.close()
+
+
+class _JsonServer(_CountingServer):
+    """Answers every request on a connection with JSON (each connection in a thread of its own),
+    and records the requests; with ``drop_second``, a connection's second request gets no answer."""
+
+    def __init__(self, drop_second: bool = False) -> None:
+        self.drop_second = drop_second
+        self.requests: list[bytes] = []
+        super().__init__()
+
+    def _accepted(self, conn: socket.socket) -> None:
+        threading.Thread(target=self._serve_connection, args=(conn,), daemon=True).start()
+
+    def _serve_connection(self, conn: socket.socket) -> None:
+        with conn:
+            served = 0
+            while request := _read_request(conn):
+                head, _, rest = request.partition(b"\r\n\r\n")
+                length = next((int(line.split(b":")[1]) for line in head.split(b"\r\n")
+                               if line.lower().startswith(b"content-length:")), 0)
+                while len(rest) < length:
+                    rest += conn.recv(65536)
+                self.requests.append(head.split(b"\r\n", 1)[0])
+                served += 1
+                if self.drop_second and served == 2:
+                    return
+                conn.sendall(b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: 11\r\n"
+                             b"Connection: keep-alive\r\n\r\n{\"ID\": \"j\"}")
+
+
+def test_threads_share_kept_alive_connections() -> None:
+    """Each association runs on a new thread: its reads must not each open a connection."""
+    server = _JsonServer()
+    try:
+        store = OrthancStore(f"http://127.0.0.1:{server.port}", timeout=5)
+        for n in range(5):
+            reader = threading.Thread(target=store._read_json, args=(f"/studies/{n}",))
+            reader.start()
+            reader.join()
+        assert len(server.requests) == 5 and server.connections == 1
+    finally:
+        server.close()
+
+
+def test_a_command_on_a_dropped_connection_is_not_sent_again() -> None:
+    """A read-only POST (a query) is retried on a new connection; a command (starting a job) is not."""
+    server = _JsonServer(drop_second=True)
+    try:
+        store = OrthancStore(f"http://127.0.0.1:{server.port}", timeout=5)
+        assert store._read_json("/tools/find", {"Level": "Study"}) == {"ID": "j"}
+        assert store._read_json("/tools/find", {"Level": "Study"}) == {"ID": "j"}  # dropped, then retried
+        assert server.connections == 2
+        assert store._read_json("/jobs/x", None) == {"ID": "j"}  # the second connection's first request
+        with pytest.raises(StorageUnavailable):
+            store._read_json("/modalities/ws/store", {"Resources": []}, command=True)
+        assert server.requests.count(b"POST /modalities/ws/store HTTP/1.1") == 1
+    finally:
+        server.close()
