@@ -699,3 +699,41 @@ def test_a_cancel_stops_a_direct_move(
         assert len(ws.stored) < 5
     finally:
         ws.close()
+
+
+def test_a_destination_that_accepts_and_never_answers_costs_a_timeout_not_the_gateway(
+    qr_gateways: Callable[..., tuple[Gateway, int]], studies: dict[str, Any]
+) -> None:
+    """A workstation that takes the connection and says nothing: the move fails (0xA801) after
+    the network timeout, and the gateway keeps answering others meanwhile."""
+    import socket
+    import threading
+
+    gw, ws_port = qr_gateways(network_timeout=1.0, request_timeout=1.0)
+    silent = socket.create_server(("127.0.0.1", ws_port))
+    held: list[socket.socket] = []
+
+    def accept() -> None:
+        while True:
+            try:
+                held.append(silent.accept()[0])
+            except OSError:
+                return
+
+    threading.Thread(target=accept, daemon=True).start()
+    answers: list[Any] = []
+    mover = threading.Thread(target=lambda: answers.extend(_move(gw.settings.port, studies["study_uid"])))
+    try:
+        started = time.monotonic()
+        mover.start()
+        time.sleep(0.2)
+        echo = dcmtk("echoscu", "-aec", "FILMLESS", "127.0.0.1", str(gw.settings.port))
+        assert echo.returncode == 0, echo.stderr  # served while the move waits
+        mover.join(30)
+        assert not mover.is_alive()
+        assert [int(s.Status) for s, _ in answers] == [0xA801]
+        assert time.monotonic() - started < 10
+    finally:
+        silent.close()
+        for conn in held:
+            conn.close()
