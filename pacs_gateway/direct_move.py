@@ -73,8 +73,7 @@ class MemoryPrefetch:
         self._closed = False
 
     def start(self) -> None:
-        """Begin reading (idempotent). Not at creation: the reads would compete for Orthanc
-        and this process with the look-ups the association to the destination waits for."""
+        """Begin reading (idempotent)."""
         if self.pool is None and not self._closed:
             self.pool = ThreadPoolExecutor(max_workers=self.workers, thread_name_prefix="retrieve-read")
             self._fill()
@@ -95,6 +94,18 @@ class MemoryPrefetch:
             orthanc_id = self.instances[self._next].orthanc_id
             self.queued.append((self._next, self.pool.submit(self._read, orthanc_id, buffer)))
             self._next += 1
+
+    def peek(self, index: int) -> memoryview | BaseException:
+        """The file of instance ``index`` (waits for its read) without taking it: it must be
+        one of the next ones read (the first, before any :meth:`take`)."""
+        self.start()
+        future = next((f for i, f in self.queued if i == index), None)
+        if future is None:
+            return LookupError(f"instance {index} is not being read")
+        try:
+            return future.result()
+        except Exception as exc:  # noqa: BLE001 - the caller decides
+            return exc
 
     def take(self, index: int) -> memoryview | BaseException:
         """The file of instance ``index`` (waits for its read), or why it could not be read."""
@@ -146,16 +157,29 @@ class DirectPlan:
         self.originator_id = originator_id
         self.timeout = timeout
         self.prefetch = prefetch
-        # The first instance of each series, described (SOP class, transfer syntax);
-        # None: nothing goes out directly, everything through pynetdicom.
+        # The first instance of each series but the first, described (SOP class,
+        # transfer syntax); None: nothing goes out directly, everything through pynetdicom.
         self.heads = heads
         # As PushPlan.prepare: for what goes out from Python.
         self.prepare = prepare
 
     def contexts(self) -> list[tuple[str, str]]:
-        """(SOP class, transfer syntax) pairs to propose: each series head's, and both uncompressed syntaxes."""
+        """(SOP class, transfer syntax) pairs to propose: the first instance's (from its file,
+        read first anyway), each other series head's, and both uncompressed syntaxes."""
+        if self.heads is None:
+            return []
         wanted: dict[tuple[str, str], None] = {}
-        for head in self.heads.result() if self.heads is not None else []:
+        first = self.prefetch.peek(0)
+        try:
+            if isinstance(first, BaseException):
+                raise CommandError(str(first))
+            meta = file_meta_of(first)
+            wanted[(meta.sop_class, meta.transfer_syntax)] = None
+        except CommandError:
+            # Unreadable or unusual: what Orthanc's metadata says about it.
+            for head in self.store.describe_instances(self.instances[:1], workers=1):
+                wanted.setdefault((head.sop_class_uid, head.transfer_syntax), None)
+        for head in self.heads.result():
             if head.sop_class_uid and head.transfer_syntax:
                 wanted.setdefault((head.sop_class_uid, head.transfer_syntax), None)
         for sop_class in dict.fromkeys(sop_class for sop_class, _ in list(wanted)):
@@ -174,7 +198,6 @@ class DirectPlan:
                         self.address.ae_title, exc)
             contexts = []
         if contexts:
-            self.prefetch.start()  # the first reads while the association is set up
             try:
                 sent.direct = DirectStoreAssociation.request(
                     self.address.host, self.address.port, calling_aet=self.local_aet,

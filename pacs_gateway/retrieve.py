@@ -591,16 +591,18 @@ class QueryRetrieve:
         direct = bool(listed) and all(0 < int(i.size or 0) <= self.direct_max_size for i in listed)
         if direct or not self.push_moves:
             heads: Future[list[Any]] | None = None
+            prefetch = MemoryPrefetch(self.store, listed if direct else [])
             if direct:
+                # The first file tells the first series' SOP class and transfer syntax (it is read
+                # first anyway); the other series' first instances are looked up meanwhile.
+                prefetch.start()
                 first: dict[str, Any] = {}
                 for instance in listed:
                     first.setdefault(instance.series_id, instance)
-                heads = self.workers.submit(self.store.describe_instances, list(first.values()), workers=4)
+                heads = self.workers.submit(self.store.describe_instances, list(first.values())[1:], workers=4)
             plan = DirectPlan(self.store, listed, address, local_aet=self.ae_title, originator_aet=calling_aet,
                               originator_id=int(event.request.MessageID or 0), timeout=self.network_timeout,
-                              prefetch=MemoryPrefetch(self.store, listed if direct else []),
-                              heads=heads,
-                              prepare=prepare)
+                              prefetch=prefetch, heads=heads, prepare=prepare)
         else:
             plan = PushPlan(self.store, listed, address, local_aet=self.ae_title, originator_aet=calling_aet,
                             originator_id=int(event.request.MessageID or 0),

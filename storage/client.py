@@ -228,9 +228,10 @@ _READ_RETRY = Retry(
 
 
 def _room(buffer: bytearray | None, size: int) -> memoryview:
-    """A writable view of ``size`` bytes: the start of ``buffer`` when it is large enough, else a new buffer."""
+    """A writable view of ``size`` bytes: the start of ``buffer`` when it is large enough, else a new
+    buffer, rounded up to 64 KiB so that the next files of a series (a few bytes more or less) fit it."""
     if buffer is None or len(buffer) < size:
-        buffer = bytearray(size)
+        buffer = bytearray(-(-size // 65536) * 65536)
     return memoryview(buffer)[:size]
 
 
