@@ -33,11 +33,10 @@ from typing import Any
 from pydicom.dataset import Dataset
 from pydicom.uid import ExplicitVRLittleEndian, ImplicitVRLittleEndian
 
-from .commitment import ReturnAddress
 from .dimse_fast import CommandError, c_store_rq, file_meta_of
 from .dimse_status import status_dataset
 from .direct_store import DirectStoreAssociation, DirectStoreError
-from .storage_push import HandOverAssociation
+from .storage_push import HandOverAssociation, MovePlan
 
 __all__ = ["DirectPlan", "MemoryPrefetch"]
 
@@ -140,28 +139,17 @@ class MemoryPrefetch:
         self._lent = None
 
 
-class DirectPlan:
-    """What one C-MOVE sends from memory, and to whom; opened in place of the association to the destination."""
+class DirectPlan(MovePlan):
+    """A C-MOVE that the gateway sends from memory."""
 
-    def __init__(self, store: Any, instances: list[Any], address: ReturnAddress, *, local_aet: str,
-                 originator_aet: str, originator_id: int,
-                 timeout: float, prefetch: MemoryPrefetch, heads: Future[list[Any]] | None,
-                 prepare: Callable[[list[Any]], tuple[list[Any], Any, list[Any]]]) -> None:
-        self.store = store
-        self.instances = instances
-        self.address = address
-        self.local_aet = local_aet
-        # Who asked for the move, and the C-MOVE's message ID (PS3.7 9.3.1.1): pynetdicom
-        # would name the gateway's own AE title.
-        self.originator_aet = originator_aet
-        self.originator_id = originator_id
+    def __init__(self, *args: Any, timeout: float, prefetch: MemoryPrefetch, heads: Future[list[Any]] | None,
+                 **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
         self.timeout = timeout
         self.prefetch = prefetch
         # The first instance of each series but the first, described (SOP class,
         # transfer syntax); None: nothing goes out directly, everything through pynetdicom.
         self.heads = heads
-        # As PushPlan.prepare: for what goes out from Python.
-        self.prepare = prepare
 
     def contexts(self) -> list[tuple[str, str]]:
         """(SOP class, transfer syntax) pairs to propose: the first instance's (from its file,

@@ -36,6 +36,7 @@ from pynetdicom.pdu_primitives import (
 from pynetdicom.presentation import PresentationContext, build_context
 
 from .dimse_fast import C_STORE_RSP, read_c_store_rsp, read_command
+from .stream_send import pdu_parts, pdus_for, send_parts
 
 __all__ = ["DirectStoreAssociation", "DirectStoreError", "StoreRefused"]
 
@@ -44,12 +45,9 @@ APPLICATION_CONTEXT = "1.2.840.10008.3.1.1.1"
 MAX_RECEIVE = 65536
 # Largest PDU sent when the peer announces no limit (0).
 UNLIMITED_PDU = 1 << 20
-# Buffers per gathered write (Linux's IOV_MAX is 1024).
-_IOV_MAX = 512
 
 _PDU_HEAD = struct.Struct(">BBL")
 _PDV_HEAD = struct.Struct(">LBB")
-_P_DATA_HEAD = struct.Struct(">BBLLBB")  # PDU type, reserved, PDU length, PDV length, context ID, control header
 _RELEASE_RQ = _PDU_HEAD.pack(0x05, 0, 4) + b"\0\0\0\0"
 _ABORT = _PDU_HEAD.pack(0x07, 0, 4) + b"\0\0\0\0"  # source 0: the service user
 
@@ -156,38 +154,17 @@ class DirectStoreAssociation:
         when the peer does not answer in time or ends the association.
         """
         context_id = self._contexts[(sop_class, transfer_syntax)]
-        step = self.max_pdu - 6
-        parts: list[bytes | memoryview] = [
-            _P_DATA_HEAD.pack(0x04, 0, len(command) + 6, len(command) + 2, context_id, 0x03), command]
-        total = len(data_set)
-        for start in range(0, total, step):
-            chunk = data_set[start : start + step]
-            parts.append(_P_DATA_HEAD.pack(0x04, 0, len(chunk) + 6, len(chunk) + 2, context_id,
-                                           0x02 if start + step >= total else 0x00))
-            parts.append(chunk)
+        fragment = self.max_pdu - 6
+        parts = [memoryview(pdus_for(command, context_id, fragment, last=True, command=True)),
+                 *pdu_parts(data_set, context_id, fragment, last=True)]
         try:
-            self._send_parts(parts)
+            send_parts(self._sock, parts)
             return self._read_response()
         except (OSError, DirectStoreError) as exc:
             self.abort()
             if isinstance(exc, DirectStoreError):
                 raise
             raise DirectStoreError(f"the destination went away: {exc}") from exc
-
-    def _send_parts(self, parts: list[bytes | memoryview]) -> None:
-        """Write ``parts`` in order with gathered writes (``sendmsg``): the data set is not copied here."""
-        views = [memoryview(p).cast("B") for p in parts]
-        first = 0
-        while first < len(views):
-            sent = self._sock.sendmsg(views[first : first + _IOV_MAX])
-            while sent and first < len(views):
-                size = views[first].nbytes
-                if sent >= size:
-                    sent -= size
-                    first += 1
-                else:
-                    views[first] = views[first][sent:]
-                    sent = 0
 
     def _read_response(self) -> int:
         command = bytearray()

@@ -33,7 +33,7 @@ from pydicom.dataset import Dataset
 from .commitment import ReturnAddress
 from .dimse_status import Status, status_dataset
 
-__all__ = ["HandOverAssociation", "PushPlan", "PushedAssociation"]
+__all__ = ["HandOverAssociation", "MovePlan", "PushPlan", "PushedAssociation"]
 
 log = logging.getLogger(__name__)
 
@@ -49,23 +49,34 @@ POLL_MAX = 0.010
 PENDING_LIMIT = 2.0
 
 
-class PushPlan:
-    """What one C-MOVE sends, and to whom; opened in place of the association to the destination."""
+class MovePlan:
+    """What one C-MOVE sends, and to whom: what every way of sending it needs.
+
+    Opened (``open(connect)``) in place of the association to the destination.
+    """
 
     def __init__(self, store: Any, instances: list[Any], address: ReturnAddress, *, local_aet: str,
-                 originator_aet: str, originator_id: int, stall_limit: float,
+                 originator_aet: str, originator_id: int,
                  prepare: Callable[[list[Any]], tuple[list[Any], Any, list[Any]]]) -> None:
         self.store = store
         self.instances = instances
         self.address = address
         self.local_aet = local_aet
+        # Who asked for the move, and the C-MOVE's message ID (PS3.7 9.3.1.1).
         self.originator_aet = originator_aet
         self.originator_id = originator_id
-        self.stall_limit = stall_limit
-        # For sending from Python what the job did not: instances -> (those
-        # still stored, an iterable of (instance, data set to send) in that
-        # order with a ``close()``, the presentation contexts to propose).
+        # For sending from Python what the primary sender did not: instances ->
+        # (those still stored, an iterable of (instance, data set to send) in
+        # that order with a ``close()``, the presentation contexts to propose).
         self.prepare = prepare
+
+
+class PushPlan(MovePlan):
+    """A C-MOVE that Orthanc's job sends."""
+
+    def __init__(self, *args: Any, stall_limit: float, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.stall_limit = stall_limit
 
     def open(self, connect: Callable[[list[Any]], Any]) -> Any:
         """Start the job; the association stand-in, or the real association that replaced it.

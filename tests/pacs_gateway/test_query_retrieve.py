@@ -542,12 +542,15 @@ def test_orthanc_sends_the_move_with_pending_counts_as_the_gateway_would(
     assert final.Status == 0x0000 and int(final.NumberOfCompletedSuboperations) == 5
 
 
+@pytest.mark.parametrize("direct_max_mb", [16, 0], ids=["sent-directly", "sent-by-orthanc"])
 def test_an_instance_the_workstation_refuses_is_reported_under_its_uid(
-    orthanc: OrthancStore, qr_gateways: Callable[..., tuple[Gateway, int]], studies: dict[str, Any]
+    orthanc: OrthancStore, qr_gateways: Callable[..., tuple[Gateway, int]], studies: dict[str, Any],
+    direct_max_mb: int
 ) -> None:
-    """Orthanc's job stops at the refusal; the gateway sends the rest itself and names the refused one."""
+    """Sent directly, the refusal is that instance's answer and the rest follows on the same
+    association; Orthanc's job stops at it, and the gateway sends the rest itself."""
     store = _Recording(orthanc)
-    gw, ws_port = qr_gateways(store, move_direct_max_mb=0)  # Orthanc's job sends
+    gw, ws_port = qr_gateways(store, move_direct_max_mb=direct_max_mb)
     order = _uids(studies["files"])
     refused = order[2]
     ws = _Workstation(ws_port, on_store=lambda e: 0xA700 if e.request.AffectedSOPInstanceUID == refused else 0)
@@ -555,13 +558,16 @@ def test_an_instance_the_workstation_refuses_is_reported_under_its_uid(
         answers = _move(gw.settings.port, studies["study_uid"])
     finally:
         ws.close()
-    assert len(store.pushes) == 1
-    assert store.described, "what the job did not send went out from the gateway"
     final, identifier = answers[-1]
     assert final.Status == 0xB000
     assert (int(final.NumberOfCompletedSuboperations), int(final.NumberOfFailedSuboperations)) == (4, 1)
     assert identifier is not None and identifier.FailedSOPInstanceUIDList == refused
     assert ws.uids() == set(order)  # every other image is on the workstation
+    if direct_max_mb:
+        assert store.pushes == [] and store.described == [1] and len(ws.stored) == 5  # each sent once
+    else:
+        assert len(store.pushes) == 1
+        assert store.described, "what the job did not send went out from the gateway"
 
 
 def test_when_orthanc_cannot_start_the_job_the_gateway_sends_everything(
@@ -588,12 +594,14 @@ def test_a_destination_nobody_can_reach_is_refused_before_any_pending(
     assert audited[-1]["action"] == "dicom.retrieve" and audited[-1]["destination"] == "WS01"
 
 
-def test_a_cancel_stops_orthancs_job(
-    orthanc: OrthancStore, qr_gateways: Callable[..., tuple[Gateway, int]], studies: dict[str, Any]
+@pytest.mark.parametrize("direct_max_mb", [16, 0], ids=["sent-directly", "sent-by-orthanc"])
+def test_a_cancel_stops_the_sending(
+    orthanc: OrthancStore, qr_gateways: Callable[..., tuple[Gateway, int]], studies: dict[str, Any],
+    direct_max_mb: int
 ) -> None:
-    """C-CANCEL after the first Pending: Cancel (0xFE00) with the remaining count, and Orthanc sends no more."""
-    store = _Recording(orthanc)
-    gw, ws_port = qr_gateways(store, move_direct_max_mb=0)  # Orthanc's job sends
+    """C-CANCEL after the first Pending: Cancel (0xFE00) with the remaining count, and nothing more
+    is sent (by the gateway, or by Orthanc's job, which is cancelled)."""
+    gw, ws_port = qr_gateways(_Recording(orthanc), move_direct_max_mb=direct_max_mb)
 
     def slow(event: evt.Event) -> int:
         time.sleep(0.3)  # a workstation writing to a slow disk
@@ -637,26 +645,6 @@ def test_small_instances_go_out_from_memory_with_pending_counts(
     assert answers[-1][0].Status == 0x0000 and int(answers[-1][0].NumberOfCompletedSuboperations) == 5
 
 
-def test_a_direct_move_reports_a_refused_instance_under_its_uid_and_sends_the_rest(
-    qr_gateways: Callable[..., tuple[Gateway, int]], orthanc: OrthancStore, studies: dict[str, Any]
-) -> None:
-    store = _Recording(orthanc)
-    gw, ws_port = qr_gateways(store)
-    order = _uids(studies["files"])
-    refused = order[1]
-    ws = _Workstation(ws_port, on_store=lambda e: 0xA700 if e.request.AffectedSOPInstanceUID == refused else 0)
-    try:
-        answers = _move(gw.settings.port, studies["study_uid"])
-    finally:
-        ws.close()
-    final, identifier = answers[-1]
-    assert final.Status == 0xB000
-    assert (int(final.NumberOfCompletedSuboperations), int(final.NumberOfFailedSuboperations)) == (4, 1)
-    assert identifier is not None and identifier.FailedSOPInstanceUIDList == refused
-    assert ws.uids() == set(order) and len(ws.stored) == 5  # each sent once, on one association
-    assert store.described == [1]  # nothing had to go out through pynetdicom
-
-
 def test_a_workstation_without_the_stored_syntax_gets_converted_copies(
     qr_gateways: Callable[..., tuple[Gateway, int]], orthanc: OrthancStore, studies: dict[str, Any]
 ) -> None:
@@ -675,31 +663,6 @@ def test_a_workstation_without_the_stored_syntax_gets_converted_copies(
     assert answers[-1][0].Status == 0x0000 and int(answers[-1][0].NumberOfCompletedSuboperations) == 5
     assert ws.uids() == set(_uids(studies["files"])) and ws.syntaxes == {ImplicitVRLittleEndian}
     assert store.described == [1, 5]  # the second series' head, then every instance for pynetdicom
-
-
-def test_a_cancel_stops_a_direct_move(
-    qr_gateways: Callable[..., tuple[Gateway, int]], studies: dict[str, Any]
-) -> None:
-    gw, ws_port = qr_gateways()
-
-    def slow(event: evt.Event) -> int:
-        time.sleep(0.2)
-        return 0x0000
-
-    def cancel_after_first(assoc: Any, answered: int) -> None:
-        if answered == 1:
-            context = next(cx for cx in assoc.accepted_contexts if cx.abstract_syntax.endswith(".2.2.2"))
-            assoc.send_c_cancel(5, context.context_id)
-
-    ws = _Workstation(ws_port, on_store=slow)
-    try:
-        answers = _move(gw.settings.port, studies["study_uid"], msg_id=5, during=cancel_after_first)
-        final = answers[-1][0]
-        assert final.Status == 0xFE00 and int(final.NumberOfRemainingSuboperations) >= 2
-        time.sleep(0.6)
-        assert len(ws.stored) < 5
-    finally:
-        ws.close()
 
 
 def test_a_destination_that_accepts_and_never_answers_costs_a_timeout_not_the_gateway(
