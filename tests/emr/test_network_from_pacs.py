@@ -143,9 +143,13 @@ def test_a_study_pushed_by_a_registered_pacs_lands_in_the_received_list(world: d
 
     def settled() -> bool:
         world["linker"].run_once()
-        return all(_received(world, u) is not None for u in (by_cccd, by_name, ambiguous))
+        with world["factory"]() as s:
+            known = set(s.scalars(select(Study.study_instance_uid)))
+        # The local study too: the gateway forwards it to Orthanc after acknowledging it.
+        return all(_received(world, u) is not None for u in (by_cccd, by_name, ambiguous)) and {
+            by_cccd, by_name, ambiguous, local} <= known
 
-    wait_for(settled, timeout=40, interval=0.5, what="the three studies from PACSB received")
+    wait_for(settled, timeout=40, interval=0.5, what="the three studies from PACSB received, all four linked")
 
     row = _received(world, by_cccd)
     assert row is not None and row.patient_id == world["hoa"] and row.match_method == "cccd"
