@@ -287,7 +287,10 @@ def test_readme_walkthrough_from_order_to_the_patients_phone(browser: Any, insta
     page.get_by_role("link", name=says(5, "Nhật ký truy cập")).click()
     page.get_by_label("Thao tác").select_option(label=says(5, "Gắn ca chụp"))
     page.get_by_role("button", name="Lọc").click()
+    # count() does not wait: let the filtered page load first (it raced the navigation once).
+    page.wait_for_url(re.compile(r".*[?&]action=study\.link"))
     rows = page.locator("table.audit tbody tr")
+    rows.first.wait_for()
     assert rows.count() >= 2 and "luutru" in rows.first.inner_text(), rows.first.inner_text()
     assert re.search(r"\d\d/\d\d/\d{4} \d\d:\d\d:\d\d", rows.first.inner_text())
     assert "Xuất CSV" in page.content()
