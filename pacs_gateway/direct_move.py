@@ -5,19 +5,19 @@ Orthanc's own C-STORE client (storage_push.py) reads and parses each file
 before sending it, ~0.4 ms a CT slice on top of the workstation's own time;
 a stock Orthanc's C-MOVE pays the same, and the gateway adds its own fixed
 costs (the association with the requestor, resolving, auditing) before the
-first image. Here the next instances are read from Orthanc into memory
-while the current one goes out (two reads at a time, on the other core),
-and each goes out with one ``sendall`` on an association of
-direct_store.py: the round trip is the workstation's time and little else.
+first image. Here the next instances are read from Orthanc into reused
+buffers while the current one goes out (two reads at a time), and each
+goes out with one gathered write on an association of direct_store.py:
+the round trip is the workstation's time and little else.
 
 Only for instances small enough to hold a few in memory (the caller checks
 the sizes Orthanc lists); larger ones are left to Orthanc's job, whose
 reads stay on disk.
 
-The presentation contexts are proposed before the files are read: per
-series, the SOP class and transfer syntax of its first instance (one
-metadata look-up per series), plus both uncompressed syntaxes for each SOP
-class. An instance that fits none of the accepted contexts, or that cannot
+The presentation contexts are proposed before most files are read: per
+series, the SOP class and transfer syntax of its first instance (for the
+first series from its file, read first anyway; for the others one metadata
+look-up each), plus both uncompressed syntaxes for each SOP class. An instance that fits none of the accepted contexts, or that cannot
 be parsed, and everything after it, goes out from Python as in
 storage_push.py's fallback (pynetdicom converts between syntaxes there).
 """
