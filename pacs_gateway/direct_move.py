@@ -17,8 +17,9 @@ reads stay on disk.
 The presentation contexts are proposed before most files are read: per
 series, the SOP class and transfer syntax of its first instance (for the
 first series from its file, read first anyway; for the others one metadata
-look-up each), plus both uncompressed syntaxes for each SOP class. An instance that fits none of the accepted contexts, or that cannot
-be parsed, and everything after it, goes out from Python as in
+look-up each), plus both uncompressed syntaxes for each SOP class. An
+instance that fits none of the accepted contexts, or that cannot be
+parsed, and everything after it, goes out from Python as in
 storage_push.py's fallback (pynetdicom converts between syntaxes there).
 """
 
