@@ -282,20 +282,21 @@ class OrthancStore(IndexQueries):
         if username and password:
             token = base64.b64encode(f"{username}:{password}".encode()).decode("ascii")
             self._lean_headers["Authorization"] = f"Basic {token}"
-        self._upload_target = self._lean_upload_target()
+        self._raw_target = self._hand_written_target()
 
     # -- plumbing -----------------------------------------------------------
-    def _lean_upload_target(self) -> tuple[str, int, str, dict[str, str]] | None:
-        """Host, port, path and headers for the lean ``POST /instances``, or ``None``
-        where only ``requests`` does the right thing (https, a proxy from the environment)."""
+    def _hand_written_target(self) -> tuple[str, int, str, str] | None:
+        """Host, port, path prefix and authorization header line for the requests written
+        by hand (:meth:`_exchange`), or ``None`` where only ``requests`` does the right
+        thing (https, a proxy from the environment)."""
         parts = urllib.parse.urlsplit(self.url)
         if parts.scheme != "http" or not parts.hostname or requests.utils.get_environ_proxies(self.url):
             return None
-        headers = {"Content-Type": "application/dicom", "Accept": "application/json"}
+        auth = ""
         if self._username and self._password:
             # The very header requests' HTTPBasicAuth sends.
-            headers["Authorization"] = requests.auth._basic_auth_str(self._username, self._password)
-        return parts.hostname, parts.port or 80, f"{parts.path.rstrip('/')}/instances", headers
+            auth = f"Authorization: {requests.auth._basic_auth_str(self._username, self._password)}\r\n"
+        return parts.hostname, parts.port or 80, parts.path.rstrip("/"), auth
 
     def _lean_post(self, data: bytes | BinaryIO, size: int) -> Any:
         """``POST /instances`` of ``size`` bytes on a kept-alive connection; the parsed JSON answer.
@@ -379,14 +380,11 @@ class OrthancStore(IndexQueries):
         own, so connections kept per thread were opened anew for each C-MOVE and
         C-FIND (connect, and Orthanc's accept, before the first answer).
         """
-        assert self._upload_target is not None
-        host, port, upload_path, auth = self._upload_target
-        path = upload_path.removesuffix("/instances") + endpoint
-        lines = [f"{method} {path} HTTP/1.1\r\nHost: {host}:{port}\r\nAccept-Encoding: identity\r\n", headers,
-                 *(f"{name}: {value}\r\n" for name, value in auth.items() if name == "Authorization")]
-        if send is not None:
-            lines.append(f"Content-Length: {size}\r\n")
-        head = "".join([*lines, "\r\n"]).encode("latin-1")
+        assert self._raw_target is not None
+        host, port, prefix, auth = self._raw_target
+        length = f"Content-Length: {size}\r\n" if send is not None else ""
+        head = (f"{method} {prefix}{endpoint} HTTP/1.1\r\nHost: {host}:{port}\r\nAccept-Encoding: identity\r\n"
+                f"{headers}{auth}{length}\r\n").encode("latin-1")
         url = self.url + endpoint
         for attempt in (1, 2):
             reused = False
@@ -508,8 +506,10 @@ class OrthancStore(IndexQueries):
     # Why: a C-MOVE reads one metadata answer and one file per instance. Through
     # ``requests`` each GET costs 1-3 ms of Python (proxy and certificate look-ups,
     # hooks, adapters) and holds the GIL the DICOM sending thread needs; that,
-    # not Orthanc, set the pace of a retrieve. These reads use one kept-alive
-    # ``http.client`` connection per thread instead (~0.1 ms a request).
+    # not Orthanc, set the pace of a retrieve. These reads are written by hand on
+    # connections shared by all threads (_exchange); where that is not possible
+    # but Orthanc is on plain HTTP, on one kept-alive ``http.client`` connection
+    # per thread.
 
     def _lean_response(self, endpoint: str, query: Any = None,
                        command: bool = False) -> tuple[http.client.HTTPConnection, http.client.HTTPResponse]:
@@ -576,7 +576,7 @@ class OrthancStore(IndexQueries):
         as JSON, through the lean connection when Orthanc is on plain HTTP."""
         if self._lean_target is None:
             return self._get_json(endpoint) if query is None else self._post_json(endpoint, query)
-        if self._upload_target is not None:
+        if self._raw_target is not None:
             return self._raw_json(endpoint, query, command=command)
         url = self.url + endpoint
         conn, response = self._lean_response(endpoint, query, command)
@@ -592,8 +592,8 @@ class OrthancStore(IndexQueries):
             raise StorageUnavailable(f"Orthanc answered something else than JSON: {exc}", url) from exc
 
     def read_instance(self, instance_id: str) -> bytes:
-        """The stored Part-10 file of one instance, on the lean connection (see :meth:`read_instance_into`)."""
-        if self._lean_target is None:
+        """The stored Part-10 file of one instance (see :meth:`read_instance_into`)."""
+        if self._raw_target is None:
             return super().read_instance(instance_id)
         return bytes(self.read_instance_into(instance_id, None))
 
@@ -603,33 +603,12 @@ class OrthancStore(IndexQueries):
 
         Why: a C-MOVE reads one file per instance while the previous one goes out;
         a new half-megabyte ``bytes`` per CT slice costs its page faults on top
-        of the copy, a reused buffer only the copy.
+        of the copy, a reused buffer only the copy. Where requests cannot be
+        written by hand (https, a proxy), ``requests`` reads it into a new buffer.
         """
-        if self._lean_target is None:
+        if self._raw_target is None:
             return memoryview(super().read_instance(instance_id))
-        if self._upload_target is not None:
-            return self._raw_get_into(f"/instances/{instance_id}/file", buffer)
-        endpoint = f"/instances/{instance_id}/file"
-        url = self.url + endpoint
-        conn, response = self._lean_response(endpoint)
-        try:
-            self._lean_status(conn, response, url)
-            if response.length is None:  # chunked: no size to read into
-                return memoryview(response.read())
-            view = _room(buffer, response.length)
-            got = 0
-            while got < len(view):
-                n = response.readinto(view[got:])
-                if not n:
-                    raise http.client.IncompleteRead(b"", len(view) - got)
-                got += n
-            return view
-        except (OSError, http.client.HTTPException) as exc:
-            self._lean_drop(conn)
-            raise StorageUnavailable(f"Orthanc answer cut short: {exc}", url) from exc
-        except BaseException:
-            self._lean_drop(conn)
-            raise
+        return self._raw_get_into(f"/instances/{instance_id}/file", buffer)
 
     def _save_to(self, endpoint: str, target: Path, chunk: int) -> int:
         """Stream the body of GET ``endpoint`` into the file ``target``; its size.
@@ -709,11 +688,11 @@ class OrthancStore(IndexQueries):
         endpoint = "/instances"
 
         def post() -> Any:
-            if self._upload_target is not None and isinstance(data, (bytes, bytearray, memoryview)):
+            if self._raw_target is not None and isinstance(data, (bytes, bytearray, memoryview)):
                 raw = bytes(data) if not isinstance(data, bytes) else data
                 return self._lean_post(raw, len(raw))
             size = _regular_file_size(data)
-            if self._upload_target is not None and size is not None:
+            if self._raw_target is not None and size is not None:
                 return self._lean_post(data, size - data.tell())  # type: ignore[union-attr]
             response = self._api.post(
                 endpoint,

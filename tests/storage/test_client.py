@@ -137,7 +137,7 @@ def test_lean_upload_fails_exactly_like_the_client_path(fresh_orthanc) -> None:
     the same input must give the same outcome, failures included."""
     proc = fresh_orthanc()
     good = proc.store()
-    assert good._upload_target is not None  # plain http, no proxy: the lean path is in use
+    assert good._raw_target is not None  # plain http, no proxy: the lean path is in use
     for junk in (b"", b"not dicom at all", b"\0" * 200):
         with pytest.raises(StorageRejected) as lean:
             good.upload(junk)
