@@ -23,7 +23,6 @@ from __future__ import annotations
 import socket
 import struct
 from collections.abc import Sequence
-from dataclasses import dataclass
 
 from pynetdicom import PYNETDICOM_IMPLEMENTATION_UID, PYNETDICOM_IMPLEMENTATION_VERSION
 from pynetdicom.pdu import A_ASSOCIATE_AC, A_ASSOCIATE_RJ, A_ASSOCIATE_RQ
@@ -35,7 +34,7 @@ from pynetdicom.pdu_primitives import (
 )
 from pynetdicom.presentation import PresentationContext, build_context
 
-from .dimse_fast import C_STORE_RSP, read_c_store_rsp, read_command
+from .dimse_fast import C_STORE_RSP, read_command
 from .stream_send import pdu_parts, pdus_for, send_parts
 
 __all__ = ["DirectStoreAssociation", "DirectStoreError", "StoreRefused"]
@@ -60,20 +59,14 @@ class StoreRefused(DirectStoreError):
     """The destination rejected the association (A-ASSOCIATE-RJ)."""
 
 
-@dataclass(frozen=True)
-class _Accepted:
-    context_id: int
-    sop_class: str
-    transfer_syntax: str
-
-
 class DirectStoreAssociation:
     """One established association to a storage SCP; not thread-safe (one C-STORE at a time)."""
 
-    def __init__(self, sock: socket.socket, max_pdu: int, accepted: Sequence[_Accepted]) -> None:
+    def __init__(self, sock: socket.socket) -> None:
         self._sock = sock
-        self.max_pdu = max_pdu
-        self._contexts = {(a.sop_class, a.transfer_syntax): a.context_id for a in accepted}
+        # Set by request() from the peer's A-ASSOCIATE-AC.
+        self.max_pdu = UNLIMITED_PDU
+        self._contexts: dict[tuple[str, str], int] = {}  # (SOP class, transfer syntax) -> context ID
         self._buffer = bytearray()
         self.is_established = True
 
@@ -112,7 +105,7 @@ class DirectStoreAssociation:
         try:
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
             sock.sendall(rq.encode())
-            assoc = cls(sock, 0, ())
+            assoc = cls(sock)
             pdu_type, body = assoc._read_pdu()
             if pdu_type == 0x03:
                 rj = A_ASSOCIATE_RJ()
@@ -123,23 +116,18 @@ class DirectStoreAssociation:
             ac = A_ASSOCIATE_AC()
             ac.decode(_PDU_HEAD.pack(pdu_type, 0, len(body)) + body)
             answer = ac.to_primitive()
-            max_pdu = 0
             for item in answer.user_information:
-                if isinstance(item, MaximumLengthNotification):
-                    max_pdu = int(item.maximum_length_received or 0)
+                if isinstance(item, MaximumLengthNotification) and int(item.maximum_length_received or 0) > 6:
+                    assoc.max_pdu = int(item.maximum_length_received or 0)
             by_id = {cx.context_id: cx for cx in proposed}
-            accepted = [
-                _Accepted(int(cx.context_id or 0), str(by_id[cx.context_id].abstract_syntax),
-                          str(cx.transfer_syntax[0]))
-                for cx in answer.presentation_context_definition_results_list
-                if cx.result == 0 and cx.context_id in by_id and cx.transfer_syntax
-                and str(cx.transfer_syntax[0]) == str(by_id[cx.context_id].transfer_syntax[0])
-            ]
+            for cx in answer.presentation_context_definition_results_list:
+                asked = by_id.get(cx.context_id)
+                if cx.result == 0 and asked is not None and cx.transfer_syntax \
+                        and str(cx.transfer_syntax[0]) == str(asked.transfer_syntax[0]):
+                    assoc._contexts[(str(asked.abstract_syntax), str(cx.transfer_syntax[0]))] = int(cx.context_id or 0)
         except BaseException:
             sock.close()
             raise
-        assoc.max_pdu = max_pdu if max_pdu > 6 else UNLIMITED_PDU
-        assoc._contexts = {(a.sop_class, a.transfer_syntax): a.context_id for a in accepted}
         return assoc
 
     def accepts(self, sop_class: str, transfer_syntax: str) -> bool:
@@ -241,10 +229,7 @@ class DirectStoreAssociation:
 
 
 def _status_of(command: bytes) -> int:
-    rsp = read_c_store_rsp(command)
-    if rsp is not None:
-        return rsp.status
-    # A response with optional elements (Error Comment, Offending Element...): only its status matters here.
+    """The Status of a C-STORE-RSP command set (optional elements such as an Error Comment are ignored)."""
     values = read_command(command)
     if values is None or len(values.get(0x0100, b"")) != 2 or len(values.get(0x0900, b"")) != 2:
         raise DirectStoreError("the destination sent a command set that is not a C-STORE response")
