@@ -64,26 +64,15 @@ class MemoryPrefetch:
         self.instances = instances
         self.window = window
         self.max_bytes = max_bytes
-        self.workers = workers
-        self.pool: ThreadPoolExecutor | None = None
+        self.pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="retrieve-read")
         self.queued: deque[tuple[int, Future[memoryview]]] = deque()
         self._free: list[bytearray] = []
         self._lent: bytearray | None = None
         self._next = 0
         self._closed = False
-
-    def start(self) -> None:
-        """Begin reading (idempotent)."""
-        if self.pool is None and not self._closed:
-            self.pool = ThreadPoolExecutor(max_workers=self.workers, thread_name_prefix="retrieve-read")
-            self._fill()
-
-    def _read(self, orthanc_id: str, buffer: bytearray | None) -> memoryview:
-        return self.store.read_instance_into(orthanc_id, buffer)  # type: ignore[no-any-return]
+        self._fill()
 
     def _fill(self) -> None:
-        if self.pool is None:
-            return
         held = sum(int(self.instances[i].size or 0) for i, _ in self.queued)
         while not self._closed and self._next < len(self.instances) and len(self.queued) < self.window:
             size = int(self.instances[self._next].size or 0)
@@ -92,13 +81,12 @@ class MemoryPrefetch:
             held += size
             buffer = self._free.pop() if self._free else None
             orthanc_id = self.instances[self._next].orthanc_id
-            self.queued.append((self._next, self.pool.submit(self._read, orthanc_id, buffer)))
+            self.queued.append((self._next, self.pool.submit(self.store.read_instance_into, orthanc_id, buffer)))
             self._next += 1
 
     def peek(self, index: int) -> memoryview | BaseException:
         """The file of instance ``index`` (waits for its read) without taking it: it must be
         one of the next ones read (the first, before any :meth:`take`)."""
-        self.start()
         future = next((f for i, f in self.queued if i == index), None)
         if future is None:
             return LookupError(f"instance {index} is not being read")
@@ -109,7 +97,6 @@ class MemoryPrefetch:
 
     def take(self, index: int) -> memoryview | BaseException:
         """The file of instance ``index`` (waits for its read), or why it could not be read."""
-        self.start()
         if self._lent is not None:
             self._free.append(self._lent)
             self._lent = None
@@ -120,21 +107,20 @@ class MemoryPrefetch:
             self.queued.clear()
             self._fill()
         _, future = self.queued.popleft()
+        result: memoryview | BaseException
         try:
-            view = future.result()
+            result = future.result()
         except Exception as exc:  # noqa: BLE001 - reported as a failed sub-operation
-            self._fill()
-            return exc
-        if isinstance(view.obj, bytearray):
-            self._lent = view.obj
+            result = exc
+        if isinstance(result, memoryview) and isinstance(result.obj, bytearray):
+            self._lent = result.obj
         self._fill()
-        return view
+        return result
 
     def close(self) -> None:
         """Stop reading ahead and drop what was read (idempotent)."""
         self._closed = True
-        if self.pool is not None:
-            self.pool.shutdown(wait=False, cancel_futures=True)
+        self.pool.shutdown(wait=False, cancel_futures=True)
         self.queued.clear()
         self._free.clear()
         self._lent = None
@@ -143,20 +129,17 @@ class MemoryPrefetch:
 class DirectPlan(MovePlan):
     """A C-MOVE that the gateway sends from memory."""
 
-    def __init__(self, *args: Any, timeout: float, prefetch: MemoryPrefetch, heads: Future[list[Any]] | None,
+    def __init__(self, *args: Any, timeout: float, prefetch: MemoryPrefetch, heads: Future[list[Any]],
                  **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self.timeout = timeout
         self.prefetch = prefetch
-        # The first instance of each series but the first, described (SOP class,
-        # transfer syntax); None: nothing goes out directly, everything through pynetdicom.
+        # The first instance of each series but the first, described (SOP class, transfer syntax).
         self.heads = heads
 
     def contexts(self) -> list[tuple[str, str]]:
         """(SOP class, transfer syntax) pairs to propose: the first instance's (from its file,
         read first anyway), each other series head's, and both uncompressed syntaxes."""
-        if self.heads is None:
-            return []
         wanted: dict[tuple[str, str], None] = {}
         first = self.prefetch.peek(0)
         try:
@@ -193,12 +176,7 @@ class DirectPlan(MovePlan):
                     called_aet=self.address.ae_title, contexts=contexts, timeout=self.timeout)
             except DirectStoreError as exc:
                 log.warning("retrieve: no direct association to %s (%s)", self.address.ae_title, exc)
-        if sent.direct is None:
-            self.prefetch.close()
-            sent._open_fallback(0)
-            if not sent.fallback_association.is_established:
-                return sent.fallback_association
-        return sent
+        return sent if sent.direct is not None else sent.from_python()
 
 
 class DirectAssociation(HandOverAssociation):

@@ -77,7 +77,7 @@ from .query import (
     query_level,
 )
 from .reactor import EventDrivenAssociation, EventDrivenDUL, make_requestor_event_driven
-from .storage_push import PushPlan
+from .storage_push import MovePlan, PushPlan
 from .stream_send import StreamingDIMSE, dimse_sent_handlers, stream_files
 
 __all__ = ["MoveAE", "QueryRetrieve", "QR_CONTEXTS", "add_query_retrieve_contexts"]
@@ -164,7 +164,7 @@ class MoveAE(AE):
     def associate(self, *args: Any, **kwargs: Any) -> Any:
         """pynetdicom's ``associate``; for a C-MOVE the archive sends itself
         (keyword ``storage_push``, see storage_push.py), the stand-in for the association."""
-        plan: PushPlan | None = kwargs.pop("storage_push", None)
+        plan: MovePlan | None = kwargs.pop("storage_push", None)
         if plan is None:
             return super().associate(*args, **kwargs)
 
@@ -587,30 +587,26 @@ class QueryRetrieve:
             described = self.store.describe_instances(remaining, workers=8)
             return described, _Prefetch(self.store, described, self.work_dir), _contexts(described)
 
-        plan: DirectPlan | PushPlan
-        direct = bool(listed) and all(0 < int(i.size or 0) <= self.direct_max_size for i in listed)
-        if direct or not self.push_moves:
-            heads: Future[list[Any]] | None = None
-            prefetch = MemoryPrefetch(self.store, listed if direct else [])
-            if direct:
-                # The first file tells the first series' SOP class and transfer syntax (it is read
-                # first anyway); the other series' first instances are looked up meanwhile.
-                prefetch.start()
-                first: dict[str, Any] = {}
-                for instance in listed:
-                    first.setdefault(instance.series_id, instance)
-                heads = self.workers.submit(self.store.describe_instances, list(first.values())[1:], workers=4)
-            plan = DirectPlan(self.store, listed, address, local_aet=self.ae_title, originator_aet=calling_aet,
-                              originator_id=int(event.request.MessageID or 0), timeout=self.network_timeout,
-                              prefetch=prefetch, heads=heads, prepare=prepare)
+        common: dict[str, Any] = {"local_aet": self.ae_title, "originator_aet": calling_aet,
+                                  "originator_id": int(event.request.MessageID or 0), "prepare": prepare}
+        plan: MovePlan
+        if listed and all(0 < int(i.size or 0) <= self.direct_max_size for i in listed):
+            # The first file tells the first series' SOP class and transfer syntax (it is read
+            # first anyway); the other series' first instances are looked up meanwhile.
+            prefetch = MemoryPrefetch(self.store, listed)
+            first: dict[str, Any] = {}
+            for instance in listed:
+                first.setdefault(instance.series_id, instance)
+            heads = self.workers.submit(self.store.describe_instances, list(first.values())[1:], workers=4)
+            plan = DirectPlan(self.store, listed, address, timeout=self.network_timeout, prefetch=prefetch,
+                              heads=heads, **common)
+        elif self.push_moves:
+            # Orthanc's client gives up on a silent workstation after network_timeout
+            # (the job fails, the gateway takes over); stall_limit only guards against a job
+            # that neither fails nor moves, generously: one instance may be gigabytes.
+            plan = PushPlan(self.store, listed, address, stall_limit=10 * self.network_timeout, **common)
         else:
-            plan = PushPlan(self.store, listed, address, local_aet=self.ae_title, originator_aet=calling_aet,
-                            originator_id=int(event.request.MessageID or 0),
-                            # Orthanc's client gives up on a silent workstation after network_timeout
-                            # (the job fails, the gateway takes over); this only guards against a job
-                            # that neither fails nor moves, generously: one instance may be gigabytes.
-                            stall_limit=10 * self.network_timeout,
-                            prepare=prepare)
+            plan = MovePlan(self.store, listed, address, **common)
         audit = functools.partial(self._audit, "dicom.retrieve", calling_aet, peer, model, level, keys, matches,
                                   destination=address.ae_title, instances=len(listed))
         auditing: Future[None] | None = None
@@ -619,7 +615,8 @@ class QueryRetrieve:
             # Python work, the set-up mostly waiting); checked before the first instance goes.
             auditing = self.workers.submit(audit)
         else:
-            # Orthanc's job starts sending as soon as the association is "opened".
+            # Orthanc's job starts sending as soon as the association is "opened";
+            # through pynetdicom, the association is set up after the audit as before.
             audit()
         # Pending responses to the requestor encoded without pydicom (stream_send.py).
         stream_files(event.assoc)

@@ -70,6 +70,10 @@ class MovePlan:
         # that order with a ``close()``, the presentation contexts to propose).
         self.prepare = prepare
 
+    def open(self, connect: Callable[[list[Any]], Any]) -> Any:
+        """Everything through pynetdicom (the plans below have a faster sender first)."""
+        return HandOverAssociation(self, connect).from_python()
+
 
 class PushPlan(MovePlan):
     """A C-MOVE that Orthanc's job sends."""
@@ -90,17 +94,17 @@ class PushPlan(MovePlan):
         """
         pushed = PushedAssociation(self, connect)
         pushed.start()
-        if pushed.fallback_association is not None and not pushed.fallback_association.is_established:
-            return pushed.fallback_association
-        return pushed
+        return pushed if pushed.sent else pushed.from_python()
 
 
 class HandOverAssociation:
     """What pynetdicom's C-MOVE SCP sees as the association to the destination, when another
     sender does the sending; what that sender does not send goes out from Python.
 
-    Subclasses send instance ``index`` in :meth:`_sent_by_primary` (True when
-    it certainly reached the destination) and stop in :meth:`_stop_primary`.
+    Subclasses send instance ``index`` in :meth:`_sent_by_primary` (its status
+    once it certainly reached the destination; None: from Python, it and the
+    rest) and stop in :meth:`_stop_primary`. This class alone sends everything
+    from Python.
     """
 
     def __init__(self, plan: Any, connect: Callable[[list[Any]], Any]) -> None:
@@ -137,11 +141,19 @@ class HandOverAssociation:
             self.fallback_association.abort()
 
     def _sent_by_primary(self, index: int, msg_id: int, priority: int, originator_aet: str | None,
-                         originator_id: int | None) -> Dataset | None:  # pragma: no cover - overridden
-        raise NotImplementedError
+                         originator_id: int | None) -> Dataset | None:
+        return None
 
-    def _stop_primary(self, abort: bool = False) -> None:  # pragma: no cover - overridden
-        raise NotImplementedError
+    def _stop_primary(self, abort: bool = False) -> None:
+        pass
+
+    def from_python(self) -> Any:
+        """Everything from Python, from the first instance on: this stand-in, or the real
+        association when it could not be established (pynetdicom then answers 0xA801
+        before any Pending)."""
+        self._stop_primary()
+        self._open_fallback(0)
+        return self if self.fallback_association.is_established else self.fallback_association
 
     def _end(self, abort: bool = False) -> None:
         """Stop the primary sender and drop the files read for the rest (the association is the caller's)."""
@@ -210,8 +222,6 @@ class PushedAssociation(HandOverAssociation):
             self.ended = True
         if not self.ended:
             self._wait_sent(0)
-        if self.sent == 0:
-            self._open_fallback(0)
 
     def _wait_sent(self, index: int) -> bool:
         """True once instance ``index`` has certainly been sent by the job; False if the job ended short of it."""
