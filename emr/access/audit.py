@@ -28,9 +28,9 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
-from sqlalchemy import select, update
+from sqlalchemy import Table, bindparam, insert, select, update
 from sqlalchemy.orm import Session
 
 from emr.core.exceptions import EmrError
@@ -101,6 +101,21 @@ def _now() -> str:
     return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
 
 
+_ENTRIES = cast(Table, AuditEntry.__table__)
+_HEAD = cast(Table, AuditHead.__table__)
+# One statement takes the head row's lock (PostgreSQL: held to commit; a
+# concurrent append waits and then reads the row it committed), counts the
+# row and returns the link to chain to.
+_BUMP_HEAD = (
+    update(_HEAD).where(_HEAD.c.id == 1).values(count=_HEAD.c.count + 1)
+    .returning(_HEAD.c.last_id, _HEAD.c.last_hash)
+)
+_INSERT_HEAD = insert(_HEAD).values(id=1, last_id=0, last_hash=GENESIS, count=1)
+_INSERT_ENTRY = insert(_ENTRIES)
+_MOVE_HEAD = update(_HEAD).where(_HEAD.c.id == 1).values(
+    last_id=bindparam("new_last_id"), last_hash=bindparam("new_last_hash"))
+
+
 def record(
     session: Session,
     actor: Actor,
@@ -111,16 +126,25 @@ def record(
     object_type: str | None = None,
     object_id: object = None,
     details: dict[str, Any] | None = None,
-) -> AuditEntry:
-    """Append one audit row to the session's transaction (the caller commits)."""
-    bumped = session.execute(update(AuditHead).where(AuditHead.id == 1).values(count=AuditHead.count + 1))
-    if bumped.rowcount == 0:  # type: ignore[attr-defined]
-        session.add(AuditHead(id=1, last_id=0, last_hash=GENESIS, count=1))
-        session.flush()
-    head = session.execute(select(AuditHead).where(AuditHead.id == 1).with_for_update()).scalar_one()
-    session.refresh(head)
+) -> int:
+    """Append one audit row to the session's transaction (the caller commits); its id.
+
+    Three Core statements on the session's connection (bump and read the
+    head, insert the row, move the head): every view, query and retrieve
+    writes a row, and the ORM's unit of work cost several times as much
+    Python (~2.5 ms per row, held before a DICOM retrieve may send anything).
+    Objects the caller added are flushed first, as the ORM's autoflush did.
+    """
+    session.flush()
+    connection = session.connection()
+    head = connection.execute(_BUMP_HEAD).first()
+    if head is None:
+        connection.execute(_INSERT_HEAD)
+        last_id, last_hash = 0, GENESIS
+    else:
+        last_id, last_hash = int(head[0]), str(head[1])
     values: dict[str, Any] = {
-        "id": head.last_id + 1,
+        "id": last_id + 1,
         "at": _now(),
         "user_id": actor.user_id,
         "username": actor.username,
@@ -133,13 +157,10 @@ def record(
         "client_ip": actor.client_ip,
         "details": json.dumps(details or {}, sort_keys=True, ensure_ascii=False),
     }
-    digest = _row_hash(head.last_hash, values)
-    entry = AuditEntry(**values, prev_hash=head.last_hash, hash=digest)
-    session.add(entry)
-    head.last_id = values["id"]
-    head.last_hash = digest
-    session.flush()
-    return entry
+    digest = _row_hash(last_hash, values)
+    connection.execute(_INSERT_ENTRY, {**values, "prev_hash": last_hash, "hash": digest})
+    connection.execute(_MOVE_HEAD, {"new_last_id": values["id"], "new_last_hash": digest})
+    return int(values["id"])
 
 
 # -- anchors -------------------------------------------------------------------

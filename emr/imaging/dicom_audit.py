@@ -12,9 +12,9 @@ cannot be written the gateway answers a failure and shows nothing.
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any
+from typing import Any, cast
 
-from sqlalchemy import select
+from sqlalchemy import Table, bindparam, select
 
 from emr.access import audit
 from emr.access.audit import Actor
@@ -25,6 +25,10 @@ from emr.models import Patient
 __all__ = ["dicom_audit_provider", "DICOM_ACTIONS"]
 
 DICOM_ACTIONS = frozenset({"dicom.query", "dicom.retrieve"})
+# Core, not the ORM: this runs before every query and retrieve is answered.
+_PATIENTS = cast(Table, Patient.__table__)
+_KNOWN_PATIENTS = select(_PATIENTS.c.code, _PATIENTS.c.id).where(
+    _PATIENTS.c.code.in_(bindparam("codes", expanding=True)))
 _DETAIL_KEYS = ("model", "level", "query", "results", "destination", "instances", "reason", "peer")
 
 
@@ -50,8 +54,7 @@ def dicom_audit_provider(settings: EmrSettings) -> Callable[[dict[str, Any]], No
         with factory() as session:
             codes = {str(p.get("PatientID") or "") for p in patients}
             known = {
-                code: pid
-                for code, pid in session.execute(select(Patient.code, Patient.id).where(Patient.code.in_(codes)))
+                code: pid for code, pid in session.connection().execute(_KNOWN_PATIENTS, {"codes": list(codes)})
             } if codes else {}
             if not patients:
                 audit.record(session, actor, action, outcome=outcome, object_type="dicom", details=base)
