@@ -46,6 +46,7 @@ log = logging.getLogger(__name__)
 # Instances read ahead: at most this many, and about this many bytes.
 WINDOW = 8
 WINDOW_BYTES = 64 * 1024 * 1024
+START_WINDOW = 2
 
 
 class MemoryPrefetch:
@@ -59,12 +60,18 @@ class MemoryPrefetch:
     """
 
     def __init__(self, store: Any, instances: list[Any], workers: int = 2, window: int = WINDOW,
-                 max_bytes: int = WINDOW_BYTES) -> None:
+                 max_bytes: int = WINDOW_BYTES, pool: ThreadPoolExecutor | None = None) -> None:
         self.store = store
         self.instances = instances
         self.window = window
+        # Until the first take(), only the first few: more reads then would compete for both
+        # cores with the association's set-up and the audit, which the first instance waits for.
+        self._limit = min(window, START_WINDOW)
         self.max_bytes = max_bytes
-        self.pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="retrieve-read")
+        # The readers: the gateway's, kept between moves (no threads started before the
+        # first read), or this prefetch's own.
+        self._own_pool = pool is None
+        self.pool = pool or ThreadPoolExecutor(max_workers=workers, thread_name_prefix="retrieve-read")
         self.queued: deque[tuple[int, Future[memoryview]]] = deque()
         self._free: list[bytearray] = []
         self._lent: bytearray | None = None
@@ -74,7 +81,7 @@ class MemoryPrefetch:
 
     def _fill(self) -> None:
         held = sum(int(self.instances[i].size or 0) for i, _ in self.queued)
-        while not self._closed and self._next < len(self.instances) and len(self.queued) < self.window:
+        while not self._closed and self._next < len(self.instances) and len(self.queued) < self._limit:
             size = int(self.instances[self._next].size or 0)
             if self.queued and held + size > self.max_bytes:
                 break
@@ -97,6 +104,7 @@ class MemoryPrefetch:
 
     def take(self, index: int) -> memoryview | BaseException:
         """The file of instance ``index`` (waits for its read), or why it could not be read."""
+        self._limit = self.window
         if self._lent is not None:
             self._free.append(self._lent)
             self._lent = None
@@ -120,7 +128,10 @@ class MemoryPrefetch:
     def close(self) -> None:
         """Stop reading ahead and drop what was read (idempotent)."""
         self._closed = True
-        self.pool.shutdown(wait=False, cancel_futures=True)
+        if self._own_pool:
+            self.pool.shutdown(wait=False, cancel_futures=True)
+        for _, future in self.queued:
+            future.cancel()
         self.queued.clear()
         self._free.clear()
         self._lent = None
@@ -130,12 +141,27 @@ class DirectPlan(MovePlan):
     """A C-MOVE that the gateway sends from memory."""
 
     def __init__(self, *args: Any, timeout: float, prefetch: MemoryPrefetch, heads: Future[list[Any]],
-                 **kwargs: Any) -> None:
+                 audit: Callable[[], None], **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self.timeout = timeout
         self.prefetch = prefetch
         # The first instance of each series but the first, described (SOP class, transfer syntax).
         self.heads = heads
+        # Writes the retrieve's audit row; run once by open(), whose caller checks
+        # ``auditing`` before the first instance goes out.
+        self.audit = audit
+        self.auditing: Future[None] = Future()
+
+    def audit_once(self) -> None:
+        """Run the audit unless it ran; its outcome in :attr:`auditing`."""
+        if self.auditing.done():
+            return
+        try:
+            self.audit()
+        except Exception as exc:  # noqa: BLE001 - the caller sends nothing then
+            self.auditing.set_exception(exc)
+        else:
+            self.auditing.set_result(None)
 
     def contexts(self) -> list[tuple[str, str]]:
         """(SOP class, transfer syntax) pairs to propose: the first instance's (from its file,
@@ -173,9 +199,14 @@ class DirectPlan(MovePlan):
             try:
                 sent.direct = DirectStoreAssociation.request(
                     self.address.host, self.address.port, calling_aet=self.local_aet,
-                    called_aet=self.address.ae_title, contexts=contexts, timeout=self.timeout)
+                    called_aet=self.address.ae_title, contexts=contexts, timeout=self.timeout,
+                    # The audit row (Python work) is written while the destination decides,
+                    # on this thread: on another one, it held the interpreter while the first
+                    # file was read and the answer arrived, delaying both by milliseconds.
+                    meanwhile=self.audit_once)
             except DirectStoreError as exc:
                 log.warning("retrieve: no direct association to %s (%s)", self.address.ae_title, exc)
+        self.audit_once()
         return sent if sent.direct is not None else sent.from_python()
 
 
@@ -224,4 +255,4 @@ class DirectAssociation(HandOverAssociation):
             if abort:
                 direct.abort()
             else:
-                direct.release()
+                direct.release(wait=False)

@@ -22,7 +22,8 @@ from __future__ import annotations
 
 import socket
 import struct
-from collections.abc import Sequence
+import threading
+from collections.abc import Callable, Sequence
 
 from pynetdicom import PYNETDICOM_IMPLEMENTATION_UID, PYNETDICOM_IMPLEMENTATION_VERSION
 from pynetdicom.pdu import A_ASSOCIATE_AC, A_ASSOCIATE_RJ, A_ASSOCIATE_RQ
@@ -73,8 +74,13 @@ class DirectStoreAssociation:
     # -- setting up ---------------------------------------------------------
     @classmethod
     def request(cls, host: str, port: int, *, calling_aet: str, called_aet: str,
-                contexts: Sequence[tuple[str, str]], timeout: float) -> DirectStoreAssociation:
+                contexts: Sequence[tuple[str, str]], timeout: float,
+                meanwhile: Callable[[], object] | None = None) -> DirectStoreAssociation:
         """Connect and negotiate one presentation context per (SOP class, transfer syntax) pair.
+
+        ``meanwhile`` runs once the request is sent, while the peer decides
+        (on this thread: no hand-over to another one); not if the connection
+        failed. Its exceptions propagate.
 
         Raises :class:`StoreRefused` when the peer rejects the association,
         :class:`DirectStoreError` for anything else that keeps it from being established.
@@ -105,6 +111,8 @@ class DirectStoreAssociation:
         try:
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
             sock.sendall(rq.encode())
+            if meanwhile is not None:
+                meanwhile()
             assoc = cls(sock)
             pdu_type, body = assoc._read_pdu()
             if pdu_type == 0x03:
@@ -200,20 +208,38 @@ class DirectStoreAssociation:
         return data
 
     # -- ending -------------------------------------------------------------
-    def release(self) -> None:
-        """A-RELEASE, waiting for the peer's answer (at most the timeout); abort if it does not come."""
+    def release(self, wait: bool = True) -> None:
+        """A-RELEASE: the request now; the peer's answer waited for (at most the timeout,
+        abort if it does not come) here, or when not ``wait`` on a thread of its own.
+
+        Why not wait: a C-MOVE's final response goes out after its sub-association
+        is released, and the requestor has nothing to gain from waiting for the
+        destination's A-RELEASE-RP (every C-STORE was answered already).
+        """
         if not self.is_established:
             return
+        self.is_established = False
         try:
             self._sock.sendall(_RELEASE_RQ)
+        except OSError:
+            self._sock.close()
+            return
+        if wait:
+            self._finish_release()
+        else:
+            threading.Thread(target=self._finish_release, name="direct-store-release", daemon=True).start()
+
+    def _finish_release(self) -> None:
+        try:
             while True:
                 pdu_type, _ = self._read_pdu()
                 if pdu_type in (0x06, 0x07):
                     break
-        except (OSError, DirectStoreError):
-            self.abort()
-            return
-        self.is_established = False
+        except DirectStoreError:
+            try:
+                self._sock.sendall(_ABORT)
+            except OSError:
+                pass
         self._sock.close()
 
     def abort(self) -> None:

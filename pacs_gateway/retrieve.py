@@ -104,6 +104,8 @@ _MAX_CONTEXTS = 128
 DIRECT_MAX_SIZE = 16 * 1024 * 1024
 # Threads shared by the C-MOVEs running at once (see QueryRetrieve.workers).
 RETRIEVE_WORKERS = 4
+# Threads reading files ahead of the C-MOVEs sent from memory (direct_move.MemoryPrefetch).
+RETRIEVE_READERS = 2
 
 
 def add_query_retrieve_contexts(ae: AE) -> None:
@@ -438,6 +440,8 @@ class QueryRetrieve:
         # Threads kept for the small jobs beside a C-MOVE (the series look-ups, the audit
         # row), instead of starting threads for each move.
         self.workers = ThreadPoolExecutor(max_workers=RETRIEVE_WORKERS, thread_name_prefix="retrieve")
+        # Threads reading files ahead of C-MOVEs sent from memory, shared by the moves running at once.
+        self.readers = ThreadPoolExecutor(max_workers=RETRIEVE_READERS, thread_name_prefix="retrieve-read")
 
     # -- audit ------------------------------------------------------------------
     def _audit(self, action: str, calling_aet: str, peer: str, model: str, level: str, keys: dict[str, str],
@@ -542,6 +546,7 @@ class QueryRetrieve:
     def close(self) -> None:
         """Stop the shared worker threads (a retrieve still running fails its reads)."""
         self.workers.shutdown(wait=False, cancel_futures=True)
+        self.readers.shutdown(wait=False, cancel_futures=True)
 
     def _send_all(self, event: evt.Event, prefetch: _Prefetch) -> Iterator[tuple[int, Dataset | None]]:
         try:
@@ -589,17 +594,24 @@ class QueryRetrieve:
 
         common: dict[str, Any] = {"local_aet": self.ae_title, "originator_aet": calling_aet,
                                   "originator_id": int(event.request.MessageID or 0), "prepare": prepare}
+        audit = functools.partial(self._audit, "dicom.retrieve", calling_aet, peer, model, level, keys, matches,
+                                  destination=address.ae_title, instances=len(listed))
         plan: MovePlan
         if listed and all(0 < int(i.size or 0) <= self.direct_max_size for i in listed):
             # The first file tells the first series' SOP class and transfer syntax (it is read
             # first anyway); the other series' first instances are looked up meanwhile.
-            prefetch = MemoryPrefetch(self.store, listed)
+            prefetch = MemoryPrefetch(self.store, listed, pool=self.readers)
             first: dict[str, Any] = {}
             for instance in listed:
                 first.setdefault(instance.series_id, instance)
-            heads = self.workers.submit(self.store.describe_instances, list(first.values())[1:], workers=4)
+            others = list(first.values())[1:]
+            heads: Future[list[Any]] = Future()
+            if others:
+                heads = self.workers.submit(self.store.describe_instances, others, workers=4)
+            else:
+                heads.set_result([])
             plan = DirectPlan(self.store, listed, address, timeout=self.network_timeout, prefetch=prefetch,
-                              heads=heads, **common)
+                              heads=heads, audit=audit, **common)
         elif self.push_moves:
             # Orthanc's client gives up on a silent workstation after network_timeout
             # (the job fails, the gateway takes over); stall_limit only guards against a job
@@ -607,14 +619,7 @@ class QueryRetrieve:
             plan = PushPlan(self.store, listed, address, stall_limit=10 * self.network_timeout, **common)
         else:
             plan = MovePlan(self.store, listed, address, **common)
-        audit = functools.partial(self._audit, "dicom.retrieve", calling_aet, peer, model, level, keys, matches,
-                                  destination=address.ae_title, instances=len(listed))
-        auditing: Future[None] | None = None
-        if isinstance(plan, DirectPlan):
-            # Written while the association to the destination is set up (the audit is
-            # Python work, the set-up mostly waiting); checked before the first instance goes.
-            auditing = self.workers.submit(audit)
-        else:
+        if not isinstance(plan, DirectPlan):
             # Orthanc's job starts sending as soon as the association is "opened";
             # through pynetdicom, the association is set up after the audit as before.
             audit()
@@ -624,9 +629,12 @@ class QueryRetrieve:
             yield address.host, address.port, {"ae_title": address.ae_title, "storage_push": plan,
                                                "evt_handlers": [(evt.EVT_CONN_OPEN, _no_delay)]}
             yield len(listed)
-            if auditing is not None:
+            if isinstance(plan, DirectPlan):
+                # Written while the association to the destination was set up (DirectPlan.open);
+                # checked before the first instance goes.
+                plan.audit_once()
                 try:
-                    auditing.result()
+                    plan.auditing.result()
                 except Exception as exc:  # noqa: BLE001 - nothing was sent; the requestor gets a failure
                     log.error("retrieve: audit failed, nothing sent: %s", exc)
                     yield int(Status.UNABLE_TO_PROCESS), None

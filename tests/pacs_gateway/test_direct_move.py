@@ -57,7 +57,7 @@ def _plan(store: _Store, listed: list[_Listed]) -> DirectPlan:
     prefetch = MemoryPrefetch(store, listed)
     return DirectPlan(store, listed, ReturnAddress("WS01", "127.0.0.1", 104), local_aet="FILMLESS",
                       originator_aet="WS01", originator_id=1, timeout=5, prefetch=prefetch, heads=heads,
-                      prepare=lambda remaining: ([], None, []))
+                      audit=lambda: None, prepare=lambda remaining: ([], None, []))
 
 
 def _study(tmp_path: Path) -> tuple[dict[str, bytes], list[_Listed]]:

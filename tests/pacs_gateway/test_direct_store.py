@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from io import BytesIO
@@ -12,6 +13,7 @@ import pytest
 from pydicom.dataset import Dataset
 from pydicom.uid import CTImageStorage, ExplicitVRLittleEndian, ImplicitVRLittleEndian, MRImageStorage
 from pynetdicom import AE, evt
+from pynetdicom.pdu import A_RELEASE_RQ
 
 from pacs_gateway.dimse_fast import c_store_rq, file_meta_of
 from pacs_gateway.direct_store import DirectStoreAssociation, DirectStoreError, StoreRefused
@@ -21,7 +23,8 @@ from tests.helpers import free_port
 
 @contextmanager
 def _scp(on_store: Callable[[evt.Event], Any], syntaxes: list[str] | None = None,
-         require_calling: list[str] | None = None) -> Iterator[tuple[int, list[Any]]]:
+         require_calling: list[str] | None = None,
+         handlers: list[Any] | None = None) -> Iterator[tuple[int, list[Any]]]:
     received: list[Any] = []
 
     def handler(event: evt.Event) -> Any:
@@ -33,7 +36,8 @@ def _scp(on_store: Callable[[evt.Event], Any], syntaxes: list[str] | None = None
     if require_calling:
         ae.require_calling_aet = require_calling
     port = free_port()
-    server = ae.start_server(("127.0.0.1", port), block=False, evt_handlers=[(evt.EVT_C_STORE, handler)])
+    server = ae.start_server(("127.0.0.1", port), block=False,
+                             evt_handlers=[(evt.EVT_C_STORE, handler), *(handlers or [])])
     try:
         yield port, received
     finally:
@@ -109,3 +113,50 @@ def test_a_peer_that_aborts_mid_store_fails_that_instance_and_ends_the_associati
             _store(assoc, slices[0])
         assert not assoc.is_established
         assoc.release()  # nothing left to do, no error
+
+
+def test_a_release_without_waiting_returns_before_the_peer_answers_and_still_ends_cleanly(
+        slices: list[bytes]) -> None:
+    """The C-MOVE's final response need not wait for the destination's A-RELEASE-RP."""
+    answer = threading.Event()
+    released, aborted = threading.Event(), threading.Event()
+
+    def hold_release(event: evt.Event) -> None:
+        if isinstance(event.pdu, A_RELEASE_RQ):
+            answer.wait(10)  # the peer's reactor answers only once the test lets it
+
+    handlers = [(evt.EVT_PDU_RECV, hold_release), (evt.EVT_RELEASED, lambda e: released.set()),
+                (evt.EVT_ABORTED, lambda e: aborted.set())]
+    with _scp(lambda e: 0x0000, handlers=handlers) as (port, received):
+        assoc = _request(port)
+        assert _store(assoc, slices[0]) == 0
+        assoc.release(wait=False)  # returns although the peer has not answered
+        assert not assoc.is_established and not released.is_set()
+        answer.set()
+        assert released.wait(5)  # a proper A-RELEASE, not an abort
+        assert not aborted.is_set()
+        assert len(received) == 1
+
+
+def test_meanwhile_runs_once_the_request_is_sent() -> None:
+    calls: list[bool] = []
+    with _scp(lambda e: 0) as (port, _):
+        assoc = DirectStoreAssociation.request(
+            "127.0.0.1", port, calling_aet="FILMLESS", called_aet="WS01",
+            contexts=[(CTImageStorage, ExplicitVRLittleEndian)], timeout=5, meanwhile=lambda: calls.append(True))
+        assert calls == [True] and assoc.is_established
+        assoc.release()
+
+        def fail() -> None:
+            raise RuntimeError("audit unavailable")
+
+        with pytest.raises(RuntimeError, match="audit unavailable"):
+            DirectStoreAssociation.request("127.0.0.1", port, calling_aet="FILMLESS", called_aet="WS01",
+                                           contexts=[(CTImageStorage, ExplicitVRLittleEndian)], timeout=5,
+                                           meanwhile=fail)
+    # Nobody listening: nothing was sent, so nothing runs.
+    with pytest.raises(DirectStoreError):
+        DirectStoreAssociation.request("127.0.0.1", free_port(), calling_aet="FILMLESS", called_aet="WS01",
+                                       contexts=[(CTImageStorage, ExplicitVRLittleEndian)], timeout=5,
+                                       meanwhile=lambda: calls.append(False))
+    assert calls == [True]

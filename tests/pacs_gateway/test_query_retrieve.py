@@ -199,6 +199,33 @@ def test_movescu_sends_the_study_to_the_configured_workstation(
     assert event["patients"] == [{"PatientID": "QR-BINH", "PatientName": BINH}]
 
 
+def test_moves_sent_directly_share_the_gateways_read_threads(
+    qr_gateways: Callable[..., tuple[Gateway, int]], studies: dict[str, Any], tmp_path: Path
+) -> None:
+    """The files are read ahead by threads kept between moves, not by new ones per move."""
+    import threading
+
+    from pacs_gateway.retrieve import RETRIEVE_READERS
+
+    gw, ws_port = qr_gateways()
+    scp = _storescp(ws_port, tmp_path / "ws01")
+    readers: list[set[int]] = []
+    try:
+        for _ in range(2):
+            result = dcmtk("movescu", "-S", "-aet", "WS01", "-aec", "FILMLESS", "-aem", "WS01",
+                           "-k", "QueryRetrieveLevel=STUDY", "-k", f"StudyInstanceUID={studies['study_uid']}",
+                           "127.0.0.1", str(gw.settings.port))
+            assert result.returncode == 0, result.stderr
+            readers.append({t.ident for t in threading.enumerate() if t.name.startswith("retrieve-read")
+                            and t.ident is not None})
+    finally:
+        scp.terminate()
+        scp.wait(10)
+    assert 0 < len(readers[0]) <= RETRIEVE_READERS
+    assert readers[1] == readers[0]
+    assert len(list((tmp_path / "ws01").iterdir())) == 5
+
+
 def test_getscu_receives_a_series_on_its_own_association(
     qr_gateway: tuple[Gateway, int], studies: dict[str, Any], tmp_path: Path
 ) -> None:
@@ -376,7 +403,7 @@ def test_the_move_sub_association_waits_for_work_and_streams_files(
     assert not assoc.is_alive() and not assoc.dul.is_alive()  # released, threads ended
 
 
-def test_accepted_associations_get_a_cheap_copy_of_the_contexts(qr_gateway: tuple[Gateway, int]) -> None:
+def test_accepted_associations_share_the_frozen_contexts(qr_gateway: tuple[Gateway, int]) -> None:
     import copy
 
     from pacs_gateway.server import SupportedContexts
@@ -385,14 +412,15 @@ def test_accepted_associations_get_a_cheap_copy_of_the_contexts(qr_gateway: tupl
     assert gw._server is not None
     contexts = gw._server.contexts
     assert isinstance(contexts, SupportedContexts)
-    copied = copy.deepcopy(contexts)
-    assert type(copied) is list and len(copied) == len(contexts)
-    for mine, original in zip(copied, contexts, strict=True):
-        assert mine is not original and mine.transfer_syntax is not original.transfer_syntax
-        assert (mine.abstract_syntax, mine.transfer_syntax, mine.scu_role, mine.scp_role) == (
-            original.abstract_syntax, original.transfer_syntax, original.scu_role, original.scp_role)
-    copied[0].transfer_syntax.append("1.2.3")
-    assert "1.2.3" not in contexts[0].transfer_syntax
+    shared = copy.deepcopy(contexts)  # what pynetdicom gives each association
+    assert type(shared) is list and shared is not contexts
+    assert all(mine is original for mine, original in zip(shared, contexts, strict=True))
+    # Shared, so they cannot be changed in place: a change would reach every association.
+    with pytest.raises(AttributeError):
+        shared[0].transfer_syntax.append("1.2.3")  # type: ignore[attr-defined]
+    with pytest.raises(AttributeError):
+        shared[0].add_transfer_syntax("1.2.3.4.5")
+    assert all("1.2.3" not in cx.transfer_syntax and "1.2.3.4.5" not in cx.transfer_syntax for cx in contexts)
 
 
 def test_an_instance_deleted_while_listed_is_not_sent_and_leaves_no_file(tmp_path: Path) -> None:
