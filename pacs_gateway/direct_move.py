@@ -29,6 +29,7 @@ import logging
 from collections import deque
 from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
+from types import SimpleNamespace
 from typing import Any
 
 from pydicom.dataset import Dataset
@@ -36,10 +37,10 @@ from pydicom.uid import ExplicitVRLittleEndian, ImplicitVRLittleEndian
 
 from .dimse_fast import CommandError, c_store_rq, file_meta_of
 from .dimse_status import status_dataset
-from .direct_store import DirectStoreAssociation, DirectStoreError
+from .direct_store import DestinationUnreachable, DirectStoreAssociation, DirectStoreError, StoreRefused
 from .storage_push import HandOverAssociation, MovePlan
 
-__all__ = ["DirectPlan", "MemoryPrefetch"]
+__all__ = ["DirectPlan", "MemoryPrefetch", "UnreachableDestination"]
 
 log = logging.getLogger(__name__)
 
@@ -204,10 +205,32 @@ class DirectPlan(MovePlan):
                     # on this thread: on another one, it held the interpreter while the first
                     # file was read and the answer arrived, delaying both by milliseconds.
                     meanwhile=self.audit_once)
+            except (DestinationUnreachable, StoreRefused) as exc:
+                # Asking again through pynetdicom would fail the same way, after a second
+                # network timeout for a destination that takes connections and never answers.
+                log.warning("retrieve: no association to %s (%s)", self.address.ae_title, exc)
+                self.audit_once()
+                return UnreachableDestination()
             except DirectStoreError as exc:
                 log.warning("retrieve: no direct association to %s (%s)", self.address.ae_title, exc)
         self.audit_once()
         return sent if sent.direct is not None else sent.from_python()
+
+
+class UnreachableDestination:
+    """What pynetdicom's C-MOVE SCP gets for a destination that refused or never answered:
+    not established, so it answers 0xA801 before any Pending (and closes the "socket")."""
+
+    is_established = False
+
+    def __init__(self) -> None:
+        self.dul = SimpleNamespace(socket=SimpleNamespace(close=lambda: None))
+
+    def release(self) -> None:
+        pass
+
+    def abort(self) -> None:
+        pass
 
 
 class DirectAssociation(HandOverAssociation):

@@ -38,7 +38,7 @@ from pynetdicom.presentation import PresentationContext, build_context
 from .dimse_fast import C_STORE_RSP, read_command
 from .stream_send import pdu_parts, pdus_for, send_parts
 
-__all__ = ["DirectStoreAssociation", "DirectStoreError", "StoreRefused"]
+__all__ = ["DestinationUnreachable", "DirectStoreAssociation", "DirectStoreError", "StoreRefused"]
 
 APPLICATION_CONTEXT = "1.2.840.10008.3.1.1.1"
 # What this side accepts per PDU: it only ever receives small responses.
@@ -54,6 +54,11 @@ _ABORT = _PDU_HEAD.pack(0x07, 0, 4) + b"\0\0\0\0"  # source 0: the service user
 
 class DirectStoreError(ConnectionError):
     """The association could not be set up or ended abnormally (the peer is gone, aborted, or broke the protocol)."""
+
+
+class DestinationUnreachable(DirectStoreError):
+    """Nobody answered the association request: the connection failed, was closed, or the
+    answer did not come within the timeout (asking again, another way, would fail the same)."""
 
 
 class StoreRefused(DirectStoreError):
@@ -83,6 +88,7 @@ class DirectStoreAssociation:
         failed. Its exceptions propagate.
 
         Raises :class:`StoreRefused` when the peer rejects the association,
+        :class:`DestinationUnreachable` when nobody answers it,
         :class:`DirectStoreError` for anything else that keeps it from being established.
         """
         proposed: list[PresentationContext] = []
@@ -107,14 +113,17 @@ class DirectStoreAssociation:
         try:
             sock = socket.create_connection((host, port), timeout=timeout)
         except OSError as exc:
-            raise DirectStoreError(f"cannot connect to {called_aet} at {host}:{port}: {exc}") from exc
+            raise DestinationUnreachable(f"cannot connect to {called_aet} at {host}:{port}: {exc}") from exc
         try:
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
             sock.sendall(rq.encode())
             if meanwhile is not None:
                 meanwhile()
             assoc = cls(sock)
-            pdu_type, body = assoc._read_pdu()
+            try:
+                pdu_type, body = assoc._read_pdu()
+            except DirectStoreError as exc:
+                raise DestinationUnreachable(f"{called_aet} at {host}:{port}: {exc}") from exc
             if pdu_type == 0x03:
                 rj = A_ASSOCIATE_RJ()
                 rj.decode(_PDU_HEAD.pack(pdu_type, 0, len(body)) + body)

@@ -16,7 +16,12 @@ from pynetdicom import AE, evt
 from pynetdicom.pdu import A_RELEASE_RQ
 
 from pacs_gateway.dimse_fast import c_store_rq, file_meta_of
-from pacs_gateway.direct_store import DirectStoreAssociation, DirectStoreError, StoreRefused
+from pacs_gateway.direct_store import (
+    DestinationUnreachable,
+    DirectStoreAssociation,
+    DirectStoreError,
+    StoreRefused,
+)
 from tests.corpus import make_ct_series
 from tests.helpers import free_port
 
@@ -97,9 +102,17 @@ def test_a_rejected_association_is_a_store_refused() -> None:
         _request(port)
 
 
-def test_nobody_listening_is_a_direct_store_error() -> None:
-    with pytest.raises(DirectStoreError):
+def test_nobody_listening_or_nobody_answering_is_an_unreachable_destination() -> None:
+    import socket
+
+    with pytest.raises(DestinationUnreachable):
         _request(free_port())
+    with socket.create_server(("127.0.0.1", 0)) as silent:  # takes the connection, never answers
+        with pytest.raises(DestinationUnreachable, match="did not answer in time"):
+            DirectStoreAssociation.request("127.0.0.1", silent.getsockname()[1], calling_aet="FILMLESS",
+                                           called_aet="WS01", contexts=[(CTImageStorage, ExplicitVRLittleEndian)],
+                                           timeout=0.3)
+    assert issubclass(DestinationUnreachable, DirectStoreError)
 
 
 def test_a_peer_that_aborts_mid_store_fails_that_instance_and_ends_the_association(slices: list[bytes]) -> None:

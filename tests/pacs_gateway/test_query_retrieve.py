@@ -697,7 +697,8 @@ def test_a_destination_that_accepts_and_never_answers_costs_a_timeout_not_the_ga
     qr_gateways: Callable[..., tuple[Gateway, int]], studies: dict[str, Any]
 ) -> None:
     """A workstation that takes the connection and says nothing: the move fails (0xA801) after
-    the network timeout, and the gateway keeps answering others meanwhile."""
+    one network timeout (not a second one asking again through pynetdicom), and the gateway
+    keeps answering others meanwhile."""
     import socket
     import threading
 
@@ -725,6 +726,7 @@ def test_a_destination_that_accepts_and_never_answers_costs_a_timeout_not_the_ga
         assert not mover.is_alive()
         assert [int(s.Status) for s, _ in answers] == [0xA801]
         assert time.monotonic() - started < 10
+        assert len(held) == 1  # one association request, not two
     finally:
         silent.close()
         for conn in held:
