@@ -23,8 +23,9 @@ Both waits are bounded (:data:`IDLE_CHECK`), so pynetdicom's timers (ARTIM,
 network idle timeout) and a kill from another thread are still noticed.
 Besides the waits, the association loop counts as paused while it sleeps
 (a thread sending on the association need not wait for it) and, after a
-pause, never takes a message meant for the sending thread. Otherwise the
-loops are pynetdicom 3.0's, statement for statement.
+pause, never takes a message meant for the sending thread, and the network
+timeout counts from the answer to a request, not from the request. Otherwise
+the loops are pynetdicom 3.0's, statement for statement.
 """
 
 from __future__ import annotations
@@ -244,6 +245,10 @@ class EventDrivenAssociation(Association):
             if msg:
                 busy = True
                 self._serve_request(msg, int(context_id or 0))
+                # The peer was waiting for this answer: its idle time starts now. pynetdicom
+                # counts it from the request, so a C-MOVE longer than the network timeout
+                # ended with this side releasing at once, colliding with the peer's release.
+                self.dul._idle_timer.restart()
 
             if self.is_established and self.acse.is_release_requested():
                 self.acse.send_release(is_response=True)

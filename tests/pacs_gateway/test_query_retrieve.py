@@ -694,7 +694,7 @@ def test_a_workstation_without_the_stored_syntax_gets_converted_copies(
 
 
 def test_a_destination_that_accepts_and_never_answers_costs_a_timeout_not_the_gateway(
-    qr_gateways: Callable[..., tuple[Gateway, int]], studies: dict[str, Any]
+    qr_gateways: Callable[..., tuple[Gateway, int]], studies: dict[str, Any], caplog: pytest.LogCaptureFixture
 ) -> None:
     """A workstation that takes the connection and says nothing: the move fails (0xA801) after
     one network timeout (not a second one asking again through pynetdicom), and the gateway
@@ -727,6 +727,9 @@ def test_a_destination_that_accepts_and_never_answers_costs_a_timeout_not_the_ga
         assert [int(s.Status) for s, _ in answers] == [0xA801]
         assert time.monotonic() - started < 10
         assert len(held) == 1  # one association request, not two
+        # The move took as long as the network timeout; the requestor's association still
+        # ends with the requestor's release, not the gateway's, sent at the same moment.
+        assert "Network timeout reached" not in caplog.text
     finally:
         silent.close()
         for conn in held:
