@@ -126,16 +126,15 @@ def read_file_meta(path: Path) -> FileMeta:
     meta group (the caller then lets pynetdicom/pydicom read it).
     """
     with open(path, "rb") as fh:
-        head = fh.read(132 + 12)
-        meta = fh.read(_meta_length(head, path)) if len(head) == 144 else b""
-    return _parse_meta(head, meta, path)
+        length = _meta_length(fh.read(132 + 12), path)
+        meta = fh.read(length)
+    return _parse_meta(meta, length, path)
 
 
 def file_meta_of(data: bytes | memoryview) -> FileMeta:
     """:func:`read_file_meta` of a Part-10 file held in memory."""
-    head = bytes(data[:144])
-    length = _meta_length(head, "the file")
-    return _parse_meta(head, bytes(data[144 : 144 + length]), "the file")
+    length = _meta_length(bytes(data[:144]), "the file")
+    return _parse_meta(bytes(data[144 : 144 + length]), length, "the file")
 
 
 def _meta_length(head: bytes, name: object) -> int:
@@ -147,8 +146,7 @@ def _meta_length(head: bytes, name: object) -> int:
     return int(group_length)
 
 
-def _parse_meta(head: bytes, meta: bytes, name: object) -> FileMeta:
-    group_length = _meta_length(head, name)
+def _parse_meta(meta: bytes, group_length: int, name: object) -> FileMeta:
     if len(meta) != group_length:
         raise CommandError(f"{name}: meta group cut short")
     values: dict[int, str] = {}
