@@ -245,10 +245,8 @@ class DirectStoreAssociation:
                 if pdu_type in (0x06, 0x07):
                     break
         except DirectStoreError:
-            try:
-                self._sock.sendall(_ABORT)
-            except OSError:
-                pass
+            self._abort_and_close()
+            return
         self._sock.close()
 
     def abort(self) -> None:
@@ -256,6 +254,9 @@ class DirectStoreAssociation:
         if not self.is_established:
             return
         self.is_established = False
+        self._abort_and_close()
+
+    def _abort_and_close(self) -> None:
         try:
             self._sock.sendall(_ABORT)
         except OSError:
