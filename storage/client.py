@@ -607,7 +607,7 @@ class OrthancStore(IndexQueries):
         written by hand (https, a proxy), ``requests`` reads it into a new buffer.
         """
         if self._raw_target is None:
-            return memoryview(super().read_instance(instance_id))
+            return super().read_instance_into(instance_id, buffer)
         return self._raw_get_into(f"/instances/{instance_id}/file", buffer)
 
     def _save_to(self, endpoint: str, target: Path, chunk: int) -> int:
