@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from concurrent.futures import Future
-from dataclasses import dataclass, replace
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -11,18 +11,15 @@ from pydicom.uid import CTImageStorage, ExplicitVRLittleEndian, ImplicitVRLittle
 
 from pacs_gateway.commitment import ReturnAddress
 from pacs_gateway.direct_move import DirectPlan, MemoryPrefetch
+from storage import StoredInstance
 from storage.client import _room
 from tests.corpus import make_ct_series
 
 
-@dataclass(frozen=True)
-class _Listed:
-    orthanc_id: str
-    series_id: str
-    size: int
-    sop_instance_uid: str = ""
-    sop_class_uid: str = ""
-    transfer_syntax: str = ""
+def _listed(orthanc_id: str, series_id: str, size: int) -> StoredInstance:
+    """As ``list_instances`` lists it: no SOP class or transfer syntax yet."""
+    return StoredInstance(orthanc_id, series_id, sop_instance_uid="", sop_class_uid="", transfer_syntax="",
+                          size=size)
 
 
 class _Store:
@@ -51,7 +48,7 @@ class _Store:
                 for i in instances]
 
 
-def _plan(store: _Store, listed: list[_Listed]) -> DirectPlan:
+def _plan(store: _Store, listed: list[StoredInstance]) -> DirectPlan:
     heads: Future[list[Any]] = Future()
     heads.set_result(store.describe_instances(listed[1:2]))
     prefetch = MemoryPrefetch(store, listed)
@@ -60,10 +57,10 @@ def _plan(store: _Store, listed: list[_Listed]) -> DirectPlan:
                       audit=lambda: None, prepare=lambda remaining: ([], None, []))
 
 
-def _study(tmp_path: Path) -> tuple[dict[str, bytes], list[_Listed]]:
+def _study(tmp_path: Path) -> tuple[dict[str, bytes], list[StoredInstance]]:
     paths = make_ct_series(tmp_path, 3, rows=32, cols=32, patient_name="Đinh^Thị Lan")
     files = {str(n): p.read_bytes() for n, p in enumerate(paths)}
-    listed = [_Listed(n, series, len(files[n])) for n, series in (("0", "a"), ("1", "b"), ("2", "b"))]
+    listed = [_listed(n, series, len(files[n])) for n, series in (("0", "a"), ("1", "b"), ("2", "b"))]
     return files, listed
 
 
@@ -101,7 +98,7 @@ def test_an_unreadable_first_file_is_described_instead(tmp_path: Path) -> None:
 def test_reading_ahead_reuses_its_buffers_and_stays_within_its_window(tmp_path: Path) -> None:
     paths = make_ct_series(tmp_path, 12, rows=32, cols=32, patient_name="Đinh^Thị Lan")
     files = {str(n): p.read_bytes() for n, p in enumerate(paths)}
-    listed = [_Listed(str(n), "a", len(files[str(n)])) for n in range(12)]
+    listed = [_listed(str(n), "a", len(files[str(n)])) for n in range(12)]
     store = _Store(files)
     prefetch = MemoryPrefetch(store, listed, window=3)
     buffers = set()
