@@ -125,7 +125,9 @@ def apply_order(session: Session, actor: Actor, msg: hl7.Message, facility: str)
         data = _order_fields(msg)
         patient_id = _patient(session, actor, msg, facility)
         orderer = interface_user(session)
-        ordering = Actor(orderer.id, actor.username, orderer.role, actor.client_ip)
+        # The HIS's order, placed under its account; no role of a person: the care scope of
+        # physicians (emr.access.care) governs what people do, and the HIS decided this order.
+        ordering = Actor(orderer.id, actor.username, None, actor.client_ip)
         try:
             order = create_order(session, ordering, {**data, "patient_id": patient_id})
         except EmrError as exc:

@@ -40,6 +40,7 @@ def create_order(session: Session, actor: Actor, data: OrderIn | dict[str, Any])
     if patient.status != "active":
         raise InvalidState("merged patients are read-only", key="patients.error.merged")
     if data.encounter_id is not None:
+        ensure_patient_access(session, actor, patient.id)  # issue 10: only patients in the user's care
         enc = session.get(Encounter, data.encounter_id)
         if enc is None or enc.patient_id != patient.id:
             raise ValidationFailed({"encounter_id": "orders.error.encounter"})
@@ -47,6 +48,9 @@ def create_order(session: Session, actor: Actor, data: OrderIn | dict[str, Any])
             raise ValidationFailed({"encounter_id": "encounters.error.not_open"})
     else:
         enc = visit_for_new_order(session, actor, patient)
+        # A new visit in the ordering physician's own department is how care begins (audited by
+        # the encounter service); the patient's open visit elsewhere, or none, needs care already.
+        ensure_patient_access(session, actor, patient.id)
     department_id = enc.department_id if enc is not None else None
     now = utcnow()
     scheduled = now
@@ -124,6 +128,7 @@ def list_orders(session: Session, patient_id: int) -> list[ImagingOrder]:
 
 def cancel_order(session: Session, actor: Actor, order_id: int, reason: str) -> ImagingOrder:
     order = get_or_404(session, ImagingOrder, order_id, "order")
+    ensure_patient_access(session, actor, order.patient_id)  # issue 10: only patients in the user's care
     if not reason.strip():
         raise ValidationFailed({"reason": "errors.field_required"})
     if order.status not in CANCELLABLE:

@@ -135,6 +135,9 @@ class World:
 @pytest.fixture
 def world(session: Session, tmp_path: Path) -> World:
     users = {}
+    # The physician works in K19: orders placed without a visit open one there (how care begins).
+    k19 = enc_svc.ensure_department(session, "K19", "Khoa Nội tổng hợp")
+    session.commit()
     for role in ("admin", "physician", "radiologist", "technician", "nurse", "records_clerk"):
         users[role] = create_user(
             session,
@@ -144,9 +147,8 @@ def world(session: Session, tmp_path: Path) -> World:
             role,
             f"Nguyễn Văn {role.title()}",
             practising_cert_no=f"00{len(users)}/HCM-CCHN",
+            department_id=k19.id if role == "physician" else None,
         )
-    enc_svc.ensure_department(session, "K19", "Khoa Nội tổng hợp")
-    session.commit()
     catalogue = tmp_path / "icd10.csv"
     catalogue.write_text(
         "code,title\nJ18.9,Viêm phổi không đặc hiệu\nI10,Tăng huyết áp vô căn\nS06.0,Chấn động não\nR51,Đau đầu\n",

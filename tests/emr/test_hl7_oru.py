@@ -181,7 +181,9 @@ def test_no_oru_for_what_the_his_never_sent(world: dict[str, Any], receiver: Mll
         actor = world["radiologist"]
         patient = create_patient(session, SETUP, {"full_name": "Mai Văn Tại Chỗ", "birth_date": "1970-01-01",
                                                   "sex": "M"})
-        physician = create_user(session, SETUP, "bsdieutri1", "correct horse battery", "physician", "BS. Điều Trị")
+        ward = encounters.ensure_department(session, "K19", "Khoa Nội tổng hợp")
+        physician = create_user(session, SETUP, "bsdieutri1", "correct horse battery", "physician", "BS. Điều Trị",
+                                department_id=ward.id)  # the order opens a visit there: care begins
         order = create_order(session, Actor(physician.id, physician.username, "physician", None),
                              {"patient_id": patient.id, "modality": "CT", "procedure_name": "CT ngực"})
         doc = documents.create_document(session, actor, {"encounter_id": visit_for_report(session, actor, order).id,

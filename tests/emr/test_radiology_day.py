@@ -16,8 +16,10 @@ from sqlalchemy.orm import Session
 
 from emr.access import audit
 from emr.access import audit_query as aq
+from emr.access.audit import Actor
 from emr.core.dicom_dates import display_da, normalise_da, parse_da
 from emr.core.exceptions import ValidationFailed
+from emr.hl7.orders import interface_user
 from emr.imaging import orders, reconcile
 from emr.imaging.linking import _upsert
 from emr.imaging.order_visit import visit_for_report
@@ -59,10 +61,11 @@ def test_order_without_visit_opens_one_in_the_ordering_department_then_joins_it(
 
 
 def test_report_on_an_order_without_visit_opens_one_for_the_radiologist(session: Session, world: World) -> None:
-    """An order placed by an account without a department (or before issue 13): the report still saves."""
-    doctor = world.actor("physician")
-    p = patients.create_patient(session, doctor, patient_data())
-    order = orders.create_order(session, doctor, {"patient_id": p.id, "modality": "CT", "procedure_name": "CT"})
+    """An order placed without a visit (by the HIS's account, which has no department, or before
+    issue 13): the report still saves."""
+    his = Actor(interface_user(session).id, "hl7:BV01", None, "10.0.0.9")
+    p = patients.create_patient(session, world.actor("records_clerk"), patient_data())
+    order = orders.create_order(session, his, {"patient_id": p.id, "modality": "CT", "procedure_name": "CT"})
     assert order.encounter_id is None
     reader = world.actor("radiologist")
     with pytest.raises(ValidationFailed) as nobody:

@@ -37,6 +37,7 @@ from emr.access.audit import Actor
 from emr.access.users import create_user
 from emr.db import make_engine, make_session_factory
 from emr.imaging import orders
+from emr.patients import encounters
 from emr.patients import service as patients
 from tests.dicom_factory import ct_instance
 from tests.helpers import http_login, wait_for
@@ -84,8 +85,9 @@ def _orders(cluster: Cluster) -> list[str]:
         with make_session_factory(engine)() as session:
             create_user(session, SETUP, "cdha.scale", PASSWORD, "radiologist", "Lê Thị Chẩn Đoán",
                         practising_cert_no="001/HCM-CCHN")
+            ward = encounters.ensure_department(session, "K19", "Khoa Nội tổng hợp")
             doctor = create_user(session, SETUP, "bs.scale", PASSWORD, "physician", "Trần Văn Chỉ Định",
-                                 practising_cert_no="002/HCM-CCHN")
+                                 practising_cert_no="002/HCM-CCHN", department_id=ward.id)
             session.commit()
             actor = Actor(doctor.id, doctor.username, doctor.role, "127.0.0.1")
             patient = patients.create_patient(session, actor, {

@@ -18,8 +18,10 @@ import pytest
 import requests
 from sqlalchemy import select
 
+from emr.access.audit import Actor
 from emr.access.users import create_token
-from emr.models import AuditEntry, BreakGlassAccess, Encounter, User, utcnow
+from emr.imaging import orders
+from emr.models import AuditEntry, BreakGlassAccess, Encounter, ImagingOrder, User, utcnow
 from storage import OrthancStore
 from tests.security.access_world import SETUP, AccessWorld, Case, build_world, csrf_from, http_login
 
@@ -192,3 +194,64 @@ def test_fhir_reads_and_searches_stay_within_care(world: AccessWorld) -> None:
         r = requests.get(world.base + url, headers=auth, timeout=10)
         assert r.status_code == 403, (url, r.status_code)
         assert world.b.patient_name not in r.text and world.b.patient_code not in r.text, url
+
+
+def _orders_of(world: AccessWorld, patient_id: int) -> dict[int, str]:
+    with world.sessions() as s:
+        return {o.id: o.status for o in s.scalars(select(ImagingOrder).where(ImagingOrder.patient_id == patient_id))}
+
+
+def _denied(world: AccessWorld, username: str, patient_id: int) -> int:
+    with world.sessions() as s:
+        return len(s.scalars(select(AuditEntry.id).where(
+            AuditEntry.username == username, AuditEntry.action == "care.denied", AuditEntry.patient_id == patient_id,
+        )).all())
+
+
+def _order_without_images(world: AccessWorld, doctor: str, case: Case) -> int:
+    """An order the patient's own physician places (still cancellable: no images yet)."""
+    visit = _encounter(world, case)
+    with world.sessions() as s:
+        user = s.scalars(select(User).where(User.username == doctor)).one()
+        actor = Actor(user.id, doctor, "physician", "127.0.0.1")
+        return orders.create_order(
+            s, actor, {"patient_id": case.patient_id, "encounter_id": visit, "modality": "CR",
+                       "procedure_name": "X-quang ngực thẳng"},
+        ).id
+
+
+def test_orders_are_placed_and_cancelled_only_for_patients_in_care(world: AccessWorld) -> None:
+    """Reading was scoped; writing must be too: a physician may not order imaging on another
+    department's visit, nor cancel another department's order, by the API or the web form."""
+    token = _token(world, "bs_a")
+    auth = {"Authorization": f"Bearer {token}"}
+    b, b_visit = world.b, _encounter(world, world.b)
+    theirs = _order_without_images(world, "bs_b", b)
+    before = _orders_of(world, b.patient_id)
+    denied_before = _denied(world, "bs_a", b.patient_id)
+    order = {"patient_id": b.patient_id, "modality": "CT", "procedure_name": "CT sọ não"}
+    # On their visit, or letting the server pick it (the patient's open visit is in K01, not bs_a's K19).
+    for body in ({**order, "encounter_id": b_visit}, order):
+        r = requests.post(f"{world.base}/api/orders", json=body, headers=auth, timeout=10)
+        assert (r.status_code, r.json()["error"]) == (403, "out_of_care_scope"), body
+        assert b.patient_name not in r.text
+    r = requests.post(f"{world.base}/api/orders/{theirs}/cancel", json={"reason": "Chỉ định trùng lặp"},
+                      headers=auth, timeout=10)
+    assert (r.status_code, r.json()["error"]) == (403, "out_of_care_scope")
+    http = http_login(world.base, "bs_a")
+    r = http.post(f"{world.base}/orders/{theirs}/cancel", allow_redirects=False, timeout=10,
+                  data={"csrf_token": csrf_from(http, f"{world.base}/"), "reason": "Chỉ định trùng lặp"})
+    assert r.status_code == 403 and b.patient_name not in r.text
+    assert _orders_of(world, b.patient_id) == before, "nothing ordered, nothing cancelled"
+    assert _denied(world, "bs_a", b.patient_id) == denied_before + 4, "each refusal audited with the patient"
+    # The same doors open for a patient in one's care (so the refusals above are the care rule).
+    mine = requests.post(f"{world.base}/api/orders", headers=auth, timeout=10,
+                         json={"patient_id": world.a.patient_id, "modality": "CR", "procedure_name": "X-quang ngực"})
+    assert mine.status_code == 201, mine.text
+    r = http.post(f"{world.base}/orders/{mine.json()['id']}/cancel", allow_redirects=False, timeout=10,
+                  data={"csrf_token": csrf_from(http, f"{world.base}/"), "reason": "Bệnh nhân chuyển viện"})
+    assert r.status_code == 302
+    assert _orders_of(world, world.a.patient_id)[mine.json()["id"]] == "cancelled"
+    r = requests.post(f"{world.base}/api/orders/{theirs}/cancel", json={"reason": "Chỉ định trùng lặp"},
+                      headers={"Authorization": f"Bearer {_token(world, 'bs_b')}"}, timeout=10)
+    assert r.status_code == 200 and _orders_of(world, b.patient_id)[theirs] == "cancelled"
