@@ -159,6 +159,14 @@ def _banner(settings: Settings, accounts: list[tuple[str, str, str]]) -> str:
     return "\n".join(lines) + "\n"
 
 
+def _migrate_emr(settings: Settings) -> None:
+    try:
+        import emr
+    except ImportError:  # a gateway-only installation
+        return
+    emr.upgrade_database(settings.emr)
+
+
 def cmd_up(args: argparse.Namespace, settings: Settings) -> int:
     from storage import open_store
 
@@ -170,6 +178,9 @@ def cmd_up(args: argparse.Namespace, settings: Settings) -> int:
         return 2
     saved = save_running_settings(settings)
     log.info("settings of this installation saved to %s (other filmless commands read them)", saved)
+    # The EMR's schema first: the gateway reads the network sites from it as soon as it starts,
+    # and on a first start the EMR process would still be creating the tables.
+    _migrate_emr(settings)
     children = []
     if settings.storage.managed:
         children.append(Child("storage", ["storage"]))
