@@ -734,3 +734,91 @@ def test_a_destination_that_accepts_and_never_answers_costs_a_timeout_not_the_ga
         silent.close()
         for conn in held:
             conn.close()
+
+
+def _workstation(port: int, on_store: Callable[[Any], int], ended: list[str]) -> Any:
+    """A pynetdicom storage SCP as WS01 whose C-STORE answers ``on_store`` decides."""
+    from pynetdicom import AllStoragePresentationContexts
+
+    ae = AE(ae_title="WS01")
+    ae.supported_contexts = AllStoragePresentationContexts
+    return ae.start_server(("127.0.0.1", port), block=False, evt_handlers=[
+        (evt.EVT_C_STORE, on_store),
+        (evt.EVT_RELEASED, lambda _e: ended.append("released")),
+        (evt.EVT_ABORTED, lambda _e: ended.append("aborted")),
+    ])
+
+
+def test_a_workstation_that_stalls_mid_move_costs_timeouts_not_the_move(
+    qr_gateways: Callable[..., tuple[Gateway, int]], studies: dict[str, Any]
+) -> None:
+    """The workstation stores two slices, then never answers again: the move still ends, within a
+    couple of network timeouts, with the two counted as done and the rest reported failed by UID."""
+    import threading
+
+    gw, ws_port = qr_gateways(network_timeout=1.0, request_timeout=1.0)
+    stop = threading.Event()
+    stored: list[str] = []
+
+    def on_store(event: Any) -> int:
+        stored.append(str(event.request.AffectedSOPInstanceUID))
+        if len(stored) > 2:
+            stop.wait(30)  # hangs: no response
+        return 0
+
+    ended: list[str] = []
+    server = _workstation(ws_port, on_store, ended)
+    try:
+        started = time.monotonic()
+        answers = _move(gw.settings.port, studies["study_uid"])
+        took = time.monotonic() - started
+        final, identifier = answers[-1]
+        assert int(final.Status) == 0xB000
+        assert (int(final.NumberOfCompletedSuboperations), int(final.NumberOfFailedSuboperations)) == (2, 3)
+        assert identifier is not None
+        failed = identifier.FailedSOPInstanceUIDList
+        failed = [failed] if isinstance(failed, str) else list(failed)
+        assert sorted(failed) == sorted(set(_uids(studies["files"])) - set(stored[:2]))
+        assert took < 5, f"the move took {took:.1f} s for a 1 s network timeout"
+        echo = dcmtk("echoscu", "-aec", "FILMLESS", "127.0.0.1", str(gw.settings.port))
+        assert echo.returncode == 0, echo.stderr
+    finally:
+        stop.set()
+        server.shutdown()
+
+
+def test_a_requestor_that_aborts_mid_move_stops_the_sending(
+    qr_gateways: Callable[..., tuple[Gateway, int]], studies: dict[str, Any], audited: list[dict[str, object]]
+) -> None:
+    """The workstation's user gives up (the requestor aborts after the first Pending): the gateway
+    sends at most the slice on the wire, then ends the association to the workstation."""
+    from pynetdicom.sop_class import StudyRootQueryRetrieveInformationModelMove  # type: ignore[attr-defined]
+
+    gw, ws_port = qr_gateways()
+    stored: list[str] = []
+
+    def on_store(event: Any) -> int:
+        stored.append(str(event.request.AffectedSOPInstanceUID))
+        time.sleep(0.5)  # a slow workstation: the abort comes while slices are still to go
+        return 0
+
+    ended: list[str] = []
+    server = _workstation(ws_port, on_store, ended)
+    try:
+        ae = AE(ae_title="WS01")
+        ae.add_requested_context(StudyRootQueryRetrieveInformationModelMove)
+        assoc = ae.associate("127.0.0.1", gw.settings.port, ae_title="FILMLESS")
+        assert assoc.is_established
+        query = Dataset()
+        query.QueryRetrieveLevel = "STUDY"
+        query.StudyInstanceUID = studies["study_uid"]
+        for status, _ in assoc.send_c_move(query, "WS01", StudyRootQueryRetrieveInformationModelMove):
+            assert int(status.Status) == 0xFF00
+            assoc.abort()
+            break
+        wait_for(lambda: ended != [], timeout=5, what="the end of the association to the workstation")
+        time.sleep(0.5)  # nothing more arrives
+        assert 1 <= len(stored) <= 2, stored
+        assert [e["action"] for e in audited] == ["dicom.retrieve"]
+    finally:
+        server.shutdown()
