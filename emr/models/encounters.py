@@ -63,7 +63,12 @@ class Encounter(Base):
         order_by="EncounterDiagnosis.position", cascade="save-update, merge"
     )
 
-    __table_args__ = (Index("ix_encounters_admitted_at", "admitted_at"),)
+    __table_args__ = (
+        Index("ix_encounters_admitted_at", "admitted_at"),
+        # A department's and a physician's open visits (their patient list, the care rule; migration 0018).
+        Index("ix_encounters_department_status", "department_id", "status"),
+        Index("ix_encounters_attending_status", "attending_id", "status"),
+    )
 
 
 class EncounterDiagnosis(Base):

@@ -10,6 +10,7 @@ from sqlalchemy import select
 
 from emr import outbox
 from emr.access.auth import current_actor, requires
+from emr.access.permissions import allowed
 from emr.core.exceptions import EmrError, NotFoundError, ValidationFailed
 from emr.documents import service as documents
 from emr.identity.checks import latest_check
@@ -31,9 +32,14 @@ bp = Blueprint("patients", __name__, url_prefix="/patients")
 def search() -> Any:
     q = request.args.get("q", "").strip()[:100]
     results: list[Patient] = []
+    visits: list[encounters.CurrentVisit] | None = None
     if q:
         results = patients.search_patients(db.session(), current_actor(), q, 50)
-    return render_template("patients/search.html", q=q, results=results)
+    elif allowed(current_actor().role, "encounter.read"):
+        # Without a search: the patients the user is treating now (their department's open visits).
+        visits = encounters.current_visits(db.session(), current_actor())
+    return render_template("patients/search.html", q=q, results=results, visits=visits,
+                           visits_limit=encounters.CURRENT_VISITS_LIMIT)
 
 
 @bp.route("/new", methods=["GET", "POST"])

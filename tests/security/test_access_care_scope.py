@@ -255,3 +255,15 @@ def test_orders_are_placed_and_cancelled_only_for_patients_in_care(world: Access
     r = requests.post(f"{world.base}/api/orders/{theirs}/cancel", json={"reason": "Chỉ định trùng lặp"},
                       headers={"Authorization": f"Bearer {_token(world, 'bs_b')}"}, timeout=10)
     assert r.status_code == 200 and _orders_of(world, b.patient_id)[theirs] == "cancelled"
+
+
+def test_the_home_list_shows_only_patients_in_care(world: AccessWorld) -> None:
+    """The list of patients under treatment on a clinician's home page is another door: bs_a (K19)
+    sees A's visit and never B's (K01), whatever the query string says."""
+    http = http_login(world.base, "bs_a")
+    for url in ("/patients/", "/patients/?department=K01", "/patients/?q="):
+        page = http.get(world.base + url, timeout=10).text
+        assert world.a.patient_name in page, url
+        assert world.b.patient_name not in page and world.b.patient_code not in page, url
+    page = http_login(world.base, "bs_b").get(f"{world.base}/patients/", timeout=10).text
+    assert world.b.patient_name in page and world.a.patient_name not in page
