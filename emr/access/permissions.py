@@ -15,7 +15,7 @@ from emr.core.clock import local_day_bounds, local_today
 from emr.models import ROLES, BreakGlassAccess, Document, Encounter, ImagingOrder, Study, utcnow
 
 if TYPE_CHECKING:
-    from sqlalchemy import Select
+    from sqlalchemy import ColumnElement, Select
     from sqlalchemy.orm import Session
 
 __all__ = [
@@ -24,6 +24,7 @@ __all__ = [
     "ROLES",
     "allowed",
     "care_basis",
+    "own_visits",
     "patients_in_care",
 ]
 
@@ -121,17 +122,23 @@ CARE_SCOPED_ROLES = frozenset({"physician", "radiologist", "technician"})
 CARE_RECENT_DAYS = 30
 
 
+def own_visits(user: Any) -> ColumnElement[bool]:
+    """The visits ``user`` attends or that are in their department: care by encounter (below) and
+    the list of patients under treatment (emr.patients.encounters.current_visits)."""
+    mine: ColumnElement[bool] = Encounter.attending_id == user.id
+    if user.department_id is not None:
+        mine = or_(mine, Encounter.department_id == user.department_id)
+    return mine
+
+
 def _care_selects(user: Any, now: datetime) -> list[tuple[str, Select[Any]]]:
     """(basis, SELECT patient_id ...) for each way ``user`` may be caring for a patient."""
     recent = now - timedelta(days=CARE_RECENT_DAYS)
     out: list[tuple[str, Select[Any]]] = []
-    mine = Encounter.attending_id == user.id
-    if user.department_id is not None:
-        mine = or_(mine, Encounter.department_id == user.department_id)
     out.append((
         "encounter",
         select(Encounter.patient_id).where(
-            mine,
+            own_visits(user),
             Encounter.status != "cancelled",
             or_(Encounter.status == "open", Encounter.closed_at >= recent, Encounter.discharged_at >= recent),
         ),

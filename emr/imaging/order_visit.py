@@ -16,10 +16,10 @@ from sqlalchemy.orm import Session
 from emr.access.audit import Actor
 from emr.core.exceptions import ValidationFailed
 from emr.models import Department, Encounter, ImagingOrder, Patient, User
+from emr.patients.encounters import ATTENDING_ROLES
 
 __all__ = ["visit_for_new_order", "visit_for_report"]
 
-_ATTENDING_ROLES = ("physician", "radiologist")
 
 
 def _open_visit(session: Session, patient_id: int) -> Encounter | None:
@@ -37,7 +37,7 @@ def _new_visit(session: Session, actor: Actor, patient: Patient, user: User | No
     user is no physician or has no department). Audited by the encounter service."""
     from emr.patients.encounters import create_encounter  # the encounter service owns visit creation and its audit
 
-    if user is None or not user.active or user.role not in _ATTENDING_ROLES or user.department_id is None:
+    if user is None or not user.active or user.role not in ATTENDING_ROLES or user.department_id is None:
         return None
     department = session.get(Department, user.department_id)
     if department is None:

@@ -8,13 +8,14 @@ from datetime import date, datetime
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import or_, select
+from sqlalchemy import select
 from sqlalchemy.orm import Session, aliased
 
 from emr import outbox
 from emr.access import audit
 from emr.access.audit import Actor
 from emr.access.care import ensure_patient_access
+from emr.access.permissions import own_visits
 from emr.catalogues import check_code
 from emr.core.clock import local_today, to_local
 from emr.core.exceptions import InvalidState, ValidationFailed
@@ -33,10 +34,14 @@ __all__ = [
     "set_benefit_level",
     "load_icd10",
     "ensure_department",
+    "ATTENDING_ROLES",
     "encounter_dict",
     "attending_choices",
 ]
 
+
+# Who may attend a visit (and so be listed as its physician).
+ATTENDING_ROLES = ("physician", "radiologist")
 
 def ensure_department(session: Session, code: str, name: str) -> Department:
     dep = session.scalar(select(Department).where(Department.code == code))
@@ -88,7 +93,7 @@ def create_encounter(session: Session, actor: Actor, data: EncounterIn | dict[st
         problems["department_code"] = "encounters.error.department"
     attending_name = data.attending_username or actor.username
     attending = session.scalar(select(User).where(User.username == attending_name, User.active.is_(True)))
-    if attending is None or attending.role not in ("physician", "radiologist"):
+    if attending is None or attending.role not in ATTENDING_ROLES:
         problems["attending_username"] = "encounters.error.attending"
     codes = [c.upper() for c in data.diagnoses]
     today = local_today()
@@ -205,7 +210,6 @@ class CurrentVisit:
     sex: str
     department_name: str
     attending: str
-    reason: str | None
 
 
 CURRENT_VISITS_LIMIT = 200
@@ -221,18 +225,15 @@ def current_visits(session: Session, actor: Actor, limit: int = CURRENT_VISITS_L
     The listing is audited (names on a screen are a view of patient data).
     """
     user = session.get(User, actor.user_id) if actor.user_id is not None else None
-    if user is None or (user.department_id is None and user.role not in ("physician", "radiologist")):
+    if user is None or (user.department_id is None and user.role not in ATTENDING_ROLES):
         return None
-    mine = Encounter.attending_id == user.id
-    if user.department_id is not None:
-        mine = or_(mine, Encounter.department_id == user.department_id)
     attending = aliased(User)
     rows = session.execute(
         select(Encounter, Patient, Department.name, attending.full_name)
         .join(Patient, Patient.id == Encounter.patient_id)
         .join(Department, Department.id == Encounter.department_id)
         .join(attending, attending.id == Encounter.attending_id)
-        .where(mine, Encounter.status == "open", Patient.status == "active")
+        .where(own_visits(user), Encounter.status == "open", Patient.status == "active")
         .order_by(Encounter.admitted_at.desc(), Encounter.id.desc())
         .limit(limit)
     ).all()
@@ -241,7 +242,6 @@ def current_visits(session: Session, actor: Actor, limit: int = CURRENT_VISITS_L
             encounter_id=enc.id, visit_code=enc.visit_code, kind=enc.kind, admitted_at=enc.admitted_at,
             patient_id=p.id, patient_code=p.code, patient_name=p.full_name, birth_date=p.birth_date,
             birth_year_only=bool(p.birth_year_only), sex=p.sex, department_name=department, attending=doctor,
-            reason=enc.reason,
         )
         for enc, p, department, doctor in rows
     ]
@@ -313,7 +313,7 @@ def attending_choices(session: Session) -> list[tuple[str, str]]:
     rows = session.execute(
         select(User.username, User.full_name, Department.name)
         .outerjoin(Department, Department.id == User.department_id)
-        .where(User.active.is_(True), User.role.in_(("physician", "radiologist")))
+        .where(User.active.is_(True), User.role.in_(ATTENDING_ROLES))
         .order_by(User.full_name, User.username)
     )
     return [(username, f"{name} · {dep}" if dep else name) for username, name, dep in rows]

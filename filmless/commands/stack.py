@@ -204,11 +204,9 @@ def cmd_up(args: argparse.Namespace, settings: Settings) -> int:
         while time.monotonic() < deadline and not store.ping():
             time.sleep(0.2)
         if args.demo:
-            import emr
             from emr.demo.seed import seed
 
-            emr.upgrade_database(settings.emr)
-            accounts.extend(seed(settings.emr, store))
+            accounts.extend(seed(settings.emr, store))  # the schema is there: _migrate_emr ran first
         # "filmless is running" means it: the EMR and the gateway accept connections.
         waiting = {"emr": (settings.emr.host, settings.emr.port),
                    "gateway": (settings.gateway.host, settings.gateway.port)}
