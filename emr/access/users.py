@@ -18,7 +18,8 @@ from emr.access.audit import Actor
 from emr.access.login_guard import LoginGuard
 from emr.access.sessions import end_user_sessions
 from emr.core.exceptions import AuthenticationFailed, ConflictError, NotFoundError, ValidationFailed
-from emr.models import ROLES, ApiToken, User, utcnow
+from emr.models import ROLES, ApiToken, Department, DocumentVersion, User, utcnow
+from emr.models.signing import DocumentSignature
 
 __all__ = [
     "create_user",
@@ -30,6 +31,7 @@ __all__ = [
     "list_users",
     "get_user",
     "set_active",
+    "update_profile",
     "list_tokens",
 ]
 
@@ -66,6 +68,8 @@ def create_user(
         problems["password"] = "users.error.password_short"
     if not full_name.strip() or len(full_name) > 200:
         problems["full_name"] = "errors.field_required"
+    if department_id is not None and session.get(Department, department_id) is None:
+        problems["department_id"] = "users.error.department"
     if problems:
         raise ValidationFailed(problems)
     if session.scalar(select(User.id).where(User.username == username)) is not None:
@@ -288,6 +292,89 @@ def set_active(session: Session, actor: Actor, user_id: int, active: bool) -> Us
     audit.record(session, actor, "user.unlock" if active else "user.lock", object_type="user", object_id=user.id)
     session.commit()
     return user
+
+
+def _has_signed(session: Session, user_id: int) -> bool:
+    signed = select(DocumentVersion.id).where(DocumentVersion.signed_by == user_id).limit(1)
+    if session.scalar(signed) is not None:
+        return True
+    signature = select(DocumentSignature.id).where(DocumentSignature.signer_id == user_id).limit(1)
+    return session.scalar(signature) is not None
+
+
+def update_profile(
+    session: Session,
+    actor: Actor,
+    user_id: int,
+    *,
+    full_name: str,
+    role: str,
+    department_id: int | None,
+    title: str | None,
+    practising_cert_no: str | None,
+) -> dict[str, list[Any]]:
+    """Change what an admin set at creation: name, role, department, job title, practising certificate.
+
+    Staff move between departments and change roles; without this an admin
+    had to create a second account, splitting one person's audit trail. The
+    username stays (it names the person in every audit row). Rules:
+
+    - an admin cannot change their own role (so the last admin cannot
+      demote themselves and leave nobody to manage accounts);
+    - a role change ends the account's sessions and revokes its API tokens:
+      what the person may do changes at once, not at their next login;
+    - moving to another department drops the department-head flag (it
+      named the head of the old one);
+    - a certificate number already used in signatures is kept: signed
+      records and claims exported later name the signer by it.
+
+    Returns the changed fields as ``{field: [before, after]}`` (empty: nothing
+    changed, nothing written or audited).
+    """
+    user = get_user(session, user_id)
+    full_name = full_name.strip()
+    title = (title or "").strip() or None
+    cert = (practising_cert_no or "").strip() or None
+    problems: dict[str, str] = {}
+    if not full_name or len(full_name) > 200:
+        problems["full_name"] = "errors.field_required"
+    if role not in ROLES:
+        problems["role"] = "users.error.role"
+    elif role != user.role and actor.user_id == user.id:
+        problems["role"] = "users.error.role_self"
+    if title is not None and len(title) > 100:
+        problems["title"] = "errors.field_too_long"
+    if cert is not None and len(cert) > 50:
+        problems["practising_cert_no"] = "errors.field_too_long"
+    if department_id is not None and session.get(Department, department_id) is None:
+        problems["department_id"] = "users.error.department"
+    if not problems and user.practising_cert_no and cert != user.practising_cert_no and _has_signed(session, user.id):
+        problems["practising_cert_no"] = "users.error.cert_signed"
+    if problems:
+        raise ValidationFailed(problems)
+    after = {
+        "full_name": full_name,
+        "role": role,
+        "department_id": department_id,
+        "title": title,
+        "practising_cert_no": cert,
+    }
+    changed = {k: [getattr(user, k), v] for k, v in after.items() if getattr(user, k) != v}
+    if not changed:
+        return changed
+    for key, value in after.items():
+        setattr(user, key, value)
+    if "department_id" in changed and user.is_department_head:
+        user.is_department_head = False
+        changed["is_department_head"] = [True, False]
+    details: dict[str, Any] = {"changed": changed}
+    if "role" in changed:
+        user.session_version += 1
+        details["sessions_ended"] = end_user_sessions(session, user.id, "role")
+        details["tokens_revoked"] = _revoke_all_tokens(session, user.id)
+    audit.record(session, actor, "user.update", object_type="user", object_id=user.id, details=details)
+    session.commit()
+    return changed
 
 
 def list_tokens(session: Session, user_id: int) -> list[ApiToken]:

@@ -17,10 +17,18 @@ from ..i18n import t
 from ..models import ROLES, Department
 
 bp = Blueprint("users", __name__, url_prefix="/admin/users")
+PROFILE_FIELDS = ("full_name", "role", "department_id", "title", "practising_cert_no")
 
 
 def _departments() -> list[tuple[str, str]]:
     return [(str(d.id), d.name) for d in db.session().scalars(select(Department).order_by(Department.name))]
+
+
+def _department_id(raw: str) -> int | None:
+    """The chosen department's id; None for none chosen, 0 (no such department) for anything else."""
+    if not raw:
+        return None
+    return int(raw) if raw.isdigit() and int(raw) < 2**31 else 0
 
 
 @bp.route("/", methods=["GET", "POST"])
@@ -41,7 +49,7 @@ def index() -> Any:
                 values.get("role", ""),
                 values.get("full_name", "")[:300],
                 practising_cert_no=values.get("practising_cert_no", "")[:50] or None,
-                department_id=int(dep) if dep.isdigit() and int(dep) < 2**31 else None,
+                department_id=_department_id(dep),
                 title=values.get("title", "")[:100] or None,
             )
         except EmrError as exc:
@@ -69,6 +77,14 @@ def _detail(
 ) -> Any:
     s = db.session()
     user = users.get_user(s, user_id)
+    departments = _departments()
+    profile = {
+        "full_name": user.full_name,
+        "role": user.role,
+        "department_id": str(user.department_id or ""),
+        "title": user.title or "",
+        "practising_cert_no": user.practising_cert_no or "",
+    }
     return render_template(
         "users/detail.html",
         user=user,
@@ -76,6 +92,11 @@ def _detail(
         new_token=new_token,
         errors=errors or {},
         values=values or {},
+        profile=profile | (values or {}),
+        profile_failed=bool(errors and errors.keys() & set(PROFILE_FIELDS)),
+        department_name=dict(departments).get(str(user.department_id)),
+        role_choices=[(r, t(f"roles.{r}")) for r in ROLES],
+        departments=departments,
     ), status
 
 
@@ -98,6 +119,30 @@ def set_active(user_id: int) -> Any:
             raise
         return _detail(user_id, errors={"active": next(iter(field_errors(exc).values()))}, status=422)
     return redirect(url_for("users.detail", user_id=user_id))
+
+
+@bp.post("/<int:user_id>/profile")
+@requires("user.manage")
+def update_profile(user_id: int) -> Any:
+    values = {k: request.form.get(k, "").strip()[:300] for k in PROFILE_FIELDS}
+    try:
+        changed = users.update_profile(
+            db.session(),
+            current_actor(),
+            user_id,
+            full_name=values["full_name"],
+            role=values["role"],
+            department_id=_department_id(values["department_id"]),
+            title=values["title"] or None,
+            practising_cert_no=values["practising_cert_no"] or None,
+        )
+    except EmrError as exc:
+        db.session().rollback()
+        if isinstance(exc, NotFoundError):
+            raise
+        return _detail(user_id, errors=field_errors(exc), values=values, status=422)
+    done = "role" if "role" in changed else "profile" if changed else "unchanged"
+    return redirect(url_for("users.detail", user_id=user_id, done=done))
 
 
 @bp.post("/<int:user_id>/password")

@@ -66,6 +66,7 @@ EXPECTED: dict[tuple[str, str], set[str] | None] = {
     ("GET", "/admin/users/<int:user_id>"): {"admin"},
     ("POST", "/admin/users/<int:user_id>/active"): {"admin"},
     ("POST", "/admin/users/<int:user_id>/password"): {"admin"},
+    ("POST", "/admin/users/<int:user_id>/profile"): {"admin"},
     ("POST", "/admin/users/<int:user_id>/tokens"): {"admin"},
     ("POST", "/admin/users/<int:user_id>/tokens/<int:token_id>/revoke"): {"admin"},
     ("GET", "/api/patients"): CLIN,
