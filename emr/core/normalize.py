@@ -23,6 +23,16 @@ def fold(text: str) -> str:
     return _SPACES.sub(" ", stripped).strip().lower()
 
 
+def name_keys(folded_name: str) -> list[str]:
+    """A folded full name from its third word on, one key per word ('a b c d' → ['c d', 'd']).
+
+    With the folded full name and the folded given name (from the second
+    word) every word of a name then starts a searchable prefix.
+    """
+    words = folded_name.split(" ")
+    return [" ".join(words[i:]) for i in range(2, len(words))]
+
+
 def split_name(full_name: str) -> tuple[str, str]:
     """Vietnamese names: family name first, given name last ('Nguyễn Thị Hồng Nhung' → ('Nguyễn', 'Thị Hồng Nhung'))."""
     parts = _SPACES.sub(" ", full_name).strip().split(" ")

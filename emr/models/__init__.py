@@ -12,7 +12,7 @@ from .imaging import ShareLink, StudyMeasurements
 from .network import NetworkReceived, NetworkSite, NetworkTransfer
 from .orders import MODALITIES, OPEN_ORDER_SQL, ORDER_STATUSES, URGENCIES, ImagingOrder, LinkerState, Study
 from .outbox import OUTBOX_STATUSES, OutboxAttempt, OutboxMessage
-from .patients import Counter, Patient
+from .patients import Counter, Patient, PatientNameKey
 from .prices import ServicePrice
 from .sessions import UserSession
 from .users import ROLES, ApiToken, Department, User
@@ -56,6 +56,7 @@ __all__ = [
     "OutboxAttempt",
     "OutboxMessage",
     "Patient",
+    "PatientNameKey",
     "RETENTION_YEARS",
     "ROLES",
     "ServicePrice",

@@ -5,11 +5,11 @@ from __future__ import annotations
 from datetime import date, datetime
 
 from sqlalchemy import ForeignKey, Index, String
-from sqlalchemy.orm import Mapped, mapped_column
+from sqlalchemy.orm import Mapped, mapped_column, relationship
 
 from .base import Base, utcnow
 
-__all__ = ["Patient", "Counter"]
+__all__ = ["Patient", "PatientNameKey", "Counter"]
 
 
 class Counter(Base):
@@ -59,9 +59,27 @@ class Patient(Base):
     merged_into_id: Mapped[int | None] = mapped_column(ForeignKey("patients.id"))
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(default=utcnow, onupdate=utcnow)
+    name_keys: Mapped[list[PatientNameKey]] = relationship(cascade="all, delete-orphan")
 
     __table_args__ = (
         Index("ix_patients_search_name", "search_name"),  # COLLATE "C" on PostgreSQL (migration)
         Index("ix_patients_search_given", "search_given"),
         Index("ix_patients_bhyt_number", "bhyt_number"),
     )
+
+
+class PatientNameKey(Base):
+    """The folded name from its third word on, one row per word: 'hong nhung', 'nhung' for Nguyễn Thị Hồng Nhung.
+
+    Vietnamese patients are called by the last word of their name; with
+    ``search_name`` (from the family name) and ``search_given`` (from the
+    second word) every word of a name starts an index range, so "Nhung" or
+    "Hồng Nhung" finds the patient the way "Nguyễn Thị" does.
+    """
+
+    __tablename__ = "patient_name_keys"
+    key: Mapped[str] = mapped_column(String(200), primary_key=True)  # COLLATE "C" on PostgreSQL (migration)
+    patient_id: Mapped[int] = mapped_column(ForeignKey("patients.id"), primary_key=True)
+
+    __table_args__ = (Index("ix_patient_name_keys_patient_id", "patient_id"),)
+

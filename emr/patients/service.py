@@ -15,11 +15,11 @@ from emr.catalogues import check_code
 from emr.core.clock import local_today
 from emr.core.exceptions import ConflictError, InvalidState, ValidationFailed
 from emr.core.identifiers import bhyt_problem, bhyt_ssn, cccd_problem
-from emr.core.normalize import fold, split_name
+from emr.core.normalize import fold, name_keys, split_name
 from emr.identity.checks import queue_check
 from emr.models.lookup import get_or_404, next_number, parse
 
-from ..models import Document, Encounter, ImagingOrder, Patient, Study
+from ..models import Document, Encounter, ImagingOrder, Patient, PatientNameKey, Study
 from ..schemas import PatientIn
 
 __all__ = [
@@ -104,6 +104,9 @@ def _apply(patient: Patient, data: PatientIn) -> None:
     patient.given_name = given
     patient.search_name = fold(patient.full_name)
     patient.search_given = fold(given)
+    keys = set(name_keys(patient.search_name))
+    kept = [k for k in patient.name_keys if k.key in keys]  # an unchanged key is not deleted and re-inserted
+    patient.name_keys = kept + [PatientNameKey(key=k) for k in sorted(keys - {k.key for k in kept})]
     for name in (
         "birth_date",
         "birth_year_only",
@@ -238,7 +241,8 @@ _TOP = "\U0010ffff"
 
 
 def _name_prefix(session: Session, folded: str, limit: int) -> list[Patient]:
-    """Full-name prefix OR given-name prefix, each an index range scan with LIMIT, merged here.
+    """A prefix of the full name, or of the name from any later word, each an index range scan with LIMIT,
+    merged here ("nhung" and "hong nhung" find Nguyễn Thị Hồng Nhung).
 
     A range (``>= q`` and ``< q + U+10FFFF``) instead of LIKE: no escaping of
     % and _, and the same index plan on SQLite (BINARY) and PostgreSQL (C).
@@ -253,6 +257,15 @@ def _name_prefix(session: Session, folded: str, limit: int) -> list[Patient]:
         )
         for p in session.scalars(stmt):
             found.setdefault(p.id, p)
+    later_word = (
+        select(Patient)
+        .join(PatientNameKey, PatientNameKey.patient_id == Patient.id)
+        .where(PatientNameKey.key >= folded, PatientNameKey.key < folded + _TOP, Patient.status == "active")
+        .order_by(PatientNameKey.key, Patient.id)
+        .limit(limit)
+    )
+    for p in session.scalars(later_word):
+        found.setdefault(p.id, p)
     return sorted(found.values(), key=lambda p: (p.search_name, p.id))[:limit]
 
 

@@ -109,3 +109,29 @@ def test_migration_0018_indexes_the_lists_and_matches_the_models(empty_url: str)
             assert diffs == []
     finally:
         engine.dispose()
+
+
+def test_migration_0019_keys_existing_patients_by_later_words(empty_url: str) -> None:
+    """Patients registered before 0019 are found by the last word of their name after it."""
+    from datetime import datetime
+
+    from alembic.autogenerate import compare_metadata
+    from alembic.migration import MigrationContext
+    from sqlalchemy import select
+
+    import emr.models.signing  # noqa: F401  (every table in the metadata)
+    from emr.db import upgrade
+    from emr.models import Base, PatientNameKey
+
+    engine, t = prices.at_revision(empty_url, "0018")
+    try:
+        with engine.begin() as c:
+            prices.seed_people(c, t, datetime(2026, 12, 1))  # patient 1: Lê Văn Tám
+        upgrade(engine)
+        with engine.connect() as c:
+            assert c.execute(select(PatientNameKey.key, PatientNameKey.patient_id)).all() == [("tam", 1)]
+            diffs = [d for d in compare_metadata(MigrationContext.configure(c), Base.metadata)
+                     if prices._touches(d, {"patient_name_keys"})]
+            assert diffs == []
+    finally:
+        engine.dispose()

@@ -63,6 +63,29 @@ def test_search_with_and_without_diacritics(session: Session, world: World) -> N
     assert patients.search_patients(session, clerk, "tran") == []
 
 
+def test_search_by_any_later_word_of_the_name(session: Session, world: World) -> None:
+    """Vietnamese patients are called by the last word of their name: "Nhung" finds Nguyễn Thị Hồng Nhung."""
+    clerk = world.actor("records_clerk")
+    nhung = patients.create_patient(session, clerk, patient_data())
+    dat = patients.create_patient(session, clerk, patient_data(
+        full_name="Đặng Đức Đạt", sex="M", birth_date="1985-03-02", cccd="001085012345", bhyt_number=None))
+    for query in ("nhung", "Nhung", "Hồng Nhung", "hong nh", "thi hong nhung"):
+        assert [p.id for p in patients.search_patients(session, clerk, query)] == [nhung.id], query
+    assert [p.id for p in patients.search_patients(session, clerk, "Đạt")] == [dat.id]
+    assert patients.search_patients(session, clerk, "nhung dat") == []
+    assert patients.search_patients(session, clerk, "hung") == []  # a word's start, not any substring
+
+    # A corrected name moves the keys with it; the old last word no longer finds the patient.
+    patients.update_patient(session, clerk, nhung.id, patient_data(full_name="Nguyễn Thị Hồng Nhạn"))
+    assert patients.search_patients(session, clerk, "nhung") == []
+    assert [p.id for p in patients.search_patients(session, clerk, "nhan")] == [nhung.id]
+    # Merged records are not offered by any key.
+    twin = patients.create_patient(session, clerk, patient_data(cccd=None, bhyt_number=None,
+                                                              full_name="Đỗ Thị Hồng Nhạn"))
+    patients.merge_patients(session, clerk, source_id=twin.id, target_id=nhung.id, reason="trùng hồ sơ")
+    assert [p.id for p in patients.search_patients(session, clerk, "hong nhan")] == [nhung.id]
+
+
 def test_merge_keeps_both_histories_and_is_audited(session: Session, world: World) -> None:
     clerk = world.actor("records_clerk")
     doctor = world.actor("physician")
