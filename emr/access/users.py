@@ -3,14 +3,16 @@
 from __future__ import annotations
 
 import hashlib
+import re
 import secrets
+import unicodedata
 from collections.abc import Callable
 from datetime import timedelta
 from typing import Any, TypeVar
 
 from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError
-from sqlalchemy import select
+from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from emr.access import audit
@@ -41,6 +43,7 @@ __all__ = [
 _HASHER = PasswordHasher(parallelism=1)
 _T = TypeVar("_T")
 MIN_PASSWORD = 10
+_USERNAME = re.compile(r"[a-z0-9._]+")
 TOKEN_DAYS = 90  # default lifetime of an API token
 MAX_TOKEN_DAYS = 366
 # Verifying against this keeps the time of "no such user" equal to "wrong password".
@@ -62,7 +65,10 @@ def create_user(
     problems = {}
     if role not in ROLES:
         problems["role"] = "users.error.role"
-    if not username or len(username) > 64 or not username.replace(".", "").replace("_", "").isalnum():
+    # Plain lower-case ASCII: 'BACSI' beside 'bacsi', or 'Bác_sĩ' typed in another Unicode form, would be
+    # two accounts that read the same in the audit log, or one that cannot log in.
+    username = username.strip().lower()
+    if not username or len(username) > 64 or not _USERNAME.fullmatch(username):
         problems["username"] = "users.error.username"
     if len(password) < MIN_PASSWORD:
         problems["password"] = "users.error.password_short"
@@ -72,7 +78,7 @@ def create_user(
         problems["department_id"] = "users.error.department"
     if problems:
         raise ValidationFailed(problems)
-    if session.scalar(select(User.id).where(User.username == username)) is not None:
+    if session.scalar(select(User.id).where(func.lower(User.username) == username)) is not None:
         raise ConflictError(f"user {username} exists", field="username", key="users.error.exists")
     user = User(
         username=username,
@@ -152,6 +158,24 @@ def _check_password(stored: str | None, password: str) -> tuple[bool, str | None
     return ok, _HASHER.hash(password) if ok and _HASHER.check_needs_rehash(stored) else None
 
 
+def _canonical(username: str) -> str:
+    return unicodedata.normalize("NFC", username.strip()).lower()
+
+
+def _by_username(session: Session, username: str) -> User | None:
+    """The account a login names: exactly, else the one account equal to it ignoring case.
+
+    New usernames are stored in lower case; accounts created before that
+    rule keep their spelling, and 'BacSi' still finds 'bacsi' unless two
+    accounts differ only by case (then only the exact spelling logs in).
+    """
+    user = session.scalar(select(User).where(User.username == unicodedata.normalize("NFC", username.strip())))
+    if user is not None:
+        return user
+    alike = session.scalars(select(User).where(func.lower(User.username) == _canonical(username)).limit(2)).all()
+    return alike[0] if len(alike) == 1 else None
+
+
 def authenticate(
     session: Session,
     username: str,
@@ -169,7 +193,9 @@ def authenticate(
     deactivated, wrong password and backing off all answer with
     ``auth.error.failed``; the audit row says which it was.
     """
-    user = session.scalar(select(User).where(User.username == username))
+    user = _by_username(session, username)
+    # The guard counts per account: every spelling that reaches one account (case, spaces) is one key.
+    account = user.username if user is not None else _canonical(username)
     now = utcnow()
     attempt = Actor(user.id if user else None, username[:64], user.role if user else None, client_ip)
     target: dict[str, object] = {"object_type": "user", "object_id": user.id} if user else {}
@@ -179,9 +205,9 @@ def authenticate(
         session.commit()
         return AuthenticationFailed(f"login refused ({reason})", key="auth.error.failed")
 
-    wait = guard.backoff(username, client_ip) if guard is not None else 0.0
+    wait = guard.backoff(account, client_ip) if guard is not None else 0.0
     if wait > 0:
-        guard.failed(username, client_ip)  # type: ignore[union-attr]  # persisting lengthens the wait
+        guard.failed(account, client_ip)  # type: ignore[union-attr]  # persisting lengthens the wait
         raise refuse("backoff")  # nothing hashed: the source is waiting out its back-off
     user_id = user.id if user is not None else None
     stored = user.password_hash if user is not None and user.active else None
@@ -192,14 +218,14 @@ def authenticate(
     user = session.get(User, user_id) if user_id is not None else None
     if not ok or user is None or not user.active:
         if guard is not None:
-            guard.failed(username, client_ip)
+            guard.failed(account, client_ip)
         if user is not None and user.active:
             user.failed_logins += 1
         raise refuse("unknown_user" if user is None else "inactive" if not user.active else "bad_password")
     if user.password_hash != stored:  # the password was changed while this attempt was checked
         raise refuse("password_changed")
     if guard is not None:
-        guard.succeeded(username, client_ip)
+        guard.succeeded(account, client_ip)
     if rehashed is not None:
         user.password_hash = rehashed
     user.failed_logins = 0
@@ -336,6 +362,7 @@ def update_profile(
     title = (title or "").strip() or None
     cert = (practising_cert_no or "").strip() or None
     problems: dict[str, str] = {}
+    limits: dict[str, dict[str, object]] = {"title": {"max": 100}, "practising_cert_no": {"max": 50}}
     if not full_name or len(full_name) > 200:
         problems["full_name"] = "errors.field_required"
     if role not in ROLES:
@@ -343,15 +370,15 @@ def update_profile(
     elif role != user.role and actor.user_id == user.id:
         problems["role"] = "users.error.role_self"
     if title is not None and len(title) > 100:
-        problems["title"] = "errors.field_too_long"
+        problems["title"] = "errors.field_too_long_max"
     if cert is not None and len(cert) > 50:
-        problems["practising_cert_no"] = "errors.field_too_long"
+        problems["practising_cert_no"] = "errors.field_too_long_max"
     if department_id is not None and session.get(Department, department_id) is None:
         problems["department_id"] = "users.error.department"
     if not problems and user.practising_cert_no and cert != user.practising_cert_no and _has_signed(session, user.id):
         problems["practising_cert_no"] = "users.error.cert_signed"
     if problems:
-        raise ValidationFailed(problems)
+        raise ValidationFailed(problems, params=limits)
     after = {
         "full_name": full_name,
         "role": role,

@@ -98,8 +98,8 @@ def test_nothing_changed_writes_nothing(session: Session, world: World) -> None:
         ({"full_name": "   "}, "full_name", "errors.field_required"),
         ({"role": "superuser"}, "role", "users.error.role"),
         ({"department_id": 987654}, "department_id", "users.error.department"),
-        ({"title": "x" * 101}, "title", "errors.field_too_long"),
-        ({"practising_cert_no": "9" * 51}, "practising_cert_no", "errors.field_too_long"),
+        ({"title": "x" * 101}, "title", "errors.field_too_long_max"),
+        ({"practising_cert_no": "9" * 51}, "practising_cert_no", "errors.field_too_long_max"),
     ],
 )
 def test_bad_values_are_refused_field_by_field(
@@ -184,3 +184,31 @@ def test_admin_edits_an_account_in_the_browser_form(app: Flask, world: World, se
 
     own = admin.post(f"/admin/users/{admin_id}/profile", data=form | {"full_name": "Quản trị", "role": "physician"})
     assert own.status_code == 422 and t("users.error.role_self") in _page(own)
+
+
+def test_usernames_are_plain_lower_case_and_unique_ignoring_case(session: Session, world: World) -> None:
+    from emr.access.users import authenticate, create_user
+    from emr.core.exceptions import AuthenticationFailed, ConflictError
+
+    from .conftest import ADMIN_ACTOR, PASSWORD
+
+    made = create_user(session, ADMIN_ACTOR, "BS.An", PASSWORD, "physician", "Lê Văn An")
+    assert made.username == "bs.an"
+    with pytest.raises(ConflictError):
+        create_user(session, ADMIN_ACTOR, "NURSE1", PASSWORD, "nurse", "Người khác")  # 'nurse1' exists
+    session.rollback()
+    with pytest.raises(ValidationFailed) as err:
+        create_user(session, ADMIN_ACTOR, "Bác_sĩ", PASSWORD, "physician", "Bác sĩ")
+    assert err.value.fields == {"username": "users.error.username"}
+    session.rollback()
+    assert authenticate(session, "BS.AN", PASSWORD, "10.0.0.1").id == made.id
+    assert authenticate(session, " bs.an ", PASSWORD, "10.0.0.1").id == made.id
+
+    # Accounts made before the rule may differ only by case: then only the exact spelling logs in.
+    for name in ("Dup", "dup"):
+        session.add(User(username=name, full_name=name, role="nurse", password_hash=made.password_hash))
+    session.commit()
+    assert authenticate(session, "Dup", PASSWORD, "10.0.0.1").username == "Dup"
+    assert authenticate(session, "dup", PASSWORD, "10.0.0.1").username == "dup"
+    with pytest.raises(AuthenticationFailed):
+        authenticate(session, "DUP", PASSWORD, "10.0.0.1")

@@ -68,6 +68,37 @@ def test_outsider_cannot_lock_the_admin_out_and_refusals_do_not_tell_accounts_ap
     assert any('"backoff"' in (d or "") for d in reasons), reasons  # the audit log says why (the page does not)
 
 
+def test_spelling_the_account_differently_does_not_escape_the_back_off(emr: RunningEmr) -> None:
+    """'BACSI' or ' Bacsi ' logs in as bacsi, so it must count against bacsi's back-off too."""
+    s = client("127.0.0.5")
+    token = csrf(s.get(emr.url("/login"), timeout=30).text)
+    for i, spelling in enumerate(["bacsi", "BACSI", "Bacsi", " bacsi", "BaCsI", "BACSI ", "bAcsi", "BACSi"]):
+        r = s.post(emr.url("/login"), data={"username": spelling, "password": f"guess-{i}-wrong!", "csrf_token": token},
+                   allow_redirects=False, timeout=60)
+        assert r.status_code == 401
+    _, r = emr.login("bacsi", PASSWORD, source="127.0.0.5")
+    assert r.status_code == 401  # eight failures on one account, however spelled: the source waits
+    _, r = emr.login(" BACSI ", PASSWORD, source="127.0.0.6")
+    assert r.status_code == 302, error_text(r.text)  # another desk: the same account, spelled loosely
+    factory = emr.session_factory()
+    with factory() as session:
+        ok = session.scalars(select(AuditEntry).where(AuditEntry.action == "login", AuditEntry.outcome == "success",
+                                                      AuditEntry.client_ip == "127.0.0.6")).one()
+    factory.kw["bind"].dispose()
+    assert ok.object_id == str(emr_user_id(emr, "bacsi"))
+
+
+def emr_user_id(emr: RunningEmr, username: str) -> int:
+    from emr.models import User
+
+    factory = emr.session_factory()
+    with factory() as session:
+        uid = session.scalar(select(User.id).where(User.username == username))
+    factory.kw["bind"].dispose()
+    assert uid is not None
+    return int(uid)
+
+
 def test_attempts_beyond_the_rate_are_refused_before_hashing(emr: RunningEmr) -> None:
     s = client("127.0.0.4")
     token = csrf(s.get(emr.url("/login"), timeout=30).text)
