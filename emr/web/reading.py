@@ -82,6 +82,12 @@ def _report_templates() -> dict[str, dict[str, str]]:
     }
 
 
+def _template_inputs(modality: str) -> dict[str, str]:
+    """A modality's normal-report text as form input values (``c_<field>``), for a new report only."""
+    text = _report_templates().get(modality, {})
+    return {f.input_name: text[f.name] for f in form_fields("radiology_report") if text.get(f.name)}
+
+
 def _render_read(
     study: Study,
     errors: dict[str, str] | None = None,
@@ -101,6 +107,15 @@ def _render_read(
         current = json.loads(version.content_json)
         reading.record_report_view(s, current_actor(), doc, version.number, study)
     shared = reading.signed_version(doc) is not None if doc is not None else False
+    # The one place a template's normal text is offered: the first opening of a new report.
+    # A re-render after a failed save (values given) shows exactly what was submitted, so an
+    # emptied conclusion stays empty instead of coming back as "no abnormality".
+    prefill = ""
+    if values is None:
+        values = content_inputs("radiology_report", current)
+        if doc is None and order.modality in TEMPLATE_MODALITIES:
+            prefill = order.modality
+            values = _template_inputs(prefill)
     return render_template(
         "reading/read.html",
         study=study,
@@ -109,10 +124,10 @@ def _render_read(
         doc=doc,
         report_status=reading.report_status(doc),
         fields=form_fields("radiology_report"),
-        values=values if values is not None else content_inputs("radiology_report", current),
+        values=values,
         errors=errors or {},
         templates=_report_templates(),
-        template_modality=order.modality if order.modality in TEMPLATE_MODALITIES else "",
+        template_prefilled=prefill,
         sign_url=_sign_url(doc.id) if doc is not None else None,
         can_share=shared,
         share_links=sharing.share_link_rows(s, study.id),

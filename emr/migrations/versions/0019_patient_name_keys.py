@@ -38,7 +38,7 @@ def upgrade() -> None:
     page = sa.text("SELECT id, search_name FROM patients WHERE id > :after ORDER BY id LIMIT 5000")
     after = 0
     while rows := bind.execute(page, {"after": after}).all():
-        batch = []
+        batch: list[dict[str, object]] = []
         for patient_id, search_name in rows:
             words = (search_name or "").split(" ")
             batch.extend({"key": " ".join(words[i:]), "patient_id": patient_id} for i in range(2, len(words)))
