@@ -317,6 +317,9 @@ class ErrorOut(BaseModel):
     error: str = Field(description="machine-readable code: validation_failed, not_found, conflict, ...")
     message: str
     fields: dict[str, str] = Field(default_factory=dict, description="field → catalogue key")
+    params: dict[str, dict[str, Any]] = Field(
+        default_factory=dict, description="field → values of its message's {placeholders}, where it has some"
+    )
 
 
 class Page(BaseModel):

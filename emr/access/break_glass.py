@@ -39,7 +39,7 @@ def open_break_glass(
     if len(reason) < MIN_REASON:
         raise ValidationFailed({"reason": "care.error.reason_required"})
     if len(reason) > MAX_REASON:
-        raise ValidationFailed({"reason": "errors.field_too_long"})
+        raise ValidationFailed({"reason": "errors.field_too_long_max"}, params={"reason": {"max": MAX_REASON}})
     if not 1 <= hours <= 24:
         raise ValueError("break-the-glass hours must be 1..24")
     now = utcnow()

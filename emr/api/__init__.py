@@ -48,11 +48,14 @@ ROUTES: list[RouteSpec] = []
 
 def error_response(exc: EmrError) -> tuple[Response, int]:
     fields: dict[str, str] = {}
+    body: dict[str, Any] = {"error": exc.code, "message": exc.message, "fields": fields}
     if isinstance(exc, ValidationFailed):
-        fields = exc.fields
+        body["fields"] = exc.fields
+        if exc.field_params:
+            body["params"] = exc.field_params  # e.g. {"title": {"max": 100}} for errors.field_too_long_max
     elif getattr(exc, "field", None):
-        fields = {exc.field: exc.key}  # type: ignore[attr-defined, dict-item]
-    return jsonify({"error": exc.code, "message": exc.message, "fields": fields}), exc.http_status
+        fields[exc.field] = exc.key  # type: ignore[attr-defined]
+    return jsonify(body), exc.http_status
 
 
 _HTTP_ERROR_NAMES = {

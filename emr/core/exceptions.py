@@ -42,14 +42,25 @@ class NotFoundError(EmrError):
 
 
 class ValidationFailed(EmrError):
-    """Input failed validation; ``fields`` maps field name → catalogue key."""
+    """Input failed validation; ``fields`` maps field name → catalogue key.
+
+    ``params`` gives the ``{placeholders}`` of a field's message where it has some
+    (the code that is not in the catalogue, the length limit): field → {name: value}.
+    """
 
     code = "validation_failed"
     http_status = 422
 
-    def __init__(self, fields: dict[str, str], message: str = "invalid input") -> None:
+    def __init__(
+        self,
+        fields: dict[str, str],
+        message: str = "invalid input",
+        *,
+        params: dict[str, dict[str, object]] | None = None,
+    ) -> None:
         super().__init__(f"{message}: {', '.join(f'{k}={v}' for k, v in fields.items())}", key="errors.validation")
         self.fields = fields
+        self.field_params: dict[str, dict[str, object]] = {k: v for k, v in (params or {}).items() if k in fields}
 
 
 class ConflictError(EmrError):

@@ -37,11 +37,24 @@ _KEYS = {
 
 
 def pydantic_fields(exc: ValidationError, prefix: str = "") -> dict[str, str]:
+    return _pydantic_problems(exc, prefix)[0]
+
+
+def _pydantic_problems(exc: ValidationError, prefix: str = "") -> tuple[dict[str, str], dict[str, dict[str, object]]]:
+    """field → catalogue key, and the message parameters where the key has some (the length limit)."""
     fields: dict[str, str] = {}
+    params: dict[str, dict[str, object]] = {}
     for err in exc.errors():
-        loc = ".".join(str(p) for p in err["loc"]) or "body"
-        fields.setdefault(prefix + loc, _KEYS.get(err["type"], "errors.field_invalid"))
-    return fields
+        field = prefix + (".".join(str(p) for p in err["loc"]) or "body")
+        if field in fields:
+            continue
+        limit = (err.get("ctx") or {}).get("max_length")
+        if err["type"] == "string_too_long" and isinstance(limit, int):
+            fields[field] = "errors.field_too_long_max"
+            params[field] = {"max": limit}
+        else:
+            fields[field] = _KEYS.get(err["type"], "errors.field_invalid")
+    return fields, params
 
 
 def _nul_fields(data: Any, path: str = "") -> dict[str, str]:
@@ -71,7 +84,8 @@ def parse(model: type[M], data: Any, prefix: str = "") -> M:
     try:
         return model.model_validate(data)
     except ValidationError as exc:
-        raise ValidationFailed(pydantic_fields(exc, prefix)) from None
+        fields, params = _pydantic_problems(exc, prefix)
+        raise ValidationFailed(fields, params=params) from None
 
 
 def get_or_404(session: Session, model: type[T], ident: int, what: str) -> T:

@@ -97,15 +97,20 @@ def create_encounter(session: Session, actor: Actor, data: EncounterIn | dict[st
         problems["attending_username"] = "encounters.error.attending"
     codes = [c.upper() for c in data.diagnoses]
     today = local_today()
-    for i, code in enumerate(codes):
-        if session.get(Icd10Code, code) is None or check_code(session, "icd10", code, today) is not None:
-            # the code must be in the ICD-10 list in force today, not only ever loaded (issue 15 §4)
-            problems[f"diagnoses.{i}"] = "encounters.error.icd10"
+    # the code must be in the ICD-10 list in force today, not only ever loaded (issue 15 §4)
+    unknown = {
+        i: code
+        for i, code in enumerate(codes)
+        if session.get(Icd10Code, code) is None or check_code(session, "icd10", code, today) is not None
+    }
+    named: dict[str, object] = {"codes": ", ".join(dict.fromkeys(unknown.values()))}  # every one, in each message
+    params: dict[str, dict[str, object]] = {f"diagnoses.{i}": named for i in unknown}
+    problems.update({f"diagnoses.{i}": "encounters.error.icd10" for i in unknown})
     if len(set(codes)) != len(codes):
         problems["diagnoses"] = "encounters.error.icd10_duplicate"
     problems.update(_benefit_problems(data.benefit_level, data.benefit_level_note))
     if problems:
-        raise ValidationFailed(problems)
+        raise ValidationFailed(problems, params=params)
     assert dep is not None and attending is not None
     opener = session.get(User, actor.user_id) if actor.user_id is not None else None
     if opener is None or (attending.id != opener.id and dep.id != opener.department_id):

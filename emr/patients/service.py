@@ -55,6 +55,8 @@ def validate_patient(data: PatientIn) -> None:
         problems["bhyt_valid_to"] = "patients.error.bhyt_dates"
     if data.birth_date.year < 1880:
         problems["birth_date"] = "errors.field_date"
+    elif data.birth_date > local_today():  # the facility's today, whatever the server's zone
+        problems["birth_date"] = "patients.error.birth_future"
     if problems:
         raise ValidationFailed(problems)
 
@@ -82,6 +84,7 @@ def _check_catalogues(session: Session, data: PatientIn) -> None:
     a commune code from before 1 July 2025 is refused with a pointer to the new one."""
     today = local_today()
     problems: dict[str, str] = {}
+    params: dict[str, dict[str, object]] = {}
     if data.province_code and check_code(session, "admin_unit", data.province_code, today) is not None:
         problems["province_code"] = "catalogues.entry.province"
     if data.ward_code:
@@ -93,8 +96,9 @@ def _check_catalogues(session: Session, data: PatientIn) -> None:
         session, "facility", data.bhyt_registered_facility, today
     ) is not None:
         problems["bhyt_registered_facility"] = "catalogues.entry.facility"
+        params["bhyt_registered_facility"] = {"code": data.bhyt_registered_facility}
     if problems:
-        raise ValidationFailed(problems)
+        raise ValidationFailed(problems, params=params)
 
 
 def _apply(patient: Patient, data: PatientIn) -> None:

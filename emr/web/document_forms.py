@@ -17,7 +17,7 @@ from typing import Any
 from werkzeug.datastructures import MultiDict
 
 from emr.core.exceptions import EmrError, ValidationFailed
-from emr.web.forms import field_errors
+from emr.web.forms import field_errors, message
 
 from ..i18n import t
 from ..schemas import FORM_CONTENT
@@ -68,10 +68,10 @@ def document_errors(exc: EmrError) -> dict[str, str]:
     """Like :func:`field_errors`, but content fields map to their ``c_`` inputs."""
     if isinstance(exc, ValidationFailed):
         out: dict[str, str] = {}
-        for key, msg in exc.fields.items():
+        for key in exc.fields:
             if key.startswith("content."):
-                out.setdefault(PREFIX + key.split(".")[1], t(msg))
+                out.setdefault(PREFIX + key.split(".")[1], message(exc, key))
             else:
-                out.setdefault(key.split(".")[0], t(msg))
+                out.setdefault(key.split(".")[0], message(exc, key))
         return out
     return field_errors(exc)

@@ -10,7 +10,7 @@ from emr.core.exceptions import ConflictError, EmrError, ValidationFailed
 
 from ..i18n import t
 
-__all__ = ["form_dict", "field_errors"]
+__all__ = ["form_dict", "form_values", "field_errors", "message"]
 
 
 def form_dict(form: MultiDict[str, str], *, lists: tuple[str, ...] = (), flags: tuple[str, ...] = ()) -> dict[str, Any]:
@@ -30,11 +30,23 @@ def form_dict(form: MultiDict[str, str], *, lists: tuple[str, ...] = (), flags: 
     return data
 
 
+def form_values(form: MultiDict[str, str]) -> dict[str, str]:
+    """The form's fields as typed, to fill the form again after an error (a list field such as
+    the diagnoses shows ``J18.9 XYZ`` again, not the list :func:`form_dict` made of it)."""
+    return {key: value for key, value in form.items() if key != "csrf_token"}
+
+
+def message(exc: ValidationFailed, field: str) -> str:
+    """The Vietnamese message for one of the error's fields, its placeholders filled in."""
+    return t(exc.fields[field], **exc.field_params.get(field, {}))
+
+
 def field_errors(exc: EmrError) -> dict[str, str]:
     """field → Vietnamese message, for display beside each field."""
     if isinstance(exc, ValidationFailed):
         return {
-            k.split(".")[0] if not k.startswith("content.") else k.split(".", 1)[1]: t(v) for k, v in exc.fields.items()
+            k.split(".")[0] if not k.startswith("content.") else k.split(".", 1)[1]: message(exc, k)
+            for k in exc.fields
         }
     if isinstance(exc, ConflictError) and exc.field:
         return {exc.field: t(exc.key)}

@@ -19,7 +19,7 @@ from emr.patients import encounters
 from emr.patients import service as patients
 from emr.web import network
 from emr.web import outbox as outbox_pages
-from emr.web.forms import field_errors, form_dict
+from emr.web.forms import field_errors, form_dict, form_values
 
 from .. import db
 from ..models import Department, Encounter, Patient
@@ -89,18 +89,23 @@ def new_encounter(patient_id: int) -> Any:
     errors: dict[str, str] = {}
     values: dict[str, Any] = {}
     if request.method == "POST":
-        values = form_dict(request.form, lists=("diagnoses",))
-        values["patient_id"] = patient_id
+        values = form_values(request.form)  # shown again as typed after an error ("J18.9 XYZ", not a list)
+        data = form_dict(request.form, lists=("diagnoses",))
+        data["patient_id"] = patient_id
         try:
-            encounters.create_encounter(s, current_actor(), values)
+            encounters.create_encounter(s, current_actor(), data)
         except EmrError as exc:
             s.rollback()
             errors = field_errors(exc)
         else:
             return redirect(url_for("patients.chart", patient_id=patient_id))
     departments = list(s.scalars(select(Department).order_by(Department.name)))
-    if request.method == "GET" and g.user.role in ("physician", "radiologist"):
-        values["attending_username"] = g.user.username  # the physician opening the visit, by default
+    if request.method == "GET":
+        own = s.get(Department, g.user.department_id) if g.user.department_id is not None else None
+        if own is not None:
+            values["department_code"] = own.code  # the user's own department, by default
+        if g.user.role in ("physician", "radiologist"):
+            values["attending_username"] = g.user.username  # the physician opening the visit, by default
     return render_template(
         "patients/encounter_new.html",
         patient=patient,

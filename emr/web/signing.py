@@ -34,6 +34,7 @@ from ..i18n import t
 from ..models import Document, User
 from ..signing import SigningError
 from .document_forms import form_fields
+from .forms import message
 
 bp = Blueprint("signing", __name__)
 log = logging.getLogger(__name__)
@@ -50,7 +51,7 @@ def _config() -> svc.SigningConfig:
 
 def _field_errors(exc: EmrError) -> dict[str, str]:
     if isinstance(exc, ValidationFailed):
-        return {k: t(v) for k, v in exc.fields.items()}
+        return {k: message(exc, k) for k in exc.fields}
     return {"_form": t(exc.key)}
 
 
