@@ -59,7 +59,10 @@ PERMISSIONS: dict[str, frozenset[str]] = {
     # worklist and report panel, film-less share links (QR slips).
     "image.view": frozenset({"physician", "radiologist", "technician"}),
     "reading.worklist": frozenset({"physician", "radiologist"}),
-    "share.manage": frozenset({"physician", "radiologist", "technician", "records_clerk"}),
+    # Listing and revoking a study's slips: the roles that print them, and the records clerk at the
+    # desk (a patient who lost a slip). Not technicians: a slip's link is the patient's access to
+    # their signed report, which a technician may neither read nor print, so neither may they end it.
+    "share.manage": frozenset({"physician", "radiologist", "records_clerk"}),
     # Issue 10: printing a slip hands out images AND the signed report, so only roles holding
     # both may create one (checked below); share.manage keeps listing and revoking.
     "share.create": frozenset({"physician", "radiologist"}),
@@ -92,6 +95,8 @@ def allowed(role: str | None, action: str) -> bool:
 
 # A link grants what it shows: nobody may hand out more than they may see themselves.
 assert PERMISSIONS["share.create"] <= PERMISSIONS["image.view"] & PERMISSIONS["document.read"]
+# Whoever prints a slip may revoke it; nobody ends the patient's access to a report they may not read.
+assert PERMISSIONS["share.create"] <= PERMISSIONS["share.manage"] <= PERMISSIONS["document.read"]
 
 
 # -- Care scope (issue 10) ------------------------------------------------------------

@@ -13,7 +13,7 @@ import hashlib
 import hmac
 import secrets
 from datetime import datetime, timedelta
-from typing import Any
+from typing import Any, NoReturn
 
 from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError
@@ -103,10 +103,11 @@ def create_share_link(
     ``share.create`` (which implies both; issue 10: a slip is no way around the role matrix).
     """
     if not allowed(actor.role, "share.create"):
-        raise PermissionDenied("share.create")
+        _refuse(session, actor, "share.create", "study", study_id)
     study = get_or_404(session, Study, study_id, "study")
     if study.state != StudyState.LINKED or study.patient_id is None or study.order_id is None:
         raise InvalidState("study not linked to a patient", key="share.error.not_linked")
+    ensure_patient_access(session, actor, study.patient_id)  # issue 10: care scope, as for revoking
     report = latest_report(session, study.order_id)
     if report is None or signed_version(report) is None:
         raise InvalidState("the report is not signed yet", key="share.error.not_signed")
@@ -196,7 +197,20 @@ def shared_report_pdf(session: Session, link: ShareLink) -> bytes | None:
     return artifact.pdf
 
 
+def _refuse(session: Session, actor: Actor, action: str, object_type: str, object_id: int) -> NoReturn:
+    """Audit a refused slip action (own transaction), then refuse it: the service holds the rule too,
+    so an API or a future view that forgets ``@requires`` cannot forget the check."""
+    session.rollback()
+    audit.record(session, actor, action, outcome="denied", object_type=object_type, object_id=object_id)
+    session.commit()
+    raise PermissionDenied(action)
+
+
 def revoke_share_link(session: Session, actor: Actor, link_id: int) -> ShareLink:
+    """End a link (the patient's access with that slip). Only roles holding ``share.manage`` — those
+    that print slips, and the records clerk — and, for scoped roles, for a patient in their care."""
+    if not allowed(actor.role, "share.manage"):
+        _refuse(session, actor, "share.revoke", "share_link", link_id)
     link = get_or_404(session, ShareLink, link_id, "share_link")
     ensure_patient_access(session, actor, link.patient_id)  # issue 10: care scope
     if link.revoked_at is None:

@@ -94,10 +94,12 @@ EXPECTED: dict[tuple[str, str], set[str] | None] = {
     ("GET", "/reading/"): {"physician", "radiologist"},
     ("GET", "/reading/studies/<int:study_id>"): {"physician", "radiologist", "technician"},
     ("POST", "/reading/studies/<int:study_id>/report"): {"physician", "radiologist"},
-    ("GET", "/reading/studies/<int:study_id>/share"): {"physician", "radiologist", "technician", "records_clerk"},
+    # Listing and revoking slips: those who print them and the records clerk, not technicians (they
+    # may neither read the report a link shares nor print one, so they may not end the patient's access).
+    ("GET", "/reading/studies/<int:study_id>/share"): {"physician", "radiologist", "records_clerk"},
     # A slip opens images and the signed report: only roles holding both print one (issue 10).
     ("POST", "/reading/studies/<int:study_id>/share"): {"physician", "radiologist"},
-    ("POST", "/reading/shares/<int:link_id>/revoke"): {"physician", "radiologist", "technician", "records_clerk"},
+    ("POST", "/reading/shares/<int:link_id>/revoke"): {"physician", "radiologist", "records_clerk"},
     ("GET", "/reading/measurements/<study_uid>"): {"physician", "radiologist", "technician"},
     ("PUT", "/reading/measurements/<study_uid>"): {"physician", "radiologist", "technician"},
     ("GET", "/s/<code>"): None,
