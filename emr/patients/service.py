@@ -208,6 +208,18 @@ def get_patient(session: Session, actor: Actor, patient_id: int, *, audit_view: 
     return patient
 
 
+def patient_for_new_visit(session: Session, patient_id: int) -> Patient:
+    """The patient a visit is being opened for, shown on the new-visit form without a care check.
+
+    Opening a visit in one's own department (or as its attending) is how care
+    begins, so the form must open for a patient not yet in the physician's
+    care; it shows what search already shows (name, code), and
+    :func:`emr.patients.encounters.create_encounter` refuses any other visit
+    outside care.
+    """
+    return get_or_404(session, Patient, patient_id, "patient")
+
+
 def search_patients(
     session: Session, actor: Actor, query: str, limit: int = 20, *, audit_search: bool = True
 ) -> list[Patient]:

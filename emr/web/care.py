@@ -71,4 +71,7 @@ def out_of_scope(exc: OutOfCareScope) -> Any:
     user = g.get("user")
     may_break = user is not None and allowed(user.role, "patient.break_glass")
     form = url_for("care.break_glass_form", patient_id=exc.patient_id, next=request.full_path.rstrip("?"))
-    return render_template("care/out_of_scope.html", form_url=form if may_break else None), 403
+    # Opening a visit in one's own department is how care begins (emr.patients.encounters.create_encounter).
+    may_open = user is not None and allowed(user.role, "encounter.write")
+    visit = url_for("patients.new_encounter", patient_id=exc.patient_id) if may_open else None
+    return render_template("care/out_of_scope.html", form_url=form if may_break else None, visit_url=visit), 403

@@ -10,7 +10,8 @@ from sqlalchemy import select
 
 from emr import outbox
 from emr.access.auth import current_actor, requires
-from emr.access.permissions import allowed
+from emr.access.care import OutOfCareScope
+from emr.access.permissions import CARE_SCOPED_ROLES, allowed
 from emr.core.exceptions import EmrError, NotFoundError, ValidationFailed
 from emr.documents import service as documents
 from emr.identity.checks import latest_check
@@ -22,6 +23,7 @@ from emr.web import outbox as outbox_pages
 from emr.web.forms import field_errors, form_dict, form_values
 
 from .. import db
+from ..i18n import t
 from ..models import Department, Encounter, Patient
 
 bp = Blueprint("patients", __name__, url_prefix="/patients")
@@ -55,6 +57,9 @@ def new() -> Any:
             db.session().rollback()
             errors = field_errors(exc)
         else:
+            if g.user.role in CARE_SCOPED_ROLES and allowed(g.user.role, "encounter.write"):
+                # A physician's care begins with a visit: the chart opens once it is open.
+                return redirect(url_for("patients.new_encounter", patient_id=patient.id))
             return redirect(url_for("patients.chart", patient_id=patient.id))
     return render_template("patients/new.html", errors=errors, values=values), (422 if errors else 200)
 
@@ -85,7 +90,8 @@ def chart(patient_id: int) -> Any:
 @requires("encounter.write")
 def new_encounter(patient_id: int) -> Any:
     s = db.session()
-    patient = patients.get_patient(s, current_actor(), patient_id, audit_view=False)
+    patient = patients.patient_for_new_visit(s, patient_id)  # care begins here: see create_encounter
+    status = 422
     errors: dict[str, str] = {}
     values: dict[str, Any] = {}
     if request.method == "POST":
@@ -94,6 +100,9 @@ def new_encounter(patient_id: int) -> Any:
         data["patient_id"] = patient_id
         try:
             encounters.create_encounter(s, current_actor(), data)
+        except OutOfCareScope:
+            s.rollback()  # refused and audited (care.denied); the form says what would be allowed
+            errors, status = {"_form": t("encounters.error.outside_care")}, 403
         except EmrError as exc:
             s.rollback()
             errors = field_errors(exc)
@@ -113,7 +122,7 @@ def new_encounter(patient_id: int) -> Any:
         attendings=encounters.attending_choices(s),
         errors=errors,
         values=values,
-    ), (422 if errors else 200)
+    ), (status if errors else 200)
 
 
 def _encounter_form(

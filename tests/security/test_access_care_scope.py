@@ -42,7 +42,6 @@ def _doors(world: AccessWorld, case: Case) -> list[str]:
         enc = s.scalars(select(Encounter.id).where(Encounter.patient_id == case.patient_id)).first()
     return [
         f"/patients/{case.patient_id}",
-        f"/patients/{case.patient_id}/encounters/new",
         f"/orders/new/{case.patient_id}",
         f"/patients/{case.patient_id}/documents/new",
         f"/documents/{case.doc_id}",
@@ -104,6 +103,35 @@ def test_clinicians_open_their_patients_and_no_other(world: AccessWorld, usernam
             )
         ).all()
     assert len(denied) >= 5, "every refusal is audited with the patient"
+
+
+def test_the_new_visit_form_opens_but_a_visit_elsewhere_grants_nothing(world: AccessWorld) -> None:
+    """Opening a visit in one's own department is how care begins, so its form opens for a patient
+    outside care; it shows what search shows (the name), no record, and a visit that would not put
+    the patient in the physician's care (another department, another attending) is refused."""
+    from tests.security.access_world import REPORT_TEXT
+
+    http = http_login(world.base, "bs_a")
+    stranger = world.b  # K01, attended by bs_b
+    form_url = f"{world.base}/patients/{stranger.patient_id}/encounters/new"
+    form = http.get(form_url, timeout=10)
+    assert form.status_code == 200 and stranger.patient_name in form.text
+    assert REPORT_TEXT not in form.text and "Viêm phổi" not in form.text
+    with world.sessions() as s:
+        before = s.scalars(select(Encounter.id).where(Encounter.patient_id == stranger.patient_id)).all()
+    elsewhere = {"csrf_token": csrf_from(http, form_url), "kind": "outpatient", "department_code": "K01",
+                 "attending_username": "bs_b"}
+    r = http.post(form_url, data=elsewhere, timeout=10, allow_redirects=False)
+    assert r.status_code == 403 and "phạm vi điều trị" in r.text
+    with world.sessions() as s:
+        assert s.scalars(select(Encounter.id).where(Encounter.patient_id == stranger.patient_id)).all() == before
+        denied = s.scalars(select(AuditEntry).where(AuditEntry.username == "bs_a", AuditEntry.action == "care.denied",
+                                                    AuditEntry.patient_id == stranger.patient_id)).all()
+    assert denied
+    assert http.get(f"{world.base}/patients/{stranger.patient_id}", timeout=10).status_code == 403
+    # The refusal page of the chart offers the way in that is allowed: a visit in one's own department.
+    assert f"/patients/{stranger.patient_id}/encounters/new" in http.get(
+        f"{world.base}/patients/{stranger.patient_id}", timeout=10).text
 
 
 def test_radiologist_worklist_shows_only_studies_in_their_care(world: AccessWorld) -> None:
