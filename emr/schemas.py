@@ -77,6 +77,9 @@ class PatientIn(_In):
     father_name: Annotated[str, StringConstraints(strip_whitespace=True, max_length=255)] | None = None
     mother_name: Annotated[str, StringConstraints(strip_whitespace=True, max_length=255)] | None = None
     guardian_name: Annotated[str, StringConstraints(strip_whitespace=True, max_length=255)] | None = None
+    # Registering: a patient with the same name, birth date and sex is already on file and this is
+    # another person (without it such a registration is refused with 409 possible_duplicate).
+    confirm_new_person: bool = False
 
 
 class PatientOut(_Out):
@@ -319,6 +322,11 @@ class ErrorOut(BaseModel):
     fields: dict[str, str] = Field(default_factory=dict, description="field → catalogue key")
     params: dict[str, dict[str, Any]] = Field(
         default_factory=dict, description="field → values of its message's {placeholders}, where it has some"
+    )
+    duplicates: list[dict[str, Any]] = Field(
+        default_factory=list,
+        description="possible_duplicate: the patients on file ({id, code}) with the same name, birth date and sex; "
+        "send again with confirm_new_person=true if this is another person",
     )
 
 

@@ -20,7 +20,14 @@ from emr import db
 from emr.access.auth import bearer_token, current_actor, deny
 from emr.access.permissions import PERMISSIONS, allowed
 from emr.access.users import user_for_token
-from emr.core.exceptions import AuthenticationFailed, EmrError, NotFoundError, PermissionDenied, ValidationFailed
+from emr.core.exceptions import (
+    AuthenticationFailed,
+    EmrError,
+    NotFoundError,
+    PermissionDenied,
+    PossibleDuplicate,
+    ValidationFailed,
+)
 from emr.models.lookup import parse
 
 __all__ = ["bp", "endpoint", "ROUTES", "RouteSpec", "document_routes", "error_response", "http_error_response"]
@@ -55,6 +62,8 @@ def error_response(exc: EmrError) -> tuple[Response, int]:
             body["params"] = exc.field_params  # e.g. {"title": {"max": 100}} for errors.field_too_long_max
     elif getattr(exc, "field", None):
         fields[exc.field] = exc.key  # type: ignore[attr-defined]
+    if isinstance(exc, PossibleDuplicate):
+        body["duplicates"] = [{"id": pid, "code": code} for pid, code in exc.matches]
     return jsonify(body), exc.http_status
 
 

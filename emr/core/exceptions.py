@@ -74,6 +74,21 @@ class ConflictError(EmrError):
         self.field = field
 
 
+class PossibleDuplicate(ConflictError):
+    """A patient with the same name, birth date and sex is on file: the same person registered twice?
+
+    ``matches`` are their (id, code) pairs; registering anyway needs the
+    caller's confirmation that this is another person.
+    """
+
+    code = "possible_duplicate"
+
+    def __init__(self, matches: list[tuple[int, str]]) -> None:
+        codes = [code for _, code in matches]
+        super().__init__(f"possible duplicate of {codes}", key="patients.error.possible_duplicate")
+        self.matches = matches
+
+
 class InvalidState(EmrError):
     """The object is not in a state that allows this (e.g. editing a signed version)."""
 

@@ -103,7 +103,7 @@ def _patient(session: Session, actor: Actor, msg: hl7.Message, facility: str) ->
         if not ids or not {"full_name", "birth_date", "sex"} <= set(sent):
             raise Hl7Error("204", "unknown patient and the PID cannot register one", location="PID^1^3")
         try:
-            patient = create_patient(session, actor, merged_values(None, sent))
+            patient = create_patient(session, actor, merged_values(None, sent), check_namesakes=False)
         except EmrError as exc:
             session.rollback()
             raise as_hl7_error(exc) from exc

@@ -189,7 +189,7 @@ def _register_or_update(session: Session, actor: Actor, msg: hl7.Message, facili
             raise Hl7Error("101", f"{loc.replace('^1^', '-')} is required to register a patient", location=loc)
     try:
         if patient is None:
-            patient = create_patient(session, actor, merged_values(None, sent))
+            patient = create_patient(session, actor, merged_values(None, sent), check_namesakes=False)
         else:
             patient = update_patient(session, actor, patient.id, merged_values(patient, sent))
     except EmrError as exc:

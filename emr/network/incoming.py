@@ -184,7 +184,7 @@ def _patient_for(session: Session, site: NetworkSite, who: _Who, client_ip: str 
     created = create_patient(session, site_actor(site, client_ip), {
         "full_name": who.full_name, "birth_date": who.birth_date.isoformat() if who.birth_date else None,
         "sex": who.sex or "O", "cccd": who.cccd,
-    })
+    }, check_namesakes=False)  # the sending site's identity, matched above by CCCD
     return created, "created"
 
 

@@ -13,7 +13,7 @@ from emr.access.audit import Actor
 from emr.access.care import ensure_patient_access
 from emr.catalogues import check_code
 from emr.core.clock import local_today
-from emr.core.exceptions import ConflictError, InvalidState, ValidationFailed
+from emr.core.exceptions import ConflictError, InvalidState, PossibleDuplicate, ValidationFailed
 from emr.core.identifiers import bhyt_problem, bhyt_ssn, cccd_problem
 from emr.core.normalize import fold, name_keys, split_name
 from emr.identity.checks import queue_check
@@ -141,11 +141,41 @@ def _apply(patient: Patient, data: PatientIn) -> None:
     patient.bhyt_ssn = bhyt_ssn(data.bhyt_number) if data.bhyt_number else None
 
 
-def create_patient(session: Session, actor: Actor, data: PatientIn | dict[str, Any]) -> Patient:
+def namesakes(session: Session, data: PatientIn) -> list[Patient]:
+    """Active patients with the same name (folded), birth date and sex who may be the same person.
+
+    One whose CCCD or insurance number is on file and differs from the one
+    given is another person, and is left out.
+    """
+    stmt = select(Patient).where(
+        Patient.search_name == fold(data.full_name),
+        Patient.birth_date == data.birth_date,
+        Patient.sex == data.sex,
+        Patient.status == "active",
+    )
+    if data.cccd:
+        stmt = stmt.where(or_(Patient.cccd.is_(None), Patient.cccd == data.cccd))
+    ssn = bhyt_ssn(data.bhyt_number) if data.bhyt_number else None
+    if ssn is not None:
+        stmt = stmt.where(or_(Patient.bhyt_ssn.is_(None), Patient.bhyt_ssn == ssn))
+    return list(session.scalars(stmt.order_by(Patient.id).limit(10)))
+
+
+def create_patient(
+    session: Session, actor: Actor, data: PatientIn | dict[str, Any], *, check_namesakes: bool = True
+) -> Patient:
+    """Register a patient. A person registered twice splits their record; a registration that looks
+    like one already on file (see :func:`namesakes`) is refused with :class:`PossibleDuplicate` until
+    the desk confirms another person (``confirm_new_person``). Interfaces that carry their own
+    identifiers (HL7, the provincial network) pass ``check_namesakes=False``."""
     data = parse(PatientIn, data)
     validate_patient(data)
     _check_catalogues(session, data)
     _check_unique(session, data)
+    if check_namesakes and not data.confirm_new_person:
+        found = namesakes(session, data)
+        if found:
+            raise PossibleDuplicate([(p.id, p.code) for p in found])
     patient = Patient(code=f"BN{next_number(session, 'patient'):08d}")
     _apply(patient, data)
     session.add(patient)

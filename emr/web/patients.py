@@ -12,7 +12,7 @@ from emr import outbox
 from emr.access.auth import current_actor, requires
 from emr.access.care import OutOfCareScope
 from emr.access.permissions import CARE_SCOPED_ROLES, allowed
-from emr.core.exceptions import EmrError, NotFoundError, ValidationFailed
+from emr.core.exceptions import EmrError, NotFoundError, PossibleDuplicate, ValidationFailed
 from emr.documents import service as documents
 from emr.identity.checks import latest_check
 from emr.imaging import orders
@@ -49,10 +49,16 @@ def search() -> Any:
 def new() -> Any:
     errors: dict[str, str] = {}
     values: dict[str, Any] = {}
+    namesakes: list[Patient] = []
     if request.method == "POST":
-        values = form_dict(request.form, flags=("birth_year_only",))
+        values = form_dict(request.form, flags=("birth_year_only", "confirm_new_person"))
         try:
             patient = patients.create_patient(db.session(), current_actor(), values)
+        except PossibleDuplicate as exc:
+            db.session().rollback()
+            # Shown like search results (what the desk may see of anyone): open the record, or confirm.
+            namesakes = [p for p in (db.session().get(Patient, pid) for pid, _ in exc.matches) if p is not None]
+            errors = {"_form": t(exc.key)}
         except EmrError as exc:
             db.session().rollback()
             errors = field_errors(exc)
@@ -61,7 +67,8 @@ def new() -> Any:
                 # A physician's care begins with a visit: the chart opens once it is open.
                 return redirect(url_for("patients.new_encounter", patient_id=patient.id))
             return redirect(url_for("patients.chart", patient_id=patient.id))
-    return render_template("patients/new.html", errors=errors, values=values), (422 if errors else 200)
+    status = 409 if namesakes else 422 if errors else 200
+    return render_template("patients/new.html", errors=errors, values=values, namesakes=namesakes), status
 
 
 @bp.get("/<int:patient_id>")

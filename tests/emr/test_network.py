@@ -42,7 +42,9 @@ def _doctor(session: Any) -> Actor:
 
 
 def _patient(session: Any, name: str, born: str, cccd: str | None = None) -> Any:
-    return patients.create_patient(session, SETUP, {"full_name": name, "birth_date": born, "sex": "F", "cccd": cccd})
+    # Namesakes on purpose (matching must never guess between them): the desk confirmed each is another person.
+    return patients.create_patient(session, SETUP, {"full_name": name, "birth_date": born, "sex": "F", "cccd": cccd,
+                                                    "confirm_new_person": True})
 
 
 def test_matching_by_cccd_then_by_name_and_birth_date_never_a_guess(session: Any) -> None:

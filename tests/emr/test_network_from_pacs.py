@@ -60,7 +60,8 @@ def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
                                                  "sex": "F", "cccd": "079180001234"})
         lan = patients.create_patient(s, SETUP, {"full_name": "Trần Thị Lan", "birth_date": "1975-06-07", "sex": "F"})
         for _ in range(2):  # two patients with one name and birth date: never a guess
-            patients.create_patient(s, SETUP, {"full_name": "Lê Văn Nam", "birth_date": "1990-01-01", "sex": "M"})
+            patients.create_patient(s, SETUP, {"full_name": "Lê Văn Nam", "birth_date": "1990-01-01", "sex": "M",
+                                               "confirm_new_person": True})
         site, _ = create_site(s, SETUP, SiteIn(SITE, "PACSB", "127.0.0.1", 104, None, None, None, None))
         as_doctor = Actor(doctor.id, doctor.username, "physician", None)
         encounters.create_encounter(s, as_doctor, {"patient_id": hoa.id, "kind": "outpatient",

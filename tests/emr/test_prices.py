@@ -175,7 +175,8 @@ def test_order_snapshots_the_price_valid_when_placed(session: Session, world: Wo
 
 def _encounter(session: Session, world: World, **extra: Any) -> Encounter:
     p = patients.create_patient(
-        session, world.actor("records_clerk"), patient_data(cccd=None, bhyt_number=None, full_name="Lê Văn Tám")
+        session, world.actor("records_clerk"),
+        patient_data(cccd=None, bhyt_number=None, full_name="Lê Văn Tám", confirm_new_person=True),
     )
     data = {"patient_id": p.id, "kind": "outpatient", "department_code": world.department_code, **extra}
     return encounters.create_encounter(session, world.actor("physician"), data)
