@@ -23,7 +23,7 @@ from sqlalchemy.orm import Session
 from emr import Actor, EmrSettings, create_app, upgrade_database
 from emr.access.users import create_token, create_user
 from emr.db import make_engine, make_session_factory
-from emr.models import Base, User
+from emr.models import Base, Study, User
 from emr.patients import encounters as enc_svc
 from filmless.wiring import viewer_extension
 
@@ -210,3 +210,25 @@ def csrf_token(client: FlaskClient, path: str) -> str:
 
 
 MakeLogin = Callable[[str], FlaskClient]
+
+
+def linked_ct_study(session: Session, world: World, procedure_name: str = "CT sọ") -> Study:
+    """A patient with a CT order by the physician and its study already arrived and linked (no images)."""
+    from emr.imaging import orders
+    from emr.patients import service as patients
+
+    doctor = world.actor("physician")
+    p = patients.create_patient(session, doctor, patient_data())
+    order = orders.create_order(session, doctor,
+                                {"patient_id": p.id, "modality": "CT", "procedure_name": procedure_name})
+    study = Study(
+        orthanc_id="o-1",
+        study_instance_uid=order.study_instance_uid,
+        state="linked",
+        order_id=order.id,
+        patient_id=p.id,
+        study_date="20261207",
+    )
+    session.add(study)
+    session.commit()
+    return study

@@ -30,7 +30,7 @@ from emr.reading import service as reading
 from emr.signing import RenderInput, SignerSlot, render_document_pdf
 from storage import StudySummary
 
-from .conftest import World, login, patient_data
+from .conftest import World, linked_ct_study, login, patient_data
 
 
 def _departments(session: Session, world: World) -> Department:
@@ -85,19 +85,7 @@ def test_radiologist_saves_the_report_on_an_order_placed_from_the_chart(
 ) -> None:
     """The walk-through's step 6: no 422 "Bệnh nhân chưa có lượt khám nào"."""
     _departments(session, world)
-    doctor = world.actor("physician")
-    p = patients.create_patient(session, doctor, patient_data())
-    order = orders.create_order(session, doctor, {"patient_id": p.id, "modality": "CT", "procedure_name": "CT sọ"})
-    study = Study(
-        orthanc_id="o-1",
-        study_instance_uid=order.study_instance_uid,
-        state="linked",
-        order_id=order.id,
-        patient_id=p.id,
-        study_date="20261207",
-    )
-    session.add(study)
-    session.commit()
+    study = linked_ct_study(session, world)
     login(client, "radiologist1")
     page = client.get(f"/reading/studies/{study.id}").get_data(as_text=True)
     token = re.search(r'name="csrf_token" value="([^"]+)"', page).group(1)  # type: ignore[union-attr]
@@ -106,6 +94,8 @@ def test_radiologist_saves_the_report_on_an_order_placed_from_the_chart(
         data={"csrf_token": token, "c_findings": "Không thấy bất thường.", "c_conclusion": "Bình thường."},
     )
     assert r.status_code == 302, r.get_data(as_text=True)[:2000]
+    order = session.get(ImagingOrder, study.order_id)
+    assert order is not None
     doc = reading.latest_report(session, order.id)
     assert doc is not None and doc.encounter_id == order.encounter_id
 

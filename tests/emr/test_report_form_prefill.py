@@ -21,32 +21,19 @@ from flask.testing import FlaskClient
 from sqlalchemy.orm import Session
 
 from emr.i18n import t
-from emr.imaging import orders
-from emr.models import DocumentVersion, Study
-from emr.patients import service as patients
+from emr.models import DocumentVersion
 from emr.reading import service as reading
 
-from .conftest import World, login, patient_data
+from .conftest import World, linked_ct_study, login
 
 READING_JS = Path(__file__).resolve().parents[2] / "emr" / "static" / "reading.js"
 PNEUMONIA = "Đám mờ thùy dưới phổi phải, có hình khí phế quản đồ.\nKhông tràn dịch màng phổi."
 
 
 def _ct_study(session: Session, world: World) -> tuple[int, int]:
-    doctor = world.actor("physician")
-    p = patients.create_patient(session, doctor, patient_data())
-    order = orders.create_order(session, doctor, {"patient_id": p.id, "modality": "CT", "procedure_name": "CT ngực"})
-    study = Study(
-        orthanc_id="o-1",
-        study_instance_uid=order.study_instance_uid,
-        state="linked",
-        order_id=order.id,
-        patient_id=p.id,
-        study_date="20261207",
-    )
-    session.add(study)
-    session.commit()
-    return study.id, order.id
+    study = linked_ct_study(session, world, "CT ngực")
+    assert study.order_id is not None
+    return study.id, study.order_id
 
 
 def _textarea(page: str, name: str) -> str:

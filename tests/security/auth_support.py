@@ -143,6 +143,18 @@ def running_emr(tmp_path: Path, extra_env: dict[str, str] | None = None, *, dev_
             proc.wait(5)
 
 
+def user_id(emr: RunningEmr, username: str) -> int:
+    """The id of an account in the running EMR's database."""
+    from emr.models import User
+
+    factory = emr.session_factory()
+    with factory() as session:
+        uid = session.scalar(select(User.id).where(User.username == username))
+    factory.kw["bind"].dispose()
+    assert uid is not None
+    return int(uid)
+
+
 def make_users(emr: RunningEmr, *specs: tuple[str, str]) -> dict[str, int]:
     """Accounts (username, role) with PASSWORD; returns their ids."""
     from emr.access.users import create_user

@@ -24,7 +24,16 @@ from sqlalchemy import select
 
 from emr.i18n import t
 from emr.models import AuditEntry
-from tests.security.auth_support import PASSWORD, RunningEmr, client, csrf, error_text, make_users, running_emr
+from tests.security.auth_support import (
+    PASSWORD,
+    RunningEmr,
+    client,
+    csrf,
+    error_text,
+    make_users,
+    running_emr,
+    user_id,
+)
 
 
 @pytest.fixture(scope="module")
@@ -85,18 +94,7 @@ def test_spelling_the_account_differently_does_not_escape_the_back_off(emr: Runn
         ok = session.scalars(select(AuditEntry).where(AuditEntry.action == "login", AuditEntry.outcome == "success",
                                                       AuditEntry.client_ip == "127.0.0.6")).one()
     factory.kw["bind"].dispose()
-    assert ok.object_id == str(emr_user_id(emr, "bacsi"))
-
-
-def emr_user_id(emr: RunningEmr, username: str) -> int:
-    from emr.models import User
-
-    factory = emr.session_factory()
-    with factory() as session:
-        uid = session.scalar(select(User.id).where(User.username == username))
-    factory.kw["bind"].dispose()
-    assert uid is not None
-    return int(uid)
+    assert ok.object_id == str(user_id(emr, "bacsi"))
 
 
 def test_attempts_beyond_the_rate_are_refused_before_hashing(emr: RunningEmr) -> None:

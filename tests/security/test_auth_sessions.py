@@ -15,7 +15,7 @@ import requests
 from sqlalchemy import select, update
 
 from emr.models import ApiToken, UserSession, utcnow
-from tests.security.auth_support import SETUP, RunningEmr, client, csrf, make_users, running_emr
+from tests.security.auth_support import SETUP, RunningEmr, client, csrf, make_users, running_emr, user_id
 
 
 @pytest.fixture(scope="module")
@@ -40,17 +40,6 @@ def _admin_post(emr: RunningEmr, path: str, data: dict[str, str]) -> requests.Re
     return admin.post(emr.url(path), data={**data, "csrf_token": csrf(page)}, allow_redirects=False, timeout=60)
 
 
-def _user_id(emr: RunningEmr, username: str) -> int:
-    from emr.models import User
-
-    factory = emr.session_factory()
-    with factory() as session:
-        uid = session.scalar(select(User.id).where(User.username == username))
-    factory.kw["bind"].dispose()
-    assert uid is not None
-    return int(uid)
-
-
 def test_logout_ends_the_session_on_the_server(emr: RunningEmr) -> None:
     victim, r = emr.login("bacsi")
     assert r.status_code == 302
@@ -69,7 +58,7 @@ def test_logout_ends_the_session_on_the_server(emr: RunningEmr) -> None:
 
 
 def test_password_reset_and_deactivation_end_sessions(emr: RunningEmr) -> None:
-    nurse_id = _user_id(emr, "dieuduong")
+    nurse_id = user_id(emr, "dieuduong")
     victim, _ = emr.login("dieuduong")
     stolen = victim.cookies.get_dict()
     assert _replay(emr, stolen).status_code == 200
@@ -89,7 +78,7 @@ def test_password_reset_and_deactivation_end_sessions(emr: RunningEmr) -> None:
 def test_api_tokens_expire_and_die_on_password_reset(emr: RunningEmr) -> None:
     from emr.access.users import create_token
 
-    rad_id = _user_id(emr, "bschan")
+    rad_id = user_id(emr, "bschan")
     factory = emr.session_factory()
     with factory() as session:
         short = create_token(session, SETUP, rad_id, "pacs-bridge", days=1)
