@@ -29,6 +29,7 @@ def test_every_variable_overrides(tmp_path: Path) -> None:
         "FILMLESS_GATEWAY_ALLOWED": "CT01@10.0.0.5, MR*@10.0.1.0/24,US01",
         "FILMLESS_GATEWAY_IDENTITY_TIMEOUT": "30",
         "FILMLESS_GATEWAY_MOVE_BY_STORAGE": "0",
+        "FILMLESS_GATEWAY_FORWARDERS_WHILE_RECEIVING": "2",
         "FILMLESS_ORTHANC_HTTP_PORT": "9042",
         "FILMLESS_ORTHANC_PG_DSN": "postgresql://o@db/orthanc",
         "FILMLESS_EMR_PORT": "9080",
@@ -38,6 +39,7 @@ def test_every_variable_overrides(tmp_path: Path) -> None:
     assert s.gateway.allowed_peers == ("CT01@10.0.0.5", "MR*@10.0.1.0/24", "US01")
     assert s.gateway.identity_timeout == 30.0
     assert not s.gateway.move_by_storage and load({}).gateway.move_by_storage
+    assert s.gateway.forwarders_while_receiving == 2 and load({}).gateway.forwarders_while_receiving == 0
     assert s.storage.http_port == 9042 and s.storage.pg_dsn == "postgresql://o@db/orthanc"
     assert s.storage.data_dir == tmp_path / "orthanc"
     assert s.emr.port == 9080 and s.emr.public_url == "http://127.0.0.1:9080"
