@@ -167,6 +167,8 @@ VARIABLES: dict[str, tuple[str, str]] = {
     ),
     "FILMLESS_HL7_RECEIVER": ("", "host:port of the HIS's MLLP receiver for ORU^R01 signed reports (unset: none)"),
     "FILMLESS_HL7_APPLICATION": ("FILMLESS", "MSH-3 sending application of the messages filmless sends"),
+    "FILMLESS_HL7_KEEP_DAYS": ("90", "Days the exact bytes of each HL7 message are kept; then only its log row "
+                                     "(type, control ID, status, patient) stays"),
     "FILMLESS_IDENTITY_URL": (
         "",
         "National population database gateway that checks name, birth date and sex for a CCCD "
@@ -323,6 +325,7 @@ def _hl7(env: Mapping[str, str]) -> Hl7Settings:
         default_charset=charset,
         receiver=receiver,
         application=_str(env, "FILMLESS_HL7_APPLICATION", "FILMLESS") or "FILMLESS",
+        keep_raw_days=_int(env, "FILMLESS_HL7_KEEP_DAYS", 90, 1, 36500),
     )
 def _http_url(env: Mapping[str, str], name: str) -> str | None:
     """An endpoint filmless calls (health record, identity gateway): http(s) or unset."""

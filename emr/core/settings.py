@@ -27,6 +27,8 @@ class Hl7Settings:
     receiver: str = ""
     send_timeout: float = 30.0
     application: str = "FILMLESS"  # MSH-3 of what filmless sends; MSH-4 is the facility code
+    # Days the exact bytes of a message (and its ACK) are kept; the log row stays (emr.hl7.messages.purge_raw).
+    keep_raw_days: int = 90
 
 
 @dataclass(frozen=True)

@@ -9,16 +9,21 @@ again. Both are audited as ``hl7.replay``; opening a message as ``hl7.view``.
 
 from __future__ import annotations
 
+import logging
+import threading
 from dataclasses import dataclass
+from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import func, select
+from sqlalchemy import func, select, update
 from sqlalchemy.orm import Session
 
 from emr.access import audit
 from emr.access.audit import Actor
+from emr.core import clock
 from emr.core.exceptions import InvalidState, NotFoundError
 from emr.core.settings import EmrSettings
+from emr.db import make_engine, make_session_factory
 from emr.models import HL7_DIRECTIONS, HL7_STATUSES, Hl7Message
 
 from .inbound import Outcome, process
@@ -29,10 +34,16 @@ __all__ = [
     "list_hl7_messages",
     "list_messages",
     "message_text",
+    "purge_raw",
     "replay",
     "replay_hl7_message",
     "status_counts",
+    "start_hl7_housekeeping",
 ]
+
+log = logging.getLogger(__name__)
+# Outbound messages still to be delivered keep their bytes whatever their age.
+_UNSENT = ("queued", "failed")
 
 PAGE = 50
 
@@ -111,10 +122,73 @@ def replay(session: Session, actor: Actor, message_id: int, settings: EmrSetting
         from .oru import resend
 
         return resend(session, actor, row.id)
+    if row.raw_purged_at is not None:
+        raise InvalidState("the message's bytes were purged", key="hl7.error.purged")
     if not row.raw or row.message_type is None and row.status == "rejected" and row.ack is None:
         raise InvalidState("this attempt was refused before a message was read", key="hl7.error.not_replayable")
     return process(session, bytes(row.raw), peer=row.peer or "replay", settings=settings.hl7,
                    facility_code=settings.facility_code, replay_of=row.id, replayed_by=actor)
+
+
+def purge_raw(session: Session, keep_days: int, now: datetime | None = None) -> int:
+    """Empty the bytes and ACK of messages older than ``keep_days`` (caller commits); how many.
+
+    A message carries a patient's identity and orders; once applied, what it
+    said lives in the record, and its bytes only serve troubleshooting with
+    the HIS. Keeping them for ever is personal data kept longer than needed
+    (Decree 13/2023). The log row stays: type, control ID, sender, status,
+    patient and order, so the trail is whole; a purged message cannot be
+    replayed. Outbound messages not yet delivered keep their bytes.
+    """
+    moment = now or clock.utcnow()
+    result = session.execute(
+        update(Hl7Message)
+        .where(
+            Hl7Message.at < moment - timedelta(days=keep_days),
+            Hl7Message.raw_purged_at.is_(None),
+            Hl7Message.status.not_in(_UNSENT),
+        )
+        .values(raw=b"", ack=None, raw_purged_at=moment)
+    )
+    return int(result.rowcount or 0)  # type: ignore[attr-defined]
+
+
+class _Housekeeping:
+    """Hourly :func:`purge_raw` in an EMR server process (idempotent: several processes may run it)."""
+
+    def __init__(self, settings: EmrSettings, interval: float = 3600.0) -> None:
+        self._engine = make_engine(settings.database_url)
+        self._sessions = make_session_factory(self._engine)
+        self._keep = settings.hl7.keep_raw_days
+        self._interval = interval
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="emr-hl7-housekeeping", daemon=True)
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            try:
+                with self._sessions() as session:
+                    purged = purge_raw(session, self._keep)
+                    session.commit()
+                if purged:
+                    log.info("HL7 log: emptied the bytes of %d message(s) older than %d days", purged, self._keep)
+            except Exception:  # noqa: BLE001 - the database may be down; try again next time
+                log.exception("HL7 log: purge failed")
+            self._stop.wait(self._interval)
+
+    def start(self) -> _Housekeeping:
+        self._thread.start()
+        return self
+
+    def stop(self, timeout: float = 10.0) -> None:
+        self._stop.set()
+        self._thread.join(timeout)
+        self._engine.dispose()
+
+
+def start_hl7_housekeeping(settings: EmrSettings, interval: float = 3600.0) -> _Housekeeping:
+    """Start the hourly purge of old HL7 message bytes (emr.server runs one per EMR process)."""
+    return _Housekeeping(settings, interval).start()
 
 
 # The names `emr` exports (PEP 562 map in emr/__init__.py).

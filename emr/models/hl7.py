@@ -45,6 +45,8 @@ class Hl7Message(Base):
     order_id: Mapped[int | None] = mapped_column(ForeignKey("imaging_orders.id"))
     replay_of_id: Mapped[int | None] = mapped_column(ForeignKey("hl7_messages.id"))
     replayed_by: Mapped[str | None] = mapped_column(String(64))
+    # When ``raw`` and ``ack`` were emptied after FILMLESS_HL7_KEEP_DAYS (the row itself stays).
+    raw_purged_at: Mapped[datetime | None]
 
     __table_args__ = (
         Index("ix_hl7_messages_at", "at"),
