@@ -249,6 +249,15 @@ def test_every_audit_action_the_code_writes_has_a_label() -> None:
         assert label.strip() and label != action, action
 
 
+def test_no_two_actions_share_a_label() -> None:
+    """The filter is a list of labels: two actions read the same would be two identical choices."""
+    labels: dict[str, list[str]] = {}
+    for key, label in catalogue().items():
+        if key.startswith("audit.action."):
+            labels.setdefault(label, []).append(key.removeprefix("audit.action."))
+    assert {label: actions for label, actions in labels.items() if len(actions) > 1} == {}
+
+
 def test_the_action_filter_offers_every_written_action() -> None:
     """The filter's choices are the labelled actions: every action written can be chosen, shown by its label."""
     offered = audit_query.known_actions()

@@ -44,6 +44,10 @@ def test_audit_csv_is_for_the_admin_only_and_refusals_are_audited(
         select(AuditEntry).where(AuditEntry.outcome == "denied", AuditEntry.object_id == "/admin/audit.csv")
     ).all()
     assert {d.username for d in denied} == {"physician1", "records_clerk1", "radiologist1"}
+    session.rollback()  # no lock held by the test while the app writes
+    login(client, "admin1")
+    r = client.get("/admin/audit.csv")
+    assert r.status_code == 200 and r.headers["Content-Type"] == "text/csv; charset=utf-8"
 
 
 def test_audit_page_shrugs_off_hostile_filters(client: FlaskClient, world: World) -> None:  # noqa: F811
