@@ -59,6 +59,7 @@ from .exceptions import (
 )
 from .fast_store import FastStore, StoreRequest
 from .pdu_limits import LimitedDUL
+from .query import read_identifier
 from .receive_file import receive_error
 from .validate import inspect_file
 from .worklist import build_responses
@@ -385,7 +386,7 @@ class GatewayHandlers:
             return
         self.gw.count_event("worklist_queries")
         try:
-            identifier = event.identifier
+            identifier = read_identifier(event, "worklist C-FIND", stats.calling_aet)
             responses = list(build_responses(identifier, provider, stats.calling_aet))
         except Exception as exc:  # noqa: BLE001 - the provider failing must not break the AE
             log.error("worklist query from %s failed: %s", stats.calling_aet, exc)

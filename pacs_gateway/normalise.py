@@ -19,6 +19,11 @@ UTF-8 label or none is read as Latin-1, anything else as labelled. Every
 SH/LO/ST/LT/UT/UC/PN value is then re-encoded to UTF-8 and the instance
 labelled ``ISO_IR 192``. When the label was wrong or missing the original
 bytes are logged (hex) with the instance UID.
+
+Query identifiers (C-FIND, C-MOVE, C-GET) get the same decision through
+:func:`decode_identifier`: a workstation typing ``Trần*`` on a UTF-8
+terminal sends UTF-8 with no Specific Character Set, which pydicom would
+read as Latin-1 (``Tráº§n*``) and match nothing.
 """
 
 from __future__ import annotations
@@ -42,7 +47,8 @@ from pydicom.tag import BaseTag
 from pydicom.uid import UID, DeflatedExplicitVRLittleEndian
 from pydicom.valuerep import VR
 
-__all__ = ["IdentityProvider", "Normalised", "NormalisedFile", "normalise", "normalise_file", "IDENTITY_KEYS"]
+__all__ = ["IdentityProvider", "Normalised", "NormalisedFile", "decode_identifier", "normalise", "normalise_file",
+           "IDENTITY_KEYS"]
 
 log = logging.getLogger(__name__)
 
@@ -170,6 +176,30 @@ def _decode_to_utf8(ds: Dataset, terms: list[str]) -> None:
         item._dict[BaseTag(tag)] = DataElement(tag, vr, decoded)
 
     _walk_text(ds, visit)
+
+
+def decode_identifier(ds: Dataset) -> str | None:
+    """Decode a query identifier's text with the character set stored instances would get, in place.
+
+    ``ds`` is an identifier as pynetdicom decodes it (text elements still
+    raw). The set is decided by :func:`_source_charset` from all its raw text
+    values, as for a stored instance. When that differs from the label (UTF-8
+    sent with no Specific Character Set or under a single-byte one, text that
+    is not UTF-8 under none or under ``ISO_IR 192``), every text value needing
+    it is decoded with the set decided and the identifier is labelled
+    ``ISO_IR 192``; the reason is returned for the caller's log. ``None``:
+    the label was right (or there is no non-ASCII text) and nothing changed.
+    """
+    non_ascii: list[bytes] = []
+    _non_ascii_text(ds, non_ascii)  # before anything is read: reading would decode with the label's set
+    if not non_ascii:
+        return None
+    source, why = _source_charset(_charset(ds), non_ascii)
+    if why is None:
+        return None
+    _decode_to_utf8(ds, source)
+    ds.SpecificCharacterSet = _UTF8
+    return why
 
 
 @dataclass

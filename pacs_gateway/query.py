@@ -38,6 +38,7 @@ from storage import INDEXED_TAGS
 
 from .dimse_status import Status
 from .names import index_pattern, name_matches
+from .normalise import decode_identifier
 
 __all__ = [
     "AuditProvider",
@@ -49,6 +50,7 @@ __all__ = [
     "find_matches",
     "find_responses",
     "model_of",
+    "read_identifier",
 ]
 
 log = logging.getLogger(__name__)
@@ -145,6 +147,21 @@ def _value(elem: DataElement) -> str:
     if isinstance(value, (list, tuple)) or type(value).__name__ == "MultiValue":
         return "\\".join(str(v) for v in value)
     return str(value).strip()
+
+
+def read_identifier(event: Any, service: str, calling_aet: str) -> Dataset:
+    """The request's identifier, its text decoded as :func:`~pacs_gateway.normalise.decode_identifier` decides.
+
+    One INFO line when the label was not believed (e.g. UTF-8 sent without a
+    Specific Character Set, as DCMTK on a UTF-8 terminal does). Answers are
+    always ``ISO_IR 192``. Raises whatever decoding the identifier raises.
+    """
+    identifier: Dataset = event.identifier
+    why = decode_identifier(identifier)
+    if why is not None:
+        log.info("%s from %s: %s; its text is matched as decoded and answered in ISO_IR 192", service,
+                 calling_aet or "?", why)
+    return identifier
 
 
 def query_level(identifier: Dataset, model: str) -> str:

@@ -75,6 +75,7 @@ from .query import (
     find_responses,
     model_of,
     query_level,
+    read_identifier,
 )
 from .reactor import EventDrivenAssociation, EventDrivenDUL, make_requestor_event_driven
 from .storage_push import MovePlan, PushPlan
@@ -463,7 +464,7 @@ class QueryRetrieve:
     def find(self, event: evt.Event, calling_aet: str, peer: str) -> Iterator[tuple[int | Dataset, Dataset | None]]:
         model = model_of(event.context.abstract_syntax)
         try:
-            identifier = event.identifier
+            identifier = read_identifier(event, "C-FIND", calling_aet)
         except Exception as exc:  # noqa: BLE001 - undecodable identifier
             yield _failure(int(Status.CANNOT_UNDERSTAND), f"identifier cannot be decoded: {exc}"), None
             return
@@ -507,7 +508,8 @@ class QueryRetrieve:
         """:meth:`_resolve`, a refusal audited."""
         model = model_of(event.context.abstract_syntax)
         try:
-            return self._resolve(event.identifier, model)
+            service = type(event.request).__name__.replace("_", "-")  # C-MOVE or C-GET
+            return self._resolve(read_identifier(event, service, calling_aet), model)
         except QueryFailed as exc:
             self._audit(action, calling_aet, peer, model, "", {}, [], outcome="refused", reason=exc.reason,
                         destination=destination)

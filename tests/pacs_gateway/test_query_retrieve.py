@@ -6,6 +6,8 @@ from its index, DCMTK's storescp is the workstation a C-MOVE sends to.
 
 from __future__ import annotations
 
+import logging
+import os
 import subprocess
 import time
 from collections.abc import Callable
@@ -120,6 +122,77 @@ def test_findscu_study_root_matches_names_without_diacritics(
     assert audited[-1]["action"] == "dicom.query"
     assert audited[-1]["patients"] == [{"PatientID": "QR-BINH", "PatientName": BINH}]
     assert audited[-1]["calling_aet"] == "WS01"
+
+
+TRAN = "Trần^Thị Mỹ Duyên"
+MUELLER = "Müller^Hans"
+
+
+@pytest.fixture(scope="module")
+def foreign_names(orthanc: OrthancStore, tmp_path_factory: pytest.TempPathFactory) -> None:
+    """Trần Thị Mỹ Duyên (patient ID QR-TRẦN) and Müller Hans in Orthanc (stored as UTF-8), one CT slice each."""
+    root = tmp_path_factory.mktemp("qr-names")
+    for folder, name, patient_id in (("tran", TRAN, "QR-TRẦN"), ("mueller", MUELLER, "QR-MUELLER")):
+        (path,) = make_ct_series(root / folder, 1, rows=16, cols=16, patient_name=name, patient_id=patient_id,
+                                 accession=f"ACC-{folder}")
+        orthanc.upload(path.read_bytes())
+
+
+def _findscu_names(port: int, out: Path, *keys: str) -> list[Dataset]:
+    """findscu -S at STUDY level; a key given as bytes goes on the command line as those very bytes."""
+    out.mkdir()
+    args = [a for k in ("QueryRetrieveLevel=STUDY", "PatientID", "StudyInstanceUID", *keys) for a in ("-k", k)]
+    result = dcmtk("findscu", "-S", "-aet", "WS01", "-aec", "FILMLESS", "-X", "-od", str(out), *args,
+                   "127.0.0.1", str(port))
+    assert result.returncode == 0, result.stderr
+    return _responses(out)
+
+
+def test_findscu_utf8_name_without_character_set_is_read_as_utf8(
+    qr_gateway: tuple[Gateway, int], foreign_names: None, audited: list[dict[str, object]], tmp_path: Path,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """DCMTK on a UTF-8 terminal sends ``Trần*`` as UTF-8 bytes and no Specific Character Set."""
+    gw, _ = qr_gateway
+    caplog.set_level(logging.INFO, logger="pacs_gateway")
+    # str arguments reach findscu UTF-8 encoded, exactly as typed in a UTF-8 terminal.
+    found = _findscu_names(gw.settings.port, tmp_path / "utf8", "PatientName=Trần^Thị Mỹ*")
+    assert [(d.PatientID, str(d.PatientName), d.SpecificCharacterSet) for d in found] == [
+        ("QR-TRẦN", TRAN, "ISO_IR 192")]
+    assert audited[-1]["query"] == {"PatientName": "Trần^Thị Mỹ*"}
+    logged = [r for r in caplog.records if "no character set, bytes are UTF-8" in r.getMessage()]
+    assert [(r.levelname, r.getMessage().split(":")[0]) for r in logged] == [("INFO", "C-FIND from WS01")]
+
+    # Labelled ISO_IR 100 (what some workstations send whatever they type) but written in UTF-8.
+    found = _findscu_names(gw.settings.port, tmp_path / "labelled", "SpecificCharacterSet=ISO_IR 100",
+                           "PatientName=Trần^Thị Mỹ*")
+    assert [(d.PatientID, str(d.PatientName)) for d in found] == [("QR-TRẦN", TRAN)]
+
+
+def test_getscu_utf8_patient_id_without_character_set_is_read_as_utf8(
+    qr_gateway: tuple[Gateway, int], foreign_names: None, audited: list[dict[str, object]], tmp_path: Path
+) -> None:
+    """C-GET (and C-MOVE, which resolves its identifier the same way) decide the identifier's text alike."""
+    gw, _ = qr_gateway
+    out = tmp_path / "got"
+    out.mkdir()
+    result = dcmtk("getscu", "-P", "-aet", "WS02", "-aec", "FILMLESS", "-od", str(out),
+                   "-k", "QueryRetrieveLevel=PATIENT", "-k", "PatientID=QR-TRẦN", "127.0.0.1", str(gw.settings.port))
+    assert result.returncode == 0, result.stderr
+    assert [str(pydicom.dcmread(p).PatientName) for p in out.iterdir()] == [TRAN]
+    assert audited[-1]["query"] == {"PatientID": "QR-TRẦN"} and audited[-1]["instances"] == 1
+
+
+@pytest.mark.parametrize("charset", ["ISO_IR 100", None], ids=["labelled-latin-1", "unlabelled-latin-1"])
+def test_findscu_latin1_name_still_matches_as_latin1(
+    qr_gateway: tuple[Gateway, int], foreign_names: None, tmp_path: Path, charset: str | None
+) -> None:
+    gw, _ = qr_gateway
+    name = os.fsdecode("PatientName=Müller^H*".encode("latin-1"))  # the Latin-1 bytes on findscu's command line
+    keys = ([f"SpecificCharacterSet={charset}"] if charset else []) + [name]
+    found = _findscu_names(gw.settings.port, tmp_path / "latin1", *keys)
+    assert [(d.PatientID, str(d.PatientName), d.SpecificCharacterSet) for d in found] == [
+        ("QR-MUELLER", MUELLER, "ISO_IR 192")]
 
 
 def test_findscu_patient_root_at_every_level(

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import os
 from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
 
@@ -12,6 +13,7 @@ from pynetdicom import AE
 from pynetdicom.sop_class import CTImageStorage, ModalityWorklistInformationFind
 
 from pacs_gateway import Gateway
+from pacs_gateway.names import name_matches
 from storage import OrthancStore
 from tests.corpus import describe, make_ct_series
 from tests.helpers import wait_for
@@ -76,6 +78,42 @@ def test_findscu_worklist_gets_vietnamese_names_and_only_requested_keys(
     step = ds.ScheduledProcedureStepSequence[0]
     assert step.ScheduledProcedureStepDescription == "Sọ não"
     assert "ScheduledProcedureStepID" not in step
+
+
+def test_findscu_worklist_utf8_name_without_character_set(
+    orthanc: OrthancStore, make_gateway: Callable[..., Gateway], tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A station on a UTF-8 terminal types ``Nguyễn*``: UTF-8 bytes, no Specific Character Set."""
+    queries: list[dict[str, str]] = []
+
+    def provider(query: dict[str, str]) -> Iterable[Mapping[str, object]]:
+        queries.append(query)  # matches names as the EMR does: without case or diacritics
+        return [o for o in ORDERS if name_matches(query.get("PatientName", "*"), str(o["PatientName"]))]
+
+    caplog.set_level(logging.INFO, logger="pacs_gateway")
+    gw = make_gateway(orthanc, worklist=provider)
+
+    def find(out: Path, *keys: str) -> list[pydicom.Dataset]:
+        out.mkdir()
+        args = [a for k in ("PatientID", "AccessionNumber", "ScheduledProcedureStepSequence[0].Modality", *keys)
+                for a in ("-k", k)]
+        result = dcmtk("findscu", "-W", "-aet", "CT01", "-aec", "FILMLESS", "-X", "-od", str(out), *args,
+                       "127.0.0.1", str(gw.settings.port))
+        assert result.returncode == 0, result.stderr
+        return [pydicom.dcmread(f) for f in sorted(out.glob("rsp*.dcm"))]
+
+    (ds,) = find(tmp_path / "utf8", "PatientName=Nguyễn^Thị*")  # str arguments reach findscu UTF-8 encoded
+    assert queries[-1] == {"PatientName": "Nguyễn^Thị*"}
+    assert ds.SpecificCharacterSet == "ISO_IR 192"
+    assert (ds.AccessionNumber, str(ds.PatientName)) == ("A1001", "Nguyễn^Thị Hồng Nhung")
+    logged = [r for r in caplog.records if "no character set, bytes are UTF-8" in r.getMessage()]
+    assert [(r.levelname, r.getMessage().split(":")[0]) for r in logged] == [("INFO", "worklist C-FIND from CT01")]
+
+    # Latin-1 bytes under ISO_IR 100 are still Latin-1: "Lê^Thị Ánh*" ("ê", "ị" are not in Latin-1: wildcards).
+    latin1 = os.fsdecode("PatientName=L?^Th? Ánh*".encode("latin-1"))  # those very bytes on the command line
+    (ds,) = find(tmp_path / "latin1", "SpecificCharacterSet=ISO_IR 100", latin1)
+    assert queries[-1] == {"PatientName": "L?^Th? Ánh*"}
+    assert (ds.AccessionNumber, str(ds.PatientName)) == ("A1003", "Lê^Thị Ánh Tuyết")
 
 
 def test_worklist_provider_failure_is_a_find_failure_not_a_crash(

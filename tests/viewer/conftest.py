@@ -25,9 +25,9 @@ def viewer_dist() -> Path:
     """The built viewer; built here if the sources are newer (bootstrap normally does it)."""
     dist = dist_path()
     src = REPO / "viewer"
-    newest_source = max(
-        p.stat().st_mtime for p in [*(src / "src").rglob("*"), src / "index.html", *src.glob("vite.config.*")]
-    )
+    sources = [*(src / "src").rglob("*"), src / "index.html", *src.glob("vite.config.*")]
+    sources.append(REPO / "emr" / "i18n" / "vi.json")  # the viewer's words, bundled (viewer/src/i18n.js)
+    newest_source = max(p.stat().st_mtime for p in sources)
     index = dist / "index.html"
     if not index.exists() or index.stat().st_mtime < newest_source:
         if not (src / "node_modules").is_dir():

@@ -11,6 +11,7 @@ ZIP download carries a DICOMDIR pydicom reads.
 from __future__ import annotations
 
 import io
+import json
 import re
 import subprocess
 import zipfile
@@ -46,6 +47,7 @@ from tests.viewer.pixels import canvas_grey, compare, reference_view
 from tests.viewer.server import serve
 
 PASSWORD = "correct horse battery staple"
+CATALOGUE = json.loads((Path(__file__).resolve().parents[2] / "emr" / "i18n" / "vi.json").read_text("utf-8"))
 SETUP = Actor(None, "test-setup", "admin", "127.0.0.1")
 
 
@@ -77,6 +79,7 @@ def emr(tmp_path_factory: pytest.TempPathFactory, orthanc: OrthancStore, viewer_
             ("physician1", "physician", "Lê Thị Chỉ Định"),
             ("clerk1", "records_clerk", "Phạm Văn Lưu"),
             ("nurse1", "nurse", "Võ Thị Điều Dưỡng"),
+            ("radiologist2", "radiologist", "Đỗ Văn Đo"),
         ):
             create_user(s, SETUP, username, PASSWORD, role, name, practising_cert_no=f"{len(username)}/HCM-CCHN")
         encounters.ensure_department(s, "K19", "Khoa Nội tổng hợp")
@@ -374,11 +377,8 @@ def _sync(page: Any) -> dict[str, Any]:
     return page.evaluate("() => window.filmlessViewer.measurementSync")
 
 
-def test_measurements_are_saved_per_user_and_study(page: Any, emr: Emr) -> None:
-    browser_login(page, emr.base, "radiologist1")
-    page.goto(f"{emr.base}/viewer/?study={emr.series.study_uid}")
-    wait_until(page, lambda s: s["ready"], what="first image")
-    wait_until(page, lambda s: _sync(page)["enabled"], what="measurement store")
+def _draw_ellipse(page: Any, i: float, j: float) -> None:
+    """Draw a small elliptical ROI at pixel (i, j) of the shown 512×512 slice; wait until it is saved."""
     page.locator("[data-key=tool-ellipse]").click()
     rect = page.evaluate("filmlessViewer.imageRect()")
     box = page.locator(".cell.active .viewport canvas").bounding_box()
@@ -387,12 +387,28 @@ def test_measurements_are_saved_per_user_and_study(page: Any, emr: Emr) -> None:
     def at(i: float, j: float) -> tuple[float, float]:
         return box["x"] + x0 + (x1 - x0) * i / 511, box["y"] + y0 + (y1 - y0) * j / 511
 
-    page.mouse.move(*at(256, 306))
+    saved = _sync(page)["saved"]
+    page.mouse.move(*at(i, j))
     page.mouse.down()
-    page.mouse.move(*at(266, 316), steps=6)
+    page.mouse.move(*at(i + 10, j + 10), steps=6)
     page.mouse.up()
-    wait_until(page, lambda s: _sync(page)["status"] == 200 and not _sync(page)["busy"], what="measurements saved")
-    saved = page.evaluate(f"() => fetch('/reading/measurements/{emr.series.study_uid}').then(r => r.json())")
+    wait_until(page, lambda s: _sync(page)["saved"] > saved and not _sync(page)["busy"], what="measurements saved")
+    assert _sync(page)["status"] == 200
+
+
+def _saved_on_server(page: Any, emr: Emr) -> list[dict[str, Any]]:
+    return page.evaluate(f"() => fetch('/reading/measurements/{emr.series.study_uid}').then(r => r.json())")[
+        "measurements"
+    ]
+
+
+def test_measurements_are_saved_per_user_and_study(page: Any, emr: Emr) -> None:
+    browser_login(page, emr.base, "radiologist1")
+    page.goto(f"{emr.base}/viewer/?study={emr.series.study_uid}")
+    wait_until(page, lambda s: s["ready"], what="first image")
+    wait_until(page, lambda s: _sync(page)["enabled"], what="measurement store")
+    _draw_ellipse(page, 256, 306)
+    saved = {"measurements": _saved_on_server(page, emr)}
     assert len(saved["measurements"]) == 1
     assert saved["measurements"][0]["sop"] == emr.series.sop_uids[0]
     assert saved["measurements"][0]["metadata"]["toolName"] == "EllipticalROI"
@@ -419,3 +435,39 @@ def test_measurements_are_saved_per_user_and_study(page: Any, emr: Emr) -> None:
         ).status_code
         == 302
     )
+
+
+def test_clearing_measurements_asks_first_and_cancelling_keeps_them(page: Any, emr: Emr) -> None:
+    """"Xoá số đo" deletes the study's saved measurements on the server: only once the reader confirms."""
+    browser_login(page, emr.base, "radiologist2")  # measurements of their own: radiologist1's are another test's
+    page.goto(f"{emr.base}/viewer/?study={emr.series.study_uid}")
+    wait_until(page, lambda s: s["ready"], what="first image")
+    wait_until(page, lambda s: _sync(page)["enabled"], what="measurement store")
+    _draw_ellipse(page, 200, 200)
+    _draw_ellipse(page, 300, 300)
+    assert len(_saved_on_server(page, emr)) == 2
+    asked: list[str] = []
+
+    def answer(accept: bool) -> Any:
+        def handle(dialog: Any) -> None:
+            asked.append(f"{dialog.type}: {dialog.message}")
+            dialog.accept() if accept else dialog.dismiss()
+
+        return handle
+
+    page.once("dialog", answer(False))
+    page.locator("[data-key=clear]").click()
+    expected = CATALOGUE["viewer.tool.clear_confirm"].replace("{count}", "2")
+    assert asked == [f"confirm: {expected}"]
+    page.wait_for_timeout(1500)  # longer than the viewer waits before saving
+    assert len(page.evaluate("filmlessViewer.measurements()")) == 2
+    assert len(_saved_on_server(page, emr)) == 2 and not _sync(page)["busy"]
+
+    page.once("dialog", answer(True))
+    page.locator("[data-key=clear]").click()
+    assert len(asked) == 2
+    wait_until(page, lambda s: _sync(page)["saved"] == 0 and not _sync(page)["busy"], what="clearing saved")
+    assert _sync(page)["status"] == 200
+    assert page.evaluate("filmlessViewer.measurements()") == []
+    assert _saved_on_server(page, emr) == []
+    assert page.page_errors == []

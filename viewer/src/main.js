@@ -489,6 +489,10 @@ export function createViewer({ config = readConfig(window.location.search, windo
         render();
       },
       clear() {
+        // Clearing deletes the study's saved measurements on the server too, with
+        // no undo: nothing happens unless the reader confirms.
+        const count = savedMeasurements.total;
+        if (!count || !window.confirm(t('viewer.tool.clear_confirm', { count }))) return;
         annotation.state.removeAllAnnotations();
         grid.cells.forEach((c) => grid.viewport(c)?.render());
         savedMeasurements.schedule();

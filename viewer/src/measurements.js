@@ -126,6 +126,13 @@ export function createMeasurementStore(config) {
     get savedCount() {
       return state.saved.length;
     },
+    // What clearing would delete: the measurements shown and every one saved for
+    // the study (also on series not shown: the save after clearing replaces the list).
+    get total() {
+      const uids = new Set(state.saved.map((m) => m.uid));
+      for (const a of annotation.state.getAllAnnotations()) uids.add(a.annotationUID);
+      return uids.size;
+    },
     get lastSaveStatus() {
       return state.lastSaveStatus;
     },
