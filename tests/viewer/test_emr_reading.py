@@ -80,6 +80,7 @@ def emr(tmp_path_factory: pytest.TempPathFactory, orthanc: OrthancStore, viewer_
             ("clerk1", "records_clerk", "Phạm Văn Lưu"),
             ("nurse1", "nurse", "Võ Thị Điều Dưỡng"),
             ("radiologist2", "radiologist", "Đỗ Văn Đo"),
+            ("radiologist3", "radiologist", "Ngô Thị Lưu"),
         ):
             create_user(s, SETUP, username, PASSWORD, role, name, practising_cert_no=f"{len(username)}/HCM-CCHN")
         encounters.ensure_department(s, "K19", "Khoa Nội tổng hợp")
@@ -471,3 +472,25 @@ def test_clearing_measurements_asks_first_and_cancelling_keeps_them(page: Any, e
     assert page.evaluate("filmlessViewer.measurements()") == []
     assert _saved_on_server(page, emr) == []
     assert page.page_errors == []
+
+
+def test_a_save_keeps_the_measurements_of_series_not_on_screen(page: Any, emr: Emr) -> None:
+    """The save replaces the study's list: a measurement saved on another series (not opened this time)
+    must survive the next save of the series on screen; only an explicit clear removes it."""
+    browser_login(page, emr.base, "radiologist3")
+    elsewhere = {"uid": "other-series-1", "sop": "1.2.826.0.1.3680043.8.498.999", "frame": 1,
+                 "metadata": {"toolName": "Length"}, "handles": {"points": [[0, 0, 0], [1, 1, 0]]}, "label": ""}
+    put = page.evaluate(
+        """([url, m]) => fetch(url, {method: 'PUT', headers: {'Content-Type': 'application/json',
+             'X-CSRFToken': document.querySelector('meta[name=csrf-token]')?.content || ''},
+             body: JSON.stringify({measurements: [m]})}).then(r => r.status)""",
+        [f"/reading/measurements/{emr.series.study_uid}", elsewhere],
+    )
+    if put != 200:  # the page that logged in may not carry the token: use the viewer page's own fetch below
+        pytest.fail(f"seeding the other series' measurement answered {put}")
+    page.goto(f"{emr.base}/viewer/?study={emr.series.study_uid}")
+    wait_until(page, lambda s: s["ready"], what="first image")
+    wait_until(page, lambda s: _sync(page)["enabled"], what="measurement store")
+    _draw_ellipse(page, 220, 220)
+    saved = _saved_on_server(page, emr)
+    assert {m["uid"] for m in saved} >= {"other-series-1"} and len(saved) == 2, saved

@@ -495,7 +495,7 @@ export function createViewer({ config = readConfig(window.location.search, windo
         if (!count || !window.confirm(t('viewer.tool.clear_confirm', { count }))) return;
         annotation.state.removeAllAnnotations();
         grid.cells.forEach((c) => grid.viewport(c)?.render());
-        savedMeasurements.schedule();
+        savedMeasurements.clearAll();
       },
       cine() {
         const cell = grid.active;

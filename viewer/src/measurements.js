@@ -32,7 +32,9 @@ function serialise(a) {
 export function createMeasurementStore(config) {
   const root = (config.measurementsRoot || '/reading/measurements').replace(/\/+$/, '');
   const url = `${root}/${encodeURIComponent(config.study)}`;
-  const state = { enabled: false, saved: [], pending: null, saving: null, restored: new Set(), lastSaveStatus: null };
+  const state = {
+    enabled: false, saved: [], pending: null, saving: null, restored: new Set(), lastSaveStatus: null, dropAll: false,
+  };
 
   async function load() {
     if (config.token || !config.study) return;
@@ -50,6 +52,13 @@ export function createMeasurementStore(config) {
   async function save() {
     state.pending = null;
     const list = annotation.state.getAllAnnotations().map(serialise).filter(Boolean);
+    // The PUT replaces the study's list: keep the saved measurements never put on screen in this
+    // session (a series not opened), which the reader cannot have deleted; clearing drops them too.
+    const shown = new Set(list.map((m) => m.uid));
+    if (!state.dropAll) {
+      for (const m of state.saved) if (!shown.has(m.uid) && !state.restored.has(m.uid)) list.push(m);
+    }
+    state.dropAll = false;
     try {
       const r = await fetch(url, {
         method: 'PUT',
@@ -115,11 +124,18 @@ export function createMeasurementStore(config) {
     }
   }
 
+  // Clearing: the next save deletes every saved measurement of the study, shown or not.
+  function clearAll() {
+    state.dropAll = true;
+    schedule();
+  }
+
   return {
     load,
     listen,
     restore,
     schedule,
+    clearAll,
     get enabled() {
       return state.enabled;
     },
@@ -127,7 +143,7 @@ export function createMeasurementStore(config) {
       return state.saved.length;
     },
     // What clearing would delete: the measurements shown and every one saved for
-    // the study (also on series not shown: the save after clearing replaces the list).
+    // the study (also on series not shown).
     get total() {
       const uids = new Set(state.saved.map((m) => m.uid));
       for (const a of annotation.state.getAllAnnotations()) uids.add(a.annotationUID);
