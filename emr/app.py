@@ -10,6 +10,7 @@ through ``extensions``: each is called with the app and the
 
 from __future__ import annotations
 
+import logging
 import os
 import secrets
 import time
@@ -67,6 +68,8 @@ from emr.web import (
 from emr.web.security_headers import security_headers
 
 __all__ = ["AppExtension", "create_app", "load_or_create_secret"]
+
+log = logging.getLogger(__name__)
 
 AppExtension = Callable[[Flask, StudyAccess], None]
 """Mounts something the EMR does not own (the viewer) on the app, given the per-study access callables."""
@@ -174,6 +177,24 @@ def _owner(app: Flask) -> str | None:
     return best[1] if best else None
 
 
+def _rollback_request_session() -> None:
+    """Before an error page: a failed flush or commit leaves the request's session unusable until rolled
+    back, and the page itself reads the database (the user's name in the header)."""
+    try:
+        db.session().rollback()
+    except Exception:  # noqa: BLE001 - the error page must still be answered
+        log.exception("could not roll back the request's session before the error page")
+
+
+def _error_page(message_key: str, status: int) -> Any:
+    """The Vietnamese error page; if even that cannot be rendered (the database is gone), plain text."""
+    try:
+        return render_template("error.html", message=t(message_key)), status
+    except Exception:  # noqa: BLE001 - never fall through to the server's bare English page
+        log.exception("could not render the error page")
+        return t(message_key) + "\n", status, {"Content-Type": "text/plain; charset=utf-8"}
+
+
 def _register_error_handlers(app: Flask) -> None:
     @app.errorhandler(CSRFError)
     def _csrf(exc: CSRFError) -> Any:
@@ -201,12 +222,14 @@ def _register_error_handlers(app: Flask) -> None:
 
     @app.errorhandler(HTTPException)
     def _http(exc: HTTPException) -> Any:
+        """HTTP errors, and (as InternalServerError) any exception a view did not handle."""
+        _rollback_request_session()  # e.g. an IntegrityError: rendering would hit PendingRollbackError
         render = _HTTP_ERRORS.get(_owner(app) or "")
         if render is not None:
             return render(exc)
         code = exc.code or 500
         key = {403: "errors.forbidden", 404: "errors.not_found", 413: "errors.too_large"}.get(code, "errors.generic")
-        return render_template("error.html", message=t(key)), code
+        return _error_page(key, code)
 
 
 def create_app(

@@ -1,10 +1,13 @@
 """Demo records for the exports: an inpatient stay with every signed paper, and the exported files.
 
-The outpatient chest CT visit of the first demo patient gets a signed progress note (XML5); a
-third patient gets an inpatient stay (admission note, two progress notes, diagnosis, a chest X-ray
-with a signed report, discharge paper with the XML7/XML8 fields). Both visits are then exported
-as signed QĐ 130/4750 envelopes (XML1/3/4/5) and the stay as a HoSoBenhAn (JSON and XML) into
-``<data dir>/exports/demo/`` — what ``filmless export`` would write, ready to inspect.
+The outpatient chest CT visit of the first demo patient gets a progress note (XML5); a third
+patient gets an inpatient stay (admission note, two progress notes, diagnosis, a chest X-ray with
+its report, discharge paper with the XML7/XML8 fields). :func:`seed_record_demo` writes them as
+drafts and returns who signs each, in order; the demo signs them for real with its token
+(emr.demo.signing; the discharge paper by the treating physician, then the head of department),
+nothing here marks a paper signed. :func:`close_record_demo` then closes the stay. Both visits are
+exported as signed QĐ 130/4750 envelopes (XML1/3/4/5) and the stay as a HoSoBenhAn (JSON and XML)
+into ``<data dir>/exports/demo/`` — what ``filmless export`` would write, ready to inspect.
 """
 
 from __future__ import annotations
@@ -25,39 +28,47 @@ from ..imaging import orders
 from ..models import Document, Encounter, ImagingOrder, Patient, User
 from ..patients import encounters
 
-__all__ = ["seed_record_demo", "write_demo_exports", "DEMO_EXPORT_DIR"]
+__all__ = ["SigningStep", "close_record_demo", "seed_record_demo", "write_demo_exports", "DEMO_EXPORT_DIR"]
 
 log = logging.getLogger(__name__)
 
 DEMO_EXPORT_DIR = Path("exports") / "demo"
 _INPATIENT_REASON = "Sốt cao, ho đờm, khó thở"
 _DEMO_DEVICE_DX = "XQ.1.79001.00031"  # XX.n.YYYYY.Z: X-ray, state budget, facility, serial
+_DISCHARGE_DIAGNOSIS = "Viêm phổi thùy dưới phải; tăng huyết áp"
+
+SigningStep = tuple[int, Actor]  # (document id, who fills its next signature)
 
 
 def _actor(user: User) -> Actor:
     return Actor(user.id, user.username, user.role, None)
 
 
-def _signed(
+def _paper(
     session: Session,
-    actor: Actor,
+    steps: list[SigningStep],
+    signers: tuple[Actor, ...],
     encounter_id: int,
     form_type: str,
     content: dict[str, Any],
     order_id: int | None = None,
 ) -> Document:
-    """A document confirmed by its author (the demo's OTP-style confirmation; the token signs the CT report)."""
+    """A draft by the first of ``signers``, to be signed by each of them in turn (``steps``)."""
     data: dict[str, Any] = {"encounter_id": encounter_id, "form_type": form_type, "content": content}
     if order_id is not None:
         data["order_id"] = order_id
-    doc = documents.create_document(session, actor, data)
-    documents.mark_signed(session, actor, doc.id, 1)
+    doc = documents.create_document(session, signers[0], data)
+    steps.extend((doc.id, signer) for signer in signers)
     return doc
 
 
-def seed_record_demo(session: Session, users: dict[str, User], outpatient: Patient, inpatient: Patient) -> None:
-    """Idempotent: a progress note on the outpatient visit, and the inpatient stay (closed)."""
-    doctor, reader = _actor(users["physician"]), _actor(users["radiologist"])
+def seed_record_demo(
+    session: Session, users: dict[str, User], outpatient: Patient, inpatient: Patient
+) -> list[SigningStep]:
+    """Idempotent: a progress note on the outpatient visit, and the inpatient stay, as drafts; returns
+    the signatures they need, in order (empty when they exist already)."""
+    doctor, reader, head = _actor(users["physician"]), _actor(users["radiologist"]), _actor(users["head"])
+    steps: list[SigningStep] = []
     visit = session.scalar(
         select(Encounter).where(Encounter.patient_id == outpatient.id, Encounter.kind == "outpatient")
     )
@@ -75,15 +86,16 @@ def seed_record_demo(session: Session, users: dict[str, User], outpatient: Patie
         is None
     ):
         if visit.status == "open":
-            _signed(
+            _paper(
                 session,
-                doctor,
+                steps,
+                (doctor,),
                 visit.id,
                 "progress_note",
                 {"note": "Sốt 38,5 °C, ho đờm, ran nổ đáy phổi phải; chỉ định CT ngực.", "stage": "Khởi phát"},
             )
     if session.scalar(select(Encounter.id).where(Encounter.patient_id == inpatient.id, Encounter.kind == "inpatient")):
-        return
+        return steps
     enc = encounters.create_encounter(
         session,
         doctor,
@@ -100,9 +112,10 @@ def seed_record_demo(session: Session, users: dict[str, User], outpatient: Patie
     )
     enc.weight_kg = "58.5"
     session.commit()
-    _signed(
+    _paper(
         session,
-        doctor,
+        steps,
+        (doctor,),
         enc.id,
         "admission_note",
         {
@@ -127,9 +140,10 @@ def seed_record_demo(session: Session, users: dict[str, User], outpatient: Patie
             "clinical_info": "Sốt, ran nổ đáy phổi phải",
         },
     )
-    _signed(
+    _paper(
         session,
-        reader,
+        steps,
+        (reader,),
         enc.id,
         "radiology_report",
         {
@@ -146,10 +160,11 @@ def seed_record_demo(session: Session, users: dict[str, User], outpatient: Patie
     row.device_code = _DEMO_DEVICE_DX  # MA_MAY of the X-ray room
     session.commit()
     for note in ("Còn sốt 38 °C, ho giảm; tiếp tục kháng sinh.", "Hết sốt 48 giờ, phổi thông khí tốt; cho ra viện."):
-        _signed(session, doctor, enc.id, "progress_note", {"note": note, "stage": "Ổn định"})
-    _signed(
+        _paper(session, steps, (doctor,), enc.id, "progress_note", {"note": note, "stage": "Ổn định"})
+    _paper(
         session,
-        doctor,
+        steps,
+        (doctor,),
         enc.id,
         "diagnosis",
         {
@@ -159,14 +174,15 @@ def seed_record_demo(session: Session, users: dict[str, User], outpatient: Patie
             "secondary_text": "Tăng huyết áp vô căn",
         },
     )
-    _signed(
+    _paper(
         session,
-        doctor,
+        steps,
+        (doctor, head),  # the treating physician, then the head of K19 (emr.signing.service.slots_for)
         enc.id,
         "discharge_summary",
         {
             "summary": "Sốt, ho đờm 5 ngày; X-quang: viêm phổi thùy dưới phải; kháng sinh, hết sốt ngày thứ 3.",
-            "discharge_diagnosis": "Viêm phổi thùy dưới phải; tăng huyết áp",
+            "discharge_diagnosis": _DISCHARGE_DIAGNOSIS,
             "treatment": "Nội khoa: kháng sinh tĩnh mạch 5 ngày, hạ sốt, long đờm",
             "result": "1",
             "follow_up": "Tái khám sau 1 tuần tại Khoa Khám bệnh",
@@ -175,8 +191,17 @@ def seed_record_demo(session: Session, users: dict[str, User], outpatient: Patie
             "storage_number": "LT-2026-00001",
         },
     )
-    encounters.close_encounter(session, doctor, enc.id, "Viêm phổi thùy dưới phải; tăng huyết áp")
-    log.info("demo: inpatient stay %s with signed papers", enc.visit_code)
+    log.info("demo: inpatient stay %s with its papers, to be signed", enc.visit_code)
+    return steps
+
+
+def close_record_demo(session: Session, users: dict[str, User], inpatient: Patient) -> None:
+    """Discharge the inpatient stay once its papers are signed (idempotent)."""
+    enc = session.scalar(
+        select(Encounter).where(Encounter.patient_id == inpatient.id, Encounter.kind == "inpatient")
+    )
+    if enc is not None and enc.status == "open":
+        encounters.close_encounter(session, _actor(users["physician"]), enc.id, _DISCHARGE_DIAGNOSIS)
 
 
 def write_demo_exports(settings: EmrSettings, session: Session) -> list[Path]:

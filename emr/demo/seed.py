@@ -44,7 +44,7 @@ from emr.patients import encounters
 from emr.patients import service as patients
 from emr.server import upgrade_database
 
-__all__ = ["seed", "make_ct_series", "DEMO_ACCOUNTS", "DEMO_PRICES"]
+__all__ = ["seed", "make_ct_series", "DEMO_ACCOUNTS", "DEMO_HEADS", "DEMO_PRICES"]
 
 log = logging.getLogger(__name__)
 
@@ -56,7 +56,11 @@ DEMO_ACCOUNTS: list[tuple[str, str, str, str, str | None]] = [
     ("ktv", "demo-ktv-2026", "technician", "Lê Minh Khoa", "003456/HCM-CCHN"),
     ("dieuduong", "demo-dieuduong-2026", "nurse", "Phạm Thị Thu Hà", "004567/HCM-CCHN"),
     ("luutru", "demo-luutru-2026", "records_clerk", "Võ Thanh Tùng", None),
+    ("truongkhoa", "demo-truongkhoa-2026", "physician", "Hoàng Minh Tuấn", "005678/HCM-CCHN"),
 ]
+# Demo accounts that head a department (username → department code): the second signature of a
+# discharge paper is the head's (emr.signing.service.slots_for).
+DEMO_HEADS = {"truongkhoa": "K19"}
 
 DEMO_ICD10 = [
     ("J18.9", "Viêm phổi, không đặc hiệu"),
@@ -240,8 +244,11 @@ def _ensure_user(
     return user
 
 
-def _seed_signing(settings: EmrSettings, session: Any, users: dict[str, User], patient: Patient, store: Any) -> None:
-    """Signing keys on the demo token; the first patient's CT visit reported, signed and closed."""
+def _seed_signing(
+    settings: EmrSettings, session: Any, users: dict[str, User], patient: Patient, store: Any, steps: list[Any]
+) -> None:
+    """Signing keys on the demo token; the papers of ``steps`` signed with it; the first patient's CT
+    visit reported, signed and closed."""
     from emr.demo.signing import export_config_updates, register_demo_keys, run_token_step
     from emr.exports import save_config
     from emr.models import Document, Encounter
@@ -253,7 +260,8 @@ def _seed_signing(settings: EmrSettings, session: Any, users: dict[str, User], p
         select(ImagingOrder).where(ImagingOrder.patient_id == patient.id, ImagingOrder.encounter_id.is_not(None))
     )
     if order is None or session.scalar(select(Document.id).where(Document.order_id == order.id)) is not None:
-        run_token_step(settings)  # the PKI and token exist (idempotent)
+        run_token_step(settings, steps)  # the PKI and token exist (idempotent)
+        session.expire_all()
         return
     reader = Actor(users["radiologist"].id, users["radiologist"].username, "radiologist", None)
     doctor = Actor(users["physician"].id, users["physician"].username, "physician", None)
@@ -273,7 +281,7 @@ def _seed_signing(settings: EmrSettings, session: Any, users: dict[str, User], p
         },
     )
     session.commit()  # the child process signs through its own connection
-    run_token_step(settings, report.id, reader)
+    run_token_step(settings, [*steps, (report.id, reader)])
     session.expire_all()
     if store is not None:
         signatures.store_in_pacs(session, reader, report.id, signatures.signing_config(settings, store))
@@ -321,8 +329,10 @@ def _seed_catalogues(session: Any, system: Actor, settings: EmrSettings) -> None
 def seed(settings: EmrSettings, store: Any = None, *, signing: bool = True) -> list[tuple[str, str, str]]:
     """Seed the demo data (idempotent); returns (username, password, role) of the demo accounts.
 
-    ``signing``: also the development PKI, the SoftHSM demo token and one imaging
-    visit that is closed, with a signed radiology report, ready for the insurance export.
+    ``signing``: also the development PKI, the SoftHSM demo token, one imaging visit that is
+    closed with a signed radiology report, ready for the insurance export, and an inpatient stay
+    whose papers are signed with the token (without it no document is created, and none is
+    shown signed without a signature).
     """
     upgrade_database(settings)
     factory = make_session_factory(make_engine(settings.database_url))
@@ -330,12 +340,19 @@ def seed(settings: EmrSettings, store: Any = None, *, signing: bool = True) -> l
     with factory() as session:
         _seed_catalogues(session, system, settings)
         outpatient = encounters.ensure_department(session, "K01", "Khoa Khám bệnh")
-        encounters.ensure_department(session, "K19", "Khoa Nội tổng hợp")
+        ward = encounters.ensure_department(session, "K19", "Khoa Nội tổng hợp")
         imaging = encounters.ensure_department(session, "K48", "Khoa Chẩn đoán hình ảnh")
         session.commit()
-        users = {}
+        heads = {"K19": ward.id}
+        users = {}  # by role; the department head as "head"
         for username, password, role, name, cert in DEMO_ACCOUNTS:
             dep = imaging.id if role in ("radiologist", "technician") else outpatient.id
+            if username in DEMO_HEADS:
+                user = _ensure_user(session, username, password, role, name, cert, heads[DEMO_HEADS[username]])
+                user.is_department_head = True
+                session.commit()
+                users["head"] = user
+                continue
             users[role] = _ensure_user(session, username, password, role, name, cert, dep)
         with TemporaryDirectory() as tmp:
             path = Path(tmp) / "icd10.csv"
@@ -465,10 +482,11 @@ def seed(settings: EmrSettings, store: Any = None, *, signing: bool = True) -> l
             result = link_new_studies(session, store)
             log.info("demo: linked %d studies", result.linked)
         if signing:
-            from .records import seed_record_demo, write_demo_exports
+            from .records import close_record_demo, seed_record_demo, write_demo_exports
 
-            seed_record_demo(session, users, created[0], created[2])
-            _seed_signing(settings, session, users, created[0], store)
+            steps = seed_record_demo(session, users, created[0], created[2])  # drafts: signed below
+            _seed_signing(settings, session, users, created[0], store, steps)
+            close_record_demo(session, users, created[2])
             write_demo_exports(settings, session)
     factory.kw["bind"].dispose()
     return [(u, pw, role) for u, pw, role, _n, _c in DEMO_ACCOUNTS]

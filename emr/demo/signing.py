@@ -1,5 +1,6 @@
 """The demo's signing setup: a development PKI, a SoftHSM2 token with keys for the demo
-physician and radiologist, the export configuration, and one complete imaging visit.
+physician, radiologist and head of department, the export configuration, and the signing of
+the demo's papers (every "Đã ký" document of the demo carries real signatures).
 
 Demo only: the token PINs are fixed and printed with the demo accounts. The
 development CA says NOT FOR CLINICAL USE in its name.
@@ -17,6 +18,7 @@ import json
 import os
 import subprocess
 import sys
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -46,6 +48,7 @@ __all__ = [
     "pki_dir",
     "prepare_signing",
     "run_token_step",
+    "sign_demo_documents",
     "sign_demo_report",
     "softhsm_conf",
 ]
@@ -57,7 +60,9 @@ _DEMO_SO_PIN = "13579246"
 DEMO_TOKEN_KEYS = {
     "bacsi": ("bacsi", "BS. Nguyễn Văn An"),
     "bschan": ("bschan", "BS. Trần Thị Bích Ngọc"),
+    "truongkhoa": ("truongkhoa", "BS. Hoàng Minh Tuấn"),  # head of K19: second signature of a discharge paper
 }
+_FIRST_KEYS = ("bacsi", "bschan")  # what a token enrolled before the head's key holds (its marker says "ok")
 DEMO_DEVICE_CT = "CL.1.79001.00012"
 DEMO_HEAD_CODE = "7900000999"  # MA_TTDV: health ID (social-insurance number) of the head, 10 characters
 
@@ -98,18 +103,25 @@ def _ensure_token(settings: EmrSettings, pki: DevPki) -> Path:
         conf.write_text(f"directories.tokendir = {tokens}\nobjectstore.backend = file\nlog.level = ERROR\n")
     # SoftHSM reads SOFTHSM2_CONF once, when the PKCS#11 module is first loaded in this process.
     os.environ["SOFTHSM2_CONF"] = str(conf)
+    enrolled: set[str] = set()
     if marker.exists():
+        words = marker.read_text().split()
+        enrolled = set(words) | (set(_FIRST_KEYS) if "ok" in words else set())
+    missing = [(label, name) for label, name in DEMO_TOKEN_KEYS.values() if label not in enrolled]
+    if not missing:
         return conf
-    env = {**os.environ, "SOFTHSM2_CONF": str(conf)}
-    subprocess.run(
-        ["softhsm2-util", "--init-token", "--free", "--label", DEMO_TOKEN_LABEL,
-         "--pin", DEMO_TOKEN_PIN, "--so-pin", _DEMO_SO_PIN],
-        check=True, capture_output=True, env=env,
-    )  # fmt: skip
+    if not marker.exists():
+        env = {**os.environ, "SOFTHSM2_CONF": str(conf)}
+        subprocess.run(
+            ["softhsm2-util", "--init-token", "--free", "--label", DEMO_TOKEN_LABEL,
+             "--pin", DEMO_TOKEN_PIN, "--so-pin", _DEMO_SO_PIN],
+            check=True, capture_output=True, env=env,
+        )  # fmt: skip
     lib = settings.pkcs11_library if Path(settings.pkcs11_library).exists() else SOFTHSM_LIBRARY
-    for key_label, name in DEMO_TOKEN_KEYS.values():
+    for key_label, name in missing:
         enroll_dev_token_key(pki, DEMO_TOKEN_LABEL, DEMO_TOKEN_PIN, key_label, name, lib_path=lib)
-    marker.write_text("ok\n")
+        enrolled.add(key_label)
+        marker.write_text("\n".join(sorted(enrolled)) + "\n")
     return conf
 
 
@@ -151,10 +163,12 @@ def export_config_updates(settings: EmrSettings) -> dict[str, Any]:
     }
 
 
-def sign_demo_report(
-    settings: EmrSettings, session: Session, actor: Actor, document_id: int, store: Any, demo: DemoSigning
+def sign_demo_documents(
+    settings: EmrSettings, session: Session, steps: Sequence[tuple[int, Actor]], store: Any, demo: DemoSigning
 ) -> None:
-    """Sign with the demo token; a temporary in-process TSA when none is configured."""
+    """Fill the next signature of each ``(document id, signer)`` in turn with the demo token, through the
+    signing workflow (a discharge paper appears twice: the treating physician, then the head); one
+    temporary in-process TSA for all of them when none is configured."""
     from dataclasses import replace
 
     from emr.models import Document
@@ -162,18 +176,22 @@ def sign_demo_report(
 
     def run(tsa_url: str) -> None:
         config = replace(signatures.signing_config(settings, store), tsa_url=tsa_url, softhsm2_conf=demo.softhsm_conf)
-        shown = session.get(Document, document_id)
-        version = next(v for v in shown.versions if v.number == shown.current_version) if shown else None
-        signatures.sign_document(
-            session,
-            actor,
-            document_id,
-            config,
-            method="pkcs11",
-            secret=DEMO_TOKEN_PIN,
-            expected_sha256=version.content_sha256 if version else "",  # the demo signs the text it wrote
-        )
+        for document_id, actor in steps:
+            session.expire_all()
+            shown = session.get(Document, document_id)
+            version = next(v for v in shown.versions if v.number == shown.current_version) if shown else None
+            signatures.sign_document(
+                session,
+                actor,
+                document_id,
+                config,
+                method="pkcs11",
+                secret=DEMO_TOKEN_PIN,
+                expected_sha256=version.content_sha256 if version else "",  # the demo signs the text it wrote
+            )
 
+    if not steps:
+        return
     if settings.tsa_url:
         run(settings.tsa_url)
         return
@@ -181,8 +199,15 @@ def sign_demo_report(
         run(server.tsa_url)
 
 
-def run_token_step(settings: EmrSettings, document_id: int | None = None, signer: Actor | None = None) -> None:
-    """In a child process: :func:`prepare_signing`, then (optionally) sign ``document_id`` as ``signer``
+def sign_demo_report(
+    settings: EmrSettings, session: Session, actor: Actor, document_id: int, store: Any, demo: DemoSigning
+) -> None:
+    """Sign one document with the demo token (:func:`sign_demo_documents`)."""
+    sign_demo_documents(settings, session, [(document_id, actor)], store, demo)
+
+
+def run_token_step(settings: EmrSettings, steps: Sequence[tuple[int, Actor]] = ()) -> None:
+    """In a child process: :func:`prepare_signing`, then sign each ``(document id, signer)`` of ``steps``
     with the demo token. The child does not send anything to the PACS (no store)."""
     values = {f.name: getattr(settings, f.name) for f in dataclasses.fields(settings)}
     paths = [k for k, v in values.items() if isinstance(v, Path)]
@@ -192,8 +217,7 @@ def run_token_step(settings: EmrSettings, document_id: int | None = None, signer
                      for k, v in values.items()},
         "paths": paths,
         "nested": nested,
-        "document_id": document_id,
-        "signer": dataclasses.asdict(signer) if signer is not None else None,
+        "steps": [[document_id, dataclasses.asdict(signer)] for document_id, signer in steps],
     }
     env = {k: v for k, v in os.environ.items() if k != "SOFTHSM2_CONF"}
     out = subprocess.run(
@@ -216,11 +240,12 @@ def _main() -> int:
                                       for k, v in values[name].items()})
     settings = EmrSettings(**values)
     demo = prepare_signing(settings)
-    if job["document_id"] is not None:
+    if job["steps"]:
         engine = make_engine(settings.database_url)
         try:
             with make_session_factory(engine)() as session:
-                sign_demo_report(settings, session, Actor(**job["signer"]), job["document_id"], None, demo)
+                steps = [(int(document_id), Actor(**signer)) for document_id, signer in job["steps"]]
+                sign_demo_documents(settings, session, steps, None, demo)
         finally:
             engine.dispose()
     return 0

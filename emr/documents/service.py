@@ -2,6 +2,19 @@
 
 Signing itself is emr/signing's job; :func:`mark_signed` is the state change
 it calls once a version is signed (or that an OTP confirmation calls).
+
+An amendment is a new draft version; the signed version it amends stays the
+valid one (status ``signed``) until the amendment is signed, and only then
+becomes ``superseded``. An amendment never signed may be discarded by its
+author (:func:`discard_amendment`): it stays on record as ``discarded`` and the
+signed version is current again.
+
+Concurrency: every change re-reads the document inside its own transaction
+and locks it first (``SELECT ... FOR UPDATE`` on PostgreSQL; on SQLite each
+transaction begins ``IMMEDIATE``, emr.db, so writers are serialised anyway).
+A screen passes the version its form was filled from (``base_version``): when
+the document moved on meanwhile (another tab amended or signed it),
+:class:`DocumentChanged` (409) is raised and nothing is written.
 """
 
 from __future__ import annotations
@@ -17,7 +30,7 @@ from emr import outbox
 from emr.access import audit
 from emr.access.audit import Actor
 from emr.access.care import ensure_patient_access
-from emr.core.exceptions import InvalidState, ValidationFailed
+from emr.core.exceptions import ConflictError, InvalidState, NotFoundError, ValidationFailed
 from emr.core.states import StudyState, after_report_signed, after_report_withdrawn
 from emr.documents.rights import require_author, require_signer_or_head
 from emr.models.lookup import get_or_404, parse
@@ -38,14 +51,36 @@ __all__ = [
     "create_document",
     "update_draft",
     "amend_document",
+    "discard_amendment",
     "mark_signed",
+    "complete_signing",
     "cancel_document",
     "restore_document",
     "get_document",
     "list_documents",
     "canonical_json",
     "document_dict",
+    "DocumentChanged",
+    "REASON_MAX_LENGTH",
 ]
+
+# Reasons (amendment, cancel, restore, discard) are refused beyond this, never cut (the API's ReasonIn agrees).
+REASON_MAX_LENGTH = 1000
+
+
+class DocumentChanged(ConflictError):
+    """The document moved on since the form was shown (another tab or user amended, signed or discarded)."""
+
+    code = "document_changed"
+
+    def __init__(self, document_id: int, base_version: int | None, current_version: int) -> None:
+        super().__init__(
+            f"document {document_id} changed since version {base_version} was shown (now version {current_version})",
+            key="documents.error.changed",
+        )
+        self.document_id = document_id
+        self.base_version = base_version
+        self.current_version = current_version
 
 
 def canonical_json(content: dict[str, Any]) -> str:
@@ -67,6 +102,35 @@ def _version(doc: Document, number: int) -> DocumentVersion:
         if v.number == number:
             return v
     raise InvalidState(f"document {doc.id} has no version {number}")
+
+
+def _reason(reason: str | None) -> str:
+    """A required reason, stripped; too long is an error stating the limit (silently cutting it lost text)."""
+    text = (reason or "").strip()
+    if not text:
+        raise ValidationFailed({"reason": "documents.error.reason_required"})
+    if len(text) > REASON_MAX_LENGTH:
+        raise ValidationFailed({"reason": "errors.field_too_long_max"}, params={"reason": {"max": REASON_MAX_LENGTH}})
+    return text
+
+
+def _fresh_document(session: Session, document_id: int, *, lock: bool) -> Document:
+    """The document and its versions as committed now, not as an earlier transaction of this session saw them
+    (sessions keep objects across commits). ``lock``: hold the document row until commit (PostgreSQL
+    ``FOR UPDATE``; SQLite's ``BEGIN IMMEDIATE`` already serialises writing transactions)."""
+    doc = session.get(Document, document_id, with_for_update=lock or None, populate_existing=True)
+    if doc is None:
+        raise NotFoundError("document", document_id)
+    session.scalars(
+        select(DocumentVersion)
+        .where(DocumentVersion.document_id == doc.id)
+        .execution_options(populate_existing=True)
+    ).all()
+    return doc
+
+
+def _version_by_id(doc: Document, version_id: int) -> DocumentVersion | None:
+    return next((v for v in doc.versions if v.id == version_id), None)
 
 
 def _locked_row(session: Session, version: DocumentVersion) -> DocumentVersion:
@@ -124,13 +188,24 @@ def create_document(session: Session, actor: Actor, data: DocumentIn | dict[str,
     return doc
 
 
-def update_draft(session: Session, actor: Actor, document_id: int, content: Any) -> Document:
-    """Edit the current version while it is an unsigned draft."""
-    doc = get_or_404(session, Document, document_id, "document")
+def update_draft(
+    session: Session, actor: Actor, document_id: int, content: Any, *, base_version: int | None = None
+) -> Document:
+    """Edit the current version while it is an unsigned draft.
+
+    ``base_version``: the version the form was filled from; when the draft is no longer that
+    version, or was signed or discarded meanwhile, :class:`DocumentChanged` and nothing changes.
+    """
+    doc = _fresh_document(session, document_id, lock=False)
     ensure_patient_access(session, actor, doc.patient_id)  # issue 10: care scope
     if doc.status == "cancelled":
         raise InvalidState("document cancelled", key="documents.error.cancelled")
+    # The version row only (as signing does): signing locks the version, then the document.
     version = _locked_row(session, _version(doc, doc.current_version))
+    if version.status == "discarded" or (
+        base_version is not None and (version.number != base_version or version.locked)
+    ):
+        raise DocumentChanged(doc.id, base_version, version.number)
     if version.locked:
         raise InvalidState("signed versions cannot change; amend instead", key="documents.error.locked")
     require_author(session, actor, doc, version, "document.edit")
@@ -151,30 +226,43 @@ def update_draft(session: Session, actor: Actor, document_id: int, content: Any)
     return doc
 
 
-def amend_document(session: Session, actor: Actor, document_id: int, content: Any, reason: str | None) -> Document:
-    """A new version referencing the signed one it amends; it must be signed again."""
-    doc = get_or_404(session, Document, document_id, "document")
+def amend_document(
+    session: Session,
+    actor: Actor,
+    document_id: int,
+    content: Any,
+    reason: str | None,
+    *,
+    base_version: int | None = None,
+) -> Document:
+    """A new version referencing the signed one it amends; it must be signed again.
+
+    The signed version stays the valid one until the amendment is signed (:func:`mark_signed`
+    supersedes it then). ``base_version``: the signed version the form was filled from; when the
+    document moved on meanwhile (a second amendment from another tab), :class:`DocumentChanged`.
+    """
+    doc = _fresh_document(session, document_id, lock=True)  # two amendments at once: the second waits
     ensure_patient_access(session, actor, doc.patient_id)  # issue 10: care scope
     if doc.status == "cancelled":
         raise InvalidState("document cancelled", key="documents.error.cancelled")
     current = _version(doc, doc.current_version)
+    if base_version is not None and (current.number != base_version or not current.locked):
+        raise DocumentChanged(doc.id, base_version, current.number)
     if not current.locked:
         raise InvalidState("the current version is a draft; edit it instead", key="documents.error.not_signed")
-    if not reason or not reason.strip():
-        raise ValidationFailed({"reason": "documents.error.reason_required"})
+    reason = _reason(reason)
     capacity = require_signer_or_head(session, actor, doc, "document.amend")
     text = canonical_json(_content(doc.form_type, content))
     new = DocumentVersion(
         document_id=doc.id,
-        number=current.number + 1,
+        number=max(v.number for v in doc.versions) + 1,  # after a discarded amendment too
         content_json=text,
         content_sha256=hashlib.sha256(text.encode()).hexdigest(),
         amends_version_id=current.id,
-        amendment_reason=reason.strip(),
+        amendment_reason=reason,
         created_by=actor.user_id or 0,
     )
     session.add(new)
-    current.status = "superseded"
     doc.current_version = new.number
     doc.status = "amended"
     audit.record(
@@ -188,6 +276,46 @@ def amend_document(session: Session, actor: Actor, document_id: int, content: An
     )
     session.commit()
     session.refresh(doc)
+    return doc
+
+
+def discard_amendment(
+    session: Session, actor: Actor, document_id: int, reason: str | None, *, base_version: int | None = None
+) -> Document:
+    """Drop an amendment that was never signed: its author gives a reason, the signed version it amends
+    is current again. The draft stays on record as ``discarded`` (its number is not reused), audited."""
+    doc = _fresh_document(session, document_id, lock=False)
+    ensure_patient_access(session, actor, doc.patient_id)  # issue 10: care scope
+    if doc.status == "cancelled":
+        raise InvalidState("document cancelled", key="documents.error.cancelled")
+    # Version row first, then the document: the order signing takes them in (no deadlock with a signature).
+    version = _locked_row(session, _version(doc, doc.current_version))
+    doc = _fresh_document(session, document_id, lock=True)
+    if doc.current_version != version.number or version.status == "discarded" or (
+        base_version is not None and base_version != version.number
+    ):
+        raise DocumentChanged(doc.id, base_version, doc.current_version)
+    if version.locked:
+        raise InvalidState("a signed version is never discarded", key="documents.error.locked")
+    if version.amends_version_id is None:
+        raise InvalidState("not an amendment; cancel the draft instead", key="documents.error.not_amendment")
+    reason = _reason(reason)
+    require_author(session, actor, doc, version, "document.discard_amendment")
+    signed = next(v for v in doc.versions if v.id == version.amends_version_id)
+    version.status = "discarded"
+    doc.current_version = signed.number
+    doc.status = "signing" if signed.status == "signing" else "signed"  # as before the amendment
+    audit.record(
+        session,
+        actor,
+        "document.discard_amendment",
+        patient_id=doc.patient_id,
+        object_type="document",
+        object_id=doc.id,
+        details={"version": version.number, "sha256": version.content_sha256, "current": signed.number,
+                 "reason": reason},
+    )
+    session.commit()
     return doc
 
 
@@ -219,18 +347,48 @@ def _reflect_on_order(session: Session, doc: Document) -> None:
         order.status = after_report_withdrawn(order.status, images is not None)
 
 
-def mark_signed(session: Session, actor: Actor, document_id: int, version_number: int) -> Document:
-    """Lock a version as signed (called by the signing workflow after a successful signature)."""
+def mark_signed(
+    session: Session, actor: Actor, document_id: int, version_number: int, *, complete: bool = True
+) -> Document:
+    """Lock a version at its first signature (called by the signing workflow after a successful signature).
+
+    ``complete=False``: the form needs more signatures (a discharge paper: the head of department too). The
+    version is locked, as every signer signs the same content, but it is ``signing``, not signed, until
+    :func:`complete_signing`; a first version's document is ``signing`` too (an amendment's stays ``amended``).
+    """
     doc = get_or_404(session, Document, document_id, "document")
     if doc.status == "cancelled":
         raise InvalidState("document cancelled", key="documents.error.cancelled")
     version = _version(doc, version_number)
-    if version.number != doc.current_version or version.locked:
+    if version.number != doc.current_version or version.locked or version.status == "discarded":
         raise InvalidState("only the current unsigned version can be signed", key="documents.error.locked")
     version.locked = True
+    if not complete:
+        version.status = "signing"
+        if doc.status == "draft":
+            doc.status = "signing"
+        session.commit()
+        return doc
+    return _now_signed(session, actor, doc, version)
+
+
+def complete_signing(session: Session, actor: Actor, document_id: int, version_number: int) -> Document:
+    """The last required signature of a ``signing`` version landed: the version is signed now (emr.signing)."""
+    doc = get_or_404(session, Document, document_id, "document")
+    version = _version(doc, version_number)
+    if doc.status == "cancelled" or not version.locked or version.status != "signing":
+        raise InvalidState("only a version awaiting signatures can be completed", key="documents.error.locked")
+    return _now_signed(session, actor, doc, version)
+
+
+def _now_signed(session: Session, actor: Actor, doc: Document, version: DocumentVersion) -> Document:
     version.status = "signed"
     version.signed_at = utcnow()
     version.signed_by = actor.user_id
+    if version.amends_version_id is not None:  # the amendment is signed: only now is the old version replaced
+        amended = _version_by_id(doc, version.amends_version_id)
+        if amended is not None and amended.status in ("signed", "signing"):
+            amended.status = "superseded"
     doc.status = "signed"
     _reflect_on_order(session, doc)
     audit.record(
@@ -249,10 +407,9 @@ def mark_signed(session: Session, actor: Actor, document_id: int, version_number
 
 
 def cancel_document(session: Session, actor: Actor, document_id: int, reason: str) -> Document:
-    doc = get_or_404(session, Document, document_id, "document")
+    doc = _fresh_document(session, document_id, lock=True)
     ensure_patient_access(session, actor, doc.patient_id)  # issue 10: care scope
-    if not reason or not reason.strip():
-        raise ValidationFailed({"reason": "documents.error.reason_required"})
+    reason = _reason(reason)
     if doc.status == "cancelled":
         raise InvalidState("already cancelled", key="documents.error.cancelled")
     capacity = require_signer_or_head(session, actor, doc, "document.cancel")
@@ -260,7 +417,7 @@ def cancel_document(session: Session, actor: Actor, document_id: int, reason: st
     doc.status = "cancelled"
     if doc.status_before_cancel in _SIGNED:
         _reflect_on_order(session, doc)
-    doc.cancel_reason = reason.strip()
+    doc.cancel_reason = reason
     doc.cancelled_at = utcnow()
     doc.cancelled_by = actor.user_id
     audit.record(
@@ -277,10 +434,9 @@ def cancel_document(session: Session, actor: Actor, document_id: int, reason: st
 
 
 def restore_document(session: Session, actor: Actor, document_id: int, reason: str) -> Document:
-    doc = get_or_404(session, Document, document_id, "document")
+    doc = _fresh_document(session, document_id, lock=True)
     ensure_patient_access(session, actor, doc.patient_id)  # issue 10: care scope
-    if not reason or not reason.strip():
-        raise ValidationFailed({"reason": "documents.error.reason_required"})
+    reason = _reason(reason)
     if doc.status != "cancelled":
         raise InvalidState("not cancelled", key="documents.error.not_cancelled")
     capacity = require_signer_or_head(session, actor, doc, "document.restore")

@@ -3,7 +3,9 @@
 The groups written are those the EMR holds: ThongTinBenhNhan,
 ThongTinVaoVien, ThongTinDieuTri, PhieuChiDinh, KetQuaChanDoanHinhAnh (with
 a link to the viewer and the DICOMweb endpoint), and ChuKy — the status of
-every signature. Groups the EMR does not keep (medication orders, lab
+every signature (``da_ky`` only once every signature a form requires is
+there; ``chua_ky_du`` while some are missing, and such a version's content is
+not exported as the signed paper). Groups the EMR does not keep (medication orders, lab
 results, referral, emergency, procedure and surgery forms) are left out
 rather than sent empty. Field names are lower-case as in the guideline's
 appendix (LOW confidence for some names; see shared/vn-exchange-formats.md).
@@ -60,6 +62,10 @@ def _iso(value: datetime | None) -> str | None:
     return None if value is None else local_isoformat(value)
 
 
+# Version status → ChuKy.trangthai; "chua_ky_du": some of the form's required signatures are still missing.
+_SIGNATURE_STATUS = {"signed": "da_ky", "superseded": "da_thay_the", "signing": "chua_ky_du"}
+
+
 def _signature(item: SignedDocument, artifacts: ArtifactSource) -> dict[str, Any]:
     d, v = item.document, item.version
     cms = artifacts.version_cms(d, v)
@@ -67,7 +73,7 @@ def _signature(item: SignedDocument, artifacts: ArtifactSource) -> dict[str, Any
         "sophieu": str(d.id),
         "loaiphieu": d.form_type,
         "phienban": v.number,
-        "trangthai": "da_ky" if v.status == "signed" else ("da_thay_the" if v.status == "superseded" else v.status),
+        "trangthai": _SIGNATURE_STATUS.get(v.status, v.status),
         "trangthai_tailieu": d.status,
         "chuky_hoten": item.signer.full_name if item.signer else None,
         "chuky_cchn": item.signer.practising_cert_no if item.signer else None,
@@ -161,7 +167,8 @@ def build_hsba(record: VisitRecord, config: ExportConfig, artifacts: ArtifactSou
     signatures = [
         _signature(s, artifacts)
         for s in sorted(
-            [*record.reports.values(), *record.progress_notes, *record.other_documents], key=lambda s: s.document.id
+            [*record.reports.values(), *record.progress_notes, *record.other_documents, *record.partially_signed],
+            key=lambda s: (s.document.id, s.version.number),
         )
     ]
     return {

@@ -2,13 +2,16 @@
 
 A document counts when it is not cancelled and has a signed version; the
 newest signed version is the one exported (an amendment awaiting signature
-does not replace what was signed).
+does not replace what was signed). A version is signed once every signature
+its form requires is there (``signed_at`` is set then, emr.signing.service);
+one that has only some of them (``signing``: a discharge paper the head of
+department has not signed yet) is listed apart, as awaiting signatures.
 """
 
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import date, datetime
 from typing import Any
 
@@ -36,6 +39,7 @@ __all__ = [
     "VisitRecord",
     "load_visit",
     "latest_signed",
+    "partially_signed",
     "local",
     "fmt_datetime",
     "fmt_date",
@@ -79,14 +83,23 @@ class VisitRecord:
     progress_notes: list[SignedDocument]
     other_documents: list[SignedDocument]
     users: dict[int, User]
+    # Current versions with some but not all of their required signatures (not exported as signed).
+    partially_signed: list[SignedDocument] = field(default_factory=list)
 
     def user(self, user_id: int | None) -> User | None:
         return None if user_id is None else self.users.get(user_id)
 
 
 def latest_signed(doc: Document) -> DocumentVersion | None:
+    """The newest version with all its required signatures (``signed_at`` is set only then)."""
     signed = [v for v in doc.versions if v.locked and v.signed_at is not None]
     return max(signed, key=lambda v: v.number) if signed else None
+
+
+def partially_signed(doc: Document) -> DocumentVersion | None:
+    """The current version when it is locked but still awaits signatures (status ``signing``)."""
+    current = next((v for v in doc.versions if v.number == doc.current_version), None)
+    return current if current is not None and current.locked and current.signed_at is None else None
 
 
 def load_visit(session: Session, encounter: Encounter) -> VisitRecord:
@@ -119,11 +132,16 @@ def load_visit(session: Session, encounter: Encounter) -> VisitRecord:
     )
     user_ids = {encounter.attending_id, *(o.ordered_by for o in orders), *(o.performed_by for o in orders)}
     signed_docs: list[tuple[Document, DocumentVersion]] = []
+    pending: list[tuple[Document, DocumentVersion]] = []
     for d in docs:
         v = latest_signed(d)
         if v is not None:
             signed_docs.append((d, v))
             user_ids.update({v.signed_by, v.created_by})
+        waiting = partially_signed(d)
+        if waiting is not None:
+            pending.append((d, waiting))
+            user_ids.add(waiting.created_by)
     users = {u.id: u for u in session.scalars(select(User).where(User.id.in_([i for i in user_ids if i])))}
     reports: dict[int, SignedDocument] = {}
     notes: list[SignedDocument] = []
@@ -151,4 +169,7 @@ def load_visit(session: Session, encounter: Encounter) -> VisitRecord:
         progress_notes=notes,
         other_documents=others,
         users=users,
+        partially_signed=[
+            SignedDocument(d, v, json.loads(v.content_json), None, users.get(v.created_by)) for d, v in pending
+        ],
     )

@@ -49,7 +49,8 @@ class Document(Base):
     # Indexed (migration 0015): each order's report is looked up by it (reading worklist, operations page).
     order_id: Mapped[int | None] = mapped_column(ForeignKey("imaging_orders.id"), index=True)
     form_type: Mapped[str] = mapped_column(String(30))
-    # draft → signed → amended (a newer version awaits signing) | cancelled
+    # draft → signing (some of the form's required signatures, emr.signing.service.slots_for) → signed
+    # → amended (a newer version awaits signing) | cancelled
     status: Mapped[str] = mapped_column(String(12), default="draft")
     status_before_cancel: Mapped[str | None] = mapped_column(String(12))
     current_version: Mapped[int] = mapped_column(default=1)
@@ -71,27 +72,33 @@ class DocumentVersion(Base):
     number: Mapped[int]
     content_json: Mapped[str] = mapped_column(Text)  # canonical JSON (sorted keys, UTF-8)
     content_sha256: Mapped[str] = mapped_column(String(64))
-    # draft | signed | superseded (an unsigned draft replaced before signing never exists: drafts are edited in place)
+    # draft | signing | signed | superseded (an unsigned draft replaced before signing never exists: drafts are
+    # edited in place). "signing": locked at its first signature (every signer signs the same content), not yet
+    # signed by every required signer; it is "signed" when the last one signs.
     status: Mapped[str] = mapped_column(String(12), default="draft")
     locked: Mapped[bool] = mapped_column(default=False)
     amends_version_id: Mapped[int | None] = mapped_column(ForeignKey("document_versions.id"))
     amendment_reason: Mapped[str | None] = mapped_column(Text)
     created_by: Mapped[int] = mapped_column(ForeignKey("users.id"))
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
-    signed_at: Mapped[datetime | None]
-    signed_by: Mapped[int | None] = mapped_column(ForeignKey("users.id"))
+    # When the version became signed (its last required signature) and who completed it; None while it is
+    # a draft or still "signing" (each signature's own time is in document_signatures).
+    signed_at: Mapped[datetime | None] = mapped_column(active_history=True)  # the old value is always known
+    signed_by: Mapped[int | None] = mapped_column(ForeignKey("users.id"), active_history=True)
 
     document: Mapped[Document] = relationship(back_populates="versions")
 
     __table_args__ = (UniqueConstraint("document_id", "number", name="uq_document_versions_number"),)
 
 
-_FROZEN = ("content_json", "content_sha256", "number", "document_id", "amends_version_id", "signed_at", "signed_by")
+_FROZEN = ("content_json", "content_sha256", "number", "document_id", "amends_version_id")
+_SET_ONCE = ("signed_at", "signed_by")  # filled when the last signature of a locked version lands
 
 
 @event.listens_for(DocumentVersion, "before_update")
 def _refuse_changes_to_locked(mapper: object, connection: object, target: DocumentVersion) -> None:
-    """A signed version is immutable: only its status may move on (to 'superseded')."""
+    """A signed version is immutable: only its status may move on ('signing' → 'signed' → 'superseded'),
+    and its signing time and completing signer are written once."""
     from sqlalchemy import inspect
 
     state = inspect(target)
@@ -99,8 +106,12 @@ def _refuse_changes_to_locked(mapper: object, connection: object, target: Docume
     before = hist.deleted or hist.unchanged
     if not (before and before[0]):
         return  # the version is being signed (locked now) or is still a draft
-    for name in _FROZEN:
-        if state.attrs[name].history.has_changes():
-            raise InvalidState(
-                f"document version {target.id} is signed and cannot change ({name})", key="documents.error.locked"
-            )
+    for name in _FROZEN + _SET_ONCE:
+        changes = state.attrs[name].history
+        if not changes.has_changes():
+            continue
+        if name in _SET_ONCE and all(old is None for old in changes.deleted):
+            continue  # None → value: the version is complete now
+        raise InvalidState(
+            f"document version {target.id} is signed and cannot change ({name})", key="documents.error.locked"
+        )

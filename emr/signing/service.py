@@ -4,9 +4,12 @@ The cryptography is :mod:`emr.signing` (a plain library); this module decides
 and records. A version is rendered to PDF once, at its first signature; each
 signer in turn adds an incremental PAdES signature to the same PDF and a
 detached CMS over the version's canonical JSON. The first signature locks
-the version (:func:`emr.documents.service.mark_signed`); nothing is written
-unless the whole signing step succeeded, so a wrong PIN, a revoked
-certificate or an unreachable TSA leave the document exactly as it was.
+the version (:func:`emr.documents.service.mark_signed`); it is *signed* only
+when every slot of :func:`slots_for` is filled — until then it and a first
+version's document are ``signing`` (:func:`emr.documents.service.complete_signing`
+marks the last step). Nothing is written unless the whole signing step
+succeeded, so a wrong PIN, a revoked certificate or an unreachable TSA leave
+the document exactly as it was.
 
 Signing order per form type (:func:`slots_for`): a radiology report is
 signed by a radiologist; a discharge summary by the treating physician
@@ -34,7 +37,7 @@ from sqlalchemy.orm import Session, object_session
 
 from emr.access import audit
 from emr.access.audit import Actor
-from emr.core.clock import local_day, local_today
+from emr.core.clock import local_day, local_today, to_local
 from emr.core.dicom_dates import display_da
 from emr.core.exceptions import EmrError, InvalidState, ValidationFailed
 from emr.core.settings import EmrSettings
@@ -525,8 +528,10 @@ def sign_document(
     if artifact.complete and doc.form_type == "radiology_report":
         for hook in config.on_report_signed:  # same transaction: nothing signed goes unsent
             hook(session, actor, doc, artifact)
-    if first:
-        documents.mark_signed(session, actor, doc.id, version.number)  # locks the version; commits
+    if first:  # locks the version (signed, or "signing" until the last slot is filled); commits
+        documents.mark_signed(session, actor, doc.id, version.number, complete=artifact.complete)
+    elif artifact.complete:
+        documents.complete_signing(session, actor, doc.id, version.number)  # commits
     else:
         session.commit()
     if artifact.complete and doc.form_type == "radiology_report" and config.store is not None:
@@ -649,9 +654,15 @@ def signing_overview(session: Session, doc: Document) -> dict[int, dict[str, Any
     return out
 
 
+# The standing of a verified version, apart from its signatures being intact (a printout outlives its version):
+# current: the document's signed version in force; superseded: a later version of it is signed;
+# cancelled: the document was cancelled; incomplete: required signatures are still missing.
+STANDINGS = ("current", "superseded", "cancelled", "incomplete")
+
+
 @dataclass
 class CodeVerification:
-    valid: bool
+    valid: bool  # signatures intact AND the version is the document's one in force (standing "current")
     code: str
     document_id: int
     version_number: int
@@ -661,6 +672,13 @@ class CodeVerification:
     content_ok: bool
     cms_ok: bool
     complete: bool
+    signatures_valid: bool = False  # the file, its signatures and the stored rows check out
+    standing: str = "current"
+    standing_message: str = ""  # the Vietnamese sentence the page shows (empty for "current")
+    cancelled_at: dt.datetime | None = None
+    superseded_by: dict[str, Any] | None = None  # {"version": n, "signed_at": ...}
+    pending_amendment: int | None = None  # a later version not signed yet (this one stays in force)
+    missing: list[str] = field(default_factory=list)  # slots still to sign (standing "incomplete")
     problems: list[str] = field(default_factory=list)
     signatures: list[dict[str, Any]] = field(default_factory=list)
     patient: dict[str, Any] | None = None
@@ -669,8 +687,10 @@ class CodeVerification:
         def value(v: Any) -> Any:
             return v.isoformat() if isinstance(v, (dt.datetime, dt.date)) else v
 
-        out = {k: getattr(self, k) for k in self.__dataclass_fields__}
+        out = {k: value(getattr(self, k)) for k in self.__dataclass_fields__}
         out["signatures"] = [{k: value(v) for k, v in s.items()} for s in self.signatures]
+        if self.superseded_by is not None:
+            out["superseded_by"] = {k: value(v) for k, v in self.superseded_by.items()}
         if out["patient"] is not None:
             out["patient"] = {k: value(v) for k, v in out["patient"].items()}
         else:
@@ -678,10 +698,39 @@ class CodeVerification:
         return out
 
 
+def _day(value: dt.datetime | None) -> str:
+    return to_local(value).strftime("%d/%m/%Y") if value is not None else "?"
+
+
+def _standing(
+    doc: Document, version: DocumentVersion, artifact: SignedArtifact
+) -> tuple[str, str, dict[str, Any] | None, int | None, list[str]]:
+    """(standing, its sentence, the signed version that replaced this one, a later unsigned one, missing slots)."""
+    later = [v for v in doc.versions if v.number > version.number and v.status != "discarded"]
+    replaced = max((v for v in later if v.locked and v.signed_at is not None), key=lambda v: v.number, default=None)
+    missing = [] if artifact.complete else [_slot_label(s.who) for s in slots_for(doc.form_type)[
+        artifact.signatures_done:]]
+    superseded_by = {"version": replaced.number, "signed_at": replaced.signed_at} if replaced else None
+    if doc.status == "cancelled":
+        return ("cancelled", t("signing.verify.standing.cancelled", date=_day(doc.cancelled_at)), superseded_by,
+                None, missing)
+    if replaced is not None:
+        message = t("signing.verify.standing.superseded", version=replaced.number, date=_day(replaced.signed_at))
+        return "superseded", message, superseded_by, None, missing
+    if missing:
+        return "incomplete", t("signing.verify.standing.incomplete", slots=", ".join(missing)), None, None, missing
+    pending = max((v.number for v in later), default=None)
+    message = t("signing.verify.standing.pending", version=pending) if pending is not None else ""
+    return "current", message, None, pending, []
+
+
 def verify_code(
-    session: Session, code: str, config: SigningConfig, *, with_patient: bool = False
+    session: Session, code: str, config: SigningConfig, actor: Actor, *, with_patient: bool = False, via: str = "page"
 ) -> CodeVerification | None:
-    """Everything ``/verify/<code>`` shows; ``None`` for an unknown code. Patient data only if asked."""
+    """Everything ``/verify/<code>`` shows; ``None`` for an unknown code. Patient data only if asked.
+
+    Whoever holds the code (printed on the paper) learns which patient's document it is, so every
+    answer is audited (``document.verify``: the user, or an anonymous actor with its address)."""
     if not code or len(code) > 64:
         return None
     artifact = session.scalar(select(SignedArtifact).where(SignedArtifact.verification_code == code))
@@ -690,6 +739,30 @@ def verify_code(
     version = session.get(DocumentVersion, artifact.version_id)
     doc = session.get(Document, artifact.document_id)
     assert version is not None and doc is not None
+    result = _verify_artifact(session, code, artifact, doc, version, config, with_patient)
+    audit.record(
+        session,
+        actor,
+        "document.verify",
+        patient_id=doc.patient_id,
+        object_type="document",
+        object_id=doc.id,
+        details={"version": version.number, "via": via, "valid": result.valid, "standing": result.standing,
+                 "patient_shown": result.patient is not None},
+    )
+    session.commit()
+    return result
+
+
+def _verify_artifact(
+    session: Session,
+    code: str,
+    artifact: SignedArtifact,
+    doc: Document,
+    version: DocumentVersion,
+    config: SigningConfig,
+    with_patient: bool,
+) -> CodeVerification:
     pdf = bytes(artifact.pdf)
     actual = hashlib.sha256(pdf).hexdigest()
     anchors, crls = config.anchors(), config.crls()
@@ -731,12 +804,14 @@ def verify_code(
             }
         )
     patient = None
-    if with_patient:
+    if with_patient:  # what the paper's face shows, no more
         p = session.get(Patient, doc.patient_id)
         if p is not None:
             patient = {"name": p.full_name, "code": p.code, "birth_date": p.birth_date}
+    signatures_valid = report.valid and not problems
+    standing, message, superseded_by, pending, missing = _standing(doc, version, artifact)
     return CodeVerification(
-        valid=report.valid and not problems,
+        valid=signatures_valid and standing == "current",
         code=code,
         document_id=doc.id,
         version_number=version.number,
@@ -746,14 +821,22 @@ def verify_code(
         content_ok=content_ok,
         cms_ok=cms_ok,
         complete=artifact.complete,
+        signatures_valid=signatures_valid,
+        standing=standing,
+        standing_message=message,
+        cancelled_at=doc.cancelled_at if standing == "cancelled" else None,
+        superseded_by=superseded_by,
+        pending_amendment=pending,
+        missing=missing,
         problems=problems,
         signatures=sigs,
         patient=patient,
     )
 
 
-def verify_uploaded_pdf(session: Session, data: bytes, config: SigningConfig) -> dict[str, Any]:
-    """A PDF someone holds: its signatures, and whether it is a file this hospital issued."""
+def verify_uploaded_pdf(session: Session, data: bytes, config: SigningConfig, actor: Actor) -> dict[str, Any]:
+    """A PDF someone holds: its signatures, and whether it is a file this hospital issued (then audited
+    as a verification of that document, like its code)."""
     report = verify_pdf(data, config.anchors(), crls=config.crls())
     digest = report.sha256
     known = session.scalar(select(SignedArtifact).where(SignedArtifact.pdf_sha256 == digest))
@@ -761,6 +844,22 @@ def verify_uploaded_pdf(session: Session, data: bytes, config: SigningConfig) ->
     out["issued_here"] = known is not None
     if known is not None:
         out["verification_code"] = known.verification_code
+        doc = session.get(Document, known.document_id)
+        version = session.get(DocumentVersion, known.version_id)
+        if doc is not None and version is not None:
+            standing, message, _by, _pending, _missing = _standing(doc, version, known)
+            out |= {"signatures_valid": report.valid, "valid": report.valid and standing == "current",
+                    "standing": standing, "standing_message": message}
+            audit.record(
+                session,
+                actor,
+                "document.verify",
+                patient_id=doc.patient_id,
+                object_type="document",
+                object_id=doc.id,
+                details={"version": version.number, "via": "upload", "valid": out["valid"], "standing": standing},
+            )
+            session.commit()
     return out
 
 

@@ -1,4 +1,10 @@
-"""Record documents on screen: create per form type, edit a draft, amend a signed version, cancel, restore."""
+"""Record documents on screen: create per form type, edit a draft, amend a signed version, discard an unsigned
+amendment, cancel, restore.
+
+The edit form carries the version it was filled from and whether it edits a draft or amends a signed version
+(``base_version``, ``base_mode``): a form gone stale (another tab amended or signed the document meanwhile)
+is answered 409 with the text typed shown again, never saved over the newer version.
+"""
 
 from __future__ import annotations
 
@@ -8,7 +14,7 @@ from typing import Any
 from flask import Blueprint, redirect, render_template, request, url_for
 
 from emr.access.auth import current_actor, requires
-from emr.core.exceptions import EmrError, InvalidState
+from emr.core.exceptions import EmrError, InvalidState, ValidationFailed
 from emr.documents import rights as document_rights
 from emr.documents import service as documents
 from emr.imaging import orders
@@ -71,6 +77,8 @@ def new(patient_id: int) -> Any:
         values=values,
         errors=errors,
         doc=None,
+        base_version=None,
+        reason_max=documents.REASON_MAX_LENGTH,
     ), (422 if errors else 200)
 
 
@@ -94,15 +102,15 @@ def _render_view(
     s = db.session()
     user_id = current_actor().user_id
     current = next(v for v in doc.versions if v.number == doc.current_version)
+    may_edit_draft = document_rights.may_edit_draft(doc, user_id)
     return render_template(
         "documents/view.html",
         doc=data,
-        may_change=(
-            document_rights.may_edit_draft(doc, user_id)
-            if not current.locked
-            else document_rights.capacity(s, doc, user_id) is not None
-        ),
+        may_change=may_edit_draft if not current.locked else document_rights.capacity(s, doc, user_id) is not None,
         may_cancel=document_rights.capacity(s, doc, user_id) is not None,
+        # An amendment never signed: its author may drop it, the signed version it amends is current again.
+        may_discard=may_edit_draft and current.amends_version_id is not None and doc.status != "cancelled",
+        reason_max=documents.REASON_MAX_LENGTH,
         patient=patient,
         fields={f.name: f for f in form_fields(doc.form_type)},
         errors=errors or {},
@@ -120,6 +128,16 @@ def edit(document_id: int) -> Any:
         raise InvalidState("document cancelled", key="documents.error.cancelled")
     current = next(v for v in doc.versions if v.number == doc.current_version)
     mode = "amend" if current.locked else "edit"
+    values: dict[str, str] = {}
+    base: int | None = None
+    if request.method == "POST":
+        values = {k: v for k, v in request.form.items() if k != "csrf_token"}
+        base = _int(values.get("base_version"))
+        posted_mode = values.get("base_mode")
+        if base is not None and (base != current.number or posted_mode not in (None, mode)):
+            # Filled from a version that is no longer current (another tab amended or signed it): before the
+            # rights check, since the newer draft may be another user's; the typed text is only shown back.
+            return _edit_conflict(doc, values, base, posted_mode)
     if mode == "edit":  # only the author edits a draft; a signed one is amended by a signer or the head
         document_rights.require_author(s, current_actor(), doc, current, "document.edit")
     else:
@@ -127,15 +145,19 @@ def edit(document_id: int) -> Any:
     patient = patients.get_patient(s, current_actor(), doc.patient_id, audit_view=False)
     errors: dict[str, str] = {}
     if request.method == "POST":
-        values = {k: v for k, v in request.form.items() if k != "csrf_token"}
         content = content_from_form(doc.form_type, request.form)
         try:
             if mode == "amend":
-                documents.amend_document(s, current_actor(), doc.id, content, values.get("reason", "")[:1000])
+                documents.amend_document(
+                    s, current_actor(), doc.id, content, values.get("reason", ""), base_version=base
+                )
             else:
-                documents.update_draft(s, current_actor(), doc.id, content)
+                documents.update_draft(s, current_actor(), doc.id, content, base_version=base)
         except document_rights.NotAllowedOnDocument:
             raise
+        except documents.DocumentChanged:
+            s.rollback()
+            return _edit_conflict(doc, values, base, mode)
         except EmrError as exc:
             s.rollback()
             errors = document_errors(exc)
@@ -143,6 +165,19 @@ def edit(document_id: int) -> Any:
             return redirect(url_for("documents.view", document_id=doc.id))
     else:
         values = content_inputs(doc.form_type, json.loads(current.content_json))
+    return _render_edit(doc, patient, mode, current.number, values, errors, 422 if errors else 200)
+
+
+def _render_edit(
+    doc: Any,
+    patient: Any,
+    mode: str,
+    base_version: int,
+    values: dict[str, str],
+    errors: dict[str, str],
+    status: int,
+    conflict: bool = False,
+) -> Any:
     return render_template(
         "documents/edit.html",
         mode=mode,
@@ -154,12 +189,49 @@ def edit(document_id: int) -> Any:
         values=values,
         errors=errors,
         doc=doc,
-    ), (422 if errors else 200)
+        base_version=base_version,
+        reason_max=documents.REASON_MAX_LENGTH,
+        conflict=conflict,
+    ), status
+
+
+def _edit_conflict(doc: Any, values: dict[str, str], base: int | None, posted_mode: str | None) -> Any:
+    """409: the document changed since the form was filled; the text typed (and the reason) is shown again,
+    with a link to the current version, but cannot be saved from this stale form."""
+    s = db.session()
+    patient = patients.get_patient(s, current_actor(), doc.patient_id, audit_view=False)
+    mode = posted_mode if posted_mode in ("edit", "amend") else "edit"
+    errors = {"_form": t("documents.error.changed")}
+    return _render_edit(doc, patient, mode, base or doc.current_version, values, errors, 409, conflict=True)
+
+
+@bp.post("/documents/<int:document_id>/discard")
+@requires("document.write")
+def discard(document_id: int) -> Any:
+    """Drop an amendment never signed (its author, with a reason); the signed version is current again."""
+    s = db.session()
+    reason = request.form.get("reason", "")
+    try:
+        documents.discard_amendment(
+            s, current_actor(), document_id, reason, base_version=_int(request.form.get("base_version"))
+        )
+    except document_rights.NotAllowedOnDocument:
+        raise  # 403 page: only the amendment's author drops it
+    except EmrError as exc:
+        s.rollback()
+        doc = documents.get_document(s, current_actor(), document_id)
+        patient = patients.get_patient(s, current_actor(), doc.patient_id, audit_view=False)
+        if isinstance(exc, ValidationFailed):  # beside the reason field
+            errors = {"discard_reason": next(iter(document_errors(exc).values()))}
+        else:  # the document moved on (another tab): at the top, the discard form may be gone
+            errors = {"_form": t(exc.key)}
+        return _render_view(doc, patient, errors, {"discard_reason": reason}, exc.http_status)
+    return redirect(url_for("documents.view", document_id=document_id))
 
 
 def _state_change(document_id: int, restore: bool) -> Any:
     s = db.session()
-    reason = request.form.get("reason", "")[:1000]
+    reason = request.form.get("reason", "")
     try:
         if restore:
             documents.restore_document(s, current_actor(), document_id, reason)

@@ -222,7 +222,7 @@ def _may_see_patient() -> bool:
 @verify_bp.get("/verify/<code>")
 def verify_page(code: str) -> Any:
     s = db.session()
-    result = svc.verify_code(s, code, _config(), with_patient=_may_see_patient())
+    result = svc.verify_code(s, code, _config(), current_actor(), with_patient=_may_see_patient())
     if result is None:
         return render_template("signing/verify.html", result=None, code=code[:64]), 404
     return render_template("signing/verify.html", result=result, code=code)
@@ -230,7 +230,8 @@ def verify_page(code: str) -> Any:
 
 @verify_api_bp.get("/<code>")
 def verify_api(code: str) -> Any:
-    result = svc.verify_code(db.session(), code, _config(), with_patient=_may_see_patient())
+    result = svc.verify_code(db.session(), code, _config(), current_actor(), with_patient=_may_see_patient(),
+                             via="api")
     if result is None:
         return jsonify({"error": "not_found", "message": t("signing.verify.unknown_code"), "fields": {}}), 404
     return jsonify(result.as_dict())
@@ -242,7 +243,7 @@ def verify_upload() -> Any:
     data = upload.read() if upload is not None else request.get_data(cache=False)
     if not data:
         return jsonify({"error": "bad_request", "message": t("signing.verify.no_file"), "fields": {}}), 400
-    return jsonify(svc.verify_uploaded_pdf(db.session(), data, _config()))
+    return jsonify(svc.verify_uploaded_pdf(db.session(), data, _config(), current_actor()))
 
 
 def _signing_overview(doc_id: int) -> dict[int, dict[str, Any]]:

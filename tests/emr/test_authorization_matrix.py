@@ -60,6 +60,7 @@ EXPECTED: dict[tuple[str, str], set[str] | None] = {
     ("POST", "/documents/<int:document_id>/edit"): {"physician", "radiologist"},
     ("POST", "/documents/<int:document_id>/cancel"): {"physician", "radiologist"},
     ("POST", "/documents/<int:document_id>/restore"): {"physician", "radiologist"},
+    ("POST", "/documents/<int:document_id>/discard"): {"physician", "radiologist"},  # an unsigned amendment
     ("GET", "/reconcile/<int:study_id>"): {"records_clerk"},
     ("GET", "/admin/users/"): {"admin"},
     ("POST", "/admin/users/"): {"admin"},

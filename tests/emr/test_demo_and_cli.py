@@ -62,11 +62,32 @@ def test_demo_seeds_the_whole_flow(tmp_path: Path, fresh_orthanc: Callable[..., 
             "107200.00",
             "114000.00",
         )
+        # No paper is shown signed without its signatures (every slot of its form, with the demo token).
+        from emr.models import Document
+        from emr.models.signing import SignedArtifact
+        from emr.signing import load_trust_anchors, verify_pdf
+        from emr.signing.service import slots_for
+
+        papers = s.scalars(select(Document).order_by(Document.id)).all()
+        assert len(papers) == 8  # the chest CT report, the outpatient note, the inpatient stay's six
+        anchors = load_trust_anchors(tmp_path / "pki" / "trust-anchors")
+        for doc in papers:
+            version = doc.versions[-1]
+            artifact = s.scalar(select(SignedArtifact).where(SignedArtifact.version_id == version.id))
+            assert (doc.status, version.status, version.signed_at is not None) == ("signed", "signed", True)
+            assert artifact is not None and artifact.complete, doc.form_type
+            assert len(artifact.signatures) == len(slots_for(doc.form_type)), doc.form_type
+        discharge = next(d for d in papers if d.form_type == "discharge_summary")
+        signed = s.scalar(select(SignedArtifact).where(SignedArtifact.document_id == discharge.id))
+        assert signed is not None and verify_pdf(bytes(signed.pdf), anchors).valid
+        assert [x.signer_role for x in signed.signatures] == ["treating", "head"]
     client = create_app(settings, store=orthanc, extensions=[viewer_extension(orthanc)]).test_client()
     username, password = DEMO_ACCOUNTS[1][0], DEMO_ACCOUNTS[1][1]
     assert login(client, username, password).status_code == 302
     chart = client.get(f"/patients/{pid}").get_data(as_text=True)
     assert f"/viewer/?study={linked[0].study_instance_uid}" in chart and "Nguyễn Thị Hồng Nhung" in chart
+    page = client.get(f"/documents/{discharge.id}").get_data(as_text=True)
+    assert "Đã ký: Trưởng khoa" in page and "Chưa ký" not in page and "Chờ ký" not in page
 
 
 def test_create_admin_and_audit_verify_commands(

@@ -201,9 +201,11 @@ def test_document_lifecycle_versions_and_immutability(session: Session, world: W
     )
     assert amended.status == "amended" and amended.current_version == 2
     v = {x.number: x for x in amended.versions}
-    assert v[1].content_json == signed_json and v[1].status == "superseded" and v[1].locked
+    # The signed version stays the valid one until the amendment is signed.
+    assert v[1].content_json == signed_json and v[1].status == "signed" and v[1].locked
     assert v[2].amends_version_id == v[1].id and v[2].amendment_reason == "bổ sung kết luận"
     documents.mark_signed(session, doctor, doc.id, 2)
+    assert v[1].status == "superseded" and v[2].status == "signed"
     with pytest.raises(ValidationFailed):
         documents.cancel_document(session, doctor, doc.id, " ")
     documents.cancel_document(session, doctor, doc.id, "nhầm bệnh nhân")

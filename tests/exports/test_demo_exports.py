@@ -65,7 +65,11 @@ def test_demo_exports_both_visits_and_the_record(tmp_path: Path) -> None:
     assert (folder / f"HoSoBenhAn_{stay.visit_code}.xml").read_bytes().startswith(b"<?xml")
     paper = record["GiayRaVien"]
     assert paper["soluutru"] == "LT-2026-00001" and paper["mayte"] == "4812345678"
-    assert paper["bacsi_ravien"] == "Nguyễn Văn An" and paper["ngaychungtu"]
+    # MA_BS / TEN_BS: the head of department, who signs the discharge paper last; the treating physician first
+    assert paper["bacsi_ravien"] == "Hoàng Minh Tuấn" and paper["ngaychungtu"]
+    assert paper["bacsi_dieutri"] == "Nguyễn Văn An"
+    # Every paper the export calls signed carries its signatures (the demo signs with its token).
+    assert record["ChuKy"] and all(s["trangthai"] == "da_ky" and s["cms_base64"] for s in record["ChuKy"])
     assert paper["hoten_cha"] == "Lê Văn Hải" and paper["hoten_me"] == "Nguyễn Thị Thu"
     assert record["ThongTinVaoVien"]["PhieuKhamVaoVien"]["nguoiky_hoten"] == "Nguyễn Văn An"
     assert record["ThongTinDieuTri"]["PhieuChanDoan"]["maicd_chinh"] == "J18.9"

@@ -18,6 +18,7 @@ from sqlalchemy.orm import Session
 
 from emr import Actor, EmrSettings, create_app, upgrade_database
 from emr.access.users import create_user
+from emr.core.clock import to_local
 from emr.db import make_engine, make_session_factory
 from emr.documents import service as documents
 from emr.models import AuditEntry, Document, DocumentVersion, User
@@ -288,7 +289,10 @@ def test_amendment_after_signing_keeps_the_original(env: Env) -> None:
     assert "Viêm phổi thùy dưới phải" in env.session.get(Document, doc.id).versions[1].content_json
     a2 = svc.artifact_for(env.session, env.session.get(Document, doc.id).versions[1].id)
     assert a2 is not None and a2.verification_code != a1.verification_code
-    assert env.app.test_client().get(f"/api/verify/{a1.verification_code}").get_json()["valid"] is True
+    # The original still verifies cryptographically, but it is no longer the version in force (issue: an old
+    # printout was called valid).
+    old = env.app.test_client().get(f"/api/verify/{a1.verification_code}").get_json()
+    assert old["signatures_valid"] is True and old["valid"] is False and old["standing"] == "superseded"
     # The locked version cannot be changed behind the workflow's back.
     from emr.core.exceptions import InvalidState
 
@@ -471,3 +475,148 @@ def test_exports_read_the_stored_artifacts_and_retention_report(env: Env, capsys
     listed = json.loads(capsys.readouterr().out)
     assert [r["document_id"] for r in listed] == [doc.id]
     assert env.session.get(Document, doc.id) is not None  # nothing deleted
+
+
+def _verdict(page: str) -> str:
+    m = re.search(r'id="verdict"[^>]*><strong>(.*?)</strong>', page, re.S)
+    assert m, page[-2000:]
+    return m.group(1).strip()
+
+
+def test_verify_states_that_a_version_was_replaced_or_the_document_cancelled(env: Env) -> None:
+    """A printout of a replaced version, or of a cancelled document, is not "HỢP LỆ" (tester's report)."""
+    from emr.i18n import t
+
+    doc = env.document("outpatient_record", OUTPATIENT)
+    c = env.client("physician")
+    assert _sign(c, doc.id, TOKEN_PIN).status_code == 302
+    env.session.expire_all()
+    first = svc.artifact_for(env.session, env.session.get(Document, doc.id).versions[0].id)
+    assert first is not None
+    code1 = first.verification_code
+    anon = env.app.test_client()
+    assert _verdict(anon.get(f"/verify/{code1}").get_data(as_text=True)) == "HỢP LỆ"
+
+    # An amendment that is not signed yet leaves version 1 in force; the page says one is under way.
+    documents.amend_document(env.session, env.actor("physician"), doc.id,
+                             {**OUTPATIENT, "conclusion": "Viêm phổi thùy dưới phải"}, "Bổ sung kết luận")
+    res = anon.get(f"/api/verify/{code1}").get_json()
+    assert res["valid"] is True and res["standing"] == "current" and res["pending_amendment"] == 2
+    assert _sign(c, doc.id, TOKEN_PIN).status_code == 302
+    env.session.expire_all()
+    v2 = env.session.get(Document, doc.id).versions[1]
+    second = svc.artifact_for(env.session, v2.id)
+    assert second is not None and v2.signed_at is not None
+    signed_on = to_local(v2.signed_at).strftime("%d/%m/%Y")
+
+    page = anon.get(f"/verify/{code1}").get_data(as_text=True)
+    assert _verdict(page) == t("signing.verify.verdict.superseded").upper() != "HỢP LỆ"
+    replaced = f"Phiên bản này đã được thay thế bởi phiên bản 2 ký ngày {signed_on}."
+    assert replaced in page and t("signing.verify.signatures_intact") in page  # the signature itself is intact
+    res = anon.get(f"/api/verify/{code1}").get_json()
+    assert res["valid"] is False and res["signatures_valid"] is True and res["standing"] == "superseded"
+    assert res["standing_message"] == replaced and res["superseded_by"]["version"] == 2
+    assert anon.get(f"/api/verify/{second.verification_code}").get_json()["valid"] is True
+
+    documents.cancel_document(env.session, env.actor("physician"), doc.id, "Nhầm người bệnh")
+    env.session.expire_all()
+    cancelled_on = to_local(env.session.get(Document, doc.id).cancelled_at).strftime("%d/%m/%Y")
+    for code in (code1, second.verification_code):
+        page = anon.get(f"/verify/{code}").get_data(as_text=True)
+        assert _verdict(page) == "VĂN BẢN ĐÃ BỊ HỦY"
+        assert f"Văn bản đã bị hủy ngày {cancelled_on}" in page
+        assert "Nhầm người bệnh" not in page  # the reason is not on the paper: not shown to the public
+        res = anon.get(f"/api/verify/{code}").get_json()
+        assert res["valid"] is False and res["signatures_valid"] is True and res["standing"] == "cancelled"
+        assert res["cancelled_at"] and res["standing_message"].startswith(f"Văn bản đã bị hủy ngày {cancelled_on}")
+    # The holder of the file gets the same answer.
+    up = anon.post("/api/verify", data=bytes(second.pdf), content_type="application/pdf").get_json()
+    assert up["issued_here"] is True and up["valid"] is False and up["standing"] == "cancelled"
+
+
+def test_discharge_summary_is_signed_only_with_every_signature(env: Env) -> None:
+    """Treating physician signed, head of department not yet: "signing" on the chart, in the HSBA export
+    and in FHIR — not "Đã ký" / da_ky / final (tester's report)."""
+    import json
+
+    from emr.exports import ExportConfig, export_hsba
+    from emr.exports.fhir import Ctx, document_reference_resource
+    from emr.i18n import t
+
+    doc = env.document(
+        "discharge_summary",
+        {"summary": "Ổn định", "discharge_diagnosis": "Viêm phổi", "treatment": "Kháng sinh", "result": "1"},
+    )
+    physician = env.client("physician")
+    assert _sign(physician, doc.id, TOKEN_PIN).status_code == 302
+
+    def state() -> tuple[Document, dict[str, Any], dict[str, Any], dict[str, Any]]:
+        env.session.expire_all()
+        d = env.session.get(Document, doc.id)
+        config = ExportConfig(facility_code="79001", public_url="https://emr.benhvien.example")
+        exp = export_hsba(env.session, env.actor("physician"), env.encounter_id, config, None, "json",
+                          artifacts=svc.DbArtifacts())
+        record = json.loads(exp.data)["HoSoBenhAn"]
+        ctx = Ctx(env.session, "https://emr.benhvien.example", "https://emr.benhvien.example/dicom-web",
+                  svc.DbArtifacts())
+        return d, record, document_reference_resource(ctx, env.session.get(Document, doc.id)), record["GiayRaVien"]
+
+    d, record, fhir, paper = state()
+    version = d.versions[0]
+    assert d.status == "signing" and version.status == "signing" and version.locked
+    assert version.signed_at is None and version.signed_by is None
+    chart = physician.get(f"/patients/{env.patient_id}").get_data(as_text=True)
+    assert t("documents.status.signing") in chart and t("documents.status.signed") not in chart
+    view = physician.get(f"/documents/{doc.id}").get_data(as_text=True)
+    assert t("documents.status.signing") in view and "Chờ ký: Trưởng khoa" in view
+    rows = [s for s in record["ChuKy"] if s["sophieu"] == str(doc.id)]
+    assert [r["trangthai"] for r in rows] == ["chua_ky_du"] and rows[0]["trangthai_tailieu"] == "signing"
+    assert paper["sophieu"] is None and paper["chandoan_rv"] is None  # not exported as the signed paper
+    assert fhir["docStatus"] == "preliminary"
+    artifact = env.session.scalar(select(SignedArtifact).where(SignedArtifact.document_id == doc.id))
+    res = env.app.test_client().get(f"/api/verify/{artifact.verification_code}").get_json()
+    assert res["valid"] is False and res["signatures_valid"] is True and res["standing"] == "incomplete"
+    assert res["missing"] == ["Trưởng khoa"]
+    signed_rows = env.session.scalars(
+        select(AuditEntry).where(AuditEntry.action == "document.sign", AuditEntry.object_id == str(doc.id),
+                                 AuditEntry.outcome == "success")).all()
+    assert signed_rows == []  # one signing step so far, recorded as such
+
+    assert _sign(env.client("head"), doc.id, TOKEN_PIN).status_code == 302
+    d, record, fhir, paper = state()
+    version = d.versions[0]
+    assert d.status == "signed" and version.status == "signed" and version.signed_at is not None
+    assert version.signed_by == env.users["head"].id  # completed by the head of department
+    rows = [s for s in record["ChuKy"] if s["sophieu"] == str(doc.id)]
+    assert [r["trangthai"] for r in rows] == ["da_ky"] and paper["sophieu"] == str(doc.id)
+    assert fhir["docStatus"] == "final"
+    assert t("documents.status.signed") in physician.get(f"/patients/{env.patient_id}").get_data(as_text=True)
+    assert env.app.test_client().get(f"/api/verify/{artifact.verification_code}").get_json()["valid"] is True
+
+
+def test_every_verification_is_audited(env: Env) -> None:
+    """Whoever holds the code sees whose document it is: each look is on the audit trail (Circular 46)."""
+    doc = env.document("outpatient_record", OUTPATIENT)
+    c = env.client("physician")
+    assert _sign(c, doc.id, TOKEN_PIN).status_code == 302
+    env.session.expire_all()
+    artifact = env.session.scalar(select(SignedArtifact).where(SignedArtifact.document_id == doc.id))
+    anon = env.app.test_client()
+    assert anon.get(f"/verify/{artifact.verification_code}").status_code == 200
+    assert anon.get(f"/api/verify/{artifact.verification_code}").status_code == 200
+    assert PATIENT["full_name"] in env.client("nurse").get(f"/verify/{artifact.verification_code}").get_data(
+        as_text=True)
+    assert anon.post("/api/verify", data=bytes(artifact.pdf), content_type="application/pdf").status_code == 200
+    assert anon.get("/verify/no-such-code").status_code == 404
+    env.session.expire_all()
+    rows = env.session.scalars(
+        select(AuditEntry).where(AuditEntry.action == "document.verify").order_by(AuditEntry.id)).all()
+    assert [(r.patient_id, r.object_type, r.object_id) for r in rows] == [
+        (env.patient_id, "document", str(doc.id))] * 4
+    assert [r.user_id for r in rows] == [None, None, env.users["nurse"].id, None]
+    assert all(r.client_ip for r in rows)
+    import json
+
+    details = [json.loads(r.details) for r in rows]
+    assert [x["via"] for x in details] == ["page", "api", "page", "upload"]
+    assert [x.get("patient_shown") for x in details] == [False, False, True, None]
