@@ -740,6 +740,16 @@ def verify_code(
     doc = session.get(Document, artifact.document_id)
     assert version is not None and doc is not None
     result = _verify_artifact(session, code, artifact, doc, version, config, with_patient)
+    _audit_verification(session, actor, doc, version, via, result.valid, result.standing,
+                        patient_shown=result.patient is not None)
+    return result
+
+
+def _audit_verification(
+    session: Session, actor: Actor, doc: Document, version: DocumentVersion, via: str, valid: bool, standing: str,
+    **extra: Any,
+) -> None:
+    """A check of a signed document shows it (and its patient on the page): audited like any view."""
     audit.record(
         session,
         actor,
@@ -747,11 +757,9 @@ def verify_code(
         patient_id=doc.patient_id,
         object_type="document",
         object_id=doc.id,
-        details={"version": version.number, "via": via, "valid": result.valid, "standing": result.standing,
-                 "patient_shown": result.patient is not None},
+        details={"version": version.number, "via": via, "valid": valid, "standing": standing, **extra},
     )
     session.commit()
-    return result
 
 
 def _verify_artifact(
@@ -850,16 +858,7 @@ def verify_uploaded_pdf(session: Session, data: bytes, config: SigningConfig, ac
             standing, message, _by, _pending, _missing = _standing(doc, version, known)
             out |= {"signatures_valid": report.valid, "valid": report.valid and standing == "current",
                     "standing": standing, "standing_message": message}
-            audit.record(
-                session,
-                actor,
-                "document.verify",
-                patient_id=doc.patient_id,
-                object_type="document",
-                object_id=doc.id,
-                details={"version": version.number, "via": "upload", "valid": out["valid"], "standing": standing},
-            )
-            session.commit()
+            _audit_verification(session, actor, doc, version, "upload", out["valid"], standing)
     return out
 
 
