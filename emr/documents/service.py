@@ -301,7 +301,8 @@ def discard_amendment(
         raise InvalidState("not an amendment; cancel the draft instead", key="documents.error.not_amendment")
     reason = _reason(reason)
     require_author(session, actor, doc, version, "document.discard_amendment")
-    signed = next(v for v in doc.versions if v.id == version.amends_version_id)
+    signed = _version_by_id(doc, version.amends_version_id)
+    assert signed is not None  # an amendment's signed version is never deleted
     version.status = "discarded"
     doc.current_version = signed.number
     doc.status = "signing" if signed.status == "signing" else "signed"  # as before the amendment

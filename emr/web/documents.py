@@ -21,6 +21,7 @@ from emr.imaging import orders
 from emr.patients import encounters
 from emr.patients import service as patients
 from emr.web.document_forms import content_from_form, content_inputs, document_errors, form_fields
+from emr.web.forms import form_values
 
 from .. import db
 from ..i18n import t
@@ -47,7 +48,7 @@ def new(patient_id: int) -> Any:
     errors: dict[str, str] = {}
     values: dict[str, str] = {}
     if request.method == "POST":
-        values = {k: v for k, v in request.form.items() if k != "csrf_token"}
+        values = form_values(request.form)
         data = {
             "encounter_id": _int(values.get("encounter_id")) or 0,
             "form_type": form_type,
@@ -131,7 +132,7 @@ def edit(document_id: int) -> Any:
     values: dict[str, str] = {}
     base: int | None = None
     if request.method == "POST":
-        values = {k: v for k, v in request.form.items() if k != "csrf_token"}
+        values = form_values(request.form)
         base = _int(values.get("base_version"))
         posted_mode = values.get("base_mode")
         if base is not None and (base != current.number or posted_mode not in (None, mode)):

@@ -19,6 +19,7 @@ from emr.network.incoming import read_requests_for, sender_name
 from emr.reading import service as reading
 from emr.sharing import service as sharing
 from emr.web.document_forms import content_from_form, content_inputs, document_errors, form_fields
+from emr.web.forms import form_values
 
 from .. import db
 from ..i18n import t
@@ -160,7 +161,7 @@ def save_report(study_id: int) -> Any:
     s = db.session()
     study = _linked(study_id)
     order = get_or_404(s, ImagingOrder, study.order_id or 0, "order")
-    values = {k: v for k, v in request.form.items() if k != "csrf_token"}
+    values = form_values(request.form)
     content = content_from_form("radiology_report", request.form)
     doc = reading.latest_report(s, order.id)
     try:
