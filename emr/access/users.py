@@ -320,6 +320,10 @@ def set_active(session: Session, actor: Actor, user_id: int, active: bool) -> Us
     return user
 
 
+# The column widths of the free-text profile fields (emr.models.users): longer is refused, never cut.
+_PROFILE_LIMITS = {name: int(getattr(User, name).type.length) for name in ("title", "practising_cert_no")}
+
+
 def _has_signed(session: Session, user_id: int) -> bool:
     signed = select(DocumentVersion.id).where(DocumentVersion.signed_by == user_id).limit(1)
     if session.scalar(signed) is not None:
@@ -362,23 +366,21 @@ def update_profile(
     title = (title or "").strip() or None
     cert = (practising_cert_no or "").strip() or None
     problems: dict[str, str] = {}
-    limits: dict[str, dict[str, object]] = {"title": {"max": 100}, "practising_cert_no": {"max": 50}}
     if not full_name or len(full_name) > 200:
         problems["full_name"] = "errors.field_required"
     if role not in ROLES:
         problems["role"] = "users.error.role"
     elif role != user.role and actor.user_id == user.id:
         problems["role"] = "users.error.role_self"
-    if title is not None and len(title) > 100:
-        problems["title"] = "errors.field_too_long_max"
-    if cert is not None and len(cert) > 50:
-        problems["practising_cert_no"] = "errors.field_too_long_max"
+    for name, text in (("title", title), ("practising_cert_no", cert)):
+        if text is not None and len(text) > _PROFILE_LIMITS[name]:
+            problems[name] = "errors.field_too_long_max"
     if department_id is not None and session.get(Department, department_id) is None:
         problems["department_id"] = "users.error.department"
     if not problems and user.practising_cert_no and cert != user.practising_cert_no and _has_signed(session, user.id):
         problems["practising_cert_no"] = "users.error.cert_signed"
     if problems:
-        raise ValidationFailed(problems, params=limits)
+        raise ValidationFailed(problems, params={name: {"max": n} for name, n in _PROFILE_LIMITS.items()})
     after = {
         "full_name": full_name,
         "role": role,
