@@ -11,7 +11,7 @@ from emr.app import AppExtension, create_app
 from emr.core.clock import use_timezone
 from emr.core.settings import EmrSettings
 from emr.db import make_engine, upgrade
-from emr.hl7.messages import start_hl7_housekeeping
+from emr.hl7.messages import purge_raw
 from emr.http_server import make_server
 from emr.imaging.linker import start_linker
 from emr.outbox import start_outbox_worker
@@ -40,8 +40,8 @@ def serve(settings: EmrSettings, store: Any, *, extensions: Iterable[AppExtensio
     app = create_app(settings, store=store, extensions=extensions)
     linker = start_linker(settings, store) if store is not None else None
     anchoring = start_anchor_scheduler(settings) if settings.tsa_url else None
-    outbox = start_outbox_worker(settings, store)
-    housekeeping = start_hl7_housekeeping(settings)
+    # Its hourly purge also empties old HL7 message bytes (FILMLESS_HL7_KEEP_DAYS).
+    outbox = start_outbox_worker(settings, store, hourly=[lambda s: purge_raw(s, settings.hl7.keep_raw_days)])
     server = make_server(app, settings)
     log.info("EMR listening on http://%s:%d", settings.host, settings.port)
     try:
@@ -52,4 +52,3 @@ def serve(settings: EmrSettings, store: Any, *, extensions: Iterable[AppExtensio
         if anchoring is not None:
             anchoring.stop()
         outbox.stop()
-        housekeeping.stop()

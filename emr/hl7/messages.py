@@ -10,7 +10,6 @@ again. Both are audited as ``hl7.replay``; opening a message as ``hl7.view``.
 from __future__ import annotations
 
 import logging
-import threading
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
@@ -23,7 +22,6 @@ from emr.access.audit import Actor
 from emr.core import clock
 from emr.core.exceptions import InvalidState, NotFoundError
 from emr.core.settings import EmrSettings
-from emr.db import make_engine, make_session_factory
 from emr.models import HL7_DIRECTIONS, HL7_STATUSES, Hl7Message
 
 from .inbound import Outcome, process
@@ -38,7 +36,6 @@ __all__ = [
     "replay",
     "replay_hl7_message",
     "status_counts",
-    "start_hl7_housekeeping",
 ]
 
 log = logging.getLogger(__name__)
@@ -150,45 +147,10 @@ def purge_raw(session: Session, keep_days: int, now: datetime | None = None) -> 
         )
         .values(raw=b"", ack=None, raw_purged_at=moment)
     )
-    return int(result.rowcount or 0)  # type: ignore[attr-defined]
-
-
-class _Housekeeping:
-    """Hourly :func:`purge_raw` in an EMR server process (idempotent: several processes may run it)."""
-
-    def __init__(self, settings: EmrSettings, interval: float = 3600.0) -> None:
-        self._engine = make_engine(settings.database_url)
-        self._sessions = make_session_factory(self._engine)
-        self._keep = settings.hl7.keep_raw_days
-        self._interval = interval
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, name="emr-hl7-housekeeping", daemon=True)
-
-    def _run(self) -> None:
-        while not self._stop.is_set():
-            try:
-                with self._sessions() as session:
-                    purged = purge_raw(session, self._keep)
-                    session.commit()
-                if purged:
-                    log.info("HL7 log: emptied the bytes of %d message(s) older than %d days", purged, self._keep)
-            except Exception:  # noqa: BLE001 - the database may be down; try again next time
-                log.exception("HL7 log: purge failed")
-            self._stop.wait(self._interval)
-
-    def start(self) -> _Housekeeping:
-        self._thread.start()
-        return self
-
-    def stop(self, timeout: float = 10.0) -> None:
-        self._stop.set()
-        self._thread.join(timeout)
-        self._engine.dispose()
-
-
-def start_hl7_housekeeping(settings: EmrSettings, interval: float = 3600.0) -> _Housekeeping:
-    """Start the hourly purge of old HL7 message bytes (emr.server runs one per EMR process)."""
-    return _Housekeeping(settings, interval).start()
+    purged = int(result.rowcount or 0)  # type: ignore[attr-defined]
+    if purged:
+        log.info("HL7 log: emptied the bytes of %d message(s) older than %d days", purged, keep_days)
+    return purged
 
 
 # The names `emr` exports (PEP 562 map in emr/__init__.py).

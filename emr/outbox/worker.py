@@ -7,7 +7,10 @@ import os
 import socket
 import threading
 import time
+from collections.abc import Callable, Sequence
 from typing import Any
+
+from sqlalchemy.orm import Session
 
 from emr.core import clock
 from emr.core.settings import EmrSettings
@@ -29,7 +32,16 @@ class OutboxWorker:
     outage is logged and retried at the next poll.
     """
 
-    def __init__(self, settings: EmrSettings, store: Any = None, *, poll_interval: float | None = None) -> None:
+    def __init__(
+        self,
+        settings: EmrSettings,
+        store: Any = None,
+        *,
+        poll_interval: float | None = None,
+        hourly: Sequence[Callable[[Session], int]] = (),
+    ) -> None:
+        """``hourly``: more purges of old data run with the payload purge (each takes a session, returns a
+        count, idempotent); the HL7 log's is one (emr.hl7.messages.purge_raw, wired by emr.server)."""
         self._engine = make_engine(settings.database_url)
         self.context = HandlerContext(
             make_session_factory(self._engine),
@@ -41,6 +53,7 @@ class OutboxWorker:
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="emr-outbox", daemon=True)
         self._next_purge = 0.0
+        self._hourly = tuple(hourly)
 
     def start(self) -> OutboxWorker:
         self._thread.start()
@@ -51,10 +64,14 @@ class OutboxWorker:
         return self._thread.is_alive()
 
     def purge(self) -> int:
-        """Empty old sent payloads (each process may do it; the UPDATE is idempotent)."""
+        """Empty old sent payloads, then run the other hourly purges (each process may do it; the UPDATEs
+        are idempotent). Returns the payloads emptied."""
         with self.context.session_factory() as session:
             purged = purge_sent_payloads(session, self.context.settings.outbox_keep_sent_days)
             session.commit()
+            for job in self._hourly:
+                job(session)
+                session.commit()
         return purged
 
     def _run(self) -> None:

@@ -10,7 +10,6 @@ cannot be replayed, and outbound messages not yet delivered keep theirs.
 from __future__ import annotations
 
 import time
-from dataclasses import replace
 from datetime import timedelta
 
 import pytest
@@ -20,7 +19,7 @@ from sqlalchemy.orm import Session
 
 from emr.core.exceptions import InvalidState
 from emr.core.settings import EmrSettings
-from emr.hl7.messages import purge_raw, replay, start_hl7_housekeeping
+from emr.hl7.messages import purge_raw, replay
 from emr.i18n import t
 from emr.models import Hl7Message, utcnow
 
@@ -79,9 +78,11 @@ def test_the_message_page_says_the_bytes_were_purged(app: Flask, world: World, s
 
 
 def test_the_emr_process_purges_in_the_background(session: Session, settings: EmrSettings) -> None:
+    """emr.server hands purge_raw to the outbox worker, whose hourly purge runs it (at once on start)."""
+    from emr.outbox import OutboxWorker
+
     old = _message(session, age_days=100)
-    housekeeping = start_hl7_housekeeping(replace(settings, hl7=replace(settings.hl7, keep_raw_days=30)),
-                                          interval=3600)
+    worker = OutboxWorker(settings, poll_interval=0.05, hourly=[lambda s: purge_raw(s, 30)]).start()
     try:
         deadline = time.monotonic() + 10
         while time.monotonic() < deadline:
@@ -93,7 +94,7 @@ def test_the_emr_process_purges_in_the_background(session: Session, settings: Em
         assert session.get(Hl7Message, old).raw == b""  # type: ignore[union-attr]
         session.rollback()
     finally:
-        housekeeping.stop()
+        worker.stop()
 
 
 def test_migration_0020_matches_the_models(empty_url: str) -> None:
