@@ -9,7 +9,9 @@ the Composition (identifier, type, subject, date, author 1..*, title,
 sections), then every resource it or another entry references, each with a
 ``fullUrl`` so relative references (``Patient/12``) resolve inside the
 Bundle. The patient is VNCorePatient (CCCD slice
-``http://fhir.hl7.org.vn/core/sid/cccd``), diagnoses are ICD-10 Conditions,
+``http://fhir.hl7.org.vn/core/sid/cccd``), diagnoses are ICD-10 Conditions
+that Encounter.diagnosis names with their role (DiagnosisRole AD, CC, CM, DD;
+:func:`emr.exports.fhir.visit_diagnoses`),
 images are ImagingStudy (with the ServiceRequest they are based on), the
 signed report is a DiagnosticReport whose ``presentedForm`` is the signed
 PDF; other signed documents of the visit are DocumentReferences.
@@ -36,7 +38,7 @@ from emr.core.clock import local_isoformat, utcnow
 from emr.core.settings import EmrSettings
 from emr.exports.fhir import (
     Ctx,
-    condition_resources,
+    VisitDiagnoses,
     diagnostic_report_resource,
     document_reference_resource,
     encounter_resource,
@@ -44,6 +46,7 @@ from emr.exports.fhir import (
     patient_resource,
     service_request_resource,
     validated,
+    visit_diagnoses,
 )
 from emr.exports.records import latest_signed
 from emr.i18n import t
@@ -155,16 +158,6 @@ def _imaging(ctx: Ctx, orders: list[ImagingOrder]) -> tuple[list[dict[str, Any]]
     return requests, [imaging_study_resource(ctx, st) for st in studies]
 
 
-def _encounter_with_diagnoses(ctx: Ctx, enc: Encounter, conditions: list[dict[str, Any]]) -> dict[str, Any]:
-    resource = encounter_resource(ctx, enc)
-    if conditions:
-        resource["diagnosis"] = [
-            {"condition": _ref(c), "rank": i + 1, "use": {"text": c["category"][0]["text"]}}
-            for i, c in enumerate(conditions)
-        ]
-    return resource
-
-
 @dataclass
 class _Visit:
     """What every Bundle carries: the patient, the visit and its diagnoses."""
@@ -174,11 +167,15 @@ class _Visit:
     encounter: Encounter
     patient_res: dict[str, Any]
     encounter_res: dict[str, Any]
-    conditions: list[dict[str, Any]]
+    diagnoses: VisitDiagnoses
+
+    @property
+    def conditions(self) -> list[dict[str, Any]]:
+        return self.diagnoses.conditions
 
     def diagnoses_section(self, fallback: str = "") -> dict[str, Any]:
-        lines = [c["code"]["coding"][0]["code"] + " " + c["code"]["text"] for c in self.conditions]
-        return _section("diagnoses", [_ref(c) for c in self.conditions], lines or [fallback])
+        """The diagnoses, one line per role in the visit (Encounter.diagnosis), each Condition referenced once."""
+        return _section("diagnoses", [_ref(c) for c in self.conditions], self.diagnoses.lines() or [fallback])
 
     def composition(
         self, cid: str, ident: tuple[str, str], kind: tuple[str, str], title: str, date: str,
@@ -214,9 +211,9 @@ def _visit(session: Session, settings: EmrSettings, encounter_id: int) -> _Visit
     patient = session.get(Patient, enc.patient_id)
     assert patient is not None
     ctx = _ctx(session, settings)
-    conditions = condition_resources(ctx, enc)
-    return _Visit(ctx, patient, enc, patient_resource(ctx, patient), _encounter_with_diagnoses(ctx, enc, conditions),
-                  conditions)
+    diagnoses = visit_diagnoses(ctx, enc)  # the Conditions are entries; the Encounter references them
+    return _Visit(ctx, patient, enc, patient_resource(ctx, patient), encounter_resource(ctx, enc, diagnoses),
+                  diagnoses)
 
 
 def visit_bundle(session: Session, settings: EmrSettings, encounter_id: int) -> Built:

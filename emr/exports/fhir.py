@@ -15,6 +15,12 @@ VNCorePatient's extensions (vn-ext-ethnicity, vn-ext-occupation, patient-religio
 and VNCoreAddress (vn-ext-province, vn-ext-ward). The project's earlier URIs stay
 accepted in searches (:data:`SYSTEM_ALIASES`). Searches are in
 :mod:`emr.fhir.search`.
+
+Encounter.diagnosis names each diagnosis of the visit with its role
+(:func:`visit_diagnoses`; the Conditions are VNCoreConditionDiagnosis, ICD-10
+``http://hl7.org/fhir/sid/icd-10``). What a person reads — CodeableConcept
+texts, document titles — is Vietnamese (``vi.json``); codings keep their code
+system's own display.
 """
 
 from __future__ import annotations
@@ -32,6 +38,7 @@ from sqlalchemy.orm import Session
 
 from emr.core.clock import local_isoformat
 from emr.core.states import OrderStatus
+from emr.i18n import t
 
 from ..models import (
     AuditEntry,
@@ -48,17 +55,21 @@ from ..models import (
 )
 from .artifacts import ArtifactSource
 from .exceptions import ExportError
-from .records import latest_signed
+from .records import admission_diagnosis, latest_signed
 
 __all__ = [
     "SYSTEMS",
     "SYSTEM_ALIASES",
     "VN_PATIENT_PROFILE",
     "CONDITION_DIAGNOSIS_PROFILE",
+    "DIAGNOSIS_ROLE",
     "EXT",
     "FhirError",
     "RESOURCE_TYPES",
+    "VisitDiagnoses",
+    "form_title",
     "validated",
+    "visit_diagnoses",
 ]
 
 _BASE = "https://filmless.vn/fhir/sid"
@@ -75,6 +86,7 @@ SYSTEMS = {
     "icd10": "http://hl7.org/fhir/sid/icd-10",
     "dicom_uid": "urn:dicom:uid",
     "procedure": f"{_BASE}/ma-dich-vu",  # MA_DICH_VU
+    "form_type": "https://filmless.vn/fhir/CodeSystem/loai-phieu",  # the EMR's form types (FORM_TYPES)
 }
 # Earlier project URIs, still accepted in searches.
 SYSTEM_ALIASES = {
@@ -114,6 +126,8 @@ _ORDER_STATUS: dict[str, str] = {  # OrderStatus → ServiceRequest.status
     OrderStatus.CANCELLED: "revoked",
 }
 _PRIORITY = {"routine": "routine", "urgent": "urgent", "stat": "stat"}
+# DocumentReference.type: the LOINC document type (its own English display, as LOINC publishes it) and the
+# form type; the text a person reads is the form's Vietnamese name (documents.form.<type> in vi.json).
 _FORM_LOINC = {
     "outpatient_record": ("34108-1", "Outpatient Note"),
     "admission_note": ("34117-2", "History and physical note"),
@@ -314,7 +328,15 @@ def _address(p: Patient) -> dict[str, Any] | None:
     return addr
 
 
-def encounter_resource(ctx: Ctx, e: Encounter) -> dict[str, Any]:
+def encounter_resource(ctx: Ctx, e: Encounter, diagnoses: VisitDiagnoses | None = None) -> dict[str, Any]:
+    """The visit, with Encounter.diagnosis naming each diagnosis's role (:func:`visit_diagnoses`).
+
+    Without ``diagnoses`` (the FHIR API: this server serves no Condition endpoint) the Conditions are
+    contained in the Encounter and referenced as ``#id``; with them (a document Bundle that carries the
+    Conditions as its own entries) the references are ``Condition/<id>``.
+    """
+    contained = diagnoses is None
+    diagnoses = visit_diagnoses(ctx, e) if diagnoses is None else diagnoses
     code, display = _ENC_CLASS.get(e.kind, ("AMB", "ambulatory"))
     dep = ctx.session.get(Department, e.department_id)
     attending = ctx.user(e.attending_id)
@@ -336,22 +358,15 @@ def encounter_resource(ctx: Ctx, e: Encounter) -> dict[str, Any]:
         res["participant"] = [{"individual": {"display": attending.full_name}}]
     if e.reason:
         res["reasonCode"] = [{"text": e.reason}]
-    diags = ctx.session.execute(
-        select(EncounterDiagnosis.icd10_code, Icd10Code.title)
-        .join(Icd10Code, Icd10Code.code == EncounterDiagnosis.icd10_code)
-        .where(EncounterDiagnosis.encounter_id == e.id)
-        .order_by(EncounterDiagnosis.position)
-    ).all()
-    if diags:
-        res["extension"] = [
+    if diagnoses.uses:
+        if contained:
+            res["contained"] = diagnoses.conditions
+        res["diagnosis"] = [
             {
-                "url": f"{_BASE}/StructureDefinition/encounter-icd10",
-                "valueCodeableConcept": {
-                    "coding": [{"system": SYSTEMS["icd10"], "code": c, "display": t}],
-                    "text": "chính" if i == 0 else "kèm theo",
-                },
+                "condition": {"reference": f"#{cid}" if contained else f"Condition/{cid}"},
+                "use": _diagnosis_use(role),
             }
-            for i, (c, t) in enumerate(diags)
+            for cid, role in diagnoses.uses
         ]
     if dep:
         res["serviceProvider"] = {"display": f"{dep.code} – {dep.name}"}
@@ -477,7 +492,10 @@ def diagnostic_report_resource(ctx: Ctx, d: Document) -> dict[str, Any]:
                 ]
             }
         ],
-        "code": {"coding": [{"system": "http://loinc.org", "code": "18748-4", "display": "Diagnostic imaging study"}]},
+        "code": {
+            "coding": [{"system": "http://loinc.org", "code": "18748-4", "display": "Diagnostic imaging study"}],
+            "text": t("documents.form.radiology_report"),
+        },
         "subject": _ref("Patient", d.patient_id),
         "encounter": _ref("Encounter", d.encounter_id),
         "conclusion": content.get("conclusion"),
@@ -511,7 +529,7 @@ def diagnostic_report_resource(ctx: Ctx, d: Document) -> dict[str, Any]:
         pdf = ctx.artifacts.signed_pdf(d, v)
         if pdf is not None:
             res["presentedForm"] = [
-                _attachment(pdf, "application/pdf", f"Phiếu kết quả {d.id} (đã ký số)", v.signed_at)
+                _attachment(pdf, "application/pdf", t("fhir.attachment.pdf", title=form_title(d)), v.signed_at)
             ]
     return res
 
@@ -522,22 +540,32 @@ def _xhtml(text: str) -> str:
     return escape(text)
 
 
+def form_title(d: Document) -> str:
+    """What a person reads as a document's title: its form's Vietnamese name and number ("Tờ điều trị số 12")."""
+    return t("fhir.document.title", name=t(f"documents.form.{d.form_type}"), number=d.id)
+
+
 def document_reference_resource(ctx: Ctx, d: Document) -> dict[str, Any]:
     v = latest_signed(d)
     version = v or next(x for x in d.versions if x.number == d.current_version)
     code, display = _FORM_LOINC.get(d.form_type, ("34133-9", "Summary of episode note"))
+    name, title = t(f"documents.form.{d.form_type}"), form_title(d)
     attachments = []
     pdf = ctx.artifacts.signed_pdf(d, v) if v is not None else None
     if pdf is not None:
         attachments.append(
-            {"attachment": _attachment(pdf, "application/pdf", f"{display} (PDF đã ký)", v.signed_at if v else None)}
+            {
+                "attachment": _attachment(
+                    pdf, "application/pdf", t("fhir.attachment.pdf", title=title), v.signed_at if v else None
+                )
+            }
         )
     attachments.append(
         {
             "attachment": _attachment(
                 version.content_json.encode("utf-8"),
                 "application/json",
-                f"{display} – phiên bản {version.number} (JSON chuẩn hóa)",
+                t("fhir.attachment.json", title=title, version=version.number),
                 version.created_at,
             )
         }
@@ -550,7 +578,14 @@ def document_reference_resource(ctx: Ctx, d: Document) -> dict[str, Any]:
         "docStatus": "final"
         if v is not None and v.number == d.current_version
         else ("amended" if v else "preliminary"),
-        "type": {"coding": [{"system": "http://loinc.org", "code": code, "display": display}], "text": d.form_type},
+        "type": {
+            "coding": [
+                {"system": "http://loinc.org", "code": code, "display": display},
+                {"system": SYSTEMS["form_type"], "code": d.form_type, "display": name},
+            ],
+            "text": name,
+        },
+        "description": title,
         "subject": _ref("Patient", d.patient_id),
         "date": _instant(version.signed_at or version.created_at),
         "content": attachments,
@@ -564,7 +599,7 @@ def document_reference_resource(ctx: Ctx, d: Document) -> dict[str, Any]:
         if auth:
             res["authenticator"] = auth
     if version.amends_version_id:
-        res["relatesTo"] = [{"code": "replaces", "target": {"display": f"phiên bản trước của phiếu {d.id}"}}]
+        res["relatesTo"] = [{"code": "replaces", "target": {"display": t("fhir.document.replaces", title=title)}}]
     return res
 
 
@@ -680,6 +715,38 @@ def audit_event_resource(ctx: Ctx, a: AuditEntry) -> dict[str, Any]:
 CONDITION_DIAGNOSIS_PROFILE = f"{_VN}/StructureDefinition/vn-core-condition-diagnosis"
 
 
+_VER_STATUS = "http://terminology.hl7.org/CodeSystem/condition-ver-status"
+
+
+def _condition(
+    e: Encounter, cid: str, code: str, title: str, text: str, category: str, status: str, recorded: datetime | None
+) -> dict[str, Any]:
+    """A VNCoreConditionDiagnosis of visit ``e``: ICD-10 ``code`` (``title`` its catalogue name), ``text`` as the
+    doctor wrote it, ``category`` the Vietnamese name of its role, ``status`` confirmed or provisional."""
+    return {
+        "resourceType": "Condition",
+        "id": cid,
+        "meta": {"profile": [CONDITION_DIAGNOSIS_PROFILE]},
+        "verificationStatus": {"coding": [{"system": _VER_STATUS, "code": status}]},
+        "category": [
+            {
+                "coding": [
+                    {
+                        "system": "http://terminology.hl7.org/CodeSystem/condition-category",
+                        "code": "encounter-diagnosis",
+                        "display": "Encounter Diagnosis",
+                    }
+                ],
+                "text": category,
+            }
+        ],
+        "code": {"coding": [{"system": SYSTEMS["icd10"], "code": code, "display": title}], "text": text},
+        "subject": _ref("Patient", e.patient_id),
+        "encounter": _ref("Encounter", e.id),
+        "recordedDate": _instant(recorded),
+    }
+
+
 def condition_resources(ctx: Ctx, e: Encounter) -> list[dict[str, Any]]:
     """One VNCoreConditionDiagnosis per ICD-10 diagnosis of the visit, main diagnosis first (id ``<enc>-<n>``)."""
     rows = ctx.session.execute(
@@ -689,31 +756,100 @@ def condition_resources(ctx: Ctx, e: Encounter) -> list[dict[str, Any]]:
         .order_by(EncounterDiagnosis.position)
     ).all()
     return [
-        {
-            "resourceType": "Condition",
-            "id": f"{e.id}-{i + 1}",
-            "meta": {"profile": [CONDITION_DIAGNOSIS_PROFILE]},
-            "verificationStatus": {
-                "coding": [
-                    {"system": "http://terminology.hl7.org/CodeSystem/condition-ver-status", "code": "confirmed"}
-                ]
-            },
-            "category": [
-                {
-                    "coding": [
-                        {
-                            "system": "http://terminology.hl7.org/CodeSystem/condition-category",
-                            "code": "encounter-diagnosis",
-                            "display": "Encounter Diagnosis",
-                        }
-                    ],
-                    "text": "Bệnh chính" if i == 0 else "Bệnh kèm theo",
-                }
-            ],
-            "code": {"coding": [{"system": SYSTEMS["icd10"], "code": code, "display": title}], "text": title},
-            "subject": _ref("Patient", e.patient_id),
-            "encounter": _ref("Encounter", e.id),
-            "recordedDate": _instant(e.closed_at or e.admitted_at),
-        }
+        _condition(
+            e,
+            f"{e.id}-{i + 1}",
+            code,
+            title,
+            title,
+            t("fhir.diagnosis.main") if i == 0 else t("fhir.diagnosis.secondary"),
+            "confirmed",
+            e.closed_at or e.admitted_at,
+        )
         for i, (_position, code, title) in enumerate(rows)
     ]
+
+
+# Encounter.diagnosis.use: DiagnosisRole, the binding of R4 Encounter.diagnosis.use, which the VN Core IG's
+# Encounter slices by use.coding (StructureDefinition vn-core-encounter of the Ministry's IG, github
+# hl7vn/vn-core-ig: AdmissionDiagnosis-CDVaoVien AD 0..1, DischargeDiagnosis-CDRaVien DD 0..1,
+# ChiefComplaint_CDBenhChinh CC 1..1 — the main disease, ComorbidityDiagnosis-CDBenhPhu CM 0..*; rank 0..0 in
+# each slice, the role says which diagnosis is the main one). Displays as the code system has them; the text a
+# person reads is Vietnamese.
+DIAGNOSIS_ROLE = "http://terminology.hl7.org/CodeSystem/diagnosis-role"
+_ROLES = {
+    "AD": ("Admission diagnosis", "fhir.diagnosis.admission"),
+    "DD": ("Discharge diagnosis", "fhir.diagnosis.discharge"),
+    "CC": ("Chief complaint", "fhir.diagnosis.main"),
+    "CM": ("Comorbidity diagnosis", "fhir.diagnosis.secondary"),
+}
+
+
+def _diagnosis_use(role: str) -> dict[str, Any]:
+    display, key = _ROLES[role]
+    return {"coding": [{"system": DIAGNOSIS_ROLE, "code": role, "display": display}], "text": t(key)}
+
+
+@dataclass
+class VisitDiagnoses:
+    """A visit's diagnoses: the Condition resources (each once) and the Encounter.diagnosis entries."""
+
+    conditions: list[dict[str, Any]]
+    uses: list[tuple[str, str]]  # (Condition id, DiagnosisRole code), in Encounter.diagnosis order
+
+    def lines(self) -> list[str]:
+        """One line per role for a narrative: "Bệnh chính: J18.9 Viêm phổi"."""
+        by_id = {c["id"]: c for c in self.conditions}
+        out = []
+        for cid, role in self.uses:
+            code = by_id[cid]["code"]
+            out.append(f"{t(_ROLES[role][1])}: {code['coding'][0]['code']} {code['text']}")
+        return out
+
+
+def _signed_content(ctx: Ctx, e: Encounter, form_type: str) -> dict[str, Any] | None:
+    """The content of the visit's most recently signed ``form_type`` document (as records.latest_of picks it)."""
+    docs = ctx.session.scalars(
+        select(Document).where(
+            Document.encounter_id == e.id, Document.form_type == form_type, Document.status != "cancelled"
+        )
+    )
+    signed = [(v, d) for d in docs if (v := latest_signed(d)) is not None]
+    if not signed:
+        return None
+    version, _doc = max(signed, key=lambda vd: (vd[0].signed_at or vd[0].created_at, vd[1].id))
+    content: dict[str, Any] = json.loads(version.content_json)
+    return content
+
+
+def visit_diagnoses(ctx: Ctx, e: Encounter) -> VisitDiagnoses:
+    """The visit's ICD-10 diagnoses with their roles in the visit.
+
+    CC the main disease (MA_BENH_CHINH, position 0) and CM each other one (MA_BENH_KT); once the visit has
+    ended, DD on the main disease as well (MA_BENH_CHINH is the main disease at the end of treatment, QĐ 4750
+    Bảng 1). AD is the admission diagnosis (CHAN_DOAN_VAO: the signed admission note's initial diagnosis, else
+    the one typed when the visit was opened) as its own provisional Condition: its text as the doctor wrote
+    it, coded with the main ICD-10 code registered with the visit when it was opened, since VN Core requires
+    an ICD-10 code on every diagnosis (vn-core-condition-diagnosis, QĐ 4469/QĐ-BYT); a visit with no ICD-10
+    code has no conformant Condition to give, so no diagnosis at all.
+    """
+    coded = condition_resources(ctx, e)
+    if not coded:
+        return VisitDiagnoses([], [])
+    conditions: list[dict[str, Any]] = []
+    uses: list[tuple[str, str]] = []
+    admitted = admission_diagnosis(e, _signed_content(ctx, e, "admission_note"))
+    main = coded[0]["code"]["coding"][0]
+    if admitted:
+        cid = f"{e.id}-vao-vien"
+        label = t("fhir.diagnosis.admission")
+        conditions.append(
+            _condition(e, cid, main["code"], main["display"], admitted, label, "provisional", e.admitted_at)
+        )
+        uses.append((cid, "AD"))
+    for i, c in enumerate(coded):
+        conditions.append(c)
+        uses.append((c["id"], "CC" if i == 0 else "CM"))
+    if e.status == "closed" and e.discharged_at is not None:
+        uses.append((coded[0]["id"], "DD"))
+    return VisitDiagnoses(conditions, uses)

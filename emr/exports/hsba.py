@@ -1,7 +1,8 @@
 """The ``HoSoBenhAn`` export (Circular 13/2025, guideline CV 365/TTYQG 2025) as JSON and XML.
 
 The groups written are those the EMR holds: ThongTinBenhNhan,
-ThongTinVaoVien, ThongTinDieuTri, PhieuChiDinh, KetQuaChanDoanHinhAnh (with
+ThongTinVaoVien, ThongTinDieuTri, BenhAnNgoaiTru and GiayRaVien (when the
+visit has them, see below), PhieuChiDinh, KetQuaChanDoanHinhAnh (with
 a link to the viewer and the DICOMweb endpoint), and ChuKy — the status of
 every signature (``da_ky`` only once every signature a form requires is
 there; ``chua_ky_du`` while some are missing, and such a version's content is
@@ -9,10 +10,20 @@ not exported as the signed paper). Groups the EMR does not keep (medication orde
 results, referral, emergency, procedure and surgery forms) are left out
 rather than sent empty. Field names are lower-case as in the guideline's
 appendix (LOW confidence for some names; see shared/vn-exchange-formats.md).
-The admission note (PhieuKhamVaoVien), the diagnosis (PhieuChanDoan) and the
+The admission note (PhieuKhamVaoVien), the diagnosis (PhieuChanDoan), the
+outpatient record (BenhAnNgoaiTru, every field of the signed form) and the
 discharge paper (GiayRaVien, the QĐ 4750 XML7/XML8 fields: storage number,
 health ID, treatment method, summary of results, doctor's advice, discharging
 doctor, document date, parents) each carry their own signer.
+
+``chandoanvaovien`` (CHAN_DOAN_VAO, QĐ 4750 Bảng 1: the diagnosis when the
+patient was received) is the signed admission note's initial diagnosis, else
+the one typed when the visit was opened (:func:`.records.admission_diagnosis`).
+GiayRaVien is written only for a visit that has ended and has a signed
+discharge paper: QĐ 4750 Bảng 7 makes NGAY_RA (the end of treatment), MA_BS /
+TEN_BS (the head of department who signs it) and NGAY_CT (the day it was
+issued, the discharge day) mandatory, so a visit still open, or one without a
+signed paper, has no discharge paper to export rather than an empty one.
 
 Offline verification: the JSON carries the RFC 8785 canonical form's
 SHA-256 and a detached CMS signature over exactly those bytes made with the
@@ -39,7 +50,7 @@ from .artifacts import ArtifactSource, NoArtifacts
 from .config import ExportConfig
 from .envelope import sign_enveloped
 from .facility_key import FacilityKey
-from .records import SignedDocument, VisitRecord, local
+from .records import SignedDocument, VisitRecord, admission_diagnosis, latest_of, local
 
 __all__ = ["build_hsba", "canonical_bytes", "hsba_json", "hsba_xml", "detached_cms", "FORMAT_VERSION"]
 
@@ -81,12 +92,6 @@ def _signature(item: SignedDocument, artifacts: ArtifactSource) -> dict[str, Any
         "noidung_sha256": v.content_sha256,
         "cms_base64": base64.b64encode(cms).decode("ascii") if cms else None,
     }
-
-
-def _latest(record: VisitRecord, form_type: str) -> SignedDocument | None:
-    """The most recently signed document of ``form_type`` in the visit (None: none signed)."""
-    found = [s for s in record.other_documents if s.document.form_type == form_type]
-    return max(found, key=lambda s: (s.version.signed_at or s.version.created_at, s.document.id)) if found else None
 
 
 def _signer(item: SignedDocument | None) -> dict[str, Any]:
@@ -157,13 +162,13 @@ def build_hsba(record: VisitRecord, config: ExportConfig, artifacts: ArtifactSou
             }
         )
     attending = record.attending
-    admission = _latest(record, "admission_note")
-    diagnosis = _latest(record, "diagnosis")
-    discharge = _latest(record, "discharge_summary")
+    admission = latest_of(record, "admission_note")
+    diagnosis = latest_of(record, "diagnosis")
+    discharge = latest_of(record, "discharge_summary")
+    outpatient = latest_of(record, "outpatient_record")
     adm = admission.content if admission else {}
     dia = diagnosis.content if diagnosis else {}
     dis = discharge.content if discharge else {}
-    author = (record.user(discharge.version.created_by) or discharge.author) if discharge else None
     signatures = [
         _signature(s, artifacts)
         for s in sorted(
@@ -171,7 +176,7 @@ def build_hsba(record: VisitRecord, config: ExportConfig, artifacts: ArtifactSou
             key=lambda s: (s.document.id, s.version.number),
         )
     ]
-    return {
+    record_out: dict[str, Any] = {
         "phienban_dinhdang": FORMAT_VERSION,
         "macskcb": config.facility_code,
         "ThongTinBenhNhan": {
@@ -205,7 +210,7 @@ def build_hsba(record: VisitRecord, config: ExportConfig, artifacts: ArtifactSou
             "ngayvaovien": _iso(e.admitted_at),
             "ngayvaonoitru": _iso(e.inpatient_at),
             "lydovaovien": e.reason,
-            "chandoanvaovien": e.admission_diagnosis,
+            "chandoanvaovien": admission_diagnosis(e, adm),
             "makhoa": record.department.code if record.department else None,
             "tenkhoa": record.department.name if record.department else None,
             "bacsidieutri": attending.full_name if attending else None,
@@ -252,31 +257,55 @@ def build_hsba(record: VisitRecord, config: ExportConfig, artifacts: ArtifactSou
                 for n in record.progress_notes
             ],
         },
-        "GiayRaVien": {
-            **_signer(discharge),
-            "soluutru": dis.get("storage_number") or None,
-            "mayte": p.health_id or p.code,
-            "makhoa_rv": record.department.code if record.department else None,
-            "ngayvao": _iso(e.admitted_at),
-            "ngayra": _iso(e.discharged_at),
-            "chandoan_rv": dis.get("discharge_diagnosis"),
-            "pp_dieutri": dis.get("treatment"),
-            "ketquadieutri": dis.get("result"),
-            "ghichu": dis.get("doctor_advice") or None,
-            "huongdan_sauravien": dis.get("follow_up") or None,
-            "ma_ttdv": config.head_code,
-            "bacsi_dieutri": author.full_name if author else None,
-            "bacsi_dieutri_cchn": author.practising_cert_no if author else None,
-            # MA_BS / TEN_BS: the head (or deputy head) of department who signs the paper last.
-            "bacsi_ravien": discharge.signer.full_name if discharge and discharge.signer else None,
-            "bacsi_ravien_cchn": discharge.signer.practising_cert_no if discharge and discharge.signer else None,
-            "ngaychungtu": _date(discharge.version.signed_at) if discharge else None,  # NGAY_CT
-            "hoten_cha": p.father_name,
-            "hoten_me": p.mother_name,
-        },
-        "PhieuChiDinh": orders,
-        "KetQuaChanDoanHinhAnh": results,
-        "ChuKy": signatures,
+    }
+    if outpatient is not None:
+        record_out["BenhAnNgoaiTru"] = _outpatient_record(outpatient)
+    if discharge is not None and e.status == "closed" and e.discharged_at is not None:
+        record_out["GiayRaVien"] = _discharge_paper(record, discharge, config)
+    record_out["PhieuChiDinh"] = orders
+    record_out["KetQuaChanDoanHinhAnh"] = results
+    record_out["ChuKy"] = signatures
+    return record_out
+
+
+def _outpatient_record(item: SignedDocument) -> dict[str, Any]:
+    """The signed outpatient record (bệnh án ngoại trú), every field of the form, with its signer."""
+    c = item.content
+    return {
+        **_signer(item),
+        "lydokham": c.get("chief_complaint"),
+        "benhsu": c.get("history") or None,
+        "khamlamsang": c.get("examination"),
+        "ketluan": c.get("conclusion"),
+        "huongdieutri": c.get("treatment_plan") or None,
+    }
+
+
+def _discharge_paper(record: VisitRecord, discharge: SignedDocument, config: ExportConfig) -> dict[str, Any]:
+    """GiayRaVien (QĐ 4750 Bảng 7, XML7) of a visit that has ended, from its signed discharge paper."""
+    e, p, dis = record.encounter, record.patient, discharge.content
+    author = record.user(discharge.version.created_by) or discharge.author
+    return {
+        **_signer(discharge),
+        "soluutru": dis.get("storage_number") or None,
+        "mayte": p.health_id or p.code,
+        "makhoa_rv": record.department.code if record.department else None,
+        "ngayvao": _iso(e.admitted_at),
+        "ngayra": _iso(e.discharged_at),
+        "chandoan_rv": dis.get("discharge_diagnosis"),
+        "pp_dieutri": dis.get("treatment"),
+        "ketquadieutri": dis.get("result"),
+        "ghichu": dis.get("doctor_advice") or None,
+        "huongdan_sauravien": dis.get("follow_up") or None,
+        "ma_ttdv": config.head_code,
+        "bacsi_dieutri": author.full_name if author else None,
+        "bacsi_dieutri_cchn": author.practising_cert_no if author else None,
+        # MA_BS / TEN_BS: the head (or deputy head) of department who signs the paper last.
+        "bacsi_ravien": discharge.signer.full_name if discharge.signer else None,
+        "bacsi_ravien_cchn": discharge.signer.practising_cert_no if discharge.signer else None,
+        "ngaychungtu": _date(discharge.version.signed_at),  # NGAY_CT
+        "hoten_cha": p.father_name,
+        "hoten_me": p.mother_name,
     }
 
 

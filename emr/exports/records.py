@@ -40,6 +40,8 @@ __all__ = [
     "load_visit",
     "latest_signed",
     "partially_signed",
+    "latest_of",
+    "admission_diagnosis",
     "local",
     "fmt_datetime",
     "fmt_date",
@@ -100,6 +102,23 @@ def partially_signed(doc: Document) -> DocumentVersion | None:
     """The current version when it is locked but still awaits signatures (status ``signing``)."""
     current = next((v for v in doc.versions if v.number == doc.current_version), None)
     return current if current is not None and current.locked and current.signed_at is None else None
+
+
+def latest_of(record: VisitRecord, form_type: str) -> SignedDocument | None:
+    """The most recently signed document of ``form_type`` in the visit (None: none signed)."""
+    found = [s for s in record.other_documents if s.document.form_type == form_type]
+    return max(found, key=lambda s: (s.version.signed_at or s.version.created_at, s.document.id)) if found else None
+
+
+def admission_diagnosis(encounter: Encounter, admission_note: dict[str, Any] | None) -> str | None:
+    """CHAN_DOAN_VAO, the diagnosis when the patient was received ("chẩn đoán sơ bộ", QĐ 4750 Bảng 1 field 24).
+
+    The initial diagnosis of the signed admission note (``admission_note``: its content) is the signed
+    statement of it; the diagnosis typed when the visit was opened stands in while no note is signed.
+    None when neither says anything.
+    """
+    signed = str((admission_note or {}).get("initial_diagnosis") or "").strip()
+    return signed or (encounter.admission_diagnosis or "").strip() or None
 
 
 def load_visit(session: Session, encounter: Encounter) -> VisitRecord:

@@ -29,7 +29,7 @@ from ..models import ImagingOrder
 from .config import ExportConfig
 from .exceptions import FieldProblem
 from .money import ZERO, ServiceAmounts, fmt_money, service_amounts, visit_totals
-from .records import VisitRecord, fmt_date, fmt_datetime, local
+from .records import VisitRecord, admission_diagnosis, fmt_date, fmt_datetime, latest_of, local
 from .tables import TABLES, XML1, XML3, XML4, XML5, Table
 
 __all__ = [
@@ -210,6 +210,7 @@ def _discharge_content(record: VisitRecord) -> dict[str, str]:
 def _xml1(record: VisitRecord, config: ExportConfig, money: list[_Money]) -> dict[str, str]:
     e, p = record.encounter, record.patient
     discharge = _discharge_content(record)
+    admission = latest_of(record, "admission_note")
     codes = [c for c, _ in record.diagnoses]
     settled = e.discharged_at or e.closed_at
     settled_local = local(settled)
@@ -239,7 +240,7 @@ def _xml1(record: VisitRecord, config: ExportConfig, money: list[_Money]) -> dic
         "LY_DO_VV": e.reason or "",
         "LY_DO_VNT": "",
         "MA_LY_DO_VNT": "",
-        "CHAN_DOAN_VAO": e.admission_diagnosis or "",
+        "CHAN_DOAN_VAO": admission_diagnosis(e, admission.content if admission else None) or "",
         "CHAN_DOAN_RV": e.discharge_diagnosis or "",
         "MA_BENH_CHINH": codes[0] if codes else "",
         "MA_BENH_KT": ";".join(codes[1:12]),

@@ -139,7 +139,8 @@ def test_patient_reads_signed_report_and_study(
     assert study["identifier"][0]["value"] == f"urn:oid:{visit.order.study_instance_uid}"
 
     docs = _bundle(_get(client, f"/fhir/DocumentReference?patient={visit.patient.id}", tok))
-    assert {d["type"]["text"] for d in docs} == {"radiology_report", "progress_note"}
+    forms = {c["code"] for d in docs for c in d["type"]["coding"] if c["system"] == SYSTEMS["form_type"]}
+    assert forms == {"radiology_report", "progress_note"}
     prov = _bundle(_get(client, f"/fhir/Provenance?patient={visit.patient.id}", tok))
     assert len(prov) == 2
     signed = next(p for p in prov if p["id"] == str(version.id))
@@ -207,3 +208,33 @@ def test_routing_errors_under_fhir_are_operation_outcomes(client: FlaskClient, t
     assert html.status_code == 404 and html.mimetype == "text/html"
     api = client.post("/api/patients/1/no-such")
     assert api.status_code == 404 and api.get_json()["error"] == "not_found"
+
+
+def test_document_titles_are_the_forms_vietnamese_names(
+    app: Flask, client: FlaskClient, tokens: dict[str, str], visit: Visit, session: Session
+) -> None:
+    """What a person reads of a document (type.text, description, attachment titles) is Vietnamese, built the
+    same way for every form from its Vietnamese name; the LOINC display stays LOINC's own, in its coding."""
+    from emr.i18n import t
+
+    versions = session.scalars(
+        select(DocumentVersion).where(DocumentVersion.document_id.in_([visit.report.id, visit.note.id]))
+    ).all()
+    session.commit()
+    app.extensions["emr.signed_artifacts"] = InMemoryArtifacts(pdfs={v.id: b"%PDF-1.7 signed" for v in versions})
+    tok = tokens["physician"]
+    docs = {d["id"]: d for d in _bundle(_get(client, f"/fhir/DocumentReference?patient={visit.patient.id}", tok))}
+    for doc, form in ((visit.note, "progress_note"), (visit.report, "radiology_report")):
+        d = docs[str(doc.id)]
+        name = t(f"documents.form.{form}")
+        title = f"{name} số {doc.id}"
+        assert d["type"]["text"] == name and d["description"] == title
+        loinc, local = d["type"]["coding"]
+        assert loinc["system"] == "http://loinc.org" and (local["code"], local["display"]) == (form, name)
+        titles = [c["attachment"]["title"] for c in d["content"]]
+        assert titles == [f"{title} (PDF đã ký số)", f"{title}, phiên bản 1 (JSON chuẩn hóa)"]
+        assert loinc["display"] not in " ".join(titles)  # no "Progress note (PDF đã ký)"
+    [report] = _bundle(_get(client, f"/fhir/DiagnosticReport?patient={visit.patient.id}", tok))
+    name = t("documents.form.radiology_report")
+    assert report["code"]["text"] == name
+    assert report["presentedForm"][0]["title"] == f"{name} số {visit.report.id} (PDF đã ký số)"

@@ -256,3 +256,88 @@ def test_admission_diagnosis_and_discharge_papers_have_their_own_signers(session
                 "content": {"main_code": "pneumonia", "main_text": "x"},
             },
         )
+
+
+def _signed(session: Session, world, encounter_id: int, form_type: str, content: dict) -> int:  # type: ignore[type-arg]
+    from emr.documents import service as docs
+
+    doctor = world.actor("physician")
+    doc = docs.create_document(session, doctor, {"encounter_id": encounter_id, "form_type": form_type,
+                                                 "content": content})
+    docs.mark_signed(session, doctor, doc.id, 1)
+    return doc.id
+
+
+OUTPATIENT_RECORD = {
+    "chief_complaint": "Ho, sốt 3 ngày",
+    "history": "Sốt 38,5 °C từ 3 ngày, ho đờm vàng",
+    "examination": "Ran nổ đáy phổi phải, SpO2 96 %",
+    "conclusion": "Viêm phổi thùy dưới phải",
+    "treatment_plan": "Kháng sinh uống 7 ngày, tái khám sau 1 tuần",
+}
+
+
+def test_open_visit_exports_its_signed_papers_but_no_discharge_paper(
+    session: Session, world, export_config: ExportConfig
+) -> None:
+    """A visit still open (a new user's walk-through): the admission diagnosis comes from the signed admission note,
+    the outpatient record is exported whole, and no GiayRaVien is written while there is no discharge (QĐ 4750
+    Bảng 7: NGAY_RA, MA_BS, TEN_BS and NGAY_CT are mandatory) — not one with ``ngayra`` null."""
+    from emr.exports.service import check_visit
+    from emr.patients import encounters as encs
+
+    from .conftest import make_visit
+
+    v = make_visit(session, world, close=False, cccd="079190003333")
+    v.encounter.admission_diagnosis = None  # nothing typed when the visit was opened
+    session.commit()
+    _signed(session, world, v.encounter.id, "admission_note",
+            {"reason": "Sốt, ho", "examination": "Ran nổ đáy phổi phải", "initial_diagnosis": "Viêm phổi thùy dưới"})
+    record_id = _signed(session, world, v.encounter.id, "outpatient_record", OUTPATIENT_RECORD)
+    _signed(session, world, v.encounter.id, "discharge_summary",
+            {"summary": "Hết sốt", "discharge_diagnosis": "Viêm phổi", "treatment": "Kháng sinh", "result": "1"})
+    clerk = world.actor("records_clerk")
+
+    hsba = json.loads(export_hsba(session, clerk, v.encounter.id, export_config, None, "json").data)["HoSoBenhAn"]
+    assert hsba["ThongTinDieuTri"]["trangthai"] == "open"
+    assert "GiayRaVien" not in hsba  # no discharge yet: no discharge paper, not an empty one
+    assert hsba["ThongTinVaoVien"]["chandoanvaovien"] == "Viêm phổi thùy dưới"  # CHAN_DOAN_VAO, the signed note
+    outpatient = hsba["BenhAnNgoaiTru"]
+    assert outpatient == {
+        "sophieu": str(record_id),
+        "nguoiky_hoten": world.users["physician"].full_name,
+        "nguoiky_cchn": world.users["physician"].practising_cert_no,
+        "ngayky": outpatient["ngayky"],
+        "lydokham": "Ho, sốt 3 ngày",
+        "benhsu": "Sốt 38,5 °C từ 3 ngày, ho đờm vàng",
+        "khamlamsang": "Ran nổ đáy phổi phải, SpO2 96 %",
+        "ketluan": "Viêm phổi thùy dưới phải",
+        "huongdieutri": "Kháng sinh uống 7 ngày, tái khám sau 1 tuần",
+    }
+    assert outpatient["ngayky"] and outpatient["ngayky"].endswith("+07:00")
+    xml = etree.fromstring(export_hsba(session, clerk, v.encounter.id, export_config, None, "xml").data)
+    assert xml.find("GiayRaVien") is None
+    assert xml.findtext("BenhAnNgoaiTru/ketluan") == "Viêm phổi thùy dưới phải"
+    assert xml.findtext("ThongTinVaoVien/chandoanvaovien") == "Viêm phổi thùy dưới"
+
+    # Once the visit ends the paper is there, with its discharge time.
+    encs.close_encounter(session, world.actor("physician"), v.encounter.id, "Viêm phổi thùy dưới phải")
+    hsba = json.loads(export_hsba(session, clerk, v.encounter.id, export_config, None, "json").data)["HoSoBenhAn"]
+    paper = hsba["GiayRaVien"]
+    assert paper["ngayra"] is not None and paper["ngayra"] == hsba["ThongTinDieuTri"]["ngayravien"]
+    assert paper["chandoan_rv"] == "Viêm phổi" and paper["ngaychungtu"]
+    assert list(hsba).index("GiayRaVien") < list(hsba).index("PhieuChiDinh")  # the groups keep their order
+    rows, _problems = check_visit(session, v.encounter.id, export_config)
+    assert rows["XML1"][0]["CHAN_DOAN_VAO"] == "Viêm phổi thùy dưới"  # the claim agrees with the record
+
+
+def test_closed_visit_without_a_signed_discharge_paper_has_no_giayravien(
+    session: Session, world, visit: Visit, export_config: ExportConfig
+) -> None:
+    hsba = json.loads(
+        export_hsba(session, world.actor("records_clerk"), visit.encounter.id, export_config, None, "json").data
+    )["HoSoBenhAn"]
+    assert hsba["ThongTinDieuTri"]["trangthai"] == "closed" and hsba["ThongTinDieuTri"]["ngayravien"]
+    assert "GiayRaVien" not in hsba and "BenhAnNgoaiTru" not in hsba
+    # no signed admission note: the diagnosis typed when the visit was opened
+    assert hsba["ThongTinVaoVien"]["chandoanvaovien"] == "Theo dõi viêm phổi"

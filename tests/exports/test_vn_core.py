@@ -131,7 +131,8 @@ def test_every_served_resource_validates(
     # paper and the radiology report are all documents; the diagnosis has its own LOINC type
     assert counts["DocumentReference"] == 7 and counts["Provenance"] == 7
     docs = _get(client, f"/fhir/DocumentReference?patient={pid}&_count=200", tok)
-    types = {e["resource"]["type"]["text"]: e["resource"]["type"]["coding"][0]["code"] for e in docs["entry"]}
+    codings = [e["resource"]["type"]["coding"] for e in docs["entry"]]
+    types = {form["code"]: loinc["code"] for loinc, form in codings}  # form type → LOINC document type
     assert types["diagnosis"] == "29548-5" and types["discharge_summary"] == "18842-5"
 
 
@@ -146,3 +147,74 @@ def test_search_with_the_vn_core_cccd_system(
     found = _get(client, f"/fhir/Patient?identifier={VN}/sid/bhyt|079190008888", tok)
     p = found["entry"][0]["resource"]
     assert _slice(p, f"{VN}/sid/bhyt")["value"] == "079190008888" and _slice(p, f"{VN}/sid/bhxh") is None
+
+
+ICD10 = "http://hl7.org/fhir/sid/icd-10"  # vn-condition-code-vs / vn-core-condition-code: ICD-10 (QĐ 4469/QĐ-BYT)
+ROLE = "http://terminology.hl7.org/CodeSystem/diagnosis-role"  # Encounter.diagnosis.use, sliced by VNCoreEncounter
+
+
+def _roles(encounter: dict[str, Any], conditions: dict[str, dict[str, Any]]) -> list[tuple[str, str, str]]:
+    """(DiagnosisRole code, ICD-10 code, text) of each Encounter.diagnosis, its Condition resolved."""
+    out = []
+    for d in encounter["diagnosis"]:
+        [coding] = d["use"]["coding"]
+        assert coding["system"] == ROLE and d["use"]["text"] and "rank" not in d  # VN Core: rank 0..0 per slice
+        c = conditions[d["condition"]["reference"]]
+        [icd] = [x for x in c["code"]["coding"] if x["system"] == ICD10]
+        assert c["meta"]["profile"] == [f"{VN}/StructureDefinition/vn-core-condition-diagnosis"]
+        assert c["category"][0]["coding"][0]["code"] == "encounter-diagnosis"
+        out.append((coding["code"], icd["code"], c["code"]["text"]))
+    return out
+
+
+def test_encounter_names_its_diagnoses_and_their_roles(
+    client: FlaskClient, tokens: dict[str, str], inpatient: InpatientVisit, session: Session, settings: Any
+) -> None:
+    """Encounter.diagnosis: the admission diagnosis (the signed admission note's), the main and secondary ICD-10
+    diagnoses, and the discharge diagnosis once the stay has ended — each a Condition coded in ICD-10."""
+    from emr.ehr.bundle import visit_bundle
+    from tests.standins.ehr import problems
+
+    enc_id = inpatient.visit.encounter.id
+    enc = _get(client, f"/fhir/Encounter/{enc_id}", tokens["physician"])
+    contained = {f"#{c['id']}": c for c in enc["contained"]}  # the API serves no Condition endpoint
+    expected = [
+        ("AD", "J18.9", "Viêm phổi"),  # CHAN_DOAN_VAO: the signed admission note's initial diagnosis
+        ("CC", "J18.9", "Viêm phổi không đặc hiệu"),  # MA_BENH_CHINH (the ICD-10 list's title)
+        ("CM", "I10", "Tăng huyết áp vô căn"),  # MA_BENH_KT
+        ("DD", "J18.9", "Viêm phổi không đặc hiệu"),  # the main disease at discharge
+    ]
+    assert _roles(enc, contained) == expected
+    status = {c["id"]: c["verificationStatus"]["coding"][0]["code"] for c in enc["contained"]}
+    assert status == {f"{enc_id}-vao-vien": "provisional", f"{enc_id}-1": "confirmed", f"{enc_id}-2": "confirmed"}
+    assert [d["use"]["text"] for d in enc["diagnosis"]] == [
+        "Chẩn đoán vào viện", "Bệnh chính", "Bệnh kèm theo", "Chẩn đoán ra viện"]
+
+    # The document Bundle pushed to the health record: the same roles, the Conditions as entries.
+    bundle = visit_bundle(session, settings, enc_id).bundle
+    # what the health record checks (every reference resolves, every Condition coded in ICD-10); the fixture's
+    # report was marked signed without the signing workflow, so it has no signed PDF to carry
+    assert [p for p in problems(bundle) if "no signed PDF" not in p] == []
+    resources = [e["resource"] for e in bundle["entry"]]
+    [encounter] = [r for r in resources if r["resourceType"] == "Encounter"]
+    conditions = {f"Condition/{r['id']}": r for r in resources if r["resourceType"] == "Condition"}
+    assert "contained" not in encounter and _roles(encounter, conditions) == expected
+    section = next(s for s in resources[0]["section"] if s["code"]["coding"][0]["code"] == "29548-5")
+    assert "Chẩn đoán vào viện: J18.9 Viêm phổi" in section["text"]["div"]
+
+
+def test_open_visit_without_icd10_has_no_diagnosis_to_give(
+    client: FlaskClient, tokens: dict[str, str], session: Session, world: Any
+) -> None:
+    from emr.patients import encounters as encs
+
+    v = make_visit(session, world, close=False, cccd="079190009999")
+    enc = _get(client, f"/fhir/Encounter/{v.encounter.id}", tokens["physician"])
+    # open: admission, main and secondary, no discharge diagnosis yet
+    assert [d["use"]["coding"][0]["code"] for d in enc["diagnosis"]] == ["AD", "CC", "CM"]
+    bare = encs.create_encounter(session, world.actor("physician"), {
+        "patient_id": v.patient.id, "kind": "outpatient", "department_code": world.department_code,
+        "admission_diagnosis": "Đau đầu"})
+    enc = _get(client, f"/fhir/Encounter/{bare.id}", tokens["physician"])
+    # no ICD-10 code: no conformant Condition (VN Core requires ICD-10 on every diagnosis), so none is invented
+    assert "diagnosis" not in enc and "contained" not in enc
