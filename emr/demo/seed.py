@@ -485,8 +485,9 @@ def seed(settings: EmrSettings, store: Any = None, *, signing: bool = True) -> l
             from .records import close_record_demo, seed_record_demo, write_demo_exports
 
             steps = seed_record_demo(session, users, created[0], created[2])  # drafts: signed below
-            _seed_signing(settings, session, users, created[0], store, steps)
+            # Discharged first: the discharge paper prints the discharge time, fixed before the paper is issued.
             close_record_demo(session, users, created[2])
+            _seed_signing(settings, session, users, created[0], store, steps)
             write_demo_exports(settings, session)
     factory.kw["bind"].dispose()
     return [(u, pw, role) for u, pw, role, _n, _c in DEMO_ACCOUNTS]

@@ -84,6 +84,12 @@ class RenderInput:
     extra_lines: Sequence[str] = field(default_factory=tuple)
     # The exam a report is about (accession, procedure, modality, study date, ordered by/in).
     exam: Sequence[tuple[str, str]] = field(default_factory=tuple)
+    # Printed in a framed box under the title: what an amendment amends, when that was signed, and why.
+    notice: Sequence[str] = field(default_factory=tuple)
+    # More of the patient block (address, health insurance card, health ID), as (label, value).
+    patient_details: Sequence[tuple[str, str]] = field(default_factory=tuple)
+    # The stay a paper is about (a discharge paper: visit code, admission and discharge times, ICD-10 codes).
+    visit: Sequence[tuple[str, str]] = field(default_factory=tuple)
 
 
 def verification_url(public_url: str, code: str) -> str:
@@ -148,6 +154,25 @@ def _validate(doc: RenderInput) -> None:
         )
 
 
+def _facts(pdf: FPDF, rows: Sequence[tuple[str, str]], heading: str = "", label_w: float = 50) -> None:
+    """(label, value) rows, values bold and wrapped in their column; under a ruled heading if given."""
+    if not rows:
+        return
+    width = pdf.epw
+    if heading:
+        pdf.ln(2)
+        pdf.set_font("DejaVu", "B", 10)
+        pdf.cell(width, 6, heading, new_x=XPos.LMARGIN, new_y=YPos.NEXT, border="B")
+        pdf.ln(1)
+    for label, value in rows:
+        pdf.set_font("DejaVu", "", 9)
+        pdf.cell(label_w, 5, f"{label}:")
+        pdf.set_font("DejaVu", "B", 10)
+        pdf.multi_cell(width - label_w, 5, value or "—", new_x=XPos.LMARGIN, new_y=YPos.NEXT)
+    if heading:
+        pdf.ln(1)
+
+
 def render_document_pdf(doc: RenderInput) -> bytes:
     """The PDF of ``doc`` with empty signature fields named after its signer slots."""
     _validate(doc)
@@ -187,6 +212,10 @@ def render_document_pdf(doc: RenderInput) -> bytes:
     pdf.set_font("DejaVu", "B", 15)
     pdf.multi_cell(width, 7.5, doc.title.upper(), align="C", new_x=XPos.LMARGIN, new_y=YPos.NEXT)
     pdf.ln(3)
+    if doc.notice:
+        pdf.set_font("DejaVu", "B", 10)
+        pdf.multi_cell(width, 5.2, "\n".join(doc.notice), border=1, padding=2, new_x=XPos.LMARGIN, new_y=YPos.NEXT)
+        pdf.ln(3)
 
     # Patient block.
     pdf.set_font("DejaVu", "B", 10)
@@ -204,36 +233,28 @@ def render_document_pdf(doc: RenderInput) -> bytes:
             pdf.set_font("DejaVu", "B", 10)
             pdf.cell(cell_w - 28, 5.5, value)
         pdf.ln(5.5)
-    if doc.exam:
-        pdf.ln(2)
-        pdf.set_font("DejaVu", "B", 10)
-        pdf.cell(width, 6, t("signing.pdf.exam"), new_x=XPos.LMARGIN, new_y=YPos.NEXT, border="B")
-        pdf.ln(1)
-        for label, value in doc.exam:
-            pdf.set_font("DejaVu", "", 9)
-            pdf.cell(50, 5.5, f"{label}:")
-            pdf.set_font("DejaVu", "B", 10)
-            pdf.multi_cell(width - 50, 5.5, value or "—", new_x=XPos.LMARGIN, new_y=YPos.NEXT)
-        pdf.ln(1)
+    _facts(pdf, doc.patient_details, label_w=28)
+    _facts(pdf, doc.visit, heading=t("signing.pdf.visit_block"))
+    _facts(pdf, doc.exam, heading=t("signing.pdf.exam"))
     for line in doc.extra_lines:
         pdf.set_font("DejaVu", "", 9)
         pdf.multi_cell(width, 5, line, new_x=XPos.LMARGIN, new_y=YPos.NEXT)
-    pdf.ln(3)
+    pdf.ln(2)
 
     # Content.
     for heading, text in doc.sections:
         pdf.set_font("DejaVu", "B", 11)
-        pdf.multi_cell(width, 6, heading, new_x=XPos.LMARGIN, new_y=YPos.NEXT)
+        pdf.multi_cell(width, 5.2, heading, new_x=XPos.LMARGIN, new_y=YPos.NEXT)
         pdf.set_font("DejaVu", "", 10)
-        pdf.multi_cell(width, 5.2, text or "—", new_x=XPos.LMARGIN, new_y=YPos.NEXT)
-        pdf.ln(2)
+        pdf.multi_cell(width, 5, text or "—", new_x=XPos.LMARGIN, new_y=YPos.NEXT)
+        pdf.ln(1.2)
 
     # Signature boxes: up to three per row, rows kept whole on a page.
     fields: list[SigFieldSpec] = []
     if doc.signers:
         per_row = min(3, len(doc.signers))
         slot_w = width / per_row
-        box_w, box_h, row_h = min(58.0, slot_w - 4), 24.0, 44.0
+        box_w, box_h, row_h = min(58.0, slot_w - 4), 24.0, 41.0  # role (10) + box + name
         pdf.ln(2)
         if pdf.get_y() + 8 + row_h > pdf.h - 21:
             pdf.add_page()

@@ -42,12 +42,25 @@ from emr.core.dicom_dates import display_da
 from emr.core.exceptions import EmrError, InvalidState, ValidationFailed
 from emr.core.settings import EmrSettings
 from emr.documents import service as documents
+from emr.documents.content import content_lines
 from emr.models.lookup import get_or_404
 from emr.ops.instruments import timed_signing
 from emr.signing.trust import crl_paths, load_crls, trust_anchors_dir
 
-from ..i18n import catalogue, t
-from ..models import Department, Document, DocumentVersion, Encounter, ImagingOrder, Patient, Study, User, utcnow
+from ..i18n import t
+from ..models import (
+    Department,
+    Document,
+    DocumentVersion,
+    Encounter,
+    EncounterDiagnosis,
+    Icd10Code,
+    ImagingOrder,
+    Patient,
+    Study,
+    User,
+    utcnow,
+)
 from ..models.signing import DocumentSignature, SignedArtifact, SigningKey
 from ..signing import (
     RenderInput,
@@ -77,6 +90,7 @@ __all__ = [
     "past_retention",
     "register_pkcs12",
     "register_token_key",
+    "render_input",
     "sign_document",
     "store_in_pacs",
     "signing_config",
@@ -285,10 +299,6 @@ def can_sign_now(session: Session, doc: Document, user: User | None) -> bool:
 # -- signing -------------------------------------------------------------------
 
 
-def _label(key: str, fallback: str) -> str:
-    return t(key) if key in catalogue() else fallback
-
-
 def _slot_label(who: str) -> str:
     return t(f"signing.slot.{who}")
 
@@ -331,22 +341,104 @@ def _exam_lines(session: Session, doc: Document) -> list[tuple[str, str]]:
     ]
 
 
-def _render(session: Session, doc: Document, version: DocumentVersion, code: str, config: SigningConfig) -> bytes:
+def _moment(value: dt.datetime | None) -> str:
+    """A stored (naive UTC) moment as the paper prints it, in facility time: ``14:05, 12/03/2026``."""
+    return to_local(value).strftime("%H:%M, %d/%m/%Y") if value is not None else "—"
+
+
+def _amendment_notice(session: Session, version: DocumentVersion) -> list[str]:
+    """What a printed amendment must state (Circulars 46/2018/TT-BYT and 13/2025/TT-BYT: a change to a signed
+    record is a new version and the earlier one is kept): which version it amends, when that one was signed,
+    and why. The paper outlives the screen, so it says so itself rather than only on the verification page."""
+    if version.amends_version_id is None:
+        return []
+    old = session.get(DocumentVersion, version.amends_version_id)
+    if old is None:
+        return [t("signing.pdf.amendment_reason", reason=version.amendment_reason or "")]
+    signed = old.signed_at or session.scalar(  # a version still awaiting a signature: its first one
+        select(DocumentSignature.signed_at)
+        .where(DocumentSignature.version_id == old.id)
+        .order_by(DocumentSignature.order_index)
+        .limit(1)
+    )
+    first = (
+        t("signing.pdf.amendment", version=version.number, old=old.number, signed=_moment(signed))
+        if signed is not None
+        else t("signing.pdf.amendment_unsigned", version=version.number, old=old.number)
+    )
+    return [
+        first,
+        t("signing.pdf.amendment_reason", reason=version.amendment_reason or ""),
+        t("signing.pdf.amendment_replaces", old=old.number),
+    ]
+
+
+def _icd_lines(session: Session, enc: Encounter) -> list[tuple[str, str]]:
+    """The stay's ICD-10 diagnoses, code and name (main first, MA_BENH_CHINH; then MA_BENH_KT)."""
+    rows = session.execute(
+        select(EncounterDiagnosis.icd10_code, Icd10Code.title)
+        .outerjoin(Icd10Code, Icd10Code.code == EncounterDiagnosis.icd10_code)
+        .where(EncounterDiagnosis.encounter_id == enc.id)
+        .order_by(EncounterDiagnosis.position, EncounterDiagnosis.id)
+    ).all()
+    named = [f"{code} – {title}" if title else code for code, title in rows]
+    if not named:
+        return [(t("signing.pdf.icd_main"), "—")]
+    out = [(t("signing.pdf.icd_main"), named[0])]
+    if len(named) > 1:
+        out.append((t("signing.pdf.icd_secondary"), "\n".join(named[1:])))
+    return out
+
+
+def _discharge_lines(
+    session: Session, enc: Encounter, patient: Patient | None
+) -> tuple[list[tuple[str, str]], list[tuple[str, str]]]:
+    """What a discharge paper carries beyond the form (Circular 56/2017/TT-BYT annex, form 01/BV-01; QĐ 4750
+    XML7): the patient's health ID, insurance card and address; the visit code, admission and discharge times
+    (facility time) and the ICD-10 diagnoses."""
+    details: list[tuple[str, str]] = []
+    if patient is not None:
+        if patient.health_id:
+            details.append((t("signing.pdf.health_id"), patient.health_id))  # MA_YTE
+        if patient.bhyt_number:
+            card = patient.bhyt_number
+            if patient.bhyt_valid_from or patient.bhyt_valid_to:
+                start, end = _date_or_dash(patient.bhyt_valid_from), _date_or_dash(patient.bhyt_valid_to)
+                card += " · " + t("signing.pdf.bhyt_valid", start=start, end=end)
+            details.append((t("signing.pdf.bhyt"), card))
+        if patient.address:
+            details.append((t("signing.pdf.address"), patient.address))
+    visit = [
+        (t("signing.pdf.visit_code"), enc.visit_code),  # MA_LK
+        (t("signing.pdf.admitted_at"), _moment(enc.admitted_at)),  # NGAY_VAO
+        (
+            t("signing.pdf.discharged_at"),
+            _moment(enc.discharged_at) if enc.discharged_at is not None else t("signing.pdf.not_discharged"),
+        ),  # NGAY_RA
+        *_icd_lines(session, enc),
+    ]
+    return details, visit
+
+
+def _date_or_dash(value: dt.date | None) -> str:
+    return value.strftime("%d/%m/%Y") if value is not None else "…"
+
+
+def render_input(
+    session: Session, doc: Document, version: DocumentVersion, code: str, config: SigningConfig
+) -> RenderInput:
+    """Everything the PDF of ``version`` prints: content in the form's order with choices by their label,
+    an amendment's notice, and a discharge paper's stay (:func:`_discharge_lines`)."""
     patient = session.get(Patient, doc.patient_id)
     enc = session.get(Encounter, doc.encounter_id)
     dep = session.get(Department, enc.department_id) if enc else None
-    content = json.loads(version.content_json)
-    sections = []
-    for name, value in content.items():
-        if value in (None, ""):
-            continue
-        text = _label(f"documents.{name}.{value}", str(value)) if isinstance(value, str) else str(value)
-        sections.append((_label(f"documents.field.{name}", name), text))
+    sections = content_lines(doc.form_type, json.loads(version.content_json))
     extra = [t("signing.pdf.content_sha256", sha=version.content_sha256)]
-    if version.amends_version_id is not None:
-        old = session.get(DocumentVersion, version.amends_version_id)
-        extra.append(t("signing.pdf.amends", version=old.number if old else "?", reason=version.amendment_reason or ""))
-    if enc is not None:
+    details: list[tuple[str, str]] = []
+    visit: list[tuple[str, str]] = []
+    if enc is not None and doc.form_type == "discharge_summary":
+        details, visit = _discharge_lines(session, enc, patient)
+    elif enc is not None:
         extra.insert(0, t("signing.pdf.visit", code=enc.visit_code))
     title = t(f"documents.form.{doc.form_type}")
     exam = _exam_lines(session, doc)
@@ -354,28 +446,37 @@ def _render(session: Session, doc: Document, version: DocumentVersion, code: str
         author = session.get(User, version.created_by)
         issuing = session.get(Department, author.department_id) if author and author.department_id else None
         dep = issuing or dep
-    return render_document_pdf(
-        RenderInput(
-            hospital_name=config.hospital_name,
-            department=dep.name if dep else "",
-            exam=exam,
-            patient_name=patient.full_name if patient else "",
-            patient_code=patient.code if patient else "",
-            patient_birth_date=patient.birth_date if patient else None,
-            patient_sex=(patient.sex if patient else "U") or "U",
-            title=title,
-            document_type=title,
-            version=version.number,
-            sections=sections,
-            signers=[
-                SignerSlot(s.field_name, _slot_label(s.who), _signer_name(session, doc, version, s))
-                for s in slots_for(doc.form_type)
-            ],
-            verification_code=code,
-            public_url=config.public_url,
-            created_at=version.created_at.replace(tzinfo=dt.UTC),
-        )
+    birth: dt.date | str | None = None
+    if patient is not None:
+        birth = str(patient.birth_date.year) if patient.birth_year_only else patient.birth_date
+    return RenderInput(
+        hospital_name=config.hospital_name,
+        department=dep.name if dep else "",
+        exam=exam,
+        patient_name=patient.full_name if patient else "",
+        patient_code=patient.code if patient else "",
+        patient_birth_date=birth,
+        patient_sex=(patient.sex if patient else "U") or "U",
+        patient_details=details,
+        visit=visit,
+        notice=_amendment_notice(session, version),
+        title=title,
+        document_type=title,
+        version=version.number,
+        sections=sections,
+        extra_lines=extra,
+        signers=[
+            SignerSlot(s.field_name, _slot_label(s.who), _signer_name(session, doc, version, s))
+            for s in slots_for(doc.form_type)
+        ],
+        verification_code=code,
+        public_url=config.public_url,
+        created_at=version.created_at.replace(tzinfo=dt.UTC),
     )
+
+
+def _render(session: Session, doc: Document, version: DocumentVersion, code: str, config: SigningConfig) -> bytes:
+    return render_document_pdf(render_input(session, doc, version, code, config))
 
 
 def _open_signer(key: SigningKey, secret: str, config: SigningConfig, chain: Sequence[x509.Certificate]) -> Any:

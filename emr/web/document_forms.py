@@ -1,25 +1,24 @@
 """What each record form looks like on screen, read from its content schema.
 
 The pydantic model of a form type (``emr.schemas.FORM_CONTENT``) is the one
-truth about its fields: required or not, free text or a fixed choice. The
-screen follows it, so a field added to a schema appears on the form without
-template changes. Content inputs are named ``c_<field>`` so they never clash
-with the form's own fields (an admission note has a ``reason``, and so has
-an amendment).
+truth about its fields: required or not, free text or a fixed choice, and
+their order (:func:`emr.documents.content.content_fields`). The screen follows
+it, so a field added to a schema appears on the form without template changes.
+Content inputs are named ``c_<field>`` so they never clash with the form's own
+fields (an admission note has a ``reason``, and so has an amendment).
 """
 
 from __future__ import annotations
 
-import typing
 from dataclasses import dataclass
 from typing import Any
 
 from werkzeug.datastructures import MultiDict
 
 from emr.core.exceptions import EmrError, ValidationFailed
+from emr.documents.content import content_fields
 from emr.web.forms import field_errors, message
 
-from ..i18n import t
 from ..schemas import FORM_CONTENT
 
 __all__ = ["FormField", "form_fields", "content_from_form", "content_inputs", "document_errors", "PREFIX"]
@@ -37,14 +36,8 @@ class FormField:
 
 
 def form_fields(form_type: str) -> list[FormField]:
-    model = FORM_CONTENT[form_type]
-    out = []
-    for name, info in model.model_fields.items():
-        choices: tuple[tuple[str, str], ...] = ()
-        if typing.get_origin(info.annotation) is typing.Literal:
-            choices = tuple((str(v), t(f"documents.{name}.{v}")) for v in typing.get_args(info.annotation))
-        out.append(FormField(name, PREFIX + name, t(f"documents.field.{name}"), info.is_required(), choices))
-    return out
+    """The form's inputs, in the order of its content schema."""
+    return [FormField(f.name, PREFIX + f.name, f.label, f.required, f.choices) for f in content_fields(form_type)]
 
 
 def content_from_form(form_type: str, form: MultiDict[str, str]) -> dict[str, Any]:

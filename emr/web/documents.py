@@ -17,6 +17,7 @@ from emr.access.auth import current_actor, requires
 from emr.core.exceptions import EmrError, InvalidState, ValidationFailed
 from emr.documents import rights as document_rights
 from emr.documents import service as documents
+from emr.documents.content import content_lines
 from emr.imaging import orders
 from emr.patients import encounters
 from emr.patients import service as patients
@@ -113,7 +114,8 @@ def _render_view(
         may_discard=may_edit_draft and current.amends_version_id is not None and doc.status != "cancelled",
         reason_max=documents.REASON_MAX_LENGTH,
         patient=patient,
-        fields={f.name: f for f in form_fields(doc.form_type)},
+        # Each version's content in the form's order, fixed choices by their label (never the stored code).
+        lines={v["number"]: content_lines(doc.form_type, v["content"]) for v in data["versions"]},
         errors=errors or {},
         values=values or {},
     ), status

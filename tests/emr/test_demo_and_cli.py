@@ -81,6 +81,18 @@ def test_demo_seeds_the_whole_flow(tmp_path: Path, fresh_orthanc: Callable[..., 
         signed = s.scalar(select(SignedArtifact).where(SignedArtifact.document_id == discharge.id))
         assert signed is not None and verify_pdf(bytes(signed.pdf), anchors).valid
         assert [x.signer_role for x in signed.signatures] == ["treating", "head"]
+        # The stay is discharged before its paper is signed: the paper prints the discharge time (facility time).
+        import subprocess
+
+        from emr.core.clock import to_local
+        from emr.i18n import t
+
+        stay = s.get(Encounter, discharge.encounter_id)
+        assert stay is not None and stay.discharged_at is not None
+        pdf = bytes(signed.pdf)
+        out = subprocess.run(["pdftotext", "-layout", "-", "-"], input=pdf, capture_output=True, check=True)
+        discharged = to_local(stay.discharged_at).strftime("%H:%M, %d/%m/%Y")
+        assert f"{t('signing.pdf.discharged_at')}: {discharged}" in " ".join(out.stdout.decode().split())
     client = create_app(settings, store=orthanc, extensions=[viewer_extension(orthanc)]).test_client()
     username, password = DEMO_ACCOUNTS[1][0], DEMO_ACCOUNTS[1][1]
     assert login(client, username, password).status_code == 302

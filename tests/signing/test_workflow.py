@@ -21,7 +21,7 @@ from emr.access.users import create_user
 from emr.core.clock import to_local
 from emr.db import make_engine, make_session_factory
 from emr.documents import service as documents
-from emr.models import AuditEntry, Document, DocumentVersion, User
+from emr.models import AuditEntry, Document, DocumentVersion, Encounter, User
 from emr.models.signing import DocumentSignature, SignedArtifact
 from emr.patients import encounters
 from emr.patients import service as patients
@@ -559,7 +559,7 @@ def test_discharge_summary_is_signed_only_with_every_signature(env: Env) -> None
         record = json.loads(exp.data)["HoSoBenhAn"]
         ctx = Ctx(env.session, "https://emr.benhvien.example", "https://emr.benhvien.example/dicom-web",
                   svc.DbArtifacts())
-        return d, record, document_reference_resource(ctx, env.session.get(Document, doc.id)), record["GiayRaVien"]
+        return d, record, document_reference_resource(ctx, env.session.get(Document, doc.id)), record.get("GiayRaVien")
 
     d, record, fhir, paper = state()
     version = d.versions[0]
@@ -571,7 +571,7 @@ def test_discharge_summary_is_signed_only_with_every_signature(env: Env) -> None
     assert t("documents.status.signing") in view and "Chờ ký: Trưởng khoa" in view
     rows = [s for s in record["ChuKy"] if s["sophieu"] == str(doc.id)]
     assert [r["trangthai"] for r in rows] == ["chua_ky_du"] and rows[0]["trangthai_tailieu"] == "signing"
-    assert paper["sophieu"] is None and paper["chandoan_rv"] is None  # not exported as the signed paper
+    assert paper is None  # not exported as the signed paper
     assert fhir["docStatus"] == "preliminary"
     artifact = env.session.scalar(select(SignedArtifact).where(SignedArtifact.document_id == doc.id))
     res = env.app.test_client().get(f"/api/verify/{artifact.verification_code}").get_json()
@@ -588,10 +588,14 @@ def test_discharge_summary_is_signed_only_with_every_signature(env: Env) -> None
     assert d.status == "signed" and version.status == "signed" and version.signed_at is not None
     assert version.signed_by == env.users["head"].id  # completed by the head of department
     rows = [s for s in record["ChuKy"] if s["sophieu"] == str(doc.id)]
-    assert [r["trangthai"] for r in rows] == ["da_ky"] and paper["sophieu"] == str(doc.id)
+    assert [r["trangthai"] for r in rows] == ["da_ky"]
+    assert paper is None  # signed, but the visit is still open: no discharge yet (QĐ 4750 Bảng 7 needs NGAY_RA)
     assert fhir["docStatus"] == "final"
     assert t("documents.status.signed") in physician.get(f"/patients/{env.patient_id}").get_data(as_text=True)
     assert env.app.test_client().get(f"/api/verify/{artifact.verification_code}").get_json()["valid"] is True
+    encounters.close_encounter(env.session, env.actor("physician"), env.encounter_id, "Viêm phổi")
+    _d, _record, _fhir, paper = state()
+    assert paper is not None and paper["sophieu"] == str(doc.id) and paper["ngayra"]
 
 
 def test_every_verification_is_audited(env: Env) -> None:
@@ -620,3 +624,74 @@ def test_every_verification_is_audited(env: Env) -> None:
     details = [json.loads(r.details) for r in rows]
     assert [x["via"] for x in details] == ["page", "api", "page", "upload"]
     assert [x.get("patient_shown") for x in details] == [False, False, True, None]
+
+
+def _text(pdf: bytes) -> str:
+    """The PDF's text line by line as printed (``-layout``: a label and its value stay on one line), whitespace
+    folded to single spaces."""
+    import subprocess
+
+    out = subprocess.run(["pdftotext", "-layout", "-", "-"], input=pdf, capture_output=True, check=True).stdout.decode()
+    return " ".join(out.split())
+
+
+def test_signed_amendment_states_what_it_amends_when_that_was_signed_and_why(env: Env) -> None:
+    """A printed amendment says it amends version 1, signed at that moment (facility time), and why; its fields
+    come in the form's order (walkthrough: the paper said none of it, and listed fields alphabetically)."""
+    from emr.i18n import t
+
+    doc = env.document("outpatient_record", OUTPATIENT)
+    c = env.client("physician")
+    assert _sign(c, doc.id, TOKEN_PIN).status_code == 302
+    reason = "Bổ sung kết luận sau khi có kết quả CT"
+    form = {
+        "csrf_token": _csrf(c, f"/documents/{doc.id}/edit"),
+        "base_version": "1",
+        "reason": reason,
+        **{f"c_{k}": v for k, v in OUTPATIENT.items()},
+        "c_conclusion": "Viêm phổi thùy dưới phải",
+    }
+    assert c.post(f"/documents/{doc.id}/edit", data=form).status_code == 302
+    assert _sign(c, doc.id, TOKEN_PIN).status_code == 302
+    env.session.expire_all()
+    v1 = env.session.get(Document, doc.id).versions[0]
+    signed = to_local(v1.signed_at).strftime("%H:%M, %d/%m/%Y")
+    text = _text(c.get(f"/signing/documents/{doc.id}/versions/2/pdf").data)
+    assert t("signing.pdf.amendment", version=2, old=1, signed=signed) in text, text
+    assert t("signing.pdf.amendment_reason", reason=reason) in text
+    enc = env.session.get(Encounter, env.encounter_id)
+    assert t("signing.pdf.visit", code=enc.visit_code) in text
+    labels = [t(f"documents.field.{name}") for name in OUTPATIENT]  # the form's order
+    assert [text.index(label) for label in labels] == sorted(text.index(label) for label in labels)
+    original = _text(c.get(f"/signing/documents/{doc.id}/versions/1/pdf").data)
+    assert t("signing.pdf.amendment_reason", reason="") not in original  # the first version is no amendment
+
+
+def test_amendment_of_a_paper_still_awaiting_the_head_dates_it_by_its_first_signature(env: Env) -> None:
+    """A discharge paper signed by the treating physician only (the head has not signed) and amended: the
+    amendment dates the version it amends by that first signature; the discharge paper carries the stay."""
+    from emr.i18n import t
+
+    content = {"summary": "Ổn định", "discharge_diagnosis": "Viêm phổi", "treatment": "Kháng sinh", "result": "2"}
+    doc = env.document("discharge_summary", content)
+    physician = env.client("physician")
+    assert _sign(physician, doc.id, TOKEN_PIN).status_code == 302
+    documents.amend_document(
+        env.session, env.actor("physician"), doc.id, {**content, "result": "1"}, "Kết quả sai", base_version=1
+    )
+    assert _sign(physician, doc.id, TOKEN_PIN).status_code == 302
+    env.session.expire_all()
+    first = env.session.scalars(
+        select(DocumentSignature)
+        .join(DocumentVersion, DocumentVersion.id == DocumentSignature.version_id)
+        .where(DocumentVersion.document_id == doc.id, DocumentVersion.number == 1)
+    ).one()
+    signed = to_local(first.signed_at).strftime("%H:%M, %d/%m/%Y")
+    text = _text(physician.get(f"/signing/documents/{doc.id}/versions/2/pdf").data)
+    assert t("signing.pdf.amendment", version=2, old=1, signed=signed) in text, text
+    enc = env.session.get(Encounter, env.encounter_id)
+    assert f"{t('signing.pdf.visit_code')}: {enc.visit_code}" in text
+    admitted = to_local(enc.admitted_at).strftime("%H:%M, %d/%m/%Y")
+    assert f"{t('signing.pdf.admitted_at')}: {admitted}" in text
+    assert f"{t('signing.pdf.discharged_at')}: {t('signing.pdf.not_discharged')}" in text  # the visit is open
+    assert f"{t('documents.field.result')} {t('documents.result.1')}" in text
