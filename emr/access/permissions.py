@@ -58,7 +58,12 @@ PERMISSIONS: dict[str, frozenset[str]] = {
     # Reading room (issue 6): images through the DICOMweb proxy, the reading
     # worklist and report panel, film-less share links (QR slips).
     "image.view": frozenset({"physician", "radiologist", "technician"}),
-    "reading.worklist": frozenset({"physician", "radiologist"}),
+    # The list of studies (care-scoped): physicians and radiologists read them; technicians check
+    # and fix the images they acquired there (each line opens /reading/studies/N, image.view), and
+    # see no report content (document.read).
+    "reading.worklist": frozenset({"physician", "radiologist", "technician"}),
+    # The technician's home: the imaging exams scheduled today, to perform (waiting, in progress, done).
+    "order.worklist": frozenset({"technician"}),
     # Listing and revoking a study's slips: the roles that print them, and the records clerk at the
     # desk (a patient who lost a slip). Not technicians: a slip's link is the patient's access to
     # their signed report, which a technician may neither read nor print, so neither may they end it.
@@ -93,6 +98,12 @@ def allowed(role: str | None, action: str) -> bool:
     return role is not None and role in PERMISSIONS[action]
 
 
+# A list shows only what its lines open: the studies of the reading list open on the image page, and
+# the exams of the day are orders (each line opens the chart and, with images, the image page).
+assert PERMISSIONS["reading.worklist"] <= PERMISSIONS["image.view"]
+assert PERMISSIONS["order.worklist"] <= (
+    PERMISSIONS["order.read"] & PERMISSIONS["patient.read"] & PERMISSIONS["image.view"]
+) & PERMISSIONS["reading.worklist"]
 # A link grants what it shows: nobody may hand out more than they may see themselves.
 assert PERMISSIONS["share.create"] <= PERMISSIONS["image.view"] & PERMISSIONS["document.read"]
 # Whoever prints a slip may revoke it; nobody ends the patient's access to a report they may not read.

@@ -12,6 +12,7 @@ from enum import StrEnum
 __all__ = [
     "AWAITING_IMAGES",
     "CANCELLABLE",
+    "EXAM_PROGRESS",
     "ON_WORKLIST",
     "OrderStatus",
     "StudyState",
@@ -20,6 +21,7 @@ __all__ = [
     "after_mpps",
     "after_report_signed",
     "after_report_withdrawn",
+    "exam_progress",
 ]
 
 
@@ -98,3 +100,23 @@ def after_report_withdrawn(current: str, has_images: bool) -> str:
     if current != OrderStatus.REPORTED:
         return current
     return OrderStatus.IMAGES_AVAILABLE if has_images else OrderStatus.COMPLETED
+
+
+# Where the exam itself stands for the technician's list of the day (not the report): the
+# modality has not started it, is running it, stopped it part-way, or finished it (MPPS COMPLETED,
+# images linked or already reported, whichever the EMR heard of first).
+_EXAM_PROGRESS: dict[str, str] = {
+    OrderStatus.SCHEDULED: "waiting",
+    OrderStatus.IN_PROGRESS: "in_progress",
+    OrderStatus.DISCONTINUED: "stopped",
+    OrderStatus.COMPLETED: "done",
+    OrderStatus.IMAGES_AVAILABLE: "done",
+    OrderStatus.REPORTED: "done",
+    OrderStatus.CANCELLED: "cancelled",
+}
+EXAM_PROGRESS = ("waiting", "in_progress", "stopped", "done", "cancelled")
+
+
+def exam_progress(status: str) -> str:
+    """``waiting``, ``in_progress``, ``stopped``, ``done`` or ``cancelled`` for an order status."""
+    return _EXAM_PROGRESS.get(status, "waiting")

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from datetime import UTC
+from dataclasses import dataclass
+from datetime import UTC, date, datetime
 from typing import Any
 
 from pydicom.uid import generate_uid
@@ -11,12 +12,12 @@ from sqlalchemy.orm import Session
 
 from emr.access import audit
 from emr.access.audit import Actor
-from emr.access.care import ensure_patient_access
+from emr.access.care import ensure_patient_access, in_care_filter
 from emr.billing.prices import price_on
 from emr.catalogues import check_code
-from emr.core.clock import local_today, to_local, to_utc
+from emr.core.clock import local_day_bounds, local_today, to_local, to_utc
 from emr.core.exceptions import InvalidState, ValidationFailed
-from emr.core.states import CANCELLABLE, OrderStatus
+from emr.core.states import CANCELLABLE, OrderStatus, StudyState, exam_progress
 from emr.models.lookup import get_or_404, next_number, parse
 
 from ..models import Encounter, ImagingOrder, Patient, Study, User, utcnow
@@ -24,6 +25,9 @@ from ..schemas import OrderIn
 from .order_visit import visit_for_new_order
 
 __all__ = [
+    "DAY_EXAMS_LIMIT",
+    "DayExam",
+    "day_exams",
     "create_order",
     "get_order",
     "list_orders",
@@ -124,6 +128,91 @@ def list_orders(session: Session, patient_id: int) -> list[ImagingOrder]:
             .order_by(ImagingOrder.ordered_at.desc(), ImagingOrder.id.desc())
         )
     )
+
+
+@dataclass(frozen=True)
+class DayExam:
+    """One line of the technician's list of the day: an exam to perform, being performed or done."""
+
+    order_id: int
+    accession_number: str
+    modality: str
+    procedure_name: str
+    body_part: str | None
+    urgency: str
+    status: str
+    progress: str  # emr.core.states.exam_progress: waiting, in_progress, stopped, done
+    scheduled_at: datetime
+    station_ae_title: str | None
+    patient_id: int
+    patient_code: str
+    patient_name: str
+    birth_date: date
+    birth_year_only: bool
+    sex: str
+    study_ids: tuple[int, ...]  # linked studies (the pages the technician checks the images on)
+
+
+DAY_EXAMS_LIMIT = 300
+
+
+def day_exams(
+    session: Session, actor: Actor, day: date | None = None, *, modality: str = "", limit: int = DAY_EXAMS_LIMIT
+) -> list[DayExam]:
+    """The imaging exams scheduled on ``day`` (the facility's day, today by default), not cancelled,
+    earliest first: what the technicians of the imaging department perform that day.
+
+    Scheduled from yesterday to tomorrow puts the patient in a technician's care
+    (emr.access.permissions), so every line opens; the care filter still applies, so no
+    other role ever sees a patient it may not open. The listing is audited like the other
+    lists of patients (``order.worklist``).
+    """
+    day = day or local_today()
+    start, end = local_day_bounds(day)
+    stmt = (
+        select(ImagingOrder, Patient)
+        .join(Patient, Patient.id == ImagingOrder.patient_id)
+        .where(  # the worklist index (status, scheduled_at)
+            ImagingOrder.status.in_([s.value for s in OrderStatus if s != OrderStatus.CANCELLED]),
+            ImagingOrder.scheduled_at >= start,
+            ImagingOrder.scheduled_at < end,
+        )
+    )
+    if modality:
+        stmt = stmt.where(ImagingOrder.modality == modality)
+    in_care = in_care_filter(session, actor)
+    rows: list[tuple[ImagingOrder, Patient]] = [
+        (o, p)
+        for o, p in session.execute(stmt.order_by(ImagingOrder.scheduled_at, ImagingOrder.id).limit(limit))
+        if in_care(p.id)
+    ]
+    studies: dict[int, list[int]] = {}
+    if rows:
+        for study_id, order_id in session.execute(
+            select(Study.id, Study.order_id)
+            .where(Study.order_id.in_([o.id for o, _ in rows]), Study.state == StudyState.LINKED)
+            .order_by(Study.id)
+        ):
+            studies.setdefault(order_id or 0, []).append(study_id)
+    exams = [
+        DayExam(
+            order_id=o.id, accession_number=o.accession_number, modality=o.modality,
+            procedure_name=o.procedure_name, body_part=o.body_part, urgency=o.urgency, status=o.status,
+            progress=exam_progress(o.status), scheduled_at=o.scheduled_at, station_ae_title=o.station_ae_title,
+            patient_id=p.id, patient_code=p.code, patient_name=p.full_name, birth_date=p.birth_date,
+            birth_year_only=bool(p.birth_year_only), sex=p.sex, study_ids=tuple(studies.get(o.id, ())),
+        )
+        for o, p in rows
+    ]
+    audit.record(
+        session,
+        actor,
+        "order.worklist",
+        object_type="order",
+        details={"list": "day_exams", "day": day.isoformat(), "modality": modality, "results": len(exams)},
+    )
+    session.commit()
+    return exams
 
 
 def cancel_order(session: Session, actor: Actor, order_id: int, reason: str) -> ImagingOrder:

@@ -23,6 +23,10 @@ class BreakGlassAccess(Base):
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     expires_at: Mapped[datetime]
     client_ip: Mapped[str | None] = mapped_column(String(45))
+    # The review (migration 0022): who marked the access reviewed, when (naive UTC), and their note.
+    reviewed_at: Mapped[datetime | None]
+    reviewed_by: Mapped[int | None] = mapped_column(ForeignKey("users.id"))
+    review_note: Mapped[str | None] = mapped_column(Text)
 
     __table_args__ = (
         Index("ix_break_glass_user_patient", "user_id", "patient_id", "expires_at"),

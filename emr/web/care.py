@@ -7,11 +7,13 @@ from typing import Any
 from flask import Blueprint, current_app, g, redirect, render_template, request, url_for
 
 from emr import db
-from emr.access import break_glass
+from emr.access import audit_query, break_glass
 from emr.access.auth import current_actor, requires
 from emr.access.care import OutOfCareScope
 from emr.access.permissions import allowed
-from emr.core.exceptions import EmrError
+from emr.core.clock import local_day
+from emr.core.exceptions import ConflictError, EmrError, ValidationFailed
+from emr.i18n import t
 from emr.models import Patient
 from emr.models.lookup import get_or_404
 from emr.web.forms import field_errors
@@ -58,11 +60,45 @@ def break_glass_form(patient_id: int) -> Any:
     ), (422 if errors else 200)
 
 
+def _review_page(errors: dict[int, str] | None = None, notes: dict[int, str] | None = None, status: int = 200) -> Any:
+    s = db.session()
+    pending_only = request.args.get("show") == "pending"
+    rows = break_glass.recent_break_glass(s, current_actor(), pending_only=pending_only)
+    done = request.args.get("done", "")
+    return render_template(
+        "care/review.html",
+        rows=rows,
+        pending=break_glass.pending_count(s),
+        pending_only=pending_only,
+        errors=errors or {},
+        notes=notes or {},
+        done=int(done) if done.isdigit() and len(done) < 12 else None,
+        max_note=break_glass.MAX_NOTE,
+        action_label=audit_query.action_label,
+        local_day=local_day,
+    ), status
+
+
 @bp.get("/admin/break-glass")
 @requires("break_glass.review")
 def review() -> Any:
-    rows = break_glass.recent_break_glass(db.session(), current_actor())
-    return render_template("care/review.html", rows=rows)
+    return _review_page()
+
+
+@bp.post("/admin/break-glass/<int:grant_id>/review")
+@requires("break_glass.review")
+def mark_reviewed(grant_id: int) -> Any:
+    """Mark one emergency access reviewed (who and when are the reviewer and now; the note is optional)."""
+    s = db.session()
+    note = request.form.get("note", "")[:4000]
+    try:
+        break_glass.mark_reviewed(s, current_actor(), grant_id, note)
+    except (ValidationFailed, ConflictError) as exc:
+        s.rollback()
+        message = field_errors(exc).get("note") or t(exc.key)
+        return _review_page({grant_id: message}, {grant_id: note}, exc.http_status)
+    show = "pending" if request.args.get("show") == "pending" else None
+    return redirect(url_for("care.review", done=grant_id, show=show, _anchor=f"bg-{grant_id}"))
 
 
 def out_of_scope(exc: OutOfCareScope) -> Any:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import Callable
 from typing import Any
 
@@ -12,7 +13,9 @@ from emr import outbox
 from emr.access.auth import current_actor, requires
 from emr.access.care import OutOfCareScope
 from emr.access.permissions import CARE_SCOPED_ROLES, allowed
+from emr.core.clock import local_today
 from emr.core.exceptions import EmrError, NotFoundError, PossibleDuplicate, ValidationFailed
+from emr.core.states import EXAM_PROGRESS
 from emr.documents import service as documents
 from emr.identity.checks import latest_check
 from emr.imaging import orders
@@ -24,7 +27,7 @@ from emr.web.forms import field_errors, form_dict, form_values
 
 from .. import db
 from ..i18n import t
-from ..models import Department, Encounter, Patient
+from ..models import MODALITIES, Department, Encounter, Patient
 
 bp = Blueprint("patients", __name__, url_prefix="/patients")
 
@@ -35,13 +38,22 @@ def search() -> Any:
     q = request.args.get("q", "").strip()[:100]
     results: list[Patient] = []
     visits: list[encounters.CurrentVisit] | None = None
+    exams: list[orders.DayExam] | None = None
+    modality = request.args.get("modality", "")
+    modality = modality if modality in MODALITIES else ""
     if q:
         results = patients.search_patients(db.session(), current_actor(), q, 50)
     elif allowed(current_actor().role, "encounter.read"):
         # Without a search: the patients the user is treating now (their department's open visits).
         visits = encounters.current_visits(db.session(), current_actor())
+    elif allowed(current_actor().role, "order.worklist"):
+        # A technician's home: today's exams (facility day), to perform and done.
+        exams = orders.day_exams(db.session(), current_actor(), modality=modality)
+    counts = Counter(e.progress for e in exams or ())
     return render_template("patients/search.html", q=q, results=results, visits=visits,
-                           visits_limit=encounters.CURRENT_VISITS_LIMIT)
+                           visits_limit=encounters.CURRENT_VISITS_LIMIT, exams=exams,
+                           exams_limit=orders.DAY_EXAMS_LIMIT, modalities=MODALITIES, modality=modality,
+                           today=local_today(), exam_counts=[(p, counts[p]) for p in EXAM_PROGRESS if counts[p]])
 
 
 @bp.route("/new", methods=["GET", "POST"])
@@ -77,7 +89,13 @@ def chart(patient_id: int) -> Any:
     s = db.session()
     patient = patients.get_patient(s, current_actor(), patient_id)
     encs = [encounters.encounter_dict(s, e) for e in encounters.list_encounters(s, patient_id)]
-    docs = [documents.document_dict(d) for d in documents.list_documents(s, patient_id)]
+    # Documents only for roles that may open them (a technician's chart has no links to 403 pages);
+    # the template asks the same permission.
+    docs = (
+        [documents.document_dict(d) for d in documents.list_documents(s, patient_id)]
+        if allowed(g.user.role, "document.read")
+        else []
+    )
     ords = [orders.order_dict(s, o) for o in orders.list_orders(s, patient_id)]
     sent = outbox.messages_for_patient(s, patient_id)[:20]  # issue 15: what was sent about the patient
     return render_template(

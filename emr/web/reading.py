@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import re
+from datetime import date, datetime
 from typing import Any
 
 from flask import Blueprint, Response, current_app, g, jsonify, redirect, render_template, request, url_for
@@ -28,39 +29,74 @@ from ..models import MODALITIES, URGENCIES, ImagingOrder, Patient, Study, utcnow
 
 bp = Blueprint("reading", __name__, url_prefix="/reading")
 
-_DATE = re.compile(r"^(\d{4})-(\d{2})-(\d{2})$")
 _UID = re.compile(r"^[0-9]+(\.[0-9]+)*$")
 TEMPLATE_MODALITIES = ("CT", "MR", "CR", "DX", "US", "MG", "XA")
 
 
-def _dicom_date(value: str) -> str:
-    m = _DATE.match(value or "")
-    return "".join(m.groups()) if m else ""
+def _day(value: str) -> date | None:
+    """A date typed in the filter: ``yyyy-mm-dd`` (what a date field sends) or ``dd/mm/yyyy`` (typed by hand)."""
+    for fmt in ("%Y-%m-%d", "%d/%m/%Y"):
+        try:
+            return datetime.strptime(value, fmt).date()
+        except ValueError:
+            continue
+    return None
+
+
+def _date_filter(values: dict[str, str]) -> tuple[str, str, dict[str, str]]:
+    """The StudyDate range (YYYYMMDD, empty: open) and Vietnamese errors (``date_from``/``date_to``: not a
+    date, ``range``: from after to); a date that cannot be used is said, never dropped silently."""
+    errors: dict[str, str] = {}
+    days: dict[str, date | None] = {}
+    for name in ("date_from", "date_to"):
+        text = values[name]
+        day = days[name] = _day(text) if text else None
+        if text and day is None:
+            errors[name] = t("reading.error.date", field=t(f"reading.filter.{name}"), value=text)
+        elif day is not None:
+            values[name] = day.isoformat()  # what a date field shows (it would blank dd/mm/yyyy)
+    lo, hi = days["date_from"], days["date_to"]
+    if lo is not None and hi is not None and lo > hi:
+        errors["range"] = t(
+            "reading.error.date_order", date_from=lo.strftime("%d/%m/%Y"), date_to=hi.strftime("%d/%m/%Y")
+        )
+    return (lo.strftime("%Y%m%d") if lo else "", hi.strftime("%Y%m%d") if hi else "", errors)
 
 
 @bp.get("/")
 @requires("reading.worklist")
 def worklist() -> Any:
+    """The studies of patients in the user's care: radiologists and physicians read them; technicians
+    check the images they acquired (no report content: that is document.read, on the study's page)."""
     args = request.args
+    # What was typed, shown again as typed (a bad date included), printable characters only.
+    values = {
+        k: "".join(c for c in args.get(k, "")[:40] if c.isprintable()).strip()
+        for k in ("modality", "date_from", "date_to", "urgency", "status")
+    }
+    date_from, date_to, errors = _date_filter(values)
     flt = reading.WorklistFilter(
-        modality=args.get("modality", "") if args.get("modality", "") in MODALITIES else "",
-        date_from=_dicom_date(args.get("date_from", "")),
-        date_to=_dicom_date(args.get("date_to", "")),
-        urgency=args.get("urgency", "") if args.get("urgency", "") in URGENCIES else "",
-        status=args.get("status", "") if args.get("status", "") in reading.REPORT_STATUSES else "",
+        modality=values["modality"] if values["modality"] in MODALITIES else "",
+        date_from=date_from,
+        date_to=date_to,
+        urgency=values["urgency"] if values["urgency"] in URGENCIES else "",
+        status=values["status"] if values["status"] in reading.REPORT_STATUSES else "",
     )
     s = db.session()
-    in_care = in_care_filter(s, current_actor())  # issue 10: only patients in the reader's care
-    rows = [r for r in reading.reading_worklist(s, flt) if in_care(r.patient.id)]
+    rows: list[reading.WorklistRow] = []
+    if not errors:  # a range that cannot be applied lists nothing rather than everything
+        in_care = in_care_filter(s, current_actor())  # issue 10: only patients in the user's care
+        rows = [r for r in reading.reading_worklist(s, flt) if in_care(r.patient.id)]
     return render_template(
         "reading/worklist.html",
         rows=rows,
         remote=read_requests_for(s, [r.order.id for r in rows]),  # issue 15: tele-radiology rows
-        values={k: args.get(k, "")[:10] for k in ("modality", "date_from", "date_to", "urgency", "status")},
+        values=values,
+        errors=errors,
         modalities=MODALITIES,
         urgencies=URGENCIES,
         statuses=reading.REPORT_STATUSES,
-    )
+    ), (422 if errors else 200)
 
 
 def _sign_url(document_id: int) -> str | None:
