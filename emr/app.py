@@ -20,10 +20,10 @@ from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
-from flask import Flask, g, render_template, request
+from flask import Flask, g, redirect, render_template, request, url_for
 from flask_wtf.csrf import CSRFError, CSRFProtect
 from sqlalchemy import text as sql_text
-from werkzeug.exceptions import HTTPException
+from werkzeug.exceptions import HTTPException, NotFound
 
 from emr import api, db, ehr
 from emr.access.auth import load_session_user
@@ -177,6 +177,29 @@ def _owner(app: Flask) -> str | None:
     return best[1] if best else None
 
 
+# Blueprints whose clients are programs (JSON, FHIR, other facilities): an unknown path stays a 404 there.
+_NO_SLASH_REDIRECT = frozenset({*_HTTP_ERRORS, "network_api"})
+
+
+def _without_trailing_slash(app: Flask) -> str | None:
+    """``/admin/ops/`` → ``/admin/ops`` when only the page without the slash exists (Werkzeug redirects
+    the other way by itself). GET and HEAD only; the target is built by ``url_for`` from the matched
+    endpoint, never copied from the request, so it cannot lead off the site."""
+    path = request.path
+    if request.method not in ("GET", "HEAD") or request.url_rule is not None:
+        return None
+    if len(path) < 2 or not path.endswith("/") or path.endswith("//"):
+        return None
+    try:
+        endpoint, args = app.create_url_adapter(request).match(path[:-1], method="GET")  # type: ignore[union-attr]
+    except HTTPException:  # no such page either, another method, or Werkzeug's own redirect
+        return None
+    target = url_for(endpoint, **args)
+    if request.query_string:
+        target += "?" + request.query_string.decode("utf-8", "replace")  # the Location is made a URI again
+    return target
+
+
 def _rollback_request_session() -> None:
     """Before an error page: a failed flush or commit leaves the request's session unusable until rolled
     back, and the page itself reads the database (the user's name in the header)."""
@@ -224,7 +247,12 @@ def _register_error_handlers(app: Flask) -> None:
     def _http(exc: HTTPException) -> Any:
         """HTTP errors, and (as InternalServerError) any exception a view did not handle."""
         _rollback_request_session()  # e.g. an IntegrityError: rendering would hit PendingRollbackError
-        render = _HTTP_ERRORS.get(_owner(app) or "")
+        owner = _owner(app) or ""
+        if isinstance(exc, NotFound) and owner not in _NO_SLASH_REDIRECT:
+            target = _without_trailing_slash(app)
+            if target is not None:
+                return redirect(target, 308)
+        render = _HTTP_ERRORS.get(owner)
         if render is not None:
             return render(exc)
         code = exc.code or 500

@@ -6,11 +6,13 @@ documented contract cannot drift from what the server accepts.
 
 from __future__ import annotations
 
+import re
 from datetime import date, datetime
 from decimal import Decimal
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, StringConstraints
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints, field_validator
+from pydantic_core import PydanticCustomError
 
 __all__ = [
     "PatientIn",
@@ -176,13 +178,47 @@ class ProgressNoteContent(_In):
     surgery: Text = ""  # PHAU_THUAT
 
 
+_ICD10 = re.compile(r"[A-Z]\d{2}(\.\d{1,2})?")
+_ICD10_SEPARATORS = re.compile(r"[;,\s]+")
+
+
+def _icd10_codes(value: Any) -> Any:
+    """ICD-10 codes as typed (``s06.0``, `` r51; i10``): upper case, split on ``;``, ``,`` or spaces.
+
+    A code that is no ICD-10 code at all is refused naming it (``errors.field_icd10``), not with the
+    bare "Sai định dạng."; whether a well-formed code is in the catalogue is decided elsewhere.
+    Anything but a string is returned as it is, for the field's type check to report."""
+    if not isinstance(value, str):
+        return value
+    codes = [c.upper() for c in _ICD10_SEPARATORS.split(value) if c]
+    bad = [c for c in codes if not _ICD10.fullmatch(c)]
+    if bad:
+        named = ", ".join(c[:16] for c in bad[:5]) + (", …" if len(bad) > 5 else "")  # what was typed, not a page of it
+        raise PydanticCustomError("icd10_format", "not an ICD-10 code: {codes}", {"codes": named})
+    return codes
+
+
 class DiagnosisContent(_In):
-    main_code: Annotated[str, StringConstraints(strip_whitespace=True, pattern=r"^[A-Z]\d{2}(\.\d{1,2})?$")]
+    main_code: Annotated[str, StringConstraints(strip_whitespace=True, min_length=1)]  # MA_BENH_CHINH
     main_text: Required
-    secondary_codes: Annotated[
-        str, StringConstraints(strip_whitespace=True, pattern=r"^([A-Z]\d{2}(\.\d{1,2})?)?(;[A-Z]\d{2}(\.\d{1,2})?)*$")
-    ] = ""  # MA_BENH_KT: up to 12 codes joined by ';'
+    secondary_codes: Annotated[str, StringConstraints(strip_whitespace=True)] = ""  # MA_BENH_KT, joined by ';'
     secondary_text: Text = ""
+
+    @field_validator("main_code", mode="before")
+    @classmethod
+    def _main_code(cls, value: Any) -> Any:
+        codes = _icd10_codes(value)
+        if not isinstance(codes, list):
+            return codes
+        if len(codes) > 1:  # one main diagnosis
+            raise PydanticCustomError("icd10_one", "one ICD-10 code expected: {codes}", {"codes": ", ".join(codes)})
+        return codes[0] if codes else ""
+
+    @field_validator("secondary_codes", mode="before")
+    @classmethod
+    def _secondary_codes(cls, value: Any) -> Any:
+        codes = _icd10_codes(value)
+        return ";".join(codes) if isinstance(codes, list) else codes
 
 
 class DischargeSummaryContent(_In):

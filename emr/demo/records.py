@@ -5,7 +5,8 @@ patient gets an inpatient stay (admission note, two progress notes, diagnosis, a
 its report, discharge paper with the XML7/XML8 fields). :func:`seed_record_demo` writes them as
 drafts and returns who signs each, in order; the demo signs them for real with its token
 (emr.demo.signing; the discharge paper by the treating physician, then the head of department),
-nothing here marks a paper signed. :func:`close_record_demo` then closes the stay. Both visits are
+nothing here marks a paper signed. :func:`close_record_demo` discharges the stay before the papers are
+signed, so the discharge paper prints its discharge time (emr.signing.service.render_input). Both visits are
 exported as signed QĐ 130/4750 envelopes (XML1/3/4/5) and the stay as a HoSoBenhAn (JSON and XML)
 into ``<data dir>/exports/demo/`` — what ``filmless export`` would write, ready to inspect.
 """
@@ -21,6 +22,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from ..access.audit import Actor
+from ..core.clock import to_local, to_utc, utcnow
 from ..core.settings import EmrSettings
 from ..core.states import OrderStatus
 from ..documents import service as documents
@@ -36,12 +38,18 @@ DEMO_EXPORT_DIR = Path("exports") / "demo"
 _INPATIENT_REASON = "Sốt cao, ho đờm, khó thở"
 _DEMO_DEVICE_DX = "XQ.1.79001.00031"  # XX.n.YYYYY.Z: X-ray, state budget, facility, serial
 _DISCHARGE_DIAGNOSIS = "Viêm phổi thùy dưới phải; tăng huyết áp"
+_STAY_DAYS = 5  # the papers tell a five-day stay (antibiotics for 5 days, no fever from day 3)
 
 SigningStep = tuple[int, Actor]  # (document id, who fills its next signature)
 
 
 def _actor(user: User) -> Actor:
     return Actor(user.id, user.username, user.role, None)
+
+
+def _admit_days_ago(enc: Encounter, days: int = _STAY_DAYS) -> None:
+    """Admission ``days`` calendar days before now, at the same wall-clock time in the facility's zone."""
+    enc.admitted_at = enc.inpatient_at = to_utc(to_local(utcnow()) - timedelta(days=days))
 
 
 def _paper(
@@ -111,6 +119,7 @@ def seed_record_demo(
         },
     )
     enc.weight_kg = "58.5"
+    _admit_days_ago(enc)  # a stay admitted days ago, not in the minute it is discharged
     session.commit()
     _paper(
         session,
@@ -196,11 +205,13 @@ def seed_record_demo(
 
 
 def close_record_demo(session: Session, users: dict[str, User], inpatient: Patient) -> None:
-    """Discharge the inpatient stay once its papers are signed (idempotent)."""
+    """Discharge the inpatient stay (idempotent); its papers are signed afterwards, the discharge paper with
+    the discharge time on it."""
     enc = session.scalar(
         select(Encounter).where(Encounter.patient_id == inpatient.id, Encounter.kind == "inpatient")
     )
     if enc is not None and enc.status == "open":
+        _admit_days_ago(enc)  # discharged now: admitted _STAY_DAYS days before, in facility local time
         encounters.close_encounter(session, _actor(users["physician"]), enc.id, _DISCHARGE_DIAGNOSIS)
 
 

@@ -33,7 +33,11 @@ _KEYS = {
     "int_parsing": "errors.field_number",
     "int_type": "errors.field_number",
     "extra_forbidden": "errors.field_unknown",
+    "icd10_format": "errors.field_icd10",  # emr.schemas._icd10_codes, naming the codes
+    "icd10_one": "errors.field_icd10_one",
 }
+# Error types whose message names what was typed: these context values fill the message.
+_CTX_PARAMS = {"icd10_format": ("codes",), "icd10_one": ("codes",)}
 
 
 def pydantic_fields(exc: ValidationError, prefix: str = "") -> dict[str, str]:
@@ -54,6 +58,10 @@ def _pydantic_problems(exc: ValidationError, prefix: str = "") -> tuple[dict[str
             params[field] = {"max": limit}
         else:
             fields[field] = _KEYS.get(err["type"], "errors.field_invalid")
+            ctx = err.get("ctx") or {}
+            named = {k: ctx[k] for k in _CTX_PARAMS.get(err["type"], ()) if k in ctx}
+            if named:
+                params[field] = named
     return fields, params
 
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from flask import Blueprint, Response, current_app, render_template
+from flask import Blueprint, Response, abort, current_app, render_template
 
 from emr.access.auth import current_actor, requires
 from emr.access.care import ensure_patient_access
@@ -49,7 +49,7 @@ def xml130(encounter_id: int) -> Any:
 @requires("export.record")
 def hsba(encounter_id: int, fmt: str) -> Any:
     if fmt not in ("json", "xml"):
-        return render_template("error.html", message="404"), 404
+        abort(404)  # the app's Vietnamese "not found" page, like every other 404
     enc = db.session().get(Encounter, encounter_id)
     if enc is not None:
         ensure_patient_access(db.session(), current_actor(), enc.patient_id)  # issue 10: care scope

@@ -26,6 +26,7 @@ from emr.access.permissions import allowed
 from emr.api import RouteSpec
 from emr.core.exceptions import EmrError, ValidationFailed
 from emr.documents import service as documents
+from emr.documents.content import content_lines
 from emr.patients import service as patients
 from emr.signing import service as svc
 
@@ -33,7 +34,6 @@ from .. import db
 from ..i18n import t
 from ..models import Document, User
 from ..signing import SigningError
-from .document_forms import form_fields
 from .forms import message
 
 bp = Blueprint("signing", __name__)
@@ -53,12 +53,6 @@ def _field_errors(exc: EmrError) -> dict[str, str]:
     if isinstance(exc, ValidationFailed):
         return {k: message(exc, k) for k in exc.fields}
     return {"_form": t(exc.key)}
-
-
-def _shown_value(field: Any, value: Any) -> str:
-    """A content value as the signer reads it (fixed choices by their Vietnamese label)."""
-    labels = dict(field.choices)
-    return labels.get(str(value), str(value))
 
 
 def _back_to(target: str | None) -> str | None:
@@ -123,8 +117,7 @@ def sign(document_id: int) -> Any:
         doc=doc,
         patient=patient,
         version=version,
-        shown=[(f.label, _shown_value(f, content.get(f.name))) for f in form_fields(doc.form_type)
-               if content.get(f.name) not in (None, "")],
+        shown=content_lines(doc.form_type, content),  # the form's order, choices by their label
         slot=slot,
         turn=turn,
         slot_label=t(f"signing.slot.{slot.who}") if slot else "",

@@ -92,7 +92,8 @@ EXPECTED: dict[tuple[str, str], set[str] | None] = {
     ("POST", "/api/studies/<int:study_id>/link"): {"records_clerk"},
     # Reading room and film-less access (issue 6). The /dicomweb proxy is
     # mounted only with an image store; its checks are tested in tests/viewer/test_emr_reading.py.
-    ("GET", "/reading/"): {"physician", "radiologist"},
+    # Technicians too: the studies in their care, to check the images they acquired (no report content).
+    ("GET", "/reading/"): {"physician", "radiologist", "technician"},
     ("GET", "/reading/studies/<int:study_id>"): {"physician", "radiologist", "technician"},
     ("POST", "/reading/studies/<int:study_id>/report"): {"physician", "radiologist"},
     # Listing and revoking slips: those who print them and the records clerk, not technicians (they
@@ -125,6 +126,8 @@ EXPECTED: dict[tuple[str, str], set[str] | None] = {
     ("GET", "/patients/<int:patient_id>/break-glass"): {"physician", "radiologist", "technician"},
     ("POST", "/patients/<int:patient_id>/break-glass"): {"physician", "radiologist", "technician"},
     ("GET", "/admin/break-glass"): {"admin"},
+    # Marking an emergency access reviewed (who, when, note): tests/security/test_access_break_glass_review.py.
+    ("POST", "/admin/break-glass/<int:grant_id>/review"): {"admin"},
     ("POST", "/api/verify"): None,
     # HL7 v2 with the HIS (issue 15 §5): the message log, one message, replay. tests/security/test_hl7.py.
     ("GET", "/admin/hl7"): {"admin"},
@@ -216,3 +219,37 @@ def test_denials_are_audited(client: FlaskClient, tokens: dict[str, str], sessio
     assert client.post("/api/orders", json={}, headers={"Authorization": f"Bearer {tokens[role]}"}).status_code == 403
     row = session.scalars(select(AuditEntry).where(AuditEntry.outcome == "denied")).one()
     assert (row.username, row.action, row.object_id) == ("nurse1", "order.create", "/api/orders")
+
+
+def test_a_trailing_slash_leads_to_the_page_with_the_same_rights(app: Flask, world: Any) -> None:
+    """``/admin/ops/`` as well as ``/admin/ops``: every HTML page whose address has no trailing slash
+    answers the slashed address with a redirect to itself (GET only), which then applies its own rights;
+    the JSON API keeps answering 404."""
+    from emr.access.login_guard import LoginGuard
+
+    app.extensions["emr.login_guard"] = LoginGuard(rate_per_minute=10**6, burst=10**6)
+    pages = [
+        rule for method, rule in _routes(app)
+        if method == "GET" and not rule.endswith("/") and "<path:" not in rule  # files: their own 404
+        and not rule.startswith(("/api/", "/network/api/"))
+    ]
+    assert {"/admin/ops", "/admin/audit", "/admin/hl7", "/admin/break-glass"} <= set(pages)
+    clients = {"anonymous": app.test_client()}
+    for role in ("admin", "physician"):
+        clients[role] = app.test_client()
+        assert login(clients[role], f"{role}1").status_code == 302
+    for rule in pages:
+        url = _fill(rule)
+        for who, c in clients.items():
+            with c.get(url + "/?page=2") as r:  # closed: some pages stream (audit.csv)
+                assert r.status_code == 308 and r.headers["Location"] == url + "?page=2", (url, who, r.status_code)
+                assert b"<nav" not in r.data and len(r.data) < 500  # the redirect carries nothing of the page
+    admin = clients["admin"]
+    assert admin.get("/admin/ops/", follow_redirects=True).status_code == 200
+    assert clients["physician"].get("/admin/ops/", follow_redirects=True).status_code == 403
+    r = clients["anonymous"].get("/admin/ops/", follow_redirects=True)
+    assert [h.status_code for h in r.history] == [308, 302] and r.request.path == "/login"
+    assert admin.post("/admin/ops/").status_code in (400, 404)  # forms are never redirected
+    assert admin.get("/admin/no-such-page/").status_code == 404
+    r = app.test_client().get("/api/patients/")
+    assert r.status_code == 404 and r.is_json

@@ -17,6 +17,7 @@ from flask import Flask
 from sqlalchemy.orm import Session
 from werkzeug.serving import make_server
 
+from emr.documents import service as documents
 from emr.i18n import t
 from emr.patients import encounters
 from emr.patients import service as patients
@@ -116,6 +117,43 @@ def test_clinician_path_fits_the_screen(
         assert page.locator("small.error").count() >= 3
         _no_overflow(page, "document form with errors")
         _shot(page, f"{viewport}-5-document-errors")
+        assert not errors, errors
+    finally:
+        context.close()
+
+
+@pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)
+def test_signing_page_fits_a_phone(browser: Any, base_url: str, world: World, session: Session) -> None:
+    """The "Ký số" page a physician may open on a phone: the 64-character SHA-256 of the content wraps
+    inside the card instead of pushing the page wider than the screen (390 × 844)."""
+    doctor = world.actor("physician")
+    p = patients.create_patient(session, doctor, patient_data())
+    enc = encounters.create_encounter(
+        session, doctor, {"patient_id": p.id, "kind": "outpatient", "department_code": world.department_code}
+    )
+    doc = documents.create_document(
+        session, doctor, {"encounter_id": enc.id, "form_type": "progress_note", "content": {"note": "Hết sốt"}}
+    )
+    session.commit()
+    session.close()
+
+    context = browser.new_context(viewport=VIEWPORTS["phone"], device_scale_factor=1, locale="vi-VN")
+    page = context.new_page()
+    errors: list[str] = []
+    page.on("pageerror", lambda e: errors.append(str(e)))
+    try:
+        page.goto(f"{base_url}/login")
+        page.fill("input[name=username]", "physician1")
+        page.fill("input[name=password]", PASSWORD)
+        page.click("button[type=submit].primary")
+        page.wait_for_url("**/patients/**")
+        page.goto(f"{base_url}/signing/documents/{doc.id}/sign")
+        digest = page.locator("code.hash")
+        assert len(digest.inner_text()) == 64
+        box = digest.bounding_box()
+        assert box is not None and box["x"] + box["width"] <= VIEWPORTS["phone"]["width"], box
+        _no_overflow(page, "signing page")
+        _shot(page, "phone-6-signing")
         assert not errors, errors
     finally:
         context.close()

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import subprocess
+from datetime import timedelta
 from pathlib import Path
 
 from lxml import etree
@@ -11,6 +12,7 @@ from sqlalchemy import select
 
 from emr import EmrSettings, open_session
 from emr.catalogues import has_versions
+from emr.core.clock import to_local
 from emr.demo.records import DEMO_EXPORT_DIR
 from emr.demo.seed import seed
 from emr.exports.envelope import read_envelope
@@ -60,6 +62,14 @@ def test_demo_exports_both_visits_and_the_record(tmp_path: Path) -> None:
             if kind == "inpatient":
                 assert xml1.findtext("MA_LOAI_KCB") == "03" and xml1.findtext("PP_DIEU_TRI")
                 assert len(etree.fromstring(tables["XML5"])[0]) == 2
+                # The papers tell a five-day stay: admitted 5 days (facility local time) before the discharge,
+                # not in the same minute; both days counted for an inpatient stay (annex table 1, field 38).
+                admitted, discharged = to_local(enc.admitted_at), to_local(enc.discharged_at)
+                assert timedelta(days=5) <= discharged - admitted < timedelta(days=5, minutes=1)
+                assert (discharged.date() - admitted.date()).days == 5
+                assert enc.inpatient_at == enc.admitted_at
+                assert xml1.findtext("SO_NGAY_DTRI") == "6"
+                assert xml1.findtext("NGAY_VAO_NOI_TRU") == xml1.findtext("NGAY_VAO")
         stay = visits["inpatient"]
     record = json.loads((folder / f"HoSoBenhAn_{stay.visit_code}.json").read_text(encoding="utf-8"))["HoSoBenhAn"]
     assert (folder / f"HoSoBenhAn_{stay.visit_code}.xml").read_bytes().startswith(b"<?xml")

@@ -14,6 +14,7 @@ from sqlalchemy.orm import Session
 
 from emr.exports.config import save_config
 from emr.exports.envelope import read_envelope
+from emr.i18n import t
 from emr.models import ROLES, AuditEntry
 from tests.emr.conftest import login
 
@@ -119,7 +120,12 @@ def test_visit_page_buttons_and_downloads(app: Flask, settings: Any, pki: Any, v
     assert body["HoSoBenhAn"]["ThongTinVaoVien"]["sovaovien"] == visit.encounter.visit_code
     assert body["chuky_xuat"]["cms_base64"]
     assert c.get(f"/export/encounters/{visit.encounter.id}/hsba.xml").data.lstrip().startswith(b"<?xml")
-    assert c.get(f"/export/encounters/{visit.encounter.id}/hsba.pdf").status_code == 404
+    # No HSBA as PDF: the app's Vietnamese "not found" page, as for any other 404, not a bare "404".
+    for missing in (f"/export/encounters/{visit.encounter.id}/hsba.pdf", "/no-such-page"):
+        r = c.get(missing)
+        page = r.get_data(as_text=True)
+        assert r.status_code == 404 and t("errors.not_found") in page and t("errors.title") in page, missing
+        assert "<p>404</p>" not in page
     actions = [a.action for a in session.scalars(select(AuditEntry).where(AuditEntry.action.like("export.%")))]
     assert actions == ["export.xml130", "export.hsba", "export.hsba"]
     session.commit()

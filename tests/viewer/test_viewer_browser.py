@@ -239,10 +239,21 @@ def test_arriving_study_shows_notice(page: Any, viewer_url: str, ct_study: CtSer
 
 
 def test_no_study_parameter(page: Any, viewer_url: str, rules: Any) -> None:
+    """/viewer/ without a study: a Vietnamese message and a way back, and not one error in the console
+    (it used to throw every second: the idle-worker timer ran without Cornerstone)."""
+    console: list[str] = []
+    page.on("console", lambda m: console.append(m.text) if m.type == "error" else None)
     page.goto(f"{viewer_url}/viewer/")
     state = wait_until(page, lambda s: s["error"], what="error")
     assert state["error"] == "viewer.error.no_study"
-    assert CATALOGUE["viewer.error.no_study"] in page.locator("#message").inner_text()
+    message = page.locator("#message")
+    assert CATALOGUE["viewer.error.no_study"] in message.inner_text()
+    assert CATALOGUE["viewer.error.no_study"].startswith("Chưa chọn ca chụp")
+    back = message.locator("a[data-key=back]")
+    assert back.inner_text() == CATALOGUE["viewer.back_to_emr"] and back.get_attribute("href") == "/"
+    assert not page.locator("#toolbar").is_visible() and not page.locator("#workspace").is_visible()
+    page.wait_for_timeout(3500)  # the idle-worker timer ticks every second
+    assert page.page_errors == [] and console == [], (page.page_errors, console)
 
 
 def test_one_audit_entry_per_study_opened(page: Any, viewer_url: str, ct_study: CtSeries, rules: Any) -> None:

@@ -187,9 +187,17 @@ export function createViewer({ config = readConfig(window.location.search, windo
     },
   };
 
-  function fail(key, params = {}, retry = null) {
+  function fail(key, params = {}, retry = null, link = null) {
     state.error = key;
-    showPageMessage(t(key, params), retry);
+    showPageMessage(t(key, params), retry, link);
+  }
+
+  // Opened without ?study= (a bookmark, a typed address): say so and lead back to the EMR; nothing
+  // else starts (no Cornerstone, no requests), so nothing can fail behind the message.
+  function noStudy() {
+    document.getElementById('toolbar').hidden = true;
+    document.getElementById('workspace').hidden = true;
+    fail('viewer.error.no_study', {}, null, { href: '/', label: t('viewer.back_to_emr') });
   }
 
   function errorKey(err) {
@@ -300,15 +308,13 @@ export function createViewer({ config = readConfig(window.location.search, windo
 
   async function boot() {
     mark('bundle');
-    if (!config.study) {
-      fail('viewer.error.no_study');
-      return;
-    }
     const client = createClient(config);
     const listPromise = loadSeriesList(client, config.study);
     listPromise.catch(() => {});
     state.renderer = initCornerstone({ authHeaders: client.authHeaders, render: config.render });
     mark('cornerstone');
+    // The decoder workers exist once Cornerstone is up: only then can idle ones be let go.
+    setInterval(() => getWebWorkerManager().terminateIdleWorkers('dicomImageLoader', WORKER_IDLE_MS), WORKER_IDLE_MS / 2);
     // Know the first series before the viewports exist: its rescale values
     // decide the rendering path (rendererFor).
     try {
@@ -603,8 +609,11 @@ export function createViewer({ config = readConfig(window.location.search, windo
   }
 
   async function start() {
+    if (!config.study) {
+      noStudy();
+      return;
+    }
     measurementsLoaded = savedMeasurements.load();
-    setInterval(() => getWebWorkerManager().terminateIdleWorkers('dicomImageLoader', WORKER_IDLE_MS), WORKER_IDLE_MS / 2);
     eventTarget.addEventListener(CsEvents.IMAGE_LOAD_FAILED, retryPrefetchAfterFailure);
     try {
       await boot();

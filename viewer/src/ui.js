@@ -209,7 +209,8 @@ export function buildThumbnails(root, seriesList, onPick, loadThumb) {
   };
 }
 
-export function showPageMessage(text, onRetry) {
+// `link`: { href, label } under the text (e.g. back to the EMR when there is nothing to show).
+export function showPageMessage(text, onRetry, link = null) {
   const box = document.getElementById('message');
   box.textContent = '';
   if (!text) {
@@ -220,6 +221,13 @@ export function showPageMessage(text, onRetry) {
   p.textContent = text;
   box.appendChild(p);
   if (onRetry) button(box, t('viewer.retry'), onRetry, { key: 'retry' });
+  if (link) {
+    const a = document.createElement('a');
+    a.href = link.href;
+    a.textContent = link.label;
+    a.dataset.key = 'back';
+    box.appendChild(a);
+  }
   box.hidden = false;
 }
 
