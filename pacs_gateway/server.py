@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from pydicom import config as pydicom_config
 from pydicom.uid import (
     JPEG2000,
     UID,
@@ -132,17 +133,29 @@ class GatewayStats:
 # own process. Several gateways in one process (tests) still work: the temp
 # dir follows the newest running one and the others' handlers move files
 # over; the original values come back when the last one stops.
+#
+# pydicom's value validation on read is off while a gateway runs. pynetdicom
+# builds a pydicom UID for every UID of an association request several times
+# over (decoding the PDU, the primitive, negotiation, the answer), and each
+# construction ran the UI regular expression: for storescu's 120 proposed
+# contexts that was ~7 of the ~25 ms of CPU an association cost to accept
+# (four modalities of 50 slices each: 0.15 ms per instance). It only ever
+# warned: what the gateway refuses is decided by its own checks
+# (validate.py, normalise.py), which never relied on those warnings.
 _receivers: list[Path] = []
 _receivers_lock = threading.Lock()
-_original = {"chunked": _config.STORE_RECV_CHUNKED_DATASET, "tempdir": tempfile.tempdir}
+_original = {"chunked": _config.STORE_RECV_CHUNKED_DATASET, "tempdir": tempfile.tempdir,
+             "validation": pydicom_config.settings.reading_validation_mode}
 
 
 def _receive_to(incoming: Path) -> None:
     with _receivers_lock:
         if not _receivers:
-            _original.update(chunked=_config.STORE_RECV_CHUNKED_DATASET, tempdir=tempfile.tempdir)
+            _original.update(chunked=_config.STORE_RECV_CHUNKED_DATASET, tempdir=tempfile.tempdir,
+                             validation=pydicom_config.settings.reading_validation_mode)
         _receivers.append(incoming)
         _config.STORE_RECV_CHUNKED_DATASET = True
+        pydicom_config.settings.reading_validation_mode = pydicom_config.IGNORE
         tempfile.tempdir = str(incoming)
         # A full disk mid-instance then answers 0xA700 instead of dropping the association.
         install_receive_file()
@@ -157,6 +170,7 @@ def _stop_receiving_to(incoming: Path) -> None:
         else:
             _config.STORE_RECV_CHUNKED_DATASET = bool(_original["chunked"])
             tempfile.tempdir = _original["tempdir"]  # type: ignore[assignment]
+            pydicom_config.settings.reading_validation_mode = _original["validation"]  # type: ignore[assignment]
 
 
 class _LazyHandshakeContext(ssl.SSLContext):

@@ -141,11 +141,15 @@ def test_negotiating_leaves_the_servers_supported_contexts_as_they_were(
 def test_two_gateways_in_one_process_and_global_switches_restored(
     orthanc: OrthancStore, make_gateway: Callable[..., Gateway], tmp_path: Path
 ) -> None:
-    """Chunked receiving and the temp dir are process-wide; a second gateway must not break the first."""
-    before = (tempfile.tempdir, _config.STORE_RECV_CHUNKED_DATASET)
+    """Chunked receiving, the temp dir and pydicom's validation on read are process-wide;
+    a second gateway must not break the first, and the last one to stop restores them."""
+    before = (tempfile.tempdir, _config.STORE_RECV_CHUNKED_DATASET, pydicom.config.settings.reading_validation_mode)
+    assert before[2] != pydicom.config.IGNORE
     first = make_gateway(orthanc)
     second = make_gateway(orthanc)  # the temp dir now points at second's incoming/
     assert tempfile.tempdir == str(second.spool.incoming)
+    # An association request's UIDs are not re-validated by pydicom at each step (the gateway's own checks decide).
+    assert pydicom.config.settings.reading_validation_mode == pydicom.config.IGNORE
     paths = make_ct_series(tmp_path / "ct", 2, rows=32, cols=32)
     for gw, path in zip((first, second), paths, strict=True):
         ae = AE(ae_title="CT01")
@@ -158,8 +162,10 @@ def test_two_gateways_in_one_process_and_global_switches_restored(
     assert not _landed(orthanc, [describe(p).sop_instance_uid for p in paths])
     second.stop()
     assert tempfile.tempdir == str(first.spool.incoming)
+    assert pydicom.config.settings.reading_validation_mode == pydicom.config.IGNORE
     first.stop()
-    assert (tempfile.tempdir, _config.STORE_RECV_CHUNKED_DATASET) == before
+    assert (tempfile.tempdir, _config.STORE_RECV_CHUNKED_DATASET,
+            pydicom.config.settings.reading_validation_mode) == before
 
 
 def test_large_instance_streams_through_and_is_rewritten_header_only(
