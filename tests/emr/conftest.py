@@ -232,3 +232,16 @@ def linked_ct_study(session: Session, world: World, procedure_name: str = "CT sá
     session.add(study)
     session.commit()
     return study
+
+
+def outpatient_visit(session: Session, world: World) -> tuple[Any, Any]:
+    """A new patient of the physician's with an open outpatient visit in the physician's department."""
+    from emr.patients import service as patients
+
+    doctor = world.actor("physician")
+    p = patients.create_patient(session, doctor, patient_data())
+    enc = enc_svc.create_encounter(
+        session, doctor, {"patient_id": p.id, "kind": "outpatient", "department_code": world.department_code}
+    )
+    session.commit()
+    return p, enc

@@ -16,25 +16,16 @@ from sqlalchemy.orm import Session
 from emr.documents import service as documents
 from emr.i18n import t
 from emr.models import Document, Encounter
-from emr.patients import encounters
 from emr.patients import service as patients
 from emr.schemas import DiagnosisContent
 
-from .conftest import World, csrf_token, login, patient_data
+from .conftest import World, csrf_token, login, outpatient_visit, patient_data
 
 
 def _page(r: Any) -> str:
     return html.unescape(r.get_data(as_text=True))
 
 
-def _visit(session: Session, world: World) -> tuple[Any, Any]:
-    doctor = world.actor("physician")
-    p = patients.create_patient(session, doctor, patient_data())
-    enc = encounters.create_encounter(
-        session, doctor, {"patient_id": p.id, "kind": "outpatient", "department_code": world.department_code}
-    )
-    session.commit()
-    return p, enc
 
 
 def test_diagnosis_content_normalises_codes() -> None:
@@ -83,7 +74,7 @@ def test_visit_form_takes_lower_case_codes(client: FlaskClient, world: World, se
 
 
 def test_diagnosis_paper_form_takes_lower_case_codes(client: FlaskClient, world: World, session: Session) -> None:
-    p, enc = _visit(session, world)
+    p, enc = outpatient_visit(session, world)
     login(client, "physician1")
     url = f"/patients/{p.id}/documents/new?form_type=diagnosis"
     form = {
@@ -114,7 +105,7 @@ def test_diagnosis_paper_form_takes_lower_case_codes(client: FlaskClient, world:
 def test_api_takes_lower_case_codes(
     client: FlaskClient, world: World, session: Session, tokens: dict[str, str]
 ) -> None:
-    p, enc = _visit(session, world)
+    p, enc = outpatient_visit(session, world)
     session.commit()
     auth = {"Authorization": f"Bearer {tokens['physician']}"}
     r = client.post(
@@ -145,7 +136,7 @@ def test_api_takes_lower_case_codes(
 
 
 def test_service_stores_the_normalised_codes(world: World, session: Session) -> None:
-    _p, enc = _visit(session, world)
+    _p, enc = outpatient_visit(session, world)
     doc = documents.create_document(
         session,
         world.actor("physician"),

@@ -14,11 +14,10 @@ from sqlalchemy.orm import Session
 from emr.documents import service as documents
 from emr.i18n import t
 from emr.models import AuditEntry, Document
-from emr.patients import encounters
 from emr.patients import service as patients
 from emr.schemas import FORM_CONTENT
 
-from .conftest import World, csrf_token, login, patient_data
+from .conftest import World, csrf_token, login, outpatient_visit, patient_data
 
 VALID: dict[str, dict[str, str]] = {
     "outpatient_record": {"chief_complaint": "Ho kéo dài", "examination": "Phổi ran nổ", "conclusion": "Viêm phổi"},
@@ -34,14 +33,6 @@ VALID: dict[str, dict[str, str]] = {
 }
 
 
-def _setup(session: Session, world: World) -> tuple[Any, Any]:
-    doctor = world.actor("physician")
-    p = patients.create_patient(session, doctor, patient_data())
-    enc = encounters.create_encounter(
-        session, doctor, {"patient_id": p.id, "kind": "outpatient", "department_code": world.department_code}
-    )
-    session.commit()
-    return p, enc
 
 
 def _form(values: dict[str, str]) -> dict[str, str]:
@@ -55,7 +46,7 @@ def _page(r: Any) -> str:
 def test_every_form_type_validates_its_own_fields_and_keeps_what_was_typed(
     client: FlaskClient, world: World, session: Session
 ) -> None:
-    p, enc = _setup(session, world)
+    p, enc = outpatient_visit(session, world)
     login(client, "physician1")
     pick = _page(client.get(f"/patients/{p.id}/documents/new"))
     for form_type in FORM_CONTENT:
@@ -88,7 +79,7 @@ def test_every_form_type_validates_its_own_fields_and_keeps_what_was_typed(
 def test_bad_choice_and_foreign_encounter_are_refused_beside_the_field(
     client: FlaskClient, world: World, session: Session
 ) -> None:
-    p, enc = _setup(session, world)
+    p, enc = outpatient_visit(session, world)
     other = patients.create_patient(
         session,
         world.actor("physician"),
@@ -124,7 +115,7 @@ def test_bad_choice_and_foreign_encounter_are_refused_beside_the_field(
 def test_draft_edit_then_amend_with_reason_then_cancel_and_restore(
     client: FlaskClient, world: World, session: Session
 ) -> None:
-    p, enc = _setup(session, world)
+    p, enc = outpatient_visit(session, world)
     doctor = world.actor("physician")
     doc = documents.create_document(
         session,
@@ -194,7 +185,7 @@ def test_draft_edit_then_amend_with_reason_then_cancel_and_restore(
 
 @pytest.mark.parametrize("role", ["nurse"])
 def test_readers_see_documents_without_edit_buttons(app: Any, world: World, session: Session, role: str) -> None:
-    p, enc = _setup(session, world)
+    p, enc = outpatient_visit(session, world)
     doc = documents.create_document(
         session,
         world.actor("physician"),
