@@ -283,6 +283,9 @@ class OrthancStore(IndexQueries):
             token = base64.b64encode(f"{username}:{password}".encode()).decode("ascii")
             self._lean_headers["Authorization"] = f"Basic {token}"
         self._raw_target = self._hand_written_target()
+        if self._raw_target is None:
+            # A proxy from the environment (or https): every request goes through requests, which honours it.
+            self._lean_target = None
 
     # -- plumbing -----------------------------------------------------------
     def _hand_written_target(self) -> tuple[str, int, str, str] | None:

@@ -3,8 +3,12 @@
 from __future__ import annotations
 
 import http.client
+import http.server
 import io
+import threading
 import time
+import urllib.parse
+from pathlib import Path
 
 import pytest
 from pydicom.uid import generate_uid
@@ -225,3 +229,70 @@ def test_http_response_reader_reads_lengths_chunks_and_closing_bodies() -> None:
         right.close()
         with pytest.raises(http.client.RemoteDisconnected):
             _read_http_response(left, bytearray())
+
+
+class _ForwardProxy(http.server.ThreadingHTTPServer):
+    """A small real HTTP forward proxy: relays absolute-URI requests and remembers their paths."""
+
+    daemon_threads = True
+
+    def __init__(self) -> None:
+        self.seen: list[str] = []
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def _relay(self) -> None:
+                target = urllib.parse.urlsplit(self.path)
+                proxy.seen.append(f"{self.command} {target.path}")
+                body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
+                headers = {k: v for k, v in self.headers.items() if k.lower() not in ("proxy-connection", "connection")}
+                conn = http.client.HTTPConnection(target.hostname or "127.0.0.1", target.port, timeout=30)
+                try:
+                    path = target.path + (f"?{target.query}" if target.query else "")
+                    conn.request(self.command, path, body=body or None, headers=headers)
+                    answer = conn.getresponse()
+                    data = answer.read()
+                finally:
+                    conn.close()
+                self.send_response(answer.status)
+                for key, value in answer.getheaders():
+                    if key.lower() not in ("transfer-encoding", "connection", "content-length"):
+                        self.send_header(key, value)
+                self.send_header("Content-Length", str(len(data)))
+                self.end_headers()
+                self.wfile.write(data)
+
+            do_GET = do_POST = _relay
+
+            def log_message(self, *args: object) -> None:
+                pass
+
+        proxy = self
+        super().__init__(("127.0.0.1", 0), Handler)
+
+
+def test_every_request_goes_through_the_proxy_the_environment_names(
+    orthanc: OrthancStore, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """With HTTP_PROXY set for Orthanc's address, JSON reads and file downloads follow it like uploads do
+    (they used to open their own connection to Orthanc, around the proxy)."""
+    data = ct_instance(patient_id="PROXY-1")
+    result = orthanc.upload(data)
+    proxy = _ForwardProxy()
+    threading.Thread(target=proxy.serve_forever, daemon=True).start()
+    try:
+        for name in ("NO_PROXY", "no_proxy"):
+            monkeypatch.delenv(name, raising=False)
+        monkeypatch.setenv("HTTP_PROXY", f"http://127.0.0.1:{proxy.server_address[1]}")
+        via = OrthancStore(orthanc.url, orthanc._username, orthanc._password)
+        assert via.get_resource("Instance", result.instance_id).orthanc_id == result.instance_id
+        size = via.save_instance(result.instance_id, tmp_path / "copy.dcm")
+        assert size == (tmp_path / "copy.dcm").stat().st_size > 0
+        assert via.upload(data).already_stored
+    finally:
+        proxy.shutdown()
+        proxy.server_close()
+    assert f"GET /instances/{result.instance_id}" in proxy.seen
+    assert f"GET /instances/{result.instance_id}/file" in proxy.seen
+    assert "POST /instances" in proxy.seen
