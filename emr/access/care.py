@@ -10,16 +10,18 @@ refusal is audited (``care.denied``) in its own transaction, then raised as
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import Any
 
-from sqlalchemy.orm import Session
+from sqlalchemy import ColumnElement
+from sqlalchemy.orm import QueryableAttribute, Session
 
 from emr.access import audit
 from emr.access.audit import Actor
-from emr.access.permissions import CARE_SCOPED_ROLES, care_basis, patients_in_care
+from emr.access.permissions import CARE_SCOPED_ROLES, care_basis, patients_in_care, patients_in_care_select
 from emr.core.exceptions import EmrError
 from emr.models import User
 
-__all__ = ["OutOfCareScope", "ensure_patient_access", "in_care_filter", "user_of"]
+__all__ = ["OutOfCareScope", "ensure_patient_access", "in_care_clause", "in_care_filter", "user_of"]
 
 
 class OutOfCareScope(EmrError):
@@ -72,3 +74,16 @@ def in_care_filter(session: Session, actor: Actor) -> Callable[[int], bool]:
         return lambda _pid: True
     ids = patients_in_care(session, user) or set()
     return lambda pid: pid in ids
+
+
+def in_care_clause(
+    session: Session, actor: Actor, patient_id: ColumnElement[Any] | QueryableAttribute[Any]
+) -> ColumnElement[bool] | None:
+    """A WHERE condition on a list query's patient id column: only patients in the user's care, decided
+    by the database, so a LIMIT never cuts lines the user may see to make room for ones they may not.
+    None when the role is not scoped (every patient)."""
+    user = user_of(session, actor)
+    if user is None:
+        return None
+    scope = patients_in_care_select(user)
+    return None if scope is None else patient_id.in_(scope)

@@ -11,6 +11,7 @@ from .lookup import (
     list_versions,
     new_communes,
     search_entries,
+    unknown_icd10,
     version_on,
 )
 from .packaged import admin_unit_map_from_package, admin_units_from_package
@@ -31,5 +32,6 @@ __all__ = [
     "new_communes",
     "search_entries",
     "store_version",
+    "unknown_icd10",
     "version_on",
 ]

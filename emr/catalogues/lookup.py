@@ -17,7 +17,7 @@ from sqlalchemy.orm import Session
 
 from emr.core.normalize import fold
 
-from ..models import CatalogueEntry, CatalogueVersion
+from ..models import CatalogueEntry, CatalogueVersion, Icd10Code
 
 __all__ = [
     "CodeCheck",
@@ -26,6 +26,7 @@ __all__ = [
     "codes_on",
     "entry_on",
     "check_code",
+    "unknown_icd10",
     "new_communes",
     "search_entries",
     "list_versions",
@@ -112,6 +113,18 @@ def check_code(session: Session, kind: str, code: str, on: date, *, parent: str 
             "catalogues.check.wrong_province", {"code": code, "province": parent, "actual": entry.parent or ""}
         )
     return None
+
+
+def unknown_icd10(session: Session, codes: list[str], on: date) -> list[str]:
+    """The ICD-10 codes among ``codes`` (upper case, as the schemas make them) that may not be entered on
+    ``on``, each once, in the order given: not in the loaded ICD-10 list (``Icd10Code``), or not in the
+    Ministry's ICD-10 version in force that day (issue 15 §4). One rule for every door that takes
+    diagnosis codes: the visit form and API, the diagnosis paper."""
+    return [
+        code
+        for code in dict.fromkeys(codes)
+        if session.get(Icd10Code, code) is None or check_code(session, "icd10", code, on) is not None
+    ]
 
 
 def list_versions(session: Session, kind: str | None = None) -> list[CatalogueVersion]:

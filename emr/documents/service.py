@@ -30,6 +30,8 @@ from emr import outbox
 from emr.access import audit
 from emr.access.audit import Actor
 from emr.access.care import ensure_patient_access
+from emr.catalogues import unknown_icd10
+from emr.core.clock import local_today
 from emr.core.exceptions import ConflictError, InvalidState, NotFoundError, ValidationFailed
 from emr.core.states import StudyState, after_report_signed, after_report_withdrawn
 from emr.documents.rights import require_author, require_signer_or_head
@@ -87,9 +89,24 @@ def canonical_json(content: dict[str, Any]) -> str:
     return json.dumps(content, sort_keys=True, ensure_ascii=False, separators=(",", ":"))
 
 
-def _content(form_type: str, content: Any) -> dict[str, Any]:
-    model = parse(FORM_CONTENT[form_type], content, prefix="content.")
-    return model.model_dump()
+# Content fields holding ICD-10 codes (one, or several joined by ';'), checked against the catalogue.
+_ICD10_FIELDS = {"diagnosis": ("main_code", "secondary_codes"), "admission_note": ("initial_diagnosis_code",)}
+
+
+def _content(session: Session, form_type: str, content: Any) -> dict[str, Any]:
+    """The content, validated: its format (the form's schema), then its ICD-10 codes against the catalogue
+    in force today, as on the visit form (``emr.catalogues.unknown_icd10``, same message)."""
+    data = parse(FORM_CONTENT[form_type], content, prefix="content.").model_dump()
+    problems: dict[str, str] = {}
+    params: dict[str, dict[str, object]] = {}
+    for name in _ICD10_FIELDS.get(form_type, ()):
+        unknown = unknown_icd10(session, [c for c in str(data.get(name) or "").split(";") if c], local_today())
+        if unknown:
+            problems[f"content.{name}"] = "encounters.error.icd10"
+            params[f"content.{name}"] = {"codes": ", ".join(unknown)}
+    if problems:
+        raise ValidationFailed(problems, params=params)
+    return data
 
 
 def _retention_class(record_type: str) -> str:
@@ -146,7 +163,7 @@ def create_document(session: Session, actor: Actor, data: DocumentIn | dict[str,
     ensure_patient_access(session, actor, enc.patient_id)  # issue 10: care scope
     if enc.status == "cancelled":
         raise InvalidState("encounter cancelled", key="encounters.error.not_open")
-    content = _content(data.form_type, data.content)
+    content = _content(session, data.form_type, data.content)
     if data.order_id is not None:
         order = session.get(ImagingOrder, data.order_id)
         if order is None or order.patient_id != enc.patient_id:
@@ -209,7 +226,7 @@ def update_draft(
     if version.locked:
         raise InvalidState("signed versions cannot change; amend instead", key="documents.error.locked")
     require_author(session, actor, doc, version, "document.edit")
-    text = canonical_json(_content(doc.form_type, content))
+    text = canonical_json(_content(session, doc.form_type, content))
     previous = version.content_sha256
     version.content_json = text
     version.content_sha256 = hashlib.sha256(text.encode()).hexdigest()
@@ -252,7 +269,7 @@ def amend_document(
         raise InvalidState("the current version is a draft; edit it instead", key="documents.error.not_signed")
     reason = _reason(reason)
     capacity = require_signer_or_head(session, actor, doc, "document.amend")
-    text = canonical_json(_content(doc.form_type, content))
+    text = canonical_json(_content(session, doc.form_type, content))
     new = DocumentVersion(
         document_id=doc.id,
         number=max(v.number for v in doc.versions) + 1,  # after a discarded amendment too

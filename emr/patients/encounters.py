@@ -16,7 +16,7 @@ from emr.access import audit
 from emr.access.audit import Actor
 from emr.access.care import ensure_patient_access
 from emr.access.permissions import own_visits
-from emr.catalogues import check_code
+from emr.catalogues import check_code, unknown_icd10
 from emr.core.clock import local_today, to_local
 from emr.core.exceptions import InvalidState, ValidationFailed
 from emr.models.lookup import get_or_404, next_number, parse
@@ -98,11 +98,8 @@ def create_encounter(session: Session, actor: Actor, data: EncounterIn | dict[st
     codes = [c.upper() for c in data.diagnoses]
     today = local_today()
     # the code must be in the ICD-10 list in force today, not only ever loaded (issue 15 §4)
-    unknown = {
-        i: code
-        for i, code in enumerate(codes)
-        if session.get(Icd10Code, code) is None or check_code(session, "icd10", code, today) is not None
-    }
+    refused = set(unknown_icd10(session, codes, today))
+    unknown = {i: code for i, code in enumerate(codes) if code in refused}
     named: dict[str, object] = {"codes": ", ".join(dict.fromkeys(unknown.values()))}  # every one, in each message
     params: dict[str, dict[str, object]] = {f"diagnoses.{i}": named for i in unknown}
     problems.update({f"diagnoses.{i}": "encounters.error.icd10" for i in unknown})

@@ -15,11 +15,12 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import select
-from sqlalchemy.orm import Session
+from sqlalchemy import ColumnElement, and_, exists, or_, select
+from sqlalchemy.orm import Session, aliased
 
 from emr.access import audit
 from emr.access.audit import Actor
+from emr.access.care import in_care_clause
 from emr.core.exceptions import ValidationFailed
 from emr.core.states import OrderStatus, StudyState
 
@@ -27,11 +28,13 @@ from ..models import Document, DocumentVersion, ImagingOrder, Patient, Study, St
 
 __all__ = [
     "REPORT_STATUSES",
+    "WORKLIST_LIMIT",
     "WorklistFilter",
     "WorklistRow",
     "find_linked_study",
     "get_measurements",
     "latest_report",
+    "reading_list",
     "reading_worklist",
     "record_report_view",
     "record_study_view",
@@ -167,14 +170,60 @@ class WorklistRow:
     reader: str
 
 
-def reading_worklist(session: Session, flt: WorklistFilter, limit: int = 300) -> list[WorklistRow]:
-    """Linked studies, unread first, then by urgency (stat, urgent, routine), newest first."""
-    q = (
-        select(Study, ImagingOrder, Patient)
-        .join(ImagingOrder, ImagingOrder.id == Study.order_id)
-        .join(Patient, Patient.id == Study.patient_id)
-        .where(Study.state == StudyState.LINKED, ImagingOrder.status != OrderStatus.CANCELLED)
+WORKLIST_LIMIT = 300
+
+
+def _report_status_is(status: str) -> ColumnElement[bool]:
+    """SQL for :func:`report_status` of the order's newest radiology report not cancelled being ``status``.
+
+    As (NOT) EXISTS, not as "(SELECT status ... ORDER BY created_at DESC LIMIT 1) = ?": PostgreSQL plans these
+    as (anti-)joins with sane estimates, where the scalar subquery was a subplan costed per study (over 300k
+    on a radiologist's list of 100k studies: JIT-compiled for 0.15 s on top of the query).
+    """
+
+    def live(doc: type[Document]) -> ColumnElement[bool]:
+        return and_(doc.form_type == "radiology_report", doc.status != "cancelled")
+
+    report, newer = aliased(Document), aliased(Document)
+    if status == "unread":
+        return ~exists().where(report.order_id == ImagingOrder.id, live(report))
+    newest = ~exists().where(
+        newer.order_id == report.order_id,
+        live(newer),
+        or_(newer.created_at > report.created_at, and_(newer.created_at == report.created_at, newer.id > report.id)),
     )
+    is_status = report.status == status if status in ("signed", "amended") else report.status.not_in(
+        ("signed", "amended", "cancelled")
+    )  # draft, or being signed
+    return exists().where(report.order_id == ImagingOrder.id, live(report), is_status, newest)
+
+
+def reading_worklist(
+    session: Session, flt: WorklistFilter, limit: int = WORKLIST_LIMIT, *, scope: ColumnElement[bool] | None = None
+) -> list[WorklistRow]:
+    """Linked studies, unread first, then by urgency (stat, urgent, routine), newest first.
+
+    ``scope``: a condition on ``Study.patient_id`` (the user's care, :func:`reading_list`). It and every
+    filter, the report status included, are part of the query, so its LIMIT counts only lines that are
+    shown: none the user may see is left out to make room for lines filtered out afterwards.
+
+    The newest ids first, then their rows: a narrow query lets PostgreSQL join the care scope on ids alone
+    (a radiologist's scope over 100k studies: 0.37 s, against 1.4 s selecting whole rows; EXPLAIN ANALYZE on
+    PostgreSQL 15, 2 cores at load ~6).
+    """
+    q = (
+        select(Study.id)
+        .join(ImagingOrder, ImagingOrder.id == Study.order_id)
+        .where(
+            Study.state == StudyState.LINKED,
+            Study.patient_id.is_not(None),
+            ImagingOrder.status != OrderStatus.CANCELLED,
+        )
+    )
+    if scope is not None:
+        q = q.where(scope)
+    if flt.status:
+        q = q.where(_report_status_is(flt.status))
     if flt.modality:
         q = q.where(ImagingOrder.modality == flt.modality)
     if flt.urgency:
@@ -183,7 +232,18 @@ def reading_worklist(session: Session, flt: WorklistFilter, limit: int = 300) ->
         q = q.where(Study.study_date >= flt.date_from)
     if flt.date_to:
         q = q.where(Study.study_date <= flt.date_to)
-    rows = session.execute(q.order_by(Study.id.desc()).limit(limit * 2)).all()
+    ids = list(session.scalars(q.order_by(Study.id.desc()).limit(limit * 2)))
+    rows = (
+        session.execute(
+            select(Study, ImagingOrder, Patient)
+            .join(ImagingOrder, ImagingOrder.id == Study.order_id)
+            .join(Patient, Patient.id == Study.patient_id)
+            .where(Study.id.in_(ids))
+            .order_by(Study.id.desc())
+        ).all()
+        if ids
+        else []
+    )
     order_ids = [o.id for _, o, _ in rows]
     reports: dict[int, Document] = {}
     if order_ids:
@@ -218,6 +278,32 @@ def reading_worklist(session: Session, flt: WorklistFilter, limit: int = 300) ->
         )
     )
     return out[:limit]
+
+
+def reading_list(
+    session: Session, actor: Actor, flt: WorklistFilter, limit: int = WORKLIST_LIMIT
+) -> list[WorklistRow]:
+    """The reading list as ``actor`` may see it: the studies of patients in their care (issue 10; the
+    care scope is in the query, :func:`emr.access.care.in_care_clause`), audited like the other lists
+    of patients: one row per listing, naming the filters and how many studies it showed."""
+    rows = reading_worklist(session, flt, limit, scope=in_care_clause(session, actor, Study.patient_id))
+    audit.record(
+        session,
+        actor,
+        "reading.worklist",
+        object_type="study",
+        details={
+            "list": "reading",
+            "modality": flt.modality,
+            "date_from": flt.date_from,
+            "date_to": flt.date_to,
+            "urgency": flt.urgency,
+            "status": flt.status,
+            "results": len(rows),
+        },
+    )
+    session.commit()
+    return rows
 
 
 def get_measurements(session: Session, user_id: int, study_uid: str) -> tuple[Any, datetime | None]:

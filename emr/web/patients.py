@@ -88,9 +88,13 @@ def new() -> Any:
 def chart(patient_id: int) -> Any:
     s = db.session()
     patient = patients.get_patient(s, current_actor(), patient_id)
-    encs = [encounters.encounter_dict(s, e) for e in encounters.list_encounters(s, patient_id)]
-    # Documents only for roles that may open them (a technician's chart has no links to 403 pages);
-    # the template asks the same permission.
+    # Visits (with their ICD-10 diagnoses) and documents only for roles that may read them (a technician
+    # has neither encounter.read nor document.read): not loaded otherwise; the template asks the same.
+    encs = (
+        [encounters.encounter_dict(s, e) for e in encounters.list_encounters(s, patient_id)]
+        if allowed(g.user.role, "encounter.read")
+        else []
+    )
     docs = (
         [documents.document_dict(d) for d in documents.list_documents(s, patient_id)]
         if allowed(g.user.role, "document.read")

@@ -10,7 +10,7 @@ from typing import Any
 from flask import Blueprint, Response, current_app, g, jsonify, redirect, render_template, request, url_for
 
 from emr.access.auth import current_actor, requires
-from emr.access.care import ensure_patient_access, in_care_filter
+from emr.access.care import ensure_patient_access
 from emr.access.permissions import allowed
 from emr.core.exceptions import EmrError, NotFoundError
 from emr.core.states import StudyState
@@ -85,8 +85,8 @@ def worklist() -> Any:
     s = db.session()
     rows: list[reading.WorklistRow] = []
     if not errors:  # a range that cannot be applied lists nothing rather than everything
-        in_care = in_care_filter(s, current_actor())  # issue 10: only patients in the user's care
-        rows = [r for r in reading.reading_worklist(s, flt) if in_care(r.patient.id)]
+        # Issue 10: only patients in the user's care (in the query, before its limit); the listing is audited.
+        rows = reading.reading_list(s, current_actor(), flt)
     return render_template(
         "reading/worklist.html",
         rows=rows,

@@ -7,19 +7,23 @@ from __future__ import annotations
 import html
 import json
 import re
+from datetime import date
 from typing import Any
 
+import pytest
 from flask.testing import FlaskClient
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from emr.catalogues import Line, store_version
+from emr.core.exceptions import ValidationFailed
 from emr.documents import service as documents
 from emr.i18n import t
 from emr.models import Document, Encounter
 from emr.patients import service as patients
 from emr.schemas import DiagnosisContent
 
-from .conftest import World, csrf_token, login, outpatient_visit, patient_data
+from .conftest import ADMIN_ACTOR, World, csrf_token, login, outpatient_visit, patient_data
 
 
 def _page(r: Any) -> str:
@@ -146,3 +150,55 @@ def test_service_stores_the_normalised_codes(world: World, session: Session) -> 
     session.commit()
     content = json.loads(doc.versions[0].content_json)
     assert (content["main_code"], content["secondary_codes"]) == ("J18.9", "I10")
+
+
+def test_diagnosis_paper_codes_are_checked_against_the_catalogue(
+    client: FlaskClient, world: World, session: Session, tokens: dict[str, str]
+) -> None:
+    """Well-formed codes that are in no catalogue are refused on the paper as on the visit form (same message,
+    naming them): the form, the JSON API, a draft edited, an amendment; and a code the Ministry's version in
+    force today no longer lists, although the loaded list has it."""
+    p, enc = outpatient_visit(session, world)
+    doctor = world.actor("physician")
+    login(client, "physician1")
+    url = f"/patients/{p.id}/documents/new?form_type=diagnosis"
+    form = {"csrf_token": csrf_token(client, url), "encounter_id": str(enc.id), "c_main_code": "x99.9",
+            "c_main_text": "Không rõ", "c_secondary_codes": "i10; y98.8; z99.99"}
+    r = client.post(url, data=form)
+    page = _page(r)
+    assert r.status_code == 422
+    assert re.search(rf'id="err-c_main_code">{re.escape(t("encounters.error.icd10", codes="X99.9"))}<', page)
+    assert re.search(
+        rf'id="err-c_secondary_codes">{re.escape(t("encounters.error.icd10", codes="Y98.8, Z99.99"))}<', page)
+    assert "Mã ICD-10 không có trong danh mục: X99.9" in page
+    r = client.post("/api/documents", headers={"Authorization": f"Bearer {tokens['physician']}"},
+                    json={"encounter_id": enc.id, "form_type": "diagnosis",
+                          "content": {"main_code": "I10", "main_text": "x", "secondary_codes": "Q99.9"}})
+    body = r.get_json()
+    assert r.status_code == 422 and body["fields"] == {"content.secondary_codes": "encounters.error.icd10"}
+    assert body["params"]["content.secondary_codes"] == {"codes": "Q99.9"}
+    session.rollback()
+    assert session.scalars(select(Document).where(Document.encounter_id == enc.id)).all() == []
+
+    doc = documents.create_document(session, doctor, {"encounter_id": enc.id, "form_type": "diagnosis",
+                                                      "content": {"main_code": "J18.9", "main_text": "Viêm phổi"}})
+    with pytest.raises(ValidationFailed) as err:
+        documents.update_draft(session, doctor, doc.id, {"main_code": "J18.9", "main_text": "x",
+                                                         "secondary_codes": "A00.0"})
+    assert err.value.fields == {"content.secondary_codes": "encounters.error.icd10"}
+    session.rollback()
+
+    # The Ministry's ICD-10 version in force today lists J18.9 but not R51: R51 is refused now, J18.9 still taken.
+    store_version(session, ADMIN_ACTOR, "icd10", [Line(1, "J18.9", "Viêm phổi"), Line(2, "I10", "Tăng huyết áp")],
+                  valid_from=date(2020, 1, 1), source="test", sha256="0" * 64)
+    session.commit()
+    with pytest.raises(ValidationFailed) as err:
+        documents.update_draft(session, doctor, doc.id, {"main_code": "R51", "main_text": "Đau đầu"})
+    assert err.value.field_params == {"content.main_code": {"codes": "R51"}}
+    session.rollback()
+    documents.update_draft(session, doctor, doc.id, {"main_code": "j18.9", "main_text": "x", "secondary_codes": "i10"})
+    documents.mark_signed(session, doctor, doc.id, 1)
+    with pytest.raises(ValidationFailed) as err:
+        documents.amend_document(session, doctor, doc.id, {"main_code": "J18.9", "main_text": "x",
+                                                           "secondary_codes": "I10;R51"}, "Thêm bệnh kèm theo")
+    assert err.value.field_params == {"content.secondary_codes": {"codes": "R51"}}

@@ -16,7 +16,7 @@ from typing import Any
 
 import pytest
 from flask.testing import FlaskClient
-from sqlalchemy import select
+from sqlalchemy import insert, select
 from sqlalchemy.orm import Session
 
 from emr.access import break_glass
@@ -27,6 +27,7 @@ from emr.documents import service as documents
 from emr.imaging import orders
 from emr.models import AuditEntry, BreakGlassAccess, ImagingOrder, Study
 from emr.patients import service as patients
+from emr.reading import service as reading
 
 from . import test_prices as prices
 from .conftest import World, csrf_token, login, patient_data
@@ -186,6 +187,43 @@ def test_the_chart_shows_only_the_links_the_user_may_open(client: FlaskClient, s
     assert 'class="study-link"' not in page and "/viewer/?study=" not in page and "Đã có ảnh" in page
 
 
+def test_the_chart_shows_visits_and_diagnoses_only_to_roles_that_read_encounters(
+        client: FlaskClient, session: Session, world: World, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A technician has no encounter.read (the JSON API refuses them the visits): their chart neither shows
+    nor loads the visits and their ICD-10 diagnoses; a physician's and a nurse's chart show them."""
+    from emr.patients import encounters
+    from emr.web import patients as patient_pages
+
+    o = _day(session, world)
+    pid = o["early"].patient_id
+    visit = encounters.create_encounter(session, world.actor("physician"), {
+        "patient_id": pid, "kind": "outpatient", "department_code": world.department_code,
+        "diagnoses": ["S06.0", "R51"]})
+    code = visit.visit_code
+    session.rollback()
+    loaded: list[int] = []
+    real = encounters.list_encounters
+
+    def spy(s: Any, patient_id: int) -> Any:
+        loaded.append(patient_id)
+        return real(s, patient_id)
+
+    monkeypatch.setattr(patient_pages.encounters, "list_encounters", spy)
+    login(client, "technician1")
+    r = client.get(f"/patients/{pid}")
+    page = r.get_data(as_text=True)
+    assert r.status_code == 200 and "Lê Thị Sớm" in page and 'class="study-link"' in page
+    assert code not in page and "S06.0" not in page and "R51" not in page and 'id="chart-encounters"' not in page
+    assert loaded == []  # not loaded at all, not only hidden
+    assert client.get(f"/api/patients/{pid}/encounters").status_code in (401, 403)  # what the API says, too
+    for user in ("physician1", "nurse1"):
+        client.post("/logout", data={"csrf_token": csrf_token(client, "/patients/")})
+        login(client, user)
+        page = client.get(f"/patients/{pid}").get_data(as_text=True)
+        assert code in page and "S06.0, R51" in page and 'id="chart-encounters"' in page, user
+    assert loaded == [pid, pid]
+
+
 def test_reading_list_date_filters_say_what_is_wrong_and_keep_what_was_typed(client: FlaskClient, session: Session,
                                                                               world: World) -> None:
     o = _day(session, world)
@@ -211,6 +249,65 @@ def test_reading_list_date_filters_say_what_is_wrong_and_keep_what_was_typed(cli
     assert 'type="date" name="date_from" value="2026-12-09"' in page  # shown again in the field's own form
     assert today_uid in client.get("/reading/?date_from=2026-12-08&date_to=2026-12-08").get_data(
         as_text=True)
+
+
+def _many_studies(session: Session, order: ImagingOrder, count: int) -> None:
+    """``count`` more linked studies of ``order`` (Core inserts: newer than every study before them)."""
+    session.execute(insert(Study), [
+        {"orthanc_id": f"bulk-{order.id}-{i}", "study_instance_uid": f"1.2.826.0.1.{order.id}.{i}",
+         "state": "linked", "order_id": order.id, "patient_id": order.patient_id, "study_date": "20261208",
+         "modalities": order.modality} for i in range(count)])
+    session.commit()
+
+
+def test_the_reading_list_never_drops_a_study_in_care_behind_others(client: FlaskClient, session: Session,
+                                                                    world: World) -> None:
+    """The list's query is capped (2 × 300 studies, then ranked): the care scope and the report status filter
+    are in the query, so more than that many newer studies outside the user's care, or of another status,
+    never push out an older study the user may open."""
+    o = _day(session, world)  # o["study"]: today's CT of Lê Thị Sớm, no report (unread), in the technician's care
+    mine = o["study"]
+    away = _order(session, world, "Bùi Văn Xa", "079190000021")
+    away.scheduled_at = away.ordered_at = away.scheduled_at - timedelta(days=60)  # outside the technician's care
+    session.commit()
+    limit = 2 * reading.WORKLIST_LIMIT
+    _many_studies(session, away, limit + 1)
+    session.rollback()
+    login(client, "technician1")
+    page = client.get("/reading/").get_data(as_text=True)
+    assert f'data-study-uid="{mine.study_instance_uid}"' in page and "Bùi Văn Xa" not in page
+    # Newer studies in care whose report is signed: the unread one still comes when asked for.
+    signed = o["late"]
+    documents.mark_signed(session, world.actor("radiologist"), _report(session, world, signed, "Bình thường.").id, 1)
+    _many_studies(session, signed, limit + 1)
+    session.rollback()
+    page = client.get("/reading/?status=unread").get_data(as_text=True)
+    assert f'data-study-uid="{mine.study_instance_uid}"' in page and "Phạm Văn Muộn" not in page
+    page = client.get("/reading/?status=signed").get_data(as_text=True)
+    assert page.count("Phạm Văn Muộn") >= reading.WORKLIST_LIMIT and mine.study_instance_uid not in page
+
+
+def test_the_reading_list_is_audited_once_per_listing_with_what_it_showed(client: FlaskClient, session: Session,
+                                                                          world: World) -> None:
+    _day(session, world)
+    other = _order(session, world, "Bùi Văn Cũ", "079190000018")
+    other.scheduled_at = other.ordered_at = other.scheduled_at - timedelta(days=60)
+    session.commit()
+    _link(session, other, "20261008")  # unread: on the radiologist's list, outside the technician's care
+    session.rollback()
+    login(client, "technician1")
+    assert client.get("/reading/?modality=CT").status_code == 200
+    assert client.get("/reading/?date_from=2026-13-45").status_code == 422  # nothing listed: nothing audited
+    client.post("/logout", data={"csrf_token": csrf_token(client, "/patients/")})
+    login(client, "radiologist1")
+    assert client.get("/reading/").status_code == 200
+    rows = session.scalars(select(AuditEntry).where(AuditEntry.action == "reading.worklist")
+                           .order_by(AuditEntry.id)).all()
+    assert [(r.username, r.outcome, r.object_type) for r in rows] == [
+        ("technician1", "success", "study"), ("radiologist1", "success", "study")]
+    assert '"list": "reading"' in rows[0].details and '"modality": "CT"' in rows[0].details
+    assert '"results": 1' in rows[0].details and '"results": 2' in rows[1].details
+    assert all(r.patient_id is None for r in rows)  # one row per listing, not one per patient
 
 
 # -- break-the-glass review (migration 0022) ------------------------------------------------------------

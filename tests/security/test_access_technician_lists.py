@@ -17,7 +17,7 @@ from typing import Any
 import pytest
 from sqlalchemy import select
 
-from emr.models import AuditEntry, ImagingOrder, Patient, Study
+from emr.models import AuditEntry, Encounter, EncounterDiagnosis, Icd10Code, ImagingOrder, Patient, Study
 from tests.security.auth_support import Record, RunningEmr, make_record, make_users, running_emr
 
 REPORT_TEXT = "Không thấy tổn thương khu trú."  # make_record's findings
@@ -93,6 +93,35 @@ def test_the_lists_never_reach_a_patient_outside_care(emr: RunningEmr, records: 
     assert shown and all('"results": 1' in d for d in shown)
 
 
+def test_every_showing_of_the_reading_list_is_audited(emr: RunningEmr, records: tuple[Record, Record]) -> None:
+    """However the list is asked for (no slash, HEAD, filters, junk parameters, repeated), each showing writes
+    one ``reading.worklist`` row naming what it listed; a refused role writes a refusal, never a listing."""
+    def listings(user: str) -> list[tuple[str, str]]:
+        return _db(emr, lambda s: [tuple(r) for r in s.execute(select(AuditEntry.outcome, AuditEntry.details).where(
+            AuditEntry.username == user, AuditEntry.action == "reading.worklist").order_by(AuditEntry.id))])
+
+    ktv, _ = emr.login("ktv", source="127.0.0.54")
+    before = len(listings("ktv"))
+    shown = 0
+    for path in ("/reading/", "/reading", "/reading/?status=signed&status=unread", "/reading/?modality=CT&x=1",
+                 "/reading/?date_from=2000-01-01&date_to=2100-12-31", "/reading/?urgency=../../x", "/reading/"):
+        r = ktv.get(emr.url(path), timeout=30)
+        assert r.status_code == 200, path
+        shown += 1
+    assert ktv.head(emr.url("/reading/"), timeout=30).status_code == 200
+    shown += 1
+    rows = listings("ktv")[before:]
+    assert len(rows) == shown and all(outcome == "success" and '"list": "reading"' in d for outcome, d in rows)
+    assert '"results": 1' in rows[0][1] and '"status": "signed"' in rows[2][1]  # the first value, as filtered
+    for user, source in (("bschan", "127.0.0.55"), ("bacsi", "127.0.0.56")):
+        reader, _ = emr.login(user, source=source)
+        assert reader.get(emr.url("/reading/"), timeout=30).status_code == 200
+        assert [o for o, _ in listings(user)] == ["success"], user
+    nurse, _ = emr.login("dieuduong", source="127.0.0.57")
+    assert nurse.get(emr.url("/reading/"), timeout=30).status_code == 403
+    assert [o for o, _ in listings("dieuduong")] == ["denied"]
+
+
 def test_the_chart_links_no_document_and_the_document_stays_closed(emr: RunningEmr,
                                                                    records: tuple[Record, Record]) -> None:
     today, _ = records
@@ -104,6 +133,43 @@ def test_the_chart_links_no_document_and_the_document_stays_closed(emr: RunningE
     nurse, _ = emr.login("dieuduong", source="127.0.0.52")
     page = nurse.get(emr.url(f"/patients/{today.patient_id}"), timeout=30).text
     assert f"/documents/{today.report_id}" in page and "/viewer/?study=" not in page  # no image.view: no link
+
+
+def test_the_chart_shows_no_visit_or_diagnosis_without_encounter_read(emr: RunningEmr,
+                                                                     records: tuple[Record, Record]) -> None:
+    """A technician (no encounter.read) opens a patient in their care: the visit and its ICD-10 diagnoses are
+    on no page or API answer they reach, whatever they add to the address; a nurse's chart shows them."""
+    today, _ = records
+
+    def diagnose(session: Any) -> str:
+        for code, title in (("S06.0", "Chấn động não"), ("R51", "Đau đầu")):
+            if session.get(Icd10Code, code) is None:
+                session.add(Icd10Code(code=code, title=title))
+        session.flush()
+        session.add_all([EncounterDiagnosis(encounter_id=today.encounter_id, icd10_code="S06.0", position=0),
+                         EncounterDiagnosis(encounter_id=today.encounter_id, icd10_code="R51", position=1)])
+        visit_code = session.get(Encounter, today.encounter_id).visit_code
+        session.commit()
+        return visit_code
+
+    visit_code = _db(emr, diagnose)
+    pid, eid = today.patient_id, today.encounter_id
+    ktv, _ = emr.login("ktv", source="127.0.0.58")
+    for path in (f"/patients/{pid}", f"/patients/{pid}?encounters=1&show=all", f"/patients/{pid}/",
+                 f"/patients/{pid}?role=physician"):
+        page = ktv.get(emr.url(path), timeout=30)
+        assert page.status_code == 200, path
+        assert visit_code not in page.text and "S06.0" not in page.text and "R51" not in page.text, path
+        assert 'id="chart-encounters"' not in page.text and "Trần Văn Đức" in page.text, path
+    for path in (f"/api/patients/{pid}/encounters", f"/api/encounters/{eid}", f"/fhir/Encounter?patient={pid}",
+                 f"/fhir/Encounter/{eid}", f"/patients/{pid}/encounters/{eid}/close",
+                 f"/patients/{pid}/encounters/{eid}/benefit-level", f"/export/encounters/{eid}/hsba.json"):
+        r = ktv.get(emr.url(path), timeout=30, allow_redirects=False)
+        assert r.status_code in (302, 401, 403, 404), path
+        assert "S06.0" not in r.text and visit_code not in r.text, path
+    nurse, _ = emr.login("dieuduong", source="127.0.0.59")
+    page = nurse.get(emr.url(f"/patients/{pid}"), timeout=30).text
+    assert visit_code in page and "S06.0, R51" in page
 
 
 def test_what_is_typed_into_the_filters_comes_back_escaped(emr: RunningEmr, records: tuple[Record, Record]) -> None:
