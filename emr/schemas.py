@@ -163,14 +163,6 @@ class OutpatientRecordContent(_In):
     treatment_plan: Text = ""
 
 
-class AdmissionNoteContent(_In):
-    reason: Required
-    history: Text = ""
-    examination: Required
-    initial_diagnosis: Required
-    plan: Text = ""
-
-
 class ProgressNoteContent(_In):
     note: Required
     stage: Text = ""  # GIAI_DOAN_BENH
@@ -198,6 +190,32 @@ def _icd10_codes(value: Any) -> Any:
     return codes
 
 
+def _one_icd10_code(value: Any) -> Any:
+    """One ICD-10 code as typed (upper case), "" when none; several are refused naming them."""
+    codes = _icd10_codes(value)
+    if not isinstance(codes, list):
+        return codes
+    if len(codes) > 1:  # one diagnosis, one code
+        raise PydanticCustomError("icd10_one", "one ICD-10 code expected: {codes}", {"codes": ", ".join(codes)})
+    return codes[0] if codes else ""
+
+
+class AdmissionNoteContent(_In):
+    reason: Required
+    history: Text = ""
+    examination: Required
+    initial_diagnosis: Required
+    # The admitting doctor's own ICD-10 code for the initial diagnosis (optional): the only code an admission
+    # diagnosis is given in FHIR (Encounter.diagnosis AD), never the visit's main code (emr.exports.fhir).
+    initial_diagnosis_code: Annotated[str, StringConstraints(strip_whitespace=True)] = ""
+    plan: Text = ""
+
+    @field_validator("initial_diagnosis_code", mode="before")
+    @classmethod
+    def _initial_code(cls, value: Any) -> Any:
+        return _one_icd10_code(value)
+
+
 class DiagnosisContent(_In):
     main_code: Annotated[str, StringConstraints(strip_whitespace=True, min_length=1)]  # MA_BENH_CHINH
     main_text: Required
@@ -207,12 +225,7 @@ class DiagnosisContent(_In):
     @field_validator("main_code", mode="before")
     @classmethod
     def _main_code(cls, value: Any) -> Any:
-        codes = _icd10_codes(value)
-        if not isinstance(codes, list):
-            return codes
-        if len(codes) > 1:  # one main diagnosis
-            raise PydanticCustomError("icd10_one", "one ICD-10 code expected: {codes}", {"codes": ", ".join(codes)})
-        return codes[0] if codes else ""
+        return _one_icd10_code(value)
 
     @field_validator("secondary_codes", mode="before")
     @classmethod

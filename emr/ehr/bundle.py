@@ -69,11 +69,12 @@ _LOINC = "http://loinc.org"
 # Composition.type: FHIR document type codes (LOINC), the binding VNCoreComposition prefers.
 _VISIT_TYPE = ("34133-9", "Summary of episode note")
 _REPORT_TYPE = ("18748-4", "Diagnostic imaging study")
-# Section codes (LOINC), as in the IPS-style sections the VN Core IG maps to.
+# Section codes (LOINC), as in the IPS-style sections the VN Core IG maps to; the Vietnamese section title a
+# person reads is ehr.section.<name> in the catalogue.
 _SECTIONS = {
-    "diagnoses": ("29548-5", "Diagnosis Narrative", "Chẩn đoán"),
-    "imaging": ("18726-0", "Radiology studies (set)", "Chẩn đoán hình ảnh"),
-    "documents": ("55108-5", "Clinical presentation Document", "Tài liệu đã ký"),
+    "diagnoses": ("29548-5", "Diagnosis Narrative"),
+    "imaging": ("18726-0", "Radiology studies (set)"),
+    "documents": ("55108-5", "Clinical presentation Document"),
 }
 
 
@@ -98,7 +99,8 @@ def _full_url(settings: EmrSettings, resource: dict[str, Any]) -> str:
 
 
 def _section(name: str, refs: list[dict[str, Any]], lines: list[str]) -> dict[str, Any]:
-    code, display, title = _SECTIONS[name]
+    code, display = _SECTIONS[name]
+    title = t(f"ehr.section.{name}")
     from xml.sax.saxutils import escape
 
     items = "".join(f"<li>{escape(line)}</li>" for line in lines) or "<li>—</li>"
@@ -269,7 +271,7 @@ def report_bundle(session: Session, settings: EmrSettings, document_id: int) -> 
     number = f"{doc.id}-v{version.number}"
     composition = v.composition(
         f"report-{number}", ("https://filmless.vn/fhir/sid/so-phieu", number), _REPORT_TYPE,
-        "Phiếu kết quả chẩn đoán hình ảnh", local_isoformat(version.signed_at or version.created_at),
+        t("ehr.title.report"), local_isoformat(version.signed_at or version.created_at),
         _author(session, version.signed_by, settings), sections, settings,
     )
     subject = t("ehr.subject.report", code=number)

@@ -822,31 +822,46 @@ def _signed_content(ctx: Ctx, e: Encounter, form_type: str) -> dict[str, Any] | 
     return content
 
 
+def _admission_condition(ctx: Ctx, e: Encounter) -> dict[str, Any] | None:
+    """The admission diagnosis as a provisional Condition, only when the admitting doctor coded it: the signed
+    admission note's initial diagnosis with the ICD-10 code written on that note (``initial_diagnosis_code``,
+    in the ICD-10 list). Never coded with another diagnosis's code (the visit's main code may be the discharge
+    diagnosis); a VN Core diagnosis Condition needs a code, so an uncoded admission diagnosis is left out."""
+    note = _signed_content(ctx, e, "admission_note") or {}
+    code = str(note.get("initial_diagnosis_code") or "").strip().upper()
+    text = admission_diagnosis(e, note)  # the note's initial diagnosis (CHAN_DOAN_VAO)
+    if not code or not text:
+        return None  # no signed admission note, or one without a code: nothing coded by the admitting doctor
+    title = ctx.session.scalar(select(Icd10Code.title).where(Icd10Code.code == code))
+    if title is None:
+        return None  # not in the ICD-10 list: no conformant code to give
+    return _condition(
+        e, f"{e.id}-vao-vien", code, title, text, t("fhir.diagnosis.admission"), "provisional", e.admitted_at
+    )
+
+
 def visit_diagnoses(ctx: Ctx, e: Encounter) -> VisitDiagnoses:
     """The visit's ICD-10 diagnoses with their roles in the visit.
 
     CC the main disease (MA_BENH_CHINH, position 0) and CM each other one (MA_BENH_KT); once the visit has
     ended, DD on the main disease as well (MA_BENH_CHINH is the main disease at the end of treatment, QĐ 4750
-    Bảng 1). AD is the admission diagnosis (CHAN_DOAN_VAO: the signed admission note's initial diagnosis, else
-    the one typed when the visit was opened) as its own provisional Condition: its text as the doctor wrote
-    it, coded with the main ICD-10 code registered with the visit when it was opened, since VN Core requires
-    an ICD-10 code on every diagnosis (vn-core-condition-diagnosis, QĐ 4469/QĐ-BYT); a visit with no ICD-10
-    code has no conformant Condition to give, so no diagnosis at all.
+    Bảng 1). AD is the admission diagnosis (CHAN_DOAN_VAO) as its own provisional Condition, only when the
+    signed admission note gives it an ICD-10 code of its own (:func:`_admission_condition`): VN Core requires a
+    code on every diagnosis Condition (vn-core-condition-encounter-diagnosis, Condition.code bound to
+    vn-core-condition-code) and its AdmissionDiagnosis-CDVaoVien slice is 0..1, so an admission diagnosis
+    without its own code is left out rather than given the main disease's code, which the admitting doctor
+    may never have given. A visit with no ICD-10 code has no conformant Condition to give, so no diagnosis
+    at all.
     """
     coded = condition_resources(ctx, e)
     if not coded:
         return VisitDiagnoses([], [])
     conditions: list[dict[str, Any]] = []
     uses: list[tuple[str, str]] = []
-    admitted = admission_diagnosis(e, _signed_content(ctx, e, "admission_note"))
-    main = coded[0]["code"]["coding"][0]
-    if admitted:
-        cid = f"{e.id}-vao-vien"
-        label = t("fhir.diagnosis.admission")
-        conditions.append(
-            _condition(e, cid, main["code"], main["display"], admitted, label, "provisional", e.admitted_at)
-        )
-        uses.append((cid, "AD"))
+    admitted = _admission_condition(ctx, e)
+    if admitted is not None:
+        conditions.append(admitted)
+        uses.append((admitted["id"], "AD"))
     for i, c in enumerate(coded):
         conditions.append(c)
         uses.append((c["id"], "CC" if i == 0 else "CM"))

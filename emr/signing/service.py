@@ -15,6 +15,11 @@ Signing order per form type (:func:`slots_for`): a radiology report is
 signed by a radiologist; a discharge summary by the treating physician
 (the encounter's attending) and then the head of that department; every
 other record by the physician who wrote the version.
+
+A discharge paper (giấy ra viện) states when the patient left: it is signed only once its visit is
+closed with a discharge time (:func:`discharge_pending`), so no signed paper says "not discharged" and
+the paper is in the record export as soon as it is signed. The visit is closed first (the "Kết thúc lượt
+khám" form, with its discharge diagnosis); signing never closes it.
 """
 
 from __future__ import annotations
@@ -86,6 +91,7 @@ __all__ = [
     "NotYourTurn",
     "ContentChanged",
     "artifact_for",
+    "discharge_pending",
     "next_slot",
     "past_retention",
     "register_pkcs12",
@@ -287,6 +293,17 @@ def _may_fill(session: Session, doc: Document, version: DocumentVersion, slot: S
             and user.department_id == enc.department_id
         )
     return user.role in ("physician", "radiologist") and user.id == version.created_by
+
+
+def discharge_pending(session: Session, doc: Document) -> Encounter | None:
+    """The visit of a discharge paper when it is not yet closed with a discharge time (the paper cannot be
+    signed until it is: it prints the discharge time, QĐ 4750 Bảng 7 NGAY_RA); None otherwise."""
+    if doc.form_type != "discharge_summary" or doc.encounter_id is None:
+        return None
+    enc = session.get(Encounter, doc.encounter_id)
+    if enc is None or (enc.status == "closed" and enc.discharged_at is not None):
+        return None
+    return enc
 
 
 def can_sign_now(session: Session, doc: Document, user: User | None) -> bool:
@@ -540,6 +557,13 @@ def sign_document(
     if not _may_fill(session, doc, version, slot, user):
         audit_refusal("denied")
         raise NotYourTurn(f"{user.username} may not sign {slot.field_name}", key=f"signing.error.turn.{slot.who}")
+    open_visit = discharge_pending(session, doc)
+    if open_visit is not None:
+        visit_id = open_visit.id
+        session.rollback()
+        audit_refusal("failure", error="visit_not_discharged", encounter_id=visit_id)
+        raise InvalidState(f"visit {visit_id} of discharge paper {doc.id} is not closed",
+                           key="signing.error.not_discharged")
     if not isinstance(expected_sha256, str) or not hmac.compare_digest(
         expected_sha256.strip().lower().encode(), version.content_sha256.encode()
     ):

@@ -112,6 +112,7 @@ def sign(document_id: int) -> Any:
         version, _artifact, slot = svc.next_slot(s, doc)
     turn = svc.can_sign_now(s, doc, user)
     content = json.loads(version.content_json)
+    pending = svc.discharge_pending(s, doc) if slot else None  # a discharge paper of a visit not yet closed
     return render_template(
         "signing/sign.html",
         doc=doc,
@@ -124,6 +125,7 @@ def sign(document_id: int) -> Any:
         keys=keys,
         method=method,
         errors=errors,
+        pending=pending,
     ), status
 
 

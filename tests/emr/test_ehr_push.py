@@ -27,6 +27,7 @@ from emr.access.users import create_user
 from emr.core import clock
 from emr.documents import service as documents
 from emr.ehr import KIND, on_document_signed
+from emr.i18n import t
 from emr.imaging import orders as ords
 from emr.models import AuditEntry, Document, DocumentVersion, OutboxMessage, Study, User
 from emr.models.signing import SignedArtifact
@@ -206,6 +207,9 @@ def test_a_signed_report_arrives_once_with_its_signed_pdf(env: Env) -> None:
     assert got.authorization == f"Bearer {TOKEN}"
     composition = got.bundle["entry"][0]["resource"]
     assert composition["resourceType"] == "Composition" and composition["type"]["coding"][0]["code"] == "18748-4"
+    # what a person reads is the catalogue's Vietnamese (emr/i18n/vi.json), not text written in the code
+    assert composition["title"] == t("ehr.title.report") == "Phiếu kết quả chẩn đoán hình ảnh"
+    assert [x["title"] for x in composition["section"]] == [t("ehr.section.imaging"), t("ehr.section.diagnoses")]
     [patient] = got.resources("Patient")
     assert {"system": CCCD_SYSTEM, "value": visit.cccd} in [
         {k: i[k] for k in ("system", "value")} for i in patient["identifier"]

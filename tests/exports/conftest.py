@@ -278,6 +278,7 @@ def make_inpatient_visit(
                 "history": "Ho 5 ngày, sốt 39 °C",
                 "examination": "Ran nổ đáy phổi phải, SpO2 93 %",
                 "initial_diagnosis": "Viêm phổi",
+                "initial_diagnosis_code": "J18.9",  # the admitting doctor's own code (FHIR Encounter.diagnosis AD)
                 "plan": "Nhập khoa Nội, kháng sinh tĩnh mạch",
             },
         },
@@ -332,7 +333,8 @@ def make_inpatient_visit(
     _sign_at(session, notes[0], utc(2026, 11, 21, 23, 0), utc(2026, 11, 21, 23, 5))  # 06:00 on 22 Nov local
     _sign_at(session, notes[1], utc(2026, 11, 22, 23, 0), utc(2026, 11, 22, 23, 5))
     _sign_at(session, diagnosis, utc(2026, 11, 21, 3, 0), utc(2026, 11, 21, 3, 5))
-    _sign_at(session, discharge, utc(2026, 11, 23, 9, 0), utc(2026, 11, 23, 9, 30))
+    # the discharge paper is signed once the stay has ended (emr.signing.service.discharge_pending)
+    _sign_at(session, discharge, utc(2026, 11, 23, 9, 0), utc(2026, 11, 23, 9, 50))
     session.commit()
     for obj in (enc, admission, diagnosis, discharge, *notes):
         session.refresh(obj)

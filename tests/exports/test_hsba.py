@@ -182,7 +182,7 @@ def test_full_record_of_an_inpatient_stay(
     assert paper["soluutru"] == "LT-2026-00123"  # SO_LUU_TRU
     assert paper["mayte"] == "7912345678"  # MA_YTE
     assert paper["bacsi_ravien"] == doctor.full_name and paper["bacsi_ravien_cchn"] == doctor.practising_cert_no
-    assert paper["ngaychungtu"] == "2026-11-23"  # NGAY_CT (signed 16:30 local)
+    assert paper["ngaychungtu"] == "2026-11-23"  # NGAY_CT (signed 16:50 local, after the discharge at 16:45)
     assert paper["ma_ttdv"] == export_config.head_code and len(paper["ma_ttdv"]) <= 10
     assert (paper["hoten_cha"], paper["hoten_me"]) == ("Nguyễn Văn Hùng", "Trần Thị Lan")
     assert paper["ngayvao"] == "2026-11-21T00:30:00+07:00" and paper["ngayra"] == "2026-11-23T16:45:00+07:00"

@@ -179,7 +179,7 @@ def test_encounter_names_its_diagnoses_and_their_roles(
     enc = _get(client, f"/fhir/Encounter/{enc_id}", tokens["physician"])
     contained = {f"#{c['id']}": c for c in enc["contained"]}  # the API serves no Condition endpoint
     expected = [
-        ("AD", "J18.9", "Viêm phổi"),  # CHAN_DOAN_VAO: the signed admission note's initial diagnosis
+        ("AD", "J18.9", "Viêm phổi"),  # CHAN_DOAN_VAO: the signed admission note's, with the note's own code
         ("CC", "J18.9", "Viêm phổi không đặc hiệu"),  # MA_BENH_CHINH (the ICD-10 list's title)
         ("CM", "I10", "Tăng huyết áp vô căn"),  # MA_BENH_KT
         ("DD", "J18.9", "Viêm phổi không đặc hiệu"),  # the main disease at discharge
@@ -210,11 +210,51 @@ def test_open_visit_without_icd10_has_no_diagnosis_to_give(
 
     v = make_visit(session, world, close=False, cccd="079190009999")
     enc = _get(client, f"/fhir/Encounter/{v.encounter.id}", tokens["physician"])
-    # open: admission, main and secondary, no discharge diagnosis yet
-    assert [d["use"]["coding"][0]["code"] for d in enc["diagnosis"]] == ["AD", "CC", "CM"]
+    # open: main and secondary, no discharge diagnosis yet; the admission diagnosis typed when the visit was
+    # opened has no ICD-10 code of its own, so it is not given one (see the test below)
+    assert [d["use"]["coding"][0]["code"] for d in enc["diagnosis"]] == ["CC", "CM"]
     bare = encs.create_encounter(session, world.actor("physician"), {
         "patient_id": v.patient.id, "kind": "outpatient", "department_code": world.department_code,
         "admission_diagnosis": "Đau đầu"})
     enc = _get(client, f"/fhir/Encounter/{bare.id}", tokens["physician"])
     # no ICD-10 code: no conformant Condition (VN Core requires ICD-10 on every diagnosis), so none is invented
     assert "diagnosis" not in enc and "contained" not in enc
+
+
+def test_admission_diagnosis_is_coded_only_with_the_admitting_doctors_own_code(
+    client: FlaskClient, tokens: dict[str, str], session: Session, world: Any
+) -> None:
+    """Encounter.diagnosis AD carries the ICD-10 code written on the signed admission note, never the visit's
+    main code (which may be the discharge diagnosis); without a code of its own there is no AD Condition
+    (VN Core: every diagnosis Condition is coded, AdmissionDiagnosis-CDVaoVien is 0..1)."""
+    from emr.documents import service as docs
+
+    v = make_visit(session, world, close=False, cccd="079190006666")  # main code J18.9, admitted "Theo dõi viêm phổi"
+    url = f"/fhir/Encounter/{v.encounter.id}"
+    doctor = world.actor("physician")
+
+    def roles() -> list[tuple[str, str, str]]:
+        enc = _get(client, url, tokens["physician"])
+        contained = {f"#{c['id']}": c for c in enc.get("contained", [])}
+        return _roles(enc, contained)
+
+    assert [r[0] for r in roles()] == ["CC", "CM"]  # typed at opening, uncoded: not coded J18.9 for it
+    content = {"reason": "Đau đầu", "examination": "Tỉnh, không dấu thần kinh khu trú", "initial_diagnosis": "Đau đầu"}
+    uncoded = docs.create_document(session, doctor, {"encounter_id": v.encounter.id, "form_type": "admission_note",
+                                                     "content": content})
+    docs.mark_signed(session, doctor, uncoded.id, 1)
+    assert [r[0] for r in roles()] == ["CC", "CM"]  # a signed note without a code: still no coded AD
+    coded = docs.create_document(session, doctor, {"encounter_id": v.encounter.id, "form_type": "admission_note",
+                                                   "content": {**content, "initial_diagnosis_code": "r51"}})
+    docs.mark_signed(session, doctor, coded.id, 1)
+    assert roles()[0] == ("AD", "R51", "Đau đầu")  # the note's own code, not the main J18.9
+    assert [r[:2] for r in roles()[1:]] == [("CC", "J18.9"), ("CM", "I10")]
+    # the code is checked as on the diagnosis form: one code, in the ICD-10 list in force
+    from emr.core.exceptions import ValidationFailed
+
+    for bad in ("Z99.9", "R51; I10", "đau"):
+        with pytest.raises(ValidationFailed) as refused:
+            docs.create_document(session, doctor, {"encounter_id": v.encounter.id, "form_type": "admission_note",
+                                                   "content": {**content, "initial_diagnosis_code": bad}})
+        assert "content.initial_diagnosis_code" in refused.value.fields, bad
+        session.rollback()

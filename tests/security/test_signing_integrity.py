@@ -185,3 +185,39 @@ def test_head_of_another_department_is_no_head_here(emr: RunningEmr) -> None:
             head.department_id = k19.id
             session.commit()
         factory.kw["bind"].dispose()
+
+
+def test_no_discharge_paper_is_signed_while_its_visit_is_open(emr: RunningEmr, pki: Any) -> None:
+    """A discharge paper states the discharge time: its treating physician, with a working key, cannot sign it
+    while the visit is open — not by the form (it offers to close the visit instead) nor by posting the form's
+    fields straight to the signing URL; the refusal is audited and the paper stays an unsigned draft."""
+    from emr.signing import service as signatures
+
+    rec = make_record(emr, "bacsi", "bschan", signed=False)  # bacsi attends the visit
+    factory = emr.session_factory()
+    with factory() as session:
+        doctor = session.scalar(select(User).where(User.username == "bacsi"))
+        assert doctor is not None
+        dev = pki.users["bs.an"]
+        signatures.register_pkcs12(session, SETUP, doctor.id, dev.p12_bytes(), dev.password())
+    factory.kw["bind"].dispose()
+    content = {"summary": "Ổn định", "discharge_diagnosis": "Đau đầu", "treatment": "Nội khoa", "result": "1"}
+    r = _api(emr, "bacsi", "POST", "/documents",
+             {"encounter_id": rec.encounter_id, "form_type": "discharge_summary", "content": content})
+    assert r.status_code == 201, r.text
+    doc = r.json()
+    sha = _api(emr, "bacsi", "GET", f"/documents/{doc['id']}").json()["versions"][0]["content_sha256"]
+    physician, _ = emr.login("bacsi")
+    page = physician.get(emr.url(f"/signing/documents/{doc['id']}/sign"), timeout=60).text
+    assert 'name="content_sha256"' not in page  # no signing form for a stay not yet ended
+    assert f"/patients/{rec.patient_id}/encounters/{rec.encounter_id}/close" in page
+    form = {"csrf_token": csrf(page), "method": "pkcs12", "secret": emr.env["p12_password"], "content_sha256": sha}
+    r = physician.post(emr.url(f"/signing/documents/{doc['id']}/sign"), data=form, allow_redirects=False,
+                       timeout=120)
+    assert r.status_code == 422 and t("signing.error.not_discharged") in r.text
+    assert _api(emr, "bacsi", "GET", f"/documents/{doc['id']}").json()["status"] == "draft"
+    failures = _audit(emr, "document.sign", "failure", "bacsi")
+    assert any(d.get("error") == "visit_not_discharged" for d in failures)
+    with factory() as session:
+        assert session.scalar(select(SignedArtifact).where(SignedArtifact.document_id == doc["id"])) is None
+    factory.kw["bind"].dispose()

@@ -307,6 +307,7 @@ def test_signing_order_discharge_summary(env: Env) -> None:
         "discharge_summary",
         {"summary": "Ổn định", "discharge_diagnosis": "Viêm phổi", "treatment": "Kháng sinh", "result": "1"},
     )
+    encounters.close_encounter(env.session, env.actor("physician"), env.encounter_id, "Viêm phổi")
     head = env.client("head")
     r = _sign(head, doc.id, TOKEN_PIN)
     assert r.status_code == 403
@@ -547,6 +548,7 @@ def test_discharge_summary_is_signed_only_with_every_signature(env: Env) -> None
         "discharge_summary",
         {"summary": "Ổn định", "discharge_diagnosis": "Viêm phổi", "treatment": "Kháng sinh", "result": "1"},
     )
+    encounters.close_encounter(env.session, env.actor("physician"), env.encounter_id, "Viêm phổi")
     physician = env.client("physician")
     assert _sign(physician, doc.id, TOKEN_PIN).status_code == 302
 
@@ -589,13 +591,10 @@ def test_discharge_summary_is_signed_only_with_every_signature(env: Env) -> None
     assert version.signed_by == env.users["head"].id  # completed by the head of department
     rows = [s for s in record["ChuKy"] if s["sophieu"] == str(doc.id)]
     assert [r["trangthai"] for r in rows] == ["da_ky"]
-    assert paper is None  # signed, but the visit is still open: no discharge yet (QĐ 4750 Bảng 7 needs NGAY_RA)
+    assert paper is not None and paper["sophieu"] == str(doc.id) and paper["ngayra"]  # the signed paper
     assert fhir["docStatus"] == "final"
     assert t("documents.status.signed") in physician.get(f"/patients/{env.patient_id}").get_data(as_text=True)
     assert env.app.test_client().get(f"/api/verify/{artifact.verification_code}").get_json()["valid"] is True
-    encounters.close_encounter(env.session, env.actor("physician"), env.encounter_id, "Viêm phổi")
-    _d, _record, _fhir, paper = state()
-    assert paper is not None and paper["sophieu"] == str(doc.id) and paper["ngayra"]
 
 
 def test_every_verification_is_audited(env: Env) -> None:
@@ -674,6 +673,7 @@ def test_amendment_of_a_paper_still_awaiting_the_head_dates_it_by_its_first_sign
 
     content = {"summary": "Ổn định", "discharge_diagnosis": "Viêm phổi", "treatment": "Kháng sinh", "result": "2"}
     doc = env.document("discharge_summary", content)
+    encounters.close_encounter(env.session, env.actor("physician"), env.encounter_id, "Viêm phổi")
     physician = env.client("physician")
     assert _sign(physician, doc.id, TOKEN_PIN).status_code == 302
     documents.amend_document(
@@ -693,5 +693,54 @@ def test_amendment_of_a_paper_still_awaiting_the_head_dates_it_by_its_first_sign
     assert f"{t('signing.pdf.visit_code')}: {enc.visit_code}" in text
     admitted = to_local(enc.admitted_at).strftime("%H:%M, %d/%m/%Y")
     assert f"{t('signing.pdf.admitted_at')}: {admitted}" in text
-    assert f"{t('signing.pdf.discharged_at')}: {t('signing.pdf.not_discharged')}" in text  # the visit is open
+    discharged = to_local(enc.discharged_at).strftime("%H:%M, %d/%m/%Y")
+    assert f"{t('signing.pdf.discharged_at')}: {discharged}" in text  # the paper states when the patient left
     assert f"{t('documents.field.result')} {t('documents.result.1')}" in text
+
+
+def test_discharge_paper_is_signed_only_after_the_visit_is_closed(env: Env) -> None:
+    """A discharge paper states the discharge time: while its visit is open the sign page says so and offers
+    to close the visit, a signature is refused with a Vietnamese message, audited, and nothing is signed;
+    once the visit is closed the paper is signed and prints the discharge time (never "chưa ra viện")."""
+    import json
+
+    from emr.core.exceptions import InvalidState
+    from emr.i18n import t
+
+    doc = env.document(
+        "discharge_summary",
+        {"summary": "Ổn định", "discharge_diagnosis": "Viêm phổi", "treatment": "Kháng sinh", "result": "1"},
+    )
+    physician = env.client("physician")
+    enc = env.session.get(Encounter, env.encounter_id)
+    page = physician.get(f"/signing/documents/{doc.id}/sign").get_data(as_text=True)
+    assert t("signing.sign.not_discharged", visit=enc.visit_code) in page
+    assert f"/patients/{env.patient_id}/encounters/{env.encounter_id}/close" in page  # close the visit first
+    assert 'name="secret"' not in page  # no signing form to fill in vain
+    path = f"/signing/documents/{doc.id}/sign"
+    r = physician.post(path, data={"csrf_token": _csrf(physician, path), "method": "pkcs11", "secret": TOKEN_PIN,
+                                   "content_sha256": doc.versions[0].content_sha256})
+    assert r.status_code == 422 and t("signing.error.not_discharged") in r.get_data(as_text=True)
+    env.session.expire_all()
+    assert env.session.scalar(select(SignedArtifact).where(SignedArtifact.document_id == doc.id)) is None
+    d = env.session.get(Document, doc.id)
+    assert d.status == "draft" and not d.versions[0].locked
+    refused = env.session.scalars(select(AuditEntry).where(
+        AuditEntry.action == "document.sign", AuditEntry.object_id == str(doc.id), AuditEntry.outcome == "failure"
+    )).all()
+    assert [json.loads(a.details)["error"] for a in refused] == ["visit_not_discharged"]
+    with pytest.raises(InvalidState) as refusal:  # the service refuses too, whatever calls it
+        svc.sign_document(env.session, env.actor("physician"), doc.id, svc.SigningConfig(trust_anchors_dir=Path(".")),
+                          method="pkcs11", secret=TOKEN_PIN, expected_sha256=d.versions[0].content_sha256)
+    assert refusal.value.key == "signing.error.not_discharged"
+
+    encounters.close_encounter(env.session, env.actor("physician"), env.encounter_id, "Viêm phổi")
+    assert 'name="secret"' in physician.get(path).get_data(as_text=True)
+    assert _sign(physician, doc.id, TOKEN_PIN).status_code == 302
+    assert _sign(env.client("head"), doc.id, TOKEN_PIN).status_code == 302
+    env.session.expire_all()
+    enc = env.session.get(Encounter, env.encounter_id)
+    text = _text(physician.get(f"/signing/documents/{doc.id}/versions/1/pdf").data)
+    discharged = to_local(enc.discharged_at).strftime("%H:%M, %d/%m/%Y")
+    assert f"{t('signing.pdf.discharged_at')}: {discharged}" in text
+    assert t("signing.pdf.not_discharged") not in text
