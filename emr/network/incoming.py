@@ -19,12 +19,11 @@ from typing import Any
 
 from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
-from sqlalchemy.orm import Session
+from sqlalchemy.orm import Session, defer
 
 from emr.access import audit
 from emr.access.audit import Actor
-from emr.access.care import in_care_filter
-from emr.access.permissions import CARE_SCOPED_ROLES
+from emr.access.care import in_care_clause
 from emr.core.exceptions import NotFoundError, ValidationFailed
 from emr.core.states import OrderStatus, StudyState
 from emr.models import (
@@ -43,6 +42,7 @@ from emr.models.lookup import next_number
 from .matching import match_patient
 
 __all__ = [
+    "RECEIVED_LIMIT",
     "ReceivedRow",
     "attach_received_studies",
     "receive_read_request",
@@ -402,31 +402,41 @@ class ReceivedRow:
     linked: bool  # images here and readable in the viewer
 
 
-def received_list(session: Session, actor: Actor, limit: int = 200) -> list[ReceivedRow]:
-    """What other facilities sent, newest first; a care-scoped reader sees only patients in their care
-    (rows not matched to a patient yet go to roles that are not care-scoped: the records desk)."""
-    from emr.access.care import user_of
+RECEIVED_LIMIT = 200
 
-    in_care = in_care_filter(session, actor)
-    user = user_of(session, actor)
-    scoped = user is not None and user.role in CARE_SCOPED_ROLES
-    sites = {s.id: s for s in session.scalars(select(NetworkSite))}
-    out: list[ReceivedRow] = []
-    for item in session.scalars(select(NetworkReceived).order_by(NetworkReceived.id.desc()).limit(limit * 3)):
-        if item.patient_id is None and scoped:
-            continue
-        if item.patient_id is not None and not in_care(item.patient_id):
-            continue
-        patient = session.get(Patient, item.patient_id) if item.patient_id else None
-        linked = session.scalar(
-            select(Study.id).where(
-                Study.study_instance_uid == item.study_instance_uid, Study.state == StudyState.LINKED
-            ).limit(1)
-        ) is not None
-        out.append(ReceivedRow(item, sites[item.site_id], patient, linked))
-        if len(out) >= limit:
-            break
-    audit.record(session, actor, "network.received.list", details={"rows": len(out)},
-                 object_type="network_received")
+
+def received_list(session: Session, actor: Actor, limit: int = RECEIVED_LIMIT) -> list[ReceivedRow]:
+    """What other facilities sent, newest first, as ``actor`` may see it: a care-scoped reader sees only
+    patients in their care, and no row not matched to a patient yet (those go to roles that are not
+    care-scoped: the records desk). The care scope is in the query, before its LIMIT
+    (:func:`emr.access.care.in_care_clause`), so rows the user may not see never push out one they may.
+    Audited like the other lists of patients: one row per listing, saying how many rows it showed."""
+    q = select(NetworkReceived).options(defer(NetworkReceived.dicom))  # a returned report's PDF: not listed
+    scope = in_care_clause(session, actor, NetworkReceived.patient_id)
+    if scope is not None:
+        q = q.where(NetworkReceived.patient_id.is_not(None), scope)
+    items = list(session.scalars(q.order_by(NetworkReceived.id.desc()).limit(limit)))
+    # Their sites (a handful), patients and which studies are here: one query each, not one per row.
+    sites = {site.id: site for site in session.scalars(select(NetworkSite))}
+    patient_ids = {i.patient_id for i in items if i.patient_id is not None}
+    patients = {p.id: p for p in session.scalars(select(Patient).where(Patient.id.in_(patient_ids)))}
+    linked = set(session.scalars(select(Study.study_instance_uid).where(
+        Study.study_instance_uid.in_({i.study_instance_uid for i in items}), Study.state == StudyState.LINKED)))
+    out = [
+        ReceivedRow(
+            i,
+            sites[i.site_id],
+            patients.get(i.patient_id) if i.patient_id is not None else None,
+            i.study_instance_uid in linked,
+        )
+        for i in items
+    ]
+    audit.record(
+        session,
+        actor,
+        "network.received.list",
+        object_type="network_received",
+        details={"list": "received", "results": len(out)},
+    )
     session.commit()
     return out

@@ -7,13 +7,15 @@ import datetime as dt
 from typing import Any
 
 import pytest
-from sqlalchemy import select
+from flask.testing import FlaskClient
+from sqlalchemy import insert, select
+from sqlalchemy.orm import Session
 
 from emr.access.audit import Actor
 from emr.core.exceptions import ValidationFailed
 from emr.db import make_session_factory
 from emr.imaging import orders
-from emr.models import AuditEntry, ImagingOrder, NetworkSite, NetworkTransfer, Study
+from emr.models import AuditEntry, ImagingOrder, NetworkReceived, NetworkSite, NetworkTransfer, Study
 from emr.network import delivery, incoming, outgoing
 from emr.network.matching import match_patient
 from emr.network.sites import SiteIn, create_site
@@ -22,6 +24,8 @@ from emr.outbox.delivery import HandlerContext
 from emr.patients import encounters
 from emr.patients import service as patients
 from tests.helpers import free_port
+
+from .conftest import World, csrf_token, login, outpatient_visit, patient_data
 
 SETUP = Actor(None, "setup", "admin", None)
 
@@ -121,3 +125,79 @@ def test_a_site_that_does_not_answer_leaves_the_transfer_failed_with_the_reason(
     failure = session.scalar(select(AuditEntry).where(AuditEntry.action == "network.read_request.failed"))
     assert failure is not None and failure.outcome == "failure"
     assert [t.id for t in outgoing.transfers_for_patient(session, patient.id)] == [transfer.id]
+
+
+def _received(session: Session, site: NetworkSite, ref: str, patient_id: int | None, count: int,
+              name: str = "Bùi Văn Xa") -> None:
+    """``count`` more studies received from ``site`` (Core inserts: newer than every row before them)."""
+    session.execute(insert(NetworkReceived), [
+        {"kind": "study", "site_id": site.id, "remote_ref": f"{ref}-{i}", "study_instance_uid": f"1.2.826.0.9.{i}",
+         "patient_id": patient_id, "patient_name": name, "patient_birth_date": "1970-01-01",
+         "match_method": "cccd" if patient_id else None, "modality": "CT", "procedure_name": "CT sọ não"}
+        for i in range(count)])
+    session.commit()
+
+
+def _logout(client: FlaskClient) -> None:
+    client.post("/logout", data={"csrf_token": csrf_token(client, "/patients/")})
+
+
+def test_the_received_list_never_drops_a_study_in_care_behind_others(client: FlaskClient, session: Session,
+                                                                     world: World) -> None:
+    """The list is capped (RECEIVED_LIMIT rows) and the care scope is in its query: more than three times
+    that many newer rows of a patient outside the physician's care, and rows not matched to a patient yet,
+    never push out an older study of a patient in their care; a role not care-scoped gets the newest rows."""
+    site = _site(session)
+    mine, _visit = outpatient_visit(session, world)  # an open visit in the physician's department
+    first = NetworkReceived(kind="study", site_id=site.id, remote_ref="mine", study_instance_uid="1.2.826.0.8.1",
+                            patient_id=mine.id, match_method="cccd", modality="CT", procedure_name="CT ngực")
+    session.add(first)
+    session.add(Study(orthanc_id="o-mine", study_instance_uid=first.study_instance_uid, state="linked",
+                      patient_id=mine.id, link_method="site"))
+    session.commit()
+    first_id = first.id
+    away = patients.create_patient(session, world.actor("records_clerk"),
+                                   patient_data(full_name="Bùi Văn Xa", cccd="079190000021", bhyt_number=None))
+    session.commit()
+    limit = incoming.RECEIVED_LIMIT
+    _received(session, site, "away", away.id, 3 * limit + 1)
+    _received(session, site, "stranger", None, 3, name="Người Lạ Chưa Khớp")
+    session.rollback()
+    login(client, "physician1")
+    page = client.get("/network/received").get_data(as_text=True)
+    assert f'data-received="{first_id}"' in page and page.count("data-received=") == 1
+    assert "Nguyễn Thị Hồng Nhung" in page and f"/network/received/{first_id}/view" in page  # images here: a link
+    assert "Bùi Văn Xa" not in page and "Người Lạ Chưa Khớp" not in page
+    _logout(client)
+    login(client, "nurse1")  # not care-scoped: the newest rows, the unmatched ones among them
+    page = client.get("/network/received").get_data(as_text=True)
+    assert page.count("data-received=") == limit and "Người Lạ Chưa Khớp" in page and "Bùi Văn Xa" in page
+    assert f'data-received="{first_id}"' not in page
+
+
+def test_the_received_list_is_audited_once_per_listing_with_what_it_showed(client: FlaskClient, session: Session,
+                                                                          world: World) -> None:
+    site = _site(session)
+    mine, _visit = outpatient_visit(session, world)
+    _received(session, site, "mine", mine.id, 2)
+    _received(session, site, "stranger", None, 1, name="Người Lạ Chưa Khớp")
+    session.rollback()
+    login(client, "physician1")
+    assert client.get("/network/received").status_code == 200
+    assert client.get("/network/received?all=1&patient_id=1").status_code == 200
+    _logout(client)
+    login(client, "nurse1")
+    assert client.get("/network/received").status_code == 200
+    _logout(client)
+    login(client, "admin1")
+    assert client.get("/network/received").status_code == 403  # a refusal, never a listing
+    rows = session.scalars(select(AuditEntry).where(AuditEntry.action == "network.received.list")
+                           .order_by(AuditEntry.id)).all()
+    assert [(r.username, r.outcome, r.object_type, r.patient_id) for r in rows] == [
+        ("physician1", "success", "network_received", None), ("physician1", "success", "network_received", None),
+        ("nurse1", "success", "network_received", None)]  # one row per listing, not one per patient
+    assert all('"list": "received"' in r.details for r in rows)
+    assert ['"results": 2' in r.details for r in rows] == [True, True, False] and '"results": 3' in rows[2].details
+    denied = session.scalars(select(AuditEntry.action).where(AuditEntry.username == "admin1",
+                                                             AuditEntry.outcome == "denied")).all()
+    assert denied == ["network.received"]
