@@ -166,9 +166,9 @@ def _facts(pdf: FPDF, rows: Sequence[tuple[str, str]], heading: str = "", label_
         pdf.ln(1)
     for label, value in rows:
         pdf.set_font("DejaVu", "", 9)
-        pdf.cell(label_w, 5, f"{label}:")
+        pdf.cell(label_w, 5.5, f"{label}:")
         pdf.set_font("DejaVu", "B", 10)
-        pdf.multi_cell(width - label_w, 5, value or "—", new_x=XPos.LMARGIN, new_y=YPos.NEXT)
+        pdf.multi_cell(width - label_w, 5.5, value or "—", new_x=XPos.LMARGIN, new_y=YPos.NEXT)
     if heading:
         pdf.ln(1)
 

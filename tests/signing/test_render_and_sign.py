@@ -152,3 +152,20 @@ def test_unsigned_and_garbage_input_reported_not_raised(report_pdf: bytes, pki) 
     assert verify_pdf(report_pdf, [pki.ca_certificate()]).problems == ("signing.verify.no_signatures",)
     assert verify_pdf(b"hello", [pki.ca_certificate()]).problems == ("signing.verify.unreadable",)
     assert not verify_pdf(b"%PDF-1.7\n garbage", [pki.ca_certificate()]).valid
+
+
+def test_text_of_a_paper_reads_each_label_with_its_value(tmp_path) -> None:
+    """Copied, searched or read aloud, the exam block gives each label followed by its value: the facts are
+    laid out so that text extraction (pdftotext, screen readers) does not gather the labels in one column
+    and the values in another."""
+    import dataclasses
+    import re
+    import subprocess
+
+    exam = [("Số phiếu chụp (Accession)", "261208000001"), ("Kỹ thuật", "CT sọ não không tiêm"), ("Loại máy", "CT"),
+            ("Ngày chụp", "08/12/2026"), ("Bác sĩ chỉ định", "Nguyễn Văn An"), ("Khoa chỉ định", "Khoa Khám bệnh")]
+    path = tmp_path / "report.pdf"
+    path.write_bytes(render_document_pdf(dataclasses.replace(document(), exam=exam)))
+    text = subprocess.run(["pdftotext", str(path), "-"], capture_output=True, check=True, text=True).stdout
+    for label, value in exam:
+        assert re.search(re.escape(label) + r":\s*" + re.escape(value), text), (label, text)
