@@ -23,6 +23,7 @@ from sqlalchemy.orm import Session
 from emr.access import audit
 from emr.access.audit import Actor
 from emr.core.clock import local_day_bounds, local_isoformat, to_local
+from emr.core.exceptions import ValidationFailed
 
 from ..i18n import catalogue, t
 from ..models import AuditEntry, Patient
@@ -54,16 +55,20 @@ class AuditFilter:
     outcome: str = ""
     date_from: date | None = None
     date_to: date | None = None
+    # What was typed in a date field that is not a date (shown again as typed), and the Vietnamese errors:
+    # ``date_from``/``date_to`` (not a date), ``range`` (from after to). A filter with errors lists nothing.
+    typed: dict[str, str] = field(default_factory=dict, hash=False)
+    errors: dict[str, str] = field(default_factory=dict, hash=False)
 
     def as_args(self) -> dict[str, str]:
-        """The filter as query-string values (for page links and the CSV link)."""
+        """The filter as query-string values (for page links and the CSV link); a bad date as typed."""
         return {
             "user": self.user,
             "patient": self.patient,
             "action": self.action,
             "outcome": self.outcome,
-            "date_from": self.date_from.isoformat() if self.date_from else "",
-            "date_to": self.date_to.isoformat() if self.date_to else "",
+            "date_from": self.date_from.isoformat() if self.date_from else self.typed.get("date_from", ""),
+            "date_to": self.date_to.isoformat() if self.date_to else self.typed.get("date_to", ""),
         }
 
 
@@ -77,14 +82,22 @@ class AuditPage:
 
 
 def _day(value: str) -> date | None:
-    try:
-        return datetime.strptime(value.strip(), "%Y-%m-%d").date()
-    except ValueError:
-        return None
+    """A typed day: ``yyyy-mm-dd`` (what a date field sends) or ``dd/mm/yyyy`` (typed by hand)."""
+    for fmt in ("%Y-%m-%d", "%d/%m/%Y"):
+        try:
+            return datetime.strptime(value.strip(), fmt).date()
+        except ValueError:
+            continue
+    return None
 
 
 def parse_filter(args: Any) -> AuditFilter:
-    """An :class:`AuditFilter` from request arguments; bad values are dropped, not errors."""
+    """An :class:`AuditFilter` from request arguments.
+
+    An unknown outcome is dropped; a date that is not a date, or a range whose
+    start is after its end, is an error (``AuditFilter.errors``), never dropped:
+    dropping it listed or exported the whole log as if no date had been asked for.
+    """
 
     def get(name: str, limit: int = 64) -> str:
         # Control characters (a NUL breaks PostgreSQL text) are never part of a name or code.
@@ -92,13 +105,29 @@ def parse_filter(args: Any) -> AuditFilter:
         return text.strip()[:limit]
 
     outcome = get("outcome")
+    typed: dict[str, str] = {}
+    errors: dict[str, str] = {}
+    days: dict[str, date | None] = {}
+    for name in ("date_from", "date_to"):
+        text = get(name, 40)
+        day = days[name] = _day(text) if text else None
+        if text and day is None:
+            typed[name] = text
+            errors[name] = t("audit.error.date", field=t(f"audit.{name}"), value=text)
+    lo, hi = days["date_from"], days["date_to"]
+    if lo is not None and hi is not None and lo > hi:
+        errors["range"] = t(
+            "audit.error.date_order", date_from=lo.strftime("%d/%m/%Y"), date_to=hi.strftime("%d/%m/%Y")
+        )
     return AuditFilter(
         user=get("user"),
         patient=get("patient"),
         action=get("action", 40),
         outcome=outcome if outcome in _OUTCOMES else "",
-        date_from=_day(get("date_from")),
-        date_to=_day(get("date_to")),
+        date_from=lo,
+        date_to=hi,
+        typed=typed,
+        errors=errors,
     )
 
 
@@ -191,6 +220,12 @@ def _codes(session: Session, rows: list[AuditEntry]) -> dict[int, str]:
     return {pid: code for pid, code in session.execute(select(Patient.id, Patient.code).where(Patient.id.in_(ids)))}
 
 
+def _usable(flt: AuditFilter) -> None:
+    """A filter with a bad date lists and exports nothing (the caller shows ``flt.errors``)."""
+    if flt.errors:
+        raise ValidationFailed({name: "audit.error.not_filtered" for name in flt.errors})
+
+
 def audit_page(
     session: Session,
     actor: Actor,
@@ -201,6 +236,7 @@ def audit_page(
     size: int = PAGE_SIZE,
 ) -> AuditPage:
     """One page of matching rows, newest first; ``before``/``after`` are the ids the page links carry."""
+    _usable(flt)
     stmt = _filtered(session, flt)
     if after is not None:
         rows = list(session.scalars(stmt.where(AuditEntry.id > after).order_by(AuditEntry.id).limit(size + 1)))
@@ -251,6 +287,7 @@ def audit_csv(session: Session, actor: Actor, flt: AuditFilter) -> Iterator[str]
 
     The export itself is audited before the first byte is sent.
     """
+    _usable(flt)
     audit.record(session, actor, "audit.export", object_type="audit", details=flt.as_args())
     session.commit()
     stmt = _filtered(session, flt)

@@ -13,6 +13,7 @@ from typing import Any, TypeVar
 from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError
 from sqlalchemy import func, select
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from emr.access import audit
@@ -35,6 +36,7 @@ __all__ = [
     "set_active",
     "update_profile",
     "list_tokens",
+    "cert_holder",
 ]
 
 # Argon2id with argon2-cffi's time and memory cost but one lane: a verification then occupies one core
@@ -48,6 +50,41 @@ TOKEN_DAYS = 90  # default lifetime of an API token
 MAX_TOKEN_DAYS = 366
 # Verifying against this keeps the time of "no such user" equal to "wrong password".
 _DUMMY_HASH = _HASHER.hash("filmless-timing-equaliser")
+
+
+def _cert_key(cert: Any) -> Any:
+    """A certificate number as the unique index ``uq_users_practising_cert`` compares it (migration 0023)."""
+    return func.lower(func.trim(cert))
+
+
+def cert_holder(session: Session, cert: str | None, *, other_than: int | None = None) -> User | None:
+    """The account (other than ``other_than``) whose practising-certificate number is ``cert``, compared
+    trimmed and ignoring case, as the database's unique index does; None for no number or no holder."""
+    if cert is None or not cert.strip():
+        return None
+    stmt = select(User).where(_cert_key(User.practising_cert_no) == _cert_key(cert.strip()))
+    if other_than is not None:
+        stmt = stmt.where(User.id != other_than)
+    return session.scalars(stmt.order_by(User.id).limit(1)).first()
+
+
+def _refuse_cert_held(session: Session, cert: str | None, user_id: int | None) -> None:
+    """One CCHN, one person: signatures and insurance exports name the signer by it (MA_BAC_SI)."""
+    holder = cert_holder(session, cert, other_than=user_id)
+    if holder is not None:
+        params: dict[str, object] = {"cert": cert, "username": holder.username, "full_name": holder.full_name}
+        raise ValidationFailed({"practising_cert_no": "users.error.cert_taken"}, params={"practising_cert_no": params})
+
+
+def _flush_unique_cert(session: Session, cert: str | None, user_id: int | None) -> None:
+    """Flush; when another request gave the same number to someone meanwhile, the unique index refuses it:
+    that is the same refusal as the check before, naming the holder."""
+    try:
+        session.flush()
+    except IntegrityError:
+        session.rollback()
+        _refuse_cert_held(session, cert, user_id)
+        raise
 
 
 def create_user(
@@ -76,21 +113,25 @@ def create_user(
         problems["full_name"] = "errors.field_required"
     if department_id is not None and session.get(Department, department_id) is None:
         problems["department_id"] = "users.error.department"
+    cert = (practising_cert_no or "").strip() or None
+    if cert is not None and len(cert) > _PROFILE_LIMITS["practising_cert_no"]:
+        problems["practising_cert_no"] = "errors.field_too_long_max"
     if problems:
-        raise ValidationFailed(problems)
+        raise ValidationFailed(problems, params={name: {"max": n} for name, n in _PROFILE_LIMITS.items()})
     if session.scalar(select(User.id).where(func.lower(User.username) == username)) is not None:
         raise ConflictError(f"user {username} exists", field="username", key="users.error.exists")
+    _refuse_cert_held(session, cert, None)
     user = User(
         username=username,
         full_name=full_name,
         role=role,
         password_hash=_HASHER.hash(password),
-        practising_cert_no=practising_cert_no,
+        practising_cert_no=cert,
         department_id=department_id,
         title=title,
     )
     session.add(user)
-    session.flush()
+    _flush_unique_cert(session, cert, None)
     audit.record(
         session,
         actor,
@@ -381,6 +422,10 @@ def update_profile(
         problems["practising_cert_no"] = "users.error.cert_signed"
     if problems:
         raise ValidationFailed(problems, params={name: {"max": n} for name, n in _PROFILE_LIMITS.items()})
+    if cert is not None and cert.lower() != (user.practising_cert_no or "").strip().lower():
+        # Only a changed number is checked: an account that shares one from before migration 0023 can still
+        # have its department or role changed (and its number corrected).
+        _refuse_cert_held(session, cert, user.id)
     after = {
         "full_name": full_name,
         "role": role,
@@ -393,6 +438,7 @@ def update_profile(
         return changed
     for key, value in after.items():
         setattr(user, key, value)
+    _flush_unique_cert(session, cert, user.id)
     if "department_id" in changed and user.is_department_head:
         user.is_department_head = False
         changed["is_department_head"] = [True, False]

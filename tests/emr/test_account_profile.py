@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 from flask import Flask
-from sqlalchemy import select
+from sqlalchemy import select, text
 from sqlalchemy.orm import Session
 
 from emr.access import users
@@ -21,7 +21,10 @@ from emr.models import AuditEntry, User, UserSession
 from emr.patients import encounters
 from emr.patients import service as patients
 
+from . import test_prices as prices
 from .conftest import World, csrf_token, login, patient_data
+
+empty_url = prices.empty_url  # a database with no schema, to migrate step by step (a fixture)
 
 
 def _page(r: Any) -> str:
@@ -212,3 +215,166 @@ def test_usernames_are_plain_lower_case_and_unique_ignoring_case(session: Sessio
     assert authenticate(session, "dup", PASSWORD, "10.0.0.1").username == "dup"
     with pytest.raises(AuthenticationFailed):
         authenticate(session, "DUP", PASSWORD, "10.0.0.1")
+
+
+# -- one practising-certificate number (CCHN) per person (walkthrough 2, defect 1) --------------------------------
+
+
+def test_a_certificate_number_held_by_another_account_is_refused_on_create_and_edit(
+    session: Session, world: World
+) -> None:
+    from emr.access.users import create_user
+
+    from .conftest import ADMIN_ACTOR, PASSWORD
+
+    doctor = world.users["physician"]
+    held = doctor.practising_cert_no
+    assert held
+    for typed in (held, f"  {held.lower()}  ", held.upper()):
+        with pytest.raises(ValidationFailed) as err:
+            create_user(session, ADMIN_ACTOR, "bs4", PASSWORD, "physician", "Trần Văn Bốn", practising_cert_no=typed)
+        assert err.value.fields == {"practising_cert_no": "users.error.cert_taken"}
+        said = t(err.value.fields["practising_cert_no"], **err.value.field_params["practising_cert_no"])
+        assert "physician1" in said and doctor.full_name in said and typed.strip() in said
+        session.rollback()
+    assert session.scalar(select(User.id).where(User.username == "bs4")) is None
+
+    nurse = world.users["nurse"]
+    with pytest.raises(ValidationFailed) as err:
+        users.update_profile(session, world.actor("admin"), nurse.id,
+                             **_profile(nurse, practising_cert_no=f" {held.lower()} "))
+    assert err.value.fields == {"practising_cert_no": "users.error.cert_taken"}
+    session.rollback()
+    session.expire_all()
+    assert session.get(User, nurse.id).practising_cert_no == "004/HCM-CCHN"  # type: ignore[union-attr]
+
+    # Its own number (another spelling of it) and a free one are accepted; a new number is stored trimmed.
+    users.update_profile(session, world.actor("admin"), doctor.id, **_profile(doctor, title="Bác sĩ CKI"))
+    made = create_user(session, ADMIN_ACTOR, "bs4", PASSWORD, "physician", "Trần Văn Bốn",
+                       practising_cert_no="  009999/HCM-CCHN ")
+    assert made.practising_cert_no == "009999/HCM-CCHN"
+
+
+def test_the_database_refuses_a_second_holder_too(session: Session, world: World) -> None:
+    """The unique index (migration 0023) holds when two requests pass the check at the same time."""
+    from sqlalchemy.exc import IntegrityError
+
+    held = world.users["physician"].practising_cert_no or ""
+    session.add(User(username="bs5", full_name="Bác sĩ Năm", role="physician", password_hash="x",
+                     practising_cert_no=f" {held.lower()}"))
+    with pytest.raises(IntegrityError):
+        session.flush()
+    session.rollback()
+    # Accounts without a number are many.
+    for name in ("bs6", "bs7"):
+        session.add(User(username=name, full_name=name, role="nurse", password_hash="x"))
+    session.commit()
+
+
+def test_the_admin_form_says_who_holds_the_number(app: Flask, world: World, session: Session) -> None:
+    nurse_id = world.users["nurse"].id
+    held = world.users["radiologist"].practising_cert_no or ""
+    session.rollback()
+    admin = app.test_client()
+    login(admin, "admin1")
+    token = csrf_token(admin, "/admin/users/")
+    r = admin.post("/admin/users/", data={"csrf_token": token, "username": "bs4", "password": "mat-khau-dai-du",
+                                          "role": "physician", "full_name": "Trần Văn Bốn",
+                                          "practising_cert_no": held.lower()})
+    page = _page(r)
+    assert r.status_code == 422
+    expected = t("users.error.cert_taken", cert=held.lower(), username="radiologist1",
+                 full_name="Nguyễn Văn Radiologist")
+    assert expected in page and 'value="bs4"' in page
+    token = csrf_token(admin, f"/admin/users/{nurse_id}")
+    form = {"csrf_token": token, "full_name": "Nguyễn Văn Nurse", "role": "nurse", "department_id": "",
+            "title": "", "practising_cert_no": held}
+    r = admin.post(f"/admin/users/{nurse_id}/profile", data=form)
+    assert r.status_code == 422 and "radiologist1" in _page(r)
+    session.expire_all()
+    assert session.scalar(select(User.id).where(User.username == "bs4")) is None
+    assert session.get(User, nurse_id).practising_cert_no == "004/HCM-CCHN"  # type: ignore[union-attr]
+
+
+def test_migration_0023_keeps_existing_duplicates_and_matches_the_models(empty_url: str, caplog: Any) -> None:
+    """A database that already has two accounts on one number migrates: no number changes, the first holder is
+    in the unique index (nobody new can take it), the later one is left out and named in the log."""
+    from datetime import datetime
+
+    from alembic.autogenerate import compare_metadata
+    from alembic.migration import MigrationContext
+    from sqlalchemy.exc import IntegrityError
+
+    import emr.models.signing  # noqa: F401  (every table in the metadata)
+    from emr.db import upgrade
+    from emr.models import Base
+
+    from .test_partially_signed import _downgrade
+
+    engine, t_ = prices.at_revision(empty_url, "0022")
+    now = datetime(2026, 11, 1, 8, 0)
+    try:
+        with engine.begin() as c:
+            for uid, name, cert in ((1, "bs1", "001234/HCM-CCHN"), (2, "bs2", "001235/HCM-CCHN"),
+                                    (3, "bs3", " 001234/hcm-cchn"), (4, "dd1", ""), (5, "dd2", "  "), (6, "dd3", None)):
+                c.execute(t_["users"].insert().values(
+                    id=uid, username=name, full_name=name, role="physician", password_hash="x", active=True,
+                    failed_logins=0, session_version=1, created_at=now, is_department_head=False,
+                    practising_cert_no=cert))
+        with caplog.at_level("WARNING"):
+            upgrade(engine)
+        assert "001234/HCM-CCHN" in caplog.text and "bs3" in caplog.text
+        with engine.connect() as c:
+            certs = dict(c.execute(select(User.id, User.practising_cert_no)).all())
+            assert certs == {1: "001234/HCM-CCHN", 2: "001235/HCM-CCHN", 3: " 001234/hcm-cchn", 4: None, 5: None,
+                             6: None}
+            diffs = [d for d in compare_metadata(MigrationContext.configure(c), Base.metadata)
+                     if prices._touches(d, {"users"})]
+            assert diffs == []
+        with pytest.raises(IntegrityError), engine.begin() as c:  # the first holder's number stays taken
+            c.execute(t_["users"].insert().values(
+                id=7, username="bs4", full_name="bs4", role="physician", password_hash="x", active=True,
+                failed_logins=0, session_version=1, created_at=now, is_department_head=False,
+                practising_cert_no="001235/hcm-cchn "))
+        _downgrade(engine, "0022")
+        upgrade(engine)  # again, now over the fixed-up blanks
+    finally:
+        engine.dispose()
+
+
+def test_migration_0023_on_a_database_without_duplicates(tmp_path: Any) -> None:
+    from emr.db import make_engine, upgrade
+
+    engine = make_engine(f"sqlite:///{tmp_path}/clean.sqlite3")
+    try:
+        upgrade(engine)
+        with engine.connect() as c:
+            sql = c.execute(text("SELECT sql FROM sqlite_master WHERE name = 'uq_users_practising_cert'")).scalar()
+        assert sql.startswith("CREATE UNIQUE INDEX") and "lower(trim(practising_cert_no))" in sql
+        assert "WHERE" not in sql  # no account left out
+    finally:
+        engine.dispose()
+
+
+def test_a_number_taken_between_the_check_and_the_write_is_refused_the_same_way(
+    session: Session, world: World, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Two admins at once: both pass the check, the unique index stops the second, who is told who holds it."""
+    from emr.access.users import create_user
+
+    from .conftest import ADMIN_ACTOR, PASSWORD
+
+    real = users.cert_holder
+    calls: list[str | None] = []
+
+    def too_early(session: Session, cert: str | None, *, other_than: int | None = None) -> User | None:
+        calls.append(cert)
+        return None if len(calls) == 1 else real(session, cert, other_than=other_than)
+
+    monkeypatch.setattr(users, "cert_holder", too_early)
+    held = world.users["radiologist"].practising_cert_no
+    with pytest.raises(ValidationFailed) as err:
+        create_user(session, ADMIN_ACTOR, "bs8", PASSWORD, "physician", "Bác sĩ Tám", practising_cert_no=held)
+    assert len(calls) == 2 and err.value.field_params["practising_cert_no"]["username"] == "radiologist1"
+    session.rollback()
+    assert session.scalar(select(User.id).where(User.username == "bs8")) is None

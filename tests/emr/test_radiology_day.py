@@ -4,6 +4,7 @@ whole verification code, legacy dates, the paged audit page, reconciliation, sha
 from __future__ import annotations
 
 import csv
+import html as html_mod
 import io
 import re
 import subprocess
@@ -285,6 +286,44 @@ def test_audit_page_and_csv_in_the_browser_flow(
     assert rows[2][1] == "2026-12-06T17:00:00+07:00" and rows[2][5] == "Gắn ca chụp"
     exported = session.scalars(select(AuditEntry).where(AuditEntry.action == "audit.export")).all()
     assert len(exported) == 1 and '"records_clerk1"' in exported[0].details
+
+
+def test_a_bad_or_reversed_audit_date_is_said_and_lists_nothing(
+    client: FlaskClient, session: Session, world: World, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Walkthrough 2: a date that is not a date was dropped and the whole log shown; a reversed range showed
+    "no rows" without saying why; the CSV export with the same values exported everything."""
+    _rows(session, world, monkeypatch)
+    session.rollback()
+    login(client, "admin1")
+    r = client.get("/admin/audit?date_from=2026-13-45&date_to=abc")
+    page = html_mod.unescape(r.get_data(as_text=True))
+    assert r.status_code == 422
+    assert "«Từ ngày» không phải là ngày hợp lệ: «2026-13-45»" in page
+    assert "«Đến ngày» không phải là ngày hợp lệ: «abc»" in page
+    assert 'value="2026-13-45"' in page and 'value="abc"' in page  # kept as typed
+    assert 'class="outcome-' not in page  # no row listed
+    assert "Chưa lọc được nhật ký" in page
+
+    r = client.get("/admin/audit?date_from=2026-12-07&date_to=2026-12-05")
+    page = html_mod.unescape(r.get_data(as_text=True))
+    assert r.status_code == 422
+    assert "«Từ ngày» (07/12/2026) đang sau «Đến ngày» (05/12/2026)" in page
+    assert "Không có dòng nào khớp bộ lọc." not in page and 'class="outcome-' not in page
+
+    # Typed by hand as dd/mm/yyyy: a date, applied (6 Dec local: three rows).
+    r = client.get("/admin/audit?date_from=06/12/2026&date_to=06/12/2026")
+    page = r.get_data(as_text=True)
+    assert r.status_code == 200 and 'value="2026-12-06"' in page and page.count('class="outcome-') == 3
+
+    for query in ("date_from=2026-13-45", "date_to=abc", "date_from=2026-12-07&date_to=2026-12-05"):
+        r = client.get(f"/admin/audit.csv?{query}")
+        assert r.status_code == 422 and not r.headers["Content-Type"].startswith("text/csv"), query
+        assert "time_local" not in r.get_data(as_text=True)
+    assert session.scalars(select(AuditEntry).where(AuditEntry.action == "audit.export")).all() == []
+    with pytest.raises(ValidationFailed):  # the service refuses such a filter too
+        list(aq.audit_csv(session, world.actor("admin"), aq.parse_filter({"date_from": "31/02/2026"})))
+    session.rollback()
 
 
 # -- 7. reconciliation ---------------------------------------------------------------------

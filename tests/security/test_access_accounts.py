@@ -111,3 +111,41 @@ def test_a_demotion_ends_the_cookie_and_the_token_at_once(emr: RunningEmr) -> No
     assert r.status_code == 302
     # Logged in again, the account has the nurse's rights only: ordering imaging is a physician's.
     assert nurse.get(emr.url("/orders/new/1"), allow_redirects=False, timeout=30).status_code == 403
+
+
+def test_a_certificate_number_cannot_be_given_to_a_second_account(emr: RunningEmr) -> None:
+    """Walkthrough 2: signatures and insurance exports name the signer by the CCHN, so a second account on
+    one number could sign as someone else. Spellings that differ by case or spaces, the edit form, and two
+    requests at once (past the application's check, onto the unique index) all leave one holder."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    held = _user(emr, "bacsi").practising_cert_no or ""
+    assert held
+    admin, r = emr.login("quantri")
+    assert r.status_code == 302
+    token = csrf(admin.get(emr.url("/admin/users/"), timeout=30).text)
+
+    def create(username: str, cert: str) -> requests.Response:
+        form = {"csrf_token": token, "username": username, "password": "mot-mat-khau-dai", "role": "physician",
+                "full_name": "Bác sĩ Mạo Danh", "practising_cert_no": cert}
+        return admin.post(emr.url("/admin/users/"), data=form, allow_redirects=False, timeout=60)
+
+    for i, cert in enumerate((held, held.upper(), f"  {held.lower()}\t", f"{held} ")):
+        r = create(f"maodanh{i}", cert)
+        assert r.status_code == 422 and "bacsi" in r.text and "Người dùng bacsi" in r.text, cert
+    target = _user(emr, "bsnoi")
+    r = admin.post(emr.url(f"/admin/users/{target.id}/profile"),
+                   data=_form(target, practising_cert_no=held.swapcase()) | {"csrf_token": token},
+                   allow_redirects=False, timeout=30)
+    assert r.status_code == 422 and _user(emr, "bsnoi").practising_cert_no == target.practising_cert_no
+
+    with ThreadPoolExecutor(4) as pool:  # one free number, four accounts asking for it at once
+        answers = list(pool.map(lambda i: create(f"cungluc{i}", "009876/HCM-CCHN").status_code, range(4)))
+    assert sorted(answers) == [302, 422, 422, 422], answers  # the others are told who holds it
+    factory = emr.session_factory()
+    with factory() as session:
+        holders = session.scalars(select(User.username).where(
+            User.practising_cert_no.in_(["009876/HCM-CCHN"]))).all()
+        assert len(holders) == 1
+        assert session.scalar(select(User.id).where(User.username.like("maodanh%"))) is None
+    factory.kw["bind"].dispose()

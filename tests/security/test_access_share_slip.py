@@ -79,3 +79,27 @@ def test_a_reader_prints_only_for_patients_in_their_care_and_the_clerk_still_rev
     assert r.status_code == 200
     with world.sessions() as s:
         assert s.get(ShareLink, link_id).revoked_at is not None
+
+
+def test_a_validity_out_of_range_or_not_a_number_prints_no_slip(world: AccessWorld) -> None:
+    """Walkthrough 2: -5 or 99999 typed past the field's min/max printed a slip valid 30 days (only 0 was refused).
+
+    Whatever is posted, the link lives 1 to 365 days or there is no link; the care scope is checked first."""
+    doctor = http_login(world.base, "bs_a")
+    token = csrf_from(doctor, f"{world.base}/reading/studies/{world.a.study_id}/share")
+    before = _links(world)
+    for days in ("-5", "99999", "0", "366", "abc", "", "1e3", "30.5", "0x10", "9" * 40, "٣٠"):
+        r = doctor.post(f"{world.base}/reading/studies/{world.a.study_id}/share",
+                        data={"csrf_token": token, "days": days}, timeout=20)
+        assert r.status_code == 409 and not r.content.startswith(b"%PDF"), days
+        assert "Số ngày hiệu lực phải từ 1 đến 365." in r.text, days
+    r = doctor.post(f"{world.base}/reading/studies/{world.b.study_id}/share",
+                    data={"csrf_token": token, "days": "-5"}, timeout=20)
+    assert r.status_code == 403  # not in bs_a's care: refused as such, whatever the days
+    assert _links(world) == before
+    r = doctor.post(f"{world.base}/reading/studies/{world.a.study_id}/share",
+                    data={"csrf_token": token, "days": " 365 "}, timeout=20)
+    assert r.status_code == 200 and r.content.startswith(b"%PDF")
+    with world.sessions() as s:
+        link = s.scalars(select(ShareLink).order_by(ShareLink.id.desc()).limit(1)).one()
+        assert (link.expires_at - link.created_at).days == 365

@@ -63,8 +63,27 @@ def test_audit_page_shrugs_off_hostile_filters(client: FlaskClient, world: World
         "outcome=<script>",
     ):
         r = client.get(f"/admin/audit?{query}")
-        assert r.status_code == 200, query
+        assert r.status_code == (422 if "date_from" in query else 200), query  # a bad date is said, not dropped
         assert b"<script>" not in r.data
+
+
+def test_a_bad_date_does_not_turn_the_audit_export_into_the_whole_log(
+    client: FlaskClient, session: Session, world: World  # noqa: F811
+) -> None:
+    """Walkthrough 2: an unreadable or reversed date was dropped, so the "filtered" export held every row."""
+    login(client, "admin1")
+    session.rollback()
+    for query in ("date_from=2026-13-45&date_to=abc", "date_to=2026-02-30", "date_from=1%2F1",
+                  "date_from=2026-12-08&date_to=2026-12-01", "date_from=<script>", "date_to=" + "9" * 5000):
+        for path in ("/admin/audit.csv", "/admin/audit"):
+            r = client.get(f"{path}?{query}")
+            body = r.get_data(as_text=True)
+            r.close()
+            assert r.status_code == 422, (path, query)
+            assert not r.headers["Content-Type"].startswith("text/csv") and "time_local" not in body
+            assert 'class="outcome-' not in body  # no audit row listed
+            assert "<script>" not in body
+    assert session.scalars(select(AuditEntry).where(AuditEntry.action == "audit.export")).all() == []
 
 
 def test_signed_pdf_needs_the_pin_and_a_live_link(
