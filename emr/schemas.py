@@ -315,7 +315,17 @@ class OrderIn(_In):
     urgency: Literal["routine", "urgent", "stat"] = "routine"
     clinical_info: Text | None = None
     scheduled_at: datetime | None = None
-    station_ae_title: Annotated[str, StringConstraints(pattern=r"^[ -\[\]-~]{1,16}$")] | None = None
+    station_ae_title: str | None = None
+
+    @field_validator("station_ae_title")
+    @classmethod
+    def _station(cls, value: str | None) -> str | None:
+        # PS3.5 §6.2, VR AE: at most 16 characters of the default repertoire (printable ASCII) without the
+        # backslash and without control characters; leading and trailing spaces are not significant (stripped
+        # here) and a value of spaces only shall not be used. Matched as typed against the modality's query.
+        if value is not None and not re.fullmatch(r"[ -\[\]-~]{1,16}", value):
+            raise PydanticCustomError("ae_title", "not a DICOM AE title: {value}", {"value": value[:40]})
+        return value
 
 
 class StudyOut(_Out):

@@ -256,6 +256,13 @@ def _allowed(env: Mapping[str, str], name: str, default: tuple[str, ...]) -> tup
     return entries
 
 
+def _stations(allowed: tuple[str, ...]) -> tuple[str, ...]:
+    """The modalities' AE titles when the gateway admits them by name only; none when an entry admits
+    any AE title (``*``), as then any station may ask the worklist."""
+    names = [entry.partition("@")[0] for entry in allowed]
+    return () if "*" in names else tuple(dict.fromkeys(names))
+
+
 def _uids(env: Mapping[str, str], name: str) -> tuple[str, ...]:
     entries = tuple(e.strip() for e in (env.get(name) or "").split(",") if e.strip())
     for entry in entries:
@@ -413,6 +420,7 @@ def load(env: Mapping[str, str] | None = None) -> Settings:
         hospital_name=_str(env, "FILMLESS_HOSPITAL_NAME", "Bệnh viện filmless") or "",
         facility_code=_str(env, "FILMLESS_FACILITY_CODE", "00000") or "",
         timezone=_timezone(env, "FILMLESS_TIMEZONE"),
+        modality_stations=_stations(gateway.allowed_peers),
         lockout_failures=_int(env, "FILMLESS_EMR_LOCKOUT_FAILURES", 5, 1, 1000),
         lockout_minutes=_int(env, "FILMLESS_EMR_LOCKOUT_MINUTES", 15, 1, 10080),
         login_rate_per_minute=_int(env, "FILMLESS_EMR_LOGIN_RATE", 30, 1, 100000),

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from flask import current_app
+
 from emr.access.audit import Actor
 from emr.documents import service as docs
 from emr.imaging import linking, orders
@@ -204,7 +206,8 @@ def restore_document(actor: Actor, document_id: int, body: ReasonIn) -> Any:
 )
 def create_order(actor: Actor, body: OrderIn) -> Any:
     s = db.session()
-    return orders.order_dict(s, orders.create_order(s, actor, body))
+    stations = getattr(current_app.extensions.get("emr.settings"), "modality_stations", ())
+    return orders.order_dict(s, orders.create_order(s, actor, body, typed=True, stations=stations))
 
 
 @endpoint("/orders/<int:order_id>", "GET", "order.read", summary="One order with its studies", response=OrderOut)

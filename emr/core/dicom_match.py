@@ -8,7 +8,7 @@ answers on unchanged (the EMR is authoritative for what matches).
 from __future__ import annotations
 
 import re
-from datetime import datetime, timedelta
+from datetime import date, datetime, timedelta
 
 __all__ = ["date_range", "has_wildcard", "wildcard_match"]
 
@@ -42,7 +42,9 @@ def date_range(value: str) -> tuple[datetime | None, datetime | None] | None:
         return None
     try:
         lo = datetime.strptime(lo_s, "%Y%m%d") if lo_s else None
-        hi = datetime.strptime(hi_s, "%Y%m%d") + timedelta(days=1) if hi_s else None
+        hi = datetime.strptime(hi_s, "%Y%m%d") if hi_s else None
     except ValueError:
         return None
+    if hi is not None:  # the day after; after 31/12/9999 there is none (a query for that day crashed)
+        hi = hi + timedelta(days=1) if hi.date() < date.max else None
     return lo, hi

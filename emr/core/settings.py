@@ -44,6 +44,10 @@ class EmrSettings:
     facility_code: str = "00000"
     # IANA time zone of the facility: what people and modalities see and type (emr.core.clock).
     timezone: str = "Asia/Ho_Chi_Minh"
+    # AE titles of the modalities the DICOM gateway admits by name (FILMLESS_GATEWAY_ALLOWED with no "*"
+    # entry): an order's station must be one of them or left empty. Empty: any AE title may connect, so
+    # any valid AE title is accepted (emr.imaging.orders.create_order).
+    modality_stations: tuple[str, ...] = ()
     # Login throttling (emr.access.login_guard): failures from one source on one account before
     # that source backs off (2 s, doubling), the longest back-off, and password attempts per
     # minute per source IP (checked before any hashing).

@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Collection
 from dataclasses import dataclass
-from datetime import UTC, date, datetime
+from datetime import UTC, date, datetime, timedelta
 from typing import Any
 
 from pydicom.uid import generate_uid
@@ -27,6 +28,8 @@ from .order_visit import visit_for_new_order
 __all__ = [
     "DAY_EXAMS_LIMIT",
     "DayExam",
+    "SCHEDULE_YEARS_AHEAD",
+    "schedule_window",
     "day_exams",
     "create_order",
     "get_order",
@@ -38,7 +41,53 @@ __all__ = [
 ]
 
 
-def create_order(session: Session, actor: Actor, data: OrderIn | dict[str, Any]) -> ImagingOrder:
+# How far ahead an order may be scheduled: up to the same day next year (Feb 29 → Feb 28).
+SCHEDULE_YEARS_AHEAD = 1
+
+
+def schedule_window(now: datetime | None = None) -> tuple[datetime, datetime]:
+    """The facility-local days an order typed by a person may be scheduled on: from the start of today
+    (an exam already under way this morning) to the end of the same day next year, as naive-UTC
+    ``[start, end)``. Outside it a date typed wrong (01/01/1900, 31/12/9999) went to the modality
+    worklist (ScheduledProcedureStepStartDate 19000101) and no technician's list of the day showed it."""
+    today = local_today(now)
+    try:
+        last = today.replace(year=today.year + SCHEDULE_YEARS_AHEAD)
+    except ValueError:  # 29 February
+        last = today.replace(year=today.year + SCHEDULE_YEARS_AHEAD, day=28)
+    return local_day_bounds(today)[0], local_day_bounds(last)[1]
+
+
+def _check_entry(scheduled: datetime, station: str | None, stations: Collection[str], now: datetime) -> None:
+    """What a person types on an order: the scheduled time in :func:`schedule_window`, the station one of
+    the modalities the gateway knows by name (when it knows them), so the worklist can offer the exam."""
+    problems: dict[str, str] = {}
+    params: dict[str, dict[str, object]] = {}
+    start, end = schedule_window(now)
+    if not start <= scheduled < end:
+        problems["scheduled_at"] = "orders.error.scheduled_range"
+        params["scheduled_at"] = {
+            "start": to_local(start).strftime("%H:%M %d/%m/%Y"),
+            "end": to_local(end - timedelta(minutes=1)).strftime("%H:%M %d/%m/%Y"),
+        }
+    if station is not None and stations and station not in stations:
+        problems["station_ae_title"] = "orders.error.station_unknown"
+        params["station_ae_title"] = {"station": station, "stations": ", ".join(stations)}
+    if problems:
+        raise ValidationFailed(problems, params=params)
+
+
+def create_order(
+    session: Session,
+    actor: Actor,
+    data: OrderIn | dict[str, Any],
+    *,
+    typed: bool = False,
+    stations: Collection[str] = (),
+) -> ImagingOrder:
+    """Place an order. ``typed``: a person entered it (the web form, the JSON API), so its scheduled time
+    and station are checked (:func:`_check_entry`; ``stations``: ``EmrSettings.modality_stations``); the
+    HIS's orders (emr.hl7) and the demo keep the time they carry."""
     data = parse(OrderIn, data)
     patient = get_or_404(session, Patient, data.patient_id, "patient")
     if patient.status != "active":
@@ -64,6 +113,8 @@ def create_order(session: Session, actor: Actor, data: OrderIn | dict[str, Any])
             scheduled = scheduled.astimezone(UTC).replace(tzinfo=None)
         else:  # a local time typed in the form: the facility's time zone
             scheduled = to_utc(scheduled)
+    if typed:
+        _check_entry(scheduled, data.station_ae_title, stations, now)
     if data.procedure_code and check_code(session, "dvkt", data.procedure_code.upper(), local_today(now)) is not None:
         raise ValidationFailed({"procedure_code": "catalogues.entry.service"})  # the DVKT list in force (issue 15 §4)
     # The price valid today (Vietnam date) is copied onto the order: later price changes do not touch it.

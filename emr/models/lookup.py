@@ -35,6 +35,7 @@ _KEYS = {
     "extra_forbidden": "errors.field_unknown",
     "icd10_format": "errors.field_icd10",  # emr.schemas._icd10_codes, naming the codes
     "icd10_one": "errors.field_icd10_one",
+    "ae_title": "orders.error.station_format",  # emr.schemas.OrderIn: PS3.5 VR AE
 }
 # Error types whose message names what was typed: these context values fill the message.
 _CTX_PARAMS = {"icd10_format": ("codes",), "icd10_one": ("codes",)}
