@@ -3,25 +3,38 @@
 from __future__ import annotations
 
 import csv
+import re
 from dataclasses import dataclass
 from datetime import date, datetime
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import delete, select
 from sqlalchemy.orm import Session, aliased
 
 from emr import outbox
 from emr.access import audit
 from emr.access.audit import Actor
 from emr.access.care import ensure_patient_access
-from emr.access.permissions import own_visits
+from emr.access.permissions import may_close_visit, own_visits
 from emr.catalogues import check_code, unknown_icd10
 from emr.core.clock import local_today, to_local
-from emr.core.exceptions import InvalidState, ValidationFailed
+from emr.core.exceptions import EmrError, InvalidState, ValidationFailed
+from emr.core.states import ON_WORKLIST, OrderStatus
+from emr.i18n import t
 from emr.models.lookup import get_or_404, next_number, parse
 
-from ..models import BENEFIT_LEVELS, Department, Encounter, EncounterDiagnosis, Icd10Code, Patient, User, utcnow
+from ..models import (
+    BENEFIT_LEVELS,
+    Department,
+    Encounter,
+    EncounterDiagnosis,
+    Icd10Code,
+    ImagingOrder,
+    Patient,
+    User,
+    utcnow,
+)
 from ..schemas import BenefitLevelIn, EncounterIn
 
 __all__ = [
@@ -31,6 +44,11 @@ __all__ = [
     "CurrentVisit",
     "current_visits",
     "close_encounter",
+    "may_close",
+    "pending_orders",
+    "require_closer",
+    "NotTreatingPhysician",
+    "PENDING_ORDER_CHOICES",
     "set_benefit_level",
     "load_icd10",
     "ensure_department",
@@ -253,6 +271,55 @@ def current_visits(session: Session, actor: Actor, limit: int = CURRENT_VISITS_L
     return visits
 
 
+class NotTreatingPhysician(EmrError):
+    """The user may not end this visit: not a physician attending it or working in its department."""
+
+    code = "forbidden"
+    http_status = 403
+
+
+# What happens to the visit's imaging orders still on the modality worklist when it ends: the physician
+# says it on the close form (never decided silently): left for outpatient follow-up, or cancelled.
+PENDING_ORDER_CHOICES = ("keep", "cancel")
+# A discharge diagnosis is a diagnosis written out, not a mark: at least this many letters ("x" was accepted).
+DISCHARGE_DIAGNOSIS_MIN_LETTERS = 3
+DISCHARGE_DIAGNOSIS_MAX_LENGTH = 2000
+_CODE_SEPARATORS = re.compile(r"[\s,;]+")
+
+
+def may_close(session: Session, actor: Actor, enc: Encounter) -> bool:
+    """For screens: may this user end ``enc`` (emr.access.permissions.may_close_visit)?"""
+    user = session.get(User, actor.user_id) if actor.user_id is not None else None
+    return may_close_visit(user, enc)
+
+
+def require_closer(session: Session, actor: Actor, enc: Encounter) -> None:
+    """Only a physician attending the visit or of its department ends it; a refusal is audited."""
+    if may_close(session, actor, enc):
+        return
+    audit.record(session, actor, "encounter.close", outcome="denied", patient_id=enc.patient_id,
+                 object_type="encounter", object_id=enc.id, details={"reason": "not_treating_physician"})
+    session.commit()
+    raise NotTreatingPhysician(f"user {actor.user_id} may not close encounter {enc.id}",
+                               key="encounters.error.close_not_treating")
+
+
+def pending_orders(session: Session, encounter_id: int) -> list[ImagingOrder]:
+    """The visit's imaging orders still waiting for the modality (scheduled or in progress: on the worklist)."""
+    return list(session.scalars(
+        select(ImagingOrder)
+        .where(ImagingOrder.encounter_id == encounter_id, ImagingOrder.status.in_([s.value for s in ON_WORKLIST]))
+        .order_by(ImagingOrder.scheduled_at, ImagingOrder.id)
+    ))
+
+
+def _discharge_problems(text: str) -> dict[str, str]:
+    letters = sum(ch.isalpha() for ch in text)
+    if letters < DISCHARGE_DIAGNOSIS_MIN_LETTERS or len(text) > DISCHARGE_DIAGNOSIS_MAX_LENGTH:
+        return {"discharge_diagnosis": "ehr.close.error.diagnosis"}
+    return {}
+
+
 def close_encounter(
     session: Session,
     actor: Actor,
@@ -260,17 +327,76 @@ def close_encounter(
     discharge_diagnosis: str,
     treatment_result: str = "1",
     discharge_type: str = "1",
+    *,
+    main_code: str | None = None,
+    secondary_codes: list[str] | None = None,
+    pending: str | None = None,
 ) -> Encounter:
+    """End the visit: discharge diagnosis, its ICD-10 codes, the discharge time; audited, then published.
+
+    Only a physician attending the visit or of its department (:func:`require_closer`). The discharge
+    diagnosis is written out and has a main ICD-10 code in the list in force today (``unknown_icd10``, as on
+    the visit form): MA_BENH_CHINH is the main disease at the end of treatment (QĐ 4750 Bảng 1), so
+    ``main_code`` becomes the visit's diagnosis at position 0 and ``secondary_codes`` (when given) the
+    others (MA_BENH_KT); without ``main_code`` the visit's own main code is kept, and a visit with none
+    cannot be closed. Imaging orders of the visit still on the worklist: ``pending`` says what becomes of
+    them ("keep": outpatient follow-up; "cancel": cancelled, each audited); without it they refuse the close.
+    """
     enc = get_or_404(session, Encounter, encounter_id, "encounter")
+    require_closer(session, actor, enc)
     if enc.status != "open":
         raise InvalidState("encounter is not open", key="encounters.error.not_open")
+    text = (discharge_diagnosis or "").strip()
+    problems = _discharge_problems(text)
+    before = [d.icd10_code for d in enc.diagnoses]
+    typed = _CODE_SEPARATORS.split((main_code or "").strip().upper()) if main_code and main_code.strip() else []
+    main = typed[0][:16] if typed else (before[0] if before else "")
+    others = before[1:] if secondary_codes is None else [c.strip().upper()[:16] for c in secondary_codes if c.strip()]
+    others = [c for c in dict.fromkeys(others) if c != main]
+    params: dict[str, dict[str, object]] = {}
+    if not main:
+        problems["main_code"] = "ehr.close.error.main_code"
+    elif len(typed) > 1:
+        problems["main_code"] = "ehr.close.error.main_code_one"
+    else:
+        refused = unknown_icd10(session, [main, *others], local_today())
+        if main in refused:
+            problems["main_code"] = "encounters.error.icd10"
+            params["main_code"] = {"codes": main}
+        if [c for c in refused if c != main]:
+            problems["secondary_codes"] = "encounters.error.icd10"
+            params["secondary_codes"] = {"codes": ", ".join(c for c in refused if c != main)}
+    waiting = pending_orders(session, enc.id)
+    if waiting and pending not in PENDING_ORDER_CHOICES:
+        problems["pending_orders"] = "ehr.close.error.pending_orders"
+    if problems:
+        raise ValidationFailed(problems, params=params)
+    codes = [main, *others]
+    if codes != before:
+        session.execute(delete(EncounterDiagnosis).where(EncounterDiagnosis.encounter_id == enc.id))
+        session.add_all(EncounterDiagnosis(encounter_id=enc.id, icd10_code=c, position=i) for i, c in enumerate(codes))
+        session.expire(enc, ["diagnoses"])
+    now = utcnow()
     enc.status = "closed"
-    enc.discharged_at = enc.closed_at = utcnow()
-    enc.discharge_diagnosis = discharge_diagnosis
+    enc.discharged_at = enc.closed_at = now
+    enc.discharge_diagnosis = text
     enc.treatment_result = treatment_result
     enc.discharge_type = discharge_type
+    cancelled: list[int] = []
+    if waiting and pending == "cancel":
+        reason = t("ehr.close.order_cancel_reason")
+        for order in waiting:
+            order.status = OrderStatus.CANCELLED
+            order.cancel_reason = reason
+            cancelled.append(order.id)
+            audit.record(session, actor, "order.cancel", patient_id=order.patient_id, object_type="order",
+                         object_id=order.id, details={"reason": reason, "encounter_closed": enc.id})
     audit.record(
-        session, actor, "encounter.close", patient_id=enc.patient_id, object_type="encounter", object_id=enc.id
+        session, actor, "encounter.close", patient_id=enc.patient_id, object_type="encounter", object_id=enc.id,
+        details={
+            "main_code": main, "diagnoses": codes, "diagnoses_before": before,
+            "pending_orders": [o.id for o in waiting], "pending": pending if waiting else None,
+        },
     )
     session.flush()
     outbox.publish(session, "encounter.closed", encounter=enc)  # issue 15: e.g. the EHR push, same transaction

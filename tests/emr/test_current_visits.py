@@ -45,7 +45,7 @@ def _people(session: Session, world: World) -> dict[str, Any]:
         "elsewhere": _visit(session, world, "Vũ Văn Bốn", "079190000004", "K01", other.username),
         "attended": _visit(session, world, "Hồ Thị Năm", "079190000005", "K01", "physician1"),
     }
-    encounters.close_encounter(session, world.actor("physician"), v["ward_closed"].id, "Khỏi bệnh")
+    encounters.close_encounter(session, world.actor("physician"), v["ward_closed"].id, "Khỏi bệnh", main_code="J18.9")
     return v
 
 
