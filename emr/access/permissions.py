@@ -24,6 +24,7 @@ __all__ = [
     "ROLES",
     "allowed",
     "care_basis",
+    "may_close_visit",
     "own_visits",
     "patients_in_care",
     "patients_in_care_select",
@@ -37,9 +38,15 @@ PERMISSIONS: dict[str, frozenset[str]] = {
     "patient.merge": frozenset({"records_clerk"}),
     "encounter.read": frozenset({"physician", "radiologist", "nurse", "records_clerk"}),
     "encounter.write": frozenset({"physician", "nurse", "records_clerk"}),
+    # Ending a visit (discharge diagnosis, its ICD-10 main code, the time of discharge) is the treating
+    # physician's decision: which visits a physician may close is :func:`may_close_visit`.
+    "encounter.close": frozenset({"physician"}),
     "document.read": frozenset({"physician", "radiologist", "nurse", "records_clerk"}),
     "document.write": frozenset({"physician", "radiologist"}),
     "document.cancel": frozenset({"physician", "radiologist"}),
+    # Who is offered to write an exam's radiology report (the chart's "Viết kết quả"): the radiologists who
+    # read the images. One report per exam is enforced by emr.documents.service whoever writes.
+    "report.write": frozenset({"radiologist"}),
     # Signing (issue 5): the role may open the signing form; the workflow then checks whose turn it is.
     "document.sign": frozenset({"physician", "radiologist"}),
     "order.read": _CLINICAL,
@@ -105,6 +112,7 @@ assert PERMISSIONS["reading.worklist"] <= PERMISSIONS["image.view"]
 assert PERMISSIONS["order.worklist"] <= (
     PERMISSIONS["order.read"] & PERMISSIONS["patient.read"] & PERMISSIONS["image.view"]
 ) & PERMISSIONS["reading.worklist"]
+assert PERMISSIONS["report.write"] <= PERMISSIONS["document.write"]
 # A link grants what it shows: nobody may hand out more than they may see themselves.
 assert PERMISSIONS["share.create"] <= PERMISSIONS["image.view"] & PERMISSIONS["document.read"]
 # Whoever prints a slip may revoke it; nobody ends the patient's access to a report they may not read.
@@ -146,6 +154,16 @@ def own_visits(user: Any) -> ColumnElement[bool]:
     if user.department_id is not None:
         mine = or_(mine, Encounter.department_id == user.department_id)
     return mine
+
+
+def may_close_visit(user: Any, enc: Any) -> bool:
+    """May ``user`` end the visit ``enc`` (discharge diagnosis and time)? A physician who attends it or
+    works in its department (the head of that department among them): the people who have the patient in
+    their care by the visit itself (:func:`own_visits`). Break-the-glass access opens the record to read,
+    never to discharge; nurses and clerks record, they do not decide the discharge diagnosis."""
+    if user is None or not getattr(user, "active", True) or not allowed(user.role, "encounter.close"):
+        return False
+    return enc.attending_id == user.id or (user.department_id is not None and user.department_id == enc.department_id)
 
 
 def _care_selects(user: Any, now: datetime) -> list[tuple[str, Select[Any]]]:

@@ -28,6 +28,7 @@ from emr.core.exceptions import (
     PossibleDuplicate,
     ValidationFailed,
 )
+from emr.documents.service import ReportExists
 from emr.models.lookup import parse
 
 __all__ = ["bp", "endpoint", "ROUTES", "RouteSpec", "document_routes", "error_response", "http_error_response"]
@@ -64,6 +65,8 @@ def error_response(exc: EmrError) -> tuple[Response, int]:
         fields[exc.field] = exc.key  # type: ignore[attr-defined]
     if isinstance(exc, PossibleDuplicate):
         body["duplicates"] = [{"id": pid, "code": code} for pid, code in exc.matches]
+    if isinstance(exc, ReportExists):  # the exam's one report: open it (amend it when signed)
+        body["existing_document"] = {"id": exc.document_id, "status": exc.status}
     return jsonify(body), exc.http_status
 
 

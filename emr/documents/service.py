@@ -35,6 +35,7 @@ from emr.core.clock import local_today
 from emr.core.exceptions import ConflictError, InvalidState, NotFoundError, ValidationFailed
 from emr.core.states import StudyState, after_report_signed, after_report_withdrawn
 from emr.documents.rights import require_author, require_signer_or_head
+from emr.i18n import t
 from emr.models.lookup import get_or_404, parse
 
 from ..models import (
@@ -51,6 +52,7 @@ from ..schemas import FORM_CONTENT, DocumentIn
 
 __all__ = [
     "create_document",
+    "AFTER_DISCHARGE_FORMS",
     "update_draft",
     "amend_document",
     "discard_amendment",
@@ -63,6 +65,8 @@ __all__ = [
     "canonical_json",
     "document_dict",
     "DocumentChanged",
+    "ReportExists",
+    "live_report",
     "REASON_MAX_LENGTH",
 ]
 
@@ -83,6 +87,55 @@ class DocumentChanged(ConflictError):
         self.document_id = document_id
         self.base_version = base_version
         self.current_version = current_version
+
+
+class ReportExists(ConflictError):
+    """The exam already has a radiology report that is not cancelled: one report per exam (a second one,
+    written and signed by someone else, contradicted the first and only the newer was shown). A signed
+    report is changed by an amendment of it, a draft by its author; ``document_id`` names it."""
+
+    code = "report_exists"
+
+    def __init__(self, order_id: int, document_id: int, status: str) -> None:
+        key = "documents.error.report_exists_signed" if status in _SIGNED else "documents.error.report_exists_draft"
+        super().__init__(t(key, id=document_id), field="order_id", key=key)  # the JSON API shows the message
+        self.params = {"id": document_id}
+        self.order_id = order_id
+        self.document_id = document_id
+        self.status = status
+
+
+# A report with a signed version (an amendment in progress still has its signed one).
+_SIGNED = ("signed", "amended")
+
+
+def live_report(session: Session, order_id: int, *, excluding: int | None = None) -> Document | None:
+    """The exam's radiology report that is not cancelled (draft, being signed, signed or amended); the one
+    with a signed version first should older data hold several."""
+    q = select(Document).where(
+        Document.order_id == order_id, Document.form_type == "radiology_report", Document.status != "cancelled"
+    )
+    if excluding is not None:
+        q = q.where(Document.id != excluding)
+    q = q.order_by(Document.created_at.desc(), Document.id.desc()).execution_options(populate_existing=True)
+    docs = list(session.scalars(q))
+    return next((d for d in docs if d.status in _SIGNED), docs[0] if docs else None)
+
+
+def _lock_order_for_report(session: Session, order_id: int, *, excluding: int | None = None) -> ImagingOrder | None:
+    """Hold the exam's order row until commit, then refuse when it already has a live report.
+
+    Two radiology reports created (or restored) at once for one exam: on PostgreSQL the second transaction
+    waits on ``FOR UPDATE`` here and then sees the first one's report; on SQLite writing transactions begin
+    ``IMMEDIATE`` (emr.db), and the rows are read again (``populate_existing``), never from what this
+    session saw in an earlier transaction."""
+    order = session.get(ImagingOrder, order_id, with_for_update=True, populate_existing=True)
+    if order is None:
+        return None
+    existing = live_report(session, order.id, excluding=excluding)
+    if existing is not None:
+        raise ReportExists(order.id, existing.id, existing.status)
+    return order
 
 
 def canonical_json(content: dict[str, Any]) -> str:
@@ -157,17 +210,40 @@ def _locked_row(session: Session, version: DocumentVersion) -> DocumentVersion:
     return version
 
 
+# Papers that may still be created on a visit already ended: the discharge paper (signed only once the visit
+# is closed, emr.signing.service.discharge_pending).
+AFTER_DISCHARGE_FORMS = ("discharge_summary",)
+
+
+def _written_after_discharge(session: Session, enc: Encounter, data: DocumentIn) -> bool:
+    """May this new document be created on the closed visit ``enc``? Only the discharge paper, and the report of
+    an exam ordered in that visit (images are often read after the patient left; the reading room attaches
+    the exam to its visit, emr.imaging.order_visit). Anything else would enter the record after the discharge
+    time; signed documents of the visit are still amended (a new version, audited)."""
+    if data.form_type in AFTER_DISCHARGE_FORMS:
+        return True
+    if data.form_type == "radiology_report" and data.order_id is not None:
+        order = session.get(ImagingOrder, data.order_id)
+        return order is not None and order.encounter_id == enc.id
+    return False
+
+
 def create_document(session: Session, actor: Actor, data: DocumentIn | dict[str, Any]) -> Document:
     data = parse(DocumentIn, data)
     enc = get_or_404(session, Encounter, data.encounter_id, "encounter")
     ensure_patient_access(session, actor, enc.patient_id)  # issue 10: care scope
     if enc.status == "cancelled":
         raise InvalidState("encounter cancelled", key="encounters.error.not_open")
+    if enc.status == "closed" and not _written_after_discharge(session, enc, data):
+        # Vietnamese in the message too: the JSON API shows it as it is.
+        raise InvalidState(t("documents.error.visit_closed"), key="documents.error.visit_closed")
     content = _content(session, data.form_type, data.content)
     if data.order_id is not None:
         order = session.get(ImagingOrder, data.order_id)
         if order is None or order.patient_id != enc.patient_id:
             raise ValidationFailed({"order_id": "documents.error.order"})
+        if data.form_type == "radiology_report":
+            _lock_order_for_report(session, order.id)  # one report per exam, checked under the order's lock
     doc = Document(
         patient_id=enc.patient_id,
         encounter_id=enc.id,
@@ -206,12 +282,21 @@ def create_document(session: Session, actor: Actor, data: DocumentIn | dict[str,
 
 
 def update_draft(
-    session: Session, actor: Actor, document_id: int, content: Any, *, base_version: int | None = None
+    session: Session,
+    actor: Actor,
+    document_id: int,
+    content: Any,
+    *,
+    base_version: int | None = None,
+    base_sha256: str | None = None,
 ) -> Document:
     """Edit the current version while it is an unsigned draft.
 
     ``base_version``: the version the form was filled from; when the draft is no longer that
     version, or was signed or discarded meanwhile, :class:`DocumentChanged` and nothing changes.
+    ``base_sha256``: the draft's content hash the form was filled from. A draft is edited in place
+    (its number stays), so two tabs share ``base_version``; when another save changed the text
+    meanwhile, :class:`DocumentChanged` too, rather than the second save silently replacing the first.
     """
     doc = _fresh_document(session, document_id, lock=False)
     ensure_patient_access(session, actor, doc.patient_id)  # issue 10: care scope
@@ -221,7 +306,7 @@ def update_draft(
     version = _locked_row(session, _version(doc, doc.current_version))
     if version.status == "discarded" or (
         base_version is not None and (version.number != base_version or version.locked)
-    ):
+    ) or (base_sha256 is not None and base_sha256 != version.content_sha256):
         raise DocumentChanged(doc.id, base_version, version.number)
     if version.locked:
         raise InvalidState("signed versions cannot change; amend instead", key="documents.error.locked")
@@ -270,6 +355,8 @@ def amend_document(
     reason = _reason(reason)
     capacity = require_signer_or_head(session, actor, doc, "document.amend")
     text = canonical_json(_content(session, doc.form_type, content))
+    if text == current.content_json:  # nothing to correct: a new version would only need signing again
+        raise InvalidState("the amendment is the signed content unchanged", key="documents.error.unchanged")
     new = DocumentVersion(
         document_id=doc.id,
         number=max(v.number for v in doc.versions) + 1,  # after a discarded amendment too
@@ -335,10 +422,6 @@ def discard_amendment(
     )
     session.commit()
     return doc
-
-
-# A report with a signed version (an amendment in progress still has its signed one).
-_SIGNED = ("signed", "amended")
 
 
 def _reflect_on_order(session: Session, doc: Document) -> None:
@@ -458,6 +541,8 @@ def restore_document(session: Session, actor: Actor, document_id: int, reason: s
     if doc.status != "cancelled":
         raise InvalidState("not cancelled", key="documents.error.not_cancelled")
     capacity = require_signer_or_head(session, actor, doc, "document.restore")
+    if doc.form_type == "radiology_report" and doc.order_id is not None:
+        _lock_order_for_report(session, doc.order_id, excluding=doc.id)  # another report was written meanwhile
     doc.status = doc.status_before_cancel or "draft"
     doc.status_before_cancel = None
     if doc.status in _SIGNED:

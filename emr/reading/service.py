@@ -48,6 +48,7 @@ log = logging.getLogger(__name__)
 # unread: no report yet; draft: written, not signed; amended: a signed report
 # has a newer unsigned version; signed.
 REPORT_STATUSES = ("unread", "draft", "amended", "signed")
+_IN_FORCE = ("signed", "amended")  # a signed version stands (an amendment in progress keeps it)
 _STATUS_RANK = {"unread": 0, "draft": 1, "amended": 1, "signed": 2}
 _URGENCY_RANK = {"stat": 0, "urgent": 1, "routine": 2}
 MAX_MEASUREMENTS_BYTES = 512 * 1024
@@ -130,13 +131,16 @@ def record_report_view(
 
 
 def latest_report(session: Session, order_id: int) -> Document | None:
-    """The newest radiology report of an order that is not cancelled."""
-    return session.scalar(
+    """The order's radiology report that is not cancelled: the one with a signed version in force first.
+
+    An exam has one report (emr.documents.service refuses a second); should older data hold several, the
+    signed one is shown beside the images, never a newer draft someone else wrote over it."""
+    docs = session.scalars(
         select(Document)
         .where(Document.order_id == order_id, Document.form_type == "radiology_report", Document.status != "cancelled")
         .order_by(Document.created_at.desc(), Document.id.desc())
-        .limit(1)
-    )
+    ).all()
+    return next((d for d in docs if d.status in _IN_FORCE), docs[0] if docs else None)
 
 
 def report_status(doc: Document | None) -> str:
@@ -257,7 +261,9 @@ def reading_worklist(
             .order_by(Document.created_at, Document.id)
         )
         for d in docs:
-            reports[d.order_id or 0] = d  # the newest wins
+            kept = reports.get(d.order_id or 0)
+            if kept is None or d.status in _IN_FORCE or kept.status not in _IN_FORCE:
+                reports[d.order_id or 0] = d  # the newest wins, a signed report over any draft (latest_report)
     readers = {
         u.id: u.full_name
         for u in session.scalars(select(User).where(User.id.in_({d.created_by for d in reports.values()} or {0})))

@@ -26,7 +26,7 @@ from emr.web.forms import form_values
 
 from .. import db
 from ..i18n import t
-from ..models import FORM_TYPES
+from ..models import FORM_TYPES, ImagingOrder
 
 bp = Blueprint("documents", __name__)
 
@@ -46,6 +46,13 @@ def new(patient_id: int) -> Any:
     encs = [e for e in encounters.list_encounters(s, patient_id) if e.status != "cancelled"]
     if form_type not in FORM_TYPES:
         return render_template("documents/pick.html", patient=patient, form_types=FORM_TYPES, encounters=encs)
+    ordered_in = None  # the visit of the exam a report is written on (a closed one still takes it)
+    if form_type == "radiology_report":
+        exam = s.get(ImagingOrder, _int(request.values.get("order_id")) or 0)
+        ordered_in = exam.encounter_id if exam is not None and exam.patient_id == patient_id else None
+    if form_type not in documents.AFTER_DISCHARGE_FORMS:
+        # A visit already ended takes no new paper but its discharge paper (the server refuses others anyway).
+        encs = [e for e in encs if e.status == "open" or e.id == ordered_in]
     errors: dict[str, str] = {}
     values: dict[str, str] = {}
     if request.method == "POST":
@@ -64,10 +71,22 @@ def new(patient_id: int) -> Any:
         else:
             return redirect(url_for("documents.view", document_id=doc.id))
     elif encs:
-        values["encounter_id"] = str(encs[0].id)
+        values["encounter_id"] = str(ordered_in if ordered_in in {e.id for e in encs} else encs[0].id)
     ords = orders.list_orders(s, patient_id) if form_type == "radiology_report" else []
     if request.args.get("order_id"):
         values.setdefault("order_id", request.args["order_id"])
+    # One report per exam: an exam that has one already is pointed to it (the server refuses a second anyway).
+    order_id = _int(values.get("order_id")) if form_type == "radiology_report" else None
+    existing = documents.live_report(s, order_id) if order_id else None
+    if existing is not None and existing.patient_id != patient_id:
+        existing = None  # another patient's exam: "documents.error.order" says so on saving
+    status = 422 if errors else 200
+    if existing is not None:
+        status = 409 if request.method == "POST" else 200
+        # Said above the form (not as a generic "invalid input"), with the button to the existing report.
+        exists = documents.ReportExists(existing.order_id or 0, existing.id, existing.status)
+        errors.pop("order_id", None)
+        errors["_form"] = t(exists.key, **exists.params)
     return render_template(
         "documents/edit.html",
         mode="new",
@@ -80,8 +99,9 @@ def new(patient_id: int) -> Any:
         errors=errors,
         doc=None,
         base_version=None,
+        existing_report=existing,
         reason_max=documents.REASON_MAX_LENGTH,
-    ), (422 if errors else 200)
+    ), status
 
 
 @bp.get("/documents/<int:document_id>")
@@ -133,9 +153,13 @@ def edit(document_id: int) -> Any:
     mode = "amend" if current.locked else "edit"
     values: dict[str, str] = {}
     base: int | None = None
+    base_sha: str | None = None
     if request.method == "POST":
         values = form_values(request.form)
         base = _int(values.get("base_version"))
+        # The draft text the form was filled from: a draft keeps its number when saved, so only this
+        # tells a save from a tab opened before another tab's save (DocumentChanged, 409; any other value too).
+        base_sha = values.get("base_sha256") or None
         posted_mode = values.get("base_mode")
         if base is not None and (base != current.number or posted_mode not in (None, mode)):
             # Filled from a version that is no longer current (another tab amended or signed it): before the
@@ -155,7 +179,7 @@ def edit(document_id: int) -> Any:
                     s, current_actor(), doc.id, content, values.get("reason", ""), base_version=base
                 )
             else:
-                documents.update_draft(s, current_actor(), doc.id, content, base_version=base)
+                documents.update_draft(s, current_actor(), doc.id, content, base_version=base, base_sha256=base_sha)
         except document_rights.NotAllowedOnDocument:
             raise
         except documents.DocumentChanged:
@@ -168,6 +192,7 @@ def edit(document_id: int) -> Any:
             return redirect(url_for("documents.view", document_id=doc.id))
     else:
         values = content_inputs(doc.form_type, json.loads(current.content_json))
+        values["base_sha256"] = current.content_sha256
     return _render_edit(doc, patient, mode, current.number, values, errors, 422 if errors else 200)
 
 

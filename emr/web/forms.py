@@ -49,5 +49,5 @@ def field_errors(exc: EmrError) -> dict[str, str]:
             for k in exc.fields
         }
     if isinstance(exc, ConflictError) and exc.field:
-        return {exc.field: t(exc.key)}
-    return {"_form": t(exc.key)}
+        return {exc.field: t(exc.key, **exc.params)}
+    return {"_form": t(exc.key, **exc.params)}

@@ -91,7 +91,9 @@ def chart(patient_id: int) -> Any:
     # Visits (with their ICD-10 diagnoses) and documents only for roles that may read them (a technician
     # has neither encounter.read nor document.read): not loaded otherwise; the template asks the same.
     encs = (
-        [encounters.encounter_dict(s, e) for e in encounters.list_encounters(s, patient_id)]
+        # may_close: the "Kết thúc lượt khám" button only for the visit's treating physician or one of its department.
+        [dict(encounters.encounter_dict(s, e), may_close=encounters.may_close(s, current_actor(), e))
+         for e in encounters.list_encounters(s, patient_id)]
         if allowed(g.user.role, "encounter.read")
         else []
     )
@@ -101,6 +103,9 @@ def chart(patient_id: int) -> Any:
         else []
     )
     ords = [orders.order_dict(s, o) for o in orders.list_orders(s, patient_id)]
+    for o in ords:  # the exam's one report: "Xem kết quả" opens it, "Viết kết quả" only while there is none
+        report = documents.live_report(s, o["id"])
+        o["report_id"] = report.id if report is not None else None
     sent = outbox.messages_for_patient(s, patient_id)[:20]  # issue 15: what was sent about the patient
     return render_template(
         "patients/chart.html",
@@ -203,24 +208,44 @@ def benefit_level(patient_id: int, encounter_id: int) -> Any:
 
 
 @bp.route("/<int:patient_id>/encounters/<int:encounter_id>/close", methods=["GET", "POST"])
-@requires("encounter.write")
+@requires("encounter.close")
 def close_encounter(patient_id: int, encounter_id: int) -> Any:
-    """End the visit (issue 15): the discharge diagnosis is recorded, the visit summary goes to the health record."""
-
-    def close(values: dict[str, Any]) -> None:
-        diagnosis = values["discharge_diagnosis"]
-        if not diagnosis or len(diagnosis) > 2000:
-            raise ValidationFailed({"discharge_diagnosis": "ehr.close.error.diagnosis"})
-        encounters.close_encounter(db.session(), current_actor(), encounter_id, diagnosis)
-
-    return _encounter_form(
-        patient_id,
-        encounter_id,
-        "patients/encounter_close.html",
-        lambda enc: {"discharge_diagnosis": enc.discharge_diagnosis or enc.admission_diagnosis or ""},
-        lambda: {"discharge_diagnosis": request.form.get("discharge_diagnosis", "").strip()},
-        close,
-    )
+    """End the visit (issue 15): the discharge diagnosis and its ICD-10 codes are recorded, the visit summary
+    goes to the health record. Only its treating physician or one of its department (refused with 403 and
+    audited before the form is shown); the visit's imaging orders still on the worklist are listed, and the
+    physician says whether they stay for outpatient follow-up or are cancelled."""
+    s = db.session()
+    patient = patients.get_patient(s, current_actor(), patient_id, audit_view=False)
+    enc = encounters.get_encounter(s, current_actor(), encounter_id)
+    if enc.patient_id != patient.id:
+        raise NotFoundError("encounter", encounter_id)
+    encounters.require_closer(s, current_actor(), enc)
+    codes = [d.icd10_code for d in enc.diagnoses]
+    values: dict[str, str] = {
+        "discharge_diagnosis": enc.discharge_diagnosis or enc.admission_diagnosis or "",
+        "main_code": codes[0] if codes else "",
+        "secondary_codes": " ".join(codes[1:]),
+    }
+    errors: dict[str, str] = {}
+    if request.method == "POST":
+        values = {k: request.form.get(k, "").strip() for k in (*values, "pending")}
+        # A field left out of the post (not one left empty) keeps the visit's codes as they are.
+        secondary = values["secondary_codes"].replace(",", " ").replace(";", " ").split()
+        try:
+            encounters.close_encounter(
+                s, current_actor(), encounter_id, values["discharge_diagnosis"],
+                main_code=values["main_code"] if "main_code" in request.form else None,
+                secondary_codes=secondary if "secondary_codes" in request.form else None,
+                pending=values["pending"] or None,
+            )
+        except EmrError as exc:
+            s.rollback()
+            errors = field_errors(exc)
+        else:
+            return redirect(url_for("patients.chart", patient_id=patient_id))
+    waiting = [orders.order_dict(s, o) for o in encounters.pending_orders(s, encounter_id)]
+    return render_template("patients/encounter_close.html", patient=patient, encounter=enc, errors=errors,
+                           values=values, pending_orders=waiting), (422 if errors else 200)
 
 
 @bp.route("/merge", methods=["GET", "POST"])

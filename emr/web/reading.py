@@ -215,6 +215,9 @@ def save_report(study_id: int) -> Any:
             )
         else:
             documents.update_draft(s, current_actor(), doc.id, content)
+    except documents.ReportExists as exc:  # another reader's report was saved first: one report per exam
+        s.rollback()
+        return _render_read(study, errors={"_form": t(exc.key, **exc.params)}, values=values, status=409)
     except EmrError as exc:
         s.rollback()
         errors = document_errors(exc)
@@ -242,6 +245,16 @@ def share_page(study_id: int) -> Any:
     )
 
 
+def _share_days(text: str | None) -> int:
+    """The validity typed on the share form; the service refuses anything outside 1..365 (after its access
+    checks). A value that is not a whole number becomes 0, so it gets the same refusal: -5, 99999 or "abc"
+    used to become a 30-day slip without a word."""
+    if text is None:  # no field at all (not the form): the default validity
+        return sharing.DEFAULT_DAYS
+    text = text.strip()
+    return int(text) if re.fullmatch(r"[+-]?[0-9]{1,9}", text) else 0
+
+
 @bp.post("/studies/<int:study_id>/share")
 @requires("share.create")
 def create_share(study_id: int) -> Any:
@@ -254,8 +267,7 @@ def create_share(study_id: int) -> Any:
 
     s = db.session()
     _linked(study_id)
-    days_text = request.form.get("days", "")
-    days = int(days_text) if days_text.isdigit() and len(days_text) < 4 else sharing.DEFAULT_DAYS
+    days = _share_days(request.form.get("days"))
     link, code, pin = sharing.create_share_link(s, current_actor(), study_id, days=days)
     study = get_or_404(s, Study, study_id, "study")
     patient = get_or_404(s, Patient, link.patient_id, "patient")

@@ -110,8 +110,8 @@ EXPECTED: dict[tuple[str, str], set[str] | None] = {
     ("GET", "/s/<code>/report.pdf"): None,
     ("GET", "/admin/audit.csv"): {"admin"},
     # issue 15: the outbox operator page; closing a visit (pushes its summary to the health record)
-    ("GET", "/patients/<int:patient_id>/encounters/<int:encounter_id>/close"): {"physician", "nurse", "records_clerk"},
-    ("POST", "/patients/<int:patient_id>/encounters/<int:encounter_id>/close"): {"physician", "nurse", "records_clerk"},
+    ("GET", "/patients/<int:patient_id>/encounters/<int:encounter_id>/close"): {"physician"},
+    ("POST", "/patients/<int:patient_id>/encounters/<int:encounter_id>/close"): {"physician"},
     ("GET", "/admin/outbox/"): {"admin"},
     ("GET", "/admin/outbox/<int:message_id>"): {"admin"},
     ("POST", "/admin/outbox/<int:message_id>/resend"): {"admin"},

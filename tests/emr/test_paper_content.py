@@ -75,10 +75,14 @@ def _stay(session: Session, world: World, *, discharged: bool = True) -> Encount
     enc.admitted_at = ADMITTED
     session.commit()
     if discharged:
-        encounters.close_encounter(session, doctor, enc.id, DISCHARGE["discharge_diagnosis"], "2")
-        enc.discharged_at = DISCHARGED
-        session.commit()
+        _discharge(session, world, enc)
     return enc
+
+
+def _discharge(session: Session, world: World, enc: Encounter) -> None:
+    encounters.close_encounter(session, world.actor("physician"), enc.id, DISCHARGE["discharge_diagnosis"], "2")
+    enc.discharged_at = DISCHARGED
+    session.commit()
 
 
 def _document(session: Session, world: World, enc: Encounter, form_type: str, content: dict[str, str]) -> Document:
@@ -130,9 +134,13 @@ def test_discharge_paper_of_a_stay_still_open_says_so(session: Session, world: W
 
 
 def test_paper_lists_the_fields_in_the_form_order(session: Session, world: World, tmp_path: Path) -> None:
-    enc = _stay(session, world)
+    enc = _stay(session, world, discharged=False)
+    # A closed stay takes no new paper but its discharge paper: the record is written while the stay is open.
+    made = {"outpatient_record": _document(session, world, enc, "outpatient_record", OUTPATIENT)}
+    _discharge(session, world, enc)
+    made["discharge_summary"] = _document(session, world, enc, "discharge_summary", DISCHARGE)
     for form_type, content in (("outpatient_record", OUTPATIENT), ("discharge_summary", DISCHARGE)):
-        doc = _document(session, world, enc, form_type, content)
+        doc = made[form_type]
         paper = svc.render_input(session, doc, _current(doc), "code-0003", _config(tmp_path))
         labels = [t(f"documents.field.{name}") for name in content]  # the schema's (the form's) order
         assert [label for label, _ in paper.sections] == labels
@@ -146,10 +154,11 @@ def test_paper_lists_the_fields_in_the_form_order(session: Session, world: World
 def test_amended_paper_states_the_version_it_amends_when_that_was_signed_and_why(
     session: Session, world: World, tmp_path: Path
 ) -> None:
-    enc = _stay(session, world)
+    enc = _stay(session, world, discharged=False)
     doctor = world.actor("physician")
     doc = _document(session, world, enc, "outpatient_record", OUTPATIENT)
     documents.mark_signed(session, doctor, doc.id, 1)
+    _discharge(session, world, enc)  # amended after discharge: signed papers are still amended
     v1 = _current(documents.get_document(session, doctor, doc.id))
     signed = to_local(v1.signed_at).strftime("%H:%M, %d/%m/%Y")
     reason = "Bổ sung kết luận sau khi có kết quả CT"

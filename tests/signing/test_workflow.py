@@ -21,7 +21,7 @@ from emr.access.users import create_user
 from emr.core.clock import to_local
 from emr.db import make_engine, make_session_factory
 from emr.documents import service as documents
-from emr.models import AuditEntry, Document, DocumentVersion, Encounter, User
+from emr.models import AuditEntry, Document, DocumentVersion, Encounter, Icd10Code, User
 from emr.models.signing import DocumentSignature, SignedArtifact
 from emr.patients import encounters
 from emr.patients import service as patients
@@ -156,10 +156,12 @@ def env(tmp_path: Path, pki: DevPki, pki_server: DevPkiServer, token_keys: dict[
         users["head"].is_department_head = True
         session.commit()
         p = patients.create_patient(session, SETUP, PATIENT)
+        session.add(Icd10Code(code="J18.9", title="Viêm phổi không đặc hiệu"))  # a visit closes with its main code
         enc = encounters.create_encounter(
             session,
             Actor(users["physician"].id, "physician1", "physician", None),
-            {"patient_id": p.id, "kind": "outpatient", "department_code": "K19", "reason": "Ho, sốt"},
+            {"patient_id": p.id, "kind": "outpatient", "department_code": "K19", "reason": "Ho, sốt",
+             "diagnoses": ["J18.9"]},
         )
         for name in ("physician", "radiologist", "head"):
             svc.register_token_key(
