@@ -155,6 +155,25 @@ def user_id(emr: RunningEmr, username: str) -> int:
     return int(uid)
 
 
+def in_session(emr: RunningEmr, fn: Any) -> Any:
+    """``fn(session)`` on the running EMR's database, in a session (and engine) of its own."""
+    factory = emr.session_factory()
+    try:
+        with factory() as session:
+            return fn(session)
+    finally:
+        factory.kw["bind"].dispose()
+
+
+def actor_for(session: Any, username: str) -> Actor:
+    """The service-level actor of an account, as a request from 127.0.0.1 would make it."""
+    from emr.models import User
+
+    user = session.scalar(select(User).where(User.username == username))
+    assert user is not None, username
+    return Actor(user.id, username, user.role, "127.0.0.1")
+
+
 def make_users(emr: RunningEmr, *specs: tuple[str, str]) -> dict[str, int]:
     """Accounts (username, role) with PASSWORD; returns their ids."""
     from emr.access.users import create_user

@@ -18,11 +18,20 @@ import pytest
 import requests
 from sqlalchemy import select
 
-from emr import Actor
 from emr.access import break_glass
 from emr.core.exceptions import PermissionDenied
 from emr.models import AuditEntry, BreakGlassAccess, User
-from tests.security.auth_support import SETUP, Record, RunningEmr, csrf, make_record, make_users, running_emr
+from tests.security.auth_support import (
+    SETUP,
+    Record,
+    RunningEmr,
+    actor_for,
+    csrf,
+    in_session,
+    make_record,
+    make_users,
+    running_emr,
+)
 
 OTHERS = {"bacsi": "physician", "truongkhoa": "physician", "bschan": "radiologist", "ktv": "technician",
           "dieuduong": "nurse", "luutru": "records_clerk"}
@@ -37,7 +46,7 @@ def emr(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningEmr]:
             session.scalar(select(User).where(User.username == "truongkhoa")).is_department_head = True
             session.commit()
 
-        _db(running, head)
+        in_session(running, head)
         yield running
 
 
@@ -46,27 +55,15 @@ def record(emr: RunningEmr) -> Record:
     return make_record(emr, "bacsi", "bschan", signed=True)
 
 
-def _db(emr: RunningEmr, fn: Any) -> Any:
-    factory = emr.session_factory()
-    try:
-        with factory() as session:
-            return fn(session)
-    finally:
-        factory.kw["bind"].dispose()
-
-
-def _actor(session: Any, username: str) -> Actor:
-    user = session.scalar(select(User).where(User.username == username))
-    return Actor(user.id, username, user.role, "127.0.0.1")
 
 
 def _grant(emr: RunningEmr, record: Record) -> int:
     """The technician breaks the glass on the patient (a reason, audited): one access to review."""
     def make(session: Any) -> int:
-        return break_glass.open_break_glass(session, _actor(session, "ktv"), record.patient_id,
+        return break_glass.open_break_glass(session, actor_for(session, "ktv"), record.patient_id,
                                             "Máy CT khoa cấp cứu hỏng, chụp lại tại khoa").id
 
-    grant_id: int = _db(emr, make)
+    grant_id: int = in_session(emr, make)
     return grant_id
 
 
@@ -75,7 +72,7 @@ def _state(emr: RunningEmr, grant_id: int) -> tuple[Any, Any, Any]:
         g = session.get(BreakGlassAccess, grant_id)
         return g.reviewed_at, g.reviewed_by, g.review_note
 
-    result: tuple[Any, Any, Any] = _db(emr, read)
+    result: tuple[Any, Any, Any] = in_session(emr, read)
     return result
 
 
@@ -84,7 +81,7 @@ def _audit(emr: RunningEmr, action: str, outcome: str) -> list[tuple[str, str | 
         return [(u, o) for u, o in session.execute(select(AuditEntry.username, AuditEntry.object_id).where(
             AuditEntry.action == action, AuditEntry.outcome == outcome))]
 
-    result: list[tuple[str, str | None]] = _db(emr, rows)
+    result: list[tuple[str, str | None]] = in_session(emr, rows)
     return result
 
 
@@ -104,7 +101,7 @@ def test_no_other_role_marks_an_access_reviewed(emr: RunningEmr, record: Record)
     # Logged out, or with the admin's API token instead of a session: the login page, nothing marked.
     anonymous = requests.post(emr.url(path), data={"note": "x"}, allow_redirects=False, timeout=30)
     assert anonymous.status_code in (302, 400, 401)
-    token = _db(emr, lambda s: _api_token(s, "quantri"))
+    token = in_session(emr, lambda s: _api_token(s, "quantri"))
     api = requests.post(emr.url(path), data={"note": "x"}, headers={"Authorization": f"Bearer {token}"},
                         allow_redirects=False, timeout=30)
     assert api.status_code in (302, 400, 401)
@@ -114,9 +111,9 @@ def test_no_other_role_marks_an_access_reviewed(emr: RunningEmr, record: Record)
     def by_service(session: Any) -> None:
         for username in OTHERS:
             with pytest.raises(PermissionDenied):
-                break_glass.mark_reviewed(session, _actor(session, username), grant_id, "x")
+                break_glass.mark_reviewed(session, actor_for(session, username), grant_id, "x")
 
-    _db(emr, by_service)
+    in_session(emr, by_service)
     assert _state(emr, grant_id) == (None, None, None)
 
 
@@ -125,7 +122,7 @@ def _denials(emr: RunningEmr, username: str) -> list[tuple[str, str | None]]:
         return [(a, o) for a, o in session.execute(select(AuditEntry.action, AuditEntry.object_id).where(
             AuditEntry.username == username, AuditEntry.outcome == "denied"))]
 
-    result: list[tuple[str, str | None]] = _db(emr, rows)
+    result: list[tuple[str, str | None]] = in_session(emr, rows)
     return result
 
 
@@ -156,7 +153,7 @@ def test_the_admin_marks_once_with_csrf_and_a_replay_keeps_the_first_note(emr: R
                                         "reviewed_at": "2020-01-01"}, allow_redirects=False, timeout=30)
     assert r.status_code == 302
     reviewed_at, reviewed_by, note = _state(emr, grant_id)
-    admin_id = _db(emr, lambda s: s.scalar(select(User.id).where(User.username == "quantri")))
+    admin_id = in_session(emr, lambda s: s.scalar(select(User.id).where(User.username == "quantri")))
     assert reviewed_at is not None and reviewed_at.year != 2020 and reviewed_by == admin_id and note == "Đã xác minh"
     # Replayed by the same admin, or by another admin: refused, the first note stays.
     assert admin.post(emr.url(path), data={"csrf_token": token, "note": "ghi đè"}, allow_redirects=False,

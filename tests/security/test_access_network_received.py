@@ -19,20 +19,12 @@ from sqlalchemy import insert, select
 from emr.access.audit import Actor
 from emr.models import AuditEntry, NetworkReceived, Patient, User
 from emr.network.incoming import RECEIVED_LIMIT
-from tests.security.auth_support import RunningEmr, make_users, running_emr
+from tests.security.auth_support import RunningEmr, in_session, make_users, running_emr
 
 SETUP = Actor(None, "test-setup", "admin", "127.0.0.1")
 AWAY = "Hoàng Thị Xa"
 STRANGER = "Người Lạ Chưa Khớp"
 
-
-def _db(emr: RunningEmr, fn: Any) -> Any:
-    factory = emr.session_factory()
-    try:
-        with factory() as session:
-            return fn(session)
-    finally:
-        factory.kw["bind"].dispose()
 
 
 @pytest.fixture(scope="module")
@@ -79,11 +71,11 @@ def sent(emr: RunningEmr) -> dict[str, Any]:
         session.commit()
         return {"first": first.id, "away": away.id}
 
-    return _db(emr, setup)
+    return in_session(emr, setup)
 
 
 def _listings(emr: RunningEmr, user: str) -> list[tuple[str, str]]:
-    return _db(emr, lambda s: [tuple(r) for r in s.execute(
+    return in_session(emr, lambda s: [tuple(r) for r in s.execute(
         select(AuditEntry.outcome, AuditEntry.details).where(AuditEntry.username == user,
                                                              AuditEntry.action == "network.received.list")
         .order_by(AuditEntry.id))])
@@ -111,8 +103,8 @@ def test_the_received_list_shows_only_patients_in_care_however_it_is_asked_for(e
     assert "data-received=" not in text and "Trần Văn Đức" not in text and AWAY not in text
     assert [(o, '"results": 0' in d) for o, d in _listings(emr, "bskhac")] == [("success", True)]
     # The row outside care stays closed when opened directly, too.
-    away_row = _db(emr, lambda s: s.scalar(select(NetworkReceived.id).where(NetworkReceived.patient_id == sent["away"])
-                                           .limit(1)))
+    away_row = in_session(emr, lambda s: s.scalar(
+        select(NetworkReceived.id).where(NetworkReceived.patient_id == sent["away"]).limit(1)))
     assert other.get(emr.url(f"/network/received/{away_row}/view"), timeout=30).status_code == 403
 
 
@@ -125,6 +117,6 @@ def test_roles_not_scoped_see_the_newest_and_admins_are_refused(emr: RunningEmr,
     r = admin.get(emr.url("/network/received"), timeout=30)
     assert r.status_code == 403 and AWAY not in r.text and STRANGER not in r.text
     assert _listings(emr, "quantri") == []
-    denied = _db(emr, lambda s: s.scalars(select(AuditEntry.action).where(AuditEntry.username == "quantri",
+    denied = in_session(emr, lambda s: s.scalars(select(AuditEntry.action).where(AuditEntry.username == "quantri",
                                                                          AuditEntry.outcome == "denied")).all())
     assert denied == ["network.received"]

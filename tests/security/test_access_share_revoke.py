@@ -19,11 +19,21 @@ import pytest
 import requests
 from sqlalchemy import select
 
-from emr import Actor
 from emr.core.exceptions import PermissionDenied
 from emr.models import AuditEntry, ShareLink, User
 from emr.sharing import service as sharing
-from tests.security.auth_support import SETUP, Record, RunningEmr, client, csrf, make_record, make_users, running_emr
+from tests.security.auth_support import (
+    SETUP,
+    Record,
+    RunningEmr,
+    actor_for,
+    client,
+    csrf,
+    in_session,
+    make_record,
+    make_users,
+    running_emr,
+)
 
 
 @pytest.fixture(scope="module")
@@ -40,33 +50,20 @@ def record(emr: RunningEmr) -> Record:
     return make_record(emr, "bacsi", "bschan", signed=True)
 
 
-def _db(emr: RunningEmr, fn: Any) -> Any:
-    factory = emr.session_factory()
-    try:
-        with factory() as session:
-            return fn(session)
-    finally:
-        factory.kw["bind"].dispose()
-
-
-def _actor(session: Any, username: str) -> Actor:
-    user = session.scalar(select(User).where(User.username == username))
-    assert user is not None
-    return Actor(user.id, username, user.role, "127.0.0.1")
 
 
 def _printed_link(emr: RunningEmr, record: Record) -> tuple[int, str, str]:
     """A slip printed by the radiologist: (link id, code, PIN)."""
     def make(session: Any) -> tuple[int, str, str]:
-        link, code, pin = sharing.create_share_link(session, _actor(session, "bschan"), record.study_id)
+        link, code, pin = sharing.create_share_link(session, actor_for(session, "bschan"), record.study_id)
         return link.id, code, pin
 
-    result: tuple[int, str, str] = _db(emr, make)
+    result: tuple[int, str, str] = in_session(emr, make)
     return result
 
 
 def _revoked(emr: RunningEmr, link_id: int) -> bool:
-    return bool(_db(emr, lambda s: s.get(ShareLink, link_id).revoked_at is not None))
+    return bool(in_session(emr, lambda s: s.get(ShareLink, link_id).revoked_at is not None))
 
 
 def _patient_opens(emr: RunningEmr, code: str, pin: str) -> requests.Session:
@@ -88,7 +85,7 @@ def _denials(emr: RunningEmr, username: str) -> list[tuple[str, str | None]]:
         ).all()
         return [(a, o) for a, o in found]
 
-    result: list[tuple[str, str | None]] = _db(emr, rows)
+    result: list[tuple[str, str | None]] = in_session(emr, rows)
     return result
 
 
@@ -112,7 +109,7 @@ def test_a_technician_cannot_revoke_the_patients_share_link(emr: RunningEmr, rec
     # The JSON API has no door to share links at all (so none to revoke through with a token).
     spec = requests.get(emr.url("/api/openapi.json"), timeout=30).json()
     assert not [p for p in spec["paths"] if "shar" in p.lower()]
-    token = _db(emr, lambda s: _make_token(s, "ktv"))
+    token = in_session(emr, lambda s: _make_token(s, "ktv"))
     for method in ("POST", "DELETE"):
         for path in (f"/api/shares/{link_id}/revoke", f"/api/shares/{link_id}"):
             api = requests.request(method, emr.url(path), headers={"Authorization": f"Bearer {token}"}, timeout=30)
@@ -122,9 +119,9 @@ def test_a_technician_cannot_revoke_the_patients_share_link(emr: RunningEmr, rec
     # The service refuses on its own too (a future view or API route cannot forget the check) and audits it.
     def by_service(session: Any) -> None:
         with pytest.raises(PermissionDenied):
-            sharing.revoke_share_link(session, _actor(session, "ktv"), link_id)
+            sharing.revoke_share_link(session, actor_for(session, "ktv"), link_id)
 
-    _db(emr, by_service)
+    in_session(emr, by_service)
     assert ("share.revoke", str(link_id)) in _denials(emr, "ktv")
     assert not _revoked(emr, link_id)
 
@@ -153,6 +150,6 @@ def test_the_reader_and_the_records_clerk_still_revoke(emr: RunningEmr, record: 
     assert r.status_code == 302 and r.headers["Location"].endswith(f"/reading/studies/{record.study_id}/share")
     assert _revoked(emr, link_id)
     assert patient.get(emr.url(f"/s/{code}"), timeout=30).status_code == 410  # the slip no longer opens
-    revoked = _db(emr, lambda s: s.scalars(select(AuditEntry).where(
+    revoked = in_session(emr, lambda s: s.scalars(select(AuditEntry).where(
         AuditEntry.action == "share.revoke", AuditEntry.object_id == str(link_id))).all())
     assert [(e.username, e.outcome) for e in revoked] == [(username, "success")]

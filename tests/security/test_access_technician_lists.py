@@ -18,7 +18,7 @@ import pytest
 from sqlalchemy import select
 
 from emr.models import AuditEntry, Encounter, EncounterDiagnosis, Icd10Code, ImagingOrder, Patient, Study
-from tests.security.auth_support import Record, RunningEmr, make_record, make_users, running_emr
+from tests.security.auth_support import Record, RunningEmr, in_session, make_record, make_users, running_emr
 
 REPORT_TEXT = "Không thấy tổn thương khu trú."  # make_record's findings
 
@@ -37,17 +37,9 @@ def emr(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningEmr]:
             session.scalar(select(User).where(User.username == "ktv")).department_id = dep.id
             session.commit()
 
-        _db(running, imaging_department)
+        in_session(running, imaging_department)
         yield running
 
-
-def _db(emr: RunningEmr, fn: Any) -> Any:
-    factory = emr.session_factory()
-    try:
-        with factory() as session:
-            return fn(session)
-    finally:
-        factory.kw["bind"].dispose()
 
 
 @pytest.fixture(scope="module")
@@ -63,7 +55,7 @@ def records(emr: RunningEmr) -> tuple[Record, Record]:
         session.get(Study, old.study_id).study_date = "20261008"
         session.commit()
 
-    _db(emr, age)
+    in_session(emr, age)
     return today, old
 
 
@@ -71,7 +63,7 @@ def test_the_lists_never_reach_a_patient_outside_care(emr: RunningEmr, records: 
     today, old = records
     ktv, r = emr.login("ktv", source="127.0.0.50")
     assert r.status_code == 302
-    old_uid = _db(emr, lambda s: s.get(Study, old.study_id).study_instance_uid)
+    old_uid = in_session(emr, lambda s: s.get(Study, old.study_id).study_instance_uid)
     attempts = [
         "/reading/", "/reading/?status=signed", "/reading/?date_from=2000-01-01&date_to=2100-12-31",
         "/reading/?date_from=08/10/2026&date_to=08/10/2026", "/reading/?modality=CT&urgency=routine",
@@ -88,7 +80,7 @@ def test_the_lists_never_reach_a_patient_outside_care(emr: RunningEmr, records: 
     home = ktv.get(emr.url("/patients/"), timeout=30).text
     assert "Trần Văn Đức" in home and f"/reading/studies/{today.study_id}" in home
     # Each listing is audited with what it showed.
-    shown = _db(emr, lambda s: s.scalars(select(AuditEntry.details).where(
+    shown = in_session(emr, lambda s: s.scalars(select(AuditEntry.details).where(
         AuditEntry.username == "ktv", AuditEntry.action == "order.worklist")).all())
     assert shown and all('"results": 1' in d for d in shown)
 
@@ -97,8 +89,9 @@ def test_every_showing_of_the_reading_list_is_audited(emr: RunningEmr, records: 
     """However the list is asked for (no slash, HEAD, filters, junk parameters, repeated), each showing writes
     one ``reading.worklist`` row naming what it listed; a refused role writes a refusal, never a listing."""
     def listings(user: str) -> list[tuple[str, str]]:
-        return _db(emr, lambda s: [tuple(r) for r in s.execute(select(AuditEntry.outcome, AuditEntry.details).where(
-            AuditEntry.username == user, AuditEntry.action == "reading.worklist").order_by(AuditEntry.id))])
+        return in_session(emr, lambda s: [tuple(r) for r in s.execute(
+            select(AuditEntry.outcome, AuditEntry.details)
+            .where(AuditEntry.username == user, AuditEntry.action == "reading.worklist").order_by(AuditEntry.id))])
 
     ktv, _ = emr.login("ktv", source="127.0.0.54")
     before = len(listings("ktv"))
@@ -152,7 +145,7 @@ def test_the_chart_shows_no_visit_or_diagnosis_without_encounter_read(emr: Runni
         session.commit()
         return visit_code
 
-    visit_code = _db(emr, diagnose)
+    visit_code = in_session(emr, diagnose)
     pid, eid = today.patient_id, today.encounter_id
     ktv, _ = emr.login("ktv", source="127.0.0.58")
     for path in (f"/patients/{pid}", f"/patients/{pid}?encounters=1&show=all", f"/patients/{pid}/",
