@@ -82,7 +82,7 @@ def emr(tmp_path_factory: pytest.TempPathFactory, orthanc: OrthancStore, viewer_
             ("radiologist2", "radiologist", "Đỗ Văn Đo"),
             ("radiologist3", "radiologist", "Ngô Thị Lưu"),
         ):
-            create_user(s, SETUP, username, PASSWORD, role, name, practising_cert_no=f"{len(username)}/HCM-CCHN")
+            create_user(s, SETUP, username, PASSWORD, role, name, practising_cert_no=f"{username}/HCM-CCHN")
         encounters.ensure_department(s, "K19", "Khoa Nội tổng hợp")
         s.commit()
         doctor = Actor(2, "physician1", "physician", "127.0.0.1")
