@@ -202,11 +202,14 @@ def test_odd_values_are_left_to_pydicom(tmp_path: Path) -> None:
 def _long_header_file(path: Path, boundary: int, pixels: bool) -> Path:
     """Latin-1 Patient's Name starting exactly at byte ``boundary``, after a long private element."""
     pad = 70_000
+    # One UID for every attempt: generated UIDs differ in length, which moved the element between attempts
+    # (a rare failure: "could not place the element").
+    uid = generate_uid()
     for _ in range(3):
         ds = Dataset()
         ds.SpecificCharacterSet = "ISO_IR 100"
         ds.SOPClassUID = SecondaryCaptureImageStorage
-        ds.SOPInstanceUID = generate_uid()
+        ds.SOPInstanceUID = uid
         ds.add_new(0x00090010, "LO", "FILMLESS TEST")
         ds.add_new(0x00091001, "OB", b"\0" * pad)
         ds.PatientName = "Lê^Văn"[:2] + "^Ren\xe9"  # Latin-1 é under ISO_IR 100
