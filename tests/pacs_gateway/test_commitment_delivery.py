@@ -144,11 +144,13 @@ def test_no_return_address_report_comes_on_the_next_association(
     again = _modality(gw.settings.port, [(evt.EVT_N_EVENT_REPORT, on_report)])
     try:
         assert got.wait(20), "the report did not come on the modality's next association"
+        # Released only once the gateway has the modality's answer: the handler hears the report before
+        # pynetdicom sends its N-EVENT-REPORT-RSP, and a release in between dropped that answer (a test race).
+        wait_for(lambda: gw.stats.commitments == 0, timeout=10, what="request settled")
     finally:
         again.release()
     event_type, info = reports[0]
     assert event_type == 1 and str(info.TransactionUID) == transaction
-    wait_for(lambda: gw.stats.commitments == 0, timeout=10, what="request settled")
 
 
 def test_no_return_address_and_never_back_is_set_aside_not_retried_forever(
