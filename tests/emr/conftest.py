@@ -203,7 +203,7 @@ def login(client: FlaskClient, username: str, password: str = PASSWORD) -> Any:
 def csrf_token(client: FlaskClient, path: str) -> str:
     import re
 
-    page = client.get(path).get_data(as_text=True)
+    page = client.get(path, follow_redirects=True).get_data(as_text=True)
     m = re.search(r'name="csrf_token" value="([^"]+)"', page)
     assert m, f"no CSRF token on {path}"
     return m.group(1)

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import base64
 import itertools
-import re
 from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import timedelta
@@ -37,6 +36,7 @@ from emr.patients import service as patients
 from emr.signing import DevPki, DevPkiServer, import_trust_anchor
 from emr.signing import service as signing
 from tests.emr.app_support import sqlite_app
+from tests.emr.conftest import csrf_token
 from tests.standins.ehr import CCCD_SYSTEM, ICD10_SYSTEM, EhrStandIn
 
 SETUP = Actor(None, "test-setup", "admin", "127.0.0.1")
@@ -65,15 +65,10 @@ class Env:
         c = self.app.test_client()
         c.get("/login")
         r = c.post("/login", data={"username": self.users[role].username, "password": PASSWORD,
-                                   "csrf_token": _csrf(c, "/login")})
+                                   "csrf_token": csrf_token(c, "/login")})
         assert r.status_code == 302
         return c
 
-
-def _csrf(client: FlaskClient, path: str) -> str:
-    m = re.search(r'name="csrf_token" value="([^"]+)"', client.get(path).get_data(as_text=True))
-    assert m, path
-    return m.group(1)
 
 
 @pytest.fixture(scope="module")
@@ -244,12 +239,12 @@ def test_closing_the_visit_from_the_chart_pushes_its_summary(env: Env) -> None:
     chart = doctor.get(f"/patients/{visit.patient_id}").get_data(as_text=True)
     close_path = f"/patients/{visit.patient_id}/encounters/{visit.encounter_id}/close"
     assert close_path in chart  # the "Kết thúc lượt khám" button
-    empty = doctor.post(close_path, data={"csrf_token": _csrf(doctor, close_path), "discharge_diagnosis": " "})
+    empty = doctor.post(close_path, data={"csrf_token": csrf_token(doctor, close_path), "discharge_diagnosis": " "})
     assert empty.status_code == 422 and "chẩn đoán ra viện" in empty.get_data(as_text=True)
-    r = doctor.post(close_path, data={"csrf_token": _csrf(doctor, close_path),
+    r = doctor.post(close_path, data={"csrf_token": csrf_token(doctor, close_path),
                                       "discharge_diagnosis": "Viêm phổi thùy dưới phải"})
     assert r.status_code == 302
-    again = doctor.post(close_path, data={"csrf_token": _csrf(doctor, close_path), "discharge_diagnosis": "x"})
+    again = doctor.post(close_path, data={"csrf_token": csrf_token(doctor, close_path), "discharge_diagnosis": "x"})
     assert again.status_code == 422  # closed once; a second close changes nothing and sends nothing
 
     messages = ehr_messages(env, visit.patient_id)
@@ -321,7 +316,7 @@ def test_failures_dead_letter_then_resend_from_the_operator_page(env: Env) -> No
     assert "HTTP 503" in page and "Bundle.type" in page and "entry[Condition]" in page
     assert "Nguyễn Thị Hồng Nhung" not in page  # no clinical content for the operator
     r = admin.post(f"/admin/outbox/{message.id}/resend",
-                   data={"csrf_token": _csrf(admin, f"/admin/outbox/{message.id}")})
+                   data={"csrf_token": csrf_token(admin, f"/admin/outbox/{message.id}")})
     assert r.status_code == 302
     assert deliver(env) == ["sent"]
     assert env.standin.requests_with(message.key) == [503, 503, 503, 201]

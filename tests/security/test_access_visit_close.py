@@ -11,7 +11,6 @@ and posts the same through the JSON API: refused, nothing created.
 
 from __future__ import annotations
 
-import re
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -29,7 +28,10 @@ from emr.models import AuditEntry, Document, Encounter
 from emr.patients import encounters
 from emr.patients import service as patients
 from tests.emr.app_support import sqlite_app
-from tests.emr.conftest import sqlite_template  # noqa: F401 - the migrated SQLite template (session fixture)
+from tests.emr.conftest import (
+    csrf_token,
+    sqlite_template,  # noqa: F401 - the migrated SQLite template (session fixture)
+)
 
 SETUP = Actor(None, "test-setup", "admin", "127.0.0.1")
 PASSWORD = "correct horse battery"
@@ -48,16 +50,10 @@ class World:
     def client(self, username: str) -> FlaskClient:
         c = self.app.test_client()
         c.get("/login")
-        r = c.post("/login", data={"username": username, "password": PASSWORD, "csrf_token": _csrf(c, "/login")})
+        r = c.post("/login", data={"username": username, "password": PASSWORD, "csrf_token": csrf_token(c, "/login")})
         assert r.status_code == 302, username
         return c
 
-
-def _csrf(client: FlaskClient, path: str) -> str:
-    page = client.get(path, follow_redirects=True).get_data(as_text=True)
-    m = re.search(r'name="csrf_token" value="([^"]+)"', page)
-    assert m, path
-    return m.group(1)
 
 
 @pytest.fixture(scope="module")
@@ -111,7 +107,7 @@ def _status(world: World, encounter_id: int) -> str:
 def test_only_a_treating_physician_closes_the_visit(world: World, username: str) -> None:
     path = f"/patients/{world.patient_id}/encounters/{world.open_id}/close"
     c = world.client(username)
-    token = _csrf(c, "/")  # their own valid token: CSRF is not what stops them
+    token = csrf_token(c, "/")  # their own valid token: CSRF is not what stops them
     assert c.get(path).status_code == 403
     r = c.post(path, data={"csrf_token": token, "discharge_diagnosis": "Viêm phổi thùy dưới phải",
                            "main_code": "J18.9", "pending": "keep"})
@@ -127,7 +123,7 @@ def test_no_paper_is_forged_onto_a_closed_visit(world: World) -> None:
     doctor = world.client("bacsi")
     form = f"/patients/{world.patient_id}/documents/new?form_type=progress_note"
     assert f'value="{world.closed_id}"' not in doctor.get(form).get_data(as_text=True)
-    r = doctor.post(form, data={"csrf_token": _csrf(doctor, form), "encounter_id": str(world.closed_id),
+    r = doctor.post(form, data={"csrf_token": csrf_token(doctor, form), "encounter_id": str(world.closed_id),
                                 "c_note": "Ghi sau ra viện"})
     assert r.status_code == 422
     api = world.app.test_client().post(

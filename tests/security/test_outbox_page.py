@@ -11,7 +11,6 @@ the patient's care, and a visit cannot be closed through another patient's URL.
 
 from __future__ import annotations
 
-import re
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -29,7 +28,10 @@ from emr.outbox import enqueue
 from emr.patients import encounters
 from emr.patients import service as patients
 from tests.emr.app_support import sqlite_app
-from tests.emr.conftest import sqlite_template  # noqa: F401 - the migrated SQLite template (session fixture)
+from tests.emr.conftest import (
+    csrf_token,
+    sqlite_template,  # noqa: F401 - the migrated SQLite template (session fixture)
+)
 
 SETUP = Actor(None, "test-setup", "admin", "127.0.0.1")
 PASSWORD = "correct horse battery"
@@ -52,7 +54,7 @@ class World:
     def client(self, username: str) -> FlaskClient:
         c = self.app.test_client()
         c.get("/login")
-        r = c.post("/login", data={"username": username, "password": PASSWORD, "csrf_token": _csrf(c, "/login")})
+        r = c.post("/login", data={"username": username, "password": PASSWORD, "csrf_token": csrf_token(c, "/login")})
         assert r.status_code == 302, username
         return c
 
@@ -63,12 +65,6 @@ class World:
             s.expunge(m)
             return m
 
-
-def _csrf(client: FlaskClient, path: str) -> str:
-    page = client.get(path, follow_redirects=True).get_data(as_text=True)
-    m = re.search(r'name="csrf_token" value="([^"]+)"', page)
-    assert m, path
-    return m.group(1)
 
 
 @pytest.fixture(scope="module")
@@ -114,7 +110,7 @@ def world(tmp_path_factory: pytest.TempPathFactory, sqlite_template: Path) -> It
 @pytest.mark.parametrize("role", [r for r in ROLES if r != "admin"])
 def test_other_roles_cannot_see_or_resend(world: World, role: str) -> None:
     c = world.client(f"{role}1")
-    token = _csrf(c, "/")  # a valid token of their own session: CSRF is not what stops them
+    token = csrf_token(c, "/")  # a valid token of their own session: CSRF is not what stops them
     assert c.get("/admin/outbox/").status_code == 403
     assert c.get(f"/admin/outbox/{world.dead_id}").status_code == 403
     r = c.post(f"/admin/outbox/{world.dead_id}/resend", data={"csrf_token": token})
@@ -140,7 +136,7 @@ def test_resend_needs_post_csrf_and_a_resendable_message(world: World) -> None:
     assert admin.get(f"/admin/outbox/{world.dead_id}/resend").status_code == 405
     assert admin.post(f"/admin/outbox/{world.dead_id}/resend").status_code == 400  # no CSRF token
     assert world.message(world.dead_id).status == "dead"
-    token = _csrf(admin, f"/admin/outbox/{world.dead_id}")
+    token = csrf_token(admin, f"/admin/outbox/{world.dead_id}")
     for mid in (world.sent_id, world.waiting_id):
         r = admin.post(f"/admin/outbox/{mid}/resend", data={"csrf_token": token})
         assert r.status_code == 409
@@ -172,11 +168,11 @@ def test_close_visit_refused_without_the_right_or_outside_care(world: World) -> 
     path = f"/patients/{world.patient_id}/encounters/{world.encounter_id}/close"
     for username in ("radiologist1", "technician1", "admin1", "outsider1"):
         c = world.client(username)
-        r = c.post(path, data={"csrf_token": _csrf(c, "/"), "discharge_diagnosis": "x"})
+        r = c.post(path, data={"csrf_token": csrf_token(c, "/"), "discharge_diagnosis": "x"})
         assert r.status_code == 403, username
     doctor = world.client("physician1")
     wrong = f"/patients/{world.other_patient_id}/encounters/{world.encounter_id}/close"
-    r = doctor.post(wrong, data={"csrf_token": _csrf(doctor, "/"), "discharge_diagnosis": "x"})
+    r = doctor.post(wrong, data={"csrf_token": csrf_token(doctor, "/"), "discharge_diagnosis": "x"})
     assert r.status_code in (403, 404)
     assert doctor.post(path, data={"discharge_diagnosis": "x"}).status_code == 400  # no CSRF token
     with world.factory() as s:

@@ -36,6 +36,7 @@ from emr.signing import (
 )
 from emr.signing import service as svc
 from filmless.wiring import viewer_extension
+from tests.emr.conftest import csrf_token
 
 from .conftest import TOKEN_LABEL, TOKEN_PIN
 
@@ -75,7 +76,7 @@ class Env:
         c.get("/login")
         r = c.post(
             "/login",
-            data={"username": self.users[name].username, "password": PASSWORD, "csrf_token": _csrf(c, "/login")},
+            data={"username": self.users[name].username, "password": PASSWORD, "csrf_token": csrf_token(c, "/login")},
         )
         assert r.status_code == 302
         return c
@@ -87,11 +88,6 @@ class Env:
             {"encounter_id": self.encounter_id, "form_type": form_type, "content": content},
         )
 
-
-def _csrf(client: FlaskClient, path: str) -> str:
-    m = re.search(r'name="csrf_token" value="([^"]+)"', client.get(path).get_data(as_text=True))
-    assert m, path
-    return m.group(1)
 
 
 @pytest.fixture(scope="module")
@@ -267,7 +263,7 @@ def test_amendment_after_signing_keeps_the_original(env: Env) -> None:
 
     # Editing the signed document in the UI writes an amendment with a reason.
     form = {
-        "csrf_token": _csrf(c, f"/documents/{doc.id}/edit"),
+        "csrf_token": csrf_token(c, f"/documents/{doc.id}/edit"),
         "reason": "Bổ sung kết luận",
         **{f"c_{k}": v for k, v in OUTPATIENT.items()},
         "c_conclusion": "Viêm phổi thùy dưới phải",
@@ -646,7 +642,7 @@ def test_signed_amendment_states_what_it_amends_when_that_was_signed_and_why(env
     assert _sign(c, doc.id, TOKEN_PIN).status_code == 302
     reason = "Bổ sung kết luận sau khi có kết quả CT"
     form = {
-        "csrf_token": _csrf(c, f"/documents/{doc.id}/edit"),
+        "csrf_token": csrf_token(c, f"/documents/{doc.id}/edit"),
         "base_version": "1",
         "reason": reason,
         **{f"c_{k}": v for k, v in OUTPATIENT.items()},
@@ -720,7 +716,7 @@ def test_discharge_paper_is_signed_only_after_the_visit_is_closed(env: Env) -> N
     assert f"/patients/{env.patient_id}/encounters/{env.encounter_id}/close" in page  # close the visit first
     assert 'name="secret"' not in page  # no signing form to fill in vain
     path = f"/signing/documents/{doc.id}/sign"
-    r = physician.post(path, data={"csrf_token": _csrf(physician, path), "method": "pkcs11", "secret": TOKEN_PIN,
+    r = physician.post(path, data={"csrf_token": csrf_token(physician, path), "method": "pkcs11", "secret": TOKEN_PIN,
                                    "content_sha256": doc.versions[0].content_sha256})
     assert r.status_code == 422 and t("signing.error.not_discharged") in r.get_data(as_text=True)
     env.session.expire_all()
