@@ -124,12 +124,16 @@ class Gateway:
         self.proc = subprocess.Popen([sys.executable, "-m", "filmless", "gateway"], env=env,
                                      stdout=self.log, stderr=subprocess.STDOUT)
         deadline = time.monotonic() + 30
-        while time.monotonic() < deadline:
+        while time.monotonic() < deadline and self.proc.poll() is None:
             with socket.socket() as s:
                 if s.connect_ex(("127.0.0.1", port)) == 0:
                     return
             time.sleep(0.05)
-        raise SystemExit(f"gateway did not start; see {root / 'gateway.log'}")
+        # The work folder goes when the benchmark ends: say what the log says now.
+        how = "did not listen within 30 s" if self.proc.poll() is None else f"exited with {self.proc.returncode}"
+        self.stop()
+        tail = (root / "gateway.log").read_text(errors="replace")[-3000:]
+        raise SystemExit(f"gateway {how}; the end of its log:\n{tail}")
 
     def stop(self) -> None:
         self.proc.terminate()

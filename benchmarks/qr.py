@@ -90,7 +90,12 @@ class GatewayProcess:
                        stderr=subprocess.STDOUT, check=True)
         self.proc = subprocess.Popen([sys.executable, "-m", "filmless", "gateway"], env=env,
                                      stdout=self.log, stderr=subprocess.STDOUT)
-        wait_port(port, f"gateway (see {root / 'gateway.log'})")
+        try:
+            wait_port(port, "gateway")
+        except SystemExit as exc:  # the work folder goes when the benchmark ends: show the log now
+            self.stop()
+            tail = (root / "gateway.log").read_text(errors="replace")[-3000:]
+            raise SystemExit(f"{exc}; the end of its log:\n{tail}") from None
 
     def stop(self) -> None:
         self.proc.terminate()
