@@ -62,15 +62,28 @@ def _aware_utc(value: datetime) -> datetime:
     return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
 
 
+def _clamped(value: datetime) -> datetime:
+    """The earliest or latest naive datetime, for a time within a day of year 1 or 9999 that a shift
+    of zone would carry outside what Python can hold (a typed "0001-01-01" must be refused or match
+    nothing, not end the request with an OverflowError)."""
+    return datetime.min if value.year < 5000 else datetime.max
+
+
 def to_local(value: datetime) -> datetime:
     """A stored (naive UTC, or aware) instant as naive facility-local wall time."""
-    return _aware_utc(value).astimezone(_zone).replace(tzinfo=None)
+    try:
+        return _aware_utc(value).astimezone(_zone).replace(tzinfo=None)
+    except OverflowError:
+        return _clamped(value)
 
 
 def to_utc(value: datetime) -> datetime:
     """Facility-local wall time (naive, as typed or sent by a modality) as naive UTC for storage."""
     aware = value.replace(tzinfo=_zone) if value.tzinfo is None else value
-    return aware.astimezone(UTC).replace(tzinfo=None)
+    try:
+        return aware.astimezone(UTC).replace(tzinfo=None)
+    except OverflowError:
+        return _clamped(value)
 
 
 def local_isoformat(value: datetime) -> str:
@@ -90,4 +103,5 @@ def local_today(now: datetime | None = None) -> date:
 
 def local_day_bounds(day: date) -> tuple[datetime, datetime]:
     """The facility day ``day`` as a naive-UTC half-open range [start, end) for queries."""
-    return to_utc(datetime.combine(day, time.min)), to_utc(datetime.combine(day + timedelta(days=1), time.min))
+    end = to_utc(datetime.combine(day + timedelta(days=1), time.min)) if day < date.max else datetime.max
+    return to_utc(datetime.combine(day, time.min)), end

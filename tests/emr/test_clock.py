@@ -61,3 +61,17 @@ def test_the_servers_own_zone_does_not_matter() -> None:
         out = subprocess.run([sys.executable, "-c", code], env={**os.environ, "TZ": tz}, capture_output=True, text=True,
                              check=True, timeout=60).stdout.split()
         assert out == ["2026-11-24T00:30:00", "2026-11-24"], tz
+
+
+def test_times_at_the_ends_of_the_calendar_clamp_instead_of_overflowing() -> None:
+    """Year 1 typed in a form or a query (or 9999 in a zone west of UTC) is a zone shift away from what
+    Python can hold: the earliest or latest time, refused or matching nothing, not an OverflowError."""
+    assert clock.to_utc(datetime(1, 1, 1, 0, 0)) == datetime.min
+    assert clock.local_day_bounds(date(1, 1, 1))[0] == datetime.min
+    assert clock.local_day_bounds(date.max)[1] == datetime.max
+    assert clock.to_local(datetime(9999, 12, 31, 23, 0)) == datetime.max
+    clock.use_timezone("America/New_York")
+    assert clock.to_utc(datetime(9999, 12, 31, 23, 0)) == datetime.max
+    assert clock.to_local(datetime(1, 1, 1, 1, 0)) == datetime.min
+    # Ordinary times are untouched.
+    assert clock.to_utc(datetime(2026, 12, 8, 7, 0)) == datetime(2026, 12, 8, 12, 0)
