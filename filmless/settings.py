@@ -41,6 +41,8 @@ VARIABLES: dict[str, tuple[str, str]] = {
     "FILMLESS_GATEWAY_FORWARDERS": ("4", "Threads moving the spool into Orthanc"),
     "FILMLESS_GATEWAY_FORWARD_HOLD_LIMIT": ("5", "Seconds an acknowledged instance may wait for the modalities "
                                             "still sending to finish before it is forwarded anyway (0: never wait)"),
+    "FILMLESS_GATEWAY_FORWARD_IDLE_MS": ("500", "Milliseconds without a new instance after which an open "
+                                         "association no longer counts as sending (its images go to Orthanc)"),
     "FILMLESS_GATEWAY_FORWARDERS_WHILE_RECEIVING": ("0", "Uploads to Orthanc allowed at once while modalities "
                                                      "are sending (0: acknowledgements first)"),
     "FILMLESS_GATEWAY_MIN_FREE_MB": ("512", "Refuse instances when the spool disk has less free"),
@@ -385,6 +387,7 @@ def load(env: Mapping[str, str] | None = None) -> Settings:
         allowed_peers=_allowed(env, "FILMLESS_GATEWAY_ALLOWED", GatewaySettings.allowed_peers),
         forwarders=_int(env, "FILMLESS_GATEWAY_FORWARDERS", 4, 1, 64),
         forward_hold_limit=float(_int(env, "FILMLESS_GATEWAY_FORWARD_HOLD_LIMIT", 5, 0, 86400)),
+        forward_idle_after=_int(env, "FILMLESS_GATEWAY_FORWARD_IDLE_MS", 500, 0, 600_000) / 1000,
         forwarders_while_receiving=_int(env, "FILMLESS_GATEWAY_FORWARDERS_WHILE_RECEIVING", 0, 0, 64),
         min_free_bytes=_int(env, "FILMLESS_GATEWAY_MIN_FREE_MB", 512, 0, 10**7) * 1024 * 1024,
         max_associations=_int(env, "FILMLESS_GATEWAY_MAX_ASSOCIATIONS", 32, 1, 1000),

@@ -121,6 +121,7 @@ class Forwarder:
         identity_timeout: float = 120.0,
         busy_uploads: int = 0,
         hold_limit: float = 5.0,
+        idle_after: float = 0.5,
         on_event: Callable[[str], None] | None = None,
     ) -> None:
         self.spool = spool
@@ -147,10 +148,16 @@ class Forwarder:
         # guard: an instance queued for ``hold_limit`` seconds is forwarded
         # anyway, with every worker, so a modality that never stops sending
         # (or one association per slice, back to back) still reaches Orthanc,
-        # at most about ``hold_limit`` behind.
+        # at most about ``hold_limit`` behind. An open association that has
+        # sent nothing for ``idle_after`` seconds does not count as sending: a
+        # modality that keeps its association open after a series (to ask for
+        # storage commitment, or for the next patient) must not hold its
+        # images back from the PACS until ``hold_limit``.
         self.busy_uploads = max(0, min(busy_uploads, self.workers))
         self.hold_limit = max(0.0, hold_limit)
+        self.idle_after = max(0.0, idle_after)
         self._receiving = 0
+        self._last_received = 0.0  # monotonic time of the last instance queued by an association
         self._queued_at: dict[Path, float] = {}  # when each queued file was queued (monotonic)
         self._uploading = 0
         self._gate = threading.Condition()
@@ -202,8 +209,10 @@ class Forwarder:
 
     def submit(self, path: Path, sop_instance_uid: str | None = None) -> None:
         """Queue an acknowledged spool file; its UID makes it visible to :meth:`whereabouts`."""
+        now = time.monotonic()
+        self._last_received = now
         with self._lock:
-            self._queued_at.setdefault(path, time.monotonic())
+            self._queued_at.setdefault(path, now)
             if sop_instance_uid:
                 self._uids[path] = sop_instance_uid
                 self._in_flight[sop_instance_uid] = self._in_flight.get(sop_instance_uid, 0) + 1
@@ -243,9 +252,15 @@ class Forwarder:
             self._receiving = max(0, self._receiving + delta)
             self._gate.notify_all()
 
+    def _quiet_in(self) -> float:
+        """Seconds until the open associations count as idle (0: they do now, or none is open)."""
+        if not self._receiving:
+            return 0.0
+        return max(0.0, self.idle_after - (time.monotonic() - self._last_received))
+
     def _limit(self, waited: float) -> int:
         """Uploads allowed at once for an instance queued ``waited`` seconds ago."""
-        if not self._receiving or waited >= self.hold_limit:
+        if waited >= self.hold_limit or self._quiet_in() <= 0.0:
             return self.workers
         return self.busy_uploads
 
@@ -311,8 +326,9 @@ class Forwarder:
                 waited = time.monotonic() - queued_at
                 if self._uploading < self._limit(waited):
                     break
-                # Woken when an upload ends or an association stops sending; else when the hold runs out.
-                self._gate.wait(min(0.5, max(0.01, self.hold_limit - waited)))
+                # Woken when an upload ends or an association stops sending; else when the hold
+                # runs out or the associations fall idle.
+                self._gate.wait(min(0.5, max(0.01, min(self.hold_limit - waited, self._quiet_in()))))
             self._uploading += 1
         try:
             with open(path, "rb") as f:

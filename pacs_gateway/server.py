@@ -248,6 +248,7 @@ class Gateway:
             identity_timeout=settings.identity_timeout,
             busy_uploads=settings.forwarders_while_receiving,
             hold_limit=settings.forward_hold_limit,
+            idle_after=settings.forward_idle_after,
             on_event=self.count_event,
         )
         self.mpps_store = MppsStore(

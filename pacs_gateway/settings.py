@@ -32,6 +32,10 @@ class GatewaySettings:
     # seconds for the sending associations to finish, then it is forwarded
     # anyway (a modality that never stops sending still reaches Orthanc).
     forward_hold_limit: float = 5.0
+    # An association that has sent nothing for this many seconds no longer
+    # counts as sending: one kept open after a series (for storage
+    # commitment, or the next patient) does not hold its images back.
+    forward_idle_after: float = 0.5
     # Refuse new instances (out of resources) when the spool's file system
     # has less than this many bytes free after the instance is written.
     min_free_bytes: int = 512 * 1024 * 1024
