@@ -24,6 +24,7 @@ __all__ = [
     "EncounterOut",
     "DocumentIn",
     "DocumentVersionIn",
+    "DraftIn",
     "DocumentOut",
     "DocumentVersionOut",
     "ReasonIn",
@@ -44,6 +45,7 @@ Text = Annotated[str, StringConstraints(strip_whitespace=True, max_length=4000)]
 ShortText = Annotated[str, StringConstraints(strip_whitespace=True, max_length=200)]
 Required = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=4000)]
 Code = Annotated[str, StringConstraints(strip_whitespace=True, pattern=r"^[A-Za-z0-9.\-_]{1,20}$")]
+Sha256 = Annotated[str, StringConstraints(strip_whitespace=True, pattern=r"^[0-9A-Fa-f]{64}$", to_lower=True)]
 
 
 class _In(BaseModel):
@@ -277,6 +279,14 @@ class DocumentVersionIn(_In):
     reason: Annotated[str, StringConstraints(strip_whitespace=True, max_length=1000)] | None = None
 
 
+class DraftIn(DocumentVersionIn):
+    """A draft edit. ``base_sha256``: the ``content_sha256`` of the current version as the client read it
+    (``GET /api/documents/{id}``); when another save changed the draft since, 409 ``document_changed`` and
+    nothing is written. Optional for clients written before it existed (the last save wins for them)."""
+
+    base_sha256: Sha256 | None = Field(None, description="content_sha256 of the draft the change was made on")
+
+
 class ReasonIn(_In):
     reason: Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=1000)]
 
@@ -386,6 +396,11 @@ class ErrorOut(BaseModel):
         default_factory=list,
         description="possible_duplicate: the patients on file ({id, code}) with the same name, birth date and sex; "
         "send again with confirm_new_person=true if this is another person",
+    )
+    document: dict[str, Any] | None = Field(
+        None,
+        description="document_changed: the document ({id, current_version}) another save changed since it was read "
+        "(base_sha256 or base_version no longer current); read it again and make the change on its current text",
     )
 
 

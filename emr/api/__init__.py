@@ -28,7 +28,8 @@ from emr.core.exceptions import (
     PossibleDuplicate,
     ValidationFailed,
 )
-from emr.documents.service import ReportExists
+from emr.documents.service import DocumentChanged, ReportExists
+from emr.i18n import t
 from emr.models.lookup import parse
 
 __all__ = ["bp", "endpoint", "ROUTES", "RouteSpec", "document_routes", "error_response", "http_error_response"]
@@ -67,24 +68,32 @@ def error_response(exc: EmrError) -> tuple[Response, int]:
         body["duplicates"] = [{"id": pid, "code": code} for pid, code in exc.matches]
     if isinstance(exc, ReportExists):  # the exam's one report: open it (amend it when signed)
         body["existing_document"] = {"id": exc.document_id, "status": exc.status}
+    if isinstance(exc, DocumentChanged):  # read the document again (GET) before making the change anew
+        body["document"] = {"id": exc.document_id, "current_version": exc.current_version}
     return jsonify(body), exc.http_status
 
 
-_HTTP_ERROR_NAMES = {
-    400: "bad_request",
-    401: "unauthorized",
-    403: "forbidden",
-    404: "not_found",
-    405: "method_not_allowed",
-    413: "too_large",
+# HTTP status → (machine name, catalogue key of the Vietnamese message).
+_HTTP_ERRORS = {
+    400: ("bad_request", "errors.bad_request"),
+    401: ("unauthorized", "auth.error.token"),
+    403: ("forbidden", "errors.forbidden"),
+    404: ("not_found", "errors.not_found"),
+    405: ("method_not_allowed", "errors.method_not_allowed"),
+    413: ("too_large", "errors.too_large"),
 }
 
 
 def http_error_response(exc: HTTPException) -> tuple[Response, int]:
-    """A routing or protocol error (404, 405, 413, ...) in the API's JSON error shape."""
+    """A routing or protocol error (404, 405, 413, ...) in the API's JSON error shape, its message in
+    Vietnamese (Werkzeug's description is English)."""
     code = exc.code or 500
-    name = _HTTP_ERROR_NAMES.get(code, "error")
-    return jsonify({"error": name, "message": exc.description or name, "fields": {}}), code
+    name, key = _HTTP_ERRORS.get(code, ("error", "errors.generic"))
+    response = jsonify({"error": name, "message": t(key, method=request.method), "fields": {}})
+    allow = getattr(exc, "valid_methods", None)  # a 405 names the methods the address takes (RFC 9110 §15.5.6)
+    if allow:
+        response.headers["Allow"] = ", ".join(allow)
+    return response, code
 
 
 def document_routes(specs: list[RouteSpec]) -> None:
@@ -134,7 +143,7 @@ def endpoint(
                         return jsonify(
                             {
                                 "error": "bad_request",
-                                "message": "body must be a JSON object",
+                                "message": t("errors.json"),
                                 "fields": {"body": "errors.json"},
                             }
                         ), 400

@@ -17,6 +17,7 @@ from ..schemas import (
     DocumentIn,
     DocumentOut,
     DocumentVersionIn,
+    DraftIn,
     EncounterIn,
     EncounterOut,
     EncounterPage,
@@ -150,12 +151,14 @@ def get_document(actor: Actor, document_id: int) -> Any:
     "/documents/<int:document_id>/draft",
     "PUT",
     "document.write",
-    summary="Edit the unsigned current version",
-    body=DocumentVersionIn,
+    summary="Edit the unsigned current version (send base_sha256: 409 document_changed when it moved on)",
+    body=DraftIn,
     response=DocumentOut,
 )
-def edit_draft(actor: Actor, document_id: int, body: DocumentVersionIn) -> Any:
-    return docs.document_dict(docs.update_draft(db.session(), actor, document_id, body.content))
+def edit_draft(actor: Actor, document_id: int, body: DraftIn) -> Any:
+    return docs.document_dict(
+        docs.update_draft(db.session(), actor, document_id, body.content, base_sha256=body.base_sha256)
+    )
 
 
 @endpoint(

@@ -30,6 +30,13 @@ class EmrError(Exception):
         self.key = key
         self.params = params
 
+    def user_message(self) -> str:
+        """The Vietnamese message for people (a command's output, a plain-text answer); ``message``
+        is the English text for logs and developers."""
+        from emr.i18n import t
+
+        return t(self.key, **self.params)
+
 
 class NotFoundError(EmrError):
     code = "not_found"
@@ -61,6 +68,17 @@ class ValidationFailed(EmrError):
         super().__init__(f"{message}: {', '.join(f'{k}={v}' for k, v in fields.items())}", key="errors.validation")
         self.fields = fields
         self.field_params: dict[str, dict[str, object]] = {k: v for k, v in (params or {}).items() if k in fields}
+
+    def user_message(self) -> str:
+        """Each field's Vietnamese message with its placeholders filled in; a generic one
+        (``errors.field_*``, e.g. "required") says which field it is about."""
+        from emr.i18n import t
+
+        parts = []
+        for name, key in self.fields.items():
+            text = t(key, **self.field_params.get(name, {}))
+            parts.append(f"{name}: {text}" if key.startswith("errors.field_") else text)
+        return " ".join(parts)
 
 
 class ConflictError(EmrError):

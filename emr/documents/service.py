@@ -79,14 +79,25 @@ class DocumentChanged(ConflictError):
 
     code = "document_changed"
 
-    def __init__(self, document_id: int, base_version: int | None, current_version: int) -> None:
-        super().__init__(
-            f"document {document_id} changed since version {base_version} was shown (now version {current_version})",
-            key="documents.error.changed",
-        )
+    def __init__(
+        self, document_id: int, base_version: int | None, current_version: int, *, base_sha256: str | None = None
+    ) -> None:
+        if base_sha256 is not None:  # the same draft version, edited in place by another save meanwhile
+            message = (
+                f"document {document_id} changed since it was read: its draft (version {current_version}) is no "
+                f"longer the text with content_sha256 {base_sha256}; read the document again and make the change "
+                "on its current text"
+            )
+        else:
+            message = (
+                f"document {document_id} changed since version {base_version} was shown (now version {current_version})"
+            )
+        super().__init__(message, field="base_sha256" if base_sha256 is not None else None,
+                         key="documents.error.changed")
         self.document_id = document_id
         self.base_version = base_version
         self.current_version = current_version
+        self.base_sha256 = base_sha256
 
 
 class ReportExists(ConflictError):
@@ -294,9 +305,11 @@ def update_draft(
 
     ``base_version``: the version the form was filled from; when the draft is no longer that
     version, or was signed or discarded meanwhile, :class:`DocumentChanged` and nothing changes.
-    ``base_sha256``: the draft's content hash the form was filled from. A draft is edited in place
-    (its number stays), so two tabs share ``base_version``; when another save changed the text
-    meanwhile, :class:`DocumentChanged` too, rather than the second save silently replacing the first.
+    ``base_sha256``: the draft's content hash the form (the edit page, the reading page, an API client
+    through ``PUT /api/documents/{id}/draft``) was filled from. A draft is edited in place (its number
+    stays), so two tabs share ``base_version``; when another save changed the text meanwhile,
+    :class:`DocumentChanged` too, rather than the second save silently replacing the first. None: not
+    checked (API clients written before the field existed: the last save wins, as it always did).
     """
     doc = _fresh_document(session, document_id, lock=False)
     ensure_patient_access(session, actor, doc.patient_id)  # issue 10: care scope
@@ -306,11 +319,15 @@ def update_draft(
     version = _locked_row(session, _version(doc, doc.current_version))
     if version.status == "discarded" or (
         base_version is not None and (version.number != base_version or version.locked)
-    ) or (base_sha256 is not None and base_sha256 != version.content_sha256):
+    ):
         raise DocumentChanged(doc.id, base_version, version.number)
     if version.locked:
         raise InvalidState("signed versions cannot change; amend instead", key="documents.error.locked")
     require_author(session, actor, doc, version, "document.edit")
+    # After the author check: someone else's draft stays a 403 whatever hash is sent (a 409 against a
+    # guessed hash would tell a non-author whether the guess was the draft's text).
+    if base_sha256 is not None and base_sha256 != version.content_sha256:
+        raise DocumentChanged(doc.id, base_version, version.number, base_sha256=base_sha256)
     text = canonical_json(_content(session, doc.form_type, content))
     previous = version.content_sha256
     version.content_json = text

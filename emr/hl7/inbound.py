@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import ipaddress
 import logging
+from collections.abc import Collection
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
@@ -163,8 +164,11 @@ def process(
     facility_code: str,
     replay_of: int | None = None,
     replayed_by: Actor | None = None,
+    stations: Collection[str] = (),
 ) -> Outcome:
-    """Apply one message and return the ACK bytes; never raises for a bad message (it is answered)."""
+    """Apply one message and return the ACK bytes; never raises for a bad message (it is answered).
+
+    ``stations``: ``EmrSettings.modality_stations``, the AE titles an order's station (IPC-9) may name."""
     ip = peer.rsplit(":", 1)[0] if replay_of is None else "127.0.0.1"
     msg: hl7.Message | None = None
     codec = settings.default_charset
@@ -211,7 +215,7 @@ def process(
             patient = apply_adt(session, actor, msg, event, facility, control_id)
             patient_id = patient.id
         elif (kind.split("^")[0], event) in _ORDER_TYPES:
-            order = apply_order(session, actor, msg, facility)
+            order = apply_order(session, actor, msg, facility, stations=stations)
             order_id, patient_id = order.id, order.patient_id
         elif kind.split("^")[0] in ("ADT", "ORM", "OMI"):
             raise Hl7Error("201", f"{kind} is not supported", location="MSH^1^9^1^2", ack_code="AR")

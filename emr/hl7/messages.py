@@ -124,7 +124,8 @@ def replay(session: Session, actor: Actor, message_id: int, settings: EmrSetting
     if not row.raw or row.message_type is None and row.status == "rejected" and row.ack is None:
         raise InvalidState("this attempt was refused before a message was read", key="hl7.error.not_replayable")
     return process(session, bytes(row.raw), peer=row.peer or "replay", settings=settings.hl7,
-                   facility_code=settings.facility_code, replay_of=row.id, replayed_by=actor)
+                   facility_code=settings.facility_code, replay_of=row.id, replayed_by=actor,
+                   stations=settings.modality_stations)
 
 
 def purge_raw(session: Session, keep_days: int, now: datetime | None = None) -> int:

@@ -82,7 +82,7 @@ class Listener:
     def _apply(self, raw: bytes, peer: str) -> Outcome:
         with self.session_factory() as session:
             return process(session, raw, peer=peer, settings=self.settings.hl7,
-                           facility_code=self.settings.facility_code)
+                           facility_code=self.settings.facility_code, stations=self.settings.modality_stations)
 
     def _refuse(self, peer: str, reason: str, raw: bytes = b"") -> None:
         """Log and audit a refused attempt; the same address and reason at most once a minute

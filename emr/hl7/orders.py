@@ -9,11 +9,21 @@ Fields read (HL7 v2.5 §4.5.1 ORC, §4.5.3 OBR, §4.5.4 TQ1, §4.5.6 IPC):
 OBR-4 universal service ID (procedure code ^ name), OBR-24 diagnostic service
 section (table 0074) or IPC-5 modality, priority TQ1-9 / ORC-7.6 / OBR-5
 (table 0027: S stat, A ASAP, R routine...), start TQ1-7 / ORC-7.4 / OBR-36,
-clinical information OBR-13, reason OBR-31.
+clinical information OBR-13, reason OBR-31, scheduled station IPC-9 (Scheduled AE
+Title, ST).
+
+A new order is held to the rules of the order form (emr.imaging.orders.check_entry):
+its start within the scheduling window (from the start of the facility's today to
+the same day next year, facility time; a DTM without offset is facility time) and
+IPC-9, when sent, a DICOM AE title of a modality the gateway admits. Otherwise it
+is answered AE with the limits in the ERR segment (nothing placed, no patient
+registered), and logged and audited as every refused message is (emr.hl7.inbound).
 """
 
 from __future__ import annotations
 
+from collections.abc import Collection
+from datetime import datetime
 from typing import Any
 
 import hl7
@@ -21,10 +31,11 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from emr.access.audit import Actor
-from emr.core.exceptions import EmrError
+from emr.core.clock import facility_zone
+from emr.core.exceptions import EmrError, ValidationFailed
 from emr.core.states import OrderStatus
-from emr.imaging.orders import cancel_order, create_order
-from emr.models import MODALITIES, Hl7OrderLink, ImagingOrder, User
+from emr.imaging.orders import cancel_order, check_entry, create_order, scheduled_utc
+from emr.models import MODALITIES, Hl7OrderLink, ImagingOrder, User, utcnow
 from emr.patients.service import create_patient
 
 from .fields import Hl7Error, get, parse_dtm
@@ -67,7 +78,8 @@ def _placer(msg: hl7.Message, facility: str) -> tuple[str, str]:
     return authority[:180], number[:80]
 
 
-def _order_fields(msg: hl7.Message) -> dict[str, Any]:
+def _order_fields(msg: hl7.Message) -> tuple[dict[str, Any], str]:
+    """The order's values for create_order, and the ERL of the field its start came from."""
     code, name = get(msg, "OBR", 4, 1), get(msg, "OBR", 4, 2)
     if not code and not name:
         raise Hl7Error("101", "OBR-4 universal service ID is required", location="OBR^1^4")
@@ -76,8 +88,9 @@ def _order_fields(msg: hl7.Message) -> dict[str, Any]:
         raise Hl7Error("103", f"modality {section!r} (OBR-24 / IPC-5) is not one filmless schedules",
                        location="OBR^1^24")
     priority = (get(msg, "TQ1", 9) or get(msg, "ORC", 7, 6) or get(msg, "OBR", 5) or "R").upper()[:1]
-    when = None
+    when, when_at = None, "TQ1^1^7"
     for seg, num, comp in (("TQ1", 7, 1), ("ORC", 7, 4), ("OBR", 36, 1)):
+        when_at = f"{seg}^1^{num}" if seg != "ORC" else "ORC^1^7^1^4"
         when = parse_dtm(get(msg, seg, num, comp), f"{seg}^1^{num}")
         if when is not None:
             break
@@ -91,7 +104,39 @@ def _order_fields(msg: hl7.Message) -> dict[str, Any]:
     }
     if when is not None:
         data["scheduled_at"] = when
-    return data
+    station = get(msg, "IPC", 9)
+    if station:
+        data["station_ae_title"] = station
+    return data, when_at
+
+
+def _entry_refused(exc: ValidationFailed, data: dict[str, Any], when_at: str) -> Hl7Error | None:
+    """The order form's refusal (emr.imaging.orders.check_entry, OrderIn's AE title) as an HL7 error that
+    names the field and the limits; None for any other refusal. Table 0357 has no "out of range": a start
+    outside the window is 207 (application rule), an unknown station 103 (table value not found), an AE
+    title that is none 102 (data type error)."""
+    if "scheduled_at" in exc.fields:
+        limits = exc.field_params.get("scheduled_at", {})
+        sent = data.get("scheduled_at")
+        shown = "?"
+        if isinstance(sent, datetime):  # as sent: facility time, or with the offset it carried
+            shown = f"{sent:%H:%M %d/%m/%Y}" + (f" UTC{sent:%z}" if sent.tzinfo is not None else "")
+        return Hl7Error(
+            "207",
+            f"scheduled start {shown} is outside the scheduling window {limits.get('start')} to "
+            f"{limits.get('end')} (facility time, {facility_zone().key}): an order starts from today "
+            "to one year ahead",
+            location=when_at,
+        )
+    station = str(data.get("station_ae_title", ""))[:40]
+    if exc.fields.get("station_ae_title") == "orders.error.station_unknown":
+        known = exc.field_params.get("station_ae_title", {}).get("stations", "")
+        return Hl7Error("103", f"IPC-9 scheduled AE title {station!r} is not a modality the DICOM gateway admits "
+                               f"({known})", location="IPC^1^9")
+    if "station_ae_title" in exc.fields:
+        return Hl7Error("102", f"IPC-9 scheduled AE title {station!r} is not a DICOM AE title (1-16 printable "
+                               "ASCII characters, no backslash)", location="IPC^1^9")
+    return None
 
 
 def _patient(session: Session, actor: Actor, msg: hl7.Message, facility: str) -> int:
@@ -111,7 +156,10 @@ def _patient(session: Session, actor: Actor, msg: hl7.Message, facility: str) ->
     return patient.id
 
 
-def apply_order(session: Session, actor: Actor, msg: hl7.Message, facility: str) -> ImagingOrder:
+def apply_order(
+    session: Session, actor: Actor, msg: hl7.Message, facility: str, *, stations: Collection[str] = ()
+) -> ImagingOrder:
+    """Apply ORC-1 NW / CA / DC. ``stations``: ``EmrSettings.modality_stations`` (empty: any AE title)."""
     control = get(msg, "ORC", 1).upper()
     if not control:
         raise Hl7Error("101", "ORC-1 order control is required", location="ORC^1^1")
@@ -122,17 +170,30 @@ def apply_order(session: Session, actor: Actor, msg: hl7.Message, facility: str)
     if control == "NW":
         if link is not None:  # a resent new order: the one already placed stands
             return session.get(ImagingOrder, link.order_id)  # type: ignore[return-value]
-        data = _order_fields(msg)
+        data, when_at = _order_fields(msg)
+        now = utcnow()
+        try:
+            scheduled = scheduled_utc(data.get("scheduled_at"), now)
+        except OverflowError:  # year 1 or 9999 with an offset: no UTC instant Python can hold
+            raise Hl7Error("102", "the scheduled start is not a date/time filmless can schedule",
+                           location=when_at) from None
+        try:  # the start and station before the PID registers anyone: such a refusal leaves nothing behind
+            check_entry(scheduled, data.get("station_ae_title"), stations, now)
+        except ValidationFailed as exc:
+            raise (_entry_refused(exc, data, when_at) or Hl7Error("207", f"order refused: {exc}",
+                                                                   location="OBR")) from exc
         patient_id = _patient(session, actor, msg, facility)
         orderer = interface_user(session)
         # The HIS's order, placed under its account; no role of a person: the care scope of
         # physicians (emr.access.care) governs what people do, and the HIS decided this order.
         ordering = Actor(orderer.id, actor.username, None, actor.client_ip)
         try:
-            order = create_order(session, ordering, {**data, "patient_id": patient_id})
+            order = create_order(session, ordering, {**data, "patient_id": patient_id}, typed=True,
+                                 stations=stations)
         except EmrError as exc:
             session.rollback()
-            raise Hl7Error("207", f"order refused: {exc}", location="OBR") from exc
+            refused = _entry_refused(exc, data, when_at) if isinstance(exc, ValidationFailed) else None
+            raise (refused or Hl7Error("207", f"order refused: {exc}", location="OBR")) from exc
         session.add(Hl7OrderLink(authority=authority, placer_number=placer, order_id=order.id))
         session.commit()
         return order

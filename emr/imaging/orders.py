@@ -13,7 +13,7 @@ from sqlalchemy.orm import Session
 
 from emr.access import audit
 from emr.access.audit import Actor
-from emr.access.care import ensure_patient_access, in_care_filter
+from emr.access.care import ensure_patient_access, in_care_clause
 from emr.billing.prices import price_on
 from emr.catalogues import check_code
 from emr.core.clock import local_day_bounds, local_today, to_local, to_utc
@@ -30,6 +30,8 @@ __all__ = [
     "DayExam",
     "SCHEDULE_YEARS_AHEAD",
     "schedule_window",
+    "scheduled_utc",
+    "check_entry",
     "day_exams",
     "create_order",
     "get_order",
@@ -58,9 +60,21 @@ def schedule_window(now: datetime | None = None) -> tuple[datetime, datetime]:
     return local_day_bounds(today)[0], local_day_bounds(last)[1]
 
 
-def _check_entry(scheduled: datetime, station: str | None, stations: Collection[str], now: datetime) -> None:
-    """What a person types on an order: the scheduled time in :func:`schedule_window`, the station one of
-    the modalities the gateway knows by name (when it knows them), so the worklist can offer the exam."""
+def scheduled_utc(value: datetime | None, now: datetime) -> datetime:
+    """An order's scheduled time as stored (naive UTC): with an offset as it says, without one the
+    facility's wall time (what the form's datetime-local sends, an HL7 DTM without offset); none: now."""
+    if value is None:
+        return now
+    if value.tzinfo is not None:
+        return value.astimezone(UTC).replace(tzinfo=None)
+    return to_utc(value)
+
+
+def check_entry(scheduled: datetime, station: str | None, stations: Collection[str], now: datetime) -> None:
+    """The scheduling rules of an order from a person or the HIS: the scheduled time (naive UTC, see
+    :func:`scheduled_utc`) in :func:`schedule_window`, the station one of the modalities the gateway knows
+    by name (when it knows them), so the worklist can offer the exam. :class:`ValidationFailed` with
+    ``scheduled_at`` / ``station_ae_title`` (their limits in ``field_params``) otherwise."""
     problems: dict[str, str] = {}
     params: dict[str, dict[str, object]] = {}
     start, end = schedule_window(now)
@@ -85,9 +99,9 @@ def create_order(
     typed: bool = False,
     stations: Collection[str] = (),
 ) -> ImagingOrder:
-    """Place an order. ``typed``: a person entered it (the web form, the JSON API), so its scheduled time
-    and station are checked (:func:`_check_entry`; ``stations``: ``EmrSettings.modality_stations``); the
-    HIS's orders (emr.hl7) and the demo keep the time they carry."""
+    """Place an order. ``typed``: a person or the HIS entered it (the web form, the JSON API, an HL7
+    ORM/OMI through emr.hl7.orders), so its scheduled time and station are checked (:func:`check_entry`;
+    ``stations``: ``EmrSettings.modality_stations``); the demo keeps the time it carries."""
     data = parse(OrderIn, data)
     patient = get_or_404(session, Patient, data.patient_id, "patient")
     if patient.status != "active":
@@ -106,15 +120,9 @@ def create_order(
         ensure_patient_access(session, actor, patient.id)
     department_id = enc.department_id if enc is not None else None
     now = utcnow()
-    scheduled = now
-    if data.scheduled_at is not None:
-        scheduled = data.scheduled_at
-        if scheduled.tzinfo is not None:
-            scheduled = scheduled.astimezone(UTC).replace(tzinfo=None)
-        else:  # a local time typed in the form: the facility's time zone
-            scheduled = to_utc(scheduled)
+    scheduled = scheduled_utc(data.scheduled_at, now)
     if typed:
-        _check_entry(scheduled, data.station_ae_title, stations, now)
+        check_entry(scheduled, data.station_ae_title, stations, now)
     if data.procedure_code and check_code(session, "dvkt", data.procedure_code.upper(), local_today(now)) is not None:
         raise ValidationFailed({"procedure_code": "catalogues.entry.service"})  # the DVKT list in force (issue 15 §4)
     # The price valid today (Vietnam date) is copied onto the order: later price changes do not touch it.
@@ -214,7 +222,7 @@ def day_exams(
     earliest first: what the technicians of the imaging department perform that day.
 
     Scheduled from yesterday to tomorrow puts the patient in a technician's care
-    (emr.access.permissions), so every line opens; the care filter still applies, so no
+    (emr.access.permissions), so every line opens; the care scope is in the query, so no
     other role ever sees a patient it may not open. The listing is audited like the other
     lists of patients (``order.worklist``).
     """
@@ -231,11 +239,13 @@ def day_exams(
     )
     if modality:
         stmt = stmt.where(ImagingOrder.modality == modality)
-    in_care = in_care_filter(session, actor)
+    # The care scope is part of the query, so the LIMIT never cuts a line the user may open
+    # to make room for ones they may not (emr.access.care.in_care_clause).
+    scope = in_care_clause(session, actor, ImagingOrder.patient_id)
+    if scope is not None:
+        stmt = stmt.where(scope)
     rows: list[tuple[ImagingOrder, Patient]] = [
-        (o, p)
-        for o, p in session.execute(stmt.order_by(ImagingOrder.scheduled_at, ImagingOrder.id).limit(limit))
-        if in_care(p.id)
+        (o, p) for o, p in session.execute(stmt.order_by(ImagingOrder.scheduled_at, ImagingOrder.id).limit(limit))
     ]
     studies: dict[int, list[int]] = {}
     if rows:

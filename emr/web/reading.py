@@ -25,7 +25,7 @@ from emr.web.forms import form_values
 from .. import db
 from ..i18n import t
 from ..imaging.order_visit import visit_for_report
-from ..models import MODALITIES, URGENCIES, ImagingOrder, Patient, Study, utcnow
+from ..models import MODALITIES, URGENCIES, DocumentVersion, ImagingOrder, Patient, Study, utcnow
 
 bp = Blueprint("reading", __name__, url_prefix="/reading")
 
@@ -132,12 +132,14 @@ def _render_read(
     status: int = 200,
     saved: bool = False,
     slip: dict[str, Any] | None = None,
+    conflict: bool = False,
 ) -> Any:
     s = db.session()
     order = get_or_404(s, ImagingOrder, study.order_id or 0, "order")
     patient = get_or_404(s, Patient, study.patient_id or 0, "patient")
     doc = reading.latest_report(s, order.id)
     current: dict[str, Any] = {}
+    version: DocumentVersion | None = None
     if doc is not None and allowed(g.user.role, "document.read"):
         # Report content only for roles that may read documents (issue 10); every showing is audited.
         version = next(v for v in doc.versions if v.number == doc.current_version)
@@ -153,6 +155,11 @@ def _render_read(
         if doc is None and order.modality in TEMPLATE_MODALITIES:
             prefill = order.modality
             values = _template_inputs(prefill)
+        # What the form is filled from, sent back with the save (:func:`save_report`): the draft's version
+        # and text hash, or an empty hash for "no report yet". A re-render keeps what was posted.
+        values["base_sha256"] = version.content_sha256 if version is not None else ""
+        if version is not None:
+            values["base_version"] = str(version.number)
     return render_template(
         "reading/read.html",
         study=study,
@@ -170,6 +177,7 @@ def _render_read(
         share_links=sharing.share_link_rows(s, study.id),
         sender=sender_name(s, study.study_instance_uid),
         saved=saved,
+        conflict=conflict,
         now=utcnow(),
     ), status
 
@@ -193,13 +201,27 @@ def read(study_id: int) -> Any:
 @bp.post("/studies/<int:study_id>/report")
 @requires("document.write")
 def save_report(study_id: int) -> Any:
-    """Draft save: create the order's radiology report, or edit its unsigned current version."""
+    """Draft save: create the order's radiology report, or edit its unsigned current version.
+
+    The form carries the report it was filled from (``base_sha256``, ``base_version``; an empty hash: there
+    was no report yet). When that is no longer the report (another tab or reader saved, signed, amended or
+    cancelled it meanwhile), 409 with the typed text shown again to copy, and nothing is written: a draft is
+    edited in place, so without the hash the later save silently replaced the earlier one. A post without
+    the field (a client older than it) is not checked, as before.
+    """
     s = db.session()
     study = _linked(study_id)
     order = get_or_404(s, ImagingOrder, study.order_id or 0, "order")
     values = form_values(request.form)
     content = content_from_form("radiology_report", request.form)
     doc = reading.latest_report(s, order.id)
+    checked = "base_sha256" in request.form
+    base_sha = values.get("base_sha256") or None
+    base_text = values.get("base_version", "")
+    base = int(base_text) if base_text.isdigit() and len(base_text) < 10 else None
+    if checked and (doc is None) != (base_sha is None):
+        # A report appeared since the form was opened on none, or the one it was filled from is gone.
+        return _read_conflict(study, values)
     try:
         if doc is None:
             visit = visit_for_report(s, current_actor(), order)
@@ -214,15 +236,26 @@ def save_report(study_id: int) -> Any:
                 },
             )
         else:
-            documents.update_draft(s, current_actor(), doc.id, content)
+            documents.update_draft(s, current_actor(), doc.id, content, base_version=base, base_sha256=base_sha)
+    except documents.DocumentChanged:
+        s.rollback()
+        return _read_conflict(study, values)
     except documents.ReportExists as exc:  # another reader's report was saved first: one report per exam
         s.rollback()
-        return _render_read(study, errors={"_form": t(exc.key, **exc.params)}, values=values, status=409)
+        return _render_read(study, errors={"_form": t(exc.key, **exc.params)}, values=values, status=409,
+                            conflict=True)
     except EmrError as exc:
         s.rollback()
         errors = document_errors(exc)
         return _render_read(study, errors=errors, values=values, status=422 if errors else 409)
     return redirect(url_for("reading.read", study_id=study.id, saved=1))
+
+
+def _read_conflict(study: Study, values: dict[str, str]) -> Any:
+    """409: the report changed since the form was filled (the edit page's message); the typed text is shown
+    again to copy, with a link to reload the page, but cannot be saved from this stale form."""
+    return _render_read(study, errors={"_form": t("documents.error.changed")}, values=values, status=409,
+                        conflict=True)
 
 
 @bp.get("/studies/<int:study_id>/share")

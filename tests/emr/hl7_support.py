@@ -7,6 +7,7 @@ import socket
 import unicodedata
 from collections.abc import Iterator
 from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -70,27 +71,33 @@ def adt(control: str, event: str, his_id: str, name: str = "Nguyễn^An^Văn", *
     return "\r".join(segs).encode("utf-8")
 
 
+def start_in(hours: float) -> str:
+    """An order's start ``hours`` from now as an HL7 DTM in UTC: orders are held to the scheduling window
+    (today to one year ahead, facility time), so the messages cannot carry a fixed date."""
+    return (datetime.now(UTC) + timedelta(hours=hours)).strftime("%Y%m%d%H%M%S+0000")
+
+
 def orm(control: str, placer: str, his_id: str, *, control_code: str = "NW", modality: str = "CT",
-        name: str = "Nguyễn^An^Văn") -> bytes:
+        name: str = "Nguyễn^An^Văn", start: str | None = None) -> bytes:
     return "\r".join([
         msh(control, "ORM^O01", version="2.3"),
         f"PID|1||{his_id}^^^BV01^PI||{name}||19800102|M",
         "PV1|1|O",
-        f"ORC|{control_code}|{placer}^HIS|||||^^^20261207090000+0700^^S",
+        f"ORC|{control_code}|{placer}^HIS|||||^^^{start or start_in(1)}^^S",
         f"OBR|1|{placer}^HIS||CT.SN^Chụp CT sọ não không tiêm thuốc cản quang|||||||||Đau đầu, chóng mặt sau ngã"
         f"|||||||||||{modality}",
     ]).encode("utf-8")
 
 
-def omi(control: str, placer: str, his_id: str) -> bytes:
+def omi(control: str, placer: str, his_id: str, *, start: str | None = None, station: str = "") -> bytes:
     return "\r".join([
         msh(control, "OMI^O23^OMI_O23"),
         f"PID|1||{his_id}^^^BV01^PI||Trần^Bích^Thị||19751120|F",
         "PV1|1|O",
         f"ORC|NW|{placer}^HIS",
-        "TQ1|1||||||20261207100000+0700||R",
+        f"TQ1|1||||||{start or start_in(2)}||R",
         f"OBR|1|{placer}^HIS||US.OB^Siêu âm ổ bụng tổng quát",
-        "IPC|ACC-HIS-1|RP1|1.2.3.4.999|SPS1|US",
+        "IPC|ACC-HIS-1|RP1|1.2.3.4.999|SPS1|US" + (f"||||{station}" if station else ""),  # IPC-9 scheduled AE
     ]).encode("utf-8")
 
 
@@ -135,10 +142,10 @@ def sqlite_database(tmp: Path, template: Path | None) -> str:
     return url
 
 
-def site(url: str, tmp: Path, **hl7: Any) -> Iterator[Site]:
+def site(url: str, tmp: Path, *, stations: tuple[str, ...] = (), **hl7: Any) -> Iterator[Site]:
     settings = EmrSettings(
         data_dir=tmp, database_url=url, secret_key_file=tmp / "secret_key", public_url="https://emr.benhvien.example",
-        facility_code="79001",
+        facility_code="79001", modality_stations=stations,
         hl7=Hl7Settings(**{"allowed": ("BV01@127.0.0.0/8", "BV02@127.0.0.0/8"), "read_timeout": 3.0, **hl7}),
     )
     engine = make_engine(url)

@@ -3,7 +3,9 @@
 A draft is edited in place (its version number stays), so the ``base_version`` the edit form carries
 could not tell a stale tab: both saves succeeded and the first was lost. The form now also carries the
 draft text's hash (``base_sha256``); a save from a tab opened before another tab's save gets the
-"Văn bản đã được thay đổi…" 409 with its typed text shown again, as amendments already did.
+"Văn bản đã được thay đổi…" 409 with its typed text shown again, as amendments already did. The reading
+page's report form and ``PUT /api/documents/{id}/draft`` carry the same hash (the API: ``base_sha256``,
+optional for older clients), so a radiologist's second tab or a script cannot save over the first either.
 
 An amendment identical to the signed version used to be accepted and had to be signed again; it is
 refused ("Nội dung không thay đổi") and nothing is created.
@@ -12,6 +14,7 @@ refused ("Nội dung không thay đổi") and nothing is created.
 from __future__ import annotations
 
 import html
+import json
 import re
 from typing import Any
 
@@ -28,7 +31,7 @@ from emr.models import AuditEntry, Document, DocumentVersion
 from emr.patients import encounters
 from emr.patients import service as patients
 
-from .conftest import ADMIN_ACTOR, World, csrf_token, login, patient_data
+from .conftest import ADMIN_ACTOR, World, csrf_token, linked_ct_study, login, patient_data
 
 TEXT = {"chief_complaint": "Ho kéo dài", "examination": "Phổi ran nổ", "conclusion": "Viêm phổi"}
 
@@ -166,3 +169,124 @@ def test_the_api_refuses_an_unchanged_amendment(client: FlaskClient, world: Worl
     with pytest.raises(InvalidState) as exc:
         documents.amend_document(session, world.actor("physician"), doc.id, dict(TEXT), "Bổ sung")
     assert exc.value.key == "documents.error.unchanged"
+
+
+# -- the reading page's report form ------------------------------------------------------------------------
+
+
+def _report(session: Session, order_id: int) -> Document | None:
+    session.expire_all()
+    doc = session.scalar(select(Document).where(Document.order_id == order_id))
+    session.commit()
+    return doc
+
+
+def _conclusion(session: Session, order_id: int) -> str:
+    doc = _report(session, order_id)
+    assert doc is not None
+    return str(json.loads(_versions(session, doc.id)[doc.current_version].content_json)["conclusion"])
+
+
+def _report_form(page: str, conclusion: str) -> dict[str, str]:
+    return {**_hidden(page), "c_findings": "Không thấy tổn thương khu trú.", "c_conclusion": conclusion}
+
+
+def test_two_tabs_on_one_report_the_stale_reading_save_is_refused(
+    client: FlaskClient, world: World, session: Session
+) -> None:
+    study = linked_ct_study(session, world)
+    assert study.order_id is not None
+    login(client, "radiologist1")
+    url, save = f"/reading/studies/{study.id}", f"/reading/studies/{study.id}/report"
+    # Both tabs opened before there was a report: the first save creates it, the second must not edit it.
+    tab_a, tab_b = client.get(url).get_data(as_text=True), client.get(url).get_data(as_text=True)
+    assert _hidden(tab_a)["base_sha256"] == "" and "base_version" not in _hidden(tab_a)
+    assert client.post(save, data=_report_form(tab_a, "Thẻ A: bình thường")).status_code == 302
+    r = client.post(save, data=_report_form(tab_b, "Thẻ B: nốt phổi"))
+    page = html.unescape(r.get_data(as_text=True))
+    assert r.status_code == 409 and t("documents.error.changed") in page
+    assert "Thẻ B: nốt phổi</textarea>" in page  # what tab B typed is there to copy
+    assert 'id="save-draft"' not in page and t("documents.reload") in page  # reload, not save, from here
+    assert _conclusion(session, study.order_id) == "Thẻ A: bình thường"
+    # A draft now: both tabs carry its version and text hash; the stale one is refused again.
+    tab_a, tab_b = client.get(url).get_data(as_text=True), client.get(url).get_data(as_text=True)
+    doc = _report(session, study.order_id)
+    assert doc is not None
+    assert _hidden(tab_a)["base_sha256"] == _versions(session, doc.id)[1].content_sha256
+    assert _hidden(tab_a)["base_version"] == "1"
+    # A failed save (empty conclusion) shows the form again with the hash it was filled from.
+    r = client.post(save, data=_report_form(tab_a, ""))
+    assert r.status_code == 422 and _hidden(r.get_data(as_text=True))["base_sha256"] == _hidden(tab_a)["base_sha256"]
+    assert client.post(save, data=_report_form(tab_a, "Thẻ A: sửa lần hai")).status_code == 302
+    r = client.post(save, data=_report_form(tab_b, "Thẻ B: lần hai"))
+    page = html.unescape(r.get_data(as_text=True))
+    assert r.status_code == 409 and t("documents.error.changed") in page and "Thẻ B: lần hai</textarea>" in page
+    assert _conclusion(session, study.order_id) == "Thẻ A: sửa lần hai"
+    assert _audited(session, doc.id, "document.edit") == 1
+    # Reloaded, tab B edits the report as it is now.
+    tab_b = client.get(url).get_data(as_text=True)
+    assert client.post(save, data=_report_form(tab_b, "Thẻ B: sau khi tải lại")).status_code == 302
+    assert _conclusion(session, study.order_id) == "Thẻ B: sau khi tải lại"
+
+
+def test_a_report_signed_meanwhile_keeps_the_reading_tab_text(
+    client: FlaskClient, world: World, session: Session
+) -> None:
+    study = linked_ct_study(session, world)
+    assert study.order_id is not None
+    login(client, "radiologist1")
+    url, save = f"/reading/studies/{study.id}", f"/reading/studies/{study.id}/report"
+    assert client.post(save, data=_report_form(client.get(url).get_data(as_text=True), "Bình thường.")) \
+        .status_code == 302
+    tab = client.get(url).get_data(as_text=True)
+    doc = _report(session, study.order_id)
+    assert doc is not None
+    documents.mark_signed(session, world.actor("radiologist"), doc.id, 1)  # signed from another tab
+    session.commit()
+    r = client.post(save, data=_report_form(tab, "Nốt mờ 8 mm thùy trên phổi phải."))
+    page = html.unescape(r.get_data(as_text=True))
+    # The page of a signed report shows no form; the refused text is still there to copy.
+    assert r.status_code == 409 and t("documents.error.changed") in page
+    assert "Nốt mờ 8 mm thùy trên phổi phải.</textarea>" in page
+    assert _conclusion(session, study.order_id) == "Bình thường."
+
+
+# -- PUT /api/documents/{id}/draft -------------------------------------------------------------------------
+
+
+def test_the_api_refuses_a_stale_draft_edit(client: FlaskClient, world: World, session: Session) -> None:
+    doc = _draft(session, world)
+    token = create_token(session, ADMIN_ACTOR, world.users["physician"].id, "tests")
+    session.commit()
+    h = {"Authorization": f"Bearer {token}"}
+    url = f"/api/documents/{doc.id}/draft"
+    read: Any = client.get(f"/api/documents/{doc.id}", headers=h).json
+    shown = read["versions"][0]["content_sha256"]
+    # Script A and script B read the same draft; A saves first.
+    r = client.put(url, json={"content": {**TEXT, "conclusion": "A"}, "base_sha256": shown}, headers=h)
+    assert r.status_code == 200, r.json
+    body: Any = r.json
+    now = body["versions"][0]["content_sha256"]
+    assert now != shown
+    r = client.put(url, json={"content": {**TEXT, "conclusion": "B"}, "base_sha256": shown}, headers=h)
+    body = r.json
+    assert r.status_code == 409 and body["error"] == "document_changed", body
+    assert body["fields"] == {"base_sha256": "documents.error.changed"}
+    assert body["document"] == {"id": doc.id, "current_version": 1}
+    assert shown in body["message"] and "read the document again" in body["message"]
+    assert '"conclusion":"A"' in _versions(session, doc.id)[1].content_json
+    # On the current text (any case of hex), it is saved.
+    r = client.put(url, json={"content": {**TEXT, "conclusion": "B"}, "base_sha256": now.upper()}, headers=h)
+    assert r.status_code == 200 and '"conclusion":"B"' in _versions(session, doc.id)[1].content_json
+    # Not a SHA-256: 422 on the field, nothing saved.
+    for bad in ("abc", "g" * 64, ""):
+        r = client.put(url, json={"content": {**TEXT, "conclusion": "C"}, "base_sha256": bad}, headers=h)
+        body = r.json
+        assert r.status_code == 422 and "base_sha256" in body["fields"], (bad, body)
+    # Clients written before the field: not checked, the last save wins as before.
+    r = client.put(url, json={"content": {**TEXT, "conclusion": "D"}}, headers=h)
+    assert r.status_code == 200 and '"conclusion":"D"' in _versions(session, doc.id)[1].content_json
+    assert _audited(session, doc.id, "document.edit") == 3
+    spec: Any = client.get("/api/openapi.json").json
+    ref = spec["paths"]["/api/documents/{document_id}/draft"]["put"]["requestBody"]["content"]["application/json"]
+    assert "base_sha256" in spec["components"]["schemas"][ref["schema"]["$ref"].rsplit("/", 1)[1]]["properties"]

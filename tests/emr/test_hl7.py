@@ -7,8 +7,10 @@ the test itself, and one through python-hl7's client.
 
 from __future__ import annotations
 
+import json
 import socket
 from collections.abc import Iterator
+from datetime import datetime, time, timedelta
 from pathlib import Path
 
 import pytest
@@ -16,6 +18,7 @@ from sqlalchemy import func, select
 
 from emr import worklist_provider
 from emr.access.audit import Actor
+from emr.core.clock import local_today, to_local, to_utc
 from emr.hl7.messages import MessageFilter, list_messages, replay
 from emr.hl7.mllp import send_mllp
 from emr.models import AuditEntry, Hl7Message, Hl7OrderLink, ImagingOrder, Patient
@@ -167,6 +170,91 @@ def test_bad_messages_get_a_nak_with_err_detail(hl7_site: Site) -> None:
     assert _row(hl7_site, "N-5").status == "rejected"
     with hl7_site.session() as session:
         assert session.scalar(select(func.count()).select_from(Patient).where(Patient.full_name.like("Lê%"))) == 0
+
+
+def _placed(s: Site, placer: str) -> ImagingOrder | None:
+    with s.session() as session:
+        order = session.scalar(select(ImagingOrder).join(Hl7OrderLink).where(Hl7OrderLink.placer_number == placer))
+        if order is not None:
+            session.expunge(order)
+        return order
+
+
+def _registered(s: Site, his_id: str) -> bool:
+    from emr.hl7.patients import find_patient
+
+    with s.session() as session:
+        return find_patient(session, [("BV01", his_id)], None) is not None
+
+
+def test_orders_outside_the_scheduling_window_are_refused_logged_and_audited(hl7_site: Site) -> None:
+    """The order form's window (today to the same day next year, facility time) holds for the HIS too: an
+    ORM/OMI starting yesterday or in 9999 went to the worklist, where no technician's day ever showed it."""
+    today = local_today()
+    last = today.replace(year=today.year + 1)
+    limits = f"00:00 {today:%d/%m/%Y} to 23:59 {last:%d/%m/%Y}"
+    half_hour_early = to_utc(datetime.combine(today, time.min)) - timedelta(minutes=30)
+    cases = [  # (control ID, message, ERR-2: the field the start came from)
+        ("W-1", orm("W-1", "PL-W1", "HIS910", start=f"{today - timedelta(days=1):%Y%m%d}2300"), "ORC^1^7^1^4"),
+        ("W-2", orm("W-2", "PL-W2", "HIS911", start="19000101"), "ORC^1^7^1^4"),
+        ("W-3", orm("W-3", "PL-W3", "HIS912", start=f"{last + timedelta(days=1):%Y%m%d}0800"), "ORC^1^7^1^4"),
+        # An offset counts: half an hour before the facility's midnight, written in UTC.
+        ("W-4", orm("W-4", "PL-W4", "HIS913", start=f"{half_hour_early:%Y%m%d%H%M%S}+0000"), "ORC^1^7^1^4"),
+        ("W-5", omi("W-5", "PL-W5", "HIS914", start="99991231"), "TQ1^1^7"),
+    ]
+    for control, message, location in cases:
+        ack = mllp(hl7_site.port, message)
+        assert msa(ack)[1:3] == ["AE", control], ack
+        e = err(ack)
+        assert e[2] == location and e[3].startswith("207^") and e[4] == "E", ack
+        assert "outside the scheduling window" in e[8] and limits in e[8], ack  # the limits, for the HIS's staff
+        # Logged with its bytes and reason, audited as a failure, like every refused message...
+        row = _row(hl7_site, control)
+        assert (row.status, row.ack_code, row.order_id) == ("error", "AE", None)
+        assert row.error.startswith(f"207 {location}: scheduled start") and limits in row.error
+        assert bytes(row.raw) == message and bytes(row.ack) == ack
+        with hl7_site.session() as session:
+            audit = session.scalar(select(AuditEntry).where(AuditEntry.action == "hl7.receive",
+                                                            AuditEntry.object_id == str(row.id)))
+            assert audit is not None and audit.outcome == "failure"
+            assert json.loads(audit.details or "{}")["error"] == "207"
+        # ...and nothing placed: no order, no link, not even the PID's patient.
+        placer = message.split(b"ORC|NW|")[1].split(b"^")[0].decode()
+        assert _placed(hl7_site, placer) is None
+        assert not _registered(hl7_site, {"W-1": "HIS910", "W-2": "HIS911", "W-3": "HIS912", "W-4": "HIS913",
+                                          "W-5": "HIS914"}[control])
+    # The window's own ends are accepted: the start of today (an exam this morning) and the last day next year.
+    for control, start in (("W-6", f"{today:%Y%m%d}0000"), ("W-7", f"{last:%Y%m%d}2359")):
+        assert msa(mllp(hl7_site.port, orm(control, f"PL-{control}", "HIS915", start=start)))[1] == "AA"
+        order = _placed(hl7_site, f"PL-{control}")
+        assert order is not None and f"{to_local(order.scheduled_at):%Y%m%d%H%M}" == start
+    # A start not sent is "now": inside the window.
+    segments = orm("W-8", "PL-W8", "HIS915").split(b"\r")
+    no_start = b"\r".join(b"ORC|NW|PL-W8^HIS" if seg.startswith(b"ORC|") else seg for seg in segments)
+    assert msa(mllp(hl7_site.port, no_start))[1] == "AA"
+
+
+def test_an_order_names_a_station_the_gateway_admits(tmp_path: Path, sqlite_template: Path) -> None:
+    """IPC-9 (scheduled AE title) is held to the order form's rule: when the gateway admits its modalities
+    by name, one of them (an unknown one was a worklist entry no modality would ever ask for)."""
+    running = site(sqlite_database(tmp_path, sqlite_template), tmp_path, stations=("US01", "CT01"))
+    s = next(running)
+    try:
+        ack = mllp(s.port, omi("ST-1", "PL-ST1", "HIS920", station="US02"))
+        assert msa(ack)[1] == "AE", ack
+        e = err(ack)
+        assert e[2] == "IPC^1^9" and e[3].startswith("103^") and "'US02'" in e[8] and "US01, CT01" in e[8], ack
+        row = _row(s, "ST-1")
+        assert row.status == "error" and row.error.startswith("103 IPC^1^9")
+        assert _placed(s, "PL-ST1") is None and not _registered(s, "HIS920")
+        assert msa(mllp(s.port, omi("ST-2", "PL-ST2", "HIS920", station="US01")))[1] == "AA"
+        order = _placed(s, "PL-ST2")
+        assert order is not None and order.station_ae_title == "US01"
+        assert msa(mllp(s.port, omi("ST-3", "PL-ST3", "HIS920")))[1] == "AA"  # none named: any US may do it
+        order = _placed(s, "PL-ST3")
+        assert order is not None and order.station_ae_title is None
+    finally:
+        running.close()  # the listener stops
 
 
 def test_charsets(hl7_site: Site) -> None:

@@ -183,7 +183,7 @@ def test_the_window_is_the_facility_day() -> None:
 
 
 def test_orders_not_typed_by_a_person_keep_their_time(world: World, session: Session) -> None:
-    """The HIS's orders (emr.hl7) and the demo place orders with the time they carry."""
+    """The demo places orders with the time they carry (the HIS's are held to the window: tests/emr/test_hl7.py)."""
     pid = _patient(session, world)
     o = orders.create_order(session, world.actor("physician"),
                             {"patient_id": pid, "modality": "CT", "procedure_name": "CT ngực",

@@ -20,17 +20,21 @@ from sqlalchemy import insert, select
 from sqlalchemy.orm import Session
 
 from emr.access import break_glass
+from emr.access.audit import Actor
+from emr.access.care import OutOfCareScope
+from emr.access.users import create_user
 from emr.core.clock import local_day_bounds, local_today
 from emr.core.exceptions import ConflictError, PermissionDenied, ValidationFailed
 from emr.core.states import exam_progress
 from emr.documents import service as documents
 from emr.imaging import orders
 from emr.models import AuditEntry, BreakGlassAccess, ImagingOrder, Study
+from emr.patients import encounters as enc_svc
 from emr.patients import service as patients
 from emr.reading import service as reading
 
 from . import test_prices as prices
-from .conftest import World, csrf_token, login, patient_data
+from .conftest import ADMIN_ACTOR, PASSWORD, World, csrf_token, login, patient_data
 
 empty_url = prices.empty_url  # a database with no schema, to migrate step by step (a fixture)
 
@@ -99,6 +103,30 @@ def test_day_exams_are_todays_in_facility_time_earliest_first_and_audited(sessio
                            .order_by(AuditEntry.id)).all()
     assert [r.username for r in rows] == ["technician1", "technician1"]
     assert '"results": 4' in rows[0].details and '"modality": "MR"' in rows[1].details
+
+
+def test_day_exams_apply_the_care_scope_before_the_limit(session: Session, world: World) -> None:
+    """A user with a narrower care sees their own patients' exams even when others' come first
+    (the scope was applied after the LIMIT, so a full page of others' exams hid them)."""
+    k20 = enc_svc.ensure_department(session, "K20", "Khoa Ngoại")
+    session.commit()
+    other = create_user(session, ADMIN_ACTOR, "physician_k20", PASSWORD, "physician", "Trần Văn Ngoại",
+                        practising_cert_no="099/HCM-CCHN", department_id=k20.id)
+    outsider = Actor(other.id, other.username, other.role, "10.0.0.6")
+    theirs = patients.create_patient(session, outsider, patient_data(full_name="Lý Thị Khác", cccd="079190000021",
+                                                                      bhyt_number=None))
+    first = orders.create_order(session, outsider, {"patient_id": theirs.id, "modality": "CT",
+                                                    "procedure_name": "CT ngực"})
+    mine = _order(session, world, "Lê Thị Của Tôi", "079190000022")
+    start, _ = local_day_bounds(local_today())
+    first.scheduled_at = start + timedelta(minutes=1)
+    mine.scheduled_at = start + timedelta(minutes=2)
+    session.commit()
+    doctor = world.actor("physician")
+    with pytest.raises(OutOfCareScope):
+        patients.get_patient(session, doctor, theirs.id)  # the premise: not in this physician's care
+    assert [e.order_id for e in orders.day_exams(session, doctor, limit=1)] == [mine.id]
+    assert [e.order_id for e in orders.day_exams(session, outsider, limit=1)] == [first.id]
 
 
 def test_the_technicians_home_lists_the_day_and_every_line_opens(client: FlaskClient, session: Session,

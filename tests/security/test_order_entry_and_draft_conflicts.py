@@ -6,7 +6,9 @@ browser enforcing the datetime input's min/max) and through the JSON API with a 
 dates, a time zone offset that moves a time out of the window, a station in another case, with a
 backslash or a control character, or not one of the gateway's. All are refused (422) and nothing
 reaches the worklist. A draft saved from a stale tab, or with the form's draft hash tampered with,
-gets the 409 and the draft keeps the other tab's text.
+gets the 409 and the draft keeps the other tab's text, on the document page and the reading page alike.
+Through ``PUT /api/documents/{id}/draft`` the hash is no way around the author check: someone else's
+draft is a 403 whatever ``base_sha256`` says (a 409 would confirm or deny a guess of the text).
 """
 
 from __future__ import annotations
@@ -17,10 +19,11 @@ from datetime import datetime, time, timedelta
 from typing import Any
 
 import pytest
+import requests
 from sqlalchemy import func, select
 
 from emr.core.clock import local_today, to_utc
-from emr.models import Document, ImagingOrder, User
+from emr.models import AuditEntry, Document, ImagingOrder, User
 from tests.security.auth_support import SETUP, RunningEmr, csrf, make_record, make_users, running_emr
 
 
@@ -115,4 +118,48 @@ def test_a_stale_or_tampered_draft_form_never_overwrites(emr: RunningEmr) -> Non
         doc = s.get(Document, record.report_id)
         assert doc is not None and len(doc.versions) == 1 and "Thẻ A" in doc.versions[0].content_json
         assert s.scalar(select(func.count()).select_from(Document).where(Document.patient_id == record.patient_id)) == 1
+    factory.kw["bind"].dispose()
+
+
+def test_the_draft_hash_is_no_way_around_the_author_check(emr: RunningEmr) -> None:
+    record = make_record(emr, "bacsi", "bschan", signed=False)
+    url = emr.url(f"/api/documents/{record.report_id}/draft")
+    author = {"Authorization": f"Bearer {_token(emr, 'bschan')}"}
+    other = {"Authorization": f"Bearer {_token(emr, 'bacsi')}"}
+    shown = requests.get(emr.url(f"/api/documents/{record.report_id}"), headers=author, timeout=30) \
+        .json()["versions"][0]["content_sha256"]
+    forged = {"findings": "Nốt mờ 2 cm thùy trên phổi phải.", "conclusion": "U phổi."}
+    for base in (shown, "0" * 64, None):  # the right hash, a guess, none: the same refusal
+        body: dict[str, Any] = {"content": forged, **({"base_sha256": base} if base else {})}
+        r = requests.put(url, json=body, headers=other, timeout=30)
+        assert r.status_code == 403 and r.json()["error"] == "forbidden", (base, r.status_code, r.text[:300])
+    factory = emr.session_factory()
+    with factory() as s:
+        denied = s.scalars(select(AuditEntry).where(
+            AuditEntry.action == "document.edit", AuditEntry.outcome == "denied", AuditEntry.username == "bacsi",
+            AuditEntry.object_id == str(record.report_id))).all()
+        assert len(denied) == 3
+    factory.kw["bind"].dispose()
+    # The author: a stale hash is the 409, the current one saves.
+    mine = {"findings": "Không thấy tổn thương khu trú.", "conclusion": "Bình thường."}
+    r = requests.put(url, json={"content": mine, "base_sha256": "0" * 64}, headers=author, timeout=30)
+    assert r.status_code == 409 and r.json()["error"] == "document_changed", r.text[:300]
+    r = requests.put(url, json={"content": mine, "base_sha256": shown}, headers=author, timeout=30)
+    assert r.status_code == 200, r.text[:300]
+
+    # The reading page's form: a tampered hash, or "there was no report", is the 409 too, the text kept.
+    http, r = emr.login("bschan")
+    assert r.status_code == 302
+    page = http.get(emr.url(f"/reading/studies/{record.study_id}"), timeout=30).text
+    hidden = dict(re.findall(r'<input type="hidden" name="([a-z_0-9]+)" value="([^"]*)"', page))
+    assert hidden["base_sha256"] != shown  # the text the API saved
+    for n, base in enumerate(("0" * 64, "", "x")):
+        data = {**hidden, "base_sha256": base, "c_findings": "Giả mạo.", "c_conclusion": f"Giả mạo {n}"}
+        r = http.post(emr.url(f"/reading/studies/{record.study_id}/report"), data=data, allow_redirects=False,
+                      timeout=30)
+        assert r.status_code == 409, (base, r.status_code)
+        assert f"Giả mạo {n}</textarea>" in html.unescape(r.text)
+    with factory() as s:
+        doc = s.get(Document, record.report_id)
+        assert doc is not None and len(doc.versions) == 1 and "Bình thường." in doc.versions[0].content_json
     factory.kw["bind"].dispose()
