@@ -33,6 +33,7 @@ __all__ = [
     "AuditPage",
     "PAGE_SIZE",
     "action_label",
+    "object_label",
     "known_actions",
     "parse_filter",
     "audit_page",
@@ -141,6 +142,15 @@ def action_label(action: str) -> str:
     """The Vietnamese name of an audited action; an action the catalogue does not know shows as its code."""
     key = f"audit.action.{action}"
     return t(key) if key in catalogue() else action
+
+
+def object_label(object_type: str | None) -> str:
+    """The Vietnamese name of what an audit row is about (``audit.object.<type>``: a patient, a document,
+    a FHIR resource type ...); a type the catalogue does not know shows as its code, none as ''."""
+    if not object_type:
+        return ""
+    key = f"audit.object.{object_type}"
+    return t(key) if key in catalogue() else object_type
 
 
 def _stored(at: str) -> datetime | None:

@@ -238,16 +238,17 @@ def patient_resource(ctx: Ctx, p: Patient) -> dict[str, Any]:
         ids.append(
             {
                 "use": "official",
-                "type": _id_type("CCCD", "Căn cước công dân"),
+                "type": _id_type("CCCD", t("fhir.identifier.cccd")),
                 "system": SYSTEMS["cccd"],
                 "value": p.cccd,
             }
         )
     if p.bhyt_ssn:
-        ids.append({"type": _id_type("BHXH", "Mã số bảo hiểm xã hội"), "system": SYSTEMS["bhxh"], "value": p.bhyt_ssn})
+        bhxh = _id_type("BHXH", t("fhir.identifier.bhxh"))
+        ids.append({"type": bhxh, "system": SYSTEMS["bhxh"], "value": p.bhyt_ssn})
     if p.bhyt_number:
         bhyt: dict[str, Any] = {
-            "type": _id_type("BHYT", "Thẻ bảo hiểm y tế"),
+            "type": _id_type("BHYT", t("fhir.identifier.bhyt")),
             "system": SYSTEMS["bhyt"],
             "value": p.bhyt_number,
         }
@@ -256,7 +257,7 @@ def patient_resource(ctx: Ctx, p: Patient) -> dict[str, Any]:
                 k: v.isoformat() for k, v in (("start", p.bhyt_valid_from), ("end", p.bhyt_valid_to)) if v is not None
             }
         if p.bhyt_registered_facility:
-            bhyt["assigner"] = {"display": f"Nơi đăng ký KCB ban đầu {p.bhyt_registered_facility}"}
+            bhyt["assigner"] = {"display": t("fhir.identifier.bhyt_facility", facility=p.bhyt_registered_facility)}
         ids.append(bhyt)
     extensions = [
         e
@@ -295,9 +296,9 @@ def patient_resource(ctx: Ctx, p: Patient) -> dict[str, Any]:
             "name": {"text": name},
         }
         for code, text, name in (
-            ("FTH", "Cha", p.father_name),
-            ("MTH", "Mẹ", p.mother_name),
-            ("GUARD", "Người giám hộ", p.guardian_name),
+            ("FTH", t("fhir.contact.father"), p.father_name),
+            ("MTH", t("fhir.contact.mother"), p.mother_name),
+            ("GUARD", t("fhir.contact.guardian"), p.guardian_name),
         )
         if name
     ]
@@ -396,7 +397,7 @@ def service_request_resource(ctx: Ctx, o: ImagingOrder) -> dict[str, Any]:
         "category": [
             {
                 "coding": [{"system": "http://snomed.info/sct", "code": "363679005", "display": "Imaging"}],
-                "text": "Chẩn đoán hình ảnh",
+                "text": t("fhir.category.imaging"),
             }
         ],
         "priority": _PRIORITY.get(o.urgency, "routine"),
@@ -521,7 +522,9 @@ def diagnostic_report_resource(ctx: Ctx, d: Document) -> dict[str, Any]:
             "status": "generated",
             "div": '<div xmlns="http://www.w3.org/1999/xhtml"><p>'
             + _xhtml(findings)
-            + "</p><p><b>Kết luận:</b> "
+            + "</p><p><b>"
+            + _xhtml(t("fhir.report.conclusion"))
+            + "</b> "
             + _xhtml(content.get("conclusion") or "")
             + "</p></div>",
         }
@@ -657,7 +660,7 @@ def provenance_resource(ctx: Ctx, v: DocumentVersion) -> dict[str, Any]:
                 "role": "source",
                 "what": {
                     "identifier": {"system": "urn:ietf:rfc:3986", "value": f"urn:sha256:{v.content_sha256}"},
-                    "display": f"phiên bản {v.number}",
+                    "display": t("fhir.provenance.version", number=v.number),
                 },
             }
         ],

@@ -46,6 +46,7 @@ from cryptography.hazmat.primitives.serialization import pkcs7
 from lxml import etree
 
 from ..core.clock import local_isoformat
+from ..i18n import t
 from .artifacts import ArtifactSource, NoArtifacts
 from .config import ExportConfig
 from .envelope import sign_enveloped
@@ -332,7 +333,7 @@ def hsba_json(hsba: dict[str, Any], key: FacilityKey | None, exported_at: dateti
         "HoSoBenhAn": hsba,
         "xuat_luc": _iso(exported_at),
         "chuky_xuat": {
-            "dinhdang": "CMS SignedData tách rời (DER, SHA-256) trên JSON chuẩn hóa RFC 8785 của HoSoBenhAn",
+            "dinhdang": t("exports.hsba.signature_format"),
             "canonical_sha256": hashlib.sha256(canonical).hexdigest(),
             "cms_base64": base64.b64encode(cms).decode("ascii") if cms else None,
             "nguoiky": key.certificate.subject.rfc4514_string() if key is not None else None,

@@ -21,6 +21,8 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from decimal import ROUND_HALF_UP, Decimal
 
+from ..i18n import t
+
 __all__ = [
     "ZERO",
     "ServiceAmounts",
@@ -59,7 +61,7 @@ def fmt_vnd(value: Decimal | None) -> str:
     text = f"{int(whole):,}".replace(",", ".")
     if cents:
         text += "," + f"{cents:.2f}"[2:]
-    return f"{'-' if v < 0 else ''}{text} đ"
+    return t("money.vnd", amount=f"{'-' if v < 0 else ''}{text}")
 
 
 @dataclass(frozen=True)

@@ -28,6 +28,7 @@ from emr.access import audit
 from emr.access.audit import SYSTEM, Actor
 from emr.core.exceptions import NotFoundError
 from emr.core.settings import EmrSettings
+from emr.i18n import t
 from emr.models import (
     Document,
     DocumentVersion,
@@ -48,8 +49,8 @@ from .mllp import MllpError, send_mllp
 __all__ = ["KIND", "build_oru", "deliver_oru", "enqueue_oru", "report_signed_hook", "resend"]
 
 KIND = "hl7.oru"
-_SECTIONS = (("technique", "Kỹ thuật"), ("findings", "Mô tả"), ("conclusion", "Kết luận"),
-             ("recommendation", "Đề nghị"))
+# Report sections sent as OBX, in this order; their names are hl7.oru.section.<key> in vi.json.
+_SECTIONS = ("technique", "findings", "conclusion", "recommendation")
 
 
 def _ts(value: datetime | None) -> str:
@@ -102,7 +103,8 @@ def build_oru(session: Session, settings: EmrSettings, doc: Document, artifact: 
         f"{signed_at}|||{status}|||||||{interpreter}",
     ]
     n = 0
-    for key, label in _SECTIONS:
+    for key in _SECTIONS:
+        label = t(f"hl7.oru.section.{key}")
         text = str(content.get(key) or "").strip()
         if text:
             n += 1
@@ -110,12 +112,13 @@ def build_oru(session: Session, settings: EmrSettings, doc: Document, artifact: 
                             f"{signed_at}")
     url = f"{settings.public_url.rstrip('/')}/signing/documents/{doc.id}/versions/{version.number}/pdf"
     verify = f"{settings.public_url.rstrip('/')}/verify/{artifact.verification_code}"
+    pdf, sha, check = (escape(t(f"hl7.oru.{name}")) for name in ("pdf", "pdf_sha256", "verify"))
     n += 1
-    segments.append(f"OBX|{n}|RP|PDF^Báo cáo đã ký số^L||{escape(url)}^{escape(cfg.application)}^AP^PDF||||||{status}")
+    segments.append(f"OBX|{n}|RP|PDF^{pdf}^L||{escape(url)}^{escape(cfg.application)}^AP^PDF||||||{status}")
     n += 1
-    segments.append(f"OBX|{n}|ST|PDF-SHA256^SHA-256 của PDF^L||{artifact.pdf_sha256}||||||{status}")
+    segments.append(f"OBX|{n}|ST|PDF-SHA256^{sha}^L||{artifact.pdf_sha256}||||||{status}")
     n += 1
-    segments.append(f"OBX|{n}|RP|VERIFY^Tra cứu chữ ký^L||{escape(verify)}^{escape(cfg.application)}^AP^HTML||||||"
+    segments.append(f"OBX|{n}|RP|VERIFY^{check}^L||{escape(verify)}^{escape(cfg.application)}^AP^HTML||||||"
                     f"{status}")
     return "\r".join(segments)
 
@@ -214,8 +217,9 @@ def resend(session: Session, actor: Actor, message_id: int) -> Hl7Message:
                      order_id=old.order_id, replay_of_id=old.id, replayed_by=actor.username)
     session.add(row)
     session.flush()
+    subject = t("hl7.resend.subject", type=old.message_type, control_id=old.control_id)
     enqueue(session, KIND, f"resend:{row.id}", {"log_id": row.id}, target=old.peer or "",
-            patient_id=old.patient_id, subject=f"{old.message_type} {old.control_id} (gửi lại)")
+            patient_id=old.patient_id, subject=subject)
     audit.record(session, actor, "hl7.replay", patient_id=old.patient_id, object_type="hl7_message",
                  object_id=row.id, details={"replay_of": old.id, "direction": "out"})
     session.commit()

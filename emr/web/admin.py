@@ -28,6 +28,7 @@ def _render(flt: audit_query.AuditFilter, page: audit_query.AuditPage) -> Any:
         errors=flt.errors,
         actions=audit_query.known_actions(),
         action_label=audit_query.action_label,
+        object_label=audit_query.object_label,
         local_time=audit_query.local_time,
         zone=facility_zone().key,
     ), (422 if flt.errors else 200)

@@ -142,6 +142,7 @@ def cmd_migrate(args: argparse.Namespace, settings: Settings) -> int:
 def cmd_create_user(args: argparse.Namespace, settings: Settings) -> int:
     from emr import EmrError
     from emr.access.users import create_user
+    from emr.i18n import t
 
     password = args.password
     if args.generate or (password is None and not sys.stdin.isatty()):
@@ -150,7 +151,7 @@ def cmd_create_user(args: argparse.Namespace, settings: Settings) -> int:
     elif password is None:
         password = getpass.getpass("password: ")
         if getpass.getpass("again: ") != password:
-            print("passwords differ", file=sys.stderr)
+            print(t("users.cli.passwords_differ"), file=sys.stderr)
             return 2
     with _session(settings) as session:
         try:
@@ -164,7 +165,7 @@ def cmd_create_user(args: argparse.Namespace, settings: Settings) -> int:
                 practising_cert_no=getattr(args, "cert", None),
             )
         except EmrError as exc:
-            print(f"filmless emr: {exc.message}", file=sys.stderr)
+            print(f"filmless emr: {exc.user_message()}", file=sys.stderr)
             return 1
     print(f"created {user.role} {user.username}")
     return 0
@@ -175,26 +176,28 @@ def cmd_create_token(args: argparse.Namespace, settings: Settings) -> int:
 
     from emr.access.users import create_token
     from emr.core.exceptions import EmrError
+    from emr.i18n import t
     from emr.models import User
 
     with _session(settings) as session:
         user = session.scalar(select(User).where(User.username == args.username))
         if user is None:
-            print(f"no user {args.username}", file=sys.stderr)
+            print(t("users.cli.no_user", username=args.username), file=sys.stderr)
             return 1
         try:
             print(create_token(session, _cli_actor(), user.id, args.name, days=args.days))
         except EmrError as exc:
-            print(f"filmless emr: {exc.message}", file=sys.stderr)
+            print(f"filmless emr: {exc.user_message()}", file=sys.stderr)
             return 1
     return 0
 
 
 def cmd_load_icd10(args: argparse.Namespace, settings: Settings) -> int:
+    from emr.i18n import t
     from emr.patients.encounters import load_icd10
 
     if not args.file.is_file():
-        print(f"no such file: {args.file}", file=sys.stderr)
+        print(t("prices.cli.no_file", file=args.file), file=sys.stderr)
         return 2
     with _session(settings) as session:
         print(f"loaded {load_icd10(session, _cli_actor(), args.file)} ICD-10 codes")
@@ -272,10 +275,15 @@ def cmd_load_catalogue(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def cmd_add_department(args: argparse.Namespace, settings: Settings) -> int:
+    from emr import EmrError
     from emr.patients.encounters import ensure_department
 
     with _session(settings) as session:
-        ensure_department(session, args.code, args.name)
+        try:
+            ensure_department(session, args.code, args.name)
+        except EmrError as exc:
+            print(f"filmless emr: {exc.user_message()}", file=sys.stderr)
+            return 1
         session.commit()
     print(f"department {args.code} {args.name}")
     return 0

@@ -69,7 +69,7 @@ def cmd_replay(args: argparse.Namespace, settings: Settings) -> int:
         try:
             result = replay_hl7_message(session, actor, args.message_id, settings.emr)
         except EmrError as exc:
-            print(f"filmless hl7 replay: {exc}", file=sys.stderr)
+            print(f"filmless hl7 replay: {exc.user_message()}", file=sys.stderr)
             return 1
     from emr.hl7.inbound import Outcome
 

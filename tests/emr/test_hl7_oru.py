@@ -112,6 +112,10 @@ def test_signed_report_goes_to_the_his_as_oru(world: dict[str, Any], receiver: M
     assert obr[2] == "PL-900^HIS" and obr[3] == f"{accession}^FILMLESS" and obr[25] == "F"
     assert obr[32] == "BS. Trần Thị Bích Ngọc"
     obx = {f[3].split("^")[0]: f for f in seg["OBX"]}
+    # The observations' names (from vi.json) are what they were when written in the code.
+    assert [f[3] for f in seg["OBX"]] == ["TECHNIQUE^Kỹ thuật^L", "FINDINGS^Mô tả^L", "CONCLUSION^Kết luận^L",
+                                          "PDF^Báo cáo đã ký số^L", "PDF-SHA256^SHA-256 của PDF^L",
+                                          "VERIFY^Tra cứu chữ ký^L"]
     assert obx["FINDINGS"][2] == "FT"
     assert obx["FINDINGS"][5] == "Không thấy máu tụ nội sọ.\\.br\\Hệ thống não thất cân đối."
     assert obx["CONCLUSION"][5] == "Chưa phát hiện tổn thương cấp tính \\F\\ theo dõi \\S\\ lâm sàng"
@@ -138,6 +142,8 @@ def test_signed_report_goes_to_the_his_as_oru(world: dict[str, Any], receiver: M
         receiver.answer = "AR"
         again = replay(session, Actor(None, "admin1", "admin", "127.0.0.1"), row.id, settings)
         again_id = again.id
+        resent = session.scalar(select(OutboxMessage).where(OutboxMessage.key == f"resend:{again_id}"))
+        assert resent is not None and resent.subject == f"ORU^R01 {row.control_id} (gửi lại)"
     assert [d.outcome for d in run_due(context, kinds=["hl7.oru"])] == ["dead"]
     with factory() as session:
         refused = session.get(Hl7Message, again_id)
