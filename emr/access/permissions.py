@@ -23,8 +23,10 @@ __all__ = [
     "PERMISSIONS",
     "ROLES",
     "allowed",
+    "break_glass_department",
     "care_basis",
     "may_close_visit",
+    "may_review_break_glass",
     "own_visits",
     "patients_in_care",
     "patients_in_care_select",
@@ -82,6 +84,9 @@ PERMISSIONS: dict[str, frozenset[str]] = {
     # Issue 10: care scope. Opening a patient outside one's care (break the glass), and its review.
     "patient.break_glass": frozenset({"physician", "radiologist", "technician"}),
     "break_glass.review": frozenset({"admin"}),
+    # The head of a department (a physician or radiologist with User.is_department_head) reviews the
+    # emergency accesses of the users of their own department, not their own: see break_glass_department.
+    "break_glass.review_department": frozenset({"physician", "radiologist"}),
     # Issue 15: the outbox operator page (what was sent to the EHR, other sites, the HIS; resend).
     "outbox.manage": frozenset({"admin"}),
     # Issue 15 §5: the HL7 message log with the HIS (message contents are patient data) and replay.
@@ -104,6 +109,23 @@ PERMISSIONS: dict[str, frozenset[str]] = {
 
 def allowed(role: str | None, action: str) -> bool:
     return role is not None and role in PERMISSIONS[action]
+
+
+def break_glass_department(user: Any) -> int | None:
+    """The department whose users' emergency accesses ``user`` reviews as its head, or None.
+
+    Admins review every access (``break_glass.review``); a head of department (trưởng khoa) those of
+    the users now in their department, never their own (emr.access.break_glass.ReviewScope)."""
+    if user is None or not getattr(user, "active", True) or not allowed(user.role, "break_glass.review_department"):
+        return None
+    if not getattr(user, "is_department_head", False) or user.department_id is None:
+        return None
+    return int(user.department_id)
+
+
+def may_review_break_glass(user: Any) -> bool:
+    """May ``user`` open the review of emergency accesses (all of them, or their department's)?"""
+    return user is not None and (allowed(user.role, "break_glass.review") or break_glass_department(user) is not None)
 
 
 # A list shows only what its lines open: the studies of the reading list open on the image page, and

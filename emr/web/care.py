@@ -1,26 +1,35 @@
-"""Care scope in the UI: the break-the-glass form, the admin's review list, and the answer to an out-of-scope page."""
+"""Care scope in the UI: the break-the-glass form, the review list (admins; heads of department for their
+department), the answer to an out-of-scope page, and the banner of the emergency accesses in force."""
 
 from __future__ import annotations
 
-from typing import Any
+import functools
+import logging
+from collections.abc import Callable
+from typing import Any, TypeVar, cast
 
-from flask import Blueprint, current_app, g, redirect, render_template, request, url_for
+from flask import Blueprint, abort, current_app, g, redirect, render_template, request, url_for
+from sqlalchemy.exc import SQLAlchemyError
 
 from emr import db
 from emr.access import audit_query, break_glass
-from emr.access.auth import current_actor, requires
+from emr.access.auth import current_actor, deny, requires
 from emr.access.care import OutOfCareScope
-from emr.access.permissions import allowed
+from emr.access.permissions import allowed, may_review_break_glass
 from emr.core.clock import local_day
 from emr.core.exceptions import ConflictError, EmrError, ValidationFailed
 from emr.i18n import t
-from emr.models import Patient
+from emr.models import Department, Patient
 from emr.models.lookup import get_or_404
 from emr.web.forms import field_errors
 
-__all__ = ["bp", "out_of_scope"]
+__all__ = ["bp", "break_glass_banner", "out_of_scope"]
+
+log = logging.getLogger(__name__)
 
 bp = Blueprint("care", __name__)
+
+F = TypeVar("F", bound=Callable[..., Any])
 
 
 def _safe_next(value: str | None, fallback: str) -> str:
@@ -60,15 +69,48 @@ def break_glass_form(patient_id: int) -> Any:
     ), (422 if errors else 200)
 
 
+def break_glass_banner() -> list[break_glass.ActiveGrant]:
+    """For base.html: the emergency accesses the logged-in user holds now, looked up at most once a request
+    and only for roles that may break the glass (the others never hold one that opens anything)."""
+    if "break_glass_grants" in g:
+        grants: list[break_glass.ActiveGrant] = g.break_glass_grants
+        return grants
+    grants = []
+    user = g.get("user")
+    if user is not None and allowed(user.role, "patient.break_glass"):
+        try:
+            grants = break_glass.active_grants(db.session(), user.id)
+        except SQLAlchemyError:  # a page whose transaction failed still renders (its error page, say)
+            log.exception("could not look up the emergency accesses of user %s for the banner", user.id)
+    g.break_glass_grants = grants
+    return grants
+
+
+def _reviewer(fn: F) -> F:
+    """Log in first; then an admin, or the head of a department (whose list and marks the service scopes)."""
+
+    @functools.wraps(fn)
+    def inner(*args: Any, **kwargs: Any) -> Any:
+        if not may_review_break_glass(g.user):
+            deny("break_glass.review")
+            abort(403)
+        return fn(*args, **kwargs)
+
+    return cast(F, requires("self")(inner))
+
+
 def _review_page(errors: dict[int, str] | None = None, notes: dict[int, str] | None = None, status: int = 200) -> Any:
     s = db.session()
     pending_only = request.args.get("show") == "pending"
-    rows = break_glass.recent_break_glass(s, current_actor(), pending_only=pending_only)
+    actor = current_actor()
+    rows = break_glass.recent_break_glass(s, actor, pending_only=pending_only)
+    scope = break_glass.review_scope(s, actor)
     done = request.args.get("done", "")
     return render_template(
         "care/review.html",
         rows=rows,
-        pending=break_glass.pending_count(s),
+        department=s.get(Department, scope.department_id) if scope and scope.department_id is not None else None,
+        pending=break_glass.pending_count(s, scope),
         pending_only=pending_only,
         errors=errors or {},
         notes=notes or {},
@@ -80,15 +122,17 @@ def _review_page(errors: dict[int, str] | None = None, notes: dict[int, str] | N
 
 
 @bp.get("/admin/break-glass")
-@requires("break_glass.review")
+@_reviewer
 def review() -> Any:
+    """Admins: every emergency access; the head of a department: those of their department's users."""
     return _review_page()
 
 
 @bp.post("/admin/break-glass/<int:grant_id>/review")
-@requires("break_glass.review")
+@_reviewer
 def mark_reviewed(grant_id: int) -> Any:
-    """Mark one emergency access reviewed (who and when are the reviewer and now; the note is optional)."""
+    """Mark one emergency access reviewed (who and when are the reviewer and now; the note is optional).
+    Whether this reviewer may mark this access (a head: their department's only) is the service's check."""
     s = db.session()
     note = request.form.get("note", "")[:4000]
     try:

@@ -49,6 +49,9 @@ EXPECTED: dict[tuple[str, str], set[str] | None] = {
     ("GET", "/reconcile/"): CLIN,
     ("POST", "/reconcile/<int:study_id>"): {"records_clerk"},
     ("GET", "/admin/audit"): {"admin"},
+    # The index of the administration pages: whoever may open at least one (here the catalogues, or all for the
+    # admin; a head of department the break-glass review): tests/security/test_admin_index.py.
+    ("GET", "/admin"): {"admin", "physician", "nurse", "records_clerk"},
     ("GET", "/admin/catalogues/"): {"admin", "physician", "nurse", "records_clerk"},
     ("GET", "/admin/catalogues/<int:version_id>"): {"admin", "physician", "nurse", "records_clerk"},
     ("GET", "/patients/merge"): {"records_clerk"},
@@ -102,6 +105,8 @@ EXPECTED: dict[tuple[str, str], set[str] | None] = {
     # A slip opens images and the signed report: only roles holding both print one (issue 10).
     ("POST", "/reading/studies/<int:study_id>/share"): {"physician", "radiologist"},
     ("POST", "/reading/shares/<int:link_id>/revoke"): {"physician", "radiologist", "records_clerk"},
+    # The viewer's "Báo cáo (PDF)": a study's signed report versions (tests/security/test_access_report_pdfs.py).
+    ("GET", "/reading/reports/<study_uid>"): {"physician", "radiologist", "nurse", "records_clerk"},
     ("GET", "/reading/measurements/<study_uid>"): {"physician", "radiologist", "technician"},
     ("PUT", "/reading/measurements/<study_uid>"): {"physician", "radiologist", "technician"},
     ("GET", "/s/<code>"): None,
@@ -125,6 +130,8 @@ EXPECTED: dict[tuple[str, str], set[str] | None] = {
     # Scope checks per patient are tested in tests/security/test_access_care_scope.py.
     ("GET", "/patients/<int:patient_id>/break-glass"): {"physician", "radiologist", "technician"},
     ("POST", "/patients/<int:patient_id>/break-glass"): {"physician", "radiologist", "technician"},
+    # Also the head of a department (a flag, not a role: physician1 is not one), for their department's users
+    # only: tests/security/test_access_break_glass_department_head.py.
     ("GET", "/admin/break-glass"): {"admin"},
     # Marking an emergency access reviewed (who, when, note): tests/security/test_access_break_glass_review.py.
     ("POST", "/admin/break-glass/<int:grant_id>/review"): {"admin"},

@@ -1,12 +1,14 @@
-"""Marking an emergency (break-the-glass) access reviewed: the admin only, once, with CSRF, audited.
+"""Marking an emergency (break-the-glass) access reviewed: the admin, once, with CSRF, audited.
 
 The mark tells the admin which accesses are already looked at, so a forged or
 replayed mark would hide an access from review. Against a real ``filmless emr
-serve``: every other role (a head of department included: the flag is not a
-role) and the logged-out are refused and the refusal audited, the form needs
+serve``: every other role (a physician of the user's own department included)
+and the logged-out are refused and the refusal audited, the form needs
 its CSRF token, a GET or an API token does nothing, an unknown access is 404,
 and a second mark (another admin, a replayed form) is refused without
 overwriting the first reviewer's note; the service refuses on its own too.
+The head of a department reviews their own department's accesses only:
+tests/security/test_access_break_glass_department_head.py.
 """
 
 from __future__ import annotations
@@ -33,20 +35,14 @@ from tests.security.auth_support import (
     running_emr,
 )
 
-OTHERS = {"bacsi": "physician", "truongkhoa": "physician", "bschan": "radiologist", "ktv": "technician",
-          "dieuduong": "nurse", "luutru": "records_clerk"}
+OTHERS = {"bacsi": "physician", "bschan": "radiologist", "ktv": "technician", "dieuduong": "nurse",
+          "luutru": "records_clerk"}
 
 
 @pytest.fixture(scope="module")
 def emr(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningEmr]:
     with running_emr(tmp_path_factory.mktemp("emr-break-glass-review")) as running:
         make_users(running, ("quantri", "admin"), ("quantri2", "admin"), *OTHERS.items())
-
-        def head(session: Any) -> None:  # the head of department: a physician with the flag
-            session.scalar(select(User).where(User.username == "truongkhoa")).is_department_head = True
-            session.commit()
-
-        in_session(running, head)
         yield running
 
 
