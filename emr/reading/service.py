@@ -25,10 +25,12 @@ from emr.core.exceptions import ValidationFailed
 from emr.core.states import OrderStatus, StudyState
 
 from ..models import Document, DocumentVersion, ImagingOrder, Patient, Study, StudyMeasurements, User, utcnow
+from ..models.signing import SignedArtifact
 
 __all__ = [
     "REPORT_STATUSES",
     "WORKLIST_LIMIT",
+    "ReportPdf",
     "WorklistFilter",
     "WorklistRow",
     "find_linked_study",
@@ -38,6 +40,7 @@ __all__ = [
     "reading_worklist",
     "record_report_view",
     "record_study_view",
+    "report_pdfs",
     "report_status",
     "save_measurements",
     "study_arriving",
@@ -153,6 +156,51 @@ def signed_version(doc: Document) -> DocumentVersion | None:
     """The newest signed version (an amended report keeps its last signed one)."""
     signed = [v for v in doc.versions if v.status in ("signed", "superseded") and v.locked]
     return max(signed, key=lambda v: v.number) if signed else None
+
+
+@dataclass(frozen=True)
+class ReportPdf:
+    """One fully signed version of a study's report, as the viewer lists it.
+
+    ``current``: the version in force (the newest ``signed`` one; an amendment not signed yet leaves it in
+    force); the others were superseded by a signed amendment. ``pacs_sop_instance_uid``: the Encapsulated
+    PDF instance the signing workflow stored in the study for that version (None: not stored, or not yet)."""
+
+    document_id: int
+    version: int
+    current: bool
+    signed_at: datetime | None
+    pacs_sop_instance_uid: str | None
+
+
+def report_pdfs(session: Session, doc: Document) -> list[ReportPdf]:
+    """The report's fully signed versions, newest first, the one in force marked ``current``.
+
+    Every amendment is stored in the study as an Encapsulated PDF instance of its own (a series of its own),
+    so the PACS holds one per signed version, all alike; only the EMR knows which one is in force."""
+    artifacts = {
+        a.version_id: a
+        for a in session.scalars(
+            select(SignedArtifact).where(SignedArtifact.document_id == doc.id, SignedArtifact.complete.is_(True))
+        )
+    }
+    signed = sorted(
+        (v for v in doc.versions if v.locked and v.id in artifacts and v.status in ("signed", "superseded")),
+        key=lambda v: v.number,
+        reverse=True,
+    )
+    in_force = next((v.number for v in signed if v.status == "signed"), None)
+    return [
+        ReportPdf(
+            document_id=doc.id,
+            version=v.number,
+            current=v.number == in_force,
+            signed_at=v.signed_at,
+            pacs_sop_instance_uid=artifacts[v.id].pacs_sop_instance_uid if artifacts[v.id].pacs_error is None
+            else None,
+        )
+        for v in signed
+    ]
 
 
 @dataclass(frozen=True)

@@ -12,6 +12,7 @@ from flask import Blueprint, Response, current_app, g, jsonify, redirect, render
 from emr.access.auth import current_actor, requires
 from emr.access.care import ensure_patient_access
 from emr.access.permissions import allowed
+from emr.core.clock import local_isoformat
 from emr.core.exceptions import EmrError, NotFoundError
 from emr.core.states import StudyState
 from emr.documents import service as documents
@@ -335,6 +336,41 @@ def _json_error(status: int, code: str) -> Response:
     response = jsonify(error=code)
     response.status_code = status
     return response
+
+
+@bp.get("/reports/<study_uid>")
+@requires("document.read")
+def report_pdfs(study_uid: str) -> Any:
+    """The study's signed report PDFs, for the viewer's "Báo cáo (PDF)" entry: the version in force and the ones
+    an amendment superseded, each with the EMR's own PDF address.
+
+    The PACS holds one Encapsulated PDF per signed version, all alike (same series number and title), so the
+    viewer cannot tell from DICOM which one stands; and the viewer opens the PDF through the EMR's PDF route
+    rather than over DICOMweb, which checks the role and the patient's care again and audits the reading
+    (``document.view``). This list carries no report content; the care check runs (a refusal is audited) all the
+    same."""
+    if not _UID.match(study_uid) or len(study_uid) > 64:
+        return _json_error(400, "bad_study_uid")
+    s = db.session()
+    study = reading.find_linked_study(s, study_uid)
+    if study is None:
+        return _json_error(404, "not_found")
+    ensure_patient_access(s, current_actor(), study.patient_id)
+    doc = reading.latest_report(s, study.order_id) if study.order_id else None
+    rows = reading.report_pdfs(s, doc) if doc is not None else []
+    return jsonify(
+        reports=[
+            {
+                "version": r.version,
+                "current": r.current,
+                "url": url_for("signing.pdf", document_id=r.document_id, number=r.version),
+                "signed_at": local_isoformat(r.signed_at) if r.signed_at else None,
+                "sop_instance_uid": r.pacs_sop_instance_uid,
+                "in_pacs": r.pacs_sop_instance_uid is not None,
+            }
+            for r in rows
+        ]
+    )  # not cached: the app answers every page with Cache-Control: no-store
 
 
 @bp.get("/measurements/<study_uid>")

@@ -17,6 +17,7 @@ import { loadSeriesList, loadSeriesStack } from './study.js';
 import { buildToolbar, buildThumbnails, showPageMessage, showNotice } from './ui.js';
 import { t } from './i18n.js';
 import { createMeasurementStore } from './measurements.js';
+import { REPORTS_ROOT, parseReports, sideEntries } from './reports.js';
 
 const CsEvents = CoreEnums.Events;
 
@@ -80,6 +81,12 @@ export function createViewer({ config = readConfig(window.location.search, windo
     grid: null,
     firstImageAt: null,
     layoutBusy: 0,
+    // The EMR's signed report versions (reports.js parseReports; null: no
+    // answer, undefined: not asked yet) and the SOP Instance UIDs of the
+    // study's DOC series.
+    reports: undefined,
+    docSops: new Map(),
+    reportsLoaded: false,
   };
 
   // Test and benchmark hook: read-only views of what is on screen
@@ -111,6 +118,13 @@ export function createViewer({ config = readConfig(window.location.search, windo
     },
     get firstImageAt() {
       return state.firstImageAt;
+    },
+    // The report entries beside the series (after the EMR answered or refused).
+    get reportsLoaded() {
+      return state.reportsLoaded;
+    },
+    sideEntries() {
+      return sideEntries(state.seriesList, state.reports, state.docSops);
     },
     get currentIndex() {
       const vp = state.grid?.viewport();
@@ -301,6 +315,49 @@ export function createViewer({ config = readConfig(window.location.search, windo
     return URL.createObjectURL(blob);
   }
 
+  // The signed report's versions from the EMR (a session is needed: a share
+  // link's visitor gets the report from the link's own page), and which DOC
+  // series hold them; the side entries are rebuilt with the answer.
+  async function loadReports() {
+    if (config.token || !config.study) return null;
+    try {
+      const r = await fetch(`${REPORTS_ROOT}/${encodeURIComponent(config.study)}`, {
+        credentials: 'same-origin',
+        headers: { Accept: 'application/json' },
+      });
+      if (!r.ok) return null;
+      return parseReports(await r.json());
+    } catch {
+      return null; // no EMR behind the viewer: the report is not linked
+    }
+  }
+
+  async function loadDocSops(client, seriesList) {
+    const st = encodeURIComponent(config.study);
+    const out = new Map();
+    const docs = seriesList.filter((s) => !s.isImage && s.modality === 'DOC');
+    await Promise.all(
+      docs.map(async (s) => {
+        try {
+          const { body } = await client.getJson(`/studies/${st}/series/${encodeURIComponent(s.uid)}/instances`);
+          out.set(s.uid, body.map((item) => tagValue(item, '00080018')).filter(Boolean));
+        } catch {
+          // left out: the series stays a labelled entry of its own
+        }
+      }),
+    );
+    return out;
+  }
+
+  async function refreshReports(client, ui) {
+    const reports = await loadReports();
+    const docSops = reports ? await loadDocSops(client, state.seriesList) : new Map();
+    state.reports = reports;
+    state.docSops = docSops;
+    state.reportsLoaded = true;
+    ui.thumbs?.setExtras(sideEntries(state.seriesList, state.reports, state.docSops));
+  }
+
   function seriesSignature(list) {
     return list.series.map((s) => `${s.uid}:${s.count}`).join('|');
   }
@@ -430,6 +487,7 @@ export function createViewer({ config = readConfig(window.location.search, windo
         state.seriesList = list.series;
         for (const s of list.series) state.stacks.delete(s.uid);
         ui.rebuildThumbs?.();
+        refreshReports(client, ui); // a report PDF may just have been stored in the study
         for (const cell of grid.cells) {
           const fresh = list.series.find((s) => s.uid === cell.series?.uid);
           if (fresh) {
@@ -557,10 +615,12 @@ export function createViewer({ config = readConfig(window.location.search, windo
         state.seriesList,
         (s) => openSeries(client, grid, grid.active, s, ui),
         (s) => thumbnailUrl(client, s),
+        sideEntries(state.seriesList, state.reports, state.docSops),
       );
       ui.thumbs.setActive(grid.active?.series?.uid);
     };
     ui.rebuildThumbs();
+    refreshReports(client, ui);
     ui.toolbar.setCinePlaying(Boolean(grid.active?.cine));
     grid.onActivate = (cell) => {
       ui.thumbs?.setActive(cell?.series?.uid);

@@ -162,7 +162,9 @@ export function buildToolbar(root, actions) {
   };
 }
 
-export function buildThumbnails(root, seriesList, onPick, loadThumb) {
+// `extras`: the entries after the thumbnails (reports.js sideEntries): the
+// signed report's links, labelled non-image series.
+export function buildThumbnails(root, seriesList, onPick, loadThumb, extras = []) {
   root.textContent = '';
   const title = document.createElement('div');
   title.className = 'thumbs-title';
@@ -170,21 +172,13 @@ export function buildThumbnails(root, seriesList, onPick, loadThumb) {
   root.appendChild(title);
   const items = new Map();
   for (const s of seriesList) {
+    // Reports (encapsulated PDF), SR, PR ... have no pixels: never a
+    // thumbnail or a stack (it would only paint black); see `extras`.
+    if (!s.isImage) continue;
     const item = document.createElement('button');
     item.type = 'button';
     item.dataset.series = s.uid;
     const label = document.createElement('span');
-    if (!s.isImage) {
-      // Reports (encapsulated PDF), SR, PR ... have no pixels: a labelled
-      // entry, never a thumbnail or a stack (it would only paint black).
-      item.className = 'thumb nonimage';
-      item.disabled = true;
-      label.textContent = s.modality === 'DOC' ? t('viewer.series.document') : `${s.modality} ${s.description}`.trim();
-      item.title = `${s.number ?? ''} ${s.description}`.trim();
-      item.append(label);
-      root.appendChild(item);
-      continue;
-    }
     item.className = 'thumb';
     const img = document.createElement('img');
     img.alt = '';
@@ -202,11 +196,49 @@ export function buildThumbnails(root, seriesList, onPick, loadThumb) {
       () => {},
     );
   }
+  const side = document.createElement('div');
+  side.className = 'thumbs-side';
+  side.dataset.key = 'side-entries';
+  root.appendChild(side);
+  const setExtras = (entries) => side.replaceChildren(...entries.map(sideEntry));
+  setExtras(extras);
   return {
     setActive(uid) {
       for (const [k, item] of items) item.classList.toggle('on', k === uid);
     },
+    // Replace the entries after the thumbnails (the thumbnails stay as they are).
+    setExtras,
   };
+}
+
+function entryText(part) {
+  if (!part) return '';
+  return part.key ? t(part.key, part.params || {}) : part.text || '';
+}
+
+// A report version is a link to the EMR's PDF (served as a download: the
+// images stay on screen); anything else without pixels is a labelled,
+// disabled entry.
+function sideEntry(entry) {
+  const label = document.createElement('span');
+  label.textContent = entryText(entry);
+  let el;
+  if (entry.kind === 'link') {
+    el = document.createElement('a');
+    el.href = entry.href;
+    el.className = `thumb nonimage report ${entry.current ? 'current' : 'superseded'}`;
+    el.dataset.key = entry.current ? 'report' : 'report-superseded';
+    el.dataset.version = String(entry.version);
+  } else {
+    el = document.createElement('button');
+    el.type = 'button';
+    el.disabled = true;
+    el.className = 'thumb nonimage';
+    if (entry.series?.length) el.dataset.series = entry.series.join(' ');
+  }
+  el.title = entryText(entry.title);
+  el.append(label);
+  return el;
 }
 
 // `link`: { href, label } under the text (e.g. back to the EMR when there is nothing to show).
