@@ -301,9 +301,13 @@ def _discharge_paper(record: VisitRecord, discharge: SignedDocument, config: Exp
         "ma_ttdv": config.head_code,
         "bacsi_dieutri": author.full_name if author else None,
         "bacsi_dieutri_cchn": author.practising_cert_no if author else None,
-        # MA_BS / TEN_BS: the head (or deputy head) of department who signs the paper last.
+        # MA_BS / TEN_BS: the head of department (or who signed in the head's place) who signs the paper last.
         "bacsi_ravien": discharge.signer.full_name if discharge.signer else None,
         "bacsi_ravien_cchn": discharge.signer.practising_cert_no if discharge.signer else None,
+        # The capacity they signed in: "Trưởng khoa", "KT. Trưởng khoa" (a deputy for the head) or "Q. Trưởng
+        # khoa" (acting head), Decree 30/2020/NĐ-CP Annex I; None for a paper signed outside the workflow.
+        "bacsi_ravien_tucach": t(f"signing.capacity.{discharge.signer_capacity}") if discharge.signer_capacity
+        else None,
         "ngaychungtu": _date(discharge.version.signed_at),  # NGAY_CT
         "hoten_cha": p.father_name,
         "hoten_me": p.mother_name,

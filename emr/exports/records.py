@@ -33,6 +33,7 @@ from ..models import (
     Study,
     User,
 )
+from ..models.signing import DocumentSignature
 
 __all__ = [
     "SignedDocument",
@@ -70,6 +71,9 @@ class SignedDocument:
     content: dict[str, Any]
     signer: User | None
     author: User | None
+    # The head of department's slot (a discharge paper): in which capacity it was signed — head, deputy
+    # ("KT. Trưởng khoa") or acting ("Q. Trưởng khoa"), emr.access.substitutes; None without such a slot.
+    signer_capacity: str | None = None
 
 
 @dataclass
@@ -121,6 +125,18 @@ def admission_diagnosis(encounter: Encounter, admission_note: dict[str, Any] | N
     return signed or (encounter.admission_diagnosis or "").strip() or None
 
 
+def _head_capacities(session: Session, version_ids: list[int]) -> dict[int, str]:
+    """Version id → the capacity its head-of-department signature was given in. Rows from before migration 0024
+    have none: only the head could sign then."""
+    if not version_ids:
+        return {}
+    rows = session.execute(
+        select(DocumentSignature.version_id, DocumentSignature.capacity)
+        .where(DocumentSignature.version_id.in_(version_ids), DocumentSignature.signer_role == "head")
+    ).all()
+    return {version_id: capacity or "head" for version_id, capacity in rows}
+
+
 def load_visit(session: Session, encounter: Encounter) -> VisitRecord:
     """Everything the exports need about one encounter, in a few queries."""
     patient = session.get(Patient, encounter.patient_id)
@@ -165,8 +181,10 @@ def load_visit(session: Session, encounter: Encounter) -> VisitRecord:
     reports: dict[int, SignedDocument] = {}
     notes: list[SignedDocument] = []
     others: list[SignedDocument] = []
+    head_slots = _head_capacities(session, [v.id for _d, v in signed_docs])
     for d, v in signed_docs:
-        item = SignedDocument(d, v, json.loads(v.content_json), users.get(v.signed_by or 0), users.get(v.created_by))
+        item = SignedDocument(d, v, json.loads(v.content_json), users.get(v.signed_by or 0), users.get(v.created_by),
+                              head_slots.get(v.id))
         if d.form_type == "radiology_report" and d.order_id is not None:
             previous = reports.get(d.order_id)
             if previous is None or (v.signed_at or datetime.min) > (previous.version.signed_at or datetime.min):

@@ -15,7 +15,7 @@ from .outbox import OUTBOX_STATUSES, OutboxAttempt, OutboxMessage
 from .patients import Counter, Patient, PatientNameKey
 from .prices import ServicePrice
 from .sessions import UserSession
-from .users import ROLES, ApiToken, Department, User
+from .users import ROLES, SUBSTITUTE_CAPACITIES, ApiToken, Department, HeadSubstitute, User
 
 __all__ = [
     "ApiToken",
@@ -31,6 +31,8 @@ __all__ = [
     "Counter",
     "DECISIONS",
     "Department",
+    "HeadSubstitute",
+    "SUBSTITUTE_CAPACITIES",
     "Document",
     "DocumentVersion",
     "ENCOUNTER_KINDS",

@@ -82,6 +82,9 @@ class DocumentSignature(Base):
     field_name: Mapped[str] = mapped_column(String(64))
     signer_role: Mapped[str] = mapped_column(String(30))  # the slot: radiologist | physician | head | author
     signer_id: Mapped[int] = mapped_column(ForeignKey("users.id"))
+    # The head's slot: in which capacity it was given — head | deputy ("KT.") | acting ("Q."); None for other
+    # slots and for signatures made before migration 0024 (all by the head).
+    capacity: Mapped[str | None] = mapped_column(String(10))
     method: Mapped[str] = mapped_column(String(10))  # pkcs12 | pkcs11
     cert_subject: Mapped[str] = mapped_column(String(500))
     cert_serial: Mapped[str] = mapped_column(String(64))

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import date, datetime
 from typing import Any
 
 from sqlalchemy import ForeignKey, Index, Integer, String, false, func
@@ -12,9 +12,12 @@ from sqlalchemy.sql.functions import FunctionElement
 
 from .base import Base, utcnow
 
-__all__ = ["ROLES", "User", "ApiToken", "Department"]
+__all__ = ["ROLES", "SUBSTITUTE_CAPACITIES", "User", "ApiToken", "Department", "HeadSubstitute"]
 
 ROLES: tuple[str, ...] = ("admin", "physician", "radiologist", "technician", "nurse", "records_clerk")
+# In which capacity someone other than the head gives the head of department's signature (emr.access.substitutes):
+# deputy: "KT. Trưởng khoa" (a deputy head signs for the head); acting: "Q. Trưởng khoa" (given the head's authority).
+SUBSTITUTE_CAPACITIES: tuple[str, ...] = ("deputy", "acting")
 
 
 class trimmed(FunctionElement[str]):
@@ -69,6 +72,24 @@ class User(Base):
 # One CCHN per person, compared trimmed and ignoring case (migration 0023; a database that already had
 # duplicates keeps them out of the index, see there). emr.access.users checks first, naming the holder.
 Index("uq_users_practising_cert", func.lower(trimmed(User.practising_cert_no)), unique=True)
+
+
+class HeadSubstitute(Base):
+    """A hospital decision naming who signs in place of a department's head, from one day to another (facility
+    days, inclusive; no last day: until ended). See emr.access.substitutes (migration 0024)."""
+
+    __tablename__ = "head_substitutes"
+    id: Mapped[int] = mapped_column(primary_key=True)
+    department_id: Mapped[int] = mapped_column(ForeignKey("departments.id"), index=True)
+    user_id: Mapped[int] = mapped_column(ForeignKey("users.id"), index=True)
+    capacity: Mapped[str] = mapped_column(String(10))  # SUBSTITUTE_CAPACITIES
+    valid_from: Mapped[date]
+    valid_to: Mapped[date | None]
+    reference: Mapped[str | None] = mapped_column(String(200))  # the decision (số quyết định), as typed
+    created_by: Mapped[int | None] = mapped_column(ForeignKey("users.id"))
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    ended_at: Mapped[datetime | None]
+    ended_by: Mapped[int | None] = mapped_column(ForeignKey("users.id"))
 
 
 class ApiToken(Base):

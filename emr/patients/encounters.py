@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import json
 import re
 from dataclasses import dataclass
 from datetime import date, datetime
@@ -27,6 +28,7 @@ from emr.models.lookup import get_or_404, next_number, parse
 from ..models import (
     BENEFIT_LEVELS,
     Department,
+    Document,
     Encounter,
     EncounterDiagnosis,
     Icd10Code,
@@ -44,6 +46,7 @@ __all__ = [
     "CurrentVisit",
     "current_visits",
     "close_encounter",
+    "close_form_defaults",
     "may_close",
     "pending_orders",
     "require_closer",
@@ -311,6 +314,53 @@ def pending_orders(session: Session, encounter_id: int) -> list[ImagingOrder]:
         .where(ImagingOrder.encounter_id == encounter_id, ImagingOrder.status.in_([s.value for s in ON_WORKLIST]))
         .order_by(ImagingOrder.scheduled_at, ImagingOrder.id)
     ))
+
+
+# An ICD-10 code as a diagnosis writes it ("Viêm phổi (J18.9)"): a letter, two digits, a dot and up to two more.
+_ICD10_IN_TEXT = re.compile(r"(?<![A-Z0-9.])([A-Z][0-9]{2}(?:\.[0-9A-Z]{1,2})?)(?![A-Z0-9])")
+
+
+def _paper_diagnosis(session: Session, encounter_id: int) -> str:
+    """The discharge diagnosis written on the visit's discharge paper (its newest one not cancelled, current
+    version, signed or not); '' without one."""
+    papers = session.scalars(
+        select(Document)
+        .where(Document.encounter_id == encounter_id, Document.form_type == "discharge_summary",
+               Document.status != "cancelled")
+        .order_by(Document.id.desc())
+    )
+    for doc in papers:
+        version = next((v for v in doc.versions if v.number == doc.current_version), None)
+        if version is not None:
+            text = str(json.loads(version.content_json).get("discharge_diagnosis") or "").strip()
+            if text:
+                return text
+    return ""
+
+
+def close_form_defaults(session: Session, enc: Encounter) -> tuple[dict[str, str], bool]:
+    """What the close form offers, and whether the discharge paper supplied it.
+
+    By default the visit's discharge diagnosis (else its admission diagnosis) and its ICD-10 codes. When the
+    visit has a discharge paper, its discharge diagnosis — the words the paper will print — and the ICD-10
+    codes written in it that may be entered today (main first), if any; the physician still checks them
+    (:func:`close_encounter` validates them again)."""
+    codes = [d.icd10_code for d in enc.diagnoses]
+    values = {
+        "discharge_diagnosis": enc.discharge_diagnosis or enc.admission_diagnosis or "",
+        "main_code": codes[0] if codes else "",
+        "secondary_codes": " ".join(codes[1:]),
+    }
+    written = "" if enc.discharge_diagnosis else _paper_diagnosis(session, enc.id)
+    if not written:
+        return values, False
+    values["discharge_diagnosis"] = written
+    found = list(dict.fromkeys(m.group(1) for m in _ICD10_IN_TEXT.finditer(written.upper())))
+    refused = set(unknown_icd10(session, found, local_today())) if found else set()
+    known = [c for c in found if c not in refused]
+    if known:
+        values["main_code"], values["secondary_codes"] = known[0], " ".join(known[1:])
+    return values, True
 
 
 def _discharge_problems(text: str) -> dict[str, str]:

@@ -82,13 +82,18 @@ def _stamp_font() -> str:
     return str(target)
 
 
-def _stamp_style() -> TextStampStyle:
+def _stamp_style(heading: str | None = None) -> TextStampStyle:
+    """The visible stamp in the signature box; ``heading`` (the signer's capacity, e.g. "KT. TRƯỞNG KHOA")
+    goes first. The text is a %-format: a literal % in the heading is doubled."""
     global _FONT
     if _FONT is None:
         _FONT = GlyphAccumulatorFactory(_stamp_font(), font_size=8)
+    # %(ts_local)s, not pyHanko's %(ts)s: pyHanko formats "ts" in the server's zone (often UTC).
+    text = t("signing.stamp", signer="%(signer)s", ts="%(ts_local)s")
+    if heading:
+        text = heading.replace("%", "%%") + "\n" + text
     return TextStampStyle(
-        # %(ts_local)s, not pyHanko's %(ts)s: pyHanko formats "ts" in the server's zone (often UTC).
-        stamp_text=t("signing.stamp", signer="%(signer)s", ts="%(ts_local)s"),
+        stamp_text=text,
         text_box_style=TextBoxStyle(font=_FONT, font_size=8),
         timestamp_format="%d/%m/%Y %H:%M:%S %z",
         border_width=1,
@@ -132,8 +137,10 @@ def sign_pdf(
     context: SigningContext,
     *,
     reason: str | None = None,
+    stamp_heading: str | None = None,
 ) -> bytes:
-    """Sign ``field_name`` of ``pdf``; returns the PDF with the signature appended.
+    """Sign ``field_name`` of ``pdf``; returns the PDF with the signature appended. ``stamp_heading`` is
+    printed first in the signature's visible stamp (the capacity of someone signing in another's place).
 
     Refuses (:class:`CertificateRejected`) before touching the key when the
     signer's certificate is expired, revoked, not yet valid, or does not chain
@@ -175,7 +182,7 @@ def sign_pdf(
     )
     timestamper = _timestamper(context.tsa_url, context.tsa_timeout) if context.tsa_url else None
     pdf_signer = signers.PdfSigner(
-        meta, signer=signer.signer, timestamper=timestamper, stamp_style=_stamp_style()
+        meta, signer=signer.signer, timestamper=timestamper, stamp_style=_stamp_style(stamp_heading)
     )
     out = io.BytesIO()
     # The stamp's time in the facility's zone (pyHanko would use the server's, often UTC).

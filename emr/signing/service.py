@@ -13,8 +13,12 @@ the document exactly as it was.
 
 Signing order per form type (:func:`slots_for`): a radiology report is
 signed by a radiologist; a discharge summary by the treating physician
-(the encounter's attending) and then the head of that department; every
-other record by the physician who wrote the version.
+(the encounter's attending) and then the head of that department — or, in
+the head's place, a deputy ("KT. Trưởng khoa") or acting head ("Q. Trưởng
+khoa") the hospital designated for that day (:mod:`emr.access.substitutes`);
+the capacity is recorded with the signature, stamped in its box on the PDF
+and shown wherever the signer is named. Every other record is signed by the
+physician who wrote the version.
 
 A discharge paper (giấy ra viện) states when the patient left: it is signed only once its visit is
 closed with a discharge time (:func:`discharge_pending`), so no signed paper says "not discharged" and
@@ -40,7 +44,7 @@ from cryptography import x509
 from sqlalchemy import select
 from sqlalchemy.orm import Session, object_session
 
-from emr.access import audit
+from emr.access import audit, substitutes
 from emr.access.audit import Actor
 from emr.core.clock import local_day, local_today, to_local
 from emr.core.dicom_dates import display_da
@@ -54,6 +58,7 @@ from emr.signing.trust import crl_paths, load_crls, trust_anchors_dir
 
 from ..i18n import t
 from ..models import (
+    SUBSTITUTE_CAPACITIES,
     Department,
     Document,
     DocumentVersion,
@@ -91,7 +96,9 @@ __all__ = [
     "NotYourTurn",
     "ContentChanged",
     "artifact_for",
+    "capacity_label",
     "discharge_pending",
+    "head_refusal",
     "next_slot",
     "past_retention",
     "register_pkcs12",
@@ -286,12 +293,7 @@ def _may_fill(session: Session, doc: Document, version: DocumentVersion, slot: S
     if slot.who == "treating":
         return user.role == "physician" and enc is not None and user.id == enc.attending_id
     if slot.who == "head":
-        return (
-            user.role == "physician"
-            and user.is_department_head
-            and enc is not None
-            and user.department_id == enc.department_id
-        )
+        return enc is not None and substitutes.head_capacity(session, user, enc.department_id) is not None
     return user.role in ("physician", "radiologist") and user.id == version.created_by
 
 
@@ -313,6 +315,31 @@ def can_sign_now(session: Session, doc: Document, user: User | None) -> bool:
     return slot is not None and _may_fill(session, doc, version, slot, user)
 
 
+def head_refusal(session: Session, doc: Document) -> str:
+    """Why the head's signature is not the user's to give, for the sign page: who may give it today (the
+    head, or a deputy or acting head designated for today), or that nobody may until an admin names one."""
+    enc = session.get(Encounter, doc.encounter_id)
+    dep = session.get(Department, enc.department_id) if enc is not None else None
+    if enc is None or dep is None:
+        return t("signing.error.turn.head")
+    found = substitutes.candidates(session, dep.id)
+    if not found:
+        return t("signing.sign.head_nobody", department=dep.name)
+    names = []
+    for c in found:
+        until = t("signing.sign.head_until", date=c.valid_to.strftime("%d/%m/%Y")) if c.valid_to else ""
+        names.append(f"{c.name} ({capacity_label(c.capacity)}{until})")
+    return t("signing.sign.head_who", department=dep.name, names="; ".join(names))
+
+
+def capacity_label(capacity: str | None, who: str = "head") -> str:
+    """How a signature's capacity reads where the signer is named: "Trưởng khoa", "KT. Trưởng khoa",
+    "Q. Trưởng khoa" (Decree 30/2020/NĐ-CP, Annex I); another slot's own label when there is none."""
+    if capacity in ("head", *SUBSTITUTE_CAPACITIES):
+        return t(f"signing.capacity.{capacity}")
+    return _slot_label(who)
+
+
 # -- signing -------------------------------------------------------------------
 
 
@@ -328,11 +355,15 @@ def _signer_name(session: Session, doc: Document, version: DocumentVersion, slot
     elif slot.who == "author":
         user = session.get(User, version.created_by)
     elif slot.who == "head" and enc is not None:
-        user = session.scalars(
-            select(User).where(
-                User.is_department_head.is_(True), User.department_id == enc.department_id, User.active.is_(True)
-            )
-        ).first()
+        # Printed under the box before anyone signs it: the head's name only while nobody else may sign in
+        # the head's place; otherwise the box's stamp names the signer and the capacity when it is signed.
+        if not substitutes.in_force(session, enc.department_id):
+            user = session.scalars(
+                select(User).where(
+                    User.is_department_head.is_(True), User.department_id == enc.department_id,
+                    User.active.is_(True)
+                )
+            ).first()
     return user.full_name if user else ""
 
 
@@ -509,6 +540,12 @@ def _open_signer(key: SigningKey, secret: str, config: SigningConfig, chain: Seq
     )
 
 
+def _stamp_heading(capacity: str | None) -> str | None:
+    """The capacity line(s) stamped over a substitute's signature in the head's box (its label above the box
+    says "Trưởng khoa", printed before anyone signed): "KT. TRƯỞNG KHOA / PHÓ TRƯỞNG KHOA", "Q. TRƯỞNG KHOA"."""
+    return t(f"signing.stamp.{capacity}") if capacity in SUBSTITUTE_CAPACITIES else None
+
+
 def _naive_utc(value: dt.datetime | None) -> dt.datetime | None:
     if value is None:
         return None
@@ -557,6 +594,11 @@ def sign_document(
     if not _may_fill(session, doc, version, slot, user):
         audit_refusal("denied")
         raise NotYourTurn(f"{user.username} may not sign {slot.field_name}", key=f"signing.error.turn.{slot.who}")
+    capacity: str | None = None
+    if slot.who == "head":  # the head, or a deputy / acting head designated for today (emr.access.substitutes)
+        enc = session.get(Encounter, doc.encounter_id)
+        capacity = substitutes.head_capacity(session, user, enc.department_id if enc else None)
+        details["capacity"] = capacity
     open_visit = discharge_pending(session, doc)
     if open_visit is not None:
         visit_id = open_visit.id
@@ -586,7 +628,8 @@ def sign_document(
         context = config.context()
         pdf = bytes(artifact.pdf) if artifact else _render(session, doc, version, code, config)
         with _open_signer(key, secret, config, list(context.trust_anchors)) as signer:
-            signed = sign_pdf(pdf, slot.field_name, signer, context, reason=_slot_label(slot.who))
+            signed = sign_pdf(pdf, slot.field_name, signer, context, reason=capacity_label(capacity, slot.who),
+                              stamp_heading=_stamp_heading(capacity))
             cms = sign_json(json.loads(version.content_json), signer, context)
             cert = signer.certificate
     except SigningError as exc:
@@ -626,6 +669,7 @@ def sign_document(
             field_name=slot.field_name,
             signer_role=slot.who,
             signer_id=user.id,
+            capacity=capacity,
             method=key.kind,
             cert_subject=cert.subject.rfc4514_string(),
             cert_serial=format(cert.serial_number, "x"),
@@ -764,7 +808,7 @@ def signing_overview(session: Session, doc: Document) -> dict[int, dict[str, Any
             "artifact": artifact,
             "signatures": [
                 {
-                    "slot": _slot_label(s.signer_role),
+                    "slot": capacity_label(s.capacity, s.signer_role),
                     "name": names.get(s.signer_id, ""),
                     "at": s.signed_at,
                     "timestamp": s.timestamp_at,
@@ -926,7 +970,7 @@ def _verify_artifact(
         sigs.append(
             {
                 "field": s.field_name,
-                "role": _slot_label(row.signer_role) if row else "",
+                "role": capacity_label(row.capacity, row.signer_role) if row else "",
                 "signer_name": s.signer_name,
                 "signer_user": names.get(row.signer_id, "") if row else "",
                 "signing_time": s.signing_time,

@@ -24,6 +24,7 @@ from emr.patients import service as patients
 from emr.web import network
 from emr.web import outbox as outbox_pages
 from emr.web.forms import field_errors, form_dict, form_values
+from emr.web.safe_redirect import local_path
 
 from .. import db
 from ..i18n import t
@@ -213,19 +214,17 @@ def close_encounter(patient_id: int, encounter_id: int) -> Any:
     """End the visit (issue 15): the discharge diagnosis and its ICD-10 codes are recorded, the visit summary
     goes to the health record. Only its treating physician or one of its department (refused with 403 and
     audited before the form is shown); the visit's imaging orders still on the worklist are listed, and the
-    physician says whether they stay for outpatient follow-up or are cancelled."""
+    physician says whether they stay for outpatient follow-up or are cancelled. The form offers the discharge
+    paper's diagnosis when the visit has one; ``next`` (a path on this site only) is where the physician goes
+    once it is closed, e.g. back to the paper's sign page that linked here."""
     s = db.session()
     patient = patients.get_patient(s, current_actor(), patient_id, audit_view=False)
     enc = encounters.get_encounter(s, current_actor(), encounter_id)
     if enc.patient_id != patient.id:
         raise NotFoundError("encounter", encounter_id)
     encounters.require_closer(s, current_actor(), enc)
-    codes = [d.icd10_code for d in enc.diagnoses]
-    values: dict[str, str] = {
-        "discharge_diagnosis": enc.discharge_diagnosis or enc.admission_diagnosis or "",
-        "main_code": codes[0] if codes else "",
-        "secondary_codes": " ".join(codes[1:]),
-    }
+    back = local_path(request.args.get("next"))  # e.g. the discharge paper's sign page that linked here
+    values, from_paper = encounters.close_form_defaults(s, enc)
     errors: dict[str, str] = {}
     if request.method == "POST":
         values = {k: request.form.get(k, "").strip() for k in (*values, "pending")}
@@ -242,10 +241,11 @@ def close_encounter(patient_id: int, encounter_id: int) -> Any:
             s.rollback()
             errors = field_errors(exc)
         else:
-            return redirect(url_for("patients.chart", patient_id=patient_id))
+            return redirect(back or url_for("patients.chart", patient_id=patient_id))
     waiting = [orders.order_dict(s, o) for o in encounters.pending_orders(s, encounter_id)]
     return render_template("patients/encounter_close.html", patient=patient, encounter=enc, errors=errors,
-                           values=values, pending_orders=waiting), (422 if errors else 200)
+                           values=values, pending_orders=waiting, back=back,
+                           from_paper=from_paper and request.method == "GET"), (422 if errors else 200)
 
 
 @bp.route("/merge", methods=["GET", "POST"])

@@ -20,11 +20,14 @@ from flask import (
     request,
     url_for,
 )
+from sqlalchemy import select
 
+from emr.access import substitutes
 from emr.access.auth import current_actor, requires
 from emr.access.permissions import allowed
 from emr.api import RouteSpec
-from emr.core.exceptions import EmrError, ValidationFailed
+from emr.core.clock import local_today
+from emr.core.exceptions import EmrError, NotFoundError, ValidationFailed
 from emr.documents import service as documents
 from emr.documents.content import content_lines
 from emr.patients import service as patients
@@ -32,7 +35,7 @@ from emr.signing import service as svc
 
 from .. import db
 from ..i18n import t
-from ..models import Document, User
+from ..models import SUBSTITUTE_CAPACITIES, Department, Document, User
 from ..signing import SigningError
 from .forms import message
 
@@ -111,6 +114,8 @@ def sign(document_id: int) -> Any:
         doc = documents.get_document(s, current_actor(), document_id)
         version, _artifact, slot = svc.next_slot(s, doc)
     turn = svc.can_sign_now(s, doc, user)
+    # The head's signature: who may give it today, or that nobody may until an admin names someone.
+    why = svc.head_refusal(s, doc) if slot is not None and slot.who == "head" and not turn else ""
     content = json.loads(version.content_json)
     pending = svc.discharge_pending(s, doc) if slot else None  # a discharge paper of a visit not yet closed
     return render_template(
@@ -126,6 +131,7 @@ def sign(document_id: int) -> Any:
         method=method,
         errors=errors,
         pending=pending,
+        why=why,
     ), status
 
 
@@ -148,6 +154,7 @@ def pdf(document_id: int, number: int) -> Any:
 def _keys_page(user: User, admin: bool) -> Any:
     s = db.session()
     errors: dict[str, str] = {}
+    values: dict[str, str] = {}
     saved = None
     status = 200
     if request.method == "POST":
@@ -176,6 +183,21 @@ def _keys_page(user: User, admin: bool) -> Any:
                     details={"is_department_head": user.is_department_head},
                 )
                 s.commit()
+            elif kind == "substitute" and admin:
+                form = {k: request.form.get(k, "").strip()[:200] for k in
+                        ("department_id", "capacity", "valid_from", "valid_to", "reference")}
+                dep = form["department_id"]
+                try:
+                    substitutes.designate(
+                        s, current_actor(), user.id, int(dep) if dep.isdigit() and len(dep) < 10 else None,
+                        form["capacity"], form["valid_from"], form["valid_to"], form["reference"],
+                    )
+                except EmrError:
+                    values = form
+                    raise
+            elif kind == "substitute_end" and admin:
+                ident = request.form.get("substitute_id", "")
+                substitutes.end(s, current_actor(), int(ident) if ident.isdigit() and len(ident) < 10 else 0, user.id)
             else:
                 raise ValidationFailed({"kind": "signing.error.method"})
             saved = kind
@@ -185,10 +207,24 @@ def _keys_page(user: User, admin: bool) -> Any:
             status = 422
         except EmrError as exc:
             s.rollback()
+            if isinstance(exc, NotFoundError):
+                raise
             errors = _field_errors(exc)
             status = 422
     keys = {k: svc._active_key(s, user.id, k) for k in ("pkcs11", "pkcs12")}
-    return render_template("signing/keys.html", target=user, admin=admin, keys=keys, errors=errors, saved=saved), status
+    extra: dict[str, Any] = {}
+    if admin:
+        departments = {d.id: d for d in s.scalars(select(Department).order_by(Department.name))}
+        extra = {
+            "departments": departments,
+            "department_choices": [(str(d.id), d.name) for d in departments.values()],
+            "designations": substitutes.for_user(s, user.id),
+            "today": local_today(),
+            "values": values,
+            "capacities": [(c, t(f"substitutes.capacity.{c}")) for c in SUBSTITUTE_CAPACITIES],
+        }
+    return render_template("signing/keys.html", target=user, admin=admin, keys=keys, errors=errors, saved=saved,
+                           **extra), status
 
 
 @bp.route("/signing/keys", methods=["GET", "POST"])
