@@ -43,6 +43,9 @@ class NetworkSite(Base):
     dicomweb_password: Mapped[str | None] = mapped_column(String(200))
     # PEM CA/certificate its DICOM TLS server presents; set → C-STORE goes over TLS.
     certificate_pem: Mapped[str | None] = mapped_column(Text)
+    # SHA-256 (hex, space-separated for a chain) of the CA certificate(s) its clinicians' signing
+    # certificates chain to, imported into OUR trust store when the admin attached them (migration 0025).
+    signing_ca_sha256: Mapped[str | None] = mapped_column(Text)
     inbound_token_sha256: Mapped[str | None] = mapped_column(String(64), unique=True)
     outbound_token: Mapped[str | None] = mapped_column(String(200))
     active: Mapped[bool] = mapped_column(default=True)

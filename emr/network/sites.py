@@ -4,6 +4,13 @@ Inter-site HTTP calls carry ``Authorization: Bearer <token>``: each side
 issues a token to the other when the pair is set up (shown once), and keeps
 only its SHA-256 (RFC 6750 bearer usage; compared in constant time). An
 unknown or disabled site's token is refused like no token at all.
+
+A site's signing CA (the CA its clinicians' signing certificates chain to) can be attached when the
+site is registered or edited: the admin sees its subject and SHA-256 fingerprint, confirms the
+fingerprint with the other hospital by phone, and only then is it imported into OUR trust store
+(:func:`emr.signing.pki.import_trust_anchor`, the one store every verification reads), so the reports
+that site signs and sends back verify as trusted. The site row keeps the fingerprint(s), so the
+trust-anchor list can say whose CA an anchor is.
 """
 
 from __future__ import annotations
@@ -15,6 +22,8 @@ import re
 import secrets
 from collections.abc import Callable
 from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
 from typing import Any
 
 from sqlalchemy import select
@@ -22,7 +31,8 @@ from sqlalchemy.orm import Session
 
 from emr.access import audit
 from emr.access.audit import Actor
-from emr.core.exceptions import ConflictError, ValidationFailed
+from emr.access.permissions import allowed
+from emr.core.exceptions import ConflictError, PermissionDenied, ValidationFailed
 from emr.core.settings import EmrSettings
 from emr.db import make_engine, make_session_factory
 from emr.models import NetworkSite, utcnow
@@ -30,6 +40,12 @@ from emr.models.lookup import get_or_404
 
 __all__ = [
     "SiteIn",
+    "SigningCa",
+    "read_signing_ca",
+    "fingerprints_confirmed",
+    "as_pem",
+    "site_signing_ca",
+    "anchor_owners",
     "create_site",
     "update_site",
     "list_sites",
@@ -59,6 +75,123 @@ class SiteIn:
     send_by: str | None = None  # "dicom" | "stow"; blank: stow when there is no DICOM port
     dicomweb_username: str | None = None
     dicomweb_password: str | None = None  # kept when None, like outbound_token
+    # The site's signing CA (PEM, a chain allowed); None/blank: keep the one attached. Trusted only when
+    # ``signing_ca_confirm`` names its fingerprint(s), read back by phone to the other hospital.
+    signing_ca_pem: str | None = None
+    signing_ca_confirm: str | None = None
+
+
+SIGNING_CA_MAX = 64 * 1024  # a CA chain in PEM is a few KB; anything larger is not one
+
+
+@dataclass(frozen=True)
+class SigningCa:
+    """One CA certificate offered (or attached) as a site's signing CA, as the admin checks it."""
+
+    subject: str
+    sha256: str  # hex
+    not_after: datetime
+    in_store: bool = True  # attached earlier and still in the trust store
+
+    @property
+    def fingerprint(self) -> str:
+        from emr.signing.pki import fingerprint
+
+        return fingerprint(self.sha256)
+
+
+_CA_ERRORS = {
+    "signing.error.bad_certificate": "network.error.signing_ca_unreadable",
+    "signing.error.anchor_not_ca": "network.error.signing_ca_not_ca",
+    "signing.error.anchor_expired": "network.error.signing_ca_expired",
+    "signing.error.anchor_private_key": "network.error.signing_ca_private_key",
+}
+
+
+def as_pem(data: bytes) -> str:
+    """An uploaded CA file as PEM text (a DER certificate is wrapped), to show back and to store."""
+    if b"-----BEGIN" in data or not data:
+        return data.decode("utf-8", "replace")
+    import base64
+    import textwrap
+
+    body = "\n".join(textwrap.wrap(base64.b64encode(data).decode(), 64))
+    return f"-----BEGIN CERTIFICATE-----\n{body}\n-----END CERTIFICATE-----\n"
+
+
+def read_signing_ca(pem: str | bytes) -> list[SigningCa]:
+    """The CA certificate(s) in ``pem`` if they may become trust anchors, for the admin to confirm.
+
+    Raises ValidationFailed on field ``signing_ca`` (garbage, a leaf certificate, an expired CA, a
+    private key), with the same rule as the import itself (:func:`emr.signing.pki.check_trust_anchor`).
+    """
+    from cryptography.hazmat.primitives import serialization
+
+    from emr.signing.exceptions import PkiError
+    from emr.signing.pki import check_trust_anchor
+
+    data = pem.encode("utf-8", "replace") if isinstance(pem, str) else pem
+    if len(data) > SIGNING_CA_MAX:
+        raise ValidationFailed({"signing_ca": "network.error.signing_ca_unreadable"})
+    try:
+        certs = check_trust_anchor(data)
+    except PkiError as exc:
+        key = _CA_ERRORS.get(exc.key, "network.error.signing_ca_unreadable")
+        raise ValidationFailed({"signing_ca": key}, params={"signing_ca": dict(exc.params)}) from None
+    return [
+        SigningCa(subject=c.subject.rfc4514_string(),
+                  sha256=hashlib.sha256(c.public_bytes(serialization.Encoding.DER)).hexdigest(),
+                  not_after=c.not_valid_after_utc.replace(tzinfo=None))
+        for c in certs
+    ]
+
+
+def _fingerprints(text: str | None) -> set[str]:
+    """Fingerprints as typed or posted back: ``AA:BB:…`` or hex, several separated by commas/spaces."""
+    out = set()
+    for part in re.split(r"[,;\s]+", text or ""):
+        digest = part.replace(":", "").lower()
+        if re.fullmatch(r"[0-9a-f]{64}", digest):
+            out.add(digest)
+    return out
+
+
+def fingerprints_confirmed(offered: list[SigningCa], confirm: str | None) -> bool:
+    """Did the admin confirm exactly these certificates' fingerprints (all of a chain, nothing else)?"""
+    return bool(offered) and _fingerprints(confirm) == {c.sha256 for c in offered}
+
+
+def _check_signing_ca(data: SiteIn) -> tuple[bytes, list[SigningCa]] | None:
+    """The CA to attach (its bytes and what it is), None when the field is blank; refused unless its
+    fingerprints were confirmed, which is the admin's statement that the other hospital read them out."""
+    text = (data.signing_ca_pem or "").strip()
+    if not text:
+        return None
+    offered = read_signing_ca(text)
+    if not fingerprints_confirmed(offered, data.signing_ca_confirm):
+        raise ValidationFailed({"signing_ca": "network.error.signing_ca_unconfirmed"})
+    return text.encode("utf-8"), offered
+
+
+def _attach_signing_ca(session: Session, actor: Actor, site: NetworkSite, ca: tuple[bytes, list[SigningCa]],
+                       anchors_dir: Path | str | None) -> None:
+    """Import the confirmed CA through the one trust store and remember whose it is (audited)."""
+    from emr.signing.exceptions import PkiError
+    from emr.signing.pki import import_trust_anchor
+
+    if anchors_dir is None:
+        raise ValueError("a signing CA needs the trust store's directory")
+    try:
+        anchors = import_trust_anchor(ca[0], anchors_dir)
+    except PkiError as exc:  # checked a moment ago; only a CA that expired in between gets here
+        key = _CA_ERRORS.get(exc.key, "network.error.signing_ca_unreadable")
+        raise ValidationFailed({"signing_ca": key}, params={"signing_ca": dict(exc.params)}) from None
+    previous = site.signing_ca_sha256
+    site.signing_ca_sha256 = " ".join(a.sha256 for a in anchors)
+    audit.record(session, actor, "network.site.signing_ca", object_type="network_site", object_id=site.id,
+                 details={"name": site.name, "subjects": [a.subject for a in anchors],
+                          "sha256": [a.sha256 for a in anchors], "replaced": previous,
+                          "fingerprint_confirmed": True})
 
 
 SEND_BY = ("dicom", "stow")
@@ -144,11 +277,37 @@ def issue_inbound_token(session: Session, site: NetworkSite) -> str:
     return token
 
 
+def _clean_all(data: SiteIn, actor: Actor) -> tuple[dict[str, Any], tuple[bytes, list[SigningCa]] | None]:
+    """Every field checked at once, so the form shows all its problems together. Trusting a CA is
+    the admins' alone: the routes check it, and so does this rule, before anything is read or kept."""
+    if (data.signing_ca_pem or "").strip() and not allowed(actor.role, "network.manage"):
+        raise PermissionDenied("network.manage")
+    errors: dict[str, str] = {}
+    params: dict[str, dict[str, object]] = {}
+    values: dict[str, Any] = {}
+    ca = None
+    try:
+        values = _clean(data)
+    except ValidationFailed as exc:
+        errors.update(exc.fields)
+        params.update(exc.field_params)
+    try:
+        ca = _check_signing_ca(data)
+    except ValidationFailed as exc:
+        errors.update(exc.fields)
+        params.update(exc.field_params)
+    if errors:
+        raise ValidationFailed(errors, params=params)
+    return values, ca
+
+
 def create_site(
-    session: Session, actor: Actor, data: SiteIn, *, inbound_token: str | None = None
+    session: Session, actor: Actor, data: SiteIn, *, inbound_token: str | None = None,
+    trust_anchors_dir: Path | str | None = None,
 ) -> tuple[NetworkSite, str | None]:
-    """Register a facility. Without ``inbound_token`` one is generated and returned (shown once)."""
-    values = _clean(data)
+    """Register a facility. Without ``inbound_token`` one is generated and returned (shown once).
+    A confirmed signing CA in ``data`` goes into the trust store at ``trust_anchors_dir``."""
+    values, ca = _clean_all(data, actor)
     _unique(session, values)
     site = NetworkSite(**values, created_by=actor.user_id)
     issued = None
@@ -162,16 +321,18 @@ def create_site(
     session.flush()
     audit.record(session, actor, "network.site.create", object_type="network_site", object_id=site.id,
                  details={"name": site.name, "ae_title": site.ae_title, "host": site.host, "port": site.port})
+    if ca is not None:
+        _attach_signing_ca(session, actor, site, ca, trust_anchors_dir)
     session.commit()
     return site, issued
 
 
 def update_site(
     session: Session, actor: Actor, site_id: int, data: SiteIn, *, active: bool | None = None,
-    new_token: bool = False,
+    new_token: bool = False, trust_anchors_dir: Path | str | None = None,
 ) -> tuple[NetworkSite, str | None]:
     site = get_or_404(session, NetworkSite, site_id, "network site")
-    values = _clean(data)
+    values, ca = _clean_all(data, actor)
     _unique(session, values, exclude=site.id)
     for secret in ("outbound_token", "dicomweb_password"):
         if values[secret] is None:
@@ -185,9 +346,13 @@ def update_site(
     issued = issue_inbound_token(session, site) if new_token else None
     if issued:
         changed.append("inbound_token")
+    if ca is not None and (site.signing_ca_sha256 or "").split() != [c.sha256 for c in ca[1]]:
+        changed.append("signing_ca")
     site.updated_at = utcnow()
     audit.record(session, actor, "network.site.update", object_type="network_site", object_id=site.id,
                  details={"changed": changed, "active": site.active})
+    if ca is not None:
+        _attach_signing_ca(session, actor, site, ca, trust_anchors_dir)
     session.commit()
     return site, issued
 
@@ -201,6 +366,32 @@ def list_sites(session: Session, *, active_only: bool = False) -> list[NetworkSi
 
 def get_site(session: Session, site_id: int) -> NetworkSite:
     return get_or_404(session, NetworkSite, site_id, "network site")
+
+
+def site_signing_ca(site: NetworkSite, trust_anchors_dir: Path | str) -> list[SigningCa]:
+    """The CA attached to ``site``, as the trust store holds it (``in_store`` False: removed by hand)."""
+    from emr.signing.pki import list_trust_anchors
+
+    wanted = (site.signing_ca_sha256 or "").split()
+    if not wanted:
+        return []
+    held = {a.sha256: a for a in list_trust_anchors(trust_anchors_dir)}
+    out = []
+    for digest in wanted:
+        a = held.get(digest)
+        out.append(SigningCa(a.subject, digest, a.not_after.replace(tzinfo=None)) if a is not None
+                   else SigningCa("", digest, datetime.min, in_store=False))
+    return out
+
+
+def anchor_owners(session: Session) -> dict[str, list[str]]:
+    """Trust anchor SHA-256 → the names of the sites whose signing CA it is (several sites may share
+    a licensed CA)."""
+    owners: dict[str, list[str]] = {}
+    for site in list_sites(session):
+        for digest in (site.signing_ca_sha256 or "").split():
+            owners.setdefault(digest, []).append(site.name)
+    return owners
 
 
 def site_for_token(session: Session, token: str | None) -> NetworkSite | None:

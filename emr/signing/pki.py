@@ -41,6 +41,8 @@ __all__ = [
     "DevPki",
     "DevUser",
     "TrustAnchor",
+    "check_trust_anchor",
+    "fingerprint",
     "import_trust_anchor",
     "init_dev_pki",
     "issue_certificate_for_key",
@@ -425,6 +427,11 @@ class TrustAnchor:
     path: Path
 
     @property
+    def fingerprint(self) -> str:
+        """``AA:BB:…``: the SHA-256 as read aloud to the issuing site for out-of-band confirmation."""
+        return fingerprint(self.sha256)
+
+    @property
     def is_development(self) -> bool:
         return "DEVELOPMENT" in self.subject
 
@@ -455,13 +462,22 @@ def _anchor(cert: x509.Certificate, path: Path) -> TrustAnchor:
     )
 
 
-def import_trust_anchor(data: bytes, store_dir: Path | str) -> list[TrustAnchor]:
-    """Add the CA certificate(s) in ``data`` (PEM bundle or DER) to the trust store.
+def fingerprint(sha256_hex: str) -> str:
+    """A SHA-256 hex digest as colon-separated upper-case pairs (``AA:BB:…``), the way certificate
+    viewers show it, so two people can read it to each other over the phone."""
+    digest = sha256_hex.upper()
+    return ":".join(digest[i : i + 2] for i in range(0, len(digest), 2))
 
-    Only CA certificates that are currently valid are accepted; importing the
-    same certificate twice is harmless.
+
+def check_trust_anchor(data: bytes) -> list[x509.Certificate]:
+    """The CA certificate(s) in ``data`` (PEM bundle or DER) if they may become trust anchors.
+
+    Refuses (:class:`PkiError`) what is not a certificate, a file that also holds a private key
+    (a CA's key has no business travelling with its certificate), a certificate that is not a
+    CA's (basicConstraints cA, RFC 5280 §4.2.1.9) and an expired one. Writes nothing.
     """
-    store = Path(store_dir)
+    if b"PRIVATE KEY-----" in data:
+        raise PkiError("the file holds a private key", key="signing.error.anchor_private_key")
     certs = load_certificates(data)
     for cert in certs:
         try:
@@ -480,6 +496,17 @@ def import_trust_anchor(data: bytes, store_dir: Path | str) -> list[TrustAnchor]
                 key="signing.error.anchor_expired",
                 subject=cert.subject.rfc4514_string(),
             )
+    return certs
+
+
+def import_trust_anchor(data: bytes, store_dir: Path | str) -> list[TrustAnchor]:
+    """Add the CA certificate(s) in ``data`` (PEM bundle or DER) to the trust store.
+
+    Only CA certificates that are currently valid are accepted (:func:`check_trust_anchor`);
+    importing the same certificate twice is harmless.
+    """
+    store = Path(store_dir)
+    certs = check_trust_anchor(data)
     store.mkdir(parents=True, exist_ok=True)
     anchors = []
     for cert in certs:

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from flask import Blueprint, Response, abort, redirect, render_template, request, url_for
+from flask import Blueprint, Response, abort, current_app, redirect, render_template, request, url_for
 
 from emr.access import audit
 from emr.access.auth import current_actor, requires
@@ -26,16 +26,50 @@ _SITE_FIELDS = ("name", "ae_title", "host", "port", "emr_url", "dicomweb_url", "
 _SECRETS = ("outbound_token", "dicomweb_password")  # never shown back
 
 
-def _site_in() -> sites.SiteIn:
-    return sites.SiteIn(**{f: request.form.get(f, "")[:8000] for f in _SITE_FIELDS})
+def _signing_ca_pem() -> str:
+    """The site's signing CA as posted: an uploaded file (PEM or DER) wins over the pasted text.
+    DER becomes PEM here, so the confirmation step can show it back in the text box."""
+    upload = request.files.get("signing_ca_file")
+    if upload is not None and upload.filename:
+        return sites.as_pem(upload.read(sites.SIGNING_CA_MAX + 1))
+    return request.form.get("signing_ca_pem", "")[: sites.SIGNING_CA_MAX + 1]
 
 
-def _values(site: Any = None) -> dict[str, Any]:
+def _site_in(signing_ca_pem: str) -> sites.SiteIn:
+    return sites.SiteIn(**{f: request.form.get(f, "")[:8000] for f in _SITE_FIELDS}, signing_ca_pem=signing_ca_pem,
+                        signing_ca_confirm=request.form.get("signing_ca_confirm", "")[:1000])
+
+
+def _values(site: Any = None, signing_ca_pem: str = "") -> dict[str, Any]:
     if request.method == "POST":
-        return {f: request.form.get(f, "")[:8000] for f in _SITE_FIELDS if f not in _SECRETS}
+        return {**{f: request.form.get(f, "")[:8000] for f in _SITE_FIELDS if f not in _SECRETS},
+                "signing_ca_pem": signing_ca_pem}
     if site is None:
         return {"port": "11112", "send_by": "dicom"}
     return {f: getattr(site, f) or "" for f in _SITE_FIELDS if f not in _SECRETS}
+
+
+def _anchors_dir() -> Any:
+    """The one trust store every signature check reads (emr.signing.trust)."""
+    return current_app.extensions["emr.signing_config"].trust_anchors_dir
+
+
+def _offered(pem: str, saved: bool) -> list[sites.SigningCa]:
+    """The CA the admin just posted, shown (subject, fingerprint) until it is confirmed and saved."""
+    if saved or not pem.strip():
+        return []
+    try:
+        return sites.read_signing_ca(pem)
+    except ValidationFailed:
+        return []  # the form says why next to the field
+
+
+def _trust_store(s: Any) -> list[dict[str, Any]]:
+    """The trust anchors, each with the sites whose signing CA it is ("CA của <site>")."""
+    from emr.signing.pki import list_trust_anchors
+
+    owners = sites.anchor_owners(s)
+    return [{"anchor": a, "owners": owners.get(a.sha256, [])} for a in list_trust_anchors(_anchors_dir())]
 
 
 @bp.route("/sites", methods=["GET", "POST"])
@@ -44,9 +78,10 @@ def sites_page() -> Any:
     s = db.session()
     errors: dict[str, str] = {}
     issued = None
+    pem = _signing_ca_pem() if request.method == "POST" else ""
     if request.method == "POST":
         try:
-            site, issued = sites.create_site(s, current_actor(), _site_in())
+            site, issued = sites.create_site(s, current_actor(), _site_in(pem), trust_anchors_dir=_anchors_dir())
         except EmrError as exc:
             s.rollback()
             errors = field_errors(exc)
@@ -55,7 +90,8 @@ def sites_page() -> Any:
         s.commit()
     return render_template(
         "network/sites.html", sites=sites.list_sites(s), errors=errors, issued=issued,
-        values={} if issued else _values(),
+        values={} if issued else _values(signing_ca_pem=pem), offered=_offered(pem, saved=issued is not None),
+        trust_store=_trust_store(s),
     ), (422 if errors else 200)
 
 
@@ -66,17 +102,21 @@ def site_page(site_id: int) -> Any:
     site = sites.get_site(s, site_id)
     errors: dict[str, str] = {}
     issued = None
+    pem = _signing_ca_pem() if request.method == "POST" else ""
     if request.method == "POST":
         try:
             site, issued = sites.update_site(
-                s, current_actor(), site_id, _site_in(), active=request.form.get("active") == "1",
-                new_token=request.form.get("new_token") == "1",
+                s, current_actor(), site_id, _site_in(pem), active=request.form.get("active") == "1",
+                new_token=request.form.get("new_token") == "1", trust_anchors_dir=_anchors_dir(),
             )
         except EmrError as exc:
             s.rollback()
             errors = field_errors(exc)
-    return render_template("network/site.html", site=site, errors=errors, issued=issued,
-                           values=_values(site)), (422 if errors else 200)
+            site = sites.get_site(s, site_id)
+    values = _values(site, signing_ca_pem=pem if errors else "")
+    return render_template("network/site.html", site=site, errors=errors, issued=issued, values=values,
+                           offered=_offered(pem, saved=not errors),
+                           current_ca=sites.site_signing_ca(site, _anchors_dir())), (422 if errors else 200)
 
 
 def _order_action(order_id: int, fn: Any) -> Any:

@@ -5,6 +5,12 @@ the README's two-site example. Tokens go through files (mode 0600), never the
 command line or the terminal: ``--issue-token-to FILE`` writes the token we
 issue to that site (hand the file over), ``--token-file FILE`` reads the one
 it issued to us.
+
+``--signing-ca FILE`` attaches the site's signing CA (the CA its clinicians' signing certificates
+chain to): the first run prints its subject and SHA-256 fingerprint and stops; after reading the
+fingerprint back to the other hospital by phone, run again with ``--signing-ca-fingerprint AA:BB:…``
+and it is imported into the trust store (the same one ``filmless pki import-anchor`` fills).
+``site trust-ca`` does the same for a site registered earlier.
 """
 
 from __future__ import annotations
@@ -36,9 +42,50 @@ def register(sub: Any) -> None:
     p.add_argument("--token-file", type=Path, help="file holding the token that site issued to us")
     p.add_argument("--issue-token-to", type=Path, required=True,
                    help="file for the token we issue to that site (written 0600; if it exists, its token is used)")
+    _signing_ca_args(p, required=False)
     p.set_defaults(func=cmd_site_add)
+    p = ssub.add_parser("trust-ca", help="trust a registered facility's signing CA (its reports then verify here)")
+    p.add_argument("site", help="its name or AE title")
+    _signing_ca_args(p, required=True)
+    p.set_defaults(func=cmd_site_trust_ca)
     p = ssub.add_parser("list", help="the registered facilities")
     p.set_defaults(func=cmd_site_list)
+
+
+def _signing_ca_args(p: Any, *, required: bool) -> None:
+    p.add_argument("--signing-ca", type=Path, required=required, metavar="CA_FILE",
+                   help="the CA certificate (PEM, a chain allowed, or DER) that issues its clinicians' signing "
+                   "certificates; trusted only with --signing-ca-fingerprint")
+    p.add_argument("--signing-ca-fingerprint", action="append", default=[], metavar="SHA256",
+                   help="its SHA-256 fingerprint (AA:BB:...) as confirmed by phone with that site; repeat for a chain")
+
+
+def _signing_ca(args: argparse.Namespace) -> tuple[str | None, str | None, int | None]:
+    """(PEM text, confirmed fingerprints, None) when it may go ahead, else an exit code after saying why:
+    a refused certificate (1), or its fingerprint still to be confirmed (3)."""
+    from emr.core.exceptions import ValidationFailed
+    from emr.i18n import t
+    from emr.network.sites import as_pem, fingerprints_confirmed, read_signing_ca
+
+    if args.signing_ca is None:
+        return None, None, None
+    try:
+        pem = as_pem(args.signing_ca.read_bytes())
+        offered = read_signing_ca(pem)
+    except OSError as exc:
+        print(f"filmless site: {exc}", file=sys.stderr)
+        return None, None, 2
+    except ValidationFailed as exc:
+        print(f"filmless site: {exc.user_message()}", file=sys.stderr)
+        return None, None, 1
+    confirmed = ",".join(args.signing_ca_fingerprint)
+    if not fingerprints_confirmed(offered, confirmed):
+        for c in offered:
+            print(f"{t('network.signing_ca.subject')}: {c.subject}\n{t('network.signing_ca.fingerprint')}: "
+                  f"{c.fingerprint}")
+        print(f"filmless site: {t('network.error.signing_ca_unconfirmed')}", file=sys.stderr)
+        return None, None, 3
+    return pem, confirmed, None
 
 
 def _read(path: Path | None) -> str | None:
@@ -52,9 +99,13 @@ def cmd_site_add(args: argparse.Namespace, settings: Settings) -> int:
 
     from emr.core.exceptions import EmrError
     from emr.network.sites import SiteIn, create_site, uses_stow
+    from emr.signing.trust import trust_anchors_dir
 
     from .emr import _cli_actor, _session
 
+    signing_ca, confirmed, code = _signing_ca(args)
+    if code is not None:
+        return code  # before the token file is written: nothing happened yet
     try:
         theirs = _read(args.token_file)
         cert = _read(args.certificate)
@@ -70,16 +121,52 @@ def cmd_site_add(args: argparse.Namespace, settings: Settings) -> int:
             fh.write(ours + "\n")
     data = SiteIn(args.name, args.ae, args.host, "" if args.port is None else args.port, args.emr_url,
                   args.dicomweb_url, cert, theirs, send_by=args.send_by, dicomweb_username=args.dicomweb_user,
-                  dicomweb_password=dicomweb_password)
+                  dicomweb_password=dicomweb_password, signing_ca_pem=signing_ca, signing_ca_confirm=confirmed)
     with _session(settings) as session:
         try:
-            site, _ = create_site(session, _cli_actor(), data, inbound_token=ours)
+            site, _ = create_site(session, _cli_actor(), data, inbound_token=ours,
+                                  trust_anchors_dir=trust_anchors_dir(settings.emr))
         except EmrError as exc:
-            print(f"filmless site: {exc}", file=sys.stderr)
+            print(f"filmless site: {exc.user_message()}", file=sys.stderr)
             return 1
     how = f"STOW-RS to {site.dicomweb_url}" if uses_stow(site) else f"C-STORE to {site.host}:{site.port}"
     print(f"site {site.name} ({site.ae_title}, {how}) registered; "
           f"the token it must present is in {args.issue_token_to}")
+    return 0
+
+
+def cmd_site_trust_ca(args: argparse.Namespace, settings: Settings) -> int:
+    from sqlalchemy import or_, select
+
+    from emr.core.exceptions import EmrError
+    from emr.i18n import t
+    from emr.models import NetworkSite
+    from emr.network.sites import SiteIn, update_site
+    from emr.signing.trust import trust_anchors_dir
+
+    from .emr import _cli_actor, _session
+
+    signing_ca, confirmed, code = _signing_ca(args)
+    if code is not None:
+        return code
+    with _session(settings) as session:
+        site = session.scalar(select(NetworkSite).where(or_(NetworkSite.name == args.site,
+                                                            NetworkSite.ae_title == args.site)))
+        if site is None:
+            print(f"filmless site: no site named {args.site!r}", file=sys.stderr)
+            return 1
+        # The site's own values, unchanged (blank secrets keep the stored ones): only the CA is new.
+        data = SiteIn(site.name, site.ae_title, site.host, site.port if site.port else "", site.emr_url,
+                      site.dicomweb_url, site.certificate_pem, None, send_by=site.send_by,
+                      dicomweb_username=site.dicomweb_username, signing_ca_pem=signing_ca,
+                      signing_ca_confirm=confirmed)
+        try:
+            site, _ = update_site(session, _cli_actor(), site.id, data,
+                                  trust_anchors_dir=trust_anchors_dir(settings.emr))
+        except EmrError as exc:
+            print(f"filmless site: {exc.user_message()}", file=sys.stderr)
+            return 1
+        print(t("network.anchors.owner", site=site.name) + f": {site.signing_ca_sha256}")
     return 0
 
 

@@ -67,7 +67,25 @@ def _pki_dir(settings: Settings) -> Path:
 
 
 def _anchors_dir(settings: Settings) -> Path:
-    return _pki_dir(settings) / "trust-anchors"
+    """The trust store the EMR verifies against (FILMLESS_TRUST_ANCHORS, default <data>/pki/trust-anchors)."""
+    from emr.signing.trust import trust_anchors_dir
+
+    return trust_anchors_dir(settings.emr)
+
+
+def _anchor_owners(settings: Settings) -> dict[str, list[str]]:
+    """Trust anchor SHA-256 → the network sites whose signing CA it is; {} when the database is not reachable."""
+    from emr import open_session
+    from emr.network.sites import anchor_owners
+
+    url = settings.emr.database_url
+    if url.startswith("sqlite:///") and not Path(url.removeprefix("sqlite:///")).is_file():
+        return {}  # no database yet (connecting would create an empty file)
+    try:
+        with open_session(settings.emr) as session:
+            return anchor_owners(session)
+    except Exception:  # noqa: BLE001 - the list of files is still worth printing without the names
+        return {}
 
 
 def _fail(exc: Exception) -> int:
@@ -115,8 +133,11 @@ def cmd_pki_list(args: argparse.Namespace, settings: Settings) -> int:
     if not anchors:
         print("no trust anchors (filmless pki import-anchor CERT, or filmless pki init for development)")
         return 0
+    from emr.i18n import t
+
+    owners = _anchor_owners(settings)
     for anchor in anchors:
-        flags = []
+        flags = [t("network.anchors.owner", site=name) for name in owners.get(anchor.sha256, [])]
         if anchor.is_development:
             flags.append("DEVELOPMENT")
         if anchor.expired:

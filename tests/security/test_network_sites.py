@@ -346,3 +346,44 @@ def test_a_stow_sites_dicomweb_password_is_kept_but_never_shown(world: dict[str,
         assert site.dicomweb_password == secret and site.dicomweb_username == "filmless2"
         details = [a.details for a in s.scalars(select(AuditEntry).where(AuditEntry.action.like("network.site.%")))]
         assert not any(secret in d for d in details)
+
+
+def test_only_admins_attach_a_sites_signing_ca(world: dict[str, Any], pki: Any) -> None:
+    """Trusting another site's CA makes every signature under it valid here: a doctor or a nurse posting
+    the edit or the registration form directly (fingerprint "confirmed" and all) gets 403, and nothing
+    reaches the trust store, the site row or the audit log as a change."""
+    from cryptography.hazmat.primitives import serialization
+
+    from emr.core.exceptions import PermissionDenied
+    from emr.signing.pki import list_trust_anchors
+    from emr.signing.trust import trust_anchors_dir
+
+    pem = pki.ca_cert_path.read_text()
+    sha = hashlib.sha256(pki.ca_certificate().public_bytes(serialization.Encoding.DER)).hexdigest()
+    store = trust_anchors_dir(world["settings"])
+    form = {"name": "Bệnh viện tỉnh B", "ae_title": "SITEB", "host": "127.0.0.1", "port": "11112",
+            "emr_url": "http://127.0.0.1:9", "active": "1", "signing_ca_pem": pem, "signing_ca_confirm": sha}
+    app = world["app"]
+    clients = [_login(app, user) for user in ("bs_care", "dieuduong")]
+    app.config["WTF_CSRF_ENABLED"] = False
+    try:
+        for client in clients:
+            assert client.post(f"/network/sites/{world['site_b']}", data=form).status_code == 403
+            fake = {**form, "name": "Giả mạo", "ae_title": "EVILCA"}
+            assert client.post("/network/sites", data=fake).status_code == 403
+    finally:
+        app.config["WTF_CSRF_ENABLED"] = True
+    # The rule holds below the routes too (a script calling the service with a clinician's actor).
+    with world["factory"]() as s:
+        site = s.get(NetworkSite, world["site_b"])
+        doctor = Actor(None, "bs_care", "physician", None)
+        with pytest.raises(PermissionDenied):
+            update_site(s, doctor, site.id, SiteIn(site.name, site.ae_title, site.host, site.port, site.emr_url,
+                                                   signing_ca_pem=pem, signing_ca_confirm=sha),
+                        trust_anchors_dir=store)
+        s.rollback()
+    assert sha not in {a.sha256 for a in list_trust_anchors(store)}
+    with world["factory"]() as s:
+        assert s.get(NetworkSite, world["site_b"]).signing_ca_sha256 is None
+        assert s.scalar(select(NetworkSite).where(NetworkSite.ae_title == "EVILCA")) is None
+        assert s.scalar(select(AuditEntry).where(AuditEntry.action == "network.site.signing_ca")) is None
