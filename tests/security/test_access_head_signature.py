@@ -35,7 +35,7 @@ from emr.models.signing import SignedArtifact
 from emr.patients import encounters
 from emr.patients import service as patients
 from emr.signing import service as signing
-from tests.emr.app_support import sqlite_app
+from tests.emr.app_support import cheap_password_hashing, logged_in, sqlite_app
 from tests.emr.conftest import (
     csrf_token,
     sqlite_template,  # noqa: F401 - the migrated SQLite template (session fixture)
@@ -56,11 +56,7 @@ class World:
     p12_password: str
 
     def client(self, username: str) -> FlaskClient:
-        c = self.app.test_client()
-        c.get("/login")
-        r = c.post("/login", data={"username": username, "password": PASSWORD, "csrf_token": csrf_token(c, "/login")})
-        assert r.status_code == 302, username
-        return c
+        return logged_in(self.app, username)
 
     def signatures(self) -> int:
         with self.factory() as s:
@@ -71,13 +67,9 @@ class World:
 @pytest.fixture(scope="module")
 def world(tmp_path_factory: pytest.TempPathFactory, sqlite_template: Path, pki: Any,  # noqa: F811
           pki_server: Any) -> Iterator[World]:
-    from argon2 import PasswordHasher
-
-    import emr.access.users as users_module
     from emr.signing import import_trust_anchor
 
-    patch = pytest.MonkeyPatch()
-    patch.setattr(users_module, "_HASHER", PasswordHasher(time_cost=1, memory_cost=1024, parallelism=1))
+    patch = cheap_password_hashing()  # this module logs in often
     base = tmp_path_factory.mktemp("head-signature")
     import_trust_anchor(pki.ca_cert_path.read_bytes(), base / "pki" / "trust-anchors")
     (base / "pki" / "crls").mkdir(parents=True)

@@ -27,7 +27,7 @@ from emr.access.users import create_token, create_user
 from emr.models import AuditEntry, Document, Encounter
 from emr.patients import encounters
 from emr.patients import service as patients
-from tests.emr.app_support import sqlite_app
+from tests.emr.app_support import cheap_password_hashing, logged_in, sqlite_app
 from tests.emr.conftest import (
     csrf_token,
     sqlite_template,  # noqa: F401 - the migrated SQLite template (session fixture)
@@ -48,22 +48,13 @@ class World:
     token: str
 
     def client(self, username: str) -> FlaskClient:
-        c = self.app.test_client()
-        c.get("/login")
-        r = c.post("/login", data={"username": username, "password": PASSWORD, "csrf_token": csrf_token(c, "/login")})
-        assert r.status_code == 302, username
-        return c
+        return logged_in(self.app, username)
 
 
 
 @pytest.fixture(scope="module")
 def world(tmp_path_factory: pytest.TempPathFactory, sqlite_template: Path) -> Iterator[World]:  # noqa: F811
-    from argon2 import PasswordHasher
-
-    import emr.access.users as users_module
-
-    patch = pytest.MonkeyPatch()
-    patch.setattr(users_module, "_HASHER", PasswordHasher(time_cost=1, memory_cost=1024, parallelism=1))
+    patch = cheap_password_hashing()  # this module logs in often
     _settings, engine, app, factory = sqlite_app(tmp_path_factory.mktemp("visit-close"), sqlite_template)
     catalogue = tmp_path_factory.mktemp("icd") / "icd10.csv"
     catalogue.write_text("code,title\nJ18.9,Viêm phổi không đặc hiệu\n", encoding="utf-8")

@@ -25,9 +25,8 @@ from emr.i18n import t
 from emr.models import AuditEntry
 from emr.patients import encounters
 from emr.web.admin import ADMIN_SECTIONS
-from tests.emr.app_support import sqlite_app
+from tests.emr.app_support import cheap_password_hashing, logged_in, sqlite_app
 from tests.emr.conftest import (
-    csrf_token,
     sqlite_template,  # noqa: F401 - the migrated SQLite template (session fixture)
 )
 
@@ -44,21 +43,12 @@ class World:
     factory: Any
 
     def client(self, username: str) -> FlaskClient:
-        c = self.app.test_client()
-        c.get("/login")
-        r = c.post("/login", data={"username": username, "password": PASSWORD, "csrf_token": csrf_token(c, "/login")})
-        assert r.status_code == 302, username
-        return c
+        return logged_in(self.app, username)
 
 
 @pytest.fixture(scope="module")
 def world(tmp_path_factory: pytest.TempPathFactory, sqlite_template: Path) -> Iterator[World]:  # noqa: F811
-    from argon2 import PasswordHasher
-
-    import emr.access.users as users_module
-
-    patch = pytest.MonkeyPatch()
-    patch.setattr(users_module, "_HASHER", PasswordHasher(time_cost=1, memory_cost=1024, parallelism=1))
+    patch = cheap_password_hashing()  # this module logs in often
     _settings, engine, app, factory = sqlite_app(tmp_path_factory.mktemp("admin-index"), sqlite_template)
     with factory() as s:
         dep = encounters.ensure_department(s, "K19", "Khoa Nội tổng hợp")

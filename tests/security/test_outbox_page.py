@@ -27,7 +27,7 @@ from emr.models import AuditEntry, Encounter, OutboxMessage
 from emr.outbox import enqueue
 from emr.patients import encounters
 from emr.patients import service as patients
-from tests.emr.app_support import sqlite_app
+from tests.emr.app_support import cheap_password_hashing, logged_in, sqlite_app
 from tests.emr.conftest import (
     csrf_token,
     sqlite_template,  # noqa: F401 - the migrated SQLite template (session fixture)
@@ -52,11 +52,7 @@ class World:
     waiting_id: int
 
     def client(self, username: str) -> FlaskClient:
-        c = self.app.test_client()
-        c.get("/login")
-        r = c.post("/login", data={"username": username, "password": PASSWORD, "csrf_token": csrf_token(c, "/login")})
-        assert r.status_code == 302, username
-        return c
+        return logged_in(self.app, username)
 
     def message(self, message_id: int) -> OutboxMessage:
         with self.factory() as s:
@@ -69,12 +65,7 @@ class World:
 
 @pytest.fixture(scope="module")
 def world(tmp_path_factory: pytest.TempPathFactory, sqlite_template: Path) -> Iterator[World]:  # noqa: F811
-    from argon2 import PasswordHasher
-
-    import emr.access.users as users_module
-
-    patch = pytest.MonkeyPatch()  # production Argon2 costs ≈ 50 ms a hash; this module logs in often
-    patch.setattr(users_module, "_HASHER", PasswordHasher(time_cost=1, memory_cost=1024, parallelism=1))
+    patch = cheap_password_hashing()  # this module logs in often
     tmp = tmp_path_factory.mktemp("outbox-security")
     _settings, engine, app, factory = sqlite_app(tmp, sqlite_template)
     with factory() as s:
