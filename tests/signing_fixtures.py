@@ -20,10 +20,20 @@ import pytest
 if TYPE_CHECKING:
     from emr.signing import DevPki, DevPkiServer
 
-__all__ = ["TOKEN_LABEL", "TOKEN_PIN", "pki", "pki_server", "softhsm_token"]
+__all__ = ["TOKEN_LABEL", "TOKEN_PIN", "pki", "pki_server", "softhsm_token", "trust_dev_pki"]
 
 TOKEN_LABEL = "filmless-test"
 TOKEN_PIN = "246810"
+
+
+def trust_dev_pki(pki: DevPki, data_dir: Path) -> None:
+    """Make an EMR data directory trust the dev CA and check its CRL (where EmrSettings looks by default:
+    ``pki/trust-anchors`` and ``pki/crls`` under ``data_dir``)."""
+    from emr.signing import import_trust_anchor
+
+    import_trust_anchor(pki.ca_cert_path.read_bytes(), data_dir / "pki" / "trust-anchors")
+    (data_dir / "pki" / "crls").mkdir(parents=True)
+    (data_dir / "pki" / "crls" / "dev.crl").symlink_to(pki.crl_path)
 
 
 @pytest.fixture(scope="session")

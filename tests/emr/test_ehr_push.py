@@ -33,10 +33,11 @@ from emr.models.signing import SignedArtifact
 from emr.outbox import HandlerContext, messages_for_patient, run_due
 from emr.patients import encounters
 from emr.patients import service as patients
-from emr.signing import DevPki, DevPkiServer, import_trust_anchor
+from emr.signing import DevPki, DevPkiServer
 from emr.signing import service as signing
 from tests.emr.app_support import sqlite_app
 from tests.emr.conftest import csrf_token
+from tests.signing_fixtures import trust_dev_pki
 from tests.standins.ehr import CCCD_SYSTEM, ICD10_SYSTEM, EhrStandIn
 
 SETUP = Actor(None, "test-setup", "admin", "127.0.0.1")
@@ -85,9 +86,7 @@ def env(
 ) -> Iterator[Env]:
     tmp = tmp_path_factory.mktemp("ehr")
     data = tmp / "data"
-    import_trust_anchor(pki.ca_cert_path.read_bytes(), data / "pki" / "trust-anchors")
-    (data / "pki" / "crls").mkdir(parents=True)
-    (data / "pki" / "crls" / "dev.crl").symlink_to(pki.crl_path)
+    trust_dev_pki(pki, data)
     token_file = tmp / "ehr-token"
     token_file.write_text(TOKEN + "\n")
     token_file.chmod(0o600)

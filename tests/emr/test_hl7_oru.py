@@ -22,9 +22,9 @@ from emr.models import Document, DocumentVersion, Hl7Message, ImagingOrder, Outb
 from emr.models.signing import SignedArtifact
 from emr.outbox import HandlerContext, run_due
 from emr.patients import encounters
-from emr.signing import import_trust_anchor
 from emr.signing import service as signing
 from filmless.wiring import viewer_extension
+from tests.signing_fixtures import trust_dev_pki
 from tests.standins.mllp_receiver import MllpReceiver
 
 from .hl7_support import mllp, msa, orm
@@ -46,9 +46,7 @@ def receiver() -> Iterator[MllpReceiver]:
 @pytest.fixture
 def world(tmp_path: Path, pki: Any, pki_server: Any, receiver: MllpReceiver) -> Iterator[dict[str, Any]]:
     data = tmp_path / "data"
-    import_trust_anchor(pki.ca_cert_path.read_bytes(), data / "pki" / "trust-anchors")
-    (data / "pki" / "crls").mkdir(parents=True)
-    (data / "pki" / "crls" / "dev.crl").symlink_to(pki.crl_path)
+    trust_dev_pki(pki, data)
     settings = EmrSettings(
         data_dir=data, database_url=f"sqlite:///{tmp_path / 'emr.sqlite3'}", secret_key_file=tmp_path / "key",
         public_url="https://emr.benhvien.example", facility_code="79001", tsa_url=pki_server.tsa_url,

@@ -40,6 +40,7 @@ from tests.emr.conftest import (
     csrf_token,
     sqlite_template,  # noqa: F401 - the migrated SQLite template (session fixture)
 )
+from tests.signing_fixtures import trust_dev_pki
 
 SETUP = Actor(None, "test-setup", "admin", "127.0.0.1")
 PASSWORD = "correct horse battery"
@@ -67,13 +68,10 @@ class World:
 @pytest.fixture(scope="module")
 def world(tmp_path_factory: pytest.TempPathFactory, sqlite_template: Path, pki: Any,  # noqa: F811
           pki_server: Any) -> Iterator[World]:
-    from emr.signing import import_trust_anchor
 
     patch = cheap_password_hashing()  # this module logs in often
     base = tmp_path_factory.mktemp("head-signature")
-    import_trust_anchor(pki.ca_cert_path.read_bytes(), base / "pki" / "trust-anchors")
-    (base / "pki" / "crls").mkdir(parents=True)
-    (base / "pki" / "crls" / "dev.crl").symlink_to(pki.crl_path)
+    trust_dev_pki(pki, base)
     _settings, engine, app, factory = sqlite_app(base, sqlite_template, tsa_url=pki_server.tsa_url)
     catalogue = base / "icd10.csv"
     catalogue.write_text("code,title\nJ18.9,Viêm phổi không đặc hiệu\n", encoding="utf-8")

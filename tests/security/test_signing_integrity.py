@@ -21,19 +21,17 @@ from emr.i18n import t
 from emr.models import AuditEntry, Document, DocumentVersion, User
 from emr.models.signing import SignedArtifact
 from tests.security.auth_support import SETUP, Record, RunningEmr, csrf, make_record, make_users, running_emr
+from tests.signing_fixtures import trust_dev_pki
 
 REPORT = {"findings": "Không thấy tổn thương khu trú.", "conclusion": "Chưa thấy bất thường."}
 
 
 @pytest.fixture(scope="module")
 def emr(tmp_path_factory: pytest.TempPathFactory, pki: Any, pki_server: Any) -> Any:
-    from emr.signing import import_trust_anchor
 
     base = tmp_path_factory.mktemp("emr-signing")
     data = base / "var"
-    import_trust_anchor(pki.ca_cert_path.read_bytes(), data / "pki" / "trust-anchors")
-    (data / "pki" / "crls").mkdir(parents=True)
-    (data / "pki" / "crls" / "dev.crl").symlink_to(pki.crl_path)
+    trust_dev_pki(pki, data)
     with running_emr(base, {"FILMLESS_TSA_URL": pki_server.tsa_url}, dev_pki=True) as running:
         make_users(running, ("bacsi", "physician"), ("bacsi2", "physician"), ("truongkhoa", "physician"),
                    ("bschan", "radiologist"), ("bschan2", "radiologist"))

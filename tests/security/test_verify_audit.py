@@ -18,6 +18,7 @@ from sqlalchemy import select
 from emr.models import AuditEntry, Patient, User
 from emr.models.signing import SignedArtifact
 from tests.security.auth_support import SETUP, RunningEmr, client, csrf, make_record, make_users, running_emr
+from tests.signing_fixtures import trust_dev_pki
 
 # What /api/verify/<code> may say: the signatures, the document's standing, and the paper's own header.
 _API_KEYS = {
@@ -29,13 +30,10 @@ _API_KEYS = {
 
 @pytest.fixture(scope="module")
 def emr(tmp_path_factory: pytest.TempPathFactory, pki: Any, pki_server: Any) -> Any:
-    from emr.signing import import_trust_anchor
 
     base = tmp_path_factory.mktemp("emr-verify")
     data = base / "var"
-    import_trust_anchor(pki.ca_cert_path.read_bytes(), data / "pki" / "trust-anchors")
-    (data / "pki" / "crls").mkdir(parents=True)
-    (data / "pki" / "crls" / "dev.crl").symlink_to(pki.crl_path)
+    trust_dev_pki(pki, data)
     with running_emr(base, {"FILMLESS_TSA_URL": pki_server.tsa_url}, dev_pki=True) as running:
         make_users(running, ("bacsi", "physician"), ("bschan", "radiologist"), ("bsngoai", "physician"))
         from emr.patients import encounters

@@ -27,13 +27,13 @@ from emr.imaging import linking, orders
 from emr.models import Study
 from emr.patients import encounters
 from emr.patients import service as patients
-from emr.signing import DevPki, DevPkiServer, import_trust_anchor
+from emr.signing import DevPki, DevPkiServer
 from emr.signing import service as signing_service
 from filmless.wiring import viewer_extension
 from storage import OrthancStore
 from tests.helpers import skip_existing_changes
 from tests.signing.test_workflow import token_keys  # noqa: F401 - fixture
-from tests.signing_fixtures import TOKEN_LABEL, TOKEN_PIN
+from tests.signing_fixtures import TOKEN_LABEL, TOKEN_PIN, trust_dev_pki
 from tests.viewer.browser import wait_until
 from tests.viewer.conftest import ARTIFACTS
 from tests.viewer.phantom import make_ct_series
@@ -63,9 +63,7 @@ def emr(
     """The EMR with the viewer, the proxy and signing (dev TSA, dev CA trusted); one unread CT."""
     tmp = tmp_path_factory.mktemp("reading-to-slip")
     data = tmp / "data"
-    import_trust_anchor(pki.ca_cert_path.read_bytes(), data / "pki" / "trust-anchors")
-    (data / "pki" / "crls").mkdir(parents=True)
-    (data / "pki" / "crls" / "dev.crl").symlink_to(pki.crl_path)
+    trust_dev_pki(pki, data)
     settings = EmrSettings(
         data_dir=data,
         database_url=f"sqlite:///{tmp / 'emr.sqlite3'}",
