@@ -1,7 +1,14 @@
-"""`filmless demo`: demo accounts, Vietnamese demo patients, orders and one sent CT study.
+"""`filmless demo`: demo accounts, Vietnamese demo patients, orders and their studies.
 
 The only place in filmless with fixed passwords: they are printed and meant
 for a first look, not for real use.
+
+The demo tells one coherent story, the same on every run apart from the generated secrets
+(keys, certificates) and the day it is seeded on: every exam with a report has its images,
+and the clinical times follow each other in the facility's time zone (:data:`emr.demo.records`
+for the inpatient stay). Only the signatures carry the real time they were made at: an
+RFC 3161 timestamp cannot be dated back, so the papers are signed when the demo runs, in the
+order a ward would sign them.
 """
 
 from __future__ import annotations
@@ -9,7 +16,8 @@ from __future__ import annotations
 import csv
 import hashlib
 import logging
-from datetime import date, timedelta
+import uuid
+from datetime import date, datetime, timedelta
 from decimal import Decimal
 from io import BytesIO
 from pathlib import Path
@@ -17,8 +25,15 @@ from tempfile import TemporaryDirectory
 from typing import Any
 
 import numpy as np
+from pydicom import dcmread
 from pydicom.dataset import Dataset, FileMetaDataset
-from pydicom.uid import CTImageStorage, ExplicitVRLittleEndian, generate_uid
+from pydicom.uid import (
+    UID,
+    CTImageStorage,
+    DigitalXRayImageStorageForPresentation,
+    ExplicitVRLittleEndian,
+    generate_uid,
+)
 from sqlalchemy import select
 
 from emr.access.audit import Actor
@@ -39,12 +54,22 @@ from emr.db import make_engine, make_session_factory
 from emr.documents import service as documents
 from emr.imaging import orders
 from emr.imaging.linking import link_new_studies
-from emr.models import ImagingOrder, Patient, User
+from emr.models import Encounter, ImagingOrder, LinkerState, Patient, Study, User
 from emr.patients import encounters
 from emr.patients import service as patients
 from emr.server import upgrade_database
+from storage import Change, ChangesPage, StudySummary
 
-__all__ = ["seed", "make_ct_series", "DEMO_ACCOUNTS", "DEMO_HEADS", "DEMO_PRICES"]
+__all__ = [
+    "seed",
+    "demo_uid",
+    "make_ct_series",
+    "make_dx_image",
+    "orthanc_study_id",
+    "DEMO_ACCOUNTS",
+    "DEMO_HEADS",
+    "DEMO_PRICES",
+]
 
 log = logging.getLogger(__name__)
 
@@ -168,18 +193,22 @@ def make_ct_series(
     slices: int = 8,
     size: int = 64,
     description: str = "CT demo",
+    acquired: datetime | None = None,
+    uid_seed: str | None = None,
 ) -> list[bytes]:
-    """A small synthetic CT series (Part 10 bytes), UTF-8 names, one sphere-like phantom."""
-    series_uid = generate_uid()
-    frame_uid = generate_uid()
-    now = to_local(utcnow())  # StudyDate/StudyTime: the facility's local time, as a modality writes them
+    """A small synthetic CT series (Part 10 bytes), UTF-8 names, one sphere-like phantom.
+
+    ``acquired``: StudyDate/StudyTime as facility wall time (default now, as a modality writes them);
+    ``uid_seed``: series and instance UIDs derived from it (the same files on every run), random without."""
+    series_uid, frame_uid = _uid(uid_seed, "series"), _uid(uid_seed, "frame")
+    now = acquired or to_local(utcnow())
     yy, xx = np.mgrid[0:size, 0:size]
     out = []
     for i in range(slices):
         ds = Dataset()
         ds.file_meta = FileMetaDataset()
         ds.file_meta.MediaStorageSOPClassUID = CTImageStorage
-        sop_uid = generate_uid()
+        sop_uid = _uid(uid_seed, f"instance-{i}")
         ds.file_meta.MediaStorageSOPInstanceUID = sop_uid
         ds.file_meta.TransferSyntaxUID = ExplicitVRLittleEndian
         ds.SpecificCharacterSet = "ISO_IR 192"
@@ -226,6 +255,148 @@ def make_ct_series(
     return out
 
 
+def demo_uid(*parts: str) -> UID:
+    """A UID under 2.25 from a name-based UUID (PS3.5 B.2): the same demo names give the same UIDs."""
+    return UID(f"2.25.{uuid.uuid5(uuid.NAMESPACE_URL, 'urn:filmless:demo:' + '/'.join(parts)).int}")
+
+
+def _uid(seed: str | None, part: str) -> UID:
+    return demo_uid(seed, part) if seed is not None else generate_uid()
+
+
+def orthanc_study_id(patient_id: str, study_instance_uid: str) -> str:
+    """Orthanc's identifier of a study: the SHA-1 of ``PatientID|StudyInstanceUID`` in five groups of 8."""
+    digest = hashlib.sha1(f"{patient_id}|{study_instance_uid}".encode(), usedforsecurity=False).hexdigest()
+    return "-".join(digest[i : i + 8] for i in range(0, 40, 8))
+
+
+def make_dx_image(
+    *,
+    patient_id: str,
+    patient_name: str,
+    birth_date: str,
+    sex: str,
+    accession_number: str,
+    study_instance_uid: str,
+    acquired: datetime,
+    size: int = 128,
+    description: str = "X-quang ngực thẳng",
+) -> bytes:
+    """One synthetic chest radiograph (DX, for presentation, PA), Part 10 bytes, UIDs from the study UID."""
+    ds = Dataset()
+    ds.file_meta = FileMetaDataset()
+    ds.file_meta.MediaStorageSOPClassUID = DigitalXRayImageStorageForPresentation
+    sop_uid = demo_uid(study_instance_uid, "instance-0")
+    ds.file_meta.MediaStorageSOPInstanceUID = sop_uid
+    ds.file_meta.TransferSyntaxUID = ExplicitVRLittleEndian
+    ds.SpecificCharacterSet = "ISO_IR 192"
+    ds.SOPClassUID = DigitalXRayImageStorageForPresentation
+    ds.SOPInstanceUID = sop_uid
+    ds.StudyInstanceUID = study_instance_uid
+    ds.SeriesInstanceUID = demo_uid(study_instance_uid, "series")
+    ds.PatientID = patient_id
+    ds.PatientName = patient_name
+    ds.PatientBirthDate = birth_date
+    ds.PatientSex = sex
+    ds.AccessionNumber = accession_number
+    ds.StudyDate = ds.SeriesDate = ds.ContentDate = acquired.strftime("%Y%m%d")
+    ds.StudyTime = ds.SeriesTime = ds.ContentTime = acquired.strftime("%H%M%S")
+    ds.StudyID = "1"
+    ds.StudyDescription = description
+    ds.SeriesDescription = "PA"
+    ds.Modality = "DX"
+    ds.ImageType = ["ORIGINAL", "PRIMARY"]
+    ds.PresentationIntentType = "FOR PRESENTATION"
+    ds.BodyPartExamined = "CHEST"
+    ds.ViewPosition = "PA"
+    ds.PatientOrientation = ["L", "F"]
+    ds.SeriesNumber = 1
+    ds.InstanceNumber = 1
+    ds.PixelSpacing = ds.ImagerPixelSpacing = [2.8, 2.8]
+    ds.Rows = ds.Columns = size
+    ds.SamplesPerPixel = 1
+    ds.PhotometricInterpretation = "MONOCHROME2"
+    ds.BitsAllocated = 16
+    ds.BitsStored = 12
+    ds.HighBit = 11
+    ds.PixelRepresentation = 0
+    ds.RescaleIntercept = 0
+    ds.RescaleSlope = 1
+    ds.RescaleType = "US"
+    ds.WindowCenter = 2048
+    ds.WindowWidth = 4096
+    yy, xx = np.mgrid[0:size, 0:size] / size
+    body = ((xx - 0.5) / 0.45) ** 2 + ((yy - 0.55) / 0.5) ** 2 < 1
+    lungs = (((np.abs(xx - 0.5) - 0.19) / 0.13) ** 2 + ((yy - 0.5) / 0.3) ** 2) < 1
+    opacity = ((xx - 0.32) / 0.08) ** 2 + ((yy - 0.68) / 0.07) ** 2 < 1  # the right lower lobe (image left)
+    pixels = np.where(body, 2600, 300) - np.where(lungs, 1700, 0) + np.where(lungs & opacity, 900, 0)
+    ds.PixelData = pixels.astype(np.uint16).tobytes()
+    buf = BytesIO()
+    ds.save_as(buf, enforce_file_format=True)
+    return buf.getvalue()
+
+
+class HeadersOnly:
+    """The demo's image sink without an image store (``filmless demo --no-study``): the studies of the files
+    the demo made, answered as Orthanc's changes feed would (no pixels kept), so the linker gives every
+    exam the demo reports a study record, as it would with the images."""
+
+    def __init__(self) -> None:
+        self._studies: dict[str, StudySummary] = {}
+
+    def upload(self, blob: bytes) -> None:
+        ds = dcmread(BytesIO(blob), stop_before_pixels=True)
+        oid = orthanc_study_id(str(ds.PatientID), str(ds.StudyInstanceUID))
+        seen = self._studies.get(oid)
+        self._studies[oid] = StudySummary(
+            orthanc_id=oid,
+            study_instance_uid=str(ds.StudyInstanceUID),
+            patient_id=str(ds.PatientID),
+            patient_name=str(ds.PatientName),
+            accession_number=str(ds.AccessionNumber),
+            study_date=str(ds.StudyDate),
+            study_description=str(ds.StudyDescription),
+            modalities=(str(ds.Modality),),
+            series_count=1,
+            instance_count=(seen.instance_count or 0) + 1 if seen else 1,
+        )
+
+    def changes(self, since: int = 0, limit: int = 100) -> ChangesPage:
+        found = [Change(n, "NewStudy", "Study", oid, "") for n, oid in enumerate(self._studies, start=1) if n > since]
+        return ChangesPage(changes=tuple(found[:limit]), last=len(self._studies), done=True)
+
+    def get_study(self, orthanc_id: str) -> StudySummary:
+        return self._studies[orthanc_id]
+
+    def set_study_metadata(self, orthanc_id: str, name: str, value: str) -> None:
+        """Nothing to tag: no PACS."""
+
+
+def link_demo_studies(session: Any, images: Any, order_ids: list[int]) -> int:
+    """Link what the demo sent (``images``: the image store, or :class:`HeadersOnly`); the studies of the
+    demo's orders ``order_ids`` arrived minutes after their exam was performed, as from a modality."""
+    state = session.get(LinkerState, 1)
+    seq = state.last_seq if state is not None else 0
+    if isinstance(images, HeadersOnly) and state is not None:
+        state.last_seq = 0  # its own feed: numbered from 1, whatever Orthanc's numbers were
+        session.commit()
+    result = link_new_studies(session, images)
+    if isinstance(images, HeadersOnly):  # the linker keeps its place in Orthanc's feed
+        state = session.get(LinkerState, 1)
+        if state is not None:
+            state.last_seq = seq
+    for study, performed in session.execute(
+        select(Study, ImagingOrder.performed_at)
+        .join(ImagingOrder, ImagingOrder.id == Study.order_id)
+        .where(Study.order_id.in_(order_ids or [0]), ImagingOrder.performed_at.is_not(None))
+    ):
+        arrived = performed + timedelta(minutes=3)
+        if study.linked_at is not None and arrived < study.linked_at:
+            study.first_seen_at = study.linked_at = arrived
+    session.commit()
+    return result.linked
+
+
 def _ensure_user(
     session: Any, username: str, password: str, role: str, name: str, cert: str | None, department_id: int | None
 ) -> User:
@@ -249,9 +420,10 @@ def _seed_signing(
 ) -> None:
     """Signing keys on the demo token; the papers of ``steps`` signed with it; the first patient's CT
     visit reported, signed and closed."""
+    from emr.demo.records import written_at
     from emr.demo.signing import export_config_updates, register_demo_keys, run_token_step
     from emr.exports import save_config
-    from emr.models import Document, Encounter
+    from emr.models import Document
     from emr.signing import service as signatures
 
     register_demo_keys(session, {u.username: u for u in users.values()})
@@ -280,6 +452,8 @@ def _seed_signing(
             },
         },
     )
+    if order.performed_at is not None:
+        written_at(report, order.performed_at + timedelta(minutes=50))  # read once the images were in
     session.commit()  # the child process signs through its own connection
     run_token_step(settings, [*steps, (report.id, reader)])
     session.expire_all()
@@ -326,6 +500,15 @@ def _seed_catalogues(session: Any, system: Actor, settings: EmrSettings) -> None
             store_version(session, system, kind, lines, valid_from=date(2025, 7, 1), source=source, sha256=digest)
 
 
+def _happened(enc: Encounter, order: ImagingOrder, opened: datetime, *, ordered: int, performed: int) -> None:
+    """A visit opened at ``opened`` (naive UTC), its exam ordered ``ordered`` and performed ``performed``
+    minutes later: the times of a morning at the hospital, not the seconds the demo takes."""
+    enc.admitted_at = opened
+    order.ordered_at = order.scheduled_at = opened + timedelta(minutes=ordered)
+    order.performed_at = opened + timedelta(minutes=performed)
+    order.study_instance_uid = demo_uid("study", order.accession_number)  # the same study on every run
+
+
 def seed(settings: EmrSettings, store: Any = None, *, signing: bool = True) -> list[tuple[str, str, str]]:
     """Seed the demo data (idempotent); returns (username, password, role) of the demo accounts.
 
@@ -333,6 +516,10 @@ def seed(settings: EmrSettings, store: Any = None, *, signing: bool = True) -> l
     closed with a signed radiology report, ready for the insurance export, and an inpatient stay
     whose papers are signed with the token (without it no document is created, and none is
     shown signed without a signature).
+
+    ``store``: the image store the demo's studies are sent to; None (``filmless demo --no-study``): they
+    are made all the same and linked from their headers (:class:`HeadersOnly`), so no exam is ever
+    reported without a study, even where the images themselves are not kept.
     """
     upgrade_database(settings)
     factory = make_session_factory(make_engine(settings.database_url))
@@ -369,8 +556,11 @@ def seed(settings: EmrSettings, store: Any = None, *, signing: bool = True) -> l
             existing = session.scalar(select(Patient).where(Patient.cccd == data["cccd"]))
             created.append(existing or patients.create_patient(session, clerk, data))
         has_orders = session.scalar(select(ImagingOrder.id).where(ImagingOrder.patient_id == created[0].id))
+        images = store if store is not None else HeadersOnly()  # every exam with a report has its images
         if has_orders is None:
-            now = to_local(utcnow())  # "tomorrow 09:00" below is the facility's tomorrow
+            # This morning's visits, told backwards from now (facility time): the chest CT visit opened three
+            # hours ago (imaged, reported and closed below), the emergency head CT half an hour ago (unread).
+            now = utcnow()
             e1 = encounters.create_encounter(
                 session,
                 doctor,
@@ -400,6 +590,7 @@ def seed(settings: EmrSettings, store: Any = None, *, signing: bool = True) -> l
                     "station_ae_title": "CT01",
                 },
             )
+            _happened(e1, sent, now - timedelta(hours=3), ordered=10, performed=30)
             e2 = encounters.create_encounter(
                 session,
                 doctor,
@@ -426,9 +617,10 @@ def seed(settings: EmrSettings, store: Any = None, *, signing: bool = True) -> l
                     "clinical_info": "Chấn thương đầu, tăng huyết áp",
                 },
             )
+            _happened(e2, head_ct, now - timedelta(minutes=50), ordered=5, performed=20)
             # The README walk-through has the physician order a CT for Đặng Quốc Bảo: he is
             # waiting in the physician's department (care scope, issue 10).
-            encounters.create_encounter(
+            e3 = encounters.create_encounter(
                 session,
                 doctor,
                 {
@@ -439,7 +631,9 @@ def seed(settings: EmrSettings, store: Any = None, *, signing: bool = True) -> l
                     "diagnoses": ["R51"],
                 },
             )
-            orders.create_order(
+            e3.admitted_at = now - timedelta(minutes=20)
+            tomorrow = to_local(now).date() + timedelta(days=1)  # the facility's tomorrow, 09:00
+            spine = orders.create_order(
                 session,
                 doctor,
                 {
@@ -447,10 +641,10 @@ def seed(settings: EmrSettings, store: Any = None, *, signing: bool = True) -> l
                     "modality": "MR",
                     "procedure_name": "MRI cột sống thắt lưng",
                     "body_part": "LSPINE",
-                    "scheduled_at": (now + timedelta(days=1)).replace(hour=9, minute=0).isoformat(),
+                    "scheduled_at": datetime.combine(tomorrow, datetime.min.time()).replace(hour=9).isoformat(),
                 },
             )
-            orders.create_order(
+            abdomen = orders.create_order(
                 session,
                 doctor,
                 {
@@ -461,33 +655,40 @@ def seed(settings: EmrSettings, store: Any = None, *, signing: bool = True) -> l
                     "body_part": "ABDOMEN",
                 },
             )
-            if store is not None:
-                # The chest CT gets a signed report below; the head CT stays unread for the radiologist.
-                for p, order, description in (
-                    (created[0], sent, "CT ngực không tiêm"),
-                    (created[1], head_ct, "CT sọ não không tiêm"),
+            for waiting in (spine, abdomen):
+                waiting.study_instance_uid = demo_uid("study", waiting.accession_number)
+            session.commit()
+            # The chest CT gets a signed report below; the head CT stays unread, for the radiologist.
+            for p, order, description in (
+                (created[0], sent, "CT ngực không tiêm"),
+                (created[1], head_ct, "CT sọ não không tiêm"),
+            ):
+                family, given = split_name(p.full_name)
+                assert order.performed_at is not None
+                for blob in make_ct_series(
+                    patient_id=p.code,
+                    patient_name=f"{family}^{given}",
+                    birth_date=p.birth_date.strftime("%Y%m%d"),
+                    sex=p.sex,
+                    accession_number=order.accession_number,
+                    study_instance_uid=order.study_instance_uid,
+                    description=description,
+                    acquired=to_local(order.performed_at),
+                    uid_seed=order.study_instance_uid,
                 ):
-                    family, given = split_name(p.full_name)
-                    for blob in make_ct_series(
-                        patient_id=p.code,
-                        patient_name=f"{family}^{given}",
-                        birth_date=p.birth_date.strftime("%Y%m%d"),
-                        sex=p.sex,
-                        accession_number=order.accession_number,
-                        study_instance_uid=order.study_instance_uid,
-                        description=description,
-                    ):
-                        store.upload(blob)
-        if store is not None:
-            result = link_new_studies(session, store)
-            log.info("demo: linked %d studies", result.linked)
+                    images.upload(blob)
+        demo_orders = select(ImagingOrder.id).where(ImagingOrder.patient_id.in_([p.id for p in created]))
         if signing:
             from .records import close_record_demo, seed_record_demo, write_demo_exports
 
-            steps = seed_record_demo(session, users, created[0], created[2])  # drafts: signed below
-            # Discharged first: the discharge paper prints the discharge time, fixed before the paper is issued.
-            close_record_demo(session, users, created[2])
+            # Drafts written on their day (signed below); the stay's X-ray is imaged on admission.
+            steps = seed_record_demo(session, users, created[0], created[2], images)
+            log.info("demo: linked %d studies", link_demo_studies(session, images, list(session.scalars(demo_orders))))
+            # Discharged before the discharge paper is written: it prints the discharge time.
+            steps += close_record_demo(session, users, created[2])
             _seed_signing(settings, session, users, created[0], store, steps)
             write_demo_exports(settings, session)
+        else:
+            log.info("demo: linked %d studies", link_demo_studies(session, images, list(session.scalars(demo_orders))))
     factory.kw["bind"].dispose()
     return [(u, pw, role) for u, pw, role, _n, _c in DEMO_ACCOUNTS]

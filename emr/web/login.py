@@ -58,6 +58,10 @@ def logout() -> Any:
 @bp.get("/")
 @requires("self")
 def home() -> Any:
+    if allowed(g.user.role, "report.write") and allowed(g.user.role, "reading.worklist"):
+        # A radiologist's day is the studies waiting to be read, not a department's open visits
+        # (the imaging department admits nobody): the reading list, unread first.
+        return redirect(url_for("reading.worklist"))
     if allowed(g.user.role, "patient.read"):
         return redirect(url_for("patients.search"))
     if allowed(g.user.role, "audit.read"):

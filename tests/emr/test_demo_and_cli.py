@@ -6,16 +6,18 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
+from flask.testing import FlaskClient
 from sqlalchemy import select
 
 from emr import EmrSettings, create_app, open_session
-from emr.demo.seed import DEMO_ACCOUNTS, seed
+from emr.demo.seed import DEMO_ACCOUNTS, orthanc_study_id, seed
 from emr.models import ImagingOrder, Patient, Study, User
 from filmless.cli import main
 from filmless.wiring import viewer_extension
 from storage import OrthancProcess, OrthancStore
 
-from .conftest import login
+from .conftest import World, csrf_token, login
+from .demo_support import assert_demo_is_coherent
 
 
 def test_demo_seeds_the_whole_flow(tmp_path: Path, fresh_orthanc: Callable[..., OrthancProcess]) -> None:
@@ -39,8 +41,16 @@ def test_demo_seeds_the_whole_flow(tmp_path: Path, fresh_orthanc: Callable[..., 
         assert s.scalar(select(Patient).where(Patient.cccd == "079190001234")) is not None
         assert len(s.scalars(select(ImagingOrder)).all()) == 5  # with the inpatient stay's chest X-ray (issue 14)
         linked = s.scalars(select(Study).where(Study.state == "linked").order_by(Study.id)).all()
-        assert len(linked) == 2  # the chest CT (reported and signed) and the head CT left unread
+        # the chest CT (reported and signed), the head CT left unread, the inpatient stay's chest X-ray (reported)
+        # (the chest CT holds its signed report too, as Encapsulated PDF: CT\\DOC)
+        assert [(study.modalities or "").split("\\")[0] for study in linked] == ["CT", "CT", "DX"]
         pid = linked[0].patient_id
+        by_order = assert_demo_is_coherent(s)
+        for studies in by_order.values():  # the images are in the PACS, not only a record of them
+            for study in studies:
+                assert sum(len(x["Instances"]) for x in orthanc.study_series(study.orthanc_id)) >= 1
+                # the id the demo gives a study without a PACS (--no-study) is the one Orthanc gives it
+                assert orthanc_study_id(study.dicom_patient_id or "", study.study_instance_uid) == study.orthanc_id
         # the demo price list priced the orders, and the closed chest-CT visit exports real money
         from emr.exports import load_config
         from emr.exports.service import check_visit
@@ -100,6 +110,46 @@ def test_demo_seeds_the_whole_flow(tmp_path: Path, fresh_orthanc: Callable[..., 
     assert f"/viewer/?study={linked[0].study_instance_uid}" in chart and "Nguyễn Thị Hồng Nhung" in chart
     page = client.get(f"/documents/{discharge.id}").get_data(as_text=True)
     assert "Đã ký: Trưởng khoa" in page and "Chưa ký" not in page and "Chờ ký" not in page
+    # The radiologist's home is the reading list, with the emergency head CT waiting to be read.
+    reader = create_app(settings, store=orthanc, extensions=[viewer_extension(orthanc)]).test_client()
+    assert login(reader, "bschan", "demo-bschan-2026").status_code == 302
+    home = reader.get("/")
+    assert home.status_code == 302 and home.headers["Location"].endswith("/reading/")
+    page = reader.get("/reading/").get_data(as_text=True)
+    assert "Trần Văn Đức" in page and f"/reading/studies/{linked[1].id}" in page
+
+
+def test_the_demo_is_the_same_on_every_run(tmp_path: Path) -> None:
+    """Apart from its secrets and the day it runs: the same patients, accession numbers and studies (their
+    UIDs too, so a PACS kept from an earlier run holds the very same study), linked the same way."""
+
+    def fingerprint(folder: Path) -> tuple[list[tuple[str | None, ...]], list[tuple[str | None, ...]]]:
+        settings = EmrSettings(data_dir=folder, database_url=f"sqlite:///{folder}/emr.sqlite3",
+                               secret_key_file=folder / "key")  # fmt: skip
+        seed(settings, None, signing=False)
+        with open_session(settings) as s:
+            found = [(o.accession_number, o.study_instance_uid, o.modality, o.status)
+                     for o in s.scalars(select(ImagingOrder).order_by(ImagingOrder.id))]  # fmt: skip
+            studies = [(x.orthanc_id, x.study_instance_uid, x.study_date, x.state, x.dicom_patient_id)
+                       for x in s.scalars(select(Study).order_by(Study.id))]  # fmt: skip
+        return found, studies
+
+    first, second = fingerprint(tmp_path / "a"), fingerprint(tmp_path / "b")
+    assert first == second
+    assert [status for *_x, status in first[0]].count("images_available") == 2  # both CTs imaged, none reported
+    assert len({uid for _a, uid, *_x in first[0]}) == len(first[0])
+
+
+@pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)
+def test_a_radiologists_home_is_the_reading_list(client: FlaskClient, world: World) -> None:
+    """The imaging department admits nobody: a radiologist's home was an empty list of open visits."""
+    assert login(client, "radiologist1").status_code == 302
+    home = client.get("/")
+    assert home.status_code == 302 and home.headers["Location"].endswith("/reading/")
+    assert client.get("/", follow_redirects=True).status_code == 200
+    client.post("/logout", data={"csrf_token": csrf_token(client, "/reading/")})
+    assert login(client, "physician1").status_code == 302
+    assert client.get("/").headers["Location"].endswith("/patients/")  # the patients they are treating
 
 
 def test_create_admin_and_audit_verify_commands(

@@ -157,3 +157,88 @@ def test_signing_page_fits_a_phone(browser: Any, base_url: str, world: World, se
         assert not errors, errors
     finally:
         context.close()
+
+
+SHOTS = Path("/work/brief/shots")  # the walk-through's screenshots, beside the test artifacts
+# The labels (td[data-label]::before, the first column of a phone's card) wider than that column: they run over
+# the value beside them (grid-template-columns resolves to the tracks' widths in px).
+LABELS_OVERFLOWING = """(selector) => [...document.querySelectorAll(selector)].filter((td) => {
+  const column = parseFloat(getComputedStyle(td).gridTemplateColumns.split(' ')[0]);
+  const label = parseFloat(getComputedStyle(td, '::before').width);
+  return !(label <= column + 0.5);
+}).map((td) => td.dataset.label)"""
+
+
+def _login(page: Any, base_url: str, username: str) -> None:
+    page.goto(f"{base_url}/login")
+    page.fill("input[name=username]", username)
+    page.fill("input[name=password]", PASSWORD)
+    page.click("button[type=submit].primary")
+    page.wait_for_load_state()
+
+
+@pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)
+def test_technicians_day_and_break_glass_review_fit_a_phone(
+    browser: Any, base_url: str, world: World, session: Session
+) -> None:
+    """At 390 × 844 the technician's "Ca chụp hôm nay" shows each cell with its label (the accession number
+    under "Số phiếu (Accession)", not a header squeezed into a column), and a break-glass reason or review
+    note typed as one long word wraps: it made the review page ~9000 px wide."""
+    from emr.access import break_glass
+    from emr.core.clock import local_day_bounds, local_today
+    from emr.imaging import orders
+    from emr.models import Study
+
+    doctor = world.actor("physician")
+    p = patients.create_patient(session, doctor, patient_data())
+    order = orders.create_order(
+        session,
+        doctor,
+        {"patient_id": p.id, "modality": "CT", "station_ae_title": "CT01",
+         "procedure_name": "Chụp cắt lớp vi tính lồng ngực liều thấp không tiêm thuốc cản quang (tầm soát)"},
+    )  # fmt: skip
+    assert local_day_bounds(local_today())[0] <= order.scheduled_at  # on today's list (scheduled now)
+    session.add(Study(orthanc_id=f"o-{order.id}", study_instance_uid=order.study_instance_uid, state="linked",
+                      order_id=order.id, patient_id=p.id, modalities="CT"))  # fmt: skip
+    order.status = "images_available"
+    other = patients.create_patient(session, doctor, patient_data(full_name="Lý Thị Khẩn", cccd="079190000020",
+                                                                  bhyt_number=None))  # fmt: skip
+    long_word = "Cấpcứungoàigiờ" + "x" * 600  # one word, as pasted from a system that strips spaces
+    grant = break_glass.open_break_glass(session, world.actor("technician"), other.id, long_word, hours=4)
+    session.commit()
+    session.close()
+
+    SHOTS.mkdir(parents=True, exist_ok=True)
+    phone = VIEWPORTS["phone"]
+    context = browser.new_context(viewport=phone, device_scale_factor=1, locale="vi-VN")
+    page = context.new_page()
+    errors: list[str] = []
+    page.on("pageerror", lambda e: errors.append(str(e)))
+    try:
+        _login(page, base_url, "technician1")
+        page.goto(f"{base_url}/patients/")
+        assert page.locator(f"tr[data-order-id='{order.id}']").count() == 1
+        accession = page.locator(f"tr[data-order-id='{order.id}'] td[data-label='{t('orders.accession')}']")
+        assert accession.inner_text().strip() == order.accession_number
+        box = accession.bounding_box()
+        assert box is not None and box["x"] + box["width"] <= phone["width"], box
+        assert page.evaluate("() => document.documentElement.scrollWidth") <= phone["width"]
+        overflowing = page.evaluate(LABELS_OVERFLOWING, f"tr[data-order-id='{order.id}'] td[data-label]")
+        assert overflowing == [], overflowing  # each label stays in its column, off the value beside it
+        page.screenshot(path=str(SHOTS / "phone-technician-day.png"), full_page=True)
+        _shot(page, "phone-7-technician-day")
+
+        _login(page, base_url, "admin1")
+        page.goto(f"{base_url}/admin/break-glass")
+        reason = page.locator(f"#bg-{grant.id} td.reason")
+        assert reason.inner_text().startswith("Cấpcứungoàigiờ")
+        page.fill(f"#bg-{grant.id} textarea[name=note]", "Đãkiểmtra" + "y" * 900)
+        page.click(f"#bg-{grant.id} button[type=submit]")
+        page.wait_for_load_state()
+        assert page.locator(f"#bg-{grant.id} .review-note").count() == 1
+        assert page.evaluate("() => document.documentElement.scrollWidth") <= phone["width"]
+        page.screenshot(path=str(SHOTS / "phone-break-glass-review.png"), full_page=True)
+        _shot(page, "phone-8-break-glass-review")
+        assert not errors, errors
+    finally:
+        context.close()
