@@ -338,6 +338,18 @@ def _json_error(status: int, code: str) -> Response:
     return response
 
 
+def _study_in_care(study_uid: str) -> tuple[Study | None, Any]:
+    """The linked study a viewer call names, once the user's care of its patient is checked (a refusal is
+    audited and raised), or None and the JSON error to answer (a malformed or unknown UID)."""
+    if not _UID.match(study_uid) or len(study_uid) > 64:
+        return None, _json_error(400, "bad_study_uid")
+    study = reading.find_linked_study(db.session(), study_uid)
+    if study is None:
+        return None, _json_error(404, "not_found")
+    ensure_patient_access(db.session(), current_actor(), study.patient_id)
+    return study, None
+
+
 @bp.get("/reports/<study_uid>")
 @requires("document.read")
 def report_pdfs(study_uid: str) -> Any:
@@ -349,13 +361,10 @@ def report_pdfs(study_uid: str) -> Any:
     rather than over DICOMweb, which checks the role and the patient's care again and audits the reading
     (``document.view``). This list carries no report content; the care check runs (a refusal is audited) all the
     same."""
-    if not _UID.match(study_uid) or len(study_uid) > 64:
-        return _json_error(400, "bad_study_uid")
-    s = db.session()
-    study = reading.find_linked_study(s, study_uid)
+    study, refusal = _study_in_care(study_uid)
     if study is None:
-        return _json_error(404, "not_found")
-    ensure_patient_access(s, current_actor(), study.patient_id)
+        return refusal
+    s = db.session()
     doc = reading.latest_report(s, study.order_id) if study.order_id else None
     rows = reading.report_pdfs(s, doc) if doc is not None else []
     return jsonify(
@@ -376,12 +385,9 @@ def report_pdfs(study_uid: str) -> Any:
 @bp.get("/measurements/<study_uid>")
 @requires("image.view")
 def get_measurements(study_uid: str) -> Any:
-    if not _UID.match(study_uid) or len(study_uid) > 64:
-        return _json_error(400, "bad_study_uid")
-    study = reading.find_linked_study(db.session(), study_uid)
+    study, refusal = _study_in_care(study_uid)
     if study is None:
-        return _json_error(404, "not_found")
-    ensure_patient_access(db.session(), current_actor(), study.patient_id)
+        return refusal
     data, updated = reading.get_measurements(db.session(), g.user.id, study_uid)
     return jsonify(measurements=data, updated_at=updated.isoformat() + "Z" if updated else None)
 
@@ -394,13 +400,10 @@ def put_measurements(study_uid: str) -> Any:
     # and the session cookie is SameSite=Lax.
     if not request.is_json:
         return _json_error(415, "json_required")
-    if not _UID.match(study_uid) or len(study_uid) > 64:
-        return _json_error(400, "bad_study_uid")
-    s = db.session()
-    study = reading.find_linked_study(s, study_uid)
+    study, refusal = _study_in_care(study_uid)
     if study is None:
-        return _json_error(404, "not_found")
-    ensure_patient_access(s, current_actor(), study.patient_id)
+        return refusal
+    s = db.session()
     body = request.get_json(silent=True)
     if not isinstance(body, dict):
         return _json_error(400, "bad_json")
