@@ -372,7 +372,7 @@ def report_pdfs(study_uid: str) -> Any:
             {
                 "version": r.version,
                 "current": r.current,
-                "url": url_for("signing.pdf", document_id=r.document_id, number=r.version),
+                "url": url_for("signing.pdf", document_id=r.document_id, number=r.version, inline=1),
                 "signed_at": local_isoformat(r.signed_at) if r.signed_at else None,
                 "sop_instance_uid": r.pacs_sop_instance_uid,
                 "in_pacs": r.pacs_sop_instance_uid is not None,

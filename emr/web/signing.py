@@ -144,10 +144,12 @@ def pdf(document_id: int, number: int) -> Any:
     artifact = svc.artifact_for(s, version.id) if version else None
     if artifact is None:
         abort(404)
+    # The document page offers a download; the viewer opens the report beside the images (?inline=1).
+    disposition = "inline" if request.args.get("inline") == "1" else "attachment"
     return Response(
         bytes(artifact.pdf),
         mimetype="application/pdf",
-        headers={"Content-Disposition": f'attachment; filename="document-{doc.id}-v{number}.pdf"'},
+        headers={"Content-Disposition": f'{disposition}; filename="document-{doc.id}-v{number}.pdf"'},
     )
 
 

@@ -177,6 +177,7 @@ def _side_entries(page: Any, w: World) -> list[dict[str, Any]]:
     return page.evaluate(
         """() => [...document.querySelectorAll('#thumbnails .thumb.nonimage')].map((e) => ({
             tag: e.tagName.toLowerCase(), text: e.textContent.trim(), href: e.getAttribute('href'),
+            target: e.getAttribute('target'), rel: e.getAttribute('rel'),
             disabled: Boolean(e.disabled), title: e.title, cls: e.className }))"""
     )
 
@@ -213,7 +214,7 @@ def test_a_signed_report_not_yet_in_the_pacs_is_linked_from_the_emr(page: Any, s
     assert _doc_series(w, staff) == []  # nothing in the study yet
     [v1] = _reports(w, staff)
     assert v1["version"] == 1 and v1["current"] is True and v1["in_pacs"] is False and v1["sop_instance_uid"] is None
-    assert v1["url"] == f"/signing/documents/{w.doc_id}/versions/1/pdf"
+    assert v1["url"] == f"/signing/documents/{w.doc_id}/versions/1/pdf?inline=1"
     browser_login(page, w.base, "radiologist1")
     entries = _side_entries(page, w)
     assert [(e["tag"], e["text"], e["href"]) for e in entries] == [
@@ -248,13 +249,15 @@ def test_an_amended_report_gives_one_link_to_the_version_in_force(page: Any, ame
     assert [e for e in entries if e["disabled"]] == [], entries  # no dead button left for the DOC series
     current = [e for e in entries if e["text"] == report_label]
     assert len(current) == 1, entries
-    assert current[0]["tag"] == "a" and current[0]["href"] == f"/signing/documents/{w.doc_id}/versions/2/pdf"
+    assert current[0]["tag"] == "a" and current[0]["href"] == f"/signing/documents/{w.doc_id}/versions/2/pdf?inline=1"
     superseded = CATALOGUE["viewer.report.superseded"].replace("{version}", "1")
     assert [(e["tag"], e["text"], e["href"]) for e in entries] == [
-        ("a", report_label, f"/signing/documents/{w.doc_id}/versions/2/pdf"),
-        ("a", superseded, f"/signing/documents/{w.doc_id}/versions/1/pdf"),
+        ("a", report_label, f"/signing/documents/{w.doc_id}/versions/2/pdf?inline=1"),
+        ("a", superseded, f"/signing/documents/{w.doc_id}/versions/1/pdf?inline=1"),
     ], entries
     assert "superseded" in entries[1]["cls"] and "current" in entries[0]["cls"]
+    # Opened in a tab of its own (the images stay), shown there rather than saved.
+    assert all(e["target"] == "_blank" and e["rel"] == "noopener" for e in entries), entries
 
     # The link opens the version in force through the EMR, audited as a reading of the document.
     def views() -> int:
@@ -267,7 +270,10 @@ def test_an_amended_report_gives_one_link_to_the_version_in_force(page: Any, ame
     before = views()
     r = staff.get(f"{w.base}{current[0]['href']}", timeout=20)
     assert r.status_code == 200 and r.content == pdf_v2 and r.headers["Content-Type"] == "application/pdf"
+    assert r.headers["Content-Disposition"] == f'inline; filename="document-{w.doc_id}-v2.pdf"'
     assert views() == before + 1, "opening the report PDF is audited"
+    download = staff.get(f"{w.base}/signing/documents/{w.doc_id}/versions/2/pdf", timeout=20)  # the document page's
+    assert download.headers["Content-Disposition"].startswith("attachment;")
     assert page.page_errors == []
 
 

@@ -216,8 +216,8 @@ function entryText(part) {
   return part.key ? t(part.key, part.params || {}) : part.text || '';
 }
 
-// A report version is a link to the EMR's PDF (served as a download: the
-// images stay on screen); anything else without pixels is a labelled,
+// A report version is a link to the EMR's PDF, opened in a tab of its own
+// (the images stay on screen); anything else without pixels is a labelled,
 // disabled entry.
 function sideEntry(entry) {
   const label = document.createElement('span');
@@ -226,6 +226,8 @@ function sideEntry(entry) {
   if (entry.kind === 'link') {
     el = document.createElement('a');
     el.href = entry.href;
+    el.target = '_blank';
+    el.rel = 'noopener';
     el.className = `thumb nonimage report ${entry.current ? 'current' : 'superseded'}`;
     el.dataset.key = entry.current ? 'report' : 'report-superseded';
     el.dataset.version = String(entry.version);
