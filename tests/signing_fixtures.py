@@ -18,9 +18,11 @@ from typing import TYPE_CHECKING
 import pytest
 
 if TYPE_CHECKING:
+    from emr import EmrSettings
     from emr.signing import DevPki, DevPkiServer
 
-__all__ = ["TOKEN_LABEL", "TOKEN_PIN", "pki", "pki_server", "softhsm_token", "trust_dev_pki"]
+__all__ = ["TOKEN_LABEL", "TOKEN_PIN", "pki", "pki_server", "signing_emr_settings", "softhsm_token",
+           "trust_dev_pki"]
 
 TOKEN_LABEL = "filmless-test"
 TOKEN_PIN = "246810"
@@ -34,6 +36,23 @@ def trust_dev_pki(pki: DevPki, data_dir: Path) -> None:
     import_trust_anchor(pki.ca_cert_path.read_bytes(), data_dir / "pki" / "trust-anchors")
     (data_dir / "pki" / "crls").mkdir(parents=True)
     (data_dir / "pki" / "crls" / "dev.crl").symlink_to(pki.crl_path)
+
+
+def signing_emr_settings(tmp: Path, pki: DevPki, pki_server: DevPkiServer) -> EmrSettings:
+    """Settings of a migrated SQLite EMR in ``tmp`` that signs with the dev TSA and trusts the dev CA."""
+    from emr import EmrSettings, upgrade_database
+
+    data = tmp / "data"
+    trust_dev_pki(pki, data)
+    settings = EmrSettings(
+        data_dir=data,
+        database_url=f"sqlite:///{tmp / 'emr.sqlite3'}",
+        secret_key_file=tmp / "secret_key",
+        hospital_name="Bệnh viện Đa khoa filmless",
+        tsa_url=pki_server.tsa_url,
+    )
+    upgrade_database(settings)
+    return settings
 
 
 @pytest.fixture(scope="session")

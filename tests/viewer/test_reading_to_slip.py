@@ -19,7 +19,7 @@ from typing import Any
 import pytest
 from sqlalchemy import select
 
-from emr import EmrSettings, create_app, upgrade_database
+from emr import create_app
 from emr.access.audit import Actor
 from emr.access.users import create_user
 from emr.db import make_engine, make_session_factory
@@ -33,7 +33,7 @@ from filmless.wiring import viewer_extension
 from storage import OrthancStore
 from tests.helpers import skip_existing_changes
 from tests.signing.test_workflow import token_keys  # noqa: F401 - fixture
-from tests.signing_fixtures import TOKEN_LABEL, TOKEN_PIN, trust_dev_pki
+from tests.signing_fixtures import TOKEN_LABEL, TOKEN_PIN, signing_emr_settings
 from tests.viewer.browser import wait_until
 from tests.viewer.conftest import ARTIFACTS
 from tests.viewer.phantom import make_ct_series
@@ -62,16 +62,7 @@ def emr(
 ) -> Iterator[Emr]:
     """The EMR with the viewer, the proxy and signing (dev TSA, dev CA trusted); one unread CT."""
     tmp = tmp_path_factory.mktemp("reading-to-slip")
-    data = tmp / "data"
-    trust_dev_pki(pki, data)
-    settings = EmrSettings(
-        data_dir=data,
-        database_url=f"sqlite:///{tmp / 'emr.sqlite3'}",
-        secret_key_file=tmp / "secret_key",
-        hospital_name="Bệnh viện Đa khoa filmless",
-        tsa_url=pki_server.tsa_url,
-    )
-    upgrade_database(settings)
+    settings = signing_emr_settings(tmp, pki, pki_server)
     engine = make_engine(settings.database_url)
     sessions = make_session_factory(engine)
     with sessions() as s:
