@@ -53,6 +53,7 @@ from ..models import (
     Study,
     User,
 )
+from ..models.signing import DocumentSignature
 from .artifacts import ArtifactSource
 from .exceptions import ExportError
 from .records import admission_diagnosis, latest_signed
@@ -66,6 +67,7 @@ __all__ = [
     "EXT",
     "FhirError",
     "RESOURCE_TYPES",
+    "SIGNER_CAPACITY",
     "VisitDiagnoses",
     "form_title",
     "validated",
@@ -606,27 +608,92 @@ def document_reference_resource(ctx: Ctx, d: Document) -> dict[str, Any]:
     return res
 
 
+# The capacity in which the head of department's signature was given (document_signatures.capacity,
+# emr.access.substitutes): head, deputy ("KT. Trưởng khoa", signing for the head) or acting ("Q. Trưởng khoa",
+# holding the head's authority). The project's own code system: neither FHIR nor the VN Core IG has one.
+SIGNER_CAPACITY = "https://filmless.vn/fhir/CodeSystem/tu-cach-ky"
+_AUTHOR_SIGNATURE = {
+    "system": "urn:iso-astm:E1762-95:2013",
+    "code": "1.2.840.10065.1.12.1.1",
+    "display": "Author's Signature",
+}
+_VERIFIER = {
+    "coding": [{"system": "http://terminology.hl7.org/CodeSystem/provenance-participant-type", "code": "verifier"}]
+}
+
+
+def _capacity_role(capacity: str) -> dict[str, Any]:
+    label = t(f"signing.capacity.{capacity}")
+    return {"coding": [{"system": SIGNER_CAPACITY, "code": capacity, "display": label}], "text": label}
+
+
+def _head_post(ctx: Ctx, d: Document) -> dict[str, Any]:
+    """The post a deputy signs for: the head of the visit's department (a logical PractitionerRole reference;
+    who held the post that day is not recorded, and the post may be vacant)."""
+    enc = ctx.session.get(Encounter, d.encounter_id)
+    dep = ctx.session.get(Department, enc.department_id) if enc is not None else None
+    title = t("signing.capacity.head")
+    return {
+        "type": "PractitionerRole",
+        "display": t("fhir.provenance.head_post", title=title, department=dep.name) if dep is not None else title,
+    }
+
+
+def _signature_rows(ctx: Ctx, v: DocumentVersion) -> list[DocumentSignature]:
+    return list(
+        ctx.session.scalars(
+            select(DocumentSignature)
+            .where(DocumentSignature.version_id == v.id)
+            .order_by(DocumentSignature.order_index)
+        )
+    )
+
+
 def provenance_resource(ctx: Ctx, v: DocumentVersion) -> dict[str, Any]:
-    """Who signed which version of which document, with the detached CMS when the workflow stored one."""
+    """Who signed which version of which document, one agent and one Signature per signature.
+
+    A version signed through the signing workflow has one row per signature (document_signatures): each
+    signer is an agent with their own Signature (time, detached CMS). The head of department's signature on a
+    discharge paper names the capacity it was given in (``agent.role``, coded in :data:`SIGNER_CAPACITY`, text
+    "Trưởng khoa" / "KT. Trưởng khoa" / "Q. Trưởng khoa"); a deputy signs *for* the head (Decree 30/2020/NĐ-CP,
+    "ký thay"), so their agent and Signature carry ``onBehalfOf`` the head's post (FHIR R4 Provenance.agent
+    .onBehalfOf: "the individual, device, or organization for whom the change was made"; Signature.onBehalfOf:
+    "the party being represented"). An acting head holds the head's authority in their own name: no
+    ``onBehalfOf``. A version marked signed without the workflow has no rows: its signer and the CMS of
+    :class:`ArtifactSource` stand for it.
+    """
     d = ctx.session.get(Document, v.document_id)
     assert d is not None
-    signer = ctx.user(v.signed_by)
-    who = _practitioner(signer) or {"display": "?"}
     targets = [_ref("DocumentReference", d.id)]
     if d.form_type == "radiology_report":
         targets.append(_ref("DiagnosticReport", d.id))
-    signature: dict[str, Any] = {
-        "type": [
-            {"system": "urn:iso-astm:E1762-95:2013", "code": "1.2.840.10065.1.12.1.1", "display": "Author's Signature"}
-        ],
-        "when": _instant(v.signed_at),
-        "who": who,
-    }
-    cms = ctx.artifacts.version_cms(d, v)
-    if cms is not None:
+    agents: list[dict[str, Any]] = []
+    signatures: list[dict[str, Any]] = []
+    rows = _signature_rows(ctx, v)
+    for row in rows:
+        who = _practitioner(ctx.user(row.signer_id)) or {"display": "?"}
+        agent: dict[str, Any] = {"type": _VERIFIER, "who": who}
+        signature: dict[str, Any] = {"type": [_AUTHOR_SIGNATURE], "when": _instant(row.signed_at), "who": who}
+        if row.signer_role == "head":
+            capacity = row.capacity or "head"  # rows from before migration 0024: only the head could sign
+            agent["role"] = [_capacity_role(capacity)]
+            if capacity == "deputy":
+                agent["onBehalfOf"] = signature["onBehalfOf"] = _head_post(ctx, d)
         signature["sigFormat"] = "application/pkcs7-signature"
         signature["targetFormat"] = "application/json"
-        signature["data"] = base64.b64encode(cms).decode("ascii")
+        signature["data"] = base64.b64encode(bytes(row.cms)).decode("ascii")
+        agents.append(agent)
+        signatures.append(signature)
+    if not rows:
+        who = _practitioner(ctx.user(v.signed_by)) or {"display": "?"}
+        signature = {"type": [_AUTHOR_SIGNATURE], "when": _instant(v.signed_at), "who": who}
+        cms = ctx.artifacts.version_cms(d, v)
+        if cms is not None:
+            signature["sigFormat"] = "application/pkcs7-signature"
+            signature["targetFormat"] = "application/json"
+            signature["data"] = base64.b64encode(cms).decode("ascii")
+        agents.append({"type": _VERIFIER, "who": who})
+        signatures.append(signature)
     return {
         "resourceType": "Provenance",
         "id": str(v.id),
@@ -641,20 +708,8 @@ def provenance_resource(ctx: Ctx, v: DocumentVersion) -> dict[str, Any]:
                 }
             ]
         },
-        "agent": [
-            {
-                "type": {
-                    "coding": [
-                        {
-                            "system": "http://terminology.hl7.org/CodeSystem/provenance-participant-type",
-                            "code": "verifier",
-                        }
-                    ]
-                },
-                "who": who,
-            }
-        ],
-        "signature": [signature],
+        "agent": agents,
+        "signature": signatures,
         "entity": [
             {
                 "role": "source",

@@ -267,7 +267,20 @@ def _last_updated(kind: str, obj: Any, session: Session) -> datetime | None:
     if kind == "Patient":
         return _max_time(obj.updated_at, obj.created_at)
     if kind == "Encounter":
-        return _max_time(obj.created_at, obj.inpatient_at, obj.discharged_at, obj.closed_at)
+        # The visit's own times (opened, admitted, discharged and closed, when its diagnoses are set), and the
+        # signing or cancelling of its admission notes: the signed note's coded initial diagnosis is the
+        # Encounter's AD diagnosis (emr.exports.fhir.visit_diagnoses).
+        notes = session.scalars(
+            select(Document).where(Document.encounter_id == obj.id, Document.form_type == "admission_note")
+        ).all()
+        return _max_time(
+            obj.created_at,
+            obj.inpatient_at,
+            obj.discharged_at,
+            obj.closed_at,
+            *(d.cancelled_at for d in notes),
+            *(v.signed_at for d in notes for v in d.versions),
+        )
     if kind == "ServiceRequest":
         return _max_time(obj.ordered_at, obj.performed_at, obj.result_at)
     if kind in ("DiagnosticReport", "DocumentReference"):

@@ -151,6 +151,13 @@ def test_search_with_the_vn_core_cccd_system(
 
 ICD10 = "http://hl7.org/fhir/sid/icd-10"  # vn-condition-code-vs / vn-core-condition-code: ICD-10 (QĐ 4469/QĐ-BYT)
 ROLE = "http://terminology.hl7.org/CodeSystem/diagnosis-role"  # Encounter.diagnosis.use, sliced by VNCoreEncounter
+# The code system's own displays (HL7 THO CodeSystem diagnosis-role 1.1.1); the Vietnamese name is the text.
+ROLE_DISPLAY = {
+    "AD": "Admission diagnosis",
+    "DD": "Discharge diagnosis",
+    "CC": "Chief complaint",
+    "CM": "Comorbidity diagnosis",
+}
 
 
 def _roles(encounter: dict[str, Any], conditions: dict[str, dict[str, Any]]) -> list[tuple[str, str, str]]:
@@ -159,6 +166,7 @@ def _roles(encounter: dict[str, Any], conditions: dict[str, dict[str, Any]]) -> 
     for d in encounter["diagnosis"]:
         [coding] = d["use"]["coding"]
         assert coding["system"] == ROLE and d["use"]["text"] and "rank" not in d  # VN Core: rank 0..0 per slice
+        assert coding["display"] == ROLE_DISPLAY[coding["code"]]
         c = conditions[d["condition"]["reference"]]
         [icd] = [x for x in c["code"]["coding"] if x["system"] == ICD10]
         assert c["meta"]["profile"] == [f"{VN}/StructureDefinition/vn-core-condition-diagnosis"]
