@@ -5,6 +5,7 @@ from .loader import CatalogueLoad, Line, load_catalogue, store_version
 from .lookup import (
     CodeCheck,
     check_code,
+    code_name,
     codes_on,
     entry_on,
     has_versions,
@@ -14,7 +15,7 @@ from .lookup import (
     unknown_icd10,
     version_on,
 )
-from .packaged import admin_unit_map_from_package, admin_units_from_package
+from .packaged import admin_unit_map_from_package, admin_units_from_package, demographics_from_package
 
 __all__ = [
     "KINDS",
@@ -24,7 +25,9 @@ __all__ = [
     "CodeCheck",
     "Line",
     "check_code",
+    "code_name",
     "codes_on",
+    "demographics_from_package",
     "entry_on",
     "has_versions",
     "list_versions",

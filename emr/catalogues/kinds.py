@@ -21,6 +21,12 @@ so ``MA_BENH``, ``Mã bệnh`` and ``ma benh`` are the same column. Sources:
   MAXA_CU_TRU); one line per commune with its province.
 - Unit mapping: one line per (old commune, new commune); an old commune split
   between several new ones has several lines.
+- Ethnic groups: MA_DANTOC (XML1, 2 digits), the Statistics Office's list of
+  QĐ 121-TCTK/PPCĐ (1979), which the QĐ 130/4750 annex names for MA_DANTOC;
+  as published in the Ministry's VN Core IG (CodeSystem vn-core-race).
+- Occupations: MA_NGHE_NGHIEP (XML1, at most 5 digits, QĐ 34/2020/QĐ-TTg).
+  Nothing is shipped for it: a hospital loads the published list itself.
+- Religions: the Statistics Office's list of QĐ 1019/QĐ-TCTK (2008), 2 digits.
 """
 
 from __future__ import annotations
@@ -64,6 +70,9 @@ _FACILITY = r"\d{5}"
 _DEPARTMENT = r"[A-Za-z0-9._-]{1,20}"
 _PROVINCE = r"\d{2}"
 _COMMUNE = r"\d{5}"
+_ETHNICITY = r"\d{2}"
+_OCCUPATION = r"\d{1,5}"
+_RELIGION = r"\d{2}"
 
 KINDS: dict[str, Kind] = {
     "icd10": Kind(
@@ -114,5 +123,26 @@ KINDS: dict[str, Kind] = {
         ),
         parent_kind="admin_unit",
         unique_code=False,
+    ),
+    "ethnicity": Kind(
+        "ethnicity",
+        (
+            Column("code", ("madantoc", "ma", "code"), pattern=_ETHNICITY, pad=2),
+            Column("name", ("tendantoc", "dantoc", "ten", "display", "name")),
+        ),
+    ),
+    "occupation": Kind(
+        "occupation",
+        (
+            Column("code", ("manghenghiep", "manghe", "ma", "code"), pattern=_OCCUPATION),
+            Column("name", ("tennghenghiep", "nghenghiep", "ten", "name")),
+        ),
+    ),
+    "religion": Kind(
+        "religion",
+        (
+            Column("code", ("matongiao", "ma", "code"), pattern=_RELIGION, pad=2),
+            Column("name", ("tentongiao", "tongiao", "ten", "name")),
+        ),
     ),
 }

@@ -18,6 +18,7 @@ from sqlalchemy.orm import Session
 from emr.core.normalize import fold
 
 from ..models import CatalogueEntry, CatalogueVersion, Icd10Code
+from .packaged import shipped_name
 
 __all__ = [
     "CodeCheck",
@@ -26,6 +27,7 @@ __all__ = [
     "codes_on",
     "entry_on",
     "check_code",
+    "code_name",
     "unknown_icd10",
     "new_communes",
     "search_entries",
@@ -72,6 +74,17 @@ def entry_on(session: Session, kind: str, code: str, on: date) -> CatalogueEntry
     return session.scalar(
         select(CatalogueEntry).where(CatalogueEntry.version_id == version.id, CatalogueEntry.code == code).limit(1)
     )
+
+
+def code_name(session: Session, kind: str, code: str, on: date) -> str | None:
+    """The name ``code`` has in the ``kind`` version in force on ``on``; a kind never loaded: in the list
+    shipped with filmless (ethnicity, religion), so a name shows before a site loads anything. None: unknown."""
+    if not code:
+        return None
+    if has_versions(session, kind):
+        entry = entry_on(session, kind, code, on)
+        return entry.name if entry is not None else None
+    return shipped_name(kind, code)
 
 
 def new_communes(session: Session, old_code: str, on: date) -> list[str]:

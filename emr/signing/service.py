@@ -54,6 +54,7 @@ from emr.documents import service as documents
 from emr.documents.content import content_lines
 from emr.models.lookup import get_or_404
 from emr.ops.instruments import timed_signing
+from emr.patients.demographics import demographic_lines, parent_lines
 from emr.signing.trust import crl_paths, load_crls, trust_anchors_dir
 
 from ..i18n import t
@@ -439,13 +440,15 @@ def _icd_lines(session: Session, enc: Encounter) -> list[tuple[str, str]]:
 
 
 def _discharge_lines(
-    session: Session, enc: Encounter, patient: Patient | None
+    session: Session, enc: Encounter, patient: Patient | None, on: dt.date
 ) -> tuple[list[tuple[str, str]], list[tuple[str, str]]]:
     """What a discharge paper carries beyond the form (Circular 56/2017/TT-BYT annex, form 01/BV-01; QĐ 4750
-    XML7): the patient's health ID, insurance card and address; the visit code, admission and discharge times
-    (facility time) and the ICD-10 diagnoses."""
+    XML7): the patient's ethnicity and occupation, a child's parents (under 16 on ``on``), health ID, insurance
+    card and address; the visit code, admission and discharge times (facility time) and the ICD-10 diagnoses."""
     details: list[tuple[str, str]] = []
     if patient is not None:
+        details += demographic_lines(session, patient, on, religion=False)
+        details += parent_lines(patient, on)
         if patient.health_id:
             details.append((t("signing.pdf.health_id"), patient.health_id))  # MA_YTE
         if patient.bhyt_number:
@@ -484,8 +487,11 @@ def render_input(
     extra = [t("signing.pdf.content_sha256", sha=version.content_sha256)]
     details: list[tuple[str, str]] = []
     visit: list[tuple[str, str]] = []
+    on = local_day(version.created_at)  # the day the paper was written: its catalogue and the child's age
     if enc is not None and doc.form_type == "discharge_summary":
-        details, visit = _discharge_lines(session, enc, patient)
+        details, visit = _discharge_lines(session, enc, patient, on)
+    elif patient is not None and doc.form_type == "admission_note":  # the medical record's administrative part
+        details = demographic_lines(session, patient, on, religion=False)
     elif enc is not None:
         extra.insert(0, t("signing.pdf.visit", code=enc.visit_code))
     title = t(f"documents.form.{doc.form_type}")

@@ -21,6 +21,7 @@ from emr.identity.checks import latest_check
 from emr.imaging import orders
 from emr.patients import encounters
 from emr.patients import service as patients
+from emr.patients.demographics import demographic_lines
 from emr.web import network
 from emr.web import outbox as outbox_pages
 from emr.web.forms import field_errors, form_dict, form_values
@@ -117,6 +118,8 @@ def chart(patient_id: int) -> Any:
         sent_messages=sent,
         outbox_kind=outbox_pages.kind_label,
         identity=latest_check(s, patient.id),  # issue 15 §3: CCCD checked against the population database
+        # ethnicity, occupation, religion as "name (code)" from the catalogue in force today
+        demographics=demographic_lines(s, patient, local_today()),
         network=network.chart_context(s, patient_id),  # issue 15 §1: transfers and tele-radiology
     )
 

@@ -13,7 +13,10 @@ from typing import Any
 from ..settings import Settings
 
 # emr.catalogues.KINDS, spelled out so `filmless --help` does not import the EMR.
-CATALOGUE_KINDS = ("icd10", "dvkt", "facility", "department", "admin_unit", "admin_unit_map")
+CATALOGUE_KINDS = (
+    "icd10", "dvkt", "facility", "department", "admin_unit", "admin_unit_map", "ethnicity", "occupation", "religion",
+)
+_PACKAGED = ("admin_unit", "admin_unit_map", "ethnicity", "religion")  # kinds with a list shipped with filmless
 
 
 def register(sub: Any) -> None:
@@ -75,7 +78,8 @@ def register(sub: Any) -> None:
     p.add_argument("--valid-from", help="first day the version is in force (yyyy-mm-dd or dd/mm/yyyy; default today)")
     p.add_argument("--package", action="store_true",
                    help="admin_unit: the units of the vietnam-provinces package; "
-                        "admin_unit_map: the old-to-new commune mapping shipped with filmless")
+                        "admin_unit_map: the old-to-new commune mapping shipped with filmless; "
+                        "ethnicity, religion: the Statistics Office's lists shipped with filmless")
     p.set_defaults(func=cmd_load_catalogue)
 
     p = esub.add_parser("add-department", help="add a department (code = MA_KHOA)")
@@ -244,19 +248,28 @@ def cmd_load_catalogue(args: argparse.Namespace, settings: Settings) -> int:
     if valid_from is None:
         print(t("catalogues.cli.bad_date", value=args.valid_from), file=sys.stderr)
         return 2
-    if args.package != (args.file is None) or (args.package and args.kind not in ("admin_unit", "admin_unit_map")):
+    if args.package != (args.file is None) or (args.package and args.kind not in _PACKAGED):
         print(t("catalogues.cli.file_or_package"), file=sys.stderr)
         return 2
     if args.file is not None and not args.file.is_file():
         print(t("prices.cli.no_file", file=args.file), file=sys.stderr)
         return 2
-    from emr.catalogues import admin_unit_map_from_package, admin_units_from_package, load_catalogue, store_version
+    from emr.catalogues import (
+        admin_unit_map_from_package,
+        admin_units_from_package,
+        demographics_from_package,
+        load_catalogue,
+        store_version,
+    )
 
     with _session(settings) as session:
         try:
             if args.package:
-                packaged = admin_units_from_package if args.kind == "admin_unit" else admin_unit_map_from_package
-                lines, source, digest = packaged()
+                if args.kind in ("ethnicity", "religion"):
+                    lines, source, digest = demographics_from_package(args.kind)
+                else:
+                    packaged = admin_units_from_package if args.kind == "admin_unit" else admin_unit_map_from_package
+                    lines, source, digest = packaged()
                 result = store_version(
                     session, _cli_actor(), args.kind, lines, valid_from=valid_from, source=source, sha256=digest
                 )

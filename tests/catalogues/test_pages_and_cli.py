@@ -32,7 +32,8 @@ def test_overview_lists_every_kind_and_marks_the_missing_ones(
     page = client.get("/admin/catalogues/").get_data(as_text=True)
     assert "Danh mục dùng chung" in page and "ICD-10 (mã bệnh)" in page
     assert "01/01/2024" in page and "31/12/2025" in page and "đang hiệu lực" in page
-    assert page.count("Chưa nạp (chưa kiểm tra mã theo danh mục này)") == 4  # dvkt, facility, units, mapping
+    # dvkt, facility, units, mapping, ethnicity, occupation, religion
+    assert page.count("Chưa nạp (chưa kiểm tra mã theo danh mục này)") == 7
     assert 'href="/admin/catalogues/' in page
 
 

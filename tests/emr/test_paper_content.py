@@ -109,6 +109,7 @@ def test_discharge_paper_carries_the_stay_in_local_time_and_the_icd10_diagnoses(
         (t("signing.pdf.icd_secondary"), "I10 – Tăng huyết áp vô căn"),
     ]
     assert dict(paper.patient_details) == {
+        t("patients.ethnicity"): "Kinh (01)",  # MA_DANTOC by its name (GSO list), the form's "Dân tộc"
         t("signing.pdf.health_id"): "7912345678",
         t("signing.pdf.bhyt"): "DN4790123456789 · " + t("signing.pdf.bhyt_valid", start="01/01/2026", end="31/12/2026"),
         t("signing.pdf.address"): "12 Lê Lợi, Quận 1, TP. Hồ Chí Minh",
