@@ -283,6 +283,7 @@ _CSV_COLUMNS = (
     "object_id",
     "client_ip",
     "details",
+    "object_name",  # appended (not next to object_type) so existing column positions stay as they were
 )
 
 
@@ -335,6 +336,7 @@ def audit_csv(session: Session, actor: Actor, flt: AuditFilter) -> Iterator[str]
                             r.object_id,
                             r.client_ip,
                             json.dumps(json.loads(r.details or "{}"), ensure_ascii=False),
+                            object_label(r.object_type),
                         )
                     ]
                 )

@@ -32,7 +32,7 @@ from sqlalchemy.orm import Session
 from emr.access import audit
 from emr.access.audit import Actor
 from emr.access.permissions import allowed
-from emr.core.exceptions import ConflictError, PermissionDenied, ValidationFailed
+from emr.core.exceptions import ConflictError, NotFoundError, PermissionDenied, ValidationFailed
 from emr.core.settings import EmrSettings
 from emr.db import make_engine, make_session_factory
 from emr.models import NetworkSite, utcnow
@@ -46,6 +46,8 @@ __all__ = [
     "as_pem",
     "site_signing_ca",
     "anchor_owners",
+    "withdraw_anchor",
+    "withdraw_reason",
     "create_site",
     "update_site",
     "list_sites",
@@ -79,6 +81,9 @@ class SiteIn:
     # ``signing_ca_confirm`` names its fingerprint(s), read back by phone to the other hospital.
     signing_ca_pem: str | None = None
     signing_ca_confirm: str | None = None
+    # Replacing a site's CA: also withdraw the one attached before (with this reason), not just detach it.
+    withdraw_previous: bool = False
+    withdraw_previous_reason: str | None = None
 
 
 SIGNING_CA_MAX = 64 * 1024  # a CA chain in PEM is a few KB; anything larger is not one
@@ -174,8 +179,9 @@ def _check_signing_ca(data: SiteIn) -> tuple[bytes, list[SigningCa]] | None:
 
 
 def _attach_signing_ca(session: Session, actor: Actor, site: NetworkSite, ca: tuple[bytes, list[SigningCa]],
-                       anchors_dir: Path | str | None) -> None:
-    """Import the confirmed CA through the one trust store and remember whose it is (audited)."""
+                       anchors_dir: Path | str | None, withdraw: str | None = None) -> None:
+    """Import the confirmed CA through the one trust store and remember whose it is (audited); with a
+    ``withdraw`` reason, the CA it replaces is withdrawn from the store (unless it is the same one)."""
     from emr.signing.exceptions import PkiError
     from emr.signing.pki import import_trust_anchor
 
@@ -192,6 +198,62 @@ def _attach_signing_ca(session: Session, actor: Actor, site: NetworkSite, ca: tu
                  details={"name": site.name, "subjects": [a.subject for a in anchors],
                           "sha256": [a.sha256 for a in anchors], "replaced": previous,
                           "fingerprint_confirmed": True})
+    if withdraw is not None:
+        from emr.signing.pki import list_trust_anchors
+
+        held = {a.sha256 for a in list_trust_anchors(anchors_dir)}
+        kept = {a.sha256 for a in anchors}
+        for digest in (previous or "").split():
+            if digest not in kept and digest in held:
+                _withdraw(session, actor, anchors_dir, digest, withdraw)
+
+
+def withdraw_reason(text: str | None) -> str:
+    """A withdrawal's reason, required (ValidationFailed on field ``withdraw_reason``): what an auditor reads."""
+    reason = " ".join((text or "").split())
+    if not 5 <= len(reason) <= 500:
+        raise ValidationFailed({"withdraw_reason": "network.error.withdraw_reason"})
+    return reason
+
+
+def _withdraw(session: Session, actor: Actor, anchors_dir: Path | str, digest: str, reason: str) -> None:
+    """Take ``digest`` out of the trust store (kept in its withdrawn/ folder), detach it from every site
+    that had it as its signing CA, and audit it, in the caller's transaction."""
+    from emr.signing.exceptions import PkiError
+    from emr.signing.pki import withdraw_trust_anchor
+
+    owners = [x for x in list_sites(session) if digest in (x.signing_ca_sha256 or "").split()]
+    try:
+        gone = withdraw_trust_anchor(anchors_dir, digest, reason=reason, by=actor.username or "",
+                                     owners=[x.name for x in owners])
+    except PkiError:  # not in the store (withdrawn a moment ago in another tab) or not a fingerprint
+        raise NotFoundError("trust anchor", digest) from None
+    for site in owners:
+        site.signing_ca_sha256 = " ".join(d for d in (site.signing_ca_sha256 or "").split() if d != digest) or None
+    audit.record(session, actor, "signing.trust_anchor.withdraw", object_type="trust_anchor", object_id=digest,
+                 details={"subject": gone.subject, "sha256": digest, "reason": reason,
+                          "owners": list(gone.owners), "sites": [x.id for x in owners],
+                          "not_after": gone.not_after.isoformat(), "record": gone.path.name})
+
+
+def withdraw_anchor(session: Session, actor: Actor, sha256: str, reason: str | None, *,
+                    trust_anchors_dir: Path | str, confirmed: bool) -> None:
+    """An admin stops trusting a CA at once (compromised, retired): see :func:`emr.signing.pki.withdraw_trust_anchor`.
+    Needs the admin's confirmation and a reason; every verification from now on reads the store without it."""
+    if not allowed(actor.role, "network.manage"):
+        raise PermissionDenied("network.manage")
+    errors: dict[str, str] = {}
+    cleaned = ""
+    try:
+        cleaned = withdraw_reason(reason)
+    except ValidationFailed as exc:
+        errors.update(exc.fields)
+    if not confirmed:
+        errors["withdraw_confirm"] = "network.error.withdraw_unconfirmed"
+    if errors:
+        raise ValidationFailed(errors)
+    _withdraw(session, actor, trust_anchors_dir, sha256, cleaned)
+    session.commit()
 
 
 SEND_BY = ("dicom", "stow")
@@ -296,6 +358,11 @@ def _clean_all(data: SiteIn, actor: Actor) -> tuple[dict[str, Any], tuple[bytes,
     except ValidationFailed as exc:
         errors.update(exc.fields)
         params.update(exc.field_params)
+    if data.withdraw_previous and (data.signing_ca_pem or "").strip():
+        try:
+            withdraw_reason(data.withdraw_previous_reason)
+        except ValidationFailed as exc:
+            errors.update(exc.fields)
     if errors:
         raise ValidationFailed(errors, params=params)
     return values, ca
@@ -352,7 +419,8 @@ def update_site(
     audit.record(session, actor, "network.site.update", object_type="network_site", object_id=site.id,
                  details={"changed": changed, "active": site.active})
     if ca is not None:
-        _attach_signing_ca(session, actor, site, ca, trust_anchors_dir)
+        withdraw = withdraw_reason(data.withdraw_previous_reason) if data.withdraw_previous else None
+        _attach_signing_ca(session, actor, site, ca, trust_anchors_dir, withdraw)
     session.commit()
     return site, issued
 

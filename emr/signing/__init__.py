@@ -50,10 +50,12 @@ from .pki import (
     issue_certificate_for_key,
     issue_user_certificate,
     list_trust_anchors,
+    list_withdrawn_anchors,
     load_certificates,
     load_dev_pki,
     load_trust_anchors,
     revoke_certificate,
+    withdraw_trust_anchor,
 )
 from .render import RenderInput, SignerSlot, render_document_pdf, verification_url
 from .retention import RETENTION_YEARS, retention_class, retention_until
@@ -95,6 +97,7 @@ __all__ = [
     "issue_certificate_for_key",
     "issue_user_certificate",
     "list_trust_anchors",
+    "list_withdrawn_anchors",
     "load_certificates",
     "load_dev_pki",
     "load_pkcs12_signer",
@@ -104,6 +107,7 @@ __all__ = [
     "retention_class",
     "retention_until",
     "revoke_certificate",
+    "withdraw_trust_anchor",
     "sign_json",
     "sign_pdf",
     "signature_fields",

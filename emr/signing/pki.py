@@ -22,7 +22,7 @@ import hashlib
 import json
 import os
 import secrets
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -41,6 +41,7 @@ __all__ = [
     "DevPki",
     "DevUser",
     "TrustAnchor",
+    "WithdrawnAnchor",
     "check_trust_anchor",
     "fingerprint",
     "import_trust_anchor",
@@ -48,10 +49,12 @@ __all__ = [
     "issue_certificate_for_key",
     "issue_user_certificate",
     "list_trust_anchors",
+    "list_withdrawn_anchors",
     "load_certificates",
     "load_dev_pki",
     "load_trust_anchors",
     "revoke_certificate",
+    "withdraw_trust_anchor",
 ]
 
 DEV_CA_NAME = "filmless DEVELOPMENT CA — NOT FOR CLINICAL USE"
@@ -536,3 +539,124 @@ def load_trust_anchors(store_dir: Path | str) -> list[x509.Certificate]:
         certs.extend(load_certificates(anchor.path.read_bytes()))
     return certs
 
+
+
+# -- withdrawn trust anchors ---------------------------------------------------------
+#
+# A CA that is compromised or retired stops being trusted at once: its certificate leaves the store
+# (every verification reads the store afresh, emr.signing.service.SigningConfig.anchors) and goes, with
+# who withdrew it, when and why, to ``<store>/withdrawn/`` (never read as an anchor: only ``<store>/*.pem``
+# is), so an auditor can still see what was trusted until when. Verification results stored before
+# stay as they were; a paper signed under that CA now verifies as "chain not trusted", since its
+# signature itself is still intact.
+
+WITHDRAWN_DIR = "withdrawn"
+
+
+@dataclass(frozen=True)
+class WithdrawnAnchor:
+    """A CA certificate that was a trust anchor until ``withdrawn_at``."""
+
+    subject: str
+    sha256: str
+    not_after: dt.datetime
+    withdrawn_at: dt.datetime
+    withdrawn_by: str
+    reason: str
+    owners: tuple[str, ...]  # the network sites whose signing CA it was
+    path: Path  # the certificate as it was trusted (PEM)
+
+    @property
+    def fingerprint(self) -> str:
+        return fingerprint(self.sha256)
+
+
+def _normalised_sha256(value: str) -> str:
+    digest = value.strip().replace(":", "").lower()
+    if len(digest) != 64 or any(c not in "0123456789abcdef" for c in digest):
+        raise PkiError(f"not a SHA-256 fingerprint: {value!r}", key="signing.error.anchor_fingerprint")
+    return digest
+
+
+def withdraw_trust_anchor(
+    store_dir: Path | str, sha256: str, *, reason: str, by: str, owners: Sequence[str] = (),
+) -> WithdrawnAnchor:
+    """Stop trusting the anchor whose SHA-256 is ``sha256`` (hex or ``AA:BB:…``), keeping a record.
+
+    The certificate is written to ``<store>/withdrawn/<sha256>-<UTC time>.pem`` with a ``.json`` next to
+    it (reason, who, when, subject, validity, owners), then removed from the store; a file holding
+    several certificates is rewritten without it. Raises :class:`PkiError` for a blank reason or an
+    anchor the store does not hold.
+    """
+    store = Path(store_dir)
+    digest = _normalised_sha256(sha256)
+    reason = " ".join(reason.split())
+    if not reason:
+        raise PkiError("a withdrawal needs a reason", key="signing.error.anchor_reason")
+    found = None
+    for path in sorted(store.glob("*.pem")) if store.is_dir() else []:
+        certs = load_certificates(path.read_bytes())
+        for cert in certs:
+            if hashlib.sha256(cert.public_bytes(serialization.Encoding.DER)).hexdigest() == digest:
+                found = (path, cert, [c for c in certs if c is not cert])
+                break
+        if found:
+            break
+    if found is None:
+        raise PkiError(f"no trust anchor {digest}", key="signing.error.anchor_unknown")
+    path, cert, rest = found
+    now = _now()
+    anchor = _anchor(cert, path)
+    folder = store / WITHDRAWN_DIR
+    stem = f"{digest}-{now:%Y%m%dT%H%M%S%fZ}"
+    record = {
+        "sha256": digest,
+        "subject": anchor.subject,
+        "issuer": anchor.issuer,
+        "serial_number": anchor.serial_number,
+        "not_before": anchor.not_before.isoformat(),
+        "not_after": anchor.not_after.isoformat(),
+        "withdrawn_at": now.isoformat(),
+        "withdrawn_by": by,
+        "reason": reason,
+        "owners": list(owners),
+    }
+    # The record first: if anything fails after it, the anchor is still trusted and the admin retries;
+    # never the other way round (an anchor gone without a trace).
+    _write_public(folder / f"{stem}.pem", _pem(cert))
+    _write_public(folder / f"{stem}.json", json.dumps(record, ensure_ascii=False, indent=1).encode("utf-8"))
+    if rest:
+        tmp = path.with_suffix(".pem.tmp")
+        _write_public(tmp, b"".join(_pem(c) for c in rest))
+        os.replace(tmp, path)
+    else:
+        path.unlink()
+    return _withdrawn(record, folder / f"{stem}.pem")
+
+
+def _withdrawn(record: Mapping[str, object], path: Path) -> WithdrawnAnchor:
+    owners = record.get("owners") or []
+    return WithdrawnAnchor(
+        subject=str(record.get("subject", "")),
+        sha256=str(record.get("sha256", "")),
+        not_after=dt.datetime.fromisoformat(str(record["not_after"])),
+        withdrawn_at=dt.datetime.fromisoformat(str(record["withdrawn_at"])),
+        withdrawn_by=str(record.get("withdrawn_by", "")),
+        reason=str(record.get("reason", "")),
+        owners=tuple(str(o) for o in owners) if isinstance(owners, list) else (),
+        path=path,
+    )
+
+
+def list_withdrawn_anchors(store_dir: Path | str) -> list[WithdrawnAnchor]:
+    """The anchors withdrawn from the store, newest withdrawal first."""
+    folder = Path(store_dir) / WITHDRAWN_DIR
+    if not folder.is_dir():
+        return []
+    out = []
+    for meta in folder.glob("*.json"):
+        try:
+            out.append(_withdrawn(json.loads(meta.read_text(encoding="utf-8")), meta.with_suffix(".pem")))
+        except (ValueError, KeyError):
+            continue  # a hand-edited record: the certificate next to it is still there to read
+    return sorted(out, key=lambda w: w.withdrawn_at, reverse=True)

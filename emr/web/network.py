@@ -37,7 +37,9 @@ def _signing_ca_pem() -> str:
 
 def _site_in(signing_ca_pem: str) -> sites.SiteIn:
     return sites.SiteIn(**{f: request.form.get(f, "")[:8000] for f in _SITE_FIELDS}, signing_ca_pem=signing_ca_pem,
-                        signing_ca_confirm=request.form.get("signing_ca_confirm", "")[:1000])
+                        signing_ca_confirm=request.form.get("signing_ca_confirm", "")[:1000],
+                        withdraw_previous=request.form.get("withdraw_previous") == "1",
+                        withdraw_previous_reason=request.form.get("withdraw_previous_reason", "")[:2000])
 
 
 def _values(site: Any = None, signing_ca_pem: str = "") -> dict[str, Any]:
@@ -72,6 +74,39 @@ def _trust_store(s: Any) -> list[dict[str, Any]]:
     return [{"anchor": a, "owners": owners.get(a.sha256, [])} for a in list_trust_anchors(_anchors_dir())]
 
 
+def _withdrawn() -> list[Any]:
+    """The anchors trusted before and withdrawn since, newest first: what was trusted until when."""
+    from emr.signing.pki import list_withdrawn_anchors
+
+    return list_withdrawn_anchors(_anchors_dir())
+
+
+@bp.route("/trust-anchors/<sha256>/withdraw", methods=["GET", "POST"])
+@requires("network.manage")
+def withdraw_anchor(sha256: str) -> Any:
+    """Stop trusting a CA (compromised, retired): a page that says what it is and whose, asks for the
+    reason and a confirmation; the POST withdraws it from the trust store at once (emr.network.sites)."""
+    s = db.session()
+    row = next((r for r in _trust_store(s) if r["anchor"].sha256 == sha256.lower()), None)
+    if row is None:
+        abort(404)
+    errors: dict[str, str] = {}
+    if request.method == "POST":
+        try:
+            sites.withdraw_anchor(s, current_actor(), row["anchor"].sha256, request.form.get("reason", "")[:2000],
+                                  trust_anchors_dir=_anchors_dir(), confirmed=request.form.get("confirm") == "1")
+        except EmrError as exc:
+            s.rollback()
+            if exc.http_status == 404:
+                abort(404)
+            errors = field_errors(exc)
+        else:
+            return redirect(url_for("network.sites_page", withdrawn=row["anchor"].sha256[:16],
+                                    _anchor="trust-anchors"))
+    return render_template("network/withdraw_anchor.html", row=row, errors=errors,
+                           reason=request.form.get("reason", "")[:2000]), (422 if errors else 200)
+
+
 @bp.route("/sites", methods=["GET", "POST"])
 @requires("network.manage")
 def sites_page() -> Any:
@@ -91,7 +126,7 @@ def sites_page() -> Any:
     return render_template(
         "network/sites.html", sites=sites.list_sites(s), errors=errors, issued=issued,
         values={} if issued else _values(signing_ca_pem=pem), offered=_offered(pem, saved=issued is not None),
-        trust_store=_trust_store(s),
+        trust_store=_trust_store(s), withdrawn=_withdrawn(), just_withdrawn=request.args.get("withdrawn", "")[:16],
     ), (422 if errors else 200)
 
 
@@ -114,6 +149,9 @@ def site_page(site_id: int) -> Any:
             errors = field_errors(exc)
             site = sites.get_site(s, site_id)
     values = _values(site, signing_ca_pem=pem if errors else "")
+    if errors:  # the replacement's withdrawal choice survives the confirmation step
+        values |= {"withdraw_previous": request.form.get("withdraw_previous") == "1",
+                   "withdraw_previous_reason": request.form.get("withdraw_previous_reason", "")[:2000]}
     return render_template("network/site.html", site=site, errors=errors, issued=issued, values=values,
                            offered=_offered(pem, saved=not errors),
                            current_ca=sites.site_signing_ca(site, _anchors_dir())), (422 if errors else 200)

@@ -47,6 +47,9 @@ def register(sub: Any) -> None:
     p = ssub.add_parser("trust-ca", help="trust a registered facility's signing CA (its reports then verify here)")
     p.add_argument("site", help="its name or AE title")
     _signing_ca_args(p, required=True)
+    p.add_argument("--withdraw-previous", metavar="REASON",
+                   help="replacing its CA: also withdraw the one attached before from the trust store, for REASON "
+                   "(without it the old CA stays trusted; `filmless pki withdraw-anchor` can withdraw it later)")
     p.set_defaults(func=cmd_site_trust_ca)
     p = ssub.add_parser("list", help="the registered facilities")
     p.set_defaults(func=cmd_site_list)
@@ -159,7 +162,9 @@ def cmd_site_trust_ca(args: argparse.Namespace, settings: Settings) -> int:
         data = SiteIn(site.name, site.ae_title, site.host, site.port if site.port else "", site.emr_url,
                       site.dicomweb_url, site.certificate_pem, None, send_by=site.send_by,
                       dicomweb_username=site.dicomweb_username, signing_ca_pem=signing_ca,
-                      signing_ca_confirm=confirmed)
+                      signing_ca_confirm=confirmed, withdraw_previous=args.withdraw_previous is not None,
+                      withdraw_previous_reason=args.withdraw_previous)
+        previous = (site.signing_ca_sha256 or "").split()
         try:
             site, _ = update_site(session, _cli_actor(), site.id, data,
                                   trust_anchors_dir=trust_anchors_dir(settings.emr))
@@ -167,6 +172,14 @@ def cmd_site_trust_ca(args: argparse.Namespace, settings: Settings) -> int:
             print(f"filmless site: {exc.user_message()}", file=sys.stderr)
             return 1
         print(t("network.anchors.owner", site=site.name) + f": {site.signing_ca_sha256}")
+        from emr.signing.pki import list_trust_anchors
+
+        still = {a.sha256 for a in list_trust_anchors(trust_anchors_dir(settings.emr))}
+        for digest in previous:
+            if digest in still and digest not in (site.signing_ca_sha256 or "").split():
+                # The offer to withdraw the CA this one replaces (the web form's checkbox).
+                print(f"{t('network.signing_ca.current')}: {digest} → filmless pki withdraw-anchor {digest} "
+                      f"--reason ... (or --withdraw-previous REASON)")
     return 0
 
 

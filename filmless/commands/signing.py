@@ -1,4 +1,4 @@
-"""Sub-commands for signatures: pki init / import-anchor / list, verify.
+"""Sub-commands for signatures: pki init / import-anchor / list / withdraw-anchor, verify.
 
 Files live under ``<FILMLESS_DATA_DIR>/pki``: ``dev/`` holds the development
 CA (``filmless pki init``), ``trust-anchors/`` the CA certificates signatures
@@ -32,8 +32,17 @@ def register(sub: Any) -> None:
     p.add_argument("file", type=Path, metavar="CERT")
     p.set_defaults(func=cmd_pki_import)
 
-    p = pki_sub.add_parser("list", help="list the trust anchors")
+    p = pki_sub.add_parser("list", help="list the trust anchors (and those withdrawn)")
     p.set_defaults(func=cmd_pki_list)
+
+    p = pki_sub.add_parser(
+        "withdraw-anchor", aliases=["remove-anchor"],
+        help="stop trusting a CA at once (compromised, retired); kept under trust-anchors/withdrawn/, audited",
+    )
+    p.add_argument("sha256", metavar="FINGERPRINT", help="its SHA-256 as `pki list` prints it (hex or AA:BB:…)")
+    p.add_argument("--reason", required=True, help="why (kept with the withdrawn certificate and in the audit log)")
+    p.add_argument("--yes", action="store_true", help="do not ask for confirmation")
+    p.set_defaults(func=cmd_pki_withdraw)
 
     p = pki_sub.add_parser("tsa", help="run the DEVELOPMENT time-stamping service (and CRL) on localhost")
     p.add_argument("--port", type=int, default=0, help="port (default: a free one, printed)")
@@ -132,6 +141,7 @@ def cmd_pki_list(args: argparse.Namespace, settings: Settings) -> int:
     anchors = list_trust_anchors(_anchors_dir(settings))
     if not anchors:
         print("no trust anchors (filmless pki import-anchor CERT, or filmless pki init for development)")
+        _print_withdrawn(settings)
         return 0
     from emr.i18n import t
 
@@ -146,6 +156,55 @@ def cmd_pki_list(args: argparse.Namespace, settings: Settings) -> int:
             f"{anchor.subject}\n  valid {anchor.not_before:%Y-%m-%d} → {anchor.not_after:%Y-%m-%d}"
             f"  sha256 {anchor.sha256}  {' '.join(flags)}".rstrip()
         )
+    _print_withdrawn(settings)
+    return 0
+
+
+def _print_withdrawn(settings: Settings) -> None:
+    from emr.core.clock import facility_zone
+    from emr.i18n import t
+    from emr.signing import list_withdrawn_anchors
+
+    withdrawn = list_withdrawn_anchors(_anchors_dir(settings))
+    if withdrawn:
+        print(f"\n{t('network.withdrawn.title')}:")
+    for w in withdrawn:
+        print(f"{w.subject}\n  sha256 {w.sha256}  {w.withdrawn_at.astimezone(facility_zone()):%d/%m/%Y %H:%M} "
+              f"{w.withdrawn_by}: {w.reason}")
+
+
+def cmd_pki_withdraw(args: argparse.Namespace, settings: Settings) -> int:
+    """Withdraw a trust anchor: the same rule as the web page (emr.network.sites.withdraw_anchor), audited
+    as the CLI user; asks first unless --yes (without a terminal to ask on, refuses)."""
+    from emr.core.exceptions import EmrError
+    from emr.i18n import t
+    from emr.network.sites import withdraw_anchor
+    from emr.signing import list_trust_anchors
+
+    from .emr import _cli_actor, _session
+
+    digest = args.sha256.strip().replace(":", "").lower()
+    anchor = next((a for a in list_trust_anchors(_anchors_dir(settings)) if a.sha256 == digest), None)
+    if anchor is None:
+        print(f"filmless pki: {t('signing.error.anchor_unknown')} ({args.sha256})", file=sys.stderr)
+        return 1
+    owners = _anchor_owners(settings).get(anchor.sha256, [])
+    print(f"{anchor.subject}\n  sha256 {anchor.sha256}  "
+          + " ".join(t("network.anchors.owner", site=name) for name in owners))
+    if not args.yes:
+        if not sys.stdin.isatty():
+            print(f"filmless pki: {t('network.error.withdraw_unconfirmed')} (--yes)", file=sys.stderr)
+            return 3
+        if input(f"{t('network.withdraw.confirm')} [y/N] ").strip().lower() not in ("y", "yes", "c", "có"):
+            return 3
+    with _session(settings) as session:
+        try:
+            withdraw_anchor(session, _cli_actor(), anchor.sha256, args.reason,
+                            trust_anchors_dir=_anchors_dir(settings), confirmed=True)
+        except EmrError as exc:
+            print(f"filmless pki: {exc.user_message()}", file=sys.stderr)
+            return 1
+    print(t("network.withdraw.done"))
     return 0
 
 

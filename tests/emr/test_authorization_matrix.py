@@ -154,6 +154,9 @@ EXPECTED: dict[tuple[str, str], set[str] | None] = {
     ("POST", "/network/sites"): {"admin"},
     ("GET", "/network/sites/<int:site_id>"): {"admin"},
     ("POST", "/network/sites/<int:site_id>"): {"admin"},
+    # Withdrawing a trust anchor (tests/security/test_network_sites.py: a clinician's direct POST).
+    ("GET", "/network/trust-anchors/<sha256>/withdraw"): {"admin"},
+    ("POST", "/network/trust-anchors/<sha256>/withdraw"): {"admin"},
     ("POST", "/network/orders/<int:order_id>/send"): {"physician", "radiologist"},
     ("POST", "/network/orders/<int:order_id>/read-request"): {"physician", "radiologist"},
     ("GET", "/network/received"): CLIN,

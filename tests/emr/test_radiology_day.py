@@ -284,6 +284,10 @@ def test_audit_page_and_csv_in_the_browser_flow(
     assert rows[0][:3] == ["id", "time_local", "username"]
     assert [row[4] for row in rows[1:]] == ["'=cmd|' /C calc'!A0", "study.link"]  # formula neutralised
     assert rows[2][1] == "2026-12-06T17:00:00+07:00" and rows[2][5] == "Gắn ca chụp"
+    # The object's Vietnamese name is appended; the columns before it stay where they were.
+    assert rows[0][9:] == ["object_type", "object_id", "client_ip", "details", "object_name"]
+    assert all(len(row) == len(rows[0]) for row in rows)
+    assert [(row[9], row[-1]) for row in rows[1:]] == [("patient", "Bệnh nhân")] * 2
     exported = session.scalars(select(AuditEntry).where(AuditEntry.action == "audit.export")).all()
     assert len(exported) == 1 and '"records_clerk1"' in exported[0].details
 

@@ -3,8 +3,9 @@
 Site A (a district hospital) and site B (the provincial hospital) each run
 ``filmless up --demo`` with their own data directory and ports, and know each
 other only through ``filmless site add`` (AE title, address, EMR URL, tokens
-in 0600 files). Real parts only: two Orthancs, two gateways, two EMRs with
-their outbox workers, DCMTK storescu as A's CT, the demo PKCS#11 token at B.
+in 0600 files) and ``filmless site trust-ca`` (A trusts B's signing CA). Real
+parts only: two Orthancs, two gateways, two EMRs with their outbox workers,
+DCMTK storescu as A's CT, the demo PKCS#11 token at B.
 
 * order at A → study at A (storescu) → tele-radiology request → read and sign
   at B → the signed report back at A, attached to A's order → study and report
@@ -35,6 +36,8 @@ from typing import Any
 import pydicom
 import pytest
 import requests
+from cryptography import x509
+from cryptography.hazmat.primitives import serialization
 from pydicom.uid import generate_uid
 from sqlalchemy import create_engine, text
 
@@ -193,6 +196,12 @@ def sites(tmp_path_factory: pytest.TempPathFactory, ehr: EhrStandIn) -> Iterator
         b.start()
         a.wait_ready()
         b.wait_ready()
+        # A trusts B's signing CA (B's demo CA here), its fingerprint confirmed as if by phone: B's signed
+        # reports then verify at A as valid. The running EMR at A reads its trust store on every check.
+        b_ca = b.data / "pki" / "dev" / "ca.pem"
+        der = x509.load_pem_x509_certificate(b_ca.read_bytes()).public_bytes(serialization.Encoding.DER)
+        a.cli("site", "trust-ca", "SITEB", "--signing-ca", str(b_ca),
+              "--signing-ca-fingerprint", hashlib.sha256(der).hexdigest())
         yield a, b
     finally:
         a.stop()
@@ -307,7 +316,7 @@ def test_teleradiology_round_trip_and_study_to_the_provincial_archive(sites: tup
     (status, pdf_sha, signature, order_id), = a.sql(
         "SELECT r.kind, r.pdf_sha256, r.signature_status, r.order_id FROM network_received r WHERE kind = 'report'")
     assert (pdf_sha, order_id) == (b_pdf_sha, order["id"])  # the very PDF B signed
-    assert signature in ("valid", "intact")  # B's CA is not one of A's anchors: intact, not trusted
+    assert signature == "valid"  # B's CA is one of A's anchors (site trust-ca): trusted, not just intact
     assert a.sql("SELECT status FROM imaging_orders WHERE id = :o", o=order["id"])[0][0] == "reported"
     chart_html = doctor.get(chart, timeout=10).text
     assert "Kết quả đọc từ cơ sở khác" in chart_html and "Bệnh viện tỉnh B" in chart_html

@@ -387,3 +387,62 @@ def test_only_admins_attach_a_sites_signing_ca(world: dict[str, Any], pki: Any) 
         assert s.get(NetworkSite, world["site_b"]).signing_ca_sha256 is None
         assert s.scalar(select(NetworkSite).where(NetworkSite.ae_title == "EVILCA")) is None
         assert s.scalar(select(AuditEntry).where(AuditEntry.action == "network.site.signing_ca")) is None
+
+
+def test_only_admins_withdraw_a_trust_anchor(world: dict[str, Any]) -> None:
+    """Withdrawing a CA makes every signature under it untrusted here: a doctor or a nurse posting the
+    withdrawal directly (reason and confirmation given) gets 403, audited as a denial, and the anchor stays;
+    the service refuses a clinician's actor too; a forged cross-site POST (no CSRF token) is refused; and the
+    CLI's withdraw-anchor command has no web route (the only route that withdraws is this admin page)."""
+    import datetime as dt
+
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+
+    from emr.core.exceptions import PermissionDenied
+    from emr.network.sites import withdraw_anchor
+    from emr.signing.pki import import_trust_anchor, list_trust_anchors, list_withdrawn_anchors
+    from emr.signing.trust import trust_anchors_dir
+
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "CA của BV C")])
+    now = dt.datetime.now(dt.UTC)
+    cert = (x509.CertificateBuilder().subject_name(name).issuer_name(name).public_key(key.public_key())
+            .serial_number(x509.random_serial_number()).not_valid_before(now - dt.timedelta(days=1))
+            .not_valid_after(now + dt.timedelta(days=365))
+            .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True).sign(key, hashes.SHA256()))
+    store = trust_anchors_dir(world["settings"])
+    [anchor] = import_trust_anchor(cert.public_bytes(serialization.Encoding.PEM), store)
+    path = f"/network/trust-anchors/{anchor.sha256}/withdraw"
+    form = {"reason": "giả mạo thu hồi", "confirm": "1"}
+    app = world["app"]
+    with world["factory"]() as s:
+        denied_before = len(list(s.scalars(select(AuditEntry).where(AuditEntry.outcome == "denied",
+                                                                     AuditEntry.object_id == path[:64]))))
+    clients = [_login(app, user) for user in ("bs_care", "dieuduong")]
+    app.config["WTF_CSRF_ENABLED"] = False
+    try:
+        for client in clients:
+            assert client.get(path).status_code == 403
+            assert client.post(path, data=form).status_code == 403
+    finally:
+        app.config["WTF_CSRF_ENABLED"] = True
+    # The admin, but a cross-site form without the CSRF token: refused too.
+    assert _login(app, "quantri").post(path, data=form).status_code == 400
+    with world["factory"]() as s:
+        with pytest.raises(PermissionDenied):
+            withdraw_anchor(s, Actor(None, "bs_care", "physician", None), anchor.sha256, "giả mạo thu hồi",
+                            trust_anchors_dir=store, confirmed=True)
+        s.rollback()
+        denied = list(s.scalars(select(AuditEntry).where(AuditEntry.outcome == "denied",
+                                                          AuditEntry.object_id == path[:64])))
+        assert len(denied) - denied_before == 4
+        assert s.scalar(select(AuditEntry).where(AuditEntry.action == "signing.trust_anchor.withdraw")) is None
+    assert anchor.sha256 in {a.sha256 for a in list_trust_anchors(store)}
+    assert list_withdrawn_anchors(store) == []
+    withdrawing = [r.rule for r in app.url_map.iter_rules() if "withdraw" in r.rule or "anchor" in r.rule]
+    assert withdrawing == ["/network/trust-anchors/<sha256>/withdraw"]
+    assert app.view_functions[next(app.url_map.iter_rules("network.withdraw_anchor")).endpoint].__module__ \
+        == "emr.web.network"
