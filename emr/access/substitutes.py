@@ -85,6 +85,7 @@ class Candidate:
     name: str
     capacity: str  # head | deputy | acting
     valid_to: dt.date | None = None
+    user_id: int | None = None
 
 
 def candidates(session: Session, department_id: int, on: dt.date | None = None) -> list[Candidate]:
@@ -92,11 +93,11 @@ def candidates(session: Session, department_id: int, on: dt.date | None = None) 
     heads = session.scalars(
         select(User).where(User.department_id == department_id, User.is_department_head.is_(True)).order_by(User.id)
     )
-    out = [Candidate(u.full_name, "head") for u in heads if _is_head(u, department_id)]
+    out = [Candidate(u.full_name, "head", user_id=u.id) for u in heads if _is_head(u, department_id)]
     for d in in_force(session, department_id, on):
         user = session.get(User, d.user_id)
         if user is not None and user.active and user.role == "physician":
-            out.append(Candidate(user.full_name, d.capacity, d.valid_to))
+            out.append(Candidate(user.full_name, d.capacity, d.valid_to, user.id))
     return out
 
 

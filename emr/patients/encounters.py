@@ -46,7 +46,9 @@ __all__ = [
     "CurrentVisit",
     "current_visits",
     "close_encounter",
+    "ClosePrefill",
     "close_form_defaults",
+    "close_form_prefill",
     "may_close",
     "pending_orders",
     "require_closer",
@@ -338,12 +340,27 @@ def _paper_diagnosis(session: Session, encounter_id: int) -> str:
     return ""
 
 
-def close_form_defaults(session: Session, enc: Encounter) -> tuple[dict[str, str], bool]:
-    """What the close form offers, and whether the discharge paper supplied it.
+@dataclass(frozen=True)
+class ClosePrefill:
+    """What the close form offers and where it came from, for the form's notes.
+
+    ``from_paper``: the discharge diagnosis is the discharge paper's; ``codes_taken``: the ICD-10 codes written
+    in it that the form offers (main first); ``codes_unknown``: codes written in it that are not in the
+    ICD-10 list in force today, so not offered (the code fields keep the visit's own, which the form says)."""
+
+    values: dict[str, str]
+    from_paper: bool = False
+    codes_taken: tuple[str, ...] = ()
+    codes_unknown: tuple[str, ...] = ()
+
+
+def close_form_prefill(session: Session, enc: Encounter) -> ClosePrefill:
+    """What the close form offers, and what of it the discharge paper supplied.
 
     By default the visit's discharge diagnosis (else its admission diagnosis) and its ICD-10 codes. When the
     visit has a discharge paper, its discharge diagnosis — the words the paper will print — and the ICD-10
-    codes written in it that may be entered today (main first), if any; the physician still checks them
+    codes written in it that may be entered today (main first), if any; codes written in it that are not in
+    the list in force are named, never silently dropped. The physician still checks them
     (:func:`close_encounter` validates them again)."""
     codes = [d.icd10_code for d in enc.diagnoses]
     values = {
@@ -353,14 +370,20 @@ def close_form_defaults(session: Session, enc: Encounter) -> tuple[dict[str, str
     }
     written = "" if enc.discharge_diagnosis else _paper_diagnosis(session, enc.id)
     if not written:
-        return values, False
+        return ClosePrefill(values)
     values["discharge_diagnosis"] = written
     found = list(dict.fromkeys(m.group(1) for m in _ICD10_IN_TEXT.finditer(written.upper())))
     refused = set(unknown_icd10(session, found, local_today())) if found else set()
     known = [c for c in found if c not in refused]
     if known:
         values["main_code"], values["secondary_codes"] = known[0], " ".join(known[1:])
-    return values, True
+    return ClosePrefill(values, True, tuple(known), tuple(c for c in found if c in refused))
+
+
+def close_form_defaults(session: Session, enc: Encounter) -> tuple[dict[str, str], bool]:
+    """:func:`close_form_prefill` as (values, whether the discharge paper supplied the diagnosis)."""
+    prefill = close_form_prefill(session, enc)
+    return prefill.values, prefill.from_paper
 
 
 def _discharge_problems(text: str) -> dict[str, str]:

@@ -82,9 +82,11 @@ def _stamp_font() -> str:
     return str(target)
 
 
-def _stamp_style(heading: str | None = None) -> TextStampStyle:
-    """The visible stamp in the signature box; ``heading`` (the signer's capacity, e.g. "KT. TRƯỞNG KHOA")
-    goes first. The text is a %-format: a literal % in the heading is doubled."""
+def _stamp_style(heading: str | None = None, name: str | None = None) -> TextStampStyle:
+    """The visible stamp in the signature box, laid out like a signature block: ``heading`` (the signer's
+    capacity, e.g. "KT. TRƯỞNG KHOA" / "PHÓ TRƯỞNG KHOA") first, then the signature, then ``name`` (the
+    signer's full name, for a slot whose name could not be printed before it was signed). The text is a
+    %-format: a literal % in the heading or name is doubled."""
     global _FONT
     if _FONT is None:
         _FONT = GlyphAccumulatorFactory(_stamp_font(), font_size=8)
@@ -92,6 +94,8 @@ def _stamp_style(heading: str | None = None) -> TextStampStyle:
     text = t("signing.stamp", signer="%(signer)s", ts="%(ts_local)s")
     if heading:
         text = heading.replace("%", "%%") + "\n" + text
+    if name:
+        text += "\n" + " ".join(name.split()).replace("%", "%%")
     return TextStampStyle(
         stamp_text=text,
         text_box_style=TextBoxStyle(font=_FONT, font_size=8),
@@ -138,9 +142,11 @@ def sign_pdf(
     *,
     reason: str | None = None,
     stamp_heading: str | None = None,
+    stamp_name: str | None = None,
 ) -> bytes:
     """Sign ``field_name`` of ``pdf``; returns the PDF with the signature appended. ``stamp_heading`` is
-    printed first in the signature's visible stamp (the capacity of someone signing in another's place).
+    printed first in the signature's visible stamp (the signer's capacity, e.g. "KT. TRƯỞNG KHOA"), and
+    ``stamp_name`` (the signer's full name) last, under the signature.
 
     Refuses (:class:`CertificateRejected`) before touching the key when the
     signer's certificate is expired, revoked, not yet valid, or does not chain
@@ -182,7 +188,7 @@ def sign_pdf(
     )
     timestamper = _timestamper(context.tsa_url, context.tsa_timeout) if context.tsa_url else None
     pdf_signer = signers.PdfSigner(
-        meta, signer=signer.signer, timestamper=timestamper, stamp_style=_stamp_style(stamp_heading)
+        meta, signer=signer.signer, timestamper=timestamper, stamp_style=_stamp_style(stamp_heading, stamp_name)
     )
     out = io.BytesIO()
     # The stamp's time in the facility's zone (pyHanko would use the server's, often UTC).

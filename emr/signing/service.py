@@ -101,6 +101,7 @@ __all__ = [
     "discharge_pending",
     "head_refusal",
     "next_slot",
+    "signed_already",
     "past_retention",
     "register_pkcs12",
     "register_token_key",
@@ -309,22 +310,41 @@ def discharge_pending(session: Session, doc: Document) -> Encounter | None:
     return enc
 
 
+def signed_already(session: Session, version: DocumentVersion, user_id: int) -> DocumentSignature | None:
+    """The user's signature already on ``version`` (another slot), if any: one person gives one signature of a
+    paper — a treating physician later designated "KT. Trưởng khoa" may not also give the head's (the head's
+    signature is a second person's check of the treating physician's paper)."""
+    return session.scalar(
+        select(DocumentSignature)
+        .where(DocumentSignature.version_id == version.id, DocumentSignature.signer_id == user_id)
+        .order_by(DocumentSignature.order_index)
+        .limit(1)
+    )
+
+
 def can_sign_now(session: Session, doc: Document, user: User | None) -> bool:
     if user is None or doc.status == "cancelled":
         return False
     version, _artifact, slot = next_slot(session, doc)
-    return slot is not None and _may_fill(session, doc, version, slot, user)
+    return (
+        slot is not None
+        and _may_fill(session, doc, version, slot, user)
+        and signed_already(session, version, user.id) is None
+    )
 
 
-def head_refusal(session: Session, doc: Document) -> str:
+def head_refusal(session: Session, doc: Document, exclude: int | None = None) -> str:
     """Why the head's signature is not the user's to give, for the sign page: who may give it today (the
-    head, or a deputy or acting head designated for today), or that nobody may until an admin names one."""
+    head, or a deputy or acting head designated for today), or that nobody may until an admin names one.
+    ``exclude``: a user not to name (who already signed another slot of the version)."""
     enc = session.get(Encounter, doc.encounter_id)
     dep = session.get(Department, enc.department_id) if enc is not None else None
     if enc is None or dep is None:
         return t("signing.error.turn.head")
-    found = substitutes.candidates(session, dep.id)
+    found = [c for c in substitutes.candidates(session, dep.id) if exclude is None or c.user_id != exclude]
     if not found:
+        if exclude is not None:
+            return t("signing.sign.head_nobody_else", department=dep.name)
         return t("signing.sign.head_nobody", department=dep.name)
     names = []
     for c in found:
@@ -355,16 +375,9 @@ def _signer_name(session: Session, doc: Document, version: DocumentVersion, slot
         user = session.get(User, enc.attending_id)
     elif slot.who == "author":
         user = session.get(User, version.created_by)
-    elif slot.who == "head" and enc is not None:
-        # Printed under the box before anyone signs it: the head's name only while nobody else may sign in
-        # the head's place; otherwise the box's stamp names the signer and the capacity when it is signed.
-        if not substitutes.in_force(session, enc.department_id):
-            user = session.scalars(
-                select(User).where(
-                    User.is_department_head.is_(True), User.department_id == enc.department_id,
-                    User.active.is_(True)
-                )
-            ).first()
+    # The head's slot: nothing printed under the box. The paper is rendered at its first signature, when who
+    # will give the head's (the head, a deputy, an acting head, on whichever day) is not known; the signature's
+    # stamp carries the capacity and the signer's full name (:func:`_stamp_heading`, ``stamp_name``).
     return user.full_name if user else ""
 
 
@@ -547,9 +560,10 @@ def _open_signer(key: SigningKey, secret: str, config: SigningConfig, chain: Seq
 
 
 def _stamp_heading(capacity: str | None) -> str | None:
-    """The capacity line(s) stamped over a substitute's signature in the head's box (its label above the box
-    says "Trưởng khoa", printed before anyone signed): "KT. TRƯỞNG KHOA / PHÓ TRƯỞNG KHOA", "Q. TRƯỞNG KHOA"."""
-    return t(f"signing.stamp.{capacity}") if capacity in SUBSTITUTE_CAPACITIES else None
+    """The capacity line(s) stamped over the signature in the head's box, as the signature block of Decree
+    30/2020/NĐ-CP Annex I sets them out (its name follows the signature, ``stamp_name``): "TRƯỞNG KHOA",
+    "KT. TRƯỞNG KHOA / PHÓ TRƯỞNG KHOA", "Q. TRƯỞNG KHOA"."""
+    return t(f"signing.stamp.{capacity}") if capacity in ("head", *SUBSTITUTE_CAPACITIES) else None
 
 
 def _naive_utc(value: dt.datetime | None) -> dt.datetime | None:
@@ -600,6 +614,11 @@ def sign_document(
     if not _may_fill(session, doc, version, slot, user):
         audit_refusal("denied")
         raise NotYourTurn(f"{user.username} may not sign {slot.field_name}", key=f"signing.error.turn.{slot.who}")
+    own = signed_already(session, version, user.id)
+    if own is not None:  # one person, one signature per paper: never both the treating physician's and the head's
+        audit_refusal("denied", error="already_signed", signed_field=own.field_name)
+        raise NotYourTurn(f"{user.username} already signed {own.field_name} of version {version.number}",
+                          key="signing.error.already_signed")
     capacity: str | None = None
     if slot.who == "head":  # the head, or a deputy / acting head designated for today (emr.access.substitutes)
         enc = session.get(Encounter, doc.encounter_id)
@@ -635,7 +654,8 @@ def sign_document(
         pdf = bytes(artifact.pdf) if artifact else _render(session, doc, version, code, config)
         with _open_signer(key, secret, config, list(context.trust_anchors)) as signer:
             signed = sign_pdf(pdf, slot.field_name, signer, context, reason=capacity_label(capacity, slot.who),
-                              stamp_heading=_stamp_heading(capacity))
+                              stamp_heading=_stamp_heading(capacity),
+                              stamp_name=user.full_name if slot.who == "head" else None)
             cms = sign_json(json.loads(version.content_json), signer, context)
             cert = signer.certificate
     except SigningError as exc:

@@ -227,7 +227,12 @@ def close_encounter(patient_id: int, encounter_id: int) -> Any:
         raise NotFoundError("encounter", encounter_id)
     encounters.require_closer(s, current_actor(), enc)
     back = local_path(request.args.get("next"))  # e.g. the discharge paper's sign page that linked here
-    values, from_paper = encounters.close_form_defaults(s, enc)
+    if enc.status != "open":  # closed already (e.g. in another tab): no form, the way back instead
+        return render_template("patients/encounter_close.html", patient=patient, encounter=enc, errors={},
+                               values={}, pending_orders=[], back=back, closed=True, prefill=None,
+                               from_paper=False), (409 if request.method == "POST" else 200)
+    prefill = encounters.close_form_prefill(s, enc)
+    values, from_paper = prefill.values, prefill.from_paper
     errors: dict[str, str] = {}
     if request.method == "POST":
         values = {k: request.form.get(k, "").strip() for k in (*values, "pending")}
@@ -247,7 +252,8 @@ def close_encounter(patient_id: int, encounter_id: int) -> Any:
             return redirect(back or url_for("patients.chart", patient_id=patient_id))
     waiting = [orders.order_dict(s, o) for o in encounters.pending_orders(s, encounter_id)]
     return render_template("patients/encounter_close.html", patient=patient, encounter=enc, errors=errors,
-                           values=values, pending_orders=waiting, back=back,
+                           values=values, pending_orders=waiting, back=back, closed=False,
+                           prefill=prefill if request.method == "GET" else None,
                            from_paper=from_paper and request.method == "GET"), (422 if errors else 200)
 
 

@@ -116,6 +116,12 @@ def sign(document_id: int) -> Any:
     turn = svc.can_sign_now(s, doc, user)
     # The head's signature: who may give it today, or that nobody may until an admin names someone.
     why = svc.head_refusal(s, doc) if slot is not None and slot.who == "head" and not turn else ""
+    own = svc.signed_already(s, version, user.id) if slot is not None else None
+    if own is not None and slot is not None:  # one person gives one signature of a paper
+        why = t("signing.sign.already_signed", slot=svc.capacity_label(own.capacity, own.signer_role),
+                next=t(f"signing.slot.{slot.who}"))
+        if slot.who == "head":
+            why += " " + svc.head_refusal(s, doc, exclude=user.id)
     content = json.loads(version.content_json)
     pending = svc.discharge_pending(s, doc) if slot else None  # a discharge paper of a visit not yet closed
     return render_template(
@@ -132,6 +138,7 @@ def sign(document_id: int) -> Any:
         errors=errors,
         pending=pending,
         why=why,
+        already_signed=own is not None,
     ), status
 
 

@@ -244,7 +244,7 @@ def test_closing_the_visit_from_the_chart_pushes_its_summary(env: Env) -> None:
                                       "discharge_diagnosis": "Viêm phổi thùy dưới phải"})
     assert r.status_code == 302
     again = doctor.post(close_path, data={"csrf_token": csrf_token(doctor, close_path), "discharge_diagnosis": "x"})
-    assert again.status_code == 422  # closed once; a second close changes nothing and sends nothing
+    assert again.status_code == 409  # closed once; a second close changes nothing and sends nothing
 
     messages = ehr_messages(env, visit.patient_id)
     assert len(messages) == 2 and messages[0].status == "waiting" and "Tóm tắt lượt khám" in (messages[0].subject or "")

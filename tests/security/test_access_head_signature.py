@@ -6,8 +6,9 @@ with their own valid CSRF token, the content hash of the version and a registere
 of the department with no designation, one whose designation ended yesterday, one whose designation starts
 tomorrow, one whose designation an admin ended, one designated for another department, the head of another
 department, the treating physician a second time, a nurse and the admin. All are refused (403), each refusal
-audited, and the paper keeps its one signature; a physician cannot designate themselves either. Then the
-deputy designated for today signs, as "KT. Trưởng khoa".
+audited, and the paper keeps its one signature; a physician cannot designate themselves either, and the
+treating physician, even once designated deputy, cannot give the second signature of a paper they signed. Then
+the deputy designated for today signs, as "KT. Trưởng khoa".
 """
 
 from __future__ import annotations
@@ -166,6 +167,35 @@ def test_a_physician_cannot_name_themselves_substitute(world: World) -> None:
     with world.factory() as s:
         assert len(s.scalars(select(HeadSubstitute)).all()) == before
     assert _post(world, c).status_code == 403 and world.signatures() == 1
+
+
+def test_the_treating_physician_made_deputy_cannot_give_the_second_signature(world: World) -> None:
+    """Before: designated "KT. Trưởng khoa" after signing as the treating physician, bacsi posted the form again
+    and the paper was complete and valid with the same person's name twice."""
+    with world.factory() as s:
+        bacsi = s.scalar(select(User).where(User.username == "bacsi"))
+        assert bacsi is not None and bacsi.department_id is not None
+        row = substitutes.designate(s, SETUP, bacsi.id, bacsi.department_id, "deputy", local_today(), None, "13/QĐ")
+        assert substitutes.head_capacity(s, bacsi, bacsi.department_id) == "deputy"
+        row_id, bacsi_id = row.id, bacsi.id
+    try:
+        c = world.client("bacsi")
+        page = c.get(f"/signing/documents/{world.document_id}/sign").get_data(as_text=True)
+        assert 'name="secret"' not in page and 'id="already-signed"' in page
+        r = _post(world, c)  # straight at the server, with a valid token, hash and key
+        assert r.status_code == 403
+        assert t("signing.error.already_signed") in r.get_data(as_text=True)
+        assert world.signatures() == 1
+        with world.factory() as s:
+            refusals = s.scalars(select(AuditEntry).where(
+                AuditEntry.username == "bacsi", AuditEntry.action == "document.sign", AuditEntry.outcome == "denied",
+                AuditEntry.details.contains("already_signed"))).all()
+            assert len(refusals) == 1
+            doc = s.get(Document, world.document_id)
+            assert doc is not None and doc.status == "signing"
+    finally:
+        with world.factory() as s:
+            substitutes.end(s, SETUP, row_id, bacsi_id)
 
 
 def test_the_deputy_designated_for_today_signs(world: World) -> None:

@@ -42,7 +42,7 @@ def world(tmp_path_factory: pytest.TempPathFactory, orthanc: OrthancStore) -> It
 
 
 def _pdf_url(case: Case) -> str:
-    return f"/signing/documents/{case.doc_id}/versions/1/pdf"
+    return f"/signing/documents/{case.doc_id}/versions/1/pdf?inline=1"  # as the viewer opens it
 
 
 def _audit(world: AccessWorld, username: str, action: str) -> list[AuditEntry]:
