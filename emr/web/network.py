@@ -4,9 +4,11 @@ signed report another site returned."""
 
 from __future__ import annotations
 
+import time
 from typing import Any
 
 from flask import Blueprint, Response, abort, current_app, redirect, render_template, request, url_for
+from flask import session as login_cookie
 
 from emr.access import audit
 from emr.access.auth import current_actor, requires
@@ -24,6 +26,13 @@ bp = Blueprint("network", __name__, url_prefix="/network")
 _SITE_FIELDS = ("name", "ae_title", "host", "port", "emr_url", "dicomweb_url", "certificate_pem", "outbound_token",
                 "send_by", "dicomweb_username", "dicomweb_password")
 _SECRETS = ("outbound_token", "dicomweb_password")  # never shown back
+# A secret typed on the first submit of a two-step form (the signing CA's fingerprint check) is carried to the
+# confirmation as a sealed value: encrypted and authenticated with a key derived from the app's secret key,
+# bound to this login session and this form, and good for _CARRY_TTL seconds. Never in clear in the HTML, the
+# URL or the (signed, not encrypted) session cookie; past its time it is refused and the field asks again.
+_CARRY_FIELD = "carried_secrets"
+_CARRY_TTL = 15 * 60
+_clock = time.time  # the sealed value's age is measured against this (tests move it)
 
 
 def _signing_ca_pem() -> str:
@@ -35,8 +44,74 @@ def _signing_ca_pem() -> str:
     return request.form.get("signing_ca_pem", "")[: sites.SIGNING_CA_MAX + 1]
 
 
-def _site_in(signing_ca_pem: str) -> sites.SiteIn:
-    return sites.SiteIn(**{f: request.form.get(f, "")[:8000] for f in _SITE_FIELDS}, signing_ca_pem=signing_ca_pem,
+def _sealer() -> Any:
+    import base64
+    import hashlib
+    import hmac
+
+    from cryptography.fernet import Fernet
+
+    secret = current_app.secret_key
+    raw = secret if isinstance(secret, bytes) else str(secret).encode()
+    key = hmac.new(raw, b"filmless.network.carried-secrets", hashlib.sha256).digest()
+    return Fernet(base64.urlsafe_b64encode(key))
+
+
+def _carry_binding(form: str) -> dict[str, Any]:
+    """Whose and which form a sealed value is: the login session (its id's digest), the user, the form."""
+    import hashlib
+
+    sid = login_cookie.get("sid")
+    digest = hashlib.sha256(sid.encode()).hexdigest() if isinstance(sid, str) else ""
+    return {"s": digest, "u": login_cookie.get("uid"), "f": form}
+
+
+def _seal(form: str, secrets_typed: dict[str, str]) -> str:
+    """The secrets typed so far, sealed for the confirmation round trip ("" when there are none)."""
+    import json
+
+    if not secrets_typed:
+        return ""
+    payload = json.dumps({**_carry_binding(form), "v": secrets_typed}, separators=(",", ":"))
+    return _sealer().encrypt(payload.encode()).decode()
+
+
+def _unseal(form: str, sealed: str) -> dict[str, str] | None:
+    """The secrets carried by ``sealed``; None when it is expired, forged, or from another session or form."""
+    import json
+
+    from cryptography.fernet import InvalidToken
+
+    try:
+        data = json.loads(_sealer().decrypt_at_time(sealed.encode(), ttl=_CARRY_TTL, current_time=int(_clock())))
+    except (InvalidToken, ValueError):
+        return None
+    if not isinstance(data, dict) or any(data.get(k) != v for k, v in _carry_binding(form).items()):
+        return None
+    values = data.get("v")
+    if not isinstance(values, dict):
+        return None
+    return {k: str(v) for k, v in values.items() if k in _SECRETS}
+
+
+def _secrets_in(form: str) -> tuple[dict[str, str], dict[str, str]]:
+    """The secrets of this submit: typed now, else carried from the first submit. Returns them and the
+    errors of carried secrets that cannot be used any more (the admin must type them again)."""
+    typed = {f: request.form.get(f, "")[:8000] for f in _SECRETS if request.form.get(f, "")}
+    sealed = request.form.get(_CARRY_FIELD, "")[:8000]
+    if not sealed:
+        return typed, {}
+    carried = _unseal(form, sealed)
+    if carried is None:
+        named = request.form.get(_CARRY_FIELD + "_fields", "").split(",")  # names only, not secret
+        missing = [f for f in _SECRETS if f in named and f not in typed]
+        return typed, {f: t("network.error.secret_expired", minutes=_CARRY_TTL // 60) for f in missing}
+    return {**carried, **typed}, {}
+
+
+def _site_in(signing_ca_pem: str, secrets_typed: dict[str, str]) -> sites.SiteIn:
+    return sites.SiteIn(**{f: request.form.get(f, "")[:8000] for f in _SITE_FIELDS if f not in _SECRETS},
+                        **{f: secrets_typed.get(f, "") for f in _SECRETS}, signing_ca_pem=signing_ca_pem,
                         signing_ca_confirm=request.form.get("signing_ca_confirm", "")[:1000],
                         withdraw_previous=request.form.get("withdraw_previous") == "1",
                         withdraw_previous_reason=request.form.get("withdraw_previous_reason", "")[:2000])
@@ -107,25 +182,40 @@ def withdraw_anchor(sha256: str) -> Any:
                            reason=request.form.get("reason", "")[:2000]), (422 if errors else 200)
 
 
+def _carry(form: str, errors: dict[str, str], secrets_typed: dict[str, str]) -> dict[str, Any]:
+    """What the form shows of the secrets when nothing was saved: they go back sealed (see _CARRY_TTL),
+    and each field says it holds a value typed before, without showing it."""
+    if not errors:
+        return {"sealed": "", "fields": [], "minutes": _CARRY_TTL // 60}
+    kept = {f: v for f, v in secrets_typed.items() if v and f not in errors}
+    return {"sealed": _seal(form, kept), "fields": sorted(kept), "minutes": _CARRY_TTL // 60}
+
+
 @bp.route("/sites", methods=["GET", "POST"])
 @requires("network.manage")
 def sites_page() -> Any:
     s = db.session()
     errors: dict[str, str] = {}
     issued = None
+    secrets_typed: dict[str, str] = {}
     pem = _signing_ca_pem() if request.method == "POST" else ""
     if request.method == "POST":
+        secrets_typed, errors = _secrets_in("new")
         try:
-            site, issued = sites.create_site(s, current_actor(), _site_in(pem), trust_anchors_dir=_anchors_dir())
+            if errors:  # a secret carried from the first submit is no longer usable: nothing is saved
+                raise ValidationFailed({})
+            site, issued = sites.create_site(s, current_actor(), _site_in(pem, secrets_typed),
+                                             trust_anchors_dir=_anchors_dir())
         except EmrError as exc:
             s.rollback()
-            errors = field_errors(exc)
+            errors = {**field_errors(exc), **errors}
     else:
         audit.record(s, current_actor(), "network.site.list", object_type="network_site")
         s.commit()
     return render_template(
         "network/sites.html", sites=sites.list_sites(s), errors=errors, issued=issued,
         values={} if issued else _values(signing_ca_pem=pem), offered=_offered(pem, saved=issued is not None),
+        carry=_carry("new", errors, secrets_typed),
         trust_store=_trust_store(s), withdrawn=_withdrawn(), just_withdrawn=request.args.get("withdrawn", "")[:16],
     ), (422 if errors else 200)
 
@@ -137,23 +227,29 @@ def site_page(site_id: int) -> Any:
     site = sites.get_site(s, site_id)
     errors: dict[str, str] = {}
     issued = None
+    secrets_typed: dict[str, str] = {}
     pem = _signing_ca_pem() if request.method == "POST" else ""
     if request.method == "POST":
+        secrets_typed, errors = _secrets_in(f"site-{site_id}")
         try:
+            if errors:  # a secret carried from the first submit is no longer usable: nothing is saved
+                raise ValidationFailed({})
             site, issued = sites.update_site(
-                s, current_actor(), site_id, _site_in(pem), active=request.form.get("active") == "1",
+                s, current_actor(), site_id, _site_in(pem, secrets_typed), active=request.form.get("active") == "1",
                 new_token=request.form.get("new_token") == "1", trust_anchors_dir=_anchors_dir(),
             )
         except EmrError as exc:
             s.rollback()
-            errors = field_errors(exc)
+            errors = {**field_errors(exc), **errors}
             site = sites.get_site(s, site_id)
     values = _values(site, signing_ca_pem=pem if errors else "")
-    if errors:  # the replacement's withdrawal choice survives the confirmation step
+    if errors:  # every choice made survives the confirmation step (the stored row is unchanged)
         values |= {"withdraw_previous": request.form.get("withdraw_previous") == "1",
-                   "withdraw_previous_reason": request.form.get("withdraw_previous_reason", "")[:2000]}
+                   "withdraw_previous_reason": request.form.get("withdraw_previous_reason", "")[:2000],
+                   "active": request.form.get("active") == "1", "new_token": request.form.get("new_token") == "1"}
     return render_template("network/site.html", site=site, errors=errors, issued=issued, values=values,
                            offered=_offered(pem, saved=not errors),
+                           carry=_carry(f"site-{site_id}", errors, secrets_typed),
                            current_ca=sites.site_signing_ca(site, _anchors_dir())), (422 if errors else 200)
 
 

@@ -23,6 +23,7 @@ from sqlalchemy import select
 
 from emr import Actor
 from emr.access import break_glass
+from emr.access.permissions import care_basis
 from emr.access.users import create_user
 from emr.core.exceptions import PermissionDenied
 from emr.models import AuditEntry, BreakGlassAccess, User
@@ -123,6 +124,30 @@ def test_each_head_sees_only_their_departments_accesses(world: World) -> None:
         details = s.scalars(select(AuditEntry.details).where(AuditEntry.username == "tk_noi",
                                                              AuditEntry.action == "break_glass.review")).all()
     assert details and all('"department_id"' in d for d in details)
+
+
+def _care_denials(world: World) -> int:
+    with world.factory() as s:
+        return len(s.scalars(select(AuditEntry.id).where(AuditEntry.action == "care.denied")).all())
+
+
+def test_the_patient_links_to_the_chart_only_when_the_head_may_open_it(world: World) -> None:
+    """A head reviews accesses to patients outside their own care: the chart would answer 403, so the name is
+    plain text then; a link only when the head may open the chart (here: tk_noi's own emergency access to the
+    same patient). Deciding this audits no refusal (the page is not an attempt to open the chart)."""
+    with world.factory() as s:
+        tk_noi, tk_capcuu = (s.scalar(select(User).where(User.username == u)) for u in ("tk_noi", "tk_capcuu"))
+        patient_id = s.get(BreakGlassAccess, world.grants["bs_capcuu"]).patient_id
+        assert care_basis(s, tk_capcuu, patient_id) is None  # the premise: the chart refuses this head
+        assert care_basis(s, tk_noi, patient_id) == "break_glass"
+    before = _care_denials(world)
+    capcuu = world.client("tk_capcuu").get("/admin/break-glass").get_data(as_text=True)
+    row = capcuu[capcuu.index(f'data-grant="{world.grants["bs_capcuu"]}"'):]
+    assert "Lý Thị Khẩn" in row and 'class="chart-link"' not in capcuu
+    assert f"/patients/{patient_id}" not in capcuu
+    noi = world.client("tk_noi").get("/admin/break-glass").get_data(as_text=True)
+    assert f'class="chart-link" href="/patients/{patient_id}' in noi
+    assert _care_denials(world) == before
 
 
 def test_a_head_of_another_department_cannot_mark_by_posting_directly(world: World) -> None:
