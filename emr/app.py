@@ -317,6 +317,7 @@ def create_app(
     app.jinja_env.globals.update(t=t, hospital_name=settings.hospital_name, can=can, **signing.template_helpers())
     # base.html: the administration menu (the same list as /admin) and the banner of emergency accesses in force.
     app.jinja_env.globals.update(admin_sections=admin.admin_sections, break_glass_banner=care.break_glass_banner)
+    app.jinja_env.globals["role_label"] = login.role_label  # "Trưởng khoa" for a head of department
     app.jinja_env.filters["ict"] = _ict
     app.jinja_env.filters["da"] = display_da
     app.jinja_env.filters["zip"] = lambda a, b: zip(a, b, strict=False)

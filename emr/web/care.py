@@ -1,5 +1,6 @@
 """Care scope in the UI: the break-the-glass form, the review list (admins; heads of department for their
-department), the answer to an out-of-scope page, and the banner of the emergency accesses in force."""
+department), the answer to an out-of-scope page, and the banner of the emergency accesses in force (on every EMR
+page, and for the image viewer as JSON: ``GET /break-glass/mine``)."""
 
 from __future__ import annotations
 
@@ -8,15 +9,15 @@ import logging
 from collections.abc import Callable
 from typing import Any, TypeVar, cast
 
-from flask import Blueprint, abort, current_app, g, redirect, render_template, request, url_for
+from flask import Blueprint, abort, current_app, g, jsonify, redirect, render_template, request, url_for
 from sqlalchemy.exc import SQLAlchemyError
 
 from emr import db
 from emr.access import audit_query, break_glass
 from emr.access.auth import current_actor, deny, requires
-from emr.access.care import OutOfCareScope
+from emr.access.care import OutOfCareScope, openable_patients
 from emr.access.permissions import allowed, may_review_break_glass
-from emr.core.clock import local_day
+from emr.core.clock import local_day, local_isoformat, to_local
 from emr.core.exceptions import ConflictError, EmrError, ValidationFailed
 from emr.i18n import t
 from emr.models import Department, Patient
@@ -86,6 +87,27 @@ def break_glass_banner() -> list[break_glass.ActiveGrant]:
     return grants
 
 
+@bp.get("/break-glass/mine")
+@requires("self")
+def my_grants() -> Any:
+    """The logged-in user's own emergency accesses in force, for the image viewer's banner (the EMR's pages
+    show them from base.html; the viewer is a page of its own). Never anyone else's: no argument names a
+    user. ``until`` is the end in facility time, as the EMR's banner shows it."""
+    return jsonify(
+        grants=[
+            {
+                "patient_id": grant.patient_id,
+                "patient_name": grant.patient_name,
+                "patient_code": grant.patient_code,
+                "chart_url": url_for("patients.chart", patient_id=grant.patient_id),
+                "expires_at": local_isoformat(grant.expires_at),
+                "until": to_local(grant.expires_at).strftime("%d/%m/%Y %H:%M"),
+            }
+            for grant in break_glass_banner()
+        ]
+    )  # not cached: the app answers every page with Cache-Control: no-store
+
+
 def _reviewer(fn: F) -> F:
     """Log in first; then an admin, or the head of a department (whose list and marks the service scopes)."""
 
@@ -109,6 +131,9 @@ def _review_page(errors: dict[int, str] | None = None, notes: dict[int, str] | N
     return render_template(
         "care/review.html",
         rows=rows,
+        # A head reviews accesses to patients outside their own care: a name links to the chart only when the
+        # reviewer may open it (checked without auditing a refusal per line; the chart still checks and audits).
+        openable=openable_patients(s, actor, {r.patient.id for r in rows}),
         department=s.get(Department, scope.department_id) if scope and scope.department_id is not None else None,
         pending=break_glass.pending_count(s, scope),
         pending_only=pending_only,

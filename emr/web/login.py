@@ -9,7 +9,7 @@ from flask import Blueprint, current_app, g, redirect, render_template, request,
 
 from emr.access.auth import login_user, logout_user, requires
 from emr.access.login_guard import HashingBusy, LoginGuard
-from emr.access.permissions import allowed
+from emr.access.permissions import allowed, break_glass_department
 from emr.access.users import authenticate
 from emr.core.exceptions import AuthenticationFailed
 from emr.web.safe_redirect import local_path
@@ -18,6 +18,14 @@ from .. import db
 from ..i18n import t
 
 bp = Blueprint("auth", __name__)
+
+
+def role_label(user: Any) -> str:
+    """What the top bar says the user is: their role's name, or "Trưởng khoa" for the head of a department
+    (a physician or radiologist with the department-head flag and a department; the role stays theirs)."""
+    if break_glass_department(user) is not None:
+        return t("roles.department_head")
+    return t(f"roles.{user.role}")
 
 
 def _safe_next(target: str | None) -> str:
@@ -64,6 +72,6 @@ def home() -> Any:
         return redirect(url_for("reading.worklist"))
     if allowed(g.user.role, "patient.read"):
         return redirect(url_for("patients.search"))
-    if allowed(g.user.role, "audit.read"):
-        return redirect(url_for("admin.audit_page"))
+    if allowed(g.user.role, "audit.read"):  # an admin: the administration pages (the audit log is one of them)
+        return redirect(url_for("admin.index"))
     return render_template("error.html", message=t("errors.forbidden")), 403

@@ -135,6 +135,9 @@ EXPECTED: dict[tuple[str, str], set[str] | None] = {
     ("GET", "/admin/break-glass"): {"admin"},
     # Marking an emergency access reviewed (who, when, note): tests/security/test_access_break_glass_review.py.
     ("POST", "/admin/break-glass/<int:grant_id>/review"): {"admin"},
+    # The image viewer's banner: the logged-in user's own emergency accesses in force (an empty list for a role
+    # that cannot break the glass); never another user's: tests/security/test_break_glass_viewer_banner.py.
+    ("GET", "/break-glass/mine"): set(ROLES),
     ("POST", "/api/verify"): None,
     # HL7 v2 with the HIS (issue 15 §5): the message log, one message, replay. tests/security/test_hl7.py.
     ("GET", "/admin/hl7"): {"admin"},

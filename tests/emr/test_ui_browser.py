@@ -19,6 +19,7 @@ from werkzeug.serving import make_server
 
 from emr.documents import service as documents
 from emr.i18n import t
+from emr.models.signing import DocumentSignature, SignedArtifact
 from emr.patients import encounters
 from emr.patients import service as patients
 
@@ -125,7 +126,8 @@ def test_clinician_path_fits_the_screen(
 @pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)
 def test_signing_page_fits_a_phone(browser: Any, base_url: str, world: World, session: Session) -> None:
     """The "Ký số" page a physician may open on a phone: the 64-character SHA-256 of the content wraps
-    inside the card instead of pushing the page wider than the screen (390 × 844)."""
+    inside the card instead of pushing the page wider than the screen (390 × 844). So does the document page
+    once signed: its badge "Đã ký: <slot> <signer's name>" wraps inside the card."""
     doctor = world.actor("physician")
     p = patients.create_patient(session, doctor, patient_data())
     enc = encounters.create_encounter(
@@ -134,6 +136,10 @@ def test_signing_page_fits_a_phone(browser: Any, base_url: str, world: World, se
     doc = documents.create_document(
         session, doctor, {"encounter_id": enc.id, "form_type": "progress_note", "content": {"note": "Hết sốt"}}
     )
+    signed = documents.create_document(
+        session, doctor, {"encounter_id": enc.id, "form_type": "progress_note", "content": {"note": "Đỡ ho"}}
+    )
+    _signed_by(session, signed, world.users["radiologist"], "Trần Thị Bích Ngọc Phương")
     session.commit()
     session.close()
 
@@ -154,9 +160,31 @@ def test_signing_page_fits_a_phone(browser: Any, base_url: str, world: World, se
         assert box is not None and box["x"] + box["width"] <= VIEWPORTS["phone"]["width"], box
         _no_overflow(page, "signing page")
         _shot(page, "phone-6-signing")
+        page.goto(f"{base_url}/documents/{signed.id}")
+        badge = page.locator(".signing-status .status.s-doc-signed")
+        assert "Trần Thị Bích Ngọc Phương" in badge.inner_text()
+        box = badge.bounding_box()
+        assert box is not None and box["x"] + box["width"] <= VIEWPORTS["phone"]["width"], box
+        _no_overflow(page, "signed document page")
+        _shot(page, "phone-7-signed-document")
         assert not errors, errors
     finally:
         context.close()
+
+
+def _signed_by(session: Session, doc: Any, signer: Any, name: str) -> None:
+    """The document's version shown as signed by ``signer`` (renamed ``name``) in the radiologist's slot: the
+    rows the document page reads (no real signature: the page's layout is what is tested here)."""
+    signer.full_name = name
+    version = doc.versions[-1]
+    artifact = SignedArtifact(version_id=version.id, document_id=doc.id, verification_code=f"ui-{doc.id}",
+                              pdf=b"%PDF-1.7", pdf_sha256="0" * 64, content_sha256="0" * 64)
+    session.add(artifact)
+    session.flush()
+    session.add(DocumentSignature(artifact_id=artifact.id, version_id=version.id, order_index=0, field_name="sig1",
+                                  signer_role="radiologist", signer_id=signer.id, method="pkcs12",
+                                  cert_subject=f"CN={name}", cert_serial="01", pdf_length=8, pdf_sha256="0" * 64,
+                                  cms=b"0"))
 
 
 SHOTS = Path("/work/brief/shots")  # the walk-through's screenshots, beside the test artifacts

@@ -3,7 +3,9 @@
 Decision: /admin links the administration pages the user's role allows (the same rule as each page's own
 route, emr.access.permissions; a head of department also the break-glass review); a user who may open
 none is refused (403, audited) rather than shown an empty page. The top bar's "Quản trị" menu is the same
-list. Every link on the index opens for that user, and no link leads to a page that would refuse them.
+list except the audit log, which has its own link in the top bar (so it is on the bar once, not twice). Every link
+on the index opens for that user, and no link leads to a page that would refuse them. An admin lands on /admin
+after logging in. The top bar names a head of department "Trưởng khoa", their role unchanged.
 """
 
 from __future__ import annotations
@@ -126,6 +128,32 @@ def test_the_menu_is_the_same_list(world: World) -> None:
     page = world.client("nurse1").get("/patients/").get_data(as_text=True)
     menu = page.partition('class="nav-more-list"')[2].partition("</div>")[0]
     assert set(re.findall(r'<a href="([^"]+)"', menu)) == {"/admin", "/admin/catalogues/"}
+
+
+def test_the_audit_log_is_on_the_top_bar_once_beside_the_menu(world: World) -> None:
+    page = world.client("admin1").get("/admin").get_data(as_text=True)
+    bar = page.partition("<nav>")[2].partition("</nav>")[0]
+    menu = bar.partition('class="nav-more-list"')[2].partition("</div>")[0]
+    assert bar.count('href="/admin/audit"') == 1 and 'href="/admin/audit"' not in menu
+    assert set(re.findall(r'<a href="([^"]+)"', menu)) == {"/admin"} | (ALL - {"/admin/audit"})
+
+
+def test_an_admin_lands_on_the_administration_index(world: World) -> None:
+    r = world.client("admin1").get("/")
+    assert r.status_code == 302 and r.headers["Location"] == "/admin"
+
+
+def _who(page: str) -> str:
+    return page.partition('<span class="who">')[2].partition("</span>")[0]
+
+
+def test_the_top_bar_names_a_head_of_department_by_function(world: World) -> None:
+    who = _who(world.client("truongkhoa").get("/reading/", follow_redirects=True).get_data(as_text=True))
+    assert f"<small>{t('roles.department_head')}</small>" in who and t("roles.department_head") == "Trưởng khoa"
+    assert _user(world, "truongkhoa").role == "radiologist"  # the role itself is unchanged
+    # Anyone else: their role's name.
+    who = _who(world.client("radiologist1").get("/reading/", follow_redirects=True).get_data(as_text=True))
+    assert f"<small>{t('roles.radiologist')}</small>" in who and t("roles.department_head") not in who
 
 
 def test_anonymous_is_sent_to_login(world: World) -> None:

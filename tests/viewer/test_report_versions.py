@@ -242,6 +242,7 @@ def test_an_amended_report_gives_one_link_to_the_version_in_force(page: Any, ame
     assert len(current) == 1, entries
     assert current[0]["tag"] == "a" and current[0]["href"] == f"/signing/documents/{w.doc_id}/versions/2/pdf?inline=1"
     superseded = CATALOGUE["viewer.report.superseded"].replace("{version}", "1")
+    assert superseded == "Bản cũ — phiên bản 1 (đã được thay thế)"  # the old one, replaced (the chart's words)
     assert [(e["tag"], e["text"], e["href"]) for e in entries] == [
         ("a", report_label, f"/signing/documents/{w.doc_id}/versions/2/pdf?inline=1"),
         ("a", superseded, f"/signing/documents/{w.doc_id}/versions/1/pdf?inline=1"),

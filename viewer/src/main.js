@@ -14,10 +14,11 @@ import { initCornerstone, rendererFor } from './cornerstone.js';
 import { createToolGroup, setPrimaryTool, primaryToolKey } from './tools.js';
 import { Grid } from './grid.js';
 import { loadSeriesList, loadSeriesStack } from './study.js';
-import { buildToolbar, buildThumbnails, showPageMessage, showNotice } from './ui.js';
+import { buildToolbar, buildThumbnails, showPageMessage, showNotice, showEmergencyBanner } from './ui.js';
 import { t } from './i18n.js';
 import { createMeasurementStore } from './measurements.js';
 import { REPORTS_ROOT, parseReports, sideEntries } from './reports.js';
+import { GRANTS_ROOT, parseGrants, bannerModel } from './emergency.js';
 
 const CsEvents = CoreEnums.Events;
 
@@ -87,6 +88,10 @@ export function createViewer({ config = readConfig(window.location.search, windo
     reports: undefined,
     docSops: new Map(),
     reportsLoaded: false,
+    // The user's emergency accesses in force (emergency.js parseGrants) and
+    // whether the EMR was asked (and answered or failed).
+    emergency: [],
+    emergencyLoaded: false,
   };
 
   // Test and benchmark hook: read-only views of what is on screen
@@ -125,6 +130,13 @@ export function createViewer({ config = readConfig(window.location.search, windo
     },
     sideEntries() {
       return sideEntries(state.seriesList, state.reports, state.docSops);
+    },
+    // The emergency-access banner's patients (after the EMR answered or refused).
+    get emergencyLoaded() {
+      return state.emergencyLoaded;
+    },
+    get emergency() {
+      return state.emergency.map((g) => ({ ...g }));
     },
     get currentIndex() {
       const vp = state.grid?.viewport();
@@ -330,6 +342,27 @@ export function createViewer({ config = readConfig(window.location.search, windo
     } catch {
       return null; // no EMR behind the viewer: the report is not linked
     }
+  }
+
+  // The user's emergency accesses in force, shown as every EMR page shows
+  // them. Not for a share link's visitor (no session), nor in a frame: the
+  // viewer is framed only by EMR pages (frame-ancestors 'self'), which show
+  // the banner themselves.
+  async function loadEmergency() {
+    if (config.token || window.self !== window.top) return [];
+    try {
+      const r = await fetch(GRANTS_ROOT, { credentials: 'same-origin', headers: { Accept: 'application/json' } });
+      if (!r.ok || !(r.headers.get('Content-Type') || '').includes('json')) return [];
+      return parseGrants(await r.json());
+    } catch {
+      return []; // no EMR behind the viewer (or it did not answer): no banner
+    }
+  }
+
+  async function refreshEmergency() {
+    state.emergency = await loadEmergency();
+    state.emergencyLoaded = true;
+    showEmergencyBanner(bannerModel(state.emergency, t));
   }
 
   async function loadDocSops(client, seriesList) {
@@ -669,6 +702,7 @@ export function createViewer({ config = readConfig(window.location.search, windo
   }
 
   async function start() {
+    refreshEmergency(); // beside the images, the error or the empty page alike
     if (!config.study) {
       noStudy();
       return;

@@ -270,3 +270,37 @@ export function showNotice(text) {
   box.textContent = text || '';
   box.hidden = !text;
 }
+
+// The banner of the user's emergency accesses in force (emergency.js
+// bannerModel; null removes it), between the toolbar and the images, as the
+// EMR's pages show it under their top bar.
+export function showEmergencyBanner(model) {
+  document.getElementById('break-glass-banner')?.remove();
+  if (!model) return;
+  const box = document.createElement('aside');
+  box.id = 'break-glass-banner';
+  box.className = 'break-glass-banner';
+  box.setAttribute('role', 'status');
+  const title = document.createElement('strong');
+  title.textContent = model.title;
+  const list = document.createElement('ul');
+  for (const line of model.lines) {
+    const li = document.createElement('li');
+    let name;
+    if (line.href) {
+      name = document.createElement('a');
+      name.href = line.href;
+      name.target = '_blank';
+      name.rel = 'noopener';
+    } else {
+      name = document.createElement('span');
+    }
+    name.textContent = line.name;
+    li.append(name, ` ${line.detail}`);
+    list.appendChild(li);
+  }
+  const logged = document.createElement('p');
+  logged.textContent = model.logged;
+  box.append(title, list, logged);
+  document.getElementById('workspace').before(box);
+}

@@ -2,7 +2,11 @@
 // Run with node's own runner: `node --test viewer/test/`.
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
+import { readFileSync } from 'node:fs';
 import { parseReports, sideEntries } from '../src/reports.js';
+
+// The catalogue the bundle carries (src/i18n.js), read here without the bundler.
+const catalogue = JSON.parse(readFileSync(new URL('../../emr/i18n/vi.json', import.meta.url), 'utf-8'));
 
 // What study.js describeSeries makes of a series.
 function series(uid, modality, number, description = '') {
@@ -97,4 +101,12 @@ test('before the EMR answered, the DOC series show nothing (no entry that then t
   const sr = series('1.2.3.5', 'SR', 5, 'Đo đạc');
   const entries = sideEntries([CT, DOC_V1, DOC_V2, sr], undefined);
   assert.deepEqual(entries.map((e) => e.text ?? e.key), ['SR Đo đạc']);
+});
+
+test('a superseded version is called the old one, replaced, in the chart\'s words; never "the amended version"', () => {
+  const label = catalogue['viewer.report.superseded'].replace('{version}', '1');
+  assert.equal(label, 'Bản cũ — phiên bản 1 (đã được thay thế)');
+  // The chart's status of a replaced version (documents.vstatus.superseded: "Đã được thay thế").
+  assert.ok(label.includes(catalogue['documents.vstatus.superseded'].toLowerCase()), label);
+  assert.ok(!label.includes('sửa đổi'), 'the amendment is the version in force, not the old one');
 });
