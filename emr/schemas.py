@@ -76,7 +76,7 @@ class PatientIn(_In):
     occupation_code: Annotated[str, StringConstraints(pattern=r"^\d{1,5}$")] | None = None
     blood_type: Annotated[str, StringConstraints(max_length=10)] | None = None
     # HoSoBenhAn / XML7-XML8 (issue 14)
-    religion_code: Annotated[str, StringConstraints(pattern=r"^\d{2}$")] | None = None  # VN Core vn-religion-cs
+    religion_code: Annotated[str, StringConstraints(pattern=r"^\d{2}$")] | None = None  # GSO QĐ 1019/QĐ-TCTK
     health_id: Annotated[str, StringConstraints(pattern=r"^\d{10}$")] | None = None
     father_name: Annotated[str, StringConstraints(strip_whitespace=True, max_length=255)] | None = None
     mother_name: Annotated[str, StringConstraints(strip_whitespace=True, max_length=255)] | None = None

@@ -18,7 +18,7 @@ from sqlalchemy.orm import Session
 from emr.core.normalize import fold
 
 from ..models import CatalogueEntry, CatalogueVersion, Icd10Code
-from .packaged import shipped_name
+from .packaged import SHIPPED, shipped_name
 
 __all__ = [
     "CodeCheck",
@@ -104,9 +104,16 @@ def new_communes(session: Session, old_code: str, on: date) -> list[str]:
 def check_code(session: Session, kind: str, code: str, on: date, *, parent: str | None = None) -> CodeCheck | None:
     """None when ``code`` is valid on ``on`` (or the kind was never loaded); else why not.
 
+    A kind with a list shipped with filmless (ethnicity, religion: :data:`~.packaged.SHIPPED`) and no
+    loaded version is checked against the shipped list, the one whose names the chart shows.
     ``parent``: the commune must lie in this province (admin_unit).
     """
     if not has_versions(session, kind):
+        if kind in SHIPPED and shipped_name(kind, code) is None:
+            return CodeCheck(
+                f"catalogues.check.unknown_{kind}",
+                {"code": code, "date": f"{on:%d/%m/%Y}", "version": SHIPPED[kind][1]},
+            )
         return None
     version = version_on(session, kind, on)
     if version is None:

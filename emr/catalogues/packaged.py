@@ -23,7 +23,8 @@ even before a site loads them (:func:`shipped_name`):
 - ``data/religion_gso_2008.csv``: the Statistics Office's list of religions
   (QĐ 1019/QĐ-TCTK, 12/11/2008, with Mặc Môn added by QĐ 132/QĐ-TGCP 2014) as
   reprinted in QCVN 109 annex G (qcvn109.gov.vn). The VN Core IG's own religion
-  list (vn-core-ethic) is unfinished and agrees with it for codes 1-4.
+  list (vn-core-ethic, 1-digit codes) is unfinished and agrees with it for codes 1-3
+  (its 4, "Hồi giáo", is defined with four Cao Đài branches; see emr.exports.fhir).
 
 No occupation list is shipped: the MA_NGHE_NGHIEP list of QĐ 34/2020/QĐ-TTg
 was not found as a published table; a site loads it as a file.

@@ -153,7 +153,7 @@ DEMO_PATIENTS: list[dict[str, Any]] = [
         "phone": "0935123456",
         # the inpatient stay of emr.demo.records (XML7/XML8, VN Core religion)
         "health_id": "4812345678",
-        "religion_code": "00",
+        "religion_code": "02",  # Công giáo (GSO 2008); a code no list names is refused on entry
         "father_name": "Lê Văn Hải",
         "mother_name": "Nguyễn Thị Thu",
     },

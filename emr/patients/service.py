@@ -79,12 +79,32 @@ def _check_unique(session: Session, data: PatientIn, exclude_id: int | None = No
             )
 
 
-def _check_catalogues(session: Session, data: PatientIn) -> None:
+# Coded demographics checked on entry: (catalogue kind, field). Ethnicity and religion against the loaded
+# list, or the one shipped with filmless; occupation only once a hospital has loaded a list.
+_CODED_DEMOGRAPHICS = (
+    ("ethnicity", "ethnicity_code"),
+    ("occupation", "occupation_code"),
+    ("religion", "religion_code"),
+)
+
+
+def _check_catalogues(session: Session, data: PatientIn, before: Patient | None = None) -> None:
     """Address and registration facility against the catalogues in force today (issue 15 §4):
-    a commune code from before 1 July 2025 is refused with a pointer to the new one."""
+    a commune code from before 1 July 2025 is refused with a pointer to the new one.
+
+    Ethnicity, occupation and religion are checked when entered or changed: a code already on the
+    record (``before``) that no list names (registered before the lists, or by an interface) stays
+    as it is, shown "mã 00 (không có trong danh mục)", and does not stop other fields being corrected."""
     today = local_today()
     problems: dict[str, str] = {}
     params: dict[str, dict[str, object]] = {}
+    for kind, field in _CODED_DEMOGRAPHICS:
+        code = getattr(data, field)
+        if not code or (before is not None and getattr(before, field) == code):
+            continue
+        if check_code(session, kind, code, today) is not None:
+            problems[field] = f"catalogues.entry.{kind}"
+            params[field] = {"code": code}
     if data.province_code and check_code(session, "admin_unit", data.province_code, today) is not None:
         problems["province_code"] = "catalogues.entry.province"
     if data.ward_code:
@@ -199,8 +219,8 @@ def update_patient(
     is checked against the national population database again (``recheck_identity``)."""
     data = parse(PatientIn, data)
     validate_patient(data)
-    _check_catalogues(session, data)
     patient = get_or_404(session, Patient, patient_id, "patient")
+    _check_catalogues(session, data, before=patient)
     if patient.status != "active":
         raise InvalidState("merged patients are read-only", key="patients.error.merged")
     _check_unique(session, data, exclude_id=patient.id)

@@ -11,9 +11,11 @@ from typing import Any
 
 import pytest
 from flask.testing import FlaskClient
+from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from emr.catalogues import code_name, demographics_from_package, store_version
+from emr.core.exceptions import ValidationFailed
 from emr.documents import service as documents
 from emr.i18n import t
 from emr.models import Patient
@@ -22,9 +24,10 @@ from emr.patients import service as patients
 from emr.patients.demographics import age_on, coded_text, parent_lines
 from emr.signing import render_document_pdf
 from emr.signing import service as svc
+from emr.web.forms import message
 from filmless.cli import main
 
-from .conftest import ADMIN_ACTOR, World, login, patient_data
+from .conftest import ADMIN_ACTOR, World, csrf_token, login, patient_data
 
 DISCHARGE = {
     "summary": "Sốt cao 3 ngày, hết sốt ngày thứ 2.",
@@ -176,3 +179,85 @@ def test_child_means_under_16_on_the_papers_day() -> None:
     year_only = Patient(birth_date=date(2010, 1, 1), birth_year_only=True, father_name="Cha")
     assert age_on(year_only, date(2026, 12, 31)) == 15  # may have been born on 31/12/2010: still a child
     assert age_on(year_only, date(2027, 1, 1)) == 16
+
+
+def test_unknown_ethnicity_or_religion_is_refused_on_entry(session: Session, world: World) -> None:
+    """The shipped lists are in force before a site loads anything: a code they lack is refused on its field."""
+    clerk = world.actor("records_clerk")
+    with pytest.raises(ValidationFailed) as refused:
+        patients.create_patient(session, clerk, patient_data(ethnicity_code="77", religion_code="00"))
+    assert refused.value.fields == {
+        "ethnicity_code": "catalogues.entry.ethnicity",
+        "religion_code": "catalogues.entry.religion",
+    }
+    assert message(refused.value, "religion_code") == (
+        "Mã tôn giáo 00 không có trong danh mục tôn giáo hiện hành (2 chữ số, ví dụ 01 Phật giáo; "
+        "để trống nếu không theo tôn giáo nào)"
+    )
+    assert message(refused.value, "ethnicity_code").startswith("Mã dân tộc 77 không có trong danh mục dân tộc")
+    session.rollback()
+    # occupation: no list loaded, so any code of the right shape goes; listed codes go
+    p = patients.create_patient(session, clerk, patient_data(ethnicity_code="99", religion_code="14"))
+    assert (p.ethnicity_code, p.religion_code, p.occupation_code) == ("99", "14", None)
+    other = patient_data(cccd="079190001235", bhyt_number=None, full_name="Trần Văn Ba", occupation_code="1")
+    p = patients.create_patient(session, clerk, other)
+    assert p.occupation_code == "1"
+
+
+def test_occupation_is_checked_once_a_list_is_loaded_and_a_loaded_list_replaces_the_shipped_one(
+    session: Session, world: World
+) -> None:
+    clerk = world.actor("records_clerk")
+    for kind, line in (("occupation", _line(2, "00001", "Nghề thử")), ("religion", _line(2, "01", "Phật giáo"))):
+        store_version(
+            session, ADMIN_ACTOR, kind, [line], valid_from=date(2020, 1, 1), source=f"{kind}.csv", sha256="0" * 64
+        )
+    session.commit()
+    with pytest.raises(ValidationFailed) as refused:
+        patients.create_patient(session, clerk, patient_data(occupation_code="00002", religion_code="02"))
+    assert refused.value.fields == {
+        "occupation_code": "catalogues.entry.occupation",
+        "religion_code": "catalogues.entry.religion",  # in the shipped list, not in the one the site loaded
+    }
+    session.rollback()
+    p = patients.create_patient(session, clerk, patient_data(occupation_code="00001", religion_code="01"))
+    assert (p.occupation_code, p.religion_code) == ("00001", "01")
+
+
+def test_a_stored_unknown_code_shows_and_does_not_block_other_edits(session: Session, world: World) -> None:
+    """Religion "00" registered before the lists were enforced: still shown as a code the list lacks; the record's
+    other fields can be corrected with it in place; changing the code itself needs a listed one."""
+    clerk = world.actor("records_clerk")
+    p = patients.create_patient(session, clerk, patient_data())
+    p.religion_code, p.ethnicity_code = "00", "77"  # as an older release, or an import, stored them
+    session.commit()
+    kept = dict(patient_data(phone="0909000111"), religion_code="00", ethnicity_code="77")
+    patients.update_patient(session, clerk, p.id, kept)
+    assert (p.phone, p.religion_code, p.ethnicity_code) == ("0909000111", "00", "77")
+    assert coded_text(session, "religion", p.religion_code, date(2026, 3, 1)) == "mã 00 (không có trong danh mục)"
+    with pytest.raises(ValidationFailed) as refused:
+        patients.update_patient(session, clerk, p.id, dict(kept, religion_code="15"))
+    assert refused.value.fields == {"religion_code": "catalogues.entry.religion"}
+    session.rollback()
+    patients.update_patient(session, clerk, p.id, dict(kept, religion_code="01"))
+    assert session.get(Patient, p.id).religion_code == "01"  # type: ignore[union-attr]
+
+
+def test_registration_form_and_api_refuse_an_unknown_code_keeping_what_was_typed(
+    session: Session, world: World, client: FlaskClient, tokens: dict[str, str]
+) -> None:
+    session.commit()  # no transaction left open: SQLite would keep its lock from the app
+    r = client.post(
+        "/api/patients",
+        json=patient_data(religion_code="00"),
+        headers={"Authorization": f"Bearer {tokens['records_clerk']}"},
+    )
+    assert r.status_code == 422 and r.json["fields"] == {"religion_code": "catalogues.entry.religion"}
+    assert login(client, "records_clerk1").status_code == 302
+    form = dict(patient_data(ethnicity_code="77", religion_code="01"), csrf_token=csrf_token(client, "/patients/new"))
+    r = client.post("/patients/new", data=form)
+    page = r.get_data(as_text=True)
+    # the message beside the field, on the form that keeps what was typed
+    assert r.status_code == 422 and 'id="err-ethnicity_code">Mã dân tộc 77 không có trong danh mục dân tộc' in page
+    assert 'value="77"' in page and 'value="Nguyễn Thị Hồng Nhung"' in page and 'value="0901234567"' in page
+    assert session.scalar(select(func.count()).select_from(Patient)) == 0

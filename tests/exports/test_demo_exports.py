@@ -86,7 +86,7 @@ def test_demo_exports_both_visits_and_the_record(tmp_path: Path) -> None:
     assert paper["hoten_cha"] == "Lê Văn Hải" and paper["hoten_me"] == "Nguyễn Thị Thu"
     assert record["ThongTinVaoVien"]["PhieuKhamVaoVien"]["nguoiky_hoten"] == "Nguyễn Văn An"
     assert record["ThongTinDieuTri"]["PhieuChanDoan"]["maicd_chinh"] == "J18.9"
-    assert record["ThongTinBenhNhan"]["tongiao"] == "00"
+    assert record["ThongTinBenhNhan"]["tongiao"] == "02"
     # links use the configured public URL, not a default port
     links = [r["link_hinhanh"] for r in record["KetQuaChanDoanHinhAnh"]]
     assert links and all(u.startswith("https://pacs.benhvien.example.vn/viewer/") for u in links)

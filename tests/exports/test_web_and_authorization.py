@@ -173,7 +173,7 @@ def test_patient_form_and_chart_carry_the_record_fields(client: FlaskClient, wor
         "birth_date": "2008-03-21",
         "sex": "M",
         "health_id": "4812345678",
-        "religion_code": "00",
+        "religion_code": "02",  # Công giáo; a code the religion list lacks is refused (tests/emr/test_demographics.py)
         "father_name": "Lê Văn Hải",
         "mother_name": "Nguyễn Thị Thu",
         "csrf_token": csrf_token(client, "/patients/new"),
@@ -185,7 +185,7 @@ def test_patient_form_and_chart_carry_the_record_fields(client: FlaskClient, wor
     p = session.scalars(select(Patient).where(Patient.full_name == "Lê Hoàng Phúc")).one()
     assert (p.health_id, p.religion_code, p.father_name, p.mother_name) == (
         "4812345678",
-        "00",
+        "02",
         "Lê Văn Hải",
         "Nguyễn Thị Thu",
     )
