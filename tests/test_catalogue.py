@@ -64,6 +64,11 @@ ALLOWED_LITERALS: dict[tuple[str, str], str] = {
     ): "legal citation",
     # A header cell an ICD-10 CSV may start with ("mã" = code), recognised and skipped when loading it.
     ("emr/patients/encounters.py", "mã"): "input parsing",
+    # The VN Core IG's vn-core-ethic CodeSystem displays, exactly as the IG writes them (a coding's display
+    # must be the code system's, capitals included): interchange values, not UI text.
+    ("emr/exports/fhir.py", "Phật Giáo"): "interchange value",
+    ("emr/exports/fhir.py", "Công Giáo"): "interchange value",
+    ("emr/exports/fhir.py", "Phật giáo Hòa Hảo"): "interchange value",
 }
 
 

@@ -11,12 +11,10 @@ Public API:
 
 from __future__ import annotations
 
-from .bundle import BUNDLE_PROFILE, COMPOSITION_PROFILE, Built, content_key, report_bundle, visit_bundle
+from .bundle import Built, content_key, report_bundle, visit_bundle
 from .push import KIND, deliver, install, on_document_signed, on_encounter_closed
 
 __all__ = [
-    "BUNDLE_PROFILE",
-    "COMPOSITION_PROFILE",
     "KIND",
     "Built",
     "content_key",

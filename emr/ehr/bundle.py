@@ -1,15 +1,13 @@
 """The FHIR document Bundle pushed to the electronic health record, following the HL7 Vietnam VN Core IG.
 
-Shape (VN Core IG 0.3–0.6, example ``ExampleBundleInpatientDischarge`` and
-the profiles ``vn-core-bundle``, ``vn-core-composition``,
-``vn-core-condition-diagnosis``; FHIR R4 Bundle rules bdl-9/bdl-10 for
-documents): ``Bundle.type = document`` with an identifier
-(``urn:ietf:rfc:3986``, a ``urn:uuid``) and a timestamp; the first entry is
-the Composition (identifier, type, subject, date, author 1..*, title,
-sections), then every resource it or another entry references, each with a
-``fullUrl`` so relative references (``Patient/12``) resolve inside the
-Bundle. The patient is VNCorePatient (CCCD slice
-``http://fhir.hl7.org.vn/core/sid/cccd``), diagnoses are ICD-10 Conditions
+Shape (FHIR R4 Bundle rules bdl-9/bdl-10 for documents): ``Bundle.type = document`` with an identifier
+(``urn:ietf:rfc:3986``, a ``urn:uuid``) and a timestamp; the first entry is the Composition (identifier,
+type, subject, date, author 1..*, title, custodian — the facility by its MA_CSKCB in VNCoreProvider's
+MaCSKCB system — and sections), then every resource it or another entry references, each with a
+``fullUrl`` so relative references (``Patient/12``) resolve inside the Bundle. The VN Core IG (github
+hl7vn/vn-core-ig) defines no Bundle or Composition profile, so those two claim none; the entries claim the
+IG's where they conform (:mod:`emr.exports.vn_core`). The patient is VNCorePatient (TheCCCD slice,
+``http://fhir.ehealth.gov.vn/core/sid/national_id``), diagnoses are ICD-10 Conditions
 that Encounter.diagnosis names with their role (DiagnosisRole AD, CC, CM, DD;
 :func:`emr.exports.fhir.visit_diagnoses`),
 images are ImagingStudy (with the ServiceRequest they are based on), the
@@ -37,11 +35,13 @@ from sqlalchemy.orm import Session
 from emr.core.clock import local_isoformat, utcnow
 from emr.core.settings import EmrSettings
 from emr.exports.fhir import (
+    SYSTEMS,
     Ctx,
     VisitDiagnoses,
     diagnostic_report_resource,
     document_reference_resource,
     encounter_resource,
+    facility_identifier,
     imaging_study_resource,
     patient_resource,
     service_request_resource,
@@ -49,22 +49,18 @@ from emr.exports.fhir import (
     visit_diagnoses,
 )
 from emr.exports.records import latest_signed
+from emr.exports.vn_core import OWN
 from emr.i18n import t
 from emr.models import Document, Encounter, ImagingOrder, Patient, Study, User
 from emr.signing.service import DbArtifacts
 
 __all__ = [
-    "BUNDLE_PROFILE",
-    "COMPOSITION_PROFILE",
     "Built",
     "content_key",
     "report_bundle",
     "visit_bundle",
 ]
 
-_VN = "http://fhir.hl7.org.vn/core"
-BUNDLE_PROFILE = f"{_VN}/StructureDefinition/vn-core-bundle"
-COMPOSITION_PROFILE = f"{_VN}/StructureDefinition/vn-core-composition"
 _LOINC = "http://loinc.org"
 # Composition.type: FHIR document type codes (LOINC), the binding VNCoreComposition prefers.
 _VISIT_TYPE = ("34133-9", "Summary of episode note")
@@ -124,7 +120,15 @@ def _author(session: Session, user_id: int | None, settings: EmrSettings) -> dic
         return {"display": settings.hospital_name}
     ref: dict[str, Any] = {"display": user.full_name}
     if user.practising_cert_no:
-        ref["identifier"] = {"system": f"{_VN}/sid/cchn", "value": user.practising_cert_no}
+        ref["identifier"] = {"system": SYSTEMS["cchn"], "value": user.practising_cert_no}
+    return ref
+
+
+def _custodian(settings: EmrSettings) -> dict[str, Any]:
+    """The facility: its name, and its MA_CSKCB once set (the default 00000 is no facility's code)."""
+    ref: dict[str, Any] = {"display": settings.hospital_name}
+    if settings.facility_code and settings.facility_code != "00000":
+        ref["identifier"] = facility_identifier(settings.facility_code)
     return ref
 
 
@@ -142,7 +146,6 @@ def _assemble(
     bundle = {
         "resourceType": "Bundle",
         "id": bundle_id,
-        "meta": {"profile": [BUNDLE_PROFILE]},
         "language": "vi",
         "identifier": {"system": "urn:ietf:rfc:3986", "value": f"urn:uuid:{bundle_id}"},
         "type": "document",
@@ -186,7 +189,6 @@ class _Visit:
         return {
             "resourceType": "Composition",
             "id": cid,
-            "meta": {"profile": [COMPOSITION_PROFILE]},
             "language": "vi",
             "identifier": {"system": ident[0], "value": ident[1]},
             "status": "final",
@@ -196,7 +198,7 @@ class _Visit:
             "date": date,
             "author": [author],
             "title": title,
-            "custodian": {"display": settings.hospital_name},
+            "custodian": _custodian(settings),
             "section": sections,
         }
 
@@ -247,7 +249,7 @@ def visit_bundle(session: Session, settings: EmrSettings, encounter_id: int) -> 
         sections.append(_section("documents", [_ref(r) for r in others], [r["type"]["text"] for r in others]))
     title = t("ehr.subject.visit", code=enc.visit_code)  # also the Composition's title (Vietnamese document)
     composition = v.composition(
-        f"visit-{enc.id}", (f"{_VN}/sid/ma-lk", enc.visit_code), _VISIT_TYPE, title,
+        f"visit-{enc.id}", (OWN["visit_summary"], enc.visit_code), _VISIT_TYPE, title,
         local_isoformat(enc.closed_at or enc.admitted_at), _author(session, enc.attending_id, settings),
         sections, settings,
     )
@@ -270,7 +272,7 @@ def report_bundle(session: Session, settings: EmrSettings, document_id: int) -> 
     ]
     number = f"{doc.id}-v{version.number}"
     composition = v.composition(
-        f"report-{number}", ("https://filmless.vn/fhir/sid/so-phieu", number), _REPORT_TYPE,
+        f"report-{number}", (OWN["document"], number), _REPORT_TYPE,
         t("ehr.title.report"), local_isoformat(version.signed_at or version.created_at),
         _author(session, version.signed_by, settings), sections, settings,
     )

@@ -7,14 +7,13 @@ resources served here (Patient, Encounter, ServiceRequest, ImagingStudy,
 DiagnosticReport, DocumentReference, Provenance, AuditEvent) have the same
 R4 and R4B structure for every element written.
 
-Identifier systems, extensions and the Patient profile follow the HL7 Vietnam
-VN Core FHIR IG (fhir.hl7.org.vn/core, draft 0.3–0.5): NamingSystems
-``http://fhir.hl7.org.vn/core/sid/{cccd,bhyt,bhxh,cchn,ma-lk}``, identifier type
-codes of ``vn-identifier-type-cs`` (CCCD, BHYT, BHXH) and v2-0203 ``MR``,
-VNCorePatient's extensions (vn-ext-ethnicity, vn-ext-occupation, patient-religion)
-and VNCoreAddress (vn-ext-province, vn-ext-ward). The project's earlier URIs stay
-accepted in searches (:data:`SYSTEM_ALIASES`). Searches are in
-:mod:`emr.fhir.search`.
+Profiles, extensions, code systems and identifier systems follow the HL7 Vietnam VN Core IG of the
+Ministry of Health (github hl7vn/vn-core-ig, canonical ``http://fhir.ehealth.gov.vn/core``); every URL
+emitted is in the one table of :mod:`emr.exports.vn_core` (the IG's, each with the IG file it comes from,
+and the project's own under ``https://filmless.vn/fhir`` for what the IG does not define). Identifier
+slices carry the type and use the IG fixes (CCCD ``sid/national_id`` NI, BHYT ``sid/insurance_number`` SB,
+the hospital's patient code ``sid/patient-internal-id`` PI, MA_LK ``sid/VisitNumber`` VN). Systems emitted
+before stay accepted in searches (:data:`SYSTEM_ALIASES`). Searches are in :mod:`emr.fhir.search`.
 
 Encounter.diagnosis names each diagnosis of the visit with its role
 (:func:`visit_diagnoses`; the Conditions are VNCoreConditionDiagnosis, ICD-10
@@ -36,10 +35,11 @@ from typing import Any
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from emr.core.clock import local_isoformat
+from emr.core.clock import local_isoformat, local_today
 from emr.core.states import OrderStatus
 from emr.i18n import t
 
+from ..catalogues.packaged import shipped_name
 from ..models import (
     AuditEntry,
     Department,
@@ -54,14 +54,17 @@ from ..models import (
     User,
 )
 from ..models.signing import DocumentSignature
+from ..patients.demographics import coded_text
 from .artifacts import ArtifactSource
 from .exceptions import ExportError
 from .records import admission_diagnosis, latest_signed
+from .vn_core import ID_TYPE, ID_USE, IG, LEGACY_SYSTEMS, OWN, V2_0203
 
 __all__ = [
     "SYSTEMS",
     "SYSTEM_ALIASES",
     "VN_PATIENT_PROFILE",
+    "VN_ENCOUNTER_PROFILE",
     "CONDITION_DIAGNOSIS_PROFILE",
     "DIAGNOSIS_ROLE",
     "EXT",
@@ -74,43 +77,48 @@ __all__ = [
     "visit_diagnoses",
 ]
 
-_BASE = "https://filmless.vn/fhir/sid"
-_VN = "http://fhir.hl7.org.vn/core"
 SYSTEMS = {
-    "cccd": f"{_VN}/sid/cccd",  # VN Core NamingSystem vn-cccd-ns: căn cước công dân, 12 digits
-    "bhyt": f"{_VN}/sid/bhyt",  # vn-bhyt-ns: legacy 15 characters, 10-digit BHXH number or 12-digit CCCD
-    "bhxh": f"{_VN}/sid/bhxh",  # social-insurance number (10 digits)
-    "patient": f"{_BASE}/ma-bn",  # MA_BN, the hospital's patient code (the MRN slice, type MR)
-    "visit": f"{_VN}/sid/ma-lk",  # MA_LK (VN Core vn-ma-lk-ns)
-    "record": f"{_BASE}/ma-hsba",  # MA_HSBA
-    "accession": f"{_BASE}/accession",  # DICOM Accession Number
-    "cchn": f"{_VN}/sid/cchn",  # vn-cchn-ns: practising-certificate number
+    "cccd": IG["cccd"],  # căn cước công dân, 12 digits
+    "bhyt": IG["bhyt"],  # legacy 15 characters, 10-digit BHXH number or 12-digit CCCD
+    "bhxh": OWN["bhxh"],  # social-insurance number (10 digits)
+    "patient": IG["patient"],  # MA_BN, the hospital's patient code
+    "visit": IG["visit"],  # MA_LK
+    "record": OWN["record"],  # MA_HSBA
+    "accession": OWN["accession"],  # DICOM Accession Number
+    "cchn": OWN["cchn"],  # practising-certificate number
+    "facility": IG["facility"],  # MA_CSKCB
     "icd10": "http://hl7.org/fhir/sid/icd-10",
     "dicom_uid": "urn:dicom:uid",
-    "procedure": f"{_BASE}/ma-dich-vu",  # MA_DICH_VU
-    "form_type": "https://filmless.vn/fhir/CodeSystem/loai-phieu",  # the EMR's form types (FORM_TYPES)
+    "procedure": OWN["procedure"],  # MA_DICH_VU
+    "document": OWN["document"],  # document number
+    "form_type": OWN["form_type"],  # the EMR's form types (FORM_TYPES)
 }
-# Earlier project URIs, still accepted in searches.
-SYSTEM_ALIASES = {
-    f"{_BASE}/cccd": SYSTEMS["cccd"],
-    f"{_BASE}/bhyt": SYSTEMS["bhyt"],
-    f"{_BASE}/ma-lk": SYSTEMS["visit"],
-}
-VN_PATIENT_PROFILE = f"{_VN}/StructureDefinition/vn-core-patient"
-_ID_TYPE = f"{_VN}/CodeSystem/vn-identifier-type-cs"
-_V2_0203 = "http://terminology.hl7.org/CodeSystem/v2-0203"
+# Systems emitted before, still accepted in searches.
+SYSTEM_ALIASES = LEGACY_SYSTEMS
+VN_PATIENT_PROFILE = IG["patient_profile"]
+VN_ENCOUNTER_PROFILE = IG["encounter_profile"]
+# The demographic extensions of VNCorePatient (slices patientRaceExtension, patientEthicExtension,
+# patientOccupationExtenstion): each a CodeableConcept, bound (extensible) to the value sets vn-core-race,
+# vn-core-ethic and vn-core-occupation. "Ethic" is the IG's name for religion (tôn giáo). Province and ward are
+# the state and ward sub-extensions of VNCoreAddress's extension-administrative-address.
 EXT = {
-    "ethnicity": f"{_VN}/StructureDefinition/vn-ext-ethnicity",
-    "occupation": f"{_VN}/StructureDefinition/vn-ext-occupation",
-    "religion": "http://hl7.org/fhir/StructureDefinition/patient-religion",
-    "province": f"{_VN}/StructureDefinition/vn-ext-province",
-    "ward": f"{_VN}/StructureDefinition/vn-ext-ward",
+    "ethnicity": IG["ext_race"],
+    "occupation": IG["ext_occupation"],
+    "religion": IG["ext_ethic"],
+    "address": IG["ext_address"],
 }
 _CS = {
-    "ethnicity": f"{_VN}/CodeSystem/vn-ethnicity-cs",  # 54 ethnic groups, GSO list (QĐ 121-TCTK/PPCĐ)
-    "occupation": f"{_VN}/CodeSystem/vn-occupation-cs",  # QĐ 34/2020/QĐ-TTg
-    "religion": f"{_VN}/CodeSystem/vn-religion-cs",
+    "ethnicity": IG["cs_race"],  # MA_DANTOC as stored: 01-54, 55, 99
+    "religion": IG["cs_ethic"],  # 1-digit codes 1-4 (and a placeholder 5 "...")
 }
+# Our religion code (GSO QĐ 1019/QĐ-TCTK, 2 digits) → the IG's vn-core-ethic code and display, where the IG's
+# concept is the same religion: 1-3 have the GSO list's names and definitions. 04 is left uncoded: the IG's
+# concept 4 is displayed "Hồi giáo" but defined as Hồi giáo plus four Cao Đài branches (GSO 05), so it is not
+# one religion; 5 "..." is a placeholder. Occupation is never coded: the IG's vn-core-occupation has no
+# content (content = not-present, no version or decision named) and vn-core-occupation-4069 holds the
+# 13 social groups of QĐ 4069/2011/QĐ-BYT, not MA_NGHE_NGHIEP (QĐ 34/2020/QĐ-TTg); no mapping is published.
+# An uncoded value keeps its text ("name (code)", or "mã … (không có trong danh mục)").
+_ETHIC = {"01": ("1", "Phật Giáo"), "02": ("2", "Công Giáo"), "03": ("3", "Phật giáo Hòa Hảo")}
 _SEX = {"M": "male", "F": "female", "O": "other"}
 _ENC_CLASS = {
     "outpatient": ("AMB", "ambulatory"),
@@ -216,44 +224,50 @@ class Ctx:
 
 
 # -- builders ---------------------------------------------------------------
-def _id_type(code: str, display: str, system: str = _ID_TYPE) -> dict[str, Any]:
-    return {"coding": [{"system": system, "code": code, "display": display}], "text": display}
+def ig_identifier(kind: str, value: str) -> dict[str, Any]:
+    """An identifier in one of the VN Core IG's slices (``kind`` a key of :data:`emr.exports.vn_core.ID_TYPE`):
+    the slice's system, and its use and type exactly as the IG fixes them (a fixed type has no text)."""
+    code, display = ID_TYPE[kind]
+    return {
+        "use": ID_USE[kind],
+        "type": {"coding": [{"system": V2_0203, "code": code, "display": display}]},
+        "system": IG[kind],
+        "value": value,
+    }
 
 
-def _coded(url: str, system: str, code: str | None) -> dict[str, Any] | None:
+def facility_identifier(code: str) -> dict[str, Any]:
+    """MA_CSKCB as VNCoreProvider's MaCSKCB slice (its type is a pattern with the text "Provider number")."""
+    ident = ig_identifier("facility", code)
+    ident["type"]["text"] = ID_TYPE["facility"][1]
+    return ident
+
+
+def _demographic(session: Session, kind: str, code: str | None) -> dict[str, Any] | None:
+    """VN Core extension-race / -occupation / -ethic: the IG's coding where our code has a published
+    equivalent (:data:`_CS`, :data:`_ETHIC`), always the text a person reads (:func:`coded_text`)."""
     if not code:
         return None
-    return {"url": url, "valueCodeableConcept": {"coding": [{"system": system, "code": code}]}}
+    concept: dict[str, Any] = {}
+    if kind == "ethnicity" and shipped_name("ethnicity", code):  # the shipped list is vn-core-race 1.0 verbatim
+        concept["coding"] = [{"system": _CS["ethnicity"], "code": code, "display": shipped_name("ethnicity", code)}]
+    elif kind == "religion" and code in _ETHIC:
+        ig_code, display = _ETHIC[code]
+        concept["coding"] = [{"system": _CS["religion"], "code": ig_code, "display": display}]
+    concept["text"] = coded_text(session, kind, code, local_today())
+    return {"url": EXT[kind], "valueCodeableConcept": concept}
 
 
 def patient_resource(ctx: Ctx, p: Patient) -> dict[str, Any]:
-    """VNCorePatient: identifier slices CCCD, BHYT, BHXH and MRN; ethnicity, occupation, religion; VNCoreAddress."""
-    ids: list[dict[str, Any]] = [
-        {
-            "use": "usual",
-            "type": _id_type("MR", "Medical record number", _V2_0203),
-            "system": SYSTEMS["patient"],
-            "value": p.code,
-        }
-    ]
+    """VNCorePatient: identifier slices MaBenhNhan, TheCCCD, TheBHYT (and the BHXH number); race, occupation, ethic;
+    VNCoreAddress."""
+    ids: list[dict[str, Any]] = [ig_identifier("patient", p.code)]  # MaBenhNhan
     if p.cccd:
-        ids.append(
-            {
-                "use": "official",
-                "type": _id_type("CCCD", t("fhir.identifier.cccd")),
-                "system": SYSTEMS["cccd"],
-                "value": p.cccd,
-            }
-        )
-    if p.bhyt_ssn:
-        bhxh = _id_type("BHXH", t("fhir.identifier.bhxh"))
-        ids.append({"type": bhxh, "system": SYSTEMS["bhxh"], "value": p.bhyt_ssn})
+        ids.append(ig_identifier("cccd", p.cccd))  # TheCCCD
+    if p.bhyt_ssn:  # no IG slice: the project's system, the reading text as its type
+        ids.append({"type": {"text": t("fhir.identifier.bhxh")}, "system": SYSTEMS["bhxh"], "value": p.bhyt_ssn})
     if p.bhyt_number:
-        bhyt: dict[str, Any] = {
-            "type": _id_type("BHYT", t("fhir.identifier.bhyt")),
-            "system": SYSTEMS["bhyt"],
-            "value": p.bhyt_number,
-        }
+        bhyt = ig_identifier("bhyt", p.bhyt_number)  # TheBHYT
         if p.bhyt_valid_from or p.bhyt_valid_to:
             bhyt["period"] = {
                 k: v.isoformat() for k, v in (("start", p.bhyt_valid_from), ("end", p.bhyt_valid_to)) if v is not None
@@ -264,9 +278,9 @@ def patient_resource(ctx: Ctx, p: Patient) -> dict[str, Any]:
     extensions = [
         e
         for e in (
-            _coded(EXT["ethnicity"], _CS["ethnicity"], p.ethnicity_code),
-            _coded(EXT["occupation"], _CS["occupation"], p.occupation_code),
-            _coded(EXT["religion"], _CS["religion"], p.religion_code),
+            _demographic(ctx.session, "ethnicity", p.ethnicity_code),
+            _demographic(ctx.session, "occupation", p.occupation_code),
+            _demographic(ctx.session, "religion", p.religion_code),
         )
         if e is not None
     ]
@@ -312,17 +326,19 @@ def patient_resource(ctx: Ctx, p: Patient) -> dict[str, Any]:
 
 
 def _address(p: Patient) -> dict[str, Any] | None:
-    """VNCoreAddress: province and ward as coded extensions (vn-addr-province: a VN address names its province)."""
+    """VNCoreAddress: its text, and province and ward as the state and ward of its
+    extension-administrative-address, coded in the 2025 administrative-unit list (:data:`OWN` admin_unit; the
+    binding to vn-core-administrative-address is extensible and that list predates the 2025 units)."""
     if not (p.address or p.province_code or p.ward_code):
         return None
     addr: dict[str, Any] = {"use": "home"}
-    ext = []
-    if p.province_code:
-        ext.append({"url": EXT["province"], "valueCoding": {"code": p.province_code}})
-    if p.ward_code:
-        ext.append({"url": EXT["ward"], "valueCoding": {"code": p.ward_code}})
-    if ext:
-        addr["extension"] = ext
+    parts = [
+        {"url": part, "valueCodeableConcept": {"coding": [{"system": OWN["admin_unit"], "code": code}]}}
+        for part, code in (("state", p.province_code), ("ward", p.ward_code))
+        if code
+    ]
+    if parts:
+        addr["extension"] = [{"url": EXT["address"], "extension": parts}]
     if p.address:
         addr["text"] = p.address
     if p.province_code:
@@ -349,7 +365,7 @@ def encounter_resource(ctx: Ctx, e: Encounter, diagnoses: VisitDiagnoses | None 
     res: dict[str, Any] = {
         "resourceType": "Encounter",
         "id": str(e.id),
-        "identifier": [{"system": SYSTEMS["visit"], "value": e.visit_code}],
+        "identifier": [ig_identifier("visit", e.visit_code)],  # MaDotThamKham
         "status": _ENC_STATUS.get(e.status, "unknown"),
         "class": {"system": "http://terminology.hl7.org/CodeSystem/v3-ActCode", "code": code, "display": display},
         "subject": _ref("Patient", e.patient_id),
@@ -361,6 +377,9 @@ def encounter_resource(ctx: Ctx, e: Encounter, diagnoses: VisitDiagnoses | None 
         res["participant"] = [{"individual": {"display": attending.full_name}}]
     if e.reason:
         res["reasonCode"] = [{"text": e.reason}]
+    if any(role == "CC" for _cid, role in diagnoses.uses):
+        # VNCoreEncounter's ChiefComplaint_CDBenhChinh slice is 1..1: only a visit with a main disease conforms
+        res["meta"] = {"profile": [VN_ENCOUNTER_PROFILE]}
     if diagnoses.uses:
         if contained:
             res["contained"] = diagnoses.conditions
@@ -386,7 +405,7 @@ def service_request_resource(ctx: Ctx, o: ImagingOrder) -> dict[str, Any]:
         "identifier": [
             {
                 "type": {
-                    "coding": [{"system": "http://terminology.hl7.org/CodeSystem/v2-0203", "code": "ACSN"}],
+                    "coding": [{"system": V2_0203, "code": "ACSN"}],
                     "text": "Accession Number",
                 },
                 "system": SYSTEMS["accession"],
@@ -447,7 +466,7 @@ def imaging_study_resource(ctx: Ctx, st: Study) -> dict[str, Any]:
     if st.accession_number:
         res["identifier"].append(
             {
-                "type": {"coding": [{"system": "http://terminology.hl7.org/CodeSystem/v2-0203", "code": "ACSN"}]},
+                "type": {"coding": [{"system": V2_0203, "code": "ACSN"}]},
                 "system": SYSTEMS["accession"],
                 "value": st.accession_number,
             }
@@ -486,7 +505,7 @@ def diagnostic_report_resource(ctx: Ctx, d: Document) -> dict[str, Any]:
     res: dict[str, Any] = {
         "resourceType": "DiagnosticReport",
         "id": str(d.id),
-        "identifier": [{"system": f"{_BASE}/so-phieu", "value": f"{d.id}-v{version.number}"}],
+        "identifier": [{"system": SYSTEMS["document"], "value": f"{d.id}-v{version.number}"}],
         "status": status,
         "category": [
             {
@@ -578,7 +597,7 @@ def document_reference_resource(ctx: Ctx, d: Document) -> dict[str, Any]:
     res: dict[str, Any] = {
         "resourceType": "DocumentReference",
         "id": str(d.id),
-        "identifier": [{"system": f"{_BASE}/so-phieu", "value": f"{d.id}-v{version.number}"}],
+        "identifier": [{"system": SYSTEMS["document"], "value": f"{d.id}-v{version.number}"}],
         "status": "entered-in-error" if d.status == "cancelled" else "current",
         "docStatus": "final"
         if v is not None and v.number == d.current_version
@@ -611,7 +630,7 @@ def document_reference_resource(ctx: Ctx, d: Document) -> dict[str, Any]:
 # The capacity in which the head of department's signature was given (document_signatures.capacity,
 # emr.access.substitutes): head, deputy ("KT. Trưởng khoa", signing for the head) or acting ("Q. Trưởng khoa",
 # holding the head's authority). The project's own code system: neither FHIR nor the VN Core IG has one.
-SIGNER_CAPACITY = "https://filmless.vn/fhir/CodeSystem/tu-cach-ky"
+SIGNER_CAPACITY = OWN["signer_capacity"]
 _AUTHOR_SIGNATURE = {
     "system": "urn:iso-astm:E1762-95:2013",
     "code": "1.2.840.10065.1.12.1.1",
@@ -732,7 +751,7 @@ def audit_event_resource(ctx: Ctx, a: AuditEntry) -> dict[str, Any]:
     res: dict[str, Any] = {
         "resourceType": "AuditEvent",
         "id": str(a.id),
-        "type": {"system": f"{_BASE}/audit-action", "code": a.action},
+        "type": {"system": OWN["audit_action"], "code": a.action},
         "action": action,
         "recorded": a.at.replace("Z", "+00:00"),
         "outcome": outcome,
@@ -767,10 +786,10 @@ def audit_event_resource(ctx: Ctx, a: AuditEntry) -> dict[str, Any]:
     return res
 
 
-# VN Core "Chẩn đoán lượt khám" (vn-core-condition-diagnosis, IG 0.4–0.5): a child of VNCoreCondition,
-# category fixed to encounter-diagnosis, code 1..1 with ICD-10 (http://hl7.org/fhir/sid/icd-10) required
-# by QĐ 4469/QĐ-BYT; position 0 is MA_BENH_CHINH, the rest MA_BENH_KT (QĐ 3176/QĐ-BYT).
-CONDITION_DIAGNOSIS_PROFILE = f"{_VN}/StructureDefinition/vn-core-condition-diagnosis"
+# VNCoreConditionEncounterDiagnosis (vn-core-condition-encounter-diagnosis): category 1..* with
+# encounter-diagnosis, code bound (required) to vn-core-condition-code, encounter 1..1; ICD-10
+# (http://hl7.org/fhir/sid/icd-10) by QĐ 4469/QĐ-BYT; position 0 is MA_BENH_CHINH, the rest MA_BENH_KT.
+CONDITION_DIAGNOSIS_PROFILE = IG["condition_diagnosis_profile"]
 
 
 _VER_STATUS = "http://terminology.hl7.org/CodeSystem/condition-ver-status"

@@ -24,6 +24,7 @@ from emr.exports.fhir import (
     RESOURCE_TYPES,
     SYSTEM_ALIASES,
     SYSTEMS,
+    VN_ENCOUNTER_PROFILE,
     VN_PATIENT_PROFILE,
     Ctx,
     FhirError,
@@ -357,6 +358,9 @@ def read_resource(
     return result.resources[0], next(iter(result.patient_ids), None)
 
 
+_PROFILES = {"Patient": VN_PATIENT_PROFILE, "Encounter": VN_ENCOUNTER_PROFILE}  # the VN Core IG's, claimed
+
+
 def capability_statement(base_url: str) -> dict[str, Any]:
     return validated(
         {
@@ -375,7 +379,7 @@ def capability_statement(base_url: str) -> dict[str, Any]:
                     "resource": [
                         {
                             "type": kind,
-                            **({"supportedProfile": [VN_PATIENT_PROFILE]} if kind == "Patient" else {}),
+                            **({"supportedProfile": [_PROFILES[kind]]} if kind in _PROFILES else {}),
                             "interaction": [{"code": "read"}, {"code": "search-type"}],
                             "versioning": "versioned",
                             "searchParam": [

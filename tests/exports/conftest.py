@@ -257,7 +257,7 @@ def make_inpatient_visit(
     data = {
         "father_name": "Nguyễn Văn Hùng",
         "mother_name": "Trần Thị Lan",
-        "religion_code": "01",  # Phật giáo (VN Core vn-religion-cs)
+        "religion_code": "01",  # Phật giáo (GSO 2008; VN Core vn-core-ethic code 1)
         "health_id": "7912345678",
         **patient,
     }

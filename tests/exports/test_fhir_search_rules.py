@@ -180,12 +180,11 @@ def test_identifier_token_rules_and_absolute_references(
     v = patients[0]
     pid = str(v.patient.id)
     cccd = SYSTEMS["cccd"]
-    assert cccd == "http://fhir.hl7.org.vn/core/sid/cccd"
+    assert cccd == "http://fhir.ehealth.gov.vn/core/sid/national_id"  # VN Core IG, VNCorePatient slice TheCCCD
     assert _ids(_ok(_get(client, f"/fhir/Patient?identifier={cccd}|079190001234", tok))) == [pid]
-    # the project's earlier URI still works
-    assert _ids(_ok(_get(client, "/fhir/Patient?identifier=https://filmless.vn/fhir/sid/cccd|079190001234", tok))) == [
-        pid
-    ]
+    # the systems emitted before still work: the project's first URI and the old draft IG's
+    for old in ("https://filmless.vn/fhir/sid/cccd", "http://fhir.hl7.org.vn/core/sid/cccd"):
+        assert _ids(_ok(_get(client, f"/fhir/Patient?identifier={old}|079190001234", tok))) == [pid]
     # |value: identifiers without a system (this server has none)
     assert _ids(_ok(_get(client, "/fhir/Patient?identifier=|079190001234", tok))) == []
     assert _ids(_ok(_get(client, "/fhir/Patient?identifier=079190001234", tok))) == [pid]

@@ -1,11 +1,14 @@
 """HL7 Vietnam VN Core IG constraints, written as tests (no IG-aware validator installs here).
 
 Every resource the API serves is first validated by ``fhir.resources``; the VN Core rules are then
-checked element by element. Sources (VN Core FHIR IG, fhir.hl7.org.vn/core, drafts 0.3–0.5):
-StructureDefinition vn-core-patient (identifier slices CCCD/BHYT/MRN, extension:ethnicity,
-extension:occupation, extension:religion, address = VNCoreAddress), vn-core-address (invariant
-vn-addr-province, extension:province, extension:ward), NamingSystems vn-cccd-ns, vn-bhyt-ns,
-vn-cchn-ns, vn-ma-lk-ns, CodeSystem vn-identifier-type-cs, vn-religion-cs.
+checked element by element. Source: the Ministry's VN Core IG (github hl7vn/vn-core-ig, canonical
+http://fhir.ehealth.gov.vn/core, input/resources/ at commit 8e6b6e0): StructureDefinition vn-core-patient
+(identifier slices TheCCCD, TheBHYT, MaBenhNhan with fixed system, use and type; extension slices
+patientRaceExtension, patientOccupationExtenstion, patientEthicExtension; address = vn-core-address with
+extension-administrative-address), vn-core-encounter (identifier slice MaDotThamKham; diagnosis slices by
+DiagnosisRole, ChiefComplaint 1..1), vn-core-condition-encounter-diagnosis, CodeSystems vn-core-race and
+vn-core-ethic. What the IG defines no system for (practising certificate, BHXH number) is under
+https://filmless.vn/fhir.
 """
 
 from __future__ import annotations
@@ -20,10 +23,11 @@ from sqlalchemy.orm import Session
 
 from .conftest import InpatientVisit, make_inpatient_visit, make_visit
 
-VN = "http://fhir.hl7.org.vn/core"
-PROFILE = f"{VN}/StructureDefinition/vn-core-patient"
-ID_TYPE = f"{VN}/CodeSystem/vn-identifier-type-cs"
-BHYT_FORMATS = re.compile(r"[A-Z]{2}\d{13}|\d{10}|\d{12}")  # vn-bhyt-ns: legacy, BHXH number, CCCD (NĐ 188/2025)
+VN_CORE = "http://fhir.ehealth.gov.vn/core"  # canonical of the Ministry's IG, github hl7vn/vn-core-ig
+PROFILE = f"{VN_CORE}/StructureDefinition/vn-core-patient"
+V2_0203 = "http://terminology.hl7.org/CodeSystem/v2-0203"
+OWN = "https://filmless.vn/fhir"  # the project's systems, for what the IG does not define
+BHYT_FORMATS = re.compile(r"[A-Z]{2}\d{13}|\d{10}|\d{12}")  # legacy card, BHXH number, CCCD (NĐ 188/2025)
 
 
 def _get(client: FlaskClient, url: str, token: str) -> dict[str, Any]:
@@ -50,38 +54,51 @@ def inpatient(session: Session, world: Any) -> InpatientVisit:
 def test_vn_core_patient(client: FlaskClient, tokens: dict[str, str], inpatient: InpatientVisit) -> None:
     p = _get(client, f"/fhir/Patient/{inpatient.visit.patient.id}", tokens["physician"])
     assert PROFILE in p["meta"]["profile"]  # Patient.meta.profile
-    # Patient.identifier:CCCD — system vn-cccd-ns, 12 digits, type vn-identifier-type-cs#CCCD
-    cccd = _slice(p, f"{VN}/sid/cccd")
-    assert cccd is not None and re.fullmatch(r"\d{12}", cccd["value"])
-    assert {"system": ID_TYPE, "code": "CCCD"}.items() <= cccd["type"]["coding"][0].items()
-    # Patient.identifier:BHYT — system vn-bhyt-ns, one of its three formats, card validity as period
-    bhyt = _slice(p, f"{VN}/sid/bhyt")
-    assert bhyt is not None and BHYT_FORMATS.fullmatch(bhyt["value"])
-    assert bhyt["type"]["coding"][0]["code"] == "BHYT" and bhyt["period"]["end"] == "2026-12-31"
-    # BHXH number (vn-bhxh NamingSystem) — the 10 digits inside the legacy card
-    bhxh = _slice(p, f"{VN}/sid/bhxh")
-    assert bhxh is not None and re.fullmatch(r"\d{10}", bhxh["value"]) and bhyt["value"].endswith(bhxh["value"])
-    # Patient.identifier:MRN — type v2-0203#MR
-    mrn = next(i for i in p["identifier"] if i["type"]["coding"][0]["code"] == "MR")
-    assert mrn["type"]["coding"][0]["system"] == "http://terminology.hl7.org/CodeSystem/v2-0203"
-    assert mrn["value"] == inpatient.visit.patient.code
-    # Patient.extension:ethnicity (vn-ext-ethnicity, CodeableConcept), :occupation, :religion
-    eth = _ext(p, f"{VN}/StructureDefinition/vn-ext-ethnicity")
-    assert eth is not None and eth["valueCodeableConcept"]["coding"][0]["code"] == "01"
-    occ = _ext(p, f"{VN}/StructureDefinition/vn-ext-occupation")
-    assert occ is not None and occ["valueCodeableConcept"]["coding"][0]["code"] == "00001"
-    rel = _ext(p, "http://hl7.org/fhir/StructureDefinition/patient-religion")
-    assert rel is not None and rel["valueCodeableConcept"]["coding"][0] == {
-        "system": f"{VN}/CodeSystem/vn-religion-cs",
-        "code": "01",
+    # Patient.identifier:TheCCCD — fixed system national_id, use official, type v2-0203 NI exactly
+    cccd = _slice(p, f"{VN_CORE}/sid/national_id")
+    assert cccd is not None and re.fullmatch(r"\d{12}", cccd["value"]) and cccd["use"] == "official"
+    assert cccd["type"] == {
+        "coding": [{"system": V2_0203, "code": "NI", "display": "National unique individual identifier"}]
     }
-    # Patient.address (VNCoreAddress): vn-addr-province — country VN requires extension:province
-    for addr in p["address"]:
-        if addr.get("country") == "VN":
-            assert _ext(addr, f"{VN}/StructureDefinition/vn-ext-province") is not None
-        ward = _ext(addr, f"{VN}/StructureDefinition/vn-ext-ward")
-        assert ward is None or re.fullmatch(r"\d{5}", ward["valueCoding"]["code"])
-    assert _ext(p["address"][0], f"{VN}/StructureDefinition/vn-ext-ward")["valueCoding"]["code"] == "26734"
+    # Patient.identifier:TheBHYT — insurance_number, official, SB; card validity as period
+    bhyt = _slice(p, f"{VN_CORE}/sid/insurance_number")
+    assert bhyt is not None and BHYT_FORMATS.fullmatch(bhyt["value"]) and bhyt["use"] == "official"
+    assert bhyt["type"] == {"coding": [{"system": V2_0203, "code": "SB", "display": "Social Beneficiary Identifier"}]}
+    assert bhyt["period"]["end"] == "2026-12-31"
+    # BHXH number (no IG slice: the project's system) — the 10 digits inside the legacy card
+    bhxh = _slice(p, f"{OWN}/sid/bhxh")
+    assert bhxh is not None and re.fullmatch(r"\d{10}", bhxh["value"]) and bhyt["value"].endswith(bhxh["value"])
+    # Patient.identifier:MaBenhNhan — patient-internal-id, secondary, PI
+    mrn = _slice(p, f"{VN_CORE}/sid/patient-internal-id")
+    assert mrn is not None and mrn["use"] == "secondary" and mrn["value"] == inpatient.visit.patient.code
+    assert mrn["type"] == {"coding": [{"system": V2_0203, "code": "PI", "display": "Patient internal identifier"}]}
+    # Patient.extension:patientRaceExtension / patientOccupationExtenstion / patientEthicExtension (the Ministry's
+    # IG, github hl7vn/vn-core-ig): CodeableConcepts bound to vn-core-race, vn-core-occupation, vn-core-ethic
+    eth = _ext(p, f"{VN_CORE}/StructureDefinition/extension-race")
+    assert eth is not None and eth["valueCodeableConcept"] == {
+        "coding": [{"system": f"{VN_CORE}/CodeSystem/vn-core-race", "code": "01", "display": "Kinh"}],
+        "text": "Kinh (01)",
+    }
+    occ = _ext(p, f"{VN_CORE}/StructureDefinition/extension-occupation")
+    # no occupation list loaded, and none the IG publishes for MA_NGHE_NGHIEP: a text, no coding
+    assert occ is not None and occ["valueCodeableConcept"] == {"text": "mã 00001 (chưa có danh mục)"}
+    rel = _ext(p, f"{VN_CORE}/StructureDefinition/extension-ethic")
+    assert rel is not None and rel["valueCodeableConcept"] == {  # GSO 01 Phật giáo is vn-core-ethic 1
+        "coding": [{"system": f"{VN_CORE}/CodeSystem/vn-core-ethic", "code": "1", "display": "Phật Giáo"}],
+        "text": "Phật giáo (01)",
+    }
+    assert len(p["extension"]) == 3
+    for url in ("vn-ethnicity-cs", "vn-occupation-cs", "vn-religion-cs", "patient-religion", "vn-ext-ethnicity"):
+        assert url not in str(p)  # URLs the IG does not define
+    # Patient.address (vn-core-address): text 1..1, addressExtension = extension-administrative-address with
+    # state and ward (CodeableConcepts; binding extensible — the 2025 units are coded in the project's list)
+    [addr] = p["address"]
+    assert addr["text"]
+    parts = _ext(addr, f"{VN_CORE}/StructureDefinition/extension-administrative-address")
+    assert parts is not None and not any(k.startswith("value") for k in parts)  # complex: value[x] 0..0
+    codes = {x["url"]: x["valueCodeableConcept"]["coding"][0] for x in parts["extension"]}
+    assert codes["ward"] == {"system": f"{OWN}/CodeSystem/don-vi-hanh-chinh-2025", "code": "26734"}
+    assert set(codes) <= {"state", "ward"} and re.fullmatch(r"\d{2}", codes.get("state", {"code": "79"})["code"])
     # must-support name and gender, birthDate
     assert p["name"][0]["text"] and p["gender"] == "female" and p["birthDate"] == "1990-05-17"
     # father, mother (XML7/XML8) as contacts
@@ -95,13 +112,22 @@ def test_vn_core_identifier_systems_across_resources(
     tok = tokens["physician"]
     v = inpatient.visit
     enc = _get(client, f"/fhir/Encounter/{v.encounter.id}", tok)
-    # MA_LK: vn-ma-lk-ns
-    assert {"system": f"{VN}/sid/ma-lk", "value": v.encounter.visit_code} in enc["identifier"]
+    # MA_LK: VNCoreEncounter's MaDotThamKham slice (VisitNumber, official, v2-0203 VN); the visit has a main
+    # disease, so it fills the ChiefComplaint slice (1..1) and claims the profile
+    assert {
+        "use": "official",
+        "type": {"coding": [{"system": V2_0203, "code": "VN", "display": "Visit number"}]},
+        "system": f"{VN_CORE}/sid/VisitNumber",
+        "value": v.encounter.visit_code,
+    } in enc["identifier"]
+    assert enc["meta"]["profile"] == [f"{VN_CORE}/StructureDefinition/vn-core-encounter"]
     sr = _get(client, f"/fhir/ServiceRequest/{v.order.id}", tok)
-    # practitioners by their practising certificate: vn-cchn-ns
-    assert sr["requester"]["identifier"]["system"] == f"{VN}/sid/cchn"
+    # practitioners by their practising certificate: the IG has no system for it (VNCorePractitioner slices
+    # only an employee number), so the project's own
+    assert sr["requester"]["identifier"]["system"] == f"{OWN}/sid/cchn"
     dr = _get(client, f"/fhir/DiagnosticReport/{v.report.id}", tok)
-    assert dr["resultsInterpreter"][0]["identifier"]["system"] == f"{VN}/sid/cchn"
+    assert dr["resultsInterpreter"][0]["identifier"]["system"] == f"{OWN}/sid/cchn"
+    assert "meta" not in sr or "profile" not in sr["meta"]  # no profile claimed where conformance is unchecked
 
 
 def test_every_served_resource_validates(
@@ -141,15 +167,16 @@ def test_search_with_the_vn_core_cccd_system(
 ) -> None:
     v = make_visit(session, world, cccd="079190008888", bhyt_number="079190008888", benefit_level=80)
     tok = tokens["physician"]
-    found = _get(client, f"/fhir/Patient?identifier={VN}/sid/cccd|079190008888", tok)
+    found = _get(client, f"/fhir/Patient?identifier={VN_CORE}/sid/national_id|079190008888", tok)
     assert [e["resource"]["id"] for e in found["entry"]] == [str(v.patient.id)]
     # the CCCD used as the BHYT card (NĐ 188/2025) is found in the BHYT system too; it has no BHXH number
-    found = _get(client, f"/fhir/Patient?identifier={VN}/sid/bhyt|079190008888", tok)
+    found = _get(client, f"/fhir/Patient?identifier={VN_CORE}/sid/insurance_number|079190008888", tok)
     p = found["entry"][0]["resource"]
-    assert _slice(p, f"{VN}/sid/bhyt")["value"] == "079190008888" and _slice(p, f"{VN}/sid/bhxh") is None
+    assert _slice(p, f"{VN_CORE}/sid/insurance_number")["value"] == "079190008888"
+    assert _slice(p, f"{OWN}/sid/bhxh") is None
 
 
-ICD10 = "http://hl7.org/fhir/sid/icd-10"  # vn-condition-code-vs / vn-core-condition-code: ICD-10 (QĐ 4469/QĐ-BYT)
+ICD10 = "http://hl7.org/fhir/sid/icd-10"  # in ValueSet vn-core-condition-code: ICD-10 (QĐ 4469/QĐ-BYT)
 ROLE = "http://terminology.hl7.org/CodeSystem/diagnosis-role"  # Encounter.diagnosis.use, sliced by VNCoreEncounter
 # The code system's own displays (HL7 THO CodeSystem diagnosis-role 1.1.1); the Vietnamese name is the text.
 ROLE_DISPLAY = {
@@ -169,7 +196,7 @@ def _roles(encounter: dict[str, Any], conditions: dict[str, dict[str, Any]]) -> 
         assert coding["display"] == ROLE_DISPLAY[coding["code"]]
         c = conditions[d["condition"]["reference"]]
         [icd] = [x for x in c["code"]["coding"] if x["system"] == ICD10]
-        assert c["meta"]["profile"] == [f"{VN}/StructureDefinition/vn-core-condition-diagnosis"]
+        assert c["meta"]["profile"] == [f"{VN_CORE}/StructureDefinition/vn-core-condition-encounter-diagnosis"]
         assert c["category"][0]["coding"][0]["code"] == "encounter-diagnosis"
         out.append((coding["code"], icd["code"], c["code"]["text"]))
     return out
@@ -227,6 +254,8 @@ def test_open_visit_without_icd10_has_no_diagnosis_to_give(
     enc = _get(client, f"/fhir/Encounter/{bare.id}", tokens["physician"])
     # no ICD-10 code: no conformant Condition (VN Core requires ICD-10 on every diagnosis), so none is invented
     assert "diagnosis" not in enc and "contained" not in enc
+    # and without the ChiefComplaint diagnosis (1..1 in vn-core-encounter) the Encounter claims no profile
+    assert "profile" not in enc["meta"]
 
 
 def test_admission_diagnosis_is_coded_only_with_the_admitting_doctors_own_code(
@@ -266,3 +295,38 @@ def test_admission_diagnosis_is_coded_only_with_the_admitting_doctors_own_code(
                                                    "content": {**content, "initial_diagnosis_code": bad}})
         assert "content.initial_diagnosis_code" in refused.value.fields, bad
         session.rollback()
+
+
+@pytest.mark.parametrize(
+    ("kind", "code", "expected"),
+    [
+        # vn-core-race is the shipped MA_DANTOC list verbatim (56 codes): coded as stored
+        ("ethnicity", "55", {"coding": [("vn-core-race", "55", "Người nước ngoài")], "text": "Người nước ngoài (55)"}),
+        ("ethnicity", "99", {"coding": [("vn-core-race", "99", "Không rõ")], "text": "Không rõ (99)"}),
+        # GSO 2-digit → the IG's 1-digit code, only where the IG's concept is the same religion
+        ("religion", "02", {"coding": [("vn-core-ethic", "2", "Công Giáo")], "text": "Công giáo (02)"}),
+        ("religion", "03", {"coding": [("vn-core-ethic", "3", "Phật giáo Hòa Hảo")], "text": "Phật giáo Hoà Hảo (03)"}),
+        # the IG's 4 is "Hồi giáo" defined with Cao Đài branches: ambiguous, text only; 05+ the IG does not list
+        ("religion", "04", {"text": "Hồi giáo (04)"}),
+        ("religion", "05", {"text": "Cao Đài (05)"}),
+        ("religion", "00", {"text": "mã 00 (không có trong danh mục)"}),
+        ("occupation", "00001", {"text": "mã 00001 (chưa có danh mục)"}),
+    ],
+)
+def test_demographic_codings_follow_the_ig(
+    session: Session, kind: str, code: str, expected: dict[str, Any]
+) -> None:
+    from emr.exports.fhir import EXT, _demographic
+
+    ext = _demographic(session, kind, code)
+    assert ext is not None and ext["url"] == EXT[kind] and ext["url"].startswith(f"{VN_CORE}/StructureDefinition/")
+    want: dict[str, Any] = {"text": expected["text"]}
+    if "coding" in expected:
+        want = {
+            "coding": [
+                {"system": f"{VN_CORE}/CodeSystem/{s}", "code": c, "display": d} for s, c, d in expected["coding"]
+            ],
+            **want,
+        }
+    assert ext["valueCodeableConcept"] == want
+    assert _demographic(session, kind, None) is None

@@ -35,7 +35,7 @@ from .test_workflow import (  # the workflow's app, users and signing form, and 
 )
 
 PAPER = {"summary": "Ổn định", "discharge_diagnosis": "Viêm phổi (J18.9)", "treatment": "Kháng sinh", "result": "1"}
-CCHN = "http://fhir.hl7.org.vn/core/sid/cchn"
+CCHN = "https://filmless.vn/fhir/sid/cchn"  # the VN Core IG has no practising-certificate system (VNCorePractitioner)
 
 
 def _signed_paper(env: Env, head_slot: str) -> tuple[Document, DocumentVersion]:  # noqa: F811

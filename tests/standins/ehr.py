@@ -27,9 +27,13 @@ from typing import Any
 
 __all__ = ["CCCD_SYSTEM", "ICD10_SYSTEM", "EhrStandIn", "Received", "problems"]
 
-# VN Core NamingSystem vn-cccd-ns (fhir.hl7.org.vn/core, IG 0.3–0.6): the 12-digit citizen ID.
-CCCD_SYSTEM = "http://fhir.hl7.org.vn/core/sid/cccd"
-# VN Core Condition code binding (vn-condition-code-vs): ICD-10 per QĐ 4469/QĐ-BYT.
+# VN Core IG (github hl7vn/vn-core-ig): VNCorePatient's TheCCCD slice, fixedUri in
+# input/resources/StructureDefinition.VN-Core.Patient_v1.0.0.xml (NamingSystem.sid-national-id.xml): the
+# 12-digit citizen ID.
+CCCD_SYSTEM = "http://fhir.ehealth.gov.vn/core/sid/national_id"
+VN_CORE_PROFILES = "http://fhir.ehealth.gov.vn/core/StructureDefinition/"  # the IG's canonical base
+# VN Core Condition code binding (ValueSet vn-core-condition-code includes http://hl7.org/fhir/sid/icd-10): ICD-10
+# per QĐ 4469/QĐ-BYT.
 ICD10_SYSTEM = "http://hl7.org/fhir/sid/icd-10"
 _RELATIVE = re.compile(r"^[A-Z][A-Za-z]+/[A-Za-z0-9\-.]{1,64}$")
 
@@ -64,7 +68,7 @@ def problems(bundle: Any) -> list[str]:
     if not isinstance(bundle, dict) or bundle.get("resourceType") != "Bundle":
         return ["not a FHIR Bundle"]
     found: list[str] = []
-    if bundle.get("type") != "document":  # the push is a FHIR document (VN Core vn-core-bundle, type document)
+    if bundle.get("type") != "document":  # the push is a FHIR document (the VN Core IG has no Bundle profile)
         found.append(f"Bundle.type is {bundle.get('type')!r}, expected 'document'")
     if not (bundle.get("identifier") or {}).get("value"):  # bdl-9: a document has an identifier
         found.append("Bundle.identifier missing (bdl-9)")
@@ -87,8 +91,12 @@ def problems(bundle: Any) -> list[str]:
                 found.append(f"malformed reference {ref!r}")
             elif _resolve(ref, entry.get("fullUrl") or "") not in known:
                 found.append(f"{entry['resource'].get('resourceType')}: reference {ref!r} is not in the Bundle")
+    for r in [bundle, *resources]:  # a profile claim the health record can resolve: the IG's canonicals only
+        for profile in (r.get("meta") or {}).get("profile") or []:
+            if not profile.startswith(VN_CORE_PROFILES):
+                found.append(f"{r.get('resourceType')}: meta.profile {profile!r} is not a VN Core IG profile")
     composition = resources[0]
-    for element in ("identifier", "status", "type", "subject", "date", "author", "title"):  # VNCoreComposition 1..1
+    for element in ("identifier", "status", "type", "subject", "date", "author", "title"):  # R4 Composition 1..1
         if not composition.get(element):
             found.append(f"Composition.{element} missing")
     patients = [r for r in resources if r.get("resourceType") == "Patient"]
