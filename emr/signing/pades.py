@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import functools
 import io
+import logging
 import os
 import tempfile
 from datetime import datetime
@@ -40,10 +41,19 @@ from .signers import DocumentSigner
 
 __all__ = ["sign_pdf", "signature_fields"]
 
+log = logging.getLogger(__name__)
+
 _FONT = None
 # Room for the CMS (signer + CA certificates, timestamp token with the TSA's
 # chain). Fixed so pyHanko skips its size-estimating dry-run signature.
 _RESERVED = 24 * 1024
+
+
+def _too_large(exc: Exception) -> bool:
+    """pyHanko's ways of saying the CMS did not fit in the bytes reserved for it (PdfError while writing,
+    or SigningError "Final ByteRange payload larger than expected" once the signature is made)."""
+    text = str(exc).lower()
+    return "reserved" in text or "too large" in text or "larger than expected" in text
 
 
 # Characters a stamp can need: ASCII, Latin-1/Extended-A, ơ/ư, combining
@@ -196,9 +206,13 @@ def sign_pdf(
     try:
         try:
             pdf_signer.sign_pdf(writer, output=out, bytes_reserved=_RESERVED, appearance_text_params=stamp)
-        except PdfError as exc:  # a CMS larger than the room reserved: let pyHanko size it
-            if "reserved" not in str(exc).lower() and "too large" not in str(exc).lower():
+        except (PdfError, PyHankoSigningError) as exc:
+            # A CMS larger than the room reserved (the CA's CRL embedded in it grows with every revocation):
+            # sign again and let pyHanko size the room from a dry run.
+            if not _too_large(exc):
                 raise
+            log.info("signature larger than %d bytes (%s); signing again with the room sized by pyHanko",
+                     _RESERVED, exc)
             writer, out = _reader(pdf), io.BytesIO()
             pdf_signer.sign_pdf(writer, output=out, appearance_text_params=stamp)
     except TimestampRequestError as exc:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 import io
+from typing import Any
 
 import pytest
 from pyhanko.pdf_utils.reader import PdfFileReader
@@ -169,3 +170,17 @@ def test_text_of_a_paper_reads_each_label_with_its_value(tmp_path) -> None:
     text = subprocess.run(["pdftotext", str(path), "-"], capture_output=True, check=True, text=True).stdout
     for label, value in exam:
         assert re.search(re.escape(label) + r":\s*" + re.escape(value), text), (label, text)
+
+
+def test_a_signature_larger_than_the_room_reserved_is_signed_again_not_refused(
+    report_pdf: bytes, pki: Any, pki_server: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The CMS carries the CA's CRL, which grows with every revocation: past the fixed room reserved for it,
+    pyHanko said "Final ByteRange payload larger than expected" and every signature failed ("Không ký được
+    văn bản") until the room was sized again. A room far too small stands for a CRL grown large."""
+    import emr.signing.pades as pades
+
+    monkeypatch.setattr(pades, "_RESERVED", 2048)
+    pdf = sign_pdf(report_pdf, "radiologist", signer_for(pki, "bs.an"), make_context(pki, pki_server))
+    assert signature_fields(pdf) == {"radiologist": True, "head": False}
+    assert verify_pdf(pdf, [pki.ca_certificate()]).valid
