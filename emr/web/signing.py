@@ -96,6 +96,9 @@ def sign(document_id: int) -> Any:
                 s, current_actor(), doc.id, _config(), method=method, secret=secret, expected_sha256=shown
             )
         except SigningError as exc:
+            # The user sees the Vietnamese summary; the cause (TSA, token, certificate, PDF) is for the admin.
+            log.warning("signing document %s as %s failed: %s", doc.id, current_actor().username, exc,
+                        exc_info=type(exc) is SigningError)
             errors = {"secret": exc.user_message()}
             status = 422
         except svc.ContentChanged as exc:
