@@ -347,9 +347,9 @@ export function createViewer({ config = readConfig(window.location.search, windo
   // The user's emergency accesses in force, shown as every EMR page shows
   // them. Not for a share link's visitor (no session), nor in a frame: the
   // viewer is framed only by EMR pages (frame-ancestors 'self'), which show
-  // the banner themselves.
+  // the banner themselves; nor without a study (nothing of a patient shown).
   async function loadEmergency() {
-    if (config.token || window.self !== window.top) return [];
+    if (config.token || !config.study || window.self !== window.top) return [];
     try {
       const r = await fetch(GRANTS_ROOT, { credentials: 'same-origin', headers: { Accept: 'application/json' } });
       if (!r.ok || !(r.headers.get('Content-Type') || '').includes('json')) return [];
