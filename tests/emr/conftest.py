@@ -8,6 +8,7 @@ tests. SQLite: one migrated template file, copied per test.
 from __future__ import annotations
 
 import shutil
+import threading
 import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -19,6 +20,7 @@ from flask import Flask
 from flask.testing import FlaskClient
 from sqlalchemy import create_engine, text
 from sqlalchemy.orm import Session
+from werkzeug.serving import make_server
 
 from emr import Actor, EmrSettings, create_app, upgrade_database
 from emr.access.users import create_token, create_user
@@ -245,3 +247,14 @@ def outpatient_visit(session: Session, world: World) -> tuple[Any, Any]:
     )
     session.commit()
     return p, enc
+
+
+@pytest.fixture
+def base_url(app: Flask) -> Iterator[str]:
+    """The test app served over HTTP on a free port (the browser tests)."""
+    server = make_server("127.0.0.1", 0, app, threaded=True)
+    thread = threading.Thread(target=server.serve_forever, name="emr-test-server", daemon=True)
+    thread.start()
+    yield f"http://127.0.0.1:{server.server_port}"
+    server.shutdown()
+    thread.join(5)

@@ -6,39 +6,25 @@ test-artifacts/emr/network-site-confirm-*.png."""
 from __future__ import annotations
 
 import hashlib
-import threading
-from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import pytest
 from cryptography.hazmat.primitives import serialization
-from flask import Flask
 from sqlalchemy import select
 from sqlalchemy.orm import Session
-from werkzeug.serving import make_server
 
 from emr.models import NetworkSite
 from emr.signing.pki import fingerprint
 
-from .conftest import PASSWORD, World
+from .browser_support import ARTIFACTS, logged_in_page
+from .conftest import World
 
-ARTIFACTS = Path(__file__).resolve().parents[2] / "test-artifacts" / "emr"
 OUTBOUND = "token-bv-b-cap-cho-ta-" + "q" * 24
 IN_VIEW = """(sel) => { const r = document.querySelector(sel).getBoundingClientRect();
   return r.top >= 0 && r.bottom <= window.innerHeight; }"""
 STARTS_IN_VIEW = """(sel) => { const r = document.querySelector(sel).getBoundingClientRect();
   return r.top > -2 && r.top < window.innerHeight / 4; }"""
 
-
-@pytest.fixture
-def base_url(app: Flask) -> Iterator[str]:
-    server = make_server("127.0.0.1", 0, app, threaded=True)
-    thread = threading.Thread(target=server.serve_forever, name="emr-test-server", daemon=True)
-    thread.start()
-    yield f"http://127.0.0.1:{server.server_port}"
-    server.shutdown()
-    thread.join(5)
 
 
 @pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)
@@ -47,16 +33,7 @@ def test_the_confirmation_is_in_view_and_the_token_is_saved(
     browser: Any, base_url: str, world: World, session: Session, pki: Any, width: int,
 ) -> None:
     sha = hashlib.sha256(pki.ca_certificate().public_bytes(serialization.Encoding.DER)).hexdigest()
-    context = browser.new_context(viewport={"width": width, "height": 800}, device_scale_factor=1, locale="vi-VN")
-    page = context.new_page()
-    errors: list[str] = []
-    page.on("pageerror", lambda e: errors.append(str(e)))
-    try:
-        page.goto(f"{base_url}/login")
-        page.fill("input[name=username]", "admin1")
-        page.fill("input[name=password]", PASSWORD)
-        page.click("button[type=submit].primary")
-        page.wait_for_load_state()
+    with logged_in_page(browser, base_url, "admin1", width, 800) as (page, errors):
         page.goto(f"{base_url}/network/sites")
         form = page.locator("form.site-form")
         form.locator("input[name=name]").fill("BV Đa khoa tỉnh Thử nghiệm")
@@ -83,5 +60,3 @@ def test_the_confirmation_is_in_view_and_the_token_is_saved(
         assert site is not None and site.outbound_token == OUTBOUND and site.signing_ca_sha256 == sha
         session.rollback()
         assert not errors, errors
-    finally:
-        context.close()

@@ -5,7 +5,6 @@ which shows the CA as withdrawn with when, by whom and why. Screenshots: test-ar
 from __future__ import annotations
 
 import hashlib
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -16,14 +15,9 @@ from emr.i18n import t
 from emr.signing.pki import fingerprint, list_trust_anchors, list_withdrawn_anchors
 from emr.signing.trust import trust_anchors_dir
 
-from . import test_network_signing_ca_browser as signing_ca_browser
-from .conftest import PASSWORD, World
-from .test_network_signing_ca_browser import OVERFLOW, WIDE
+from .browser_support import ARTIFACTS, OVERFLOW, WIDE, logged_in_page
+from .conftest import World
 from .test_trust_anchor_withdraw import _site_with_ca
-
-base_url = signing_ca_browser.base_url  # the app served on a free port (a fixture)
-
-ARTIFACTS = Path(__file__).resolve().parents[2] / "test-artifacts" / "emr"
 
 
 @pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)
@@ -34,16 +28,7 @@ def test_an_admin_withdraws_a_ca_from_the_trust_anchor_list(
     sha = hashlib.sha256(pki.ca_certificate().public_bytes(serialization.Encoding.DER)).hexdigest()
     _site_with_ca(session, settings, pki)
     session.rollback()
-    context = browser.new_context(viewport={"width": width, "height": 1000}, device_scale_factor=1, locale="vi-VN")
-    page = context.new_page()
-    errors: list[str] = []
-    page.on("pageerror", lambda e: errors.append(str(e)))
-    try:
-        page.goto(f"{base_url}/login")
-        page.fill("input[name=username]", "admin1")
-        page.fill("input[name=password]", PASSWORD)
-        page.click("button[type=submit].primary")
-        page.wait_for_load_state()
+    with logged_in_page(browser, base_url, "admin1", width, 1000) as (page, errors):
         page.goto(f"{base_url}/network/sites")
         page.locator(f"#trust-anchors tr[data-sha256='{sha}'] a.danger").click()
         page.wait_for_load_state()
@@ -70,5 +55,3 @@ def test_an_admin_withdraws_a_ca_from_the_trust_anchor_list(
         assert scroll <= inner, f"{scroll}px wide in a {inner}px viewport: {page.evaluate(WIDE)}"
         page.locator("#trust-anchors").screenshot(path=str(ARTIFACTS / f"trust-anchor-withdrawn-{width}.png"))
         assert not errors, errors
-    finally:
-        context.close()

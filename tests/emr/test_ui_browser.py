@@ -7,15 +7,11 @@ nothing may overflow horizontally. Screenshots go to test-artifacts/emr/.
 
 from __future__ import annotations
 
-import threading
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
-from flask import Flask
 from sqlalchemy.orm import Session
-from werkzeug.serving import make_server
 
 from emr.documents import service as documents
 from emr.i18n import t
@@ -23,22 +19,13 @@ from emr.models.signing import DocumentSignature, SignedArtifact
 from emr.patients import encounters
 from emr.patients import service as patients
 
+from .browser_support import OVERFLOW
 from .conftest import PASSWORD, World, patient_data
 
 REPO = Path(__file__).resolve().parents[2]
 ARTIFACTS = REPO / "test-artifacts" / "emr"
 VIEWPORTS = {"tablet": {"width": 820, "height": 1180}, "phone": {"width": 390, "height": 844}}
-OVERFLOW = "() => [document.scrollingElement.scrollWidth, window.innerWidth]"
 
-
-@pytest.fixture
-def base_url(app: Flask) -> Iterator[str]:
-    server = make_server("127.0.0.1", 0, app, threaded=True)
-    thread = threading.Thread(target=server.serve_forever, name="emr-test-server", daemon=True)
-    thread.start()
-    yield f"http://127.0.0.1:{server.server_port}"
-    server.shutdown()
-    thread.join(5)
 
 
 def _no_overflow(page: Any, what: str) -> None:
