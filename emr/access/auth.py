@@ -90,8 +90,8 @@ def deny(action: str) -> None:
         action,
         outcome="denied",
         object_type="route",
-        object_id=request.path[:64],
-        details={"method": request.method},
+        object_id=request.path[:64],  # the column's width; the whole path (a fingerprint, say) is in details
+        details={"method": request.method, "path": request.path[:1024]},
     )
     s.commit()
 
