@@ -21,6 +21,8 @@ from fhir.resources.R4B import get_fhir_model_class
 from flask.testing import FlaskClient
 from sqlalchemy.orm import Session
 
+from emr.exports.fhir import RESOURCE_TYPES
+
 from .conftest import InpatientVisit, make_inpatient_visit, make_visit
 
 VN_CORE = "http://fhir.ehealth.gov.vn/core"  # canonical of the Ministry's IG, github hl7vn/vn-core-ig
@@ -136,16 +138,7 @@ def test_every_served_resource_validates(
     tok = tokens["physician"]
     pid = inpatient.visit.patient.id
     counts = {}
-    for kind in (
-        "Patient",
-        "Encounter",
-        "ServiceRequest",
-        "ImagingStudy",
-        "DiagnosticReport",
-        "DocumentReference",
-        "Provenance",
-        "AuditEvent",
-    ):
+    for kind in RESOURCE_TYPES:  # every resource type the API serves
         query = f"_id={pid}" if kind == "Patient" else f"patient={pid}"
         bundle = _get(client, f"/fhir/{kind}?{query}&_count=200", tokens["admin"] if kind == "AuditEvent" else tok)
         for entry in bundle.get("entry", []):

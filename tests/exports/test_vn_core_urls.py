@@ -18,6 +18,8 @@ import pytest
 from flask.testing import FlaskClient
 from sqlalchemy.orm import Session
 
+from emr.exports.fhir import RESOURCE_TYPES
+
 from .conftest import InpatientVisit, make_inpatient_visit
 
 IG_BASE = "http://fhir.ehealth.gov.vn/core"
@@ -107,16 +109,7 @@ def test_every_emitted_vn_core_url_is_defined_by_the_ig(
 
     pid = inpatient.visit.patient.id
     emitted: list[Any] = []
-    for kind in (
-        "Patient",
-        "Encounter",
-        "ServiceRequest",
-        "ImagingStudy",
-        "DiagnosticReport",
-        "DocumentReference",
-        "Provenance",
-        "AuditEvent",
-    ):
+    for kind in RESOURCE_TYPES:  # every resource type the API serves
         query = f"_id={pid}" if kind == "Patient" else f"patient={pid}"
         token = tokens["admin"] if kind == "AuditEvent" else tokens["physician"]
         r = client.get(f"/fhir/{kind}?{query}&_count=200", headers={"Authorization": f"Bearer {token}"})
