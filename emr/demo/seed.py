@@ -204,28 +204,12 @@ def make_ct_series(
     now = acquired or to_local(utcnow())
     yy, xx = np.mgrid[0:size, 0:size]
     out = []
+    patient = {"PatientID": patient_id, "PatientName": patient_name, "PatientBirthDate": birth_date,
+               "PatientSex": sex, "AccessionNumber": accession_number}
     for i in range(slices):
-        ds = Dataset()
-        ds.file_meta = FileMetaDataset()
-        ds.file_meta.MediaStorageSOPClassUID = CTImageStorage
-        sop_uid = _uid(uid_seed, f"instance-{i}")
-        ds.file_meta.MediaStorageSOPInstanceUID = sop_uid
-        ds.file_meta.TransferSyntaxUID = ExplicitVRLittleEndian
-        ds.SpecificCharacterSet = "ISO_IR 192"
-        ds.SOPClassUID = CTImageStorage
-        ds.SOPInstanceUID = sop_uid
-        ds.StudyInstanceUID = study_instance_uid
-        ds.SeriesInstanceUID = series_uid
+        ds = _image_header(CTImageStorage, _uid(uid_seed, f"instance-{i}"), study_instance_uid, series_uid,
+                           patient, now, description)
         ds.FrameOfReferenceUID = frame_uid
-        ds.PatientID = patient_id
-        ds.PatientName = patient_name
-        ds.PatientBirthDate = birth_date
-        ds.PatientSex = sex
-        ds.AccessionNumber = accession_number
-        ds.StudyDate = ds.SeriesDate = now.strftime("%Y%m%d")
-        ds.StudyTime = ds.SeriesTime = now.strftime("%H%M%S")
-        ds.StudyID = "1"
-        ds.StudyDescription = description
         ds.SeriesDescription = "Axial 5mm"
         ds.Modality = "CT"
         ds.SeriesNumber = 1
@@ -249,10 +233,37 @@ def make_ct_series(
         body = ((xx - size / 2) ** 2 + (yy - size / 2) ** 2) < r**2
         pixels = np.where(body, 1064 + (xx % 7) * 3, 24).astype(np.int16)
         ds.PixelData = pixels.tobytes()
-        buf = BytesIO()
-        ds.save_as(buf, enforce_file_format=True)
-        out.append(buf.getvalue())
+        out.append(_part10(ds))
     return out
+
+
+def _image_header(sop_class: str, sop_uid: str, study_uid: str, series_uid: str, patient: dict[str, str],
+                  acquired: datetime, description: str) -> Dataset:
+    """What every demo image starts with: file meta, UTF-8, its UIDs, the patient and accession
+    (``patient``: keyword → value) and the study's date and time (facility wall time)."""
+    ds = Dataset()
+    ds.file_meta = FileMetaDataset()
+    ds.file_meta.MediaStorageSOPClassUID = sop_class
+    ds.file_meta.MediaStorageSOPInstanceUID = sop_uid
+    ds.file_meta.TransferSyntaxUID = ExplicitVRLittleEndian
+    ds.SpecificCharacterSet = "ISO_IR 192"
+    ds.SOPClassUID = sop_class
+    ds.SOPInstanceUID = sop_uid
+    ds.StudyInstanceUID = study_uid
+    ds.SeriesInstanceUID = series_uid
+    for keyword, value in patient.items():
+        setattr(ds, keyword, value)
+    ds.StudyDate = ds.SeriesDate = acquired.strftime("%Y%m%d")
+    ds.StudyTime = ds.SeriesTime = acquired.strftime("%H%M%S")
+    ds.StudyID = "1"
+    ds.StudyDescription = description
+    return ds
+
+
+def _part10(ds: Dataset) -> bytes:
+    buf = BytesIO()
+    ds.save_as(buf, enforce_file_format=True)
+    return buf.getvalue()
 
 
 def demo_uid(*parts: str) -> UID:
@@ -283,26 +294,11 @@ def make_dx_image(
     description: str = "X-quang ngực thẳng",
 ) -> bytes:
     """One synthetic chest radiograph (DX, for presentation, PA), Part 10 bytes, UIDs from the study UID."""
-    ds = Dataset()
-    ds.file_meta = FileMetaDataset()
-    ds.file_meta.MediaStorageSOPClassUID = DigitalXRayImageStorageForPresentation
-    sop_uid = demo_uid(study_instance_uid, "instance-0")
-    ds.file_meta.MediaStorageSOPInstanceUID = sop_uid
-    ds.file_meta.TransferSyntaxUID = ExplicitVRLittleEndian
-    ds.SpecificCharacterSet = "ISO_IR 192"
-    ds.SOPClassUID = DigitalXRayImageStorageForPresentation
-    ds.SOPInstanceUID = sop_uid
-    ds.StudyInstanceUID = study_instance_uid
-    ds.SeriesInstanceUID = demo_uid(study_instance_uid, "series")
-    ds.PatientID = patient_id
-    ds.PatientName = patient_name
-    ds.PatientBirthDate = birth_date
-    ds.PatientSex = sex
-    ds.AccessionNumber = accession_number
-    ds.StudyDate = ds.SeriesDate = ds.ContentDate = acquired.strftime("%Y%m%d")
-    ds.StudyTime = ds.SeriesTime = ds.ContentTime = acquired.strftime("%H%M%S")
-    ds.StudyID = "1"
-    ds.StudyDescription = description
+    patient = {"PatientID": patient_id, "PatientName": patient_name, "PatientBirthDate": birth_date,
+               "PatientSex": sex, "AccessionNumber": accession_number}
+    ds = _image_header(DigitalXRayImageStorageForPresentation, demo_uid(study_instance_uid, "instance-0"),
+                       study_instance_uid, demo_uid(study_instance_uid, "series"), patient, acquired, description)
+    ds.ContentDate, ds.ContentTime = ds.StudyDate, ds.StudyTime
     ds.SeriesDescription = "PA"
     ds.Modality = "DX"
     ds.ImageType = ["ORIGINAL", "PRIMARY"]
@@ -331,9 +327,7 @@ def make_dx_image(
     opacity = ((xx - 0.32) / 0.08) ** 2 + ((yy - 0.68) / 0.07) ** 2 < 1  # the right lower lobe (image left)
     pixels = np.where(body, 2600, 300) - np.where(lungs, 1700, 0) + np.where(lungs & opacity, 900, 0)
     ds.PixelData = pixels.astype(np.uint16).tobytes()
-    buf = BytesIO()
-    ds.save_as(buf, enforce_file_format=True)
-    return buf.getvalue()
+    return _part10(ds)
 
 
 class HeadersOnly:
