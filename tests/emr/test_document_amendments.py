@@ -27,11 +27,9 @@ from emr.documents.rights import NotAllowedOnDocument
 from emr.http_server import make_server
 from emr.i18n import t
 from emr.models import AuditEntry, Document, DocumentVersion, User
-from emr.patients import encounters
-from emr.patients import service as patients
 from tests.helpers import free_port, http_login
 
-from .conftest import ADMIN_ACTOR, PASSWORD, World, csrf_token, login, patient_data
+from .conftest import ADMIN_ACTOR, PASSWORD, World, csrf_token, login, outpatient_visit
 
 SIGNED = {"chief_complaint": "Ho kéo dài", "examination": "Phổi ran nổ", "conclusion": "Viêm phổi"}
 
@@ -39,10 +37,7 @@ SIGNED = {"chief_complaint": "Ho kéo dài", "examination": "Phổi ran nổ", "
 def _signed_document(session: Session, world: World) -> Document:
     """An outpatient record signed (v1) by the physician, who may therefore amend it."""
     doctor = world.actor("physician")
-    p = patients.create_patient(session, doctor, patient_data())
-    enc = encounters.create_encounter(
-        session, doctor, {"patient_id": p.id, "kind": "outpatient", "department_code": world.department_code}
-    )
+    _p, enc = outpatient_visit(session, world)
     doc = documents.create_document(
         session, doctor, {"encounter_id": enc.id, "form_type": "outpatient_record", "content": SIGNED}
     )

@@ -28,10 +28,8 @@ from emr.core.exceptions import InvalidState
 from emr.documents import service as documents
 from emr.i18n import t
 from emr.models import AuditEntry, Document, DocumentVersion
-from emr.patients import encounters
-from emr.patients import service as patients
 
-from .conftest import ADMIN_ACTOR, World, csrf_token, linked_ct_study, login, patient_data
+from .conftest import ADMIN_ACTOR, World, csrf_token, linked_ct_study, login, outpatient_visit
 
 TEXT = {"chief_complaint": "Ho kéo dài", "examination": "Phổi ran nổ", "conclusion": "Viêm phổi"}
 
@@ -39,10 +37,7 @@ TEXT = {"chief_complaint": "Ho kéo dài", "examination": "Phổi ran nổ", "co
 def _draft(session: Session, world: World) -> Document:
     """An outpatient record draft (v1) written by physician1."""
     doctor = world.actor("physician")
-    p = patients.create_patient(session, doctor, patient_data())
-    enc = encounters.create_encounter(
-        session, doctor, {"patient_id": p.id, "kind": "outpatient", "department_code": world.department_code}
-    )
+    _p, enc = outpatient_visit(session, world)
     doc = documents.create_document(
         session, doctor, {"encounter_id": enc.id, "form_type": "outpatient_record", "content": TEXT}
     )
