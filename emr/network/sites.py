@@ -130,10 +130,8 @@ def read_signing_ca(pem: str | bytes) -> list[SigningCa]:
     Raises ValidationFailed on field ``signing_ca`` (garbage, a leaf certificate, an expired CA, a
     private key), with the same rule as the import itself (:func:`emr.signing.pki.check_trust_anchor`).
     """
-    from cryptography.hazmat.primitives import serialization
-
     from emr.signing.exceptions import PkiError
-    from emr.signing.pki import check_trust_anchor
+    from emr.signing.pki import cert_sha256, check_trust_anchor
 
     data = pem.encode("utf-8", "replace") if isinstance(pem, str) else pem
     if len(data) > SIGNING_CA_MAX:
@@ -145,7 +143,7 @@ def read_signing_ca(pem: str | bytes) -> list[SigningCa]:
         raise ValidationFailed({"signing_ca": key}, params={"signing_ca": dict(exc.params)}) from None
     return [
         SigningCa(subject=c.subject.rfc4514_string(),
-                  sha256=hashlib.sha256(c.public_bytes(serialization.Encoding.DER)).hexdigest(),
+                  sha256=cert_sha256(c),
                   not_after=c.not_valid_after_utc.replace(tzinfo=None))
         for c in certs
     ]

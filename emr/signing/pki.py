@@ -42,6 +42,7 @@ __all__ = [
     "DevUser",
     "TrustAnchor",
     "WithdrawnAnchor",
+    "cert_sha256",
     "check_trust_anchor",
     "fingerprint",
     "import_trust_anchor",
@@ -453,6 +454,11 @@ def load_certificates(data: bytes) -> list[x509.Certificate]:
         raise PkiError(f"not a certificate: {exc}", key="signing.error.bad_certificate") from exc
 
 
+def cert_sha256(cert: x509.Certificate) -> str:
+    """The certificate's SHA-256 over its DER encoding (hex): how a trust anchor is named and confirmed."""
+    return hashlib.sha256(cert.public_bytes(serialization.Encoding.DER)).hexdigest()
+
+
 def _anchor(cert: x509.Certificate, path: Path) -> TrustAnchor:
     return TrustAnchor(
         subject=cert.subject.rfc4514_string(),
@@ -460,7 +466,7 @@ def _anchor(cert: x509.Certificate, path: Path) -> TrustAnchor:
         serial_number=format(cert.serial_number, "x"),
         not_before=cert.not_valid_before_utc,
         not_after=cert.not_valid_after_utc,
-        sha256=hashlib.sha256(cert.public_bytes(serialization.Encoding.DER)).hexdigest(),
+        sha256=cert_sha256(cert),
         path=path,
     )
 
@@ -513,8 +519,7 @@ def import_trust_anchor(data: bytes, store_dir: Path | str) -> list[TrustAnchor]
     store.mkdir(parents=True, exist_ok=True)
     anchors = []
     for cert in certs:
-        der = cert.public_bytes(serialization.Encoding.DER)
-        path = store / f"{hashlib.sha256(der).hexdigest()}.pem"
+        path = store / f"{cert_sha256(cert)}.pem"
         if not path.exists():
             _write_public(path, _pem(cert))
         anchors.append(_anchor(cert, path))
@@ -597,7 +602,7 @@ def withdraw_trust_anchor(
     for path in sorted(store.glob("*.pem")) if store.is_dir() else []:
         certs = load_certificates(path.read_bytes())
         for cert in certs:
-            if hashlib.sha256(cert.public_bytes(serialization.Encoding.DER)).hexdigest() == digest:
+            if cert_sha256(cert) == digest:
                 found = (path, cert, [c for c in certs if c is not cert])
                 break
         if found:
