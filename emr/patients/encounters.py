@@ -47,7 +47,6 @@ __all__ = [
     "current_visits",
     "close_encounter",
     "ClosePrefill",
-    "close_form_defaults",
     "close_form_prefill",
     "may_close",
     "pending_orders",
@@ -378,12 +377,6 @@ def close_form_prefill(session: Session, enc: Encounter) -> ClosePrefill:
     if known:
         values["main_code"], values["secondary_codes"] = known[0], " ".join(known[1:])
     return ClosePrefill(values, True, tuple(known), tuple(c for c in found if c in refused))
-
-
-def close_form_defaults(session: Session, enc: Encounter) -> tuple[dict[str, str], bool]:
-    """:func:`close_form_prefill` as (values, whether the discharge paper supplied the diagnosis)."""
-    prefill = close_form_prefill(session, enc)
-    return prefill.values, prefill.from_paper
 
 
 def _discharge_problems(text: str) -> dict[str, str]:

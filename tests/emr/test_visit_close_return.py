@@ -72,12 +72,14 @@ def test_close_form_prefills_the_paper_diagnosis_and_its_codes(session: Session,
 
 def test_codes_not_in_the_catalogue_are_not_offered(session: Session, world: World) -> None:
     _p, enc, doc = _paper_visit(session, world, {**PAPER, "discharge_diagnosis": "Viêm phổi (J18.9), B99.9"})
-    values, from_paper = encounters.close_form_defaults(session, session.get(Encounter, enc.id))
+    prefill = encounters.close_form_prefill(session, session.get(Encounter, enc.id))
+    values, from_paper = prefill.values, prefill.from_paper
     assert from_paper and values["main_code"] == "J18.9" and values["secondary_codes"] == ""  # B99.9 not loaded
     documents.update_draft(session, world.actor("physician"), doc.id,
                          {**PAPER, "discharge_diagnosis": "Viêm phổi thùy dưới phải"}, base_version=1)
     session.expire_all()
-    values, from_paper = encounters.close_form_defaults(session, session.get(Encounter, enc.id))
+    prefill = encounters.close_form_prefill(session, session.get(Encounter, enc.id))
+    values, from_paper = prefill.values, prefill.from_paper
     assert from_paper and values["discharge_diagnosis"] == "Viêm phổi thùy dưới phải"
     assert values["main_code"] == ""  # no code written: the visit's own (none here)
 
@@ -138,7 +140,8 @@ def test_without_a_paper_the_form_offers_the_visit_own_values(session: Session, 
     p, enc = outpatient_visit(session, world)
     enc.admission_diagnosis = "Đau đầu"
     session.commit()
-    values, from_paper = encounters.close_form_defaults(session, enc)
+    prefill = encounters.close_form_prefill(session, enc)
+    values, from_paper = prefill.values, prefill.from_paper
     assert not from_paper and values["discharge_diagnosis"] == "Đau đầu"
 
 
