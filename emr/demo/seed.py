@@ -237,7 +237,7 @@ def make_ct_series(
     return out
 
 
-def _image_header(sop_class: str, sop_uid: str, study_uid: str, series_uid: str, patient: dict[str, str],
+def _image_header(sop_class: UID, sop_uid: UID, study_uid: str, series_uid: str, patient: dict[str, str],
                   acquired: datetime, description: str) -> Dataset:
     """What every demo image starts with: file meta, UTF-8, its UIDs, the patient and accession
     (``patient``: keyword → value) and the study's date and time (facility wall time)."""
