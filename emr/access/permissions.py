@@ -24,6 +24,7 @@ __all__ = [
     "ROLES",
     "allowed",
     "break_glass_department",
+    "headed_department",
     "care_basis",
     "may_close_visit",
     "may_review_break_glass",
@@ -111,16 +112,22 @@ def allowed(role: str | None, action: str) -> bool:
     return role is not None and role in PERMISSIONS[action]
 
 
-def break_glass_department(user: Any) -> int | None:
-    """The department whose users' emergency accesses ``user`` reviews as its head, or None.
-
-    Admins review every access (``break_glass.review``); a head of department (trưởng khoa) those of
-    the users now in their department, never their own (emr.access.break_glass.ReviewScope)."""
+def headed_department(user: Any) -> int | None:
+    """The department ``user`` heads (trưởng khoa): an active physician or radiologist with the
+    department-head flag and a department; None for anyone else."""
     if user is None or not getattr(user, "active", True) or not allowed(user.role, "break_glass.review_department"):
         return None
     if not getattr(user, "is_department_head", False) or user.department_id is None:
         return None
     return int(user.department_id)
+
+
+def break_glass_department(user: Any) -> int | None:
+    """The department whose users' emergency accesses ``user`` reviews as its head, or None.
+
+    Admins review every access (``break_glass.review``); a head of department (trưởng khoa) those of
+    the users now in their department, never their own (emr.access.break_glass.ReviewScope)."""
+    return headed_department(user)
 
 
 def may_review_break_glass(user: Any) -> bool:

@@ -9,7 +9,7 @@ from flask import Blueprint, current_app, g, redirect, render_template, request,
 
 from emr.access.auth import login_user, logout_user, requires
 from emr.access.login_guard import HashingBusy, LoginGuard
-from emr.access.permissions import allowed, break_glass_department
+from emr.access.permissions import allowed, headed_department
 from emr.access.users import authenticate
 from emr.core.exceptions import AuthenticationFailed
 from emr.web.safe_redirect import local_path
@@ -23,7 +23,7 @@ bp = Blueprint("auth", __name__)
 def role_label(user: Any) -> str:
     """What the top bar says the user is: their role's name, or "Trưởng khoa" for the head of a department
     (a physician or radiologist with the department-head flag and a department; the role stays theirs)."""
-    if break_glass_department(user) is not None:
+    if headed_department(user) is not None:
         return t("roles.department_head")
     return t(f"roles.{user.role}")
 
